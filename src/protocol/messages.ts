@@ -1,0 +1,217 @@
+// Messages between the extension host and the engine child process (and the CLI's in-process
+// client). Requests are typed by method → {params, result}; notifications by method → params.
+// Webview ↔ host messages are in ./webview.ts. Nothing here imports vscode, node or the engine.
+
+import type { LayerConfig, QuantizeConfig, Method } from './config';
+
+// ── Error codes (named, stable; shown to users together with the message) ────────────────────
+export const ErrorCode = {
+  /** A message that does not parse as a protocol envelope. */
+  InvalidMessage: 'E_INVALID_MESSAGE',
+  MethodNotFound: 'E_METHOD_NOT_FOUND',
+  InvalidParams: 'E_INVALID_PARAMS',
+  /** Malformed or truncated safetensors, bad index, bad config.json. */
+  BadCheckpoint: 'E_BAD_CHECKPOINT',
+  UnsupportedDtype: 'E_UNSUPPORTED_DTYPE',
+  NonFinite: 'E_NON_FINITE',
+  ShapeMismatch: 'E_SHAPE_MISMATCH',
+  BadConfig: 'E_BAD_CONFIG',
+  BadCalibration: 'E_BAD_CALIBRATION',
+  OutOfMemory: 'E_OUT_OF_MEMORY',
+  /** A resume checkpoint that belongs to another model, config, calibration or engine version. */
+  IncompatibleCheckpoint: 'E_INCOMPATIBLE_CHECKPOINT',
+  Cancelled: 'E_CANCELLED',
+  EngineCrashed: 'E_ENGINE_CRASHED',
+  Timeout: 'E_TIMEOUT',
+  Io: 'E_IO',
+  Internal: 'E_INTERNAL',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export interface ProtocolErrorData {
+  code: ErrorCode;
+  message: string;
+  /** File, tensor or field the error is about, when there is one. */
+  where?: string;
+  /** What the user can do about it. */
+  hint?: string;
+}
+
+// ── Shared shapes ───────────────────────────────────────────────────────────────────────────
+export type Dtype = 'F32' | 'F16' | 'BF16' | 'F64' | 'I8' | 'U8' | 'I16' | 'I32' | 'I64' | 'F8_E4M3' | 'BOOL';
+
+export interface TensorSummary {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+}
+
+/** One quantizable linear layer, named as in the checkpoint (e.g. model.layers.0.self_attn.q_proj). */
+export interface LinearLayerInfo {
+  name: string;
+  block: number;
+  /** Short module name: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj. */
+  module: string;
+  rows: number;
+  cols: number;
+}
+
+export interface ModelSummary {
+  path: string;
+  /** 'llama' for a Hugging Face Llama-family folder; 'tensors' for a bare safetensors file. */
+  kind: 'llama' | 'tensors';
+  files: string[];
+  totalBytes: number;
+  params: number;
+  dtypes: Dtype[];
+  numBlocks: number;
+  linears: LinearLayerInfo[];
+  /** Protocol context length (0 for bare tensors). */
+  ctx: number;
+}
+
+export interface StageTimes {
+  [stage: string]: number; // seconds: hessian, lowrank, permute, rotate, quantize, report, ...
+}
+
+/** What the engine reports for each quantized layer (spec §3 bpw; proxy loss = tr(ΔH Δᵀ)). */
+export interface LayerReport {
+  name: string;
+  block: number;
+  module: string;
+  rows: number;
+  cols: number;
+  config: LayerConfig;
+  bpw: number;
+  /** tr(Δ H Δᵀ) of the final reconstruction, Δ = W − Ŵ. */
+  proxyLoss: number;
+  /** proxyLoss / tr(W H Wᵀ): comparable across layers. */
+  relProxyLoss: number;
+  /** Same layer and Hessian, other methods at the same bits (when computed). */
+  baselines?: Partial<Record<Method, number>>;
+  /** Fraction of ‖A‖²_F captured by the rank-r part (lopro). */
+  lowRankEnergy?: number;
+  /** b_H actually used when (n − b_I) was not a multiple of the configured b_H. */
+  hadamardBlockUsed?: number;
+  notes: string[];
+  seconds: StageTimes;
+}
+
+/** Downsampled per-layer data for the layer view (the engine downsamples; the webview draws). */
+export interface LayerDetails {
+  name: string;
+  rows: number;
+  cols: number;
+  /** Column importance in permuted order (descending), downsampled to ≤ maxPoints. */
+  importance: { x: number[]; y: number[] };
+  /** Permutation blocks: [start, end) in permuted column space, and whether rotated. */
+  blocks: { start: number; end: number; rotated: boolean }[];
+  /** Original column index of every permuted column, downsampled. */
+  permSample: number[];
+  /** Singular values σ_k of A = W·diag(α), first k (and the rank that was kept). */
+  singularValues: number[];
+  rank: number;
+  /** Histograms (shared bin edges) of the residual before and after rotation, and of the error. */
+  histograms: {
+    edges: number[];
+    residualBefore: number[];
+    residualAfter: number[];
+    error: number[];
+  };
+  /** Row-block × column-block mean |error| heat tile (downsampled). */
+  errorTile: { rows: number; cols: number; values: number[] };
+}
+
+export interface RunSummary {
+  runDir: string;
+  model: string;
+  config: QuantizeConfig;
+  layers: LayerReport[];
+  bpw: number;
+  seconds: number;
+  ep: string;
+  perplexity?: Record<string, number>;
+  /** True when the run resumed from a checkpoint. */
+  resumed: boolean;
+}
+
+export type ExportFormat = 'native' | 'f16' | 'onnx';
+
+// ── Progress (LSP WorkDoneProgress shape) ─────────────────────────────────────────────────────
+export interface ProgressBegin {
+  kind: 'begin';
+  title: string;
+  cancellable: boolean;
+  message?: string;
+  percentage?: number;
+}
+export interface ProgressReport {
+  kind: 'report';
+  message?: string;
+  /** 0–100. */
+  percentage?: number;
+  /** Seconds left, estimated. */
+  etaSeconds?: number;
+  /** Block index and layer name being worked on. */
+  block?: number;
+  layer?: string;
+}
+export interface ProgressEnd {
+  kind: 'end';
+  message?: string;
+}
+export type ProgressValue = ProgressBegin | ProgressReport | ProgressEnd;
+
+// ── Requests: host (or CLI) → engine ──────────────────────────────────────────────────────────
+export interface EngineRequests {
+  'engine/hello': {
+    params: { clientVersion: string };
+    result: { engineVersion: string; availableEps: string[]; pid: number };
+  };
+  'model/inspect': {
+    params: { path: string };
+    result: ModelSummary;
+  };
+  'run/start': {
+    params: { modelPath: string; config: QuantizeConfig; runDir: string; resume: boolean; evalTexts?: string[] };
+    result: RunSummary;
+  };
+  'run/load': {
+    params: { runDir: string };
+    result: RunSummary;
+  };
+  'layer/details': {
+    params: { runDir: string; layer: string; maxPoints: number };
+    result: LayerDetails;
+  };
+  'layer/requantize': {
+    params: { runDir: string; layer: string; overrides: Partial<LayerConfig> };
+    result: { before: LayerReport; after: LayerReport; candidateId: string };
+  };
+  'layer/apply': {
+    params: { runDir: string; layer: string; candidateId: string };
+    result: RunSummary;
+  };
+  'run/eval': {
+    params: { runDir: string; texts: string[] };
+    result: Record<string, number>;
+  };
+  'run/export': {
+    params: { runDir: string; format: ExportFormat; outDir: string; verifyText?: string };
+    result: { outDir: string; files: string[]; bytes: number; perplexity?: number; runPerplexity?: number };
+  };
+}
+export type EngineMethod = keyof EngineRequests;
+
+// ── Notifications ─────────────────────────────────────────────────────────────────────────────
+export interface EngineNotifications {
+  /** engine → host: progress of a request, identified by the request id. */
+  progress: { requestId: number; value: ProgressValue };
+  /** engine → host: a log line for the output channel. */
+  log: { level: 'debug' | 'info' | 'warn' | 'error'; message: string };
+  /** engine → host: one layer finished (drives the live heatmap). */
+  'layer/done': { requestId: number; report: LayerReport };
+  /** host → engine: cancel a running request. */
+  cancel: { requestId: number };
+}
+export type NotificationMethod = keyof EngineNotifications;
