@@ -1,0 +1,187 @@
+// GPTQ (Frantar et al., arXiv 2210.17323, Algorithm 1), written to behave exactly like the original
+// `GPTQ.fasterquant` of IST-DASLab/gptq (commit 2d65066) and read like it: W, H, Hinv, W1, Q1, Err1,
+// i1, i2, count, d keep the paper's / reference's names. The step numbers below are those of
+// ../../../../shared/golden/README.md §5, which pins every detail (incl. the group-params quirk).
+//
+// Precision: the working W, H and Hinv are float64 (README §7: f64 from the stored H gives 0
+// differing codes on all 24 golden GPTQ cases); the quantizer itself has float32 semantics
+// (quantizer.ts), so Q = scale·(code − zero) holds bit-exactly in float32.
+
+import { ProtocolError } from '../../protocol/rpc';
+import { ErrorCode } from '../../protocol/messages';
+import { choleskyInverseUpper } from './gptq_linalg';
+import { lazyUpdate as lazyUpdateTs, argsortDiagDesc, invertPermutation, isPermutation, permuteColumns, permuteSymmetric, type LazyUpdateFn } from './gptq_kernels';
+import { findParams, maxqFor, quantizeCode, dequantizeCode } from './quantizer';
+import { assertFiniteArray } from './quantizer_checks';
+import { groupCount, type QuantizedWeight } from './rtn';
+
+export { proxyLoss } from './gptq_kernels';
+
+export interface GptqOptions {
+  bits: number;
+  /** Columns per group; −1 (default) = one group per row. */
+  groupSize?: number;
+  sym?: boolean;
+  /** Damping λ = percDamp · mean(diag H) (default 0.01). */
+  percDamp?: number;
+  /** Lazy-batch width B (default 128). */
+  blockSize?: number;
+  /** Quantize columns in order of decreasing diag(H) (default false). */
+  actOrder?: boolean;
+  /** Group params from the un-updated, unpermuted W (default false). */
+  staticGroups?: boolean;
+  /**
+   * A caller-chosen quantization order (perm[k] = original column quantized k-th), used like the
+   * act-order permutation (dynamic groups are formed in this order). Not with actOrder. For input
+   * that is already in the desired order (LoPRo's R′ with H′), leave this and actOrder unset.
+   */
+  perm?: Int32Array;
+  /** Overrides the Cholesky of H⁻¹ (default: the fastest one in src/engine/linalg). */
+  choleskyInverseUpper?: (hVals: Float64Array, n: number) => Float64Array;
+  /** Overrides the lazy trailing update (e.g. an ORT MatMul for large layers). */
+  lazyUpdate?: LazyUpdateFn;
+  /** Receives warnings (Cholesky fallback). Default: console.warn. */
+  onWarning?: (message: string) => void;
+  /** Layer / tensor name for error messages. */
+  name?: string;
+}
+
+export interface GptqResult extends QuantizedWeight {
+  /** Quantization order: perm[k] = original column quantized k-th (identity without act-order). */
+  perm: Int32Array;
+  invPerm: Int32Array;
+  /** Σ Losses = ½ Σ_r (W−Q)_r H_d (W−Q)_rᵀ (the reference's printed `error`). */
+  loss: number;
+  deadColumns: number;
+  damp: number;
+  /** True when H_d was not positive definite and Hinv = I was used (round-to-nearest). */
+  choleskyFallback: boolean;
+  seconds: { prep: number; cholesky: number; columnLoop: number; lazyUpdate: number; total: number };
+}
+
+const now = () => performance.now() / 1000;
+
+export function gptqQuantize(
+  wVals: Float32Array | Float64Array, rows: number, cols: number,
+  hVals: Float32Array | Float64Array, opts: GptqOptions,
+): GptqResult {
+  const where = opts.name ?? 'gptqQuantize';
+  const t0 = now();
+  if (wVals.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${wVals.length} values, expected ${rows}×${cols}`, where);
+  if (hVals.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H has ${hVals.length} values, expected ${cols}×${cols}`, where);
+  assertFiniteArray(wVals, 'W', where);
+  assertFiniteArray(hVals, 'H', where);
+  const groupSize = opts.groupSize ?? -1, sym = opts.sym ?? false, percDamp = opts.percDamp ?? 0.01;
+  const blockSize = opts.blockSize ?? 128, actOrder = opts.actOrder ?? false;
+  const staticGroups = (opts.staticGroups ?? false) && groupSize !== -1;
+  if (!(Number.isInteger(blockSize) && blockSize > 0)) throw new RangeError(`blockSize must be a positive integer, got ${blockSize}`);
+  if (actOrder && opts.perm) throw new ProtocolError(ErrorCode.BadConfig, 'actOrder and a caller-provided perm are exclusive', where, 'pass one of them');
+  const maxq = maxqFor(opts.bits);
+  const G = groupCount(cols, groupSize);
+  const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
+
+  let W: Float64Array = Float64Array.from(wVals);
+  let H: Float64Array = Float64Array.from(hVals);
+
+  // 1. Per-row params from the full rows, before dead columns are zeroed (final for groupSize −1).
+  if (groupSize === -1) findParams(W, rows, cols, 0, cols, maxq, sym, scale, zero, 1, 0);
+
+  // 2. Dead inputs (never active in calibration): H_jj = 1, W[:, j] = 0, so Q[:, j] = 0.
+  let deadColumns = 0;
+  for (let j = 0; j < cols; j++) {
+    if (H[j * cols + j] !== 0) continue;
+    deadColumns++;
+    H[j * cols + j] = 1;
+    for (let r = 0; r < rows; r++) W[r * cols + j] = 0;
+  }
+
+  // 3. Static groups: params of each original group from the dead-zeroed, unpermuted W.
+  if (staticGroups) for (let gi = 0; gi < G; gi++) findParams(W, rows, cols, gi * groupSize, (gi + 1) * groupSize, maxq, sym, scale, zero, G, gi);
+
+  // 4. Quantization order.
+  let perm: Int32Array | undefined;
+  if (opts.perm) {
+    if (!isPermutation(opts.perm, cols)) throw new ProtocolError(ErrorCode.InvalidParams, `perm is not a permutation of 0..${cols - 1}`, where);
+    perm = opts.perm;
+  } else if (actOrder) perm = argsortDiagDesc(H, cols);
+  if (perm) {
+    W = permuteColumns(W, rows, cols, perm);
+    H = permuteSymmetric(H, cols, perm);
+  }
+  const order = perm ?? Int32Array.from({ length: cols }, (_, k) => k);
+
+  // 5. Damping.
+  let diagSum = 0;
+  for (let i = 0; i < cols; i++) diagSum += H[i * cols + i];
+  const damp = percDamp * (diagSum / cols);
+  for (let i = 0; i < cols; i++) H[i * cols + i] += damp;
+  const t1 = now();
+
+  // 6. Hinv: upper U with UᵀU = H_d⁻¹. On failure, llm-compressor's fallback: Hinv = I (= RTN).
+  let Hinv: Float64Array;
+  let choleskyFallback = false;
+  try {
+    Hinv = (opts.choleskyInverseUpper ?? choleskyInverseUpper)(H, cols);
+  } catch (e) {
+    if (!(e instanceof Error && e.name === 'NotPositiveDefiniteError')) throw e;
+    choleskyFallback = true;
+    (opts.onWarning ?? console.warn)(
+      `${where}: the damped Hessian is not positive definite (${e.message}); falling back to round-to-nearest for this layer. ` +
+        'Increase percDamp (e.g. 0.1), use more calibration samples, or check for near-duplicate input channels.',
+    );
+    Hinv = new Float64Array(cols * cols);
+    for (let i = 0; i < cols; i++) Hinv[i * cols + i] = 1;
+  }
+  const t2 = now();
+
+  // 7. Lazy batches of blockSize columns.
+  const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), gIdx = new Int32Array(cols);
+  const update = opts.lazyUpdate ?? lazyUpdateTs;
+  let loss = 0, tLazy = 0;
+  const W1 = new Float64Array(rows * blockSize), Err1 = new Float64Array(rows * blockSize);
+  for (let i1 = 0; i1 < cols; i1 += blockSize) {
+    const i2 = Math.min(i1 + blockSize, cols), count = i2 - i1;
+    for (let r = 0; r < rows; r++) for (let i = 0; i < count; i++) W1[r * count + i] = W[r * cols + i1 + i];
+    for (let i = 0; i < count; i++) {
+      const k = i1 + i, col = order[k];
+      let slot = 0;
+      if (groupSize !== -1) {
+        if (staticGroups) slot = Math.floor(col / groupSize);
+        else {
+          slot = Math.floor(k / groupSize);
+          // Reference quirk: params from the *global* W, which lags the intra-block updates.
+          if (k % groupSize === 0) findParams(W, rows, cols, k, k + groupSize, maxq, sym, scale, zero, G, slot);
+        }
+      }
+      gIdx[col] = slot;
+      const d = Hinv[k * cols + k];
+      const hRow = k * cols + i1;
+      for (let r = 0; r < rows; r++) {
+        const s = scale[r * G + slot], z = zero[r * G + slot];
+        const w = W1[r * count + i];
+        const code = quantizeCode(w, s, z, maxq);
+        const q = dequantizeCode(code, s, z);
+        codes[r * cols + col] = code;
+        Q[r * cols + col] = q;
+        const err = (w - q) / d;
+        loss += (err * err) / 2;
+        Err1[r * count + i] = err;
+        if (err === 0) continue;
+        // W1[:, i+1:] −= err ⊗ Hinv[k, i1+i+1 : i2]
+        for (let j = i + 1, o = r * count; j < count; j++) W1[o + j] -= err * Hinv[hRow + j];
+      }
+    }
+    if (i2 < cols) {
+      const tl = now();
+      update(W, rows, cols, Err1, count, Hinv, i1, i2);
+      tLazy += now() - tl;
+    }
+  }
+  const t3 = now();
+  return {
+    Q, codes, scale, zero, gIdx, groups: G,
+    perm: order, invPerm: invertPermutation(order),
+    loss, deadColumns, damp, choleskyFallback,
+    seconds: { prep: t1 - t0, cholesky: t2 - t1, columnLoop: t3 - t2 - tLazy, lazyUpdate: tLazy, total: t3 - t0 },
+  };
+}

@@ -1,0 +1,128 @@
+// The flat-array kernels GPTQ spends its time in, each with a naive float64 `_ref` twin.
+// Row-major everywhere; W is rows×cols, Hinv is cols×cols (upper triangular), Err1 is rows×count.
+
+/** Signature of the lazy trailing update, so the pipeline can plug in an ORT MatMul for big layers. */
+export type LazyUpdateFn = (
+  W: Float64Array, rows: number, cols: number,
+  err1: Float64Array, count: number,
+  hinvUpper: Float64Array, i1: number, i2: number,
+) => void;
+
+/** Column tile of the lazy update: 128 rows × 256 cols of Hinv = 256 KiB, stays in L2 across all rows of W. */
+const TILE = 256;
+
+/**
+ * GPTQ's lazy batch update `W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]` (count = i2 − i1), in place.
+ * This is the O(rows·cols²) part of GPTQ. Tiled over output columns so the Hinv panel is reused
+ * from cache by every row, and four error columns per pass so each W element is loaded and stored
+ * once per four multiply-adds.
+ */
+export function lazyUpdate(
+  W: Float64Array, rows: number, cols: number,
+  err1: Float64Array, count: number,
+  hinvUpper: Float64Array, i1: number, i2: number,
+): void {
+  for (let j0 = i2; j0 < cols; j0 += TILE) {
+    const j1 = Math.min(j0 + TILE, cols);
+    for (let r = 0; r < rows; r++) {
+      const wo = r * cols, eo = r * count;
+      let k = 0;
+      for (; k + 4 <= count; k += 4) {
+        const e0 = err1[eo + k], e1 = err1[eo + k + 1], e2 = err1[eo + k + 2], e3 = err1[eo + k + 3];
+        if (e0 === 0 && e1 === 0 && e2 === 0 && e3 === 0) continue;
+        const h0 = (i1 + k) * cols, h1 = h0 + cols, h2 = h1 + cols, h3 = h2 + cols;
+        for (let j = j0; j < j1; j++) W[wo + j] -= e0 * hinvUpper[h0 + j] + e1 * hinvUpper[h1 + j] + e2 * hinvUpper[h2 + j] + e3 * hinvUpper[h3 + j];
+      }
+      for (; k < count; k++) {
+        const e = err1[eo + k];
+        if (e === 0) continue;
+        const h = (i1 + k) * cols;
+        for (let j = j0; j < j1; j++) W[wo + j] -= e * hinvUpper[h + j];
+      }
+    }
+  }
+}
+
+/** Naive twin of `lazyUpdate` (one dot product per output element). */
+export function lazyUpdate_ref(
+  W: Float64Array, rows: number, cols: number,
+  err1: Float64Array, count: number,
+  hinvUpper: Float64Array, i1: number, i2: number,
+): void {
+  for (let r = 0; r < rows; r++)
+    for (let j = i2; j < cols; j++) {
+      let s = 0;
+      for (let k = 0; k < count; k++) s += err1[r * count + k] * hinvUpper[(i1 + k) * cols + j];
+      W[r * cols + j] -= s;
+    }
+}
+
+/** Act-order: columns by diag(H) descending (ties by index; torch's argsort is unstable, the golden cases have none). */
+export function argsortDiagDesc(hVals: ArrayLike<number>, cols: number): Int32Array {
+  const idx = Array.from({ length: cols }, (_, i) => i);
+  idx.sort((a, b) => hVals[b * cols + b] - hVals[a * cols + a] || a - b);
+  return Int32Array.from(idx);
+}
+
+/** invPerm[perm[k]] = k. */
+export function invertPermutation(perm: Int32Array): Int32Array {
+  const inv = new Int32Array(perm.length);
+  for (let k = 0; k < perm.length; k++) inv[perm[k]] = k;
+  return inv;
+}
+
+/** True when `perm` holds each of 0..n−1 exactly once. */
+export function isPermutation(perm: ArrayLike<number>, n: number): boolean {
+  if (perm.length !== n) return false;
+  const seen = new Uint8Array(n);
+  for (let k = 0; k < n; k++) {
+    const p = perm[k];
+    if (!Number.isInteger(p) || p < 0 || p >= n || seen[p]) return false;
+    seen[p] = 1;
+  }
+  return true;
+}
+
+/** W[:, perm] (rows×cols), a new array. */
+export function permuteColumns(W: Float64Array, rows: number, cols: number, perm: Int32Array): Float64Array {
+  const out = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    for (let k = 0; k < cols; k++) out[o + k] = W[o + perm[k]];
+  }
+  return out;
+}
+
+/** H[perm][:, perm] (cols×cols), a new array. */
+export function permuteSymmetric(H: Float64Array, cols: number, perm: Int32Array): Float64Array {
+  const out = new Float64Array(cols * cols);
+  for (let a = 0; a < cols; a++) {
+    const src = perm[a] * cols, dst = a * cols;
+    for (let b = 0; b < cols; b++) out[dst + b] = H[src + perm[b]];
+  }
+  return out;
+}
+
+/** tr((W−Q)·H·(W−Q)ᵀ) in float64: the layer-output error ‖X(W−Q)ᵀ‖²·2/N that every report uses. */
+export function proxyLoss(
+  wVals: ArrayLike<number>, qVals: ArrayLike<number>, hVals: ArrayLike<number>, rows: number, cols: number,
+): number {
+  const d = new Float64Array(cols);
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    for (let c = 0; c < cols; c++) d[c] = wVals[o + c] - qVals[o + c];
+    // dᵀHd using symmetry: Σ_i d_i (H_ii d_i + 2 Σ_{j>i} H_ij d_j).
+    let s = 0;
+    for (let i = 0; i < cols; i++) {
+      const di = d[i];
+      if (di === 0) continue;
+      const h = i * cols;
+      let t = 0;
+      for (let j = i + 1; j < cols; j++) t += hVals[h + j] * d[j];
+      s += di * (hVals[h + i] * di + 2 * t);
+    }
+    total += s;
+  }
+  return total;
+}

@@ -1,0 +1,77 @@
+// The min-max uniform quantizer of the original GPTQ code (IST-DASLab/gptq `quant.py`:
+// `Quantizer.find_params` with perchannel=True, mse=False, and `quantize`), reproduced bit for bit.
+//
+// The reference runs in float32. JS numbers are float64, but one +, −, ×, ÷ of two float32 values
+// done in float64 and rounded with Math.fround is the correctly rounded float32 result, so every
+// step below is `fround(a op b)` and the result equals torch's float32 result exactly
+// (../../../../shared/golden/README.md §5 and hints). `round` is torch.round: half to even.
+// Inputs may be float64 (GPTQ's working copy): they are first rounded to float32, as the
+// reference's float32 `W` would hold them.
+
+const fround = Math.fround;
+
+/** torch.round: round half to even (JS Math.round rounds half up: −7.5 → −7, torch gives −8). */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** 2^bits − 1, after checking that the width is one we store in a Uint8Array code. */
+export function maxqFor(bits: number): number {
+  if (!Number.isInteger(bits) || bits < 1 || bits > 8) throw new RangeError(`bits must be an integer in [1, 8], got ${bits}`);
+  return (1 << bits) - 1;
+}
+
+/**
+ * `Quantizer.find_params` for one row segment x = vals[off], vals[off+1], …, vals[off+len−1]
+ * (one row of one group). Returns [scale, zero], both float32 values (zero is an integer).
+ */
+export function findParamsRow(vals: ArrayLike<number>, off: number, len: number, maxq: number, sym: boolean): [number, number] {
+  // xmin = min(min x, 0), xmax = max(max x, 0): min/max of float32 values are exact.
+  let xmin = 0, xmax = 0;
+  for (let j = off, end = off + len; j < end; j++) {
+    const v = fround(vals[j]);
+    if (v < xmin) xmin = v;
+    if (v > xmax) xmax = v;
+  }
+  if (sym) {
+    xmax = Math.max(-xmin, xmax);
+    if (xmin < 0) xmin = -xmax;
+  }
+  if (xmin === 0 && xmax === 0) { // all-zero row: the reference uses [-1, 1]
+    xmin = -1;
+    xmax = 1;
+  }
+  const scale = fround(fround(xmax - xmin) / maxq);
+  const zero = sym ? (maxq + 1) / 2 : roundHalfEven(fround(-xmin / scale));
+  return [scale, zero];
+}
+
+/**
+ * find_params for every row of the column range [c0, c1) of a row-major rows×cols matrix.
+ * Writes scale/zero into `scaleOut`/`zeroOut` at index r·stride + slot (the group column).
+ * The range is truncated at `cols` (the reference slices W[:, i:i+g], which stops at C).
+ */
+export function findParams(
+  wVals: ArrayLike<number>, rows: number, cols: number, c0: number, c1: number,
+  maxq: number, sym: boolean,
+  scaleOut: Float32Array | Float64Array, zeroOut: Float32Array | Float64Array, stride: number, slot: number,
+): void {
+  const end = Math.min(c1, cols);
+  for (let r = 0; r < rows; r++) {
+    const [s, z] = findParamsRow(wVals, r * cols + c0, end - c0, maxq, sym);
+    scaleOut[r * stride + slot] = s;
+    zeroOut[r * stride + slot] = z;
+  }
+}
+
+/** The integer code clamp(round(x / scale) + zero, 0, maxq) of one value (float32 semantics). */
+export function quantizeCode(x: number, scale: number, zero: number, maxq: number): number {
+  const q = roundHalfEven(fround(fround(x) / scale)) + zero;
+  return q < 0 ? 0 : q > maxq ? maxq : q;
+}
+
+/** The dequantized value scale·(code − zero), one float32 multiply as in the reference. */
+export function dequantizeCode(code: number, scale: number, zero: number): number {
+  return fround(scale * (code - zero));
+}

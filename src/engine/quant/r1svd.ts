@@ -1,0 +1,198 @@
+// Stage A of LoPRo (spec §1, steps 1–4): the activation-derived column scale α and the rank-r
+// part of A = W·diag(α) by R1SVD (rank-one power iterations with deflation), with the factors
+// rounded to their storage precision *inside* the loop: û = u·√m and v̂ = v·√n in FP8 E4M3,
+// σ̂ = σ/√(mn) in FP16. Deflating with the rounded factors lets later rounds absorb the FP8
+// error of earlier ones [I]. W_r is rebuilt from the stored (rounded) factors only.
+
+import { encodeF16, encodeF8E4M3 } from './fp8';
+import { SeededRng, frob2, norm2, type FloatArray } from './lopro_mat';
+
+/** The stored low-rank factors of one layer, with their decoded values. */
+export interface LowRankFactors {
+  rows: number;
+  cols: number;
+  /** Rank actually kept (≤ requested; stops early on an exactly-low-rank A). */
+  rank: number;
+  /** FP8 E4M3 codes of U·√m, m×r row-major (column k = û_k). */
+  uCodes: Uint8Array;
+  /** FP8 E4M3 codes of V·√n, r×n row-major (row k = v̂_k). */
+  vCodes: Uint8Array;
+  /** FP16 bits of σ_k/√(mn) (the factor scales folded in). */
+  sigmaBits: Uint16Array;
+  /** Multipliers applied to the unit vectors before FP8 (√m, √n); σ̂ already divides by both. */
+  uScale: number;
+  vScale: number;
+  /** Decoded values: U m×r, V r×n, σ̂ (length r); W_r·diag(α) = U·diag(σ̂)·V exactly. */
+  U: Float64Array;
+  V: Float64Array;
+  sigma: Float64Array;
+  /** Fraction of ‖A‖²_F captured: 1 − ‖A − U·diag(σ̂)·V‖²_F / ‖A‖²_F. */
+  energy: number;
+}
+
+export interface R1svdOptions {
+  rank: number;
+  powerIters: number;
+  seed: number;
+  /** Round û, v̂ to FP8 and σ̂ to FP16 (default true; false gives the plain R1SVD for tests). */
+  roundFactors?: boolean;
+}
+
+/**
+ * α_j = (mean_t |x_tj|)^β normalised by the geometric mean, then rounded to FP16 (its stored form).
+ * `meanAbs` null (data-free) or β = 0 → α = 1. Columns with mean|x| = 0 (dead inputs) get the
+ * floor 1e-6·max so that diag(α)⁻¹ exists; their weights do not affect the output anyway.
+ */
+export function columnScaleAlpha(meanAbs: ArrayLike<number> | null, cols: number, beta: number): { alpha: Float64Array; alphaBits: Uint16Array } {
+  const raw = new Float64Array(cols).fill(1);
+  if (meanAbs && beta > 0) {
+    if (meanAbs.length !== cols) throw new RangeError(`actStats has ${meanAbs.length} columns, the layer has ${cols}`);
+    let mx = 0;
+    for (let j = 0; j < cols; j++) if (meanAbs[j] > mx) mx = meanAbs[j];
+    if (mx > 0) {
+      const floor = 1e-6 * mx;
+      let logSum = 0;
+      for (let j = 0; j < cols; j++) {
+        raw[j] = Math.pow(Math.max(meanAbs[j], floor), beta);
+        logSum += Math.log(raw[j]);
+      }
+      const gm = Math.exp(logSum / cols);
+      for (let j = 0; j < cols; j++) raw[j] /= gm;
+    }
+  }
+  const alpha = new Float64Array(cols);
+  const alphaBits = encodeF16(raw, alpha);
+  return { alpha, alphaBits };
+}
+
+/** A = W·diag(α) as a float32 working copy (the matrix R1SVD deflates in place). */
+export function scaleColumns(wVals: ArrayLike<number>, rows: number, cols: number, alpha: ArrayLike<number>, out: FloatArray = new Float32Array(rows * cols)): FloatArray {
+  for (let i = 0; i < rows; i++) {
+    const o = i * cols;
+    for (let j = 0; j < cols; j++) out[o + j] = wVals[o + j] * alpha[j];
+  }
+  return out;
+}
+
+/**
+ * R1SVD on a working copy of A (m×n). Per round: s ~ N(0, Iₙ); y = A·s; `powerIters` times
+ * y ← A·(Aᵀ·y)/‖·‖; u = y/‖y‖; z = Aᵀ·u; σ = ‖z‖; v = z/σ; round; deflate A −= σ̂·û·v̂ᵀ.
+ * Cost (2·it + 3)·m·n per rank (the +1 is the deflation), all over float32 A with float64 sums.
+ */
+export function r1svd(aVals: ArrayLike<number>, m: number, n: number, opts: R1svdOptions): LowRankFactors {
+  const A = Float32Array.from(aVals as ArrayLike<number>);
+  return r1svdInPlace(A, m, n, opts);
+}
+
+/** Same as r1svd but deflates `A` itself (float32 or float64: the _ref twin passes float64). */
+export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOptions): LowRankFactors {
+  const round = opts.roundFactors !== false;
+  const rMax = Math.max(0, Math.min(opts.rank, m, n));
+  const rng = new SeededRng(opts.seed);
+  const sqm = Math.sqrt(m), sqn = Math.sqrt(n);
+  const total = frob2(A);
+  const Ucols: Float64Array[] = [], Vrows: Float64Array[] = [], sig: number[] = [];
+  const uC: Uint8Array[] = [], vC: Uint8Array[] = [], sB: number[] = [];
+  const s = new Float64Array(n), y = new Float64Array(m), z = new Float64Array(n);
+  for (let k = 0; k < rMax; k++) {
+    for (let j = 0; j < n; j++) s[j] = rng.gaussian();
+    mv(A, m, n, s, y);
+    for (let it = 0; it < opts.powerIters; it++) {
+      mtv(A, m, n, y, z);
+      mv(A, m, n, z, y);
+      const ny = norm2(y);
+      if (!(ny > 0)) break;
+      for (let i = 0; i < m; i++) y[i] /= ny;
+    }
+    const ny = norm2(y);
+    if (!(ny > 0) || !Number.isFinite(ny)) break; // A is (numerically) exactly rank k
+    for (let i = 0; i < m; i++) y[i] /= ny;
+    mtv(A, m, n, y, z);
+    const sigma = norm2(z);
+    if (!(sigma > 0) || !Number.isFinite(sigma)) break;
+    const uHat = new Float64Array(m), vHat = new Float64Array(n);
+    for (let i = 0; i < m; i++) uHat[i] = y[i] * sqm;
+    for (let j = 0; j < n; j++) vHat[j] = (z[j] / sigma) * sqn;
+    let sHat = sigma / (sqm * sqn);
+    if (round) {
+      uC.push(encodeF8E4M3(uHat, uHat));
+      vC.push(encodeF8E4M3(vHat, vHat));
+      const sh = new Float64Array(1);
+      sB.push(encodeF16([sHat], sh)[0]);
+      sHat = sh[0];
+    }
+    // Deflate with exactly what will be stored.
+    for (let i = 0; i < m; i++) {
+      const a = sHat * uHat[i];
+      if (a === 0) continue;
+      const o = i * n;
+      for (let j = 0; j < n; j++) A[o + j] -= a * vHat[j];
+    }
+    Ucols.push(uHat);
+    Vrows.push(vHat);
+    sig.push(sHat);
+  }
+  const r = sig.length;
+  const U = new Float64Array(m * r), V = new Float64Array(r * n), sigma = Float64Array.from(sig);
+  const uCodes = new Uint8Array(m * r), vCodes = new Uint8Array(r * n);
+  for (let k = 0; k < r; k++) {
+    for (let i = 0; i < m; i++) U[i * r + k] = Ucols[k][i];
+    V.set(Vrows[k], k * n);
+    if (round) {
+      for (let i = 0; i < m; i++) uCodes[i * r + k] = uC[k][i];
+      vCodes.set(vC[k], k * n);
+    }
+  }
+  const sigmaBits = round ? Uint16Array.from(sB) : encodeF16(sigma);
+  if (!round) {
+    encodeF8E4M3(U).forEach((c, i) => (uCodes[i] = c));
+    encodeF8E4M3(V).forEach((c, i) => (vCodes[i] = c));
+  }
+  const energy = total > 0 ? 1 - frob2(A) / total : 0;
+  return { rows: m, cols: n, rank: r, uCodes, vCodes, sigmaBits, uScale: sqm, vScale: sqn, U, V, sigma, energy };
+}
+
+function mv(A: FloatArray, m: number, n: number, x: Float64Array, y: Float64Array): void {
+  for (let i = 0; i < m; i++) {
+    let t = 0;
+    const o = i * n;
+    for (let j = 0; j < n; j++) t += A[o + j] * x[j];
+    y[i] = t;
+  }
+}
+
+function mtv(A: FloatArray, m: number, n: number, y: Float64Array, z: Float64Array): void {
+  z.fill(0);
+  for (let i = 0; i < m; i++) {
+    const yi = y[i];
+    if (yi === 0) continue;
+    const o = i * n;
+    for (let j = 0; j < n; j++) z[j] += yi * A[o + j];
+  }
+}
+
+/**
+ * W_r = U·diag(σ̂)·V·diag(α)⁻¹ from decoded factors (m×n, float64). Matmul-shaped: (U·diag σ̂)·V,
+ * then a column scale. `alpha` null means α = 1.
+ */
+export function lowRankWeight(U: ArrayLike<number>, sigma: ArrayLike<number>, V: ArrayLike<number>, m: number, n: number, r: number, alpha: ArrayLike<number> | null): Float64Array {
+  const out = new Float64Array(m * n);
+  const inv = new Float64Array(n).fill(1);
+  if (alpha) for (let j = 0; j < n; j++) inv[j] = 1 / alpha[j];
+  for (let i = 0; i < m; i++) {
+    const o = i * n;
+    for (let k = 0; k < r; k++) {
+      const a = U[i * r + k] * sigma[k];
+      if (a === 0) continue;
+      const vk = k * n;
+      for (let j = 0; j < n; j++) out[o + j] += a * V[vk + j];
+    }
+    for (let j = 0; j < n; j++) out[o + j] *= inv[j];
+  }
+  return out;
+}
+
+/** True-scale singular value estimates σ_k = σ̂_k·√m·√n (for the layer view). */
+export function singularValuesOf(f: LowRankFactors): number[] {
+  return Array.from(f.sigma, (s) => s * f.uScale * f.vScale);
+}

@@ -1,0 +1,73 @@
+// Every golden GPTQ case of the original implementation (IST-DASLab/gptq fasterquant, float32,
+// torch 1.13.1), run from the stored H, checked against the acceptance table of
+// ../../../shared/golden/README.md §7. Prints one summary line with the overall code agreement.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { gptqQuantize } from '../../src/engine/quant/gptq';
+import { caseFiles, loadCase } from './golden_cases';
+
+const { files, missing } = caseFiles('gptq');
+for (const m of missing) console.log(`[gptq golden] skipping ${m}: not present (shared/ is not beside this clone)`);
+
+const totals = { codes: 0, equal: 0, cases: 0, perCase: [] as string[] };
+
+for (const file of files) {
+  const c = loadCase(file);
+  test(`golden ${c.name}`, () => {
+    const res = gptqQuantize(c.W, c.rows, c.cols, c.H, {
+      bits: c.bits, groupSize: c.groupSize, sym: c.sym, percDamp: c.percDamp, blockSize: c.blockSize,
+      actOrder: c.actOrder, staticGroups: c.staticGroups, name: c.name,
+    });
+    const { rows, cols } = c, G = res.groups;
+    assert.equal(res.choleskyFallback, false);
+    assert.equal(G * rows, c.scale.length, 'group count');
+    assert.deepEqual(Array.from(res.perm), Array.from(c.perm), 'perm must be exact');
+    assert.deepEqual(Array.from(res.gIdx), Array.from(c.gIdx), 'g_idx must be exact');
+
+    // Codes: count mismatches and the rows that have any.
+    let diff = 0;
+    const badRow = new Uint8Array(rows);
+    for (let i = 0; i < rows * cols; i++) if (res.codes[i] !== c.codes[i]) { diff++; badRow[Math.floor(i / cols)] = 1; }
+    const badRows = badRow.reduce((a, b) => a + b, 0);
+    totals.codes += rows * cols;
+    totals.equal += rows * cols - diff;
+    totals.cases++;
+    totals.perCase.push(`${c.name}=${diff}`);
+    assert.ok(badRows <= Math.max(1, Math.floor(0.01 * rows)), `${badRows} of ${rows} rows have a code mismatch (${diff} codes)`);
+
+    // Loss vs the reference's printed error: rel ≤ 1e-4 (README worst case 5.9e-5; f64(H) ≤ 5.6e-7).
+    const rel = Math.abs(res.loss - c.refError) / c.refError;
+    assert.ok(rel <= 1e-4, `loss ${res.loss} vs ref_error ${c.refError}: rel ${rel.toExponential(2)}`);
+
+    // Scale/zero. For groupSize −1 and static groups they are functions of W only: bit-exact.
+    // Dynamic groups, rows whose codes all match: scale rel ≤ 5e-5, zero exact.
+    const paramsOfWOnly = c.groupSize === -1 || c.staticGroups;
+    let maxScaleRel = 0, maxQSteps = 0;
+    for (let r = 0; r < rows; r++) {
+      if (badRow[r] && !paramsOfWOnly) continue;
+      for (let g = 0; g < G; g++) {
+        const k = r * G + g;
+        if (paramsOfWOnly) assert.equal(res.scale[k], c.scale[k], `scale[${r},${g}] must be bit-exact`);
+        maxScaleRel = Math.max(maxScaleRel, Math.abs(res.scale[k] - c.scale[k]) / c.scale[k]);
+        assert.equal(res.zero[k], c.zero[k], `zero[${r},${g}]`);
+      }
+      if (badRow[r]) continue;
+      for (let j = 0; j < cols; j++) {
+        const i = r * cols + j, s = c.scale[r * G + c.gIdx[j]];
+        maxQSteps = Math.max(maxQSteps, Math.abs(res.Q[i] - c.Q[i]) / s);
+      }
+    }
+    assert.ok(maxScaleRel <= 5e-5, `dynamic-group scale rel diff ${maxScaleRel.toExponential(2)}`);
+    assert.ok(maxQSteps <= 2e-4, `|ΔQ| in matching rows ${maxQSteps.toExponential(2)} steps`);
+  });
+}
+
+test('golden GPTQ overall code agreement ≥ 99.9 %', () => {
+  assert.ok(totals.cases > 0, 'no GPTQ golden cases found');
+  const pct = (100 * totals.equal) / totals.codes;
+  console.log(
+    `[gptq golden] ${totals.cases} cases, ${totals.codes} codes compared, ${pct.toFixed(4)} % equal; mismatches per case: ${totals.perCase.join(' ')}`,
+  );
+  assert.ok(pct >= 99.9, `${pct} % codes equal`);
+});
