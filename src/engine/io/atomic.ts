@@ -1,0 +1,91 @@
+// Atomic file output: write to a temp file next to the target, fsync, rename over the target,
+// fsync the directory. Readers (and a crash, or a cancelled run) only ever see a complete file
+// or none, because rename within one directory is atomic on POSIX and on NTFS.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { ProtocolError } from '../../protocol/rpc';
+import { ErrorCode } from '../../protocol/messages';
+
+/** `<target>.tmp-<pid>-<rand>`: unique per process and call, recognisable for cleanup. */
+export function tempPathFor(target: string): string {
+  return `${target}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
+export function writeError(file: string, e: unknown, doing: string): ProtocolError {
+  if (e instanceof ProtocolError) return e;
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const msg = e instanceof Error ? e.message : String(e);
+  const hint = code === 'ENOSPC' ? 'the disk is full' : code === 'EACCES' || code === 'EPERM' ? 'check write permission on the output folder' : undefined;
+  return new ProtocolError(ErrorCode.Io, `cannot ${doing} ${file}: ${code ?? msg}`, file, hint);
+}
+
+/** Writes the whole view at the fd's current position, looping over short writes. */
+export function writeAll(fd: number, file: string, data: ArrayBufferView): void {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  let done = 0;
+  while (done < bytes.length) {
+    try {
+      done += fs.writeSync(fd, bytes, done, Math.min(bytes.length - done, 1 << 30));
+    } catch (e) {
+      throw writeError(file, e, 'write');
+    }
+  }
+}
+
+/** Best effort: makes the rename itself durable; some platforms (Windows) cannot open directories. */
+export function fsyncDir(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(dir, 'r');
+    fs.fsyncSync(fd);
+  } catch {
+    // not supported here: the rename is still atomic, only its durability across power loss is weaker
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+export function removeQuietly(p: string): void {
+  try {
+    fs.unlinkSync(p);
+  } catch {
+    // already gone
+  }
+}
+
+/** fsyncs and closes `fd` (open on `tmp`), renames `tmp` to `target`; on failure removes `tmp`. */
+export function commitTemp(fd: number, tmp: string, target: string): void {
+  try {
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, target);
+  } catch (e) {
+    removeQuietly(tmp);
+    throw writeError(target, e, 'finish writing');
+  }
+  fsyncDir(path.dirname(target));
+}
+
+/** Atomically replaces `target` with `data` (config.json, reports, small outputs). */
+export function atomicWriteFile(target: string, data: string | ArrayBufferView): void {
+  const tmp = tempPathFor(target);
+  let fd: number;
+  try {
+    fd = fs.openSync(tmp, 'wx');
+  } catch (e) {
+    throw writeError(target, e, 'create');
+  }
+  try {
+    writeAll(fd, target, typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
+  } catch (e) {
+    fs.closeSync(fd);
+    removeQuietly(tmp);
+    throw e;
+  }
+  commitTemp(fd, tmp, target);
+}
