@@ -96,6 +96,10 @@ function openSharded(p: string, indexPath: string): Checkpoint {
         const other = seen.get(e.name);
         if (other !== undefined) throw badIndex(indexPath, `tensor is stored in two shards, ${other} and ${shard.path}`, e.name);
         seen.set(e.name, shard.path);
+      }
+    }
+    for (const shard of shards) {
+      for (const e of shard.entries) {
         const listed = weightMap.get(e.name);
         if (listed === undefined) throw badIndex(indexPath, `tensor is in shard ${shard.path} but not in the index's weight_map`, e.name);
         if (path.resolve(dir, listed) !== shard.path) throw badIndex(indexPath, `index says shard "${listed}" but the tensor is in ${shard.path}`, e.name);

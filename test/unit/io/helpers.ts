@@ -71,6 +71,8 @@ export function referenceDecode(file: Uint8Array): Map<string, { dtype: string; 
   return out;
 }
 
+const scratch = new DataView(new ArrayBuffer(4)); // big-endian: bf16 bits are the high half of a float32
+
 /** Float64 reference decoding of float dtypes from raw bytes (independent of src/engine/io/dtypes). */
 export function referenceFloats(dtype: string, bytes: Uint8Array): Float64Array {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -79,7 +81,7 @@ export function referenceFloats(dtype: string, bytes: Uint8Array): Float64Array 
   for (let i = 0; i < out.length; i++) {
     if (dtype === 'F64') out[i] = dv.getFloat64(i * 8, true);
     else if (dtype === 'F32') out[i] = dv.getFloat32(i * 4, true);
-    else if (dtype === 'BF16') { const u = new DataView(new ArrayBuffer(4)); u.setUint16(0, dv.getUint16(i * 2, true)); out[i] = u.getFloat32(0); }
+    else if (dtype === 'BF16') { scratch.setUint16(0, dv.getUint16(i * 2, true)); out[i] = scratch.getFloat32(0); }
     else {
       const h = dv.getUint16(i * 2, true);
       const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, m = h & 1023;
