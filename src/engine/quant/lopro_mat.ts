@@ -91,30 +91,6 @@ export function frob2(aVals: ArrayLike<number>): number {
   return s;
 }
 
-/**
- * Proxy loss tr(Δ·H·Δᵀ) with Δ = A − B (rows×cols), H cols×cols symmetric. Computed row by row as
- * Σ_i δ_i·H·δ_iᵀ using only the upper triangle of H (half the flops of a dense Δ·H).
- */
-export function proxyLoss(aVals: ArrayLike<number>, bVals: ArrayLike<number> | null, rows: number, cols: number, hVals: ArrayLike<number>): number {
-  const d = new Float64Array(cols);
-  let total = 0;
-  for (let i = 0; i < rows; i++) {
-    const o = i * cols;
-    for (let j = 0; j < cols; j++) d[j] = aVals[o + j] - (bVals ? bVals[o + j] : 0);
-    let s = 0;
-    for (let j = 0; j < cols; j++) {
-      const dj = d[j];
-      if (dj === 0) continue;
-      const hj = j * cols;
-      let t = 0.5 * hVals[hj + j] * dj;
-      for (let k = j + 1; k < cols; k++) t += hVals[hj + k] * d[k];
-      s += dj * t;
-    }
-    total += 2 * s;
-  }
-  return total;
-}
-
 /** Transpose rows×cols → cols×rows (same element type as the input). */
 export function transpose<T extends FloatArray>(aVals: T, rows: number, cols: number): T {
   const out = new (aVals.constructor as new (n: number) => T)(rows * cols);

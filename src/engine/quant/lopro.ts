@@ -1,0 +1,184 @@
+// LoPRo for one linear layer (spec ../../../../shared/lopro-spec.md §1): stage A (α, R1SVD low rank),
+// stage B (importance permutation, partial block Hadamard), stage C (GPTQ → `lopro`, GPTVQ →
+// `lopro_v`), then the stored parts, Ŵ rebuilt from them, the LayerReport (proxy loss, exact bpw,
+// baselines) and the downsampled LayerDetails. Pure: typed arrays in, typed arrays out.
+
+import { bitsPerWeight, type LayerConfig } from '../../protocol/config';
+import type { LayerDetails, LayerReport } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import { ErrorCode } from '../../protocol/messages';
+import { gptqQuantize, proxyLoss } from './gptq';
+import { rtnQuantize } from './rtn';
+import { gptvqQuantize } from './gptvq';
+import { encodeF16 } from './fp8';
+import { columnScaleAlpha, r1svd, scaleColumns, lowRankWeight, singularValuesOf, type LowRankFactors } from './r1svd';
+import { argsortDescending, columnImportance, gatherColumns, permuteSymmetric } from './permute';
+import { planBlocks, planRotation, rotateColumns, rotateHessian } from './rotation';
+import { dequantizeLoPRo, type LoproStoredLayer } from './lopro_dequant';
+import { buildLayerDetails, parseLayerName } from './report';
+import { assertFiniteArray } from './quantizer_checks';
+
+export interface LoproLayerOptions {
+  /** Layer name (reports, errors). */
+  name?: string;
+  /** Compute RTN and GPTQ proxy losses on the same layer and Hessian (default true). */
+  baselines?: boolean;
+  /** Longest series in LayerDetails (default 256). */
+  maxPoints?: number;
+  /** k-means iterations for lopro_v codebooks (default 20). */
+  kmeansIters?: number;
+  onWarning?: (message: string) => void;
+}
+
+export interface LoproLayerResult {
+  /** Ŵ in the original space, rebuilt from `stored` only. */
+  reconstructed: Float32Array;
+  stored: LoproStoredLayer;
+  report: LayerReport;
+  details: LayerDetails;
+}
+
+const now = () => performance.now() / 1000;
+
+/**
+ * Quantizes W (rows×cols, y = W·x) with its input Hessian H (cols×cols; null = data-free, H = I).
+ * `actStats` = mean_t |x_tj| per input column (null = data-free, α = 1).
+ */
+export function quantizeLayerLoPRo(
+  W: Float32Array | Float64Array, rows: number, cols: number,
+  H: Float32Array | Float64Array | null, actStats: ArrayLike<number> | null,
+  cfg: LayerConfig, seed: number, opts: LoproLayerOptions = {},
+): LoproLayerResult {
+  const name = opts.name ?? 'layer';
+  if (cfg.method !== 'lopro' && cfg.method !== 'lopro_v') throw new ProtocolError(ErrorCode.BadConfig, `quantizeLayerLoPRo got method "${cfg.method}"`, name, 'use lopro or lopro_v (rtn/gptq go through rtn.ts/gptq.ts)');
+  if (W.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${W.length} values, expected ${rows}×${cols}`, name);
+  if (H && H.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H has ${H.length} values, expected ${cols}×${cols}`, name);
+  assertFiniteArray(W, 'W', name);
+  const Hm: Float64Array = H ? Float64Array.from(H) : identity(cols);
+  assertFiniteArray(Hm, 'H', name);
+  const notes: string[] = [];
+  const seconds: Record<string, number> = {};
+  let t = now();
+  const lap = (stage: string) => {
+    const t2 = now();
+    seconds[stage] = (seconds[stage] ?? 0) + (t2 - t);
+    t = t2;
+  };
+
+  // ── Stage A: α and the rank-r part (spec §1.1–1.4) ──
+  const { alpha, alphaBits } = columnScaleAlpha(actStats, cols, cfg.beta);
+  if (!actStats) notes.push('data-free: α = 1');
+  let factors: LowRankFactors | null = null;
+  let Wr: Float64Array | null = null;
+  if (cfg.rank > 0) {
+    factors = r1svd(scaleColumns(W, rows, cols, alpha), rows, cols, { rank: cfg.rank, powerIters: cfg.powerIters, seed });
+    if (factors.rank < cfg.rank) notes.push(`low rank stopped at ${factors.rank} < ${cfg.rank}: A is exactly rank ${factors.rank}`);
+    Wr = lowRankWeight(factors.U, factors.sigma, factors.V, rows, cols, factors.rank, alpha);
+  }
+  const R = new Float64Array(rows * cols);
+  for (let i = 0; i < R.length; i++) R[i] = W[i] - (Wr ? Wr[i] : 0);
+  lap('lowrank');
+
+  // ── Stage B: permutation (§1.6) ──
+  const hDiag = new Float64Array(cols);
+  for (let j = 0; j < cols; j++) hDiag[j] = Hm[j * cols + j];
+  const imp = columnImportance(hDiag, R, rows, cols);
+  const perm = argsortDescending(imp);
+  const Rp = gatherColumns(R, rows, cols, perm);
+  const Hp = permuteSymmetric(Hm, cols, perm);
+  lap('permute');
+
+  // ── Stage B: partial block rotation (§1.7) ──
+  const plan = planRotation(cols, cfg.rotation, cfg.salientBlock, cfg.hadamardBlock);
+  if (plan.note) notes.push(plan.note);
+  const Rt = rotateColumns(Rp, rows, plan);
+  const Ht = rotateHessian(Hp, plan);
+  lap('rotate');
+
+  // ── Stage C: residual quantizer (§1.8) ──
+  const g = cfg.groupSize === -1 ? cols : Math.min(cfg.groupSize, cols);
+  const stored: LoproStoredLayer = {
+    rows, cols, method: cfg.method, bits: cfg.bits, groupSize: g, sym: cfg.sym, perm, alphaBits,
+    rank: factors?.rank ?? 0,
+    uCodes: factors?.uCodes ?? new Uint8Array(0), vCodes: factors?.vCodes ?? new Uint8Array(0), sigmaBits: factors?.sigmaBits ?? new Uint16Array(0),
+    uScale: factors?.uScale ?? Math.sqrt(rows), vScale: factors?.vScale ?? Math.sqrt(cols),
+    rotation: cfg.rotation, salientBlock: plan.salient, hadamardBlock: plan.block, groups: 0,
+  };
+  if (cfg.method === 'lopro') {
+    const q = gptqQuantize(Rt, rows, cols, Ht, {
+      bits: cfg.bits, groupSize: cfg.groupSize === -1 ? -1 : g, sym: cfg.sym, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
+      actOrder: cfg.actOrder, staticGroups: cfg.staticGroups, name, onWarning: opts.onWarning,
+    });
+    if (q.choleskyFallback) notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
+    stored.codes = q.codes;
+    stored.scaleBits = encodeF16(q.scale); // spec §1.8: FP16 scale; Ŵ is rebuilt with the rounded scale
+    stored.zeros = Uint8Array.from(q.zero);
+    stored.groups = q.groups;
+    if (cfg.actOrder || cfg.staticGroups) stored.gIdx = q.gIdx;
+  } else {
+    const vb = cfg.vqBits || cfg.bits;
+    stored.bits = vb;
+    const q = gptvqQuantize(Rt, rows, cols, Ht, {
+      vqDim: cfg.vqDim, bits: vb, groupSize: cfg.groupSize === -1 ? -1 : g, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
+      kmeansIters: opts.kmeansIters, seed: seed + 7919, name, onWarning: opts.onWarning,
+    });
+    if (q.choleskyFallback) notes.push('H′ not positive definite after damping: no error feedback');
+    stored.vqDim = cfg.vqDim;
+    stored.vqCodes = q.codes;
+    stored.codebookBits = q.codebookBits;
+    stored.groups = q.groups;
+    seconds.kmeans = q.seconds.kmeans;
+  }
+  lap('quantize');
+
+  const reconstructed = dequantizeLoPRo(stored);
+  lap('reconstruct');
+
+  // ── Report (spec §3 bpw; proxy loss tr(ΔHΔᵀ) with the original H) ──
+  const loss = proxyLoss(W, reconstructed, Hm, rows, cols);
+  const ref = proxyLoss(W, new Float32Array(rows * cols), Hm, rows, cols);
+  const effCfg: LayerConfig = { ...cfg, rank: stored.rank };
+  const baselines: LayerReport['baselines'] = { [cfg.method]: loss };
+  lap('report');
+  if (opts.baselines !== false) {
+    const rtn = rtnQuantize(W, rows, cols, { bits: cfg.bits, groupSize: cfg.groupSize, sym: cfg.sym });
+    baselines.rtn = proxyLoss(W, rtn.Q, Hm, rows, cols);
+    const gq = gptqQuantize(W, rows, cols, Hm, { bits: cfg.bits, groupSize: cfg.groupSize, sym: cfg.sym, percDamp: cfg.percDamp, blockSize: cfg.blockSize, name, onWarning: () => {} });
+    baselines.gptq = proxyLoss(W, gq.Q, Hm, rows, cols);
+    lap('baselines');
+  }
+  const { block, module } = parseLayerName(name);
+  const report: LayerReport = {
+    name, block, module, rows, cols, config: { ...cfg },
+    bpw: bitsPerWeight(effCfg, rows, cols),
+    proxyLoss: loss,
+    relProxyLoss: ref > 0 ? loss / ref : 0,
+    baselines,
+    lowRankEnergy: factors?.energy ?? 0,
+    notes,
+    seconds,
+  };
+  if (plan.block !== 0 && plan.block !== cfg.hadamardBlock) report.hadamardBlockUsed = plan.block;
+
+  // ── Details for the layer view ──
+  const errPerm = new Float64Array(rows * cols);
+  for (let i = 0; i < rows; i++) for (let k = 0; k < cols; k++) errPerm[i * cols + k] = W[i * cols + perm[k]] - reconstructed[i * cols + perm[k]];
+  const details = buildLayerDetails({
+    name, rows, cols,
+    importanceSorted: Array.from(perm, (p) => imp[p]),
+    perm, blocks: planBlocks(plan),
+    singularValues: factors ? singularValuesOf(factors) : [],
+    rank: stored.rank,
+    residualBefore: Rp, residualAfter: Rt, errorPermuted: errPerm,
+    maxPoints: opts.maxPoints ?? 256,
+  });
+  seconds.details = now() - t;
+  return { reconstructed, stored, report, details };
+}
+
+function identity(n: number): Float64Array {
+  const I = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) I[i * n + i] = 1;
+  return I;
+}
+

@@ -1,0 +1,143 @@
+// What a LoPRo layer stores (spec §1.9), how it dequantizes back to Ŵ, and the inference formula
+// of spec §4. Everything here reads only the stored (bit-level) parts, so the quantizer's Ŵ and a
+// loaded checkpoint's Ŵ are the same computation on the same bits.
+//
+//   Ŵ = U·diag(σ̂)·V·diag(α)⁻¹  +  (R̂′·Q)[:, invPerm]       R̂′ = dequant(codes…) in rotated, permuted space
+//   y = Ŵ·x = R̂′·(Q·x[perm]) + U·(σ̂ ⊙ (V·(x ⊘ α)))
+
+import { decodeF16, decodeF8E4M3 } from './fp8';
+import { gatherColumns, gatherVector, invertPermutation } from './permute';
+import { rotateRowsInPlace, rotateVector, type RotationPlan } from './rotation';
+import { lowRankWeight } from './r1svd';
+import type { RotationMode } from '../../protocol/config';
+
+export interface LoproStoredLayer {
+  rows: number;
+  cols: number;
+  method: 'lopro' | 'lopro_v';
+  /** Bits per code (lopro) or per vector dimension (lopro_v). */
+  bits: number;
+  /** Group width g along the transformed columns (cols when one group per row). */
+  groupSize: number;
+  sym: boolean;
+  /** perm[k] = original column at transformed position k. */
+  perm: Int32Array;
+  /** FP16 bits of α (length cols). */
+  alphaBits: Uint16Array;
+  rank: number;
+  /** FP8 E4M3 codes: U m×r, V r×n; FP16 σ̂ (length r), factor scales folded in. */
+  uCodes: Uint8Array;
+  vCodes: Uint8Array;
+  sigmaBits: Uint16Array;
+  /** √m, √n: the multipliers of the unit singular vectors before FP8 (informational; σ̂ includes 1/(uScale·vScale)). */
+  uScale: number;
+  vScale: number;
+  rotation: RotationMode;
+  /** b_I and b_H actually used (b_H = 0: nothing rotated). */
+  salientBlock: number;
+  hadamardBlock: number;
+  /** lopro: codes rows×cols (transformed order), FP16 scales rows×G, integer zeros rows×G. */
+  codes?: Uint8Array;
+  scaleBits?: Uint16Array;
+  zeros?: Uint8Array;
+  groups: number;
+  /** Group of every transformed column when act-order reordered them (else ⌊j/g⌋). */
+  gIdx?: Int32Array;
+  /** lopro_v: vector dimension, codes rows×(cols/d), FP16 codebooks groups×K×d. */
+  vqDim?: number;
+  vqCodes?: Uint16Array;
+  codebookBits?: Uint16Array;
+}
+
+export function rotationPlanOf(s: LoproStoredLayer): RotationPlan {
+  return { cols: s.cols, mode: s.rotation, salient: s.hadamardBlock ? s.salientBlock : s.cols, block: s.hadamardBlock };
+}
+
+/** R̂′ (rows×cols, float64): the residual in the rotated, permuted space. */
+export function dequantizeResidual(s: LoproStoredLayer): Float64Array {
+  const { rows, cols } = s;
+  const out = new Float64Array(rows * cols);
+  if (s.method === 'lopro') {
+    if (!s.codes || !s.scaleBits || !s.zeros) throw new Error('lopro layer without codes/scales/zeros');
+    const scale = decodeF16(s.scaleBits), G = s.groups;
+    const group = new Int32Array(cols);
+    for (let j = 0; j < cols; j++) group[j] = s.gIdx ? s.gIdx[j] : Math.floor(j / s.groupSize);
+    for (let i = 0; i < rows; i++) {
+      const o = i * cols;
+      for (let j = 0; j < cols; j++) {
+        const k = i * G + group[j];
+        out[o + j] = scale[k] * (s.codes[o + j] - s.zeros[k]);
+      }
+    }
+  } else {
+    const d = s.vqDim ?? 0;
+    if (!s.vqCodes || !s.codebookBits || !d) throw new Error('lopro_v layer without codes/codebooks');
+    const cb = decodeF16(s.codebookBits);
+    const K = cb.length / (s.groups * d), V = cols / d;
+    for (let i = 0; i < rows; i++) {
+      for (let v = 0; v < V; v++) {
+        const gi = Math.floor((v * d) / s.groupSize);
+        const c = (gi * K + s.vqCodes[i * V + v]) * d;
+        for (let t = 0; t < d; t++) out[i * cols + v * d + t] = cb[c + t];
+      }
+    }
+  }
+  return out;
+}
+
+/** The decoded low-rank factors (U m×r, σ̂, V r×n) and α. */
+export function decodeLowRank(s: LoproStoredLayer): { U: Float64Array; sigma: Float64Array; V: Float64Array; alpha: Float64Array } {
+  return { U: decodeF8E4M3(s.uCodes), sigma: decodeF16(s.sigmaBits), V: decodeF8E4M3(s.vCodes), alpha: decodeF16(s.alphaBits) };
+}
+
+/** Ŵ in the original space (rows×cols). `parts` receives W_r and R̂ separately when given. */
+export function dequantizeLoPRo(s: LoproStoredLayer, parts?: { lowRank?: Float64Array; residual?: Float64Array }): Float32Array {
+  const { rows, cols } = s;
+  const Rt = dequantizeResidual(s);
+  rotateRowsInPlace(Rt, rows, rotationPlanOf(s)); // R̂_p = R̂′·Q
+  const R = gatherColumns(Rt, rows, cols, invertPermutation(s.perm)); // R̂ = R̂_p[:, invPerm]
+  const out = new Float32Array(rows * cols);
+  let Wr: Float64Array | undefined;
+  if (s.rank > 0) {
+    const f = decodeLowRank(s);
+    Wr = lowRankWeight(f.U, f.sigma, f.V, rows, cols, s.rank, f.alpha);
+    for (let i = 0; i < out.length; i++) out[i] = Wr[i] + R[i];
+  } else for (let i = 0; i < out.length; i++) out[i] = R[i];
+  if (parts) {
+    parts.residual = R;
+    parts.lowRank = Wr ?? new Float64Array(rows * cols);
+  }
+  return out;
+}
+
+/**
+ * Spec §4 for a batch X (tokens×cols, row-major) → Y (tokens×rows), float64, never forming Ŵ:
+ * x_p = x[perm]; x_r = [x_p[0:b_I], FWHT(x_p[b_I:])/√b_H]; y = R̂′·x_r + U·(σ̂ ⊙ (V·(x ⊘ α))).
+ */
+export function loproForward_ref(xVals: ArrayLike<number>, s: LoproStoredLayer, tokens = 1): Float64Array {
+  const { rows, cols, rank } = s;
+  const Rt = dequantizeResidual(s);
+  const plan = rotationPlanOf(s);
+  const f = rank > 0 ? decodeLowRank(s) : undefined;
+  const Y = new Float64Array(tokens * rows);
+  const x = new Float64Array(cols), t = new Float64Array(rank);
+  for (let tk = 0; tk < tokens; tk++) {
+    for (let j = 0; j < cols; j++) x[j] = xVals[tk * cols + j];
+    const xr = rotateVector(gatherVector(x, s.perm), plan);
+    if (f) {
+      for (let k = 0; k < rank; k++) {
+        let acc = 0;
+        for (let j = 0; j < cols; j++) acc += f.V[k * cols + j] * (x[j] / f.alpha[j]);
+        t[k] = f.sigma[k] * acc;
+      }
+    }
+    for (let i = 0; i < rows; i++) {
+      let acc = 0;
+      const o = i * cols;
+      for (let j = 0; j < cols; j++) acc += Rt[o + j] * xr[j];
+      if (f) for (let k = 0; k < rank; k++) acc += f.U[i * rank + k] * t[k];
+      Y[tk * rows + i] = acc;
+    }
+  }
+  return Y;
+}

@@ -1,0 +1,104 @@
+// The per-layer numbers and downsampled pictures of a LoPRo layer (protocol LayerReport /
+// LayerDetails). Pure functions: the engine downsamples, the webview only draws.
+
+import type { LayerDetails } from '../../protocol/messages';
+
+/** Evenly spaced sample positions 0 … n−1 (at most maxPoints, always including both ends). */
+export function samplePositions(n: number, maxPoints: number): number[] {
+  if (n <= 0) return [];
+  const p = Math.max(2, Math.min(n, Math.floor(maxPoints)));
+  if (p >= n) return Array.from({ length: n }, (_, i) => i);
+  return Array.from({ length: p }, (_, k) => Math.round((k * (n - 1)) / (p - 1)));
+}
+
+/** Counts of `vals` in `bins` equal bins over [−lim, lim] (values outside go to the end bins). */
+export function histogram(vals: ArrayLike<number>, lim: number, bins: number): number[] {
+  const out = new Array<number>(bins).fill(0);
+  const w = (2 * lim) / bins;
+  for (let i = 0; i < vals.length; i++) {
+    let b = Math.floor((vals[i] + lim) / w);
+    if (!(b >= 0)) b = 0;
+    if (b >= bins) b = bins - 1;
+    out[b]++;
+  }
+  return out;
+}
+
+export function maxAbs(vals: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < vals.length; i++) {
+    const a = Math.abs(vals[i]);
+    if (a > m) m = a;
+  }
+  return m;
+}
+
+/** Mean |v| over a tr×tc grid of row blocks × column blocks of a rows×cols matrix. */
+export function meanAbsTile(vals: ArrayLike<number>, rows: number, cols: number, tr: number, tc: number): { rows: number; cols: number; values: number[] } {
+  tr = Math.max(1, Math.min(tr, rows));
+  tc = Math.max(1, Math.min(tc, cols));
+  const sum = new Float64Array(tr * tc), cnt = new Float64Array(tr * tc);
+  for (let i = 0; i < rows; i++) {
+    const bi = Math.floor((i * tr) / rows);
+    for (let j = 0; j < cols; j++) {
+      const k = bi * tc + Math.floor((j * tc) / cols);
+      sum[k] += Math.abs(vals[i * cols + j]);
+      cnt[k]++;
+    }
+  }
+  return { rows: tr, cols: tc, values: Array.from(sum, (s, k) => (cnt[k] ? s / cnt[k] : 0)) };
+}
+
+export interface DetailInputs {
+  name: string;
+  rows: number;
+  cols: number;
+  /** Importance in permuted (descending) order. */
+  importanceSorted: ArrayLike<number>;
+  perm: ArrayLike<number>;
+  blocks: LayerDetails['blocks'];
+  singularValues: number[];
+  rank: number;
+  /** R_p (before rotation) and R′ (after), rows×cols. */
+  residualBefore: ArrayLike<number>;
+  residualAfter: ArrayLike<number>;
+  /** Δ = W − Ŵ in permuted column order (so the tile lines up with `blocks`). */
+  errorPermuted: ArrayLike<number>;
+  maxPoints: number;
+}
+
+/**
+ * LayerDetails with every series ≤ maxPoints. Histograms share edges over ±max|R_p ∪ R′| so the
+ * rotation's effect on outliers is visible; the error tile is in permuted column order.
+ */
+export function buildLayerDetails(d: DetailInputs): LayerDetails {
+  const pos = samplePositions(d.cols, d.maxPoints);
+  const bins = Math.max(2, Math.min(64, d.maxPoints));
+  const lim = Math.max(maxAbs(d.residualBefore), maxAbs(d.residualAfter), 1e-30);
+  const edges = Array.from({ length: bins + 1 }, (_, k) => -lim + (2 * lim * k) / bins);
+  const side = Math.max(1, Math.floor(Math.sqrt(d.maxPoints * 4)));
+  return {
+    name: d.name,
+    rows: d.rows,
+    cols: d.cols,
+    importance: { x: pos, y: pos.map((k) => d.importanceSorted[k]) },
+    blocks: d.blocks,
+    permSample: pos.map((k) => d.perm[k]),
+    singularValues: d.singularValues.slice(0, d.maxPoints),
+    rank: d.rank,
+    histograms: {
+      edges,
+      residualBefore: histogram(d.residualBefore, lim, bins),
+      residualAfter: histogram(d.residualAfter, lim, bins),
+      error: histogram(d.errorPermuted, lim, bins),
+    },
+    errorTile: meanAbsTile(d.errorPermuted, d.rows, d.cols, Math.min(32, side), Math.min(64, side)),
+  };
+}
+
+/** "model.layers.3.mlp.down_proj" → { block: 3, module: "down_proj" } (block −1 when absent). */
+export function parseLayerName(name: string): { block: number; module: string } {
+  const m = /layers\.(\d+)\./.exec(name);
+  const parts = name.split('.');
+  return { block: m ? Number(m[1]) : -1, module: parts[parts.length - 1] || name };
+}
