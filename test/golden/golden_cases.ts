@@ -27,6 +27,8 @@ export interface GoldenCase {
   refError: number;
   meta: Record<string, string>;
   W: Float32Array;
+  /** Calibration activations, tokens×cols (the add_batch inputs concatenated). */
+  X: Float32Array;
   H: Float32Array;
   Q: Float32Array;
   codes: Int32Array;
@@ -80,7 +82,7 @@ export function loadCase(file: string): GoldenCase {
     blockSize: Number(meta.blocksize),
     refError: meta.kind === 'gptq' ? Number(meta.ref_error) : NaN,
     meta,
-    W: get('W'), H: get('H'), Q: get('Q'), codes: get('codes'), scale: get('scale'), zero: get('zero'),
+    W: get('W'), X: get('X'), H: get('H'), Q: get('Q'), codes: get('codes'), scale: get('scale'), zero: get('zero'),
     gIdx: get('g_idx'), perm: get('perm'),
   };
 }

@@ -61,10 +61,47 @@ export interface GptqResult extends QuantizedWeight {
 
 const now = () => performance.now() / 1000;
 
+/** One lazy trailing update the core asks its driver to perform: W[:, i2:] −= Err1 @ Hinv[i1:i2, i2:]. */
+export interface LazyUpdateRequest {
+  W: Float64Array; rows: number; cols: number;
+  err1: Float64Array; count: number;
+  hinvUpper: Float64Array; i1: number; i2: number;
+}
+
+/** GPTQ with the lazy updates done by `opts.lazyUpdate` or the TypeScript kernel (synchronous). */
 export function gptqQuantize(
   wVals: Float32Array | Float64Array, rows: number, cols: number,
   hVals: Float32Array | Float64Array, opts: GptqOptions,
 ): GptqResult {
+  const update = opts.lazyUpdate ?? lazyUpdateTs;
+  const core = gptqCore(wVals, rows, cols, hVals, opts);
+  for (let step = core.next(); ; step = core.next()) {
+    if (step.done) return step.value;
+    const q = step.value;
+    update(q.W, q.rows, q.cols, q.err1, q.count, q.hinvUpper, q.i1, q.i2);
+  }
+}
+
+/** GPTQ with an asynchronous lazy update (e.g. an ONNX Runtime MatMul: see gptq_ort.ts). */
+export async function gptqQuantizeAsync(
+  wVals: Float32Array | Float64Array, rows: number, cols: number,
+  hVals: Float32Array | Float64Array, opts: GptqOptions & { lazyUpdateAsync: (req: LazyUpdateRequest) => Promise<void> },
+): Promise<GptqResult> {
+  const core = gptqCore(wVals, rows, cols, hVals, opts);
+  for (let step = core.next(); ; step = core.next()) {
+    if (step.done) return step.value;
+    await opts.lazyUpdateAsync(step.value);
+  }
+}
+
+/**
+ * The algorithm, as a generator that yields each lazy trailing update to its driver (so the same
+ * code runs with a synchronous TypeScript kernel or an asynchronous ORT MatMul).
+ */
+function* gptqCore(
+  wVals: Float32Array | Float64Array, rows: number, cols: number,
+  hVals: Float32Array | Float64Array, opts: GptqOptions,
+): Generator<LazyUpdateRequest, GptqResult, void> {
   const where = opts.name ?? 'gptqQuantize';
   const t0 = now();
   if (wVals.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${wVals.length} values, expected ${rows}×${cols}`, where);
@@ -136,7 +173,6 @@ export function gptqQuantize(
 
   // 7. Lazy batches of blockSize columns.
   const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), gIdx = new Int32Array(cols);
-  const update = opts.lazyUpdate ?? lazyUpdateTs;
   let loss = 0, tLazy = 0;
   const W1 = new Float64Array(rows * blockSize), Err1 = new Float64Array(rows * blockSize);
   for (let i1 = 0; i1 < cols; i1 += blockSize) {
@@ -173,7 +209,7 @@ export function gptqQuantize(
     }
     if (i2 < cols) {
       const tl = now();
-      update(W, rows, cols, Err1, count, Hinv, i1, i2);
+      yield { W, rows, cols, err1: Err1, count, hinvUpper: Hinv, i1, i2 };
       tLazy += now() - tl;
     }
   }

@@ -1,0 +1,68 @@
+// Seeded synthetic layers for quantizer tests and bench/gptq_layer.ts: correlated, heavy-tailed
+// activations (the golden README's recipe, §6, with Student-t noise) and weights with log-normal
+// row/column scales. Deterministic: mulberry32 + Box–Muller.
+
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function normal(u: () => number): () => number {
+  let spare: number | undefined;
+  return () => {
+    if (spare !== undefined) { const s = spare; spare = undefined; return s; }
+    const a = u() || 1e-12, b = u();
+    const r = Math.sqrt(-2 * Math.log(a));
+    spare = r * Math.sin(2 * Math.PI * b);
+    return r * Math.cos(2 * Math.PI * b);
+  };
+}
+
+/**
+ * tokens×cols activations X = (0.8·F·B + 0.6·E + μ)·s: a rank-k factor F·B (k = max(1, cols/8))
+ * correlates the channels, E is Student-t (ν = 3, heavy tails), μ per-channel means, s = exp(N(0, 0.5))
+ * per-channel scales, and `outliers` channels ×20.
+ */
+export function syntheticActivations(tokens: number, cols: number, seed: number, outliers = 2): Float32Array {
+  const u = rng(seed), n = normal(u);
+  const k = Math.max(1, Math.floor(cols / 8));
+  const B = new Float64Array(k * cols).map(() => n() / Math.sqrt(k));
+  const mu = new Float64Array(cols).map(() => 0.3 * n());
+  const s = new Float64Array(cols).map(() => Math.exp(0.5 * n()));
+  for (let o = 0; o < outliers; o++) s[Math.floor(u() * cols)] *= 20;
+  const X = new Float32Array(tokens * cols), F = new Float64Array(k), row = new Float64Array(cols);
+  const studentT = () => { const z = n(); let c = 0; for (let i = 0; i < 3; i++) { const g = n(); c += g * g; } return z / Math.sqrt(c / 3); };
+  for (let t = 0; t < tokens; t++) {
+    for (let i = 0; i < k; i++) F[i] = n();
+    row.fill(0);
+    for (let i = 0; i < k; i++) { const f = 0.8 * F[i], o = i * cols; for (let j = 0; j < cols; j++) row[j] += f * B[o + j]; }
+    for (let j = 0; j < cols; j++) X[t * cols + j] = (row[j] + 0.6 * studentT() + mu[j]) * s[j];
+  }
+  return X;
+}
+
+/** rows×cols weights N(0,1)/√cols with log-normal row and column scales and 0.5 % outliers ×4. */
+export function syntheticWeights(rows: number, cols: number, seed: number): Float32Array {
+  const u = rng(seed), n = normal(u);
+  const rs = new Float64Array(rows).map(() => Math.exp(0.3 * n())), cs = new Float64Array(cols).map(() => Math.exp(0.3 * n()));
+  const W = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) W[r * cols + c] = ((n() / Math.sqrt(cols)) * rs[r] * cs[c]) * (u() < 0.005 ? 4 : 1);
+  return W;
+}
+
+/** Naive (2/N)·XᵀX in float64 (N = number of sequences). */
+export function hessianNaive(X: Float32Array, tokens: number, cols: number, nsamples: number): Float64Array {
+  const H = new Float64Array(cols * cols);
+  for (let i = 0; i < cols; i++) for (let j = 0; j < cols; j++) {
+    let s = 0;
+    for (let t = 0; t < tokens; t++) s += X[t * cols + i] * X[t * cols + j];
+    H[i * cols + j] = (2 / nsamples) * s;
+  }
+  return H;
+}
