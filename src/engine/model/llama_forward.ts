@@ -1,0 +1,122 @@
+// Runs the graphs of llama_graph.ts on the runtime's EP: one cached session per graph kind
+// (embed, block × capture, head), batches of windows per run, weights fed as tensors over the
+// caller's Float32Arrays (no copy on the CPU EP).
+
+import * as ort from 'onnxruntime-node';
+import type { ComputeRuntime } from '../compute/runtime';
+import { headTensorName, type LinearInput, type LlamaConfig } from './config';
+import { blockTensorSuffixes, buildBlockGraph, buildEmbedGraph, buildHeadGraph, type Capture } from './llama_graph';
+
+/** Tensor name → float32 values (row-major, checkpoint layout). May be async (lazy disk reads). */
+export type WeightsProvider = (name: string) => Float32Array | Promise<Float32Array>;
+
+/** One block's tensors keyed by checkpoint suffix (`self_attn.q_proj.weight`, ...). */
+export type BlockWeights = Record<string, Float32Array>;
+
+export async function loadBlockWeights(cfg: LlamaConfig, b: number, weights: WeightsProvider): Promise<BlockWeights> {
+  const out: BlockWeights = {};
+  for (const s of blockTensorSuffixes(cfg)) out[s] = await weights(`model.layers.${b}.${s}`);
+  return out;
+}
+
+export interface BlockStats {
+  /** XᵀX summed over the batch's rows, [n, n] row-major. */
+  xtx: Float32Array;
+  /** Σ_t |x_tj|, [n]. */
+  absSum: Float32Array;
+}
+
+export interface BlockResult {
+  /** New hidden states [B, T, H]. */
+  y: Float32Array;
+  /** capture 'activations': the linear inputs, [B·T, n] each. */
+  activations?: Record<LinearInput, Float32Array>;
+  /** capture 'stats'. */
+  stats?: Record<LinearInput, BlockStats>;
+}
+
+const INPUTS: LinearInput[] = ['attn_in', 'attn_out', 'mlp_in', 'mlp_act'];
+
+export class LlamaForward {
+  private readonly key: string;
+  private readonly suffixes: string[];
+
+  constructor(
+    readonly cfg: LlamaConfig,
+    /** Window length T baked into the block graphs (rope tables). */
+    readonly ctx: number,
+    readonly rt: ComputeRuntime,
+  ) {
+    const { source: _source, ...shapeFields } = cfg;
+    this.key = `llama:${JSON.stringify(shapeFields)}:T${ctx}`;
+    this.suffixes = blockTensorSuffixes(cfg);
+  }
+
+  /** ids [B, T] → x [B, T, H]. */
+  async embed(ids: Int32Array, B: number, embedW: Float32Array): Promise<Float32Array> {
+    const T = ids.length / B;
+    const s = await this.rt.session(`${this.key}:embed`, () => buildEmbedGraph(this.cfg));
+    const out = await this.rt.run(s, {
+      embed: this.rt.host(embedW, [this.cfg.vocabSize, this.cfg.hiddenSize]),
+      ids: new ort.Tensor('int32', ids, [B, T]),
+    });
+    return out.x.data as Float32Array;
+  }
+
+  /** One decoder block on x [B, ctx, H] with the given weights. */
+  async block(x: Float32Array, B: number, w: BlockWeights, capture: Capture = 'none'): Promise<BlockResult> {
+    const cfg = this.cfg, T = this.ctx;
+    const s = await this.rt.session(`${this.key}:block:${capture}`, () => buildBlockGraph(cfg, T, capture));
+    const feeds: Record<string, ort.Tensor> = { x: this.rt.host(x, [B, T, cfg.hiddenSize]) };
+    for (const name of this.suffixes) {
+      const v = w[name];
+      if (!v) throw new Error(`block weights: ${name} missing`);
+      feeds[name] = this.rt.host(v, name.endsWith('norm.weight') || name.endsWith('bias') ? [v.length] : [v.length / this.inFeatures(name), this.inFeatures(name)]);
+    }
+    const out = await this.rt.run(s, feeds);
+    const res: BlockResult = { y: out.y.data as Float32Array };
+    if (capture === 'activations') res.activations = Object.fromEntries(INPUTS.map((k) => [k, out[k].data as Float32Array])) as Record<LinearInput, Float32Array>;
+    if (capture === 'stats')
+      res.stats = Object.fromEntries(INPUTS.map((k) => [k, { xtx: out[`${k}_xtx`].data as Float32Array, absSum: out[`${k}_abssum`].data as Float32Array }])) as Record<LinearInput, BlockStats>;
+    return res;
+  }
+
+  /** Per-position NLL [B, T−1] of ids[:, 1:] given x [B, T, H] (final norm + head + log-softmax in-graph). */
+  async headNll(x: Float32Array, B: number, ids: Int32Array, normW: Float32Array, headW: Float32Array): Promise<Float32Array> {
+    const T = ids.length / B, cfg = this.cfg;
+    const targets = new Int32Array(B * (T - 1));
+    for (let b = 0; b < B; b++) targets.set(ids.subarray(b * T + 1, (b + 1) * T), b * (T - 1));
+    const s = await this.rt.session(`${this.key}:head:nll`, () => buildHeadGraph(cfg, 'nll'));
+    const out = await this.rt.run(s, {
+      x: this.rt.host(x, [B, T, cfg.hiddenSize]),
+      norm: this.rt.host(normW, [cfg.hiddenSize]),
+      head: this.rt.host(headW, [cfg.vocabSize, cfg.hiddenSize]),
+      targets: new ort.Tensor('int32', targets, [B, T - 1]),
+    });
+    return out.nll.data as Float32Array;
+  }
+
+  /** Logits [B, T, V] (for tests and exports; perplexity uses headNll). */
+  async headLogits(x: Float32Array, B: number, T: number, normW: Float32Array, headW: Float32Array): Promise<Float32Array> {
+    const cfg = this.cfg;
+    const s = await this.rt.session(`${this.key}:head:logits`, () => buildHeadGraph(cfg, 'logits'));
+    const out = await this.rt.run(s, {
+      x: this.rt.host(x, [B, T, cfg.hiddenSize]),
+      norm: this.rt.host(normW, [cfg.hiddenSize]),
+      head: this.rt.host(headW, [cfg.vocabSize, cfg.hiddenSize]),
+    });
+    return out.logits.data as Float32Array;
+  }
+
+  /** Head tensors from the provider (tied head → the embedding). */
+  async headWeights(weights: WeightsProvider): Promise<{ norm: Float32Array; head: Float32Array }> {
+    return { norm: await weights('model.norm.weight'), head: await weights(headTensorName(this.cfg)) };
+  }
+
+  private inFeatures(suffix: string): number {
+    const c = this.cfg;
+    if (suffix.startsWith('self_attn.o_proj')) return c.numHeads * c.headDim;
+    if (suffix.startsWith('mlp.down_proj')) return c.intermediateSize;
+    return c.hiddenSize;
+  }
+}

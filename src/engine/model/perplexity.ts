@@ -1,0 +1,93 @@
+// Perplexity exactly per ../shared/protocol.md: non-overlapping windows of ctx tokens, each from an
+// empty cache; NLL summed over the ctx − 1 predicted positions of every window;
+// ppl = exp(total NLL / total positions). Float32 forward, float64 sums.
+//
+// Windows are processed block-major in chunks: a chunk's hidden states stay in memory while each
+// block's weights are fetched once per chunk, so a lazy/disk weights provider is read
+// numLayers × chunks times, not once per batch.
+
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import type { ComputeRuntime } from '../compute/runtime';
+import { getRuntime } from '../compute/runtime';
+import { evalWindowCount } from './calibration';
+import type { LlamaConfig } from './config';
+import { LlamaForward, loadBlockWeights, type WeightsProvider } from './llama_forward';
+
+export interface PerplexityOptions {
+  ctx: number;
+  /** Windows per session run (default: ~4096 tokens per run). */
+  batch?: number;
+  rt?: ComputeRuntime;
+  /** Evaluate only these window indices (tests); default all floor(T/ctx). */
+  windows?: readonly number[];
+  /** Bytes of hidden states kept per chunk (default 512 MiB). */
+  chunkBytes?: number;
+  onProgress?: (doneWindows: number, totalWindows: number) => void;
+  signal?: AbortSignal;
+}
+
+export interface PerplexityResult {
+  ppl: number;
+  totalNll: number;
+  positions: number;
+  windows: number;
+  seconds: number;
+  tokensPerSecond: number;
+  ep: string;
+  /** Mean NLL per window (for per-window comparisons in tests). */
+  windowNll: Float64Array;
+}
+
+export function defaultBatch(ctx: number): number {
+  return Math.max(1, Math.floor(4096 / ctx));
+}
+
+export async function perplexity(cfg: LlamaConfig, ids: Int32Array, weights: WeightsProvider, opts: PerplexityOptions): Promise<PerplexityResult> {
+  const T = opts.ctx, H = cfg.hiddenSize;
+  if (!(Number.isInteger(T) && T > 1)) throw new ProtocolError(ErrorCode.InvalidParams, `ctx must be an integer > 1, got ${T}`, 'ctx');
+  const nAll = evalWindowCount(ids.length, T);
+  const windows = opts.windows ? [...opts.windows] : Array.from({ length: nAll }, (_, i) => i);
+  if (windows.length === 0) throw new ProtocolError(ErrorCode.BadCalibration, `text has ${ids.length} tokens, fewer than one window of ${T}`, 'text');
+  for (const w of windows) if (!(w >= 0 && w < nAll)) throw new ProtocolError(ErrorCode.InvalidParams, `window ${w} out of range 0..${nAll - 1}`);
+  const rt = opts.rt ?? (await getRuntime());
+  const fwd = new LlamaForward(cfg, T, rt);
+  const B = opts.batch ?? defaultBatch(T);
+  const perChunk = Math.max(B, Math.floor((opts.chunkBytes ?? 512 * 2 ** 20) / (T * H * 4 * B)) * B);
+  const t0 = performance.now();
+  const windowNll = new Float64Array(windows.length);
+  let total = 0;
+  const embedW = await weights('model.embed_tokens.weight');
+  const { norm, head } = await fwd.headWeights(weights);
+  for (let c0 = 0; c0 < windows.length; c0 += perChunk) {
+    const chunk = windows.slice(c0, c0 + perChunk);
+    const batches: { ids: Int32Array; n: number; x: Float32Array }[] = [];
+    for (let b0 = 0; b0 < chunk.length; b0 += B) {
+      const sel = chunk.slice(b0, b0 + B);
+      const bIds = new Int32Array(sel.length * T);
+      sel.forEach((w, i) => bIds.set(ids.subarray(w * T, (w + 1) * T), i * T));
+      batches.push({ ids: bIds, n: sel.length, x: await fwd.embed(bIds, sel.length, embedW) });
+    }
+    for (let l = 0; l < cfg.numLayers; l++) {
+      opts.signal?.throwIfAborted();
+      const w = await loadBlockWeights(cfg, l, weights);
+      for (const bt of batches) bt.x = (await fwd.block(bt.x, bt.n, w)).y;
+    }
+    let done = c0;
+    for (const bt of batches) {
+      const nll = await fwd.headNll(bt.x, bt.n, bt.ids, norm, head);
+      for (let i = 0; i < bt.n; i++) {
+        let s = 0;
+        for (let t = 0; t < T - 1; t++) s += nll[i * (T - 1) + t];
+        if (!Number.isFinite(s)) throw new ProtocolError(ErrorCode.NonFinite, `non-finite NLL in window ${chunk[done - c0 + i]}`, 'perplexity', 'the weights produce inf/NaN activations');
+        windowNll[done + i] = s / (T - 1);
+        total += s;
+      }
+      done += bt.n;
+      opts.onProgress?.(done, windows.length);
+    }
+  }
+  const positions = windows.length * (T - 1);
+  const seconds = (performance.now() - t0) / 1000;
+  return { ppl: Math.exp(total / positions), totalNll: total, positions, windows: windows.length, seconds, tokensPerSecond: (windows.length * T) / seconds, ep: rt.ep, windowNll };
+}
