@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode } from '../../protocol/messages';
+import { setOwn } from './safetensors_header';
 import { SafetensorsFile, ioError, type TensorEntry, type TypedArray } from './safetensors';
 
 export const SINGLE_FILE = 'model.safetensors';
@@ -121,7 +122,7 @@ function readIndex(indexPath: string): Map<string, string> {
   if (st.size > MAX_INDEX_BYTES) throw badIndex(indexPath, `file is ${st.size} bytes, too large for an index`);
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(fs.readFileSync(indexPath));
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(fs.readFileSync(indexPath));
   } catch (e) {
     if (e instanceof TypeError) throw badIndex(indexPath, 'not valid UTF-8');
     throw ioError(indexPath, e, 'read');
@@ -159,7 +160,7 @@ function makeCheckpoint(p: string, kind: Checkpoint['kind'], shards: Safetensors
       owner.set(e.name, s);
       totalBytes += e.byteLength;
     }
-    for (const [k, v] of Object.entries(s.metadata)) if (!(k in metadata)) metadata[k] = v;
+    for (const [k, v] of Object.entries(s.metadata)) if (!Object.prototype.hasOwnProperty.call(metadata, k)) setOwn(metadata, k, v);
   }
   const byName = new Map(entries.map((e) => [e.name, e]));
   const shardOf = (name: string): SafetensorsFile => {

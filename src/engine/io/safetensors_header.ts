@@ -53,7 +53,13 @@ export function checkHeaderLength(file: string, headerLen: number, fileSize: num
   if (headerLen > fileSize - 8) throw badCheckpoint(file, `header length ${shown} runs past the end of the file (${fileSize} bytes): truncated or not safetensors`);
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM keeps a leading U+FEFF in the text, so JSON.parse rejects it as the Rust reference does.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** Plain assignment of "__proto__" would set the prototype instead of a key: define it. */
+export function setOwn<T>(obj: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+}
 
 function isPlainObject(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
@@ -91,7 +97,7 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
       if (!isPlainObject(raw)) throw badCheckpoint(file, '"__metadata__" must be an object of string values');
       for (const [k, v] of Object.entries(raw)) {
         if (typeof v !== 'string') throw badCheckpoint(file, `"__metadata__" value for key "${k}" must be a string, got ${v === null ? 'null' : typeof v}`);
-        metadata[k] = v;
+        setOwn(metadata, k, v);
       }
       continue;
     }

@@ -41,10 +41,15 @@ export function tensorByteLength(target: string, spec: TensorSpec): number {
  * each tensor's byte length. Tensors are laid out in the order given.
  */
 export function buildHeader(target: string, specs: readonly TensorSpec[], metadata?: Record<string, string>): { header: Uint8Array; sizes: number[] } {
-  const json: Record<string, unknown> = {};
+  // Null prototype: a tensor (or metadata key) named "__proto__" must become a key, not a prototype.
+  const json: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   if (metadata && Object.keys(metadata).length) {
-    for (const [k, v] of Object.entries(metadata)) if (typeof v !== 'string') throw invalid(target, `metadata value for "${k}" must be a string`);
-    json.__metadata__ = metadata;
+    const meta: Record<string, string> = Object.create(null) as Record<string, string>;
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== 'string') throw invalid(target, `metadata value for "${k}" must be a string`);
+      meta[k] = v;
+    }
+    json.__metadata__ = meta;
   }
   const sizes: number[] = [];
   let pos = 0;
