@@ -1,0 +1,195 @@
+// `lopro` on the command line: argument parsing → run/. Progress lines go to stderr, results
+// (tables, perplexities, JSON with --json) to stdout. A user error (bad file, bad flag) prints one
+// line — code, message, where, hint — and exits 2; never a stack trace (LOPRO_DEBUG=1 shows it).
+
+import { DEFAULT_CONFIG, type QuantizeConfig } from '../protocol/config';
+import { ErrorCode, type ExportFormat, type ProgressValue } from '../protocol/messages';
+import { ProtocolError } from '../protocol/rpc';
+import { configFromFlags, kebab, parseArgs } from './run/args';
+import { formatEta } from './run/progress';
+import { ENGINE_VERSION } from './run/version';
+import { inspectModel } from './run/inspect';
+import { quantizeRun, type RunHooks } from './run/pipeline';
+import { evalPath } from './run/evaluate';
+import { exportRun } from './run/exports';
+import { formatLayerTable, formatModelSummary } from './run/report';
+
+const HELP = `lopro ${ENGINE_VERSION} — quantize LLM checkpoints with LoPRo, GPTQ or RTN
+
+Usage:
+  lopro quantize <file.safetensors | model-dir> --out DIR [options]
+  lopro eval <run-dir | export-dir> --text FILE [--text FILE ...] [--ctx N]
+  lopro export <run-dir> --format native|f16|onnx --out DIR [--verify-text FILE]
+  lopro inspect <file.safetensors | model-dir>
+  lopro --help | --version
+
+quantize:
+  A bare .safetensors file is quantized data-free (H = I): every 2-D tensor, one line each.
+  A Hugging Face Llama folder is quantized block by block on calibration text (--calib).
+  --out DIR           run directory (checkpoints, reports, the native quantized model)
+  --resume            continue from the last complete block of DIR (refused if incompatible)
+  --eval FILE         after the run, perplexity of the exported model on FILE (repeatable)
+  --compare           also report each layer's RTN and GPTQ proxy loss (same H, same bits)
+  --override "PATTERN:key=v,..."   per-layer settings, e.g. "*.down_proj:bits=3" (repeatable)
+  --json              print the run summary as JSON
+ Settings (defaults in brackets; every QuantizeConfig key):
+${configHelp()}
+
+Exit codes: 0 ok, 2 bad input (message names the file, tensor or flag), 130 cancelled, 1 internal error.`;
+
+function configHelp(): string {
+  const alias: Record<string, string> = { groupSize: ' (--group)', calibText: ' (--calib)', calibSamples: ' (--samples)', percDamp: ' (--damp)' };
+  return Object.entries(DEFAULT_CONFIG)
+    .map(([k, v]) => `  --${kebab(k)}${alias[k] ?? ''} [${typeof v === 'object' ? JSON.stringify(v) : String(v)}]`)
+    .join('\n');
+}
+
+const BOOLEAN_FLAGS = new Set(['resume', 'compare', 'json', 'help', 'version', 'quiet']);
+const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override']);
+
+function last(flags: Map<string, string[]>, name: string): string | undefined {
+  const v = flags.get(name);
+  return v?.[v.length - 1];
+}
+
+function need(flags: Map<string, string[]>, name: string, cmd: string): string {
+  const v = last(flags, name);
+  if (!v) throw new ProtocolError(ErrorCode.InvalidParams, `lopro ${cmd} needs --${name}`, `--${name}`, `see \`lopro ${cmd} --help\``);
+  return v;
+}
+
+function needPositional(pos: string[], cmd: string, what: string): string {
+  if (pos.length !== 1) throw new ProtocolError(ErrorCode.InvalidParams, `lopro ${cmd} takes one ${what}, got ${pos.length}`, undefined, `usage: lopro ${cmd} <${what}> …`);
+  return pos[0];
+}
+
+/** Progress lines on stderr: begin/end as they come, a report per layer (or tensor) with its ETA. */
+function progressPrinter(quiet: boolean): (v: ProgressValue) => void {
+  return (v) => {
+    if (quiet) return;
+    if (v.kind === 'begin') process.stderr.write(`${v.title}\n`);
+    else if (v.kind === 'end') process.stderr.write(`${v.message ?? 'done'}\n`);
+    else {
+      const pct = v.percentage !== undefined ? `[${v.percentage.toFixed(1).padStart(5)}%] ` : '';
+      const eta = v.etaSeconds !== undefined ? `  ETA ${formatEta(v.etaSeconds)}` : '';
+      process.stderr.write(`${pct}${v.message ?? ''}${eta}\n`);
+    }
+  };
+}
+
+function cliHooks(quiet: boolean, signal: AbortSignal): RunHooks {
+  return {
+    signal,
+    onProgress: progressPrinter(quiet),
+    onLayerDone: () => {},
+    log: (level, message) => {
+      if (!quiet || level === 'warn' || level === 'error') process.stderr.write(`${level === 'info' ? '' : level + ': '}${message}\n`);
+    },
+  };
+}
+
+async function cmdQuantize(argv: string[], signal: AbortSignal): Promise<number> {
+  const a = parseArgs(argv, BOOLEAN_FLAGS, VALUE_FLAGS);
+  if (a.flags.has('help')) return printHelp();
+  const modelPath = needPositional(a.positional, 'quantize', 'file.safetensors | model-dir');
+  const runDir = need(a.flags, 'out', 'quantize');
+  const config: QuantizeConfig = configFromFlags(a.config);
+  const quiet = a.flags.has('quiet');
+  const summary = await quantizeRun(
+    { modelPath, config, runDir, resume: a.flags.has('resume'), evalTexts: a.flags.get('eval') ?? [], compare: a.flags.has('compare') },
+    cliHooks(quiet, signal),
+  );
+  if (a.flags.has('json')) process.stdout.write(JSON.stringify(summary, null, 1) + '\n');
+  else process.stdout.write(formatLayerTable(summary) + '\n');
+  return 0;
+}
+
+async function cmdEval(argv: string[], signal: AbortSignal): Promise<number> {
+  const a = parseArgs(argv, BOOLEAN_FLAGS, VALUE_FLAGS);
+  if (a.flags.has('help')) return printHelp();
+  const path = needPositional(a.positional, 'eval', 'run-or-export-dir');
+  const texts = a.flags.get('text');
+  if (!texts?.length) throw new ProtocolError(ErrorCode.InvalidParams, 'lopro eval needs --text FILE', '--text');
+  const ppl = await evalPath(path, texts, { ctx: a.config.ctx ?? 0, ep: a.config.ep ?? 'auto' }, cliHooks(a.flags.has('quiet'), signal));
+  if (a.flags.has('json')) process.stdout.write(JSON.stringify(ppl) + '\n');
+  else for (const [t, p] of Object.entries(ppl)) process.stdout.write(`${t}\tperplexity ${p.toFixed(4)}\n`);
+  return 0;
+}
+
+async function cmdExport(argv: string[], signal: AbortSignal): Promise<number> {
+  const a = parseArgs(argv, BOOLEAN_FLAGS, VALUE_FLAGS);
+  if (a.flags.has('help')) return printHelp();
+  const runDir = needPositional(a.positional, 'export', 'run-dir');
+  const format = need(a.flags, 'format', 'export');
+  if (!['native', 'f16', 'onnx'].includes(format)) throw new ProtocolError(ErrorCode.InvalidParams, `unknown export format "${format}"`, '--format', 'one of native, f16, onnx');
+  const outDir = need(a.flags, 'out', 'export');
+  const r = await exportRun({ runDir, format: format as ExportFormat, outDir, verifyText: last(a.flags, 'verify-text') }, cliHooks(a.flags.has('quiet'), signal));
+  if (a.flags.has('json')) process.stdout.write(JSON.stringify(r) + '\n');
+  else {
+    process.stdout.write(`exported ${format} to ${r.outDir}: ${r.files.length} files, ${(r.bytes / 1e6).toFixed(2)} MB\n`);
+    if (r.perplexity !== undefined) process.stdout.write(`verify: export perplexity ${r.perplexity.toFixed(4)}${r.runPerplexity !== undefined ? `, run ${r.runPerplexity.toFixed(4)}` : ''}\n`);
+  }
+  return 0;
+}
+
+async function cmdInspect(argv: string[]): Promise<number> {
+  const a = parseArgs(argv, BOOLEAN_FLAGS, VALUE_FLAGS);
+  if (a.flags.has('help')) return printHelp();
+  const s = await inspectModel(needPositional(a.positional, 'inspect', 'path'));
+  process.stdout.write((a.flags.has('json') ? JSON.stringify(s, null, 1) : formatModelSummary(s)) + '\n');
+  return 0;
+}
+
+function printHelp(): number {
+  process.stdout.write(HELP + '\n');
+  return 0;
+}
+
+/** One line for a user: `lopro: E_BAD_CHECKPOINT: message [where] (hint: …)`. */
+export function formatUserError(e: ProtocolError): string {
+  return `lopro: ${e.code}: ${e.message}${e.where ? ` [${e.where}]` : ''}${e.hint ? ` (hint: ${e.hint})` : ''}`;
+}
+
+export async function runCli(argv: string[]): Promise<number> {
+  const ac = new AbortController();
+  const onSigint = () => {
+    if (ac.signal.aborted) process.exit(130);
+    process.stderr.write('\ncancelling after the current layer (Ctrl-C again to stop now)…\n');
+    ac.abort();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    const [cmd, ...rest] = argv;
+    switch (cmd) {
+      case undefined:
+      case '--help':
+      case '-h':
+      case 'help':
+        return printHelp();
+      case '--version':
+        process.stdout.write(ENGINE_VERSION + '\n');
+        return 0;
+      case 'quantize':
+        return await cmdQuantize(rest, ac.signal);
+      case 'eval':
+        return await cmdEval(rest, ac.signal);
+      case 'export':
+        return await cmdExport(rest, ac.signal);
+      case 'inspect':
+        return await cmdInspect(rest);
+      default:
+        throw new ProtocolError(ErrorCode.InvalidParams, `unknown command "${cmd}"`, undefined, 'commands: quantize, eval, export, inspect (lopro --help)');
+    }
+  } catch (e) {
+    if (process.env.LOPRO_DEBUG) console.error(e);
+    if (e instanceof ProtocolError && e.code !== ErrorCode.Internal) {
+      process.stderr.write(formatUserError(e) + '\n');
+      return e.code === ErrorCode.Cancelled ? 130 : 2;
+    }
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`lopro: ${ErrorCode.Internal}: ${msg} (this is a bug; LOPRO_DEBUG=1 shows the stack)\n`);
+    return 1;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}

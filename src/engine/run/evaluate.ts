@@ -1,0 +1,71 @@
+// Perplexity (protocol: non-overlapping windows, model/perplexity.ts) of whatever a path holds:
+// a run directory (its native output, loaded back from disk — the model as exported), a native
+// export, an F16 export or any float Hugging Face Llama folder.
+
+import { existsSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import type { ExecutionProviderName } from '../../protocol/config';
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import { getRuntime } from '../compute/runtime';
+import { openCheckpoint } from '../io/checkpoint';
+import { protocolCtx } from '../model/calibration';
+import { loadLlamaConfig } from '../model/config';
+import { perplexity } from '../model/perplexity';
+import { loadTokenizer, tokenizeFile } from '../model/tokenizer';
+import { isNativeDir, openNativeModel } from './native';
+import type { RunHooks } from './pipeline';
+import { RunDir } from './rundir';
+
+export interface EvalOptions {
+  /** Window length; 0 = the run's calibration ctx, else the model's protocol ctx. */
+  ctx: number;
+  ep: ExecutionProviderName;
+}
+
+/** Result key of a text file: its base name without extension (persuasion.txt → persuasion). */
+export const textKey = (file: string) => basename(file).replace(/\.[^.]*$/, '');
+
+export async function evalPath(path: string, texts: string[], opts: EvalOptions, hooks: RunHooks): Promise<Record<string, number>> {
+  let dir = resolve(path);
+  let ctx = opts.ctx;
+  if (existsSync(join(dir, 'run.json'))) {
+    const m = new RunDir(dir).readManifest();
+    if (m.kind !== 'llama') throw new ProtocolError(ErrorCode.InvalidParams, `${dir} quantized bare tensors (data-free): there is no model to evaluate`, dir, 'perplexity needs a Hugging Face Llama folder run');
+    if (!m.complete) throw new ProtocolError(ErrorCode.InvalidParams, `${dir} is an unfinished run (${m.completedBlocks}/${m.numBlocks} blocks)`, dir, 'finish it with `lopro quantize … --resume` first');
+    if (!ctx) ctx = m.ctx;
+    dir = join(dir, 'native');
+  }
+  if (!existsSync(join(dir, 'config.json')))
+    throw new ProtocolError(ErrorCode.BadConfig, `${dir} has no config.json`, dir, 'pass a run directory, an export folder or a Hugging Face model folder');
+  const cfg = loadLlamaConfig(dir);
+  const T = protocolCtx(cfg.maxPositions, ctx);
+  const native = isNativeDir(dir);
+  const weights = native ? openNativeModel(dir) : openCheckpoint(dir);
+  const rt = await getRuntime(opts.ep);
+  const tok = loadTokenizer(dir);
+  const out: Record<string, number> = {};
+  try {
+    for (const text of texts) {
+      const ids = tokenizeFile(tok, text, cfg.vocabSize).ids;
+      const key = textKey(text);
+      hooks.onProgress({ kind: 'begin', title: `perplexity of ${dir} on ${key} (ctx ${T})`, cancellable: true });
+      const r = await perplexity(cfg, ids, (name) => weights.readFloat32(name), {
+        ctx: T,
+        rt,
+        signal: hooks.signal,
+        onProgress: (done, total) => hooks.onProgress({ kind: 'report', message: `${key}: ${done}/${total} windows`, percentage: Math.round((100 * done) / total) }),
+      });
+      hooks.onProgress({ kind: 'end', message: `${key}: perplexity ${r.ppl.toFixed(4)} (${r.windows} windows, ${r.seconds.toFixed(1)} s, ${r.ep})` });
+      out[key] = r.ppl;
+    }
+  } finally {
+    weights.close();
+  }
+  return out;
+}
+
+/** Perplexities of a finished run's native output (loaded back from disk). */
+export function evaluateRunOutput(dir: RunDir, texts: string[], hooks: RunHooks, ep: ExecutionProviderName = 'auto'): Promise<Record<string, number>> {
+  return evalPath(dir.dir, texts, { ctx: 0, ep }, hooks);
+}

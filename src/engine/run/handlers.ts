@@ -1,0 +1,55 @@
+// The engine's request handlers (EngineRequests in src/protocol/messages.ts), shared by worker mode.
+// Progress, layer/done and log notifications carry the request id; `cancel` aborts ctx.signal,
+// which the pipeline checks between layers and calibration batches.
+
+import * as ort from 'onnxruntime-node';
+import type { Connection, RequestContext } from '../../protocol/rpc';
+import type { EngineNotifications, EngineRequests } from '../../protocol/messages';
+import { inspectModel } from './inspect';
+import { quantizeRun, type RunHooks } from './pipeline';
+import { RunDir, summaryOf } from './rundir';
+import { evalPath } from './evaluate';
+import { exportRun } from './exports';
+import { applyCandidate, layerDetails, requantizeLayer } from './requantize';
+import { ENGINE_VERSION } from './version';
+import { resolve } from 'node:path';
+
+type Served = { [K in keyof EngineRequests]: EngineRequests[K] };
+type Notes = { [K in keyof EngineNotifications]: EngineNotifications[K] };
+
+function hooksFor(conn: Connection<Served, Record<string, never>, Notes>, ctx: RequestContext): RunHooks {
+  return {
+    signal: ctx.signal,
+    onProgress: (value) => conn.sendNotification('progress', { requestId: ctx.id, value }),
+    onLayerDone: (report) => conn.sendNotification('layer/done', { requestId: ctx.id, report }),
+    log: (level, message) => conn.sendNotification('log', { level, message }),
+  };
+}
+
+/** EPs this onnxruntime-node build was compiled with (whether a GPU is present is probed at run time). */
+function availableEps(): string[] {
+  const eps = new Set<string>(['cpu']);
+  try {
+    for (const b of ort.listSupportedBackends()) if (b.name === 'cuda' || b.name === 'webgpu') eps.add(b.name);
+  } catch {
+    // older builds: CPU only is the safe answer
+  }
+  return [...eps];
+}
+
+export function registerEngineHandlers(conn: Connection<Served, Record<string, never>, Notes>): void {
+  conn.onRequest('engine/hello', async () => ({ engineVersion: ENGINE_VERSION, availableEps: availableEps(), pid: process.pid }));
+  conn.onRequest('model/inspect', async (p) => inspectModel(p.path));
+  conn.onRequest('run/start', async (p, ctx) =>
+    quantizeRun({ modelPath: p.modelPath, config: p.config, runDir: p.runDir, resume: p.resume, evalTexts: p.evalTexts, compare: true }, hooksFor(conn, ctx)),
+  );
+  conn.onRequest('run/load', async (p) => {
+    const dir = new RunDir(resolve(p.runDir));
+    return summaryOf(dir.readManifest(), dir.dir);
+  });
+  conn.onRequest('layer/details', async (p) => layerDetails(p.runDir, p.layer, p.maxPoints));
+  conn.onRequest('layer/requantize', async (p) => requantizeLayer(p.runDir, p.layer, p.overrides));
+  conn.onRequest('layer/apply', async (p) => applyCandidate(p.runDir, p.layer, p.candidateId));
+  conn.onRequest('run/eval', async (p, ctx) => evalPath(p.runDir, p.texts, { ctx: 0, ep: 'auto' }, hooksFor(conn, ctx)));
+  conn.onRequest('run/export', async (p, ctx) => exportRun(p, hooksFor(conn, ctx)));
+}

@@ -1,0 +1,146 @@
+// `run/start` and `lopro quantize`: set up (model, calibration, fingerprint, run directory,
+// resume), then hand over to the block loop (pipeline_llama.ts) or the data-free tensor loop
+// (pipeline_tensors.ts), then write the native output and, when asked, evaluate it as exported.
+
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { QuantizeConfig } from '../../protocol/config';
+import { ErrorCode, type LayerReport, type ProgressValue, type RunSummary } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import { getRuntime, type ComputeRuntime } from '../compute/runtime';
+import { computeFingerprint, fingerprintMismatch, outputConfig } from './fingerprint';
+import { openModel, type OpenedModel } from './inspect';
+import { RunDir, summaryOf, type RunManifest } from './rundir';
+import { ENGINE_VERSION, RUN_FORMAT } from './version';
+import { runTensorBlocks } from './pipeline_tensors';
+import { prepareCalibration, runLlamaBlocks } from './pipeline_llama';
+import { writeNativeOutput } from './native';
+import { evaluateRunOutput } from './evaluate';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface RunHooks {
+  signal?: AbortSignal;
+  onProgress: (v: ProgressValue) => void;
+  onLayerDone: (r: LayerReport) => void;
+  log: (level: LogLevel, message: string) => void;
+}
+
+export interface QuantizeParams {
+  modelPath: string;
+  config: QuantizeConfig;
+  runDir: string;
+  resume: boolean;
+  /** Texts to evaluate the exported model on after the run. */
+  evalTexts?: string[];
+  /** Also compute RTN/GPTQ proxy losses per layer. */
+  compare?: boolean;
+}
+
+/** What the block loops need (shared by both kinds of model). */
+export interface RunContext {
+  params: QuantizeParams;
+  model: OpenedModel;
+  dir: RunDir;
+  manifest: RunManifest;
+  hooks: RunHooks;
+  /** Commits the manifest (the last write of a block commit) and adds this session's time. */
+  commit(): void;
+}
+
+function readCalibBytes(config: QuantizeConfig): Uint8Array | undefined {
+  if (!config.calibText) return undefined;
+  try {
+    return readFileSync(config.calibText);
+  } catch (e) {
+    throw new ProtocolError(ErrorCode.BadCalibration, `cannot read calibration text ${config.calibText}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, config.calibText, 'pass an existing UTF-8 text file with --calib');
+  }
+}
+
+/** A fresh run may only take over an empty folder or an earlier run's folder. */
+function checkOutDirUsable(dir: RunDir): void {
+  if (!existsSync(dir.dir) || dir.exists()) return;
+  if (readdirSync(dir.dir).length > 0)
+    throw new ProtocolError(ErrorCode.InvalidParams, `${dir.dir} is not empty and is not a run directory`, dir.dir, 'choose a new or empty --out folder (it will hold checkpoints and the quantized model)');
+}
+
+export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Promise<RunSummary> {
+  const t0 = Date.now();
+  const config = params.config;
+  const model = openModel(params.modelPath, config.ctx);
+  try {
+    const calibBytes = readCalibBytes(config);
+    if (model.summary.kind === 'llama' && !calibBytes)
+      throw new ProtocolError(ErrorCode.BadCalibration, `${model.summary.path} is a model folder: its blocks are quantized on calibration text`, 'calibText', 'pass --calib FILE (e.g. fixtures/text/train.txt); bare .safetensors files are quantized data-free');
+    if (model.summary.kind === 'tensors' && calibBytes)
+      hooks.log('warn', 'a bare safetensors file has no forward pass: --calib is ignored, quantizing data-free (H = I)');
+    const effective: QuantizeConfig = model.summary.kind === 'tensors' ? { ...config, calibText: '' } : config;
+    const fingerprint = computeFingerprint(model.summary.path, effective, model.summary.kind === 'tensors' ? undefined : calibBytes);
+    const dir = new RunDir(resolve(params.runDir));
+
+    let manifest: RunManifest | undefined;
+    if (params.resume && dir.exists()) {
+      const saved = dir.readManifest();
+      const why = fingerprintMismatch(saved.fingerprint, fingerprint, outputConfig(saved.config), outputConfig(effective));
+      if (why) throw new ProtocolError(ErrorCode.IncompatibleCheckpoint, `cannot resume ${dir.dir}: ${why}`, dir.manifestFile, 'run without --resume to start over (the folder is reused), or use the original model, config and calibration text');
+      manifest = { ...saved, config: effective, resumed: saved.completedBlocks > 0 || saved.resumed };
+      hooks.log('info', `resuming ${dir.dir}: ${saved.completedBlocks}/${saved.numBlocks} ${model.summary.kind === 'llama' ? 'blocks' : 'tensors'} already done`);
+    } else {
+      if (params.resume) hooks.log('info', `nothing to resume in ${dir.dir}: starting a fresh run`);
+      checkOutDirUsable(dir);
+      dir.resetForFreshRun();
+    }
+    dir.ensure();
+    const rt: ComputeRuntime | undefined = model.summary.kind === 'llama' ? await getRuntime(config.ep) : undefined;
+    manifest ??= {
+      format: RUN_FORMAT,
+      engineVersion: ENGINE_VERSION,
+      modelPath: model.summary.path,
+      kind: model.summary.kind,
+      config: effective,
+      fingerprint,
+      numBlocks: model.summary.numBlocks,
+      completedBlocks: 0,
+      layers: [],
+      ep: rt?.ep ?? 'cpu',
+      seconds: 0,
+      resumed: false,
+      complete: false,
+      ctx: model.summary.kind === 'llama' ? model.summary.ctx : 0,
+      calibSamples: model.summary.kind === 'llama' ? config.calibSamples : 0,
+    };
+    let last = Date.now();
+    const m = manifest;
+    const ctx: RunContext = {
+      params: { ...params, config: effective },
+      model,
+      dir,
+      manifest: m,
+      hooks,
+      commit() {
+        const t = Date.now();
+        m.seconds += (t - last) / 1000;
+        last = t;
+        dir.writeManifest(m);
+      },
+    };
+    if (!m.complete) {
+      if (model.summary.kind === 'llama') {
+        const calib = await prepareCalibration(ctx, calibBytes!);
+        await runLlamaBlocks(ctx, calib, rt!);
+      } else await runTensorBlocks(ctx);
+      hooks.log('info', 'writing the quantized model (native format)');
+      writeNativeOutput(ctx.dir, ctx.model, ctx.manifest);
+      m.complete = true;
+      ctx.commit();
+    }
+    if (params.evalTexts?.length) {
+      m.perplexity = { ...(m.perplexity ?? {}), ...(await evaluateRunOutput(dir, params.evalTexts, hooks)) };
+      ctx.commit();
+    }
+    hooks.log('info', `run finished in ${((Date.now() - t0) / 1000).toFixed(1)} s (this session)`);
+    return summaryOf(m, dir.dir);
+  } finally {
+    model.ckpt.close();
+  }
+}

@@ -1,0 +1,176 @@
+// Sequential block-by-block quantization of a Llama-family model, per ../shared/protocol.md and
+// the original GPTQ llama.py (true-sequential): calibration windows → embeddings → for each block:
+//   for each sub-layer group [q,k,v] → [o] → [gate,up] → [down]:
+//     run the block forward on every calibration window with the weights as they are NOW (earlier
+//     groups already quantized), accumulating H = (2/N)·Σ XᵀX and mean|x| of that group's input
+//     (one statistic per distinct input: q/k/v share one, gate/up share one);
+//     quantize each linear of the group with its effective layer config;
+//   then the quantized block's outputs become the next block's inputs.
+// After every block: parts, Hessians and outputs are written, then run.json (the commit record).
+// The math (forward graphs, quantizers) lives in model/ and quant/; this file only orders it.
+
+import { layerConfigFor } from '../../protocol/config';
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import type { ComputeRuntime } from '../compute/runtime';
+import { writeSafetensorsAtomic, type TensorData } from '../io/safetensors_writer';
+import { calibrationWindows } from '../model/calibration';
+import { blockLinears, type BlockLinear, type LinearInput } from '../model/config';
+import { LlamaForward, loadBlockWeights, type BlockWeights } from '../model/llama_forward';
+import { defaultBatch } from '../model/perplexity';
+import { loadTokenizer, tokenizeFile } from '../model/tokenizer';
+import { createActivationStore, loadActivationStore, type ActivationStore } from './activations';
+import { throwIfCancelled, yieldToEventLoop } from './cancel';
+import type { RunContext } from './pipeline';
+import { ProgressTracker } from './progress';
+import { quantizeLayer } from './quantize_layer';
+import { storedToTensors } from './stored';
+import { atomicWriteFile } from '../io/atomic';
+import type { LayerDetails } from '../../protocol/messages';
+import { join } from 'node:path';
+
+export interface Calibration {
+  /** [n, ctx] token ids. */
+  windows: Int32Array;
+  n: number;
+  ctx: number;
+}
+
+/** GPTQ's true-sequential order (llama.py): each group is quantized before the next is measured. */
+export const SEQUENTIAL_GROUPS: readonly (readonly string[])[] = [['q_proj', 'k_proj', 'v_proj'], ['o_proj'], ['gate_proj', 'up_proj'], ['down_proj']];
+
+export async function prepareCalibration(ctx: RunContext, _calibBytes: Uint8Array): Promise<Calibration> {
+  const { model, params, hooks } = ctx;
+  const cfg = model.cfg!;
+  const T = model.summary.ctx, n = params.config.calibSamples;
+  const tok = loadTokenizer(model.summary.path);
+  const t = tokenizeFile(tok, params.config.calibText, cfg.vocabSize);
+  hooks.log('info', `calibration: ${t.ids.length} tokens from ${params.config.calibText}${t.cached ? ' (cached)' : ` in ${t.seconds.toFixed(1)} s`}; ${n} windows of ${T}`);
+  return { windows: calibrationWindows(t.ids, T, n), n, ctx: T };
+}
+
+/** Records [i0, i0+nb) of a store as one [nb, …] array. */
+function gather(store: ActivationStore, i0: number, nb: number): Float32Array {
+  const out = new Float32Array(nb * store.recordLen);
+  for (let i = 0; i < nb; i++) out.set(store.get(i0 + i), i * store.recordLen);
+  return out;
+}
+
+function scatter(store: ActivationStore, i0: number, nb: number, data: Float32Array): void {
+  for (let i = 0; i < nb; i++) store.set(i0 + i, data.subarray(i * store.recordLen, (i + 1) * store.recordLen));
+}
+
+const suffixOf = (lin: BlockLinear) => lin.weight.replace(/^model\.layers\.\d+\./, '');
+
+export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: ComputeRuntime): Promise<void> {
+  const { model, dir, manifest: m, hooks, params } = ctx;
+  const cfg = model.cfg!;
+  const { n: N, ctx: T } = calib;
+  const recordLen = T * cfg.hiddenSize;
+  const fwd = new LlamaForward(cfg, T, rt);
+  const B = defaultBatch(T);
+  const budget = (params.config.memoryBudgetMB * 2 ** 20) / 2; // two live stores: inputs and outputs
+  const read = (name: string) => model.ckpt.readFloat32(name);
+  const batches: [number, number][] = [];
+  for (let i = 0; i < N; i += B) batches.push([i, Math.min(B, N - i)]);
+
+  const blockUnits = (b: number) => blockLinears(cfg, b).reduce((s, l) => s + l.rows * l.cols, 0);
+  const PASSES = SEQUENTIAL_GROUPS.length + 1;
+  const total = cfg.numLayers * blockUnits(0) * (PASSES + 1);
+  const progress = new ProgressTracker(hooks.onProgress, total, `quantizing ${cfg.numLayers} blocks of ${model.summary.path} (${N} windows × ${T} tokens, EP ${rt.ep})`, m.completedBlocks * blockUnits(0) * (PASSES + 1));
+
+  let X: ActivationStore;
+  if (m.completedBlocks > 0) {
+    X = loadActivationStore(dir.actsFile(m.completedBlocks - 1), N, recordLen, budget, join(dir.scratchDir, `in-${m.completedBlocks}.f32`));
+  } else {
+    X = createActivationStore(N, recordLen, budget, join(dir.scratchDir, 'in-0.f32'));
+    const embedW = read('model.embed_tokens.weight');
+    for (const [i0, nb] of batches) {
+      throwIfCancelled(hooks.signal);
+      scatter(X, i0, nb, await fwd.embed(calib.windows.subarray(i0 * T, (i0 + nb) * T), nb, embedW));
+    }
+  }
+  if (X.spilled) hooks.log('info', `calibration activations (${((N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB per block) exceed half of memoryBudgetMB: spilled to ${dir.scratchDir}`);
+
+  try {
+    for (let b = m.completedBlocks; b < cfg.numLayers; b++) {
+      const w: BlockWeights = await loadBlockWeights(cfg, b, read);
+      const lins = blockLinears(cfg, b);
+      const P = blockUnits(b);
+      const parts: TensorData[] = [];
+      const meta: Record<string, string> = {};
+      const hessTensors: TensorData[] = [];
+      const reports = [];
+      const details: Record<string, LayerDetails> = {};
+      hooks.onProgress({ kind: 'report', message: `block ${b + 1}/${cfg.numLayers}`, block: b, percentage: undefined });
+      for (const group of SEQUENTIAL_GROUPS) {
+        const members = group.map((mod) => lins.find((l) => l.module === mod)!);
+        const input: LinearInput = members[0].input;
+        const n = members[0].cols;
+        // One pass over the calibration windows with the block as it is now.
+        const xtx = new Float64Array(n * n), absSum = new Float64Array(n);
+        for (const [i0, nb] of batches) {
+          throwIfCancelled(hooks.signal);
+          const r = await fwd.block(gather(X, i0, nb), nb, w, 'stats');
+          const s = r.stats![input];
+          for (let k = 0; k < xtx.length; k++) xtx[k] += s.xtx[k];
+          for (let k = 0; k < n; k++) absSum[k] += s.absSum[k];
+          await yieldToEventLoop();
+        }
+        progress.advance(P, `block ${b} ${input}: Hessian from ${N} windows`, { block: b });
+        // H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences).
+        const H = new Float64Array(n * n);
+        for (let k = 0; k < H.length; k++) H[k] = (2 / N) * xtx[k];
+        for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) H[j * n + i] = H[i * n + j] = (H[i * n + j] + H[j * n + i]) / 2; // exact symmetry
+        const absMean = absSum.map((v) => v / (N * T));
+        if (!H.every(Number.isFinite)) throw new ProtocolError(ErrorCode.NonFinite, `block ${b}: non-finite activations at the input of ${members.map((l) => l.module).join('/')}`, members[0].name, 'the model produces inf/NaN on the calibration text (check the weights)');
+        hessTensors.push({ name: `${input}::H`, dtype: 'F64', shape: [n, n], data: H }, { name: `${input}::abs_mean`, dtype: 'F64', shape: [n], data: absMean });
+        for (const lin of members) {
+          throwIfCancelled(hooks.signal);
+          const lc = layerConfigFor(params.config, lin.name);
+          const sfx = suffixOf(lin);
+          const out = quantizeLayer({ name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[sfx], H, absMean }, lc, {
+            seed: params.config.seed,
+            compare: params.compare,
+            warn: (msg) => hooks.log('warn', msg),
+          });
+          w[sfx] = out.wHat; // later groups are measured through the quantized layer
+          const st = storedToTensors(lin.name, out.stored);
+          parts.push(...st.tensors);
+          meta[lin.name] = st.meta;
+          reports.push(out.report);
+          if (out.details) details[lin.name] = out.details;
+          hooks.onLayerDone(out.report);
+          const r = out.report;
+          const base = r.baselines?.gptq ? ` (GPTQ ${r.baselines.gptq.toExponential(2)})` : '';
+          progress.advance(lin.rows * lin.cols, `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${base}`, { block: b, layer: lin.name });
+          await yieldToEventLoop();
+        }
+      }
+      // The quantized block's outputs: the next block's inputs.
+      const Y = createActivationStore(N, recordLen, budget, join(dir.scratchDir, `in-${b + 1}.f32`));
+      for (const [i0, nb] of batches) {
+        throwIfCancelled(hooks.signal);
+        scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, w)).y);
+        await yieldToEventLoop();
+      }
+      throwIfCancelled(hooks.signal);
+      // Commit: parts, Hessians, outputs, then run.json.
+      writeSafetensorsAtomic(dir.blockFile(b), parts, meta);
+      writeSafetensorsAtomic(dir.hessianFile(b), hessTensors, { nsamples: String(N), ctx: String(T) });
+      atomicWriteFile(dir.detailsFile(b), JSON.stringify(details));
+      Y.persist(dir.actsFile(b));
+      const names = new Set(reports.map((r) => r.name));
+      m.layers = m.layers.filter((l) => !names.has(l.name)).concat(reports);
+      m.completedBlocks = b + 1;
+      ctx.commit();
+      dir.pruneActivations(b);
+      X.dispose();
+      X = Y;
+      progress.advance(P, `block ${b + 1}/${cfg.numLayers} done`, { block: b });
+    }
+  } finally {
+    X.dispose();
+  }
+  progress.end(`quantized ${cfg.numLayers} blocks`);
+}

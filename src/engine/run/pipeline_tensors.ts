@@ -1,0 +1,46 @@
+// Data-free mode over a bare safetensors file: every 2-D float tensor quantized with H = I (and
+// α = 1 for LoPRo), one progress line per tensor, one checkpoint per tensor (a tensor is this
+// mode's "block"), so --resume skips the tensors already done.
+
+import { layerConfigFor } from '../../protocol/config';
+import { writeSafetensorsAtomic } from '../io/safetensors_writer';
+import { throwIfCancelled, yieldToEventLoop } from './cancel';
+import { ProgressTracker } from './progress';
+import { quantizeLayer } from './quantize_layer';
+import { storedToTensors } from './stored';
+import { atomicWriteFile } from '../io/atomic';
+import type { RunContext } from './pipeline';
+
+export async function runTensorBlocks(ctx: RunContext): Promise<void> {
+  const { model, dir, manifest: m, hooks, params } = ctx;
+  const linears = model.linears;
+  const units = (i: number) => linears[i].rows * linears[i].cols;
+  let total = 0, done = 0;
+  for (let i = 0; i < linears.length; i++) {
+    total += units(i);
+    if (i < m.completedBlocks) done += units(i);
+  }
+  const progress = new ProgressTracker(hooks.onProgress, total, `quantizing ${linears.length} tensors of ${model.summary.path} data-free (H = I)`, done);
+  for (let i = m.completedBlocks; i < linears.length; i++) {
+    throwIfCancelled(hooks.signal);
+    const lin = linears[i];
+    const lc = layerConfigFor(params.config, lin.name);
+    const W = model.ckpt.readFloat32(lin.weight);
+    const out = quantizeLayer({ name: lin.name, block: i, module: lin.module, rows: lin.rows, cols: lin.cols, W }, lc, {
+      seed: params.config.seed,
+      compare: params.compare,
+      warn: (msg) => hooks.log('warn', msg),
+    });
+    const { tensors, meta } = storedToTensors(lin.name, out.stored);
+    writeSafetensorsAtomic(dir.blockFile(i), tensors, { [lin.name]: meta });
+    atomicWriteFile(dir.detailsFile(i), JSON.stringify(out.details ? { [lin.name]: out.details } : {}));
+    m.layers = m.layers.filter((l) => l.name !== lin.name).concat(out.report);
+    m.completedBlocks = i + 1;
+    ctx.commit();
+    hooks.onLayerDone(out.report);
+    const r = out.report;
+    progress.advance(units(i), `tensor ${i + 1}/${linears.length} ${lin.name} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} rel.err ${r.relProxyLoss.toExponential(2)}`, { block: i, layer: lin.name });
+    await yieldToEventLoop(); // lets a `cancel` message in between tensors
+  }
+  progress.end(`quantized ${linears.length} tensors`);
+}

@@ -1,0 +1,160 @@
+// The run directory: everything a run writes, laid out so that a crash at any instant leaves
+// either the previous consistent state or the next one (every file is written temp + rename).
+//
+//   run.json                  manifest: fingerprint, config, per-layer reports, completed blocks
+//   ckpt/block-00003.safetensors   stored parts of every layer of block 3 (`<layer>::<part>`)
+//   ckpt/acts-00003.f32       hidden states after block 3 = inputs of block 4 (llama runs only)
+//   hessians/block-00003.safetensors  H and mean |x| of each distinct linear input (re-quantize)
+//   details/block-00003.json  LayerDetails of the block's LoPRo layers (the layer view)
+//   candidates/<id>.safetensors + .json   re-quantized layers waiting for layer/apply
+//   native/                   the finished quantized model (appears only when the run completes)
+//   scratch/                  spilled activations of the block in progress (deleted at the end)
+//
+// Order of a block commit: block parts, Hessians, activations, then run.json last: run.json is
+// the commit record, so a kill before it leaves the previous block as the resume point, and the
+// files written for the unfinished block are simply overwritten on resume.
+
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { QuantizeConfig } from '../../protocol/config';
+import { ErrorCode, type LayerReport, type RunSummary } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import { atomicWriteFile } from '../io/atomic';
+import type { RunFingerprint } from './fingerprint';
+import { RUN_FORMAT } from './version';
+
+export interface RunManifest {
+  format: number;
+  engineVersion: string;
+  /** Absolute path of the model that was quantized. */
+  modelPath: string;
+  kind: 'llama' | 'tensors';
+  config: QuantizeConfig;
+  fingerprint: RunFingerprint;
+  /** Units of checkpointing: decoder blocks (llama) or tensors (bare safetensors). */
+  numBlocks: number;
+  completedBlocks: number;
+  layers: LayerReport[];
+  ep: string;
+  /** Wall time summed over every session of this run (resumes included). */
+  seconds: number;
+  resumed: boolean;
+  complete: boolean;
+  /** Calibration ctx and window count actually used (0 in data-free mode). */
+  ctx: number;
+  calibSamples: number;
+  perplexity?: Record<string, number>;
+  /** Float perplexities of the original model on the same texts (when measured). */
+  floatPerplexity?: Record<string, number>;
+}
+
+const pad5 = (b: number) => String(b).padStart(5, '0');
+
+export class RunDir {
+  constructor(readonly dir: string) {}
+
+  get manifestFile(): string {
+    return join(this.dir, 'run.json');
+  }
+  get nativeDir(): string {
+    return join(this.dir, 'native');
+  }
+  get scratchDir(): string {
+    return join(this.dir, 'scratch');
+  }
+  blockFile(b: number): string {
+    return join(this.dir, 'ckpt', `block-${pad5(b)}.safetensors`);
+  }
+  actsFile(b: number): string {
+    return join(this.dir, 'ckpt', `acts-${pad5(b)}.f32`);
+  }
+  hessianFile(b: number): string {
+    return join(this.dir, 'hessians', `block-${pad5(b)}.safetensors`);
+  }
+  /** LayerDetails (downsampled, for the layer view) of every layer of block b that has them. */
+  detailsFile(b: number): string {
+    return join(this.dir, 'details', `block-${pad5(b)}.json`);
+  }
+  candidateFile(id: string, ext: 'safetensors' | 'json'): string {
+    if (!/^[a-z0-9-]+$/.test(id)) throw new ProtocolError(ErrorCode.InvalidParams, `invalid candidate id "${id}"`, 'candidateId');
+    return join(this.dir, 'candidates', `${id}.${ext}`);
+  }
+
+  ensure(): void {
+    for (const d of [this.dir, join(this.dir, 'ckpt'), join(this.dir, 'hessians'), join(this.dir, 'details'), join(this.dir, 'candidates'), this.scratchDir]) mkdirSync(d, { recursive: true });
+  }
+
+  exists(): boolean {
+    return existsSync(this.manifestFile);
+  }
+
+  readManifest(): RunManifest {
+    let text: string;
+    try {
+      text = readFileSync(this.manifestFile, 'utf8');
+    } catch (e) {
+      throw new ProtocolError(ErrorCode.Io, `${this.dir} is not a run directory (cannot read run.json: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, this.manifestFile, 'pass the --out folder of a `lopro quantize` run');
+    }
+    let m: RunManifest;
+    try {
+      m = JSON.parse(text) as RunManifest;
+    } catch (e) {
+      throw new ProtocolError(ErrorCode.IncompatibleCheckpoint, `${this.manifestFile} is not valid JSON: ${(e as Error).message}`, this.manifestFile, 'start the run again without --resume');
+    }
+    if (m.format !== RUN_FORMAT) throw new ProtocolError(ErrorCode.IncompatibleCheckpoint, `run directory format ${m.format}, this engine reads ${RUN_FORMAT}`, this.manifestFile, 'start the run again without --resume');
+    return m;
+  }
+
+  writeManifest(m: RunManifest): void {
+    atomicWriteFile(this.manifestFile, JSON.stringify(m, null, 1) + '\n');
+  }
+
+  /** Drops checkpoint and output files of an earlier run in this folder (a fresh start). */
+  resetForFreshRun(): void {
+    for (const d of ['ckpt', 'hessians', 'details', 'candidates', 'scratch', 'native']) rmSync(join(this.dir, d), { recursive: true, force: true });
+    rmSync(this.manifestFile, { force: true });
+  }
+
+  /** Removes activations older than block `keep` (their block is committed) and scratch files. */
+  pruneActivations(keep: number): void {
+    const ck = join(this.dir, 'ckpt');
+    for (const f of readdirSync(ck)) {
+      const m = /^acts-(\d+)\.f32$/.exec(f);
+      if (m && Number(m[1]) < keep) rmSync(join(ck, f), { force: true });
+    }
+  }
+
+  /** Leftover temp files (`*.tmp-*`) anywhere in the run dir: a clean cancel leaves none. */
+  tempFiles(): string[] {
+    const out: string[] = [];
+    const walk = (d: string) => {
+      if (!existsSync(d)) return;
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        const p = join(d, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (/\.tmp(-|$)|\.tmp\b/.test(e.name)) out.push(p);
+      }
+    };
+    walk(this.dir);
+    return out;
+  }
+}
+
+export function summaryOf(m: RunManifest, runDir: string): RunSummary {
+  let w = 0, bits = 0;
+  for (const l of m.layers) {
+    w += l.rows * l.cols;
+    bits += l.bpw * l.rows * l.cols;
+  }
+  return {
+    runDir,
+    model: m.modelPath,
+    config: m.config,
+    layers: m.layers,
+    bpw: w ? bits / w : 0,
+    seconds: m.seconds,
+    ep: m.ep,
+    perplexity: m.perplexity,
+    resumed: m.resumed,
+  };
+}
