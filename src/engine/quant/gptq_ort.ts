@@ -1,0 +1,63 @@
+// Adapter: GPTQ's lazy trailing update W[:, i2:] −= Err1 @ Hinv[i1:i2, i2:] as an ONNX Runtime
+// MatMul (gptq.ts stays pure; this is the thin bridge to ORT, like tfjs's kernel adapters).
+// Float64 by default so the result matches the TypeScript kernel to rounding; float32 is ~2× faster
+// and stays within the golden README's "f32-alt" noise. Small updates stay in TypeScript, where
+// the session call and copies would cost more than they save.
+
+import * as ort from 'onnxruntime-node';
+import { GraphBuilder } from '../compute/graph';
+import { lazyUpdate } from './gptq_kernels';
+import type { LazyUpdateRequest } from './gptq';
+
+export interface OrtLazyUpdate {
+  update(req: LazyUpdateRequest): Promise<void>;
+  /** Seconds spent inside ORT (the MatMul), and in the copies around it. */
+  readonly stats: { ortSeconds: number; copySeconds: number; calls: number; tsCalls: number };
+  release(): Promise<void>;
+}
+
+/** Multiply-adds below which the TypeScript kernel is used (≈ 10 ms of TS work). */
+const MIN_MACS = 1 << 25;
+
+export async function createOrtLazyUpdate(
+  opts: { dtype?: 'float64' | 'float32'; executionProviders?: string[]; minMacs?: number } = {},
+): Promise<OrtLazyUpdate> {
+  const dtype = opts.dtype ?? 'float64', minMacs = opts.minMacs ?? MIN_MACS;
+  const g = new GraphBuilder('gptq_lazy_update');
+  const a = g.input('err1', dtype, ['rows', 'count']);
+  const b = g.input('hinv', dtype, ['count', 'n']);
+  g.output(g.op('MatMul', [a, b]), 'p');
+  const session = await ort.InferenceSession.create(g.toModel(), { executionProviders: opts.executionProviders ?? ['cpu'] });
+  const stats = { ortSeconds: 0, copySeconds: 0, calls: 0, tsCalls: 0 };
+  const Arr = dtype === 'float64' ? Float64Array : Float32Array;
+  return {
+    stats,
+    async update(q: LazyUpdateRequest) {
+      const { W, rows, cols, err1, count, hinvUpper, i1, i2 } = q;
+      const n = cols - i2;
+      if (rows * count * n < minMacs) {
+        stats.tsCalls++;
+        lazyUpdate(W, rows, cols, err1, count, hinvUpper, i1, i2);
+        return;
+      }
+      let t = performance.now();
+      const A = dtype === 'float64' ? err1.subarray(0, rows * count) : Float32Array.from(err1.subarray(0, rows * count));
+      const B = new Arr(count * n);
+      for (let k = 0; k < count; k++) B.set(hinvUpper.subarray((i1 + k) * cols + i2, (i1 + k + 1) * cols), k * n);
+      const t1 = performance.now();
+      const out = await session.run({ err1: new ort.Tensor(dtype, A, [rows, count]), hinv: new ort.Tensor(dtype, B, [count, n]) });
+      const t2 = performance.now();
+      const P = out.p.data as Float64Array | Float32Array;
+      for (let r = 0; r < rows; r++) {
+        const wo = r * cols + i2, po = r * n;
+        for (let j = 0; j < n; j++) W[wo + j] -= P[po + j];
+      }
+      out.p.dispose();
+      t = t1 - t + (performance.now() - t2);
+      stats.copySeconds += t / 1000;
+      stats.ortSeconds += (t2 - t1) / 1000;
+      stats.calls++;
+    },
+    release: () => session.release(),
+  };
+}
