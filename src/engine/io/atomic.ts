@@ -13,6 +13,40 @@ export function tempPathFor(target: string): string {
   return `${target}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
 }
 
+const TEMP_RE = /\.tmp-(\d+)-[0-9a-f]{8}$/;
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'; // exists, owned by someone else
+  }
+}
+
+/**
+ * Removes temp files in `dir` left by writers whose process no longer runs (a SIGKILLed or
+ * crashed run). Temp files of live processes, this one included, are kept. Returns what was removed.
+ */
+export function removeStaleTemps(dir: string): string[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = TEMP_RE.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || pidAlive(pid)) continue;
+    removeQuietly(path.join(dir, name));
+    removed.push(name);
+  }
+  return removed;
+}
+
 export function writeError(file: string, e: unknown, doing: string): ProtocolError {
   if (e instanceof ProtocolError) return e;
   const code = (e as NodeJS.ErrnoException)?.code;

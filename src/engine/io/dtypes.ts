@@ -232,5 +232,5 @@ export function f8E4M3ToF32Array(src: Uint8Array): Float32Array {
 // ── float64 ──────────────────────────────────────────────────────────────────────────────────
 
 export function f64ToF32Array(src: Float64Array): Float32Array {
-  return Float32Array.from(src); // JS assignment to Float32Array rounds to nearest even
+  return new Float32Array(src); // element conversion rounds to nearest even (ECMA-262 ToFloat32)
 }

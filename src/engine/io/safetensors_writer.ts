@@ -7,7 +7,7 @@ import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode } from '../../protocol/messages';
 import { DTYPE_BYTES, isDtype, type Dtype } from './dtypes';
 import { MAX_HEADER_BYTES } from './safetensors_header';
-import { commitTemp, removeQuietly, tempPathFor, writeAll, writeError } from './atomic';
+import { atomicWriteFile, commitTemp, removeQuietly, tempPathFor, writeAll, writeError } from './atomic';
 
 export interface TensorSpec {
   name: string;
@@ -198,4 +198,18 @@ export class SafetensorsWriter {
       throw e;
     }
   }
+}
+
+/**
+ * Writes a Hugging Face `model.safetensors.index.json` (atomically) for shards written with the
+ * writers above: `weightMap` maps each tensor to its shard's file name in the same folder.
+ */
+export function writeShardIndex(target: string, weightMap: Record<string, string>, totalSize: number, metadata: Record<string, unknown> = {}): void {
+  for (const [t, f] of Object.entries(weightMap)) {
+    if (typeof f !== 'string' || f === '' || /[\\/]/.test(f)) throw invalid(target, `shard for the tensor must be a plain file name, got ${JSON.stringify(f)}`, t);
+  }
+  const sorted = Object.keys(weightMap).sort();
+  const wm: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const k of sorted) wm[k] = weightMap[k];
+  atomicWriteFile(target, `${JSON.stringify({ metadata: { ...metadata, total_size: totalSize }, weight_map: wm }, null, 2)}\n`);
 }

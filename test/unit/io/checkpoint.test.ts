@@ -116,3 +116,20 @@ test('a corrupt shard is reported with the shard file named', () => {
   fs.writeFileSync(shard, bytes.subarray(0, bytes.length - 3));
   assert.throws(() => openCheckpoint(s.dir), isBad([shard, '"b"', 'run past the end']));
 });
+
+test('writeShardIndex produces an index that openCheckpoint reads', async () => {
+  const { writeShardIndex } = await import('../../../src/engine/io/safetensors_writer');
+  const dir = path.join(root, 'written-index');
+  fs.mkdirSync(dir);
+  const a = tensors(1, ['p', 'q']), b = tensors(2, ['r']);
+  writeSafetensorsAtomic(path.join(dir, 'out-1.safetensors'), a);
+  writeSafetensorsAtomic(path.join(dir, 'out-2.safetensors'), b);
+  writeShardIndex(path.join(dir, 'model.safetensors.index.json'), { r: 'out-2.safetensors', p: 'out-1.safetensors', q: 'out-1.safetensors' }, 4 * (6 + 8 + 6));
+  const c = openCheckpoint(dir);
+  assert.equal(c.kind, 'sharded');
+  assert.deepEqual([...c.readFloat32('r')], [...(b[0].data as Float32Array)]);
+  c.close();
+  const idx = JSON.parse(fs.readFileSync(path.join(dir, 'model.safetensors.index.json'), 'utf8'));
+  assert.equal(idx.metadata.total_size, 80);
+  assert.throws(() => writeShardIndex(path.join(dir, 'x.json'), { p: '../x' }, 0), /plain file name/);
+});
