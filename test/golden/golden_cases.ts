@@ -1,8 +1,9 @@
 // Loads the golden GPTQ/RTN cases (../../../shared/golden/README.md §1–3): W, X, H, Q, codes, scale,
-// zero, g_idx, perm and the string metadata. A tiny local safetensors parser (F32/I32 only) until
-// src/engine/io/safetensors.ts lands; the files are small, so each is read whole.
+// zero, g_idx, perm and the string metadata, through the engine's own safetensors reader (so the
+// golden tests also exercise it on files written by an independent writer).
 
-import { readFileSync, readdirSync, existsSync } from 'node:fs';
+import { readdirSync, existsSync } from 'node:fs';
+import { SafetensorsFile } from '../../src/engine/io/safetensors';
 import { join, resolve, basename } from 'node:path';
 
 export const repoRoot = resolve(__dirname, '../..');
@@ -38,37 +39,15 @@ export interface GoldenCase {
   perm: Int32Array;
 }
 
-interface Entry { dtype: string; shape: number[]; data_offsets: [number, number] }
-
-function readSafetensors(file: string): { tensors: Map<string, Float32Array | Int32Array>; meta: Record<string, string> } {
-  const buf = readFileSync(file);
-  const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, Entry | Record<string, string>>;
-  const base = 8 + n;
-  const tensors = new Map<string, Float32Array | Int32Array>();
-  let meta: Record<string, string> = {};
-  for (const [name, e] of Object.entries(header)) {
-    if (name === '__metadata__') { meta = e as Record<string, string>; continue; }
-    const { dtype, shape, data_offsets: [b, end] } = e as Entry;
-    const count = shape.reduce((a, s) => a * s, 1);
-    if (end - b !== count * 4) throw new Error(`${file}: ${name} has ${end - b} bytes for shape ${shape}`);
-    // Copy into an aligned buffer (the data offsets need not be 4-byte aligned relative to the file).
-    const bytes = new Uint8Array(buf.subarray(base + b, base + end));
-    if (dtype === 'F32') tensors.set(name, new Float32Array(bytes.buffer, 0, count));
-    else if (dtype === 'I32') tensors.set(name, new Int32Array(bytes.buffer, 0, count));
-    else throw new Error(`${file}: ${name} has unsupported dtype ${dtype}`);
-  }
-  return { tensors, meta };
-}
-
 export function loadCase(file: string): GoldenCase {
-  const { tensors, meta } = readSafetensors(file);
+  const f = SafetensorsFile.open(file);
+  const meta = { ...f.metadata };
   const get = <T extends Float32Array | Int32Array>(k: string): T => {
-    const t = tensors.get(k);
-    if (!t) throw new Error(`${file}: missing tensor ${k}`);
+    const t = f.readTyped(k);
+    if (!(t instanceof Float32Array || t instanceof Int32Array)) throw new Error(`${file}: ${k} is not F32/I32`);
     return t as T;
   };
-  return {
+  const c: GoldenCase = {
     name: basename(file, '.safetensors'),
     kind: meta.kind as 'gptq' | 'rtn',
     rows: Number(meta.rows),
@@ -85,6 +64,8 @@ export function loadCase(file: string): GoldenCase {
     W: get('W'), X: get('X'), H: get('H'), Q: get('Q'), codes: get('codes'), scale: get('scale'), zero: get('zero'),
     gIdx: get('g_idx'), perm: get('perm'),
   };
+  f.close();
+  return c;
 }
 
 /** Every case file: the repo's copies, plus the shared-only 512×1024 case when shared/ is present. */
