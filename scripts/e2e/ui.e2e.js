@@ -1,0 +1,217 @@
+// UI e2e in a real VS Code (code-server) driven by Playwright + Debian chromium:
+// right-click the tiny model folder → "LoPRo: Quantize…" → config panel → fast config → start →
+// live heatmap until done → click a cell → layer view → re-run that layer with other bits →
+// apply → export (with its perplexity check). Screenshots go to $SHOTS.
+// Usage: node ui.e2e.js <code-server-url> <workspace-dir> <screenshot-dir>   (NODE_PATH has playwright-core)
+const { chromium } = require('playwright-core');
+const fs = require('fs'), os = require('os'), path = require('path');
+
+const [url, ws, shots] = process.argv.slice(2);
+const RUN_TIMEOUT_MS = Number(process.env.LOPRO_E2E_RUN_TIMEOUT_MS || 420000);
+const t0 = Date.now();
+const lap = (m) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s] ${m}`);
+const results = [];
+const timings = {};
+
+/** The webview content frame (iframe.webview > #active-frame) that contains `selector`. */
+async function webview(page, selector, timeout = 30000) {
+  const end = Date.now() + timeout;
+  for (;;) {
+    for (const f of page.frames()) {
+      try {
+        if (await f.locator(selector).count()) return f;
+      } catch { /* frame navigated away */ }
+    }
+    if (Date.now() > end) throw new Error(`no webview with ${selector} after ${timeout} ms`);
+    await page.waitForTimeout(250);
+  }
+}
+
+async function step(name, fn) {
+  if (results.some((r) => !r.ok)) {
+    results.push({ name, ok: false, why: 'skipped: an earlier step failed' });
+    console.log(`SKIP ${name}`);
+    return;
+  }
+  const s = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true });
+    console.log(`PASS ${name} (${((Date.now() - s) / 1000).toFixed(1)} s)`);
+  } catch (e) {
+    results.push({ name, ok: false, why: e.message });
+    console.log(`FAIL ${name}: ${e.message}`);
+  }
+}
+
+async function fill(frame, id, value) {
+  const input = frame.locator(`#${id} input`);
+  await input.fill(String(value));
+  await input.dispatchEvent('change');
+}
+
+(async () => {
+  fs.mkdirSync(shots, { recursive: true });
+  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'pw-chromium-'));
+  const ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1600, height: 1000 },
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const page = ctx.pages()[0] || (await ctx.newPage());
+  page.on('pageerror', (e) => console.log('pageerror:', e.message));
+  const shot = async (name) => {
+    await page.screenshot({ path: path.join(shots, name) });
+    lap(`screenshot → ${name}`);
+  };
+  let cfg, res;
+  let tRightClick = 0;
+  try {
+    await step('explorer right-click on the tiny model folder → "LoPRo: Quantize…" opens the config panel', async () => {
+      await page.goto(`${url}/?folder=${encodeURIComponent(ws)}`, { waitUntil: 'domcontentloaded' });
+      const row = page.getByRole('treeitem', { name: /^tiny/ });
+      await row.waitFor({ state: 'visible', timeout: 90000 });
+      lap('explorer shows tiny/');
+      // The Explorer shows before the extension host registered our menu item (and before
+      // activation set the lopro.modelFolders context key): retry the right-click.
+      const item = page.getByRole('menuitem', { name: 'LoPRo: Quantize…' });
+      for (let i = 0; ; i++) {
+        tRightClick = Date.now();
+        await row.click({ button: 'right' });
+        try {
+          await item.waitFor({ state: 'visible', timeout: 2000 });
+          break;
+        } catch (e) {
+          if (i >= 40) throw e;
+          await page.keyboard.press('Escape');
+          await page.waitForTimeout(1000);
+        }
+      }
+      lap('context menu shows LoPRo: Quantize…');
+      await item.hover();
+      await page.waitForTimeout(300);
+      for (let i = 0; i < 5; i++) {
+        await item.click().catch(() => {});
+        try {
+          await item.waitFor({ state: 'hidden', timeout: 2000 });
+          break;
+        } catch {
+          lap('menu still open, clicking again');
+        }
+      }
+      cfg = await webview(page, '#estimates', 60000);
+      const title = await cfg.locator('#title').textContent();
+      if (title !== 'LoPRo: Quantize tiny') throw new Error(`config panel title: ${title}`);
+    });
+
+    await step('config panel shows the live estimate from model/inspect', async () => {
+      await cfg.locator('#est-bpw').waitFor({ timeout: 60000 });
+      const bpw = await cfg.locator('#est-bpw').textContent();
+      lap(`config panel: ${await cfg.locator('#model').textContent()}; estimated ${bpw} bits/weight`);
+      // 2-bit LoPRo on 256/768-wide layers: 2 + 16/128 + 2/128 + rank terms ≈ 2.8 (bitsPerWeight, spec §3)
+      if (!(Number(bpw) > 2 && Number(bpw) < 4)) throw new Error(`estimate ${bpw} is not a 2-bit LoPRo bpw`);
+    });
+
+    await step('config panel explains an invalid combination inline and disables Start', async () => {
+      await fill(cfg, 'hadamardBlock', 100);
+      const help = cfg.locator('#help-hadamardBlock');
+      await help.filter({ hasText: 'power of two' }).waitFor({ timeout: 5000 });
+      if (!(await cfg.locator('#start').evaluate((b) => b.disabled))) throw new Error('Start is enabled with an invalid b_H');
+      await fill(cfg, 'hadamardBlock', 128);
+      await help.filter({ hasNotText: 'power of two' }).waitFor({ timeout: 5000 });
+    });
+
+    await step('fast config (8 calibration windows of 64 tokens, 3 bits) updates the estimate', async () => {
+      const before = await cfg.locator('#est-bpw').textContent();
+      await fill(cfg, 'calibText', path.join(ws, 'train.txt'));
+      await fill(cfg, 'calibSamples', 8);
+      await fill(cfg, 'ctx', 64);
+      await cfg.locator('#bits-3').click();
+      await cfg.locator('#est-bpw').filter({ hasNotText: before }).waitFor({ timeout: 5000 });
+      lap(`estimate ${before} → ${await cfg.locator('#est-bpw').textContent()} bits/weight`);
+      await shot('config-panel.png');
+    });
+
+    await step('start → live heatmap fills in and the run finishes', async () => {
+      const tStart = Date.now();
+      await cfg.locator('#start').click();
+      res = await webview(page, '#heatmap-container', 60000);
+      lap('results panel open');
+      const cells = res.locator('.hm-cell');
+      await cells.first().waitFor({ timeout: 60000 });
+      let seenPartial = false;
+      const end = Date.now() + RUN_TIMEOUT_MS;
+      for (;;) {
+        const state = await res.locator('#app').getAttribute('data-state');
+        const done = await res.locator('.hm-cell.done').count();
+        const total = await cells.count();
+        if (done > 0 && done < total) seenPartial = true;
+        if (state === 'done') break;
+        if (state === 'failed' || state === 'cancelled') throw new Error(`run ${state}: ${await res.locator('#run-status').textContent()}`);
+        if (Date.now() > end) throw new Error(`run not done after ${RUN_TIMEOUT_MS} ms (${done}/${total} layers)`);
+        await page.waitForTimeout(200);
+      }
+      timings.startToHeatmapS = (Date.now() - tStart) / 1000;
+      timings.rightClickToHeatmapS = (Date.now() - tRightClick) / 1000;
+      const total = await cells.count(), done = await res.locator('.hm-cell.done').count();
+      lap(`run done: ${done}/${total} cells; status: ${await res.locator('#run-status').textContent()}`);
+      lap(`live updates seen: ${seenPartial}`);
+      if (total !== 28 || done !== 28) throw new Error(`heatmap has ${done}/${total} cells done, expected 28/28 (4 blocks × 7 modules)`);
+      await shot('heatmap.png');
+    });
+
+    await step('click a heatmap cell → layer view with its charts', async () => {
+      await res.locator('.hm-cell[data-layer="model.layers.1.mlp.down_proj"]').click();
+      await res.locator('#chart-importance').waitFor({ timeout: 60000 });
+      for (const id of ['#chart-perm', '#chart-sv', '#chart-hist-rot', '#chart-hist-err', '#perm-blocks .perm-block', '#error-tile span']) {
+        if (!(await res.locator(id).count())) throw new Error(`layer view lacks ${id}`);
+      }
+      const blocks = await res.locator('#perm-blocks .perm-block').allTextContents();
+      lap(`permutation blocks: ${blocks.join(' ')}`);
+      await res.locator('#layer-title').scrollIntoViewIfNeeded();
+      await page.waitForTimeout(300);
+      await shot('layer-view.png');
+    });
+
+    await step('re-run that layer with other bits → before/after → apply to run', async () => {
+      await res.locator('#rq-bits-4').click();
+      await res.locator('#requantize').click();
+      await res.locator('#rq-after').waitFor({ timeout: 120000 });
+      const before = await res.locator('#rq-before').textContent();
+      const after = await res.locator('#rq-after').textContent();
+      if (!/4 bits/.test(after) || !/3 bits/.test(before)) throw new Error(`before/after configs wrong: ${before} | ${after}`);
+      await res.locator('#rq-after').scrollIntoViewIfNeeded();
+      await page.waitForTimeout(300);
+      await shot('rerun-before-after.png');
+      await res.locator('#apply').click();
+      await res.locator('#apply-status').filter({ hasText: 'Applied' }).waitFor({ timeout: 120000 });
+      lap(await res.locator('#apply-status').textContent());
+    });
+
+    await step('export (native) loads back and reproduces the run perplexity', async () => {
+      await res.locator('#export-native').scrollIntoViewIfNeeded();
+      await res.locator('#export-native').click();
+      const done = res.locator('#export-done-native');
+      await done.waitFor({ timeout: 300000 });
+      const text = await done.textContent();
+      lap(text);
+      const m = /export perplexity ([\d.e+-]+) vs run ([\d.e+-]+)/.exec(text);
+      if (!m) throw new Error(`no perplexity check in: ${text}`);
+      const [pe, pr] = [Number(m[1]), Number(m[2])];
+      if (!(Math.abs(pe - pr) <= 1e-3 * pr)) throw new Error(`export perplexity ${pe} differs from the run's ${pr}`);
+      await shot('export.png');
+    });
+  } catch (e) {
+    console.log('FATAL:', e.message);
+  } finally {
+    if (results.some((r) => !r.ok)) await shot('failure.png').catch(() => {});
+    await ctx.close();
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+  fs.writeFileSync(path.join(shots, 'ui-results.json'), JSON.stringify({ results, timings }, null, 2));
+  if (timings.rightClickToHeatmapS) console.log(`TIMING right-click → finished heatmap: ${timings.rightClickToHeatmapS.toFixed(1)} s (start → heatmap ${timings.startToHeatmapS.toFixed(1)} s)`);
+  const passed = results.filter((r) => r.ok).length;
+  console.log(`${passed} passed, ${results.length - passed} failed`);
+  process.exit(passed === results.length && results.length > 0 ? 0 : 1);
+})();

@@ -1,0 +1,207 @@
+// Webview panels: one base class that owns the panel, validates every incoming message
+// (parseFromWebview, issue 7.5) and queues outgoing ones until the view says `ready`.
+// ConfigPanel (one per model), ResultsPanel (one per run dir), ComparePanel (one per pair).
+
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { ProtocolError } from '../protocol/rpc';
+import { ErrorCode, type ModelSummary, type ProtocolErrorData } from '../protocol/messages';
+import { parseFromWebview, type FromWebview, type ToWebview, type ViewKind } from '../protocol/webview';
+import { validateConfig, type QuantizeConfig } from '../protocol/config';
+import { webviewHtml, webviewOptions } from './webviewHtml';
+
+export const errorData = (e: unknown): ProtocolErrorData => ProtocolError.from(e).toData();
+
+abstract class Panel implements vscode.Disposable {
+  protected readonly panel: vscode.WebviewPanel;
+  private readonly disposables: vscode.Disposable[] = [];
+  private ready = false;
+  private queue: ToWebview[] = [];
+  private disposed = false;
+  readonly onDispose = new vscode.EventEmitter<void>();
+
+  constructor(
+    viewType: string,
+    title: string,
+    view: ViewKind,
+    extensionUri: vscode.Uri,
+    protected readonly log: vscode.OutputChannel,
+  ) {
+    this.panel = vscode.window.createWebviewPanel(viewType, title, vscode.ViewColumn.Active, webviewOptions(extensionUri));
+    this.panel.iconPath = vscode.Uri.joinPath(extensionUri, 'media', 'icon.png');
+    this.panel.webview.html = webviewHtml(this.panel.webview, extensionUri, view, title);
+    this.disposables.push(
+      this.panel.onDidDispose(() => this.dispose()),
+      this.panel.webview.onDidReceiveMessage((raw: unknown) => {
+        const msg = parseFromWebview(raw);
+        if (!msg) {
+          this.log.appendLine(`[host] rejected webview message: ${String(JSON.stringify(raw)).slice(0, 200)}`);
+          return;
+        }
+        if (msg.type === 'ready') {
+          this.ready = true;
+          const q = this.queue;
+          this.queue = [];
+          q.forEach((m) => void this.panel.webview.postMessage(m));
+        }
+        this.handle(msg).catch((e) => this.post({ type: 'error', action: msg.type, error: errorData(e) }));
+      }),
+    );
+  }
+
+  /** Posts now if the view is ready, else after its `ready` (the first messages are never lost). */
+  post(m: ToWebview): void {
+    if (this.disposed) return;
+    if (this.ready) void this.panel.webview.postMessage(m);
+    else this.queue.push(m);
+  }
+
+  reveal(): void {
+    this.panel.reveal(undefined, false);
+  }
+
+  protected abstract handle(msg: FromWebview): Promise<void>;
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.onDispose.fire();
+    this.panel.dispose();
+    this.disposables.forEach((d) => d.dispose());
+  }
+}
+
+/** What the panels need from the extension (implemented by RunManager). */
+export interface PanelHost {
+  inspect(modelPath: string): Promise<ModelSummary>;
+  startRun(modelPath: string, config: QuantizeConfig, runDir: string, resume: boolean): Promise<void>;
+  defaultRunDir(modelPath: string, config: QuantizeConfig): string;
+  cancel(): void;
+  openLayer(panel: ResultsPanel, layer: string): Promise<void>;
+  requantize(panel: ResultsPanel, layer: string, overrides: Record<string, unknown>): Promise<void>;
+  apply(panel: ResultsPanel, layer: string, candidateId: string): Promise<void>;
+  exportRun(runDir: string, format: 'native' | 'f16' | 'onnx', panel?: ResultsPanel): Promise<void>;
+}
+
+export class ConfigPanel extends Panel {
+  private static readonly byModel = new Map<string, ConfigPanel>();
+
+  static createOrShow(modelPath: string, config: QuantizeConfig, extensionUri: vscode.Uri, log: vscode.OutputChannel, host: PanelHost): ConfigPanel {
+    const existing = ConfigPanel.byModel.get(modelPath);
+    if (existing) {
+      existing.reveal();
+      return existing;
+    }
+    const p = new ConfigPanel(modelPath, config, extensionUri, log, host);
+    ConfigPanel.byModel.set(modelPath, p);
+    p.onDispose.event(() => ConfigPanel.byModel.delete(modelPath));
+    return p;
+  }
+
+  private constructor(
+    readonly modelPath: string,
+    private config: QuantizeConfig,
+    extensionUri: vscode.Uri,
+    log: vscode.OutputChannel,
+    private readonly host: PanelHost,
+  ) {
+    super('lopro.config', `LoPRo: Quantize ${path.basename(modelPath)}`, 'config', extensionUri, log);
+    void this.init();
+  }
+
+  private async init(): Promise<void> {
+    const outputFolder = this.host.defaultRunDir(this.modelPath, this.config);
+    try {
+      const summary = await this.host.inspect(this.modelPath);
+      this.post({ type: 'config/init', modelPath: this.modelPath, summary, config: this.config, outputFolder });
+    } catch (e) {
+      this.post({ type: 'config/init', modelPath: this.modelPath, summary: null, config: this.config, outputFolder, inspectError: errorData(e) });
+    }
+  }
+
+  protected async handle(msg: FromWebview): Promise<void> {
+    switch (msg.type) {
+      case 'pick': {
+        const folder = msg.field === 'outputFolder';
+        const picked = await vscode.window.showOpenDialog({
+          canSelectFiles: !folder,
+          canSelectFolders: folder,
+          canSelectMany: false,
+          title: folder ? 'LoPRo: output folder' : 'LoPRo: calibration text',
+          filters: folder ? undefined : { 'Text': ['txt', 'md', 'jsonl', '*'] },
+          defaultUri: vscode.Uri.file(path.dirname(this.modelPath)),
+        });
+        if (picked?.[0]) this.post({ type: 'picked', field: msg.field, path: picked[0].fsPath });
+        return;
+      }
+      case 'start': {
+        const issues = validateConfig(msg.config);
+        if (issues.length) throw new ProtocolError(ErrorCode.BadConfig, issues.map((i) => `${i.field}: ${i.message}`).join('; '), 'config panel');
+        if (!msg.outputFolder.trim()) throw new ProtocolError(ErrorCode.BadConfig, 'choose an output folder', 'outputFolder');
+        this.config = msg.config;
+        await this.host.startRun(this.modelPath, msg.config, msg.outputFolder.trim(), false);
+        return;
+      }
+      case 'cancel':
+        this.host.cancel();
+        return;
+      default:
+        return;
+    }
+  }
+}
+
+export class ResultsPanel extends Panel {
+  private static readonly byRun = new Map<string, ResultsPanel>();
+
+  static forRun(runDir: string, extensionUri: vscode.Uri, log: vscode.OutputChannel, host: PanelHost): ResultsPanel {
+    const existing = ResultsPanel.byRun.get(runDir);
+    if (existing) {
+      existing.reveal();
+      return existing;
+    }
+    const p = new ResultsPanel(runDir, extensionUri, log, host);
+    ResultsPanel.byRun.set(runDir, p);
+    p.onDispose.event(() => ResultsPanel.byRun.delete(runDir));
+    return p;
+  }
+
+  /** The results panel that was focused last (for the palette's Export commands). */
+  static get active(): ResultsPanel | undefined {
+    return [...ResultsPanel.byRun.values()].find((p) => p.panel.active) ?? [...ResultsPanel.byRun.values()].at(-1);
+  }
+
+  private constructor(
+    readonly runDir: string,
+    extensionUri: vscode.Uri,
+    log: vscode.OutputChannel,
+    private readonly host: PanelHost,
+  ) {
+    super('lopro.results', `LoPRo Results: ${path.basename(runDir)}`, 'results', extensionUri, log);
+  }
+
+  protected async handle(msg: FromWebview): Promise<void> {
+    switch (msg.type) {
+      case 'openLayer':
+        return this.host.openLayer(this, msg.layer);
+      case 'requantize':
+        return this.host.requantize(this, msg.layer, msg.overrides);
+      case 'apply':
+        return this.host.apply(this, msg.layer, msg.candidateId);
+      case 'export':
+        return this.host.exportRun(this.runDir, msg.format, this);
+      case 'cancel':
+        this.host.cancel();
+        return;
+      default:
+        return;
+    }
+  }
+}
+
+export class ComparePanel extends Panel {
+  constructor(title: string, extensionUri: vscode.Uri, log: vscode.OutputChannel) {
+    super('lopro.compare', title, 'compare', extensionUri, log);
+  }
+  protected async handle(): Promise<void> {}
+}

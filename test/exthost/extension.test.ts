@@ -1,0 +1,119 @@
+// Integration tests inside code-server's extension host (real VS Code API, real engine child
+// process). The workspace holds a copy of fixtures/tiny (see scripts/e2e/run-exthost.sh).
+import * as assert from 'node:assert/strict';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { DEFAULT_CONFIG, validateConfig } from '../../src/protocol/config';
+import { ErrorCode } from '../../src/protocol/messages';
+import type { LoproApi } from '../../src/extension/extension';
+
+const EXT_ID = 'lopro.lopro-vscode';
+const ws = () => vscode.workspace.workspaceFolders![0].uri.fsPath;
+
+async function api(): Promise<LoproApi> {
+  const ext = vscode.extensions.getExtension<LoproApi>(EXT_ID);
+  assert.ok(ext, `extension ${EXT_ID} not found`);
+  return ext.activate();
+}
+
+async function waitFor<T>(fn: () => T | undefined, ms = 15000): Promise<T | undefined> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v || Date.now() > end) return v;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+suite('LoPRo extension in a real VS Code extension host', () => {
+  test('activates, and every contributed command is registered', async () => {
+    await api();
+    const ext = vscode.extensions.getExtension(EXT_ID)!;
+    assert.ok(ext.isActive);
+    const contributed: string[] = ext.packageJSON.contributes.commands.map((c: { command: string }) => c.command);
+    assert.deepEqual(contributed.sort(), ['lopro.cancel', 'lopro.compareRuns', 'lopro.exportF16', 'lopro.exportNative', 'lopro.exportOnnx', 'lopro.openResults', 'lopro.quantize', 'lopro.showLog']);
+    const registered = new Set(await vscode.commands.getCommands(true));
+    for (const c of contributed) assert.ok(registered.has(c), `${c} is contributed but not registered`);
+  });
+
+  test('the Explorer context key lists the tiny model folder', async () => {
+    const folders = await (await api()).modelFolders();
+    assert.ok(folders.includes(path.join(ws(), 'tiny')), `model folders: ${folders.join(', ')}`);
+  });
+
+  test('engine client round trip: engine/hello, then model/inspect on fixtures/tiny', async () => {
+    const { engine } = await api();
+    const hello = await engine.request('engine/hello', { clientVersion: 'exthost-test' }, { timeoutMs: 30000 });
+    assert.match(hello.engineVersion, /\d/);
+    assert.ok(hello.availableEps.includes('cpu'), `EPs: ${hello.availableEps}`);
+    assert.ok(hello.pid > 0 && hello.pid !== process.pid, 'the engine runs in its own process');
+    const s = await engine.request('model/inspect', { path: path.join(ws(), 'tiny') }, { timeoutMs: 60000 });
+    assert.equal(s.kind, 'llama');
+    assert.equal(s.numBlocks, 4);
+    assert.equal(s.linears.length, 28); // 4 blocks × q,k,v,o,gate,up,down
+    const q = s.linears.find((l) => l.name === 'model.layers.0.self_attn.q_proj');
+    assert.deepEqual(q && [q.rows, q.cols], [256, 256]);
+  });
+
+  test('model/inspect of a missing path fails with a coded error naming the path', async () => {
+    const { engine } = await api();
+    const bad = path.join(ws(), 'no-such-model');
+    await assert.rejects(engine.request('model/inspect', { path: bad }, { timeoutMs: 30000 }), (e: { code?: string; message?: string; where?: string }) => {
+      assert.ok(e.code && e.code !== ErrorCode.EngineCrashed, `code ${e.code}`);
+      assert.ok(`${e.message} ${e.where ?? ''}`.includes('no-such-model'), `message: ${e.message}`);
+      return true;
+    });
+  });
+
+  test('settings mirror DEFAULT_CONFIG, and an invalid setting is explained by field', async () => {
+    const a = await api();
+    assert.deepEqual(a.readQuantizeConfig(), { ...DEFAULT_CONFIG, layerOverrides: {} });
+    const cfg = vscode.workspace.getConfiguration('lopro.quantize');
+    await cfg.update('hadamardBlock', 100, vscode.ConfigurationTarget.Global);
+    await cfg.update('bits', 5, vscode.ConfigurationTarget.Global);
+    try {
+      const issues = validateConfig(a.readQuantizeConfig());
+      const byField = new Map(issues.map((i) => [i.field, i.message]));
+      assert.match(byField.get('hadamardBlock') ?? '', /power of two, got 100/);
+      assert.match(byField.get('bits') ?? '', /2, 3, 4 or 8, got 5/);
+      // The run manager refuses to start such a run, naming the fields.
+      await assert.rejects(a.runs.startRun(path.join(ws(), 'tiny'), a.readQuantizeConfig(), path.join(ws(), 'runs', 'never'), false), (e: { code?: string; message?: string }) => {
+        assert.equal(e.code, ErrorCode.BadConfig);
+        assert.match(e.message ?? '', /hadamardBlock/);
+        return true;
+      });
+    } finally {
+      await cfg.update('hadamardBlock', undefined, vscode.ConfigurationTarget.Global);
+      await cfg.update('bits', undefined, vscode.ConfigurationTarget.Global);
+    }
+  });
+
+  test('the webview message validator rejects junk and accepts the real messages', async () => {
+    const { parseFromWebview } = await api();
+    const junk: unknown[] = [
+      null, 42, 'ready', [], {}, { type: 'nope' }, { type: 'ready', extra: 1 },
+      { type: 'start' }, { type: 'start', config: { bits: 2 }, outputFolder: '/x' },
+      { type: 'start', config: { ...DEFAULT_CONFIG, bits: '2' }, outputFolder: '/x' },
+      { type: 'start', config: { ...DEFAULT_CONFIG, evil: true }, outputFolder: '/x' },
+      { type: 'start', config: { ...DEFAULT_CONFIG, layerOverrides: { '*': { bits: NaN } } }, outputFolder: '/x' },
+      { type: 'openLayer', layer: '' }, { type: 'openLayer', layer: 7 },
+      { type: 'requantize', layer: 'a', overrides: { bits: 3, rm: '-rf' } },
+      { type: 'apply', layer: 'a' }, { type: 'export', format: 'exe' }, { type: 'pick', field: '/etc/passwd' },
+    ];
+    for (const j of junk) assert.equal(parseFromWebview(j), undefined, `accepted junk: ${JSON.stringify(j)}`);
+    const good: unknown[] = [
+      { type: 'ready' }, { type: 'cancel' }, { type: 'pick', field: 'calibText' },
+      { type: 'start', config: { ...DEFAULT_CONFIG, layerOverrides: { '*.down_proj': { bits: 4 } } }, outputFolder: '/tmp/run' },
+      { type: 'openLayer', layer: 'model.layers.0.mlp.up_proj' }, { type: 'requantize', layer: 'l', overrides: { bits: 4, rank: 8 } },
+      { type: 'apply', layer: 'l', candidateId: 'c1' }, { type: 'export', format: 'onnx' },
+    ];
+    for (const g of good) assert.deepEqual(parseFromWebview(g), g);
+  });
+
+  test('LoPRo: Quantize… on the tiny folder opens the config panel', async () => {
+    await api();
+    await vscode.commands.executeCommand('lopro.quantize', vscode.Uri.file(path.join(ws(), 'tiny')));
+    const tab = await waitFor(() => vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo: Quantize tiny'));
+    assert.ok(tab, 'config panel tab not found');
+  });
+});

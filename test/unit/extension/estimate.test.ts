@@ -1,0 +1,39 @@
+// The config panel's live estimate: bpw is the weight-weighted mean of bitsPerWeight (spec §3),
+// layer overrides count, output size adds the unquantized parameters as stored.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { DEFAULT_CONFIG, bitsPerWeight, type QuantizeConfig } from '../../../src/protocol/config';
+import type { LinearLayerInfo, ModelSummary } from '../../../src/protocol/messages';
+import { estimate } from '../../../webview/estimate';
+
+const MODULES: [string, number, number][] = [['q_proj', 256, 256], ['k_proj', 128, 256], ['v_proj', 128, 256], ['o_proj', 256, 256], ['gate_proj', 768, 256], ['up_proj', 768, 256], ['down_proj', 256, 768]];
+const linears: LinearLayerInfo[] = [];
+for (let b = 0; b < 4; b++) for (const [module, rows, cols] of MODULES) linears.push({ name: `model.layers.${b}.${module.startsWith('q') || module.startsWith('k') || module.startsWith('v') || module.startsWith('o') ? 'self_attn' : 'mlp'}.${module}`, block: b, module, rows, cols });
+const linearParams = linears.reduce((a, l) => a + l.rows * l.cols, 0);
+const summary: ModelSummary = { path: '/m', kind: 'llama', files: ['model.safetensors'], totalBytes: 2 * (linearParams + 1_000_000), params: linearParams + 1_000_000, dtypes: ['F16'], numBlocks: 4, linears, ctx: 256 };
+const cfg = (o: Partial<QuantizeConfig> = {}): QuantizeConfig => ({ ...DEFAULT_CONFIG, layerOverrides: {}, ...o });
+
+test('bpw is the weighted mean of per-layer bitsPerWeight', () => {
+  const c = cfg({ bits: 3 });
+  let want = 0;
+  for (const l of linears) want += bitsPerWeight(c, l.rows, l.cols) * l.rows * l.cols;
+  want /= linearParams;
+  const e = estimate(summary, c);
+  assert.ok(Math.abs(e.bpw - want) < 1e-12, `${e.bpw} vs ${want}`);
+  assert.ok(e.bpw > 3 && e.bpw < 4.5, `3-bit lopro bpw ${e.bpw}`);
+});
+
+test('overrides raise bpw and output size; rtn is cheaper than lopro at the same bits', () => {
+  const base = estimate(summary, cfg());
+  const over = estimate(summary, cfg({ layerOverrides: { '*.down_proj': { bits: 4 } } }));
+  assert.ok(over.bpw > base.bpw && over.outputBytes > base.outputBytes);
+  assert.ok(estimate(summary, cfg({ method: 'rtn' })).bpw < base.bpw);
+});
+
+test('output size = quantized linears at bpw + the rest as stored; peak memory grows with samples × ctx', () => {
+  const e = estimate(summary, cfg());
+  assert.ok(Math.abs(e.outputBytes - (e.bpw * linearParams) / 8 - 2 * 1_000_000) < 1e-6);
+  const small = estimate(summary, cfg({ calibText: 'a.txt', calibSamples: 8, ctx: 64 })).peakBytes;
+  const big = estimate(summary, cfg({ calibText: 'a.txt', calibSamples: 128, ctx: 256 })).peakBytes;
+  assert.ok(big > small, `${big} <= ${small}`);
+});

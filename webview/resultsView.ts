@@ -1,0 +1,183 @@
+// Results view: live heatmap (blocks × modules, colour = relative proxy loss, one cell per
+// layer/done), run status and progress, the run summary with perplexity, export buttons with the
+// export's perplexity check, and the layer view below when a cell is clicked.
+
+import type { LayerReport, LinearLayerInfo, RunSummary } from '../src/protocol/messages';
+import type { RunBeginMessage, ToWebview } from '../src/protocol/webview';
+import { post } from './api';
+import { bytes, clear, fmt, h } from './dom';
+import { drawHeatmap, logScale, pct } from './heatmap';
+import { LayerView } from './layerView';
+
+export function resultsView(root: HTMLElement): (m: ToWebview) => void {
+  let begin: RunBeginMessage | undefined;
+  let summary: RunSummary | undefined;
+  const reports = new Map<string, LayerReport>();
+  let selected: string | undefined;
+
+  const title = h('h1', { id: 'title' }, 'LoPRo results');
+  const runLine = h('p', { class: 'muted', id: 'run-dir' });
+  const status = h('p', { class: 'status', id: 'run-status' }, 'Waiting for the engine…');
+  const progress = h('vscode-progress-bar', { id: 'progress' }) as HTMLElement & { value: number; max: number; indeterminate: boolean };
+  const cancelBtn = h('vscode-button', { id: 'cancel', secondary: true, onclick: () => post({ type: 'cancel' }) }, 'Cancel');
+  const heat = h('div', { id: 'heatmap-container' });
+  const summaryBox = h('div', { id: 'summary', class: 'summary' });
+  const exportBox = h(
+    'div',
+    { class: 'actions', id: 'exports' },
+    ...(['native', 'f16', 'onnx'] as const).map((f) =>
+      h('vscode-button', { id: `export-${f}`, secondary: true, onclick: () => exportRun(f) }, `Export ${f === 'f16' ? 'F16' : f === 'onnx' ? 'ONNX' : 'native'}`),
+    ),
+  );
+  const exportResult = h('div', { id: 'export-result' });
+  const layerBox = h('div', { id: 'layer-view' });
+  const layerView = new LayerView(layerBox, () => reports);
+
+  clear(root);
+  root.append(
+    title,
+    runLine,
+    h('div', { class: 'status-row' }, status, cancelBtn),
+    progress,
+    h('section', { class: 'heat-section' }, h('h2', {}, 'Relative proxy loss per layer  tr(ΔHΔᵀ) / tr(WHWᵀ)'), heat, summaryBox),
+    h('section', { id: 'export-section', hidden: true }, h('h2', {}, 'Export'), exportBox, exportResult),
+    layerBox,
+  );
+  exportBox.parentElement!.hidden = true;
+
+  function exportRun(format: 'native' | 'f16' | 'onnx'): void {
+    exportResult.textContent = `Exporting ${format} and checking that it loads and reproduces the run's perplexity…`;
+    exportResult.className = 'status';
+    post({ type: 'export', format });
+  }
+
+  function layers(): LinearLayerInfo[] {
+    return begin?.layers ?? [];
+  }
+
+  function redraw(): void {
+    const values = new Map<string, number>();
+    for (const [n, r] of reports) values.set(n, r.relProxyLoss);
+    const { scale, lo, hi } = logScale([...values.values()]);
+    drawHeatmap(heat, layers(), {
+      values,
+      scale,
+      format: pct,
+      selected,
+      onClick: (l) => openLayer(l.name),
+      legend: [pct(lo), pct(hi)],
+    });
+    heat.dataset.done = String(values.size);
+    heat.dataset.total = String(layers().length);
+  }
+
+  function openLayer(name: string): void {
+    selected = name;
+    redraw();
+    layerView.loading(name);
+    post({ type: 'openLayer', layer: name });
+  }
+
+  function drawSummary(s: RunSummary, seconds: number): void {
+    clear(summaryBox);
+    const ppl = s.perplexity ? Object.entries(s.perplexity).map(([k, v]) => `${k}: ${fmt(v, 2)}`).join(', ') : 'not evaluated';
+    const worst = [...s.layers].sort((a, b) => b.relProxyLoss - a.relProxyLoss)[0];
+    summaryBox.append(
+      h(
+        'table',
+        { class: 'kv' },
+        row('Bits per weight', fmt(s.bpw, 3)),
+        row('Method', `${s.config.method}, ${s.config.bits} bits, group ${s.config.groupSize}, rank ${s.config.rank}`),
+        row('Perplexity', ppl),
+        row('Layers', `${s.layers.length}${worst ? ` (worst: ${worst.name}, ${pct(worst.relProxyLoss)})` : ''}`),
+        row('Time', `${fmt(seconds, 1)} s on ${s.ep}${s.resumed ? ' (resumed)' : ''}`),
+      ),
+    );
+  }
+
+  return (m: ToWebview) => {
+    switch (m.type) {
+      case 'run/begin':
+        begin = m;
+        reports.clear();
+        summary = undefined;
+        title.textContent = `LoPRo results: ${m.modelPath.split(/[\\/]/).pop()}`;
+        runLine.textContent = m.runDir;
+        status.textContent = `Quantizing ${m.layers.length} layers in ${m.numBlocks} blocks…`;
+        progress.hidden = false;
+        progress.indeterminate = true;
+        cancelBtn.hidden = false;
+        redraw();
+        return;
+      case 'progress':
+        if (m.value.kind !== 'end') {
+          if (m.value.percentage !== undefined) {
+            progress.indeterminate = false;
+            progress.max = 100;
+            progress.value = m.value.percentage;
+          }
+          const eta = m.value.kind === 'report' && m.value.etaSeconds !== undefined ? ` · about ${Math.ceil(m.value.etaSeconds)} s left` : '';
+          status.textContent = `${m.value.message ?? 'Working'}${m.value.percentage !== undefined ? ` (${Math.round(m.value.percentage)}%)` : ''}${eta}`;
+        }
+        return;
+      case 'layer/done':
+        reports.set(m.report.name, m.report);
+        redraw();
+        return;
+      case 'run/done':
+        summary = m.summary;
+        for (const r of m.summary.layers) reports.set(r.name, r);
+        status.textContent = `Done: ${m.summary.layers.length} layers, ${fmt(m.summary.bpw, 3)} bits/weight, ${fmt(m.seconds, 1)} s.`;
+        root.dataset.state = 'done';
+        progress.hidden = true;
+        cancelBtn.hidden = true;
+        exportBox.parentElement!.hidden = false;
+        drawSummary(m.summary, m.seconds);
+        redraw();
+        return;
+      case 'run/failed':
+        status.textContent = m.cancelled ? 'Cancelled.' : `Failed [${m.error.code}]: ${m.error.message}`;
+        status.classList.toggle('error', !m.cancelled);
+        root.dataset.state = m.cancelled ? 'cancelled' : 'failed';
+        progress.hidden = true;
+        cancelBtn.hidden = true;
+        return;
+      case 'layer/details':
+        layerView.show(m.details, reports.get(m.details.name) ?? m.report ?? undefined, summary?.config ?? begin?.config);
+        return;
+      case 'layer/requantized':
+        layerView.showCandidate(m);
+        return;
+      case 'layer/applied':
+        summary = m.summary;
+        for (const r of m.summary.layers) reports.set(r.name, r);
+        drawSummary(m.summary, m.summary.seconds);
+        redraw();
+        layerView.applied(m.layer, reports.get(m.layer));
+        return;
+      case 'export/done': {
+        const r = m.result;
+        const check =
+          r.perplexity !== undefined && r.runPerplexity !== undefined
+            ? `export perplexity ${fmt(r.perplexity, 3)} vs run ${fmt(r.runPerplexity, 3)} (Δ ${fmt(Math.abs(r.perplexity - r.runPerplexity), 4)})`
+            : 'no perplexity check (no evaluation text)';
+        exportResult.className = 'ok';
+        clear(exportResult);
+        exportResult.append(h('p', { id: `export-done-${m.format}` }, `Exported ${m.format}: ${r.files.length} files, ${bytes(r.bytes)} → ${r.outDir}. Loaded back: ${check}.`));
+        return;
+      }
+      case 'error':
+        if (m.action === 'export') {
+          exportResult.className = 'error';
+          exportResult.textContent = `Export failed [${m.error.code}]: ${m.error.message}`;
+        } else layerView.error(m.action, m.error.message);
+        return;
+      default:
+        return;
+    }
+  };
+}
+
+function row(k: string, v: string): HTMLElement {
+  return h('tr', {}, h('th', {}, k), h('td', {}, v));
+}
