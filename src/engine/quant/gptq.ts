@@ -36,7 +36,7 @@ export interface GptqOptions {
    * that is already in the desired order (LoPRo's R′ with H′), leave this and actOrder unset.
    */
   perm?: Int32Array;
-  /** Overrides the Cholesky of H⁻¹ (default: the fastest one in src/engine/linalg). */
+  /** Overrides the Cholesky of H⁻¹ (default: gptq_linalg.ts, float64 TypeScript). */
   choleskyInverseUpper?: (hVals: Float64Array, n: number) => Float64Array;
   /** Overrides the lazy trailing update (e.g. an ORT MatMul for large layers). */
   lazyUpdate?: LazyUpdateFn;
@@ -63,45 +63,93 @@ const now = () => performance.now() / 1000;
 
 /** One lazy trailing update the core asks its driver to perform: W[:, i2:] −= Err1 @ Hinv[i1:i2, i2:]. */
 export interface LazyUpdateRequest {
+  kind: 'lazy';
   W: Float64Array; rows: number; cols: number;
   err1: Float64Array; count: number;
   hinvUpper: Float64Array; i1: number; i2: number;
 }
 
-/** GPTQ with the lazy updates done by `opts.lazyUpdate` or the TypeScript kernel (synchronous). */
+/** The core asks its driver for Hinv: the upper U with UᵀU = H_d⁻¹ (throw NotPositiveDefiniteError on failure). */
+export interface CholeskyRequest {
+  kind: 'cholesky';
+  H: Float64Array;
+  n: number;
+}
+
+type CoreRequest = LazyUpdateRequest | CholeskyRequest;
+
+/** GPTQ, synchronous: Cholesky and lazy updates in TypeScript (or the synchronous hooks of `opts`). */
 export function gptqQuantize(
   wVals: Float32Array | Float64Array, rows: number, cols: number,
   hVals: Float32Array | Float64Array, opts: GptqOptions,
 ): GptqResult {
   const update = opts.lazyUpdate ?? lazyUpdateTs;
+  const chol = opts.choleskyInverseUpper ?? choleskyInverseUpper;
   const core = gptqCore(wVals, rows, cols, hVals, opts);
-  for (let step = core.next(); ; step = core.next()) {
-    if (step.done) return step.value;
+  let step = core.next();
+  while (!step.done) {
     const q = step.value;
-    update(q.W, q.rows, q.cols, q.err1, q.count, q.hinvUpper, q.i1, q.i2);
+    if (q.kind === 'lazy') {
+      update(q.W, q.rows, q.cols, q.err1, q.count, q.hinvUpper, q.i1, q.i2);
+      step = core.next();
+      continue;
+    }
+    let U: Float64Array;
+    try {
+      U = chol(q.H, q.n);
+    } catch (e) {
+      step = core.throw(e); // the core decides: fallback on NotPositiveDefiniteError, else rethrow
+      continue;
+    }
+    step = core.next(U);
   }
+  return step.value;
 }
 
-/** GPTQ with an asynchronous lazy update (e.g. an ONNX Runtime MatMul: see gptq_ort.ts). */
+export interface GptqAsyncHooks {
+  /** E.g. an ONNX Runtime MatMul (gptq_ort.ts). Default: the TypeScript kernel. */
+  lazyUpdateAsync?: (req: LazyUpdateRequest) => Promise<void>;
+  /** E.g. the blocked ORT Cholesky of src/engine/linalg. Default: the synchronous one. */
+  choleskyInverseUpperAsync?: (hVals: Float64Array, n: number) => Promise<Float64Array>;
+}
+
+/** GPTQ with asynchronous hooks for the two O(n³) parts (same algorithm, same results up to rounding). */
 export async function gptqQuantizeAsync(
   wVals: Float32Array | Float64Array, rows: number, cols: number,
-  hVals: Float32Array | Float64Array, opts: GptqOptions & { lazyUpdateAsync: (req: LazyUpdateRequest) => Promise<void> },
+  hVals: Float32Array | Float64Array, opts: GptqOptions & GptqAsyncHooks,
 ): Promise<GptqResult> {
+  const chol = opts.choleskyInverseUpperAsync ?? (async (h: Float64Array, n: number) => (opts.choleskyInverseUpper ?? choleskyInverseUpper)(h, n));
+  const update = opts.lazyUpdateAsync ?? (async (q: LazyUpdateRequest) => (opts.lazyUpdate ?? lazyUpdateTs)(q.W, q.rows, q.cols, q.err1, q.count, q.hinvUpper, q.i1, q.i2));
   const core = gptqCore(wVals, rows, cols, hVals, opts);
-  for (let step = core.next(); ; step = core.next()) {
-    if (step.done) return step.value;
-    await opts.lazyUpdateAsync(step.value);
+  let step = core.next();
+  while (!step.done) {
+    const q = step.value;
+    if (q.kind === 'lazy') {
+      await update(q);
+      step = core.next();
+      continue;
+    }
+    let U: Float64Array;
+    try {
+      U = await chol(q.H, q.n);
+    } catch (e) {
+      step = core.throw(e);
+      continue;
+    }
+    step = core.next(U);
   }
+  return step.value;
 }
 
 /**
- * The algorithm, as a generator that yields each lazy trailing update to its driver (so the same
- * code runs with a synchronous TypeScript kernel or an asynchronous ORT MatMul).
+ * The algorithm, as a generator that hands its two O(n³) parts (the Cholesky of H⁻¹ and each lazy
+ * trailing update) to a driver, so the same code runs with synchronous TypeScript kernels or
+ * asynchronous ORT ones.
  */
 function* gptqCore(
   wVals: Float32Array | Float64Array, rows: number, cols: number,
   hVals: Float32Array | Float64Array, opts: GptqOptions,
-): Generator<LazyUpdateRequest, GptqResult, void> {
+): Generator<CoreRequest, GptqResult, Float64Array | undefined> {
   const where = opts.name ?? 'gptqQuantize';
   const t0 = now();
   if (wVals.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${wVals.length} values, expected ${rows}×${cols}`, where);
@@ -158,7 +206,7 @@ function* gptqCore(
   let Hinv: Float64Array;
   let choleskyFallback = false;
   try {
-    Hinv = (opts.choleskyInverseUpper ?? choleskyInverseUpper)(H, cols);
+    Hinv = (yield { kind: 'cholesky', H, n: cols }) as Float64Array;
   } catch (e) {
     if (!(e instanceof Error && e.name === 'NotPositiveDefiniteError')) throw e;
     choleskyFallback = true;
@@ -209,7 +257,7 @@ function* gptqCore(
     }
     if (i2 < cols) {
       const tl = now();
-      yield { W, rows, cols, err1: Err1, count, hinvUpper: Hinv, i1, i2 };
+      yield { kind: 'lazy', W, rows, cols, err1: Err1, count, hinvUpper: Hinv, i1, i2 };
       tLazy += now() - tl;
     }
   }

@@ -5,6 +5,7 @@ import { lazyUpdate, lazyUpdate_ref, argsortDiagDesc } from '../../../src/engine
 import { rtnQuantize } from '../../../src/engine/quant/rtn';
 import { HessianAccumulator } from '../../../src/engine/quant/hessian';
 import { ProtocolError } from '../../../src/protocol/rpc';
+import { choleskyInverseUpper_ref, NotPositiveDefiniteError } from '../../../src/engine/linalg/cholesky_ref';
 import { rng, syntheticActivations, syntheticWeights } from './synthetic';
 
 function layer(rows: number, cols: number, seed: number, tokens = 4 * cols) {
@@ -135,4 +136,22 @@ test('proxyLoss = Σ_r dᵀ H d (naive)', () => {
   for (let r = 0; r < rows; r++) for (let i = 0; i < cols; i++) for (let j = 0; j < cols; j++)
     want += (W[r * cols + i] - Q[r * cols + i]) * H[i * cols + j] * (W[r * cols + j] - Q[r * cols + j]);
   assert.ok(Math.abs(proxyLoss(W, Q, H, rows, cols) - want) <= 1e-12 * want);
+});
+
+test('async Cholesky hook: used when given, and its NotPositiveDefiniteError still triggers the RTN fallback', async () => {
+  const rows = 7, cols = 30, { W, H } = layer(rows, cols, 14);
+  const a = gptqQuantize(W, rows, cols, H, { bits: 4, groupSize: 8 });
+  let calls = 0;
+  const b = await gptqQuantizeAsync(W, rows, cols, H, { bits: 4, groupSize: 8, choleskyInverseUpperAsync: async (h, n) => { calls++; return choleskyInverseUpper_ref(h, n); } });
+  assert.equal(calls, 1);
+  assert.deepEqual(b.codes, a.codes);
+  const warnings: string[] = [];
+  const c = await gptqQuantizeAsync(W, rows, cols, H, {
+    bits: 4, groupSize: -1, onWarning: (m) => warnings.push(m),
+    choleskyInverseUpperAsync: async () => { throw new NotPositiveDefiniteError(3, -1); },
+  });
+  assert.equal(c.choleskyFallback, true);
+  assert.equal(warnings.length, 1);
+  assert.deepEqual(Array.from(c.codes), Array.from(rtnQuantize(W, rows, cols, { bits: 4, groupSize: -1, sym: false }).codes));
+  await assert.rejects(gptqQuantizeAsync(W, rows, cols, H, { bits: 4, choleskyInverseUpperAsync: async () => { throw new Error('ORT died'); } }), /ORT died/);
 });
