@@ -10,7 +10,7 @@ import { caseFiles, loadCase } from './golden_cases';
 const { files, missing } = caseFiles('gptq');
 for (const m of missing) console.log(`[gptq golden] skipping ${m}: not present (shared/ is not beside this clone)`);
 
-const totals = { codes: 0, equal: 0, cases: 0, perCase: [] as string[] };
+const totals = { codes: 0, equal: 0, cases: 0, perCase: [] as string[], maxLossRel: 0, maxScaleRel: 0, maxQSteps: 0 };
 
 for (const file of files) {
   const c = loadCase(file);
@@ -48,8 +48,10 @@ for (const file of files) {
       console.log(`[gptq golden] ${c.name} ${why}: sym −maxq/2 tie (README §7)`);
     }
 
-    // Loss vs the reference's printed error: rel ≤ 1e-4 (README worst case 5.9e-5; f64(H) ≤ 5.6e-7).
+    // Loss vs the reference's printed error: rel ≤ 1e-4 (README worst case 5.9e-5). Measured: ≤ 5.8e-7
+    // on the 23 cases without flips, 6.8e-5 on 512×1024 (its 2 flipped rows change their later codes).
     const rel = Math.abs(res.loss - c.refError) / c.refError;
+    totals.maxLossRel = Math.max(totals.maxLossRel, rel);
     assert.ok(rel <= 1e-4, `loss ${res.loss} vs ref_error ${c.refError}: rel ${rel.toExponential(2)}`);
 
     // Scale/zero. For groupSize −1 and static groups they are functions of W only: bit-exact.
@@ -70,6 +72,8 @@ for (const file of files) {
         maxQSteps = Math.max(maxQSteps, Math.abs(res.Q[i] - c.Q[i]) / s);
       }
     }
+    totals.maxScaleRel = Math.max(totals.maxScaleRel, maxScaleRel);
+    totals.maxQSteps = Math.max(totals.maxQSteps, maxQSteps);
     assert.ok(maxScaleRel <= 5e-5, `dynamic-group scale rel diff ${maxScaleRel.toExponential(2)}`);
     assert.ok(maxQSteps <= 2e-4, `|ΔQ| in matching rows ${maxQSteps.toExponential(2)} steps`);
   });
@@ -79,7 +83,8 @@ test('golden GPTQ overall code agreement ≥ 99.9 %', () => {
   assert.ok(totals.cases > 0, 'no GPTQ golden cases found');
   const pct = (100 * totals.equal) / totals.codes;
   console.log(
-    `[gptq golden] ${totals.cases} cases, ${totals.codes} codes compared, ${pct.toFixed(4)} % equal; mismatches: ${totals.perCase.filter(Boolean).join(', ') || 'none'}; ${totals.perCase.filter((x) => !x).length} cases with 0`,
+    `[gptq golden] ${totals.cases} cases, ${totals.codes} codes compared, ${pct.toFixed(4)} % equal; mismatches: ${totals.perCase.filter(Boolean).join(', ') || 'none'}; ${totals.perCase.filter((x) => !x).length} cases with 0; ` +
+      `worst loss rel ${totals.maxLossRel.toExponential(1)}, scale rel ${totals.maxScaleRel.toExponential(1)}, |ΔQ| ${totals.maxQSteps.toExponential(1)} steps (matching rows)`,
   );
   assert.ok(pct >= 99.9, `${pct} % codes equal`);
 });

@@ -25,13 +25,13 @@ export function normal(u: () => number): () => number {
 }
 
 /**
- * tokens×cols activations X = (0.8·F·B + 0.6·E + μ)·s: a rank-k factor F·B (k = max(1, cols/8))
+ * tokens×cols activations X = (0.8·F·B + 0.6·E + μ)·s: a rank-k factor F·B (default k = max(1, cols/8))
  * correlates the channels, E is Student-t (ν = 3, heavy tails), μ per-channel means, s = exp(N(0, 0.5))
  * per-channel scales, and `outliers` channels ×20.
  */
-export function syntheticActivations(tokens: number, cols: number, seed: number, outliers = 2): Float32Array {
+export function syntheticActivations(tokens: number, cols: number, seed: number, outliers = 2, rank = Math.max(1, Math.floor(cols / 8))): Float32Array {
   const u = rng(seed), n = normal(u);
-  const k = Math.max(1, Math.floor(cols / 8));
+  const k = rank;
   const B = new Float64Array(k * cols).map(() => n() / Math.sqrt(k));
   const mu = new Float64Array(cols).map(() => 0.3 * n());
   const s = new Float64Array(cols).map(() => Math.exp(0.5 * n()));
