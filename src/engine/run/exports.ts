@@ -29,21 +29,16 @@ function listFiles(dir: string): { files: string[]; bytes: number } {
 export function writeF16Export(nativeDir: string, outDir: string, signal?: AbortSignal): void {
   const nat = openNativeModel(nativeDir);
   try {
-    // Native files keep each layer's parts where the original weight was: emitting the weight at
-    // its first part keeps the original tensor order.
+    // Native files keep each layer's tensors where the original weight was (params first):
+    // emitting the weight there keeps the original tensor order.
     const specs: TensorSpec[] = [];
-    const seen = new Set<string>();
     for (const e of nat.file.entries) {
-      const sep = e.name.indexOf('::');
-      if (sep < 0) {
-        specs.push({ name: e.name, dtype: 'F16', shape: e.shape });
-        continue;
+      const k = e.name.indexOf('.lopro.');
+      if (k < 0) specs.push({ name: e.name, dtype: 'F16', shape: e.shape });
+      else if (e.name.endsWith('.lopro.params')) {
+        const layer = e.name.slice(0, k);
+        specs.push({ name: `${layer}.weight`, dtype: 'F16', shape: [nat.file.entry(`${layer}.lopro.codes`).shape[0], nat.file.entry(`${layer}.lopro.perm`).shape[0]] });
       }
-      const layer = e.name.slice(0, sep);
-      if (seen.has(layer)) continue;
-      seen.add(layer);
-      const meta = JSON.parse(nat.file.metadata[layer]) as { rows: number; cols: number };
-      specs.push({ name: `${layer}.weight`, dtype: 'F16', shape: [meta.rows, meta.cols] });
     }
     writeDirAtomic(outDir, (tmp) => {
       const w = SafetensorsWriter.create(join(tmp, NATIVE_MODEL_FILE), specs, { format: 'pt' });

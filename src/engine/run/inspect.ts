@@ -56,7 +56,7 @@ export function openModel(path: string, ctxOverride = 0): OpenedModel {
     const linears: BlockLinear[] = [];
     for (const e of ckpt.entries) {
       if (e.shape.length !== 2 || !isFloatDtype(e.dtype) || e.numel === 0) continue;
-      linears.push({ name: e.name, block: linears.length, module: e.name.split('.').slice(-2, -1)[0] ?? e.name, rows: e.shape[0], cols: e.shape[1], weight: e.name, input: 'attn_in' });
+      linears.push({ name: e.name.replace(/\.weight$/, ''), block: linears.length, module: e.name.split('.').slice(-2, -1)[0] ?? e.name, rows: e.shape[0], cols: e.shape[1], weight: e.name, input: 'attn_in' });
     }
     if (!linears.length) throw new ProtocolError(ErrorCode.BadCheckpoint, `${abs} holds no 2-D float tensor to quantize`, abs, 'data-free mode quantizes F32/F16/BF16 matrices');
     return {

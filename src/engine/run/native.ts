@@ -1,6 +1,7 @@
 // The run's finished product: the native quantized model in <run>/native/ — model.safetensors with
-// every non-quantized tensor as stored and every quantized linear as its stored parts
-// (`<layer>::<part>`, run/stored.ts), config.json with a `quantization_config`, tokenizer files.
+// every non-quantized tensor as stored and every quantized linear replaced by its LoPRo-format
+// tensors (`<layer>.lopro.*`, io/lopro_format.ts; RTN/GPTQ layers as rank 0, unrotated),
+// config.json with a `quantization_config`, tokenizer files.
 // Written into a temp folder and renamed: it appears complete or not at all. Streamed tensor by
 // tensor (SafetensorsWriter), never holding the model in memory.
 // `openNativeModel` loads it back and dequantizes layer by layer: perplexity and every other
@@ -15,10 +16,11 @@ import { SafetensorsWriter, type TensorSpec } from '../io/safetensors_writer';
 import { tempPathFor } from '../io/atomic';
 import type { OpenedModel } from './inspect';
 import type { RunDir, RunManifest } from './rundir';
-import { dequantizeStored, storedFromFile } from './stored';
+import { dequantizeLoPRo } from '../quant/lopro_dequant';
+import { loproQuantizationConfig, readLoproLayer } from '../io/lopro_format';
+import { pickLayerConfig } from '../../protocol/config';
 import { ENGINE_VERSION } from './version';
 
-export const NATIVE_FORMAT = 'lopro-native-1';
 export const NATIVE_MODEL_FILE = 'model.safetensors';
 /** Files copied next to the weights so the folder is a complete model (tokenizer, generation). */
 export const SIDE_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'];
@@ -38,18 +40,17 @@ export function writeDirAtomic(target: string, fill: (tmp: string) => void): voi
 }
 
 export function quantizationConfig(m: RunManifest): Record<string, unknown> {
-  return {
-    quant_method: 'lopro',
-    format: NATIVE_FORMAT,
+  return loproQuantizationConfig(pickLayerConfig(m.config), {
     engine_version: ENGINE_VERSION,
-    method: m.config.method,
-    bits: m.config.bits,
-    group_size: m.config.groupSize,
-    sym: m.config.sym,
-    rank: m.config.rank,
     layer_overrides: m.config.layerOverrides,
-    layers: Object.fromEntries(m.layers.map((l) => [l.name, { method: l.config.method, bits: l.config.bits, bpw: Number(l.bpw.toFixed(5)) }])),
-  };
+    layers: Object.fromEntries(m.layers.map((l) => [l.name, { method: l.config.method, bits: l.config.bits, rank: l.config.rank, bpw: Number(l.bpw.toFixed(5)) }])),
+  });
+}
+
+/** Layer names stored in LoPRo format in a safetensors file (from their `.lopro.params` tensors). */
+export function loproLayersIn(f: SafetensorsFile): string[] {
+  const suffix = '.lopro.params';
+  return f.entries.filter((e) => e.name.endsWith(suffix)).map((e) => e.name.slice(0, -suffix.length));
 }
 
 export function writeNativeOutput(dir: RunDir, model: OpenedModel, m: RunManifest): void {
@@ -59,29 +60,26 @@ export function writeNativeOutput(dir: RunDir, model: OpenedModel, m: RunManifes
     for (let b = 0; b < m.numBlocks; b++) {
       const f = SafetensorsFile.open(dir.blockFile(b));
       files.push(f);
-      for (const k of Object.keys(f.metadata)) blocks.set(k, f);
+      for (const layer of loproLayersIn(f)) blocks.set(layer, f);
     }
     const quantized = new Map(model.linears.map((l) => [l.weight, l.name]));
-    const specs: TensorSpec[] = [];
-    const meta: Record<string, string> = { format: NATIVE_FORMAT, quantization_config: JSON.stringify(quantizationConfig(m)) };
+    // Each quantized weight's tensors take the place of the original weight: the file keeps the
+    // checkpoint's tensor order.
+    const specs: (TensorSpec & { src: { readBytes(n: string): Uint8Array } })[] = [];
     for (const e of model.ckpt.entries) {
       const layer = quantized.get(e.name);
       if (layer === undefined) {
-        specs.push({ name: e.name, dtype: e.dtype, shape: e.shape });
+        specs.push({ name: e.name, dtype: e.dtype, shape: e.shape, src: model.ckpt });
         continue;
       }
       const f = blocks.get(layer);
       if (!f) throw new ProtocolError(ErrorCode.Internal, `layer ${layer} has no checkpoint`, dir.dir);
-      meta[layer] = f.metadata[layer];
-      for (const pe of f.entries) if (pe.name.startsWith(`${layer}::`)) specs.push({ name: pe.name, dtype: pe.dtype, shape: pe.shape });
+      for (const pe of f.entries) if (pe.name.startsWith(`${layer}.lopro.`)) specs.push({ name: pe.name, dtype: pe.dtype, shape: pe.shape, src: f });
     }
     writeDirAtomic(dir.nativeDir, (tmp) => {
-      const w = SafetensorsWriter.create(join(tmp, NATIVE_MODEL_FILE), specs, meta);
+      const w = SafetensorsWriter.create(join(tmp, NATIVE_MODEL_FILE), specs, { format: 'pt', quant_method: 'lopro' });
       try {
-        for (const s of specs) {
-          const sep = s.name.indexOf('::');
-          w.writeTensor(s.name, sep < 0 ? model.ckpt.readBytes(s.name) : blocks.get(s.name.slice(0, sep))!.readBytes(s.name));
-        }
+        for (const s of specs) w.writeTensor(s.name, s.src.readBytes(s.name));
         w.finish();
       } catch (e) {
         w.abort();
@@ -108,12 +106,13 @@ export interface NativeModel {
   close(): void;
 }
 
+/** A folder whose model.safetensors holds LoPRo-format layers. */
 export function isNativeDir(dir: string): boolean {
   const f = join(dir, NATIVE_MODEL_FILE);
   if (!existsSync(f)) return false;
   const st = SafetensorsFile.open(f);
   try {
-    return st.metadata.format === NATIVE_FORMAT;
+    return loproLayersIn(st).length > 0;
   } finally {
     st.close();
   }
@@ -122,18 +121,19 @@ export function isNativeDir(dir: string): boolean {
 export function openNativeModel(dirOrFile: string): NativeModel {
   const path = dirOrFile.endsWith('.safetensors') ? dirOrFile : join(dirOrFile, NATIVE_MODEL_FILE);
   const file = SafetensorsFile.open(path);
-  if (file.metadata.format !== NATIVE_FORMAT) {
+  const layers = loproLayersIn(file);
+  if (!layers.length) {
     file.close();
-    throw new ProtocolError(ErrorCode.BadCheckpoint, `${path} is not a LoPRo native export (format "${file.metadata.format ?? 'none'}")`, path, `expected ${NATIVE_FORMAT}`);
+    throw new ProtocolError(ErrorCode.BadCheckpoint, `${path} holds no LoPRo-format layer`, path, 'pass a native export or a run directory');
   }
-  const layers = Object.keys(file.metadata).filter((k) => k !== 'format' && k !== 'quantization_config');
   const layerSet = new Set(layers);
   return {
     file,
     layers,
     readFloat32(name: string): Float32Array {
-      const layer = name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : '';
-      if (layerSet.has(layer)) return dequantizeStored(storedFromFile(file, layer));
+      // HF weights are `<layer>.weight`; a bare file's tensor without that suffix is its own layer.
+      const layer = name.endsWith('.weight') && layerSet.has(name.slice(0, -'.weight'.length)) ? name.slice(0, -'.weight'.length) : name;
+      if (layerSet.has(layer)) return dequantizeLoPRo(readLoproLayer(file, layer));
       return file.readFloat32(name);
     },
     close: () => file.close(),

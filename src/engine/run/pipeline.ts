@@ -2,9 +2,9 @@
 // resume), then hand over to the block loop (pipeline_llama.ts) or the data-free tensor loop
 // (pipeline_tensors.ts), then write the native output and, when asked, evaluate it as exported.
 
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { QuantizeConfig } from '../../protocol/config';
+import { normalizeConfig, validateConfig, type QuantizeConfig } from '../../protocol/config';
 import { ErrorCode, type LayerReport, type ProgressValue, type RunSummary } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { getRuntime, type ComputeRuntime } from '../compute/runtime';
@@ -57,6 +57,15 @@ function readCalibBytes(config: QuantizeConfig): Uint8Array | undefined {
   }
 }
 
+/** Defaults for missing keys, unknown keys refused, every rule of validateConfig checked. */
+function checkedConfig(partial: QuantizeConfig): QuantizeConfig {
+  const { config, unknownKeys } = normalizeConfig(partial as Partial<QuantizeConfig> & Record<string, unknown>);
+  if (unknownKeys.length) throw new ProtocolError(ErrorCode.BadConfig, `unknown config key${unknownKeys.length > 1 ? 's' : ''}: ${unknownKeys.join(', ')}`, unknownKeys[0], `known keys: ${Object.keys(config).join(', ')}`);
+  const issues = validateConfig(config);
+  if (issues.length) throw new ProtocolError(ErrorCode.BadConfig, issues.map((i) => i.message).join('; '), String(issues[0].field));
+  return config;
+}
+
 /** A fresh run may only take over an empty folder or an earlier run's folder. */
 function checkOutDirUsable(dir: RunDir): void {
   if (!existsSync(dir.dir) || dir.exists()) return;
@@ -66,7 +75,7 @@ function checkOutDirUsable(dir: RunDir): void {
 
 export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Promise<RunSummary> {
   const t0 = Date.now();
-  const config = params.config;
+  const config = checkedConfig(params.config);
   const model = openModel(params.modelPath, config.ctx);
   try {
     const calibBytes = readCalibBytes(config);
@@ -133,9 +142,10 @@ export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Prom
       writeNativeOutput(ctx.dir, ctx.model, ctx.manifest);
       m.complete = true;
       ctx.commit();
+      rmSync(dir.scratchDir, { recursive: true, force: true });
     }
     if (params.evalTexts?.length) {
-      m.perplexity = { ...(m.perplexity ?? {}), ...(await evaluateRunOutput(dir, params.evalTexts, hooks)) };
+      m.perplexity = { ...(m.perplexity ?? {}), ...(await evaluateRunOutput(dir, params.evalTexts, hooks, config.ep)) };
       ctx.commit();
     }
     hooks.log('info', `run finished in ${((Date.now() - t0) / 1000).toFixed(1)} s (this session)`);

@@ -24,7 +24,7 @@ import { throwIfCancelled, yieldToEventLoop } from './cancel';
 import type { RunContext } from './pipeline';
 import { ProgressTracker } from './progress';
 import { quantizeLayer } from './quantize_layer';
-import { storedToTensors } from './stored';
+import { loproLayerTensors } from '../io/lopro_format';
 import { atomicWriteFile } from '../io/atomic';
 import type { LayerDetails } from '../../protocol/messages';
 import { join } from 'node:path';
@@ -98,7 +98,6 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       const lins = blockLinears(cfg, b);
       const P = blockUnits(b);
       const parts: TensorData[] = [];
-      const meta: Record<string, string> = {};
       const hessTensors: TensorData[] = [];
       const reports = [];
       const details: Record<string, LayerDetails> = {};
@@ -135,9 +134,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
             warn: (msg) => hooks.log('warn', msg),
           });
           w[sfx] = out.wHat; // later groups are measured through the quantized layer
-          const st = storedToTensors(lin.name, out.stored);
-          parts.push(...st.tensors);
-          meta[lin.name] = st.meta;
+          parts.push(...loproLayerTensors(lin.name, out.stored));
           reports.push(out.report);
           if (out.details) details[lin.name] = out.details;
           hooks.onLayerDone(out.report);
@@ -149,14 +146,19 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       }
       // The quantized block's outputs: the next block's inputs.
       const Y = createActivationStore(N, recordLen, budget, join(dir.scratchDir, `in-${b + 1}.f32`));
-      for (const [i0, nb] of batches) {
+      try {
+        for (const [i0, nb] of batches) {
+          throwIfCancelled(hooks.signal);
+          scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, w)).y);
+          await yieldToEventLoop();
+        }
         throwIfCancelled(hooks.signal);
-        scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, w)).y);
-        await yieldToEventLoop();
+      } catch (e) {
+        Y.dispose();
+        throw e;
       }
-      throwIfCancelled(hooks.signal);
       // Commit: parts, Hessians, outputs, then run.json.
-      writeSafetensorsAtomic(dir.blockFile(b), parts, meta);
+      writeSafetensorsAtomic(dir.blockFile(b), parts, { layers: JSON.stringify(reports.map((r) => r.name)) });
       writeSafetensorsAtomic(dir.hessianFile(b), hessTensors, { nsamples: String(N), ctx: String(T) });
       atomicWriteFile(dir.detailsFile(b), JSON.stringify(details));
       Y.persist(dir.actsFile(b));

@@ -7,7 +7,7 @@ import { writeSafetensorsAtomic } from '../io/safetensors_writer';
 import { throwIfCancelled, yieldToEventLoop } from './cancel';
 import { ProgressTracker } from './progress';
 import { quantizeLayer } from './quantize_layer';
-import { storedToTensors } from './stored';
+import { loproLayerTensors } from '../io/lopro_format';
 import { atomicWriteFile } from '../io/atomic';
 import type { RunContext } from './pipeline';
 
@@ -31,8 +31,7 @@ export async function runTensorBlocks(ctx: RunContext): Promise<void> {
       compare: params.compare,
       warn: (msg) => hooks.log('warn', msg),
     });
-    const { tensors, meta } = storedToTensors(lin.name, out.stored);
-    writeSafetensorsAtomic(dir.blockFile(i), tensors, { [lin.name]: meta });
+    writeSafetensorsAtomic(dir.blockFile(i), loproLayerTensors(lin.name, out.stored), { layers: JSON.stringify([lin.name]) });
     atomicWriteFile(dir.detailsFile(i), JSON.stringify(out.details ? { [lin.name]: out.details } : {}));
     m.layers = m.layers.filter((l) => l.name !== lin.name).concat(out.report);
     m.completedBlocks = i + 1;

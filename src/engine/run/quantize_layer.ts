@@ -8,7 +8,7 @@ import type { LayerDetails, LayerReport } from '../../protocol/messages';
 import { rtnQuantize } from '../quant/rtn';
 import { gptqQuantize, proxyLoss } from '../quant/gptq';
 import { quantizeLayerLoPRo } from '../quant/lopro';
-import { dequantizeStored, type BaselineStored, type StoredLayer } from './stored';
+import { baselineAsStored, dequantizeStored, type StoredLayer } from './stored';
 
 export interface LayerInput {
   name: string;
@@ -58,7 +58,7 @@ function identity(cols: number): Float64Array {
   return H;
 }
 
-function quantizeBaseline(x: LayerInput, lc: LayerConfig, method: 'rtn' | 'gptq', notes: string[], warn: (m: string) => void): BaselineStored {
+function quantizeBaseline(x: LayerInput, lc: LayerConfig, method: 'rtn' | 'gptq', notes: string[], warn: (m: string) => void): StoredLayer {
   const { rows, cols } = x;
   const q =
     method === 'rtn'
@@ -71,7 +71,7 @@ function quantizeBaseline(x: LayerInput, lc: LayerConfig, method: 'rtn' | 'gptq'
             warn(m);
           },
         });
-  return { kind: 'baseline', method, rows, cols, bits: lc.bits, sym: lc.sym, groups: q.groups, codes: q.codes, scale: q.scale, zero: q.zero, gIdx: q.gIdx };
+  return baselineAsStored(q, rows, cols, lc, method === 'gptq' && (lc.actOrder || lc.staticGroups));
 }
 
 export interface QuantizeLayerOptions {
@@ -91,7 +91,7 @@ export function quantizeLayer(x: LayerInput, lc: LayerConfig, opts: QuantizeLaye
     // The quantizer parses block/module from the name; bare tensors have their own numbering.
     const report: LayerReport = { ...r.report, name: x.name, block: x.block, module: x.module, seconds: { ...r.report.seconds, total: now() - t0 } };
     if (!opts.compare) delete report.baselines;
-    return { wHat: r.reconstructed, stored: { kind: 'lopro', layer: r.stored }, report, details: r.details };
+    return { wHat: r.reconstructed, stored: r.stored, report, details: r.details };
   }
   const notes: string[] = [];
   const stored = quantizeBaseline(x, lc, lc.method, notes, warn);

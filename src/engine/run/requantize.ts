@@ -14,10 +14,10 @@ import { atomicWriteFile } from '../io/atomic';
 import { SafetensorsFile } from '../io/safetensors';
 import { writeSafetensorsAtomic, type TensorData } from '../io/safetensors_writer';
 import { openModel } from './inspect';
-import { writeNativeOutput } from './native';
 import { quantizeLayer } from './quantize_layer';
 import { RunDir, summaryOf, type RunManifest } from './rundir';
-import { storedFromFile, storedToTensors } from './stored';
+import { loproLayerTensors, readLoproLayer } from '../io/lopro_format';
+import { loproLayersIn, writeNativeOutput } from './native';
 
 function findLayer(m: RunManifest, dir: RunDir, layer: string): LayerReport {
   const r = m.layers.find((l) => l.name === layer);
@@ -54,9 +54,8 @@ export async function requantizeLayer(runDir: string, layer: string, overrides: 
       seed: m.config.seed,
       compare: true,
     });
-    const { tensors, meta } = storedToTensors(layer, out.stored);
     const candidateId = `c-${createHash('sha256').update(layer + JSON.stringify(lc)).digest('hex').slice(0, 12)}`;
-    writeSafetensorsAtomic(dir.candidateFile(candidateId, 'safetensors'), tensors, { [layer]: meta });
+    writeSafetensorsAtomic(dir.candidateFile(candidateId, 'safetensors'), loproLayerTensors(layer, out.stored), { layers: JSON.stringify([layer]) });
     atomicWriteFile(dir.candidateFile(candidateId, 'json'), JSON.stringify({ layer, report: out.report, details: out.details ?? null }));
     return { before, after: out.report, candidateId };
   } finally {
@@ -79,14 +78,9 @@ export async function applyCandidate(runDir: string, layer: string, candidateId:
   const cf = SafetensorsFile.open(dir.candidateFile(candidateId, 'safetensors'));
   try {
     const tensors: TensorData[] = [];
-    const meta: Record<string, string> = {};
-    for (const name of Object.keys(old.metadata)) {
-      const src = name === layer ? cf : old;
-      const st = storedToTensors(name, storedFromFile(src, name));
-      tensors.push(...st.tensors);
-      meta[name] = st.meta;
-    }
-    writeSafetensorsAtomic(dir.blockFile(b), tensors, meta);
+    const names = loproLayersIn(old);
+    for (const name of names) tensors.push(...loproLayerTensors(name, readLoproLayer(name === layer ? cf : old, name)));
+    writeSafetensorsAtomic(dir.blockFile(b), tensors, { layers: JSON.stringify(names) });
   } finally {
     old.close();
     cf.close();

@@ -1,0 +1,137 @@
+// ONNX export (issue 4.5, third format): one self-contained .onnx model, logits [B, T, V] from
+// input_ids [B, T] (int64), that plain ONNX Runtime runs. The decoder is the engine's own graph
+// (model/llama_graph.ts emitters) with every quantized linear emitted from its stored parts
+// (export_onnx_linear.ts): MatMulNBits for 4-bit codes, the permutation as Gather, the block
+// FWHT as a MatMul per block, the low-rank branch as two Gemms; other bit widths dequantize
+// their codes inside the graph. Embedding, norms and head stay float32, as stored.
+//
+// Limit: a single protobuf must stay under 2 GiB (no external-data files yet).
+
+import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import { GraphBuilder, type Value } from '../compute/graph';
+import { atomicWriteFile } from '../io/atomic';
+import { readLoproLayer } from '../io/lopro_format';
+import type { LoproStoredLayer } from '../quant/lopro_dequant';
+import { blockLinears, headTensorName, loadLlamaConfig, type LlamaConfig } from '../model/config';
+import type { WeightsProvider } from '../model/llama_forward';
+import { emitBlock, emitBlockConsts, emitHead, type LinearEmitter, type TensorEmitter } from '../model/llama_graph';
+import { emitDenseLinear, emitLoproLinear, type LinearKind } from './export_onnx_linear';
+import { openNativeModel, SIDE_FILES } from './native';
+
+/** A quantized layer as stored (LoPRo parts; RTN/GPTQ are rank 0, no rotation) or a dense Ŵ. */
+export type OnnxLayerSource = LoproStoredLayer | Float32Array;
+
+export interface OnnxExportModel {
+  cfg: LlamaConfig;
+  /** Float tensors: embedding, norms, head, biases, and any linear `layers` does not supply. */
+  weights: WeightsProvider;
+  /** Layer name (e.g. model.layers.0.self_attn.q_proj) → its stored parts; undefined = dense from `weights`. */
+  layers: (name: string) => OnnxLayerSource | undefined | Promise<OnnxLayerSource | undefined>;
+}
+
+export interface OnnxExportOptions {
+  /** com.microsoft MatMulNBits for 4-bit residuals (default true; ORT CPU, CUDA and WebGPU run it). */
+  matMulNBits?: boolean;
+  /** Longest sequence the rope tables cover (default min(max_position_embeddings, 8192)). */
+  maxPositions?: number;
+}
+
+export interface OnnxExportResult {
+  path: string;
+  bytes: number;
+  /** How many linears became each op pattern. */
+  kinds: Record<LinearKind, number>;
+}
+
+const PROTOBUF_LIMIT = 2 ** 31 - 1;
+
+/** Builds the model bytes (no file written). */
+export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOptions = {}): Promise<{ bytes: Uint8Array; kinds: Record<LinearKind, number> }> {
+  const { cfg } = model;
+  const maxPos = opts.maxPositions ?? Math.min(cfg.maxPositions, 8192);
+  const linOpts = { matMulNBits: opts.matMulNBits ?? true };
+  const kinds: Record<LinearKind, number> = { dense: 0, matmulnbits: 0, dequant: 0, codebook: 0 };
+  const g = new GraphBuilder('lopro_llama');
+  g.useDomain('com.microsoft', 1);
+  let initBytes = 0;
+  const init = (name: string, data: Float32Array, dims: number[]): Value => {
+    initBytes += data.byteLength;
+    return g.initializer(name, data, dims);
+  };
+  const ids = g.input('input_ids', 'int64', ['batch', 'sequence']);
+  const embed = init('model.embed_tokens.weight', await model.weights('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize]);
+  let x = g.op('Gather', [embed, ids], { axis: 0 });
+  const consts = emitBlockConsts(g, cfg, x, maxPos);
+  for (let b = 0; b < cfg.numLayers; b++) {
+    // Fetch everything first: the emitters are synchronous, providers may not be.
+    const tensors = new Map<string, Float32Array>();
+    const sources = new Map<string, OnnxLayerSource>();
+    for (const lin of blockLinears(cfg, b)) sources.set(lin.name, (await model.layers(lin.name)) ?? (await model.weights(lin.weight)));
+    const p = `model.layers.${b}.`;
+    for (const n of ['input_layernorm.weight', 'post_attention_layernorm.weight']) tensors.set(p + n, await model.weights(p + n));
+    for (const lin of blockLinears(cfg, b)) {
+      const isAttn = lin.name.includes('.self_attn.');
+      if ((isAttn && cfg.attentionBias) || (!isAttn && cfg.mlpBias)) tensors.set(`${lin.name}.bias`, await model.weights(`${lin.name}.bias`));
+    }
+    const tensor: TensorEmitter = (gb, name, shape) => {
+      const v = tensors.get(name);
+      if (!v) throw new ProtocolError(ErrorCode.Internal, `ONNX export: tensor ${name} was not fetched`, name);
+      return init(name, v, shape);
+    };
+    const linear: LinearEmitter = (gb, lin, xin, bias) => {
+      const src = sources.get(lin.name)!;
+      if (src instanceof Float32Array) {
+        if (src.length !== lin.rows * lin.cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `${lin.name}: ${src.length} values, expected ${lin.rows}×${lin.cols}`, lin.name);
+        kinds.dense++;
+        initBytes += src.byteLength;
+        return emitDenseLinear(gb, lin.name, src, lin.rows, lin.cols, xin, bias);
+      }
+      if (src.rows !== lin.rows || src.cols !== lin.cols)
+        throw new ProtocolError(ErrorCode.ShapeMismatch, `${lin.name}: stored layer is ${src.rows}×${src.cols}, model expects ${lin.rows}×${lin.cols}`, lin.name);
+      const r = emitLoproLinear(gb, lin.name, src, xin, bias, linOpts);
+      kinds[r.kind]++;
+      initBytes += src.rows * src.cols * (r.kind === 'matmulnbits' ? 0.5 : r.kind === 'dequant' ? 1 : 4);
+      return r.y;
+    };
+    x = emitBlock(g, cfg, b, x, consts, linear, tensor).y;
+    if (initBytes > PROTOBUF_LIMIT)
+      throw new ProtocolError(ErrorCode.InvalidParams, `ONNX export: the model exceeds the 2 GiB protobuf limit (block ${b})`, 'onnx', 'export native or f16 for models this large');
+  }
+  const norm = init('model.norm.weight', await model.weights('model.norm.weight'), [cfg.hiddenSize]);
+  const head = cfg.tiedHead ? embed : init(headTensorName(cfg), await model.weights(headTensorName(cfg)), [cfg.vocabSize, cfg.hiddenSize]);
+  g.output(emitHead(g, cfg, x, norm, head, null), 'logits', ['batch', 'sequence', cfg.vocabSize]);
+  return { bytes: g.toModel(), kinds };
+}
+
+/** Writes the model to `outPath` atomically. */
+export async function exportOnnx(model: OnnxExportModel, outPath: string, opts: OnnxExportOptions = {}): Promise<OnnxExportResult> {
+  const { bytes, kinds } = await buildOnnxModel(model, opts);
+  atomicWriteFile(outPath, bytes);
+  return { path: outPath, bytes: bytes.byteLength, kinds };
+}
+
+/**
+ * Export of a native LoPRo folder (config.json + model.safetensors with `.lopro.*` layers) to
+ * `<outDir>/model.onnx`, with config.json and the tokenizer files copied beside it.
+ */
+export async function exportOnnxFromNative(nativeDir: string, outDir: string, opts: OnnxExportOptions = {}): Promise<OnnxExportResult> {
+  const cfg = loadLlamaConfig(nativeDir);
+  const native = openNativeModel(nativeDir);
+  try {
+    const layerSet = new Set(native.layers);
+    mkdirSync(outDir, { recursive: true });
+    const res = await exportOnnx(
+      { cfg, weights: (n) => native.readFloat32(n), layers: (n) => (layerSet.has(n) ? readLoproLayer(native.file, n) : undefined) },
+      join(outDir, 'model.onnx'),
+      opts,
+    );
+    for (const f of ['config.json', ...SIDE_FILES]) if (existsSync(join(nativeDir, f))) copyFileSync(join(nativeDir, f), join(outDir, f));
+    writeFileSync(join(outDir, 'onnx_export.json'), JSON.stringify({ model: 'model.onnx', inputs: { input_ids: 'int64 [batch, sequence]' }, outputs: { logits: `float32 [batch, sequence, ${cfg.vocabSize}]` }, linears: res.kinds }, null, 2) + '\n');
+    return res;
+  } finally {
+    native.close();
+  }
+}

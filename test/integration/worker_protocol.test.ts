@@ -1,0 +1,69 @@
+// The engine in worker mode over a real fork (IPC, serialization 'advanced'), spoken to with the
+// protocol Connection as the extension host does: hello, inspect, run/start with progress and
+// layer/done notifications, then a cancelled run that ends within 2 s and leaves no output.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEFAULT_CONFIG, type QuantizeConfig } from '../../src/protocol/config';
+import type { LayerReport, ProgressValue } from '../../src/protocol/messages';
+import { ProtocolError } from '../../src/protocol/rpc';
+import { RunDir } from '../../src/engine/run/rundir';
+import { forkEngine, tmp, TINY, TRAIN } from './helpers';
+
+const small = (over: Partial<QuantizeConfig>): QuantizeConfig => ({ ...DEFAULT_CONFIG, calibText: TRAIN, calibSamples: 4, ctx: 64, ep: 'cpu', layerOverrides: {}, ...over });
+
+test('worker: hello, inspect, run/start with progress and layer/done, then cancel', async () => {
+  const { child, conn } = forkEngine();
+  try {
+    const hello = await conn.sendRequest('engine/hello', { clientVersion: 'test' }, { timeoutMs: 30_000 });
+    assert.equal(hello.pid, child.pid);
+    assert.ok(hello.availableEps.includes('cpu'));
+
+    const summary = await conn.sendRequest('model/inspect', { path: TINY });
+    assert.equal(summary.kind, 'llama');
+    assert.equal(summary.numBlocks, 4);
+    assert.equal(summary.linears.length, 28);
+
+    const progress: ProgressValue[] = [];
+    const done: LayerReport[] = [];
+    conn.onNotification('progress', (p) => progress.push(p.value));
+    conn.onNotification('layer/done', (p) => done.push(p.report));
+    const runDir = join(tmp('worker'), 'run');
+    const r = await conn.sendRequest('run/start', { modelPath: TINY, config: small({ method: 'gptq', bits: 4 }), runDir, resume: false });
+    assert.equal(r.layers.length, 28);
+    assert.equal(done.length, 28);
+    assert.deepEqual(done.map((l) => l.name), r.layers.map((l) => l.name));
+    assert.equal(progress[0].kind, 'begin');
+    assert.ok(progress.some((p) => p.kind === 'end'));
+    const reports = progress.filter((p) => p.kind === 'report');
+    assert.ok(reports.some((p) => p.kind === 'report' && p.etaSeconds !== undefined && p.layer !== undefined && p.block !== undefined));
+    assert.ok(existsSync(join(runDir, 'native', 'model.safetensors')));
+    const loaded = await conn.sendRequest('run/load', { runDir });
+    assert.equal(loaded.layers.length, 28);
+
+    // Cancel as soon as the first layer of a second run is done.
+    const runDir2 = join(tmp('worker-cancel'), 'run');
+    const ac = new AbortController();
+    let abortedAt = 0;
+    conn.onNotification('layer/done', () => {
+      if (!ac.signal.aborted) {
+        abortedAt = Date.now();
+        ac.abort();
+      }
+    });
+    await assert.rejects(
+      conn.sendRequest('run/start', { modelPath: TINY, config: small({ method: 'lopro', bits: 2 }), runDir: runDir2, resume: false }, { signal: ac.signal }),
+      (e: unknown) => e instanceof ProtocolError && e.code === 'E_CANCELLED',
+    );
+    const took = Date.now() - abortedAt;
+    assert.ok(took < 2000, `cancel took ${took} ms`);
+    assert.ok(!existsSync(join(runDir2, 'native')), 'no output after cancel');
+    assert.deepEqual(new RunDir(runDir2).tempFiles(), []);
+    const scratch = join(runDir2, 'scratch');
+    assert.deepEqual(existsSync(scratch) ? readdirSync(scratch) : [], []);
+  } finally {
+    child.kill();
+  }
+});
