@@ -84,7 +84,7 @@ async function main() {
   // Synthetic layer and Hessian (running average over sequences; XᵀX through ORT).
   let t = now();
   const W = syntheticWeights(rows, cols, 1);
-  const X = syntheticActivations(tokens, cols, 2, 8);
+  const X = syntheticActivations(tokens, cols, 2, 8, 64); // rank-64 correlation keeps generation cheap
   const tGen = now() - t;
   t = now();
   const hUpper = new Float64Array(cols * cols);

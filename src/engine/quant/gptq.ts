@@ -222,10 +222,13 @@ function* gptqCore(
   // 7. Lazy batches of blockSize columns.
   const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), gIdx = new Int32Array(cols);
   let loss = 0, tLazy = 0;
-  const W1 = new Float64Array(rows * blockSize), Err1 = new Float64Array(rows * blockSize);
+  const W1 = new Float64Array(rows * blockSize), Err1 = new Float64Array(rows * blockSize), slots = new Int32Array(blockSize);
   for (let i1 = 0; i1 < cols; i1 += blockSize) {
     const i2 = Math.min(i1 + blockSize, cols), count = i2 - i1;
     for (let r = 0; r < rows; r++) for (let i = 0; i < count; i++) W1[r * count + i] = W[r * cols + i1 + i];
+    // Group params of this block. The global W does not change until the block's lazy update, so
+    // computing them all here equals the reference's find_params at column k (including its quirk:
+    // the params come from the global W, which lags the intra-block updates).
     for (let i = 0; i < count; i++) {
       const k = i1 + i, col = order[k];
       let slot = 0;
@@ -233,26 +236,30 @@ function* gptqCore(
         if (staticGroups) slot = Math.floor(col / groupSize);
         else {
           slot = Math.floor(k / groupSize);
-          // Reference quirk: params from the *global* W, which lags the intra-block updates.
           if (k % groupSize === 0) findParams(W, rows, cols, k, k + groupSize, maxq, sym, scale, zero, G, slot);
         }
       }
       gIdx[col] = slot;
-      const d = Hinv[k * cols + k];
-      const hRow = k * cols + i1;
-      for (let r = 0; r < rows; r++) {
+      slots[i] = slot;
+    }
+    // Rows are independent given Hinv and the params, so walk row by row (the row of W1 stays in L1).
+    for (let r = 0; r < rows; r++) {
+      const o = r * count;
+      for (let i = 0; i < count; i++) {
+        const k = i1 + i, col = order[k], slot = slots[i];
         const s = scale[r * G + slot], z = zero[r * G + slot];
-        const w = W1[r * count + i];
+        const w = W1[o + i];
         const code = quantizeCode(w, s, z, maxq);
         const q = dequantizeCode(code, s, z);
         codes[r * cols + col] = code;
         Q[r * cols + col] = q;
-        const err = (w - q) / d;
+        const err = (w - q) / Hinv[k * cols + k]; // d = Hinv[k, k]
         loss += (err * err) / 2;
-        Err1[r * count + i] = err;
+        Err1[o + i] = err;
         if (err === 0) continue;
-        // W1[:, i+1:] −= err ⊗ Hinv[k, i1+i+1 : i2]
-        for (let j = i + 1, o = r * count; j < count; j++) W1[o + j] -= err * Hinv[hRow + j];
+        // W1[r, i+1:] −= err · Hinv[k, i1+i+1 : i2]
+        const hRow = k * cols + i1;
+        for (let j = i + 1; j < count; j++) W1[o + j] -= err * Hinv[hRow + j];
       }
     }
     if (i2 < cols) {
