@@ -1,0 +1,203 @@
+// Row-parallel GPTQ over worker_threads. GPTQ's rows are independent once Hinv is known: every
+// column's update, the per-row group params and the loss only mix values within one row. So W is
+// split into contiguous row chunks, Hinv is computed once (here) and shared read-only through a
+// SharedArrayBuffer, and each worker runs the unchanged gptq.ts core on its chunk with
+// `choleskyInverseUpper` returning the shared Hinv. Same code path as gptqQuantize ⇒ identical codes
+// (tested). The lazy updates either run in each worker (TypeScript float64, `lazy: 'worker'`) or
+// are coordinated here block by block (`lazy: updater`), e.g. on a GPU (gptq_device.ts): every
+// worker hands in its Err1 rows, one device update covers all rows, and the next slab goes back.
+//
+// The worker script is located next to this module: gptq_parallel_worker.js in a bundle (esbuild
+// entry beside the main bundle, see bench/build-device-bundle.mjs) or gptq_parallel_worker.ts under
+// tsx (workers inherit `--import tsx`). LOPRO_GPTQ_WORKER overrides the path.
+
+import { existsSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { gptqQuantizeAsync, type GptqOptions, type GptqResult } from './gptq';
+import { choleskyInverseUpper as choleskyInverseUpperTs } from './gptq_linalg';
+import type { SlabUpdater } from './gptq_device';
+import type { WorkerReply, WorkerTask } from './gptq_parallel_worker';
+
+export interface ParallelOptions {
+  /** Worker count (default: available parallelism, at most one per 32 rows). */
+  threads?: number;
+  /** Reuse a pool across layers (default: a temporary pool for this call). */
+  pool?: GptqPool;
+  /** Hinv on another engine (e.g. the blocked ORT Cholesky of src/engine/linalg). */
+  choleskyInverseUpperAsync?: (hVals: Float64Array, n: number) => Promise<Float64Array>;
+  /** Lazy updates: in each worker (TypeScript float64, default) or one coordinated updater for all rows. */
+  lazy?: 'worker' | ((rows: number, cols: number, hinvUpper: Float64Array, slabCols: number) => Promise<SlabUpdater>);
+}
+
+export interface ParallelStats {
+  threads: number;
+  /** Main thread: the prep + Cholesky probe, then the wall time of the workers' run. */
+  seconds: { cholesky: number; workers: number; merge: number; total: number; lazyDevice: number };
+}
+
+const now = () => performance.now() / 1000;
+
+/** Path of the worker script for the current build (bundle: .js sibling; tsx: .ts source). */
+export function workerScriptPath(): string | undefined {
+  const cands = [process.env.LOPRO_GPTQ_WORKER, path.join(__dirname, 'gptq_parallel_worker.js'), path.join(__dirname, 'gptq_parallel_worker.ts')];
+  return cands.find((p): p is string => !!p && existsSync(p));
+}
+
+/** A fixed set of workers, reused across layers (start-up under tsx costs ~0.5 s per worker). */
+export class GptqPool {
+  private constructor(readonly workers: Worker[]) {}
+
+  static create(threads = os.availableParallelism()): GptqPool {
+    const script = workerScriptPath();
+    if (!script) throw new Error(`gptq_parallel: worker script not found next to ${__dirname} (set LOPRO_GPTQ_WORKER)`);
+    return new GptqPool(Array.from({ length: Math.max(1, threads) }, () => spawnWorker(script)));
+  }
+
+  get size(): number {
+    return this.workers.length;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
+/** A .js worker loads directly; a .ts source (tests, bench under tsx) through tsx's CommonJS hook. */
+function spawnWorker(script: string): Worker {
+  if (!script.endsWith('.ts')) return new Worker(script);
+  return new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(script)});`, { eval: true });
+}
+
+function sharedCopy(vals: ArrayLike<number>, Arr: Float32ArrayConstructor | Float64ArrayConstructor): Float32Array | Float64Array {
+  const out = new Arr(new SharedArrayBuffer(vals.length * Arr.BYTES_PER_ELEMENT) as unknown as ArrayBuffer); // lib typing predates SAB-backed views
+  out.set(vals);
+  return out;
+}
+
+/** The plain-data part of GptqOptions (functions and the pool can't cross threads). */
+function cloneableOptions(o: GptqOptions): GptqOptions {
+  const { bits, groupSize, sym, percDamp, blockSize, actOrder, staticGroups, perm, name } = o;
+  return { bits, groupSize, sym, percDamp, blockSize, actOrder, staticGroups, perm, name };
+}
+
+/** GPTQ with the rows split over worker threads; same result as gptqQuantize (codes identical). */
+export async function gptqQuantizeParallel(
+  wVals: Float32Array | Float64Array, rows: number, cols: number,
+  hVals: Float32Array | Float64Array, opts: GptqOptions & ParallelOptions,
+): Promise<GptqResult & { parallel: ParallelStats }> {
+  const t0 = now();
+  // 1. Probe: the core's own prep (dead columns, order, damping) on zero rows, capturing Hinv. The
+  //    core decides about the Cholesky fallback (and warns, once); the workers repeat that decision.
+  let hinv: Float64Array | undefined;
+  let failure: { name: string; message: string } | undefined;
+  const chol = opts.choleskyInverseUpperAsync ?? (async (h: Float64Array, n: number) => (opts.choleskyInverseUpper ?? choleskyInverseUpperTs)(h, n));
+  const probe = await gptqQuantizeAsync(new Float32Array(0), 0, cols, hVals, {
+    ...opts,
+    choleskyInverseUpperAsync: async (h, n) => {
+      try {
+        const u = await chol(h, n);
+        hinv = sharedCopy(u, Float64Array) as Float64Array;
+        return u;
+      } catch (e) {
+        if (e instanceof Error) failure = { name: e.name, message: e.message };
+        throw e;
+      }
+    },
+  });
+  const t1 = now();
+  const blockSize = opts.blockSize ?? 128, groupSize = opts.groupSize ?? -1;
+  const slabCols = blockSize + (groupSize > 0 && !opts.staticGroups ? groupSize : 0);
+
+  // 2. Workers over row chunks.
+  const own = !opts.pool;
+  const want = Math.max(1, Math.min(opts.threads ?? os.availableParallelism(), Math.ceil(rows / 32)));
+  const pool = opts.pool ?? GptqPool.create(want);
+  const n = Math.min(pool.size, want, Math.max(1, rows));
+  const Arr = wVals instanceof Float64Array ? Float64Array : Float32Array;
+  const W = sharedCopy(wVals, Arr), H = sharedCopy(hVals, Float64Array) as Float64Array;
+  const coordinated = opts.lazy !== undefined && opts.lazy !== 'worker' && rows > 0 && cols > blockSize;
+  const errBuf = coordinated ? new Float32Array(new SharedArrayBuffer(rows * blockSize * 4)) : undefined;
+  const slabBuf = coordinated ? new Float32Array(new SharedArrayBuffer(rows * slabCols * 4)) : undefined;
+  const initBuf = coordinated ? new Float32Array(new SharedArrayBuffer(rows * cols * 4)) : undefined;
+  const bounds = Array.from({ length: n + 1 }, (_, i) => Math.round((i * rows) / n));
+  const updater = coordinated && hinv ? await (opts.lazy as Exclude<ParallelOptions['lazy'], 'worker' | undefined>)(rows, cols, hinv, slabCols) : undefined;
+  const identityUpdater = coordinated && !hinv ? await (opts.lazy as Exclude<ParallelOptions['lazy'], 'worker' | undefined>)(rows, cols, identityF64(cols), slabCols) : undefined;
+  const upd = updater ?? identityUpdater;
+  let lazyDevice = 0;
+
+  const results = await new Promise<GptqResult[]>((resolve, reject) => {
+    const out: GptqResult[] = new Array(n);
+    let done = 0, arrived = 0, started = false;
+    const workers = pool.workers.slice(0, n);
+    const cleanup = () => workers.forEach((w) => { w.removeAllListeners('message'); w.removeAllListeners('error'); });
+    const fail = (e: unknown) => { cleanup(); reject(e); };
+    const onBlock = async (i1: number, i2: number, count: number) => {
+      if (!upd || !errBuf || !slabBuf || !initBuf) return;
+      const tl = now();
+      if (!started) {
+        await upd.init(initBuf);
+        started = true;
+      }
+      const { slab, c0, c1 } = await upd.update(errBuf.slice(0, rows * count), count, i1, i2); // ORT takes no SharedArrayBuffer views
+      slabBuf.set(slab.subarray(0, rows * (c1 - c0)));
+      lazyDevice += now() - tl;
+      for (const w of workers) w.postMessage({ type: 'slab', c0, c1 });
+    };
+    workers.forEach((w, k) => {
+      w.on('error', fail);
+      w.on('message', (m: WorkerReply) => {
+        if (m.type === 'error') return fail(Object.assign(new Error(m.message), { name: m.name }));
+        if (m.type === 'lazy') {
+          if (++arrived === n) {
+            arrived = 0;
+            onBlock(m.i1, m.i2, m.count).catch(fail);
+          }
+          return;
+        }
+        out[k] = m.result;
+        if (++done === n) {
+          cleanup();
+          resolve(out);
+        }
+      });
+      const task: WorkerTask = {
+        type: 'run', W, r0: bounds[k], r1: bounds[k + 1], rows, cols, H, hinv, failure,
+        opts: cloneableOptions(opts), coordinated, errBuf, slabBuf, initBuf,
+      };
+      w.postMessage(task);
+    });
+  });
+  const t2 = now();
+  if (own) await pool.close();
+  if (upd) await upd.release();
+
+  // 3. Merge: row chunks of Q/codes/scale/zero, loss = Σ (each is a sum over rows).
+  const G = probe.groups;
+  const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
+  let loss = 0, columnLoop = 0, lazyUpdate = 0;
+  results.forEach((r, k) => {
+    Q.set(r.Q, bounds[k] * cols);
+    codes.set(r.codes, bounds[k] * cols);
+    scale.set(r.scale, bounds[k] * G);
+    zero.set(r.zero, bounds[k] * G);
+    loss += r.loss;
+    columnLoop = Math.max(columnLoop, r.seconds.columnLoop);
+    lazyUpdate = Math.max(lazyUpdate, r.seconds.lazyUpdate);
+  });
+  const first = results[0] ?? probe;
+  const t3 = now();
+  return {
+    Q, codes, scale, zero, gIdx: first.gIdx.length ? first.gIdx : probe.gIdx, groups: G,
+    perm: probe.perm, invPerm: probe.invPerm, loss, deadColumns: probe.deadColumns, damp: probe.damp, choleskyFallback: probe.choleskyFallback,
+    seconds: { prep: probe.seconds.prep, cholesky: probe.seconds.cholesky, columnLoop, lazyUpdate: coordinated ? lazyDevice : lazyUpdate, total: t3 - t0 },
+    parallel: { threads: n, seconds: { cholesky: t1 - t0, workers: t2 - t1, merge: t3 - t2, total: t3 - t0, lazyDevice } },
+  };
+}
+
+function identityF64(n: number): Float64Array {
+  const I = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) I[i * n + i] = 1;
+  return I;
+}
