@@ -14,6 +14,10 @@ cs_prepare "$W" "$PORT"
 mkdir -p "$W/ws"
 cp -r fixtures/tiny "$W/ws/tiny"
 cp fixtures/text/train.txt "$W/ws/train.txt"
+# A short held-out text (first 30 kB of persuasion.txt): the run's perplexity and the export check use it.
+head -c 30000 fixtures/text/persuasion.txt > "$W/ws/eval.txt"
+mkdir -p "$W/ws/.vscode"
+printf '{ "lopro.evalText": "%s" }\n' "$W/ws/eval.txt" > "$W/ws/.vscode/settings.json"
 t0=$(ms)
 PATH="$N24/bin:$PATH" "$CS" --config "$W/config.yaml" --user-data-dir "$W/data" --extensions-dir "$W/exts" --install-extension "$VSIX" | tail -1
 echo "TIMING install-extension: $(( $(ms) - t0 )) ms"

@@ -116,10 +116,13 @@ async function fill(frame, id, value) {
     await step('config panel explains an invalid combination inline and disables Start', async () => {
       await fill(cfg, 'hadamardBlock', 100);
       const help = cfg.locator('#help-hadamardBlock');
-      await help.filter({ hasText: 'power of two' }).waitFor({ timeout: 5000 });
+      await help.filter({ hasText: 'must be a power of two, got 100' }).waitFor({ timeout: 5000 });
+      lap(`inline: ${await help.textContent()}`);
       if (!(await cfg.locator('#start').evaluate((b) => b.disabled))) throw new Error('Start is enabled with an invalid b_H');
+      await shot('config-invalid.png');
       await fill(cfg, 'hadamardBlock', 128);
-      await help.filter({ hasNotText: 'power of two' }).waitFor({ timeout: 5000 });
+      await cfg.locator('#help-hadamardBlock.invalid').waitFor({ state: 'detached', timeout: 5000 });
+      if (await cfg.locator('#start').evaluate((b) => b.disabled)) throw new Error('Start stays disabled after the fix');
     });
 
     await step('fast config (8 calibration windows of 64 tokens, 3 bits) updates the estimate', async () => {
@@ -169,7 +172,7 @@ async function fill(frame, id, value) {
       }
       const blocks = await res.locator('#perm-blocks .perm-block').allTextContents();
       lap(`permutation blocks: ${blocks.join(' ')}`);
-      await res.locator('#layer-title').scrollIntoViewIfNeeded();
+      await res.locator('#layer-title').evaluate((el) => el.scrollIntoView({ block: 'start' }));
       await page.waitForTimeout(300);
       await shot('layer-view.png');
     });
@@ -181,7 +184,7 @@ async function fill(frame, id, value) {
       const before = await res.locator('#rq-before').textContent();
       const after = await res.locator('#rq-after').textContent();
       if (!/4 bits/.test(after) || !/3 bits/.test(before)) throw new Error(`before/after configs wrong: ${before} | ${after}`);
-      await res.locator('#rq-after').scrollIntoViewIfNeeded();
+      await res.locator('.requantize').evaluate((el) => el.scrollIntoView({ block: 'start' }));
       await page.waitForTimeout(300);
       await shot('rerun-before-after.png');
       await res.locator('#apply').click();

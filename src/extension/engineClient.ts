@@ -48,6 +48,8 @@ export class EngineClient implements vscode.Disposable {
   private lastExit = '';
   /** Request id → the callbacks of the run that owns it (progress and layer/done carry the id). */
   private readonly listeners = new Map<number, RunCallbacks>();
+  /** How the last cancel ended: ms from cancel to the request settling, and whether the engine was killed. */
+  lastCancel: { method: string; ms: number; killed: boolean } | undefined;
 
   constructor(
     private readonly enginePath: string,
@@ -100,10 +102,13 @@ export class EngineClient implements vscode.Disposable {
     const child = this.child;
     let id = -1;
     let killTimer: ReturnType<typeof setTimeout> | undefined;
+    let cancelledAt = 0, killed = false;
     const onAbort = () => {
+      cancelledAt = Date.now();
       this.log.appendLine(`[host] cancelling ${method} (request ${id}); the engine has ${CANCEL_DEADLINE_MS} ms`);
       killTimer = setTimeout(() => {
         this.log.appendLine(`[host] engine did not end ${method} within ${CANCEL_DEADLINE_MS} ms: killing pid ${child?.pid}`);
+        killed = true;
         child?.kill('SIGKILL');
       }, CANCEL_DEADLINE_MS);
     };
@@ -125,6 +130,10 @@ export class EngineClient implements vscode.Disposable {
       }
       throw err;
     } finally {
+      if (cancelledAt) {
+        this.lastCancel = { method, ms: Date.now() - cancelledAt, killed };
+        this.log.appendLine(`[host] ${method} ended ${this.lastCancel.ms} ms after cancel${killed ? ' (engine killed)' : ''}`);
+      }
       if (killTimer) clearTimeout(killTimer);
       opts.signal?.removeEventListener('abort', onAbort);
       this.listeners.delete(id);

@@ -75,7 +75,7 @@ abstract class Panel implements vscode.Disposable {
 export interface PanelHost {
   inspect(modelPath: string): Promise<ModelSummary>;
   startRun(modelPath: string, config: QuantizeConfig, runDir: string, resume: boolean): Promise<void>;
-  defaultRunDir(modelPath: string, config: QuantizeConfig): string;
+  defaultRunDir(modelPath: string): string;
   cancel(): void;
   openLayer(panel: ResultsPanel, layer: string): Promise<void>;
   requantize(panel: ResultsPanel, layer: string, overrides: Record<string, unknown>): Promise<void>;
@@ -110,7 +110,7 @@ export class ConfigPanel extends Panel {
   }
 
   private async init(): Promise<void> {
-    const outputFolder = this.host.defaultRunDir(this.modelPath, this.config);
+    const outputFolder = this.host.defaultRunDir(this.modelPath);
     try {
       const summary = await this.host.inspect(this.modelPath);
       this.post({ type: 'config/init', modelPath: this.modelPath, summary, config: this.config, outputFolder });

@@ -14,11 +14,15 @@ import { RunStatusBar } from './statusBar';
 import { readQuantizeConfig } from './settings';
 
 const RECENT_KEY = 'lopro.recentRuns';
+/** lopro.evalText: evaluated after each run and used to check exports. */
+const evalText = (): string => vscode.workspace.getConfiguration('lopro').get<string>('evalText', '');
 const MAX_POINTS = 256;
 
 export class RunManager implements PanelHost, vscode.Disposable {
   private current: { controller: AbortController; runDir: string } | undefined;
   private readonly summaries = new Map<string, ModelSummary>();
+  /** Config of each run started or loaded in this session (the export check needs its texts). */
+  private readonly runConfigs = new Map<string, QuantizeConfig>();
 
   constructor(
     private readonly context: vscode.ExtensionContext,
@@ -43,14 +47,15 @@ export class RunManager implements PanelHost, vscode.Disposable {
     return ConfigPanel.createOrShow(modelPath, readQuantizeConfig(), this.context.extensionUri, this.log, this);
   }
 
-  /** `<runsFolder>/<model>-<method>-w<bits>-<yyyymmdd-hhmmss>`; runsFolder defaults to <workspace>/lopro-runs. */
-  defaultRunDir(modelPath: string, config: QuantizeConfig): string {
+  /** `<runsFolder>/<model>-<yyyymmdd-hhmmss>`; runsFolder defaults to <workspace>/lopro-runs. (Method and bits
+   *  are not in the name: the user changes them in the panel after this is chosen.) */
+  defaultRunDir(modelPath: string): string {
     const setting = vscode.workspace.getConfiguration('lopro').get<string>('runsFolder', '');
     const ws = vscode.workspace.getWorkspaceFolder(vscode.Uri.file(modelPath))?.uri.fsPath;
     const base = setting || path.join(ws ?? path.dirname(modelPath), 'lopro-runs');
     const model = path.basename(modelPath).replace(/\.safetensors$/, '');
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-    return path.join(base, `${model}-${config.method}-w${config.bits}-${stamp}`);
+    return path.join(base, `${model}-${stamp}`);
   }
 
   cancel(): void {
@@ -66,6 +71,7 @@ export class RunManager implements PanelHost, vscode.Disposable {
     panel.post({ type: 'run/begin', runDir, modelPath, config, layers: summary.linears, numBlocks: summary.numBlocks });
     const controller = new AbortController();
     this.current = { controller, runDir };
+    this.runConfigs.set(runDir, config);
     void vscode.commands.executeCommand('setContext', 'lopro.running', true);
     this.status.begin(path.basename(modelPath));
     this.log.appendLine(`[host] run/start ${modelPath} → ${runDir}${resume ? ' (resume)' : ''}`);
@@ -75,7 +81,7 @@ export class RunManager implements PanelHost, vscode.Disposable {
       const result = await withEngineProgress(`LoPRo: quantizing ${name}`, controller, (signal, report) =>
         this.engine.request(
           'run/start',
-          { modelPath, config, runDir, resume },
+          { modelPath, config, runDir, resume, evalTexts: evalText() ? [evalText()] : undefined },
           {
             signal,
             callbacks: {
@@ -130,6 +136,7 @@ export class RunManager implements PanelHost, vscode.Disposable {
     const numBlocks = layers.reduce((m, l) => Math.max(m, l.block + 1), 0);
     panel.post({ type: 'run/begin', runDir, modelPath: summary.model, config: summary.config, layers, numBlocks });
     panel.post({ type: 'run/done', summary, seconds: summary.seconds });
+    this.runConfigs.set(runDir, summary.config);
     await this.remember(runDir);
     return panel;
   }
@@ -156,8 +163,10 @@ export class RunManager implements PanelHost, vscode.Disposable {
   /** run/export, then report the export's perplexity next to the run's (the engine's load-and-check). */
   async exportRun(runDir: string, format: ExportFormat, panel?: ResultsPanel): Promise<void> {
     const outDir = path.join(runDir, `export-${format}`);
-    const cfg = vscode.workspace.getConfiguration('lopro');
-    const verifyText = cfg.get<string>('evalText', '') || readQuantizeConfig().calibText || undefined;
+    // The check's text: lopro.evalText, else the run's own calibration text (else none: no check).
+    let runConfig = this.runConfigs.get(runDir);
+    if (!runConfig && !evalText()) runConfig = (await this.engine.request('run/load', { runDir }, { timeoutMs: 60_000 })).config;
+    const verifyText = evalText() || runConfig?.calibText || undefined;
     const result = await withEngineProgress(`LoPRo: exporting ${path.basename(runDir)} (${format})`, new AbortController(), (signal) =>
       this.engine.request('run/export', { runDir, format, outDir, verifyText }, { signal }),
     );

@@ -72,7 +72,7 @@ export function configurationContribution(): { title: string; properties: Record
   properties['lopro.evalText'] = {
     type: 'string',
     default: '',
-    description: 'Text used to check exports (perplexity of the export vs the run). Empty = the calibration text.',
+    description: 'Evaluation text: its perplexity is measured after each run, and each export is checked against it (export vs run perplexity). Empty = no evaluation after runs; exports are checked on the calibration text.',
   };
   return { title: 'LoPRo', properties };
 }

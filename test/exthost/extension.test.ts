@@ -117,3 +117,53 @@ suite('LoPRo extension in a real VS Code extension host', () => {
     assert.ok(tab, 'config panel tab not found');
   });
 });
+
+suite('LoPRo runs through the real engine (cancel, crash, resume)', function () {
+  this.timeout(240000);
+  const tiny = () => path.join(ws(), 'tiny');
+  // Small but real: 8 windows of 64 tokens of a held-out text, 3 bits.
+  const fast = () => ({ ...DEFAULT_CONFIG, layerOverrides: {}, calibText: path.join(ws(), 'calib.txt'), calibSamples: 8, ctx: 64, bits: 3 });
+
+  test('cancel ends a run within 2 s, and the engine answers afterwards', async () => {
+    const a = await api();
+    const runDir = path.join(ws(), 'runs', 'cancelled');
+    const done = a.runs.startRun(tiny(), fast(), runDir, false);
+    assert.ok(await waitFor(() => a.runs.isRunning || undefined, 10000), 'run did not start');
+    await new Promise((r) => setTimeout(r, 3000)); // into calibration / the first block
+    const t0 = Date.now();
+    a.runs.cancel();
+    await done;
+    const ms = Date.now() - t0;
+    assert.ok(!a.runs.isRunning);
+    // 2 s deadline (CANCEL_DEADLINE_MS) plus IPC/exit slack; measured: see lastCancel in the log.
+    assert.ok(ms < 2500, `cancel took ${ms} ms`);
+    assert.ok(a.engine.lastCancel, 'no cancel outcome recorded');
+    assert.ok(a.engine.lastCancel.ms <= 2200, JSON.stringify(a.engine.lastCancel));
+    const hello = await a.engine.request('engine/hello', { clientVersion: 'after-cancel' }, { timeoutMs: 30000 });
+    assert.ok(hello.pid > 0);
+  });
+
+  test('engine crash mid-run → clear E_ENGINE_CRASHED error; resume finishes the run from its checkpoint', async () => {
+    const { engine } = await api();
+    const runDir = path.join(ws(), 'runs', 'crashed');
+    const { pid } = await engine.request('engine/hello', { clientVersion: 'crash-test' }, { timeoutMs: 30000 });
+    let before = 0;
+    const first = engine.request('run/start', { modelPath: tiny(), config: fast(), runDir, resume: false }, {
+      callbacks: {
+        onLayerDone: () => {
+          if (++before === 9) process.kill(pid, 'SIGKILL'); // block 0 (7 layers) done, inside block 1
+        },
+      },
+    });
+    await assert.rejects(first, (e: { code?: string; message?: string }) => {
+      assert.equal(e.code, ErrorCode.EngineCrashed);
+      assert.match(e.message ?? '', /engine stopped during run\/start \(killed by SIGKILL\)/);
+      return true;
+    });
+    let after = 0;
+    const s = await engine.request('run/start', { modelPath: tiny(), config: fast(), runDir, resume: true }, { callbacks: { onLayerDone: () => void after++ } });
+    assert.equal(s.layers.length, 28);
+    assert.equal(s.resumed, true);
+    assert.ok(after <= 28 - 7, `resume redid ${after} layers; block 0 was complete before the crash`);
+  });
+});
