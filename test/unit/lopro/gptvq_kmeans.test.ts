@@ -74,3 +74,15 @@ test('GPTVQ (d = 2, 2 bits/dim, group 128) beats RTN and GPTQ at 2 bits on a hea
 test('GPTVQ rejects widths that are not multiples of vqDim', () => {
   assert.throws(() => gptvqQuantize(new Float32Array(3 * 5), 3, 5, new Float64Array(25).fill(0).map((_, i) => (i % 6 === 0 ? 1 : 0)), { vqDim: 2, bits: 2, groupSize: -1, seed: 0 }), /divisible by vqDim/);
 });
+
+test('GPTVQ lazy batches equal the unbatched recursion (blockSize 16 vs one batch of all columns)', () => {
+  // The lazy update only reorders the same error-feedback sums: codes identical, Q identical, loss to ~1e-12.
+  const rows = 16, cols = 96;
+  const { H } = syntheticActivations(cols, 8, { tokens: 400 });
+  const W = syntheticWeight(rows, cols, 9);
+  const a = gptvqQuantize(W, rows, cols, H, { vqDim: 2, bits: 2, groupSize: 32, blockSize: 16, seed: 1 });
+  const b = gptvqQuantize(W, rows, cols, H, { vqDim: 2, bits: 2, groupSize: 32, blockSize: cols, seed: 1 });
+  assert.deepEqual(a.codes, b.codes);
+  assert.deepEqual(a.Q, b.Q);
+  assert.ok(Math.abs(a.loss - b.loss) < 1e-9 * b.loss);
+});
