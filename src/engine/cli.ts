@@ -13,6 +13,9 @@ import { quantizeRun, type RunHooks } from './run/pipeline';
 import { evalPath } from './run/evaluate';
 import { exportRun } from './run/exports';
 import { formatLayerTable, formatModelSummary } from './run/report';
+import { runDemo } from './run/demo';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const HELP = `lopro ${ENGINE_VERSION} — quantize LLM checkpoints with LoPRo, GPTQ or RTN
 
@@ -21,6 +24,7 @@ Usage:
   lopro eval <run-dir | export-dir> --text FILE [--text FILE ...] [--ctx N]
   lopro export <run-dir> --format native|f16|onnx --out DIR [--verify-text FILE]
   lopro inspect <file.safetensors | model-dir>
+  lopro demo [--samples N] [--method M] [--bits B] [--out DIR]   LoPRo W2 on the embedded tiny model
   lopro --help | --version
 
 quantize:
@@ -140,6 +144,15 @@ async function cmdInspect(argv: string[]): Promise<number> {
   return 0;
 }
 
+async function cmdDemo(argv: string[], signal: AbortSignal): Promise<number> {
+  const a = parseArgs(argv, BOOLEAN_FLAGS, VALUE_FLAGS);
+  if (a.flags.has('help')) return printHelp();
+  const c = configFromFlags({ method: 'lopro', bits: 2, calibSamples: 32, ...a.config });
+  const out = last(a.flags, 'out') ?? join(tmpdir(), 'lopro-demo');
+  await runDemo({ out, samples: c.calibSamples, method: c.method, bits: c.bits, ep: a.config.ep ?? 'cpu' }, cliHooks(a.flags.has('quiet'), signal), (s) => process.stdout.write(s + '\n'));
+  return 0;
+}
+
 function printHelp(): number {
   process.stdout.write(HELP + '\n');
   return 0;
@@ -177,6 +190,8 @@ export async function runCli(argv: string[]): Promise<number> {
         return await cmdExport(rest, ac.signal);
       case 'inspect':
         return await cmdInspect(rest);
+      case 'demo':
+        return await cmdDemo(rest, ac.signal);
       default:
         throw new ProtocolError(ErrorCode.InvalidParams, `unknown command "${cmd}"`, undefined, 'commands: quantize, eval, export, inspect (lopro --help)');
     }

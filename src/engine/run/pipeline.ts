@@ -100,6 +100,10 @@ export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Prom
       dir.resetForFreshRun();
     }
     dir.ensure();
+    // Leftovers of a killed session: temp files of interrupted atomic writes, spilled activations.
+    for (const f of dir.tempFiles()) rmSync(f, { force: true });
+    rmSync(dir.scratchDir, { recursive: true, force: true });
+    dir.ensure();
     const rt: ComputeRuntime | undefined = model.summary.kind === 'llama' ? await getRuntime(config.ep) : undefined;
     manifest ??= {
       format: RUN_FORMAT,
