@@ -1,0 +1,252 @@
+// ONNX Runtime execution: EP selection with fail-over, a session cache keyed by graph identity + shapes,
+// device-resident tensors (WebGPU `gpu-buffer`), and counters for host↔device traffic.
+//
+// EP facts (shared/guides/gpu-device.md): WebGPU outputs can stay on the GPU and be fed to any other
+// WebGPU session of the process; reading them back is "not implemented" in node 1.30, so readback goes
+// through an Identity session with CPU output. CUDA-EP outputs always come back to JS. The CPU EP works
+// on JS memory directly, so it copies nothing.
+
+import * as ort from 'onnxruntime-node';
+import { GraphBuilder, type OnnxDtype } from './graph';
+
+export type EpName = 'cuda' | 'webgpu' | 'cpu';
+export type EpChoice = 'auto' | EpName;
+export type Tensor = ort.Tensor;
+
+/** What benchmarks report: copies through the Node binding run at only ~1–2 GB/s on the GPU EPs. */
+export interface ComputeCounters {
+  h2dCopies: number;
+  h2dBytes: number;
+  d2hCopies: number;
+  d2hBytes: number;
+  runs: number;
+  sessionsCreated: number;
+  /** Wall time spent creating sessions (graph encoding + ORT optimisation). */
+  sessionCreateMs: number;
+  /** Wall time inside session.run (compute + the copies it implies). */
+  runMs: number;
+}
+
+export const newCounters = (): ComputeCounters => ({ h2dCopies: 0, h2dBytes: 0, d2hCopies: 0, d2hBytes: 0, runs: 0, sessionsCreated: 0, sessionCreateMs: 0, runMs: 0 });
+
+export type LogFn = (level: 'info' | 'warn', message: string) => void;
+
+export interface RuntimeOptions {
+  ep?: EpChoice;
+  /** CPU EP threads (default: ORT's choice = physical cores). */
+  intraOpNumThreads?: number;
+  cudaDeviceId?: number;
+  /** Sessions kept before the least recently used one is released. */
+  maxSessions?: number;
+  log?: LogFn;
+}
+
+export interface EpAttempt {
+  ep: EpName;
+  ok: boolean;
+  reason?: string;
+}
+
+const ORDER: Record<EpChoice, EpName[]> = { auto: ['cuda', 'webgpu', 'cpu'], cuda: ['cuda', 'cpu'], webgpu: ['webgpu', 'cpu'], cpu: ['cpu'] };
+
+/** Where a session leaves its outputs: 'device' keeps them on the GPU when the EP can (WebGPU only). */
+export type OutputPlacement = 'host' | 'device';
+
+interface CacheEntry {
+  session: Promise<ort.InferenceSession>;
+  placement: OutputPlacement;
+}
+
+export class ComputeRuntime {
+  readonly counters: ComputeCounters = newCounters();
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly maxSessions: number;
+
+  private constructor(
+    /** The execution provider actually in use. */
+    readonly ep: EpName,
+    /** Every EP tried, in order, with the reason each failed one was skipped. */
+    readonly attempts: readonly EpAttempt[],
+    private readonly opts: RuntimeOptions,
+  ) {
+    this.maxSessions = opts.maxSessions ?? 64;
+  }
+
+  /** Tries the EPs of `opts.ep` in order (auto: CUDA → WebGPU → CPU) with a tiny probe model. */
+  static async create(opts: RuntimeOptions = {}): Promise<ComputeRuntime> {
+    const log = opts.log ?? defaultLog;
+    const attempts: EpAttempt[] = [];
+    for (const ep of ORDER[opts.ep ?? 'auto']) {
+      try {
+        const s = await ort.InferenceSession.create(probeModel(), sessionOptions(ep, opts, 'host'));
+        await s.release();
+        attempts.push({ ep, ok: true });
+        log('info', `compute: using ${ep} execution provider`);
+        return new ComputeRuntime(ep, attempts, opts);
+      } catch (e) {
+        const reason = firstLine(e);
+        attempts.push({ ep, ok: false, reason });
+        log('warn', `compute: ${ep} execution provider unavailable, trying the next one: ${reason}`);
+      }
+    }
+    throw new Error(`no ONNX Runtime execution provider could start: ${attempts.map((a) => `${a.ep}: ${a.reason}`).join('; ')}`);
+  }
+
+  /** True when outputs can stay on the device between sessions (WebGPU gpu-buffer). */
+  get keepsDataOnDevice(): boolean {
+    return this.ep === 'webgpu';
+  }
+
+  /**
+   * A session for `key` (graph identity + every shape/attribute baked into the graph), built on first use.
+   * `build` is only called on a miss.
+   */
+  session(key: string, build: () => Uint8Array, placement: OutputPlacement = 'host'): Promise<ort.InferenceSession> {
+    const k = `${key}|${placement}`;
+    const hit = this.cache.get(k);
+    if (hit) {
+      this.cache.delete(k); // move to the back: Map order is our LRU order
+      this.cache.set(k, hit);
+      return hit.session;
+    }
+    const t0 = performance.now();
+    const session = ort.InferenceSession.create(build(), sessionOptions(this.ep, this.opts, placement)).then((s) => {
+      this.counters.sessionsCreated++;
+      this.counters.sessionCreateMs += performance.now() - t0;
+      return s;
+    });
+    session.catch(() => this.cache.delete(k));
+    this.cache.set(k, { session, placement });
+    while (this.cache.size > this.maxSessions) {
+      const [oldKey, old] = this.cache.entries().next().value as [string, CacheEntry];
+      this.cache.delete(oldKey);
+      void old.session.then((s) => s.release()).catch(() => undefined);
+    }
+    return session;
+  }
+
+  /** Runs a session; counts the copies implied by where the feeds and outputs live. */
+  async run(session: ort.InferenceSession, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+    if (this.ep !== 'cpu') {
+      for (const t of Object.values(feeds)) {
+        if (t.location === 'cpu') {
+          this.counters.h2dCopies++;
+          this.counters.h2dBytes += byteSize(t);
+        }
+      }
+    }
+    const t0 = performance.now();
+    const out = (await session.run(feeds)) as Record<string, Tensor>;
+    this.counters.runMs += performance.now() - t0;
+    this.counters.runs++;
+    if (this.ep !== 'cpu') {
+      for (const t of Object.values(out)) {
+        if (t.location === 'cpu') {
+          this.counters.d2hCopies++;
+          this.counters.d2hBytes += byteSize(t);
+        }
+      }
+    }
+    return out;
+  }
+
+  /** A host tensor over `data` (no copy). */
+  host(data: Float32Array, dims: readonly number[]): Tensor {
+    return new ort.Tensor('float32', data, dims);
+  }
+
+  /** Moves a host tensor to the device (WebGPU); on other EPs returns it unchanged. */
+  async upload(t: Tensor): Promise<Tensor> {
+    if (!this.keepsDataOnDevice || t.location !== 'cpu') return t;
+    const s = await this.session(`identity:${t.type}`, () => identityModel(t.type as OnnxDtype), 'device');
+    return (await this.run(s, { x: t })).y;
+  }
+
+  /** Host copy of a float32 tensor; device tensors are read back through an Identity session. */
+  async download(t: Tensor): Promise<Float32Array> {
+    if (t.location === 'cpu') return t.data as Float32Array;
+    const s = await this.session(`identity:${t.type}`, () => identityModel(t.type as OnnxDtype), 'host');
+    return (await this.run(s, { x: t })).y.data as Float32Array;
+  }
+
+  /** Frees device memory now (GPU tensors are not garbage collected promptly). No-op for host tensors. */
+  release(...ts: (Tensor | undefined)[]): void {
+    for (const t of ts) if (t && t.location === 'gpu-buffer') t.dispose();
+  }
+
+  /** Build-or-reuse + run with Float32Array in and out (outputs always on the host). */
+  async runF32(key: string, build: () => Uint8Array, inputs: Record<string, [Float32Array, readonly number[]]>): Promise<Record<string, Float32Array>> {
+    const s = await this.session(key, build, 'host');
+    const feeds: Record<string, Tensor> = {};
+    for (const [name, [data, dims]] of Object.entries(inputs)) feeds[name] = this.host(data, dims);
+    const out = await this.run(s, feeds);
+    const res: Record<string, Float32Array> = {};
+    for (const [name, t] of Object.entries(out)) res[name] = t.data as Float32Array;
+    return res;
+  }
+
+  resetCounters(): void {
+    Object.assign(this.counters, newCounters());
+  }
+
+  /** Releases every cached session. */
+  async dispose(): Promise<void> {
+    const entries = [...this.cache.values()];
+    this.cache.clear();
+    await Promise.all(entries.map((e) => e.session.then((s) => s.release()).catch(() => undefined)));
+  }
+}
+
+function sessionOptions(ep: EpName, opts: RuntimeOptions, placement: OutputPlacement): ort.InferenceSession.SessionOptions {
+  const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+  switch (ep) {
+    case 'cpu':
+      return opts.intraOpNumThreads ? { ...base, executionProviders: ['cpu'], intraOpNumThreads: opts.intraOpNumThreads } : { ...base, executionProviders: ['cpu'] };
+    case 'cuda':
+      return { ...base, executionProviders: [{ name: 'cuda', deviceId: opts.cudaDeviceId ?? 0 }] };
+    case 'webgpu':
+      return { ...base, executionProviders: ['webgpu'], preferredOutputLocation: placement === 'device' ? 'gpu-buffer' : 'cpu' };
+  }
+}
+
+function identityModel(dtype: OnnxDtype): Uint8Array {
+  const g = new GraphBuilder('identity');
+  g.output(g.op('Identity', [g.input('x', dtype, ['N'])]), 'y');
+  return g.toModel();
+}
+
+function probeModel(): Uint8Array {
+  const g = new GraphBuilder('probe');
+  g.output(g.op('Add', [g.input('x', 'float32', [1]), g.constF32([1])]), 'y');
+  return g.toModel();
+}
+
+const BYTES: Record<string, number> = { float32: 4, float16: 2, int64: 8, int32: 4, uint8: 1, int8: 1, bool: 1, float64: 8 };
+
+function byteSize(t: Tensor): number {
+  return t.size * (BYTES[t.type] ?? 4);
+}
+
+function firstLine(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  // ORT messages start with a source path and a C++ signature; the useful part is the "Failed to ..." tail.
+  const first = msg.split('\n').find((l) => l.trim().length > 0) ?? msg;
+  const line = /(Failed to .*)$/.exec(first)?.[1] ?? first;
+  return line.length > 300 ? `${line.slice(0, 300)}…` : line;
+}
+
+function defaultLog(level: 'info' | 'warn', message: string): void {
+  if (level === 'warn') process.stderr.write(`${message}\n`);
+}
+
+let shared: Promise<ComputeRuntime> | undefined;
+let sharedChoice: EpChoice | undefined;
+
+/** One runtime per process per EP choice (kernels call this when the caller passes none). */
+export function getRuntime(ep: EpChoice = (process.env.LOPRO_EP as EpChoice | undefined) ?? 'cpu'): Promise<ComputeRuntime> {
+  if (!shared || sharedChoice !== ep) {
+    sharedChoice = ep;
+    shared = ComputeRuntime.create({ ep });
+  }
+  return shared;
+}
