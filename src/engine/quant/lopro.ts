@@ -27,6 +27,11 @@ export interface LoproLayerOptions {
   maxPoints?: number;
   /** k-means iterations for lopro_v codebooks (default 20). */
   kmeansIters?: number;
+  /**
+   * Spec §1.1 option: try each β (e.g. [0.25, 0.5, 0.75]) and keep the lowest proxy loss
+   * (costs one full quantization per candidate). Ignored when data-free.
+   */
+  betaCandidates?: number[];
   onWarning?: (message: string) => void;
 }
 
@@ -56,6 +61,7 @@ export function quantizeLayerLoPRo(
   assertFiniteArray(W, 'W', name);
   const Hm: Float64Array = H ? Float64Array.from(H) : identity(cols);
   assertFiniteArray(Hm, 'H', name);
+  if (opts.betaCandidates && opts.betaCandidates.length > 0 && actStats) return betaSearch(W, rows, cols, Hm, actStats, cfg, seed, opts);
   const notes: string[] = [];
   const seconds: Record<string, number> = {};
   let t = now();
@@ -141,10 +147,7 @@ export function quantizeLayerLoPRo(
   const baselines: LayerReport['baselines'] = { [cfg.method]: loss };
   lap('report');
   if (opts.baselines !== false) {
-    const rtn = rtnQuantize(W, rows, cols, { bits: cfg.bits, groupSize: cfg.groupSize, sym: cfg.sym });
-    baselines.rtn = proxyLoss(W, rtn.Q, Hm, rows, cols);
-    const gq = gptqQuantize(W, rows, cols, Hm, { bits: cfg.bits, groupSize: cfg.groupSize, sym: cfg.sym, percDamp: cfg.percDamp, blockSize: cfg.blockSize, name, onWarning: () => {} });
-    baselines.gptq = proxyLoss(W, gq.Q, Hm, rows, cols);
+    Object.assign(baselines, baselineLosses(W, rows, cols, Hm, cfg, name));
     lap('baselines');
   }
   const { block, module } = parseLayerName(name);
@@ -174,6 +177,36 @@ export function quantizeLayerLoPRo(
   });
   seconds.details = now() - t;
   return { reconstructed, stored, report, details };
+}
+
+/** RTN and GPTQ (act-order off) proxy losses on the same layer and Hessian, same bits/group/sym. */
+export function baselineLosses(W: Float32Array | Float64Array, rows: number, cols: number, H: Float64Array, cfg: LayerConfig, name = 'layer'): { rtn: number; gptq: number } {
+  const rtn = rtnQuantize(W, rows, cols, { bits: cfg.bits, groupSize: cfg.groupSize, sym: cfg.sym });
+  const gq = gptqQuantize(W, rows, cols, H, { bits: cfg.bits, groupSize: cfg.groupSize, sym: cfg.sym, percDamp: cfg.percDamp, blockSize: cfg.blockSize, name, onWarning: () => {} });
+  return { rtn: proxyLoss(W, rtn.Q, H, rows, cols), gptq: proxyLoss(W, gq.Q, H, rows, cols) };
+}
+
+function betaSearch(
+  W: Float32Array | Float64Array, rows: number, cols: number, H: Float64Array, actStats: ArrayLike<number>,
+  cfg: LayerConfig, seed: number, opts: LoproLayerOptions,
+): LoproLayerResult {
+  const t0 = now();
+  let best: LoproLayerResult | undefined;
+  const tried: string[] = [];
+  for (const beta of opts.betaCandidates!) {
+    const r = quantizeLayerLoPRo(W, rows, cols, H, actStats, { ...cfg, beta }, seed, { ...opts, betaCandidates: undefined, baselines: false });
+    tried.push(`${beta}: ${r.report.proxyLoss.toPrecision(4)}`);
+    if (!best || r.report.proxyLoss < best.report.proxyLoss) best = r;
+  }
+  const out = best!;
+  out.report.notes.push(`β = ${out.report.config.beta} chosen by proxy loss from {${tried.join(', ')}}`);
+  const t1 = now();
+  if (opts.baselines !== false) {
+    out.report.baselines = { ...out.report.baselines, ...baselineLosses(W, rows, cols, H, cfg, opts.name) };
+    out.report.seconds.baselines = now() - t1;
+  }
+  out.report.seconds.betaSearch = t1 - t0;
+  return out;
 }
 
 function identity(n: number): Float64Array {

@@ -134,3 +134,17 @@ test('ablations: no low rank, rotation none / full, act-order; odd width picks b
   assert.ok(free.report.proxyLoss < free.report.baselines!.rtn!, `data-free lopro_v ${free.report.proxyLoss} rtn ${free.report.baselines!.rtn}`);
   assert.throws(() => quantizeLayerLoPRo(W2, m, n, null, null, { ...DEFAULT_LAYER_CONFIG, method: 'gptq' }, 0), /method/);
 });
+
+test('β search (spec §1.1 option) keeps the candidate with the lowest proxy loss and says so', () => {
+  const n = 256, m = 32;
+  const W2 = syntheticWeight(m, n, 21);
+  const a2 = syntheticActivations(n, 22, { tokens: 512 });
+  const cfg = { ...DEFAULT_LAYER_CONFIG, bits: 2, rank: 4 };
+  const single = [0.25, 0.5, 0.75].map((beta) => quantizeLayerLoPRo(W2, m, n, a2.H, a2.meanAbs, { ...cfg, beta }, 3, { baselines: false }).report.proxyLoss);
+  const r = quantizeLayerLoPRo(W2, m, n, a2.H, a2.meanAbs, cfg, 3, { betaCandidates: [0.25, 0.5, 0.75] });
+  assert.equal(r.report.proxyLoss, Math.min(...single));
+  assert.equal(r.report.config.beta, [0.25, 0.5, 0.75][single.indexOf(Math.min(...single))]);
+  assert.ok(r.report.notes.some((s) => /chosen by proxy loss/.test(s)));
+  assert.ok(r.report.baselines!.gptq! > 0 && r.report.baselines!.rtn! > 0);
+  assert.deepEqual(dequantizeLoPRo(r.stored), r.reconstructed);
+});
