@@ -1,10 +1,12 @@
-// Bridge to run/export_onnx.ts (owned by the model engineer): loaded lazily so the rest of the
-// engine works while that module is absent.
-import { ErrorCode } from '../../protocol/messages';
-import { ProtocolError } from '../../protocol/rpc';
+// Bridge from run/exports.ts (pipeline) to run/export_onnx.ts: the pipeline's signature, with
+// progress and log through its hooks. Loaded lazily so the rest of the engine starts without ORT
+// graph code.
 import type { RunHooks } from './pipeline';
+import { exportOnnxFromNative } from './export_onnx';
 
 export async function exportOnnx(nativeDir: string, outDir: string, hooks: RunHooks): Promise<void> {
-  void nativeDir; void outDir; void hooks;
-  throw new ProtocolError(ErrorCode.InvalidParams, 'the ONNX export is not available in this build yet', 'format', 'use --format native or f16');
+  hooks.signal?.throwIfAborted();
+  const r = await exportOnnxFromNative(nativeDir, outDir);
+  const k = r.kinds;
+  hooks.log('info', `onnx export: ${r.path} (${(r.bytes / 1e6).toFixed(2)} MB); linears: ${k.matmulnbits} MatMulNBits, ${k.dequant} in-graph dequant, ${k.codebook} codebook, ${k.dense} dense`);
 }

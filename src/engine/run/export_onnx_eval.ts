@@ -1,0 +1,77 @@
+// Perplexity of an exported .onnx model (export_onnx.ts), per ../shared/protocol.md, so the ONNX
+// export is measured as exported (issue 4.4): the file is loaded by ONNX Runtime, windows are
+// batched through it, and a small second graph turns logits into per-position NLL (LogSoftmax +
+// GatherElements) so no [B, T, V] loop runs in JS.
+
+import { readFileSync, statSync } from 'node:fs';
+import * as ort from 'onnxruntime-node';
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import { GraphBuilder } from '../compute/graph';
+import { getRuntime, type ComputeRuntime } from '../compute/runtime';
+import { evalWindowCount } from '../model/calibration';
+import { defaultBatch, type PerplexityResult } from '../model/perplexity';
+
+export interface OnnxPerplexityOptions {
+  ctx: number;
+  batch?: number;
+  rt?: ComputeRuntime;
+  windows?: readonly number[];
+  onProgress?: (done: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+/** logits [B, T, V] + targets [B, T−1] int32 → NLL [B, T−1]. */
+function nllGraph(): Uint8Array {
+  const g = new GraphBuilder('nll_from_logits');
+  const logits = g.input('logits', 'float32', ['B', 'T', 'V']);
+  const targets = g.input('targets', 'int32', ['B', 'Tm1']);
+  const head = g.op('Slice', [logits, g.constI64([0]), g.constI64([-1]), g.constI64([1])]);
+  const lsm = g.op('LogSoftmax', [head], { axis: -1 });
+  const picked = g.op('GatherElements', [lsm, g.op('Unsqueeze', [targets, g.constI64([-1])])], { axis: 2 });
+  g.output(g.op('Neg', [g.op('Squeeze', [picked, g.constI64([-1])])]), 'nll');
+  return g.toModel();
+}
+
+export async function perplexityOnnx(onnxPath: string, ids: Int32Array, opts: OnnxPerplexityOptions): Promise<PerplexityResult> {
+  const T = opts.ctx;
+  const nAll = evalWindowCount(ids.length, T);
+  const windows = opts.windows ? [...opts.windows] : Array.from({ length: nAll }, (_, i) => i);
+  if (!windows.length) throw new ProtocolError(ErrorCode.BadCalibration, `text has ${ids.length} tokens, fewer than one window of ${T}`, 'text');
+  const rt = opts.rt ?? (await getRuntime());
+  let mtime: number;
+  try {
+    mtime = statSync(onnxPath).mtimeMs;
+  } catch (e) {
+    throw new ProtocolError(ErrorCode.Io, `cannot read ${onnxPath}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, onnxPath);
+  }
+  const model = await rt.session(`onnx-file:${onnxPath}:${mtime}`, () => readFileSync(onnxPath));
+  const nll = await rt.session('nll_from_logits', nllGraph);
+  const B = opts.batch ?? defaultBatch(T);
+  const t0 = performance.now();
+  const windowNll = new Float64Array(windows.length);
+  let total = 0;
+  for (let b0 = 0; b0 < windows.length; b0 += B) {
+    opts.signal?.throwIfAborted();
+    const sel = windows.slice(b0, b0 + B);
+    const input = new BigInt64Array(sel.length * T);
+    const targets = new Int32Array(sel.length * (T - 1));
+    sel.forEach((w, i) => {
+      for (let t = 0; t < T; t++) input[i * T + t] = BigInt(ids[w * T + t]);
+      targets.set(ids.subarray(w * T + 1, (w + 1) * T), i * (T - 1));
+    });
+    const out = await rt.run(model, { input_ids: new ort.Tensor('int64', input, [sel.length, T]) });
+    const r = await rt.run(nll, { logits: out.logits, targets: new ort.Tensor('int32', targets, [sel.length, T - 1]) });
+    const v = r.nll.data as Float32Array;
+    for (let i = 0; i < sel.length; i++) {
+      let s = 0;
+      for (let t = 0; t < T - 1; t++) s += v[i * (T - 1) + t];
+      windowNll[b0 + i] = s / (T - 1);
+      total += s;
+    }
+    opts.onProgress?.(Math.min(b0 + B, windows.length), windows.length);
+  }
+  const positions = windows.length * (T - 1);
+  const seconds = (performance.now() - t0) / 1000;
+  return { ppl: Math.exp(total / positions), totalNll: total, positions, windows: windows.length, seconds, tokensPerSecond: (windows.length * T) / seconds, ep: rt.ep, windowNll };
+}
