@@ -169,26 +169,32 @@ export function normalizeConfig(partial: Partial<QuantizeConfig> & Record<string
 }
 
 /**
- * Effective bits per weight of one m×n layer (spec §3, Eq. 13, zeros included when asymmetric).
- * bpw = b + 16/g + [b/g] + r·8/n + r·8/m + 2·16/n + r·16/(mn)   (lopro; baselines omit the LoPRo terms)
- * For lopro_v the codes cost `bits` per weight too (vqDim·bits per vector) plus the codebooks per group.
+ * Effective bits per weight of one m×n layer (spec §3, Eq. 13, zeros included when asymmetric),
+ * counted exactly from what the native format stores (docs/lopro-format.md), G = ⌈n/g⌉ groups:
+ *   bpw = b + 16·G/n [+ b·G/n] + r·8/n + r·8/m + 2·16/m + r·16/(mn)   (lopro; baselines omit the LoPRo terms)
+ * U is m×r and V is r×n in FP8 (r·8·(m+n) bits); α and perm are n-vectors of 16 bits each, i.e.
+ * 2·16·n/(mn) = 2·16/m per weight. (The spec prints 2·16/n for them: the same for square layers,
+ * but an n-vector costs 16/m per weight of an m×n matrix.) With n a multiple of g, 16·G/n = 16/g.
+ * For lopro_v the codes cost `bits` per weight too (vqDim·bits per vector) plus one FP16 codebook
+ * of 2^(vqDim·bits) entries × vqDim per group of g columns × all rows. The 32-bit row padding of
+ * packed codes and the few fixed-size header tensors are not counted.
  */
 export function bitsPerWeight(c: LayerConfig, rows: number, cols: number): number {
   const m = rows, n = cols;
   const g = c.groupSize === -1 ? n : Math.min(c.groupSize, n);
+  const G = Math.ceil(n / g);
   let bpw = c.bits;
   if (c.method === 'lopro_v') {
     const vb = c.vqBits || c.bits;
-    // One codebook of 2^(d·vb) entries × d FP16 values per group of g columns × all rows.
     const entries = 2 ** (c.vqDim * vb);
-    bpw = vb + (entries * c.vqDim * 16) / (m * g);
+    bpw = vb + (G * entries * c.vqDim * 16) / (m * n);
   } else {
-    bpw += 16 / g;
-    if (!c.sym) bpw += c.bits / g;
+    bpw += (16 * G) / n;
+    if (!c.sym) bpw += (c.bits * G) / n;
   }
   if (c.method === 'lopro' || c.method === 'lopro_v') {
     const r = c.rank;
-    bpw += (r * 8) / n + (r * 8) / m + (2 * 16) / n + (r * 16) / (m * n);
+    bpw += (r * 8) / n + (r * 8) / m + (2 * 16) / m + (r * 16) / (m * n);
   }
   return bpw;
 }

@@ -11,7 +11,7 @@ import { quantizeLayerLoPRo } from '../../../src/engine/quant/lopro';
 import { dequantizeLoPRo, loproForward_ref } from '../../../src/engine/quant/lopro_dequant';
 import { syntheticActivations, syntheticWeight } from '../../../src/engine/quant/lopro_synth';
 import { SeededRng } from '../../../src/engine/quant/lopro_mat';
-import { DEFAULT_LAYER_CONFIG, type LayerConfig } from '../../../src/protocol/config';
+import { DEFAULT_LAYER_CONFIG, bitsPerWeight, type LayerConfig } from '../../../src/protocol/config';
 
 test('bitpack: LSB-first rows of 32-bit words, equal to the bit-by-bit reference; unpack inverts (bits 1–8, 16; odd sizes)', () => {
   const rng = new SeededRng(1);
@@ -99,6 +99,12 @@ test('tensor names, dtypes and shapes are the documented ones', () => {
     perm: ['I16', [cols]], alpha: ['F16', [cols]], u: ['F8_E4M3', [rows, 16]], v: ['F8_E4M3', [16, cols]], sigma: ['F16', [16]], uv_scale: ['F32', [2]],
   });
   assert.equal(loproTensorName('a.b', 'codes'), 'a.b.lopro.codes');
+  // Payload bits ≈ spec §3 bpw: the difference is the 32-bit row padding of the packed zeros
+  // (2 groups × 3 bits in one word per row) and the fixed params/b_i/b_h/uv_scale tensors.
+  const bits = tensors.reduce((s, t) => s + t.data.byteLength * 8, 0);
+  const fixed = (8 + 1 + 1 + 2) * 32, padding = rows * (32 - 2 * 3);
+  const bpw = bitsPerWeight({ ...DEFAULT_LAYER_CONFIG, bits: 3 }, rows, cols);
+  assert.ok(Math.abs((bits - fixed - padding) / (rows * cols) - bpw) < 1e-9, `${(bits - fixed - padding) / (rows * cols)} vs ${bpw}`);
 });
 
 test('quantization_config for config.json, and a damaged layer is refused with a named tensor', () => {

@@ -82,8 +82,8 @@ test('report: exact bpw (spec §3), proxy loss recomputable, energy, stage times
   const { report, details, reconstructed, stored } = run({ bits: 2 });
   const cfg = { ...DEFAULT_LAYER_CONFIG, bits: 2 };
   assert.equal(report.bpw, bitsPerWeight(cfg, rows, cols));
-  // 2 + 16/128 + 2/128 + 16·8/384 + 16·8/128 + 32/384 + 16·16/(128·384)
-  assert.ok(Math.abs(report.bpw - (2 + 16 / 128 + 2 / 128 + 128 / 384 + 1 + 32 / 384 + 256 / (128 * 384))) < 1e-12);
+  // 2 + 16/128 + 2/128 (scale, zero) + 16·8/384 + 16·8/128 (V, U) + 2·16/128 (α, perm: n-vectors) + 16·16/(128·384) (σ)
+  assert.ok(Math.abs(report.bpw - (2 + 16 / 128 + 2 / 128 + 128 / 384 + 1 + 32 / 128 + 256 / (128 * 384))) < 1e-12);
   assert.equal(report.proxyLoss, proxyLoss(W, reconstructed, act.H, rows, cols));
   assert.ok(report.relProxyLoss > 0 && report.relProxyLoss < 1);
   assert.ok(report.lowRankEnergy! > 0.5 && report.lowRankEnergy! < 1, `energy ${report.lowRankEnergy}`); // measured 0.851
