@@ -5,22 +5,25 @@
 // (codebook Gather), and a dense layer; the other blocks stay float.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_LAYER_CONFIG, type LayerConfig } from '../../../src/protocol/config';
 import { ComputeRuntime } from '../../../src/engine/compute/runtime';
 import { openModel, cachedWeights } from '../../../src/engine/model/loader';
-import { perplexity } from '../../../src/engine/model/perplexity';
+import { perplexity, type PerplexityResult } from '../../../src/engine/model/perplexity';
 import { tokenizeFile } from '../../../src/engine/model/tokenizer';
 import { quantizeLayerLoPRo } from '../../../src/engine/quant/lopro';
 import { rtnQuantize } from '../../../src/engine/quant/rtn';
-import { dequantizeLoPRo, type LoproStoredLayer } from '../../../src/engine/quant/lopro_dequant';
+import type { LoproStoredLayer } from '../../../src/engine/quant/lopro_dequant';
+import { loproLayerTensors } from '../../../src/engine/io/lopro_format';
+import { writeSafetensorsAtomic, type TensorData } from '../../../src/engine/io/safetensors_writer';
+import { openNativeModel } from '../../../src/engine/run/native';
 import { baselineAsStored } from '../../../src/engine/run/stored';
-import { buildOnnxModel } from '../../../src/engine/run/export_onnx';
+import { exportOnnxFromNative } from '../../../src/engine/run/export_onnx';
 import { perplexityOnnx } from '../../../src/engine/run/export_onnx_eval';
 
-test('ONNX export of a mixed quantized tiny model: perplexity equals the engine within 0.1 %', async (tc) => {
+test('ONNX export of a native mixed-quantized tiny folder: perplexity equals the engine\'s (on the same folder) within 0.1 %', async (tc) => {
   const m = openModel('fixtures/tiny');
   const w = cachedWeights(m.weights);
   const lc = (o: Partial<LayerConfig>): LayerConfig => ({ ...DEFAULT_LAYER_CONFIG, ...o });
@@ -45,30 +48,36 @@ test('ONNX export of a mixed quantized tiny model: perplexity equals the engine 
     if (f) stored.set(l.name, f(await w(l.weight), l.rows, l.cols));
   }
   tc.diagnostic(`quantized block 0 in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  // The engine evaluates the same layers dequantized from the same stored parts.
-  const engineWeights = async (name: string) => {
-    const s = stored.get(name.replace(/\.weight$/, ''));
-    return s ? dequantizeLoPRo(s) : w(name);
-  };
-  const { bytes, kinds } = await buildOnnxModel({ cfg: m.cfg, weights: w, layers: (n) => stored.get(n) }, { maxPositions: 256 });
-  assert.deepEqual(kinds, { dense: 1 + 7 * 3, matmulnbits: 2, dequant: 3, codebook: 1 });
-
-  const { ids } = tokenizeFile(m.tokenizer(), 'fixtures/text/persuasion.txt', m.cfg.vocabSize, null);
-  const T = 256, windows = [0, 7, 100];
-  const rt = await ComputeRuntime.create({ ep: 'cpu' });
-  const eng = await perplexity(m.cfg, ids, engineWeights, { ctx: T, rt, windows });
-  const float = await perplexity(m.cfg, ids, w, { ctx: T, rt, windows });
-  await rt.dispose();
-
+  // A native LoPRo folder on disk, as the pipeline writes it: quantized layers in the LoPRo format,
+  // the rest as stored (float32 here). Engine and ONNX both read it back from disk.
   const dir = mkdtempSync(join(tmpdir(), 'lopro-onnx-'));
-  let onnxPpl: number;
+  let eng: PerplexityResult, float: PerplexityResult, onnxPpl: number;
+  const T = 256, windows = [0, 7, 100];
+  const { ids } = tokenizeFile(m.tokenizer(), 'fixtures/text/persuasion.txt', m.cfg.vocabSize, null);
   try {
-    const file = join(dir, 'model.onnx');
-    writeFileSync(file, bytes);
-    const rt2 = await ComputeRuntime.create({ ep: 'cpu' });
-    const r = await perplexityOnnx(file, ids, { ctx: T, rt: rt2, windows });
-    await rt2.dispose();
-    onnxPpl = r.ppl;
+    const nativeDir = join(dir, 'native'), outDir = join(dir, 'onnx');
+    mkdirSync(nativeDir);
+    const tensors: TensorData[] = [];
+    for (const e of m.checkpoint.entries) {
+      const layer = e.name.replace(/\.weight$/, '');
+      const st = stored.get(layer);
+      if (st) tensors.push(...loproLayerTensors(layer, st));
+      else tensors.push({ name: e.name, dtype: 'F32', shape: e.shape, data: await w(e.name) });
+    }
+    writeSafetensorsAtomic(join(nativeDir, 'model.safetensors'), tensors);
+    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) copyFileSync(join('fixtures/tiny', f), join(nativeDir, f));
+
+    const res = await exportOnnxFromNative(nativeDir, outDir, { maxPositions: 256 });
+    assert.deepEqual(res.kinds, { dense: 1 + 7 * 3, matmulnbits: 2, dequant: 3, codebook: 1 });
+    assert.ok(existsSync(join(outDir, 'tokenizer.json')) && existsSync(join(outDir, 'config.json')));
+
+    const rt = await ComputeRuntime.create({ ep: 'cpu' });
+    const native = openNativeModel(nativeDir);
+    eng = await perplexity(m.cfg, ids, (n) => native.readFloat32(n), { ctx: T, rt, windows });
+    native.close();
+    float = await perplexity(m.cfg, ids, w, { ctx: T, rt, windows });
+    onnxPpl = (await perplexityOnnx(res.path, ids, { ctx: T, rt, windows })).ppl;
+    await rt.dispose();
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
