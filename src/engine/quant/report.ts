@@ -76,7 +76,9 @@ export function buildLayerDetails(d: DetailInputs): LayerDetails {
   const bins = Math.max(2, Math.min(64, d.maxPoints));
   const lim = Math.max(maxAbs(d.residualBefore), maxAbs(d.residualAfter), 1e-30);
   const edges = Array.from({ length: bins + 1 }, (_, k) => -lim + (2 * lim * k) / bins);
-  const side = Math.max(1, Math.floor(Math.sqrt(d.maxPoints * 4)));
+  // Error tile: at most maxPoints cells, about square in cells (rows and cols blocks).
+  const tr = Math.max(1, Math.min(d.rows, Math.floor(Math.sqrt(d.maxPoints))));
+  const tc = Math.max(1, Math.min(d.cols, Math.floor(d.maxPoints / tr)));
   return {
     name: d.name,
     rows: d.rows,
@@ -92,7 +94,7 @@ export function buildLayerDetails(d: DetailInputs): LayerDetails {
       residualAfter: histogram(d.residualAfter, lim, bins),
       error: histogram(d.errorPermuted, lim, bins),
     },
-    errorTile: meanAbsTile(d.errorPermuted, d.rows, d.cols, Math.min(32, side), Math.min(64, side)),
+    errorTile: meanAbsTile(d.errorPermuted, d.rows, d.cols, tr, tc),
   };
 }
 

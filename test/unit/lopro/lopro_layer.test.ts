@@ -102,6 +102,8 @@ test('report: exact bpw (spec §3), proxy loss recomputable, energy, stage times
   assert.equal(sum(details.histograms.residualBefore), rows * cols);
   assert.equal(sum(details.histograms.residualAfter), rows * cols);
   assert.equal(details.errorTile.values.length, details.errorTile.rows * details.errorTile.cols);
+  assert.ok(details.errorTile.values.length <= 64 && details.errorTile.rows === 8 && details.errorTile.cols === 8);
+  assert.ok(details.histograms.edges.length <= 65 && details.singularValues.length <= 64);
   // Rotation spreads outliers: the rotated residual has a smaller max-magnitude tail (fewer end-bin counts).
   const ends = (h: number[]) => h[0] + h[h.length - 1];
   assert.ok(ends(details.histograms.residualAfter) <= ends(details.histograms.residualBefore));
