@@ -38,26 +38,23 @@ export async function createSlabUpdater(rt: ComputeRuntime, rows: number, cols: 
   return rt.ep === 'cuda' ? createHostUpdater(rt, rows, cols, hinvUpper, slabCols) : createResidentUpdater(rt, rows, cols, hinvUpper, slabCols);
 }
 
-function int64Range(a: number, b: number): BigInt64Array {
-  const out = new BigInt64Array(b - a);
-  for (let i = a; i < b; i++) out[i - a] = BigInt(i);
-  return out;
-}
+/** [a] as an int64 tensor: Slice bounds (ORT keeps Slice's starts/ends on the CPU; the data stays on the device). */
+const i64 = (a: number) => new ort.Tensor('int64', BigInt64Array.of(BigInt(a)), [1]);
 
 function residentUpdateModel(): Uint8Array {
   const g = new GraphBuilder('gptq_resident_update');
   const w = g.input('w', 'float32', ['R', 'C']);
   const e = g.input('e', 'float32', ['R', 'K']);
   const h = g.input('hinv', 'float32', ['C', 'C']);
-  const ridx = g.input('ridx', 'int64', ['K']);
-  g.output(g.op('Sub', [w, g.op('MatMul', [e, g.op('Gather', [h, ridx], { axis: 0 })])]), 'wn');
+  const rows = g.op('Slice', [h, g.input('i1', 'int64', [1]), g.input('i2', 'int64', [1]), g.constI64([0])]); // Hinv[i1:i2, :]
+  g.output(g.op('Sub', [w, g.op('MatMul', [e, rows])]), 'wn');
   return g.toModel();
 }
 
 function slabModel(): Uint8Array {
   const g = new GraphBuilder('gptq_slab');
   const w = g.input('w', 'float32', ['R', 'C']);
-  g.output(g.op('Gather', [w, g.input('cidx', 'int64', ['S'])], { axis: 1 }), 'slab');
+  g.output(g.op('Slice', [w, g.input('c0', 'int64', [1]), g.input('c1', 'int64', [1]), g.constI64([1])]), 'slab'); // W[:, c0:c1]
   return g.toModel();
 }
 
@@ -75,13 +72,12 @@ export async function createResidentUpdater(rt: ComputeRuntime, rows: number, co
       const t = now();
       if (!W) throw new Error('SlabUpdater.update before init');
       const su = await rt.session('gptq/resident_update', residentUpdateModel, 'device');
-      const ridx = new ort.Tensor('int64', int64Range(i1, i2), [count]);
-      const out = await rt.run(su, { w: W, e: rt.host(err1.subarray(0, rows * count), [rows, count]), hinv, ridx });
+      const out = await rt.run(su, { w: W, e: rt.host(err1.subarray(0, rows * count), [rows, count]), hinv, i1: i64(i1), i2: i64(i2) });
       rt.release(W);
       W = out.wn;
       const c0 = i2, c1 = Math.min(cols, i2 + slabCols);
       const ss = await rt.session('gptq/slab', slabModel, 'host');
-      const r = await rt.run(ss, { w: W, cidx: new ort.Tensor('int64', int64Range(c0, c1), [c1 - c0]) });
+      const r = await rt.run(ss, { w: W, c0: i64(c0), c1: i64(c1) });
       stats.updates++;
       stats.seconds += now() - t;
       return { slab: r.slab.data as Float32Array, c0, c1 };
@@ -101,8 +97,7 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
     const g = new GraphBuilder('gptq_host_update');
     const e = g.input('e', 'float32', ['R', 'K']);
     const h = g.initializer('hinv', hinv32, [cols, cols]);
-    const rows_ = g.op('Gather', [h, g.input('ridx', 'int64', ['K'])], { axis: 0 });
-    const blk = g.op('Gather', [rows_, g.input('cidx', 'int64', ['N'])], { axis: 1 });
+    const blk = g.op('Slice', [h, g.input('starts', 'int64', [2]), g.input('ends', 'int64', [2]), g.constI64([0, 1])]); // Hinv[i1:i2, i2:]
     g.output(g.op('MatMul', [e, blk]), 'p');
     return g.toModel();
   };
@@ -121,8 +116,8 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
       const n = cols - i2;
       const out = await rt.run(s, {
         e: rt.host(err1.subarray(0, rows * count), [rows, count]),
-        ridx: new ort.Tensor('int64', int64Range(i1, i2), [count]),
-        cidx: new ort.Tensor('int64', int64Range(i2, cols), [n]),
+        starts: new ort.Tensor('int64', BigInt64Array.of(BigInt(i1), BigInt(i2)), [2]),
+        ends: new ort.Tensor('int64', BigInt64Array.of(BigInt(i2), BigInt(cols)), [2]),
       });
       const P = out.p.data as Float32Array;
       for (let r = 0; r < rows; r++) {

@@ -1,0 +1,40 @@
+// Bundles the GPU benches for the device machine (no npm, no tsx there): .gpu/bench/{gpu_layers,model7b,
+// gptq_parallel_worker}.js. The worker bundle sits next to the benches because gptq_parallel.ts looks
+// for gptq_parallel_worker.js beside the running bundle (__dirname).
+// onnxruntime-node stays external and is loaded from $LOPRO_ORT_DIR/onnxruntime-node when that is set
+// (e.g. /tmp/l/o130/node_modules for ORT 1.30 + WebGPU, /tmp/l/o129/node_modules for ORT 1.29 + CUDA),
+// else through the normal resolution (NODE_PATH works too). Run: node bench/build-device-bundle.mjs
+import * as esbuild from 'esbuild';
+import { mkdirSync } from 'node:fs';
+
+const ortShim = {
+  name: 'ort-from-env',
+  setup(build) {
+    build.onResolve({ filter: /^onnxruntime-node$/ }, (args) =>
+      args.namespace === 'ort-shim' ? { path: 'onnxruntime-node', external: true } : { path: 'ort', namespace: 'ort-shim' });
+    build.onLoad({ filter: /.*/, namespace: 'ort-shim' }, () => ({
+      contents:
+        "const dir = process.env.LOPRO_ORT_DIR;\n" +
+        "module.exports = dir ? require(require('node:path').join(dir, 'onnxruntime-node')) : require('onnxruntime-node');\n",
+      loader: 'js',
+    }));
+  },
+};
+
+mkdirSync('.gpu/bench', { recursive: true });
+await esbuild.build({
+  entryPoints: {
+    gpu_layers: 'bench/gpu_layers.ts',
+    model7b: 'bench/model7b.ts',
+    gptq_parallel_worker: 'src/engine/quant/gptq_parallel_worker.ts',
+  },
+  outdir: '.gpu/bench',
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  sourcemap: true,
+  sourcesContent: false,
+  logLevel: 'info',
+  plugins: [ortShim],
+});
