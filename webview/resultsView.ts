@@ -30,6 +30,9 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
     ),
   );
   const exportResult = h('div', { id: 'export-result' });
+  const evalBtn = h('vscode-button', { id: 'evaluate', secondary: true, onclick: () => evaluate() }, 'Evaluate perplexity');
+  /** Perplexity measured after the last change (undefined = as reported by the run). */
+  let stalePerplexity = false;
   const layerBox = h('div', { id: 'layer-view' });
   const layerView = new LayerView(layerBox, () => reports);
 
@@ -49,6 +52,11 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
     exportResult.textContent = `Exporting ${format} and checking that it loads and reproduces the run's perplexity…`;
     exportResult.className = 'status';
     post({ type: 'export', format });
+  }
+
+  function evaluate(): void {
+    evalBtn.setAttribute('disabled', '');
+    post({ type: 'evaluate' });
   }
 
   function layers(): LinearLayerInfo[] {
@@ -80,7 +88,11 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
 
   function drawSummary(s: RunSummary, seconds: number): void {
     clear(summaryBox);
-    const ppl = s.perplexity ? Object.entries(s.perplexity).map(([k, v]) => `${k}: ${fmt(v, 2)}`).join(', ') : 'not evaluated';
+    const ppl = s.perplexity
+      ? Object.entries(s.perplexity).map(([k, v]) => `${k}: ${fmt(v, 2)}`).join(', ')
+      : stalePerplexity
+        ? 'changed since the last evaluation'
+        : 'not evaluated';
     const worst = [...s.layers].sort((a, b) => b.relProxyLoss - a.relProxyLoss)[0];
     summaryBox.append(
       h(
@@ -88,7 +100,7 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
         { class: 'kv' },
         row('Bits per weight', fmt(s.bpw, 3)),
         row('Method', `${s.config.method}, ${s.config.bits} bits, group ${s.config.groupSize}, rank ${s.config.rank}`),
-        row('Perplexity', ppl),
+        h('tr', {}, h('th', {}, 'Perplexity'), h('td', { id: 'perplexity' }, ppl, ' ', evalBtn)),
         row('Layers', `${s.layers.length}${worst ? ` (worst: ${worst.name}, ${pct(worst.relProxyLoss)})` : ''}`),
         row('Time', `${fmt(seconds, 1)} s on ${s.ep}${s.resumed ? ' (resumed)' : ''}`),
       ),
@@ -149,11 +161,19 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
         layerView.showCandidate(m);
         return;
       case 'layer/applied':
+        stalePerplexity = !m.summary.perplexity;
         summary = m.summary;
         for (const r of m.summary.layers) reports.set(r.name, r);
         drawSummary(m.summary, m.summary.seconds);
         redraw();
         layerView.applied(m.layer, reports.get(m.layer));
+        return;
+      case 'eval/done':
+        evalBtn.removeAttribute('disabled');
+        if (summary) {
+          summary = { ...summary, perplexity: m.perplexity };
+          drawSummary(summary, summary.seconds);
+        }
         return;
       case 'export/done': {
         const r = m.result;
@@ -167,6 +187,7 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
         return;
       }
       case 'error':
+        evalBtn.removeAttribute('disabled');
         if (m.action === 'export') {
           exportResult.className = 'error';
           exportResult.textContent = `Export failed [${m.error.code}]: ${m.error.message}`;

@@ -192,6 +192,14 @@ async function fill(frame, id, value) {
       lap(await res.locator('#apply-status').textContent());
     });
 
+    await step('after "Apply to run", re-evaluate the run perplexity (run/eval)', async () => {
+      const ppl = res.locator('#perplexity');
+      await ppl.filter({ hasText: 'changed since the last evaluation' }).waitFor({ timeout: 10000 });
+      await res.locator('#evaluate').click();
+      await ppl.filter({ hasText: /eval: \d/ }).waitFor({ timeout: 120000 });
+      lap(`perplexity after apply: ${await ppl.textContent()}`);
+    });
+
     await step('export (native) loads back and reproduces the run perplexity', async () => {
       await res.locator('#export-native').scrollIntoViewIfNeeded();
       await res.locator('#export-native').click();

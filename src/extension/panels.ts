@@ -81,6 +81,7 @@ export interface PanelHost {
   requantize(panel: ResultsPanel, layer: string, overrides: Record<string, unknown>): Promise<void>;
   apply(panel: ResultsPanel, layer: string, candidateId: string): Promise<void>;
   exportRun(runDir: string, format: 'native' | 'f16' | 'onnx', panel?: ResultsPanel): Promise<void>;
+  evaluate(panel: ResultsPanel): Promise<void>;
 }
 
 export class ConfigPanel extends Panel {
@@ -190,6 +191,8 @@ export class ResultsPanel extends Panel {
         return this.host.apply(this, msg.layer, msg.candidateId);
       case 'export':
         return this.host.exportRun(this.runDir, msg.format, this);
+      case 'evaluate':
+        return this.host.evaluate(this);
       case 'cancel':
         this.host.cancel();
         return;

@@ -164,9 +164,7 @@ export class RunManager implements PanelHost, vscode.Disposable {
   async exportRun(runDir: string, format: ExportFormat, panel?: ResultsPanel): Promise<void> {
     const outDir = path.join(runDir, `export-${format}`);
     // The check's text: lopro.evalText, else the run's own calibration text (else none: no check).
-    let runConfig = this.runConfigs.get(runDir);
-    if (!runConfig && !evalText()) runConfig = (await this.engine.request('run/load', { runDir }, { timeoutMs: 60_000 })).config;
-    const verifyText = evalText() || runConfig?.calibText || undefined;
+    const verifyText = await this.checkText(runDir);
     const result = await withEngineProgress(`LoPRo: exporting ${path.basename(runDir)} (${format})`, new AbortController(), (signal) =>
       this.engine.request('run/export', { runDir, format, outDir, verifyText }, { signal }),
     );
@@ -178,6 +176,22 @@ export class RunManager implements PanelHost, vscode.Disposable {
         : ' (no perplexity check: no evaluation text)';
     this.log.appendLine(`[host] export ${format}: ${result.files.length} files, ${mb} MiB → ${result.outDir}.${check}`);
     void vscode.window.showInformationMessage(`LoPRo: exported ${format} (${result.files.length} files, ${mb} MiB) to ${result.outDir}.${check}`);
+  }
+
+  /** Perplexity of the run as it is now, on the evaluation text (else the calibration text). */
+  async evaluate(panel: ResultsPanel): Promise<void> {
+    const text = await this.checkText(panel.runDir);
+    if (!text) throw new ProtocolError(ErrorCode.BadConfig, 'no text to evaluate on', 'lopro.evalText', 'Set lopro.evalText (or use a calibration text).');
+    const perplexity = await withEngineProgress(`LoPRo: evaluating ${path.basename(panel.runDir)}`, new AbortController(), (signal) =>
+      this.engine.request('run/eval', { runDir: panel.runDir, texts: [text] }, { signal }),
+    );
+    panel.post({ type: 'eval/done', perplexity });
+  }
+
+  private async checkText(runDir: string): Promise<string | undefined> {
+    let runConfig = this.runConfigs.get(runDir);
+    if (!runConfig && !evalText()) runConfig = (await this.engine.request('run/load', { runDir }, { timeoutMs: 60_000 })).config;
+    return evalText() || runConfig?.calibText || undefined;
   }
 
   async compare(runA: string, runB: string): Promise<void> {

@@ -100,6 +100,11 @@ export interface CompareMessage {
   a: RunSummary;
   b: RunSummary;
 }
+/** Perplexity of the run as it is now (after applied layer changes), from run/eval. */
+export interface EvalDoneMessage {
+  type: 'eval/done';
+  perplexity: Record<string, number>;
+}
 /** A failed host action (shown in the view's status line). */
 export interface ErrorMessage {
   type: 'error';
@@ -120,6 +125,7 @@ export type ToWebview =
   | AppliedMessage
   | ExportDoneMessage
   | CompareMessage
+  | EvalDoneMessage
   | ErrorMessage;
 
 // ── webview → host ──────────────────────────────────────────────────────────────────────────
@@ -157,6 +163,10 @@ export interface ExportRequestMessage {
 export interface CancelMessage {
   type: 'cancel';
 }
+/** Re-measure the run's perplexity (run/eval), e.g. after "Apply to run". */
+export interface EvaluateMessage {
+  type: 'evaluate';
+}
 
 export type FromWebview =
   | ReadyMessage
@@ -166,7 +176,8 @@ export type FromWebview =
   | RequantizeMessage
   | ApplyMessage
   | ExportRequestMessage
-  | CancelMessage;
+  | CancelMessage
+  | EvaluateMessage;
 
 export const EXPORT_FORMATS: readonly ExportFormat[] = ['native', 'f16', 'onnx'];
 
@@ -210,6 +221,7 @@ export function parseFromWebview(x: unknown): FromWebview | undefined {
   switch (m.type) {
     case 'ready':
     case 'cancel':
+    case 'evaluate':
       return onlyKeys(m, []) ? (m as unknown as FromWebview) : undefined;
     case 'pick':
       return onlyKeys(m, ['field']) && (m.field === 'calibText' || m.field === 'outputFolder') ? (m as unknown as PickMessage) : undefined;
@@ -245,6 +257,7 @@ const TO_WEBVIEW_FIELDS: Record<ToWebview['type'], string[]> = {
   'layer/applied': ['layer', 'summary'],
   'export/done': ['format', 'result'],
   compare: ['a', 'b'],
+  'eval/done': ['perplexity'],
   error: ['action', 'error'],
 };
 

@@ -167,3 +167,21 @@ suite('LoPRo runs through the real engine (cancel, crash, resume)', function () 
     assert.ok(after <= 28 - 7, `resume redid ${after} layers; block 0 was complete before the crash`);
   });
 });
+
+suite('LoPRo commands on finished runs', function () {
+  this.timeout(240000);
+  test('Compare Runs loads two runs (run/load) and opens the compare panel; Open Results reopens a run', async () => {
+    const { engine } = await api();
+    const a = path.join(ws(), 'runs', 'crashed'); // finished by the resume test above
+    const b = path.join(ws(), 'runs', 'rtn');
+    const config = { ...DEFAULT_CONFIG, layerOverrides: {}, method: 'rtn' as const, bits: 3, calibText: path.join(ws(), 'calib.txt'), calibSamples: 8, ctx: 64 };
+    const s = await engine.request('run/start', { modelPath: path.join(ws(), 'tiny'), config, runDir: b, resume: false });
+    assert.equal(s.layers.length, 28);
+    await vscode.commands.executeCommand('lopro.compareRuns', a, b);
+    const tab = await waitFor(() => vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo: crashed vs rtn'));
+    assert.ok(tab, 'compare panel tab not found');
+    await vscode.commands.executeCommand('lopro.openResults', b);
+    const results = await waitFor(() => vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo Results: rtn'));
+    assert.ok(results, 'results panel tab not found');
+  });
+});
