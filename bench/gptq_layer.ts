@@ -4,11 +4,14 @@
 // bench/RESULTS.md (under flock).
 //
 //   node --import tsx bench/gptq_layer.ts [--rows 4096] [--cols 4096] [--tokens 2048] [--bits 4]
-//        [--group 128] [--variants ts,ort64,ort32] [--no-append]
+//        [--group 128] [--variants ort,ort32,ts] [--no-append]
 //
-// Variants differ only in who does the lazy trailing update W[:, i2:] −= Err1·Hinv[i1:i2, i2:]:
-// ts = the TypeScript float64 kernel, ort64/ort32 = an ORT MatMul (float64 / float32).
-// FLOPs counted: lazy updates + intra-block updates (exact sums) + 2n³/3 for the Cholesky of H⁻¹.
+// Variants differ in who does the two O(n³) parts (the column loop is always TypeScript):
+//   ort   = blocked ORT Cholesky of src/engine/linalg + lazy updates as ORT float64 MatMuls (default)
+//   ort32 = the same with float32 lazy-update MatMuls
+//   ts    = everything in float64 TypeScript (gptqQuantize's default; slow at 4096)
+// FLOPs counted (useful work): lazy updates + intra-block updates (exact sums) + 2n³/3 for the
+// Cholesky of H⁻¹ (one factorisation + one triangular inverse).
 
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -17,6 +20,7 @@ import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../src/engine/compute/graph';
 import { gptqQuantize, gptqQuantizeAsync, proxyLoss, type GptqResult } from '../src/engine/quant/gptq';
 import { createOrtLazyUpdate } from '../src/engine/quant/gptq_ort';
+import { choleskyInverseUpper as choleskyInverseUpperOrt } from '../src/engine/linalg/cholesky';
 import { accumulateHessian, mirrorUpper } from '../src/engine/quant/hessian';
 import { rtnQuantize } from '../src/engine/quant/rtn';
 import { syntheticActivations, syntheticWeights } from '../test/unit/quant/synthetic';
@@ -25,7 +29,7 @@ const args = process.argv.slice(2);
 const arg = (name: string, def: string) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : def; };
 const rows = Number(arg('rows', '4096')), cols = Number(arg('cols', '4096')), tokens = Number(arg('tokens', '2048'));
 const bits = Number(arg('bits', '4')), groupSize = Number(arg('group', '128')), blockSize = 128, seqlen = 128;
-const variants = arg('variants', 'ts,ort64,ort32').split(',');
+const variants = arg('variants', 'ort,ort32').split(',');
 const mmN = Number(arg('matmul', '4096'));
 const now = () => performance.now() / 1000;
 
@@ -107,7 +111,11 @@ async function main() {
     if (v === 'ts') r = gptqQuantize(W, rows, cols, H, opts);
     else {
       const upd = await createOrtLazyUpdate({ dtype: v === 'ort32' ? 'float32' : 'float64' });
-      r = await gptqQuantizeAsync(W, rows, cols, H, { ...opts, lazyUpdateAsync: (q) => upd.update(q) });
+      r = await gptqQuantizeAsync(W, rows, cols, H, {
+        ...opts,
+        choleskyInverseUpperAsync: (h, n) => choleskyInverseUpperOrt(h, n),
+        lazyUpdateAsync: (q) => upd.update(q),
+      });
       extra = `ORT ${upd.stats.ortSeconds.toFixed(2)} s + copies ${upd.stats.copySeconds.toFixed(2)} s over ${upd.stats.calls} calls`;
       await upd.release();
     }
@@ -123,7 +131,7 @@ async function main() {
 
   const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
   const table = [
-    line(['lazy update', 'total s', 'prep s', 'Cholesky s', 'column loop s', 'lazy updates s', 'GPTQ GFLOP/s', '÷ ORT f32 MatMul', '÷ ORT f64 MatMul']),
+    line(['engine', 'total s', 'prep s', 'Cholesky s', 'column loop s', 'lazy updates s', 'GPTQ GFLOP/s', '÷ ORT f32 MatMul', '÷ ORT f64 MatMul']),
     line(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:']),
     ...results.map(({ name, r }) => {
       const s = r.seconds, gf = flops / s.total / 1e9;
