@@ -15,7 +15,7 @@
 import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode } from '../../protocol/messages';
 import { choleskyInverseUpper } from './gptq_linalg';
-import { lazyUpdate } from './gptq_kernels';
+import { lazyUpdate as lazyUpdateTs, type LazyUpdateFn } from './gptq_kernels';
 import { assertFiniteArray } from './quantizer_checks';
 import { weightedKMeans } from './kmeans';
 import { encodeF16 } from './fp8';
@@ -34,6 +34,10 @@ export interface GptvqOptions {
   seed: number;
   name?: string;
   onWarning?: (message: string) => void;
+  /** Overrides the lazy trailing update W[:, i2:] −= Err·Hinv[i1:i2, i2:] (e.g. an ORT MatMul). */
+  lazyUpdate?: LazyUpdateFn;
+  /** Overrides the upper Cholesky factor of H⁻¹. */
+  choleskyInverseUpper?: (hVals: Float64Array, n: number) => Float64Array;
 }
 
 export interface GptvqResult {
@@ -82,7 +86,7 @@ export function gptvqQuantize(wVals: Float32Array | Float64Array, rows: number, 
   let U: Float64Array;
   let choleskyFallback = false;
   try {
-    U = choleskyInverseUpper(H, cols);
+    U = (opts.choleskyInverseUpper ?? choleskyInverseUpper)(H, cols);
   } catch (e) {
     if (!(e instanceof Error && e.name === 'NotPositiveDefiniteError')) throw e;
     choleskyFallback = true;
@@ -149,7 +153,7 @@ export function gptvqQuantize(wVals: Float32Array | Float64Array, rows: number, 
         }
       }
     }
-    if (i2 < cols) lazyUpdate(W, rows, cols, Err, count, U, i1, i2);
+    if (i2 < cols) (opts.lazyUpdate ?? lazyUpdateTs)(W, rows, cols, Err, count, U, i1, i2);
   }
   const t2 = now();
   return { Q, codes, codebooks, codebookBits, groups: G, entries: K, loss, choleskyFallback, seconds: { cholesky: t1 - t0, kmeans: tK, loop: t2 - t1 - tK, total: t2 - t0 } };

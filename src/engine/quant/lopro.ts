@@ -8,6 +8,7 @@ import type { LayerDetails, LayerReport } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode } from '../../protocol/messages';
 import { gptqQuantize, proxyLoss } from './gptq';
+import type { LazyUpdateFn } from './gptq_kernels';
 import { rtnQuantize } from './rtn';
 import { gptvqQuantize } from './gptvq';
 import { encodeF16 } from './fp8';
@@ -33,6 +34,9 @@ export interface LoproLayerOptions {
    */
   betaCandidates?: number[];
   onWarning?: (message: string) => void;
+  /** Kernel overrides passed to GPTQ / GPTVQ (e.g. ORT MatMul for the lazy update, issue 5). */
+  lazyUpdate?: LazyUpdateFn;
+  choleskyInverseUpper?: (hVals: Float64Array, n: number) => Float64Array;
 }
 
 export interface LoproLayerResult {
@@ -114,6 +118,7 @@ export function quantizeLayerLoPRo(
     const q = gptqQuantize(Rt, rows, cols, Ht, {
       bits: cfg.bits, groupSize: cfg.groupSize === -1 ? -1 : g, sym: cfg.sym, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
       actOrder: cfg.actOrder, staticGroups: cfg.staticGroups, name, onWarning: opts.onWarning,
+      lazyUpdate: opts.lazyUpdate, choleskyInverseUpper: opts.choleskyInverseUpper,
     });
     if (q.choleskyFallback) notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
     stored.codes = q.codes;
@@ -127,6 +132,7 @@ export function quantizeLayerLoPRo(
     const q = gptvqQuantize(Rt, rows, cols, Ht, {
       vqDim: cfg.vqDim, bits: vb, groupSize: cfg.groupSize === -1 ? -1 : g, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
       kmeansIters: opts.kmeansIters, seed: seed + 7919, name, onWarning: opts.onWarning,
+      lazyUpdate: opts.lazyUpdate, choleskyInverseUpper: opts.choleskyInverseUpper,
     });
     if (q.choleskyFallback) notes.push('H′ not positive definite after damping: no error feedback');
     stored.vqDim = cfg.vqDim;
