@@ -9,7 +9,7 @@
 // The emitters (`emitBlock`, `emitHead`) are shared with run/export_onnx.ts, which supplies its
 // own `LinearEmitter` (initializers, MatMulNBits, the LoPRo structure) to build one whole model.
 
-import { GraphBuilder, attr, type Value } from '../compute/graph';
+import { GraphBuilder, type Value } from '../compute/graph';
 import { ropeTables, type BlockLinear, type LinearInput, type LlamaConfig, blockLinears, headTensorName } from './config';
 
 /** What a block graph returns besides the new hidden states. */
@@ -52,9 +52,11 @@ export function emitBlockConsts(g: GraphBuilder, cfg: LlamaConfig, x: Value, max
   const zero = g.constI64([0]), ax0 = g.constI64([0]);
   const cosV = g.op('Slice', [g.initializer('rope_cos', cos, [maxT, half]), zero, t, ax0]);
   const sinV = g.op('Slice', [g.initializer('rope_sin', sin, [maxT, half]), zero, t, ax0]);
-  const tt = g.op('Concat', [t, t], { axis: 0 });
-  const full = g.op('ConstantOfShape', [tt], { value: attr.tensor(Float32Array.of(MASK_NEG), [1]) }, { dtype: 'float32' });
-  const mask = g.op('Trilu', [full, g.constI64(1)], { upper: 1 });
+  // mask[i, j] = MASK_NEG where j > i: Range + Greater + Where (no Trilu/ConstantOfShape, which
+  // the WebGPU EP lacks; every op here has a WebGPU kernel).
+  const pos = g.op('Range', [g.constF32(0), g.op('Cast', [g.op('Squeeze', [t, g.constI64([0])])], { to: 1 }), g.constF32(1)]);
+  const row = g.op('Unsqueeze', [pos, g.constI64([1])]), col = g.op('Unsqueeze', [pos, g.constI64([0])]);
+  const mask = g.op('Where', [g.op('Greater', [col, row]), g.constF32(MASK_NEG), g.constF32(0)]);
   return { cos: cosV, sin: sinV, mask, bt };
 }
 
@@ -181,9 +183,18 @@ export function emitHead(g: GraphBuilder, cfg: LlamaConfig, x: Value, normW: Val
   const logits = g.op('Gemm', [emitRmsNorm(g, x2, normW, cfg.rmsNormEps), headW], { transB: 1 });
   const outShape = g.op('Concat', [g.op('Slice', [g.op('Shape', [xs]), g.constI64([0]), g.constI64([2])]), g.constI64([cfg.vocabSize])], { axis: 0 });
   if (!targets) return g.op('Reshape', [logits, outShape]);
-  const lsm = g.op('LogSoftmax', [logits], { axis: -1 });
-  const picked = g.op('GatherElements', [lsm, g.op('Reshape', [targets, g.constI64([-1, 1])])], { axis: 1 });
-  return g.op('Reshape', [g.op('Neg', [picked]), g.op('Shape', [targets])]);
+  return g.op('Reshape', [emitNll(g, logits, g.op('Reshape', [targets, g.constI64([-1, 1])])), g.op('Shape', [targets])]);
+}
+
+/**
+ * NLL [N, 1] of targets [N, 1] (int32) under logits [N, V]: logsumexp − logit[target], max-shifted.
+ * ReduceMax/Exp/ReduceSum/Log rather than LogSoftmax (which the WebGPU EP lacks), and the [N, V]
+ * log-probabilities are never written.
+ */
+export function emitNll(g: GraphBuilder, logits: Value, targets: Value): Value {
+  const mx = g.op('ReduceMax', [logits], { axes: [-1], keepdims: 1 });
+  const lse = g.op('Add', [g.op('Log', [g.op('ReduceSum', [g.op('Exp', [g.op('Sub', [logits, mx])]), g.constI64([-1])], { keepdims: 1 })]), mx]);
+  return g.op('Sub', [lse, g.op('GatherElements', [logits, targets], { axis: 1 })]);
 }
 
 export function buildHeadGraph(cfg: LlamaConfig, mode: 'nll' | 'logits'): Uint8Array {

@@ -1,7 +1,7 @@
 // Perplexity of an exported .onnx model (export_onnx.ts), per ../shared/protocol.md, so the ONNX
 // export is measured as exported (issue 4.4): the file is loaded by ONNX Runtime, windows are
-// batched through it, and a small second graph turns logits into per-position NLL (LogSoftmax +
-// GatherElements) so no [B, T, V] loop runs in JS.
+// batched through it, and a small second graph turns logits into per-position NLL (the engine's
+// emitNll) so no [B, T, V] loop runs in JS.
 
 import { readFileSync, statSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
@@ -10,6 +10,7 @@ import { ProtocolError } from '../../protocol/rpc';
 import { GraphBuilder } from '../compute/graph';
 import { getRuntime, type ComputeRuntime } from '../compute/runtime';
 import { evalWindowCount } from '../model/calibration';
+import { emitNll } from '../model/llama_graph';
 import { defaultBatch, type PerplexityResult } from '../model/perplexity';
 
 export interface OnnxPerplexityOptions {
@@ -21,15 +22,15 @@ export interface OnnxPerplexityOptions {
   signal?: AbortSignal;
 }
 
-/** logits [B, T, V] + targets [B, T−1] int32 → NLL [B, T−1]. */
+/** logits [B, T, V] + targets [B, T−1] int32 → NLL [B, T−1] (same NLL ops as the engine's head). */
 function nllGraph(): Uint8Array {
   const g = new GraphBuilder('nll_from_logits');
   const logits = g.input('logits', 'float32', ['B', 'T', 'V']);
   const targets = g.input('targets', 'int32', ['B', 'Tm1']);
   const head = g.op('Slice', [logits, g.constI64([0]), g.constI64([-1]), g.constI64([1])]);
-  const lsm = g.op('LogSoftmax', [head], { axis: -1 });
-  const picked = g.op('GatherElements', [lsm, g.op('Unsqueeze', [targets, g.constI64([-1])])], { axis: 2 });
-  g.output(g.op('Neg', [g.op('Squeeze', [picked, g.constI64([-1])])]), 'nll');
+  const flat = g.op('Reshape', [head, g.op('Concat', [g.constI64([-1]), g.op('Slice', [g.op('Shape', [logits]), g.constI64([2]), g.constI64([3])])], { axis: 0 })]);
+  const nll = emitNll(g, flat, g.op('Reshape', [targets, g.constI64([-1, 1])]));
+  g.output(g.op('Reshape', [nll, g.op('Shape', [targets])]), 'nll');
   return g.toModel();
 }
 
