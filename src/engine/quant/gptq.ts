@@ -1,11 +1,16 @@
 // GPTQ (Frantar et al., arXiv 2210.17323, Algorithm 1), written to behave exactly like the original
-// `GPTQ.fasterquant` of IST-DASLab/gptq (commit 2d65066) and read like it: W, H, Hinv, W1, Q1, Err1,
-// i1, i2, count, d keep the paper's / reference's names. The step numbers below are those of
+// `GPTQ.fasterquant` of IST-DASLab/gptq (commit 2d65066) and read like it: W, H, Hinv, W1, Err1,
+// i1, i2, count, d keep the paper's / reference's names (Q1 is written straight into Q, and Losses
+// is summed as it is produced). The step numbers below are those of
 // ../../../../shared/golden/README.md §5, which pins every detail (incl. the group-params quirk).
 //
 // Precision: the working W, H and Hinv are float64 (README §7: f64 from the stored H gives 0
-// differing codes on all 24 golden GPTQ cases); the quantizer itself has float32 semantics
-// (quantizer.ts), so Q = scale·(code − zero) holds bit-exactly in float32.
+// differing codes on all 24 golden GPTQ cases; we match 23 of 24 exactly, and the 512×1024 case
+// differs in 2 of 512 rows that start at a sym rounding tie); the quantizer itself has float32
+// semantics (quantizer.ts), so Q = scale·(code − zero) holds bit-exactly in float32.
+//
+// Entry points: `gptqQuantize` (synchronous, all TypeScript) and `gptqQuantizeAsync` (hooks for the
+// two O(n³) parts, e.g. the blocked ORT Cholesky of src/engine/linalg and gptq_ort.ts's MatMul).
 
 import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode } from '../../protocol/messages';
@@ -253,7 +258,8 @@ function* gptqCore(
         const q = dequantizeCode(code, s, z);
         codes[r * cols + col] = code;
         Q[r * cols + col] = q;
-        const err = (w - q) / Hinv[k * cols + k]; // d = Hinv[k, k]
+        const d = Hinv[k * cols + k];
+        const err = (w - q) / d; // err1 of the reference; Losses[r, k] = (w − q)²/d²/2 = err²/2
         loss += (err * err) / 2;
         Err1[o + i] = err;
         if (err === 0) continue;
