@@ -2,7 +2,10 @@
 // on the linear layers of a Llama model (default: the main benchmark model `base`).
 //
 //   node --import tsx bench/lopro_layers.ts [--hessians calib|synthetic] [--bits 2,3] [--blocks 0-7]
-//        [--model DIR] [--text FILE] [--windows N] [--no-append]
+//        [--model DIR] [--text FILE] [--windows N] [--no-append] [--resume]
+//
+// Every finished (layer, bits) row is saved to bench/out/lopro_layers-<hessians>.rows.json at once;
+// --resume skips rows already there (a long run on a busy machine can be stopped and continued).
 //
 // Hessians:
 //   calib     (default) the calibration protocol of shared/protocol.md: 128 windows of ctx tokens from
@@ -15,7 +18,7 @@
 // β 0.5, GPTVQ d = 2). Appends the table to bench/RESULTS.md (under flock) unless --no-append.
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { DEFAULT_LAYER_CONFIG, bitsPerWeight, type LayerConfig } from '../src/protocol/config';
@@ -37,6 +40,7 @@ const hessKind = opt('--hessians', 'calib') as 'calib' | 'synthetic';
 const bitsList = opt('--bits', '2,3').split(',').map(Number);
 const nWindows = Number(opt('--windows', '128'));
 const append = !args.includes('--no-append');
+const resume = args.includes('--resume');
 
 const model = openModel(modelDir);
 const cfg = model.cfg!;
@@ -154,24 +158,35 @@ async function main(): Promise<void> {
   const started = new Date();
   const stats = hessKind === 'synthetic' ? syntheticStats() : await calibStats();
   console.error(stats.label);
+  const rowsFile = resolve(`bench/out/lopro_layers-${hessKind}.rows.json`);
+  const saved: Row[] = resume && existsSync(rowsFile) ? JSON.parse(readFileSync(rowsFile, 'utf8')) : [];
   const rows: Row[] = [];
   for (const b of blocks) {
     for (const lin of blockLinears(cfg, b)) {
+      const short = lin.name.replace('model.layers.', 'L').replace('self_attn.', '').replace('mlp.', '');
+      const todo = bitsList.filter((bits) => !saved.some((r) => r.name === short && r.bits === bits));
+      for (const bits of bitsList) {
+        const old = saved.find((r) => r.name === short && r.bits === bits);
+        if (old) rows.push(old);
+      }
+      if (!todo.length) continue;
       const W = model.ckpt.readFloat32(lin.weight);
       const { H, absMean } = stats.get(b, lin.input);
-      for (const bits of bitsList) {
+      for (const bits of todo) {
         const t0 = performance.now();
         const base: LayerConfig = { ...DEFAULT_LAYER_CONFIG, bits };
         const lp = quantizeLayerLoPRo(W, lin.rows, lin.cols, H, absMean, { ...base, method: 'lopro' }, 0, { name: lin.name, baselines: true, onWarning: () => {} });
         const lv = quantizeLayerLoPRo(W, lin.rows, lin.cols, H, absMean, { ...base, method: 'lopro_v' }, 0, { name: lin.name, baselines: false, onWarning: () => {} });
         const row: Row = {
-          name: lin.name.replace('model.layers.', 'L').replace('self_attn.', '').replace('mlp.', ''), rows: lin.rows, cols: lin.cols, bits,
+          name: short, rows: lin.rows, cols: lin.cols, bits,
           rtn: lp.report.baselines!.rtn!, gptq: lp.report.baselines!.gptq!, lopro: lp.report.proxyLoss, loproV: lv.report.proxyLoss,
           bpw: { base: bitsPerWeight({ ...base, method: 'gptq' }, lin.rows, lin.cols), lopro: lp.report.bpw, loproV: lv.report.bpw },
           notes: [...new Set([...lp.report.notes, ...lv.report.notes])],
           seconds: (performance.now() - t0) / 1000,
         };
         rows.push(row);
+        saved.push(row);
+        writeFileSync(rowsFile, JSON.stringify(saved));
         console.error(`${row.name} W${bits}: RTN ${fmt(row.rtn)} GPTQ ${fmt(row.gptq)} LoPRo ${fmt(row.lopro)} LoPRo_v ${fmt(row.loproV)} (${row.seconds.toFixed(1)} s)`);
       }
     }
@@ -197,6 +212,7 @@ function table(rows: Row[], label: string, started: Date): string {
   out.push('');
   for (const bits of bitsList) {
     const rs = rows.filter((r) => r.bits === bits);
+    if (!rs.length) continue;
     out.push(`### W${bits}`);
     out.push('');
     out.push('| layer | m×n | RTN | GPTQ | LoPRo | LoPRo_v | LoPRo/GPTQ | bpw GPTQ | bpw LoPRo | bpw LoPRo_v |');
