@@ -4,8 +4,14 @@
 // loaded back from disk) on the two held-out texts next to the float model's.
 // Protocol settings except the calibration window count (default 32 of the protocol's 128, so the
 // demo takes minutes on 2 cores; --samples 128 gives the protocol run). ctx is tiny's protocol 256.
+// The float perplexities are computed once and cached (LOPRO_CACHE_DIR, default <tmp>/lopro-cache).
 
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { atomicWriteFile } from '../io/atomic';
+import { defaultCacheDir } from '../model/tokenizer';
+import { hashModel } from './fingerprint';
+import { ENGINE_VERSION } from './version';
 import { dirname, join, resolve } from 'node:path';
 import { DEFAULT_CONFIG, type QuantizeConfig } from '../../protocol/config';
 import { evalPath } from './evaluate';
@@ -20,6 +26,27 @@ export function packageRoot(from = __dirname): string {
     d = dirname(d);
   }
   return process.cwd();
+}
+
+/**
+ * Float perplexities of the embedded model, cached on disk (they never change for a given model,
+ * text, ctx and engine version): the demo then spends its time on the quantized model only.
+ */
+async function floatPerplexity(model: string, texts: string[], ep: QuantizeConfig['ep'], hooks: RunHooks): Promise<Record<string, number>> {
+  const key = createHash('sha256').update([hashModel(model), ...texts.map((t) => createHash('sha256').update(readFileSync(t)).digest('hex')), '256', ENGINE_VERSION].join('|')).digest('hex').slice(0, 24);
+  const file = join(defaultCacheDir(), `ppl-float-${key}.json`);
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, number>;
+  } catch {
+    const fp = await evalPath(model, texts, { ctx: 256, ep }, hooks);
+    try {
+      mkdirSync(defaultCacheDir(), { recursive: true });
+      atomicWriteFile(file, JSON.stringify(fp));
+    } catch {
+      // a read-only cache only costs time
+    }
+    return fp;
+  }
 }
 
 export interface DemoOptions {
@@ -38,7 +65,7 @@ export async function runDemo(o: DemoOptions, hooks: RunHooks, print: (s: string
   const t0 = Date.now();
   const summary = await quantizeRun({ modelPath: model, config, runDir: o.out, resume: false, evalTexts: texts, compare: true }, hooks);
   const tq = (Date.now() - t0) / 1000;
-  const fp = await evalPath(model, texts, { ctx: 256, ep: o.ep }, hooks);
+  const fp = await floatPerplexity(model, texts, o.ep, hooks);
   print('');
   print(`LoPRo demo: fixtures/tiny, ${o.method} W${o.bits}, ${o.samples} calibration windows × 256 tokens of train.txt, EP ${summary.ep}`);
   print(formatLayerTable({ ...summary, perplexity: undefined }));

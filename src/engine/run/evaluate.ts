@@ -40,6 +40,7 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
     throw new ProtocolError(ErrorCode.BadConfig, `${dir} has no config.json`, dir, 'pass a run directory, an export folder or a Hugging Face model folder');
   const cfg = loadLlamaConfig(dir);
   const T = protocolCtx(cfg.maxPositions, ctx);
+  if (existsSync(join(dir, 'model.onnx'))) return evalOnnx(dir, cfg.vocabSize, T, texts, opts, hooks);
   const native = isNativeDir(dir);
   const weights = native ? openNativeModel(dir) : openCheckpoint(dir);
   const rt = await getRuntime(opts.ep);
@@ -61,6 +62,27 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
     }
   } finally {
     weights.close();
+  }
+  return out;
+}
+
+/** An ONNX export folder (model.onnx + config.json + tokenizer): ONNX Runtime runs the file itself. */
+async function evalOnnx(dir: string, vocabSize: number, T: number, texts: string[], opts: EvalOptions, hooks: RunHooks): Promise<Record<string, number>> {
+  const { perplexityOnnx } = await import('./export_onnx_eval');
+  const rt = await getRuntime(opts.ep);
+  const tok = loadTokenizer(dir);
+  const out: Record<string, number> = {};
+  for (const text of texts) {
+    const key = textKey(text);
+    hooks.onProgress({ kind: 'begin', title: `perplexity of ${dir}/model.onnx on ${key} (ctx ${T})`, cancellable: true });
+    const r = await perplexityOnnx(join(dir, 'model.onnx'), tokenizeFile(tok, text, vocabSize).ids, {
+      ctx: T,
+      rt,
+      signal: hooks.signal,
+      onProgress: (done, total) => hooks.onProgress({ kind: 'report', message: `${key}: ${done}/${total} windows`, percentage: Math.round((100 * done) / total) }),
+    });
+    hooks.onProgress({ kind: 'end', message: `${key}: perplexity ${r.ppl.toFixed(4)} (${r.windows} windows, ${r.seconds.toFixed(1)} s, ${r.ep})` });
+    out[key] = r.ppl;
   }
   return out;
 }

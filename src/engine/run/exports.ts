@@ -13,7 +13,7 @@ import { f32ArrayToF16 } from '../io/dtypes';
 import { SafetensorsWriter, type TensorSpec } from '../io/safetensors_writer';
 import { throwIfCancelled } from './cancel';
 import { evalPath, textKey } from './evaluate';
-import { NATIVE_MODEL_FILE, SIDE_FILES, openNativeModel, writeDirAtomic } from './native';
+import { NATIVE_MODEL_FILE, SIDE_FILES, openNativeModel, writeDirAtomic, writeDirAtomicAsync } from './native';
 import type { RunHooks } from './pipeline';
 import { RunDir } from './rundir';
 
@@ -81,7 +81,7 @@ export async function exportRun(p: ExportParams, hooks: RunHooks): Promise<Expor
     writeF16Export(dir.nativeDir, outDir, hooks.signal);
   } else if (format === 'onnx') {
     const { exportOnnx } = await import('./export_onnx_adapter');
-    await exportOnnx(dir.nativeDir, outDir, hooks);
+    await writeDirAtomicAsync(outDir, (tmp) => exportOnnx(dir.nativeDir, tmp, hooks));
   } else throw new ProtocolError(ErrorCode.InvalidParams, `unknown export format "${String(format)}"`, 'format', 'native, f16 or onnx');
   const { files, bytes } = listFiles(outDir);
   hooks.onProgress({ kind: 'end', message: `exported ${files.length} files, ${(bytes / 1e6).toFixed(2)} MB` });

@@ -16,7 +16,7 @@ import { SafetensorsWriter, type TensorSpec } from '../io/safetensors_writer';
 import { tempPathFor } from '../io/atomic';
 import type { OpenedModel } from './inspect';
 import type { RunDir, RunManifest } from './rundir';
-import { dequantizeLoPRo } from '../quant/lopro_dequant';
+import { dequantizeStored } from './stored';
 import { loproQuantizationConfig, readLoproLayer } from '../io/lopro_format';
 import { pickLayerConfig } from '../../protocol/config';
 import { ENGINE_VERSION } from './version';
@@ -31,6 +31,20 @@ export function writeDirAtomic(target: string, fill: (tmp: string) => void): voi
   mkdirSync(tmp, { recursive: true });
   try {
     fill(tmp);
+    rmSync(target, { recursive: true, force: true });
+    renameSync(tmp, target);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** writeDirAtomic for an asynchronous `fill`. */
+export async function writeDirAtomicAsync(target: string, fill: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = tempPathFor(target);
+  mkdirSync(tmp, { recursive: true });
+  try {
+    await fill(tmp);
     rmSync(target, { recursive: true, force: true });
     renameSync(tmp, target);
   } catch (e) {
@@ -133,7 +147,7 @@ export function openNativeModel(dirOrFile: string): NativeModel {
     readFloat32(name: string): Float32Array {
       // HF weights are `<layer>.weight`; a bare file's tensor without that suffix is its own layer.
       const layer = name.endsWith('.weight') && layerSet.has(name.slice(0, -'.weight'.length)) ? name.slice(0, -'.weight'.length) : name;
-      if (layerSet.has(layer)) return dequantizeLoPRo(readLoproLayer(file, layer));
+      if (layerSet.has(layer)) return dequantizeStored(readLoproLayer(file, layer));
       return file.readFloat32(name);
     },
     close: () => file.close(),

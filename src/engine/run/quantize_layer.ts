@@ -98,7 +98,8 @@ export function quantizeLayer(x: LayerInput, lc: LayerConfig, opts: QuantizeLaye
   const wHat = dequantizeStored(stored);
   const tQuant = now() - t0;
   const proxy = layerProxyLoss(x.W, wHat, x.H, x.rows, x.cols);
-  const ref = layerProxyLoss(x.W, new Float32Array(x.W.length), x.H, x.rows, x.cols);
+  // tr(W H Wᵀ), the loss of Ŵ = 0 (‖W‖² when H = I, without a zero matrix).
+  const ref = x.H ? proxyLoss(x.W, new Float32Array(x.W.length), x.H, x.rows, x.cols) : x.W.reduce((a, v) => a + v * v, 0);
   const report: LayerReport = {
     name: x.name, block: x.block, module: x.module, rows: x.rows, cols: x.cols, config: lc,
     bpw: bitsPerWeight(lc, x.rows, x.cols),

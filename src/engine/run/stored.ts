@@ -7,13 +7,30 @@
 // weights it exports.
 
 import type { LayerConfig } from '../../protocol/config';
-import { encodeF16 } from '../quant/fp8';
+import { decodeF16, encodeF16 } from '../quant/fp8';
 import { dequantizeLoPRo, type LoproStoredLayer } from '../quant/lopro_dequant';
 import type { QuantizedWeight } from '../quant/rtn';
 
 export type StoredLayer = LoproStoredLayer;
 
-export const dequantizeStored = (s: StoredLayer): Float32Array => dequantizeLoPRo(s);
+/**
+ * Ŵ from the stored parts. Unrotated rank-0 layers in original order (RTN/GPTQ) take a direct
+ * float32 path: the same values as dequantizeLoPRo (scale·(code − zero) is exact in float64 for an
+ * FP16 scale and small integers, then rounded once to float32) without its two float64 rows×cols
+ * temporaries, which matters for data-free runs over very large matrices.
+ */
+export function dequantizeStored(s: StoredLayer): Float32Array {
+  if (s.rank !== 0 || s.hadamardBlock !== 0 || s.method !== 'lopro' || !s.codes || !s.scaleBits || !s.zeros || !s.perm.every((p, k) => p === k)) return dequantizeLoPRo(s);
+  const { rows, cols, groups: G } = s;
+  const scale = decodeF16(s.scaleBits);
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) {
+      const k = r * G + (s.gIdx ? s.gIdx[c] : Math.floor(c / s.groupSize));
+      out[r * cols + c] = scale[k] * (s.codes[r * cols + c] - s.zeros[k]);
+    }
+  return out;
+}
 
 const F16_ONE = 0x3c00;
 
