@@ -5,7 +5,7 @@
 // error of earlier ones [I]. W_r is rebuilt from the stored (rounded) factors only.
 
 import { encodeF16, encodeF8E4M3 } from './fp8';
-import { SeededRng, frob2, norm2, type FloatArray } from './lopro_mat';
+import { SeededRng, frob2, matTVec, matVec, norm2, type FloatArray } from './lopro_mat';
 
 /** The stored low-rank factors of one layer, with their decoded values. */
 export interface LowRankFactors {
@@ -96,10 +96,10 @@ export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOpt
   const s = new Float64Array(n), y = new Float64Array(m), z = new Float64Array(n);
   for (let k = 0; k < rMax; k++) {
     for (let j = 0; j < n; j++) s[j] = rng.gaussian();
-    mv(A, m, n, s, y);
+    matVec(A, m, n, s, y);
     for (let it = 0; it < opts.powerIters; it++) {
-      mtv(A, m, n, y, z);
-      mv(A, m, n, z, y);
+      matTVec(A, m, n, y, z);
+      matVec(A, m, n, z, y);
       const ny = norm2(y);
       if (!(ny > 0)) break;
       for (let i = 0; i < m; i++) y[i] /= ny;
@@ -107,7 +107,7 @@ export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOpt
     const ny = norm2(y);
     if (!(ny > 0) || !Number.isFinite(ny)) break; // A is (numerically) exactly rank k
     for (let i = 0; i < m; i++) y[i] /= ny;
-    mtv(A, m, n, y, z);
+    matTVec(A, m, n, y, z);
     const sigma = norm2(z);
     if (!(sigma > 0) || !Number.isFinite(sigma)) break;
     const uHat = new Float64Array(m), vHat = new Float64Array(n);
@@ -150,25 +150,6 @@ export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOpt
   }
   const energy = total > 0 ? 1 - frob2(A) / total : 0;
   return { rows: m, cols: n, rank: r, uCodes, vCodes, sigmaBits, uScale: sqm, vScale: sqn, U, V, sigma, energy };
-}
-
-function mv(A: FloatArray, m: number, n: number, x: Float64Array, y: Float64Array): void {
-  for (let i = 0; i < m; i++) {
-    let t = 0;
-    const o = i * n;
-    for (let j = 0; j < n; j++) t += A[o + j] * x[j];
-    y[i] = t;
-  }
-}
-
-function mtv(A: FloatArray, m: number, n: number, y: Float64Array, z: Float64Array): void {
-  z.fill(0);
-  for (let i = 0; i < m; i++) {
-    const yi = y[i];
-    if (yi === 0) continue;
-    const o = i * n;
-    for (let j = 0; j < n; j++) z[j] += yi * A[o + j];
-  }
 }
 
 /**
