@@ -13,6 +13,7 @@
 // parallel = row chunks on worker_threads, lazy updates in TypeScript float64;
 // device = lazy updates on the EP (W resident on WebGPU), column loop on one thread;
 // hybrid = row-parallel column loops + the lazy updates on the EP for all rows at once (default).
+// With a pool (parallel, hybrid), lopro's own stages (R1SVD, residual, permute/rotate, dequant) run on it too, exactly.
 // The Cholesky of H⁻¹ runs on the EP (blocked, src/engine/linalg) except for engine ts.
 // lopro_v's GPTVQ has no device path yet: it runs quant/lopro.ts as is (TypeScript, one thread).
 
@@ -27,6 +28,7 @@ import { gptqQuantize, type GptqOptions, type GptqResult } from '../src/engine/q
 import { GptqPool, gptqQuantizeParallel } from '../src/engine/quant/gptq_parallel';
 import { choleskyOn, createSlabUpdater, gptqQuantizeDevice } from '../src/engine/quant/gptq_device';
 import { quantizeLayerLoPRoWith, type GptqEngine } from '../src/engine/quant/gptq_device_lopro';
+import { quantizeLayerLoPRoParallel } from '../src/engine/quant/gptq_parallel_lopro';
 import { quantizeLayerLoPRo } from '../src/engine/quant/lopro';
 import { rtnQuantize } from '../src/engine/quant/rtn';
 
@@ -194,7 +196,11 @@ async function main() {
           Q = r.Q;
           stages = gptqStages(r);
         } else if (method === 'lopro') {
-          const r = await quantizeLayerLoPRoWith(makeEngine(engine, rt, pool), W, R, C, H, absMean, cfg, 1, shape);
+          // With a worker pool, LoPRo's own stages (R1SVD, residual, rotation, dequant) run on it too.
+          const eng = makeEngine(engine, rt, pool);
+          const r = pool && engine !== 'ts' && engine !== 'device'
+            ? await quantizeLayerLoPRoParallel(pool, eng, W, R, C, H, absMean, cfg, 1, shape)
+            : await quantizeLayerLoPRoWith(eng, W, R, C, H, absMean, cfg, 1, shape);
           Q = r.reconstructed;
           stages = { ...r.seconds };
           for (const [k, v] of Object.entries(gptqStages(r.gptq))) stages[`gptq.${k}`] = v;

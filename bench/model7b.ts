@@ -31,6 +31,7 @@ import { gptqQuantize } from '../src/engine/quant/gptq';
 import { GptqPool, gptqQuantizeParallel } from '../src/engine/quant/gptq_parallel';
 import { choleskyOn, createSlabUpdater, gptqQuantizeDevice } from '../src/engine/quant/gptq_device';
 import { quantizeLayerLoPRoWith, type GptqEngine } from '../src/engine/quant/gptq_device_lopro';
+import { quantizeLayerLoPRoParallel } from '../src/engine/quant/gptq_parallel_lopro';
 import { rtnQuantize } from '../src/engine/quant/rtn';
 
 const args = process.argv.slice(2);
@@ -210,7 +211,7 @@ async function main() {
       t = now();
       const name = `model.layers.${b}.${l.name}`;
       if (method === 'lopro') {
-        const r = await quantizeLayerLoPRoWith(engine, W, l.rows, l.cols, H, absMean, cfg, b, name);
+        const r = pool ? await quantizeLayerLoPRoParallel(pool, engine, W, l.rows, l.cols, H, absMean, cfg, b, name) : await quantizeLayerLoPRoWith(engine, W, l.rows, l.cols, H, absMean, cfg, b, name);
         split.quantize += now() - t;
         t = now();
         out.push(...loproLayerTensors(name, r.stored));

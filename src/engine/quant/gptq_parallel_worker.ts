@@ -5,6 +5,10 @@
 
 import { parentPort } from 'node:worker_threads';
 import { gptqQuantizeAsync, type GptqOptions, type GptqResult, type LazyUpdateRequest } from './gptq';
+import { lowRankWeight } from './r1svd';
+import { rotateRowsInPlace } from './rotation';
+import { dequantizeLoPRo } from './lopro_dequant';
+import type { ParallelTask } from './gptq_parallel_lopro';
 
 export interface WorkerTask {
   type: 'run';
@@ -24,7 +28,71 @@ export type WorkerReply =
   | { type: 'done'; result: GptqResult }
   | { type: 'error'; name: string; message: string };
 
-type MainMessage = WorkerTask | { type: 'slab'; c0: number; c1: number };
+type MainMessage = WorkerTask | { type: 'slab'; c0: number; c1: number } | { type: 'task'; task: ParallelTask };
+
+/** LoPRo's row/column-parallel pieces (gptq_parallel_lopro.ts): same loops, same summation order. */
+function runTask(t: ParallelTask): void {
+  switch (t.kind) {
+    case 'mv': {
+      const { A, n, x, y } = t;
+      for (let i = t.r0; i < t.r1; i++) {
+        let s = 0;
+        const o = i * n;
+        for (let j = 0; j < n; j++) s += A[o + j] * x[j];
+        y[i] = s;
+      }
+      return;
+    }
+    case 'mtv': {
+      const { A, m, n, y, z, c0, c1 } = t;
+      for (let j = c0; j < c1; j++) z[j] = 0;
+      for (let i = 0; i < m; i++) {
+        const yi = y[i];
+        if (yi === 0) continue;
+        const o = i * n;
+        for (let j = c0; j < c1; j++) z[j] += yi * A[o + j];
+      }
+      return;
+    }
+    case 'deflate': {
+      const { A, n, u, v, s } = t;
+      for (let i = t.r0; i < t.r1; i++) {
+        const a = s * u[i];
+        if (a === 0) continue;
+        const o = i * n;
+        for (let j = 0; j < n; j++) A[o + j] -= a * v[j];
+      }
+      return;
+    }
+    case 'residual': {
+      const { W, R, n, r0, r1 } = t;
+      const Wr = lowRankWeight(t.U, t.sigma, t.V, r1 - r0, n, t.rank, t.alpha);
+      for (let k = 0, o = r0 * n; k < Wr.length; k++) R[o + k] = W[o + k] - Wr[k];
+      return;
+    }
+    case 'colAbsSum': {
+      const { R, m, n, out, c0, c1 } = t;
+      for (let j = c0; j < c1; j++) out[j] = 0;
+      for (let i = 0; i < m; i++) {
+        const o = i * n;
+        for (let j = c0; j < c1; j++) out[j] += Math.abs(R[o + j]);
+      }
+      return;
+    }
+    case 'gatherRotate': {
+      const { R, Rt, n, perm, r0, r1 } = t;
+      for (let i = r0; i < r1; i++) {
+        const o = i * n;
+        for (let k = 0; k < n; k++) Rt[o + k] = R[o + perm[k]];
+      }
+      rotateRowsInPlace(Rt.subarray(r0 * n, r1 * n), r1 - r0, t.plan);
+      return;
+    }
+    case 'dequant':
+      t.out.set(dequantizeLoPRo(t.stored), t.r0 * t.stored.cols);
+      return;
+  }
+}
 
 async function run(t: WorkerTask, nextSlab: () => Promise<{ c0: number; c1: number }>): Promise<GptqResult> {
   const { r0, r1, cols } = t;
@@ -62,6 +130,15 @@ if (parentPort) {
   let waiting: ((s: { c0: number; c1: number }) => void) | undefined;
   const nextSlab = () => new Promise<{ c0: number; c1: number }>((res) => { waiting = res; });
   port.on('message', (m: MainMessage) => {
+    if (m.type === 'task') {
+      try {
+        runTask(m.task);
+        port.postMessage({ type: 'taskDone' });
+      } catch (e) {
+        port.postMessage({ type: 'taskError', message: e instanceof Error ? e.message : String(e) });
+      }
+      return;
+    }
     if (m.type === 'slab') {
       const w = waiting;
       waiting = undefined;

@@ -4,7 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_LAYER_CONFIG } from '../../../src/protocol/config';
 import { gptqQuantize } from '../../../src/engine/quant/gptq';
-import { gptqQuantizeParallel } from '../../../src/engine/quant/gptq_parallel';
+import { GptqPool, gptqQuantizeParallel } from '../../../src/engine/quant/gptq_parallel';
+import { quantizeLayerLoPRoParallel, r1svdParallel } from '../../../src/engine/quant/gptq_parallel_lopro';
+import { r1svd } from '../../../src/engine/quant/r1svd';
 import { quantizeLayerLoPRoWith } from '../../../src/engine/quant/gptq_device_lopro';
 import { quantizeLayerLoPRo } from '../../../src/engine/quant/lopro';
 import { HessianAccumulator } from '../../../src/engine/quant/hessian';
@@ -33,4 +35,31 @@ test('LoPRo with a pluggable GPTQ engine = quant/lopro.ts (sync TS and row-paral
     assert.deepEqual(x.reconstructed, ref.reconstructed);
   }
   for (const k of ['lowrank', 'permute', 'rotate', 'gptq', 'reconstruct']) assert.ok(sync.seconds[k] >= 0, k);
+});
+
+test('row/column-parallel LoPRo stages (R1SVD, residual, importance, rotation, dequant) = quant/lopro.ts', async () => {
+  const pool = GptqPool.create(3);
+  try {
+    const ref = quantizeLayerLoPRo(W, rows, cols, H, absMean, cfg, 9, { baselines: false });
+    const par = await quantizeLayerLoPRoParallel(pool, (w, r, c, h, o) => gptqQuantizeParallel(w, r, c, h, { ...o, pool }), W, rows, cols, H, absMean, cfg, 9);
+    assert.deepEqual(par.stored.uCodes, ref.stored.uCodes);
+    assert.deepEqual(par.stored.vCodes, ref.stored.vCodes);
+    assert.deepEqual(par.stored.sigmaBits, ref.stored.sigmaBits);
+    assert.deepEqual(par.stored.perm, ref.stored.perm);
+    assert.deepEqual(par.stored.codes, ref.stored.codes);
+    assert.deepEqual(par.stored.scaleBits, ref.stored.scaleBits);
+    assert.deepEqual(par.reconstructed, ref.reconstructed);
+    // R1SVD alone, odd sizes, more ranks than workers' slices divide evenly.
+    const m = 37, n = 53, A = Float32Array.from({ length: m * n }, (_, i) => Math.sin(i * 0.37) + (i % 7) * 0.1);
+    const a = r1svd(A, m, n, { rank: 5, powerIters: 3, seed: 4 });
+    const sh = new Float32Array(new SharedArrayBuffer(m * n * 4) as unknown as ArrayBuffer);
+    sh.set(A);
+    const b = await r1svdParallel(pool, sh, m, n, { rank: 5, powerIters: 3, seed: 4 });
+    assert.deepEqual(b.U, a.U);
+    assert.deepEqual(b.V, a.V);
+    assert.deepEqual(b.sigma, a.sigma);
+    assert.equal(b.energy, a.energy);
+  } finally {
+    await pool.close();
+  }
 });

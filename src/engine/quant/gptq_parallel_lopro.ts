@@ -1,0 +1,195 @@
+// LoPRo's stages A, B and the reconstruction, row/column-parallel on the GptqPool workers, exact:
+// every parallel piece computes the same float64 sums in the same order as the single-threaded code
+// (mat-vecs split by rows; Aᵀ·y and column sums split by columns, each still summed over rows in
+// order; deflation, low-rank product, gather + FWHT and dequantization split by rows). The scalar
+// steps (start vectors, norms, FP8/FP16 rounding, argsort) stay here, copied from r1svd.ts /
+// permute.ts so the result is bit-identical to quant/lopro.ts (tested). H′ = QᵀH_pQ is built here
+// while the workers gather and rotate R.
+
+import type { LayerConfig } from '../../protocol/config';
+import { encodeF16, encodeF8E4M3 } from './fp8';
+import { columnScaleAlpha, type LowRankFactors, type R1svdOptions } from './r1svd';
+import { argsortDescending, permuteSymmetric } from './permute';
+import { planRotation, rotateHessian, type RotationPlan } from './rotation';
+import { SeededRng, frob2, norm2 } from './lopro_mat';
+import type { LoproStoredLayer } from './lopro_dequant';
+import type { GptqEngine, FastLoproResult } from './gptq_device_lopro';
+import type { GptqPool } from './gptq_parallel';
+
+/** One piece of row/column-parallel work (all arrays SharedArrayBuffer-backed unless noted). */
+export type ParallelTask =
+  | { kind: 'mv'; A: Float32Array; n: number; x: Float64Array; y: Float64Array; r0: number; r1: number }
+  | { kind: 'mtv'; A: Float32Array; m: number; n: number; y: Float64Array; z: Float64Array; c0: number; c1: number }
+  | { kind: 'deflate'; A: Float32Array; n: number; u: Float64Array; v: Float64Array; s: number; r0: number; r1: number }
+  | { kind: 'residual'; W: Float32Array; R: Float64Array; n: number; rank: number; U: Float64Array; sigma: Float64Array; V: Float64Array; alpha: Float64Array; r0: number; r1: number }
+  | { kind: 'colAbsSum'; R: Float64Array; m: number; n: number; out: Float64Array; c0: number; c1: number }
+  | { kind: 'gatherRotate'; R: Float64Array; Rt: Float64Array; n: number; perm: Int32Array; plan: RotationPlan; r0: number; r1: number }
+  /** `stored` is a plain (copied) row slice; `out` the shared rows×cols Ŵ. */
+  | { kind: 'dequant'; stored: LoproStoredLayer; out: Float32Array; r0: number };
+
+function shared<T extends Float32Array | Float64Array>(Arr: { new (b: ArrayBuffer): T; BYTES_PER_ELEMENT: number }, n: number): T {
+  return new Arr(new SharedArrayBuffer(n * Arr.BYTES_PER_ELEMENT) as unknown as ArrayBuffer);
+}
+
+/** Runs `make(k, a, b)` for the k-th of `pool.size` equal slices of [0, total) and waits for all. */
+export async function runSlices(pool: GptqPool, total: number, make: (a: number, b: number) => ParallelTask): Promise<void> {
+  const n = Math.max(1, Math.min(pool.size, total));
+  await Promise.all(
+    pool.workers.slice(0, n).map((w, k) => new Promise<void>((resolve, reject) => {
+      const onMsg = (m: { type: string; message?: string }) => {
+        if (m.type !== 'taskDone' && m.type !== 'taskError') return;
+        w.off('message', onMsg);
+        if (m.type === 'taskError') reject(new Error(m.message));
+        else resolve();
+      };
+      w.on('message', onMsg);
+      w.postMessage({ type: 'task', task: make(Math.round((k * total) / n), Math.round(((k + 1) * total) / n)) });
+    })),
+  );
+}
+
+/** r1svdInPlace (r1svd.ts) with its mat-vecs and deflations on the pool; deflates the shared `A`. */
+export async function r1svdParallel(pool: GptqPool, A: Float32Array, m: number, n: number, opts: R1svdOptions): Promise<LowRankFactors> {
+  const round = opts.roundFactors !== false;
+  const rMax = Math.max(0, Math.min(opts.rank, m, n));
+  const rng = new SeededRng(opts.seed);
+  const sqm = Math.sqrt(m), sqn = Math.sqrt(n);
+  const total = frob2(A);
+  const Ucols: Float64Array[] = [], Vrows: Float64Array[] = [], sig: number[] = [];
+  const uC: Uint8Array[] = [], vC: Uint8Array[] = [], sB: number[] = [];
+  const s = shared(Float64Array, n), y = shared(Float64Array, m), z = shared(Float64Array, n);
+  const u = shared(Float64Array, m), v = shared(Float64Array, n);
+  const mv = (x: Float64Array, out: Float64Array) => runSlices(pool, m, (r0, r1) => ({ kind: 'mv', A, n, x, y: out, r0, r1 }));
+  const mtv = (yy: Float64Array, out: Float64Array) => runSlices(pool, n, (c0, c1) => ({ kind: 'mtv', A, m, n, y: yy, z: out, c0, c1 }));
+  for (let k = 0; k < rMax; k++) {
+    for (let j = 0; j < n; j++) s[j] = rng.gaussian();
+    await mv(s, y);
+    for (let it = 0; it < opts.powerIters; it++) {
+      await mtv(y, z);
+      await mv(z, y);
+      const ny = norm2(y);
+      if (!(ny > 0)) break;
+      for (let i = 0; i < m; i++) y[i] /= ny;
+    }
+    const ny = norm2(y);
+    if (!(ny > 0) || !Number.isFinite(ny)) break;
+    for (let i = 0; i < m; i++) y[i] /= ny;
+    await mtv(y, z);
+    const sigma = norm2(z);
+    if (!(sigma > 0) || !Number.isFinite(sigma)) break;
+    const uHat = new Float64Array(m), vHat = new Float64Array(n);
+    for (let i = 0; i < m; i++) uHat[i] = y[i] * sqm;
+    for (let j = 0; j < n; j++) vHat[j] = (z[j] / sigma) * sqn;
+    let sHat = sigma / (sqm * sqn);
+    if (round) {
+      uC.push(encodeF8E4M3(uHat, uHat));
+      vC.push(encodeF8E4M3(vHat, vHat));
+      const sh = new Float64Array(1);
+      sB.push(encodeF16([sHat], sh)[0]);
+      sHat = sh[0];
+    }
+    u.set(uHat);
+    v.set(vHat);
+    await runSlices(pool, m, (r0, r1) => ({ kind: 'deflate', A, n, u, v, s: sHat, r0, r1 }));
+    Ucols.push(uHat);
+    Vrows.push(vHat);
+    sig.push(sHat);
+  }
+  const r = sig.length;
+  const U = new Float64Array(m * r), V = new Float64Array(r * n), sigma = Float64Array.from(sig);
+  const uCodes = new Uint8Array(m * r), vCodes = new Uint8Array(r * n);
+  for (let k = 0; k < r; k++) {
+    for (let i = 0; i < m; i++) U[i * r + k] = Ucols[k][i];
+    V.set(Vrows[k], k * n);
+    if (round) {
+      for (let i = 0; i < m; i++) uCodes[i * r + k] = uC[k][i];
+      vCodes.set(vC[k], k * n);
+    }
+  }
+  const sigmaBits = round ? Uint16Array.from(sB) : encodeF16(sigma);
+  if (!round) {
+    encodeF8E4M3(U).forEach((c, i) => (uCodes[i] = c));
+    encodeF8E4M3(V).forEach((c, i) => (vCodes[i] = c));
+  }
+  const energy = total > 0 ? 1 - frob2(A) / total : 0;
+  return { rows: m, cols: n, rank: r, uCodes, vCodes, sigmaBits, uScale: sqm, vScale: sqn, U, V, sigma, energy };
+}
+
+/** A row slice of a stored lopro layer (everything dequantizeLoPRo reads per row), copied so it clones small. */
+function rowSlice(s: LoproStoredLayer, r0: number, r1: number): LoproStoredLayer {
+  const { cols, groups: G, rank } = s;
+  return {
+    ...s, rows: r1 - r0,
+    codes: s.codes?.slice(r0 * cols, r1 * cols), scaleBits: s.scaleBits?.slice(r0 * G, r1 * G), zeros: s.zeros?.slice(r0 * G, r1 * G),
+    uCodes: s.uCodes.slice(r0 * rank, r1 * rank),
+  };
+}
+
+const now = () => performance.now() / 1000;
+
+/** quantizeLayerLoPRoWith (gptq_device_lopro.ts) with the heavy stages on the pool; same stored parts. */
+export async function quantizeLayerLoPRoParallel(
+  pool: GptqPool, engine: GptqEngine,
+  W: Float32Array, rows: number, cols: number, H: Float64Array, actStats: ArrayLike<number> | null,
+  cfg: LayerConfig, seed: number, name = 'layer',
+): Promise<FastLoproResult> {
+  if (cfg.method !== 'lopro') throw new Error(`quantizeLayerLoPRoParallel: method ${cfg.method} (only lopro)`);
+  const seconds: Record<string, number> = {};
+  let t = now();
+  const lap = (stage: string) => {
+    const t2 = now();
+    seconds[stage] = (seconds[stage] ?? 0) + (t2 - t);
+    t = t2;
+  };
+  const { alpha, alphaBits } = columnScaleAlpha(actStats, cols, cfg.beta);
+  const Wsh = shared(Float32Array, rows * cols);
+  Wsh.set(W);
+  const R = shared(Float64Array, rows * cols);
+  let factors: LowRankFactors | null = null;
+  if (cfg.rank > 0) {
+    const A = shared(Float32Array, rows * cols);
+    for (let i = 0; i < rows; i++) for (let j = 0, o = i * cols; j < cols; j++) A[o + j] = W[o + j] * alpha[j]; // scaleColumns
+    factors = await r1svdParallel(pool, A, rows, cols, { rank: cfg.rank, powerIters: cfg.powerIters, seed });
+    const f = factors, r = f.rank;
+    await runSlices(pool, rows, (r0, r1) => ({ kind: 'residual', W: Wsh, R, n: cols, rank: r, U: f.U.slice(r0 * r, r1 * r), sigma: f.sigma, V: f.V, alpha, r0, r1 }));
+  } else for (let i = 0; i < R.length; i++) R[i] = W[i];
+  lap('lowrank');
+  // columnImportance (permute.ts), with the column sums on the pool.
+  const meanAbs = shared(Float64Array, cols);
+  await runSlices(pool, cols, (c0, c1) => ({ kind: 'colAbsSum', R, m: rows, n: cols, out: meanAbs, c0, c1 }));
+  let all = 0;
+  for (let j = 0; j < cols; j++) {
+    meanAbs[j] /= rows;
+    all += meanAbs[j];
+  }
+  const eps = (1e-8 * all) / cols + 1e-30;
+  const imp = new Float64Array(cols);
+  for (let j = 0; j < cols; j++) imp[j] = H[j * cols + j] / (meanAbs[j] + eps);
+  const perm = argsortDescending(imp);
+  const plan = planRotation(cols, cfg.rotation, cfg.salientBlock, cfg.hadamardBlock);
+  const Rt = shared(Float64Array, rows * cols);
+  const rotating = runSlices(pool, rows, (r0, r1) => ({ kind: 'gatherRotate', R, Rt, n: cols, perm, plan, r0, r1 }));
+  const Ht = rotateHessian(permuteSymmetric(H, cols, perm), plan); // meanwhile, on this thread
+  await rotating;
+  lap('permute+rotate');
+  const g = cfg.groupSize === -1 ? cols : Math.min(cfg.groupSize, cols);
+  const q = await engine(Rt, rows, cols, Ht, {
+    bits: cfg.bits, groupSize: cfg.groupSize === -1 ? -1 : g, sym: cfg.sym, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
+    actOrder: cfg.actOrder, staticGroups: cfg.staticGroups, name, onWarning: () => {},
+  });
+  lap('gptq');
+  const stored: LoproStoredLayer = {
+    rows, cols, method: 'lopro', bits: cfg.bits, groupSize: g, sym: cfg.sym, perm, alphaBits,
+    rank: factors?.rank ?? 0,
+    uCodes: factors?.uCodes ?? new Uint8Array(0), vCodes: factors?.vCodes ?? new Uint8Array(0), sigmaBits: factors?.sigmaBits ?? new Uint16Array(0),
+    uScale: factors?.uScale ?? Math.sqrt(rows), vScale: factors?.vScale ?? Math.sqrt(cols),
+    rotation: cfg.rotation, salientBlock: plan.salient, hadamardBlock: plan.block,
+    codes: q.codes, scaleBits: encodeF16(q.scale), zeros: Uint8Array.from(q.zero), groups: q.groups,
+  };
+  if (cfg.actOrder || cfg.staticGroups) stored.gIdx = q.gIdx;
+  const out = shared(Float32Array, rows * cols);
+  await runSlices(pool, rows, (r0, r1) => ({ kind: 'dequant', stored: rowSlice(stored, r0, r1), out, r0 }));
+  const reconstructed = Float32Array.from(out); // a plain buffer (ORT and transfers refuse shared ones)
+  lap('reconstruct');
+  return { stored, reconstructed, gptq: q, seconds };
+}
