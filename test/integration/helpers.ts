@@ -15,6 +15,7 @@ export const ROOT = resolve(__dirname, '../..');
 export const MAIN = join(ROOT, 'src/engine/main.ts');
 export const TINY = join(ROOT, 'fixtures/tiny');
 export const TRAIN = join(ROOT, 'fixtures/text/train.txt');
+export const PERSUASION = join(ROOT, 'fixtures/text/persuasion.txt');
 /** Calibration settings of the integration tests (documented above). */
 export const SMALL = ['--samples', '4', '--ctx', '64', '--ep', 'cpu'];
 

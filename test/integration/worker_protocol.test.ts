@@ -1,20 +1,22 @@
 // The engine in worker mode over a real fork (IPC, serialization 'advanced'), spoken to with the
 // protocol Connection as the extension host does: hello, inspect, run/start with progress and
-// layer/done notifications, then a cancelled run that ends within 2 s and leaves no output.
+// layer/done notifications, run/eval, run/export (native, f16, onnx; each verified by loading it
+// back), layer/requantize + layer/apply, then a cancelled run that ends within 2 s and leaves no
+// output.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_CONFIG, type QuantizeConfig } from '../../src/protocol/config';
 import type { LayerReport, ProgressValue } from '../../src/protocol/messages';
 import { ProtocolError } from '../../src/protocol/rpc';
 import { RunDir } from '../../src/engine/run/rundir';
-import { forkEngine, tmp, TINY, TRAIN } from './helpers';
+import { forkEngine, tmp, PERSUASION, TINY, TRAIN } from './helpers';
 
 const small = (over: Partial<QuantizeConfig>): QuantizeConfig => ({ ...DEFAULT_CONFIG, calibText: TRAIN, calibSamples: 4, ctx: 64, ep: 'cpu', layerOverrides: {}, ...over });
 
-test('worker: hello, inspect, run/start with progress and layer/done, then cancel', async () => {
+test('worker: hello, inspect, run/start with progress and layer/done, exports, requantize, cancel', async (t) => {
   const { child, conn } = forkEngine();
   try {
     const hello = await conn.sendRequest('engine/hello', { clientVersion: 'test' }, { timeoutMs: 30_000 });
@@ -42,6 +44,40 @@ test('worker: hello, inspect, run/start with progress and layer/done, then cance
     assert.ok(existsSync(join(runDir, 'native', 'model.safetensors')));
     const loaded = await conn.sendRequest('run/load', { runDir });
     assert.equal(loaded.layers.length, 28);
+
+    // Exports, each verified by loading it back: perplexity of the export vs the run's own output.
+    const text = join(tmp('worker-text'), 'eval.txt');
+    writeFileSync(text, readFileSync(PERSUASION, 'utf8').slice(0, 12_000)); // ≈ 45 windows of 64 tokens
+    const runPpl = await conn.sendRequest('run/eval', { runDir, texts: [text] });
+    assert.ok(runPpl.eval > 1 && Number.isFinite(runPpl.eval));
+    for (const format of ['native', 'f16', 'onnx'] as const) {
+      const outDir = join(tmp(`worker-export-${format}`), 'out');
+      const ex = await conn.sendRequest('run/export', { runDir, format, outDir, verifyText: text });
+      assert.ok(ex.files.includes('config.json') && ex.bytes > 0, `${format}: ${ex.files.join(',')}`);
+      assert.equal(ex.runPerplexity, runPpl.eval);
+      // Measured: native 0 (the same file), f16 9.3e-6 (every weight rounded to half precision),
+      // onnx 3.3e-8 (same stored parts, other kernels). Issue 4.5's goal: within 0.1 %.
+      const rel = Math.abs(ex.perplexity! / ex.runPerplexity! - 1);
+      t.diagnostic(`${format} export: perplexity ${ex.perplexity} vs run ${ex.runPerplexity} (rel ${rel.toExponential(2)})`);
+      assert.ok(rel < 1e-3, `${format}: ${ex.perplexity} vs ${ex.runPerplexity}`);
+      if (format === 'f16') {
+        const cfg = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
+        assert.equal(cfg.quantization_config, undefined, 'a plain LlamaForCausalLM config');
+        assert.ok(ex.files.includes('tokenizer.json'));
+      }
+    }
+
+    // Re-quantize one layer from its cached Hessian, then apply it to the run.
+    const layer = 'model.layers.1.mlp.down_proj';
+    const rq = await conn.sendRequest('layer/requantize', { runDir, layer, overrides: { bits: 3 } });
+    assert.equal(rq.before.config.bits, 4);
+    assert.equal(rq.after.config.bits, 3);
+    assert.ok(rq.after.proxyLoss > rq.before.proxyLoss, 'fewer bits, more loss');
+    const applied = await conn.sendRequest('layer/apply', { runDir, layer, candidateId: rq.candidateId });
+    assert.equal(applied.layers.find((l) => l.name === layer)!.config.bits, 3);
+    assert.ok(applied.bpw < loaded.bpw);
+    const det = await conn.sendRequest('layer/details', { runDir, layer, maxPoints: 64 });
+    assert.equal(det.name, layer);
 
     // Cancel as soon as the first layer of a second run is done.
     const runDir2 = join(tmp('worker-cancel'), 'run');
