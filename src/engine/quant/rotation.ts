@@ -1,10 +1,11 @@
 // Stage B, step 7 of LoPRo (spec §1): the partial block rotation Q = blockdiag(I_{b_I}, H_b/√b, …)
 // with H_b the Sylvester-order Walsh–Hadamard matrix. H_b/√b is symmetric and orthogonal, so Q is
 // its own inverse: R' = R_p·Q is undone by R'·Q, and H' = Qᵀ·H_p·Q = Q·H_p·Q by the same call.
-// Q is never materialised: each block of each row goes through an in-place FWHT butterfly.
+// Q is never materialised: the block FWHTs of linalg/fwht.ts (in-place butterflies; it has an ORT MatMul path too).
 
 import type { RotationMode } from '../../protocol/config';
 import type { FloatArray } from './lopro_mat';
+import { blockHadamardColumns, blockHadamardRows, fwht } from '../linalg/fwht';
 
 /** Which columns are rotated: [0, salient) left alone, then blocks of `block` columns (block ≥ 2). */
 export interface RotationPlan {
@@ -45,29 +46,15 @@ export function planBlocks(plan: RotationPlan): { start: number; end: number; ro
   return out;
 }
 
-/**
- * In-place normalised FWHT of x[off : off+len] (len a power of two): x ← (H_len/√len)·x, Sylvester
- * order. Local butterfly until src/engine/linalg/fwht lands (then this delegates to it).
- */
+/** In-place normalised FWHT of x[off : off+len] (len a power of two): x ← (H_len/√len)·x, Sylvester order. */
 export function fwhtNormalizedInPlace(x: FloatArray, off: number, len: number): void {
-  for (let h = 1; h < len; h <<= 1) {
-    for (let i = off, end = off + len; i < end; i += h << 1) {
-      for (let j = i; j < i + h; j++) {
-        const a = x[j], b = x[j + h];
-        x[j] = a + b;
-        x[j + h] = a - b;
-      }
-    }
-  }
-  const s = 1 / Math.sqrt(len);
-  for (let i = off, end = off + len; i < end; i++) x[i] *= s;
+  fwht(x, off, len);
 }
 
 /** Applies Q to every row of a rows×cols matrix in place (row·Q; Q symmetric so also Q·rowᵀ). */
 export function rotateRowsInPlace(vals: FloatArray, rows: number, plan: RotationPlan): void {
   if (plan.block === 0) return;
-  const cols = plan.cols;
-  for (let i = 0; i < rows; i++) for (let s = plan.salient; s < cols; s += plan.block) fwhtNormalizedInPlace(vals, i * cols + s, plan.block);
+  blockHadamardColumns(vals, rows, plan.cols, plan.salient, plan.block);
 }
 
 /** R' = R_p·Q (a new array). The inverse R_p = R'·Q is the same function. */
@@ -78,23 +65,21 @@ export function rotateColumns<T extends FloatArray>(vals: T, rows: number, plan:
 }
 export const unrotateColumns = rotateColumns;
 
-/** H' = Qᵀ·H_p·Q (n×n, a new float64 array): rotate rows, transpose, rotate rows (H' symmetric). */
+/** H′ = Qᵀ·H_p·Q (n×n, a new float64 array): block FWHT of the columns, then of the rows. */
 export function rotateHessian(hVals: ArrayLike<number>, plan: RotationPlan): Float64Array {
   const n = plan.cols;
   const M = Float64Array.from(hVals as ArrayLike<number>);
   if (plan.block === 0) return M;
-  rotateRowsInPlace(M, n, plan); // M = H_p·Q
-  const T = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) T[j * n + i] = M[i * n + j]; // (H_p·Q)ᵀ = Q·H_p
-  rotateRowsInPlace(T, n, plan); // Q·H_p·Q
-  // Symmetrise away the rounding asymmetry, so the Cholesky downstream sees an exactly symmetric H'.
+  blockHadamardColumns(M, n, n, plan.salient, plan.block); // H_p·Q
+  blockHadamardRows(M, n, n, plan.salient, plan.block); // Qᵀ·(H_p·Q)
+  // Symmetrise away the rounding asymmetry, so the Cholesky downstream sees an exactly symmetric H′.
   for (let i = 0; i < n; i++)
     for (let j = i + 1; j < n; j++) {
-      const v = 0.5 * (T[i * n + j] + T[j * n + i]);
-      T[i * n + j] = v;
-      T[j * n + i] = v;
+      const v = 0.5 * (M[i * n + j] + M[j * n + i]);
+      M[i * n + j] = v;
+      M[j * n + i] = v;
     }
-  return T;
+  return M;
 }
 
 /** x_r = Qᵀ·x_p for an activation vector (spec §4): unrotated head, FWHT/√b_H per block. */
