@@ -156,10 +156,17 @@ export interface DeviceGptqResult extends GptqResult {
   device: { mode: 'resident' | 'host' | 'none'; updates: number; updateSeconds: number };
 }
 
-/** The slab GPTQ reads after a lazy update at i2: B columns, plus G for dynamic group params. */
+/**
+ * Columns GPTQ reads after a lazy update at i2 (a multiple of B): the block [i2, i2+B), and for dynamic
+ * groups W[:, k:k+G] at each group start k in the block. G | B: the last start is i2+B−G → B columns;
+ * B | G: a start only at i2 → G columns; otherwise at most B+G.
+ */
 export function slabWidth(opts: GptqOptions): number {
   const B = opts.blockSize ?? 128, G = opts.groupSize ?? -1;
-  return B + (G > 0 && !opts.staticGroups ? G : 0);
+  if (G <= 0 || opts.staticGroups) return B;
+  if (B % G === 0) return B;
+  if (G % B === 0) return G;
+  return B + G;
 }
 
 /** Hinv on `rt` (blocked ORT Cholesky) or in TypeScript, as a GptqAsyncHooks entry. */

@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { gptqQuantizeAsync, type GptqOptions, type GptqResult } from './gptq';
 import { choleskyInverseUpper as choleskyInverseUpperTs } from './gptq_linalg';
-import type { SlabUpdater } from './gptq_device';
+import { slabWidth, type SlabUpdater } from './gptq_device';
 import type { WorkerReply, WorkerTask } from './gptq_parallel_worker';
 
 export interface ParallelOptions {
@@ -71,6 +71,7 @@ function spawnWorker(script: string): Worker {
 }
 
 function sharedCopy(vals: ArrayLike<number>, Arr: Float32ArrayConstructor | Float64ArrayConstructor): Float32Array | Float64Array {
+  if ((vals instanceof Arr) && vals.buffer instanceof SharedArrayBuffer) return vals; // already shared (the workers only read it)
   const out = new Arr(new SharedArrayBuffer(vals.length * Arr.BYTES_PER_ELEMENT) as unknown as ArrayBuffer); // lib typing predates SAB-backed views
   out.set(vals);
   return out;
@@ -107,8 +108,8 @@ export async function gptqQuantizeParallel(
     },
   });
   const t1 = now();
-  const blockSize = opts.blockSize ?? 128, groupSize = opts.groupSize ?? -1;
-  const slabCols = blockSize + (groupSize > 0 && !opts.staticGroups ? groupSize : 0);
+  const blockSize = opts.blockSize ?? 128;
+  const slabCols = slabWidth(opts);
 
   // 2. Workers over row chunks.
   const own = !opts.pool;

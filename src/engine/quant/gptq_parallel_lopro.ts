@@ -3,14 +3,14 @@
 // (mat-vecs split by rows; Aᵀ·y and column sums split by columns, each still summed over rows in
 // order; deflation, low-rank product, gather + FWHT and dequantization split by rows). The scalar
 // steps (start vectors, norms, FP8/FP16 rounding, argsort) stay here, copied from r1svd.ts /
-// permute.ts so the result is bit-identical to quant/lopro.ts (tested). H′ = QᵀH_pQ is built here
-// while the workers gather and rotate R.
+// permute.ts so the result is bit-identical to quant/lopro.ts (tested). H′ = QᵀH_pQ is built on the
+// pool too (rows permuted + FWHT, transpose + FWHT, symmetrise: rotation.ts's passes, split by rows).
 
 import type { LayerConfig } from '../../protocol/config';
 import { encodeF16, encodeF8E4M3 } from './fp8';
 import { columnScaleAlpha, type LowRankFactors, type R1svdOptions } from './r1svd';
-import { argsortDescending, permuteSymmetric } from './permute';
-import { planRotation, rotateHessian, type RotationPlan } from './rotation';
+import { argsortDescending } from './permute';
+import { planRotation, type RotationPlan } from './rotation';
 import { SeededRng, frob2, norm2 } from './lopro_mat';
 import type { LoproStoredLayer } from './lopro_dequant';
 import type { GptqEngine, FastLoproResult } from './gptq_device_lopro';
@@ -24,6 +24,10 @@ export type ParallelTask =
   | { kind: 'residual'; W: Float32Array; R: Float64Array; n: number; rank: number; U: Float64Array; sigma: Float64Array; V: Float64Array; alpha: Float64Array; r0: number; r1: number }
   | { kind: 'colAbsSum'; R: Float64Array; m: number; n: number; out: Float64Array; c0: number; c1: number }
   | { kind: 'gatherRotate'; R: Float64Array; Rt: Float64Array; n: number; perm: Int32Array; plan: RotationPlan; r0: number; r1: number }
+  /** H′ = QᵀH_pQ in three passes (rotation.ts rotateHessian + permute.ts permuteSymmetric, same order). */
+  | { kind: 'permRotRows'; H: Float64Array; M: Float64Array; n: number; perm: Int32Array; plan: RotationPlan; r0: number; r1: number }
+  | { kind: 'transRotRows'; M: Float64Array; T: Float64Array; n: number; plan: RotationPlan; r0: number; r1: number }
+  | { kind: 'symmetrize'; T: Float64Array; n: number; r0: number; r1: number }
   /** `stored` is a plain (copied) row slice; `out` the shared rows×cols Ŵ. */
   | { kind: 'dequant'; stored: LoproStoredLayer; out: Float32Array; r0: number };
 
@@ -31,9 +35,10 @@ function shared<T extends Float32Array | Float64Array>(Arr: { new (b: ArrayBuffe
   return new Arr(new SharedArrayBuffer(n * Arr.BYTES_PER_ELEMENT) as unknown as ArrayBuffer);
 }
 
-/** Runs `make(k, a, b)` for the k-th of `pool.size` equal slices of [0, total) and waits for all. */
-export async function runSlices(pool: GptqPool, total: number, make: (a: number, b: number) => ParallelTask): Promise<void> {
+/** Runs `make(a, b)` for each of `pool.size` slices of [0, total) (equal, or `cut(k, n)`) and waits for all. */
+export async function runSlices(pool: GptqPool, total: number, make: (a: number, b: number) => ParallelTask, cut?: (k: number, n: number) => number): Promise<void> {
   const n = Math.max(1, Math.min(pool.size, total));
+  const at = cut ?? ((k: number, p: number) => Math.round((k * total) / p));
   await Promise.all(
     pool.workers.slice(0, n).map((w, k) => new Promise<void>((resolve, reject) => {
       const onMsg = (m: { type: string; message?: string }) => {
@@ -43,7 +48,7 @@ export async function runSlices(pool: GptqPool, total: number, make: (a: number,
         else resolve();
       };
       w.on('message', onMsg);
-      w.postMessage({ type: 'task', task: make(Math.round((k * total) / n), Math.round(((k + 1) * total) / n)) });
+      w.postMessage({ type: 'task', task: make(at(k, n), at(k + 1, n)) });
     })),
   );
 }
@@ -115,6 +120,23 @@ export async function r1svdParallel(pool: GptqPool, A: Float32Array, m: number, 
   return { rows: m, cols: n, rank: r, uCodes, vCodes, sigmaBits, uScale: sqm, vScale: sqn, U, V, sigma, energy };
 }
 
+/** rotateHessian(permuteSymmetric(H, perm), plan) on the pool: the same float64 operations in the same order. */
+export async function rotateHessianParallel(pool: GptqPool, H: Float64Array, n: number, perm: Int32Array, plan: RotationPlan): Promise<Float64Array> {
+  let Hs = H;
+  if (!(H.buffer instanceof SharedArrayBuffer)) {
+    Hs = shared(Float64Array, n * n);
+    Hs.set(H);
+  }
+  const M = shared(Float64Array, n * n);
+  await runSlices(pool, n, (r0, r1) => ({ kind: 'permRotRows', H: Hs, M, n, perm, plan, r0, r1 }));
+  if (plan.block === 0) return M;
+  const T = shared(Float64Array, n * n);
+  await runSlices(pool, n, (r0, r1) => ({ kind: 'transRotRows', M, T, n, plan, r0, r1 }));
+  // Row i of the upper triangle holds n−1−i pairs: cut so that every worker gets about the same number.
+  await runSlices(pool, n, (r0, r1) => ({ kind: 'symmetrize', T, n, r0, r1 }), (k, p) => (k >= p ? n : Math.round(n - n * Math.sqrt(1 - k / p))));
+  return T;
+}
+
 /** A row slice of a stored lopro layer (everything dequantizeLoPRo reads per row), copied so it clones small. */
 function rowSlice(s: LoproStoredLayer, r0: number, r1: number): LoproStoredLayer {
   const { cols, groups: G, rank } = s;
@@ -169,8 +191,8 @@ export async function quantizeLayerLoPRoParallel(
   const plan = planRotation(cols, cfg.rotation, cfg.salientBlock, cfg.hadamardBlock);
   const Rt = shared(Float64Array, rows * cols);
   const rotating = runSlices(pool, rows, (r0, r1) => ({ kind: 'gatherRotate', R, Rt, n: cols, perm, plan, r0, r1 }));
-  const Ht = rotateHessian(permuteSymmetric(H, cols, perm), plan); // meanwhile, on this thread
   await rotating;
+  const Ht = await rotateHessianParallel(pool, H, cols, perm, plan);
   lap('permute+rotate');
   const g = cfg.groupSize === -1 ? cols : Math.min(cfg.groupSize, cols);
   const q = await engine(Rt, rows, cols, Ht, {

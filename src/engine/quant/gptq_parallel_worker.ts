@@ -88,6 +88,31 @@ function runTask(t: ParallelTask): void {
       rotateRowsInPlace(Rt.subarray(r0 * n, r1 * n), r1 - r0, t.plan);
       return;
     }
+    case 'permRotRows': {
+      const { H, M, n, perm, r0, r1 } = t;
+      for (let a = r0; a < r1; a++) {
+        const src = perm[a] * n, dst = a * n;
+        for (let b = 0; b < n; b++) M[dst + b] = H[src + perm[b]];
+      }
+      rotateRowsInPlace(M.subarray(r0 * n, r1 * n), r1 - r0, t.plan);
+      return;
+    }
+    case 'transRotRows': {
+      const { M, T, n, r0, r1 } = t;
+      for (let j = r0; j < r1; j++) for (let i = 0; i < n; i++) T[j * n + i] = M[i * n + j];
+      rotateRowsInPlace(T.subarray(r0 * n, r1 * n), r1 - r0, t.plan);
+      return;
+    }
+    case 'symmetrize': {
+      const { T, n, r0, r1 } = t;
+      for (let i = r0; i < r1; i++)
+        for (let j = i + 1; j < n; j++) {
+          const v = 0.5 * (T[i * n + j] + T[j * n + i]);
+          T[i * n + j] = v;
+          T[j * n + i] = v;
+        }
+      return;
+    }
     case 'dequant':
       t.out.set(dequantizeLoPRo(t.stored), t.r0 * t.stored.cols);
       return;
