@@ -92,7 +92,6 @@ export async function createResidentUpdater(rt: ComputeRuntime, rows: number, co
 /** CUDA: Hinv lives in the session as an initializer; the trailing product comes back to the host. */
 export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: number, hinvUpper: Float64Array, slabCols: number): Promise<SlabUpdater> {
   const hinv32 = Float32Array.from(hinvUpper);
-  const key = `gptq/host_update:${cols}:${hashF32(hinv32)}`;
   const build = () => {
     const g = new GraphBuilder('gptq_host_update');
     const e = g.input('e', 'float32', ['R', 'K']);
@@ -101,6 +100,14 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
     g.output(g.op('MatMul', [e, blk]), 'p');
     return g.toModel();
   };
+  // Its own session (not the runtime's LRU cache): it holds this layer's Hinv on the GPU and is released
+  // with the updater. Creation is still counted in the runtime's counters.
+  const t0 = performance.now();
+  const epOpt = rt.ep === 'cuda' ? [{ name: 'cuda', deviceId: 0 }] : [rt.ep];
+  const session = await ort.InferenceSession.create(build(), { executionProviders: epOpt, graphOptimizationLevel: 'all', logSeverityLevel: 3 });
+  rt.counters.sessionsCreated++;
+  rt.counters.sessionCreateMs += performance.now() - t0;
+  rt.counters.h2dBytes += rt.ep === 'cpu' ? 0 : hinv32.byteLength;
   let W: Float32Array | undefined;
   const stats = { updates: 0, seconds: 0 };
   return {
@@ -112,9 +119,8 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
     async update(err1, count, i1, i2) {
       const t = now();
       if (!W) throw new Error('SlabUpdater.update before init');
-      const s = await rt.session(key, build, 'host');
       const n = cols - i2;
-      const out = await rt.run(s, {
+      const out = await rt.run(session, {
         e: rt.host(err1.subarray(0, rows * count), [rows, count]),
         starts: new ort.Tensor('int64', BigInt64Array.of(BigInt(i1), BigInt(i2)), [2]),
         ends: new ort.Tensor('int64', BigInt64Array.of(BigInt(i2), BigInt(cols)), [2]),
@@ -133,17 +139,9 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
     },
     async release() {
       W = undefined;
+      await session.release();
     },
   };
-}
-
-/** Cheap content tag so a session with a baked-in Hinv is never reused for another layer's Hinv. */
-function hashF32(a: Float32Array): string {
-  const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  let h = 0x811c9dc5;
-  const step = Math.max(1, Math.floor(u.length / 4096));
-  for (let i = 0; i < u.length; i += step) h = Math.imul(h ^ u[i], 0x01000193) >>> 0;
-  return `${u.length}:${h.toString(16)}`;
 }
 
 export interface DeviceGptqOptions {
