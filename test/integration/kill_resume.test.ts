@@ -1,7 +1,8 @@
 // Crash safety: the engine is killed with SIGKILL at seeded random points of a tiny-model LoPRo run
 // (after a random number of progress lines plus a random delay, so kills land inside forward
 // passes, layer quantization and checkpoint writes alike) and resumed with --resume each time.
-// The final native model must be byte-identical to an uninterrupted run's.
+// The final native model must be byte-identical to an uninterrupted run's (which, in addition,
+// kept its activations on disk instead of in memory).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -29,10 +30,13 @@ function runAndKill(args: string[], lines: number, delayMs: number): Promise<num
   });
 }
 
-test('SIGKILL at random points + --resume gives the same bytes as an uninterrupted run', async () => {
+test('SIGKILL at random points + --resume gives the same bytes as an uninterrupted run', async (t) => {
   const base = tmp('kill');
   const ref = join(base, 'ref');
-  const r = runCli([...ARGS, '--out', ref]);
+  // The reference run spills its calibration activations to disk (0.1 MiB budget < 2 × 4·64·256·4 B):
+  // the comparison then also shows that spilling changes no output byte.
+  const r = runCli([...ARGS, '--out', ref, '--memory-budget-mb', '0.1']);
+  assert.match(r.stderr, /spilled to/);
   assert.equal(r.code, 0, r.stderr);
   const refHash = sha256(join(ref, 'native', 'model.safetensors'));
 
@@ -51,6 +55,7 @@ test('SIGKILL at random points + --resume gives the same bytes as an uninterrupt
   assert.equal(fin.code, 0, fin.stderr);
   assert.ok(kills >= 2, `only ${kills} kills landed (states ${states.join(',')})`);
   assert.ok(existsSync(join(out, 'native', 'model.safetensors')));
+  t.diagnostic(`${kills} kills, completed blocks at each kill: ${states.join(', ')}`);
   assert.equal(sha256(join(out, 'native', 'model.safetensors')), refHash, `after kills at completed-block states ${states.join(',')}`);
   assert.deepEqual(new RunDir(out).tempFiles().filter((f) => !f.includes(`${join(out, 'scratch')}`)), [], 'no temp file survives a resumed run');
 });

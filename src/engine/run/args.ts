@@ -6,7 +6,8 @@ import { DEFAULT_CONFIG, normalizeConfig, validateConfig, type LayerConfig, type
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 
-export const kebab = (k: string) => k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+/** groupSize → group-size, memoryBudgetMB → memory-budget-mb. */
+export const kebab = (k: string) => k.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase();
 
 const ALIASES: Record<string, string> = { group: 'groupSize', calib: 'calibText', samples: 'calibSamples', damp: 'percDamp' };
 
