@@ -45,6 +45,15 @@ export interface GptqOptions {
   choleskyInverseUpper?: (hVals: Float64Array, n: number) => Float64Array;
   /** Overrides the lazy trailing update (e.g. an ORT MatMul for large layers). */
   lazyUpdate?: LazyUpdateFn;
+  /**
+   * Two-level lazy batching: columns ≥ the end of the current span of `lazySpan` columns get the
+   * updates of all its blocks in one product (K = lazySpan instead of blockSize: a better shape for a
+   * MatMul engine, and fewer passes over W); columns inside the span still get each block's update at
+   * once. Same results up to float64 summation order. Default blockSize (the reference's schedule).
+   * Must be a multiple of blockSize; with dynamic groups also of groupSize (else blockSize is used:
+   * the group-params quirk reads W past the current block).
+   */
+  lazySpan?: number;
   /** Receives warnings (Cholesky fallback). Default: console.warn. */
   onWarning?: (message: string) => void;
   /** Layer / tensor name for error messages. */
@@ -66,12 +75,16 @@ export interface GptqResult extends QuantizedWeight {
 
 const now = () => performance.now() / 1000;
 
-/** One lazy trailing update the core asks its driver to perform: W[:, i2:] −= Err1 @ Hinv[i1:i2, i2:]. */
+/**
+ * One lazy trailing update the core asks its driver to perform: W[:, i2:colEnd] −= Err1 @ Hinv[i1:i2, i2:colEnd]
+ * (Err1 is rows×count, count = i2 − i1; colEnd = cols unless `lazySpan` > blockSize).
+ */
 export interface LazyUpdateRequest {
   kind: 'lazy';
   W: Float64Array; rows: number; cols: number;
   err1: Float64Array; count: number;
   hinvUpper: Float64Array; i1: number; i2: number;
+  colEnd: number;
 }
 
 /** The core asks its driver for Hinv: the upper U with UᵀU = H_d⁻¹ (throw NotPositiveDefiniteError on failure). */
@@ -95,7 +108,7 @@ export function gptqQuantize(
   while (!step.done) {
     const q = step.value;
     if (q.kind === 'lazy') {
-      update(q.W, q.rows, q.cols, q.err1, q.count, q.hinvUpper, q.i1, q.i2);
+      update(q.W, q.rows, q.cols, q.err1, q.count, q.hinvUpper, q.i1, q.i2, q.colEnd);
       step = core.next();
       continue;
     }
@@ -124,7 +137,7 @@ export async function gptqQuantizeAsync(
   hVals: Float32Array | Float64Array, opts: GptqOptions & GptqAsyncHooks,
 ): Promise<GptqResult> {
   const chol = opts.choleskyInverseUpperAsync ?? (async (h: Float64Array, n: number) => (opts.choleskyInverseUpper ?? choleskyInverseUpper)(h, n));
-  const update = opts.lazyUpdateAsync ?? (async (q: LazyUpdateRequest) => (opts.lazyUpdate ?? lazyUpdateTs)(q.W, q.rows, q.cols, q.err1, q.count, q.hinvUpper, q.i1, q.i2));
+  const update = opts.lazyUpdateAsync ?? (async (q: LazyUpdateRequest) => (opts.lazyUpdate ?? lazyUpdateTs)(q.W, q.rows, q.cols, q.err1, q.count, q.hinvUpper, q.i1, q.i2, q.colEnd));
   const core = gptqCore(wVals, rows, cols, hVals, opts);
   let step = core.next();
   while (!step.done) {
@@ -228,6 +241,11 @@ function* gptqCore(
   const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), gIdx = new Int32Array(cols);
   let loss = 0, tLazy = 0;
   const W1 = new Float64Array(rows * blockSize), Err1 = new Float64Array(rows * blockSize), slots = new Int32Array(blockSize);
+  let span = opts.lazySpan ?? blockSize;
+  if (!(Number.isInteger(span) && span >= blockSize && span % blockSize === 0)) throw new RangeError(`lazySpan must be a multiple of blockSize (${blockSize}), got ${span}`);
+  if (groupSize !== -1 && !staticGroups && span % groupSize !== 0) span = blockSize;
+  const ErrS = span > blockSize ? new Float64Array(rows * span) : Err1;
+  let s1 = 0; // start of the current span
   for (let i1 = 0; i1 < cols; i1 += blockSize) {
     const i2 = Math.min(i1 + blockSize, cols), count = i2 - i1;
     for (let r = 0; r < rows; r++) for (let i = 0; i < count; i++) W1[r * count + i] = W[r * cols + i1 + i];
@@ -268,11 +286,19 @@ function* gptqCore(
         for (let j = i + 1; j < count; j++) W1[o + j] -= err * Hinv[hRow + j];
       }
     }
-    if (i2 < cols) {
-      const tl = now();
-      yield { kind: 'lazy', W, rows, cols, err1: Err1, count, hinvUpper: Hinv, i1, i2 };
-      tLazy += now() - tl;
+    const tl = now();
+    if (span === blockSize) {
+      if (i2 < cols) yield { kind: 'lazy', W, rows, cols, err1: Err1, count, hinvUpper: Hinv, i1, i2, colEnd: cols };
+    } else {
+      const s2 = Math.min(s1 + span, cols), spanCount = s2 - s1;
+      for (let r = 0; r < rows; r++) ErrS.set(Err1.subarray(r * count, (r + 1) * count), r * spanCount + (i1 - s1));
+      if (i2 < s2) yield { kind: 'lazy', W, rows, cols, err1: Err1, count, hinvUpper: Hinv, i1, i2, colEnd: s2 };
+      else {
+        if (s2 < cols) yield { kind: 'lazy', W, rows, cols, err1: ErrS, count: spanCount, hinvUpper: Hinv, i1: s1, i2: s2, colEnd: cols };
+        s1 = s2;
+      }
     }
+    tLazy += now() - tl;
   }
   const t3 = now();
   return {

@@ -5,14 +5,14 @@
 export type LazyUpdateFn = (
   W: Float64Array, rows: number, cols: number,
   err1: Float64Array, count: number,
-  hinvUpper: Float64Array, i1: number, i2: number,
+  hinvUpper: Float64Array, i1: number, i2: number, colEnd?: number,
 ) => void;
 
 /** Column tile of the lazy update: 128 rows × 256 cols of Hinv = 256 KiB, stays in L2 across all rows of W. */
 const TILE = 256;
 
 /**
- * GPTQ's lazy batch update `W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]` (count = i2 − i1), in place.
+ * GPTQ's lazy batch update `W[:, i2:colEnd] -= Err1 @ Hinv[i1:i2, i2:colEnd]` (count = i2 − i1), in place.
  * This is the O(rows·cols²) part of GPTQ. Tiled over output columns so the Hinv panel is reused
  * from cache by every row, and four error columns per pass so each W element is loaded and stored
  * once per four multiply-adds.
@@ -20,10 +20,10 @@ const TILE = 256;
 export function lazyUpdate(
   W: Float64Array, rows: number, cols: number,
   err1: Float64Array, count: number,
-  hinvUpper: Float64Array, i1: number, i2: number,
+  hinvUpper: Float64Array, i1: number, i2: number, colEnd = cols,
 ): void {
-  for (let j0 = i2; j0 < cols; j0 += TILE) {
-    const j1 = Math.min(j0 + TILE, cols);
+  for (let j0 = i2; j0 < colEnd; j0 += TILE) {
+    const j1 = Math.min(j0 + TILE, colEnd);
     for (let r = 0; r < rows; r++) {
       const wo = r * cols, eo = r * count;
       let k = 0;
@@ -47,10 +47,10 @@ export function lazyUpdate(
 export function lazyUpdate_ref(
   W: Float64Array, rows: number, cols: number,
   err1: Float64Array, count: number,
-  hinvUpper: Float64Array, i1: number, i2: number,
+  hinvUpper: Float64Array, i1: number, i2: number, colEnd = cols,
 ): void {
   for (let r = 0; r < rows; r++)
-    for (let j = i2; j < cols; j++) {
+    for (let j = i2; j < colEnd; j++) {
       let s = 0;
       for (let k = 0; k < count; k++) s += err1[r * count + k] * hinvUpper[(i1 + k) * cols + j];
       W[r * cols + j] -= s;

@@ -1,4 +1,4 @@
-// Adapter: GPTQ's lazy trailing update W[:, i2:] −= Err1 @ Hinv[i1:i2, i2:] as an ONNX Runtime
+// Adapter: GPTQ's lazy trailing update W[:, i2:colEnd] −= Err1 @ Hinv[i1:i2, i2:colEnd] as an ONNX Runtime
 // MatMul (gptq.ts stays pure; this is the thin bridge to ORT, like tfjs's kernel adapters).
 // Float64 by default so the result matches the TypeScript kernel to rounding; float32 is ~2× faster
 // and stays within the golden README's "f32-alt" noise. Small updates stay in TypeScript, where
@@ -34,16 +34,16 @@ export async function createOrtLazyUpdate(
     stats,
     async update(q: LazyUpdateRequest) {
       const { W, rows, cols, err1, count, hinvUpper, i1, i2 } = q;
-      const n = cols - i2;
+      const colEnd = q.colEnd ?? cols, n = colEnd - i2;
       if (rows * count * n < minMacs) {
         stats.tsCalls++;
-        lazyUpdate(W, rows, cols, err1, count, hinvUpper, i1, i2);
+        lazyUpdate(W, rows, cols, err1, count, hinvUpper, i1, i2, colEnd);
         return;
       }
       let t = performance.now();
       const A = dtype === 'float64' ? err1.subarray(0, rows * count) : Float32Array.from(err1.subarray(0, rows * count));
       const B = new Arr(count * n);
-      for (let k = 0; k < count; k++) B.set(hinvUpper.subarray((i1 + k) * cols + i2, (i1 + k + 1) * cols), k * n);
+      for (let k = 0; k < count; k++) B.set(hinvUpper.subarray((i1 + k) * cols + i2, (i1 + k) * cols + colEnd), k * n);
       const t1 = performance.now();
       const out = await session.run({ err1: new ort.Tensor(dtype, A, [rows, count]), hinv: new ort.Tensor(dtype, B, [count, n]) });
       const t2 = performance.now();

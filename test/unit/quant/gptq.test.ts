@@ -155,3 +155,14 @@ test('async Cholesky hook: used when given, and its NotPositiveDefiniteError sti
   assert.deepEqual(Array.from(c.codes), Array.from(rtnQuantize(W, rows, cols, { bits: 4, groupSize: -1, sym: false }).codes));
   await assert.rejects(gptqQuantizeAsync(W, rows, cols, H, { bits: 4, choleskyInverseUpperAsync: async () => { throw new Error('ORT died'); } }), /ORT died/);
 });
+
+test('two-level lazy batching (lazySpan) gives the same codes as the reference schedule', () => {
+  const rows = 13, cols = 200, { W, H } = layer(rows, cols, 17);
+  for (const [groupSize, blockSize, lazySpan, actOrder] of [[-1, 16, 64, false], [32, 16, 64, true], [48, 16, 64, false], [16, 32, 96, false]] as const) {
+    const a = gptqQuantize(W, rows, cols, H, { bits: 3, groupSize, blockSize, actOrder });
+    const b = gptqQuantize(W, rows, cols, H, { bits: 3, groupSize, blockSize, actOrder, lazySpan });
+    assert.deepEqual(b.codes, a.codes, `g${groupSize} B${blockSize} span${lazySpan}`); // g48 ∤ 64: falls back to B
+    assert.ok(Math.abs(a.loss - b.loss) <= 1e-12 * a.loss);
+  }
+  assert.throws(() => gptqQuantize(W, rows, cols, H, { bits: 3, blockSize: 16, lazySpan: 24 }), /multiple of blockSize/);
+});
