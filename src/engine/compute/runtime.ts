@@ -69,7 +69,7 @@ export class ComputeRuntime {
     readonly attempts: readonly EpAttempt[],
     private readonly opts: RuntimeOptions,
   ) {
-    this.maxSessions = opts.maxSessions ?? 64;
+    this.maxSessions = opts.maxSessions ?? 128;
   }
 
   /** Tries the EPs of `opts.ep` in order (auto: CUDA → WebGPU → CPU) with a tiny probe model. */

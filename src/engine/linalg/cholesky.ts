@@ -1,23 +1,24 @@
-// Blocked Cholesky on ONNX Runtime (ONNX has no Cholesky op).
+// Blocked Cholesky on ONNX Runtime (ONNX has no Cholesky op), with the matrices resident on the
+// device between steps (WebGPU gpu-buffer; plain host memory on the CPU EP, where nothing is copied).
 //
-// Recursive 2×2 block algorithm that produces L and X = L⁻¹ together:
-//   [A11  .  ]   L11 X11 = chol/inv(A11)                    (recursion; leaves in float64 TypeScript)
-//   [A21 A22 ]   L21 = A21·X11ᵀ                             (ORT MatMul, f32)
-//                A22 ← A22 − L21·L21ᵀ  (product on ORT, subtraction in f64)
-//                L22 X22 = chol/inv(A22)                     (recursion)
-//                X21 = −X22·(L21·X11)                        (ORT MatMul, f32)
-// Every flop outside the small leaves is a large MatMul, which is what ORT (and a GPU) does well: about
-// 4n³/3 flops in all (vs 2n³/3 minimum), traded for ~2 ORT calls per internal node and no small solves.
-// The working matrix and the results stay float64; only the products are float32 (as in GPTQ, whose
-// reference factors H in float32 with torch).
+// Recursive 2×2 block algorithm producing L and X = L⁻¹ together:
+//   [A11  .  ]   (L11, X11) = factor(A11)                  recursion; leaves (≤ `leaf`) in float64 TS
+//   [A21 A22 ]   L21 = A21·X11ᵀ ;  S = A22 − L21·L21ᵀ       one ORT call (f32)
+//                (L22, X22) = factor(S)                     recursion
+//                X21 = −X22·(L21·X11) ; X = [X11 0; X21 X22] one ORT call (f32)
+// Everything outside the leaves is a large MatMul, what ORT (and a GPU) does best. The triangular
+// operands are cut into up to 4 blocks inside each graph so the zero halves are mostly skipped
+// (≈0.8·n³ flops instead of 4n³/3), and only the lower blocks of S are formed (its upper part is never
+// read). Products and Schur complements are float32, as in GPTQ (torch factors H in float32); the
+// leaves are float64. Per internal node only the leaf blocks cross host↔device.
 //
 // GPTQ needs U upper with H⁻¹ = UᵀU. With J the reversal permutation: if J·H·J = L·Lᵀ then
-// H = R·Rᵀ with R = J·L·J upper, so H⁻¹ = R⁻ᵀ·R⁻¹ and U = R⁻¹ = J·L⁻¹·J. One factorisation plus one
-// triangular inverse, and no explicit H⁻¹ (better conditioned than cholesky(cholesky_inverse(...))).
+// H = R·Rᵀ with R = J·L·J upper, so H⁻¹ = R⁻ᵀ·R⁻¹ and U = R⁻¹ = J·L⁻¹·J: one factorisation plus one
+// triangular inverse, no explicit H⁻¹ (better conditioned than cholesky(cholesky_inverse(...))).
 
-import { GraphBuilder } from '../compute/graph';
-import { getRuntime, type ComputeRuntime } from '../compute/runtime';
-import { cholLowerBlock, invertLowerBlock, packF32, subtractLowerF32, unpackF32 } from './cholesky_blocks';
+import { GraphBuilder, type Value } from '../compute/graph';
+import { getRuntime, type ComputeRuntime, type Tensor } from '../compute/runtime';
+import { cholLowerBlock, invertLowerBlock } from './cholesky_blocks';
 import { NotPositiveDefiniteError } from './cholesky_ref';
 
 export { NotPositiveDefiniteError };
@@ -28,99 +29,177 @@ export interface CholeskyOptions {
   leaf?: number;
 }
 
-interface Work {
+interface Ctx {
   rt: ComputeRuntime;
-  n: number;
   leaf: number;
-  /** Working copy of the input; its lower triangle is overwritten with L. */
-  a: Float64Array;
-  /** L⁻¹ (lower triangle; the strict upper triangle stays zero). */
-  x: Float64Array;
-  /** Maps a pivot index of the working matrix back to the caller's index (for the flipped case). */
+  wantL: boolean;
+  /** Maps a pivot index of the working matrix to the caller's index (the flipped case). */
   pivot: (i: number) => number;
 }
 
-/** Lower L with A = L·Lᵀ (same result as choleskyLower_ref, products in f32). */
-export async function choleskyLower(aVals: ArrayLike<number>, n: number, opts: CholeskyOptions = {}): Promise<Float64Array> {
-  const a = Float64Array.from(aVals as ArrayLike<number>);
-  const w: Work = { rt: opts.rt ?? (await getRuntime()), n, leaf: opts.leaf ?? 256, a, x: new Float64Array(n * n), pivot: (i) => i };
-  await factor(w, 0, n);
-  for (let i = 0; i < n; i++) a.fill(0, i * n + i + 1, (i + 1) * n);
-  return a;
+interface Factor {
+  L?: Tensor;
+  X: Tensor;
 }
 
-/** L⁻¹ for the lower Cholesky factor of A (blocked, with L computed on the way). */
+/** Lower L with A = L·Lᵀ. */
+export async function choleskyLower(aVals: ArrayLike<number>, n: number, opts: CholeskyOptions = {}): Promise<Float64Array> {
+  const ctx = await context(opts, true, (i) => i);
+  const f = await factorHost(ctx, Float32Array.from(aVals), n);
+  ctx.rt.release(f.X);
+  return toF64(await downloadRelease(ctx.rt, f.L!));
+}
+
+/** X = L⁻¹ for the lower Cholesky factor L of A. */
 export async function choleskyInverseLower(aVals: ArrayLike<number>, n: number, opts: CholeskyOptions = {}): Promise<Float64Array> {
-  const w: Work = { rt: opts.rt ?? (await getRuntime()), n, leaf: opts.leaf ?? 256, a: Float64Array.from(aVals as ArrayLike<number>), x: new Float64Array(n * n), pivot: (i) => i };
-  await factor(w, 0, n);
-  return w.x;
+  const ctx = await context(opts, false, (i) => i);
+  const f = await factorHost(ctx, Float32Array.from(aVals), n);
+  return toF64(await downloadRelease(ctx.rt, f.X));
 }
 
 /** Upper U with H⁻¹ = Uᵀ·U: GPTQ's `Hinv` (same semantics as choleskyInverseUpper_ref). */
 export async function choleskyInverseUpper(hVals: ArrayLike<number>, n: number, opts: CholeskyOptions = {}): Promise<Float64Array> {
-  const a = new Float64Array(n * n);
+  const ctx = await context(opts, false, (i) => n - 1 - i);
   const last = n * n - 1;
-  for (let i = 0; i < n * n; i++) a[last - i] = hVals[i]; // J·H·J: reverse rows and columns
-  const w: Work = { rt: opts.rt ?? (await getRuntime()), n, leaf: opts.leaf ?? 256, a, x: new Float64Array(n * n), pivot: (i) => n - 1 - i };
-  await factor(w, 0, n);
-  const u = a; // reuse the working buffer: U = J·X·J
-  const x = w.x;
-  for (let i = 0; i < n * n; i++) u[last - i] = x[i];
+  const flipped = new Float32Array(n * n);
+  for (let i = 0; i <= last; i++) flipped[last - i] = hVals[i]; // J·H·J: reverse rows and columns
+  const f = await factorHost(ctx, flipped, n);
+  const x = await downloadRelease(ctx.rt, f.X);
+  const u = new Float64Array(n * n);
+  for (let i = 0; i <= last; i++) u[last - i] = x[i]; // U = J·X·J
   return u;
 }
 
-/** Factor the diagonal block [o, o+m): lower triangle of `a` becomes L, `x` gets L⁻¹. */
-async function factor(w: Work, o: number, m: number): Promise<void> {
-  const { n, a, x } = w;
-  if (m <= w.leaf) {
-    const off = o * n + o;
-    try {
-      cholLowerBlock(a, off, n, m, o);
-    } catch (e) {
-      if (e instanceof NotPositiveDefiniteError) throw new NotPositiveDefiniteError(w.pivot(e.pivotIndex), e.pivotValue);
-      throw e;
-    }
-    invertLowerBlock(a, off, x, off, n, m);
-    return;
-  }
-  // Split on a multiple of the leaf size so the leaves are full blocks (the last one may be short).
-  const h = w.leaf * Math.ceil(Math.ceil(m / w.leaf) / 2);
+async function context(opts: CholeskyOptions, wantL: boolean, pivot: (i: number) => number): Promise<Ctx> {
+  return { rt: opts.rt ?? (await getRuntime()), leaf: Math.max(1, opts.leaf ?? 256), wantL, pivot };
+}
+
+async function factorHost(ctx: Ctx, a: Float32Array, n: number): Promise<Factor> {
+  if (n <= ctx.leaf) return leafFactor(ctx, a, n, 0);
+  return factor(ctx, await ctx.rt.upload(ctx.rt.host(a, [n, n])), n, 0);
+}
+
+/** Factor the m×m (device) tensor A, whose first row is row `o` of the whole matrix. Consumes A. */
+async function factor(ctx: Ctx, A: Tensor, m: number, o: number): Promise<Factor> {
+  const { rt } = ctx;
+  if (m <= ctx.leaf) return leafFactor(ctx, await downloadRelease(rt, A), m, o);
+  const h = ctx.leaf * Math.ceil(Math.ceil(m / ctx.leaf) / 2); // leaves stay full blocks
   const p = m - h;
-  await factor(w, o, h);
-  const a21 = packF32(a, n, o + h, o, p, h);
-  const x11 = packF32(x, n, o, o, h, h);
-  const s1 = await w.rt.session('chol/panel', panelModel);
-  const r1 = await w.rt.run(s1, { a21: w.rt.host(a21, [p, h]), x11: w.rt.host(x11, [h, h]) });
-  const l21 = r1.l21;
-  const l21Host = await w.rt.download(l21);
-  unpackF32(l21Host, a, n, o + h, o, p, h); // L21 into the lower triangle of a
-  subtractLowerF32(a, n, o + h, await w.rt.download(r1.p), p);
-  w.rt.release(r1.p);
-  await factor(w, o + h, p);
-  const x22 = packF32(x, n, o + h, o + h, p, p);
-  const s2 = await w.rt.session('chol/xinv', xinvModel);
-  const r2 = await w.rt.run(s2, { x22: w.rt.host(x22, [p, p]), l21, x11: w.rt.host(x11, [h, h]) });
-  unpackF32(await w.rt.download(r2.x21), x, n, o + h, o, p, h);
-  w.rt.release(l21, r2.x21);
+  const parts = await rt.run(await rt.session(`chol/split/${h}/${p}`, () => splitModel(h, p), 'device'), { a: A });
+  rt.release(A);
+  const f1 = await factor(ctx, parts.a11, h, o);
+  const r1 = await rt.run(await rt.session(`chol/panel/${h}/${p}`, () => panelModel(h, p), 'device'), { a21: parts.a21, a22: parts.a22, x11: f1.X });
+  rt.release(parts.a21, parts.a22);
+  const f2 = await factor(ctx, r1.s, p, o + h);
+  const r2 = await rt.run(await rt.session(`chol/xinv/${h}/${p}`, () => xinvModel(h, p), 'device'), { x11: f1.X, x22: f2.X, l21: r1.l21 });
+  rt.release(f1.X, f2.X);
+  let L: Tensor | undefined;
+  if (ctx.wantL) {
+    L = (await rt.run(await rt.session(`chol/lassemble/${h}/${p}`, () => assembleModel(h, p), 'device'), { t11: f1.L!, t21: r1.l21, t22: f2.L! })).t;
+    rt.release(f1.L, f2.L);
+  }
+  rt.release(r1.l21);
+  return { L, X: r2.x };
 }
 
-/** L21 = A21·X11ᵀ and P = L21·L21ᵀ. */
-function panelModel(): Uint8Array {
+/** Float64 Cholesky + triangular inverse of a small block, results uploaded as f32 tensors. */
+async function leafFactor(ctx: Ctx, a32: Float32Array, m: number, o: number): Promise<Factor> {
+  const a = Float64Array.from(a32);
+  try {
+    cholLowerBlock(a, 0, m, m, 0);
+  } catch (e) {
+    if (e instanceof NotPositiveDefiniteError) throw new NotPositiveDefiniteError(ctx.pivot(o + e.pivotIndex), e.pivotValue);
+    throw e;
+  }
+  const x = new Float64Array(m * m);
+  invertLowerBlock(a, 0, x, 0, m, m);
+  const X = await ctx.rt.upload(ctx.rt.host(Float32Array.from(x), [m, m]));
+  if (!ctx.wantL) return { X };
+  for (let i = 0; i < m; i++) a.fill(0, i * m + i + 1, (i + 1) * m);
+  return { X, L: await ctx.rt.upload(ctx.rt.host(Float32Array.from(a), [m, m])) };
+}
+
+async function downloadRelease(rt: ComputeRuntime, t: Tensor): Promise<Float32Array> {
+  const host = await rt.download(t);
+  rt.release(t);
+  return host;
+}
+
+function toF64(a: Float32Array): Float64Array {
+  return Float64Array.from(a);
+}
+
+// ── graphs (static shapes: one session per (h, p); a factorisation has O(log n) distinct sizes) ──────
+
+/** Up to 4 near-equal blocks of [0, d), at least ~256 wide (smaller GEMMs lose more than they save). */
+function blocks(d: number): [number, number][] {
+  const k = Math.max(1, Math.min(4, Math.floor(d / 256)));
+  const out: [number, number][] = [];
+  for (let i = 0; i < k; i++) out.push([Math.round((d * i) / k), Math.round((d * (i + 1)) / k)]);
+  return out;
+}
+
+function slicer(g: GraphBuilder) {
+  return (x: Value, r0: number, r1: number, c0: number, c1: number): Value =>
+    g.op('Slice', [x, g.constI64([r0, c0]), g.constI64([r1, c1]), g.constI64([0, 1])]);
+}
+
+function splitModel(h: number, p: number): Uint8Array {
+  const g = new GraphBuilder('chol_split');
+  const sl = slicer(g);
+  const a = g.input('a', 'float32', [h + p, h + p]);
+  g.output(sl(a, 0, h, 0, h), 'a11');
+  g.output(sl(a, h, h + p, 0, h), 'a21');
+  g.output(sl(a, h, h + p, h, h + p), 'a22');
+  return g.toModel();
+}
+
+/** L21 = A21·X11ᵀ (X11 lower: column block j of the result needs only X11's first e_j columns);
+ *  S = A22 − L21·L21ᵀ, lower block rows only (the strict upper part of S is left zero). */
+function panelModel(h: number, p: number): Uint8Array {
   const g = new GraphBuilder('chol_panel');
-  const a21 = g.input('a21', 'float32', ['P', 'H']);
-  const x11 = g.input('x11', 'float32', ['H', 'H']);
-  const l21 = g.op('Gemm', [a21, x11], { transB: 1 });
+  const sl = slicer(g);
+  const a21 = g.input('a21', 'float32', [p, h]);
+  const a22 = g.input('a22', 'float32', [p, p]);
+  const x11 = g.input('x11', 'float32', [h, h]);
+  const cols = blocks(h).map(([s, e]) => g.op('Gemm', [sl(a21, 0, p, 0, e), sl(x11, s, e, 0, e)], { transB: 1 }));
+  const l21 = cols.length === 1 ? cols[0] : g.op('Concat', cols, { axis: 1 });
   g.output(l21, 'l21');
-  g.output(g.op('Gemm', [l21, l21], { transB: 1 }), 'p');
+  const rows = blocks(p).map(([s, e]) => {
+    const si = g.op('Gemm', [sl(l21, s, e, 0, h), sl(l21, 0, e, 0, h), sl(a22, s, e, 0, e)], { transB: 1, alpha: -1, beta: 1 });
+    return e === p ? si : g.op('Pad', [si, g.constI64([0, 0, 0, p - e])]);
+  });
+  g.output(rows.length === 1 ? rows[0] : g.op('Concat', rows, { axis: 0 }), 's');
   return g.toModel();
 }
 
-/** X21 = −X22·(L21·X11). */
-function xinvModel(): Uint8Array {
+/** T = L21·X11 (column block j of X11 is zero above row s_j); X21 = −X22·T (row block i of X22 is zero
+ *  right of e_i); X = [X11 0; X21 X22]. */
+function xinvModel(h: number, p: number): Uint8Array {
   const g = new GraphBuilder('chol_xinv');
-  const x22 = g.input('x22', 'float32', ['P', 'P']);
-  const l21 = g.input('l21', 'float32', ['P', 'H']);
-  const x11 = g.input('x11', 'float32', ['H', 'H']);
-  g.output(g.op('Gemm', [x22, g.op('MatMul', [l21, x11])], { alpha: -1 }), 'x21');
+  const sl = slicer(g);
+  const x11 = g.input('x11', 'float32', [h, h]);
+  const x22 = g.input('x22', 'float32', [p, p]);
+  const l21 = g.input('l21', 'float32', [p, h]);
+  const tCols = blocks(h).map(([s, e]) => g.op('MatMul', [sl(l21, 0, p, s, h), sl(x11, s, h, s, e)]));
+  const t = tCols.length === 1 ? tCols[0] : g.op('Concat', tCols, { axis: 1 });
+  const xRows = blocks(p).map(([s, e]) => g.op('Gemm', [sl(x22, s, e, 0, e), sl(t, 0, e, 0, h)], { alpha: -1 }));
+  const x21 = xRows.length === 1 ? xRows[0] : g.op('Concat', xRows, { axis: 0 });
+  g.output(assemble(g, x11, x21, x22, p), 'x');
   return g.toModel();
+}
+
+function assembleModel(h: number, p: number): Uint8Array {
+  const g = new GraphBuilder('chol_assemble');
+  const t11 = g.input('t11', 'float32', [h, h]);
+  const t21 = g.input('t21', 'float32', [p, h]);
+  const t22 = g.input('t22', 'float32', [p, p]);
+  g.output(assemble(g, t11, t21, t22, p), 't');
+  return g.toModel();
+}
+
+/** [T11 0; T21 T22] for lower-triangular blocks. */
+function assemble(g: GraphBuilder, t11: Value, t21: Value, t22: Value, p: number): Value {
+  const top = g.op('Pad', [t11, g.constI64([0, 0, 0, p])]);
+  return g.op('Concat', [top, g.op('Concat', [t21, t22], { axis: 1 })], { axis: 0 });
 }
