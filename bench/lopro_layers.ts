@@ -2,7 +2,7 @@
 // on the linear layers of a Llama model (default: the main benchmark model `base`).
 //
 //   node --import tsx bench/lopro_layers.ts [--hessians calib|synthetic] [--bits 2,3] [--blocks 0-7]
-//        [--model DIR] [--text FILE] [--windows N] [--no-append] [--resume]
+//        [--model DIR] [--text FILE] [--windows N] [--no-append] [--resume] [--ablation] [--layers q_proj,down_proj]
 //
 // Every finished (layer, bits) row is saved to bench/out/lopro_layers-<hessians>.rows.json at once;
 // --resume skips rows already there (a long run on a busy machine can be stopped and continued).
@@ -41,6 +41,8 @@ const bitsList = opt('--bits', '2,3').split(',').map(Number);
 const nWindows = Number(opt('--windows', '128'));
 const append = !args.includes('--no-append');
 const resume = args.includes('--resume');
+const onlyModules = opt('--layers', '').split(',').filter(Boolean);
+const linearsOf = (b: number) => blockLinears(cfg, b).filter((l) => !onlyModules.length || onlyModules.includes(l.module));
 
 const model = openModel(modelDir);
 const cfg = model.cfg!;
@@ -162,7 +164,7 @@ async function main(): Promise<void> {
   const saved: Row[] = resume && existsSync(rowsFile) ? JSON.parse(readFileSync(rowsFile, 'utf8')) : [];
   const rows: Row[] = [];
   for (const b of blocks) {
-    for (const lin of blockLinears(cfg, b)) {
+    for (const lin of linearsOf(b)) {
       const short = lin.name.replace('model.layers.', 'L').replace('self_attn.', '').replace('mlp.', '');
       const todo = bitsList.filter((bits) => !saved.some((r) => r.name === short && r.bits === bits));
       for (const bits of bitsList) {
@@ -235,7 +237,56 @@ function table(rows: Row[], label: string, started: Date): string {
   return out.join('\n');
 }
 
-main().catch((e) => {
+/**
+ * --ablation: LoPRo W`bits` variants on the selected blocks' layers (spec §1.7 ablation and the
+ * switches): default (partial), rotation none / full, rank 0, act-order on, β searched in
+ * {0.25, 0.5, 0.75}. Proxy loss relative to GPTQ on the same layer and Hessian.
+ */
+async function ablation(): Promise<void> {
+  const started = new Date();
+  const stats = hessKind === 'synthetic' ? syntheticStats() : await calibStats();
+  const variants: [string, Partial<LayerConfig>, number[] | undefined][] = [
+    ['partial (default)', {}, undefined], ['rotation none', { rotation: 'none' }, undefined], ['rotation full', { rotation: 'full' }, undefined],
+    ['rank 0', { rank: 0 }, undefined], ['rank 4', { rank: 4 }, undefined], ['act-order', { actOrder: true }, undefined], ['β search', {}, [0.25, 0.5, 0.75]],
+  ];
+  const res: Record<string, number[]> = {};
+  const lines: string[] = [];
+  for (const bits of bitsList)
+    for (const b of blocks)
+      for (const lin of linearsOf(b)) {
+        const W = model.ckpt.readFloat32(lin.weight);
+        const { H, absMean } = stats.get(b, lin.input);
+        let gptq = 0;
+        const cells: string[] = [];
+        for (const [label, over, betas] of variants) {
+          const r = quantizeLayerLoPRo(W, lin.rows, lin.cols, H, absMean, { ...DEFAULT_LAYER_CONFIG, bits, ...over }, 0, { name: lin.name, baselines: gptq === 0, betaCandidates: betas, onWarning: () => {} });
+          if (gptq === 0) gptq = r.report.baselines!.gptq!;
+          const rel = r.report.proxyLoss / gptq;
+          (res[`${bits}:${label}`] ??= []).push(rel);
+          cells.push(rel.toFixed(3));
+        }
+        lines.push(`| W${bits} | ${lin.name.replace('model.layers.', 'L')} | ${fmt(gptq)} | ${cells.join(' | ')} |`);
+        console.error(lines[lines.length - 1]);
+      }
+  const out = [`\n## LoPRo ablation (proxy loss / GPTQ's, same layer and H) — ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC`, '',
+    `- command: \`node --import tsx bench/lopro_layers.ts ${args.join(' ')}\`; ${stats.label}; machine: ${os.cpus()[0]?.model ?? '?'} × ${os.cpus().length}`, '',
+    `| bits | layer | GPTQ loss | ${variants.map((v) => v[0]).join(' | ')} |`, `|---|---|---|${variants.map(() => '---').join('|')}|`, ...lines];
+  for (const bits of bitsList) {
+    const geo = variants.map(([label]) => {
+      const v = res[`${bits}:${label}`] ?? [];
+      return Math.exp(v.reduce((s, x) => s + Math.log(x), 0) / Math.max(1, v.length)).toFixed(3);
+    });
+    out.push(`| W${bits} | **geo-mean** | | ${geo.join(' | ')} |`);
+  }
+  const md = out.join('\n');
+  console.log(md);
+  if (append) {
+    const r = spawnSync('flock', ['/tmp/lopro-results.lock', 'sh', '-c', 'cat >> bench/RESULTS.md'], { input: md + '\n' });
+    if (r.status !== 0) throw new Error(`appending to bench/RESULTS.md failed: ${r.stderr}`);
+  }
+}
+
+(args.includes('--ablation') ? ablation() : main()).catch((e) => {
   console.error(e);
   process.exit(1);
 });
