@@ -163,8 +163,12 @@ async function main() {
   for (const { rt } of runtimes) for (const e of engines) {
     const t = now();
     const c = 640, W = synthWeight(64, c, 7), { H } = await synthHessian(cpu, c, 1024, 8);
-    await makeEngine(e, rt, pool)(Float64Array.from(W), 64, c, H, { bits: 2, groupSize: 128 });
-    log(`warm-up ${rt.ep}/${e}: ${(now() - t).toFixed(2)} s`);
+    try {
+      await makeEngine(e, rt, pool)(Float64Array.from(W), 64, c, H, { bits: 2, groupSize: 128 });
+      log(`warm-up ${rt.ep}/${e}: ${(now() - t).toFixed(2)} s`);
+    } catch (err) {
+      log(`warm-up ${rt.ep}/${e} FAILED: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+    }
   }
   for (const [si, [R, C]] of shapes.entries()) {
     const shape = `${R}x${C}`;
@@ -187,6 +191,7 @@ async function main() {
         const cfg: LayerConfig = { ...DEFAULT_LAYER_CONFIG, method: method === 'lopro_v' ? 'lopro_v' : 'lopro', bits };
         let Q: ArrayLike<number>, stages: Record<string, number> = {}, note: string | undefined;
         t = now();
+        try {
         if (method === 'rtn') {
           Q = rtnQuantize(W, R, C, { bits, groupSize: 128, sym: false }).Q;
           note = 'TypeScript, one thread';
@@ -210,6 +215,13 @@ async function main() {
           stages = { ...r.report.seconds };
           note = 'GPTVQ: TypeScript, one thread (no device path)';
         } else throw new Error(`unknown method ${method}`);
+        } catch (e) {
+          // One failing EP/engine/method (e.g. a device limit) must not lose the rest of the run.
+          const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
+          log(`${ep} ${engine} ${shape} ${method} W${bits}: FAILED after ${(now() - t).toFixed(2)} s: ${msg}`);
+          rows.push({ ep, engine, shape, method, bits, seconds: NaN, stages: {}, copies: counterDelta(c0, rt.counters), note: `failed: ${msg.slice(0, 300)}` });
+          continue;
+        }
         const seconds = now() - t;
         const loss = await proxyLossRows(cpu, W, Q, H, qn, C);
         const row: Row = {
@@ -229,7 +241,7 @@ async function main() {
   const table = [
     '| EP | engine | shape | method | bits | s/layer | torch H100 s | ratio | loss/RTN | stages (s) | h2d MB | d2h MB | sessions (s) |',
     '|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.ep} | ${r.engine} | ${r.shape} | ${r.method} | ${r.bits} | ${r.seconds.toFixed(2)} | ${r.peerSeconds?.toFixed(2) ?? '-'} | ${r.ratio?.toFixed(2) ?? '-'} | ${r.relToRtn?.toFixed(3)} | ${Object.entries(r.stages).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')} | ${((r.copies.h2dBytes ?? 0) / 1e6).toFixed(0)} | ${((r.copies.d2hBytes ?? 0) / 1e6).toFixed(0)} | ${r.copies.sessionsCreated} (${((r.copies.sessionCreateMs ?? 0) / 1000).toFixed(2)}) |`),
+    ...rows.map((r) => `| ${r.ep} | ${r.engine} | ${r.shape} | ${r.method} | ${r.bits} | ${Number.isNaN(r.seconds) ? (r.note ?? 'failed') : r.seconds.toFixed(2)} | ${r.peerSeconds?.toFixed(2) ?? '-'} | ${r.ratio?.toFixed(2) ?? '-'} | ${r.relToRtn?.toFixed(3)} | ${Object.entries(r.stages).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')} | ${((r.copies.h2dBytes ?? 0) / 1e6).toFixed(0)} | ${((r.copies.d2hBytes ?? 0) / 1e6).toFixed(0)} | ${r.copies.sessionsCreated} (${((r.copies.sessionCreateMs ?? 0) / 1000).toFixed(2)}) |`),
   ].join('\n');
   log(`\n${table}\n`);
   const meta = { date: new Date().toISOString(), host: os.hostname(), cpus: `${os.cpus().length}× ${os.cpus()[0]?.model}`, node: process.version, threads, tokens, qualityRows, args, attempts: runtimes.map((r) => ({ ep: r.ep, attempts: r.rt.attempts })) };

@@ -3,9 +3,10 @@
 // The core only reads W through two windows after a lazy update at i2: the next block's columns
 // [i2, i2+B) (W1) and, for dynamic groups, the group params' columns [k, k+G) for k in that block.
 // So the whole W can live on the device and only that slab of B+G columns has to come back:
-//   resident (WebGPU, and the CPU EP, where "device" is host memory): W (float32) stays on the GPU;
-//     per block: upload Err1 (rows×B), W ← W − Err1·Hinv[i1:i2, :] on the device (full width: the
-//     columns < i2 are never read again, and Hinv is upper so columns < i1 get −0), download the slab.
+//   resident (WebGPU, and the CPU EP, where "device" is host memory): W (float32) stays on the GPU, in
+//     row chunks of ≤ 64 MiB; per block: upload Err1 (rows×B) and Hinv[i1:i2, :] (B×cols), W ← W −
+//     Err1·Hinv[i1:i2, :] on the device (full width: the columns < i2 are never read again, and Hinv is
+//     upper so columns < i1 get −0), download the slab.
 //   host (CUDA: the Node binding returns every output to JS): Hinv (float32) is baked into the session
 //     as an initializer, so it stays on the GPU; per block: upload Err1, P = Err1·Hinv[i1:i2, i2:]
 //     comes back and W[:, i2:] −= P on a host float32 copy.
@@ -45,9 +46,8 @@ function residentUpdateModel(): Uint8Array {
   const g = new GraphBuilder('gptq_resident_update');
   const w = g.input('w', 'float32', ['R', 'C']);
   const e = g.input('e', 'float32', ['R', 'K']);
-  const h = g.input('hinv', 'float32', ['C', 'C']);
-  const rows = g.op('Slice', [h, g.input('i1', 'int64', [1]), g.input('i2', 'int64', [1]), g.constI64([0])]); // Hinv[i1:i2, :]
-  g.output(g.op('Sub', [w, g.op('MatMul', [e, rows])]), 'wn');
+  const h = g.input('hrows', 'float32', ['K', 'C']); // Hinv[i1:i2, :]
+  g.output(g.op('Sub', [w, g.op('MatMul', [e, h])]), 'wn');
   return g.toModel();
 }
 
@@ -58,33 +58,46 @@ function slabModel(): Uint8Array {
   return g.toModel();
 }
 
+/**
+ * Largest device buffer we create (W is kept as row chunks of at most this size): 64 MiB is what the
+ * device guide verified on WebGPU; Dawn's default storage-binding limit is 128 MiB unless ORT raises it.
+ */
+const CHUNK_BYTES = Number(process.env.LOPRO_DEVICE_CHUNK_MB ?? 64) * 2 ** 20;
+
 export async function createResidentUpdater(rt: ComputeRuntime, rows: number, cols: number, hinvUpper: Float64Array, slabCols: number): Promise<SlabUpdater> {
-  const hinv = await rt.upload(rt.host(Float32Array.from(hinvUpper), [cols, cols]));
-  let W: Tensor | undefined;
+  const chunkRows = Math.max(1, Math.min(rows, Math.floor(CHUNK_BYTES / (4 * cols))));
+  const chunks: { r0: number; r1: number; W?: Tensor }[] = [];
+  for (let r0 = 0; r0 < rows; r0 += chunkRows) chunks.push({ r0, r1: Math.min(rows, r0 + chunkRows) });
   const stats = { updates: 0, seconds: 0 };
   return {
     mode: 'resident',
     stats,
     async init(w0) {
-      W = await rt.upload(rt.host(Float32Array.from(w0), [rows, cols]));
+      for (const c of chunks) c.W = await rt.upload(rt.host(w0.slice(c.r0 * cols, c.r1 * cols), [c.r1 - c.r0, cols]));
     },
     async update(err1, count, i1, i2) {
       const t = now();
-      if (!W) throw new Error('SlabUpdater.update before init');
+      // Hinv[i1:i2, :] goes up once per block (count×cols: the whole Hinv crosses once per layer, in pieces).
+      const hrows = await rt.upload(rt.host(Float32Array.from(hinvUpper.subarray(i1 * cols, i2 * cols)), [count, cols]));
       const su = await rt.session('gptq/resident_update', residentUpdateModel, 'device');
-      const out = await rt.run(su, { w: W, e: rt.host(err1.subarray(0, rows * count), [rows, count]), hinv, i1: i64(i1), i2: i64(i2) });
-      rt.release(W);
-      W = out.wn;
-      const c0 = i2, c1 = Math.min(cols, i2 + slabCols);
       const ss = await rt.session('gptq/slab', slabModel, 'host');
-      const r = await rt.run(ss, { w: W, c0: i64(c0), c1: i64(c1) });
+      const c0 = i2, c1 = Math.min(cols, i2 + slabCols), sw = c1 - c0;
+      const slab = new Float32Array(rows * sw);
+      for (const c of chunks) {
+        if (!c.W) throw new Error('SlabUpdater.update before init');
+        const out = await rt.run(su, { w: c.W, e: rt.host(err1.subarray(c.r0 * count, c.r1 * count), [c.r1 - c.r0, count]), hrows });
+        rt.release(c.W);
+        c.W = out.wn;
+        const r = await rt.run(ss, { w: c.W, c0: i64(c0), c1: i64(c1) });
+        slab.set(r.slab.data as Float32Array, c.r0 * sw);
+      }
+      rt.release(hrows);
       stats.updates++;
       stats.seconds += now() - t;
-      return { slab: r.slab.data as Float32Array, c0, c1 };
+      return { slab, c0, c1 };
     },
     async release() {
-      rt.release(W, hinv);
-      W = undefined;
+      for (const c of chunks) rt.release(c.W);
     },
   };
 }
