@@ -2,10 +2,11 @@
 // on the linear layers of a Llama model (default: the main benchmark model `base`).
 //
 //   node --import tsx bench/lopro_layers.ts [--hessians calib|synthetic] [--bits 2,3] [--blocks 0-7]
-//        [--model DIR] [--text FILE] [--windows N] [--no-append] [--resume] [--ablation] [--layers q_proj,down_proj]
+//        [--model DIR] [--text FILE] [--windows N] [--no-append] [--resume] [--table-only] [--ablation] [--layers q_proj,down_proj]
 //
 // Every finished (layer, bits) row is saved to bench/out/lopro_layers-<hessians>.rows.json at once;
-// --resume skips rows already there (a long run on a busy machine can be stopped and continued).
+// --resume skips rows already there (a long run on a busy machine can be stopped and continued);
+// --table-only prints (and appends) the table of the saved rows without computing more.
 //
 // Hessians:
 //   calib     (default) the calibration protocol of shared/protocol.md: 128 windows of ctx tokens from
@@ -40,7 +41,8 @@ const hessKind = opt('--hessians', 'calib') as 'calib' | 'synthetic';
 const bitsList = opt('--bits', '2,3').split(',').map(Number);
 const nWindows = Number(opt('--windows', '128'));
 const append = !args.includes('--no-append');
-const resume = args.includes('--resume');
+const tableOnly = args.includes('--table-only');
+const resume = args.includes('--resume') || tableOnly;
 const onlyModules = opt('--layers', '').split(',').filter(Boolean);
 const linearsOf = (b: number) => blockLinears(cfg, b).filter((l) => !onlyModules.length || onlyModules.includes(l.module));
 
@@ -171,7 +173,7 @@ async function main(): Promise<void> {
         const old = saved.find((r) => r.name === short && r.bits === bits);
         if (old) rows.push(old);
       }
-      if (!todo.length) continue;
+      if (!todo.length || tableOnly) continue;
       const W = model.ckpt.readFloat32(lin.weight);
       const { H, absMean } = stats.get(b, lin.input);
       for (const bits of todo) {
