@@ -1,6 +1,7 @@
 // Runs the graphs of llama_graph.ts on the runtime's EP: one cached session per graph kind
 // (embed, block × capture, head), batches of windows per run, weights fed as tensors over the
-// caller's Float32Arrays (no copy on the CPU EP).
+// caller's Float32Arrays (no copy on the CPU EP). The *Tensor methods chain blocks without host
+// round trips: on WebGPU, weights are uploaded once per block and hidden states stay on the GPU.
 
 import * as ort from 'onnxruntime-node';
 import type { ComputeRuntime } from '../compute/runtime';
@@ -37,6 +38,14 @@ export interface BlockResult {
 
 const INPUTS: LinearInput[] = ['attn_in', 'attn_out', 'mlp_in', 'mlp_act'];
 
+function isTensor(t: unknown): t is ort.Tensor {
+  return t instanceof ort.Tensor;
+}
+
+function isTensorRecord(w: BlockWeights | Record<string, ort.Tensor>): w is Record<string, ort.Tensor> {
+  return isTensor(Object.values(w)[0]);
+}
+
 export class LlamaForward {
   private readonly key: string;
   private readonly suffixes: string[];
@@ -52,28 +61,50 @@ export class LlamaForward {
     this.suffixes = blockTensorSuffixes(cfg);
   }
 
-  /** ids [B, T] → x [B, T, H]. */
-  async embed(ids: Int32Array, B: number, embedW: Float32Array): Promise<Float32Array> {
-    const T = ids.length / B;
-    const s = await this.rt.session(`${this.key}:embed`, () => buildEmbedGraph(this.cfg));
-    const out = await this.rt.run(s, {
-      embed: this.rt.host(embedW, [this.cfg.vocabSize, this.cfg.hiddenSize]),
-      ids: new ort.Tensor('int32', ids, [B, T]),
-    });
-    return out.x.data as Float32Array;
+  /** Where chained outputs live: on the GPU for WebGPU (gpu-buffer), else on the host. */
+  private get placement(): 'device' | 'host' {
+    return this.rt.keepsDataOnDevice ? 'device' : 'host';
   }
 
-  /** One decoder block on x [B, ctx, H] with the given weights. */
-  async block(x: Float32Array, B: number, w: BlockWeights, capture: Capture = 'none'): Promise<BlockResult> {
-    const cfg = this.cfg, T = this.ctx;
-    const s = await this.rt.session(`${this.key}:block:${capture}`, () => buildBlockGraph(cfg, T, capture));
-    const feeds: Record<string, ort.Tensor> = { x: this.rt.host(x, [B, T, cfg.hiddenSize]) };
+  /** ids [B, T] → x [B, T, H]. */
+  async embed(ids: Int32Array, B: number, embedW: Float32Array): Promise<Float32Array> {
+    const t = await this.embedTensor(ids, B, this.rt.host(embedW, [this.cfg.vocabSize, this.cfg.hiddenSize]), 'host');
+    return t.data as Float32Array;
+  }
+
+  /** Embedding with tensors in and out (the output stays on the device when the EP allows). */
+  async embedTensor(ids: Int32Array, B: number, embedW: ort.Tensor, placement = this.placement): Promise<ort.Tensor> {
+    const T = ids.length / B;
+    const s = await this.rt.session(`${this.key}:embed`, () => buildEmbedGraph(this.cfg), placement);
+    const out = await this.rt.run(s, { embed: embedW, ids: new ort.Tensor('int32', ids, [B, T]) });
+    return out.x;
+  }
+
+  /** A block's weights as tensors: uploaded once to the device (WebGPU), zero-copy on the CPU EP. */
+  async weightTensors(w: BlockWeights): Promise<Record<string, ort.Tensor>> {
+    const out: Record<string, ort.Tensor> = {};
     for (const name of this.suffixes) {
       const v = w[name];
       if (!v) throw new Error(`block weights: ${name} missing`);
-      feeds[name] = this.rt.host(v, name.endsWith('norm.weight') || name.endsWith('bias') ? [v.length] : [v.length / this.inFeatures(name), this.inFeatures(name)]);
+      const dims = name.endsWith('norm.weight') || name.endsWith('bias') ? [v.length] : [v.length / this.inFeatures(name), this.inFeatures(name)];
+      out[name] = await this.rt.upload(this.rt.host(v, dims));
     }
-    const out = await this.rt.run(s, feeds);
+    return out;
+  }
+
+  /** Frees device copies made by weightTensors / the *Tensor methods (no-op on the host). */
+  release(...ts: (ort.Tensor | Record<string, ort.Tensor> | undefined)[]): void {
+    for (const t of ts) {
+      if (!t) continue;
+      if (isTensor(t)) this.rt.release(t);
+      else this.rt.release(...Object.values(t));
+    }
+  }
+
+  /** One decoder block on x [B, ctx, H] with the given weights. */
+  async block(x: Float32Array, B: number, w: BlockWeights | Record<string, ort.Tensor>, capture: Capture = 'none'): Promise<BlockResult> {
+    const wT = isTensorRecord(w) ? w : await this.weightTensors(w);
+    const out = await this.runBlock(this.rt.host(x, [B, this.ctx, this.cfg.hiddenSize]), wT, capture, 'host');
     const res: BlockResult = { y: out.y.data as Float32Array };
     if (capture === 'activations') res.activations = Object.fromEntries(INPUTS.map((k) => [k, out[k].data as Float32Array])) as Record<LinearInput, Float32Array>;
     if (capture === 'stats')
@@ -81,16 +112,27 @@ export class LlamaForward {
     return res;
   }
 
-  /** Per-position NLL [B, T−1] of ids[:, 1:] given x [B, T, H] (final norm + head + log-softmax in-graph). */
-  async headNll(x: Float32Array, B: number, ids: Int32Array, normW: Float32Array, headW: Float32Array): Promise<Float32Array> {
+  /** One block, tensors in and out: y stays on the device when the EP allows (no host round trip). */
+  async blockTensor(x: ort.Tensor, wT: Record<string, ort.Tensor>): Promise<ort.Tensor> {
+    return (await this.runBlock(x, wT, 'none', this.placement)).y;
+  }
+
+  private async runBlock(x: ort.Tensor, wT: Record<string, ort.Tensor>, capture: Capture, placement: 'device' | 'host'): Promise<Record<string, ort.Tensor>> {
+    const cfg = this.cfg, T = this.ctx;
+    const s = await this.rt.session(`${this.key}:block:${capture}`, () => buildBlockGraph(cfg, T, capture), placement);
+    return this.rt.run(s, { x, ...wT });
+  }
+
+  /** Per-position NLL [B, T−1] of ids[:, 1:] given x [B, T, H] (final norm + head + NLL in-graph). */
+  async headNll(x: Float32Array | ort.Tensor, B: number, ids: Int32Array, normW: Float32Array | ort.Tensor, headW: Float32Array | ort.Tensor): Promise<Float32Array> {
     const T = ids.length / B, cfg = this.cfg;
     const targets = new Int32Array(B * (T - 1));
     for (let b = 0; b < B; b++) targets.set(ids.subarray(b * T + 1, (b + 1) * T), b * (T - 1));
     const s = await this.rt.session(`${this.key}:head:nll`, () => buildHeadGraph(cfg, 'nll'));
     const out = await this.rt.run(s, {
-      x: this.rt.host(x, [B, T, cfg.hiddenSize]),
-      norm: this.rt.host(normW, [cfg.hiddenSize]),
-      head: this.rt.host(headW, [cfg.vocabSize, cfg.hiddenSize]),
+      x: this.asTensor(x, [B, T, cfg.hiddenSize]),
+      norm: this.asTensor(normW, [cfg.hiddenSize]),
+      head: this.asTensor(headW, [cfg.vocabSize, cfg.hiddenSize]),
       targets: new ort.Tensor('int32', targets, [B, T - 1]),
     });
     return out.nll.data as Float32Array;
@@ -111,6 +153,10 @@ export class LlamaForward {
   /** Head tensors from the provider (tied head → the embedding). */
   async headWeights(weights: WeightsProvider): Promise<{ norm: Float32Array; head: Float32Array }> {
     return { norm: await weights('model.norm.weight'), head: await weights(headTensorName(this.cfg)) };
+  }
+
+  private asTensor(v: Float32Array | ort.Tensor, dims: number[]): ort.Tensor {
+    return v instanceof Float32Array ? this.rt.host(v, dims) : v;
   }
 
   private inFeatures(suffix: string): number {

@@ -8,6 +8,7 @@
 
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
+import type * as ort from 'onnxruntime-node';
 import type { ComputeRuntime } from '../compute/runtime';
 import { getRuntime } from '../compute/runtime';
 import { evalWindowCount } from './calibration';
@@ -59,33 +60,47 @@ export async function perplexity(cfg: LlamaConfig, ids: Int32Array, weights: Wei
   let total = 0;
   const embedW = await weights('model.embed_tokens.weight');
   const { norm, head } = await fwd.headWeights(weights);
-  for (let c0 = 0; c0 < windows.length; c0 += perChunk) {
-    const chunk = windows.slice(c0, c0 + perChunk);
-    const batches: { ids: Int32Array; n: number; x: Float32Array }[] = [];
-    for (let b0 = 0; b0 < chunk.length; b0 += B) {
-      const sel = chunk.slice(b0, b0 + B);
-      const bIds = new Int32Array(sel.length * T);
-      sel.forEach((w, i) => bIds.set(ids.subarray(w * T, (w + 1) * T), i * T));
-      batches.push({ ids: bIds, n: sel.length, x: await fwd.embed(bIds, sel.length, embedW) });
-    }
-    for (let l = 0; l < cfg.numLayers; l++) {
-      opts.signal?.throwIfAborted();
-      const w = await loadBlockWeights(cfg, l, weights);
-      for (const bt of batches) bt.x = (await fwd.block(bt.x, bt.n, w)).y;
-    }
-    let done = c0;
-    for (const bt of batches) {
-      const nll = await fwd.headNll(bt.x, bt.n, bt.ids, norm, head);
-      for (let i = 0; i < bt.n; i++) {
-        let s = 0;
-        for (let t = 0; t < T - 1; t++) s += nll[i * (T - 1) + t];
-        if (!Number.isFinite(s)) throw new ProtocolError(ErrorCode.NonFinite, `non-finite NLL in window ${chunk[done - c0 + i]}`, 'perplexity', 'the weights produce inf/NaN activations');
-        windowNll[done + i] = s / (T - 1);
-        total += s;
+  // Uploaded once (WebGPU); plain host tensors on the CPU EP.
+  const embedT = await rt.upload(rt.host(embedW, [cfg.vocabSize, H]));
+  const normT = await rt.upload(rt.host(norm, [H]));
+  const headT = head === embedW ? embedT : await rt.upload(rt.host(head, [cfg.vocabSize, H]));
+  try {
+    for (let c0 = 0; c0 < windows.length; c0 += perChunk) {
+      const chunk = windows.slice(c0, c0 + perChunk);
+      const batches: { ids: Int32Array; n: number; x: ort.Tensor }[] = [];
+      for (let b0 = 0; b0 < chunk.length; b0 += B) {
+        const sel = chunk.slice(b0, b0 + B);
+        const bIds = new Int32Array(sel.length * T);
+        sel.forEach((w, i) => bIds.set(ids.subarray(w * T, (w + 1) * T), i * T));
+        batches.push({ ids: bIds, n: sel.length, x: await fwd.embedTensor(bIds, sel.length, embedT) });
       }
-      done += bt.n;
-      opts.onProgress?.(done, windows.length);
+      for (let l = 0; l < cfg.numLayers; l++) {
+        opts.signal?.throwIfAborted();
+        const wT = await fwd.weightTensors(await loadBlockWeights(cfg, l, weights));
+        for (const bt of batches) {
+          const y = await fwd.blockTensor(bt.x, wT);
+          fwd.release(bt.x);
+          bt.x = y;
+        }
+        fwd.release(wT);
+      }
+      let done = c0;
+      for (const bt of batches) {
+        const nll = await fwd.headNll(bt.x, bt.n, bt.ids, normT, headT);
+        fwd.release(bt.x);
+        for (let i = 0; i < bt.n; i++) {
+          let s = 0;
+          for (let t = 0; t < T - 1; t++) s += nll[i * (T - 1) + t];
+          if (!Number.isFinite(s)) throw new ProtocolError(ErrorCode.NonFinite, `non-finite NLL in window ${chunk[done - c0 + i]}`, 'perplexity', 'the weights produce inf/NaN activations');
+          windowNll[done + i] = s / (T - 1);
+          total += s;
+        }
+        done += bt.n;
+        opts.onProgress?.(done, windows.length);
+      }
     }
+  } finally {
+    fwd.release(embedT, normT, headT === embedT ? undefined : headT);
   }
   const positions = windows.length * (T - 1);
   const seconds = (performance.now() - t0) / 1000;

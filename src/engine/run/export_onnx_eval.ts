@@ -46,7 +46,8 @@ export async function perplexityOnnx(onnxPath: string, ids: Int32Array, opts: On
   } catch (e) {
     throw new ProtocolError(ErrorCode.Io, `cannot read ${onnxPath}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, onnxPath);
   }
-  const model = await rt.session(`onnx-file:${onnxPath}:${mtime}`, () => readFileSync(onnxPath));
+  // Logits stay on the GPU (WebGPU) between the model and the NLL graph: [B, T, V] never crosses to JS.
+  const model = await rt.session(`onnx-file:${onnxPath}:${mtime}`, () => readFileSync(onnxPath), rt.keepsDataOnDevice ? 'device' : 'host');
   const nll = await rt.session('nll_from_logits', nllGraph);
   const B = opts.batch ?? defaultBatch(T);
   const t0 = performance.now();
@@ -63,6 +64,7 @@ export async function perplexityOnnx(onnxPath: string, ids: Int32Array, opts: On
     });
     const out = await rt.run(model, { input_ids: new ort.Tensor('int64', input, [sel.length, T]) });
     const r = await rt.run(nll, { logits: out.logits, targets: new ort.Tensor('int32', targets, [sel.length, T - 1]) });
+    rt.release(out.logits);
     const v = r.nll.data as Float32Array;
     for (let i = 0; i < sel.length; i++) {
       let s = 0;
