@@ -9,7 +9,8 @@
 //
 // The worker script is located next to this module: gptq_parallel_worker.js in a bundle (esbuild
 // entry beside the main bundle, see bench/build-device-bundle.mjs) or gptq_parallel_worker.ts under
-// tsx (workers inherit `--import tsx`). LOPRO_GPTQ_WORKER overrides the path.
+// tsx (loaded through tsx's CommonJS hook). LOPRO_GPTQ_WORKER overrides the path ('none': one thread).
+// Without a worker script and without a pool, gptqQuantizeParallel runs on the calling thread.
 
 import { existsSync } from 'node:fs';
 import * as os from 'node:os';
@@ -41,6 +42,7 @@ const now = () => performance.now() / 1000;
 
 /** Path of the worker script for the current build (bundle: .js sibling; tsx: .ts source). */
 export function workerScriptPath(): string | undefined {
+  if (process.env.LOPRO_GPTQ_WORKER === 'none') return undefined; // force one thread
   const cands = [process.env.LOPRO_GPTQ_WORKER, path.join(__dirname, 'gptq_parallel_worker.js'), path.join(__dirname, 'gptq_parallel_worker.ts')];
   return cands.find((p): p is string => !!p && existsSync(p));
 }
@@ -88,6 +90,14 @@ export async function gptqQuantizeParallel(
   wVals: Float32Array | Float64Array, rows: number, cols: number,
   hVals: Float32Array | Float64Array, opts: GptqOptions & ParallelOptions,
 ): Promise<GptqResult & { parallel: ParallelStats }> {
+  if (!opts.pool && !workerScriptPath()) {
+    // A bundle built without the worker entry (e.g. dist/engine.js today): same result on one thread.
+    (opts.onWarning ?? console.warn)(`gptq_parallel: no worker script next to ${__dirname}; quantizing on one thread`);
+    const t = now();
+    const r = await gptqQuantizeAsync(wVals, rows, cols, hVals, { ...opts, choleskyInverseUpperAsync: opts.choleskyInverseUpperAsync });
+    const s = r.seconds.total;
+    return { ...r, parallel: { threads: 1, seconds: { cholesky: r.seconds.cholesky, workers: s, merge: 0, total: now() - t, lazyDevice: 0 } } };
+  }
   const t0 = now();
   // 1. Probe: the core's own prep (dead columns, order, damping) on zero rows, capturing Hinv. The
   //    core decides about the Cholesky fallback (and warns, once); the workers repeat that decision.

@@ -61,3 +61,19 @@ test('a temporary pool (no pool passed) gives the same codes', async () => {
   const par = await gptqQuantizeParallel(W, rows, cols, H, { bits: 2, groupSize: 64, threads: 2 });
   assert.deepEqual(par.codes, ref.codes);
 });
+
+test('without a worker script (a bundle without the worker entry) it runs on one thread, same codes', async () => {
+  const saved = process.env.LOPRO_GPTQ_WORKER;
+  process.env.LOPRO_GPTQ_WORKER = 'none';
+  try {
+    const warnings: string[] = [];
+    const ref = gptqQuantize(W, rows, cols, H, { bits: 3, groupSize: 64 });
+    const r = await gptqQuantizeParallel(W, rows, cols, H, { bits: 3, groupSize: 64, onWarning: (m) => warnings.push(m) });
+    assert.equal(r.parallel.threads, 1);
+    assert.deepEqual(r.codes, ref.codes);
+    assert.equal(warnings.length, 1);
+  } finally {
+    if (saved === undefined) delete process.env.LOPRO_GPTQ_WORKER;
+    else process.env.LOPRO_GPTQ_WORKER = saved;
+  }
+});
