@@ -12,6 +12,7 @@ import { DEFAULT_CONFIG, type QuantizeConfig } from '../../src/protocol/config';
 import type { LayerReport, ProgressValue } from '../../src/protocol/messages';
 import { ProtocolError } from '../../src/protocol/rpc';
 import { RunDir } from '../../src/engine/run/rundir';
+import { SafetensorsFile } from '../../src/engine/io/safetensors';
 import { forkEngine, tmp, PERSUASION, TINY, TRAIN } from './helpers';
 
 const small = (over: Partial<QuantizeConfig>): QuantizeConfig => ({ ...DEFAULT_CONFIG, calibText: TRAIN, calibSamples: 4, ctx: 64, ep: 'cpu', layerOverrides: {}, ...over });
@@ -64,6 +65,17 @@ test('worker: hello, inspect, run/start with progress and layer/done, exports, r
         const cfg = JSON.parse(readFileSync(join(outDir, 'config.json'), 'utf8'));
         assert.equal(cfg.quantization_config, undefined, 'a plain LlamaForCausalLM config');
         assert.ok(ex.files.includes('tokenizer.json'));
+        // The original checkpoint's tensor names and shapes, all F16 (transformers loads it as a
+        // plain LlamaForCausalLM: test/integration/hf_f16_check.py).
+        const shapes = (f: string) => {
+          const st = SafetensorsFile.open(f);
+          try {
+            return st.entries.map((e) => `${e.name}:${e.dtype === 'F16' ? 'F16' : e.dtype}:${e.shape.join('x')}`).sort();
+          } finally {
+            st.close();
+          }
+        };
+        assert.deepEqual(shapes(join(outDir, 'model.safetensors')), shapes(join(TINY, 'model.safetensors')));
       }
     }
 
