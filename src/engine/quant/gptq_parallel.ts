@@ -138,7 +138,7 @@ export async function gptqQuantizeParallel(
   const upd = updater ?? identityUpdater;
   let lazyDevice = 0;
 
-  const results = await new Promise<GptqResult[]>((resolve, reject) => {
+  const running = new Promise<GptqResult[]>((resolve, reject) => {
     const out: GptqResult[] = new Array(n);
     let done = 0, arrived = 0, started = false;
     const workers = pool.workers.slice(0, n);
@@ -180,9 +180,15 @@ export async function gptqQuantizeParallel(
       w.postMessage(task);
     });
   });
+  let results: GptqResult[];
+  try {
+    results = await running;
+  } finally {
+    // Also on failure: a temporary pool must not keep the process alive, device memory must be freed.
+    if (own) await pool.close();
+    if (upd) await upd.release();
+  }
   const t2 = now();
-  if (own) await pool.close();
-  if (upd) await upd.release();
 
   // 3. Merge: row chunks of Q/codes/scale/zero, loss = Σ (each is a sum over rows).
   const G = probe.groups;

@@ -77,3 +77,12 @@ test('without a worker script (a bundle without the worker entry) it runs on one
     else process.env.LOPRO_GPTQ_WORKER = saved;
   }
 });
+
+test('a worker error (non-finite W) rejects with the core message and leaves the pool usable', async () => {
+  const bad = Float32Array.from(W);
+  bad[5 * cols + 7] = NaN;
+  await assert.rejects(gptqQuantizeParallel(bad, rows, cols, H, { bits: 3, groupSize: 64, pool }), /non-finite/);
+  const ref = gptqQuantize(W, rows, cols, H, { bits: 3, groupSize: 64 });
+  const again = await gptqQuantizeParallel(W, rows, cols, H, { bits: 3, groupSize: 64, pool });
+  assert.deepEqual(again.codes, ref.codes);
+});
