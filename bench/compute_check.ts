@@ -38,8 +38,10 @@ async function main(): Promise<void> {
   check('XᵀX resident accumulator', relMaxErr(await acc.result(), hRef), 1e-5);
   for (const nn of [129, 600]) {
     const spd = randSpd(nn, nn);
-    check(`choleskyLower n=${nn} (leaf 64)`, relMaxErr(await choleskyLower(spd, nn, { rt, leaf: 64 }), choleskyLower_ref(spd, nn)), 1e-4);
-    check(`choleskyInverseUpper n=${nn} (leaf 64)`, relMaxErr(await choleskyInverseUpper(spd, nn, { rt, leaf: 64 }), choleskyInverseUpper_ref(spd, nn)), 1e-4);
+    for (const engine of ['host', 'device'] as const) {
+      check(`choleskyLower n=${nn} (leaf 64, ${engine})`, relMaxErr(await choleskyLower(spd, nn, { rt, leaf: 64, engine }), choleskyLower_ref(spd, nn)), 1e-4);
+      check(`choleskyInverseUpper n=${nn} (leaf 64, ${engine})`, relMaxErr(await choleskyInverseUpper(spd, nn, { rt, leaf: 64, engine }), choleskyInverseUpper_ref(spd, nn)), 1e-4);
+    }
   }
   const R = randF32(129 * (128 + 4 * 128), 5);
   check('blockHadamardColumns ORT', relMaxErr(await blockHadamardColumnsOrt(R, 129, 640, 128, 128, rt), blockHadamardColumns_ref(R, 129, 640, 128, 128)), 1e-5);

@@ -158,14 +158,14 @@ export class ComputeRuntime {
   /** Moves a host tensor to the device (WebGPU); on other EPs returns it unchanged. */
   async upload(t: Tensor): Promise<Tensor> {
     if (!this.keepsDataOnDevice || t.location !== 'cpu') return t;
-    const s = await this.session(`identity:${t.type}`, () => identityModel(t.type as OnnxDtype), 'device');
+    const s = await this.session(`identity:${t.type}:${t.dims.length}`, () => identityModel(t.type as OnnxDtype, t.dims.length), 'device');
     return (await this.run(s, { x: t })).y;
   }
 
   /** Host copy of a float32 tensor; device tensors are read back through an Identity session. */
   async download(t: Tensor): Promise<Float32Array> {
     if (t.location === 'cpu') return t.data as Float32Array;
-    const s = await this.session(`identity:${t.type}`, () => identityModel(t.type as OnnxDtype), 'host');
+    const s = await this.session(`identity:${t.type}:${t.dims.length}`, () => identityModel(t.type as OnnxDtype, t.dims.length), 'host');
     return (await this.run(s, { x: t })).y.data as Float32Array;
   }
 
@@ -209,9 +209,10 @@ function sessionOptions(ep: EpName, opts: RuntimeOptions, placement: OutputPlace
   }
 }
 
-function identityModel(dtype: OnnxDtype): Uint8Array {
+/** Identity over a tensor of the given rank (symbolic dims): the upload/readback path of WebGPU. */
+function identityModel(dtype: OnnxDtype, rank: number): Uint8Array {
   const g = new GraphBuilder('identity');
-  g.output(g.op('Identity', [g.input('x', dtype, ['N'])]), 'y');
+  g.output(g.op('Identity', [g.input('x', dtype, Array.from({ length: rank }, (_, i) => `d${i}`))]), 'y');
   return g.toModel();
 }
 

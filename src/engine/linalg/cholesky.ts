@@ -1,5 +1,7 @@
-// Blocked Cholesky on ONNX Runtime (ONNX has no Cholesky op), with the matrices resident on the
-// device between steps (WebGPU gpu-buffer; plain host memory on the CPU EP, where nothing is copied).
+// Blocked Cholesky on ONNX Runtime (ONNX has no Cholesky op). Two engines share one recursion:
+// - 'device' (this file, default on WebGPU): the matrices stay on the device between steps as
+//   gpu-buffer tensors; only the leaf blocks cross host↔device.
+// - 'host' (cholesky_host.ts, default on CPU and CUDA): f64 working matrix in JS, ORT for the products.
 //
 // Recursive 2×2 block algorithm producing L and X = L⁻¹ together:
 //   [A11  .  ]   (L11, X11) = factor(A11)                  recursion; leaves (≤ `leaf`) in float64 TS
@@ -19,6 +21,7 @@
 import { GraphBuilder, type Value } from '../compute/graph';
 import { getRuntime, type ComputeRuntime, type Tensor } from '../compute/runtime';
 import { cholLowerBlock, invertLowerBlock } from './cholesky_blocks';
+import { factorHostResident } from './cholesky_host';
 import { NotPositiveDefiniteError } from './cholesky_ref';
 
 export { NotPositiveDefiniteError };
@@ -27,10 +30,16 @@ export interface CholeskyOptions {
   rt?: ComputeRuntime;
   /** Leaf size handled in float64 TypeScript (default 256; smaller exercises the recursion in tests). */
   leaf?: number;
+  /**
+   * 'device': matrices stay on the device between steps (f32 Schur complements; WebGPU's default).
+   * 'host': f64 working matrix in JS, ORT for the products only (cholesky_host.ts; default elsewhere).
+   */
+  engine?: 'auto' | 'host' | 'device';
 }
 
 interface Ctx {
   rt: ComputeRuntime;
+  host: boolean;
   leaf: number;
   wantL: boolean;
   /** Maps a pivot index of the working matrix to the caller's index (the flipped case). */
@@ -45,6 +54,12 @@ interface Factor {
 /** Lower L with A = L·Lᵀ. */
 export async function choleskyLower(aVals: ArrayLike<number>, n: number, opts: CholeskyOptions = {}): Promise<Float64Array> {
   const ctx = await context(opts, true, (i) => i);
+  if (ctx.host) {
+    const a = Float64Array.from(aVals);
+    await factorHostResident({ ...ctx, n, a, x: new Float64Array(n * n) });
+    for (let i = 0; i < n; i++) a.fill(0, i * n + i + 1, (i + 1) * n);
+    return a;
+  }
   const f = await factorHost(ctx, Float32Array.from(aVals), n);
   ctx.rt.release(f.X);
   return toF64(await downloadRelease(ctx.rt, f.L!));
@@ -53,6 +68,11 @@ export async function choleskyLower(aVals: ArrayLike<number>, n: number, opts: C
 /** X = L⁻¹ for the lower Cholesky factor L of A. */
 export async function choleskyInverseLower(aVals: ArrayLike<number>, n: number, opts: CholeskyOptions = {}): Promise<Float64Array> {
   const ctx = await context(opts, false, (i) => i);
+  if (ctx.host) {
+    const w = { ...ctx, n, a: Float64Array.from(aVals), x: new Float64Array(n * n) };
+    await factorHostResident(w);
+    return w.x;
+  }
   const f = await factorHost(ctx, Float32Array.from(aVals), n);
   return toF64(await downloadRelease(ctx.rt, f.X));
 }
@@ -61,17 +81,27 @@ export async function choleskyInverseLower(aVals: ArrayLike<number>, n: number, 
 export async function choleskyInverseUpper(hVals: ArrayLike<number>, n: number, opts: CholeskyOptions = {}): Promise<Float64Array> {
   const ctx = await context(opts, false, (i) => n - 1 - i);
   const last = n * n - 1;
+  const u = new Float64Array(n * n);
+  if (ctx.host) {
+    for (let i = 0; i <= last; i++) u[last - i] = hVals[i]; // J·H·J: reverse rows and columns
+    const w = { ...ctx, n, a: u, x: new Float64Array(n * n) };
+    await factorHostResident(w);
+    for (let i = 0; i <= last; i++) u[last - i] = w.x[i]; // U = J·X·J (u is free again)
+    return u;
+  }
   const flipped = new Float32Array(n * n);
-  for (let i = 0; i <= last; i++) flipped[last - i] = hVals[i]; // J·H·J: reverse rows and columns
+  for (let i = 0; i <= last; i++) flipped[last - i] = hVals[i];
   const f = await factorHost(ctx, flipped, n);
   const x = await downloadRelease(ctx.rt, f.X);
-  const u = new Float64Array(n * n);
   for (let i = 0; i <= last; i++) u[last - i] = x[i]; // U = J·X·J
   return u;
 }
 
 async function context(opts: CholeskyOptions, wantL: boolean, pivot: (i: number) => number): Promise<Ctx> {
-  return { rt: opts.rt ?? (await getRuntime()), leaf: Math.max(1, opts.leaf ?? 256), wantL, pivot };
+  const rt = opts.rt ?? (await getRuntime());
+  const engine = opts.engine ?? 'auto';
+  const host = engine === 'host' || (engine === 'auto' && !rt.keepsDataOnDevice);
+  return { rt, host, leaf: Math.max(1, opts.leaf ?? 256), wantL, pivot };
 }
 
 async function factorHost(ctx: Ctx, a: Float32Array, n: number): Promise<Factor> {
