@@ -14,6 +14,7 @@
 // fresh ×20 outlier channels. Weights: one seeded F16 base per shape; each layer is the base with its
 // rows rotated by a layer-specific offset and row signs flipped by a layer-specific hash (a memcpy-speed
 // variation: the timing does not depend on the values, the statistics stay LLaMA-like).
+// gptq: q/k/v and gate/up share their input's Hinv (one Cholesky per H; exact, same damped H).
 // --time-limit stops starting new blocks after S seconds and reports the projected 32-block total.
 
 import * as fs from 'node:fs';
@@ -156,12 +157,26 @@ function blockHessian(base: { H: Float32Array; absMean: Float32Array }, cols: nu
   return { H, absMean: Float64Array.from(base.absMean, (v, j) => v * s[j]) };
 }
 
+/**
+ * Layers fed by the same input (q/k/v, gate/up) share H, hence Hinv (same damping, no act-order): the
+ * Cholesky runs once per H object. LoPRo's H′ is per layer (its own permutation), so it never hits.
+ */
+const hinvCache = new WeakMap<Float64Array, Promise<Float64Array>>();
+function sharedCholesky(rt: ComputeRuntime, H: Float64Array): (h: Float64Array, n: number) => Promise<Float64Array> {
+  const chol = choleskyOn(rt);
+  return (h, n) => {
+    let p = hinvCache.get(H);
+    if (!p) hinvCache.set(H, (p = chol(h, n)));
+    return p;
+  };
+}
+
 function engineFor(rt: ComputeRuntime, pool: GptqPool | undefined): GptqEngine {
   switch (engineName) {
     case 'ts': return async (W, r, c, H, o) => gptqQuantize(W, r, c, H, o);
-    case 'parallel': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(rt) });
+    case 'parallel': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: sharedCholesky(rt, H) });
     case 'device': return (W, r, c, H, o) => gptqQuantizeDevice(W, r, c, H, { ...o, rt });
-    default: return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(rt), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s) });
+    default: return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: sharedCholesky(rt, H), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s) });
   }
 }
 
