@@ -4,11 +4,11 @@
 // bench/RESULTS.md (under flock).
 //
 //   node --import tsx bench/gptq_layer.ts [--rows 4096] [--cols 4096] [--tokens 2048] [--bits 4]
-//        [--group 128] [--variants ort,ort32,ts] [--no-append]
+//        [--group 128] [--block 128] [--span 512] [--variants ort,ort32,ts] [--no-append]
 //
 // Variants differ in who does the two O(n³) parts (the column loop is always TypeScript):
 //   ort   = blocked ORT Cholesky of src/engine/linalg + lazy updates as ORT float64 MatMuls with
-//           two-level lazy batching (lazySpan 512) (default)
+//           two-level lazy batching (--span, default 512) (default)
 //   ort32 = the same with float32 lazy-update MatMuls
 //   ts    = everything in float64 TypeScript (gptqQuantize's default; slow at 4096)
 // FLOPs counted (useful work): lazy updates + intra-block updates (exact sums) + 2n³/3 for the
@@ -29,7 +29,8 @@ import { syntheticActivations, syntheticWeights } from '../test/unit/quant/synth
 const args = process.argv.slice(2);
 const arg = (name: string, def: string) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : def; };
 const rows = Number(arg('rows', '4096')), cols = Number(arg('cols', '4096')), tokens = Number(arg('tokens', '2048'));
-const bits = Number(arg('bits', '4')), groupSize = Number(arg('group', '128')), blockSize = 128, seqlen = 128;
+const bits = Number(arg('bits', '4')), groupSize = Number(arg('group', '128')), blockSize = Number(arg('block', '128')), seqlen = 128;
+const lazySpan = Number(arg('span', '512'));
 const variants = arg('variants', 'ort,ort32').split(',');
 const mmN = Number(arg('matmul', '4096'));
 const now = () => performance.now() / 1000;
@@ -114,7 +115,7 @@ async function main() {
       const upd = await createOrtLazyUpdate({ dtype: v === 'ort32' ? 'float32' : 'float64' });
       r = await gptqQuantizeAsync(W, rows, cols, H, {
         ...opts,
-        lazySpan: 512, // two-level lazy batching: far updates as K = 512 MatMuls
+        lazySpan, // two-level lazy batching: far updates as K = lazySpan MatMuls
         choleskyInverseUpperAsync: (h, n) => choleskyInverseUpperOrt(h, n),
         lazyUpdateAsync: (q) => upd.update(q),
       });
@@ -156,7 +157,7 @@ async function main() {
       `## gptq_layer — ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}`,
       '',
       `Machine: ${os.hostname()} (${os.platform()} ${os.arch()}, ${cpu.length}× ${cpu[0]?.model}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB), EP: cpu (onnxruntime-node ${ort.env.versions?.common ?? '1.30.0'}), Node ${process.version}.`,
-      `Command: \`node --import tsx bench/gptq_layer.ts ${args.join(' ')}\`. Layer ${rows}×${cols}, ${bits}-bit, g${groupSize}, asym, blockSize ${blockSize}, act-order off, percDamp 0.01.`,
+      `Command: \`node --import tsx bench/gptq_layer.ts ${args.join(' ')}\`. Layer ${rows}×${cols}, ${bits}-bit, g${groupSize}, asym, blockSize ${blockSize}, act-order off, percDamp 0.01, lazySpan ${lazySpan} (ORT engines).`,
       '',
       table,
       '',
