@@ -3,7 +3,8 @@
 // (bench/torch_gptq.py, measured on the H100: bench/data/torch_gptq_h100_2026-11-22.json).
 //
 //   node --import tsx bench/gpu_layers.ts [--shapes 4096x4096,11008x4096,4096x11008] [--methods rtn,gptq,lopro,lopro_v]
-//        [--ep cpu,webgpu,cuda] [--engines hybrid] [--bits 2] [--threads N] [--tokens 2048] [--out DIR] [--append]
+//        [--ep cpu,webgpu,cuda] [--engines hybrid] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu]
+//        [--peer torch.json] [--out DIR] [--append]
 //
 // Shapes are rows×cols of W (y = W·x; cols = the input width, H is cols×cols), as in torch_gptq.py.
 // Layers: W ~ N(0,1)/√cols with log-normal row/column scales; H = (2/T)·XᵀX from correlated,
@@ -43,6 +44,9 @@ const threads = Number(arg('threads', String(os.availableParallelism())));
 const tokens = Number(arg('tokens', '2048'));
 const qualityRows = Number(arg('quality-rows', '256'));
 const outDir = arg('out', process.env.OUT ?? path.join(process.cwd(), 'bench', 'out'));
+/** Where the Cholesky of H⁻¹ runs for the non-ts engines: the EP under test, or always the CPU EP (no copies). */
+const cholOn = arg('chol', 'ep') as 'ep' | 'cpu';
+let cpuRt: ComputeRuntime | undefined;
 const peerFile = arg('peer', path.join(process.cwd(), 'bench', 'data', 'torch_gptq_h100_2026-11-22.json'));
 const now = () => performance.now() / 1000;
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -114,11 +118,12 @@ async function proxyLossRows(cpu: ComputeRuntime, W: Float32Array, Q: ArrayLike<
 
 // ── engines ──
 function makeEngine(name: string, rt: ComputeRuntime, pool: GptqPool | undefined): GptqEngine {
+  const crt = cholOn === 'cpu' && cpuRt ? cpuRt : rt;
   switch (name) {
     case 'ts': return async (W, r, c, H, o) => gptqQuantize(W, r, c, H, o);
-    case 'parallel': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(rt) });
-    case 'device': return (W, r, c, H, o) => gptqQuantizeDevice(W, r, c, H, { ...o, rt });
-    case 'hybrid': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(rt), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s) });
+    case 'parallel': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt) });
+    case 'device': return (W, r, c, H, o) => gptqQuantizeDevice(W, r, c, H, { ...o, rt, choleskyInverseUpperAsync: choleskyOn(crt) });
+    case 'hybrid': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s) });
     default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid)`);
   }
 }
@@ -146,6 +151,7 @@ async function main() {
   fs.mkdirSync(outDir, { recursive: true });
   const peer: { shape: string; bits: number; seconds_median: number }[] = fs.existsSync(peerFile) ? JSON.parse(fs.readFileSync(peerFile, 'utf8')) : [];
   const cpu = await ComputeRuntime.create({ ep: 'cpu' });
+  cpuRt = cpu;
   const needPool = engines.some((e) => e === 'parallel' || e === 'hybrid');
   const pool = needPool ? GptqPool.create(threads) : undefined;
   log(`gpu_layers: ${os.cpus().length}× ${os.cpus()[0]?.model}, ${threads} worker threads, load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; shapes ${shapes.map((s) => s.join('x')).join(',')}; methods ${methods}; EPs ${eps}; engines ${engines}; bits ${bitsList}`);

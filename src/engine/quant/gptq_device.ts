@@ -159,6 +159,8 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
 
 export interface DeviceGptqOptions {
   rt: ComputeRuntime;
+  /** Hinv elsewhere (e.g. on the CPU EP while the updates run on the GPU); overrides `cholesky`. */
+  choleskyInverseUpperAsync?: (hVals: Float64Array, n: number) => Promise<Float64Array>;
   /** Hinv engine: 'ort' = blocked Cholesky of src/engine/linalg on rt (default for cols ≥ 512), 'ts' = float64 TypeScript. */
   cholesky?: 'ort' | 'ts';
 }
@@ -191,7 +193,7 @@ export async function gptqQuantizeDevice(
   hVals: Float32Array | Float64Array, opts: GptqOptions & DeviceGptqOptions,
 ): Promise<DeviceGptqResult> {
   const { rt } = opts;
-  const chol = choleskyOn(rt, opts.cholesky);
+  const chol = opts.choleskyInverseUpperAsync ?? choleskyOn(rt, opts.cholesky);
   let hinv: Float64Array | undefined;
   let upd: SlabUpdater | undefined;
   const slabCols = slabWidth(opts);
