@@ -1,10 +1,12 @@
 // Compare two runs: config diff (only keys that differ), heatmap diff (log ratio of relative
-// proxy loss, B over A: blue = B better, red = B worse), and perplexity side by side.
+// proxy loss, B over A: blue = B better, red = B worse), and perplexity side by side (runs whose
+// weights changed after their evaluation are re-evaluated by the host before this view opens).
 
 import type { RunSummary } from '../src/protocol/messages';
 import type { ToWebview } from '../src/protocol/webview';
 import { clear, fmt, h } from './dom';
 import { drawHeatmap, pct } from './heatmap';
+import { divergingColor } from './charts';
 
 export function compareView(root: HTMLElement): (m: ToWebview) => void {
   clear(root);
@@ -49,8 +51,9 @@ function draw(root: HTMLElement, a: RunSummary, b: RunSummary): void {
   const heat = h('div', { id: 'heatmap-diff' });
   drawHeatmap(heat, b.layers, {
     values,
-    // Diverging: 0.5 = equal. heatColor is sequential, so the legend states the direction.
+    // Diverging around 0.5 = equal: blue = B has the lower loss, red = higher.
     scale: (v) => 0.5 + v / (2 * m),
+    color: divergingColor,
     format: (v) => `×${fmt(2 ** v, 2)}`,
     legend: [`B ${fmt(2 ** m, 2)}× better`, `B ${fmt(2 ** m, 2)}× worse`],
   });

@@ -89,6 +89,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
     const outputFolder = fields.get('outputFolder')!.value;
     status.textContent = 'Starting…';
     running = true;
+    update();
     post({ type: 'start', config, outputFolder });
   });
 
@@ -126,6 +127,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
     clear(issuesBox);
     if (issues.length) issuesBox.append(h('p', { class: 'error' }, `${issues.length} problem${issues.length > 1 ? 's' : ''}: `), h('ul', {}, ...issues.map((i) => h('li', {}, h('b', {}, i.field), ': ', i.message))));
     startBtn.disabled = issues.length > 0 || running;
+    cancelBtn.hidden = !running;
     drawEstimate();
   }
 
@@ -159,6 +161,13 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
         status.textContent = `${m.action} failed: ${m.error.message}`;
         status.classList.add('error');
         update();
+        return;
+      case 'progress':
+        if (m.value.kind === 'end') {
+          running = false;
+          status.textContent = m.value.message ?? '';
+          update();
+        }
         return;
       case 'run/failed':
       case 'run/done':

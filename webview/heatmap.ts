@@ -17,6 +17,8 @@ export interface HeatmapOptions {
   onClick?: (layer: LinearLayerInfo) => void;
   selected?: string;
   legend: [string, string];
+  /** Colour map (default: sequential heatColor). */
+  color?: (t: number) => string;
 }
 
 export function drawHeatmap(container: HTMLElement, layers: LinearLayerInfo[], o: HeatmapOptions): void {
@@ -49,8 +51,8 @@ export function drawHeatmap(container: HTMLElement, layers: LinearLayerInfo[], o
       );
       if (done) {
         const t = o.scale(v);
-        cell.style.backgroundColor = heatColor(t);
-        cell.style.color = heatTextColor(t);
+        cell.style.backgroundColor = (o.color ?? heatColor)(t);
+        cell.style.color = o.color ? '#f5f5f5' : heatTextColor(t);
         if (o.onClick) cell.addEventListener('click', () => o.onClick!(l));
       }
       grid.append(cell);
@@ -60,7 +62,7 @@ export function drawHeatmap(container: HTMLElement, layers: LinearLayerInfo[], o
   const ramp = legend.querySelector('.hm-ramp') as HTMLElement;
   for (let i = 0; i <= 10; i++) {
     const s = h('span');
-    s.style.backgroundColor = heatColor(i / 10);
+    s.style.backgroundColor = (o.color ?? heatColor)(i / 10);
     ramp.append(s);
   }
   container.append(grid, legend);

@@ -14,6 +14,10 @@ cs_prepare "$W" "$PORT"
 mkdir -p "$W/ws" "$W/unzip"
 cp -r fixtures/tiny "$W/ws/tiny"
 cp fixtures/text/persuasion.txt "$W/ws/calib.txt"
+# A short held-out text for perplexity after runs and for the export checks (keeps them to seconds).
+head -c 30000 fixtures/text/jargon_tail.txt > "$W/ws/eval.txt"
+mkdir -p "$W/ws/.vscode"
+printf '{ "lopro.evalText": "%s" }\n' "$W/ws/eval.txt" > "$W/ws/.vscode/settings.json"
 unzip -q "$VSIX" 'extension/*' -d "$W/unzip" && mv "$W/unzip/extension" "$W/ext"
 # The tests need mocha at run time: resolve it from the repo's node_modules.
 export NODE_PATH="$REPO/node_modules"
@@ -24,7 +28,7 @@ trap cleanup EXIT
 t0=$(ms)
 cs_start "$W" "$PORT" "$W/ws" --vscode-option enable-smoke-test-driver
 rc=0
-NODE_PATH="$E2E_ROOT/pw/node_modules" node scripts/e2e/exthost-driver.js "http://127.0.0.1:$PORT" "$W/ws" "$W/ext" "$TESTS/index" \
+EXT_TEST_TIMEOUT_MS=${EXT_TEST_TIMEOUT_MS:-600000} NODE_PATH="$E2E_ROOT/pw/node_modules" node scripts/e2e/exthost-driver.js "http://127.0.0.1:$PORT" "$W/ws" "$W/ext" "$TESTS/index" \
   | grep -vE '^\[(AgentHost|ChatModelSelection)' || rc=${PIPESTATUS[0]}
 echo "TIMING ext-host tests (server start + run): $(( $(ms) - t0 )) ms"
 if [ -f "$EXT_TEST_RESULTS" ]; then

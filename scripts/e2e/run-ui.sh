@@ -9,6 +9,7 @@ E2E_ROOT=${E2E_ROOT:-$REPO/.cache/e2e}
 . scripts/e2e/lib.sh
 VSIX=$(realpath "$1"); PORT=${PORT:-8765}
 SHOTS=${SHOTS:-$REPO/test/e2e/artifacts}
+rm -f "$SHOTS"/*.png "$SHOTS"/ui-results.json   # only this run's artefacts
 W=$(mktemp -d /tmp/lopro-ui-XXXX)
 cs_prepare "$W" "$PORT"
 mkdir -p "$W/ws"

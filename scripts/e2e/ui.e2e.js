@@ -90,6 +90,8 @@ async function fill(frame, id, value) {
       }
       lap('context menu shows LoPRo: Quantize…');
       await item.hover();
+      await shot('explorer-menu.png');
+      await item.hover();
       await page.waitForTimeout(300);
       for (let i = 0; i < 5; i++) {
         await item.click().catch(() => {});
@@ -143,13 +145,17 @@ async function fill(frame, id, value) {
       lap('results panel open');
       const cells = res.locator('.hm-cell');
       await cells.first().waitFor({ timeout: 60000 });
-      let seenPartial = false;
+      let seenPartial = false, liveShot = false;
       const end = Date.now() + RUN_TIMEOUT_MS;
       for (;;) {
         const state = await res.locator('#app').getAttribute('data-state');
         const done = await res.locator('.hm-cell.done').count();
         const total = await cells.count();
         if (done > 0 && done < total) seenPartial = true;
+        if (done >= 10 && done < total && !liveShot) {
+          liveShot = true;
+          await shot('heatmap-live.png');
+        }
         if (state === 'done') break;
         if (state === 'failed' || state === 'cancelled') throw new Error(`run ${state}: ${await res.locator('#run-status').textContent()}`);
         if (Date.now() > end) throw new Error(`run not done after ${RUN_TIMEOUT_MS} ms (${done}/${total} layers)`);
@@ -212,6 +218,45 @@ async function fill(frame, id, value) {
       const [pe, pr] = [Number(m[1]), Number(m[2])];
       if (!(Math.abs(pe - pr) <= 1e-3 * pr)) throw new Error(`export perplexity ${pe} differs from the run's ${pr}`);
       await shot('export.png');
+    });
+
+    await step('a second run (4 bits) from the config panel, then "LoPRo: Compare Runs" from the palette', async () => {
+      await page.getByRole('tab', { name: /LoPRo: Quantize tiny/ }).click();
+      cfg = await webview(page, '#est-bpw', 30000);
+      await cfg.locator('#bits-4').click();
+      await cfg.locator('#start').click();
+      // The second results panel: the one whose run dir differs from the first.
+      const firstDir = await res.locator('#run-dir').textContent();
+      const end = Date.now() + RUN_TIMEOUT_MS;
+      let res2;
+      for (;;) {
+        for (const f of page.frames()) {
+          try {
+            if ((await f.locator('#run-dir').count()) && (await f.locator('#run-dir').textContent()) !== firstDir) res2 = f;
+          } catch { /* navigating */ }
+        }
+        if (res2 && (await res2.locator('#app').getAttribute('data-state')) === 'done') break;
+        if (res2 && /failed|cancelled/.test((await res2.locator('#app').getAttribute('data-state')) ?? '')) throw new Error(await res2.locator('#run-status').textContent());
+        if (Date.now() > end) throw new Error('second run not done');
+        await page.waitForTimeout(500);
+      }
+      lap(`second run: ${await res2.locator('#run-status').textContent()}`);
+      await page.keyboard.press('F1');
+      await page.keyboard.type('LoPRo: Compare Runs');
+      await page.getByRole('option', { name: /LoPRo: Compare Runs/ }).first().waitFor({ timeout: 10000 });
+      await page.keyboard.press('Enter');
+      // First pick: recent runs, newest first → the older (first) run is the second entry.
+      await page.getByRole('option', { name: /tiny-/ }).nth(1).waitFor({ timeout: 10000 });
+      await page.getByRole('option', { name: /tiny-/ }).nth(1).click();
+      await page.getByRole('option', { name: /tiny-/ }).first().waitFor({ timeout: 10000 });
+      await page.waitForTimeout(300);
+      await page.getByRole('option', { name: /tiny-/ }).first().click();
+      const cmp = await webview(page, '#config-diff', 60000);
+      const diff = await cmp.locator('#config-diff').textContent();
+      if (!/bits/.test(diff)) throw new Error(`config diff lacks bits: ${diff}`);
+      if ((await cmp.locator('#heatmap-diff .hm-cell.done').count()) !== 28) throw new Error('heatmap diff incomplete');
+      lap(`compare: ${diff.replace(/\s+/g, ' ').slice(0, 200)}`);
+      await shot('compare.png');
     });
   } catch (e) {
     console.log('FATAL:', e.message);

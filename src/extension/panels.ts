@@ -140,7 +140,13 @@ export class ConfigPanel extends Panel {
         if (issues.length) throw new ProtocolError(ErrorCode.BadConfig, issues.map((i) => `${i.field}: ${i.message}`).join('; '), 'config panel');
         if (!msg.outputFolder.trim()) throw new ProtocolError(ErrorCode.BadConfig, 'choose an output folder', 'outputFolder');
         this.config = msg.config;
-        await this.host.startRun(this.modelPath, msg.config, msg.outputFolder.trim(), false);
+        try {
+          await this.host.startRun(this.modelPath, msg.config, msg.outputFolder.trim(), false);
+        } finally {
+          // The run's own panel shows how it ended; here it only re-enables Start with a fresh folder.
+          this.post({ type: 'progress', value: { kind: 'end', message: 'The run ended: see its results panel.' } });
+          this.post({ type: 'picked', field: 'outputFolder', path: this.host.defaultRunDir(this.modelPath) });
+        }
         return;
       }
       case 'cancel':

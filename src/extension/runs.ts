@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ProtocolError } from '../protocol/rpc';
-import { ErrorCode, type ExportFormat, type LinearLayerInfo, type ModelSummary, type ProgressValue, type RunSummary } from '../protocol/messages';
+import { ErrorCode, type EngineRequests, type ExportFormat, type LinearLayerInfo, type ModelSummary, type ProgressValue, type RunSummary } from '../protocol/messages';
 import { validateConfig, type QuantizeConfig, type LayerConfig } from '../protocol/config';
 import { EngineClient, withEngineProgress } from './engineClient';
 import { ComparePanel, ConfigPanel, ResultsPanel, errorData, type PanelHost } from './panels';
@@ -20,6 +20,8 @@ const MAX_POINTS = 256;
 
 export class RunManager implements PanelHost, vscode.Disposable {
   private current: { controller: AbortController; runDir: string } | undefined;
+  /** The last export and its check (what the notification showed); read by the ext-host tests. */
+  lastExport: { format: ExportFormat; result: EngineRequests['run/export']['result'] } | undefined;
   private readonly summaries = new Map<string, ModelSummary>();
   /** Config of each run started or loaded in this session (the export check needs its texts). */
   private readonly runConfigs = new Map<string, QuantizeConfig>();
@@ -169,6 +171,7 @@ export class RunManager implements PanelHost, vscode.Disposable {
       this.engine.request('run/export', { runDir, format, outDir, verifyText }, { signal }),
     );
     panel?.post({ type: 'export/done', format, result });
+    this.lastExport = { format, result };
     const mb = (result.bytes / 2 ** 20).toFixed(2);
     const check =
       result.perplexity !== undefined && result.runPerplexity !== undefined
@@ -196,6 +199,13 @@ export class RunManager implements PanelHost, vscode.Disposable {
 
   async compare(runA: string, runB: string): Promise<void> {
     const [a, b] = await Promise.all([runA, runB].map((runDir) => this.engine.request('run/load', { runDir }, { timeoutMs: 60_000 })));
+    // A run changed by "Apply to run" has no perplexity any more: measure both on the same text.
+    const text = evalText();
+    if (text && (!a.perplexity || !b.perplexity)) {
+      await withEngineProgress('LoPRo: evaluating both runs for the comparison', new AbortController(), async (signal) => {
+        for (const s of [a, b]) if (!s.perplexity) s.perplexity = await this.engine.request('run/eval', { runDir: s.runDir, texts: [text] }, { signal });
+      });
+    }
     const panel = new ComparePanel(`LoPRo: ${path.basename(runA)} vs ${path.basename(runB)}`, this.context.extensionUri, this.log);
     panel.post({ type: 'compare', a, b });
   }

@@ -1,6 +1,7 @@
 // Integration tests inside code-server's extension host (real VS Code API, real engine child
 // process). The workspace holds a copy of fixtures/tiny (see scripts/e2e/run-exthost.sh).
 import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { DEFAULT_CONFIG, validateConfig } from '../../src/protocol/config';
@@ -184,4 +185,26 @@ suite('LoPRo commands on finished runs', function () {
     const results = await waitFor(() => vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo Results: rtn'));
     assert.ok(results, 'results panel tab not found');
   });
+});
+
+suite('LoPRo export commands', function () {
+  this.timeout(300000);
+  for (const [command, format] of [['lopro.exportF16', 'f16'], ['lopro.exportOnnx', 'onnx']] as const) {
+    test(`${command} writes the export, loads it back and reproduces the run perplexity`, async () => {
+      const a = await api();
+      const runDir = path.join(ws(), 'runs', 'rtn'); // from the compare test
+      const previous = a.runs.lastExport;
+      await vscode.commands.executeCommand(command, runDir);
+      const e = a.runs.lastExport;
+      assert.notEqual(e, previous, 'the command did not export (see the LoPRo output channel)');
+      assert.ok(e, 'no export result (see the LoPRo output channel)');
+      assert.equal(e.format, format);
+      assert.equal(e.result.outDir, path.join(runDir, `export-${format}`));
+      assert.ok(e.result.files.length > 0 && e.result.bytes > 0);
+      for (const f of e.result.files) assert.ok(fs.existsSync(path.isAbsolute(f) ? f : path.join(e.result.outDir, f)), `missing ${f}`);
+      assert.ok(e.result.perplexity !== undefined && e.result.runPerplexity !== undefined, 'no perplexity check');
+      // F16 / ONNX hold the dequantized weights: float rounding only (measured: see the log line).
+      assert.ok(Math.abs(e.result.perplexity - e.result.runPerplexity) <= 0.01 * e.result.runPerplexity, `export ${e.result.perplexity} vs run ${e.result.runPerplexity}`);
+    });
+  }
 });
