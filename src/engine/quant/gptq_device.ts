@@ -69,6 +69,11 @@ export async function createResidentUpdater(rt: ComputeRuntime, rows: number, co
   const chunks: { r0: number; r1: number; W?: Tensor }[] = [];
   for (let r0 = 0; r0 < rows; r0 += chunkRows) chunks.push({ r0, r1: Math.min(rows, r0 + chunkRows) });
   const stats = { updates: 0, seconds: 0 };
+  // Hinv[i1:i2, :] goes up once per block (count×cols: the whole Hinv crosses once per layer, in pieces).
+  // The next block's rows are known in advance, so their upload starts right after an update returns and
+  // overlaps the workers' column loop.
+  const uploadRows = (i1: number, i2: number) => rt.upload(rt.host(Float32Array.from(hinvUpper.subarray(i1 * cols, i2 * cols)), [i2 - i1, cols]));
+  let next: { i1: number; t: Promise<Tensor> } | undefined;
   return {
     mode: 'resident',
     stats,
@@ -77,8 +82,13 @@ export async function createResidentUpdater(rt: ComputeRuntime, rows: number, co
     },
     async update(err1, count, i1, i2) {
       const t = now();
-      // Hinv[i1:i2, :] goes up once per block (count×cols: the whole Hinv crosses once per layer, in pieces).
-      const hrows = await rt.upload(rt.host(Float32Array.from(hinvUpper.subarray(i1 * cols, i2 * cols)), [count, cols]));
+      let hrows: Tensor;
+      if (next && next.i1 === i1) hrows = await next.t;
+      else {
+        if (next) rt.release(await next.t);
+        hrows = await uploadRows(i1, i2);
+      }
+      next = undefined;
       const su = await rt.session('gptq/resident_update', residentUpdateModel, 'device');
       const ss = await rt.session('gptq/slab', slabModel, 'host');
       const c0 = i2, c1 = Math.min(cols, i2 + slabCols), sw = c1 - c0;
@@ -92,12 +102,19 @@ export async function createResidentUpdater(rt: ComputeRuntime, rows: number, co
         slab.set(r.slab.data as Float32Array, c.r0 * sw);
       }
       rt.release(hrows);
+      if (i2 + count < cols) {
+        const n1 = i2, n2 = Math.min(cols, i2 + count);
+        next = { i1: n1, t: uploadRows(n1, n2) };
+        next.t.catch(() => undefined); // awaited (and rethrown) by the next update
+      }
       stats.updates++;
       stats.seconds += now() - t;
       return { slab, c0, c1 };
     },
     async release() {
       for (const c of chunks) rt.release(c.W);
+      if (next) rt.release(await next.t.catch(() => undefined));
+      next = undefined;
     },
   };
 }
