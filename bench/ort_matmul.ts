@@ -177,7 +177,7 @@ async function main(): Promise<void> {
       '',
       `## ort_matmul — ${new Date().toISOString()}`,
       '',
-      `Machine: ${machine()}. EP: ${rt.ep}${threads ? `, ${threads} threads` : ''}${fallbacks.length ? ` (fell back from ${fallbacks.join('; ')})` : ''}. Node ${process.version}, onnxruntime-node 1.30.0. Load average before the end of the run: ${load}.`,
+      `Machine: ${machine()}. EP: ${rt.ep}${threads ? `, ${threads} threads` : ''}${fallbacks.length ? ` (fell back from ${fallbacks.join('; ')})` : ''}. Node ${process.version}, onnxruntime-node 1.30.0. Load average at the end of the run (2 cores; other engineers share the machine): ${load}.`,
       `Command: \`node --import tsx bench/ort_matmul.ts ${args.join(' ')}\``,
       '',
       table,
