@@ -10,7 +10,8 @@
 // own `LinearEmitter` (initializers, MatMulNBits, the LoPRo structure) to build one whole model.
 
 import { GraphBuilder, type Value } from '../compute/graph';
-import { ropeTables, type BlockLinear, type LinearInput, type LlamaConfig, blockLinears, headTensorName } from './config';
+import { blockLinears, headTensorName, type BlockLinear, type LinearInput, type LlamaConfig } from './config';
+import { ropeTables } from './rope';
 
 /** What a block graph returns besides the new hidden states. */
 export type Capture =

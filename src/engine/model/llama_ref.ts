@@ -3,7 +3,8 @@
 // grouped-query attention with a causal mask, SwiGLU MLP, optional tied head. Slow by design
 // (plain loops, float64 sums): use on tiny models and a few windows only.
 
-import { headTensorName, ropeInvFreq, type LlamaConfig } from './config';
+import { headTensorName, type LlamaConfig } from './config';
+import { ropeInvFreq } from './rope';
 
 export type SyncWeights = (name: string) => Float32Array;
 
