@@ -109,3 +109,25 @@ test('checkModelTensors: shape mismatch and missing lm_head name the tensor', ()
   const untied = { ...c, tiedHead: false };
   throwsCode(() => checkModelTensors(untied, (n) => shapes.get(n)), ErrorCode.BadCheckpoint, 'lm_head.weight');
 });
+
+test('openModel on a real checkpoint: config/tensor disagreements are reported with the tensor name', async () => {
+  const { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join, resolve } = await import('node:path');
+  const { openModel } = await import('../../../src/engine/model/loader');
+  const good = openModel('fixtures/tiny');
+  assert.equal(good.linears.length, 4 * 7);
+  assert.equal((await good.weights('model.norm.weight')).length, 256);
+  good.close();
+  const base = JSON.parse(readFileSync('fixtures/tiny/config.json', 'utf8'));
+  const dir = mkdtempSync(join(tmpdir(), 'lopro-cfg-'));
+  try {
+    symlinkSync(resolve('fixtures/tiny/model.safetensors'), join(dir, 'model.safetensors'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, intermediate_size: 700 }));
+    throwsCode(() => openModel(dir), ErrorCode.ShapeMismatch, 'model.layers.0.mlp.gate_proj.weight', '[768, 256]', '[700, 256]');
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...base, tie_word_embeddings: false }));
+    throwsCode(() => openModel(dir), ErrorCode.BadCheckpoint, 'lm_head.weight');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
