@@ -142,8 +142,8 @@ function counterDelta(a: ComputeCounters, b: ComputeCounters): Partial<ComputeCo
 
 function gptqStages(r: GptqResult): Record<string, number> {
   const s: Record<string, number> = { prep: r.seconds.prep, cholesky: r.seconds.cholesky, columnLoop: r.seconds.columnLoop, lazy: r.seconds.lazyUpdate };
-  const p = (r as GptqResult & { parallel?: { seconds: { workers: number; merge: number } } }).parallel;
-  if (p) { s.workersWall = p.seconds.workers; s.merge = p.seconds.merge; }
+  const p = (r as GptqResult & { parallel?: { threads: number; seconds: { workers: number; merge: number } } }).parallel;
+  if (p) { s.workersWall = p.seconds.workers; s.merge = p.seconds.merge; s.threads = p.threads; }
   return s;
 }
 

@@ -123,7 +123,12 @@ export async function gptqQuantizeParallel(
 
   // 2. Workers over row chunks.
   const own = !opts.pool;
-  const want = Math.max(1, Math.min(opts.threads ?? os.availableParallelism(), Math.ceil(rows / 32)));
+  // Each worker's core copies H (cols²·8 bytes: 0.97 GB at 11008 columns), so by default the workers are
+  // capped to keep those copies within LOPRO_GPTQ_HCOPY_GB (8 GB): past that, allocating and faulting in
+  // the copies costs more than the extra column-loop threads save. (A gptq.ts option taking a
+  // precomputed Hinv and only diag(H) would remove the copies: see the report.)
+  const byMemory = Math.max(2, Math.floor((Number(process.env.LOPRO_GPTQ_HCOPY_GB ?? 8) * 1e9) / (cols * cols * 8)));
+  const want = Math.max(1, Math.min(opts.threads ?? Math.min(os.availableParallelism(), byMemory), Math.ceil(rows / 32)));
   const pool = opts.pool ?? GptqPool.create(want);
   const n = Math.min(pool.size, want, Math.max(1, rows));
   const Arr = wVals instanceof Float64Array ? Float64Array : Float32Array;
