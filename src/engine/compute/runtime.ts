@@ -61,6 +61,8 @@ export class ComputeRuntime {
   readonly counters: ComputeCounters = newCounters();
   private readonly cache = new Map<string, CacheEntry>();
   private readonly maxSessions: number;
+  /** Runs in flight per session, so an evicted session is never released under a running caller. */
+  private readonly busy = new Map<ort.InferenceSession, number>();
 
   private constructor(
     /** The execution provider actually in use. */
@@ -120,9 +122,21 @@ export class ComputeRuntime {
     while (this.cache.size > this.maxSessions) {
       const [oldKey, old] = this.cache.entries().next().value as [string, CacheEntry];
       this.cache.delete(oldKey);
-      void old.session.then((s) => s.release()).catch(() => undefined);
+      void old.session.then((s) => this.releaseWhenIdle(s)).catch(() => undefined);
     }
     return session;
+  }
+
+  /**
+   * Evicted sessions are released once no run uses them; the short grace period covers a caller that
+   * already holds the session promise but has not called run() yet.
+   */
+  private releaseWhenIdle(s: ort.InferenceSession): void {
+    const tryRelease = () => {
+      if (this.busy.has(s)) setTimeout(tryRelease, 1000).unref();
+      else void s.release().catch(() => undefined);
+    };
+    setTimeout(tryRelease, 1000).unref();
   }
 
   /** Runs a session; counts the copies implied by where the feeds and outputs live. */
@@ -136,7 +150,15 @@ export class ComputeRuntime {
       }
     }
     const t0 = performance.now();
-    const out = (await session.run(feeds)) as Record<string, Tensor>;
+    this.busy.set(session, (this.busy.get(session) ?? 0) + 1);
+    let out: Record<string, Tensor>;
+    try {
+      out = (await session.run(feeds)) as Record<string, Tensor>;
+    } finally {
+      const left = (this.busy.get(session) ?? 1) - 1;
+      if (left > 0) this.busy.set(session, left);
+      else this.busy.delete(session);
+    }
     this.counters.runMs += performance.now() - t0;
     this.counters.runs++;
     if (this.ep !== 'cpu') {
