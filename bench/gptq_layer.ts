@@ -1,6 +1,7 @@
 // GPTQ on one large linear layer (default 4096×4096, 4-bit, g128, act-order off) with a synthetic
 // Hessian built from correlated, heavy-tailed activations, on ONNX Runtime's CPU EP, next to ORT's
-// own n³ MatMul GFLOP/s measured in the same run. Prints a table and appends a dated entry to
+// own n³ MatMul GFLOP/s measured in the same run (float32 with bench/ort_matmul.ts's measurer, and
+// float64 here, since our lazy updates are float64). Prints a table and appends a dated entry to
 // bench/RESULTS.md (under flock).
 //
 //   node --import tsx bench/gptq_layer.ts [--rows 4096] [--cols 4096] [--tokens 2048] [--bits 4]
@@ -19,6 +20,8 @@ import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../src/engine/compute/graph';
+import { ComputeRuntime } from '../src/engine/compute/runtime';
+import { measureOrtMatmul } from './ort_matmul';
 import { gptqQuantize, gptqQuantizeAsync, proxyLoss, type GptqResult } from '../src/engine/quant/gptq';
 import { createOrtLazyUpdate } from '../src/engine/quant/gptq_ort';
 import { choleskyInverseUpper as choleskyInverseUpperOrt } from '../src/engine/linalg/cholesky';
@@ -35,8 +38,8 @@ const variants = arg('variants', 'ort,ort32').split(',');
 const mmN = Number(arg('matmul', '4096'));
 const now = () => performance.now() / 1000;
 
-/** One MatMul session [M,K]×[K,N] on the CPU EP; returns the best GFLOP/s of `reps` runs after a warm-up. */
-export async function measureOrtMatMul(n: number, dtype: 'float32' | 'float64', reps = 3): Promise<{ gflops: number; seconds: number }> {
+/** float64 n³ MatMul on the CPU EP (bench/ort_matmul.ts measures float32): best of `reps` after a warm-up. */
+async function measureOrtMatMulF64(n: number, dtype: 'float32' | 'float64', reps = 3): Promise<{ gflops: number; seconds: number }> {
   const g = new GraphBuilder('mm');
   const a = g.input('a', dtype, ['M', 'K']), b = g.input('b', dtype, ['K', 'N']);
   g.output(g.op('MatMul', [a, b]), 'y');
@@ -83,8 +86,10 @@ async function main() {
   console.log(`gptq_layer: ${rows}×${cols}, ${bits}-bit, g${groupSize}, B${blockSize}, ${tokens} tokens (${tokens / seqlen}×${seqlen}); ${cpu.length}× ${cpu[0]?.model}; load ${load0.map((x) => x.toFixed(2)).join(' ')}`);
 
   // ORT MatMul first, while the process is fresh.
-  const mm32 = await measureOrtMatMul(mmN, 'float32');
-  const mm64 = await measureOrtMatMul(Math.min(mmN, 2048), 'float64');
+  const rt = await ComputeRuntime.create({ ep: 'cpu' });
+  const m = await measureOrtMatmul(rt, mmN, 3); // the compute engineer's measurer: median of 3 after a warm-up
+  const mm32 = { gflops: m.gflops, seconds: m.medianMs / 1000 };
+  const mm64 = await measureOrtMatMulF64(Math.min(mmN, 2048), 'float64');
   console.log(`ORT MatMul ${mmN}³ f32: ${mm32.gflops.toFixed(1)} GFLOP/s (${mm32.seconds.toFixed(2)} s); f64 ${Math.min(mmN, 2048)}³: ${mm64.gflops.toFixed(1)} GFLOP/s`);
 
   // Synthetic layer and Hessian (running average over sequences; XᵀX through ORT).
@@ -116,7 +121,7 @@ async function main() {
       r = await gptqQuantizeAsync(W, rows, cols, H, {
         ...opts,
         lazySpan, // two-level lazy batching: far updates as K = lazySpan MatMuls
-        choleskyInverseUpperAsync: (h, n) => choleskyInverseUpperOrt(h, n),
+        choleskyInverseUpperAsync: (h, n) => choleskyInverseUpperOrt(h, n, { rt }),
         lazyUpdateAsync: (q) => upd.update(q),
       });
       extra = `ORT ${upd.stats.ortSeconds.toFixed(2)} s + copies ${upd.stats.copySeconds.toFixed(2)} s over ${upd.stats.calls} calls`;
@@ -156,7 +161,7 @@ async function main() {
       '',
       `## gptq_layer — ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}`,
       '',
-      `Machine: ${os.hostname()} (${os.platform()} ${os.arch()}, ${cpu.length}× ${cpu[0]?.model}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB), EP: cpu (onnxruntime-node ${ort.env.versions?.common ?? '1.30.0'}), Node ${process.version}.`,
+      `Machine: ${os.hostname()} (${os.platform()} ${os.arch()}, ${cpu.length}× ${cpu[0]?.model}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB), EP: ${rt.ep} (onnxruntime-node ${ort.env.versions?.common ?? '1.30.0'}), Node ${process.version}.`,
       `Command: \`node --import tsx bench/gptq_layer.ts ${args.join(' ')}\`. Layer ${rows}×${cols}, ${bits}-bit, g${groupSize}, asym, blockSize ${blockSize}, act-order off, percDamp 0.01, lazySpan ${lazySpan} (ORT engines).`,
       '',
       table,
