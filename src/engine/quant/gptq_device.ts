@@ -8,8 +8,9 @@
 //     Err1·Hinv[i1:i2, :] on the device (full width: the columns < i2 are never read again, and Hinv is
 //     upper so columns < i1 get −0), download the slab.
 //   host (CUDA: the Node binding returns every output to JS): Hinv (float32) is baked into the session
-//     as an initializer, so it stays on the GPU; per block: upload Err1, P = Err1·Hinv[i1:i2, i2:]
-//     comes back and W[:, i2:] −= P on a host float32 copy.
+//     as an initializer, so it stays on the GPU; W is a host float32 copy; per block the pending Err1
+//     blocks go up and only the next slab's correction comes back; every 8 blocks one product
+//     W[:, i2:] −= E_pending·Hinv[p0:i2, i2:] flushes them (deferred updates, ~8× fewer bytes back).
 // Precision: the device path is float32 (W, Err1, Hinv, products; TF32 on the CUDA EP). Golden
 // exactness holds for the CPU float64 path (gptq.ts); this one agrees to float32 rounding (tested on
 // the CPU EP against the TypeScript kernel: codes ≥ 99.5 % equal, loss within 1e-4).
@@ -140,6 +141,29 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
   rt.counters.h2dBytes += rt.ep === 'cpu' ? 0 : hinv32.byteLength;
   let W: Float32Array | undefined;
   const stats = { updates: 0, seconds: 0 };
+  // Deferred updates: the errors of the last few blocks stay pending; the next slab is W's stale slab
+  // minus their product with the matching Hinv block (rows×S comes back, not rows×(cols−i2)), and every
+  // HOST_FLUSH blocks one product brings all pending updates into the trailing W. Cuts the device→host
+  // bytes by ~HOST_FLUSH× for a pending-error upload that grows to HOST_FLUSH blocks.
+  const flushEvery = Math.max(1, Number(process.env.LOPRO_HOST_FLUSH ?? 8));
+  const pending: { count: number; E: Float32Array }[] = [];
+  let p0 = 0;
+  const product = async (K: number, r0: number, r1: number, c0: number, c1: number): Promise<Float32Array> => {
+    const Ecat = new Float32Array(rows * K);
+    for (let r = 0; r < rows; r++) {
+      let o = r * K;
+      for (const { count, E } of pending) {
+        Ecat.set(E.subarray(r * count, (r + 1) * count), o);
+        o += count;
+      }
+    }
+    const out = await rt.run(session, {
+      e: rt.host(Ecat, [rows, K]),
+      starts: new ort.Tensor('int64', BigInt64Array.of(BigInt(r0), BigInt(c0)), [2]),
+      ends: new ort.Tensor('int64', BigInt64Array.of(BigInt(r1), BigInt(c1)), [2]),
+    });
+    return out.p.data as Float32Array;
+  };
   return {
     mode: 'host',
     stats,
@@ -149,26 +173,33 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
     async update(err1, count, i1, i2) {
       const t = now();
       if (!W) throw new Error('SlabUpdater.update before init');
-      const n = cols - i2;
-      const out = await rt.run(session, {
-        e: rt.host(err1.subarray(0, rows * count), [rows, count]),
-        starts: new ort.Tensor('int64', BigInt64Array.of(BigInt(i1), BigInt(i2)), [2]),
-        ends: new ort.Tensor('int64', BigInt64Array.of(BigInt(i2), BigInt(cols)), [2]),
-      });
-      const P = out.p.data as Float32Array;
-      for (let r = 0; r < rows; r++) {
-        const wo = r * cols + i2, po = r * n;
-        for (let j = 0; j < n; j++) W[wo + j] -= P[po + j];
-      }
+      if (!pending.length) p0 = i1;
+      pending.push({ count, E: err1.slice(0, rows * count) });
+      const K = i2 - p0;
       const c0 = i2, c1 = Math.min(cols, i2 + slabCols), w = c1 - c0;
       const slab = new Float32Array(rows * w);
-      for (let r = 0; r < rows; r++) slab.set(W.subarray(r * cols + c0, r * cols + c1), r * w);
+      if (pending.length >= flushEvery) {
+        const n = cols - i2, P = await product(K, p0, i2, i2, cols); // W[:, i2:] −= E_pending·Hinv[p0:i2, i2:]
+        for (let r = 0; r < rows; r++) {
+          const wo = r * cols + i2, po = r * n;
+          for (let j = 0; j < n; j++) W[wo + j] -= P[po + j];
+        }
+        pending.length = 0;
+        for (let r = 0; r < rows; r++) slab.set(W.subarray(r * cols + c0, r * cols + c1), r * w);
+      } else {
+        const P = await product(K, p0, i2, c0, c1); // slab only: W[:, c0:c1] − E_pending·Hinv[p0:i2, c0:c1]
+        for (let r = 0; r < rows; r++) {
+          const wo = r * cols + c0, po = r * w;
+          for (let j = 0; j < w; j++) slab[po + j] = W[wo + j] - P[po + j];
+        }
+      }
       stats.updates++;
       stats.seconds += now() - t;
       return { slab, c0, c1 };
     },
     async release() {
       W = undefined;
+      pending.length = 0;
       await session.release();
     },
   };

@@ -91,6 +91,12 @@ test('row-parallel workers + coordinated device updates ≈ TypeScript kernel', 
     const a = agree(par.codes, ref.codes);
     assert.ok(a >= 0.995, `codes agree ${a}`);
     assert.ok(Math.abs(par.loss - ref.loss) / ref.loss < 1e-4);
+    // The CUDA layout (host W, deferred updates flushed every 8 blocks): B = 32 gives 9 lazy updates, one flush.
+    const host = await gptqQuantizeParallel(W, rows, cols, H, { ...opts, blockSize: 32, pool, lazy: (r, c, hinv, s) => createHostUpdater(rt, r, c, hinv, s) });
+    const refB = gptqQuantize(W, rows, cols, H, { ...opts, blockSize: 32 });
+    const ah = agree(host.codes, refB.codes);
+    assert.ok(ah >= 0.995, `host-mode codes agree ${ah}`); // float32 device products
+    assert.ok(Math.abs(host.loss - refB.loss) / refB.loss < 1e-4);
   } finally {
     await pool.close();
   }
