@@ -1,7 +1,8 @@
 // The model graphs on a GPU machine (WebGPU EP) against the CPU EP of the same machine: tiny's
 // full-text perplexity on both texts, a base-shaped (synthetic weights) perplexity run for
 // throughput, block/head timings, the ONNX export evaluated through the same runtime, and (with
-// PLACEMENT=block|stats|head) ORT's verbose node placement. Prints a markdown section; the
+// PLACEMENT=block|stats|head) ORT's verbose node placement. EPS=cpu THREADS=2 under `taskset -c 0,1`
+// gives an idle 2-core reference (CI has 2 cores; the shared dev machine is too loaded to time). Prints a markdown section; the
 // device returns it in $OUT and it is appended to bench/RESULTS.md by hand (the device cannot
 // reach this checkout). Only tiny travels to the device (the tree limit is 64 MiB).
 //
@@ -59,7 +60,8 @@ async function main(): Promise<void> {
   log('| EP | measurement | result |');
   log('| --- | --- | --- |');
   for (const ep of eps) {
-    const rt = await ComputeRuntime.create({ ep });
+    const threads = process.env.THREADS ? Number(process.env.THREADS) : undefined;
+    const rt = await ComputeRuntime.create({ ep, intraOpNumThreads: threads });
     for (const text of ['persuasion', 'jargon_tail']) {
       const { ids } = tokenizeFile(tiny.tokenizer(), `fixtures/text/${text}.txt`, tiny.cfg.vocabSize, null);
       const r = await perplexity(tiny.cfg, ids, w, { ctx: 256, rt });
