@@ -12,6 +12,9 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 
+/** Bump when the tokenizer library (package.json pin) changes: cached ids are keyed by it. */
+export const TOKENIZER_IMPL = '@huggingface/tokenizers@0.2.0';
+
 export interface LoadedTokenizer {
   /** tokenizer.json path. */
   source: string;
@@ -91,7 +94,9 @@ export function tokenizeFile(tok: LoadedTokenizer, textFile: string, vocabSize: 
     throw new ProtocolError(ErrorCode.Io, `cannot read ${textFile}: ${(e as Error).message}`, textFile);
   }
   const textHash = createHash('sha256').update(buf).digest('hex');
-  const cacheFile = cacheDir ? join(cacheDir, `tokens-${tok.hash.slice(0, 16)}-${textHash.slice(0, 16)}.i32`) : null;
+  // The key covers the tokenizer file, the text and the library that turned one into the other.
+  const key = createHash('sha256').update(`${TOKENIZER_IMPL}\0${tok.hash}\0${textHash}`).digest('hex').slice(0, 32);
+  const cacheFile = cacheDir ? join(cacheDir, `tokens-${key}.i32`) : null;
   if (cacheFile) {
     try {
       const b = readFileSync(cacheFile);
