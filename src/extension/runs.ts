@@ -22,6 +22,8 @@ export class RunManager implements PanelHost, vscode.Disposable {
   private current: { controller: AbortController; runDir: string } | undefined;
   /** The last export and its check (what the notification showed); read by the ext-host tests. */
   lastExport: { format: ExportFormat; result: EngineRequests['run/export']['result'] } | undefined;
+  /** Shows a run's failure with its actions ("Resume", "Show Log"); a seam for the ext-host tests. */
+  errorPrompt = (message: string, ...actions: string[]): Thenable<string | undefined> => vscode.window.showErrorMessage(message, ...actions);
   private readonly summaries = new Map<string, ModelSummary>();
   /** Config of each run started or loaded in this session (the export check needs its texts). */
   private readonly runConfigs = new Map<string, QuantizeConfig>();
@@ -121,7 +123,7 @@ export class RunManager implements PanelHost, vscode.Disposable {
     const resumable = err.code === ErrorCode.EngineCrashed || err.code === ErrorCode.OutOfMemory || err.code === ErrorCode.Timeout;
     const text = `LoPRo: quantizing ${path.basename(modelPath)} failed [${err.code}]: ${err.message}${err.where ? ` (${err.where})` : ''}${err.hint ? ` ${err.hint}` : ''}`;
     const actions = resumable ? ['Resume', 'Show Log'] : ['Show Log'];
-    const pick = await vscode.window.showErrorMessage(text, ...actions);
+    const pick = await this.errorPrompt(text, ...actions);
     if (pick === 'Resume') await this.startRun(modelPath, config, runDir, true).catch((e) => this.showError('resume', e));
     if (pick === 'Show Log') this.log.show(true);
   }

@@ -169,6 +169,43 @@ suite('LoPRo runs through the real engine (cancel, crash, resume)', function () 
   });
 });
 
+suite('LoPRo crash → "Resume" through the run manager (the path the UI uses)', function () {
+  this.timeout(240000);
+  test('a crashed run shows a clear error with Resume; choosing Resume finishes the run', async () => {
+    const a = await api();
+    const runDir = path.join(ws(), 'runs', 'ui-crash');
+    const config = { ...DEFAULT_CONFIG, layerOverrides: {}, calibText: path.join(ws(), 'calib.txt'), calibSamples: 8, ctx: 64, bits: 3 };
+    const original = a.runs.errorPrompt;
+    let shown = '';
+    let offered: string[] = [];
+    // Stands in for the user: reads the error notification and clicks its first action.
+    a.runs.errorPrompt = async (m: string, ...items: string[]) => {
+      shown = m;
+      offered = items;
+      return items.includes('Resume') ? 'Resume' : undefined;
+    };
+    try {
+      const { pid } = await a.engine.request('engine/hello', { clientVersion: 'ui-crash' }, { timeoutMs: 30000 });
+      const first = a.runs.startRun(path.join(ws(), 'tiny'), config, runDir, false);
+      assert.ok(await waitFor(() => a.runs.isRunning || undefined, 10000), 'run did not start');
+      await new Promise((r) => setTimeout(r, 8000));
+      process.kill(pid, 'SIGKILL');
+      await first;
+      assert.ok(await waitFor(() => shown || undefined, 10000), 'no error message shown');
+      assert.match(shown, /E_ENGINE_CRASHED/);
+      assert.match(shown, /engine stopped during run\/start/);
+      assert.deepEqual(offered, ['Resume', 'Show Log']);
+      // Resume restarts the run with resume: true; wait for it to start and finish.
+      assert.ok(await waitFor(() => a.runs.isRunning || undefined, 15000), 'Resume did not start a run');
+      assert.ok(await waitFor(() => (!a.runs.isRunning ? true : undefined), 200000), 'resumed run did not finish');
+      const s = await a.engine.request('run/load', { runDir }, { timeoutMs: 60000 });
+      assert.equal(s.layers.length, 28);
+    } finally {
+      a.runs.errorPrompt = original;
+    }
+  });
+});
+
 suite('LoPRo commands on finished runs', function () {
   this.timeout(240000);
   test('Compare Runs loads two runs (run/load) and opens the compare panel; Open Results reopens a run', async () => {
