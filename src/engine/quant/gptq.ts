@@ -1,24 +1,22 @@
 // GPTQ (Frantar et al., arXiv 2210.17323, Algorithm 1), written to behave exactly like the original
 // `GPTQ.fasterquant` of IST-DASLab/gptq (commit 2d65066) and read like it: W, H, Hinv, W1, Err1,
 // i1, i2, count, d keep the paper's / reference's names (Q1 is written straight into Q, and Losses
-// is summed as it is produced). The step numbers below are those of
-// ../../../../shared/golden/README.md §5, which pins every detail (incl. the group-params quirk).
+// is summed as it is produced). The algorithm itself is in gptq_core.ts, numbered by the steps of
+// ../../../../shared/golden/README.md §5, which pins every detail (incl. the group-params quirk);
+// this file holds the options, the result and the drivers.
 //
 // Precision: the working W, H and Hinv are float64 (README §7: f64 from the stored H gives 0
 // differing codes on all 24 golden GPTQ cases; we match 23 of 24 exactly, and the 512×1024 case
 // differs in 2 of 512 rows that start at a sym rounding tie); the quantizer itself has float32
 // semantics (quantizer.ts), so Q = scale·(code − zero) holds bit-exactly in float32.
 //
-// Entry points: `gptqQuantize` (synchronous, all TypeScript) and `gptqQuantizeAsync` (hooks for the
-// two O(n³) parts, e.g. the blocked ORT Cholesky of src/engine/linalg and gptq_ort.ts's MatMul).
+// Entry points: `gptqQuantize` (synchronous, all TypeScript), `gptqQuantizeAsync` (hooks for the
+// two O(n³) parts) and gptq_ort.ts's `gptqQuantizeOrt` (those hooks wired to ONNX Runtime).
 
-import { ProtocolError } from '../../protocol/rpc';
-import { ErrorCode } from '../../protocol/messages';
 import { choleskyInverseUpper } from './gptq_linalg';
-import { lazyUpdate as lazyUpdateTs, argsortDiagDesc, invertPermutation, isPermutation, permuteColumns, permuteSymmetric, type LazyUpdateFn } from './gptq_kernels';
-import { findParams, maxqFor, quantizeCode, dequantizeCode } from './quantizer';
-import { assertFiniteArray } from './quantizer_checks';
-import { groupCount, type QuantizedWeight } from './rtn';
+import { lazyUpdate as lazyUpdateTs, type LazyUpdateFn } from './gptq_kernels';
+import { gptqCore } from './gptq_core';
+import type { QuantizedWeight } from './rtn';
 
 export { proxyLoss } from './gptq_kernels';
 
@@ -73,8 +71,6 @@ export interface GptqResult extends QuantizedWeight {
   seconds: { prep: number; cholesky: number; columnLoop: number; lazyUpdate: number; total: number };
 }
 
-const now = () => performance.now() / 1000;
-
 /**
  * One lazy trailing update the core asks its driver to perform: W[:, i2:colEnd] −= Err1 @ Hinv[i1:i2, i2:colEnd]
  * (Err1 is rows×count, count = i2 − i1; colEnd = cols unless `lazySpan` > blockSize).
@@ -94,7 +90,7 @@ export interface CholeskyRequest {
   n: number;
 }
 
-type CoreRequest = LazyUpdateRequest | CholeskyRequest;
+export type CoreRequest = LazyUpdateRequest | CholeskyRequest;
 
 /** GPTQ, synchronous: Cholesky and lazy updates in TypeScript (or the synchronous hooks of `opts`). */
 export function gptqQuantize(
@@ -157,164 +153,4 @@ export async function gptqQuantizeAsync(
     step = core.next(U);
   }
   return step.value;
-}
-
-/**
- * The algorithm, as a generator that hands its two O(n³) parts (the Cholesky of H⁻¹ and each lazy
- * trailing update) to a driver, so the same code runs with synchronous TypeScript kernels or
- * asynchronous ORT ones.
- */
-function* gptqCore(
-  wVals: Float32Array | Float64Array, rows: number, cols: number,
-  hVals: Float32Array | Float64Array, opts: GptqOptions,
-): Generator<CoreRequest, GptqResult, Float64Array | undefined> {
-  const where = opts.name ?? 'gptqQuantize';
-  const t0 = now();
-  if (wVals.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${wVals.length} values, expected ${rows}×${cols}`, where);
-  if (hVals.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H has ${hVals.length} values, expected ${cols}×${cols}`, where);
-  assertFiniteArray(wVals, 'W', where);
-  assertFiniteArray(hVals, 'H', where);
-  const groupSize = opts.groupSize ?? -1, sym = opts.sym ?? false, percDamp = opts.percDamp ?? 0.01;
-  const blockSize = opts.blockSize ?? 128, actOrder = opts.actOrder ?? false;
-  const staticGroups = (opts.staticGroups ?? false) && groupSize !== -1;
-  if (!(Number.isInteger(blockSize) && blockSize > 0)) throw new RangeError(`blockSize must be a positive integer, got ${blockSize}`);
-  if (actOrder && opts.perm) throw new ProtocolError(ErrorCode.BadConfig, 'actOrder and a caller-provided perm are exclusive', where, 'pass one of them');
-  const maxq = maxqFor(opts.bits);
-  const G = groupCount(cols, groupSize);
-  const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
-
-  let W: Float64Array = Float64Array.from(wVals);
-  let H: Float64Array = Float64Array.from(hVals);
-
-  // 1. Per-row params from the full rows, before dead columns are zeroed (final for groupSize −1).
-  if (groupSize === -1) findParams(W, rows, cols, 0, cols, maxq, sym, scale, zero, 1, 0);
-
-  // 2. Dead inputs (never active in calibration): H_jj = 1, W[:, j] = 0, so Q[:, j] = 0.
-  let deadColumns = 0;
-  for (let j = 0; j < cols; j++) {
-    if (H[j * cols + j] !== 0) continue;
-    deadColumns++;
-    H[j * cols + j] = 1;
-    for (let r = 0; r < rows; r++) W[r * cols + j] = 0;
-  }
-
-  // 3. Static groups: params of each original group from the dead-zeroed, unpermuted W.
-  if (staticGroups) for (let gi = 0; gi < G; gi++) findParams(W, rows, cols, gi * groupSize, (gi + 1) * groupSize, maxq, sym, scale, zero, G, gi);
-
-  // 4. Quantization order.
-  let perm: Int32Array | undefined;
-  if (opts.perm) {
-    if (!isPermutation(opts.perm, cols)) throw new ProtocolError(ErrorCode.InvalidParams, `perm is not a permutation of 0..${cols - 1}`, where);
-    perm = opts.perm;
-  } else if (actOrder) perm = argsortDiagDesc(H, cols);
-  if (perm) {
-    W = permuteColumns(W, rows, cols, perm);
-    H = permuteSymmetric(H, cols, perm);
-  }
-  const order = perm ?? Int32Array.from({ length: cols }, (_, k) => k);
-
-  // 5. Damping.
-  let diagSum = 0;
-  for (let i = 0; i < cols; i++) diagSum += H[i * cols + i];
-  const damp = percDamp * (diagSum / cols);
-  for (let i = 0; i < cols; i++) H[i * cols + i] += damp;
-  const t1 = now();
-
-  // 6. Hinv: upper U with UᵀU = H_d⁻¹. On failure, llm-compressor's fallback: Hinv = I (= RTN).
-  let Hinv: Float64Array;
-  let choleskyFallback = false;
-  try {
-    Hinv = (yield { kind: 'cholesky', H, n: cols }) as Float64Array;
-  } catch (e) {
-    if (!(e instanceof Error && e.name === 'NotPositiveDefiniteError')) throw e;
-    choleskyFallback = true;
-    (opts.onWarning ?? console.warn)(
-      `${where}: the damped Hessian is not positive definite (${e.message}); falling back to round-to-nearest for this layer. ` +
-        'Increase percDamp (e.g. 0.1), use more calibration samples, or check for near-duplicate input channels.',
-    );
-    Hinv = new Float64Array(cols * cols);
-    for (let i = 0; i < cols; i++) Hinv[i * cols + i] = 1;
-  }
-  const t2 = now();
-
-  // 7. Lazy batches of blockSize columns.
-  const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), gIdx = new Int32Array(cols);
-  let loss = 0, tLazy = 0;
-  const W1 = new Float64Array(rows * blockSize), Err1 = new Float64Array(rows * blockSize), slots = new Int32Array(blockSize);
-  let span = opts.lazySpan ?? blockSize;
-  if (!(Number.isInteger(span) && span >= blockSize && span % blockSize === 0)) throw new RangeError(`lazySpan must be a multiple of blockSize (${blockSize}), got ${span}`);
-  if (groupSize !== -1 && !staticGroups && span % groupSize !== 0) span = blockSize;
-  const ErrS = span > blockSize ? new Float64Array(rows * span) : Err1;
-  let s1 = 0; // start of the current span
-  for (let i1 = 0; i1 < cols; i1 += blockSize) {
-    const i2 = Math.min(i1 + blockSize, cols), count = i2 - i1;
-    for (let r = 0; r < rows; r++) for (let i = 0; i < count; i++) W1[r * count + i] = W[r * cols + i1 + i];
-    // Group params of this block. The global W does not change until the block's lazy update, so
-    // computing them all here equals the reference's find_params at column k (including its quirk:
-    // the params come from the global W, which lags the intra-block updates).
-    for (let i = 0; i < count; i++) {
-      const k = i1 + i, col = order[k];
-      let slot = 0;
-      if (groupSize !== -1) {
-        if (staticGroups) slot = Math.floor(col / groupSize);
-        else {
-          slot = Math.floor(k / groupSize);
-          if (k % groupSize === 0) findParams(W, rows, cols, k, k + groupSize, maxq, sym, scale, zero, G, slot);
-        }
-      }
-      gIdx[col] = slot;
-      slots[i] = slot;
-    }
-    // Rows are independent given Hinv and the params, so walk row by row (the row of W1 stays in L1).
-    // Columns go four at a time: each is quantized after the updates from the previous ones of its
-    // quad, then the quad's four errors reach the rest of the block in one fused pass. Per element
-    // the subtractions happen in the same order as one column at a time, so the result is identical.
-    for (let r = 0; r < rows; r++) {
-      const o = r * count;
-      for (let i0 = 0; i0 < count; i0 += 4) {
-        const m = Math.min(4, count - i0);
-        for (let a = 0; a < m; a++) {
-          const i = i0 + a, k = i1 + i, col = order[k], slot = slots[i];
-          const s = scale[r * G + slot], z = zero[r * G + slot];
-          const w = W1[o + i];
-          const code = quantizeCode(w, s, z, maxq);
-          const q = dequantizeCode(code, s, z);
-          codes[r * cols + col] = code;
-          Q[r * cols + col] = q;
-          const d = Hinv[k * cols + k];
-          const err = (w - q) / d; // err1 of the reference; Losses[r, k] = (w − q)²/d²/2 = err²/2
-          loss += (err * err) / 2;
-          Err1[o + i] = err;
-          // W1[r, i+1 : i0+m] −= err · Hinv[k, …] (the rest of the quad)
-          for (let j = i + 1, h = k * cols + i1; j < i0 + m; j++) W1[o + j] -= err * Hinv[h + j];
-        }
-        // W1[r, i0+m:] −= Σ_a err_a · Hinv[i1+i0+a, i1+i0+m : i2], in column order a = 0, 1, 2, 3.
-        if (m === 4) {
-          const e0 = Err1[o + i0], e1 = Err1[o + i0 + 1], e2 = Err1[o + i0 + 2], e3 = Err1[o + i0 + 3];
-          const h0 = (i1 + i0) * cols + i1, h1 = h0 + cols, h2 = h1 + cols, h3 = h2 + cols;
-          for (let j = i0 + 4; j < count; j++) W1[o + j] = W1[o + j] - e0 * Hinv[h0 + j] - e1 * Hinv[h1 + j] - e2 * Hinv[h2 + j] - e3 * Hinv[h3 + j];
-        } // m < 4 only for the block's last columns: nothing follows them
-      }
-    }
-    const tl = now();
-    if (span === blockSize) {
-      if (i2 < cols) yield { kind: 'lazy', W, rows, cols, err1: Err1, count, hinvUpper: Hinv, i1, i2, colEnd: cols };
-    } else {
-      const s2 = Math.min(s1 + span, cols), spanCount = s2 - s1;
-      for (let r = 0; r < rows; r++) ErrS.set(Err1.subarray(r * count, (r + 1) * count), r * spanCount + (i1 - s1));
-      if (i2 < s2) yield { kind: 'lazy', W, rows, cols, err1: Err1, count, hinvUpper: Hinv, i1, i2, colEnd: s2 };
-      else {
-        if (s2 < cols) yield { kind: 'lazy', W, rows, cols, err1: ErrS, count: spanCount, hinvUpper: Hinv, i1: s1, i2: s2, colEnd: cols };
-        s1 = s2;
-      }
-    }
-    tLazy += now() - tl;
-  }
-  const t3 = now();
-  return {
-    Q, codes, scale, zero, gIdx, groups: G,
-    perm: order, invPerm: invertPermutation(order),
-    loss, deadColumns, damp, choleskyFallback,
-    seconds: { prep: t1 - t0, cholesky: t2 - t1, columnLoop: t3 - t2 - tLazy, lazyUpdate: tLazy, total: t3 - t0 },
-  };
 }
