@@ -3,12 +3,12 @@
 // The core only reads W through two windows after a lazy update at i2: the next block's columns
 // [i2, i2+B) (W1) and, for dynamic groups, the group params' columns [k, k+G) for k in that block.
 // So the whole W can live on the device and only that slab of B+G columns has to come back:
-//   resident (WebGPU, and the CPU EP, where "device" is host memory): W (float32) stays on the GPU, in
+//   resident (WebGPU): W (float32) stays on the GPU, in
 //     row chunks of ≤ 64 MiB; per block: upload Err1 (rows×B) and Hinv[i1:i2, :] (B×cols), W ← W −
 //     Err1·Hinv[i1:i2, :] on the device (full width: the columns < i2 are never read again, and Hinv is
 //     upper so columns < i1 get −0), download the slab.
-//   host (CUDA: the Node binding returns every output to JS): Hinv (float32) is baked into the session
-//     as an initializer, so it stays on the GPU; W is a host float32 copy; per block the pending Err1
+//   host (CUDA, where the Node binding returns every output to JS, and the CPU EP): Hinv (float32) is
+//     baked into the session as an initializer on CUDA, so it stays on the GPU; W is a host float32 copy; per block the pending Err1
 //     blocks go up and only the next slab's correction comes back; every 8 blocks one product
 //     W[:, i2:] −= E_pending·Hinv[p0:i2, i2:] flushes them (deferred updates, ~8× fewer bytes back).
 // Precision: the device path is float32 (W, Err1, Hinv, products; TF32 on the CUDA EP). Golden
@@ -36,8 +36,12 @@ export interface SlabUpdater {
 const now = () => performance.now() / 1000;
 
 /** Picks the mode for the runtime's EP: resident where outputs can stay on the device or on the CPU EP. */
-export async function createSlabUpdater(rt: ComputeRuntime, rows: number, cols: number, hinvUpper: Float64Array, slabCols: number): Promise<SlabUpdater> {
-  return rt.ep === 'cuda' ? createHostUpdater(rt, rows, cols, hinvUpper, slabCols) : createResidentUpdater(rt, rows, cols, hinvUpper, slabCols);
+export async function createSlabUpdater(rt: ComputeRuntime, rows: number, cols: number, hinvUpper: Float64Array, slabCols: number, mode: 'auto' | 'resident' | 'host' = 'auto'): Promise<SlabUpdater> {
+  if (mode === 'resident') return createResidentUpdater(rt, rows, cols, hinvUpper, slabCols);
+  if (mode === 'host') return createHostUpdater(rt, rows, cols, hinvUpper, slabCols);
+  // CPU EP: host mode too (deferred updates do ~half the flops of the full-width resident update and copy
+  // no W per block); its Hinv is an ordinary input there (host tensors are zero-copy on the CPU EP).
+  return rt.ep === 'webgpu' ? createResidentUpdater(rt, rows, cols, hinvUpper, slabCols) : createHostUpdater(rt, rows, cols, hinvUpper, slabCols);
 }
 
 /** [a] as an int64 tensor: Slice bounds (ORT keeps Slice's starts/ends on the CPU; the data stays on the device). */
@@ -123,22 +127,30 @@ export async function createResidentUpdater(rt: ComputeRuntime, rows: number, co
 /** CUDA: Hinv lives in the session as an initializer; the trailing product comes back to the host. */
 export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: number, hinvUpper: Float64Array, slabCols: number): Promise<SlabUpdater> {
   const hinv32 = Float32Array.from(hinvUpper);
+  const asInput = rt.ep === 'cpu';
   const build = () => {
     const g = new GraphBuilder('gptq_host_update');
     const e = g.input('e', 'float32', ['R', 'K']);
-    const h = g.initializer('hinv', hinv32, [cols, cols]);
-    const blk = g.op('Slice', [h, g.input('starts', 'int64', [2]), g.input('ends', 'int64', [2]), g.constI64([0, 1])]); // Hinv[i1:i2, i2:]
+    const h = asInput ? g.input('hinv', 'float32', ['C', 'C']) : g.initializer('hinv', hinv32, [cols, cols]);
+    const blk = g.op('Slice', [h, g.input('starts', 'int64', [2]), g.input('ends', 'int64', [2]), g.constI64([0, 1])]); // Hinv[r0:r1, c0:c1]
     g.output(g.op('MatMul', [e, blk]), 'p');
     return g.toModel();
   };
-  // Its own session (not the runtime's LRU cache): it holds this layer's Hinv on the GPU and is released
-  // with the updater. Creation is still counted in the runtime's counters.
-  const t0 = performance.now();
-  const epOpt = rt.ep === 'cuda' ? [{ name: 'cuda', deviceId: 0 }] : [rt.ep];
-  const session = await ort.InferenceSession.create(build(), { executionProviders: epOpt, graphOptimizationLevel: 'all', logSeverityLevel: 3 });
-  rt.counters.sessionsCreated++;
-  rt.counters.sessionCreateMs += performance.now() - t0;
-  rt.counters.h2dBytes += rt.ep === 'cpu' ? 0 : hinv32.byteLength;
+  let session: ort.InferenceSession;
+  let own = false;
+  if (asInput) session = await rt.session('gptq/host_update_input', build, 'host');
+  else {
+    // Its own session (not the runtime's LRU cache): it holds this layer's Hinv on the GPU and is
+    // released with the updater. Creation is still counted in the runtime's counters.
+    const t0 = performance.now();
+    const epOpt = rt.ep === 'cuda' ? [{ name: 'cuda', deviceId: 0 }] : [rt.ep];
+    session = await ort.InferenceSession.create(build(), { executionProviders: epOpt, graphOptimizationLevel: 'all', logSeverityLevel: 3 });
+    own = true;
+    rt.counters.sessionsCreated++;
+    rt.counters.sessionCreateMs += performance.now() - t0;
+    rt.counters.h2dBytes += hinv32.byteLength;
+  }
+  const hinvFeed: Record<string, Tensor> = asInput ? { hinv: rt.host(hinv32, [cols, cols]) } : {};
   let W: Float32Array | undefined;
   const stats = { updates: 0, seconds: 0 };
   // Deferred updates: the errors of the last few blocks stay pending; the next slab is W's stale slab
@@ -158,6 +170,7 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
       }
     }
     const out = await rt.run(session, {
+      ...hinvFeed,
       e: rt.host(Ecat, [rows, K]),
       starts: new ort.Tensor('int64', BigInt64Array.of(BigInt(r0), BigInt(c0)), [2]),
       ends: new ort.Tensor('int64', BigInt64Array.of(BigInt(r1), BigInt(c1)), [2]),
@@ -200,7 +213,7 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
     async release() {
       W = undefined;
       pending.length = 0;
-      await session.release();
+      if (own) await session.release();
     },
   };
 }
@@ -209,6 +222,8 @@ export interface DeviceGptqOptions {
   rt: ComputeRuntime;
   /** Hinv elsewhere (e.g. on the CPU EP while the updates run on the GPU); overrides `cholesky`. */
   choleskyInverseUpperAsync?: (hVals: Float64Array, n: number) => Promise<Float64Array>;
+  /** Updater layout (default: resident on WebGPU, host elsewhere). */
+  updater?: 'auto' | 'resident' | 'host';
   /** Hinv engine: 'ort' = blocked Cholesky of src/engine/linalg on rt (default for cols ≥ 512), 'ts' = float64 TypeScript. */
   cholesky?: 'ort' | 'ts';
 }
@@ -251,7 +266,7 @@ export async function gptqQuantizeDevice(
       choleskyInverseUpperAsync: async (h, n) => (hinv = await chol(h, n)),
       lazyUpdateAsync: async (q: LazyUpdateRequest) => {
         if (!upd) {
-          upd = await createSlabUpdater(rt, rows, cols, hinv ?? q.hinvUpper, slabCols);
+          upd = await createSlabUpdater(rt, rows, cols, hinv ?? q.hinvUpper, slabCols, opts.updater);
           await upd.init(Float32Array.from(q.W));
         }
         const { slab, c0, c1 } = await upd.update(Float32Array.from(q.err1.subarray(0, rows * q.count)), q.count, q.i1, q.i2);

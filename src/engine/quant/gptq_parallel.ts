@@ -39,6 +39,7 @@ export interface ParallelStats {
 }
 
 const now = () => performance.now() / 1000;
+let runCounter = 0;
 
 /** Path of the worker script for the current build (bundle: .js sibling; tsx: .ts source). */
 export function workerScriptPath(): string | undefined {
@@ -143,6 +144,7 @@ export async function gptqQuantizeParallel(
   const upd = updater ?? identityUpdater;
   let lazyDevice = 0;
 
+  const runId = ++runCounter;
   const running = new Promise<GptqResult[]>((resolve, reject) => {
     const out: GptqResult[] = new Array(n);
     let done = 0, arrived = 0, started = false;
@@ -163,7 +165,8 @@ export async function gptqQuantizeParallel(
     };
     workers.forEach((w, k) => {
       w.on('error', fail);
-      w.on('message', (m: WorkerReply) => {
+      w.on('message', (m: WorkerReply | { type: 'taskDone' | 'taskError' }) => {
+        if (!('id' in m) || m.id !== runId) return; // a late reply of an earlier, failed run
         if (m.type === 'error') return fail(Object.assign(new Error(m.message), { name: m.name }));
         if (m.type === 'lazy') {
           if (++arrived === n) {
@@ -179,7 +182,7 @@ export async function gptqQuantizeParallel(
         }
       });
       const task: WorkerTask = {
-        type: 'run', W, r0: bounds[k], r1: bounds[k + 1], rows, cols, H, hinv, failure,
+        type: 'run', id: runId, W, r0: bounds[k], r1: bounds[k + 1], rows, cols, H, hinv, failure,
         opts: cloneableOptions(opts), coordinated, errBuf, slabBuf, initBuf,
       };
       w.postMessage(task);

@@ -12,6 +12,8 @@ import type { ParallelTask } from './gptq_parallel_lopro';
 
 export interface WorkerTask {
   type: 'run';
+  /** Echoed in every reply, so replies of an abandoned run (after a failure) are never taken for this one's. */
+  id: number;
   W: Float32Array | Float64Array;
   r0: number; r1: number; rows: number; cols: number;
   H: Float64Array;
@@ -24,9 +26,9 @@ export interface WorkerTask {
 }
 
 export type WorkerReply =
-  | { type: 'lazy'; i1: number; i2: number; count: number }
-  | { type: 'done'; result: GptqResult }
-  | { type: 'error'; name: string; message: string };
+  | { type: 'lazy'; id: number; i1: number; i2: number; count: number }
+  | { type: 'done'; id: number; result: GptqResult }
+  | { type: 'error'; id: number; name: string; message: string };
 
 type MainMessage = WorkerTask | { type: 'slab'; c0: number; c1: number } | { type: 'task'; task: ParallelTask };
 
@@ -131,7 +133,7 @@ async function run(t: WorkerTask, nextSlab: () => Promise<{ c0: number; c1: numb
       first = false;
     }
     errBuf.set(q.err1.subarray(0, n * q.count), r0 * q.count);
-    parentPort!.postMessage({ type: 'lazy', i1: q.i1, i2: q.i2, count: q.count } satisfies WorkerReply);
+    parentPort!.postMessage({ type: 'lazy', id: t.id, i1: q.i1, i2: q.i2, count: q.count } satisfies WorkerReply);
     const { c0, c1 } = await nextSlab();
     const w = c1 - c0;
     for (let r = 0; r < n; r++) {
@@ -173,9 +175,9 @@ if (parentPort) {
     run(m, nextSlab).then(
       (result) => {
         const transfer = [result.Q.buffer, result.codes.buffer, result.scale.buffer, result.zero.buffer] as ArrayBuffer[];
-        port.postMessage({ type: 'done', result } satisfies WorkerReply, transfer);
+        port.postMessage({ type: 'done', id: m.id, result } satisfies WorkerReply, transfer);
       },
-      (e: unknown) => port.postMessage({ type: 'error', name: e instanceof Error ? e.name : 'Error', message: e instanceof Error ? e.message : String(e) } satisfies WorkerReply),
+      (e: unknown) => port.postMessage({ type: 'error', id: m.id, name: e instanceof Error ? e.name : 'Error', message: e instanceof Error ? e.message : String(e) } satisfies WorkerReply),
     );
   });
 }

@@ -30,16 +30,18 @@ const cases: [string, { bits: number; groupSize: number; blockSize: number; actO
 ];
 
 for (const [name, opts] of cases) {
-  test(`device lazy updates (CPU EP, resident) ≈ TypeScript kernel (${name})`, async () => {
-    const rt = await rtP;
-    const ref = gptqQuantize(W, rows, cols, H, opts);
-    const dev = await gptqQuantizeDevice(W, rows, cols, H, { ...opts, rt, cholesky: 'ts' });
-    assert.equal(dev.device.mode, 'resident');
-    assert.equal(dev.device.updates, Math.ceil(cols / opts.blockSize) - 1);
-    const a = agree(dev.codes, ref.codes);
-    assert.ok(a >= 0.995, `codes agree ${a}`); // measured 1.0 (all codes equal) on all three cases
-    assert.ok(Math.abs(dev.loss - ref.loss) / ref.loss < 1e-4, `loss ${dev.loss} vs ${ref.loss}`); // measured 1.3e-7 / 4.8e-9 / 5.2e-10
-  });
+  for (const updater of ['resident', 'host'] as const) {
+    test(`device lazy updates (CPU EP, ${updater}) ≈ TypeScript kernel (${name})`, async () => {
+      const rt = await rtP;
+      const ref = gptqQuantize(W, rows, cols, H, opts);
+      const dev = await gptqQuantizeDevice(W, rows, cols, H, { ...opts, rt, cholesky: 'ts', updater });
+      assert.equal(dev.device.mode, updater);
+      assert.equal(dev.device.updates, Math.ceil(cols / opts.blockSize) - 1);
+      const a = agree(dev.codes, ref.codes);
+      assert.ok(a >= 0.995, `codes agree ${a}`); // measured 1.0 (all codes equal) on all three cases (resident)
+      assert.ok(Math.abs(dev.loss - ref.loss) / ref.loss < 1e-4, `loss ${dev.loss} vs ${ref.loss}`); // measured 1.3e-7 / 4.8e-9 / 5.2e-10 (resident)
+    });
+  }
 }
 
 test('ORT blocked Cholesky + device updates on a 600-column layer', async () => {
@@ -84,7 +86,7 @@ test('row-parallel workers + coordinated device updates ≈ TypeScript kernel', 
   try {
     const opts = { bits: 3, groupSize: 64, blockSize: 48 };
     const ref = gptqQuantize(W, rows, cols, H, opts);
-    const seq = await gptqQuantizeDevice(W, rows, cols, H, { ...opts, rt, cholesky: 'ts' });
+    const seq = await gptqQuantizeDevice(W, rows, cols, H, { ...opts, rt, cholesky: 'ts', updater: 'resident' });
     const par = await gptqQuantizeParallel(W, rows, cols, H, { ...opts, pool, lazy: (r, c, hinv, s) => createResidentUpdater(rt, r, c, hinv, s) });
     assert.equal(par.parallel.threads, 2);
     assert.deepEqual(par.codes, seq.codes); // same float32 device updates, only split across threads
