@@ -139,7 +139,7 @@ async function main() {
 
   const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
   const table = [
-    line(['engine', 'total s', 'prep s', 'Cholesky s', 'column loop s', 'lazy updates s', 'GPTQ GFLOP/s', '÷ ORT f32 MatMul', '÷ ORT f64 MatMul']),
+    line(['engine', 'total s', 'GPTQ prep s', 'Cholesky s', 'column loop s', 'lazy updates s', 'GPTQ GFLOP/s', '÷ ORT f32 MatMul', '÷ ORT f64 MatMul']),
     line(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:']),
     ...results.map(({ name, r }) => {
       const s = r.seconds, gf = flops / s.total / 1e9;
