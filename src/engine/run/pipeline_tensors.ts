@@ -7,6 +7,10 @@ import { writeSafetensorsAtomic } from '../io/safetensors_writer';
 import { throwIfCancelled, yieldToEventLoop } from './cancel';
 import { ProgressTracker } from './progress';
 import { quantizeLayer } from './quantize_layer';
+import { rtnByRows } from './rtn_rows';
+
+/** Matrices above this many weights are quantized by row slices when the method allows (RTN). */
+const SLICE_ABOVE = 1 << 24;
 import { loproLayerTensors } from '../io/lopro_format';
 import { atomicWriteFile } from '../io/atomic';
 import type { RunContext } from './pipeline';
@@ -25,14 +29,17 @@ export async function runTensorBlocks(ctx: RunContext): Promise<void> {
     throwIfCancelled(hooks.signal);
     const lin = linears[i];
     const lc = layerConfigFor(params.config, lin.name);
-    const W = model.ckpt.readFloat32(lin.weight);
-    const out = quantizeLayer({ name: lin.name, block: i, module: lin.module, rows: lin.rows, cols: lin.cols, W }, lc, {
-      seed: params.config.seed,
-      compare: params.compare,
-      warn: (msg) => hooks.log('warn', msg),
-    });
+    // Large RTN matrices go through row slices (bounded memory); everything else whole.
+    const out =
+      lc.method === 'rtn' && !params.compare && lin.rows * lin.cols > SLICE_ABOVE
+        ? rtnByRows((r0, n) => model.ckpt.readRowsFloat32(lin.weight, r0, n), lin.name, i, lin.module, lin.rows, lin.cols, lc)
+        : quantizeLayer({ name: lin.name, block: i, module: lin.module, rows: lin.rows, cols: lin.cols, W: model.ckpt.readFloat32(lin.weight) }, lc, {
+            seed: params.config.seed,
+            compare: params.compare,
+            warn: (msg) => hooks.log('warn', msg),
+          });
     writeSafetensorsAtomic(dir.blockFile(i), loproLayerTensors(lin.name, out.stored), { layers: JSON.stringify([lin.name]) });
-    atomicWriteFile(dir.detailsFile(i), JSON.stringify(out.details ? { [lin.name]: out.details } : {}));
+    atomicWriteFile(dir.detailsFile(i), JSON.stringify('details' in out && out.details ? { [lin.name]: out.details } : {}));
     m.layers = m.layers.filter((l) => l.name !== lin.name).concat(out.report);
     m.completedBlocks = i + 1;
     ctx.commit();
