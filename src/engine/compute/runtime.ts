@@ -35,6 +35,11 @@ export interface RuntimeOptions {
   ep?: EpChoice;
   /** CPU EP threads (default: ORT's choice = physical cores). */
   intraOpNumThreads?: number;
+  /**
+   * Let idle ORT worker threads spin (ORT's default, true). Off helps when the cores are shared with
+   * our own TypeScript work between runs (the blocked Cholesky) or with other processes.
+   */
+  allowSpinning?: boolean;
   cudaDeviceId?: number;
   /** Sessions kept before the least recently used one is released. */
   maxSessions?: number;
@@ -48,6 +53,12 @@ export interface EpAttempt {
 }
 
 const ORDER: Record<EpChoice, EpName[]> = { auto: ['cuda', 'webgpu', 'cpu'], cuda: ['cuda', 'cpu'], webgpu: ['webgpu', 'cpu'], cpu: ['cpu'] };
+
+/** Per-session overrides of the runtime options. */
+export interface SessionTune {
+  /** See RuntimeOptions.allowSpinning; callers that do TS work between short runs turn it off. */
+  allowSpinning?: boolean;
+}
 
 /** Where a session leaves its outputs: 'device' keeps them on the GPU when the EP can (WebGPU only). */
 export type OutputPlacement = 'host' | 'device';
@@ -103,8 +114,9 @@ export class ComputeRuntime {
    * A session for `key` (graph identity + every shape/attribute baked into the graph), built on first use.
    * `build` is only called on a miss.
    */
-  session(key: string, build: () => Uint8Array, placement: OutputPlacement = 'host'): Promise<ort.InferenceSession> {
-    const k = `${key}|${placement}`;
+  session(key: string, build: () => Uint8Array, placement: OutputPlacement = 'host', tune: SessionTune = {}): Promise<ort.InferenceSession> {
+    const spin = tune.allowSpinning ?? this.opts.allowSpinning;
+    const k = `${key}|${placement}${spin === false ? '|nospin' : ''}`;
     const hit = this.cache.get(k);
     if (hit) {
       this.cache.delete(k); // move to the back: Map order is our LRU order
@@ -112,7 +124,7 @@ export class ComputeRuntime {
       return hit.session;
     }
     const t0 = performance.now();
-    const session = ort.InferenceSession.create(build(), sessionOptions(this.ep, this.opts, placement)).then((s) => {
+    const session = ort.InferenceSession.create(build(), sessionOptions(this.ep, { ...this.opts, allowSpinning: spin }, placement)).then((s) => {
       this.counters.sessionsCreated++;
       this.counters.sessionCreateMs += performance.now() - t0;
       return s;
@@ -221,6 +233,7 @@ export class ComputeRuntime {
 
 function sessionOptions(ep: EpName, opts: RuntimeOptions, placement: OutputPlacement): ort.InferenceSession.SessionOptions {
   const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+  if (opts.allowSpinning === false) base.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
   switch (ep) {
     case 'cpu':
       return opts.intraOpNumThreads ? { ...base, executionProviders: ['cpu'], intraOpNumThreads: opts.intraOpNumThreads } : { ...base, executionProviders: ['cpu'] };
