@@ -5,7 +5,7 @@ import { HessianAccumulator } from '../../../src/engine/quant/hessian';
 import { syntheticActivations } from './synthetic';
 
 test('choleskyInverseUpper (reversed Cholesky + one triangular inverse) = the reference three-step U', () => {
-  for (const n of [1, 2, 3, 17, 64, 129]) {
+  for (const n of [1, 2, 3, 5, 17, 33, 64, 129, 300]) {
     const acc = new HessianAccumulator(n);
     acc.add(syntheticActivations(2 * n + 3, n, n), 2 * n + 3, 2);
     const H = acc.finish();
