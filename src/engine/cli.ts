@@ -114,7 +114,7 @@ async function cmdEval(argv: string[], signal: AbortSignal): Promise<number> {
   const path = needPositional(a.positional, 'eval', 'run-or-export-dir');
   const texts = a.flags.get('text');
   if (!texts?.length) throw new ProtocolError(ErrorCode.InvalidParams, 'lopro eval needs --text FILE', '--text');
-  const ppl = await evalPath(path, texts, { ctx: a.config.ctx ?? 0, ep: a.config.ep ?? 'auto' }, cliHooks(a.flags.has('quiet'), signal));
+  const ppl = await evalPath(path, texts, { ctx: a.config.ctx ?? 0, ep: a.config.ep }, cliHooks(a.flags.has('quiet'), signal));
   if (a.flags.has('json')) process.stdout.write(JSON.stringify(ppl) + '\n');
   else for (const [t, p] of Object.entries(ppl)) process.stdout.write(`${t}\tperplexity ${p.toFixed(4)}\n`);
   return 0;

@@ -3,7 +3,8 @@
 // in a scratch file read and written one record at a time (positioned I/O), so the pipeline's
 // memory stays ~one block's weights + a batch of activations whatever the model size.
 
-import { closeSync, fsyncSync, openSync, readSync, rmSync, writeSync, renameSync } from 'node:fs';
+import { closeSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { commitTemp, tempPathFor, writeAll } from '../io/atomic';
 
 export interface ActivationStore {
   readonly count: number;
@@ -72,23 +73,16 @@ class FileStore implements ActivationStore {
 }
 
 function writeRecordsAtomic(file: string, count: number, record: (i: number) => Float32Array): void {
-  const tmp = `${file}.${process.pid}.tmp`;
+  const tmp = tempPathFor(file);
   const fd = openSync(tmp, 'w');
   try {
-    for (let i = 0; i < count; i++) {
-      const d = record(i);
-      const u8 = new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
-      let done = 0;
-      while (done < u8.length) done += writeSync(fd, u8, done, u8.length - done);
-    }
-    fsyncSync(fd);
+    for (let i = 0; i < count; i++) writeAll(fd, file, record(i));
   } catch (e) {
     closeSync(fd);
     rmSync(tmp, { force: true });
     throw e;
   }
-  closeSync(fd);
-  renameSync(tmp, file);
+  commitTemp(fd, tmp, file); // fsync, rename; removes the temp file on failure
 }
 
 /**

@@ -20,7 +20,8 @@ import { RunDir } from './rundir';
 export interface EvalOptions {
   /** Window length; 0 = the run's calibration ctx, else the model's protocol ctx. */
   ctx: number;
-  ep: ExecutionProviderName;
+  /** Execution provider; undefined = the run's own (for a run directory), else 'auto'. */
+  ep?: ExecutionProviderName;
 }
 
 /** Result key of a text file: its base name without extension (persuasion.txt → persuasion). */
@@ -34,6 +35,7 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
     if (m.kind !== 'llama') throw new ProtocolError(ErrorCode.InvalidParams, `${dir} quantized bare tensors (data-free): there is no model to evaluate`, dir, 'perplexity needs a Hugging Face Llama folder run');
     if (!m.complete) throw new ProtocolError(ErrorCode.InvalidParams, `${dir} is an unfinished run (${m.completedBlocks}/${m.numBlocks} blocks)`, dir, 'finish it with `lopro quantize … --resume` first');
     if (!ctx) ctx = m.ctx;
+    opts = { ...opts, ep: opts.ep ?? m.config.ep };
     dir = join(dir, 'native');
   }
   if (!existsSync(join(dir, 'config.json')))
@@ -43,7 +45,7 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
   if (existsSync(join(dir, 'model.onnx'))) return evalOnnx(dir, cfg.vocabSize, T, texts, opts, hooks);
   const native = isNativeDir(dir);
   const weights = native ? openNativeModel(dir) : openCheckpoint(dir);
-  const rt = await getRuntime(opts.ep);
+  const rt = await getRuntime(opts.ep ?? 'auto');
   const tok = loadTokenizer(dir);
   const out: Record<string, number> = {};
   try {
@@ -69,7 +71,7 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
 /** An ONNX export folder (model.onnx + config.json + tokenizer): ONNX Runtime runs the file itself. */
 async function evalOnnx(dir: string, vocabSize: number, T: number, texts: string[], opts: EvalOptions, hooks: RunHooks): Promise<Record<string, number>> {
   const { perplexityOnnx } = await import('./export_onnx_eval');
-  const rt = await getRuntime(opts.ep);
+  const rt = await getRuntime(opts.ep ?? 'auto');
   const tok = loadTokenizer(dir);
   const out: Record<string, number> = {};
   for (const text of texts) {
@@ -88,6 +90,6 @@ async function evalOnnx(dir: string, vocabSize: number, T: number, texts: string
 }
 
 /** Perplexities of a finished run's native output (loaded back from disk). */
-export function evaluateRunOutput(dir: RunDir, texts: string[], hooks: RunHooks, ep: ExecutionProviderName = 'auto'): Promise<Record<string, number>> {
+export function evaluateRunOutput(dir: RunDir, texts: string[], hooks: RunHooks, ep?: ExecutionProviderName): Promise<Record<string, number>> {
   return evalPath(dir.dir, texts, { ctx: 0, ep }, hooks);
 }

@@ -50,6 +50,6 @@ export function registerEngineHandlers(conn: Connection<Served, Record<string, n
   conn.onRequest('layer/details', async (p) => layerDetails(p.runDir, p.layer, p.maxPoints));
   conn.onRequest('layer/requantize', async (p) => requantizeLayer(p.runDir, p.layer, p.overrides));
   conn.onRequest('layer/apply', async (p) => applyCandidate(p.runDir, p.layer, p.candidateId));
-  conn.onRequest('run/eval', async (p, ctx) => evalPath(p.runDir, p.texts, { ctx: 0, ep: 'auto' }, hooksFor(conn, ctx)));
+  conn.onRequest('run/eval', async (p, ctx) => evalPath(p.runDir, p.texts, { ctx: 0 }, hooksFor(conn, ctx)));
   conn.onRequest('run/export', async (p, ctx) => exportRun(p, hooksFor(conn, ctx)));
 }

@@ -99,9 +99,8 @@ export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Prom
       checkOutDirUsable(dir);
       dir.resetForFreshRun();
     }
-    dir.ensure();
-    // Leftovers of a killed session: temp files of interrupted atomic writes, spilled activations.
-    for (const f of dir.tempFiles()) rmSync(f, { force: true });
+    // Leftovers of a killed session: temp files/folders of interrupted atomic writes, spilled activations.
+    for (const f of dir.tempFiles()) rmSync(f, { recursive: true, force: true });
     rmSync(dir.scratchDir, { recursive: true, force: true });
     dir.ensure();
     const rt: ComputeRuntime | undefined = model.summary.kind === 'llama' ? await getRuntime(config.ep) : undefined;
@@ -139,7 +138,7 @@ export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Prom
     };
     if (!m.complete) {
       if (model.summary.kind === 'llama') {
-        const calib = await prepareCalibration(ctx, calibBytes!);
+        const calib = await prepareCalibration(ctx);
         await runLlamaBlocks(ctx, calib, rt!);
       } else await runTensorBlocks(ctx);
       hooks.log('info', 'writing the quantized model (native format)');

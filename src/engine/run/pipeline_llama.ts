@@ -39,7 +39,7 @@ export interface Calibration {
 /** GPTQ's true-sequential order (llama.py): each group is quantized before the next is measured. */
 export const SEQUENTIAL_GROUPS: readonly (readonly string[])[] = [['q_proj', 'k_proj', 'v_proj'], ['o_proj'], ['gate_proj', 'up_proj'], ['down_proj']];
 
-export async function prepareCalibration(ctx: RunContext, _calibBytes: Uint8Array): Promise<Calibration> {
+export async function prepareCalibration(ctx: RunContext): Promise<Calibration> {
   const { model, params, hooks } = ctx;
   const cfg = model.cfg!;
   const T = model.summary.ctx, n = params.config.calibSamples;

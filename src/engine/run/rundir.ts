@@ -124,15 +124,19 @@ export class RunDir {
     }
   }
 
-  /** Leftover temp files (`*.tmp-*`) anywhere in the run dir: a clean cancel leaves none. */
+  /**
+   * Leftovers of interrupted atomic writes anywhere in the run dir: temp files and temp folders
+   * (`*.tmp-<pid>-<rand>`, io/atomic.ts). A clean cancel leaves none; a resume removes a killed
+   * session's.
+   */
   tempFiles(): string[] {
     const out: string[] = [];
     const walk = (d: string) => {
       if (!existsSync(d)) return;
       for (const e of readdirSync(d, { withFileTypes: true })) {
         const p = join(d, e.name);
-        if (e.isDirectory()) walk(p);
-        else if (/\.tmp(-|$)|\.tmp\b/.test(e.name)) out.push(p);
+        if (/\.tmp-\d+-[0-9a-f]+$/.test(e.name)) out.push(p);
+        else if (e.isDirectory()) walk(p);
       }
     };
     walk(this.dir);
