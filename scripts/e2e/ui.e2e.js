@@ -61,6 +61,12 @@ async function fill(frame, id, value) {
   });
   const page = ctx.pages()[0] || (await ctx.newPage());
   page.on('pageerror', (e) => console.log('pageerror:', e.message));
+  // CSP violations reported by any frame; the ones from our webviews fail the last step.
+  const cspViolations = [];
+  page.on('console', (m) => {
+    const text = m.text();
+    if (/Content Security Policy|Refused to (load|apply|execute|connect)/.test(text)) cspViolations.push(`${m.location().url}: ${text}`);
+  });
   const shot = async (name) => {
     await page.screenshot({ path: path.join(shots, name) });
     lap(`screenshot → ${name}`);
@@ -257,6 +263,25 @@ async function fill(frame, id, value) {
       if ((await cmp.locator('#heatmap-diff .hm-cell.done').count()) !== 28) throw new Error('heatmap diff incomplete');
       lap(`compare: ${diff.replace(/\s+/g, ' ').slice(0, 200)}`);
       await shot('compare.png');
+    });
+
+    await step('no Content-Security-Policy violations in the LoPRo webviews (and the CSP does block inline code)', async () => {
+      const seen = cspViolations.splice(0);
+      for (const v of seen) lap(`CSP: ${v.slice(0, 300)}`);
+      const ours = seen.filter((v) => /webview|vscode-resource|vscode-cdn/.test(v));
+      if (ours.length) throw new Error(`${ours.length} CSP violations in webviews: ${ours[0].slice(0, 300)}`);
+      // Self-check of the detector and of the policy: an injected inline script must be refused.
+      const ran = await res.evaluate(async () => {
+        const s = document.createElement('script');
+        s.textContent = 'window.__inlineRan = true';
+        document.head.append(s);
+        await new Promise((r) => setTimeout(r, 200));
+        return !!window.__inlineRan;
+      });
+      if (ran) throw new Error('an inline script without the nonce ran: the CSP is not in force');
+      await page.waitForTimeout(500);
+      lap(`injected inline script blocked; console reported ${cspViolations.length} violation(s)`);
+      if (!cspViolations.length) throw new Error('the injected violation was not reported: the violation check above is blind');
     });
   } catch (e) {
     console.log('FATAL:', e.message);
