@@ -4,7 +4,7 @@
 
 import type { LayerReport, LinearLayerInfo, RunSummary } from '../src/protocol/messages';
 import type { RunBeginMessage, ToWebview } from '../src/protocol/webview';
-import { post } from './api';
+import { post, setState } from './api';
 import { bytes, clear, fmt, h } from './dom';
 import { drawHeatmap, logScale, pct } from './heatmap';
 import { LayerView } from './layerView';
@@ -111,6 +111,7 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
     switch (m.type) {
       case 'run/begin':
         begin = m;
+        setState({ runDir: m.runDir }); // for the host's panel serializer after a window reload
         reports.clear();
         summary = undefined;
         title.textContent = `LoPRo results: ${m.modelPath.split(/[\\/]/).pop()}`;

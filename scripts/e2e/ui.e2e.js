@@ -265,6 +265,29 @@ async function fill(frame, id, value) {
       await shot('compare.png');
     });
 
+    await step('after a window reload the results panels come back (webview serializer + run/load)', async () => {
+      await page.reload({ waitUntil: 'domcontentloaded' });
+      const tab = page.getByRole('tab', { name: /LoPRo Results: tiny-/ }).first();
+      await tab.waitFor({ timeout: 90000 });
+      await tab.click();
+      const end = Date.now() + 90000;
+      for (;;) {
+        let restored;
+        for (const f of page.frames()) {
+          try {
+            if ((await f.locator('.hm-cell.done').count()) === 28 && (await f.locator('#app').getAttribute('data-state')) === 'done') restored = f;
+          } catch { /* navigating */ }
+        }
+        if (restored) {
+          lap(`restored: ${await restored.locator('#run-status').textContent()}`);
+          res = restored;
+          break;
+        }
+        if (Date.now() > end) throw new Error('no restored results panel with a finished 28-cell heatmap');
+        await page.waitForTimeout(500);
+      }
+    });
+
     await step('no Content-Security-Policy violations in the LoPRo webviews (and the CSP does block inline code)', async () => {
       const seen = cspViolations.splice(0);
       for (const v of seen) lap(`CSP: ${v.slice(0, 300)}`);

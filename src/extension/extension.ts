@@ -15,6 +15,7 @@ import type { ExportFormat } from '../protocol/messages';
 import { parseFromWebview } from '../protocol/webview';
 import { EngineClient } from './engineClient';
 import { RunManager } from './runs';
+import { ResultsPanel } from './panels';
 import { RunStatusBar } from './statusBar';
 import { readQuantizeConfig } from './settings';
 
@@ -105,6 +106,21 @@ export function activate(context: vscode.ExtensionContext): LoproApi {
     vscode.commands.registerCommand('lopro.exportOnnx', exportCmd('onnx')),
     vscode.commands.registerCommand('lopro.cancel', () => runs.cancel()),
     vscode.commands.registerCommand('lopro.showLog', () => log.show(true)),
+  );
+
+  // Results panels come back after a window reload: the webview keeps its run dir in its state
+  // (untrusted, so only a string is accepted, and run/load validates the folder).
+  context.subscriptions.push(
+    vscode.window.registerWebviewPanelSerializer(ResultsPanel.viewType, {
+      async deserializeWebviewPanel(panel: vscode.WebviewPanel, state: unknown) {
+        const runDir = (state as { runDir?: unknown } | undefined)?.runDir;
+        if (typeof runDir !== 'string' || !runDir) return panel.dispose();
+        await runs.openRun(runDir, panel).catch((e) => {
+          panel.dispose();
+          runs.showError('restore results', e);
+        });
+      },
+    }),
   );
 
   const watcher = vscode.workspace.createFileSystemWatcher('**/config.json');

@@ -26,8 +26,14 @@ abstract class Panel implements vscode.Disposable {
     view: ViewKind,
     extensionUri: vscode.Uri,
     protected readonly log: vscode.OutputChannel,
+    /** A panel VS Code restored after a reload (serializer), instead of a new one. */
+    revived?: vscode.WebviewPanel,
   ) {
-    this.panel = vscode.window.createWebviewPanel(viewType, title, vscode.ViewColumn.Active, webviewOptions(extensionUri));
+    this.panel = revived ?? vscode.window.createWebviewPanel(viewType, title, vscode.ViewColumn.Active, webviewOptions(extensionUri));
+    if (revived) {
+      this.panel.webview.options = webviewOptions(extensionUri);
+      this.panel.title = title;
+    }
     this.panel.iconPath = vscode.Uri.joinPath(extensionUri, 'media', 'icon.png');
     this.panel.webview.html = webviewHtml(this.panel.webview, extensionUri, view, title);
     this.disposables.push(
@@ -161,13 +167,14 @@ export class ConfigPanel extends Panel {
 export class ResultsPanel extends Panel {
   private static readonly byRun = new Map<string, ResultsPanel>();
 
-  static forRun(runDir: string, extensionUri: vscode.Uri, log: vscode.OutputChannel, host: PanelHost): ResultsPanel {
+  static forRun(runDir: string, extensionUri: vscode.Uri, log: vscode.OutputChannel, host: PanelHost, revived?: vscode.WebviewPanel): ResultsPanel {
     const existing = ResultsPanel.byRun.get(runDir);
     if (existing) {
+      revived?.dispose();
       existing.reveal();
       return existing;
     }
-    const p = new ResultsPanel(runDir, extensionUri, log, host);
+    const p = new ResultsPanel(runDir, extensionUri, log, host, revived);
     ResultsPanel.byRun.set(runDir, p);
     p.onDispose.event(() => ResultsPanel.byRun.delete(runDir));
     return p;
@@ -183,9 +190,12 @@ export class ResultsPanel extends Panel {
     extensionUri: vscode.Uri,
     log: vscode.OutputChannel,
     private readonly host: PanelHost,
+    revived?: vscode.WebviewPanel,
   ) {
-    super('lopro.results', `LoPRo Results: ${path.basename(runDir)}`, 'results', extensionUri, log);
+    super(ResultsPanel.viewType, `LoPRo Results: ${path.basename(runDir)}`, 'results', extensionUri, log, revived);
   }
+
+  static readonly viewType = 'lopro.results';
 
   protected async handle(msg: FromWebview): Promise<void> {
     switch (msg.type) {

@@ -133,9 +133,10 @@ export class RunManager implements PanelHost, vscode.Disposable {
     void vscode.window.showErrorMessage(`LoPRo ${action} failed [${d.code}]: ${d.message}${d.where ? ` (${d.where})` : ''}${d.hint ? ` ${d.hint}` : ''}`);
   }
 
-  async openRun(runDir: string): Promise<ResultsPanel> {
+  /** Loads a finished run into its results panel (a new one, or one VS Code restored after a reload). */
+  async openRun(runDir: string, revived?: vscode.WebviewPanel): Promise<ResultsPanel> {
     const summary = await this.engine.request('run/load', { runDir }, { timeoutMs: 60_000 });
-    const panel = ResultsPanel.forRun(runDir, this.context.extensionUri, this.log, this);
+    const panel = ResultsPanel.forRun(runDir, this.context.extensionUri, this.log, this, revived);
     const layers: LinearLayerInfo[] = summary.layers.map((l) => ({ name: l.name, block: l.block, module: l.module, rows: l.rows, cols: l.cols }));
     const numBlocks = layers.reduce((m, l) => Math.max(m, l.block + 1), 0);
     panel.post({ type: 'run/begin', runDir, modelPath: summary.model, config: summary.config, layers, numBlocks });
