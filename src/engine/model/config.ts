@@ -85,7 +85,11 @@ function parseRope(j: Json, source: string): { theta: number; scaling: RopeScali
   if (params !== undefined && params !== null) {
     if (typeof params !== 'object' || Array.isArray(params)) throw bad(source, 'rope_parameters', 'expected an object');
     field = 'rope_parameters';
-    theta = typeof params.rope_theta === 'number' ? params.rope_theta : num(j, source, 'rope_theta', { positive: true, fallback: 10000 });
+    const top = num(j, source, 'rope_theta', { positive: true, fallback: 10000 });
+    theta = num(params as Json, source, 'rope_theta', { positive: true, fallback: top, label: 'rope_parameters.rope_theta' });
+    // Both layouts at once must agree: silently preferring one would change every rotary table.
+    if (j.rope_theta !== undefined && j.rope_theta !== null && params.rope_theta !== undefined && params.rope_theta !== null && top !== theta)
+      throw bad(source, 'rope_theta', `the top-level rope_theta ${top} and rope_parameters.rope_theta ${theta} disagree`, 'keep one of them (transformers 5 reads rope_parameters)');
     scaling = params;
   } else {
     theta = num(j, source, 'rope_theta', { positive: true, fallback: 10000 });
@@ -180,7 +184,9 @@ export function loadLlamaConfig(dirOrFile: string): LlamaConfig {
   try {
     j = JSON.parse(text);
   } catch (e) {
-    throw new ProtocolError(ErrorCode.BadConfig, `${file} is not valid JSON: ${(e as Error).message}`, file);
+    // A UTF-8 byte-order mark is refused like transformers' json.loads refuses it; the hint says why.
+    const bom = text.charCodeAt(0) === 0xfeff;
+    throw new ProtocolError(ErrorCode.BadConfig, `${file} is not valid JSON: ${bom ? 'it starts with a UTF-8 byte-order mark' : (e as Error).message}`, file, bom ? 'save config.json as UTF-8 without BOM' : undefined);
   }
   return parseLlamaConfig(j, file);
 }
@@ -221,25 +227,37 @@ export function allLinears(cfg: LlamaConfig): BlockLinear[] {
 
 /** Non-linear tensors of the model: name → expected shape. */
 export function otherTensors(cfg: LlamaConfig): Map<string, number[]> {
+  const m = globalTensors(cfg);
+  for (let b = 0; b < cfg.numLayers; b++) for (const [k, v] of blockOtherTensors(cfg, b)) m.set(k, v);
+  return m;
+}
+
+/** Non-block tensors: embedding, final norm, untied head. */
+function globalTensors(cfg: LlamaConfig): Map<string, number[]> {
   const H = cfg.hiddenSize;
   const m = new Map<string, number[]>();
   m.set('model.embed_tokens.weight', [cfg.vocabSize, H]);
   m.set('model.norm.weight', [H]);
   if (!cfg.tiedHead) m.set('lm_head.weight', [cfg.vocabSize, H]);
-  for (let b = 0; b < cfg.numLayers; b++) {
-    m.set(`model.layers.${b}.input_layernorm.weight`, [H]);
-    m.set(`model.layers.${b}.post_attention_layernorm.weight`, [H]);
-    if (cfg.attentionBias) {
-      m.set(`model.layers.${b}.self_attn.q_proj.bias`, [cfg.numHeads * cfg.headDim]);
-      m.set(`model.layers.${b}.self_attn.k_proj.bias`, [cfg.numKvHeads * cfg.headDim]);
-      m.set(`model.layers.${b}.self_attn.v_proj.bias`, [cfg.numKvHeads * cfg.headDim]);
-      m.set(`model.layers.${b}.self_attn.o_proj.bias`, [H]);
-    }
-    if (cfg.mlpBias) {
-      m.set(`model.layers.${b}.mlp.gate_proj.bias`, [cfg.intermediateSize]);
-      m.set(`model.layers.${b}.mlp.up_proj.bias`, [cfg.intermediateSize]);
-      m.set(`model.layers.${b}.mlp.down_proj.bias`, [H]);
-    }
+  return m;
+}
+
+/** Block `b`'s norms and biases. */
+function blockOtherTensors(cfg: LlamaConfig, b: number): Map<string, number[]> {
+  const H = cfg.hiddenSize;
+  const m = new Map<string, number[]>();
+  m.set(`model.layers.${b}.input_layernorm.weight`, [H]);
+  m.set(`model.layers.${b}.post_attention_layernorm.weight`, [H]);
+  if (cfg.attentionBias) {
+    m.set(`model.layers.${b}.self_attn.q_proj.bias`, [cfg.numHeads * cfg.headDim]);
+    m.set(`model.layers.${b}.self_attn.k_proj.bias`, [cfg.numKvHeads * cfg.headDim]);
+    m.set(`model.layers.${b}.self_attn.v_proj.bias`, [cfg.numKvHeads * cfg.headDim]);
+    m.set(`model.layers.${b}.self_attn.o_proj.bias`, [H]);
+  }
+  if (cfg.mlpBias) {
+    m.set(`model.layers.${b}.mlp.gate_proj.bias`, [cfg.intermediateSize]);
+    m.set(`model.layers.${b}.mlp.up_proj.bias`, [cfg.intermediateSize]);
+    m.set(`model.layers.${b}.mlp.down_proj.bias`, [H]);
   }
   return m;
 }
@@ -255,9 +273,21 @@ export function headTensorName(cfg: LlamaConfig): string {
  * Returns the quantizable linears.
  */
 export function checkModelTensors(cfg: LlamaConfig, shapeOf: (name: string) => readonly number[] | undefined, where = 'checkpoint'): BlockLinear[] {
-  const linears = allLinears(cfg);
-  const expected = new Map<string, number[]>(otherTensors(cfg));
-  for (const l of linears) expected.set(l.weight, [l.rows, l.cols]);
+  // num_hidden_layers comes from the config and may be absurd (1e9): check block by block, so a
+  // missing block is reported at once instead of after building the lists of a billion blocks.
+  const linears: BlockLinear[] = [];
+  checkShapes(cfg, globalTensors(cfg), shapeOf, where);
+  for (let b = 0; b < cfg.numLayers; b++) {
+    const block = blockLinears(cfg, b);
+    const expected = blockOtherTensors(cfg, b);
+    for (const l of block) expected.set(l.weight, [l.rows, l.cols]);
+    checkShapes(cfg, expected, shapeOf, where);
+    linears.push(...block);
+  }
+  return linears;
+}
+
+function checkShapes(cfg: LlamaConfig, expected: Map<string, number[]>, shapeOf: (name: string) => readonly number[] | undefined, where: string): void {
   for (const [name, shape] of expected) {
     const got = shapeOf(name);
     if (!got) {
@@ -267,5 +297,4 @@ export function checkModelTensors(cfg: LlamaConfig, shapeOf: (name: string) => r
     if (got.length !== shape.length || got.some((d, i) => d !== shape[i]))
       throw new ProtocolError(ErrorCode.ShapeMismatch, `${where}: tensor ${name} has shape [${got.join(', ')}], config ${cfg.source} implies [${shape.join(', ')}]`, name);
   }
-  return linears;
 }

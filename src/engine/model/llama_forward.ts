@@ -5,6 +5,8 @@
 
 import * as ort from 'onnxruntime-node';
 import type { ComputeRuntime } from '../compute/runtime';
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
 import { headTensorName, type LinearInput, type LlamaConfig } from './config';
 import { blockTensorSuffixes, buildBlockGraph, buildEmbedGraph, buildHeadGraph, type Capture } from './llama_graph';
 
@@ -16,9 +18,27 @@ export type BlockWeights = Record<string, Float32Array>;
 
 export async function loadBlockWeights(cfg: LlamaConfig, b: number, weights: WeightsProvider): Promise<BlockWeights> {
   const out: BlockWeights = {};
-  for (const s of blockTensorSuffixes(cfg)) out[s] = await weights(`model.layers.${b}.${s}`);
+  for (const s of blockTensorSuffixes(cfg)) {
+    const name = `model.layers.${b}.${s}`;
+    out[s] = await weights(name);
+    assertFiniteWeights(out[s], name);
+  }
   return out;
 }
+
+/**
+ * A NaN/Inf weight would surface later as "non-finite activations" of some other layer, or (in a
+ * norm or a linear that RTN never multiplies) not at all: refuse it here, naming the tensor.
+ */
+export function assertFiniteWeights(vals: Float32Array, name: string): void {
+  for (let i = 0; i < vals.length; i++) {
+    if (!Number.isFinite(vals[i]))
+      throw new ProtocolError(ErrorCode.NonFinite, `tensor ${name} contains a non-finite value (${vals[i]}) at flat index ${i}`, name, 'the checkpoint contains NaN/Inf weights: check the source file');
+  }
+}
+
+/** Embedding matrices already checked (the pipeline passes the same array for every batch). */
+const checkedEmbeddings = new WeakSet<Float32Array>();
 
 export interface BlockStats {
   /** XᵀX summed over the batch's rows, [n, n] row-major. */
@@ -68,6 +88,10 @@ export class LlamaForward {
 
   /** ids [B, T] → x [B, T, H]. */
   async embed(ids: Int32Array, B: number, embedW: Float32Array): Promise<Float32Array> {
+    if (!checkedEmbeddings.has(embedW)) {
+      assertFiniteWeights(embedW, 'model.embed_tokens.weight');
+      checkedEmbeddings.add(embedW);
+    }
     const t = await this.embedTensor(ids, B, this.rt.host(embedW, [this.cfg.vocabSize, this.cfg.hiddenSize]), 'host');
     return t.data as Float32Array;
   }
@@ -152,7 +176,10 @@ export class LlamaForward {
 
   /** Head tensors from the provider (tied head → the embedding). */
   async headWeights(weights: WeightsProvider): Promise<{ norm: Float32Array; head: Float32Array }> {
-    return { norm: await weights('model.norm.weight'), head: await weights(headTensorName(this.cfg)) };
+    const norm = await weights('model.norm.weight'), head = await weights(headTensorName(this.cfg));
+    assertFiniteWeights(norm, 'model.norm.weight');
+    assertFiniteWeights(head, headTensorName(this.cfg));
+    return { norm, head };
   }
 
   private asTensor(v: Float32Array | ort.Tensor, dims: number[]): ort.Tensor {

@@ -26,15 +26,18 @@ export interface LoadedTokenizer {
   decode(ids: ArrayLike<number>): string;
 }
 
-function readJson(file: string): unknown {
-  let text: string;
+function readRaw(file: string): Buffer {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file);
   } catch (e) {
     throw new ProtocolError(ErrorCode.BadCheckpoint, `cannot read ${file}: ${(e as Error).message}`, file, 'the model folder must hold tokenizer.json');
   }
+}
+
+function parseJson(file: string, raw: Buffer): unknown {
+  const text = raw.toString('utf8');
   try {
-    return JSON.parse(text);
+    return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   } catch (e) {
     throw new ProtocolError(ErrorCode.BadCheckpoint, `${file} is not valid JSON: ${(e as Error).message}`, file);
   }
@@ -43,8 +46,10 @@ function readJson(file: string): unknown {
 /** Loads `<dir>/tokenizer.json` (+ tokenizer_config.json when present). */
 export function loadTokenizer(dir: string): LoadedTokenizer {
   const source = join(dir, 'tokenizer.json');
-  const raw = readFileSync(source);
-  const tj = readJson(source) as Record<string, unknown>;
+  const raw = readRaw(source);
+  const tj = parseJson(source, raw);
+  if (typeof tj !== 'object' || tj === null || Array.isArray(tj) || typeof (tj as Record<string, unknown>).model !== 'object')
+    throw new ProtocolError(ErrorCode.BadCheckpoint, `${source}: not a tokenizers JSON file (no "model" object)`, source, 'tokenizer.json must come from the Hugging Face tokenizers library');
   let tc: unknown = {};
   try {
     tc = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'));
@@ -53,19 +58,26 @@ export function loadTokenizer(dir: string): LoadedTokenizer {
   }
   let tok: Tokenizer;
   try {
-    tok = new Tokenizer(tj, tc as object);
+    tok = new Tokenizer(tj as object, tc as object);
   } catch (e) {
     throw new ProtocolError(ErrorCode.BadCheckpoint, `${source}: unsupported tokenizer: ${(e as Error).message}`, source);
   }
-  const model = tj.model as { vocab?: Record<string, number> } | undefined;
+  const model = (tj as Record<string, unknown>).model as { vocab?: Record<string, number> } | undefined;
   let idCount = 0;
   for (const id of Object.values(model?.vocab ?? {})) idCount = Math.max(idCount, id + 1);
-  for (const a of (tj.added_tokens as { id: number }[] | undefined) ?? []) idCount = Math.max(idCount, a.id + 1);
+  for (const a of ((tj as Record<string, unknown>).added_tokens as { id: number }[] | undefined) ?? []) idCount = Math.max(idCount, a.id + 1);
   return {
     source,
     hash: createHash('sha256').update(raw).digest('hex'),
     idCount,
-    encode: (text) => Int32Array.from(tok.encode(text, { add_special_tokens: false }).ids),
+    encode: (text) => {
+      try {
+        return Int32Array.from(tok.encode(text, { add_special_tokens: false }).ids);
+      } catch (e) {
+        // A tokenizer.json that constructs but cannot encode (broken merges, unknown pieces).
+        throw new ProtocolError(ErrorCode.BadCheckpoint, `${source}: the tokenizer failed to encode the text: ${(e as Error).message}`, source);
+      }
+    },
     decode: (ids) => tok.decode(Array.from(ids)),
   };
 }
