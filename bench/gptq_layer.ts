@@ -22,8 +22,8 @@ import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../src/engine/compute/graph';
 import { ComputeRuntime } from '../src/engine/compute/runtime';
 import { measureOrtMatmul } from './ort_matmul';
-import { gptqQuantize, gptqQuantizeAsync, proxyLoss, type GptqResult } from '../src/engine/quant/gptq';
-import { createOrtLazyUpdate } from '../src/engine/quant/gptq_ort';
+import { gptqQuantize, gptqQuantizeAsync, type GptqResult } from '../src/engine/quant/gptq';
+import { createOrtLazyUpdate, proxyLossOrt } from '../src/engine/quant/gptq_ort';
 import { choleskyInverseUpper as choleskyInverseUpperOrt } from '../src/engine/linalg/cholesky';
 import { accumulateHessian, mirrorUpper } from '../src/engine/quant/hessian';
 import { rtnQuantize } from '../src/engine/quant/rtn';
@@ -139,11 +139,10 @@ async function main() {
   mm32.gflops = Math.max(mm32.before, mm32.after);
   mm64.gflops = Math.max(mm64.before, mm64.after);
 
-  // Quality on the first 256 rows (tr over all rows costs as much as GPTQ itself).
-  const qr = Math.min(rows, 256);
-  const rtn = rtnQuantize(W.subarray(0, qr * cols), qr, cols, { bits, groupSize, sym: false });
-  const lossRtn = proxyLoss(W.subarray(0, qr * cols), rtn.Q, H, qr, cols);
-  const lossG = proxyLoss(W.subarray(0, qr * cols), results[0].r.Q.subarray(0, qr * cols), H, qr, cols);
+  // Quality: the proxy loss of GPTQ and RTN over all rows (ORT float64 products).
+  const rtn = rtnQuantize(W, rows, cols, { bits, groupSize, sym: false });
+  const lossRtn = await proxyLossOrt(W, rtn.Q, H, rows, cols);
+  const lossG = await proxyLossOrt(W, results[0].r.Q, H, rows, cols);
 
   const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
   const table = [
@@ -158,7 +157,7 @@ async function main() {
   const summary = [
     `GPTQ FLOPs counted: ${(flops / 1e9).toFixed(1)} GFLOP. ORT CPU MatMul in the same run (before / after the GPTQ runs; ratios use the better): ${mmN}³ f32 ${mm32.before.toFixed(1)} / ${mm32.after.toFixed(1)} GFLOP/s, ${Math.min(mmN, 2048)}³ f64 ${mm64.before.toFixed(1)} / ${mm64.after.toFixed(1)} GFLOP/s.`,
     `Synthetic data ${tGen.toFixed(1)} s; Hessian prep (ORT XᵀX + float64 running average, ${tokens} tokens, N = ${nsamples}) ${tHess.toFixed(1)} s (not in the GPTQ total).`,
-    `Proxy loss tr(ΔHΔᵀ), first ${qr} rows: GPTQ/RTN = ${(lossG / lossRtn).toFixed(3)}. Codes differing from ${results[0].name}: ${results.slice(1).map((x) => `${x.name} ${x.r.codes.reduce((n, c, i) => n + (c !== results[0].r.codes[i] ? 1 : 0), 0)} of ${rows * cols}`).join(', ') || 'n/a'}.`,
+    `Proxy loss tr(ΔHΔᵀ) over all rows (${results[0].name}): GPTQ/RTN = ${(lossG / lossRtn).toFixed(3)}. Codes differing from ${results[0].name}: ${results.slice(1).map((x) => `${x.name} ${x.r.codes.reduce((n, c, i) => n + (c !== results[0].r.codes[i] ? 1 : 0), 0)} of ${rows * cols}`).join(', ') || 'n/a'}.`,
     ...results.filter((x) => x.extra).map((x) => `${x.name}: ${x.extra}.`),
     `Load average before/after: ${load0.map((x) => x.toFixed(2)).join(' ')} / ${load1.map((x) => x.toFixed(2)).join(' ')} (shared machine: other processes compete for the ${cpu.length} cores).`,
   ];

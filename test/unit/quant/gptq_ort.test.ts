@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { gptqQuantize, gptqQuantizeAsync } from '../../../src/engine/quant/gptq';
-import { createOrtLazyUpdate, gptqQuantizeOrt } from '../../../src/engine/quant/gptq_ort';
+import { gptqQuantize, gptqQuantizeAsync, proxyLoss } from '../../../src/engine/quant/gptq';
+import { createOrtLazyUpdate, gptqQuantizeOrt, proxyLossOrt } from '../../../src/engine/quant/gptq_ort';
 import { HessianAccumulator } from '../../../src/engine/quant/hessian';
 import { syntheticActivations, syntheticWeights } from './synthetic';
 
@@ -42,4 +42,12 @@ test('gptqQuantizeOrt (linalg ORT Cholesky + ORT lazy updates, lazySpan) matches
   for (let i = 0; i < r.codes.length; i++) if (r.codes[i] !== t.codes[i]) diff++;
   assert.equal(diff, 0);
   assert.ok(Math.abs(r.loss - t.loss) <= 1e-6 * t.loss); // Cholesky products in f32: measured 2.5e-7
+});
+
+test('proxyLossOrt = proxyLoss (float64; chunked rows)', async () => {
+  const want = proxyLoss(W, ts.Q, H, rows, cols);
+  const got = await proxyLossOrt(W, ts.Q, H, rows, cols, { rowChunk: 7 });
+  assert.ok(Math.abs(got - want) <= 1e-12 * want, `${got} vs ${want}`);
+  const got32 = await proxyLossOrt(W, ts.Q, H, rows, cols, { dtype: 'float32' });
+  assert.ok(Math.abs(got32 - want) <= 1e-4 * want, `${got32} vs ${want}`); // measured 8.3e-8
 });
