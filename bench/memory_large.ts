@@ -13,11 +13,14 @@
 //   node --import tsx bench/memory_large.ts [--factor 1.5] [--bits 2] [--dir /tmp/lopro-memlarge]
 //        [--keep] [--no-append]
 // Peak RSS = process.resourceUsage().maxRSS of this one process (generation + quantization).
+// Inside a memory cgroup (e.g. a child cgroup with memory.limit_in_bytes = 4 GiB), the limit is
+// taken as the machine's RAM: a 1.5× model then takes minutes instead of the hours a 1.5× of a
+// 24 GB machine would take on 2 cores, and the kernel enforces the bound.
 
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, rmSync, statfsSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, statSync } from 'node:fs';
 import { DEFAULT_CONFIG } from '../src/protocol/config';
 import { SafetensorsWriter, type TensorSpec } from '../src/engine/io/safetensors_writer';
 import { f32ToBf16Bits } from '../src/engine/io/dtypes';
@@ -64,8 +67,30 @@ function gaussianPool(bytes: number, seed: number): Uint16Array {
   return out;
 }
 
+/**
+ * The memory this process may use: physical RAM, or a smaller cgroup (v1 or v2) limit when the
+ * benchmark runs inside one — then that limit plays the machine's RAM (the process is OOM-killed
+ * if it goes above it, so finishing is itself the proof of bounded memory).
+ */
+function memoryLimit(): { bytes: number; source: string } {
+  const total = os.totalmem();
+  try {
+    for (const line of readFileSync('/proc/self/cgroup', 'utf8').split('\n')) {
+      const [, ctrl, p] = line.split(':');
+      const file = ctrl === 'memory' ? `/sys/fs/cgroup/memory${p}/memory.limit_in_bytes` : ctrl === '' ? `/sys/fs/cgroup${p}/memory.max` : '';
+      if (!file || !existsSync(file)) continue;
+      const v = Number(readFileSync(file, 'utf8').trim());
+      if (Number.isFinite(v) && v > 0 && v < total) return { bytes: v, source: `cgroup memory limit (${file})` };
+    }
+  } catch {
+    // no cgroup information: physical RAM
+  }
+  return { bytes: total, source: 'physical RAM' };
+}
+
 async function main(): Promise<void> {
-  const ram = os.totalmem();
+  const limit = memoryLimit();
+  const ram = limit.bytes;
   const target = factor * ram;
   const fixed: TensorSpec[] = [{ name: 'model.embed_tokens.weight', dtype: 'BF16', shape: [V, H] }];
   const tail: TensorSpec[] = [{ name: 'model.norm.weight', dtype: 'BF16', shape: [H] }, { name: 'lm_head.weight', dtype: 'BF16', shape: [V, H] }];
@@ -109,7 +134,7 @@ async function main(): Promise<void> {
   const native = statSync(path.join(dir, 'run', 'native', 'model.safetensors')).size;
   const rows = [
     ['model (BF16, Llama-shaped)', `${(modelBytes / 1e9).toFixed(2)} GB, ${layers} blocks, ${summary.layers.length} matrices`],
-    ['machine RAM', `${(ram / 1e9).toFixed(1)} GB (model = ${(modelBytes / ram).toFixed(2)}×)`],
+    ['memory available', `${(ram / 1e9).toFixed(1)} GB, ${limit.source} (model = ${(modelBytes / ram).toFixed(2)}×; physical RAM ${(os.totalmem() / 1e9).toFixed(1)} GB)`],
     ['quantization', `RTN W${bits} g128 data-free, ${qSeconds.toFixed(0)} s (generation ${genSeconds.toFixed(0)} s)`],
     ['native output', `${(native / 1e9).toFixed(2)} GB, ${summary.bpw.toFixed(3)} bpw`],
     ['peak RSS', `${(peak / 1e9).toFixed(2)} GB (${((100 * peak) / ram).toFixed(1)}% of RAM, ${((100 * peak) / modelBytes).toFixed(1)}% of the model)`],
