@@ -4,6 +4,9 @@
 # Prints the .vsix size, each suite's "N passed, M failed" and the total. Called by scripts/test-all.sh.
 # Env: E2E_ROOT (default .cache/e2e), LOPRO_E2E_SKIP_BUILD=1 (dist/ already built), LOPRO_E2E_ONLY=ui|exthost.
 set -euo pipefail
+# Under `npm test` the parent npm exports npm_config_* (user agent "node/v20", nodedir ...): the nested
+# installs would inherit them, and code-server's postinstall refuses a non-Node-24 user agent.
+while read -r v; do unset "$v"; done < <(env | sed -n 's/^\(npm_[A-Za-z0-9_]*\)=.*/\1/p')
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 export E2E_ROOT=${E2E_ROOT:-$REPO/.cache/e2e}

