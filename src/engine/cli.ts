@@ -147,7 +147,7 @@ async function cmdInspect(argv: string[]): Promise<number> {
 async function cmdDemo(argv: string[], signal: AbortSignal): Promise<number> {
   const a = parseArgs(argv, BOOLEAN_FLAGS, VALUE_FLAGS);
   if (a.flags.has('help')) return printHelp();
-  const c = configFromFlags({ method: 'lopro', bits: 2, calibSamples: 32, ...a.config });
+  const c = configFromFlags({ method: 'lopro', bits: 2, calibSamples: 128, ...a.config });
   const out = last(a.flags, 'out') ?? join(tmpdir(), 'lopro-demo');
   await runDemo({ out, samples: c.calibSamples, method: c.method, bits: c.bits, ep: a.config.ep ?? 'cpu' }, cliHooks(a.flags.has('quiet'), signal), (s) => process.stdout.write(s + '\n'));
   return 0;

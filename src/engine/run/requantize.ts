@@ -1,5 +1,5 @@
 // The layer view's "re-quantize this layer in seconds": layer/requantize re-runs one layer with
-// overrides on its cached Hessian (hessians/, written with every block) and returns the before and
+// overrides on its cached Hessian (hessians/, float32, written with every block) and returns the before and
 // after reports; layer/apply swaps the candidate into the run (block checkpoint, report, native
 // output). Blocks after it keep the calibration inputs they were quantized on (as any per-layer
 // edit after the fact must): a full re-run with the override gives the strictly sequential result.
@@ -28,10 +28,7 @@ function findLayer(m: RunManifest, dir: RunDir, layer: string): LayerReport {
 function readHessian(dir: RunDir, block: number, input: string): { H: Float64Array; absMean: Float64Array } {
   const f = SafetensorsFile.open(dir.hessianFile(block));
   try {
-    const asF64 = (name: string) => {
-      const b = f.readBytes(name);
-      return new Float64Array(b.buffer, b.byteOffset, b.byteLength / 8);
-    };
+    const asF64 = (name: string) => Float64Array.from(f.readFloat32(name));
     return { H: asF64(`${input}::H`), absMean: asF64(`${input}::abs_mean`) };
   } finally {
     f.close();

@@ -4,7 +4,7 @@
 //   run.json                  manifest: fingerprint, config, per-layer reports, completed blocks
 //   ckpt/block-00003.safetensors   stored parts of every layer of block 3 (`<layer>::<part>`)
 //   ckpt/acts-00003.f32       hidden states after block 3 = inputs of block 4 (llama runs only)
-//   hessians/block-00003.safetensors  H and mean |x| of each distinct linear input (re-quantize)
+//   hessians/block-00003.safetensors  H and mean |x| (float32) of each distinct linear input (re-quantize)
 //   details/block-00003.json  LayerDetails of the block's LoPRo layers (the layer view)
 //   candidates/<id>.safetensors + .json   re-quantized layers waiting for layer/apply
 //   native/                   the finished quantized model (appears only when the run completes)
