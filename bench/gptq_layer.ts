@@ -142,15 +142,17 @@ async function main() {
   // Quality: the proxy loss of GPTQ and RTN over all rows (ORT float64 products).
   const rtn = rtnQuantize(W, rows, cols, { bits, groupSize, sym: false });
   const lossRtn = await proxyLossOrt(W, rtn.Q, H, rows, cols);
-  const lossG = await proxyLossOrt(W, results[0].r.Q, H, rows, cols);
+  const proxies = new Map<string, number>();
+  for (const x of results) proxies.set(x.name, await proxyLossOrt(W, x.r.Q, H, rows, cols));
+  const lossG = proxies.get(results[0].name)!;
 
   const line = (cells: string[]) => `| ${cells.join(' | ')} |`;
   const table = [
-    line(['engine', 'total s', 'GPTQ prep s', 'Cholesky s', 'column loop s', 'lazy updates s', 'GPTQ GFLOP/s', '÷ ORT f32 MatMul', '÷ ORT f64 MatMul']),
-    line(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:']),
+    line(['engine', 'total s', 'GPTQ prep s', 'Cholesky s', 'column loop s', 'lazy updates s', 'GPTQ GFLOP/s', '÷ ORT f32 MatMul', '÷ ORT f64 MatMul', 'tr(ΔHΔᵀ) ÷ RTN']),
+    line(['---', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:', '---:']),
     ...results.map(({ name, r }) => {
       const s = r.seconds, gf = flops / s.total / 1e9;
-      return line([name, s.total.toFixed(1), s.prep.toFixed(2), s.cholesky.toFixed(1), s.columnLoop.toFixed(1), s.lazyUpdate.toFixed(1), gf.toFixed(2), `${((100 * gf) / mm32.gflops).toFixed(1)} %`, `${((100 * gf) / mm64.gflops).toFixed(1)} %`]);
+      return line([name, s.total.toFixed(1), s.prep.toFixed(2), s.cholesky.toFixed(1), s.columnLoop.toFixed(1), s.lazyUpdate.toFixed(1), gf.toFixed(2), `${((100 * gf) / mm32.gflops).toFixed(1)} %`, `${((100 * gf) / mm64.gflops).toFixed(1)} %`, (proxies.get(name)! / lossRtn).toFixed(5)]);
     }),
   ].join('\n');
   const load1 = os.loadavg();
