@@ -232,6 +232,17 @@ export function otherTensors(cfg: LlamaConfig): Map<string, number[]> {
   return m;
 }
 
+/**
+ * Expected shapes of every tensor the forward reads: the non-block tensors when `block` is
+ * undefined, else block `block`'s norms, biases and linears.
+ */
+export function expectedShapes(cfg: LlamaConfig, block?: number): Map<string, number[]> {
+  if (block === undefined) return globalTensors(cfg);
+  const m = blockOtherTensors(cfg, block);
+  for (const l of blockLinears(cfg, block)) m.set(l.weight, [l.rows, l.cols]);
+  return m;
+}
+
 /** Non-block tensors: embedding, final norm, untied head. */
 function globalTensors(cfg: LlamaConfig): Map<string, number[]> {
   const H = cfg.hiddenSize;
@@ -278,11 +289,8 @@ export function checkModelTensors(cfg: LlamaConfig, shapeOf: (name: string) => r
   const linears: BlockLinear[] = [];
   checkShapes(cfg, globalTensors(cfg), shapeOf, where);
   for (let b = 0; b < cfg.numLayers; b++) {
-    const block = blockLinears(cfg, b);
-    const expected = blockOtherTensors(cfg, b);
-    for (const l of block) expected.set(l.weight, [l.rows, l.cols]);
-    checkShapes(cfg, expected, shapeOf, where);
-    linears.push(...block);
+    checkShapes(cfg, expectedShapes(cfg, b), shapeOf, where);
+    linears.push(...blockLinears(cfg, b));
   }
   return linears;
 }

@@ -7,7 +7,7 @@ import * as ort from 'onnxruntime-node';
 import type { ComputeRuntime } from '../compute/runtime';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
-import { headTensorName, type LinearInput, type LlamaConfig } from './config';
+import { expectedShapes, headTensorName, type LinearInput, type LlamaConfig } from './config';
 import { blockTensorSuffixes, buildBlockGraph, buildEmbedGraph, buildHeadGraph, type Capture } from './llama_graph';
 
 /** Tensor name → float32 values (row-major, checkpoint layout). May be async (lazy disk reads). */
@@ -18,12 +18,27 @@ export type BlockWeights = Record<string, Float32Array>;
 
 export async function loadBlockWeights(cfg: LlamaConfig, b: number, weights: WeightsProvider): Promise<BlockWeights> {
   const out: BlockWeights = {};
+  const shapes = expectedShapes(cfg, b);
   for (const s of blockTensorSuffixes(cfg)) {
     const name = `model.layers.${b}.${s}`;
     out[s] = await weights(name);
-    assertFiniteWeights(out[s], name);
+    checkWeights(out[s], name, shapes.get(name), cfg);
   }
   return out;
+}
+
+/**
+ * Size and finiteness of a tensor about to enter a graph. Callers that skipped checkModelTensors
+ * (an evaluator on a raw folder) would otherwise hand ORT a wrong-sized buffer: a raw ORT error,
+ * or a broadcast that silently computes garbage.
+ */
+export function checkWeights(vals: Float32Array, name: string, shape: readonly number[] | undefined, cfg: LlamaConfig): void {
+  if (shape) {
+    const want = shape.reduce((a, d) => a * d, 1);
+    if (vals.length !== want)
+      throw new ProtocolError(ErrorCode.ShapeMismatch, `tensor ${name} has ${vals.length} values, config ${cfg.source} implies [${shape.join(', ')}] = ${want}`, name);
+  }
+  assertFiniteWeights(vals, name);
 }
 
 /**
@@ -89,7 +104,7 @@ export class LlamaForward {
   /** ids [B, T] → x [B, T, H]. */
   async embed(ids: Int32Array, B: number, embedW: Float32Array): Promise<Float32Array> {
     if (!checkedEmbeddings.has(embedW)) {
-      assertFiniteWeights(embedW, 'model.embed_tokens.weight');
+      checkWeights(embedW, 'model.embed_tokens.weight', [this.cfg.vocabSize, this.cfg.hiddenSize], this.cfg);
       checkedEmbeddings.add(embedW);
     }
     const t = await this.embedTensor(ids, B, this.rt.host(embedW, [this.cfg.vocabSize, this.cfg.hiddenSize]), 'host');
@@ -176,9 +191,10 @@ export class LlamaForward {
 
   /** Head tensors from the provider (tied head → the embedding). */
   async headWeights(weights: WeightsProvider): Promise<{ norm: Float32Array; head: Float32Array }> {
-    const norm = await weights('model.norm.weight'), head = await weights(headTensorName(this.cfg));
-    assertFiniteWeights(norm, 'model.norm.weight');
-    assertFiniteWeights(head, headTensorName(this.cfg));
+    const c = this.cfg;
+    const norm = await weights('model.norm.weight'), head = await weights(headTensorName(c));
+    checkWeights(norm, 'model.norm.weight', [c.hiddenSize], c);
+    checkWeights(head, headTensorName(c), [c.vocabSize, c.hiddenSize], c);
     return { norm, head };
   }
 

@@ -13,7 +13,7 @@ import type { ComputeRuntime } from '../compute/runtime';
 import { getRuntime } from '../compute/runtime';
 import { evalWindowCount } from './calibration';
 import type { LlamaConfig } from './config';
-import { LlamaForward, loadBlockWeights, type WeightsProvider } from './llama_forward';
+import { checkWeights, LlamaForward, loadBlockWeights, type WeightsProvider } from './llama_forward';
 
 export interface PerplexityOptions {
   ctx: number;
@@ -59,6 +59,7 @@ export async function perplexity(cfg: LlamaConfig, ids: Int32Array, weights: Wei
   const windowNll = new Float64Array(windows.length);
   let total = 0;
   const embedW = await weights('model.embed_tokens.weight');
+  checkWeights(embedW, 'model.embed_tokens.weight', [cfg.vocabSize, H], cfg);
   const { norm, head } = await fwd.headWeights(weights);
   // Uploaded once (WebGPU); plain host tensors on the CPU EP.
   const embedT = await rt.upload(rt.host(embedW, [cfg.vocabSize, H]));

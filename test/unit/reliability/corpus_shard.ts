@@ -41,7 +41,9 @@ export async function runShard(shard: keyof typeof SHARDS & string): Promise<voi
     for (const c of cases) outcomes.push(await runCase(c, root, base));
     const slowest = outcomes.reduce((a, o) => (o.ms > a.ms ? o : a));
     console.log(`model corpus [${shard}]: ${cases.length} cases; ${fmt(count(outcomes.map((o) => o.outcome)))}; slowest ${slowest.id} ${slowest.ms.toFixed(0)} ms`);
-    for (const o of outcomes.filter((x) => x.outcome === 'KNOWN_GAP')) console.log(`  KNOWN_GAP ${o.id}: ${o.line}`);
+    const evaluated = outcomes.filter((o) => o.evalOutcome !== undefined);
+    if (evaluated.length) console.log(`  lopro eval on the same ${evaluated.length} unquantized folders: ${fmt(count(evaluated.map((o) => o.evalOutcome!)))}`);
+    for (const o of outcomes.filter((x) => x.outcome === 'KNOWN_GAP' || x.evalOutcome === 'KNOWN_GAP')) console.log(`  KNOWN_GAP ${o.id}: ${o.line}`);
     const failures = outcomes.filter((o) => o.failure);
     reportGrandTotal(shard, outcomes);
     assert.equal(failures.length, 0, `${failures.length} case(s) misbehaved:\n${failures.map((f) => `  ${f.id} → ${f.outcome}: ${f.failure}`).join('\n')}`);
@@ -74,10 +76,11 @@ export function safetensorsOutcomes(): Map<string, number> {
 function reportGrandTotal(shard: string, outcomes: CaseOutcome[]): void {
   // Shards of one `node --test` run are children of the same runner process.
   const key = join(tmpdir(), `lopro-reliability-run-${process.ppid}`);
-  writeFileSync(`${key}-${shard}.json`, JSON.stringify(outcomes.map((o) => [o.outcome, o.failure ? 1 : 0])));
+  writeFileSync(`${key}-${shard}.json`, JSON.stringify(outcomes.map((o) => [o.outcome, o.failure ? 1 : 0, o.evalOutcome ?? ''])));
   const files = Object.keys(SHARDS).map((s) => `${key}-${s}.json`);
   if (!files.every((f) => existsSync(f))) return;
-  const rows = files.flatMap((f) => JSON.parse(readFileSync(f, 'utf8')) as [string, number][]);
+  const rows = files.flatMap((f) => JSON.parse(readFileSync(f, 'utf8')) as [string, number, string][]);
+  const evals = count(rows.map((r) => r[2]).filter((x) => x !== ''));
   for (const f of files) rmSync(f, { force: true });
   const model = count(rows.map((r) => r[0]));
   const st = safetensorsOutcomes();
@@ -87,6 +90,7 @@ function reportGrandTotal(shard: string, outcomes: CaseOutcome[]): void {
   const failed = rows.reduce((a, r) => a + r[1], 0);
   console.log(
     `RELIABILITY CORPUS: ${nSt + rows.length} hostile inputs = ${nSt} safetensors + ${rows.length} model-level; ` +
-      `all outcomes: ${fmt(total)}; model-level: ${fmt(model)}; safetensors: ${fmt(st)}; misbehaving: ${failed}`,
+      `all outcomes: ${fmt(total)}; model-level: ${fmt(model)}; safetensors: ${fmt(st)}; ` +
+      `plus lopro eval on ${[...evals.values()].reduce((a, b) => a + b, 0)} of the model folders: ${fmt(evals)}; misbehaving: ${failed}`,
   );
 }

@@ -45,6 +45,8 @@ export interface ModelCase {
    * runner reports it as KNOWN_GAP and fails when it starts passing, so the mark gets removed).
    */
   gap?: string;
+  /** The same, for the `lopro eval` pass over the unquantized folder only. */
+  evalGap?: string;
   build(dir: string): Built & { input?: TensorData[] };
   expect: Expect;
 }
@@ -199,7 +201,12 @@ export function generateModelCorpus(): ModelCase[] {
   c('proto-key', (j) => ((j['__proto__'] as unknown) = { hidden_size: 64 }), same);
 
   // ── checkpoint: shards, missing or misshaped tensors, dtypes ──────────────────────────────────
-  const k = (id: string, m: Mut, e: Expect) => add('checkpoint', id, variant(m), e);
+  const k = (id: string, m: Mut, e: Expect, evalGap?: string) => {
+    add('checkpoint', id, variant(m), e);
+    if (evalGap) cases[cases.length - 1].evalGap = evalGap;
+  };
+  // Same element count as the config implies, another shape: only a shape check sees it.
+  const evalShapeGap = 'run/evaluate.ts does not run checkModelTensors on a float folder: same-size misshaped tensors are evaluated';
   k('sharded-3', { write: { shards: 3 } }, same);
   k('sharded-missing-shard-file', { write: { shards: 3 }, after: (d) => writeFileSync(join(d, 'model-00002-of-00003.safetensors'), '') }, err(ErrorCode.BadCheckpoint, 'model-00002-of-00003.safetensors'));
   k('sharded-index-names-absent-file', {
@@ -225,9 +232,9 @@ export function generateModelCorpus(): ModelCase[] {
   for (const [b, m] of [[0, 'q_proj'], [1, 'v_proj'], [0, 'down_proj']] as const) k(`missing-${m}-${b}`, { tensors: drop(`${L(b, m)}.weight`) }, err(ErrorCode.BadCheckpoint, `${L(b, m)}.weight`));
   k('missing-norm', { tensors: drop('model.layers.1.post_attention_layernorm.weight') }, err(ErrorCode.BadCheckpoint, 'model.layers.1.post_attention_layernorm.weight'));
   k('missing-embedding', { tensors: drop('model.embed_tokens.weight') }, err(ErrorCode.BadCheckpoint, 'model.embed_tokens.weight'));
-  k('k-proj-transposed', { tensors: reshape(`${L(0, 'k_proj')}.weight`, [64, 32]) }, err(ErrorCode.ShapeMismatch, `${L(0, 'k_proj')}.weight`, '[64, 32]', '[32, 64]'));
+  k('k-proj-transposed', { tensors: reshape(`${L(0, 'k_proj')}.weight`, [64, 32]) }, err(ErrorCode.ShapeMismatch, `${L(0, 'k_proj')}.weight`, '[64, 32]', '[32, 64]'), evalShapeGap);
   k('down-proj-one-col-more', { tensors: reshape(`${L(1, 'down_proj')}.weight`, [64, 161]) }, err(ErrorCode.ShapeMismatch, `${L(1, 'down_proj')}.weight`));
-  k('linear-is-1d', { tensors: reshape(`${L(1, 'o_proj')}.weight`, [4096]) }, err(ErrorCode.ShapeMismatch, `${L(1, 'o_proj')}.weight`));
+  k('linear-is-1d', { tensors: reshape(`${L(1, 'o_proj')}.weight`, [4096]) }, err(ErrorCode.ShapeMismatch, `${L(1, 'o_proj')}.weight`), evalShapeGap);
   k('norm-wrong-length', { tensors: reshape('model.norm.weight', [63]) }, err(ErrorCode.ShapeMismatch, 'model.norm.weight'));
   k('linear-int32', { tensors: (t) => t.map((x) => (x.name === `${L(0, 'gate_proj')}.weight` ? { ...x, dtype: 'I32' as const, data: new Int32Array(160 * 64) } : x)) }, err(ErrorCode.UnsupportedDtype, `${L(0, 'gate_proj')}.weight`));
   k('all-f16', { tensors: asDtype('F16') }, valid);

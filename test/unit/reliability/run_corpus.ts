@@ -8,6 +8,7 @@
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { quantizeRun } from '../../../src/engine/run/pipeline';
+import { evalPath } from '../../../src/engine/run/evaluate';
 import { formatUserError } from '../../../src/engine/cli';
 import { openCheckpoint } from '../../../src/engine/io/checkpoint';
 import { readLoproLayer } from '../../../src/engine/io/lopro_format';
@@ -15,7 +16,7 @@ import { dequantizeStored } from '../../../src/engine/run/stored';
 import { DEFAULT_CONFIG, type QuantizeConfig } from '../../../src/protocol/config';
 import { ProtocolError } from '../../../src/protocol/rpc';
 import type { RunSummary } from '../../../src/protocol/messages';
-import { CORPUS_CONFIG, type ModelCase, type OkResult } from './model_corpus';
+import { CORPUS_CONFIG, type Built, type ModelCase, type OkResult } from './model_corpus';
 
 /** A case taking longer than this is a hang (measured: the slowest ok case ~2 s on a loaded 2-core VM). */
 export const CASE_TIMEOUT_MS = 30_000;
@@ -32,7 +33,12 @@ export interface CaseOutcome {
   failure?: string;
   ms: number;
   line?: string;
+  /** Outcome of `lopro eval` on the same (unquantized) model folder, when the family is evaluated. */
+  evalOutcome?: string;
 }
+
+/** Families whose model folders are also evaluated (the others share the base model or are slow). */
+export const EVAL_FAMILIES = new Set(['config', 'checkpoint', 'weights', 'calibration']);
 
 function nativeBytes(runDir: string): Map<string, Uint8Array> {
   const ck = openCheckpoint(join(runDir, 'native'));
@@ -68,21 +74,56 @@ export async function runQuantize(model: string, calib: string, extra: Record<st
 /** Base runs for 'same' cases, keyed by method. */
 export type Baselines = Map<string, Map<string, Uint8Array>>;
 
+/**
+ * `lopro eval <model folder> --text <calib>` on the case's unquantized folder: a model the quantizer
+ * refuses must not get a perplexity either (else eval hides the defect), one it accepts must get a
+ * finite one; never anything but a ProtocolError.
+ */
+async function evalCase(c: ModelCase, built: Built): Promise<{ outcome: string; failure?: string }> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hang = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`HANG: eval gave no result after ${CASE_TIMEOUT_MS} ms`)), CASE_TIMEOUT_MS)));
+  const modelError = !('ok' in c.expect) && c.family !== 'qconfig';
+  try {
+    const ppl = await Promise.race([evalPath(built.model, [built.calib], { ctx: CORPUS_CONFIG.ctx, ep: 'cpu' }, quiet), hang]);
+    const v = Object.values(ppl)[0];
+    if (modelError) return { outcome: 'ok', failure: `eval of a model the quantizer refuses gave perplexity ${v}` };
+    if (!Number.isFinite(v)) return { outcome: 'ok', failure: `eval gave perplexity ${v}` };
+    return { outcome: 'ok' };
+  } catch (e) {
+    if (!(e instanceof ProtocolError)) return { outcome: 'CRASH', failure: `eval: not a ProtocolError: ${e instanceof Error ? e.stack : String(e)}` };
+    if (e.code === 'E_INTERNAL') return { outcome: e.code, failure: `eval: internal error: ${formatUserError(e)}` };
+    if (!modelError && !(c.family === 'calibration' && !('ok' in c.expect))) return { outcome: e.code, failure: `eval refused a valid model: ${formatUserError(e)}` };
+    return { outcome: e.code };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** runCase, with known gaps turned around: a gap case that fails is KNOWN_GAP, one that passes is a failure. */
 export async function runCase(c: ModelCase, root: string, base: Baselines): Promise<CaseOutcome> {
   const o = await runCaseRaw(c, root, base);
+  if (c.evalGap) {
+    if (!o.evalFailure) o.evalFailure = `eval marked as a known gap (${c.evalGap}) but now behaves as expected: remove the mark`;
+    else {
+      o.evalOutcome = 'KNOWN_GAP';
+      o.line = `${o.line ?? ''} | eval: ${o.evalFailure} — known: ${c.evalGap}`;
+      o.evalFailure = undefined;
+    }
+  }
+  if (o.evalFailure && !o.failure) o.failure = o.evalFailure;
   if (!c.gap) return o;
   if (o.failure) return { ...o, outcome: 'KNOWN_GAP', failure: undefined, line: `${o.failure} — known: ${c.gap}` };
   return { ...o, failure: `marked as a known gap (${c.gap}) but now behaves as expected: remove the mark` };
 }
 
-async function runCaseRaw(c: ModelCase, root: string, base: Baselines): Promise<CaseOutcome> {
+async function runCaseRaw(c: ModelCase, root: string, base: Baselines): Promise<CaseOutcome & { evalFailure?: string }> {
   const dir = join(root, c.id.replace(/\//g, '__'));
   mkdirSync(dir, { recursive: true });
   const built = c.build(dir);
   const runDir = join(dir, 'run');
   const t0 = performance.now();
-  const done = (outcome: string, failure?: string, line?: string): CaseOutcome => ({ id: c.id, family: c.family, outcome, failure, ms: performance.now() - t0, line });
+  const ev = EVAL_FAMILIES.has(c.family) ? await evalCase(c, built) : undefined;
+  const done = (outcome: string, failure?: string, line?: string) => ({ id: c.id, family: c.family, outcome, failure, ms: performance.now() - t0, line, evalOutcome: ev?.outcome, evalFailure: ev?.failure });
   let summary: RunSummary;
   try {
     summary = await runQuantize(built.model, built.calib, built.config, runDir);
