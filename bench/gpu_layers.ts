@@ -3,7 +3,7 @@
 // (bench/torch_gptq.py, measured on the H100: bench/data/torch_gptq_h100_2026-11-22.json).
 //
 //   node --import tsx bench/gpu_layers.ts [--shapes 4096x4096,11008x4096,4096x11008] [--methods rtn,gptq,lopro,lopro_v]
-//        [--ep cpu,webgpu,cuda] [--engines hybrid] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu]
+//        [--ep cpu,webgpu,cuda] [--engines hybrid] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool]
 //        [--peer torch.json] [--out DIR] [--append]
 //
 // Shapes are rows×cols of W (y = W·x; cols = the input width, H is cols×cols), as in torch_gptq.py.
@@ -30,6 +30,7 @@ import { GptqPool, gptqQuantizeParallel } from '../src/engine/quant/gptq_paralle
 import { choleskyOn, createSlabUpdater, gptqQuantizeDevice } from '../src/engine/quant/gptq_device';
 import { quantizeLayerLoPRoWith, type GptqEngine } from '../src/engine/quant/gptq_device_lopro';
 import { quantizeLayerLoPRoParallel } from '../src/engine/quant/gptq_parallel_lopro';
+import { r1svdDevice } from '../src/engine/quant/r1svd_device';
 import { quantizeLayerLoPRo } from '../src/engine/quant/lopro';
 import { rtnQuantize } from '../src/engine/quant/rtn';
 
@@ -47,6 +48,8 @@ const outDir = arg('out', process.env.OUT ?? path.join(process.cwd(), 'bench', '
 /** Where the Cholesky of H⁻¹ runs for the non-ts engines: the EP under test, or always the CPU EP (no copies). */
 const cholOn = arg('chol', 'ep') as 'ep' | 'cpu';
 let cpuRt: ComputeRuntime | undefined;
+/** Where lopro's R1SVD mat-vecs run with a pool: on the EP under test (A resident, r1svd_device.ts) or on the pool (r1svdParallel). */
+const r1svdOn = arg('r1svd', 'ep') as 'ep' | 'pool';
 const peerFile = arg('peer', path.join(process.cwd(), 'bench', 'data', 'torch_gptq_h100_2026-11-22.json'));
 const now = () => performance.now() / 1000;
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -210,7 +213,7 @@ async function main() {
           // With a worker pool, LoPRo's own stages (R1SVD, residual, rotation, dequant) run on it too.
           const eng = makeEngine(engine, rt, pool);
           const r = pool && engine !== 'ts' && engine !== 'device'
-            ? await quantizeLayerLoPRoParallel(pool, eng, W, R, C, H, absMean, cfg, 1, shape)
+            ? await quantizeLayerLoPRoParallel(pool, eng, W, R, C, H, absMean, cfg, 1, shape, r1svdOn === 'ep' ? (A, m, n, o) => r1svdDevice(rt, A, m, n, o) : undefined)
             : await quantizeLayerLoPRoWith(eng, W, R, C, H, absMean, cfg, 1, shape);
           Q = r.reconstructed;
           stages = { ...r.seconds };

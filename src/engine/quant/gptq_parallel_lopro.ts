@@ -154,6 +154,8 @@ export async function quantizeLayerLoPRoParallel(
   pool: GptqPool, engine: GptqEngine,
   W: Float32Array, rows: number, cols: number, H: Float64Array, actStats: ArrayLike<number> | null,
   cfg: LayerConfig, seed: number, name = 'layer',
+  /** Stage A's R1SVD (default: r1svdParallel on the pool; r1svd_device.ts's r1svdDevice keeps A on an EP). */
+  lowRank?: (A: Float32Array, m: number, n: number, opts: R1svdOptions) => Promise<LowRankFactors>,
 ): Promise<FastLoproResult> {
   if (cfg.method !== 'lopro') throw new Error(`quantizeLayerLoPRoParallel: method ${cfg.method} (only lopro)`);
   const seconds: Record<string, number> = {};
@@ -171,7 +173,8 @@ export async function quantizeLayerLoPRoParallel(
   if (cfg.rank > 0) {
     const A = shared(Float32Array, rows * cols);
     for (let i = 0; i < rows; i++) for (let j = 0, o = i * cols; j < cols; j++) A[o + j] = W[o + j] * alpha[j]; // scaleColumns
-    factors = await r1svdParallel(pool, A, rows, cols, { rank: cfg.rank, powerIters: cfg.powerIters, seed });
+    const ro = { rank: cfg.rank, powerIters: cfg.powerIters, seed };
+    factors = lowRank ? await lowRank(A, rows, cols, ro) : await r1svdParallel(pool, A, rows, cols, ro);
     const f = factors, r = f.rank;
     await runSlices(pool, rows, (r0, r1) => ({ kind: 'residual', W: Wsh, R, n: cols, rank: r, U: f.U.slice(r0 * r, r1 * r), sigma: f.sigma, V: f.V, alpha, r0, r1 }));
   } else for (let i = 0; i < R.length; i++) R[i] = W[i];

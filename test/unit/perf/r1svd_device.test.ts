@@ -1,0 +1,98 @@
+// R1SVD with A resident on the EP and never deflated (r1svd_device.ts) against r1svd.ts, on the CPU EP.
+// Device sums are float32 and the found factors are applied as a correction instead of deflating A, so
+// the factors agree to float32 rounding; FP8 codes may flip at rounding boundaries, so the tests compare
+// σ̂, the unrounded vectors and the reconstruction error, not bit-identity.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { DEFAULT_LAYER_CONFIG } from '../../../src/protocol/config';
+import { ComputeRuntime } from '../../../src/engine/compute/runtime';
+import { r1svd, type LowRankFactors } from '../../../src/engine/quant/r1svd';
+import { r1svdDevice, chunkRows } from '../../../src/engine/quant/r1svd_device';
+import { GptqPool, gptqQuantizeParallel } from '../../../src/engine/quant/gptq_parallel';
+import { quantizeLayerLoPRoParallel } from '../../../src/engine/quant/gptq_parallel_lopro';
+import { HessianAccumulator } from '../../../src/engine/quant/hessian';
+import { syntheticActivations, syntheticWeights } from '../quant/synthetic';
+
+const rtP = ComputeRuntime.create({ ep: 'cpu', intraOpNumThreads: 1 });
+after(async () => (await rtP).dispose());
+
+/** A with a decaying spectrum (well-separated leading singular values) plus heavy-tailed weights. */
+function testMatrix(m: number, n: number, seed: number): Float32Array {
+  const W = syntheticWeights(m, n, seed);
+  const B = syntheticWeights(m + n, 8, seed + 1);
+  const A = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+    let lr = 0;
+    for (let k = 0; k < 8; k++) lr += (4 / (k + 1)) * B[i * 8 + k] * B[(m + j) * 8 + k];
+    A[i * n + j] = W[i * n + j] + lr;
+  }
+  return A;
+}
+
+function residual2(A: Float32Array, f: LowRankFactors): number {
+  const { rows: m, cols: n, rank: r } = f;
+  let s = 0;
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+    let x = A[i * n + j];
+    for (let k = 0; k < r; k++) x -= f.U[i * r + k] * f.sigma[k] * f.V[k * n + j];
+    s += x * x;
+  }
+  return s;
+}
+
+for (const [label, chunkBytes] of [['one chunk', undefined], ['4 row chunks', 4 * 300 * 40]] as const) {
+  test(`r1svdDevice = r1svd to float32 rounding (${label})`, async () => {
+    const rt = await rtP;
+    const m = 150, n = 300;
+    if (chunkBytes) assert.equal(chunkRows(m, n, chunkBytes).length, 4);
+    const A = testMatrix(m, n, 11);
+    for (const roundFactors of [false, true]) {
+      const opts = { rank: 6, powerIters: 2, seed: 3, roundFactors };
+      const ref = r1svd(A, m, n, opts);
+      const dev = await r1svdDevice(rt, A, m, n, { ...opts, chunkBytes });
+      assert.equal(dev.rank, ref.rank);
+      for (let k = 0; k < ref.rank; k++) {
+        const rel = Math.abs(dev.sigma[k] - ref.sigma[k]) / ref.sigma[k];
+        // unrounded: measured ≤ 2e-6; FP16 σ̂ can flip one ulp (1e-3)
+        assert.ok(rel < (roundFactors ? 1.5e-3 : 1e-4), `sigma ${k} rel ${rel}`);
+      }
+      if (!roundFactors) {
+        let d = 0, s = 0;
+        for (let i = 0; i < ref.U.length; i++) { d += (dev.U[i] - ref.U[i]) ** 2; s += ref.U[i] ** 2; }
+        assert.ok(Math.sqrt(d / s) < 1e-3, `U rel diff ${Math.sqrt(d / s)}`); // measured ~1e-6
+      } else {
+        let same = 0;
+        for (let i = 0; i < ref.uCodes.length; i++) if (ref.uCodes[i] === dev.uCodes[i]) same++;
+        assert.ok(same / ref.uCodes.length > 0.98, `uCodes agree ${same / ref.uCodes.length}`);
+      }
+      const eRef = residual2(A, ref), eDev = residual2(A, dev);
+      assert.ok(Math.abs(eDev - eRef) / eRef < 1e-3, `residual ${eDev} vs ${eRef}`);
+      assert.ok(Math.abs(dev.energy - ref.energy) < 1e-4, `energy ${dev.energy} vs ${ref.energy}`);
+    }
+  });
+}
+
+test('LoPRo on the pool with the device R1SVD ≈ the pool R1SVD (reconstruction error)', async () => {
+  const rt = await rtP;
+  const rows = 64, cols = 256, T = 700;
+  const W = syntheticWeights(rows, cols, 81);
+  const X = syntheticActivations(T, cols, 82);
+  const acc = new HessianAccumulator(cols);
+  acc.add(X, T, 4);
+  const H = acc.finish();
+  const absMean = new Float64Array(cols);
+  for (let t = 0; t < T; t++) for (let j = 0; j < cols; j++) absMean[j] += Math.abs(X[t * cols + j]) / T;
+  const cfg = { ...DEFAULT_LAYER_CONFIG, method: 'lopro' as const, bits: 2, rank: 4 };
+  const pool = GptqPool.create(2);
+  try {
+    const eng = (w: Float64Array, r: number, c: number, h: Float64Array, o: Parameters<typeof gptqQuantizeParallel>[4]) => gptqQuantizeParallel(w, r, c, h, { ...o, pool });
+    const ref = await quantizeLayerLoPRoParallel(pool, eng, W, rows, cols, H, absMean, cfg, 5);
+    const dev = await quantizeLayerLoPRoParallel(pool, eng, W, rows, cols, H, absMean, cfg, 5, 'layer', (A, m, n, o) => r1svdDevice(rt, A, m, n, o));
+    const err = (Q: Float32Array) => { let s = 0; for (let i = 0; i < Q.length; i++) s += (Q[i] - W[i]) ** 2; return s; };
+    const eRef = err(ref.reconstructed), eDev = err(dev.reconstructed);
+    assert.ok(Math.abs(eDev - eRef) / eRef < 0.02, `reconstruction error ${eDev} vs ${eRef}`);
+    assert.equal(dev.stored.rank, ref.stored.rank);
+  } finally {
+    await pool.close();
+  }
+});
