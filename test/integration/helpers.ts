@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import { Connection, type Envelope, type Transport } from '../../src/protocol/rpc';
 import type { EngineNotifications, EngineRequests } from '../../src/protocol/messages';
 import { writeSafetensorsAtomic } from '../../src/engine/io/safetensors_writer';
+import { rng } from '../unit/io/helpers';
 
 export const ROOT = resolve(__dirname, '../..');
 export const MAIN = join(ROOT, 'src/engine/main.ts');
@@ -43,17 +44,8 @@ export function sha256(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');
 }
 
-/** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (mulberry32), shared with the unit tests. */
+export { rng };
 
 /** A bare safetensors file: a few seeded F32 matrices (odd shapes included) and a 1-D tensor. */
 export function makeBareCheckpoint(file: string, seed = 1): { name: string; rows: number; cols: number; data: Float32Array }[] {

@@ -11,7 +11,7 @@ import { getRuntime } from '../compute/runtime';
 import { openCheckpoint } from '../io/checkpoint';
 import { protocolCtx } from '../model/calibration';
 import { loadLlamaConfig } from '../model/config';
-import { perplexity } from '../model/perplexity';
+import { perplexity, type PerplexityResult } from '../model/perplexity';
 import { loadTokenizer, tokenizeFile } from '../model/tokenizer';
 import { isNativeDir, openNativeModel } from './native';
 import type { RunHooks } from './pipeline';
@@ -42,44 +42,33 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
     throw new ProtocolError(ErrorCode.BadConfig, `${dir} has no config.json`, dir, 'pass a run directory, an export folder or a Hugging Face model folder');
   const cfg = loadLlamaConfig(dir);
   const T = protocolCtx(cfg.maxPositions, ctx);
-  if (existsSync(join(dir, 'model.onnx'))) return evalOnnx(dir, cfg.vocabSize, T, texts, opts, hooks);
-  const native = isNativeDir(dir);
-  const weights = native ? openNativeModel(dir) : openCheckpoint(dir);
   const rt = await getRuntime(opts.ep ?? 'auto');
-  const tok = loadTokenizer(dir);
-  const out: Record<string, number> = {};
+  const onnx = join(dir, 'model.onnx');
+  if (existsSync(onnx)) {
+    // An ONNX export: ONNX Runtime runs the exported file itself.
+    const { perplexityOnnx } = await import('./export_onnx_eval');
+    return perTextPerplexity(`${onnx}`, dir, cfg.vocabSize, T, texts, hooks, (ids, o) => perplexityOnnx(onnx, ids, { ...o, rt }));
+  }
+  const weights = isNativeDir(dir) ? openNativeModel(dir) : openCheckpoint(dir);
   try {
-    for (const text of texts) {
-      const ids = tokenizeFile(tok, text, cfg.vocabSize).ids;
-      const key = textKey(text);
-      hooks.onProgress({ kind: 'begin', title: `perplexity of ${dir} on ${key} (ctx ${T})`, cancellable: true });
-      const r = await perplexity(cfg, ids, (name) => weights.readFloat32(name), {
-        ctx: T,
-        rt,
-        signal: hooks.signal,
-        onProgress: (done, total) => hooks.onProgress({ kind: 'report', message: `${key}: ${done}/${total} windows`, percentage: Math.round((100 * done) / total) }),
-      });
-      hooks.onProgress({ kind: 'end', message: `${key}: perplexity ${r.ppl.toFixed(4)} (${r.windows} windows, ${r.seconds.toFixed(1)} s, ${r.ep})` });
-      out[key] = r.ppl;
-    }
+    return await perTextPerplexity(dir, dir, cfg.vocabSize, T, texts, hooks, (ids, o) => perplexity(cfg, ids, (name) => weights.readFloat32(name), { ...o, rt }));
   } finally {
     weights.close();
   }
-  return out;
 }
 
-/** An ONNX export folder (model.onnx + config.json + tokenizer): ONNX Runtime runs the file itself. */
-async function evalOnnx(dir: string, vocabSize: number, T: number, texts: string[], opts: EvalOptions, hooks: RunHooks): Promise<Record<string, number>> {
-  const { perplexityOnnx } = await import('./export_onnx_eval');
-  const rt = await getRuntime(opts.ep ?? 'auto');
+type PerplexityFn = (ids: Int32Array, o: { ctx: number; signal?: AbortSignal; onProgress: (done: number, total: number) => void }) => Promise<PerplexityResult>;
+
+/** Tokenizes each text with the folder's tokenizer and measures it, with begin/report/end progress. */
+async function perTextPerplexity(what: string, dir: string, vocabSize: number, T: number, texts: string[], hooks: RunHooks, measure: PerplexityFn): Promise<Record<string, number>> {
   const tok = loadTokenizer(dir);
   const out: Record<string, number> = {};
   for (const text of texts) {
     const key = textKey(text);
-    hooks.onProgress({ kind: 'begin', title: `perplexity of ${dir}/model.onnx on ${key} (ctx ${T})`, cancellable: true });
-    const r = await perplexityOnnx(join(dir, 'model.onnx'), tokenizeFile(tok, text, vocabSize).ids, {
+    const ids = tokenizeFile(tok, text, vocabSize).ids;
+    hooks.onProgress({ kind: 'begin', title: `perplexity of ${what} on ${key} (ctx ${T})`, cancellable: true });
+    const r = await measure(ids, {
       ctx: T,
-      rt,
       signal: hooks.signal,
       onProgress: (done, total) => hooks.onProgress({ kind: 'report', message: `${key}: ${done}/${total} windows`, percentage: Math.round((100 * done) / total) }),
     });
