@@ -5,13 +5,9 @@
 
 import type { Envelope, Transport } from '../protocol/rpc';
 import { Connection } from '../protocol/rpc';
-import type { EngineNotifications, EngineRequests } from '../protocol/messages';
-import { registerEngineHandlers } from './run/handlers';
+import { registerEngineHandlers, type EngineConnection } from './run/handlers';
 
-// Mapped copies: interfaces have no index signature, so they do not satisfy Connection's Record bounds.
-type Served = { [K in keyof EngineRequests]: EngineRequests[K] };
-type Notes = { [K in keyof EngineNotifications]: EngineNotifications[K] };
-export type EngineConnection = Connection<Served, Record<string, never>, Notes>;
+export type { EngineConnection };
 
 /** A Transport over this process's IPC channel (process.send / 'message' / 'disconnect'). */
 export function processIpcTransport(proc: NodeJS.Process = process): Transport {

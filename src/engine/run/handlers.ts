@@ -14,10 +14,13 @@ import { applyCandidate, layerDetails, requantizeLayer } from './requantize';
 import { ENGINE_VERSION } from './version';
 import { resolve } from 'node:path';
 
+// Mapped copies: interfaces have no index signature, so they do not satisfy Connection's Record bounds.
 type Served = { [K in keyof EngineRequests]: EngineRequests[K] };
 type Notes = { [K in keyof EngineNotifications]: EngineNotifications[K] };
+/** The engine's end of the connection: serves EngineRequests, calls nothing on the host. */
+export type EngineConnection = Connection<Served, Record<string, never>, Notes>;
 
-function hooksFor(conn: Connection<Served, Record<string, never>, Notes>, ctx: RequestContext): RunHooks {
+function hooksFor(conn: EngineConnection, ctx: RequestContext): RunHooks {
   return {
     signal: ctx.signal,
     onProgress: (value) => conn.sendNotification('progress', { requestId: ctx.id, value }),
@@ -37,7 +40,7 @@ function availableEps(): string[] {
   return [...eps];
 }
 
-export function registerEngineHandlers(conn: Connection<Served, Record<string, never>, Notes>): void {
+export function registerEngineHandlers(conn: EngineConnection): void {
   conn.onRequest('engine/hello', async () => ({ engineVersion: ENGINE_VERSION, availableEps: availableEps(), pid: process.pid }));
   conn.onRequest('model/inspect', async (p) => inspectModel(p.path));
   conn.onRequest('run/start', async (p, ctx) =>
