@@ -105,6 +105,7 @@ export function tokenizeFile(tok: LoadedTokenizer, textFile: string, vocabSize: 
   } catch (e) {
     throw new ProtocolError(ErrorCode.Io, `cannot read ${textFile}: ${(e as Error).message}`, textFile);
   }
+  if (buf.length === 0) throw new ProtocolError(ErrorCode.BadCalibration, `text file ${textFile} is empty`, textFile, 'pass a UTF-8 text file with at least one window of tokens');
   const textHash = createHash('sha256').update(buf).digest('hex');
   // The key covers the tokenizer file, the text and the library that turned one into the other.
   const key = createHash('sha256').update(`${TOKENIZER_IMPL}\0${tok.hash}\0${textHash}`).digest('hex').slice(0, 32);
@@ -139,6 +140,10 @@ export function tokenizeFile(tok: LoadedTokenizer, textFile: string, vocabSize: 
 }
 
 export function checkIds(ids: Int32Array, vocabSize: number, tokenizerFile: string, textFile: string): void {
+  // A non-empty text that encodes to nothing: the tokenizer (empty vocabulary, no byte fallback)
+  // dropped it all, which would otherwise be reported as a too-short text.
+  if (ids.length === 0)
+    throw new ProtocolError(ErrorCode.BadCheckpoint, `${tokenizerFile} encodes ${textFile} to no tokens at all`, tokenizerFile, 'the tokenizer has no usable vocabulary: use the tokenizer.json of this model');
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];
     if (id < 0 || id >= vocabSize)

@@ -319,7 +319,7 @@ export function generateModelCorpus(): ModelCase[] {
   for (let i = 0; i < junk.length; i++) junk[i] = Math.floor(r() * 256);
   t('missing-file', { calib: (dir) => join(dir, 'nope.txt') }, err(ErrorCode.BadCalibration, 'nope.txt'));
   t('is-a-folder', { calib: (dir) => dir }, err(ErrorCode.BadCalibration, (dir) => dir));
-  t('empty', { calib: text('') }, err(ErrorCode.BadCalibration, 'calibText', '0 tokens'));
+  t('empty', { calib: text('') }, err(ErrorCode.BadCalibration, 'calib-case.txt', 'empty'));
   t('shorter-than-window', { calib: text('It is a truth.') }, err(ErrorCode.BadCalibration, 'calibText', 'fewer than one window of 32'));
   t('just-one-window', { calib: text(calibSlice(400)), config: { calibSamples: 2 } }, valid);
   t('binary-junk', { calib: text(junk) }, valid);
@@ -331,6 +331,23 @@ export function generateModelCorpus(): ModelCase[] {
   t('tokenizer-missing', { after: (d) => rmSync(join(d, 'tokenizer.json')) }, err(ErrorCode.BadCheckpoint, 'tokenizer.json'));
   t('tokenizer-not-json', { after: (d) => writeFileSync(join(d, 'tokenizer.json'), '{"model": ') }, err(ErrorCode.BadCheckpoint, 'tokenizer.json'));
   t('tokenizer-empty-object', { after: (d) => writeFileSync(join(d, 'tokenizer.json'), '{}') }, err(ErrorCode.BadCheckpoint, 'tokenizer.json'));
+  const editTokenizer = (f: (t: Json) => void) => (d: string) => {
+    const file = join(d, 'tokenizer.json');
+    const tj = JSON.parse(readFileSync(file, 'utf8')) as Json;
+    f(tj);
+    writeFileSync(file, JSON.stringify(tj));
+  };
+  // A tokenizer of a larger vocabulary than the model's embedding (every id shifted by 5000).
+  t('tokenizer-larger-vocab', {
+    after: editTokenizer((tj) => {
+      const m = tj.model as { vocab: Record<string, number> };
+      for (const k of Object.keys(m.vocab)) m.vocab[k] += 5000;
+      for (const a of tj.added_tokens as { id: number }[]) a.id += 5000;
+    }),
+  }, err(ErrorCode.BadConfig, 'tokenizer.json', 'outside the model', 'vocab_size 4096'));
+  t('tokenizer-extra-added-token-unused', { after: editTokenizer((tj) => (tj.added_tokens as unknown[]).push({ id: 9000, content: '<|never|>', single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })) }, same);
+  t('tokenizer-model-empty', { after: editTokenizer((tj) => (tj.model = {})) }, err(ErrorCode.BadCheckpoint, 'tokenizer.json'));
+  t('tokenizer-empty-vocab', { after: editTokenizer((tj) => ((tj.model as Json).vocab = {}, (tj.model as Json).merges = [])) }, err(ErrorCode.BadCheckpoint, 'tokenizer.json', 'no tokens'));
   t('tokenizer-config-junk', { after: (d) => writeFileSync(join(d, 'tokenizer_config.json'), 'not json at all') }, same);
 
   // ── QuantizeConfig values out of range ───────────────────────────────────────────────────────
