@@ -27,8 +27,11 @@ export interface SlabUpdater {
   readonly mode: 'resident' | 'host';
   /** W (rows×cols float32) as the core has it at its first lazy update. */
   init(W: Float32Array): Promise<void>;
-  /** W[:, i2:] −= Err1·Hinv[i1:i2, i2:]; returns W[:, c0:c1] (rows×(c1−c0)) with c0 = i2. */
-  update(err1: Float32Array, count: number, i1: number, i2: number): Promise<{ slab: Float32Array; c0: number; c1: number }>;
+  /**
+   * W[:, i2:] −= Err1·Hinv[i1:i2, i2:]; returns W[:, c0:c1] (rows×(c1−c0)) with c0 = i2 + `ahead` (default 0;
+   * the pipelined driver of gptq_parallel.ts asks one block ahead and corrects the nearer block itself).
+   */
+  update(err1: Float32Array, count: number, i1: number, i2: number, ahead?: number): Promise<{ slab: Float32Array; c0: number; c1: number }>;
   readonly stats: { updates: number; seconds: number };
   release(): Promise<void>;
 }
@@ -85,7 +88,7 @@ export async function createResidentUpdater(rt: ComputeRuntime, rows: number, co
     async init(w0) {
       for (const c of chunks) c.W = await rt.upload(rt.host(w0.slice(c.r0 * cols, c.r1 * cols), [c.r1 - c.r0, cols]));
     },
-    async update(err1, count, i1, i2) {
+    async update(err1, count, i1, i2, ahead = 0) {
       const t = now();
       let hrows: Tensor;
       if (next && next.i1 === i1) hrows = await next.t;
@@ -96,13 +99,14 @@ export async function createResidentUpdater(rt: ComputeRuntime, rows: number, co
       next = undefined;
       const su = await rt.session('gptq/resident_update', residentUpdateModel, 'device');
       const ss = await rt.session('gptq/slab', slabModel, 'host');
-      const c0 = i2, c1 = Math.min(cols, i2 + slabCols), sw = c1 - c0;
+      const c0 = Math.min(cols, i2 + ahead), c1 = Math.min(cols, c0 + slabCols), sw = c1 - c0;
       const slab = new Float32Array(rows * sw);
       for (const c of chunks) {
         if (!c.W) throw new Error('SlabUpdater.update before init');
         const out = await rt.run(su, { w: c.W, e: rt.host(err1.subarray(c.r0 * count, c.r1 * count), [c.r1 - c.r0, count]), hrows });
         rt.release(c.W);
         c.W = out.wn;
+        if (sw === 0) continue;
         const r = await rt.run(ss, { w: c.W, c0: i64(c0), c1: i64(c1) });
         slab.set(r.slab.data as Float32Array, c.r0 * sw);
       }
@@ -183,13 +187,13 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
     async init(w0) {
       W = Float32Array.from(w0);
     },
-    async update(err1, count, i1, i2) {
+    async update(err1, count, i1, i2, ahead = 0) {
       const t = now();
       if (!W) throw new Error('SlabUpdater.update before init');
       if (!pending.length) p0 = i1;
       pending.push({ count, E: err1.slice(0, rows * count) });
       const K = i2 - p0;
-      const c0 = i2, c1 = Math.min(cols, i2 + slabCols), w = c1 - c0;
+      const c0 = Math.min(cols, i2 + ahead), c1 = Math.min(cols, c0 + slabCols), w = c1 - c0;
       const slab = new Float32Array(rows * w);
       if (pending.length >= flushEvery) {
         const n = cols - i2, P = await product(K, p0, i2, i2, cols); // W[:, i2:] −= E_pending·Hinv[p0:i2, i2:]
@@ -199,7 +203,7 @@ export async function createHostUpdater(rt: ComputeRuntime, rows: number, cols: 
         }
         pending.length = 0;
         for (let r = 0; r < rows; r++) slab.set(W.subarray(r * cols + c0, r * cols + c1), r * w);
-      } else {
+      } else if (w > 0) {
         const P = await product(K, p0, i2, c0, c1); // slab only: W[:, c0:c1] − E_pending·Hinv[p0:i2, c0:c1]
         for (let r = 0; r < rows; r++) {
           const wo = r * cols + c0, po = r * w;

@@ -30,6 +30,13 @@ export interface ParallelOptions {
   choleskyInverseUpperAsync?: (hVals: Float64Array, n: number) => Promise<Float64Array>;
   /** Lazy updates: in each worker (TypeScript float64, default) or one coordinated updater for all rows. */
   lazy?: 'worker' | ((rows: number, cols: number, hinvUpper: Float64Array, slabCols: number) => Promise<SlabUpdater>);
+  /**
+   * Coordinated mode only: pipeline the device updates one block deep. The updater applies block k's
+   * errors while the workers run block k+1; each worker corrects the slab it needs next with its own
+   * last block's errors (rows×B×slab FMAs) instead of waiting for the device round trip. Same result
+   * up to float32 rounding (the correction is float64).
+   */
+  pipeline?: boolean;
 }
 
 export interface ParallelStats {
@@ -135,8 +142,11 @@ export async function gptqQuantizeParallel(
   const Arr = wVals instanceof Float64Array ? Float64Array : Float32Array;
   const W = sharedCopy(wVals, Arr), H = sharedCopy(hVals, Float64Array) as Float64Array;
   const coordinated = opts.lazy !== undefined && opts.lazy !== 'worker' && rows > 0 && cols > blockSize;
-  const errBuf = coordinated ? new Float32Array(new SharedArrayBuffer(rows * blockSize * 4)) : undefined;
-  const slabBuf = coordinated ? new Float32Array(new SharedArrayBuffer(rows * slabCols * 4)) : undefined;
+  // Pipelined: two slots each (block k's errors / round k's slab by parity k % 2; see onBlockPipelined).
+  const pipeline = coordinated && opts.pipeline === true && (opts.lazySpan ?? blockSize) === blockSize;
+  const slots = pipeline ? 2 : 1;
+  const errBuf = coordinated ? new Float32Array(new SharedArrayBuffer(slots * rows * blockSize * 4)) : undefined;
+  const slabBuf = coordinated ? new Float32Array(new SharedArrayBuffer(slots * rows * slabCols * 4)) : undefined;
   const initBuf = coordinated ? new Float32Array(new SharedArrayBuffer(rows * cols * 4)) : undefined;
   const bounds = Array.from({ length: n + 1 }, (_, i) => Math.round((i * rows) / n));
   const updater = coordinated && hinv ? await (opts.lazy as Exclude<ParallelOptions['lazy'], 'worker' | undefined>)(rows, cols, hinv, slabCols) : undefined;
@@ -163,13 +173,45 @@ export async function gptqQuantizeParallel(
       lazyDevice += now() - tl;
       for (const w of workers) w.postMessage({ type: 'slab', c0, c1 });
     };
+    // Pipelined rounds: round k (block k's errors, all workers arrived) runs on the updater after round
+    // k−1, then hands out W[:, i2+B : i2+B+S] (the slab the workers need at the end of block k+1) in
+    // slot k % 2. A worker writes block k+1's errors only after it got round k−1's slab, and round k+1
+    // waits for all of them, so the two slots never overlap in use.
+    let chain: Promise<void> = Promise.resolve();
+    const arrivedAt = new Map<number, number>();
+    const onBlockPipelined = (i1: number, i2: number, count: number) => {
+      if (!upd || !errBuf || !slabBuf || !initBuf) return;
+      const slot = (i1 / blockSize) % 2;
+      const err = errBuf.slice(slot * rows * blockSize, slot * rows * blockSize + rows * count); // copied now: the slot is reused two blocks on
+      if (i2 + blockSize >= cols) return; // no worker needs a slab beyond the last block
+      chain = chain.then(async () => {
+        const tl = now();
+        if (!started) {
+          await upd.init(initBuf);
+          started = true;
+        }
+        const { slab, c0, c1 } = await upd.update(err, count, i1, i2, blockSize);
+        slabBuf.set(slab.subarray(0, rows * (c1 - c0)), slot * rows * slabCols);
+        lazyDevice += now() - tl;
+        for (const w of workers) w.postMessage({ type: 'slab', c0, c1, slot });
+      });
+      chain.catch(fail);
+    };
     workers.forEach((w, k) => {
       w.on('error', fail);
       w.on('message', (m: WorkerReply | { type: 'taskDone' | 'taskError' }) => {
         if (!('id' in m) || m.id !== runId) return; // a late reply of an earlier, failed run
         if (m.type === 'error') return fail(Object.assign(new Error(m.message), { name: m.name }));
         if (m.type === 'lazy') {
-          if (++arrived === n) {
+          if (pipeline) {
+            // Workers can be a block apart here: count arrivals per block.
+            const a = (arrivedAt.get(m.i1) ?? 0) + 1;
+            if (a < n) arrivedAt.set(m.i1, a);
+            else {
+              arrivedAt.delete(m.i1);
+              onBlockPipelined(m.i1, m.i2, m.count);
+            }
+          } else if (++arrived === n) {
             arrived = 0;
             onBlock(m.i1, m.i2, m.count).catch(fail);
           }
@@ -183,7 +225,7 @@ export async function gptqQuantizeParallel(
       });
       const task: WorkerTask = {
         type: 'run', id: runId, W, r0: bounds[k], r1: bounds[k + 1], rows, cols, H, hinv, failure,
-        opts: cloneableOptions(opts), coordinated, errBuf, slabBuf, initBuf,
+        opts: cloneableOptions(opts), coordinated, pipeline, errBuf, slabBuf, initBuf,
       };
       w.postMessage(task);
     });

@@ -22,6 +22,8 @@ export interface WorkerTask {
   failure?: { name: string; message: string };
   opts: GptqOptions;
   coordinated: boolean;
+  /** Pipelined coordinated mode (gptq_parallel.ts `pipeline`): two slots in errBuf/slabBuf, slabs one block ahead. */
+  pipeline?: boolean;
   errBuf?: Float32Array; slabBuf?: Float32Array; initBuf?: Float32Array;
 }
 
@@ -30,7 +32,8 @@ export type WorkerReply =
   | { type: 'done'; id: number; result: GptqResult }
   | { type: 'error'; id: number; name: string; message: string };
 
-type MainMessage = WorkerTask | { type: 'slab'; c0: number; c1: number } | { type: 'task'; task: ParallelTask };
+interface SlabMsg { type: 'slab'; c0: number; c1: number; slot?: number }
+type MainMessage = WorkerTask | SlabMsg | { type: 'task'; task: ParallelTask };
 
 /** LoPRo's row/column-parallel pieces (gptq_parallel_lopro.ts): same loops, same summation order. */
 function runTask(t: ParallelTask): void {
@@ -121,10 +124,45 @@ function runTask(t: ParallelTask): void {
   }
 }
 
-async function run(t: WorkerTask, nextSlab: () => Promise<{ c0: number; c1: number }>): Promise<GptqResult> {
+async function run(t: WorkerTask, nextSlab: () => Promise<SlabMsg>): Promise<GptqResult> {
   const { r0, r1, cols } = t;
   const n = r1 - r0;
   let first = true;
+  // Pipelined: at the end of block k the core needs W[:, i2:i2+S] with every update so far. The
+  // updater's round k−1 (sent while this block ran) has all updates of blocks < k; this block's own
+  // errors are applied here: W[:, i2:i2+S] −= Err1·Hinv[i1:i2, i2:i2+S] (float64, this worker's rows).
+  // At block 0 the core's own W still holds the initial columns (nothing to wait for).
+  const lazyPipelined = async (q: LazyUpdateRequest) => {
+    const { errBuf, slabBuf, initBuf } = t;
+    if (!errBuf || !slabBuf || !initBuf) throw new Error('coordinated mode without shared buffers');
+    const { rows } = t, B = t.opts.blockSize ?? 128, { count, i1, i2 } = q;
+    const slot = (i1 / B) % 2;
+    if (first) initBuf.set(q.W, r0 * cols);
+    errBuf.set(q.err1.subarray(0, n * count), slot * rows * B + r0 * count);
+    parentPort!.postMessage({ type: 'lazy', id: t.id, i1, i2, count } satisfies WorkerReply);
+    const sw = slabBuf.length / (2 * rows);
+    const c0 = i2, c1 = Math.min(cols, i2 + sw), w = c1 - c0;
+    if (!first) {
+      const m = await nextSlab();
+      if (m.c0 !== c0 || m.c1 !== c1) throw new Error(`pipelined GPTQ: slab [${m.c0}, ${m.c1}) arrived, [${c0}, ${c1}) expected`);
+      const base = (m.slot ?? 0) * rows * sw;
+      for (let r = 0; r < n; r++) {
+        const src = base + (r0 + r) * w, dst = r * cols + c0;
+        for (let j = 0; j < w; j++) q.W[dst + j] = slabBuf[src + j];
+      }
+    }
+    first = false;
+    const H = q.hinvUpper, E = q.err1;
+    for (let r = 0; r < n; r++) {
+      const dst = r * cols;
+      for (let i = 0; i < count; i++) {
+        const e = E[r * count + i];
+        if (e === 0) continue;
+        const h = (i1 + i) * cols;
+        for (let j = c0; j < c1; j++) q.W[dst + j] -= e * H[h + j];
+      }
+    }
+  };
   const lazyUpdateAsync = async (q: LazyUpdateRequest) => {
     const { errBuf, slabBuf, initBuf } = t;
     if (!errBuf || !slabBuf || !initBuf) throw new Error('coordinated mode without shared buffers');
@@ -148,14 +186,20 @@ async function run(t: WorkerTask, nextSlab: () => Promise<{ c0: number; c1: numb
       if (t.hinv) return t.hinv;
       throw Object.assign(new Error(t.failure?.message ?? 'Cholesky failed'), { name: t.failure?.name ?? 'Error' });
     },
-    lazyUpdateAsync: t.coordinated ? lazyUpdateAsync : undefined,
+    lazyUpdateAsync: t.coordinated ? (t.pipeline ? lazyPipelined : lazyUpdateAsync) : undefined,
   });
 }
 
 if (parentPort) {
   const port = parentPort;
-  let waiting: ((s: { c0: number; c1: number }) => void) | undefined;
-  const nextSlab = () => new Promise<{ c0: number; c1: number }>((res) => { waiting = res; });
+  // Slab messages queue up: in pipelined mode one can arrive before the core asks for it.
+  let waiting: ((s: SlabMsg) => void) | undefined;
+  const queued: SlabMsg[] = [];
+  const nextSlab = () => new Promise<SlabMsg>((res) => {
+    const q = queued.shift();
+    if (q) res(q);
+    else waiting = res;
+  });
   port.on('message', (m: MainMessage) => {
     if (m.type === 'task') {
       try {
@@ -169,9 +213,11 @@ if (parentPort) {
     if (m.type === 'slab') {
       const w = waiting;
       waiting = undefined;
-      w?.({ c0: m.c0, c1: m.c1 });
+      if (w) w(m);
+      else queued.push(m);
       return;
     }
+    queued.length = 0; // a new run: nothing of an abandoned one may be taken for its slabs
     run(m, nextSlab).then(
       (result) => {
         const transfer = [result.Q.buffer, result.codes.buffer, result.scale.buffer, result.zero.buffer] as ArrayBuffer[];
