@@ -5,10 +5,17 @@
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 
+/** Most calibration tokens (windows × ctx) a run accepts: 2^27, 512× the paper's 128 × 2048. */
+export const MAX_CALIB_TOKENS = 2 ** 27;
+
 /** Start offsets of the protocol's calibration windows. */
 export function calibrationStarts(tokenCount: number, ctx: number, n: number): number[] {
   if (!(Number.isInteger(ctx) && ctx > 1)) throw new ProtocolError(ErrorCode.BadCalibration, `window length ctx must be an integer > 1, got ${ctx}`, 'ctx');
   if (!(Number.isInteger(n) && n > 0)) throw new ProtocolError(ErrorCode.BadCalibration, `calibration window count must be a positive integer, got ${n}`, 'calibSamples');
+  // n·ctx ids are gathered into one Int32Array and n·ctx·hidden activations stored per block:
+  // refuse absurd products here (1e9 windows crashed V8 with an invalid-size fatal error).
+  if (n * ctx > MAX_CALIB_TOKENS)
+    throw new ProtocolError(ErrorCode.BadCalibration, `${n} calibration windows × ${ctx} tokens = ${n * ctx} tokens exceeds the supported ${MAX_CALIB_TOKENS}`, 'calibSamples', 'the protocol uses 128 windows; lower calibSamples or ctx');
   if (tokenCount < ctx)
     throw new ProtocolError(ErrorCode.BadCalibration, `calibration text has ${tokenCount} tokens, fewer than one window of ${ctx}`, 'calibText', 'use a longer calibration text or a smaller ctx');
   const starts: number[] = [];

@@ -375,6 +375,19 @@ export function generateModelCorpus(): ModelCase[] {
   q('memory-0', { memoryBudgetMB: 0 }, 'memoryBudgetMB');
   q('unknown-key', { frobnicate: 1 }, 'frobnicate');
   q('override-bits-7', { layerOverrides: { '*.q_proj': { bits: 7 } } }, 'layerOverrides["*.q_proj"].bits');
+  // Huge but well-typed values: a clear error or a correct run, never an allocation crash or a hang.
+  const h = (id: string, config: Record<string, unknown>, e: Expect, gap?: string) => add('qconfig', id, variant({ config }), e, gap);
+  h('samples-1e9', { calibSamples: 1e9 }, err(ErrorCode.BadCalibration, 'calibSamples'));
+  h('ctx-1e9', { ctx: 1e9 }, err(ErrorCode.BadCalibration, 'ctx'));
+  h('ctx-above-text', { ctx: 5000 }, err(ErrorCode.BadCalibration, 'fewer than one window'));
+  h('group-1e9', { groupSize: 1e9 }, valid);
+  h('block-1e9', { blockSize: 1e9 }, valid, 'quant/gptq_core.ts allocates rows × blockSize before clamping it to cols: RangeError (E_INTERNAL)');
+  h('rank-1e6', { method: 'lopro', rank: 1e6 }, valid);
+  h('bI-1e9', { method: 'lopro', salientBlock: 1e9 }, valid);
+  h('bH-2^30', { method: 'lopro', salientBlock: 0, hadamardBlock: 2 ** 30 }, valid);
+  h('memory-budget-tiny-spills', { memoryBudgetMB: 0.01 }, same);
+  h('seed-huge', { method: 'lopro', seed: 2 ** 52 }, valid);
+  h('seed-negative', { method: 'lopro', seed: -7 }, valid);
   return cases;
 }
 
