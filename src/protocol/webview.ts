@@ -266,7 +266,8 @@ const TO_WEBVIEW_FIELDS: Record<ToWebview['type'], string[]> = {
  * is trusted code, so this guards against stale/foreign messages rather than attacks.
  */
 export function parseToWebview(x: unknown): ToWebview | undefined {
-  if (!isObj(x) || typeof x.type !== 'string' || !(x.type in TO_WEBVIEW_FIELDS)) return undefined;
+  // Own-property check: `in` would also accept inherited names such as "constructor" or "__proto__".
+  if (!isObj(x) || typeof x.type !== 'string' || !Object.prototype.hasOwnProperty.call(TO_WEBVIEW_FIELDS, x.type)) return undefined;
   const need = TO_WEBVIEW_FIELDS[x.type as ToWebview['type']];
   if (!need.every((k) => k in x)) return undefined;
   if (x.type === 'layer/done' && !(isObj(x.report) && isStr(x.report.name) && isNum(x.report.relProxyLoss))) return undefined;
