@@ -8,7 +8,7 @@ import { normalizeConfig, validateConfig, type QuantizeConfig } from '../../prot
 import { ErrorCode, type LayerReport, type ProgressValue, type RunSummary } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { getRuntime, type ComputeRuntime } from '../compute/runtime';
-import { computeFingerprint, fingerprintMismatch, outputConfig } from './fingerprint';
+import { computeFingerprint, fingerprintMismatch, outputConfig, type RunFingerprint } from './fingerprint';
 import { openModel, type OpenedModel } from './inspect';
 import { RunDir, summaryOf, type RunManifest } from './rundir';
 import { ENGINE_VERSION, RUN_FORMAT } from './version';
@@ -69,7 +69,7 @@ function checkedConfig(partial: QuantizeConfig): QuantizeConfig {
 /** A fresh run may only take over an empty folder or an earlier run's folder. */
 function checkOutDirUsable(dir: RunDir): void {
   if (!existsSync(dir.dir) || dir.exists()) return;
-  if (readdirSync(dir.dir).length > 0)
+  if (readdirSync(dir.dir).some((f) => f !== 'run.lock'))
     throw new ProtocolError(ErrorCode.InvalidParams, `${dir.dir} is not empty and is not a run directory`, dir.dir, 'choose a new or empty --out folder (it will hold checkpoints and the quantized model)');
 }
 
@@ -86,74 +86,86 @@ export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Prom
     const effective: QuantizeConfig = model.summary.kind === 'tensors' ? { ...config, calibText: '' } : config;
     const fingerprint = computeFingerprint(model.summary.path, effective, model.summary.kind === 'tensors' ? undefined : calibBytes);
     const dir = new RunDir(resolve(params.runDir));
-
-    let manifest: RunManifest | undefined;
-    if (params.resume && dir.exists()) {
-      const saved = dir.readManifest();
-      const why = fingerprintMismatch(saved.fingerprint, fingerprint, outputConfig(saved.config), outputConfig(effective));
-      if (why) throw new ProtocolError(ErrorCode.IncompatibleCheckpoint, `cannot resume ${dir.dir}: ${why}`, dir.manifestFile, 'run without --resume to start over (the folder is reused), or use the original model, config and calibration text');
-      manifest = { ...saved, config: effective, resumed: saved.completedBlocks > 0 || saved.resumed };
-      hooks.log('info', `resuming ${dir.dir}: ${saved.completedBlocks}/${saved.numBlocks} ${model.summary.kind === 'llama' ? 'blocks' : 'tensors'} already done`);
-    } else {
-      if (params.resume) hooks.log('info', `nothing to resume in ${dir.dir}: starting a fresh run`);
-      checkOutDirUsable(dir);
-      dir.resetForFreshRun();
+    checkOutDirUsable(dir); // before the lock file makes the folder non-empty
+    const unlock = dir.lock();
+    try {
+      return await runLocked(params, hooks, model, dir, effective, fingerprint, calibBytes, t0);
+    } finally {
+      unlock();
     }
-    // Leftovers of a killed session: temp files/folders of interrupted atomic writes, spilled activations.
-    for (const f of dir.tempFiles()) rmSync(f, { recursive: true, force: true });
-    rmSync(dir.scratchDir, { recursive: true, force: true });
-    dir.ensure();
-    const rt: ComputeRuntime | undefined = model.summary.kind === 'llama' ? await getRuntime(config.ep) : undefined;
-    manifest ??= {
-      format: RUN_FORMAT,
-      engineVersion: ENGINE_VERSION,
-      modelPath: model.summary.path,
-      kind: model.summary.kind,
-      config: effective,
-      fingerprint,
-      numBlocks: model.summary.numBlocks,
-      completedBlocks: 0,
-      layers: [],
-      ep: rt?.ep ?? 'cpu',
-      seconds: 0,
-      resumed: false,
-      complete: false,
-      ctx: model.summary.kind === 'llama' ? model.summary.ctx : 0,
-      calibSamples: model.summary.kind === 'llama' ? config.calibSamples : 0,
-    };
-    let last = Date.now();
-    const m = manifest;
-    const ctx: RunContext = {
-      params: { ...params, config: effective },
-      model,
-      dir,
-      manifest: m,
-      hooks,
-      commit() {
-        const t = Date.now();
-        m.seconds += (t - last) / 1000;
-        last = t;
-        dir.writeManifest(m);
-      },
-    };
-    if (!m.complete) {
-      if (model.summary.kind === 'llama') {
-        const calib = await prepareCalibration(ctx);
-        await runLlamaBlocks(ctx, calib, rt!);
-      } else await runTensorBlocks(ctx);
-      hooks.log('info', 'writing the quantized model (native format)');
-      writeNativeOutput(ctx.dir, ctx.model, ctx.manifest);
-      m.complete = true;
-      ctx.commit();
-      rmSync(dir.scratchDir, { recursive: true, force: true });
-    }
-    if (params.evalTexts?.length) {
-      m.perplexity = { ...(m.perplexity ?? {}), ...(await evaluateRunOutput(dir, params.evalTexts, hooks, config.ep)) };
-      ctx.commit();
-    }
-    hooks.log('info', `run finished in ${((Date.now() - t0) / 1000).toFixed(1)} s (this session)`);
-    return summaryOf(m, dir.dir);
   } finally {
     model.ckpt.close();
   }
+}
+
+async function runLocked(
+  params: QuantizeParams, hooks: RunHooks, model: OpenedModel, dir: RunDir,
+  effective: QuantizeConfig, fingerprint: RunFingerprint, calibBytes: Uint8Array | undefined, t0: number,
+): Promise<RunSummary> {
+  const config = effective;
+  let manifest: RunManifest | undefined;
+  if (params.resume && dir.exists()) {
+    const saved = dir.readManifest();
+    const why = fingerprintMismatch(saved.fingerprint, fingerprint, outputConfig(saved.config), outputConfig(effective));
+    if (why) throw new ProtocolError(ErrorCode.IncompatibleCheckpoint, `cannot resume ${dir.dir}: ${why}`, dir.manifestFile, 'run without --resume to start over (the folder is reused), or use the original model, config and calibration text');
+    manifest = { ...saved, config: effective, resumed: saved.completedBlocks > 0 || saved.resumed };
+    hooks.log('info', `resuming ${dir.dir}: ${saved.completedBlocks}/${saved.numBlocks} ${model.summary.kind === 'llama' ? 'blocks' : 'tensors'} already done`);
+  } else {
+    if (params.resume) hooks.log('info', `nothing to resume in ${dir.dir}: starting a fresh run`);
+    dir.resetForFreshRun();
+  }
+  // Leftovers of a killed session: temp files/folders of interrupted atomic writes, spilled activations.
+  for (const f of dir.tempFiles()) rmSync(f, { recursive: true, force: true });
+  rmSync(dir.scratchDir, { recursive: true, force: true });
+  dir.ensure();
+  const rt: ComputeRuntime | undefined = model.summary.kind === 'llama' ? await getRuntime(config.ep) : undefined;
+  manifest ??= {
+    format: RUN_FORMAT,
+    engineVersion: ENGINE_VERSION,
+    modelPath: model.summary.path,
+    kind: model.summary.kind,
+    config: effective,
+    fingerprint,
+    numBlocks: model.summary.numBlocks,
+    completedBlocks: 0,
+    layers: [],
+    ep: rt?.ep ?? 'cpu',
+    seconds: 0,
+    resumed: false,
+    complete: false,
+    ctx: model.summary.kind === 'llama' ? model.summary.ctx : 0,
+    calibSamples: model.summary.kind === 'llama' ? config.calibSamples : 0,
+  };
+  let last = Date.now();
+  const m = manifest;
+  const ctx: RunContext = {
+    params: { ...params, config: effective },
+    model,
+    dir,
+    manifest: m,
+    hooks,
+    commit() {
+      const t = Date.now();
+      m.seconds += (t - last) / 1000;
+      last = t;
+      dir.writeManifest(m);
+    },
+  };
+  if (!m.complete) {
+    if (model.summary.kind === 'llama') {
+      const calib = await prepareCalibration(ctx);
+      await runLlamaBlocks(ctx, calib, rt!);
+    } else await runTensorBlocks(ctx);
+    hooks.log('info', 'writing the quantized model (native format)');
+    writeNativeOutput(ctx.dir, ctx.model, ctx.manifest);
+    m.complete = true;
+    ctx.commit();
+    rmSync(dir.scratchDir, { recursive: true, force: true });
+  }
+  if (params.evalTexts?.length) {
+    m.perplexity = { ...(m.perplexity ?? {}), ...(await evaluateRunOutput(dir, params.evalTexts, hooks, config.ep)) };
+    ctx.commit();
+  }
+  hooks.log('info', `run finished in ${((Date.now() - t0) / 1000).toFixed(1)} s (this session)`);
+  return summaryOf(m, dir.dir);
 }

@@ -9,12 +9,13 @@
 //   candidates/<id>.safetensors + .json   re-quantized layers waiting for layer/apply
 //   native/                   the finished quantized model (appears only when the run completes)
 //   scratch/                  spilled activations of the block in progress (deleted at the end)
+//   run.lock                  pid of the process writing the run (one writer at a time)
 //
 // Order of a block commit: block parts, Hessians, activations, then run.json last: run.json is
 // the commit record, so a kill before it leaves the previous block as the resume point, and the
 // files written for the unfinished block are simply overwritten on resume.
 
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { QuantizeConfig } from '../../protocol/config';
 import { ErrorCode, type LayerReport, type RunSummary } from '../../protocol/messages';
@@ -80,6 +81,38 @@ export class RunDir {
     return join(this.dir, 'candidates', `${id}.${ext}`);
   }
 
+  get lockFile(): string {
+    return join(this.dir, 'run.lock');
+  }
+
+  /**
+   * One writer per run directory (the extension's engine and a CLI could otherwise interleave
+   * checkpoints). The lock holds the owner's pid; a lock whose process is gone (a SIGKILLed run) is
+   * taken over. Returns the release function.
+   */
+  lock(): () => void {
+    if (heldLocks.has(this.dir))
+      throw new ProtocolError(ErrorCode.InvalidParams, `${this.dir} is in use by another request of this engine`, this.lockFile, 'wait for that run to finish or cancel it');
+    mkdirSync(this.dir, { recursive: true });
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        writeFileSync(this.lockFile, String(process.pid), { flag: 'wx' });
+        heldLocks.add(this.dir);
+        return () => {
+          heldLocks.delete(this.dir);
+          rmSync(this.lockFile, { force: true });
+        };
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+        const owner = Number(readFileSync(this.lockFile, 'utf8'));
+        if (Number.isInteger(owner) && owner > 0 && isAlive(owner))
+          throw new ProtocolError(ErrorCode.InvalidParams, `${this.dir} is in use by another engine process (pid ${owner})`, this.lockFile, 'wait for that run to finish or cancel it; a stale lock of a dead process is taken over automatically');
+        rmSync(this.lockFile, { force: true }); // stale: its process is gone
+      }
+    }
+    throw new ProtocolError(ErrorCode.Io, `cannot lock ${this.dir}`, this.lockFile);
+  }
+
   ensure(): void {
     for (const d of [this.dir, join(this.dir, 'ckpt'), join(this.dir, 'hessians'), join(this.dir, 'details'), join(this.dir, 'candidates'), this.scratchDir]) mkdirSync(d, { recursive: true });
   }
@@ -141,6 +174,18 @@ export class RunDir {
     };
     walk(this.dir);
     return out;
+  }
+}
+
+/** Run directories locked by this process (a pid check cannot tell two requests of one engine apart). */
+const heldLocks = new Set<string>();
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM'; // exists, owned by someone else
   }
 }
 

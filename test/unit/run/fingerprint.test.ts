@@ -1,5 +1,5 @@
-// Run fingerprints: stable under key order and non-output settings, sensitive to the model bytes,
-// the config and the calibration text, and the refusal names what differs.
+// Run fingerprints (stable under key order and non-output settings, sensitive to the model bytes,
+// the config and the calibration text; the refusal names what differs) and the run-directory lock.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -36,4 +36,16 @@ test('fingerprint parts and mismatch reasons', () => {
   writeFileSync(file, bytes);
   assert.match(fingerprintMismatch(a, computeFingerprint(file, cfg(), calib))!, /model files differ/);
   assert.match(fingerprintMismatch({ ...a, engine: 'old' }, a)!, /engine old/);
+});
+
+test('run directory lock: one writer; a dead owner\'s lock is taken over', async () => {
+  const { RunDir } = await import('../../../src/engine/run/rundir');
+  const dir = new RunDir(mkdtempSync(join(tmpdir(), 'lopro-lock-')));
+  const release = dir.lock();
+  assert.throws(() => dir.lock(), /in use by another request/);
+  release();
+  writeFileSync(dir.lockFile, String(process.pid)); // a lock left by this live process's twin
+  assert.throws(() => new RunDir(dir.dir).lock(), /in use by another engine process/);
+  writeFileSync(dir.lockFile, '999999999'); // no such process: stale
+  new RunDir(dir.dir).lock()();
 });
