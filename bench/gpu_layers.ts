@@ -3,7 +3,7 @@
 // (bench/torch_gptq.py, measured on the H100: bench/data/torch_gptq_h100_2026-11-22.json).
 //
 //   node --import tsx bench/gpu_layers.ts [--shapes 4096x4096,11008x4096,4096x11008] [--methods rtn,gptq,lopro,lopro_v]
-//        [--ep cpu,webgpu,cuda] [--engines hybrid] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool] [--pipeline 1|0]
+//        [--ep cpu,webgpu,cuda] [--engines hybrid] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool] [--pipeline 0|1] [--overlap 1|0]
 //        [--peer torch.json] [--out DIR] [--append]
 //
 // Shapes are rows×cols of W (y = W·x; cols = the input width, H is cols×cols), as in torch_gptq.py.
@@ -50,8 +50,14 @@ const cholOn = arg('chol', 'ep') as 'ep' | 'cpu';
 let cpuRt: ComputeRuntime | undefined;
 /** Where lopro's R1SVD mat-vecs run with a pool: on the EP under test (A resident, r1svd_device.ts) or on the pool (r1svdParallel). */
 const r1svdOn = arg('r1svd', 'ep') as 'ep' | 'pool';
-/** hybrid: pipeline the device's lazy updates one block deep behind the workers (gptq_parallel.ts `pipeline`). */
-const pipelineOn = arg('pipeline', '1') !== '0';
+/**
+ * hybrid: pipeline the device's lazy updates one block deep behind the workers (gptq_parallel.ts `pipeline`).
+ * Off by default: each worker's slab correction costs rows·B² FMAs per block, ~2× its column loop, which is
+ * more than the device round trip it hides at B = 128 (measured on the 2-core CPU EP: 3.7 s vs 1.4 s loop).
+ */
+const pipelineOn = arg('pipeline', '0') !== '0';
+/** parallel/hybrid: start the workers' prep (their W and H copies) while the Cholesky runs (gptq_parallel.ts `overlapCholesky`). */
+const overlapOn = arg('overlap', '1') !== '0';
 const peerFile = arg('peer', path.join(process.cwd(), 'bench', 'data', 'torch_gptq_h100_2026-11-22.json'));
 const now = () => performance.now() / 1000;
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -126,9 +132,9 @@ function makeEngine(name: string, rt: ComputeRuntime, pool: GptqPool | undefined
   const crt = cholOn === 'cpu' && cpuRt ? cpuRt : rt;
   switch (name) {
     case 'ts': return async (W, r, c, H, o) => gptqQuantize(W, r, c, H, o);
-    case 'parallel': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt) });
+    case 'parallel': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt), overlapCholesky: overlapOn });
     case 'device': return (W, r, c, H, o) => gptqQuantizeDevice(W, r, c, H, { ...o, rt, choleskyInverseUpperAsync: choleskyOn(crt) });
-    case 'hybrid': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s), pipeline: pipelineOn });
+    case 'hybrid': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s), pipeline: pipelineOn, overlapCholesky: overlapOn });
     default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid)`);
   }
 }

@@ -37,6 +37,12 @@ export interface ParallelOptions {
    * up to float32 rounding (the correction is float64).
    */
   pipeline?: boolean;
+  /**
+   * Start the workers before the Cholesky is done: their own prep (copies of W and H, dead columns,
+   * damping: ~cols²·8 bytes each) then overlaps the Cholesky on the main thread / device, and Hinv (or
+   * the fallback decision) reaches them by message. Same result.
+   */
+  overlapCholesky?: boolean;
 }
 
 export interface ParallelStats {
@@ -112,7 +118,7 @@ export async function gptqQuantizeParallel(
   let hinv: Float64Array | undefined;
   let failure: { name: string; message: string } | undefined;
   const chol = opts.choleskyInverseUpperAsync ?? (async (h: Float64Array, n: number) => (opts.choleskyInverseUpper ?? choleskyInverseUpperTs)(h, n));
-  const probe = await gptqQuantizeAsync(new Float32Array(0), 0, cols, hVals, {
+  const probeP = gptqQuantizeAsync(new Float32Array(0), 0, cols, hVals, {
     ...opts,
     choleskyInverseUpperAsync: async (h, n) => {
       try {
@@ -125,7 +131,10 @@ export async function gptqQuantizeParallel(
       }
     },
   });
-  const t1 = now();
+  const overlap = opts.overlapCholesky === true;
+  probeP.catch(() => undefined); // awaited below (after the workers started, when overlapping)
+  let probe = overlap ? undefined : await probeP;
+  let t1 = now();
   const blockSize = opts.blockSize ?? 128;
   const slabCols = slabWidth(opts);
 
@@ -149,16 +158,20 @@ export async function gptqQuantizeParallel(
   const slabBuf = coordinated ? new Float32Array(new SharedArrayBuffer(slots * rows * slabCols * 4)) : undefined;
   const initBuf = coordinated ? new Float32Array(new SharedArrayBuffer(rows * cols * 4)) : undefined;
   const bounds = Array.from({ length: n + 1 }, (_, i) => Math.round((i * rows) / n));
-  const updater = coordinated && hinv ? await (opts.lazy as Exclude<ParallelOptions['lazy'], 'worker' | undefined>)(rows, cols, hinv, slabCols) : undefined;
-  const identityUpdater = coordinated && !hinv ? await (opts.lazy as Exclude<ParallelOptions['lazy'], 'worker' | undefined>)(rows, cols, identityF64(cols), slabCols) : undefined;
-  const upd = updater ?? identityUpdater;
+  // Hinv known (probe done): the coordinated updater over it, or over the identity after a failed Cholesky.
+  const makeUpdater = async (): Promise<SlabUpdater | undefined> => {
+    if (!coordinated) return undefined;
+    const lazy = opts.lazy as Exclude<ParallelOptions['lazy'], 'worker' | undefined>;
+    return lazy(rows, cols, hinv ?? identityF64(cols), slabCols);
+  };
+  let upd = overlap ? undefined : await makeUpdater();
   let lazyDevice = 0;
 
   const runId = ++runCounter;
+  const workers = pool.workers.slice(0, n);
   const running = new Promise<GptqResult[]>((resolve, reject) => {
     const out: GptqResult[] = new Array(n);
     let done = 0, arrived = 0, started = false;
-    const workers = pool.workers.slice(0, n);
     const cleanup = () => workers.forEach((w) => { w.removeAllListeners('message'); w.removeAllListeners('error'); });
     const fail = (e: unknown) => { cleanup(); reject(e); };
     const onBlock = async (i1: number, i2: number, count: number) => {
@@ -180,17 +193,18 @@ export async function gptqQuantizeParallel(
     let chain: Promise<void> = Promise.resolve();
     const arrivedAt = new Map<number, number>();
     const onBlockPipelined = (i1: number, i2: number, count: number) => {
-      if (!upd || !errBuf || !slabBuf || !initBuf) return;
+      const u = upd;
+      if (!u || !errBuf || !slabBuf || !initBuf) return;
       const slot = (i1 / blockSize) % 2;
       const err = errBuf.slice(slot * rows * blockSize, slot * rows * blockSize + rows * count); // copied now: the slot is reused two blocks on
       if (i2 + blockSize >= cols) return; // no worker needs a slab beyond the last block
       chain = chain.then(async () => {
         const tl = now();
         if (!started) {
-          await upd.init(initBuf);
+          await u.init(initBuf);
           started = true;
         }
-        const { slab, c0, c1 } = await upd.update(err, count, i1, i2, blockSize);
+        const { slab, c0, c1 } = await u.update(err, count, i1, i2, blockSize);
         slabBuf.set(slab.subarray(0, rows * (c1 - c0)), slot * rows * slabCols);
         lazyDevice += now() - tl;
         for (const w of workers) w.postMessage({ type: 'slab', c0, c1, slot });
@@ -225,13 +239,27 @@ export async function gptqQuantizeParallel(
       });
       const task: WorkerTask = {
         type: 'run', id: runId, W, r0: bounds[k], r1: bounds[k + 1], rows, cols, H, hinv, failure,
-        opts: cloneableOptions(opts), coordinated, pipeline, errBuf, slabBuf, initBuf,
+        opts: cloneableOptions(opts), coordinated, pipeline, errBuf, slabBuf, initBuf, hinvLater: overlap,
       };
       w.postMessage(task);
     });
   });
+  running.catch(() => undefined); // awaited below
   let results: GptqResult[];
   try {
+    if (overlap) {
+      try {
+        probe = await probeP;
+      } catch (e) {
+        // The workers wait for Hinv: let them fail too (their replies go nowhere), then report the probe's error.
+        for (const w of workers) w.postMessage({ type: 'hinv', id: runId, failure: { name: 'Error', message: 'probe failed' } });
+        await running.catch(() => undefined);
+        throw e;
+      }
+      t1 = now();
+      upd = await makeUpdater();
+      for (const w of workers) w.postMessage({ type: 'hinv', id: runId, hinv, failure });
+    }
     results = await running;
   } finally {
     // Also on failure: a temporary pool must not keep the process alive, device memory must be freed.
@@ -241,6 +269,7 @@ export async function gptqQuantizeParallel(
   const t2 = now();
 
   // 3. Merge: row chunks of Q/codes/scale/zero, loss = Σ (each is a sum over rows).
+  if (!probe) throw new Error('gptq_parallel: no probe result');
   const G = probe.groups;
   const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
   let loss = 0, columnLoop = 0, lazyUpdate = 0;

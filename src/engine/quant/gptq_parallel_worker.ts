@@ -24,6 +24,8 @@ export interface WorkerTask {
   coordinated: boolean;
   /** Pipelined coordinated mode (gptq_parallel.ts `pipeline`): two slots in errBuf/slabBuf, slabs one block ahead. */
   pipeline?: boolean;
+  /** Hinv (or the failure) comes later by a 'hinv' message (gptq_parallel.ts `overlapCholesky`). */
+  hinvLater?: boolean;
   errBuf?: Float32Array; slabBuf?: Float32Array; initBuf?: Float32Array;
 }
 
@@ -33,7 +35,8 @@ export type WorkerReply =
   | { type: 'error'; id: number; name: string; message: string };
 
 interface SlabMsg { type: 'slab'; c0: number; c1: number; slot?: number }
-type MainMessage = WorkerTask | SlabMsg | { type: 'task'; task: ParallelTask };
+interface HinvMsg { type: 'hinv'; id: number; hinv?: Float64Array; failure?: { name: string; message: string } }
+type MainMessage = WorkerTask | SlabMsg | HinvMsg | { type: 'task'; task: ParallelTask };
 
 /** LoPRo's row/column-parallel pieces (gptq_parallel_lopro.ts): same loops, same summation order. */
 function runTask(t: ParallelTask): void {
@@ -124,7 +127,22 @@ function runTask(t: ParallelTask): void {
   }
 }
 
-async function run(t: WorkerTask, nextSlab: () => Promise<SlabMsg>): Promise<GptqResult> {
+/** W[r, c0:c1] −= Σ_i E[r, i]·Hinv[i1+i, c0:c1] for the worker's rows (a rows×count×(c1−c0) product). */
+function correctSlab(W: Float64Array, E: Float64Array, H: Float64Array, n: number, cols: number, count: number, i1: number, c0: number, c1: number): void {
+  for (let r = 0; r < n; r++) {
+    const dst = r * cols;
+    for (let i = 0; i < count; i++) {
+      const e = E[r * count + i];
+      if (e === 0) continue;
+      const h = (i1 + i) * cols;
+      for (let j = c0; j < c1; j++) W[dst + j] -= e * H[h + j];
+    }
+  }
+}
+
+let correctMs = 0, waitMs = 0;
+
+async function run(t: WorkerTask, nextSlab: () => Promise<SlabMsg>, hinvMsg: () => Promise<HinvMsg>): Promise<GptqResult> {
   const { r0, r1, cols } = t;
   const n = r1 - r0;
   let first = true;
@@ -143,7 +161,9 @@ async function run(t: WorkerTask, nextSlab: () => Promise<SlabMsg>): Promise<Gpt
     const sw = slabBuf.length / (2 * rows);
     const c0 = i2, c1 = Math.min(cols, i2 + sw), w = c1 - c0;
     if (!first) {
+      const tw = performance.now();
       const m = await nextSlab();
+      waitMs += performance.now() - tw;
       if (m.c0 !== c0 || m.c1 !== c1) throw new Error(`pipelined GPTQ: slab [${m.c0}, ${m.c1}) arrived, [${c0}, ${c1}) expected`);
       const base = (m.slot ?? 0) * rows * sw;
       for (let r = 0; r < n; r++) {
@@ -152,16 +172,9 @@ async function run(t: WorkerTask, nextSlab: () => Promise<SlabMsg>): Promise<Gpt
       }
     }
     first = false;
-    const H = q.hinvUpper, E = q.err1;
-    for (let r = 0; r < n; r++) {
-      const dst = r * cols;
-      for (let i = 0; i < count; i++) {
-        const e = E[r * count + i];
-        if (e === 0) continue;
-        const h = (i1 + i) * cols;
-        for (let j = c0; j < c1; j++) q.W[dst + j] -= e * H[h + j];
-      }
-    }
+    const tc = performance.now();
+    correctSlab(q.W, q.err1, q.hinvUpper, n, cols, count, i1, c0, c1);
+    correctMs += performance.now() - tc;
   };
   const lazyUpdateAsync = async (q: LazyUpdateRequest) => {
     const { errBuf, slabBuf, initBuf } = t;
@@ -182,9 +195,10 @@ async function run(t: WorkerTask, nextSlab: () => Promise<SlabMsg>): Promise<Gpt
   return gptqQuantizeAsync(t.W.subarray(r0 * cols, r1 * cols), n, cols, t.H, {
     ...t.opts,
     onWarning: () => {}, // the main thread warns once
-    choleskyInverseUpper: () => {
-      if (t.hinv) return t.hinv;
-      throw Object.assign(new Error(t.failure?.message ?? 'Cholesky failed'), { name: t.failure?.name ?? 'Error' });
+    choleskyInverseUpperAsync: async () => {
+      const m = t.hinvLater ? await hinvMsg() : t;
+      if (m.hinv) return m.hinv;
+      throw Object.assign(new Error(m.failure?.message ?? 'Cholesky failed'), { name: m.failure?.name ?? 'Error' });
     },
     lazyUpdateAsync: t.coordinated ? (t.pipeline ? lazyPipelined : lazyUpdateAsync) : undefined,
   });
@@ -195,6 +209,13 @@ if (parentPort) {
   // Slab messages queue up: in pipelined mode one can arrive before the core asks for it.
   let waiting: ((s: SlabMsg) => void) | undefined;
   const queued: SlabMsg[] = [];
+  let runId = -1;
+  let waitingHinv: ((h: HinvMsg) => void) | undefined;
+  let hinvQueued: HinvMsg | undefined;
+  const hinvMsg = () => new Promise<HinvMsg>((res) => {
+    if (hinvQueued) res(hinvQueued);
+    else waitingHinv = res;
+  });
   const nextSlab = () => new Promise<SlabMsg>((res) => {
     const q = queued.shift();
     if (q) res(q);
@@ -217,9 +238,21 @@ if (parentPort) {
       else queued.push(m);
       return;
     }
+    if (m.type === 'hinv') {
+      if (m.id !== runId) return; // for an abandoned run
+      const w = waitingHinv;
+      waitingHinv = undefined;
+      if (w) w(m);
+      else hinvQueued = m;
+      return;
+    }
     queued.length = 0; // a new run: nothing of an abandoned one may be taken for its slabs
-    run(m, nextSlab).then(
+    runId = m.id;
+    hinvQueued = undefined;
+    correctMs = waitMs = 0;
+    run(m, nextSlab, hinvMsg).then(
       (result) => {
+        if (process.env.LOPRO_PIPE_DEBUG) process.stderr.write(`worker ${m.r0}-${m.r1}: slab wait ${waitMs.toFixed(0)} ms, correction ${correctMs.toFixed(0)} ms, loop ${(result.seconds.columnLoop * 1000).toFixed(0)} ms\n`);
         const transfer = [result.Q.buffer, result.codes.buffer, result.scale.buffer, result.zero.buffer] as ArrayBuffer[];
         port.postMessage({ type: 'done', id: m.id, result } satisfies WorkerReply, transfer);
       },
