@@ -38,6 +38,7 @@ await esbuild.build({
   entryPoints: {
     gpu_layers: 'bench/gpu_layers.ts',
     model7b: 'bench/model7b.ts',
+    model_table: 'bench/model_table.ts',
   },
   plugins: [ortShim],
 });
