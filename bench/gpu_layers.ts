@@ -3,7 +3,7 @@
 // (bench/torch_gptq.py, measured on the H100: bench/data/torch_gptq_h100_2026-11-22.json).
 //
 //   node --import tsx bench/gpu_layers.ts [--shapes 4096x4096,11008x4096,4096x11008] [--methods rtn,gptq,lopro,lopro_v]
-//        [--ep cpu,webgpu,cuda] [--engines hybrid] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool] [--pipeline 0|1] [--overlap 1|0]
+//        [--ep cpu,webgpu,cuda] [--engines hybrid] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool] [--pipeline 0|1] [--overlap 1|0] [--chol-leaf N]
 //        [--peer torch.json] [--out DIR] [--append]
 //
 // Shapes are rows×cols of W (y = W·x; cols = the input width, H is cols×cols), as in torch_gptq.py.
@@ -58,6 +58,8 @@ const r1svdOn = arg('r1svd', 'ep') as 'ep' | 'pool';
 const pipelineOn = arg('pipeline', '0') !== '0';
 /** parallel/hybrid: start the workers' prep (their W and H copies) while the Cholesky runs (gptq_parallel.ts `overlapCholesky`). */
 const overlapOn = arg('overlap', '1') !== '0';
+/** Leaf size of the blocked ORT Cholesky (default: linalg's, 256 on WebGPU): try 384/512 for fewer device round trips. */
+const cholLeaf = args.includes('--chol-leaf') ? Number(arg('chol-leaf', '0')) : undefined;
 const peerFile = arg('peer', path.join(process.cwd(), 'bench', 'data', 'torch_gptq_h100_2026-11-22.json'));
 const now = () => performance.now() / 1000;
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -132,9 +134,9 @@ function makeEngine(name: string, rt: ComputeRuntime, pool: GptqPool | undefined
   const crt = cholOn === 'cpu' && cpuRt ? cpuRt : rt;
   switch (name) {
     case 'ts': return async (W, r, c, H, o) => gptqQuantize(W, r, c, H, o);
-    case 'parallel': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt), overlapCholesky: overlapOn });
-    case 'device': return (W, r, c, H, o) => gptqQuantizeDevice(W, r, c, H, { ...o, rt, choleskyInverseUpperAsync: choleskyOn(crt) });
-    case 'hybrid': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s), pipeline: pipelineOn, overlapCholesky: overlapOn });
+    case 'parallel': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf), overlapCholesky: overlapOn });
+    case 'device': return (W, r, c, H, o) => gptqQuantizeDevice(W, r, c, H, { ...o, rt, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) });
+    case 'hybrid': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s), pipeline: pipelineOn, overlapCholesky: overlapOn });
     default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid)`);
   }
 }

@@ -250,8 +250,9 @@ export function slabWidth(opts: GptqOptions): number {
 }
 
 /** Hinv on `rt` (blocked ORT Cholesky) or in TypeScript, as a GptqAsyncHooks entry. */
-export function choleskyOn(rt: ComputeRuntime, engine?: 'ort' | 'ts'): (h: Float64Array, n: number) => Promise<Float64Array> {
-  return async (h, n) => ((engine ?? (n >= 512 ? 'ort' : 'ts')) === 'ort' ? choleskyInverseUpperOrt(h, n, { rt }) : choleskyInverseUpperTs(h, n));
+export function choleskyOn(rt: ComputeRuntime, engine?: 'ort' | 'ts', leaf?: number): (h: Float64Array, n: number) => Promise<Float64Array> {
+  // `leaf`: the blocked Cholesky's float64 leaf size (fewer ORT runs and leaf round trips when larger; default: linalg's).
+  return async (h, n) => ((engine ?? (n >= 512 ? 'ort' : 'ts')) === 'ort' ? choleskyInverseUpperOrt(h, n, { rt, leaf }) : choleskyInverseUpperTs(h, n));
 }
 
 /** Single-threaded GPTQ with the lazy updates on `opts.rt` (the column loop stays in TypeScript). */
