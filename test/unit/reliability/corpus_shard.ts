@@ -15,7 +15,8 @@ import { baseRun, runCase, type Baselines, type CaseOutcome } from './run_corpus
 
 /** Families of each shard (every family in exactly one shard: checked below). */
 export const SHARDS: Record<string, readonly string[]> = {
-  config: ['config', 'qconfig'],
+  config: ['config'],
+  qconfig: ['qconfig'],
   checkpoint: ['checkpoint', 'calibration'],
   weights: ['weights'],
   shapes: ['shapes'],
