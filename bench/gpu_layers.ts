@@ -29,7 +29,8 @@ import { gptqQuantize, type GptqOptions, type GptqResult } from '../src/engine/q
 import { GptqPool, gptqQuantizeParallel } from '../src/engine/quant/gptq_parallel';
 import { choleskyOn, createSlabUpdater, gptqQuantizeDevice } from '../src/engine/quant/gptq_device';
 import { quantizeLayerLoPRoWith, type GptqEngine } from '../src/engine/quant/gptq_device_lopro';
-import { quantizeLayerLoPRoParallel } from '../src/engine/quant/gptq_parallel_lopro';
+import { quantizeLayerLoPRoParallel, r1svdParallel } from '../src/engine/quant/gptq_parallel_lopro';
+import type { LowRankFactors, R1svdOptions } from '../src/engine/quant/r1svd';
 import { r1svdDevice } from '../src/engine/quant/r1svd_device';
 import { quantizeLayerLoPRo } from '../src/engine/quant/lopro';
 import { rtnQuantize } from '../src/engine/quant/rtn';
@@ -130,6 +131,18 @@ async function proxyLossRows(cpu: ComputeRuntime, W: Float32Array, Q: ArrayLike<
 }
 
 // ── engines ──
+/** R1SVD with A resident on the EP (r1svd_device.ts); if the EP refuses it, the pool's R1SVD (A is left unchanged). */
+function deviceLowRank(rt: ComputeRuntime, pool: GptqPool) {
+  return async (A: Float32Array, m: number, n: number, o: R1svdOptions): Promise<LowRankFactors> => {
+    try {
+      return await r1svdDevice(rt, A, m, n, o);
+    } catch (e) {
+      log(`r1svd on ${rt.ep} FAILED (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); using the worker pool's R1SVD`);
+      return r1svdParallel(pool, A, m, n, o);
+    }
+  };
+}
+
 function makeEngine(name: string, rt: ComputeRuntime, pool: GptqPool | undefined): GptqEngine {
   const crt = cholOn === 'cpu' && cpuRt ? cpuRt : rt;
   switch (name) {
@@ -184,6 +197,7 @@ async function main() {
     const c = 640, W = synthWeight(64, c, 7), { H } = await synthHessian(cpu, c, 1024, 8);
     try {
       await makeEngine(e, rt, pool)(Float64Array.from(W), 64, c, H, { bits: 2, groupSize: 128 });
+      if (pool && methods.includes('lopro') && r1svdOn === 'ep') await deviceLowRank(rt, pool)(Float32Array.from(W), 64, c, { rank: 2, powerIters: 1, seed: 1 });
       log(`warm-up ${rt.ep}/${e}: ${(now() - t).toFixed(2)} s`);
     } catch (err) {
       log(`warm-up ${rt.ep}/${e} FAILED: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
@@ -223,7 +237,7 @@ async function main() {
           // With a worker pool, LoPRo's own stages (R1SVD, residual, rotation, dequant) run on it too.
           const eng = makeEngine(engine, rt, pool);
           const r = pool && engine !== 'ts' && engine !== 'device'
-            ? await quantizeLayerLoPRoParallel(pool, eng, W, R, C, H, absMean, cfg, 1, shape, r1svdOn === 'ep' ? (A, m, n, o) => r1svdDevice(rt, A, m, n, o) : undefined)
+            ? await quantizeLayerLoPRoParallel(pool, eng, W, R, C, H, absMean, cfg, 1, shape, r1svdOn === 'ep' ? deviceLowRank(rt, pool) : undefined)
             : await quantizeLayerLoPRoWith(eng, W, R, C, H, absMean, cfg, 1, shape);
           Q = r.reconstructed;
           stages = { ...r.seconds };
