@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { ErrorCode } from '../../../src/protocol/messages';
 import type { LayerReport } from '../../../src/protocol/messages';
 import type { TensorData } from '../../../src/engine/io/safetensors_writer';
+import type { LoproStoredLayer } from '../../../src/engine/quant/lopro_dequant';
+import { decodeF16 } from '../../../src/engine/quant/fp8';
 import { BASE_SPEC, calibSlice, synthConfig, synthTensors, tensorOf, writeSynthModel, rng, type Json, type SynthSpec, type WriteOptions } from './synth_llama';
 
 export interface Built {
@@ -27,6 +29,8 @@ export interface OkResult {
   layers: LayerReport[];
   /** Ŵ of every quantized linear as the native output stores it, by layer name. */
   wHat: Map<string, Float32Array>;
+  /** The stored parts (codes, scales, groups, plan) by layer name. */
+  stored: Map<string, LoproStoredLayer>;
   /** The input tensors the model was written with, by name (when the case kept them). */
   input?: TensorData[];
 }
@@ -282,6 +286,8 @@ export function generateModelCorpus(): ModelCase[] {
   // ── shapes no group or Hadamard block divides ───────────────────────────────────────────────
   const odd: Partial<SynthSpec> = { hidden: 200, inter: 520, heads: 4, kvHeads: 2, layers: 1 };
   const bH = (r: OkResult) => {
+    // Groups of 128 along the 200 (520) transformed columns: 128 + a 72-column remainder (4 × 128 + 8).
+    assertCase(r.stored.get(L(0, 'q_proj'))!.groups === 2 && r.stored.get(L(0, 'down_proj'))!.groups === 5, 'groups cover the remainder columns');
     const rep = r.layers.find((l) => l.name === L(0, 'q_proj'))!;
     assertCase(rep.hadamardBlockUsed === 8 && rep.notes.some((n) => /b_H = 8/.test(n)), `q_proj (200 cols) reports b_H 8: ${JSON.stringify(rep.notes)}`);
     const down = r.layers.find((l) => l.name === L(0, 'down_proj'))!;
@@ -294,7 +300,22 @@ export function generateModelCorpus(): ModelCase[] {
     check: (r) => assertCase(r.layers.find((l) => l.name === L(0, 'q_proj'))!.hadamardBlockUsed === 32, 'q_proj: 96 − 64 = 32 → b_H 32'),
   });
   s('hidden200-mlp520-gptq', { spec: odd }, valid);
-  s('hidden200-mlp520-rtn-group48', { spec: odd, config: { method: 'rtn', groupSize: 48 } }, valid);
+  // RTN with groups of 48 over 200 columns (4 × 48 + 8): every weight, the last 8 columns' included,
+  // is within half a step of its group's (FP16) scale, clamping aside.
+  s('hidden200-mlp520-rtn-group48', { spec: odd, config: { method: 'rtn', groupSize: 48 } }, {
+    ok: 'valid',
+    check: (r) => {
+      const name = L(0, 'q_proj');
+      const st = r.stored.get(name)!, w = r.wHat.get(name)!, W = tensorOf(r.input!, `${name}.weight`);
+      assertCase(st.groups === 5 && st.groupSize === 48, `q_proj: ${st.groups} groups of ${st.groupSize}`);
+      const scale = decodeF16(st.scaleBits!);
+      let worst = 0;
+      for (let row = 0; row < 200; row++)
+        for (let col = 0; col < 200; col++) worst = Math.max(worst, Math.abs(w[row * 200 + col] - W[row * 200 + col]) / scale[row * 5 + Math.floor(col / 48)]);
+      // ½ step, plus the FP16 rounding of the scale times a code ≤ 3 (3 · 2^-11 steps).
+      assertCase(worst <= 0.5 + 3 * 2 ** -11, `q_proj: worst error ${worst} steps (> ½: the remainder group is wrong)`);
+    },
+  });
   s('hidden200-full-rotation', { spec: odd, config: { method: 'lopro', rotation: 'full', salientBlock: 0, rank: 0 } }, valid);
   s('hidden96-mlp136-lopro-bI16', { spec: { hidden: 96, inter: 136, heads: 3, kvHeads: 1 }, config: { method: 'lopro', salientBlock: 16, hadamardBlock: 64 } }, valid);
   s('odd-rest-no-rotation', { spec: { hidden: 68, inter: 131, heads: 2, kvHeads: 1 }, config: { method: 'lopro', salientBlock: 0 } }, {

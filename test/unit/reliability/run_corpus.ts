@@ -13,6 +13,7 @@ import { formatUserError } from '../../../src/engine/cli';
 import { openCheckpoint } from '../../../src/engine/io/checkpoint';
 import { readLoproLayer } from '../../../src/engine/io/lopro_format';
 import { dequantizeStored } from '../../../src/engine/run/stored';
+import type { LoproStoredLayer } from '../../../src/engine/quant/lopro_dequant';
 import { DEFAULT_CONFIG, type QuantizeConfig } from '../../../src/protocol/config';
 import { ProtocolError } from '../../../src/protocol/rpc';
 import type { RunSummary } from '../../../src/protocol/messages';
@@ -49,10 +50,10 @@ function nativeBytes(runDir: string): Map<string, Uint8Array> {
   }
 }
 
-function reconstructions(runDir: string, summary: RunSummary): Map<string, Float32Array> {
+function storedLayers(runDir: string, summary: RunSummary): Map<string, LoproStoredLayer> {
   const ck = openCheckpoint(join(runDir, 'native'));
   try {
-    return new Map(summary.layers.map((l) => [l.name, dequantizeStored(readLoproLayer(ck, l.name))]));
+    return new Map(summary.layers.map((l) => [l.name, readLoproLayer(ck, l.name)]));
   } finally {
     ck.close();
   }
@@ -138,7 +139,8 @@ async function runCaseRaw(c: ModelCase, root: string, base: Baselines): Promise<
     return done(e.code, undefined, line);
   }
   if (!('ok' in c.expect)) return done('ok', `expected ${c.expect.code}, but the run succeeded`);
-  const wHat = reconstructions(runDir, summary);
+  const stored = storedLayers(runDir, summary);
+  const wHat = new Map([...stored].map(([k, v]) => [k, dequantizeStored(v)]));
   for (const l of summary.layers) {
     const w = wHat.get(l.name)!;
     if (w.length !== l.rows * l.cols) return done('ok', `${l.name}: Ŵ has ${w.length} values for ${l.rows}×${l.cols}`);
@@ -165,7 +167,7 @@ async function runCaseRaw(c: ModelCase, root: string, base: Baselines): Promise<
     }
   }
   try {
-    c.expect.check?.({ layers: summary.layers, wHat, input: built.input } satisfies OkResult);
+    c.expect.check?.({ layers: summary.layers, wHat, stored, input: built.input } satisfies OkResult);
   } catch (e) {
     return done('ok', (e as Error).message);
   }
