@@ -168,8 +168,14 @@ function counterDelta(a: ComputeCounters, b: ComputeCounters): Partial<ComputeCo
 
 function gptqStages(r: GptqResult): Record<string, number> {
   const s: Record<string, number> = { prep: r.seconds.prep, cholesky: r.seconds.cholesky, columnLoop: r.seconds.columnLoop, lazy: r.seconds.lazyUpdate };
-  const p = (r as GptqResult & { parallel?: { threads: number; seconds: { workers: number; merge: number } } }).parallel;
-  if (p) { s.workersWall = p.seconds.workers; s.merge = p.seconds.merge; s.threads = p.threads; }
+  const p = (r as GptqResult & { parallel?: { threads: number; seconds: { workers: number; merge: number; workerPrep?: number; workerWait?: number } } }).parallel;
+  if (p) {
+    s.workersWall = p.seconds.workers; s.merge = p.seconds.merge; s.threads = p.threads;
+    // Slowest worker's own prep (H copy…) and its time waiting in the lazy hook (device round trip + messages):
+    // workerWait − lazy ≈ the per-block synchronisation cost beyond the device work itself.
+    if (p.seconds.workerPrep !== undefined) s.workerPrep = p.seconds.workerPrep;
+    if (p.seconds.workerWait !== undefined) s.workerWait = p.seconds.workerWait;
+  }
   return s;
 }
 

@@ -48,7 +48,13 @@ export interface ParallelOptions {
 export interface ParallelStats {
   threads: number;
   /** Main thread: the prep + Cholesky probe, then the wall time of the workers' run. */
-  seconds: { cholesky: number; workers: number; merge: number; total: number; lazyDevice: number };
+  seconds: {
+    cholesky: number; workers: number; merge: number; total: number; lazyDevice: number;
+    /** Slowest worker's own core prep (its W and H copies, dead columns, damping). */
+    workerPrep?: number;
+    /** Slowest worker's time in its lazy hook: waiting for the coordinated update (round trip + slab copy). */
+    workerWait?: number;
+  };
 }
 
 const now = () => performance.now() / 1000;
@@ -272,7 +278,7 @@ export async function gptqQuantizeParallel(
   if (!probe) throw new Error('gptq_parallel: no probe result');
   const G = probe.groups;
   const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
-  let loss = 0, columnLoop = 0, lazyUpdate = 0;
+  let loss = 0, columnLoop = 0, lazyUpdate = 0, workerPrep = 0;
   results.forEach((r, k) => {
     Q.set(r.Q, bounds[k] * cols);
     codes.set(r.codes, bounds[k] * cols);
@@ -281,6 +287,7 @@ export async function gptqQuantizeParallel(
     loss += r.loss;
     columnLoop = Math.max(columnLoop, r.seconds.columnLoop);
     lazyUpdate = Math.max(lazyUpdate, r.seconds.lazyUpdate);
+    workerPrep = Math.max(workerPrep, r.seconds.prep);
   });
   const first = results[0] ?? probe;
   const t3 = now();
@@ -288,7 +295,7 @@ export async function gptqQuantizeParallel(
     Q, codes, scale, zero, gIdx: first.gIdx.length ? first.gIdx : probe.gIdx, groups: G,
     perm: probe.perm, invPerm: probe.invPerm, loss, deadColumns: probe.deadColumns, damp: probe.damp, choleskyFallback: probe.choleskyFallback,
     seconds: { prep: probe.seconds.prep, cholesky: probe.seconds.cholesky, columnLoop, lazyUpdate: coordinated ? lazyDevice : lazyUpdate, total: t3 - t0 },
-    parallel: { threads: n, seconds: { cholesky: t1 - t0, workers: t2 - t1, merge: t3 - t2, total: t3 - t0, lazyDevice } },
+    parallel: { threads: n, seconds: { cholesky: t1 - t0, workers: t2 - t1, merge: t3 - t2, total: t3 - t0, lazyDevice, workerPrep, workerWait: lazyUpdate } },
   };
 }
 
