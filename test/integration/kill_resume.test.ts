@@ -44,9 +44,10 @@ test('SIGKILL at random points + --resume gives the same bytes as an uninterrupt
   const rand = rng(20261122);
   let kills = 0;
   const states: number[] = [];
-  for (let attempt = 0; attempt < 4; attempt++) {
-    // ~45 progress lines per run (begin, 4×(5 passes + 7 layers + done)); kill within the first 30.
-    const code = await runAndKill([...ARGS, '--out', out, ...(attempt > 0 ? ['--resume'] : [])], 1 + Math.floor(rand() * 30), Math.floor(rand() * 400));
+  for (let attempt = 0; attempt < 5; attempt++) {
+    // 13 progress lines per block (5 passes + 7 layers + done): killing after 2–25 lines of each
+    // session lands the kills inside a block or just after its commit, and moves on 0–2 blocks.
+    const code = await runAndKill([...ARGS, '--out', out, ...(attempt > 0 ? ['--resume'] : [])], 2 + Math.floor(rand() * 24), Math.floor(rand() * 400));
     if (code === 0) break;
     kills++;
     states.push(new RunDir(out).exists() ? JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')).completedBlocks : -1);
