@@ -66,3 +66,31 @@ test('corpus sample through `lopro quantize`: one-line named errors, exit 2, no 
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('`lopro eval` and `lopro inspect` on hostile model folders: the same one-line named errors', { timeout: 180_000 }, () => {
+  const root = tmp('reliability-cli-eval');
+  try {
+    const calib = writeCalib(root);
+    setCalib(calib);
+    const all = new Map(generateModelCorpus().map((c) => [c.id, c] as [string, ModelCase]));
+    const runs: [string, string[], string, string][] = [
+      // A wrong-sized linear used to reach ONNX Runtime (exit 1, "internal error") in eval.
+      ['checkpoint/down-proj-one-col-more', ['eval', '--text', calib, '--ctx', '32', '--ep', 'cpu'], 'E_SHAPE_MISMATCH', 'model.layers.1.mlp.down_proj.weight'],
+      ['weights/inf-final-norm', ['eval', '--text', calib, '--ctx', '32', '--ep', 'cpu'], 'E_NON_FINITE', 'model.norm.weight'],
+      ['config/hidden-string', ['inspect'], 'E_BAD_CONFIG', 'hidden_size'],
+      ['checkpoint/sharded-missing-shard-file', ['inspect'], 'E_BAD_CHECKPOINT', 'model-00002-of-00003.safetensors'],
+    ];
+    for (const [id, args, code, name] of runs) {
+      const dir = join(root, id.replace('/', '__'));
+      mkdirSync(dir, { recursive: true });
+      const b = all.get(id)!.build(dir);
+      const r = runCli([args[0], b.model, ...args.slice(1), '--quiet']);
+      assert.equal(r.code, 2, `${id}: exit ${r.code}\n${r.stderr}`);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `${id}: ${r.stderr}`);
+      assert.match(lines[0], new RegExp(`^lopro: ${code}: .*${name.replace(/\./g, '\\.')}`), id);
+    }
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
