@@ -12,7 +12,7 @@
 //   node --import tsx bench/model_table.ts [--models tiny,small,base] [--models-dir DIR]
 //        [--methods fp,rtn,gptq,lopro,lopro_v] [--bits 2,3] [--ep cpu|webgpu|cuda|auto]
 //        [--text-dir fixtures/text] [--baselines FILE] [--out bench/out] [--resume] [--append]
-//        [--samples N (not protocol)] [--no-budget] [--table-only]
+//        [--samples N (not protocol)] [--ctx N (default: the protocol's, tiny 256)] [--no-budget] [--table-only]
 //
 // --resume skips rows already in <out>/model_table.json; --table-only prints (and --append appends)
 // the table of that JSON without running anything (e.g. here, on the device's JSON, for baselines).
@@ -45,6 +45,7 @@ function parse(argv: string[]): Args {
 export interface Row {
   id: string;
   model: string;
+  ctx: number;
   /** fp, rtn, gptq, lopro, lopro_v, or "lopro r=4" for a budgeted row. */
   label: string;
   method: Method | 'fp';
@@ -62,6 +63,9 @@ export interface Row {
 }
 
 const TEXTS = ['persuasion', 'jargon_tail'];
+/** The protocol's ctx per fixture model (protocol.md's table). The engine's default (max_position_embeddings
+ *  capped at 512) gives 512 for tiny, whose protocol ctx is 256: positions past 256 were never trained. */
+const PROTOCOL_CTX: Record<string, number> = { tiny: 256, small: 512, base: 512 };
 const BUDGET: Record<number, number> = { 2: 2.25, 3: 3.25 };
 
 const repoRoot = (() => {
@@ -159,14 +163,14 @@ export function renderTable(rows: Row[], baselines: ReturnType<typeof findBaseli
   const models = [...new Set(rows.map((r) => r.model))];
   for (const m of models) {
     const base = baselines?.[m];
-    out.push(`\n**${m}** (ctx ${baselines?.ctx?.[m] ?? '?'}; "base" = ../shared/baselines.json, PyTorch + original GPTQ)\n`);
+    out.push(`\n**${m}** (ctx ${[...new Set(rows.filter((r) => r.model === m).map((r) => r.ctx))].join('/')}, baselines ctx ${baselines?.ctx?.[m] ?? '?'}; "base" = ../shared/baselines.json, PyTorch + original GPTQ)\n`);
     out.push('| row | bits | bpw | quant s | eval s | persuasion | base | jargon_tail | base | goal (per text persuasion / jargon_tail) |');
     out.push('|---|---|---|---|---|---|---|---|---|---|');
     const mine = rows.filter((r) => r.model === m).sort((a, b) => a.bits - b.bits || order(a) - order(b));
     for (const r of mine) {
       const key = r.method === 'fp' ? 'fp' : `${r.method}:${r.bits}`;
       const b = base?.[key];
-      const label = r.label + (r.protocol ? '' : ` (not protocol: ${r.samples} windows)`) + (r.resumed ? ' (resumed)' : '');
+      const label = r.label + (r.protocol ? '' : ` (not protocol: ${r.samples} windows, ctx ${r.ctx})`) + (r.resumed ? ' (resumed)' : '');
       out.push(`| ${label} | ${r.method === 'fp' ? '16/32' : r.bits} | ${f3(r.bpw)} | ${fs1(r.quantSeconds)} | ${fs1(r.evalSeconds)} | ${f2(r.ppl.persuasion)} | ${f2(b?.persuasion)} | ${f2(r.ppl.jargon_tail)} | ${f2(b?.jargon_tail)} | ${goal(r, base)} |`);
     }
     // Baseline rows with no counterpart measured here (e.g. to read the GPTQ W2 goal against).
@@ -176,7 +180,7 @@ export function renderTable(rows: Row[], baselines: ReturnType<typeof findBaseli
   return out.join('\n');
 }
 const ORDER = ['fp', 'rtn', 'gptq', 'lopro', 'lopro_v'];
-const order = (r: Row) => ORDER.indexOf(r.method) * 1000 + (r.rank ?? 999);
+const order = (r: Row) => ORDER.indexOf(r.method) * 1000 + (r.label === r.method ? 0 : 1 + (r.rank ?? 0));
 
 async function main(): Promise<void> {
   const a = parse(process.argv.slice(2));
@@ -205,6 +209,8 @@ async function main(): Promise<void> {
       const modelDir = existsSync(path.join(modelsDir, m)) ? path.join(modelsDir, m) : m === 'tiny' && existsSync(path.join(repoRoot, 'fixtures/tiny')) ? path.join(repoRoot, 'fixtures/tiny') : '';
       if (!modelDir) throw new Error(`model ${m} not found under ${modelsDir}`);
       const om = openModel(modelDir);
+      const ctx = Number(a.get('ctx') ?? 0) || (baselines?.ctx as Record<string, number> | undefined)?.[m] || PROTOCOL_CTX[m] || 0;
+      if (!ctx) process.stderr.write(`${m}: no protocol ctx known, using the engine's default (pass --ctx)\n`);
       const shapes = om.summary.linears.map((l) => ({ rows: l.rows, cols: l.cols }));
       om.ckpt.close();
       // Plan: (label, method, bits, rank?) per requested method × bits, plus budgeted LoPRo rows.
@@ -221,7 +227,7 @@ async function main(): Promise<void> {
           }
         }
       for (const p of plan) {
-        const id = `${m}|${p.label}|${p.bits}|${samples}`;
+        const id = `${m}|${p.label}|${p.bits}|${samples}|ctx${ctx}`;
         if (rows.some((r) => r.id === id)) {
           process.stderr.write(`skip ${id} (in ${jsonFile})\n`);
           continue;
@@ -230,17 +236,17 @@ async function main(): Promise<void> {
         let row: Row;
         if (p.method === 'fp') {
           const te = Date.now();
-          const ppl = await evalPath(modelDir, texts, { ctx: 0, ep }, quietHooks(false));
-          row = { id, model: m, label: 'fp', method: 'fp', bits: 0, samples, protocol: true, evalSeconds: (Date.now() - te) / 1000, ppl, ep, when: new Date().toISOString() };
+          const ppl = await evalPath(modelDir, texts, { ctx, ep }, quietHooks(false));
+          row = { id, model: m, ctx, label: 'fp', method: 'fp', bits: 0, samples, protocol: !PROTOCOL_CTX[m] || ctx === PROTOCOL_CTX[m], evalSeconds: (Date.now() - te) / 1000, ppl, ep, when: new Date().toISOString() };
         } else {
           const runDir = path.join(outDir, 'runs', id.replace(/[|=\s]+/g, '_'));
-          const config: QuantizeConfig = { ...DEFAULT_CONFIG, layerOverrides: {}, method: p.method, bits: p.bits, calibText: calib, calibSamples: samples, ep, ...(p.rank !== undefined ? { rank: p.rank } : {}) };
+          const config: QuantizeConfig = { ...DEFAULT_CONFIG, layerOverrides: {}, method: p.method, bits: p.bits, calibText: calib, calibSamples: samples, ctx, ep, ...(p.rank !== undefined ? { rank: p.rank } : {}) };
           const tq = Date.now();
           const s = await quantizeRun({ modelPath: modelDir, config, runDir, resume: true }, quietHooks(false));
           const quantSeconds = (Date.now() - tq) / 1000;
           const te = Date.now();
-          const ppl = await evalPath(runDir, texts, { ctx: 0, ep }, quietHooks(false));
-          row = { id, model: m, label: p.label, method: p.method, bits: p.bits, rank: config.rank, samples, protocol, bpw: s.bpw, quantSeconds, evalSeconds: (Date.now() - te) / 1000, ppl, ep: s.ep, resumed: s.resumed || undefined, when: new Date().toISOString() };
+          const ppl = await evalPath(runDir, texts, { ctx, ep }, quietHooks(false));
+          row = { id, model: m, ctx, label: p.label, method: p.method, bits: p.bits, rank: config.rank, samples, protocol: protocol && (!PROTOCOL_CTX[m] || ctx === PROTOCOL_CTX[m]), bpw: s.bpw, quantSeconds, evalSeconds: (Date.now() - te) / 1000, ppl, ep: s.ep, resumed: s.resumed || undefined, when: new Date().toISOString() };
         }
         rows.push(row);
         saveRows(jsonFile, rows, meta);
