@@ -28,9 +28,12 @@ export function* gptqCore(
   assertFiniteArray(wVals, 'W', where);
   assertFiniteArray(hVals, 'H', where);
   const groupSize = opts.groupSize ?? -1, sym = opts.sym ?? false, percDamp = opts.percDamp ?? 0.01;
-  const blockSize = opts.blockSize ?? 128, actOrder = opts.actOrder ?? false;
+  const requestedBlock = opts.blockSize ?? 128, actOrder = opts.actOrder ?? false;
   const staticGroups = (opts.staticGroups ?? false) && groupSize !== -1;
-  if (!(Number.isInteger(blockSize) && blockSize > 0)) throw new RangeError(`blockSize must be a positive integer, got ${blockSize}`);
+  if (!(Number.isInteger(requestedBlock) && requestedBlock > 0)) throw new RangeError(`blockSize must be a positive integer, got ${requestedBlock}`);
+  // A lazy batch wider than W is one batch: clamp, so the batch buffers are never larger than W
+  // (blockSize 1e9 used to allocate rows × 1e9). Same codes: the loop below already cut at cols.
+  const blockSize = Math.max(1, Math.min(requestedBlock, cols));
   if (actOrder && opts.perm) throw new ProtocolError(ErrorCode.BadConfig, 'actOrder and a caller-provided perm are exclusive', where, 'pass one of them');
   const maxq = maxqFor(opts.bits);
   const G = groupCount(cols, groupSize);
@@ -95,7 +98,8 @@ export function* gptqCore(
   let loss = 0, tLazy = 0;
   const W1 = new Float64Array(rows * blockSize), Err1 = new Float64Array(rows * blockSize), slots = new Int32Array(blockSize);
   let span = opts.lazySpan ?? blockSize;
-  if (!(Number.isInteger(span) && span >= blockSize && span % blockSize === 0)) throw new RangeError(`lazySpan must be a multiple of blockSize (${blockSize}), got ${span}`);
+  if (!(Number.isInteger(span) && span >= requestedBlock && span % requestedBlock === 0) && span !== blockSize) throw new RangeError(`lazySpan must be a multiple of blockSize (${requestedBlock}), got ${span}`);
+  if (span > cols) span = blockSize;
   if (groupSize !== -1 && !staticGroups && span % groupSize !== 0) span = blockSize;
   const ErrS = span > blockSize ? new Float64Array(rows * span) : Err1;
   let s1 = 0; // start of the current span
