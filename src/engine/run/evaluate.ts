@@ -10,7 +10,7 @@ import { ProtocolError } from '../../protocol/rpc';
 import { getRuntime } from '../compute/runtime';
 import { openCheckpoint } from '../io/checkpoint';
 import { protocolCtx } from '../model/calibration';
-import { loadLlamaConfig } from '../model/config';
+import { checkModelTensors, loadLlamaConfig } from '../model/config';
 import { perplexity, type PerplexityResult } from '../model/perplexity';
 import { loadTokenizer, tokenizeFile } from '../model/tokenizer';
 import { isNativeDir, openNativeModel } from './native';
@@ -49,8 +49,15 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
     const { perplexityOnnx } = await import('./export_onnx_eval');
     return perTextPerplexity(`${onnx}`, dir, cfg.vocabSize, T, texts, hooks, (ids, o) => perplexityOnnx(onnx, ids, { ...o, rt }));
   }
-  const weights = isNativeDir(dir) ? openNativeModel(dir) : openCheckpoint(dir);
+  const native = isNativeDir(dir);
+  const weights = native ? openNativeModel(dir) : openCheckpoint(dir);
   try {
+    // A float folder: check every tensor's shape against config.json first (a same-size,
+    // misshaped tensor would otherwise be evaluated into a meaningless perplexity).
+    if (!native) {
+      const ckpt = weights as ReturnType<typeof openCheckpoint>;
+      checkModelTensors(cfg, (n) => (ckpt.has(n) ? ckpt.entry(n).shape : undefined), dir);
+    }
     return await perTextPerplexity(dir, dir, cfg.vocabSize, T, texts, hooks, (ids, o) => perplexity(cfg, ids, (name) => weights.readFloat32(name), { ...o, rt }));
   } finally {
     weights.close();

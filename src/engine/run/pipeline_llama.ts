@@ -15,8 +15,8 @@ import { ProtocolError } from '../../protocol/rpc';
 import type { ComputeRuntime } from '../compute/runtime';
 import { writeSafetensorsAtomic, type TensorData } from '../io/safetensors_writer';
 import { calibrationWindows } from '../model/calibration';
-import { blockLinears, type BlockLinear, type LinearInput } from '../model/config';
-import { LlamaForward, loadBlockWeights, type BlockWeights } from '../model/llama_forward';
+import { blockLinears, expectedShapes, type BlockLinear, type LinearInput } from '../model/config';
+import { checkWeights, LlamaForward, loadBlockWeights, type BlockWeights } from '../model/llama_forward';
 import { defaultBatch } from '../model/perplexity';
 import { loadTokenizer, tokenizeFile } from '../model/tokenizer';
 import { createActivationStore, loadActivationStore, type ActivationStore } from './activations';
@@ -71,6 +71,9 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   const B = defaultBatch(T);
   const budget = (params.config.memoryBudgetMB * 2 ** 20) / 2; // two live stores: inputs and outputs
   const read = (name: string) => model.ckpt.readFloat32(name);
+  // Every weight the exported model carries (norms, embedding, head too), not only the linears
+  // quantized below: a NaN/Inf there would otherwise be copied into the output without a word.
+  for (const [n, shape] of expectedShapes(cfg)) checkWeights(read(n), n, shape, cfg);
   const batches: [number, number][] = [];
   for (let i = 0; i < N; i += B) batches.push([i, Math.min(B, N - i)]);
 
