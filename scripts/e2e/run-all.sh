@@ -18,7 +18,7 @@ node --import tsx scripts/e2e/gen-contributes.ts --check
 
 VSIX="$E2E_ROOT/lopro.vsix"
 rm -f "$VSIX"
-npx vsce package --allow-missing-repository --skip-license -o "$VSIX" 2>&1 | grep -vE '^\s*$' | tail -5
+npx vsce package --allow-missing-repository --skip-license --no-rewrite-relative-links -o "$VSIX" 2>&1 | grep -vE '^\s*$' | tail -5
 echo "VSIX size: $(stat -c %s "$VSIX") bytes ($(du -h "$VSIX" | cut -f1)); files: $(unzip -l "$VSIX" | tail -1 | awk '{print $2}')"
 
 node scripts/e2e/build-exthost.mjs "$E2E_ROOT/exthost-out"
