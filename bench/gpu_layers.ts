@@ -34,6 +34,7 @@ import type { LowRankFactors, R1svdOptions } from '../src/engine/quant/r1svd';
 import { r1svdDevice } from '../src/engine/quant/r1svd_device';
 import { quantizeLayerLoPRo } from '../src/engine/quant/lopro';
 import { rtnQuantize } from '../src/engine/quant/rtn';
+import { mulberry32 } from '../src/engine/util/random';
 
 const args = process.argv.slice(2);
 const arg = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1] : d; };
@@ -66,16 +67,7 @@ const now = () => performance.now() / 1000;
 const log = (s: string) => process.stdout.write(`${s}\n`);
 
 // ── seeded synthetic data ──
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 function normals(n: number, u: () => number, scale = 1): Float32Array {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i += 2) {

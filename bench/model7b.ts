@@ -34,6 +34,7 @@ import { choleskyOn, createSlabUpdater, gptqQuantizeDevice } from '../src/engine
 import { quantizeLayerLoPRoWith, type GptqEngine } from '../src/engine/quant/gptq_device_lopro';
 import { quantizeLayerLoPRoParallel } from '../src/engine/quant/gptq_parallel_lopro';
 import { rtnQuantize } from '../src/engine/quant/rtn';
+import { mulberry32 } from '../src/engine/util/random';
 
 const args = process.argv.slice(2);
 const arg = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1] : d; };
@@ -61,16 +62,7 @@ const LINEARS: { name: string; rows: number; cols: number; input: 'attn' | 'o' |
 ];
 const tensorName = (b: number, l: string) => `model.layers.${b}.${l}.weight`;
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 function normals(n: number, u: () => number, scale = 1): Float32Array {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i += 2) {

@@ -1,15 +1,7 @@
 // Deterministic test data (mulberry32) shared by the compute and linalg tests.
+import { mulberry32 } from '../../../src/engine/util/random';
 
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 /** Uniform in [-1, 1). */
 export function randF32(n: number, seed: number): Float32Array {

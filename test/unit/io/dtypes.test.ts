@@ -7,18 +7,10 @@ import {
   f32ToF8E4M3, f8E4M3ToF32, f32ArrayToF8E4M3, f8E4M3ToF32Array,
   DTYPE_BYTES, isDtype,
 } from '../../../src/engine/io/dtypes';
+import { mulberry32 } from '../../../src/engine/util/random';
 
 /** Seeded PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 // Reference values decoded from the format definitions in float64, independent of the codec.
 function f16Ref(h: number): number {

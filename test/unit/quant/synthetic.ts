@@ -1,17 +1,9 @@
 // Seeded synthetic layers for quantizer tests and bench/gptq_layer.ts: correlated, heavy-tailed
 // activations (the golden README's recipe, §6, with Student-t noise) and weights with log-normal
 // row/column scales. Deterministic: mulberry32 + Box–Muller.
+import { mulberry32 } from '../../../src/engine/util/random';
 
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 export function normal(u: () => number): () => number {
   let spare: number | undefined;

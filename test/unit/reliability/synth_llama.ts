@@ -7,6 +7,7 @@
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { writeSafetensorsAtomic, writeShardIndex, type TensorData } from '../../../src/engine/io/safetensors_writer';
+import { mulberry32 } from '../../../src/engine/util/random';
 
 export const ROOT = resolve(__dirname, '../../..');
 export const TINY = join(ROOT, 'fixtures/tiny');
@@ -30,16 +31,7 @@ export interface SynthSpec {
 export const BASE_SPEC: Readonly<SynthSpec> = Object.freeze({ hidden: 64, inter: 160, layers: 2, heads: 4, kvHeads: 2, vocab: TOKENIZER_IDS, tied: true, seed: 7 });
 
 /** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const rng = mulberry32;
 
 export type Json = Record<string, unknown>;
 
