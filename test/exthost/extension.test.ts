@@ -174,7 +174,7 @@ suite('LoPRo crash → "Resume" through the run manager (the path the UI uses)',
   test('a crashed run shows a clear error with Resume; choosing Resume finishes the run', async () => {
     const a = await api();
     const runDir = path.join(ws(), 'runs', 'ui-crash');
-    const config = { ...DEFAULT_CONFIG, layerOverrides: {}, calibText: path.join(ws(), 'calib.txt'), calibSamples: 8, ctx: 64, bits: 3 };
+    const config = { ...DEFAULT_CONFIG, layerOverrides: {}, calibText: path.join(ws(), 'calib.txt'), calibSamples: 32, ctx: 64, bits: 3 };
     const original = a.runs.errorPrompt;
     let shown = '';
     let offered: string[] = [];
@@ -188,7 +188,12 @@ suite('LoPRo crash → "Resume" through the run manager (the path the UI uses)',
       const { pid } = await a.engine.request('engine/hello', { clientVersion: 'ui-crash' }, { timeoutMs: 30000 });
       const first = a.runs.startRun(path.join(ws(), 'tiny'), config, runDir, false);
       assert.ok(await waitFor(() => a.runs.isRunning || undefined, 10000), 'run did not start');
-      await new Promise((r) => setTimeout(r, 8000));
+      // Kill mid-run, once block 0 is committed (run.json is written last in a block commit; a fixed
+      // delay let a fast machine finish the run before the kill).
+      const block0 = path.join(runDir, 'run.json');
+      const deadline = Date.now() + 120000;
+      while (!fs.existsSync(block0) && a.runs.isRunning && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(a.runs.isRunning, 'the run finished before block 0 was checkpointed: nothing left to crash');
       process.kill(pid, 'SIGKILL');
       await first;
       assert.ok(await waitFor(() => shown || undefined, 10000), 'no error message shown');
