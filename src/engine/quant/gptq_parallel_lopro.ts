@@ -7,8 +7,8 @@
 // pool too (rows permuted + FWHT, transpose + FWHT, symmetrise: rotation.ts's passes, split by rows).
 
 import type { LayerConfig } from '../../protocol/config';
-import { encodeF16, encodeF8E4M3 } from './fp8';
-import { columnScaleAlpha, type LowRankFactors, type R1svdOptions } from './r1svd';
+import { encodeF16 } from './fp8';
+import { columnScaleAlpha, R1svdFactorSet, type LowRankFactors, type R1svdOptions } from './r1svd';
 import { argsortDescending } from './permute';
 import { planRotation, type RotationPlan } from './rotation';
 import { SeededRng, frob2, norm2 } from './lopro_mat';
@@ -58,10 +58,8 @@ export async function r1svdParallel(pool: GptqPool, A: Float32Array, m: number, 
   const round = opts.roundFactors !== false;
   const rMax = Math.max(0, Math.min(opts.rank, m, n));
   const rng = new SeededRng(opts.seed);
-  const sqm = Math.sqrt(m), sqn = Math.sqrt(n);
   const total = frob2(A);
-  const Ucols: Float64Array[] = [], Vrows: Float64Array[] = [], sig: number[] = [];
-  const uC: Uint8Array[] = [], vC: Uint8Array[] = [], sB: number[] = [];
+  const f = new R1svdFactorSet(m, n, round);
   const s = shared(Float64Array, n), y = shared(Float64Array, m), z = shared(Float64Array, n);
   const u = shared(Float64Array, m), v = shared(Float64Array, n);
   const mv = (x: Float64Array, out: Float64Array) => runSlices(pool, m, (r0, r1) => ({ kind: 'mv', A, n, x, y: out, r0, r1 }));
@@ -82,42 +80,13 @@ export async function r1svdParallel(pool: GptqPool, A: Float32Array, m: number, 
     await mtv(y, z);
     const sigma = norm2(z);
     if (!(sigma > 0) || !Number.isFinite(sigma)) break;
-    const uHat = new Float64Array(m), vHat = new Float64Array(n);
-    for (let i = 0; i < m; i++) uHat[i] = y[i] * sqm;
-    for (let j = 0; j < n; j++) vHat[j] = (z[j] / sigma) * sqn;
-    let sHat = sigma / (sqm * sqn);
-    if (round) {
-      uC.push(encodeF8E4M3(uHat, uHat));
-      vC.push(encodeF8E4M3(vHat, vHat));
-      const sh = new Float64Array(1);
-      sB.push(encodeF16([sHat], sh)[0]);
-      sHat = sh[0];
-    }
+    const { uHat, vHat, sHat } = f.add(y, z, sigma);
     u.set(uHat);
     v.set(vHat);
     await runSlices(pool, m, (r0, r1) => ({ kind: 'deflate', A, n, u, v, s: sHat, r0, r1 }));
-    Ucols.push(uHat);
-    Vrows.push(vHat);
-    sig.push(sHat);
-  }
-  const r = sig.length;
-  const U = new Float64Array(m * r), V = new Float64Array(r * n), sigma = Float64Array.from(sig);
-  const uCodes = new Uint8Array(m * r), vCodes = new Uint8Array(r * n);
-  for (let k = 0; k < r; k++) {
-    for (let i = 0; i < m; i++) U[i * r + k] = Ucols[k][i];
-    V.set(Vrows[k], k * n);
-    if (round) {
-      for (let i = 0; i < m; i++) uCodes[i * r + k] = uC[k][i];
-      vCodes.set(vC[k], k * n);
-    }
-  }
-  const sigmaBits = round ? Uint16Array.from(sB) : encodeF16(sigma);
-  if (!round) {
-    encodeF8E4M3(U).forEach((c, i) => (uCodes[i] = c));
-    encodeF8E4M3(V).forEach((c, i) => (vCodes[i] = c));
   }
   const energy = total > 0 ? 1 - frob2(A) / total : 0;
-  return { rows: m, cols: n, rank: r, uCodes, vCodes, sigmaBits, uScale: sqm, vScale: sqn, U, V, sigma, energy };
+  return { ...f.layout(), energy };
 }
 
 /** rotateHessian(permuteSymmetric(H, perm), plan) on the pool: the same float64 operations in the same order. */

@@ -79,6 +79,67 @@ export function scaleColumns(wVals: ArrayLike<number>, rows: number, cols: numbe
  * y ← A·(Aᵀ·y)/‖·‖; u = y/‖y‖; z = Aᵀ·u; σ = ‖z‖; v = z/σ; round; deflate A −= σ̂·û·v̂ᵀ.
  * Cost (2·it + 3)·m·n per rank (the +1 is the deflation), all over float32 A with float64 sums.
  */
+/**
+ * R1SVD's factors, collected round by round (shared by the TypeScript, worker-pool and device
+ * engines). `add` turns one round's unit u = y and z = Aᵀu (σ = ‖z‖) into what is stored —
+ * û = u·√m and v̂ = (z/σ)·√n rounded to FP8 E4M3, σ̂ = σ/√(mn) to FP16 (spec §1.3) — and returns
+ * exactly those values (deflation uses them); `layout` builds U (m×r), V (r×n) and the codes.
+ */
+export class R1svdFactorSet {
+  readonly Ucols: Float64Array[] = [];
+  readonly Vrows: Float64Array[] = [];
+  readonly sig: number[] = [];
+  private readonly uC: Uint8Array[] = [];
+  private readonly vC: Uint8Array[] = [];
+  private readonly sB: number[] = [];
+  readonly sqm: number;
+  readonly sqn: number;
+  constructor(readonly m: number, readonly n: number, readonly round: boolean) {
+    this.sqm = Math.sqrt(m);
+    this.sqn = Math.sqrt(n);
+  }
+
+  add(y: ArrayLike<number>, z: ArrayLike<number>, sigma: number): { uHat: Float64Array; vHat: Float64Array; sHat: number } {
+    const { m, n, sqm, sqn, round, uC, vC, sB } = this;
+    const uHat = new Float64Array(m), vHat = new Float64Array(n);
+    for (let i = 0; i < m; i++) uHat[i] = y[i] * sqm;
+    for (let j = 0; j < n; j++) vHat[j] = (z[j] / sigma) * sqn;
+    let sHat = sigma / (sqm * sqn);
+    if (round) {
+      uC.push(encodeF8E4M3(uHat, uHat));
+      vC.push(encodeF8E4M3(vHat, vHat));
+      const sh = new Float64Array(1);
+      sB.push(encodeF16([sHat], sh)[0]);
+      sHat = sh[0];
+    }
+    this.Ucols.push(uHat);
+    this.Vrows.push(vHat);
+    this.sig.push(sHat);
+    return { uHat, vHat, sHat };
+  }
+
+  layout(): Omit<LowRankFactors, 'energy'> {
+    const { m, n, sqm, sqn, round, uC, vC, sB, Ucols, Vrows, sig } = this;
+    const r = sig.length;
+    const U = new Float64Array(m * r), V = new Float64Array(r * n), sigma = Float64Array.from(sig);
+    const uCodes = new Uint8Array(m * r), vCodes = new Uint8Array(r * n);
+    for (let k = 0; k < r; k++) {
+      for (let i = 0; i < m; i++) U[i * r + k] = Ucols[k][i];
+      V.set(Vrows[k], k * n);
+      if (round) {
+        for (let i = 0; i < m; i++) uCodes[i * r + k] = uC[k][i];
+        vCodes.set(vC[k], k * n);
+      }
+    }
+    const sigmaBits = round ? Uint16Array.from(sB) : encodeF16(sigma);
+    if (!round) {
+      encodeF8E4M3(U).forEach((c, i) => (uCodes[i] = c));
+      encodeF8E4M3(V).forEach((c, i) => (vCodes[i] = c));
+    }
+    return { rows: m, cols: n, rank: r, uCodes, vCodes, sigmaBits, uScale: sqm, vScale: sqn, U, V, sigma };
+  }
+}
+
 export function r1svd(aVals: ArrayLike<number>, m: number, n: number, opts: R1svdOptions): LowRankFactors {
   const A = Float32Array.from(aVals as ArrayLike<number>);
   return r1svdInPlace(A, m, n, opts);
@@ -89,10 +150,8 @@ export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOpt
   const round = opts.roundFactors !== false;
   const rMax = Math.max(0, Math.min(opts.rank, m, n));
   const rng = new SeededRng(opts.seed);
-  const sqm = Math.sqrt(m), sqn = Math.sqrt(n);
   const total = frob2(A);
-  const Ucols: Float64Array[] = [], Vrows: Float64Array[] = [], sig: number[] = [];
-  const uC: Uint8Array[] = [], vC: Uint8Array[] = [], sB: number[] = [];
+  const f = new R1svdFactorSet(m, n, round);
   const s = new Float64Array(n), y = new Float64Array(m), z = new Float64Array(n);
   for (let k = 0; k < rMax; k++) {
     for (let j = 0; j < n; j++) s[j] = rng.gaussian();
@@ -110,17 +169,7 @@ export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOpt
     matTVec(A, m, n, y, z);
     const sigma = norm2(z);
     if (!(sigma > 0) || !Number.isFinite(sigma)) break;
-    const uHat = new Float64Array(m), vHat = new Float64Array(n);
-    for (let i = 0; i < m; i++) uHat[i] = y[i] * sqm;
-    for (let j = 0; j < n; j++) vHat[j] = (z[j] / sigma) * sqn;
-    let sHat = sigma / (sqm * sqn);
-    if (round) {
-      uC.push(encodeF8E4M3(uHat, uHat));
-      vC.push(encodeF8E4M3(vHat, vHat));
-      const sh = new Float64Array(1);
-      sB.push(encodeF16([sHat], sh)[0]);
-      sHat = sh[0];
-    }
+    const { uHat, vHat, sHat } = f.add(y, z, sigma);
     // Deflate with exactly what will be stored.
     for (let i = 0; i < m; i++) {
       const a = sHat * uHat[i];
@@ -128,28 +177,9 @@ export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOpt
       const o = i * n;
       for (let j = 0; j < n; j++) A[o + j] -= a * vHat[j];
     }
-    Ucols.push(uHat);
-    Vrows.push(vHat);
-    sig.push(sHat);
-  }
-  const r = sig.length;
-  const U = new Float64Array(m * r), V = new Float64Array(r * n), sigma = Float64Array.from(sig);
-  const uCodes = new Uint8Array(m * r), vCodes = new Uint8Array(r * n);
-  for (let k = 0; k < r; k++) {
-    for (let i = 0; i < m; i++) U[i * r + k] = Ucols[k][i];
-    V.set(Vrows[k], k * n);
-    if (round) {
-      for (let i = 0; i < m; i++) uCodes[i * r + k] = uC[k][i];
-      vCodes.set(vC[k], k * n);
-    }
-  }
-  const sigmaBits = round ? Uint16Array.from(sB) : encodeF16(sigma);
-  if (!round) {
-    encodeF8E4M3(U).forEach((c, i) => (uCodes[i] = c));
-    encodeF8E4M3(V).forEach((c, i) => (vCodes[i] = c));
   }
   const energy = total > 0 ? 1 - frob2(A) / total : 0;
-  return { rows: m, cols: n, rank: r, uCodes, vCodes, sigmaBits, uScale: sqm, vScale: sqn, U, V, sigma, energy };
+  return { ...f.layout(), energy };
 }
 
 /**

@@ -13,9 +13,8 @@
 
 import { GraphBuilder, type Value } from '../compute/graph';
 import type { ComputeRuntime, Tensor } from '../compute/runtime';
-import { encodeF16, encodeF8E4M3 } from './fp8';
 import { SeededRng, frob2, norm2 } from './lopro_mat';
-import type { LowRankFactors, R1svdOptions } from './r1svd';
+import { R1svdFactorSet, type LowRankFactors, type R1svdOptions } from './r1svd';
 
 const CHUNK_BYTES = Number(process.env.LOPRO_DEVICE_CHUNK_MB ?? 64) * 2 ** 20;
 
@@ -68,7 +67,6 @@ export async function r1svdDevice(rt: ComputeRuntime, A: Float32Array, m: number
   const round = opts.roundFactors !== false;
   const rMax = Math.max(0, Math.min(opts.rank, m, n));
   const rng = new SeededRng(opts.seed);
-  const sqm = Math.sqrt(m), sqn = Math.sqrt(n);
   const total = frob2(A);
   const chunks = chunkRows(m, n, opts.chunkBytes);
   const key = `${m}x${n}|${chunks.map((c) => c[1]).join(',')}`;
@@ -84,8 +82,8 @@ export async function r1svdDevice(rt: ComputeRuntime, A: Float32Array, m: number
   const sMv = await rt.session(`r1svd/mv|${key}`, mvModel(chunks, n), 'host');
   const sMtv = await rt.session(`r1svd/mtv|${key}|1`, mtvModel(chunks, m, n, 1), 'host');
   const x32 = new Float32Array(n), y32 = new Float32Array(m);
-  const Ucols: Float64Array[] = [], Vrows: Float64Array[] = [], sig: number[] = [];
-  const uC: Uint8Array[] = [], vC: Uint8Array[] = [], sB: number[] = [];
+  const f = new R1svdFactorSet(m, n, round);
+  const { Ucols, Vrows, sig } = f;
   const coef = new Float64Array(rMax);
   // out = A_k·x (k = factors found so far).
   const mv = async (x: Float64Array, out: Float64Array) => {
@@ -143,37 +141,10 @@ export async function r1svdDevice(rt: ComputeRuntime, A: Float32Array, m: number
       await mtv(y, z);
       const sigma = norm2(z);
       if (!(sigma > 0) || !Number.isFinite(sigma)) break;
-      const uHat = new Float64Array(m), vHat = new Float64Array(n);
-      for (let i = 0; i < m; i++) uHat[i] = y[i] * sqm;
-      for (let j = 0; j < n; j++) vHat[j] = (z[j] / sigma) * sqn;
-      let sHat = sigma / (sqm * sqn);
-      if (round) {
-        uC.push(encodeF8E4M3(uHat, uHat));
-        vC.push(encodeF8E4M3(vHat, vHat));
-        const sh = new Float64Array(1);
-        sB.push(encodeF16([sHat], sh)[0]);
-        sHat = sh[0];
-      }
-      Ucols.push(uHat);
-      Vrows.push(vHat);
-      sig.push(sHat);
+      f.add(y, z, sigma); // the mat-vecs subtract f's stored factors from here on
     }
-    const r = sig.length;
-    const U = new Float64Array(m * r), V = new Float64Array(r * n), sigma = Float64Array.from(sig);
-    const uCodes = new Uint8Array(m * r), vCodes = new Uint8Array(r * n);
-    for (let k = 0; k < r; k++) {
-      for (let i = 0; i < m; i++) U[i * r + k] = Ucols[k][i];
-      V.set(Vrows[k], k * n);
-      if (round) {
-        for (let i = 0; i < m; i++) uCodes[i * r + k] = uC[k][i];
-        vCodes.set(vC[k], k * n);
-      }
-    }
-    const sigmaBits = round ? Uint16Array.from(sB) : encodeF16(sigma);
-    if (!round) {
-      encodeF8E4M3(U).forEach((c, i) => (uCodes[i] = c));
-      encodeF8E4M3(V).forEach((c, i) => (vCodes[i] = c));
-    }
+    const laid = f.layout();
+    const { U, V, sigma, rank: r } = laid;
     // ‖A − ÛΣ̂V̂‖² = ‖A‖² − 2·Σ_k σ̂_k·û_kᵀ(A·v̂_kᵀ)… computed as ‖A‖² − 2·tr(Σ̂·(ÛᵀA)·V̂ᵀ) + ‖ÛΣ̂V̂‖², with
     // ÛᵀA (r×n) in one device run: A itself is never deflated.
     let energy = 0;
@@ -199,7 +170,7 @@ export async function r1svdDevice(rt: ComputeRuntime, A: Float32Array, m: number
       }
       energy = 1 - Math.max(0, total - 2 * cross + lr) / total;
     }
-    return { rows: m, cols: n, rank: r, uCodes, vCodes, sigmaBits, uScale: sqm, vScale: sqn, U, V, sigma, energy };
+    return { ...laid, energy };
   } finally {
     for (const t of Object.values(aT)) rt.release(t);
     st.matvecSeconds += (performance.now() - t0) / 1000;
