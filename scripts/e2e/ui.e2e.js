@@ -109,7 +109,12 @@ async function fill(frame, id, value) {
         }
       }
       cfg = await webview(page, '#estimates', 60000);
-      const title = await cfg.locator('#title').textContent();
+      // The panel renders "LoPRo: Quantize" first and adds the model name when model/inspect answers.
+      let title = '';
+      for (const end = Date.now() + 30000; Date.now() < end; await page.waitForTimeout(100)) {
+        title = await cfg.locator('#title').textContent();
+        if (title === 'LoPRo: Quantize tiny') break;
+      }
       if (title !== 'LoPRo: Quantize tiny') throw new Error(`config panel title: ${title}`);
     });
 
