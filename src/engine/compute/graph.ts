@@ -220,13 +220,33 @@ export class GraphBuilder {
     this.domains.set(domain, version);
   }
 
+  /**
+   * The model, keeping only the nodes and initializers the outputs depend on. ORT runs every node
+   * of a graph whether or not a fetched output needs it, so a graph built by a shared emitter and
+   * cut short by its outputs (a block graph that only returns one Hessian) must be pruned here.
+   * Graph inputs all stay: callers feed every declared input.
+   */
   toModel(): Uint8Array {
     if (this.outputs.length === 0) throw new Error(`graph ${this.name}: no outputs`);
+    const { nodes, inits } = this.live();
     return encodeModel({
       irVersion: 8,
       opsets: [{ domain: '', version: this.opset }, ...[...this.domains].map(([domain, version]) => ({ domain, version }))],
-      graph: { name: this.name, nodes: this.nodes, initializers: this.inits, inputs: this.inputs, outputs: this.outputs },
+      graph: { name: this.name, nodes, initializers: inits, inputs: this.inputs, outputs: this.outputs },
     });
+  }
+
+  /** Nodes (in emission order, which is topological) and initializers reachable from the outputs. */
+  private live(): { nodes: NodeProtoSpec[]; inits: TensorProtoSpec[] } {
+    const needed = new Set(this.outputs.map((o) => o.name));
+    const keep: boolean[] = new Array(this.nodes.length).fill(false);
+    for (let i = this.nodes.length - 1; i >= 0; i--) {
+      const n = this.nodes[i];
+      if (!n.outputs.some((o) => needed.has(o))) continue;
+      keep[i] = true;
+      for (const v of n.inputs) if (v) needed.add(v);
+    }
+    return { nodes: this.nodes.filter((_, i) => keep[i]), inits: this.inits.filter((t) => t.name !== undefined && needed.has(t.name)) };
   }
 }
 

@@ -235,8 +235,11 @@ function sessionOptions(ep: EpName, opts: RuntimeOptions, placement: OutputPlace
   const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
   if (opts.allowSpinning === false) base.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
   switch (ep) {
-    case 'cpu':
-      return opts.intraOpNumThreads ? { ...base, executionProviders: ['cpu'], intraOpNumThreads: opts.intraOpNumThreads } : { ...base, executionProviders: ['cpu'] };
+    case 'cpu': {
+      // LOPRO_ORT_THREADS caps ORT's CPU threads when the caller did not (several runs sharing a machine).
+      const threads = opts.intraOpNumThreads ?? (Number(process.env.LOPRO_ORT_THREADS) || undefined);
+      return threads ? { ...base, executionProviders: ['cpu'], intraOpNumThreads: threads } : { ...base, executionProviders: ['cpu'] };
+    }
     case 'cuda':
       return { ...base, executionProviders: [{ name: 'cuda', deviceId: opts.cudaDeviceId ?? 0 }] };
     case 'webgpu':

@@ -151,6 +151,16 @@ export class LlamaForward {
     return res;
   }
 
+  /**
+   * XᵀX and Σ|x| of one linear input over the batch, computing the block only as far as that
+   * input (no y): a quarter to a half of a full 'stats' pass.
+   */
+  async blockStats(x: Float32Array, B: number, w: BlockWeights | Record<string, ort.Tensor>, input: LinearInput): Promise<BlockStats> {
+    const wT = isTensorRecord(w) ? w : await this.weightTensors(w);
+    const out = await this.runBlock(this.rt.host(x, [B, this.ctx, this.cfg.hiddenSize]), wT, `stats:${input}`, 'host');
+    return { xtx: out[`${input}_xtx`].data as Float32Array, absSum: out[`${input}_abssum`].data as Float32Array };
+  }
+
   /** One block, tensors in and out: y stays on the device when the EP allows (no host round trip). */
   async blockTensor(x: ort.Tensor, wT: Record<string, ort.Tensor>): Promise<ort.Tensor> {
     return (await this.runBlock(x, wT, 'none', this.placement)).y;

@@ -20,7 +20,12 @@ export type Capture =
   /** y and the raw inputs of the four distinct linears, [B·T, features] each. */
   | 'activations'
   /** y and per-input statistics summed over the batch's B·T rows: xtx [n, n] = XᵀX, absSum [n] = Σ|x|. */
-  | 'stats';
+  | 'stats'
+  /**
+   * One input's statistics only, no y: the block is computed just as far as that input (the
+   * pipeline's true-sequential passes need one statistic each; 'stats:attn_in' is a norm only).
+   */
+  | `stats:${LinearInput}`;
 
 /** Emits y = x·Wᵀ (+ bias) for one linear; x is [N, in] (2-D). */
 export type LinearEmitter = (g: GraphBuilder, lin: BlockLinear, x: Value, bias: Value | null) => Value;
@@ -153,13 +158,19 @@ export function buildBlockGraph(cfg: LlamaConfig, ctx: number, capture: Capture)
   };
   const linear: LinearEmitter = (gb, lin, xin, bias) => gemmLinear(gb, tensor(gb, lin.weight, [lin.rows, lin.cols]), xin, bias);
   const out = emitBlock(g, cfg, 0, x, c, linear, tensor);
+  const stats = (k: string, v: Value) => {
+    g.output(g.op('Gemm', [v, v], { transA: 1 }), `${k}_xtx`);
+    g.output(g.op('ReduceSum', [g.op('Abs', [v]), g.constI64([0])], { keepdims: 0 }), `${k}_abssum`);
+  };
+  if (capture.startsWith('stats:')) {
+    // No y: toModel prunes every node past this input (for attn_in, all but the first norm).
+    const k = capture.slice('stats:'.length) as LinearInput;
+    stats(k, out.inputs[k]);
+    return g.toModel();
+  }
   g.output(out.y, 'y', ['B', ctx, cfg.hiddenSize]);
   if (capture === 'activations') for (const [k, v] of Object.entries(out.inputs)) g.output(v, k);
-  if (capture === 'stats')
-    for (const [k, v] of Object.entries(out.inputs)) {
-      g.output(g.op('Gemm', [v, v], { transA: 1 }), `${k}_xtx`);
-      g.output(g.op('ReduceSum', [g.op('Abs', [v]), g.constI64([0])], { keepdims: 0 }), `${k}_abssum`);
-    }
+  if (capture === 'stats') for (const [k, v] of Object.entries(out.inputs)) stats(k, v);
   return g.toModel();
 }
 

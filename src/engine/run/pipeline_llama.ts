@@ -111,13 +111,17 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         const n = members[0].cols;
         // One pass over the calibration windows with the block as it is now.
         const xtx = new Float64Array(n * n), absSum = new Float64Array(n);
-        for (const [i0, nb] of batches) {
-          throwIfCancelled(hooks.signal);
-          const r = await fwd.block(gather(X, i0, nb), nb, w, 'stats');
-          const s = r.stats![input];
-          for (let k = 0; k < xtx.length; k++) xtx[k] += s.xtx[k];
-          for (let k = 0; k < n; k++) absSum[k] += s.absSum[k];
-          await yieldToEventLoop();
+        const wT = await fwd.weightTensors(w); // uploaded once per pass on a GPU EP, not per batch
+        try {
+          for (const [i0, nb] of batches) {
+            throwIfCancelled(hooks.signal);
+            const s = await fwd.blockStats(gather(X, i0, nb), nb, wT, input);
+            for (let k = 0; k < xtx.length; k++) xtx[k] += s.xtx[k];
+            for (let k = 0; k < n; k++) absSum[k] += s.absSum[k];
+            await yieldToEventLoop();
+          }
+        } finally {
+          fwd.release(wT);
         }
         progress.advance(P, `block ${b} ${input}: Hessian from ${N} windows`, { block: b });
         // H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences).
@@ -150,16 +154,19 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       }
       // The quantized block's outputs: the next block's inputs.
       const Y = createActivationStore(N, recordLen, budget, join(dir.scratchDir, `in-${b + 1}.f32`));
+      const wT = await fwd.weightTensors(w);
       try {
         for (const [i0, nb] of batches) {
           throwIfCancelled(hooks.signal);
-          scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, w)).y);
+          scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, wT)).y);
           await yieldToEventLoop();
         }
         throwIfCancelled(hooks.signal);
       } catch (e) {
         Y.dispose();
         throw e;
+      } finally {
+        fwd.release(wT);
       }
       // Commit: parts, Hessians, outputs, then run.json.
       writeSafetensorsAtomic(dir.blockFile(b), parts, { layers: JSON.stringify(reports.map((r) => r.name)) });

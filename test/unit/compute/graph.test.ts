@@ -134,3 +134,17 @@ test('unique names: clashes are suffixed, duplicate inputs rejected', () => {
   assert.notEqual(a.name, b.name);
   assert.throws(() => g.toModel(), /no outputs/);
 });
+
+test('toModel prunes nodes and initializers no output depends on; every input stays feedable', async () => {
+  const g = new GraphBuilder('prune');
+  const x = g.input('x', 'float32', [2, 3]);
+  const unused = g.input('w_dead', 'float32', [3, 3]);
+  const big = g.initializer('dead_const', new Float32Array(256 * 1024), [256, 1024]); // 1 MiB
+  g.op('MatMul', [g.op('MatMul', [x, unused]), g.op('Reshape', [big, g.constI64([1024, 256])])]); // dead branch
+  g.output(g.op('Mul', [x, g.constF32(2)]), 'y');
+  const bytes = g.toModel();
+  assert.ok(bytes.length < 4096, `model is ${bytes.length} bytes: the dead 1 MiB initializer was kept`);
+  const xv = Float32Array.from([1, 2, 3, 4, 5, 6]);
+  const out = await run(g, { x: f32(xv, [2, 3]), w_dead: f32(new Float32Array(9), [3, 3]) });
+  assert.deepEqual([...(out.y.data as Float32Array)], [2, 4, 6, 8, 10, 12]);
+});

@@ -74,6 +74,10 @@ test('synthetic model (GQA 3:1, biases, untied head, llama3 rope): block capture
       }
       assert.ok(relErr(st.stats![k].xtx, xtx) < 1e-5, `${k} xtx`);
       assert.ok(relErr(st.stats![k].absSum, abs) < 1e-5, `${k} abs`);
+      // The pipeline's one-input pass (pruned graph, no y) computes the same statistic.
+      const one = await fwd.blockStats(x, B, w, k);
+      assert.ok(relErr(one.xtx, xtx) < 1e-5, `${k} blockStats xtx`);
+      assert.ok(relErr(one.absSum, abs) < 1e-5, `${k} blockStats abs`);
     }
     assert.ok(relErr(act.y, [...refs[0].y, ...refs[1].y]) < 1e-5, `y block ${l}`);
     assert.deepEqual(st.y, act.y);
