@@ -16,6 +16,11 @@
 //
 // --resume skips rows already in <out>/model_table.json; --table-only prints (and --append appends)
 // the table of that JSON without running anything (e.g. here, on the device's JSON, for baselines).
+// Several processes sharing one machine: --shard k/n runs every n-th planned row (from the k-th,
+// 0-based, over all models), --eval-ep picks the EP of the perplexity runs (e.g. webgpu while
+// quantizing on the cpu EP), --rows "lopro_v r=7,gptq" keeps only those labels (label or label@bits),
+// --from a.json,b.json merges finished rows (with --table-only) into one table, and --runs-dir puts
+// the run directories elsewhere than <out>/runs.
 // On the device machine (bundle: node bench/build-device-bundle.mjs → .gpu/bench/model_table.js):
 //   LOPRO_ORT_DIR=/tmp/l/o130/node_modules /tmp/l/node .gpu/bench/model_table.js --ep webgpu \
 //     --models-dir /tmp/l/models --models small,base --out $OUT
@@ -180,13 +185,19 @@ export function renderTable(rows: Row[], baselines: ReturnType<typeof findBaseli
   return out.join('\n');
 }
 const ORDER = ['fp', 'rtn', 'gptq', 'lopro', 'lopro_v'];
-const order = (r: Row) => ORDER.indexOf(r.method) * 1000 + (r.label === r.method ? 0 : 1 + (r.rank ?? 0));
+const order = (r: Row) => ORDER.indexOf(r.method) * 1000 + (r.label.includes(' mse') ? 500 : 0) + (r.label === r.method || r.label === `${r.method} mse` ? 0 : 1 + (r.rank ?? 0));
 
 async function main(): Promise<void> {
   const a = parse(process.argv.slice(2));
   const models = (a.get('models') ?? 'tiny,small,base').split(',').filter(Boolean);
   const modelsDir = path.resolve(a.get('models-dir') ?? process.env.LOPRO_MODELS ?? '/work/shared/fixtures/models');
-  const methods = (a.get('methods') ?? 'fp,rtn,gptq,lopro,lopro_v').split(',').filter(Boolean) as (Method | 'fp')[];
+  // "gptq:mse" = that method with clip 'mse' (label "gptq mse"); plain names use the default min-max fit.
+  const methodSpecs = (a.get('methods') ?? 'fp,rtn,gptq,lopro,lopro_v').split(',').filter(Boolean).map((s) => {
+    const [method, clip] = s.split(':') as [Method | 'fp', string | undefined];
+    if (clip !== undefined && clip !== 'mse') throw new Error(`--methods ${s}: only ":mse" is known`);
+    return { method, clip: clip as 'mse' | undefined, name: clip ? `${method} ${clip}` : method };
+  });
+  const methods = methodSpecs.map((m) => m.method);
   const bitsList = (a.get('bits') ?? '2,3').split(',').map(Number);
   const ep = (a.get('ep') ?? 'cpu') as ExecutionProviderName;
   const textDir = path.resolve(a.get('text-dir') ?? path.join(repoRoot, 'fixtures/text'));
@@ -197,7 +208,14 @@ async function main(): Promise<void> {
   const baselines = findBaselines(a.get('baselines'));
   mkdirSync(outDir, { recursive: true });
   const jsonFile = path.join(outDir, 'model_table.json');
+  // Run directories (native model, Hessians, checkpoints: ~100 MB a base run) can live apart from the JSON.
+  const runsDir = path.resolve(a.get('runs-dir') ?? path.join(outDir, 'runs'));
   const rows: Row[] = a.has('resume') || a.has('table-only') ? loadRows(jsonFile) : [];
+  for (const f of (a.get('from') ?? '').split(',').filter(Boolean)) for (const r of loadRows(path.resolve(f))) if (!rows.some((x) => x.id === r.id)) rows.push(r);
+  const evalEp = (a.get('eval-ep') ?? ep) as ExecutionProviderName;
+  const [shardK, shardN] = (a.get('shard') ?? '0/1').split('/').map(Number);
+  const onlyRows = a.has('rows') ? new Set(a.get('rows')!.split(',').map((x) => x.trim())) : null;
+  let planIndex = 0;
   const meta = { host: os.hostname(), cpu: os.cpus()[0]?.model, cores: os.cpus().length, ep, argv: process.argv.slice(2) };
   const texts = TEXTS.map((t) => path.join(textDir, `${t}.txt`));
   const calib = path.join(textDir, 'train.txt');
@@ -214,20 +232,24 @@ async function main(): Promise<void> {
       const shapes = om.summary.linears.map((l) => ({ rows: l.rows, cols: l.cols }));
       om.ckpt.close();
       // Plan: (label, method, bits, rank?) per requested method × bits, plus budgeted LoPRo rows.
-      const plan: { label: string; method: Method | 'fp'; bits: number; rank?: number }[] = [];
+      const plan: { label: string; method: Method | 'fp'; bits: number; rank?: number; clip?: 'mse'; budget?: boolean }[] = [];
       if (methods.includes('fp')) plan.push({ label: 'fp', method: 'fp', bits: 0 });
       for (const bits of bitsList)
-        for (const method of methods) {
+        for (const { method, clip, name } of methodSpecs) {
           if (method === 'fp') continue;
-          plan.push({ label: method, method, bits });
+          plan.push({ label: name, method, bits, clip });
           if (budgeted && (method === 'lopro' || method === 'lopro_v') && BUDGET[bits] !== undefined) {
             const r = budgetRank(shapes, method, bits, BUDGET[bits]);
             if (r < 0) process.stderr.write(`${m} ${method} W${bits}: even rank 0 is over ${BUDGET[bits]} bpw (${modelBpw(shapes, { ...DEFAULT_CONFIG, method, bits, rank: 0 }).toFixed(3)}): no budgeted row\n`);
-            else if (r !== DEFAULT_CONFIG.rank) plan.push({ label: `${method} r=${r}`, method, bits, rank: r });
+            else if (r !== DEFAULT_CONFIG.rank) plan.push({ label: `${name} r=${r}`, method, bits, rank: r, clip, budget: true });
           }
         }
       for (const p of plan) {
         const id = `${m}|${p.label}|${p.bits}|${samples}|ctx${ctx}`;
+        // --rows: labels, label@bits, or the words "budget" (budgeted rows only) / "plain" (the others).
+        const kind = p.budget ? 'budget' : 'plain';
+        if (onlyRows && !onlyRows.has(p.label) && !onlyRows.has(`${p.label}@${p.bits}`) && !onlyRows.has(kind) && !onlyRows.has(`${kind}@${p.bits}`)) continue;
+        if (planIndex++ % shardN !== shardK) continue;
         if (rows.some((r) => r.id === id)) {
           process.stderr.write(`skip ${id} (in ${jsonFile})\n`);
           continue;
@@ -236,17 +258,17 @@ async function main(): Promise<void> {
         let row: Row;
         if (p.method === 'fp') {
           const te = Date.now();
-          const ppl = await evalPath(modelDir, texts, { ctx, ep }, quietHooks(false));
-          row = { id, model: m, ctx, label: 'fp', method: 'fp', bits: 0, samples, protocol: !PROTOCOL_CTX[m] || ctx === PROTOCOL_CTX[m], evalSeconds: (Date.now() - te) / 1000, ppl, ep, when: new Date().toISOString() };
+          const ppl = await evalPath(modelDir, texts, { ctx, ep: evalEp }, quietHooks(false));
+          row = { id, model: m, ctx, label: 'fp', method: 'fp', bits: 0, samples, protocol: !PROTOCOL_CTX[m] || ctx === PROTOCOL_CTX[m], evalSeconds: (Date.now() - te) / 1000, ppl, ep: evalEp, when: new Date().toISOString() };
         } else {
-          const runDir = path.join(outDir, 'runs', id.replace(/[|=\s]+/g, '_'));
-          const config: QuantizeConfig = { ...DEFAULT_CONFIG, layerOverrides: {}, method: p.method, bits: p.bits, calibText: calib, calibSamples: samples, ctx, ep, ...(p.rank !== undefined ? { rank: p.rank } : {}) };
+          const runDir = path.join(runsDir, id.replace(/[|=\s]+/g, '_'));
+          const config: QuantizeConfig = { ...DEFAULT_CONFIG, layerOverrides: {}, method: p.method, bits: p.bits, clip: p.clip ?? DEFAULT_CONFIG.clip, calibText: calib, calibSamples: samples, ctx, ep, ...(p.rank !== undefined ? { rank: p.rank } : {}) };
           const tq = Date.now();
           const s = await quantizeRun({ modelPath: modelDir, config, runDir, resume: true }, quietHooks(false));
           const quantSeconds = (Date.now() - tq) / 1000;
           const te = Date.now();
-          const ppl = await evalPath(runDir, texts, { ctx, ep }, quietHooks(false));
-          row = { id, model: m, ctx, label: p.label, method: p.method, bits: p.bits, rank: config.rank, samples, protocol: protocol && (!PROTOCOL_CTX[m] || ctx === PROTOCOL_CTX[m]), bpw: s.bpw, quantSeconds, evalSeconds: (Date.now() - te) / 1000, ppl, ep: s.ep, resumed: s.resumed || undefined, when: new Date().toISOString() };
+          const ppl = await evalPath(runDir, texts, { ctx, ep: evalEp }, quietHooks(false));
+          row = { id, model: m, ctx, label: p.label, method: p.method, bits: p.bits, rank: config.rank, samples, protocol: protocol && (!PROTOCOL_CTX[m] || ctx === PROTOCOL_CTX[m]), bpw: s.bpw, quantSeconds, evalSeconds: (Date.now() - te) / 1000, ppl, ep: evalEp === ep ? s.ep : `${s.ep}, eval ${evalEp}`, resumed: s.resumed || undefined, when: new Date().toISOString() };
         }
         rows.push(row);
         saveRows(jsonFile, rows, meta);

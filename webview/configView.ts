@@ -2,7 +2,7 @@
 // output size, peak memory) from the model/inspect summary, and validateConfig's messages shown
 // inline under the field they are about. Start is disabled while there is any issue.
 
-import { DEFAULT_CONFIG, EXECUTION_PROVIDERS, METHODS, validateConfig, type QuantizeConfig } from '../src/protocol/config';
+import { CLIP_MODES, DEFAULT_CONFIG, EXECUTION_PROVIDERS, METHODS, validateConfig, type QuantizeConfig } from '../src/protocol/config';
 import type { ModelSummary } from '../src/protocol/messages';
 import type { ConfigInitMessage, ToWebview } from '../src/protocol/webview';
 import { post } from './api';
@@ -69,6 +69,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
       h('h2', {}, 'Method'),
       group('method', 'Method', select('method', METHODS), 'lopro = low rank + permuted partial Hadamard + GPTQ.'),
       group('bits', 'Bits', bitsGroup, 'Bits per code of the residual quantizer.'),
+      group('clip', 'Group range', select('clip', CLIP_MODES), 'minmax = the protocol; mse = shrink each group range to the lowest error (better at 2–3 bits).'),
       ...NUMERIC.slice(0, 5).map((f) => group(f.key, f.label, textfield(f.key), f.help)),
     ),
     h(
@@ -100,6 +101,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
     const checked = [...bitsGroup.querySelectorAll('vscode-radio')].find((r) => (r as ValueEl).checked) as ValueEl | undefined;
     c.bits = checked ? Number(checked.value) : c.bits;
     c.method = fields.get('method')!.value as QuantizeConfig['method'];
+    c.clip = fields.get('clip')!.value as QuantizeConfig['clip'];
     c.ep = fields.get('ep')!.value as QuantizeConfig['ep'];
     c.calibText = fields.get('calibText')!.value;
     return c;
@@ -108,6 +110,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
   function writeForm(c: QuantizeConfig, outputFolder: string): void {
     for (const f of NUMERIC) fields.get(f.key)!.value = String(c[f.key]);
     fields.get('method')!.value = c.method;
+    fields.get('clip')!.value = c.clip ?? 'minmax';
     fields.get('ep')!.value = c.ep;
     fields.get('calibText')!.value = c.calibText;
     fields.get('outputFolder')!.value = outputFolder;

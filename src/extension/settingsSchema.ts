@@ -3,7 +3,7 @@
 // package.json; test/unit/extension/settings.test.ts checks both directions stay in sync.
 // Pure module (no vscode import) so unit tests and the generator can load it.
 
-import { DEFAULT_CONFIG, EXECUTION_PROVIDERS, METHODS, type QuantizeConfig } from '../protocol/config';
+import { CLIP_MODES, DEFAULT_CONFIG, EXECUTION_PROVIDERS, METHODS, type QuantizeConfig } from '../protocol/config';
 
 export const QUANTIZE_SECTION = 'lopro.quantize';
 
@@ -13,6 +13,7 @@ const META: { [K in keyof QuantizeConfig]: { description: string; enum?: readonl
   bits: { description: 'Bits per code of the residual quantizer.', enum: [2, 3, 4, 8] },
   groupSize: { description: 'Group size along the input (column) dimension; -1 = one group per row.', minimum: -1 },
   sym: { description: 'Symmetric scale (zero fixed at (maxq+1)/2) instead of asymmetric min-max.' },
+  clip: { description: 'Group scale/zero fit: minmax (the protocol) or mse (shrink the range to the lowest error, GPTQ quant.py mse=True; better at 2-3 bits).', enum: CLIP_MODES },
   percDamp: { description: 'GPTQ damping as a fraction of mean(diag H).', minimum: 0, maximum: 1 },
   blockSize: { description: 'GPTQ lazy-batch width in columns.', minimum: 1 },
   actOrder: { description: 'GPTQ act-order (permute columns by diag H). Off for LoPRo: the importance permutation orders columns.' },

@@ -6,6 +6,12 @@ export type Method = 'rtn' | 'gptq' | 'lopro' | 'lopro_v';
 export type ExecutionProviderName = 'auto' | 'cuda' | 'webgpu' | 'cpu';
 /** Stage B rotation: the paper's partial (salient block left alone), none, or every block rotated. */
 export type RotationMode = 'partial' | 'none' | 'full';
+/**
+ * How a group's scale/zero are fitted: 'minmax' (the protocol's and the spec's min-max range) or
+ * 'mse' (the original GPTQ quant.py `mse=True` search: shrink the range, keep the lowest Σ|err|^2.4).
+ */
+export type ClipMode = 'minmax' | 'mse';
+export const CLIP_MODES: readonly ClipMode[] = ['minmax', 'mse'];
 
 /** Options that may differ per layer (per-layer overrides replace these). */
 export interface LayerConfig {
@@ -16,6 +22,8 @@ export interface LayerConfig {
   groupSize: number;
   /** Symmetric scale (zero fixed at (maxq+1)/2) instead of asymmetric min–max. */
   sym: boolean;
+  /** Group range fit (rtn, gptq and lopro's residual; lopro_v's codebooks have no range). */
+  clip: ClipMode;
   /** GPTQ damping as a fraction of mean(diag H). */
   percDamp: number;
   /** GPTQ lazy-batch width (columns). */
@@ -62,6 +70,7 @@ export const DEFAULT_LAYER_CONFIG: Readonly<LayerConfig> = Object.freeze({
   bits: 2,
   groupSize: 128,
   sym: false,
+  clip: 'minmax',
   percDamp: 0.01,
   blockSize: 128,
   actOrder: false,
@@ -116,6 +125,7 @@ export function validateLayerConfig(c: LayerConfig, prefix = ''): ConfigIssue[] 
     f('powerIters', `powerIters must be an integer in [0, 50], got ${c.powerIters}`);
   if (!(Number.isInteger(c.salientBlock) && c.salientBlock >= 0)) f('salientBlock', `salientBlock (b_I) must be ≥ 0, got ${c.salientBlock}`);
   if (!isPow2(c.hadamardBlock)) f('hadamardBlock', `hadamardBlock (b_H) must be a power of two, got ${c.hadamardBlock}`);
+  if (!CLIP_MODES.includes(c.clip)) f('clip', `clip must be ${CLIP_MODES.join(' or ')}, got "${c.clip}"`);
   if (!['partial', 'none', 'full'].includes(c.rotation)) f('rotation', `rotation must be partial, none or full, got "${c.rotation}"`);
   if (!(c.beta >= 0 && c.beta <= 1)) f('beta', `beta must be in [0, 1], got ${c.beta}`);
   if (c.method === 'lopro_v') {

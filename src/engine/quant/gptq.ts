@@ -25,6 +25,8 @@ export interface GptqOptions {
   /** Columns per group; −1 (default) = one group per row. */
   groupSize?: number;
   sym?: boolean;
+  /** Group range fit: 'minmax' (default, the reference) or 'mse' (quant.py's mse=True search). */
+  clip?: 'minmax' | 'mse';
   /** Damping λ = percDamp · mean(diag H) (default 0.01). */
   percDamp?: number;
   /** Lazy-batch width B (default 128). */

@@ -27,7 +27,7 @@ export function* gptqCore(
   if (hVals.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H has ${hVals.length} values, expected ${cols}×${cols}`, where);
   assertFiniteArray(wVals, 'W', where);
   assertFiniteArray(hVals, 'H', where);
-  const groupSize = opts.groupSize ?? -1, sym = opts.sym ?? false, percDamp = opts.percDamp ?? 0.01;
+  const groupSize = opts.groupSize ?? -1, sym = opts.sym ?? false, percDamp = opts.percDamp ?? 0.01, clip = opts.clip ?? 'minmax';
   const requestedBlock = opts.blockSize ?? 128, actOrder = opts.actOrder ?? false;
   const staticGroups = (opts.staticGroups ?? false) && groupSize !== -1;
   if (!(Number.isInteger(requestedBlock) && requestedBlock > 0)) throw new RangeError(`blockSize must be a positive integer, got ${requestedBlock}`);
@@ -43,7 +43,7 @@ export function* gptqCore(
   let H: Float64Array = Float64Array.from(hVals);
 
   // 1. Per-row params from the full rows, before dead columns are zeroed (final for groupSize −1).
-  if (groupSize === -1) findParams(W, rows, cols, 0, cols, maxq, sym, scale, zero, 1, 0);
+  if (groupSize === -1) findParams(W, rows, cols, 0, cols, maxq, sym, scale, zero, 1, 0, clip);
 
   // 2. Dead inputs (never active in calibration): H_jj = 1, W[:, j] = 0, so Q[:, j] = 0.
   let deadColumns = 0;
@@ -55,7 +55,7 @@ export function* gptqCore(
   }
 
   // 3. Static groups: params of each original group from the dead-zeroed, unpermuted W.
-  if (staticGroups) for (let gi = 0; gi < G; gi++) findParams(W, rows, cols, gi * groupSize, (gi + 1) * groupSize, maxq, sym, scale, zero, G, gi);
+  if (staticGroups) for (let gi = 0; gi < G; gi++) findParams(W, rows, cols, gi * groupSize, (gi + 1) * groupSize, maxq, sym, scale, zero, G, gi, clip);
 
   // 4. Quantization order.
   let perm: Int32Array | undefined;
@@ -116,7 +116,7 @@ export function* gptqCore(
         if (staticGroups) slot = Math.floor(col / groupSize);
         else {
           slot = Math.floor(k / groupSize);
-          if (k % groupSize === 0) findParams(W, rows, cols, k, k + groupSize, maxq, sym, scale, zero, G, slot);
+          if (k % groupSize === 0) findParams(W, rows, cols, k, k + groupSize, maxq, sym, scale, zero, G, slot, clip);
         }
       }
       gIdx[col] = slot;

@@ -60,7 +60,7 @@ export async function quantizeLayerLoPRoWith(
   lap('rotate');
   const g = cfg.groupSize === -1 ? cols : Math.min(cfg.groupSize, cols);
   const q = await engine(Rt, rows, cols, Ht, {
-    bits: cfg.bits, groupSize: cfg.groupSize === -1 ? -1 : g, sym: cfg.sym, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
+    bits: cfg.bits, groupSize: cfg.groupSize === -1 ? -1 : g, sym: cfg.sym, clip: cfg.clip, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
     actOrder: cfg.actOrder, staticGroups: cfg.staticGroups, name, onWarning: () => {},
   });
   lap('gptq');

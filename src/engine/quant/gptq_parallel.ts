@@ -101,8 +101,8 @@ function sharedCopy(vals: ArrayLike<number>, Arr: Float32ArrayConstructor | Floa
 
 /** The plain-data part of GptqOptions (functions and the pool can't cross threads). */
 function cloneableOptions(o: GptqOptions): GptqOptions {
-  const { bits, groupSize, sym, percDamp, blockSize, actOrder, staticGroups, perm, name } = o;
-  return { bits, groupSize, sym, percDamp, blockSize, actOrder, staticGroups, perm, name };
+  const { bits, groupSize, sym, clip, percDamp, blockSize, actOrder, staticGroups, perm, name } = o;
+  return { bits, groupSize, sym, clip, percDamp, blockSize, actOrder, staticGroups, perm, name };
 }
 
 /** GPTQ with the rows split over worker threads; same result as gptqQuantize (codes identical). */

@@ -116,7 +116,7 @@ export function quantizeLayerLoPRo(
   };
   if (cfg.method === 'lopro') {
     const q = gptqQuantize(Rt, rows, cols, Ht, {
-      bits: cfg.bits, groupSize: cfg.groupSize === -1 ? -1 : g, sym: cfg.sym, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
+      bits: cfg.bits, groupSize: cfg.groupSize === -1 ? -1 : g, sym: cfg.sym, clip: cfg.clip, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
       actOrder: cfg.actOrder, staticGroups: cfg.staticGroups, name, onWarning: opts.onWarning,
       lazyUpdate: opts.lazyUpdate, choleskyInverseUpper: opts.choleskyInverseUpper,
     });
@@ -187,8 +187,8 @@ export function quantizeLayerLoPRo(
 
 /** RTN and GPTQ (act-order off) proxy losses on the same layer and Hessian, same bits/group/sym. */
 export function baselineLosses(W: Float32Array | Float64Array, rows: number, cols: number, H: Float64Array, cfg: LayerConfig, name = 'layer'): { rtn: number; gptq: number } {
-  const rtn = rtnQuantize(W, rows, cols, { bits: cfg.bits, groupSize: cfg.groupSize, sym: cfg.sym });
-  const gq = gptqQuantize(W, rows, cols, H, { bits: cfg.bits, groupSize: cfg.groupSize, sym: cfg.sym, percDamp: cfg.percDamp, blockSize: cfg.blockSize, name, onWarning: () => {} });
+  const rtn = rtnQuantize(W, rows, cols, { bits: cfg.bits, groupSize: cfg.groupSize, sym: cfg.sym, clip: cfg.clip });
+  const gq = gptqQuantize(W, rows, cols, H, { bits: cfg.bits, groupSize: cfg.groupSize, sym: cfg.sym, clip: cfg.clip, percDamp: cfg.percDamp, blockSize: cfg.blockSize, name, onWarning: () => {} });
   return { rtn: proxyLoss(W, rtn.Q, H, rows, cols), gptq: proxyLoss(W, gq.Q, H, rows, cols) };
 }
 

@@ -48,6 +48,48 @@ export function findParamsRow(vals: ArrayLike<number>, off: number, len: number,
 }
 
 /**
+ * `find_params` with the reference's `mse=True` search (quant.py: grid 100, maxshrink 0.8, norm 2.4):
+ * the min-max range is shrunk by p = 1 − i/grid, i = 0 … maxshrink·grid − 1, and the (scale, zero)
+ * with the smallest Σ|Q(x) − x|^2.4 over the row segment is kept (strictly smaller wins, so ties keep
+ * the wider range). At 2–3 bits clipping the extremes lowers the error of everything else.
+ */
+export function findParamsRowMse(vals: ArrayLike<number>, off: number, len: number, maxq: number, sym: boolean, grid = 100, maxShrink = 0.8, norm = 2.4): [number, number] {
+  let xmin = 0, xmax = 0;
+  for (let j = off, end = off + len; j < end; j++) {
+    const v = fround(vals[j]);
+    if (v < xmin) xmin = v;
+    if (v > xmax) xmax = v;
+  }
+  if (sym) {
+    xmax = Math.max(-xmin, xmax);
+    if (xmin < 0) xmin = -xmax;
+  }
+  if (xmin === 0 && xmax === 0) {
+    xmin = -1;
+    xmax = 1;
+  }
+  let best = Infinity;
+  let [scale, zero] = findParamsRow(vals, off, len, maxq, sym);
+  for (let i = 0; i < Math.trunc(maxShrink * grid); i++) {
+    const p = fround(1 - i / grid);
+    const lo = fround(p * xmin), hi = fround(p * xmax);
+    const s1 = fround(fround(hi - lo) / maxq);
+    const z1 = sym ? (maxq + 1) / 2 : roundHalfEven(fround(-lo / s1));
+    let err = 0;
+    for (let j = off, end = off + len; j < end; j++) {
+      const x = fround(vals[j]);
+      err += Math.abs(dequantizeCode(quantizeCode(x, s1, z1, maxq), s1, z1) - x) ** norm;
+    }
+    if (err < best) {
+      best = err;
+      scale = s1;
+      zero = z1;
+    }
+  }
+  return [scale, zero];
+}
+
+/**
  * find_params for every row of the column range [c0, c1) of a row-major rows×cols matrix.
  * Writes scale/zero into `scaleOut`/`zeroOut` at index r·stride + slot (the group column).
  * The range is truncated at `cols` (the reference slices W[:, i:i+g], which stops at C).
@@ -56,10 +98,12 @@ export function findParams(
   wVals: ArrayLike<number>, rows: number, cols: number, c0: number, c1: number,
   maxq: number, sym: boolean,
   scaleOut: Float32Array | Float64Array, zeroOut: Float32Array | Float64Array, stride: number, slot: number,
+  clip: 'minmax' | 'mse' = 'minmax',
 ): void {
   const end = Math.min(c1, cols);
+  const fit = clip === 'mse' ? findParamsRowMse : findParamsRow;
   for (let r = 0; r < rows; r++) {
-    const [s, z] = findParamsRow(wVals, r * cols + c0, end - c0, maxq, sym);
+    const [s, z] = fit(wVals, r * cols + c0, end - c0, maxq, sym);
     scaleOut[r * stride + slot] = s;
     zeroOut[r * stride + slot] = z;
   }

@@ -11,6 +11,8 @@ export interface RtnOptions {
   /** Columns per group; −1 = the whole row. */
   groupSize: number;
   sym: boolean;
+  /** Group range fit (default 'minmax'). */
+  clip?: 'minmax' | 'mse';
 }
 
 /** A quantized weight in the layout the golden files use (original column order). */
@@ -45,7 +47,7 @@ export function rtnQuantize(wVals: Float32Array | Float64Array, rows: number, co
   const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
   const gIdx = new Int32Array(cols);
   for (let c = 0; c < cols; c++) gIdx[c] = opts.groupSize === -1 ? 0 : Math.floor(c / g);
-  for (let gi = 0; gi < G; gi++) findParams(wVals, rows, cols, gi * g, gi * g + g, maxq, opts.sym, scale, zero, G, gi);
+  for (let gi = 0; gi < G; gi++) findParams(wVals, rows, cols, gi * g, gi * g + g, maxq, opts.sym, scale, zero, G, gi, opts.clip);
   const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) {

@@ -62,9 +62,9 @@ function quantizeBaseline(x: LayerInput, lc: LayerConfig, method: 'rtn' | 'gptq'
   const { rows, cols } = x;
   const q =
     method === 'rtn'
-      ? rtnQuantize(x.W, rows, cols, { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym })
+      ? rtnQuantize(x.W, rows, cols, { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip })
       : gptqQuantize(x.W, rows, cols, x.H ?? identity(cols), {
-          bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, percDamp: lc.percDamp, blockSize: lc.blockSize,
+          bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip, percDamp: lc.percDamp, blockSize: lc.blockSize,
           actOrder: lc.actOrder, staticGroups: lc.staticGroups, name: x.name,
           onWarning: (m) => {
             notes.push(m);

@@ -27,7 +27,7 @@ export function rtnByRows(
   for (let r0 = 0; r0 < rows; r0 += step) {
     const n = Math.min(step, rows - r0);
     const W = readRows(r0, n);
-    const q = rtnQuantize(W, n, cols, { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym });
+    const q = rtnQuantize(W, n, cols, { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip });
     if (!scale) {
       groups = q.groups;
       scale = new Float32Array(rows * groups);
