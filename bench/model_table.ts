@@ -129,7 +129,7 @@ function saveRows(file: string, rows: Row[], meta: Record<string, unknown>): voi
 
 const f2 = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(2));
 const f3 = (x: number | undefined) => (x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(3));
-const fs1 = (x: number | undefined) => (x === undefined ? '–' : x.toFixed(1));
+const fs1 = (x: number | null | undefined) => (x === undefined || x === null ? '–' : x.toFixed(1));
 
 /**
  * The issue's goal for one LoPRo row, per text: W2 (budget 2.25) Δppl ≤ ½ (lopro) or ⅓ (lopro_v) of the
