@@ -118,6 +118,16 @@ function rowSlice(s: LoproStoredLayer, r0: number, r1: number): LoproStoredLayer
 
 const now = () => performance.now() / 1000;
 
+/** FastLoproResult plus what loproReport (quant/lopro.ts) needs for the report and the layer details. */
+export interface ParallelLoproResult extends FastLoproResult {
+  factors: LowRankFactors | null;
+  importance: Float64Array;
+  plan: RotationPlan;
+  /** R = W − W_r (original column order) and R′ (permuted + rotated), rows×cols, shared buffers. */
+  residual: Float64Array;
+  rotated: Float64Array;
+}
+
 /** quantizeLayerLoPRoWith (gptq_device_lopro.ts) with the heavy stages on the pool; same stored parts. */
 export async function quantizeLayerLoPRoParallel(
   pool: GptqPool, engine: GptqEngine,
@@ -125,7 +135,7 @@ export async function quantizeLayerLoPRoParallel(
   cfg: LayerConfig, seed: number, name = 'layer',
   /** Stage A's R1SVD (default: r1svdParallel on the pool; r1svd_device.ts's r1svdDevice keeps A on an EP). */
   lowRank?: (A: Float32Array, m: number, n: number, opts: R1svdOptions) => Promise<LowRankFactors>,
-): Promise<FastLoproResult> {
+): Promise<ParallelLoproResult> {
   if (cfg.method !== 'lopro') throw new Error(`quantizeLayerLoPRoParallel: method ${cfg.method} (only lopro)`);
   const seconds: Record<string, number> = {};
   let t = now();
@@ -185,5 +195,5 @@ export async function quantizeLayerLoPRoParallel(
   await runSlices(pool, rows, (r0, r1) => ({ kind: 'dequant', stored: rowSlice(stored, r0, r1), out, r0 }));
   const reconstructed = Float32Array.from(out); // a plain buffer (ORT and transfers refuse shared ones)
   lap('reconstruct');
-  return { stored, reconstructed, gptq: q, seconds };
+  return { stored, reconstructed, gptq: q, seconds, factors, importance: imp, plan, residual: R, rotated: Rt };
 }

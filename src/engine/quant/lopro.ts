@@ -14,7 +14,7 @@ import { gptvqQuantize } from './gptvq';
 import { encodeF16 } from './fp8';
 import { columnScaleAlpha, r1svd, scaleColumns, lowRankWeight, singularValuesOf, type LowRankFactors } from './r1svd';
 import { argsortDescending, columnImportance, gatherColumns, permuteSymmetric } from './permute';
-import { planBlocks, planRotation, rotateColumns, rotateHessian } from './rotation';
+import { planBlocks, planRotation, rotateColumns, rotateHessian, type RotationPlan } from './rotation';
 import { dequantizeLoPRo, type LoproStoredLayer } from './lopro_dequant';
 import { buildLayerDetails, parseLayerName } from './report';
 import { assertFiniteArray } from './quantizer_checks';
@@ -145,15 +145,51 @@ export function quantizeLayerLoPRo(
 
   const reconstructed = dequantizeLoPRo(stored);
   lap('reconstruct');
+  const { report, details } = loproReport({ W, H: Hm, cfg, name, stored, reconstructed, factors, importance: imp, plan, Rp, Rt, notes, seconds }, opts);
+  return { reconstructed, stored, report, details };
+}
 
-  // ── Report (spec §3 bpw; proxy loss tr(ΔHΔᵀ) with the original H) ──
-  const loss = proxyLoss(W, reconstructed, Hm, rows, cols);
-  const ref = proxyLoss(W, new Float32Array(rows * cols), Hm, rows, cols);
+/** What a LoPRo driver hands to loproReport (quant/lopro.ts here, the row-parallel driver of gptq_parallel_lopro.ts). */
+export interface LoproOutcomeParts {
+  W: Float32Array | Float64Array;
+  /** The original H (cols×cols), identity when data-free. */
+  H: Float64Array;
+  cfg: LayerConfig;
+  name: string;
+  stored: LoproStoredLayer;
+  reconstructed: Float32Array;
+  factors: LowRankFactors | null;
+  /** Column importance in the original order (spec §1.6). */
+  importance: Float64Array;
+  plan: RotationPlan;
+  /** The residual R permuted (R_p) and rotated (R′), rows×cols. */
+  Rp: Float64Array;
+  Rt: Float64Array;
+  notes: string[];
+  /** Per-stage seconds so far; 'report', 'baselines' and 'details' are added. */
+  seconds: Record<string, number>;
+}
+
+/**
+ * The LayerReport (spec §3 exact bpw, proxy loss tr(ΔHΔᵀ) with the original H, optional RTN/GPTQ
+ * baselines) and the downsampled LayerDetails of one quantized layer: one implementation for every
+ * LoPRo driver, so the layer view reads the same whichever engine quantized the layer.
+ */
+export function loproReport(p: LoproOutcomeParts, opts: Pick<LoproLayerOptions, 'baselines' | 'maxPoints'> = {}): { report: LayerReport; details: LayerDetails } {
+  const { W, H, cfg, name, stored, reconstructed, factors, plan, seconds } = p;
+  const { rows, cols, perm } = stored;
+  let t = now();
+  const lap = (stage: string) => {
+    const t2 = now();
+    seconds[stage] = (seconds[stage] ?? 0) + (t2 - t);
+    t = t2;
+  };
+  const [loss, ref] = proxyLossAndReference(W, reconstructed, H, rows, cols);
   const effCfg: LayerConfig = { ...cfg, rank: stored.rank };
   const baselines: LayerReport['baselines'] = { [cfg.method]: loss };
   lap('report');
   if (opts.baselines !== false) {
-    Object.assign(baselines, baselineLosses(W, rows, cols, Hm, cfg, name));
+    Object.assign(baselines, baselineLosses(W, rows, cols, H, cfg, name));
     lap('baselines');
   }
   const { block, module } = parseLayerName(name);
@@ -164,7 +200,7 @@ export function quantizeLayerLoPRo(
     relProxyLoss: ref > 0 ? loss / ref : 0,
     baselines,
     lowRankEnergy: factors?.energy ?? 0,
-    notes,
+    notes: p.notes,
     seconds,
   };
   if (plan.block !== 0 && plan.block !== cfg.hadamardBlock) report.hadamardBlockUsed = plan.block;
@@ -174,15 +210,20 @@ export function quantizeLayerLoPRo(
   for (let i = 0; i < rows; i++) for (let k = 0; k < cols; k++) errPerm[i * cols + k] = W[i * cols + perm[k]] - reconstructed[i * cols + perm[k]];
   const details = buildLayerDetails({
     name, rows, cols,
-    importanceSorted: Array.from(perm, (p) => imp[p]),
+    importanceSorted: Array.from(perm, (j) => p.importance[j]),
     perm, blocks: planBlocks(plan),
     singularValues: factors ? singularValuesOf(factors) : [],
     rank: stored.rank,
-    residualBefore: Rp, residualAfter: Rt, errorPermuted: errPerm,
+    residualBefore: p.Rp, residualAfter: p.Rt, errorPermuted: errPerm,
     maxPoints: opts.maxPoints ?? 256,
   });
-  seconds.details = now() - t;
-  return { reconstructed, stored, report, details };
+  lap('details');
+  return { report, details };
+}
+
+/** [tr(ΔHΔᵀ), tr(WHWᵀ)]: the loss and the loss of Ŵ = 0 (for relProxyLoss). */
+function proxyLossAndReference(W: Float32Array | Float64Array, wHat: Float32Array, H: Float64Array, rows: number, cols: number): [number, number] {
+  return [proxyLoss(W, wHat, H, rows, cols), proxyLoss(W, new Float32Array(rows * cols), H, rows, cols)];
 }
 
 /** RTN and GPTQ (act-order off) proxy losses on the same layer and Hessian, same bits/group/sym. */

@@ -23,7 +23,8 @@ import { createActivationStore, loadActivationStore, type ActivationStore } from
 import { throwIfCancelled, yieldToEventLoop } from './cancel';
 import type { RunContext } from './pipeline';
 import { ProgressTracker } from './progress';
-import { quantizeLayer } from './quantize_layer';
+import { quantizeLayerAsync } from './quantize_layer';
+import { createLayerEngines } from './layer_engines';
 import { loproLayerTensors } from '../io/lopro_format';
 import { atomicWriteFile } from '../io/atomic';
 import type { LayerDetails } from '../../protocol/messages';
@@ -95,6 +96,17 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   }
   if (X.spilled) hooks.log('info', `calibration activations (${((N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB per block) exceed half of memoryBudgetMB: spilled to ${dir.scratchDir}`);
 
+  // Worker threads (and the GPU EP) for the layers; closed in the finally below (live workers keep the process up).
+  const engines = createLayerEngines(rt, (msg) => hooks.log('warn', msg));
+  hooks.log('info', `layers quantized on ${engines ? engines.label : 'the main thread'}`);
+  // Where the time goes (issue 5): forward passes + Hessians on the EP, layers, commits to disk.
+  const spent = { forwards: 0, layers: 0, commits: 0 };
+  let lapT = performance.now();
+  const lap = (k: keyof typeof spent) => {
+    const t = performance.now();
+    spent[k] += (t - lapT) / 1000;
+    lapT = t;
+  };
   try {
     for (let b = m.completedBlocks; b < cfg.numLayers; b++) {
       const w: BlockWeights = await loadBlockWeights(cfg, b, read);
@@ -123,6 +135,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         } finally {
           fwd.release(wT);
         }
+        lap('forwards');
         progress.advance(P, `block ${b} ${input}: Hessian from ${N} windows`, { block: b });
         // H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences).
         const H = new Float64Array(n * n);
@@ -136,10 +149,11 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
           throwIfCancelled(hooks.signal);
           const lc = layerConfigFor(params.config, lin.name);
           const sfx = suffixOf(lin);
-          const out = quantizeLayer({ name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[sfx], H, absMean }, lc, {
+          const out = await quantizeLayerAsync({ name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[sfx], H, absMean }, lc, {
             seed: params.config.seed,
             compare: params.compare,
             warn: (msg) => hooks.log('warn', msg),
+            engines,
           });
           w[sfx] = out.wHat; // later groups are measured through the quantized layer
           parts.push(...loproLayerTensors(lin.name, out.stored));
@@ -151,6 +165,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
           progress.advance(lin.rows * lin.cols, `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${base}`, { block: b, layer: lin.name });
           await yieldToEventLoop();
         }
+        lap('layers');
       }
       // The quantized block's outputs: the next block's inputs.
       const Y = createActivationStore(N, recordLen, budget, join(dir.scratchDir, `in-${b + 1}.f32`));
@@ -168,6 +183,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       } finally {
         fwd.release(wT);
       }
+      lap('forwards');
       // Commit: parts, Hessians, outputs, then run.json.
       writeSafetensorsAtomic(dir.blockFile(b), parts, { layers: JSON.stringify(reports.map((r) => r.name)) });
       writeSafetensorsAtomic(dir.hessianFile(b), hessTensors, { nsamples: String(N), ctx: String(T) });
@@ -180,10 +196,13 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       dir.pruneActivations(b);
       X.dispose();
       X = Y;
+      lap('commits');
       progress.advance(P, `block ${b + 1}/${cfg.numLayers} done`, { block: b });
     }
   } finally {
     X.dispose();
+    await engines?.close();
   }
+  hooks.log('info', `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s`);
   progress.end(`quantized ${cfg.numLayers} blocks`);
 }

@@ -6,8 +6,11 @@
 import { bitsPerWeight, type LayerConfig, type Method } from '../../protocol/config';
 import type { LayerDetails, LayerReport } from '../../protocol/messages';
 import { rtnQuantize } from '../quant/rtn';
-import { gptqQuantize, proxyLoss } from '../quant/gptq';
-import { quantizeLayerLoPRo } from '../quant/lopro';
+import { gptqQuantize, proxyLoss, type GptqOptions } from '../quant/gptq';
+import { loproReport, quantizeLayerLoPRo } from '../quant/lopro';
+import { quantizeLayerLoPRoParallel } from '../quant/gptq_parallel_lopro';
+import { gatherColumns } from '../quant/permute';
+import type { LayerEngines } from './layer_engines';
 import { baselineAsStored, dequantizeStored, type StoredLayer } from './stored';
 
 export interface LayerInput {
@@ -58,19 +61,23 @@ function identity(cols: number): Float64Array {
   return H;
 }
 
+function gptqOptions(x: LayerInput, lc: LayerConfig, notes: string[], warn: (m: string) => void): GptqOptions {
+  return {
+    bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip, percDamp: lc.percDamp, blockSize: lc.blockSize,
+    actOrder: lc.actOrder, staticGroups: lc.staticGroups, name: x.name,
+    onWarning: (m) => {
+      notes.push(m);
+      warn(m);
+    },
+  };
+}
+
 function quantizeBaseline(x: LayerInput, lc: LayerConfig, method: 'rtn' | 'gptq', notes: string[], warn: (m: string) => void): StoredLayer {
   const { rows, cols } = x;
   const q =
     method === 'rtn'
       ? rtnQuantize(x.W, rows, cols, { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip })
-      : gptqQuantize(x.W, rows, cols, x.H ?? identity(cols), {
-          bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip, percDamp: lc.percDamp, blockSize: lc.blockSize,
-          actOrder: lc.actOrder, staticGroups: lc.staticGroups, name: x.name,
-          onWarning: (m) => {
-            notes.push(m);
-            warn(m);
-          },
-        });
+      : gptqQuantize(x.W, rows, cols, x.H ?? identity(cols), gptqOptions(x, lc, notes, warn));
   return baselineAsStored(q, rows, cols, lc, method === 'gptq' && (lc.actOrder || lc.staticGroups));
 }
 
@@ -79,6 +86,41 @@ export interface QuantizeLayerOptions {
   /** Also compute the RTN and GPTQ proxy losses on the same H (LayerReport.baselines). */
   compare?: boolean;
   warn?: (message: string) => void;
+}
+
+/**
+ * quantizeLayer with the heavy stages on `engines` (worker threads, a GPU EP; run/layer_engines.ts)
+ * for lopro and gptq layers with a Hessian; everything else (lopro_v, rtn, data-free, no engines)
+ * goes through the synchronous quantizeLayer. Same stored parts on the CPU EP (the row-parallel
+ * drivers are exact); same report and layer details either way (quant/lopro.ts loproReport).
+ */
+export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: QuantizeLayerOptions & { engines?: LayerEngines | null }): Promise<LayerOutcome> {
+  const e = opts.engines;
+  if (!e || !x.H || (lc.method !== 'lopro' && lc.method !== 'gptq')) return quantizeLayer(x, lc, opts);
+  const warn = opts.warn ?? (() => {});
+  const t0 = now();
+  if (lc.method === 'gptq') {
+    const notes: string[] = [];
+    const q = await e.gptq(Float64Array.from(x.W), x.rows, x.cols, x.H, gptqOptions(x, lc, notes, warn));
+    return baselineOutcome(x, lc, baselineAsStored(q, x.rows, x.cols, lc, lc.actOrder || lc.staticGroups), notes, t0, opts);
+  }
+  const r = await quantizeLayerLoPRoParallel(e.pool, e.gptq, x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, layerSeed(opts.seed, x.name), x.name, e.lowRank);
+  const notes: string[] = [];
+  if (!x.absMean) notes.push('data-free: α = 1');
+  if (r.factors && r.factors.rank < lc.rank) notes.push(`low rank stopped at ${r.factors.rank} < ${lc.rank}: A is exactly rank ${r.factors.rank}`);
+  if (r.plan.note) notes.push(r.plan.note);
+  if (r.gptq.choleskyFallback) notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
+  const { stored } = r;
+  const Rp = gatherColumns(r.residual, x.rows, x.cols, stored.perm);
+  const { report, details } = loproReport(
+    { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, Rp, Rt: r.rotated, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq } },
+    { baselines: !!opts.compare },
+  );
+  report.block = x.block;
+  report.module = x.module;
+  report.seconds.total = now() - t0;
+  if (!opts.compare) delete report.baselines;
+  return { wHat: r.reconstructed, stored, report, details };
 }
 
 export function quantizeLayer(x: LayerInput, lc: LayerConfig, opts: QuantizeLayerOptions): LayerOutcome {
@@ -94,7 +136,11 @@ export function quantizeLayer(x: LayerInput, lc: LayerConfig, opts: QuantizeLaye
     return { wHat: r.reconstructed, stored: r.stored, report, details: r.details };
   }
   const notes: string[] = [];
-  const stored = quantizeBaseline(x, lc, lc.method, notes, warn);
+  return baselineOutcome(x, lc, quantizeBaseline(x, lc, lc.method, notes, warn), notes, t0, opts);
+}
+
+/** Ŵ, proxy loss and LayerReport of an RTN/GPTQ layer already quantized into `stored`. */
+function baselineOutcome(x: LayerInput, lc: LayerConfig, stored: StoredLayer, notes: string[], t0: number, opts: QuantizeLayerOptions): LayerOutcome {
   const wHat = dequantizeStored(stored);
   const tQuant = now() - t0;
   const proxy = layerProxyLoss(x.W, wHat, x.H, x.rows, x.cols);

@@ -1,0 +1,88 @@
+// Which engines quantize a layer in a pipeline run (issue 5): GPTQ rows split over worker threads,
+// and on a GPU EP the GPTQ lazy updates, the Cholesky of H⁻¹ and the R1SVD mat-vecs on the device.
+// Orchestration only; the drivers are quant/gptq_parallel*.ts, gptq_device.ts and r1svd_device.ts.
+//
+// CPU EP: the row-parallel driver with the lazy updates in each worker in float64 — the same codes
+// as the single-threaded quant/gptq.ts (tested), so a run, its resume and the kill/resume
+// byte-identity do not depend on the thread count.
+// GPU EP: layers of at least DEVICE_MIN_WEIGHTS weights take the hybrid path (workers for the
+// column loops, the device for everything O(n³) or O(mn) per block); smaller layers stay on the
+// workers, where the device's per-call latency would cost more than it saves. A device failure
+// falls back to the workers for that layer, with a warning.
+
+import * as os from 'node:os';
+import type { ComputeRuntime } from '../compute/runtime';
+import type { GptqOptions, GptqResult } from '../quant/gptq';
+import { choleskyOn, createSlabUpdater } from '../quant/gptq_device';
+import { GptqPool, gptqQuantizeParallel, workerScriptPath } from '../quant/gptq_parallel';
+import { r1svdParallel } from '../quant/gptq_parallel_lopro';
+import type { LowRankFactors, R1svdOptions } from '../quant/r1svd';
+import { r1svdDevice } from '../quant/r1svd_device';
+
+/** Fewer cores than this: no workers (see createLayerEngines), unless a count is asked for (LOPRO_THREADS, opts.threads). */
+export const MIN_THREADS = 4;
+
+/** Layers at least this large (rows·cols) use the device on a GPU EP: a 4096×512 layer and up. */
+export const DEVICE_MIN_WEIGHTS = 1 << 21;
+
+export interface LayerEngines {
+  pool: GptqPool;
+  /** 'workers' or 'workers+<ep>' (reports). */
+  label: string;
+  gptq(W: Float64Array, rows: number, cols: number, H: Float64Array, opts: GptqOptions): Promise<GptqResult>;
+  /** Stage A's R1SVD for a LoPRo layer. */
+  lowRank(A: Float32Array, m: number, n: number, opts: R1svdOptions): Promise<LowRankFactors>;
+  close(): Promise<void>;
+}
+
+/**
+ * Engines for one run, or null when there is nothing to gain or no worker script (a bundle without
+ * gptq_parallel_worker.js, LOPRO_GPTQ_WORKER=none, one core): the caller then quantizes on its thread.
+ */
+export function createLayerEngines(
+  rt: ComputeRuntime, warn: (message: string) => void,
+  opts: { threads?: number; deviceMinWeights?: number } = {},
+): LayerEngines | null {
+  const asked = opts.threads ?? (Number(process.env.LOPRO_THREADS) || 0);
+  const threads = asked || os.availableParallelism();
+  const minWeights = opts.deviceMinWeights ?? DEVICE_MIN_WEIGHTS;
+  // Measured on the 2-core dev machine (base, W2 lopro, 56 layers): 2 workers took 38.4 s of layer time
+  // against 33.8 s on the main thread (copies and messages outweigh a second core that ORT also wants).
+  if (threads < (asked ? 2 : MIN_THREADS) || !workerScriptPath()) return null;
+  const pool = GptqPool.create(threads);
+  const gpu = rt.ep === 'webgpu' || rt.ep === 'cuda';
+  const onWorkers = (W: Float64Array, rows: number, cols: number, H: Float64Array, opts: GptqOptions) => gptqQuantizeParallel(W, rows, cols, H, { ...opts, pool });
+  const fellBack = new Set<string>();
+  const fallBack = (what: string, e: unknown) => {
+    const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    if (!fellBack.has(what)) warn(`${what} on ${rt.ep} failed (${msg}); using the worker threads for it`);
+    fellBack.add(what);
+  };
+  return {
+    pool,
+    label: gpu ? `${threads} workers + ${rt.ep}` : `${threads} workers`,
+    async gptq(W, rows, cols, H, opts) {
+      if (!gpu || rows * cols < minWeights || fellBack.has('GPTQ')) return onWorkers(W, rows, cols, H, opts);
+      try {
+        return await gptqQuantizeParallel(W, rows, cols, H, {
+          ...opts, pool, overlapCholesky: true,
+          choleskyInverseUpperAsync: choleskyOn(rt),
+          lazy: (r, c, hinv, slab) => createSlabUpdater(rt, r, c, hinv, slab),
+        });
+      } catch (e) {
+        fallBack('GPTQ', e);
+        return onWorkers(W, rows, cols, H, opts);
+      }
+    },
+    async lowRank(A, m, n, opts) {
+      if (!gpu || m * n < minWeights || fellBack.has('R1SVD')) return r1svdParallel(pool, A, m, n, opts);
+      try {
+        return await r1svdDevice(rt, A, m, n, opts); // leaves A as it was: the pool's R1SVD can still run
+      } catch (e) {
+        fallBack('R1SVD', e);
+        return r1svdParallel(pool, A, m, n, opts);
+      }
+    },
+    close: () => pool.close(),
+  };
+}
