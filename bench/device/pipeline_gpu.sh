@@ -1,0 +1,32 @@
+#!/bin/bash
+# Issue 5 on the device: the REAL pipeline (`lopro quantize`, bundle .gpu/bench/lopro.js) timed end to end.
+#   bash bench/device/pipeline_gpu.sh base    # base W2 lopro: webgpu + 16 workers, cpu EP + 16 workers, cpu EP main thread only
+#   bash bench/device/pipeline_gpu.sh synth   # a 2-block LLaMA-2-7B-shaped random model (bench/synth_llama.ts), webgpu + workers
+# Needs /tmp/l/node, /tmp/l/o130/node_modules, /tmp/l/models/base (bench/device/README.md). Logs under $OUT.
+set -u
+export LOPRO_ORT_DIR=/tmp/l/o130/node_modules
+L=".gpu/bench/lopro.js"
+q() { # name, timeout, env..., -- args
+  local name=$1 t=$2; shift 2
+  local envs=(); while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
+  local s=$(date +%s.%N)
+  env "${envs[@]}" timeout "$t" /tmp/l/node $L quantize "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  printf '%-22s rc=%s wall %.1f s | %s | %s\n' "$name" "$rc" "$(echo "$(date +%s.%N) - $s" | bc)" "$(grep -h '^time:' "$OUT/$name.log")" "$(grep -h 'layers quantized on\|^model:' "$OUT/$name.log" | tr '\n' ' ')"
+}
+case "${1:-base}" in
+  base)
+    B=(/tmp/l/models/base --method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt)
+    q base_webgpu 180 X=1 -- "${B[@]}" --ep webgpu --out /tmp/pg/base_webgpu
+    q base_cpu_workers 180 X=1 -- "${B[@]}" --ep cpu --out /tmp/pg/base_cpu_workers
+    q base_cpu_main 180 LOPRO_GPTQ_WORKER=none -- "${B[@]}" --ep cpu --out /tmp/pg/base_cpu_main
+    ;;
+  synth)
+    /tmp/l/node .gpu/bench/synth_llama.js --out /tmp/s7 --blocks 2 --tokenizer-from /tmp/l/models/base
+    q synth7b_webgpu 480 X=1 -- /tmp/s7 --method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt --ep webgpu --out /tmp/pg/s7
+    python3 -c "
+import json; m=json.load(open('/tmp/pg/s7/run.json')); L=m['layers']
+for l in L: print(l['name'], l['rows'], 'x', l['cols'], {k: round(v, 2) for k, v in l['seconds'].items()})" >> "$OUT/synth7b_webgpu.log" 2>&1
+    tail -16 "$OUT/synth7b_webgpu.log"
+    ;;
+esac
