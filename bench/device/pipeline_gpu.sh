@@ -9,10 +9,10 @@ L=".gpu/bench/lopro.js"
 q() { # name, timeout, env..., -- args
   local name=$1 t=$2; shift 2
   local envs=(); while [ "$1" != "--" ]; do envs+=("$1"); shift; done; shift
-  local s=$(date +%s.%N)
+  local s=$EPOCHREALTIME
   env "${envs[@]}" timeout "$t" /tmp/l/node $L quantize "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
-  printf '%-22s rc=%s wall %.1f s | %s | %s\n' "$name" "$rc" "$(echo "$(date +%s.%N) - $s" | bc)" "$(grep -h '^time:' "$OUT/$name.log")" "$(grep -h 'layers quantized on\|^model:' "$OUT/$name.log" | tr '\n' ' ')"
+  printf '%-22s rc=%s wall %.1f s | %s | %s\n' "$name" "$rc" "$(awk "BEGIN{print $EPOCHREALTIME - $s}")" "$(grep -h '^time:' "$OUT/$name.log")" "$(grep -h 'layers quantized on\|^model:' "$OUT/$name.log" | tr '\n' ' ')"
 }
 case "${1:-base}" in
   base)
