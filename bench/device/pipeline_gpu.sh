@@ -22,7 +22,7 @@ case "${1:-base}" in
     q base_cpu_main 180 LOPRO_GPTQ_WORKER=none -- "${B[@]}" --ep cpu --out /tmp/pg/base_cpu_main
     ;;
   synth)
-    /tmp/l/node .gpu/bench/synth_llama.js --out /tmp/s7 --blocks 2 --tokenizer-from /tmp/l/models/base
+    /tmp/l/node .gpu/bench/synth_llama.js --out /tmp/s7 --blocks 2 --tokenizer-from "${TOK:-/tmp/l/models/base}"
     q synth7b_webgpu 480 X=1 -- /tmp/s7 --method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt --ep webgpu --out /tmp/pg/s7
     python3 -c "
 import json; m=json.load(open('/tmp/pg/s7/run.json')); L=m['layers']

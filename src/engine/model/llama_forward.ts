@@ -161,6 +161,17 @@ export class LlamaForward {
     return { xtx: out[`${input}_xtx`].data as Float32Array, absSum: out[`${input}_abssum`].data as Float32Array };
   }
 
+  /**
+   * blockStats added to running sums `acc` (device tensors on a GPU EP: the sums never leave the
+   * device between batches). Returns the new sums; the caller releases the old ones.
+   */
+  async blockStatsAccumulate(x: Float32Array, B: number, wT: Record<string, ort.Tensor>, input: LinearInput, acc: { xtx: ort.Tensor; absSum: ort.Tensor }): Promise<{ xtx: ort.Tensor; absSum: ort.Tensor }> {
+    const cfg = this.cfg, T = this.ctx;
+    const s = await this.rt.session(`${this.key}:block:accstats:${input}`, () => buildBlockGraph(cfg, T, `accstats:${input}`), this.placement);
+    const out = await this.rt.run(s, { x: this.rt.host(x, [B, T, cfg.hiddenSize]), ...wT, acc_xtx: acc.xtx, acc_abssum: acc.absSum });
+    return { xtx: out[`${input}_xtx`], absSum: out[`${input}_abssum`] };
+  }
+
   /** One block, tensors in and out: y stays on the device when the EP allows (no host round trip). */
   async blockTensor(x: ort.Tensor, wT: Record<string, ort.Tensor>): Promise<ort.Tensor> {
     return (await this.runBlock(x, wT, 'none', this.placement)).y;

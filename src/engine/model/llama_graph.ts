@@ -25,7 +25,12 @@ export type Capture =
    * One input's statistics only, no y: the block is computed just as far as that input (the
    * pipeline's true-sequential passes need one statistic each; 'stats:attn_in' is a norm only).
    */
-  | `stats:${LinearInput}`;
+  | `stats:${LinearInput}`
+  /**
+   * As stats:<input>, added to running sums fed back in (inputs acc_xtx [n, n], acc_abssum [n]): on a
+   * GPU EP the sums stay on the device across batches, one download per pass instead of one per batch.
+   */
+  | `accstats:${LinearInput}`;
 
 /** Emits y = x·Wᵀ (+ bias) for one linear; x is [N, in] (2-D). */
 export type LinearEmitter = (g: GraphBuilder, lin: BlockLinear, x: Value, bias: Value | null) => Value;
@@ -166,6 +171,13 @@ export function buildBlockGraph(cfg: LlamaConfig, ctx: number, capture: Capture)
     // No y: toModel prunes every node past this input (for attn_in, all but the first norm).
     const k = capture.slice('stats:'.length) as LinearInput;
     stats(k, out.inputs[k]);
+    return g.toModel();
+  }
+  if (capture.startsWith('accstats:')) {
+    const k = capture.slice('accstats:'.length) as LinearInput, v = out.inputs[k];
+    const accX = g.input('acc_xtx', 'float32', ['n', 'n']), accA = g.input('acc_abssum', 'float32', ['n']);
+    g.output(g.op('Gemm', [v, v, accX], { transA: 1 }), `${k}_xtx`); // XᵀX + acc (Gemm's C, β = 1)
+    g.output(g.op('Add', [accA, g.op('ReduceSum', [g.op('Abs', [v]), g.constI64([0])], { keepdims: 0 })]), `${k}_abssum`);
     return g.toModel();
   }
   g.output(out.y, 'y', ['B', ctx, cfg.hiddenSize]);

@@ -168,6 +168,8 @@ export interface LoproOutcomeParts {
   notes: string[];
   /** Per-stage seconds so far; 'report', 'baselines' and 'details' are added. */
   seconds: Record<string, number>;
+  /** [tr(ΔHΔᵀ), tr(WHWᵀ)] when the driver computed them elsewhere (proxy_loss_ort.ts on an EP). */
+  losses?: [number, number];
 }
 
 /**
@@ -184,7 +186,7 @@ export function loproReport(p: LoproOutcomeParts, opts: Pick<LoproLayerOptions, 
     seconds[stage] = (seconds[stage] ?? 0) + (t2 - t);
     t = t2;
   };
-  const [loss, ref] = proxyLossAndReference(W, reconstructed, H, rows, cols);
+  const [loss, ref] = p.losses ?? proxyLossAndReference(W, reconstructed, H, rows, cols);
   const effCfg: LayerConfig = { ...cfg, rank: stored.rank };
   const baselines: LayerReport['baselines'] = { [cfg.method]: loss };
   lap('report');

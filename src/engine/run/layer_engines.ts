@@ -18,6 +18,13 @@ import { GptqPool, gptqQuantizeParallel, workerScriptPath } from '../quant/gptq_
 import { r1svdParallel } from '../quant/gptq_parallel_lopro';
 import type { LowRankFactors, R1svdOptions } from '../quant/r1svd';
 import { r1svdDevice } from '../quant/r1svd_device';
+import { proxyLossesOrt } from '../quant/proxy_loss_ort';
+
+/**
+ * Layers at least this large get their report's proxy losses from ORT (O(rows·cols²): 90 s in
+ * single-threaded TypeScript for a 4096² layer, measured on the device in the real pipeline).
+ */
+export const PROXY_LOSS_MIN_WEIGHTS = 1 << 20;
 
 /** Fewer cores than this: no workers (see createLayerEngines), unless a count is asked for (LOPRO_THREADS, opts.threads). */
 export const MIN_THREADS = 4;
@@ -30,6 +37,11 @@ export interface LayerEngines {
   /** 'workers' or 'workers+<ep>' (reports). */
   label: string;
   gptq(W: Float64Array, rows: number, cols: number, H: Float64Array, opts: GptqOptions): Promise<GptqResult>;
+  /**
+   * [tr(ΔHΔᵀ), tr(WHWᵀ)] on the run's EP for layers of at least PROXY_LOSS_MIN_WEIGHTS weights
+   * (quant/proxy_loss_ort.ts); null = use the float64 TypeScript kernel.
+   */
+  proxyLosses(W: Float32Array, wHat: Float32Array, H: Float64Array, rows: number, cols: number): Promise<[number, number] | null>;
   /** Stage A's R1SVD for a LoPRo layer. */
   lowRank(A: Float32Array, m: number, n: number, opts: R1svdOptions): Promise<LowRankFactors>;
   close(): Promise<void>;
@@ -81,6 +93,15 @@ export function createLayerEngines(
       } catch (e) {
         fallBack('R1SVD', e);
         return r1svdParallel(pool, A, m, n, opts);
+      }
+    },
+    async proxyLosses(W, wHat, H, rows, cols) {
+      if (rows * cols < PROXY_LOSS_MIN_WEIGHTS || fellBack.has('proxy loss')) return null;
+      try {
+        return await proxyLossesOrt(rt, W, wHat, H, rows, cols);
+      } catch (e) {
+        fallBack('proxy loss', e);
+        return null;
       }
     },
     close: () => pool.close(),

@@ -12,6 +12,7 @@
 import { layerConfigFor } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
+import type * as ort from 'onnxruntime-node';
 import type { ComputeRuntime } from '../compute/runtime';
 import { writeSafetensorsAtomic, type TensorData } from '../io/safetensors_writer';
 import { calibrationWindows } from '../model/calibration';
@@ -61,6 +62,36 @@ function scatter(store: ActivationStore, i0: number, nb: number, data: Float32Ar
   for (let i = 0; i < nb; i++) store.set(i0 + i, data.subarray(i * store.recordLen, (i + 1) * store.recordLen));
 }
 
+/**
+ * One Hessian pass with the running sums XᵀX and Σ|x| kept on the device (GPU EP), downloaded once
+ * instead of once per batch: for a 7B down_proj input (n = 11008) that is one 485 MB copy instead of
+ * sixteen, and no float64 host accumulation of 121 M values per batch. Float32 sums of the per-batch
+ * products (each already a float32 sum over B·T rows). Null, with a warning, if the EP refuses it.
+ */
+async function statsOnDevice(
+  fwd: LlamaForward, rt: ComputeRuntime, X: ActivationStore, batches: [number, number][],
+  wT: Record<string, ort.Tensor>, input: LinearInput, n: number, hooks: RunContext['hooks'],
+): Promise<[Float64Array, Float64Array] | null> {
+  let acc: { xtx: ort.Tensor; absSum: ort.Tensor } | undefined;
+  try {
+    acc = { xtx: await rt.upload(rt.host(new Float32Array(n * n), [n, n])), absSum: await rt.upload(rt.host(new Float32Array(n), [n])) };
+    for (const [i0, nb] of batches) {
+      throwIfCancelled(hooks.signal);
+      const next = await fwd.blockStatsAccumulate(gather(X, i0, nb), nb, wT, input, acc);
+      rt.release(acc.xtx, acc.absSum);
+      acc = next;
+      await yieldToEventLoop();
+    }
+    return [Float64Array.from(await rt.download(acc.xtx)), Float64Array.from(await rt.download(acc.absSum))];
+  } catch (e) {
+    if (hooks.signal?.aborted || (e instanceof ProtocolError && e.code === ErrorCode.Cancelled)) throw e;
+    hooks.log('warn', `Hessian sums on the ${rt.ep} device failed (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); summing on the host`);
+    return null;
+  } finally {
+    if (acc) rt.release(acc.xtx, acc.absSum);
+  }
+}
+
 const suffixOf = (lin: BlockLinear) => lin.weight.replace(/^model\.layers\.\d+\./, '');
 
 export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: ComputeRuntime): Promise<void> {
@@ -99,6 +130,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   // Worker threads (and the GPU EP) for the layers; closed in the finally below (live workers keep the process up).
   const engines = createLayerEngines(rt, (msg) => hooks.log('warn', msg));
   hooks.log('info', `layers quantized on ${engines ? engines.label : 'the main thread'}`);
+  // On a GPU EP the Hessian sums stay on the device through a pass (statsOnDevice).
+  let deviceSums = rt.keepsDataOnDevice;
   // Where the time goes (issue 5): forward passes + Hessians on the EP, layers, commits to disk.
   const spent = { forwards: 0, layers: 0, commits: 0 };
   let lapT = performance.now();
@@ -122,16 +155,20 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         const input: LinearInput = members[0].input;
         const n = members[0].cols;
         // One pass over the calibration windows with the block as it is now.
-        const xtx = new Float64Array(n * n), absSum = new Float64Array(n);
+        let xtx: Float64Array = new Float64Array(n * n), absSum: Float64Array = new Float64Array(n);
         const wT = await fwd.weightTensors(w); // uploaded once per pass on a GPU EP, not per batch
         try {
-          for (const [i0, nb] of batches) {
-            throwIfCancelled(hooks.signal);
-            const s = await fwd.blockStats(gather(X, i0, nb), nb, wT, input);
-            for (let k = 0; k < xtx.length; k++) xtx[k] += s.xtx[k];
-            for (let k = 0; k < n; k++) absSum[k] += s.absSum[k];
-            await yieldToEventLoop();
-          }
+          const onDevice = deviceSums ? await statsOnDevice(fwd, rt, X, batches, wT, input, n, hooks) : null;
+          if (deviceSums && !onDevice) deviceSums = false; // warned; host sums for the rest of the run
+          if (onDevice) [xtx, absSum] = onDevice;
+          else
+            for (const [i0, nb] of batches) {
+              throwIfCancelled(hooks.signal);
+              const s = await fwd.blockStats(gather(X, i0, nb), nb, wT, input);
+              for (let k = 0; k < xtx.length; k++) xtx[k] += s.xtx[k];
+              for (let k = 0; k < n; k++) absSum[k] += s.absSum[k];
+              await yieldToEventLoop();
+            }
         } finally {
           fwd.release(wT);
         }

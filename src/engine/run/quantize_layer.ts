@@ -102,7 +102,9 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
   if (lc.method === 'gptq') {
     const notes: string[] = [];
     const q = await e.gptq(Float64Array.from(x.W), x.rows, x.cols, x.H, gptqOptions(x, lc, notes, warn));
-    return baselineOutcome(x, lc, baselineAsStored(q, x.rows, x.cols, lc, lc.actOrder || lc.staticGroups), notes, t0, opts);
+    const stored = baselineAsStored(q, x.rows, x.cols, lc, lc.actOrder || lc.staticGroups);
+    const losses = await e.proxyLosses(x.W, dequantizeStored(stored), x.H, x.rows, x.cols);
+    return baselineOutcome(x, lc, stored, notes, t0, opts, losses);
   }
   const r = await quantizeLayerLoPRoParallel(e.pool, e.gptq, x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, layerSeed(opts.seed, x.name), x.name, e.lowRank);
   const notes: string[] = [];
@@ -112,8 +114,10 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
   if (r.gptq.choleskyFallback) notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
   const { stored } = r;
   const Rp = gatherColumns(r.residual, x.rows, x.cols, stored.perm);
+  const tLoss = now();
+  const losses = (await e.proxyLosses(x.W, r.reconstructed, x.H, x.rows, x.cols)) ?? undefined;
   const { report, details } = loproReport(
-    { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, Rp, Rt: r.rotated, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq } },
+    { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, Rp, Rt: r.rotated, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq, ...(losses ? { proxyLossEp: now() - tLoss } : {}) }, losses },
     { baselines: !!opts.compare },
   );
   report.block = x.block;
@@ -140,12 +144,12 @@ export function quantizeLayer(x: LayerInput, lc: LayerConfig, opts: QuantizeLaye
 }
 
 /** Ŵ, proxy loss and LayerReport of an RTN/GPTQ layer already quantized into `stored`. */
-function baselineOutcome(x: LayerInput, lc: LayerConfig, stored: StoredLayer, notes: string[], t0: number, opts: QuantizeLayerOptions): LayerOutcome {
+function baselineOutcome(x: LayerInput, lc: LayerConfig, stored: StoredLayer, notes: string[], t0: number, opts: QuantizeLayerOptions, losses?: [number, number] | null): LayerOutcome {
   const wHat = dequantizeStored(stored);
   const tQuant = now() - t0;
-  const proxy = layerProxyLoss(x.W, wHat, x.H, x.rows, x.cols);
+  const proxy = losses ? losses[0] : layerProxyLoss(x.W, wHat, x.H, x.rows, x.cols);
   // tr(W H Wᵀ), the loss of Ŵ = 0 (‖W‖² when H = I, without a zero matrix).
-  const ref = x.H ? proxyLoss(x.W, new Float32Array(x.W.length), x.H, x.rows, x.cols) : x.W.reduce((a, v) => a + v * v, 0);
+  const ref = losses ? losses[1] : x.H ? proxyLoss(x.W, new Float32Array(x.W.length), x.H, x.rows, x.cols) : x.W.reduce((a, v) => a + v * v, 0);
   const report: LayerReport = {
     name: x.name, block: x.block, module: x.module, rows: x.rows, cols: x.cols, config: lc,
     bpw: bitsPerWeight(lc, x.rows, x.cols),

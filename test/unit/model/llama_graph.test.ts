@@ -78,6 +78,11 @@ test('synthetic model (GQA 3:1, biases, untied head, llama3 rope): block capture
       const one = await fwd.blockStats(x, B, w, k);
       assert.ok(relErr(one.xtx, xtx) < 1e-5, `${k} blockStats xtx`);
       assert.ok(relErr(one.absSum, abs) < 1e-5, `${k} blockStats abs`);
+      // The GPU pipeline's running-sum graph: stats of the batch added to the sums fed in.
+      const seedX = randF32(n * n, 9), seedA = randF32(n, 10);
+      const accd = await fwd.blockStatsAccumulate(x, B, await fwd.weightTensors(w), k, { xtx: rt.host(seedX, [n, n]), absSum: rt.host(seedA, [n]) });
+      assert.ok(relErr(accd.xtx.data as Float32Array, xtx.map((v, i) => v + seedX[i])) < 1e-5, `${k} accumulated xtx`);
+      assert.ok(relErr(accd.absSum.data as Float32Array, abs.map((v, i) => v + seedA[i])) < 1e-5, `${k} accumulated abs`);
     }
     assert.ok(relErr(act.y, [...refs[0].y, ...refs[1].y]) < 1e-5, `y block ${l}`);
     assert.deepEqual(st.y, act.y);
