@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { makeBareCheckpoint, runCli, tmp } from './helpers';
 import { openNativeModel } from '../../src/engine/run/native';
@@ -48,3 +48,25 @@ for (const method of ['rtn', 'gptq'] as const) {
     assert.doesNotMatch(again.stderr, /tensor \d+\/3 /);
   });
 }
+
+test('a run killed before its first commit (no run.json, only run-dir folders) resumes as a fresh run; foreign folders are still refused', () => {
+  const dir = tmp('df-early-kill');
+  const file = join(dir, 'w.safetensors');
+  makeBareCheckpoint(file);
+  const out = join(dir, 'run');
+  // What an engine killed during block 0 left behind: its folders, a lock, a half-written temp file.
+  for (const d of ['ckpt', 'hessians', 'details', 'scratch']) mkdirSync(join(out, d), { recursive: true });
+  writeFileSync(join(out, 'ckpt', 'block-00000.safetensors.tmp-123-abcd'), 'partial');
+  writeFileSync(join(out, 'run.json.tmp-123-abcd'), '{');
+  const r = runCli(['quantize', file, '--method', 'rtn', '--bits', '4', '--group', '32', '--out', out, '--resume']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(existsSync(join(out, 'native')) && JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')).complete);
+  assert.ok(!existsSync(join(out, 'ckpt', 'block-00000.safetensors.tmp-123-abcd')), 'stale temp file removed');
+  // A folder with someone else's files is not taken over.
+  const foreign = join(dir, 'foreign');
+  mkdirSync(foreign);
+  writeFileSync(join(foreign, 'notes.txt'), 'mine');
+  const f = runCli(['quantize', file, '--method', 'rtn', '--out', foreign]);
+  assert.equal(f.code, 2, f.stderr);
+  assert.match(f.stderr, /not empty and is not a run directory/);
+});

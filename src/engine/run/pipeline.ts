@@ -66,10 +66,16 @@ function checkedConfig(partial: QuantizeConfig): QuantizeConfig {
   return config;
 }
 
+/**
+ * Entries a run folder holds before its first run.json (a run killed that early by an engine older
+ * than the up-front manifest write below): such a folder is still ours to reuse.
+ */
+const RUN_DIR_ENTRIES = new Set(['run.lock', 'ckpt', 'hessians', 'details', 'candidates', 'scratch', 'native']);
+
 /** A fresh run may only take over an empty folder or an earlier run's folder. */
 function checkOutDirUsable(dir: RunDir): void {
   if (!existsSync(dir.dir) || dir.exists()) return;
-  if (readdirSync(dir.dir).some((f) => f !== 'run.lock'))
+  if (readdirSync(dir.dir).some((f) => !RUN_DIR_ENTRIES.has(f) && !/\.tmp-\d+-[0-9a-f]+$/.test(f)))
     throw new ProtocolError(ErrorCode.InvalidParams, `${dir.dir} is not empty and is not a run directory`, dir.dir, 'choose a new or empty --out folder (it will hold checkpoints and the quantized model)');
 }
 
@@ -151,6 +157,9 @@ async function runLocked(
       dir.writeManifest(m);
     },
   };
+  // run.json exists from the start, so a run killed before its first block commit is still a run
+  // directory: --resume then restarts it from block 0 (it used to be refused as "not a run directory").
+  if (m.completedBlocks === 0 && !m.complete) ctx.commit();
   if (!m.complete) {
     if (model.summary.kind === 'llama') {
       const calib = await prepareCalibration(ctx);
