@@ -252,9 +252,24 @@ async function fill(frame, id, value) {
         await page.waitForTimeout(500);
       }
       lap(`second run: ${await res2.locator('#run-status').textContent()}`);
-      await page.keyboard.press('F1');
-      await page.keyboard.type('LoPRo: Compare Runs');
-      await page.getByRole('option', { name: /LoPRo: Compare Runs/ }).first().waitFor({ timeout: 10000 });
+      // Open the palette and wait for its input before typing: keys typed while the quick input is still
+      // opening are lost (seen once on a quiet machine: the palette showed only ">"). fill() sets the
+      // whole value, so a retry cannot double the text.
+      const option = page.getByRole('option', { name: /LoPRo: Compare Runs/ }).first();
+      for (let attempt = 0; ; attempt++) {
+        await page.keyboard.press('F1');
+        const input = page.locator('.quick-input-widget input').first();
+        await input.waitFor({ state: 'visible', timeout: 10000 });
+        await input.fill('>LoPRo: Compare Runs');
+        try {
+          await option.waitFor({ timeout: 10000 });
+          break;
+        } catch (e) {
+          if (attempt >= 1) throw e;
+          lap('palette did not list "LoPRo: Compare Runs": closing it and trying again');
+          await page.keyboard.press('Escape');
+        }
+      }
       await page.keyboard.press('Enter');
       // First pick: recent runs, newest first → the older (first) run is the second entry.
       await page.getByRole('option', { name: /tiny-/ }).nth(1).waitFor({ timeout: 10000 });
