@@ -149,6 +149,9 @@ export function quantizeLayerLoPRo(
   return { reconstructed, stored, report, details };
 }
 
+/** Largest matrix (values) the layer-view histograms and error tile read whole; larger ones are row-sampled. */
+export const DETAIL_MAX_VALUES = 1 << 22;
+
 /** What a LoPRo driver hands to loproReport (quant/lopro.ts here, the row-parallel driver of gptq_parallel_lopro.ts). */
 export interface LoproOutcomeParts {
   W: Float32Array | Float64Array;
@@ -162,8 +165,9 @@ export interface LoproOutcomeParts {
   /** Column importance in the original order (spec §1.6). */
   importance: Float64Array;
   plan: RotationPlan;
-  /** The residual R permuted (R_p) and rotated (R′), rows×cols. */
-  Rp: Float64Array;
+  /** The residual R permuted (R_p), or R in the original column order (then permuted here), and R′ (rotated), rows×cols. */
+  Rp?: Float64Array;
+  R?: Float64Array;
   Rt: Float64Array;
   notes: string[];
   /** Per-stage seconds so far; 'report', 'baselines' and 'details' are added. */
@@ -208,17 +212,30 @@ export function loproReport(p: LoproOutcomeParts, opts: Pick<LoproLayerOptions, 
   if (plan.block !== 0 && plan.block !== cfg.hadamardBlock) report.hadamardBlockUsed = plan.block;
 
   // ── Details for the layer view ──
-  const errPerm = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let k = 0; k < cols; k++) errPerm[i * cols + k] = W[i * cols + perm[k]] - reconstructed[i * cols + perm[k]];
+  // Histograms and the error tile from every step-th row: a 7B layer has 45 M values per matrix and
+  // the view shows 64 bins and ≤ 256 cells (full rows cost 1–3 s a layer, measured on the device).
+  const step = Math.max(1, Math.ceil((rows * cols) / DETAIL_MAX_VALUES));
+  const rs = Math.ceil(rows / step);
+  const before = new Float64Array(rs * cols), after = new Float64Array(rs * cols), errPerm = new Float64Array(rs * cols);
+  for (let s = 0; s < rs; s++) {
+    const i = s * step, o = i * cols, so = s * cols;
+    for (let k = 0; k < cols; k++) {
+      const j = perm[k];
+      errPerm[so + k] = W[o + j] - reconstructed[o + j];
+      before[so + k] = p.Rp ? p.Rp[o + k] : p.R![o + j];
+      after[so + k] = p.Rt[o + k];
+    }
+  }
   const details = buildLayerDetails({
-    name, rows, cols,
+    name, rows: rs, cols,
     importanceSorted: Array.from(perm, (j) => p.importance[j]),
     perm, blocks: planBlocks(plan),
     singularValues: factors ? singularValuesOf(factors) : [],
     rank: stored.rank,
-    residualBefore: p.Rp, residualAfter: p.Rt, errorPermuted: errPerm,
+    residualBefore: before, residualAfter: after, errorPermuted: errPerm,
     maxPoints: opts.maxPoints ?? 256,
   });
+  details.rows = rows;
   lap('details');
   return { report, details };
 }

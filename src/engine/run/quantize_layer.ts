@@ -9,7 +9,6 @@ import { rtnQuantize } from '../quant/rtn';
 import { gptqQuantize, proxyLoss, type GptqOptions } from '../quant/gptq';
 import { loproReport, quantizeLayerLoPRo } from '../quant/lopro';
 import { quantizeLayerLoPRoParallel } from '../quant/gptq_parallel_lopro';
-import { gatherColumns } from '../quant/permute';
 import type { LayerEngines } from './layer_engines';
 import { baselineAsStored, dequantizeStored, type StoredLayer } from './stored';
 
@@ -113,11 +112,10 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
   if (r.plan.note) notes.push(r.plan.note);
   if (r.gptq.choleskyFallback) notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
   const { stored } = r;
-  const Rp = gatherColumns(r.residual, x.rows, x.cols, stored.perm);
   const tLoss = now();
   const losses = (await e.proxyLosses(x.W, r.reconstructed, x.H, x.rows, x.cols)) ?? undefined;
   const { report, details } = loproReport(
-    { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, Rp, Rt: r.rotated, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq, ...(losses ? { proxyLossEp: now() - tLoss } : {}) }, losses },
+    { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, R: r.residual, Rt: r.rotated, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq, ...(losses ? { proxyLossEp: now() - tLoss } : {}) }, losses },
     { baselines: !!opts.compare },
   );
   report.block = x.block;
