@@ -23,14 +23,15 @@ export function maxqFor(bits: number): number {
 }
 
 /**
- * `Quantizer.find_params` for one row segment x = vals[off], vals[off+1], …, vals[off+len−1]
- * (one row of one group). Returns [scale, zero], both float32 values (zero is an integer).
+ * find_params' range of one row segment: xmin = min(min x, 0), xmax = max(max x, 0) over the
+ * float32 values (min/max of float32 values are exact), symmetrised when `sym`, and [-1, 1] for an
+ * all-zero segment (the reference's rule). `copyTo` receives the float32 values when given.
  */
-export function findParamsRow(vals: ArrayLike<number>, off: number, len: number, maxq: number, sym: boolean): [number, number] {
-  // xmin = min(min x, 0), xmax = max(max x, 0): min/max of float32 values are exact.
+function rangeOf(vals: ArrayLike<number>, off: number, len: number, sym: boolean, copyTo?: Float64Array): [number, number] {
   let xmin = 0, xmax = 0;
-  for (let j = off, end = off + len; j < end; j++) {
-    const v = fround(vals[j]);
+  for (let j = 0; j < len; j++) {
+    const v = fround(vals[off + j]);
+    if (copyTo) copyTo[j] = v;
     if (v < xmin) xmin = v;
     if (v > xmax) xmax = v;
   }
@@ -38,10 +39,16 @@ export function findParamsRow(vals: ArrayLike<number>, off: number, len: number,
     xmax = Math.max(-xmin, xmax);
     if (xmin < 0) xmin = -xmax;
   }
-  if (xmin === 0 && xmax === 0) { // all-zero row: the reference uses [-1, 1]
-    xmin = -1;
-    xmax = 1;
-  }
+  if (xmin === 0 && xmax === 0) return [-1, 1];
+  return [xmin, xmax];
+}
+
+/**
+ * `Quantizer.find_params` for one row segment x = vals[off], vals[off+1], …, vals[off+len−1]
+ * (one row of one group). Returns [scale, zero], both float32 values (zero is an integer).
+ */
+export function findParamsRow(vals: ArrayLike<number>, off: number, len: number, maxq: number, sym: boolean): [number, number] {
+  const [xmin, xmax] = rangeOf(vals, off, len, sym);
   const scale = fround(fround(xmax - xmin) / maxq);
   const zero = sym ? (maxq + 1) / 2 : roundHalfEven(fround(-xmin / scale));
   return [scale, zero];
@@ -56,20 +63,7 @@ export function findParamsRow(vals: ArrayLike<number>, off: number, len: number,
 export function findParamsRowMse(vals: ArrayLike<number>, off: number, len: number, maxq: number, sym: boolean, grid = 100, maxShrink = 0.8, norm = 2.4): [number, number] {
   // The segment as float32 values, once (the candidate loop below runs 80× over it).
   const x = len <= mseScratch.length ? mseScratch : (mseScratch = new Float64Array(len));
-  let xmin = 0, xmax = 0;
-  for (let j = 0; j < len; j++) {
-    const v = (x[j] = fround(vals[off + j]));
-    if (v < xmin) xmin = v;
-    if (v > xmax) xmax = v;
-  }
-  if (sym) {
-    xmax = Math.max(-xmin, xmax);
-    if (xmin < 0) xmin = -xmax;
-  }
-  if (xmin === 0 && xmax === 0) {
-    xmin = -1;
-    xmax = 1;
-  }
+  const [xmin, xmax] = rangeOf(vals, off, len, sym, x);
   let best = Infinity;
   let [scale, zero] = findParamsRow(vals, off, len, maxq, sym);
   for (let i = 0; i < Math.trunc(maxShrink * grid); i++) {
