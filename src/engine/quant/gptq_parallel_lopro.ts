@@ -8,10 +8,10 @@
 
 import type { LayerConfig } from '../../protocol/config';
 import { encodeF16 } from './fp8';
-import { columnScaleAlpha, R1svdFactorSet, type LowRankFactors, type R1svdOptions } from './r1svd';
+import { columnScaleAlpha, R1svdFactorSet, r1svdRoundsAsync, type LowRankFactors, type R1svdOptions } from './r1svd';
 import { argsortDescending } from './permute';
 import { planRotation, type RotationPlan } from './rotation';
-import { SeededRng, frob2, norm2 } from './lopro_mat';
+import { frob2 } from './lopro_mat';
 import type { LoproStoredLayer } from './lopro_dequant';
 import type { GptqEngine, FastLoproResult } from './gptq_device_lopro';
 import type { GptqPool } from './gptq_parallel';
@@ -55,36 +55,26 @@ export async function runSlices(pool: GptqPool, total: number, make: (a: number,
 
 /** r1svdInPlace (r1svd.ts) with its mat-vecs and deflations on the pool; deflates the shared `A`. */
 export async function r1svdParallel(pool: GptqPool, A: Float32Array, m: number, n: number, opts: R1svdOptions): Promise<LowRankFactors> {
-  const round = opts.roundFactors !== false;
-  const rMax = Math.max(0, Math.min(opts.rank, m, n));
-  const rng = new SeededRng(opts.seed);
   const total = frob2(A);
-  const f = new R1svdFactorSet(m, n, round);
-  const s = shared(Float64Array, n), y = shared(Float64Array, m), z = shared(Float64Array, n);
+  const f = new R1svdFactorSet(m, n, opts.roundFactors !== false);
+  // The workers read x and write out in shared buffers: copy in and out of the rounds' own vectors.
+  const xs = shared(Float64Array, Math.max(m, n)), ys = shared(Float64Array, Math.max(m, n));
   const u = shared(Float64Array, m), v = shared(Float64Array, n);
-  const mv = (x: Float64Array, out: Float64Array) => runSlices(pool, m, (r0, r1) => ({ kind: 'mv', A, n, x, y: out, r0, r1 }));
-  const mtv = (yy: Float64Array, out: Float64Array) => runSlices(pool, n, (c0, c1) => ({ kind: 'mtv', A, m, n, y: yy, z: out, c0, c1 }));
-  for (let k = 0; k < rMax; k++) {
-    for (let j = 0; j < n; j++) s[j] = rng.gaussian();
-    await mv(s, y);
-    for (let it = 0; it < opts.powerIters; it++) {
-      await mtv(y, z);
-      await mv(z, y);
-      const ny = norm2(y);
-      if (!(ny > 0)) break;
-      for (let i = 0; i < m; i++) y[i] /= ny;
-    }
-    const ny = norm2(y);
-    if (!(ny > 0) || !Number.isFinite(ny)) break;
-    for (let i = 0; i < m; i++) y[i] /= ny;
-    await mtv(y, z);
-    const sigma = norm2(z);
-    if (!(sigma > 0) || !Number.isFinite(sigma)) break;
-    const { uHat, vHat, sHat } = f.add(y, z, sigma);
+  const mv = async (x: Float64Array, out: Float64Array) => {
+    xs.set(x);
+    await runSlices(pool, m, (r0, r1) => ({ kind: 'mv', A, n, x: xs, y: ys, r0, r1 }));
+    out.set(ys.subarray(0, m));
+  };
+  const mtv = async (y: Float64Array, out: Float64Array) => {
+    xs.set(y);
+    await runSlices(pool, n, (c0, c1) => ({ kind: 'mtv', A, m, n, y: xs, z: ys, c0, c1 }));
+    out.set(ys.subarray(0, n));
+  };
+  await r1svdRoundsAsync(m, n, opts, f, mv, mtv, async ({ uHat, vHat, sHat }) => {
     u.set(uHat);
     v.set(vHat);
     await runSlices(pool, m, (r0, r1) => ({ kind: 'deflate', A, n, u, v, s: sHat, r0, r1 }));
-  }
+  });
   const energy = total > 0 ? 1 - frob2(A) / total : 0;
   return { ...f.layout(), energy };
 }

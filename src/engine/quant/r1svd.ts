@@ -183,6 +183,43 @@ export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOpt
 }
 
 /**
+ * The R1SVD rounds of r1svdInPlace with the mat-vecs supplied (`mv`: out = A_k·x, `mtv`: out = A_kᵀ·y
+ * on the deflated A_k, wherever A lives): the worker pool (gptq_parallel_lopro.ts) and the device
+ * (r1svd_device.ts) drivers share it. Same start vectors, normalisation and stopping rules, in the
+ * same order, so each driver stays bit-identical to r1svdInPlace when its mat-vecs are. `f.add`
+ * records each factor; `afterAdd` deflates A where the driver keeps it (the device driver doesn't).
+ */
+export async function r1svdRoundsAsync(
+  m: number, n: number, opts: R1svdOptions, f: R1svdFactorSet,
+  mv: (x: Float64Array, out: Float64Array) => Promise<void>,
+  mtv: (y: Float64Array, out: Float64Array) => Promise<void>,
+  afterAdd?: (added: { uHat: Float64Array; vHat: Float64Array; sHat: number }) => Promise<void>,
+): Promise<void> {
+  const rMax = Math.max(0, Math.min(opts.rank, m, n));
+  const rng = new SeededRng(opts.seed);
+  const s = new Float64Array(n), y = new Float64Array(m), z = new Float64Array(n);
+  for (let k = 0; k < rMax; k++) {
+    for (let j = 0; j < n; j++) s[j] = rng.gaussian();
+    await mv(s, y);
+    for (let it = 0; it < opts.powerIters; it++) {
+      await mtv(y, z);
+      await mv(z, y);
+      const ny = norm2(y);
+      if (!(ny > 0)) break;
+      for (let i = 0; i < m; i++) y[i] /= ny;
+    }
+    const ny = norm2(y);
+    if (!(ny > 0) || !Number.isFinite(ny)) break; // A is (numerically) exactly rank k
+    for (let i = 0; i < m; i++) y[i] /= ny;
+    await mtv(y, z);
+    const sigma = norm2(z);
+    if (!(sigma > 0) || !Number.isFinite(sigma)) break;
+    const added = f.add(y, z, sigma);
+    if (afterAdd) await afterAdd(added);
+  }
+}
+
+/**
  * W_r = U·diag(σ̂)·V·diag(α)⁻¹ from decoded factors (m×n, float64). Matmul-shaped: (U·diag σ̂)·V,
  * then a column scale. `alpha` null means α = 1.
  */

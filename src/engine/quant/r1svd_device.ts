@@ -13,8 +13,8 @@
 
 import { GraphBuilder, type Value } from '../compute/graph';
 import type { ComputeRuntime, Tensor } from '../compute/runtime';
-import { SeededRng, frob2, norm2 } from './lopro_mat';
-import { R1svdFactorSet, type LowRankFactors, type R1svdOptions } from './r1svd';
+import { frob2 } from './lopro_mat';
+import { R1svdFactorSet, r1svdRoundsAsync, type LowRankFactors, type R1svdOptions } from './r1svd';
 
 const CHUNK_BYTES = Number(process.env.LOPRO_DEVICE_CHUNK_MB ?? 64) * 2 ** 20;
 
@@ -66,7 +66,6 @@ export interface DeviceR1svdStats {
 export async function r1svdDevice(rt: ComputeRuntime, A: Float32Array, m: number, n: number, opts: R1svdOptions & { chunkBytes?: number }, stats?: DeviceR1svdStats): Promise<LowRankFactors> {
   const round = opts.roundFactors !== false;
   const rMax = Math.max(0, Math.min(opts.rank, m, n));
-  const rng = new SeededRng(opts.seed);
   const total = frob2(A);
   const chunks = chunkRows(m, n, opts.chunkBytes);
   const key = `${m}x${n}|${chunks.map((c) => c[1]).join(',')}`;
@@ -123,26 +122,8 @@ export async function r1svdDevice(rt: ComputeRuntime, A: Float32Array, m: number
       if (c !== 0) for (let j = 0; j < n; j++) out[j] -= c * v[j];
     }
   };
-  const s = new Float64Array(n), y = new Float64Array(m), z = new Float64Array(n);
   try {
-    for (let k = 0; k < rMax; k++) {
-      for (let j = 0; j < n; j++) s[j] = rng.gaussian();
-      await mv(s, y);
-      for (let it = 0; it < opts.powerIters; it++) {
-        await mtv(y, z);
-        await mv(z, y);
-        const ny = norm2(y);
-        if (!(ny > 0)) break;
-        for (let i = 0; i < m; i++) y[i] /= ny;
-      }
-      const ny = norm2(y);
-      if (!(ny > 0) || !Number.isFinite(ny)) break;
-      for (let i = 0; i < m; i++) y[i] /= ny;
-      await mtv(y, z);
-      const sigma = norm2(z);
-      if (!(sigma > 0) || !Number.isFinite(sigma)) break;
-      f.add(y, z, sigma); // the mat-vecs subtract f's stored factors from here on
-    }
+    await r1svdRoundsAsync(m, n, opts, f, mv, mtv); // the mat-vecs subtract f's stored factors: A stays as uploaded
     const laid = f.layout();
     const { U, V, sigma, rank: r } = laid;
     // ‖A − ÛΣ̂V̂‖² = ‖A‖² − 2·Σ_k σ̂_k·û_kᵀ(A·v̂_kᵀ)… computed as ‖A‖² − 2·tr(Σ̂·(ÛᵀA)·V̂ᵀ) + ‖ÛΣ̂V̂‖², with
