@@ -9,17 +9,10 @@ import { quantizeLayerLoPRoParallel, r1svdParallel } from '../../../src/engine/q
 import { r1svd } from '../../../src/engine/quant/r1svd';
 import { quantizeLayerLoPRoWith } from '../../../src/engine/quant/gptq_device_lopro';
 import { quantizeLayerLoPRo } from '../../../src/engine/quant/lopro';
-import { HessianAccumulator } from '../../../src/engine/quant/hessian';
-import { syntheticActivations, syntheticWeights } from '../quant/synthetic';
+import { syntheticLayer } from '../quant/synthetic';
 
 const rows = 64, cols = 384, T = 900;
-const W = syntheticWeights(rows, cols, 71);
-const X = syntheticActivations(T, cols, 72);
-const acc = new HessianAccumulator(cols);
-acc.add(X, T, 4);
-const H = acc.finish();
-const absMean = new Float64Array(cols);
-for (let t = 0; t < T; t++) for (let j = 0; j < cols; j++) absMean[j] += Math.abs(X[t * cols + j]) / T;
+const { W, H, absMean } = syntheticLayer(rows, cols, T, 71);
 const cfg = { ...DEFAULT_LAYER_CONFIG, method: 'lopro' as const, bits: 2, rank: 4 };
 
 test('LoPRo with a pluggable GPTQ engine = quant/lopro.ts (sync TS and row-parallel engines)', async () => {

@@ -10,8 +10,7 @@ import { r1svd, type LowRankFactors } from '../../../src/engine/quant/r1svd';
 import { r1svdDevice, chunkRows } from '../../../src/engine/quant/r1svd_device';
 import { GptqPool, gptqQuantizeParallel } from '../../../src/engine/quant/gptq_parallel';
 import { quantizeLayerLoPRoParallel } from '../../../src/engine/quant/gptq_parallel_lopro';
-import { HessianAccumulator } from '../../../src/engine/quant/hessian';
-import { syntheticActivations, syntheticWeights } from '../quant/synthetic';
+import { syntheticLayer, syntheticWeights } from '../quant/synthetic';
 
 const rtP = ComputeRuntime.create({ ep: 'cpu', intraOpNumThreads: 1 });
 after(async () => (await rtP).dispose());
@@ -75,13 +74,7 @@ for (const [label, chunkBytes] of [['one chunk', undefined], ['4 row chunks', 4 
 test('LoPRo on the pool with the device R1SVD ≈ the pool R1SVD (reconstruction error)', async () => {
   const rt = await rtP;
   const rows = 64, cols = 256, T = 700;
-  const W = syntheticWeights(rows, cols, 81);
-  const X = syntheticActivations(T, cols, 82);
-  const acc = new HessianAccumulator(cols);
-  acc.add(X, T, 4);
-  const H = acc.finish();
-  const absMean = new Float64Array(cols);
-  for (let t = 0; t < T; t++) for (let j = 0; j < cols; j++) absMean[j] += Math.abs(X[t * cols + j]) / T;
+  const { W, H, absMean } = syntheticLayer(rows, cols, T, 81);
   const cfg = { ...DEFAULT_LAYER_CONFIG, method: 'lopro' as const, bits: 2, rank: 4 };
   const pool = GptqPool.create(2);
   try {

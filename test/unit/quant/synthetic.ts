@@ -2,6 +2,7 @@
 // activations (the golden README's recipe, §6, with Student-t noise) and weights with log-normal
 // row/column scales. Deterministic: mulberry32 + Box–Muller.
 import { mulberry32 } from '../../../src/engine/util/random';
+import { HessianAccumulator } from '../../../src/engine/quant/hessian';
 
 export const rng = mulberry32;
 
@@ -57,4 +58,18 @@ export function hessianNaive(X: Float32Array, tokens: number, cols: number, nsam
     H[i * cols + j] = (2 / nsamples) * s;
   }
   return H;
+}
+
+/**
+ * A calibrated synthetic layer: weights, H = (2/nsamples)·XᵀX of T correlated heavy-tailed tokens
+ * (HessianAccumulator, as the pipeline builds it) and mean_t |x_tj| for LoPRo's α.
+ */
+export function syntheticLayer(rows: number, cols: number, T: number, seed: number, nsamples = 4): { W: Float32Array; H: Float64Array; absMean: Float64Array } {
+  const W = syntheticWeights(rows, cols, seed);
+  const X = syntheticActivations(T, cols, seed + 1);
+  const acc = new HessianAccumulator(cols);
+  acc.add(X, T, nsamples);
+  const absMean = new Float64Array(cols);
+  for (let t = 0; t < T; t++) for (let j = 0; j < cols; j++) absMean[j] += Math.abs(X[t * cols + j]) / T;
+  return { W, H: acc.finish(), absMean };
 }

@@ -8,14 +8,11 @@ import { DEFAULT_LAYER_CONFIG, type LayerConfig } from '../../../src/protocol/co
 import { ComputeRuntime } from '../../../src/engine/compute/runtime';
 import { quantizeLayer, quantizeLayerAsync, type LayerInput } from '../../../src/engine/run/quantize_layer';
 import { createLayerEngines } from '../../../src/engine/run/layer_engines';
-import { hessianNaive, syntheticActivations, syntheticWeights } from '../quant/synthetic';
+import { syntheticLayer } from '../quant/synthetic';
 
 const rows = 96, cols = 384, tokens = 1024;
-const X = syntheticActivations(tokens, cols, 21);
-const H = hessianNaive(X, tokens, cols, 8);
-const absMean = new Float64Array(cols);
-for (let t = 0; t < tokens; t++) for (let j = 0; j < cols; j++) absMean[j] += Math.abs(X[t * cols + j]) / tokens;
-const layer: LayerInput = { name: 'model.layers.1.mlp.up_proj', block: 1, module: 'up_proj', rows, cols, W: syntheticWeights(rows, cols, 22), H, absMean };
+const { W, H, absMean } = syntheticLayer(rows, cols, tokens, 21, 8);
+const layer: LayerInput = { name: 'model.layers.1.mlp.up_proj', block: 1, module: 'up_proj', rows, cols, W, H, absMean };
 
 function assertSameOutcome(a: Awaited<ReturnType<typeof quantizeLayerAsync>>, b: ReturnType<typeof quantizeLayer>, what: string) {
   assert.deepEqual(a.wHat, b.wHat, `${what}: Ŵ`);
