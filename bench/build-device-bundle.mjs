@@ -39,6 +39,7 @@ await esbuild.build({
     gpu_layers: 'bench/gpu_layers.ts',
     model7b: 'bench/model7b.ts',
     model_table: 'bench/model_table.ts',
+    ep_profile: 'bench/ep_profile.ts',
     synth_llama: 'bench/synth_llama.ts',
     // The CLI itself (`lopro quantize|eval|...`), as bin/lopro runs it from dist/engine.js.
     lopro: 'src/engine/main.ts',

@@ -36,8 +36,8 @@ export function runCli(args: string[], env: Record<string, string> = {}): CliRes
 }
 
 /** Starts the CLI without waiting (for kill tests). */
-export function spawnCli(args: string[]): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOPRO_ENGINE_IPC: '' } });
+export function spawnCli(args: string[], env: Record<string, string> = {}): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOPRO_ENGINE_IPC: '', ...env } });
 }
 
 export function sha256(file: string): string {

@@ -2,7 +2,10 @@
 // (after a random number of progress lines plus a random delay, so kills land inside forward
 // passes, layer quantization and checkpoint writes alike) and resumed with --resume each time.
 // The final native model must be byte-identical to an uninterrupted run's (which, in addition,
-// kept its activations on disk instead of in memory).
+// kept its activations on disk instead of in memory). The killed runs take the GPU pipeline's
+// activation path (LOPRO_DEVICE_ACTS=always: batches "uploaded" once per block, outputs kept as the
+// next block's inputs — on the CPU EP the same code with host tensors), so the hash also shows that
+// path computes the same bytes as the per-pass host path.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,9 +17,11 @@ import { rng, runCli, sha256, spawnCli, tmp, SMALL, TINY, TRAIN } from './helper
 const ARGS = ['quantize', TINY, '--method', 'lopro', '--bits', '2', '--calib', TRAIN, ...SMALL];
 
 /** Runs until `lines` progress lines were printed, then waits `delayMs` and SIGKILLs. Resolves with the exit code (null when killed). */
+const DEVICE_ACTS = { LOPRO_DEVICE_ACTS: 'always' };
+
 function runAndKill(args: string[], lines: number, delayMs: number): Promise<number | null> {
   return new Promise((resolve) => {
-    const child = spawnCli(args);
+    const child = spawnCli(args, DEVICE_ACTS);
     let seen = 0, armed = false;
     child.stderr!.on('data', (d: Buffer) => {
       seen += d.toString().split('\n').filter((l) => l.startsWith('[')).length;
@@ -52,8 +57,9 @@ test('SIGKILL at random points + --resume gives the same bytes as an uninterrupt
     kills++;
     states.push(new RunDir(out).exists() ? JSON.parse(readFileSync(join(out, 'run.json'), 'utf8')).completedBlocks : -1);
   }
-  const fin = runCli([...ARGS, '--out', out, '--resume']);
+  const fin = runCli([...ARGS, '--out', out, '--resume'], DEVICE_ACTS);
   assert.equal(fin.code, 0, fin.stderr);
+  assert.match(fin.stderr, /calibration activations kept on the cpu device/);
   assert.ok(kills >= 2, `only ${kills} kills landed (states ${states.join(',')})`);
   assert.ok(existsSync(join(out, 'native', 'model.safetensors')));
   t.diagnostic(`${kills} kills, completed blocks at each kill: ${states.join(', ')}`);

@@ -8,7 +8,8 @@ import type { ComputeRuntime } from '../compute/runtime';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { expectedShapes, headTensorName, type LinearInput, type LlamaConfig } from './config';
-import { blockTensorSuffixes, buildBlockGraph, buildEmbedGraph, buildHeadGraph, type Capture } from './llama_graph';
+import { GraphBuilder } from '../compute/graph';
+import { blockTensorSuffixes, buildBlockGraph, buildEmbedGraph, buildHeadGraph, type Capture, type WeightLayout } from './llama_graph';
 
 /** Tensor name → float32 values (row-major, checkpoint layout). May be async (lazy disk reads). */
 export type WeightsProvider = (name: string) => Float32Array | Promise<Float32Array>;
@@ -84,15 +85,22 @@ function isTensorRecord(w: BlockWeights | Record<string, ort.Tensor>): w is Reco
 export class LlamaForward {
   private readonly key: string;
   private readonly suffixes: string[];
+  /** Linear weights as the block graphs take them: pre-transposed on a GPU that keeps data (see WeightLayout). */
+  readonly layout: WeightLayout;
+  /** The statistics graphs' ones row [1, B·T], per B·T (on the device where the EP keeps data). */
+  private readonly ones = new Map<number, Promise<ort.Tensor>>();
 
   constructor(
     readonly cfg: LlamaConfig,
     /** Window length T baked into the block graphs (rope tables). */
     readonly ctx: number,
     readonly rt: ComputeRuntime,
+    /** Default: 'in_out' where the EP keeps data on the device (weights transposed there once), else 'out_in'. */
+    layout?: WeightLayout,
   ) {
     const { source: _source, ...shapeFields } = cfg;
-    this.key = `llama:${JSON.stringify(shapeFields)}:T${ctx}`;
+    this.layout = layout ?? (rt.keepsDataOnDevice ? 'in_out' : 'out_in');
+    this.key = `llama:${JSON.stringify(shapeFields)}:T${ctx}:${this.layout}`;
     this.suffixes = blockTensorSuffixes(cfg);
   }
 
@@ -125,10 +133,33 @@ export class LlamaForward {
     for (const name of this.suffixes) {
       const v = w[name];
       if (!v) throw new Error(`block weights: ${name} missing`);
-      const dims = name.endsWith('norm.weight') || name.endsWith('bias') ? [v.length] : [v.length / this.inFeatures(name), this.inFeatures(name)];
-      out[name] = await this.rt.upload(this.rt.host(v, dims));
+      out[name] = await this.weightTensor(name, v);
     }
     return out;
+  }
+
+  /**
+   * One block tensor by suffix, as the block graphs take it: uploaded (GPU), and for a linear under the
+   * 'in_out' layout transposed once on the device. Lets the pipeline replace just the layers it quantized.
+   */
+  async weightTensor(name: string, v: Float32Array): Promise<ort.Tensor> {
+    if (name.endsWith('norm.weight') || name.endsWith('bias')) return this.rt.upload(this.rt.host(v, [v.length]));
+    const cols = this.inFeatures(name), rows = v.length / cols;
+    const t = await this.rt.upload(this.rt.host(v, [rows, cols]));
+    if (this.layout === 'out_in') return t;
+    const s = await this.rt.session('transpose2d', transposeModel, this.placement);
+    try {
+      return (await this.rt.run(s, { x: t })).y;
+    } finally {
+      this.rt.release(t);
+    }
+  }
+
+  /** The ones row fed to statistics graphs for B·T rows. */
+  private onesRow(rows: number): Promise<ort.Tensor> {
+    let t = this.ones.get(rows);
+    if (!t) this.ones.set(rows, (t = this.rt.upload(this.rt.host(new Float32Array(rows).fill(1), [1, rows]))));
+    return t;
   }
 
   /** Frees device copies made by weightTensors / the *Tensor methods (no-op on the host). */
@@ -165,10 +196,10 @@ export class LlamaForward {
    * blockStats added to running sums `acc` (device tensors on a GPU EP: the sums never leave the
    * device between batches). Returns the new sums; the caller releases the old ones.
    */
-  async blockStatsAccumulate(x: Float32Array, B: number, wT: Record<string, ort.Tensor>, input: LinearInput, acc: { xtx: ort.Tensor; absSum: ort.Tensor }): Promise<{ xtx: ort.Tensor; absSum: ort.Tensor }> {
+  async blockStatsAccumulate(x: Float32Array | ort.Tensor, B: number, wT: Record<string, ort.Tensor>, input: LinearInput, acc: { xtx: ort.Tensor; absSum: ort.Tensor }): Promise<{ xtx: ort.Tensor; absSum: ort.Tensor }> {
     const cfg = this.cfg, T = this.ctx;
-    const s = await this.rt.session(`${this.key}:block:accstats:${input}`, () => buildBlockGraph(cfg, T, `accstats:${input}`), this.placement);
-    const out = await this.rt.run(s, { x: this.rt.host(x, [B, T, cfg.hiddenSize]), ...wT, acc_xtx: acc.xtx, acc_abssum: acc.absSum });
+    const s = await this.rt.session(`${this.key}:block:accstats:${input}`, () => buildBlockGraph(cfg, T, `accstats:${input}`, this.layout), this.placement);
+    const out = await this.rt.run(s, { x: this.asTensor(x, [B, T, cfg.hiddenSize]), ...wT, acc_xtx: acc.xtx, acc_abssum: acc.absSum, ones: await this.onesRow(B * T) });
     return { xtx: out[`${input}_xtx`], absSum: out[`${input}_abssum`] };
   }
 
@@ -179,8 +210,16 @@ export class LlamaForward {
 
   private async runBlock(x: ort.Tensor, wT: Record<string, ort.Tensor>, capture: Capture, placement: 'device' | 'host'): Promise<Record<string, ort.Tensor>> {
     const cfg = this.cfg, T = this.ctx;
-    const s = await this.rt.session(`${this.key}:block:${capture}`, () => buildBlockGraph(cfg, T, capture), placement);
-    return this.rt.run(s, { x, ...wT });
+    const s = await this.rt.session(`${this.key}:block:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout), placement);
+    const feeds: Record<string, ort.Tensor> = { x, ...wT };
+    if (capture.includes('stats')) feeds.ones = await this.onesRow(x.dims[0] * T);
+    return this.rt.run(s, feeds);
+  }
+
+  /** Frees the cached ones rows (device memory on a GPU EP). */
+  dispose(): void {
+    for (const t of this.ones.values()) void t.then((v) => this.rt.release(v)).catch(() => undefined);
+    this.ones.clear();
   }
 
   /** Per-position NLL [B, T−1] of ids[:, 1:] given x [B, T, H] (final norm + head + NLL in-graph). */
@@ -223,10 +262,18 @@ export class LlamaForward {
     return v instanceof Float32Array ? this.rt.host(v, dims) : v;
   }
 
-  private inFeatures(suffix: string): number {
+  /** Columns of a block linear's weight (its input width). */
+  inFeatures(suffix: string): number {
     const c = this.cfg;
     if (suffix.startsWith('self_attn.o_proj')) return c.numHeads * c.headDim;
     if (suffix.startsWith('mlp.down_proj')) return c.intermediateSize;
     return c.hiddenSize;
   }
+}
+
+/** y = xᵀ for a 2-D x (the 'in_out' weight layout, made once per upload on the device). */
+function transposeModel(): Uint8Array {
+  const g = new GraphBuilder('transpose2d');
+  g.output(g.op('Transpose', [g.input('x', 'float32', ['r', 'c'])], { perm: [1, 0] }), 'y');
+  return g.toModel();
 }

@@ -134,6 +134,28 @@ export function gemmLinear(g: GraphBuilder, w: Value, x: Value, bias: Value | nu
   return g.op('Gemm', bias ? [x, w, bias] : [x, w], { transB: 1 });
 }
 
+/**
+ * How the engine's block graph takes a linear's weight: 'out_in' = the checkpoint layout [out, in] through
+ * Gemm(transB=1); 'in_out' = pre-transposed [in, out] through MatMul. On the WebGPU EP Gemm(transB) runs at
+ * 6.6 TFLOP/s and MatMul at 22 (H100, 7B shapes, bench/ep_profile.ts), so GPU callers transpose each
+ * weight once on the device (LlamaForward.weightTensors) and feed 'in_out'.
+ */
+export type WeightLayout = 'out_in' | 'in_out';
+
+/** x·Wᵀ with W fed pre-transposed as [in, out] (MatMul), + bias. */
+export function matmulLinear(g: GraphBuilder, wt: Value, x: Value, bias: Value | null): Value {
+  const y = g.op('MatMul', [x, wt]);
+  return bias ? g.op('Add', [y, bias]) : y;
+}
+
+/**
+ * Σ_rows |x| of a 2-D x as a 1-D [n]: MatMul of a ones row [1, N] (a graph input, since the WebGPU EP has
+ * no ConstantOfShape) with |x|, rather than ReduceSum over axis 0.
+ */
+function emitAbsColumnSum(g: GraphBuilder, v: Value, ones: () => Value): Value {
+  return g.op('Reshape', [g.op('MatMul', [ones(), g.op('Abs', [v])]), g.constI64([-1])]);
+}
+
 /** Graph input names of block weights: the checkpoint suffix after `model.layers.{b}.`. */
 export function blockTensorSuffixes(cfg: LlamaConfig): string[] {
   const names = ['input_layernorm.weight', 'post_attention_layernorm.weight'];
@@ -150,7 +172,7 @@ export function blockTensorSuffixes(cfg: LlamaConfig): string[] {
  * The engine's block graph: inputs x [B, T, H] and every block tensor (named by checkpoint suffix),
  * outputs y [B, T, H] and, per `capture`, the linear inputs or their statistics.
  */
-export function buildBlockGraph(cfg: LlamaConfig, ctx: number, capture: Capture): Uint8Array {
+export function buildBlockGraph(cfg: LlamaConfig, ctx: number, capture: Capture, layout: WeightLayout = 'out_in'): Uint8Array {
   const g = new GraphBuilder(`llama_block_${capture}`);
   const x = g.input('x', 'float32', ['B', ctx, cfg.hiddenSize]);
   const c = emitBlockConsts(g, cfg, x, ctx);
@@ -161,11 +183,17 @@ export function buildBlockGraph(cfg: LlamaConfig, ctx: number, capture: Capture)
     if (!v) inputs.set(suffix, (v = gb.input(suffix, 'float32', shape)));
     return v;
   };
-  const linear: LinearEmitter = (gb, lin, xin, bias) => gemmLinear(gb, tensor(gb, lin.weight, [lin.rows, lin.cols]), xin, bias);
+  const linear: LinearEmitter =
+    layout === 'out_in'
+      ? (gb, lin, xin, bias) => gemmLinear(gb, tensor(gb, lin.weight, [lin.rows, lin.cols]), xin, bias)
+      : (gb, lin, xin, bias) => matmulLinear(gb, tensor(gb, lin.weight, [lin.cols, lin.rows]), xin, bias);
   const out = emitBlock(g, cfg, 0, x, c, linear, tensor);
+  // The statistics' ones row [1, B·T] (see emitAbsColumnSum), a graph input made once per graph.
+  let onesV: Value | undefined;
+  const ones = () => (onesV ??= g.input('ones', 'float32', [1, 'BT']));
   const stats = (k: string, v: Value) => {
     g.output(g.op('Gemm', [v, v], { transA: 1 }), `${k}_xtx`);
-    g.output(g.op('ReduceSum', [g.op('Abs', [v]), g.constI64([0])], { keepdims: 0 }), `${k}_abssum`);
+    g.output(emitAbsColumnSum(g, v, ones), `${k}_abssum`);
   };
   if (capture.startsWith('stats:')) {
     // No y: toModel prunes every node past this input (for attn_in, all but the first norm).
@@ -177,7 +205,7 @@ export function buildBlockGraph(cfg: LlamaConfig, ctx: number, capture: Capture)
     const k = capture.slice('accstats:'.length) as LinearInput, v = out.inputs[k];
     const accX = g.input('acc_xtx', 'float32', ['n', 'n']), accA = g.input('acc_abssum', 'float32', ['n']);
     g.output(g.op('Gemm', [v, v, accX], { transA: 1 }), `${k}_xtx`); // XᵀX + acc (Gemm's C, β = 1)
-    g.output(g.op('Add', [accA, g.op('ReduceSum', [g.op('Abs', [v]), g.constI64([0])], { keepdims: 0 })]), `${k}_abssum`);
+    g.output(g.op('Add', [accA, emitAbsColumnSum(g, v, ones)]), `${k}_abssum`);
     return g.toModel();
   }
   g.output(out.y, 'y', ['B', ctx, cfg.hiddenSize]);

@@ -69,15 +69,15 @@ function scatter(store: ActivationStore, i0: number, nb: number, data: Float32Ar
  * products (each already a float32 sum over B·T rows). Null, with a warning, if the EP refuses it.
  */
 async function statsOnDevice(
-  fwd: LlamaForward, rt: ComputeRuntime, X: ActivationStore, batches: [number, number][],
+  fwd: LlamaForward, rt: ComputeRuntime, xOf: (k: number) => Float32Array | ort.Tensor, batches: [number, number][],
   wT: Record<string, ort.Tensor>, input: LinearInput, n: number, hooks: RunContext['hooks'],
 ): Promise<[Float64Array, Float64Array] | null> {
   let acc: { xtx: ort.Tensor; absSum: ort.Tensor } | undefined;
   try {
     acc = { xtx: await rt.upload(rt.host(new Float32Array(n * n), [n, n])), absSum: await rt.upload(rt.host(new Float32Array(n), [n])) };
-    for (const [i0, nb] of batches) {
+    for (let k = 0; k < batches.length; k++) {
       throwIfCancelled(hooks.signal);
-      const next = await fwd.blockStatsAccumulate(gather(X, i0, nb), nb, wT, input, acc);
+      const next = await fwd.blockStatsAccumulate(xOf(k), batches[k][1], wT, input, acc);
       rt.release(acc.xtx, acc.absSum);
       acc = next;
       await yieldToEventLoop();
@@ -90,6 +90,15 @@ async function statsOnDevice(
   } finally {
     if (acc) rt.release(acc.xtx, acc.absSum);
   }
+}
+
+/**
+ * Device memory the block's calibration activations may hold on a GPU EP (inputs and outputs, MiB):
+ * within it they are uploaded once per block — or are the previous block's outputs, never re-uploaded —
+ * instead of once per pass (five passes; 1 GiB each for a 7B block at 128 × 512 tokens).
+ */
+function deviceActivationBudgetBytes(): number {
+  return (Number(process.env.LOPRO_DEVICE_ACTS_MB) || 4096) * 2 ** 20;
 }
 
 const suffixOf = (lin: BlockLinear) => lin.weight.replace(/^model\.layers\.\d+\./, '');
@@ -132,6 +141,13 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   hooks.log('info', `layers quantized on ${engines ? engines.label : 'the main thread'}`);
   // On a GPU EP the Hessian sums stay on the device through a pass (statsOnDevice).
   let deviceSums = rt.keepsDataOnDevice;
+  // GPU EP: the calibration activations live on the device through a block when they fit (xDev: this
+  // block's input batches; yDev: its outputs, the next block's xDev).
+  // LOPRO_DEVICE_ACTS=always takes this path on any EP (tests: on the CPU EP "device" tensors are host ones).
+  const keepActs = (rt.keepsDataOnDevice || process.env.LOPRO_DEVICE_ACTS === 'always') && 2 * N * recordLen * 4 <= deviceActivationBudgetBytes();
+  let xDev: ort.Tensor[] | null = null, yDev: ort.Tensor[] | null = null;
+  let wT: Record<string, ort.Tensor> = {};
+  if (keepActs) hooks.log('info', `calibration activations kept on the ${rt.ep} device through each block (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB)`);
   // Where the time goes (issue 5): forward passes + Hessians on the EP, layers, commits to disk.
   const spent = { forwards: 0, layers: 0, commits: 0 };
   let lapT = performance.now();
@@ -143,6 +159,14 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   try {
     for (let b = m.completedBlocks; b < cfg.numLayers; b++) {
       const w: BlockWeights = await loadBlockWeights(cfg, b, read);
+      // The block's weights as the graphs take them: uploaded once per block on a GPU EP; a quantized
+      // layer replaces just its own tensor (below), so later passes see it.
+      wT = await fwd.weightTensors(w);
+      if (keepActs && !xDev) {
+        xDev = [];
+        for (const [i0, nb] of batches) xDev.push(await rt.upload(rt.host(gather(X, i0, nb), [nb, T, cfg.hiddenSize])));
+      }
+      const xOf = (k: number) => xDev?.[k] ?? gather(X, batches[k][0], batches[k][1]);
       const lins = blockLinears(cfg, b);
       const P = blockUnits(b);
       const parts: TensorData[] = [];
@@ -156,22 +180,17 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         const n = members[0].cols;
         // One pass over the calibration windows with the block as it is now.
         let xtx: Float64Array = new Float64Array(n * n), absSum: Float64Array = new Float64Array(n);
-        const wT = await fwd.weightTensors(w); // uploaded once per pass on a GPU EP, not per batch
-        try {
-          const onDevice = deviceSums ? await statsOnDevice(fwd, rt, X, batches, wT, input, n, hooks) : null;
-          if (deviceSums && !onDevice) deviceSums = false; // warned; host sums for the rest of the run
-          if (onDevice) [xtx, absSum] = onDevice;
-          else
-            for (const [i0, nb] of batches) {
-              throwIfCancelled(hooks.signal);
-              const s = await fwd.blockStats(gather(X, i0, nb), nb, wT, input);
-              for (let k = 0; k < xtx.length; k++) xtx[k] += s.xtx[k];
-              for (let k = 0; k < n; k++) absSum[k] += s.absSum[k];
-              await yieldToEventLoop();
-            }
-        } finally {
-          fwd.release(wT);
-        }
+        const onDevice = deviceSums ? await statsOnDevice(fwd, rt, xOf, batches, wT, input, n, hooks) : null;
+        if (deviceSums && !onDevice) deviceSums = false; // warned; host sums for the rest of the run
+        if (onDevice) [xtx, absSum] = onDevice;
+        else
+          for (const [i0, nb] of batches) {
+            throwIfCancelled(hooks.signal);
+            const s = await fwd.blockStats(gather(X, i0, nb), nb, wT, input);
+            for (let k = 0; k < xtx.length; k++) xtx[k] += s.xtx[k];
+            for (let k = 0; k < n; k++) absSum[k] += s.absSum[k];
+            await yieldToEventLoop();
+          }
         lap('forwards');
         progress.advance(P, `block ${b} ${input}: Hessian from ${N} windows`, { block: b });
         // H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences).
@@ -193,6 +212,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
             engines,
           });
           w[sfx] = out.wHat; // later groups are measured through the quantized layer
+          fwd.release(wT[sfx]);
+          wT[sfx] = await fwd.weightTensor(sfx, out.wHat);
           parts.push(...loproLayerTensors(lin.name, out.stored));
           reports.push(out.report);
           if (out.details) details[lin.name] = out.details;
@@ -206,11 +227,16 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       }
       // The quantized block's outputs: the next block's inputs.
       const Y = createActivationStore(N, recordLen, budget, join(dir.scratchDir, `in-${b + 1}.f32`));
-      const wT = await fwd.weightTensors(w);
       try {
-        for (const [i0, nb] of batches) {
+        for (let k = 0; k < batches.length; k++) {
+          const [i0, nb] = batches[k];
           throwIfCancelled(hooks.signal);
-          scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, wT)).y);
+          if (xDev) {
+            // Stays on the device as the next block's input; the host copy is the resume record.
+            const y = await fwd.blockTensor(xDev[k], wT);
+            (yDev ??= []).push(y);
+            scatter(Y, i0, nb, await rt.download(y));
+          } else scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, wT)).y);
           await yieldToEventLoop();
         }
         throwIfCancelled(hooks.signal);
@@ -219,6 +245,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         throw e;
       } finally {
         fwd.release(wT);
+        wT = {};
       }
       lap('forwards');
       // Commit: parts, Hessians, outputs, then run.json.
@@ -233,11 +260,17 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       dir.pruneActivations(b);
       X.dispose();
       X = Y;
+      if (xDev) rt.release(...xDev);
+      xDev = yDev;
+      yDev = null;
       lap('commits');
       progress.advance(P, `block ${b + 1}/${cfg.numLayers} done`, { block: b });
     }
   } finally {
     X.dispose();
+    fwd.release(wT);
+    for (const ts of [xDev, yDev]) if (ts) rt.release(...ts);
+    fwd.dispose();
     await engines?.close();
   }
   hooks.log('info', `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s`);

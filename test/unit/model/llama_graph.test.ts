@@ -46,14 +46,16 @@ const synthCfg = parseLlamaConfig(
   'synthetic/config.json',
 );
 
-test('synthetic model (GQA 3:1, biases, untied head, llama3 rope): block captures, stats and logits match the reference', async () => {
+for (const layout of ['out_in', 'in_out'] as const)
+test(`synthetic model (GQA 3:1, biases, untied head, llama3 rope), weights ${layout}: block captures, stats and logits match the reference`, async () => {
   const cfg = synthCfg, T = 13, B = 2;
   const W = synthWeights(cfg, 7);
   const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
   const r = rng(3);
   const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
   const rt = await ComputeRuntime.create({ ep: 'cpu' });
-  const fwd = new LlamaForward(cfg, T, rt);
+  // 'in_out' (the GPU layout: linears transposed once by a Transpose session, MatMul in the block graph).
+  const fwd = new LlamaForward(cfg, T, rt, layout);
   let x = await fwd.embed(ids, B, get('model.embed_tokens.weight'));
   const xRef = [0, 1].map((b) => embedRef(cfg, ids.subarray(b * T, (b + 1) * T), get));
   assert.equal(relErr(x, [...xRef[0], ...xRef[1]]), 0);
