@@ -1,20 +1,22 @@
-// R1SVD (r1svd.ts) with A = W·diag(α) resident on an ONNX Runtime device and read-only: every
-// power-iteration mat-vec A·s / Aᵀ·y is one ORT MatMul run (only the n- or m-vector goes up and the
-// product comes down: a few KB), and A is never deflated. Instead the factors already found are
-// applied as a correction on the host (float64, O((m+n)·k)):
+// R1SVD (r1svd.ts) with A = W·diag(α) resident on an ONNX Runtime device and read-only: one ORT run
+// per rank computes that rank's whole power iteration (the 2·powerIters + 2 mat-vecs A·s / Aᵀ·y and
+// the normalisations, unrolled in one graph), and A is never deflated. Instead the factors already
+// found are fed in (zero-padded to the rank) and applied as a correction inside the graph:
 //   A_k·s  = A·s  − Û·(Σ̂·(V̂ᵀ·s)),      A_kᵀ·y = Aᵀ·y − V̂ᵀ·(Σ̂·(Ûᵀ·y)),
 // with exactly the stored (rounded) factors, so this equals the deflating loop in exact arithmetic
-// (and avoids the float32 rounding of the deflated copy). Why: the CPU-pool loop paid ~7 synchronised
-// passes over a 64–180 MB A per rank (1.5–3.5 s on the H100 host); on the device a pass is ~20 µs plus
-// the run latency. Big A is split into row chunks (≤ 64 MiB each, the WebGPU buffer size the device
+// (and avoids the float32 rounding of the deflated copy). Only the start vector and the factors go
+// up, y and z come down, per rank; the host does the rounding (FP8/FP16) that decides the next rank.
+// Why: the CPU-pool loop paid ~7 synchronised passes over a 64–180 MB A per rank (1.5–3.5 s on the
+// H100 host); one device run per mat-vec still paid the readback latency 96 times per layer
+// (0.7–2 s, issue 5); a pass over A on the device is ~20 µs. Big A is split into row chunks (≤ 64 MiB each, the WebGPU buffer size the device
 // guide verified); one graph takes all chunks (Concat for A·s, a sum of per-chunk products for Aᵀ·y).
 // Precision: device sums are float32 (vs float64 over float32 A on the CPU): the stored factors agree
 // to float32 rounding, FP8 codes can flip at rounding boundaries (tested through reconstruction error).
 
 import { GraphBuilder, type Value } from '../compute/graph';
 import type { ComputeRuntime, Tensor } from '../compute/runtime';
-import { frob2 } from './lopro_mat';
-import { R1svdFactorSet, r1svdRoundsAsync, type LowRankFactors, type R1svdOptions } from './r1svd';
+import { SeededRng, frob2, norm2 } from './lopro_mat';
+import { R1svdFactorSet, type LowRankFactors, type R1svdOptions } from './r1svd';
 
 const CHUNK_BYTES = Number(process.env.LOPRO_DEVICE_CHUNK_MB ?? 64) * 2 ** 20;
 
@@ -24,17 +26,6 @@ export function chunkRows(m: number, n: number, chunkBytes = CHUNK_BYTES): [numb
   const out: [number, number][] = [];
   for (let r0 = 0; r0 < m; r0 += step) out.push([r0, Math.min(m, r0 + step)]);
   return out;
-}
-
-/** y (m×1) = [A_0; A_1; …]·x: one MatMul per chunk, concatenated. */
-function mvModel(chunks: [number, number][], n: number): () => Uint8Array {
-  return () => {
-    const g = new GraphBuilder('r1svd_mv');
-    const x = g.input('x', 'float32', [n, 1]);
-    const parts = chunks.map(([r0, r1], c) => g.op('MatMul', [g.input(`a${c}`, 'float32', [r1 - r0, n]), x]));
-    g.output(parts.length === 1 ? parts[0] : g.op('Concat', parts, { axis: 0 }), 'y');
-    return g.toModel();
-  };
 }
 
 /** z (k×n) = Σ_c Y[:, rows of c]·A_c, with Y k×m (k = 1 for the power iteration, r for the energy check). */
@@ -49,6 +40,46 @@ function mtvModel(chunks: [number, number][], m: number, n: number, k: number): 
       acc = acc ? g.op('Add', [acc, p]) : p;
     });
     g.output(acc!, 'z');
+    return g.toModel();
+  };
+}
+
+/**
+ * One rank's power iteration (r1svd.ts r1svdRoundsAsync, unrolled): inputs the chunks a_c, the start
+ * vector s [n, 1] and the factors found so far Uf [m, K], Vf [K, n], sg [1, K] (unused columns zero);
+ * outputs y [m, 1] (unit) and z [1, n] = A_kᵀ·y, so σ = ‖z‖.
+ */
+function rankModel(chunks: [number, number][], m: number, n: number, K: number, iters: number): () => Uint8Array {
+  return () => {
+    const g = new GraphBuilder('r1svd_rank');
+    const a = chunks.map(([r0, r1], c) => g.input(`a${c}`, 'float32', [r1 - r0, n]));
+    const s = g.input('s', 'float32', [n, 1]);
+    const Uf = g.input('uf', 'float32', [m, K]), Vf = g.input('vf', 'float32', [K, n]), sg = g.input('sg', 'float32', [1, K]);
+    const sgCol = g.op('Reshape', [sg, g.constI64([K, 1])]);
+    // A_k·x for a column x [n, 1] → [m, 1]
+    const mv = (x: Value) => {
+      const parts = a.map((ac) => g.op('MatMul', [ac, x]));
+      const ax = parts.length === 1 ? parts[0] : g.op('Concat', parts, { axis: 0 });
+      return g.op('Sub', [ax, g.op('MatMul', [Uf, g.op('Mul', [sgCol, g.op('MatMul', [Vf, x])])])]);
+    };
+    // A_kᵀ·y for a column y [m, 1] → row [1, n]
+    const mtv = (y: Value) => {
+      const yT = g.op('Reshape', [y, g.constI64([1, m])]);
+      let acc: Value | undefined;
+      chunks.forEach(([r0, r1], c) => {
+        const yc = chunks.length === 1 ? yT : g.op('Slice', [yT, g.constI64([r0]), g.constI64([r1]), g.constI64([1])]);
+        const p = g.op('MatMul', [yc, a[c]]);
+        acc = acc ? g.op('Add', [acc, p]) : p;
+      });
+      return g.op('Sub', [acc!, g.op('MatMul', [g.op('Mul', [sg, g.op('MatMul', [yT, Uf])]), Vf])]);
+    };
+    const unit = (v: Value) => g.op('Div', [v, g.op('Sqrt', [g.op('ReduceSum', [g.op('Mul', [v, v])], { keepdims: 1 })])]);
+    const col = (row: Value) => g.op('Reshape', [row, g.constI64([n, 1])]);
+    let y = mv(s);
+    for (let it = 0; it < iters; it++) y = unit(mv(col(mtv(y))));
+    y = unit(y);
+    g.output(y, 'y');
+    g.output(mtv(y), 'z');
     return g.toModel();
   };
 }
@@ -78,52 +109,30 @@ export async function r1svdDevice(rt: ComputeRuntime, A: Float32Array, m: number
   }
   st.uploadSeconds += (performance.now() - t0) / 1000;
   t0 = performance.now();
-  const sMv = await rt.session(`r1svd/mv|${key}`, mvModel(chunks, n), 'host');
-  const sMtv = await rt.session(`r1svd/mtv|${key}|1`, mtvModel(chunks, m, n, 1), 'host');
-  const x32 = new Float32Array(n), y32 = new Float32Array(m);
   const f = new R1svdFactorSet(m, n, round);
-  const { Ucols, Vrows, sig } = f;
-  const coef = new Float64Array(rMax);
-  // out = A_k·x (k = factors found so far).
-  const mv = async (x: Float64Array, out: Float64Array) => {
-    for (let j = 0; j < n; j++) x32[j] = x[j];
-    const r = await rt.run(sMv, { ...aT, x: rt.host(x32, [n, 1]) });
-    st.runs++;
-    const yd = r.y.data as Float32Array;
-    for (let i = 0; i < m; i++) out[i] = yd[i];
-    const k = sig.length;
-    for (let q = 0; q < k; q++) {
-      const v = Vrows[q];
-      let d = 0;
-      for (let j = 0; j < n; j++) d += v[j] * x[j];
-      coef[q] = sig[q] * d;
-    }
-    for (let q = 0; q < k; q++) {
-      const u = Ucols[q], c = coef[q];
-      if (c !== 0) for (let i = 0; i < m; i++) out[i] -= c * u[i];
-    }
-  };
-  // out = A_kᵀ·y.
-  const mtv = async (y: Float64Array, out: Float64Array) => {
-    for (let i = 0; i < m; i++) y32[i] = y[i];
-    const r = await rt.run(sMtv, { ...aT, y: rt.host(y32, [1, m]) });
-    st.runs++;
-    const zd = r.z.data as Float32Array;
-    for (let j = 0; j < n; j++) out[j] = zd[j];
-    const k = sig.length;
-    for (let q = 0; q < k; q++) {
-      const u = Ucols[q];
-      let d = 0;
-      for (let i = 0; i < m; i++) d += u[i] * y[i];
-      coef[q] = sig[q] * d;
-    }
-    for (let q = 0; q < k; q++) {
-      const v = Vrows[q], c = coef[q];
-      if (c !== 0) for (let j = 0; j < n; j++) out[j] -= c * v[j];
-    }
-  };
+  const K = Math.max(1, rMax);
+  const sRank = await rt.session(`r1svd/rank|${key}|${K}|${opts.powerIters}`, rankModel(chunks, m, n, K, opts.powerIters), 'host');
+  // The factors found so far, as the graph takes them (float32, zero columns for ranks not yet found).
+  const Uf = new Float32Array(m * K), Vf = new Float32Array(K * n), sg = new Float32Array(K);
+  const rng = new SeededRng(opts.seed);
+  const s32 = new Float32Array(n);
   try {
-    await r1svdRoundsAsync(m, n, opts, f, mv, mtv); // the mat-vecs subtract f's stored factors: A stays as uploaded
+    for (let k = 0; k < rMax; k++) {
+      for (let j = 0; j < n; j++) s32[j] = rng.gaussian(); // the start vectors of r1svd.ts, in order
+      const r = await rt.run(sRank, { ...aT, s: rt.host(s32, [n, 1]), uf: rt.host(Uf, [m, K]), vf: rt.host(Vf, [K, n]), sg: rt.host(sg, [1, K]) });
+      st.runs++;
+      const y = Float64Array.from(r.y.data as Float32Array), z = Float64Array.from(r.z.data as Float32Array);
+      const ny = norm2(y);
+      if (!(ny > 0) || !Number.isFinite(ny)) break; // A is (numerically) exactly rank k
+      for (let i = 0; i < m; i++) y[i] /= ny;
+      const sigma = norm2(z) / ny;
+      if (!(sigma > 0) || !Number.isFinite(sigma)) break;
+      for (let j = 0; j < n; j++) z[j] /= ny;
+      const { uHat, vHat, sHat } = f.add(y, z, sigma);
+      for (let i = 0; i < m; i++) Uf[i * K + k] = uHat[i];
+      Vf.set(vHat, k * n);
+      sg[k] = sHat;
+    }
     const laid = f.layout();
     const { U, V, sigma, rank: r } = laid;
     // ‖A − ÛΣ̂V̂‖² = ‖A‖² − 2·Σ_k σ̂_k·û_kᵀ(A·v̂_kᵀ)… computed as ‖A‖² − 2·tr(Σ̂·(ÛᵀA)·V̂ᵀ) + ‖ÛΣ̂V̂‖², with
