@@ -13,7 +13,8 @@
 // GPTQ engines (stage C of lopro too): ts = the golden float64 TypeScript core, single thread;
 // parallel = row chunks on worker_threads, lazy updates in TypeScript float64;
 // device = lazy updates on the EP (W resident on WebGPU), column loop on one thread;
-// hybrid = row-parallel column loops + the lazy updates on the EP for all rows at once (default).
+// hybrid = row-parallel column loops + the lazy updates on the EP for all rows at once (default);
+// loop = the column loop itself on the EP, one run per batch of 128 columns (quant/gptq_device_loop.ts).
 // With a pool (parallel, hybrid), lopro's own stages (R1SVD, residual, permute/rotate, dequant) run on it too, exactly.
 // The Cholesky of H⁻¹ runs on the EP (blocked, src/engine/linalg) except for engine ts.
 // lopro_v's GPTVQ has no device path yet: it runs quant/lopro.ts as is (TypeScript, one thread).
@@ -29,6 +30,7 @@ import { gptqQuantize, type GptqOptions, type GptqResult } from '../src/engine/q
 import { GptqPool, gptqQuantizeParallel } from '../src/engine/quant/gptq_parallel';
 import { choleskyOn, createSlabUpdater, gptqQuantizeDevice } from '../src/engine/quant/gptq_device';
 import { quantizeLayerLoPRoWith, type GptqEngine } from '../src/engine/quant/gptq_device_lopro';
+import { gptqQuantizeDeviceLoop } from '../src/engine/quant/gptq_device_loop';
 import { quantizeLayerLoPRoParallel, r1svdParallel } from '../src/engine/quant/gptq_parallel_lopro';
 import type { LowRankFactors, R1svdOptions } from '../src/engine/quant/r1svd';
 import { r1svdDevice } from '../src/engine/quant/r1svd_device';
@@ -142,7 +144,9 @@ function makeEngine(name: string, rt: ComputeRuntime, pool: GptqPool | undefined
     case 'parallel': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf), overlapCholesky: overlapOn });
     case 'device': return (W, r, c, H, o) => gptqQuantizeDevice(W, r, c, H, { ...o, rt, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) });
     case 'hybrid': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s), pipeline: pipelineOn, overlapCholesky: overlapOn });
-    default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid)`);
+    // loop = the whole column loop on the EP, one run per batch (quant/gptq_device_loop.ts; the pipeline's WebGPU default)
+    case 'loop': return (W, r, c, H, o) => gptqQuantizeDeviceLoop(rt, W, r, c, H, { ...o, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) });
+    default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid, loop)`);
   }
 }
 
@@ -176,7 +180,7 @@ async function main() {
   const peer: { shape: string; bits: number; seconds_median: number }[] = fs.existsSync(peerFile) ? JSON.parse(fs.readFileSync(peerFile, 'utf8')) : [];
   const cpu = await ComputeRuntime.create({ ep: 'cpu' });
   cpuRt = cpu;
-  const needPool = engines.some((e) => e === 'parallel' || e === 'hybrid');
+  const needPool = engines.some((e) => e === 'parallel' || e === 'hybrid' || e === 'loop'); // loop: lopro's other stages on the pool
   const pool = needPool ? GptqPool.create(threads) : undefined;
   log(`gpu_layers: ${os.cpus().length}× ${os.cpus()[0]?.model}, ${threads} worker threads, load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; shapes ${shapes.map((s) => s.join('x')).join(',')}; methods ${methods}; EPs ${eps}; engines ${engines}; bits ${bitsList}`);
   const rows: Row[] = [];

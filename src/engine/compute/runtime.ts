@@ -60,8 +60,11 @@ export interface SessionTune {
   allowSpinning?: boolean;
 }
 
-/** Where a session leaves its outputs: 'device' keeps them on the GPU when the EP can (WebGPU only). */
-export type OutputPlacement = 'host' | 'device';
+/**
+ * Where a session leaves its outputs: 'device' keeps them on the GPU when the EP can (WebGPU only);
+ * a record places each named output (e.g. a loop's state on the device, its small results on the host).
+ */
+export type OutputPlacement = 'host' | 'device' | Readonly<Record<string, 'host' | 'device'>>;
 
 interface CacheEntry {
   session: Promise<ort.InferenceSession>;
@@ -116,7 +119,7 @@ export class ComputeRuntime {
    */
   session(key: string, build: () => Uint8Array, placement: OutputPlacement = 'host', tune: SessionTune = {}): Promise<ort.InferenceSession> {
     const spin = tune.allowSpinning ?? this.opts.allowSpinning;
-    const k = `${key}|${placement}${spin === false ? '|nospin' : ''}`;
+    const k = `${key}|${typeof placement === 'string' ? placement : JSON.stringify(placement)}${spin === false ? '|nospin' : ''}`;
     const hit = this.cache.get(k);
     if (hit) {
       this.cache.delete(k); // move to the back: Map order is our LRU order
@@ -242,8 +245,11 @@ function sessionOptions(ep: EpName, opts: RuntimeOptions, placement: OutputPlace
     }
     case 'cuda':
       return { ...base, executionProviders: [{ name: 'cuda', deviceId: opts.cudaDeviceId ?? 0 }] };
-    case 'webgpu':
-      return { ...base, executionProviders: ['webgpu'], preferredOutputLocation: placement === 'device' ? 'gpu-buffer' : 'cpu' };
+    case 'webgpu': {
+      const loc = (p: 'host' | 'device'): 'gpu-buffer' | 'cpu' => (p === 'device' ? 'gpu-buffer' : 'cpu');
+      const preferredOutputLocation = typeof placement === 'string' ? loc(placement) : Object.fromEntries(Object.entries(placement).map(([k, v]) => [k, loc(v)]));
+      return { ...base, executionProviders: ['webgpu'], preferredOutputLocation };
+    }
   }
 }
 

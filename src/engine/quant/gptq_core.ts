@@ -17,12 +17,25 @@ const now = () => performance.now() / 1000;
  * trailing update) to a driver, so the same code runs with synchronous TypeScript kernels or
  * asynchronous ORT ones.
  */
-export function* gptqCore(
-  wVals: Float32Array | Float64Array, rows: number, cols: number,
-  hVals: Float32Array | Float64Array, opts: GptqOptions,
-): Generator<CoreRequest, GptqResult, Float64Array | undefined> {
+/** GPTQ's steps 1–5 (params without groups, dead columns, static groups, order, damping): shared by every driver. */
+export interface GptqPrepared {
+  /** W (float64) with dead columns zeroed, in quantization order. */
+  W: Float64Array;
+  /** H_d: H in quantization order, damped, dead diagonals set to 1. */
+  H: Float64Array;
+  groupSize: number; sym: boolean; clip: 'minmax' | 'mse'; staticGroups: boolean;
+  /** The clamped lazy-batch width, and the one asked for (lazySpan is checked against it). */
+  blockSize: number; requestedBlock: number;
+  maxq: number;
+  /** Groups per row and their params: final for groupSize −1 and static groups, filled by the column loop otherwise. */
+  G: number; scale: Float32Array; zero: Float32Array;
+  perm: Int32Array | undefined; order: Int32Array;
+  deadColumns: number; damp: number;
+  where: string;
+}
+
+export function gptqPrepare(wVals: Float32Array | Float64Array, rows: number, cols: number, hVals: Float32Array | Float64Array, opts: GptqOptions): GptqPrepared {
   const where = opts.name ?? 'gptqQuantize';
-  const t0 = now();
   if (wVals.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${wVals.length} values, expected ${rows}×${cols}`, where);
   if (hVals.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H has ${hVals.length} values, expected ${cols}×${cols}`, where);
   assertFiniteArray(wVals, 'W', where);
@@ -74,6 +87,36 @@ export function* gptqCore(
   for (let i = 0; i < cols; i++) diagSum += H[i * cols + i];
   const damp = percDamp * (diagSum / cols);
   for (let i = 0; i < cols; i++) H[i * cols + i] += damp;
+  return { W, H, groupSize, sym, clip, staticGroups, blockSize, requestedBlock, maxq, G, scale, zero, perm, order, deadColumns, damp, where };
+}
+
+/**
+ * Step 6's failure path: H_d not positive definite → llm-compressor's fallback Hinv = I (= RTN), with
+ * a warning; any other error is rethrown.
+ */
+export function choleskyFallbackHinv(e: unknown, cols: number, where: string, opts: GptqOptions): Float64Array {
+  if (!(e instanceof Error && e.name === 'NotPositiveDefiniteError')) throw e;
+  (opts.onWarning ?? console.warn)(
+    `${where}: the damped Hessian is not positive definite (${e.message}); falling back to round-to-nearest for this layer. ` +
+      'Increase percDamp (e.g. 0.1), use more calibration samples, or check for near-duplicate input channels.',
+  );
+  const Hinv = new Float64Array(cols * cols);
+  for (let i = 0; i < cols; i++) Hinv[i * cols + i] = 1;
+  return Hinv;
+}
+
+/**
+ * The algorithm, as a generator that hands its two O(n³) parts (the Cholesky of H⁻¹ and each lazy
+ * trailing update) to a driver, so the same code runs with synchronous TypeScript kernels or
+ * asynchronous ORT ones.
+ */
+export function* gptqCore(
+  wVals: Float32Array | Float64Array, rows: number, cols: number,
+  hVals: Float32Array | Float64Array, opts: GptqOptions,
+): Generator<CoreRequest, GptqResult, Float64Array | undefined> {
+  const t0 = now();
+  const p = gptqPrepare(wVals, rows, cols, hVals, opts);
+  const { W, H, groupSize, sym, clip, staticGroups, blockSize, requestedBlock, maxq, G, scale, zero, order, deadColumns, damp } = p;
   const t1 = now();
 
   // 6. Hinv: upper U with UᵀU = H_d⁻¹. On failure, llm-compressor's fallback: Hinv = I (= RTN).
@@ -82,14 +125,8 @@ export function* gptqCore(
   try {
     Hinv = (yield { kind: 'cholesky', H, n: cols }) as Float64Array;
   } catch (e) {
-    if (!(e instanceof Error && e.name === 'NotPositiveDefiniteError')) throw e;
+    Hinv = choleskyFallbackHinv(e, cols, p.where, opts);
     choleskyFallback = true;
-    (opts.onWarning ?? console.warn)(
-      `${where}: the damped Hessian is not positive definite (${e.message}); falling back to round-to-nearest for this layer. ` +
-        'Increase percDamp (e.g. 0.1), use more calibration samples, or check for near-duplicate input channels.',
-    );
-    Hinv = new Float64Array(cols * cols);
-    for (let i = 0; i < cols; i++) Hinv[i * cols + i] = 1;
   }
   const t2 = now();
 

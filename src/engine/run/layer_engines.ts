@@ -5,15 +5,19 @@
 // CPU EP: the row-parallel driver with the lazy updates in each worker in float64 — the same codes
 // as the single-threaded quant/gptq.ts (tested), so a run, its resume and the kill/resume
 // byte-identity do not depend on the thread count.
-// GPU EP: layers of at least DEVICE_MIN_WEIGHTS weights take the hybrid path (workers for the
-// column loops, the device for everything O(n³) or O(mn) per block); smaller layers stay on the
-// workers, where the device's per-call latency would cost more than it saves. A device failure
-// falls back to the workers for that layer, with a warning.
+// GPU EP: layers of at least DEVICE_MIN_WEIGHTS weights run GPTQ on the device — on WebGPU the whole
+// column loop (quant/gptq_device_loop.ts, W resident, one run per batch of columns) for the configs it
+// implements, otherwise (CUDA, whose outputs always come back to JS; clip mse; static groups) the
+// hybrid path (workers for the column loops, the device for the lazy updates); the Cholesky of H⁻¹ on
+// the device either way. Smaller layers stay on the workers, where the device's per-call latency would
+// cost more than it saves. A device failure falls back to the workers for that layer, with a warning.
+// LOPRO_GPTQ_LOOP=hybrid turns the device loop off (A/B runs).
 
 import * as os from 'node:os';
 import type { ComputeRuntime } from '../compute/runtime';
 import type { GptqOptions, GptqResult } from '../quant/gptq';
 import { choleskyOn, createSlabUpdater } from '../quant/gptq_device';
+import { deviceLoopSupports, gptqQuantizeDeviceLoop } from '../quant/gptq_device_loop';
 import { GptqPool, gptqQuantizeParallel, workerScriptPath } from '../quant/gptq_parallel';
 import { r1svdParallel } from '../quant/gptq_parallel_lopro';
 import type { LowRankFactors, R1svdOptions } from '../quant/r1svd';
@@ -65,9 +69,9 @@ export function createLayerEngines(
   const gpu = rt.ep === 'webgpu' || rt.ep === 'cuda';
   const onWorkers = (W: Float64Array, rows: number, cols: number, H: Float64Array, opts: GptqOptions) => gptqQuantizeParallel(W, rows, cols, H, { ...opts, pool });
   const fellBack = new Set<string>();
-  const fallBack = (what: string, e: unknown) => {
+  const fallBack = (what: string, e: unknown, instead = 'the worker threads') => {
     const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
-    if (!fellBack.has(what)) warn(`${what} on ${rt.ep} failed (${msg}); using the worker threads for it`);
+    if (!fellBack.has(what)) warn(`${what} on ${rt.ep} failed (${msg}); using ${instead} for it`);
     fellBack.add(what);
   };
   return {
@@ -75,6 +79,13 @@ export function createLayerEngines(
     label: gpu ? `${threads} workers + ${rt.ep}` : `${threads} workers`,
     async gptq(W, rows, cols, H, opts) {
       if (!gpu || rows * cols < minWeights || fellBack.has('GPTQ')) return onWorkers(W, rows, cols, H, opts);
+      if (rt.ep === 'webgpu' && process.env.LOPRO_GPTQ_LOOP !== 'hybrid' && deviceLoopSupports(opts, cols) && !fellBack.has('GPTQ column loop')) {
+        try {
+          return await gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, choleskyInverseUpperAsync: choleskyOn(rt) });
+        } catch (e) {
+          fallBack('GPTQ column loop', e, 'the hybrid driver (workers + device updates)');
+        }
+      }
       try {
         return await gptqQuantizeParallel(W, rows, cols, H, {
           ...opts, pool, overlapCholesky: true,

@@ -1,0 +1,210 @@
+// GPTQ with the column loop itself on the device (issue 5): one ORT run per lazy batch of B columns.
+// The batch's graph is the reference's inner loop unrolled (fasterquant, per column i of the batch):
+//   q_i = quantize(w_i);  Err1[:, i] = (w_i − q_i)/d_i;  W1[:, i:] −= Err1[:, i]·Hinv[i, i:]
+// followed by the lazy update of the rest, W[:, i2:] −= Err1·Hinv[i1:i2, i2:], so W stays on the
+// device for the whole layer (uploaded once, float32) and per batch only Hinv's rows go up and the
+// batch's codes, group params and loss come back (one packed [rows, B + 2·groups + 1] tensor).
+// Why: the hybrid driver (workers for the column loops + device lazy updates) waited ~0.9 s per
+// 4096² layer on per-batch worker↔device synchronisation; on WebGPU a graph node costs ~10 µs
+// (bench/ep_profile.ts), so a batch of 128 columns (~10 nodes each) is ~13 ms.
+//
+// Semantics = gptqCore (same preparation: gptqPrepare; same order, dead columns, damping, Cholesky
+// fallback; dynamic group params from W at the batch start: the reference's quirk). Differences, all
+// at float32 rounding level: the loop runs in float32 (the TypeScript core in float64), and the codes
+// round half down (roundHalfDown: the WebGPU EP runs the Round op on the CPU) — they differ from
+// round-half-even only where x/scale is an exact tie that is not one of sym mode's systematic ones. Supported: clip 'minmax', groupSize −1 or a
+// divisor of the batch width, no static groups (deviceLoopSupports); other configs use the hybrid driver.
+
+import { GraphBuilder, type Value } from '../compute/graph';
+import type { ComputeRuntime, Tensor } from '../compute/runtime';
+import { roundNode } from '../compute/fakequant';
+import type { GptqOptions, GptqResult } from './gptq';
+import { choleskyFallbackHinv, gptqPrepare } from './gptq_core';
+import { invertPermutation } from './gptq_kernels';
+import { dequantizeCode } from './quantizer';
+
+const now = () => performance.now() / 1000;
+
+/** True when the device loop implements `opts` for a layer of `cols` columns. */
+export function deviceLoopSupports(opts: GptqOptions, cols: number): boolean {
+  if ((opts.clip ?? 'minmax') !== 'minmax') return false;
+  const G = opts.groupSize ?? -1, B = Math.max(1, Math.min(opts.blockSize ?? 128, cols));
+  if (G === -1) return true;
+  return !opts.staticGroups && Number.isInteger(G) && G > 0 && B % G === 0;
+}
+
+interface BatchShape {
+  count: number;
+  /** Group width inside the batch (−1: per-row params fed in). */
+  G: number;
+  sym: boolean;
+  maxq: number;
+  /** Columns after the batch exist (the lazy update and `wn` output). */
+  tail: boolean;
+}
+
+/** Packed output columns: codes (count) | scales (groups) | zeros (groups, asym) | Σ_i Err1² per row (1). */
+function packedWidth(s: BatchShape): number {
+  const ng = s.G === -1 ? 0 : Math.ceil(s.count / s.G);
+  return s.count + ng * (s.sym ? 1 : 2) + 1;
+}
+
+/**
+ * One batch: inputs w [R, C] (W's columns i1.., on the device), h [count, C] (Hinv[i1:i2, i1:]),
+ * invd [1, count] (1/Hinv[k, k]) and, for G = −1, s/z [R, 1]; outputs packed [R, packedWidth] and,
+ * with a tail, wn [R, C − count] = W[:, i2:] after the lazy update.
+ */
+function batchModel(sh: BatchShape): () => Uint8Array {
+  return () => {
+    const g = new GraphBuilder('gptq_batch');
+    const { count, G, sym, maxq } = sh;
+    const w = g.input('w', 'float32', ['R', 'C']);
+    const h = g.input('h', 'float32', [count, 'C']);
+    const invd = g.input('invd', 'float32', [1, count]);
+    const c = (v: number) => g.constF32(v);
+    const cols = (x: Value, a: number, b: number) => g.op('Slice', [x, g.constI64([a]), g.constI64([b]), g.constI64([1])]);
+    const rowsOf = (x: Value, a: number, b: number) => g.op('Slice', [x, g.constI64([a]), g.constI64([b]), g.constI64([0])]);
+    let W1 = cols(w, 0, count);
+    // Hinv's batch block with row i scaled by 1/d_i: the intra-batch update is (w_i − q_i)·Hinv[i, :]/d_i.
+    const hs = g.op('Mul', [cols(h, 0, count), g.op('Reshape', [invd, g.constI64([count, 1])])]);
+    // Group params from W at the batch start (find_params, min-max).
+    const scales: Value[] = [], zeros: Value[] = [];
+    if (G === -1) {
+      scales.push(g.input('s', 'float32', ['R', 1]));
+      zeros.push(g.input('z', 'float32', ['R', 1]));
+    } else {
+      for (let a = 0; a < count; a += G) {
+        const seg = cols(W1, a, Math.min(count, a + G));
+        let mn = g.op('Min', [g.op('ReduceMin', [seg], { axes: [1], keepdims: 1 }), c(0)]);
+        let mx = g.op('Max', [g.op('ReduceMax', [seg], { axes: [1], keepdims: 1 }), c(0)]);
+        if (sym) {
+          mx = g.op('Max', [g.op('Neg', [mn]), mx]);
+          mn = g.op('Where', [g.op('Less', [mn, c(0)]), g.op('Neg', [mx]), mn]);
+        }
+        const both0 = g.op('And', [g.op('Equal', [mn, c(0)]), g.op('Equal', [mx, c(0)])]);
+        mn = g.op('Where', [both0, c(-1), mn]);
+        mx = g.op('Where', [both0, c(1), mx]);
+        const s = g.op('Div', [g.op('Sub', [mx, mn]), c(maxq)]);
+        scales.push(s);
+        zeros.push(sym ? c((maxq + 1) / 2) : roundNode(g, g.op('Div', [g.op('Neg', [mn]), s]), 'even', 'composed'));
+      }
+    }
+    const codes: Value[] = [], diffs: Value[] = [];
+    for (let i = 0; i < count; i++) {
+      const gi = G === -1 ? 0 : Math.floor(i / G);
+      const s = scales[gi], z = zeros[gi];
+      const wi = cols(W1, i, i + 1);
+      const q = g.op('Clip', [g.op('Add', [roundHalfDown(g, g.op('Div', [wi, s])), z]), c(0), c(maxq)]);
+      const diff = g.op('Sub', [wi, g.op('Mul', [s, g.op('Sub', [q, z])])]);
+      codes.push(q);
+      diffs.push(diff);
+      if (i + 1 < count) W1 = g.op('Sub', [W1, g.op('Mul', [diff, rowsOf(hs, i, i + 1)])]);
+    }
+    const cat = (vs: Value[]) => (vs.length === 1 ? vs[0] : g.op('Concat', vs, { axis: 1 }));
+    const err = g.op('Mul', [cat(diffs), invd]); // Err1 [R, count]
+    const rowLoss = g.op('ReduceSum', [g.op('Mul', [err, err]), g.constI64([1])], { keepdims: 1 });
+    const packed: Value[] = [...codes];
+    if (G !== -1) {
+      packed.push(...scales);
+      if (!sym) packed.push(...zeros);
+    }
+    packed.push(rowLoss);
+    g.output(cat(packed), 'packed');
+    if (sh.tail) {
+      const big = 2 ** 62;
+      g.output(g.op('Sub', [cols(w, count, big), g.op('MatMul', [err, cols(h, count, big)])]), 'wn');
+    }
+    return g.toModel();
+  };
+}
+
+/**
+ * Ceil(x − 0.5): round half down, two GPU ops (the WebGPU EP runs Round on the CPU; half-even composed is
+ * nine). Against torch.round (half even) it differs only at exact ties, and the ties that are systematic
+ * agree: in sym mode x/scale = −(maxq+1)/2 (a group's most negative weight) → code 0 both ways, and
+ * +(maxq+1)/2 → maxq after the clamp both ways.
+ */
+function roundHalfDown(g: GraphBuilder, x: Value): Value {
+  return g.op('Ceil', [g.op('Sub', [x, g.constF32(0.5)])]);
+}
+
+export interface DeviceLoopHooks {
+  /** Hinv (upper U with UᵀU = H_d⁻¹); throws NotPositiveDefiniteError → the RTN fallback. */
+  choleskyInverseUpperAsync: (H: Float64Array, n: number) => Promise<Float64Array>;
+}
+
+/** GPTQ with the column loop on `rt`'s device (see the header). Check deviceLoopSupports first. */
+export async function gptqQuantizeDeviceLoop(
+  rt: ComputeRuntime, wVals: Float32Array | Float64Array, rows: number, cols: number,
+  hVals: Float32Array | Float64Array, opts: GptqOptions & DeviceLoopHooks,
+): Promise<GptqResult> {
+  if (!deviceLoopSupports(opts, cols)) throw new RangeError(`the device GPTQ loop does not implement this config (clip ${opts.clip}, groupSize ${opts.groupSize}, blockSize ${opts.blockSize}, staticGroups ${opts.staticGroups})`);
+  const t0 = now();
+  const p = gptqPrepare(wVals, rows, cols, hVals, opts);
+  const { blockSize: B, groupSize: G, sym, maxq, order, scale, zero } = p;
+  const t1 = now();
+  let Hinv: Float64Array;
+  let choleskyFallback = false;
+  try {
+    Hinv = await opts.choleskyInverseUpperAsync(p.H, cols);
+  } catch (e) {
+    Hinv = choleskyFallbackHinv(e, cols, p.where, opts);
+    choleskyFallback = true;
+  }
+  const t2 = now();
+
+  const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), gIdx = new Int32Array(cols);
+  const fixed: Record<string, Tensor> = {};
+  let w: Tensor | undefined;
+  let loss = 0;
+  try {
+    if (G === -1) {
+      fixed.s = await rt.upload(rt.host(Float32Array.from(scale), [rows, 1]));
+      fixed.z = await rt.upload(rt.host(Float32Array.from(zero), [rows, 1]));
+    }
+    w = await rt.upload(rt.host(Float32Array.from(p.W), [rows, cols]));
+    for (let i1 = 0; i1 < cols; i1 += B) {
+      const i2 = Math.min(i1 + B, cols), count = i2 - i1, C = cols - i1;
+      const sh: BatchShape = { count, G, sym, maxq, tail: i2 < cols };
+      const h = new Float32Array(count * C), invd = new Float32Array(count);
+      for (let i = 0; i < count; i++) {
+        const k = i1 + i;
+        invd[i] = 1 / Hinv[k * cols + k];
+        for (let j = 0; j < C; j++) h[i * C + j] = Hinv[k * cols + i1 + j];
+      }
+      const key = `gptq/loop|${count}|${G}|${sym ? 's' : 'a'}|${maxq}|${sh.tail ? 't' : ''}`;
+      const s = await rt.session(key, batchModel(sh), sh.tail ? { packed: 'host', wn: 'device' } : 'host');
+      const out = await rt.run(s, { ...fixed, w, h: rt.host(h, [count, C]), invd: rt.host(invd, [1, count]) });
+      rt.release(w);
+      w = out.wn;
+      // Unpack: codes in quantization order → original columns; group params; loss.
+      const P = packedWidth(sh), pk = out.packed.data as Float32Array;
+      const ng = G === -1 ? 0 : Math.ceil(count / G);
+      for (let r = 0; r < rows; r++) {
+        const o = r * P;
+        for (let a = 0; a < ng; a++) {
+          const slot = Math.floor((i1 + a * G) / G);
+          scale[r * p.G + slot] = pk[o + count + a];
+          zero[r * p.G + slot] = sym ? (maxq + 1) / 2 : pk[o + count + ng + a];
+        }
+        for (let i = 0; i < count; i++) {
+          const k = i1 + i, col = order[k], slot = G === -1 ? 0 : Math.floor(k / G);
+          const code = pk[o + i];
+          codes[r * cols + col] = code;
+          Q[r * cols + col] = dequantizeCode(code, scale[r * p.G + slot], zero[r * p.G + slot]);
+        }
+        loss += pk[o + P - 1] / 2;
+      }
+      for (let i = 0; i < count; i++) gIdx[order[i1 + i]] = G === -1 ? 0 : Math.floor((i1 + i) / G);
+    }
+  } finally {
+    rt.release(w, fixed.s, fixed.z);
+  }
+  const t3 = now();
+  return {
+    Q, codes, scale, zero, gIdx, groups: p.G,
+    perm: order, invPerm: invertPermutation(order),
+    loss, deadColumns: p.deadColumns, damp: p.damp, choleskyFallback,
+    seconds: { prep: t1 - t0, cholesky: t2 - t1, columnLoop: t3 - t2, lazyUpdate: 0, total: t3 - t0 },
+  };
+}
