@@ -40,6 +40,7 @@ await esbuild.build({
     model7b: 'bench/model7b.ts',
     model_table: 'bench/model_table.ts',
     ep_profile: 'bench/ep_profile.ts',
+    stats_probe: 'bench/stats_probe.ts',
     synth_llama: 'bench/synth_llama.ts',
     // The CLI itself (`lopro quantize|eval|...`), as bin/lopro runs it from dist/engine.js.
     lopro: 'src/engine/main.ts',

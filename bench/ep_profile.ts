@@ -200,13 +200,16 @@ async function main(): Promise<void> {
   row(`upload block weights (${wMB.toFixed(0)} MiB)`, performance.now() - t0, `${((wMB * 2 ** 20) / ((performance.now() - t0) * 1e6)).toFixed(2)} GB/s`);
   const xb = rt.host(x64, [B, T, hidden]);
   const xbDev = await rt.upload(xb);
+  row(`weight layout of the block graphs: ${fwd.layout}`, 0);
   for (const cap of ['stats:attn_in', 'stats:attn_out', 'stats:mlp_in', 'stats:mlp_act', 'none'] as Capture[]) {
     const isStats = cap.startsWith('stats:');
-    const sHost = await rt.session(`prof:${cap}:host`, () => buildBlockGraph(cfg, T, cap), 'host');
-    const sDev = await rt.session(`prof:${cap}:dev`, () => buildBlockGraph(cfg, T, cap), dev);
+    // The engine's graphs as the pipeline runs them: its weight layout (transposed on a GPU), the ones row.
+    const sHost = await rt.session(`prof:${cap}:host`, () => buildBlockGraph(cfg, T, cap, fwd.layout), 'host');
+    const sDev = await rt.session(`prof:${cap}:dev`, () => buildBlockGraph(cfg, T, cap, fwd.layout), dev);
     const outName = isStats ? `${cap.slice(6) as LinearInput}_xtx` : 'y';
-    const a = await time(reps, async () => (await rt.run(sHost, { x: xb, ...wT }))[outName]);
-    const b = await time(reps, async () => (await rt.run(sDev, { x: xbDev, ...wT }))[outName]).catch(() => NaN);
+    const extra: Record<string, Tensor> = isStats ? { ones: await rt.upload(rt.host(new Float32Array(B * T).fill(1), [1, B * T])) } : {};
+    const a = await time(reps, async () => (await rt.run(sHost, { x: xb, ...wT, ...extra }))[outName]);
+    const b = await time(reps, async () => (await rt.run(sDev, { x: xbDev, ...wT, ...extra }))[outName]).catch(() => NaN);
     row(`pass ${cap}: x on host, outputs to host`, a);
     if (!Number.isNaN(b)) row(`pass ${cap}: x on device, outputs on device`, b);
   }

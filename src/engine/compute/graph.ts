@@ -224,20 +224,23 @@ export class GraphBuilder {
    * The model, keeping only the nodes and initializers the outputs depend on. ORT runs every node
    * of a graph whether or not a fetched output needs it, so a graph built by a shared emitter and
    * cut short by its outputs (a block graph that only returns one Hessian) must be pruned here.
-   * Graph inputs all stay: callers feed every declared input.
+   * Graph inputs no live node reads are dropped too: ORT places an input no kernel consumes on the
+   * CPU, so a device tensor fed to it is copied back to the host on every run (measured on WebGPU: the
+   * 7B block's unused weights, up to 772 MB, cost ~400 ms per statistics pass; bench/stats_probe.ts).
+   * ComputeRuntime.run feeds a session only the inputs it declares, so callers may still pass all.
    */
   toModel(): Uint8Array {
     if (this.outputs.length === 0) throw new Error(`graph ${this.name}: no outputs`);
-    const { nodes, inits } = this.live();
+    const { nodes, inits, needed } = this.live();
     return encodeModel({
       irVersion: 8,
       opsets: [{ domain: '', version: this.opset }, ...[...this.domains].map(([domain, version]) => ({ domain, version }))],
-      graph: { name: this.name, nodes, initializers: inits, inputs: this.inputs, outputs: this.outputs },
+      graph: { name: this.name, nodes, initializers: inits, inputs: this.inputs.filter((i) => needed.has(i.name)), outputs: this.outputs },
     });
   }
 
-  /** Nodes (in emission order, which is topological) and initializers reachable from the outputs. */
-  private live(): { nodes: NodeProtoSpec[]; inits: TensorProtoSpec[] } {
+  /** Nodes (in emission order, which is topological), initializers and value names reachable from the outputs. */
+  private live(): { nodes: NodeProtoSpec[]; inits: TensorProtoSpec[]; needed: Set<string> } {
     const needed = new Set(this.outputs.map((o) => o.name));
     const keep: boolean[] = new Array(this.nodes.length).fill(false);
     for (let i = this.nodes.length - 1; i >= 0; i--) {
@@ -246,7 +249,7 @@ export class GraphBuilder {
       keep[i] = true;
       for (const v of n.inputs) if (v) needed.add(v);
     }
-    return { nodes: this.nodes.filter((_, i) => keep[i]), inits: this.inits.filter((t) => t.name !== undefined && needed.has(t.name)) };
+    return { nodes: this.nodes.filter((_, i) => keep[i]), inits: this.inits.filter((t) => t.name !== undefined && needed.has(t.name)), needed };
   }
 }
 

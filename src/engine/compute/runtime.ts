@@ -154,8 +154,11 @@ export class ComputeRuntime {
     setTimeout(tryRelease, 1000).unref();
   }
 
-  /** Runs a session; counts the copies implied by where the feeds and outputs live. */
-  async run(session: ort.InferenceSession, feeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+  /** Runs a session on the feeds it declares (others are ignored); counts the copies implied by where the feeds and outputs live. */
+  async run(session: ort.InferenceSession, allFeeds: Record<string, Tensor>): Promise<Record<string, Tensor>> {
+    // Only the inputs the graph declares: pruned graphs drop the inputs they never read (GraphBuilder.toModel).
+    const feeds: Record<string, Tensor> = {};
+    for (const name of session.inputNames) if (name in allFeeds) feeds[name] = allFeeds[name];
     if (this.ep !== 'cpu') {
       for (const t of Object.values(feeds)) {
         if (t.location === 'cpu') {
