@@ -14,6 +14,7 @@ import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type * as ort from 'onnxruntime-node';
 import type { ComputeRuntime } from '../compute/runtime';
+import { GraphBuilder } from '../compute/graph';
 import { writeSafetensorsAtomic, type TensorData } from '../io/safetensors_writer';
 import { calibrationWindows } from '../model/calibration';
 import { blockLinears, expectedShapes, type BlockLinear, type LinearInput } from '../model/config';
@@ -62,6 +63,30 @@ function scatter(store: ActivationStore, i0: number, nb: number, data: Float32Ar
   for (let i = 0; i < nb; i++) store.set(i0 + i, data.subarray(i * store.recordLen, (i + 1) * store.recordLen));
 }
 
+/** One pass's statistics: H (float64 for the layers, its float32 copy for the cache) and mean|x|. */
+interface PassStats {
+  H: Float64Array;
+  H32: Float32Array;
+  absMean: Float64Array;
+}
+
+/** H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences) made exactly symmetric, from host sums. */
+function statsFromHostSums(xtx: Float64Array, absSum: Float64Array, n: number, N: number, T: number): PassStats {
+  const H = new Float64Array(n * n);
+  for (let k = 0; k < H.length; k++) H[k] = (2 / N) * xtx[k];
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) H[j * n + i] = H[i * n + j] = (H[i * n + j] + H[j * n + i]) / 2; // exact symmetry
+  return { H, H32: Float32Array.from(H), absMean: absSum.map((v) => v / (N * T)) };
+}
+
+/** statsFromHostSums on the device: h = (xtx + xtxᵀ)·inv_n (exactly symmetric: float addition commutes), abs_mean = abssum·inv_nt. */
+function hessianFinalizeModel(): Uint8Array {
+  const g = new GraphBuilder('hessian_finalize');
+  const x = g.input('xtx', 'float32', ['n', 'n']);
+  g.output(g.op('Mul', [g.op('Add', [x, g.op('Transpose', [x], { perm: [1, 0] })]), g.input('inv_n', 'float32', [1])]), 'h');
+  g.output(g.op('Mul', [g.input('abssum', 'float32', ['n']), g.input('inv_nt', 'float32', [1])]), 'abs_mean');
+  return g.toModel();
+}
+
 /**
  * One Hessian pass with the running sums XᵀX and Σ|x| kept on the device (GPU EP), downloaded once
  * instead of once per batch: for a 7B down_proj input (n = 11008) that is one 485 MB copy instead of
@@ -71,7 +96,8 @@ function scatter(store: ActivationStore, i0: number, nb: number, data: Float32Ar
 async function statsOnDevice(
   fwd: LlamaForward, rt: ComputeRuntime, xOf: (k: number) => Float32Array | ort.Tensor, batches: [number, number][],
   wT: Record<string, ort.Tensor>, input: LinearInput, n: number, hooks: RunContext['hooks'],
-): Promise<[Float64Array, Float64Array] | null> {
+  N: number, T: number,
+): Promise<PassStats | null> {
   let acc: { xtx: ort.Tensor; absSum: ort.Tensor } | undefined;
   try {
     acc = { xtx: await rt.upload(rt.host(new Float32Array(n * n), [n, n])), absSum: await rt.upload(rt.host(new Float32Array(n), [n])) };
@@ -82,7 +108,12 @@ async function statsOnDevice(
       acc = next;
       await yieldToEventLoop();
     }
-    return [Float64Array.from(await rt.download(acc.xtx)), Float64Array.from(await rt.download(acc.absSum))];
+    // H = (2/N)·(XᵀX + (XᵀX)ᵀ)/2 and mean|x| on the device too: the host gets the finished float32 H (its
+    // float64 copy, symmetrisation and rescaling over n² values cost ~8 s per 7B block on the host).
+    const s = await rt.session('hessian/finalize', hessianFinalizeModel, 'host');
+    const out = await rt.run(s, { xtx: acc.xtx, abssum: acc.absSum, inv_n: rt.host(Float32Array.of(1 / N), [1]), inv_nt: rt.host(Float32Array.of(1 / (N * T)), [1]) });
+    const H32 = out.h.data as Float32Array;
+    return { H: Float64Array.from(H32), H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array) };
   } catch (e) {
     if (hooks.signal?.aborted || (e instanceof ProtocolError && e.code === ErrorCode.Cancelled)) throw e;
     hooks.log('warn', `Hessian sums on the ${rt.ep} device failed (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); summing on the host`);
@@ -99,6 +130,11 @@ async function statsOnDevice(
  */
 function deviceActivationBudgetBytes(): number {
   return (Number(process.env.LOPRO_DEVICE_ACTS_MB) || 4096) * 2 ** 20;
+}
+
+function allFinite(a: Float64Array): boolean {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false;
+  return true;
 }
 
 const suffixOf = (lin: BlockLinear) => lin.weight.replace(/^model\.layers\.\d+\./, '');
@@ -140,7 +176,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   const engines = createLayerEngines(rt, (msg) => hooks.log('warn', msg));
   hooks.log('info', `layers quantized on ${engines ? engines.label : 'the main thread'}`);
   // On a GPU EP the Hessian sums stay on the device through a pass (statsOnDevice).
-  let deviceSums = rt.keepsDataOnDevice;
+  // LOPRO_DEVICE_SUMS=always takes the device-sums path on any EP (tests: on the CPU EP with host tensors).
+  let deviceSums = rt.keepsDataOnDevice || process.env.LOPRO_DEVICE_SUMS === 'always';
   // GPU EP: the calibration activations live on the device through a block when they fit (xDev: this
   // block's input batches; yDev: its outputs, the next block's xDev).
   // LOPRO_DEVICE_ACTS=always takes this path on any EP (tests: on the CPU EP "device" tensors are host ones).
@@ -179,11 +216,10 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         const input: LinearInput = members[0].input;
         const n = members[0].cols;
         // One pass over the calibration windows with the block as it is now.
-        let xtx: Float64Array = new Float64Array(n * n), absSum: Float64Array = new Float64Array(n);
-        const onDevice = deviceSums ? await statsOnDevice(fwd, rt, xOf, batches, wT, input, n, hooks) : null;
-        if (deviceSums && !onDevice) deviceSums = false; // warned; host sums for the rest of the run
-        if (onDevice) [xtx, absSum] = onDevice;
-        else
+        let stats = deviceSums ? await statsOnDevice(fwd, rt, xOf, batches, wT, input, n, hooks, N, T) : null;
+        if (deviceSums && !stats) deviceSums = false; // warned; host sums for the rest of the run
+        if (!stats) {
+          const xtx = new Float64Array(n * n), absSum = new Float64Array(n);
           for (const [i0, nb] of batches) {
             throwIfCancelled(hooks.signal);
             const s = await fwd.blockStats(gather(X, i0, nb), nb, wT, input);
@@ -191,16 +227,14 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
             for (let k = 0; k < n; k++) absSum[k] += s.absSum[k];
             await yieldToEventLoop();
           }
+          stats = statsFromHostSums(xtx, absSum, n, N, T);
+        }
+        const { H, H32, absMean } = stats;
         lap('forwards');
         progress.advance(P, `block ${b} ${input}: Hessian from ${N} windows`, { block: b });
-        // H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences).
-        const H = new Float64Array(n * n);
-        for (let k = 0; k < H.length; k++) H[k] = (2 / N) * xtx[k];
-        for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) H[j * n + i] = H[i * n + j] = (H[i * n + j] + H[j * n + i]) / 2; // exact symmetry
-        const absMean = absSum.map((v) => v / (N * T));
-        if (!H.every(Number.isFinite)) throw new ProtocolError(ErrorCode.NonFinite, `block ${b}: non-finite activations at the input of ${members.map((l) => l.module).join('/')}`, members[0].name, 'the model produces inf/NaN on the calibration text (check the weights)');
+        if (!allFinite(H)) throw new ProtocolError(ErrorCode.NonFinite, `block ${b}: non-finite activations at the input of ${members.map((l) => l.module).join('/')}`, members[0].name, 'the model produces inf/NaN on the calibration text (check the weights)');
         // Cached for layer/requantize in float32 (half the disk of float64: 1.4 GB per 7B block).
-        hessTensors.push({ name: `${input}::H`, dtype: 'F32', shape: [n, n], data: Float32Array.from(H) }, { name: `${input}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(absMean) });
+        hessTensors.push({ name: `${input}::H`, dtype: 'F32', shape: [n, n], data: H32 }, { name: `${input}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(absMean) });
         for (const lin of members) {
           throwIfCancelled(hooks.signal);
           const lc = layerConfigFor(params.config, lin.name);

@@ -1,0 +1,45 @@
+// The GPU pipeline's Hessian path (running sums kept on the device, H = (XᵀX + XᵀXᵀ)/N and mean|x|
+// finished there, float32) against the host path (float64 sums, symmetrised on the host), both on the
+// CPU EP: LOPRO_DEVICE_SUMS=always takes the device path with host tensors. The cached Hessians must
+// agree to float32 rounding and be exactly symmetric; the run must complete with both.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { SafetensorsFile } from '../../src/engine/io/safetensors';
+import { RunDir } from '../../src/engine/run/rundir';
+import { runCli, tmp, TINY, TRAIN } from './helpers';
+
+// 6 windows: 1/N is inexact, so the float32 finish on the "device" really differs from the float64 one.
+const ARGS = ['quantize', TINY, '--method', 'gptq', '--bits', '3', '--calib', TRAIN, '--samples', '6', '--ctx', '64', '--ep', 'cpu'];
+
+test('Hessians finished on the device (LOPRO_DEVICE_SUMS=always) = host Hessians to float32 rounding, exactly symmetric', () => {
+  const base = tmp('devsums');
+  const host = join(base, 'host'), dev = join(base, 'dev');
+  const a = runCli([...ARGS, '--out', host]);
+  assert.equal(a.code, 0, a.stderr);
+  const b = runCli([...ARGS, '--out', dev], { LOPRO_DEVICE_SUMS: 'always' });
+  assert.equal(b.code, 0, b.stderr);
+  assert.doesNotMatch(b.stderr, /summing on the host/); // the device path ran, it did not fall back
+  const fa = SafetensorsFile.open(new RunDir(host).hessianFile(0)), fb = SafetensorsFile.open(new RunDir(dev).hessianFile(0));
+  let anyDiff = false;
+  try {
+    for (const input of ['attn_in', 'attn_out', 'mlp_in', 'mlp_act']) {
+      const ha = fa.readFloat32(`${input}::H`), hb = fb.readFloat32(`${input}::H`);
+      const n = Math.round(Math.sqrt(ha.length));
+      let maxDiff = 0, maxAbs = 0;
+      for (let i = 0; i < ha.length; i++) {
+        maxDiff = Math.max(maxDiff, Math.abs(ha[i] - hb[i]));
+        maxAbs = Math.max(maxAbs, Math.abs(ha[i]));
+      }
+      anyDiff ||= maxDiff > 0;
+      assert.ok(maxDiff / maxAbs < 1e-5, `${input}: H differs by ${maxDiff / maxAbs} (relative to max |H|)`);
+      for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) assert.equal(hb[i * n + j], hb[j * n + i], `${input}: H not symmetric at ${i},${j}`);
+      const ma = fa.readFloat32(`${input}::abs_mean`), mb = fb.readFloat32(`${input}::abs_mean`);
+      for (let i = 0; i < ma.length; i++) assert.ok(Math.abs(ma[i] - mb[i]) <= 1e-5 * Math.abs(ma[i]) + 1e-12, `${input}: abs_mean ${i}`);
+    }
+  } finally {
+    fa.close();
+    fb.close();
+  }
+  assert.ok(anyDiff, 'the two paths gave bit-identical Hessians: the device path did not run');
+});
