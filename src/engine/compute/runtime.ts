@@ -239,6 +239,9 @@ export class ComputeRuntime {
 
 function sessionOptions(ep: EpName, opts: RuntimeOptions, placement: OutputPlacement): ort.InferenceSession.SessionOptions {
   const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+  // LOPRO_ORT_PROFILE=<prefix>: ORT's profiler on every session (per-node kernel times and EP placement,
+  // one JSON per session, written when the session is released; bench/stats_probe.ts reads one).
+  if (process.env.LOPRO_ORT_PROFILE) Object.assign(base, { enableProfiling: true, profileFilePrefix: process.env.LOPRO_ORT_PROFILE });
   if (opts.allowSpinning === false) base.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
   switch (ep) {
     case 'cpu': {

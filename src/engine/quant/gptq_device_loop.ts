@@ -11,8 +11,10 @@
 // Semantics = gptqCore (same preparation: gptqPrepare; same order, dead columns, damping, Cholesky
 // fallback; dynamic group params from W at the batch start: the reference's quirk). Differences, all
 // at float32 rounding level: the loop runs in float32 (the TypeScript core in float64), and the codes
-// round half down (roundHalfDown: the WebGPU EP runs the Round op on the CPU) — they differ from
-// round-half-even only where x/scale is an exact tie that is not one of sym mode's systematic ones. Supported: clip 'minmax', groupSize −1 or a
+// round half down, ⌈x/s − ½⌉ with x·(1/s) (the WebGPU EP runs the Round op on the CPU; two GPU ops
+// instead of nine for a composed half-even) — they differ from round-half-even only at exact ties, and
+// the ties that are systematic agree: in sym mode x/s = −(maxq+1)/2 (a group's most negative weight)
+// gives code 0 both ways, +(maxq+1)/2 gives maxq after the clamp both ways. Supported: clip 'minmax', groupSize −1 or a
 // divisor of the batch width, no static groups (deviceLoopSupports); other configs use the hybrid driver.
 
 import { GraphBuilder, type Value } from '../compute/graph';
@@ -63,11 +65,14 @@ function batchModel(sh: BatchShape): () => Uint8Array {
     const invd = g.input('invd', 'float32', [1, count]);
     const c = (v: number) => g.constF32(v);
     const cols = (x: Value, a: number, b: number) => g.op('Slice', [x, g.constI64([a]), g.constI64([b]), g.constI64([1])]);
-    const rowsOf = (x: Value, a: number, b: number) => g.op('Slice', [x, g.constI64([a]), g.constI64([b]), g.constI64([0])]);
     let W1 = cols(w, 0, count);
-    // Hinv's batch block with row i scaled by 1/d_i: the intra-batch update is (w_i − q_i)·Hinv[i, :]/d_i.
+    // Hinv's batch block with row i scaled by 1/d_i (the intra-batch update is (w_i − q_i)·Hinv[i, :]/d_i).
+    // Its rows by Slice: a Split into `count` outputs exceeds the WebGPU EP's shader bindings (fails at 128).
     const hs = g.op('Mul', [cols(h, 0, count), g.op('Reshape', [invd, g.constI64([count, 1])])]);
-    // Group params from W at the batch start (find_params, min-max).
+    const hRows = Array.from({ length: count }, (_, i) => g.op('Slice', [hs, g.constI64([i]), g.constI64([i + 1]), g.constI64([0])]));
+    // Group params from W at the batch start (find_params, min-max), and the per-group constants of
+    // the column step: 1/s and z − ½ (code = clamp(⌈w·(1/s) + z − ½⌉, 0, maxq): round half down, see
+    // roundHalfDown), s·z (w − ŵ = w + s·z − s·code).
     const scales: Value[] = [], zeros: Value[] = [];
     if (G === -1) {
       scales.push(g.input('s', 'float32', ['R', 1]));
@@ -89,16 +94,18 @@ function batchModel(sh: BatchShape): () => Uint8Array {
         zeros.push(sym ? c((maxq + 1) / 2) : roundNode(g, g.op('Div', [g.op('Neg', [mn]), s]), 'even', 'composed'));
       }
     }
+    const inv = scales.map((s) => g.op('Div', [c(1), s]));
+    const zHalf = zeros.map((z) => g.op('Sub', [z, c(0.5)]));
+    const sz = scales.map((s, k) => g.op('Mul', [s, zeros[k]]));
     const codes: Value[] = [], diffs: Value[] = [];
     for (let i = 0; i < count; i++) {
       const gi = G === -1 ? 0 : Math.floor(i / G);
-      const s = scales[gi], z = zeros[gi];
       const wi = cols(W1, i, i + 1);
-      const q = g.op('Clip', [g.op('Add', [roundHalfDown(g, g.op('Div', [wi, s])), z]), c(0), c(maxq)]);
-      const diff = g.op('Sub', [wi, g.op('Mul', [s, g.op('Sub', [q, z])])]);
+      const q = g.op('Clip', [g.op('Ceil', [g.op('Add', [g.op('Mul', [wi, inv[gi]]), zHalf[gi]])]), c(0), c(maxq)]);
+      const diff = g.op('Sub', [g.op('Add', [wi, sz[gi]]), g.op('Mul', [scales[gi], q])]); // w − s·(q − z)
       codes.push(q);
       diffs.push(diff);
-      if (i + 1 < count) W1 = g.op('Sub', [W1, g.op('Mul', [diff, rowsOf(hs, i, i + 1)])]);
+      if (i + 1 < count) W1 = g.op('Sub', [W1, g.op('Mul', [diff, hRows[i]])]);
     }
     const cat = (vs: Value[]) => (vs.length === 1 ? vs[0] : g.op('Concat', vs, { axis: 1 }));
     const err = g.op('Mul', [cat(diffs), invd]); // Err1 [R, count]
@@ -116,16 +123,6 @@ function batchModel(sh: BatchShape): () => Uint8Array {
     }
     return g.toModel();
   };
-}
-
-/**
- * Ceil(x − 0.5): round half down, two GPU ops (the WebGPU EP runs Round on the CPU; half-even composed is
- * nine). Against torch.round (half even) it differs only at exact ties, and the ties that are systematic
- * agree: in sym mode x/scale = −(maxq+1)/2 (a group's most negative weight) → code 0 both ways, and
- * +(maxq+1)/2 → maxq after the clamp both ways.
- */
-function roundHalfDown(g: GraphBuilder, x: Value): Value {
-  return g.op('Ceil', [g.op('Sub', [x, g.constF32(0.5)])]);
 }
 
 export interface DeviceLoopHooks {
