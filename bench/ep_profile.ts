@@ -12,6 +12,8 @@ import { parseLlamaConfig, type LinearInput } from '../src/engine/model/config';
 import { LlamaForward, type BlockWeights } from '../src/engine/model/llama_forward';
 import { blockTensorSuffixes, buildBlockGraph, type Capture } from '../src/engine/model/llama_graph';
 import { expectedShapes } from '../src/engine/model/config';
+import { r1svdDevice } from '../src/engine/quant/r1svd_device';
+import { choleskyInverseUpper } from '../src/engine/linalg/cholesky';
 
 const args = process.argv.slice(2);
 const arg = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1] : d; };
@@ -183,6 +185,40 @@ async function main(): Promise<void> {
     g.output(g.op('Reshape', [g.op('MatMul', [g.op('Softmax', [sc], { axis: -1 }), q5]), g.constI64([-1, hd])]), 'y');
   }, { q: qkv });
   rt.release(qkv);
+
+  // 3c. R1SVD's mat-vecs (A [mlp, hidden] resident): MatMul with a vector vs Mul + ReduceSum, and r1svdDevice itself.
+  {
+    const m = mlp, n = hidden;
+    const Ah = fill(m * n, 0.02, 11);
+    const A = await up(Ah, [m, n]);
+    const xv = rt.host(fill(n, 1, 12), [n, 1]), xr = rt.host(fill(n, 1, 12), [1, n]), yr = rt.host(fill(m, 1, 13), [1, m]);
+    await one(`mat-vec MatMul A[${m},${n}]·x[${n},1]`, (g) => g.output(g.op('MatMul', [g.input('a', 'float32', [m, n]), g.input('x', 'float32', [n, 1])]), 'y'), { a: A, x: xv });
+    await one(`mat-vec ReduceSum(A ⊙ xᵀ, axis 1) A[${m},${n}]`, (g) => g.output(g.op('ReduceSum', [g.op('Mul', [g.input('a', 'float32', [m, n]), g.input('x', 'float32', [1, n])]), g.constI64([1])], { keepdims: 1 }), 'y'), { a: A, x: xr });
+    await one(`vec-mat MatMul y[1,${m}]·A[${m},${n}]`, (g) => g.output(g.op('MatMul', [g.input('y', 'float32', [1, m]), g.input('a', 'float32', [m, n])]), 'z'), { a: A, y: yr });
+    rt.release(A);
+    const t1 = performance.now();
+    const st = { runs: 0, uploadSeconds: 0, matvecSeconds: 0 };
+    await r1svdDevice(rt, Ah, m, n, { rank: 16, powerIters: 2, seed: 1 }, st);
+    row(`r1svdDevice A[${m},${n}] rank 16, 2 power iterations (first call: sessions)`, performance.now() - t1, `${st.runs} runs, upload ${st.uploadSeconds.toFixed(2)} s, rounds ${st.matvecSeconds.toFixed(2)} s`);
+    const t2 = performance.now();
+    const st2 = { runs: 0, uploadSeconds: 0, matvecSeconds: 0 };
+    await r1svdDevice(rt, Ah, m, n, { rank: 16, powerIters: 2, seed: 1 }, st2);
+    row(`r1svdDevice A[${m},${n}] rank 16, 2 power iterations (again)`, performance.now() - t2, `${st2.runs} runs, upload ${st2.uploadSeconds.toFixed(2)} s, rounds ${st2.matvecSeconds.toFixed(2)} s`);
+  }
+
+  // 3d. GPTQ's Cholesky of H⁻¹ on the EP (linalg/cholesky.ts 'device' engine) at the 7B widths, two leaf sizes.
+  for (const n of [hidden, mlp]) {
+    const Hs = new Float64Array(n * n);
+    const e = fill(n * n, 1, 21);
+    for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) Hs[i * n + j] = Hs[j * n + i] = i === j ? 2 + Math.abs(e[i * n + j]) : (e[i * n + j] + e[j * n + i]) / n;
+    for (const leaf of [256, 512]) {
+      rt.resetCounters();
+      const t1 = performance.now();
+      await choleskyInverseUpper(Hs, n, { rt, leaf });
+      const c = rt.counters;
+      row(`choleskyInverseUpper n=${n} leaf ${leaf}`, performance.now() - t1, `${c.runs} runs (${(c.runMs / 1000).toFixed(2)} s), h2d ${(c.h2dBytes / 2 ** 20).toFixed(0)} MiB, d2h ${(c.d2hBytes / 2 ** 20).toFixed(0)} MiB, sessions ${c.sessionsCreated}`);
+    }
+  }
 
   // 4. The pipeline's passes on one 7B-shaped block.
   const cfg = parseLlamaConfig({ model_type: 'llama', hidden_size: hidden, intermediate_size: mlp, num_hidden_layers: 1, num_attention_heads: heads, num_key_value_heads: heads, vocab_size: 32000, rms_norm_eps: 1e-5 }, 'ep_profile');

@@ -171,7 +171,7 @@ export class ComputeRuntime {
     this.busy.set(session, (this.busy.get(session) ?? 0) + 1);
     let out: Record<string, Tensor>;
     try {
-      out = (await session.run(feeds)) as Record<string, Tensor>;
+      out = await this.serialized(() => session.run(feeds) as Promise<Record<string, Tensor>>);
     } finally {
       const left = (this.busy.get(session) ?? 1) - 1;
       if (left > 0) this.busy.set(session, left);
@@ -188,6 +188,21 @@ export class ComputeRuntime {
       }
     }
     return out;
+  }
+
+  /** End of the queue of GPU runs (see serialized). */
+  private gpuTail: Promise<void> = Promise.resolve();
+
+  /**
+   * GPU EPs: one run at a time per runtime. Layers quantized concurrently (run/layer_engines.ts) share
+   * the device and its sessions; whether ORT's GPU EPs tolerate concurrent Run calls on one device is
+   * not something we rely on. The CPU EP runs concurrently (its sessions are thread-safe).
+   */
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.ep === 'cpu') return fn();
+    const run = this.gpuTail.then(fn, fn);
+    this.gpuTail = run.then(() => undefined, () => undefined);
+    return run;
   }
 
   /** A host tensor over `data` (no copy). */

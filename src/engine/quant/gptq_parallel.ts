@@ -69,7 +69,20 @@ export function workerScriptPath(): string | undefined {
 
 /** A fixed set of workers, reused across layers (start-up under tsx costs ~0.5 s per worker). */
 export class GptqPool {
+  /** End of the queue of exclusive users (see exclusive). */
+  private tail: Promise<void> = Promise.resolve();
   private constructor(readonly workers: Worker[]) {}
+
+  /**
+   * Runs `fn` with the workers to itself: the workers' replies carry no task id, so two callers
+   * interleaving tasks on one worker would take each other's replies. Layers quantized concurrently
+   * (run/layer_engines.ts) queue here for the pool; their device work overlaps meanwhile.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn);
+    this.tail = run.then(() => undefined, () => undefined);
+    return run;
+  }
 
   static create(threads = os.availableParallelism()): GptqPool {
     const script = workerScriptPath();
@@ -106,7 +119,15 @@ function cloneableOptions(o: GptqOptions): GptqOptions {
 }
 
 /** GPTQ with the rows split over worker threads; same result as gptqQuantize (codes identical). */
-export async function gptqQuantizeParallel(
+export function gptqQuantizeParallel(
+  wVals: Float32Array | Float64Array, rows: number, cols: number,
+  hVals: Float32Array | Float64Array, opts: GptqOptions & ParallelOptions,
+): Promise<GptqResult & { parallel: ParallelStats }> {
+  const run = () => gptqQuantizeParallelOwned(wVals, rows, cols, hVals, opts);
+  return opts.pool ? opts.pool.exclusive(run) : run();
+}
+
+async function gptqQuantizeParallelOwned(
   wVals: Float32Array | Float64Array, rows: number, cols: number,
   hVals: Float32Array | Float64Array, opts: GptqOptions & ParallelOptions,
 ): Promise<GptqResult & { parallel: ParallelStats }> {

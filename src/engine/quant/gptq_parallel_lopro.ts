@@ -35,8 +35,12 @@ function shared<T extends Float32Array | Float64Array>(Arr: { new (b: ArrayBuffe
   return new Arr(new SharedArrayBuffer(n * Arr.BYTES_PER_ELEMENT) as unknown as ArrayBuffer);
 }
 
-/** Runs `make(a, b)` for each of `pool.size` slices of [0, total) (equal, or `cut(k, n)`) and waits for all. */
-export async function runSlices(pool: GptqPool, total: number, make: (a: number, b: number) => ParallelTask, cut?: (k: number, n: number) => number): Promise<void> {
+/** Runs `make(a, b)` for each of `pool.size` slices of [0, total) (equal, or `cut(k, n)`) and waits for all (the pool held exclusively). */
+export function runSlices(pool: GptqPool, total: number, make: (a: number, b: number) => ParallelTask, cut?: (k: number, n: number) => number): Promise<void> {
+  return pool.exclusive(() => runSlicesOwned(pool, total, make, cut));
+}
+
+async function runSlicesOwned(pool: GptqPool, total: number, make: (a: number, b: number) => ParallelTask, cut?: (k: number, n: number) => number): Promise<void> {
   const n = Math.max(1, Math.min(pool.size, total));
   const at = cut ?? ((k: number, p: number) => Math.round((k * total) / p));
   await Promise.all(

@@ -38,6 +38,13 @@ export const DEVICE_MIN_WEIGHTS = 1 << 21;
 
 export interface LayerEngines {
   pool: GptqPool;
+  /**
+   * Quantize a group's layers concurrently (the pipeline): on a GPU EP one layer's host and worker
+   * stages then overlap another's device stages (the pool and the device are each used by one layer at
+   * a time: GptqPool.exclusive, ComputeRuntime's serialised GPU runs). LOPRO_CONCURRENT_LAYERS=1/0
+   * overrides (the outputs are the same bytes either way).
+   */
+  concurrentLayers: boolean;
   /** 'workers' or 'workers+<ep>' (reports). */
   label: string;
   gptq(W: Float64Array, rows: number, cols: number, H: Float64Array, opts: GptqOptions): Promise<GptqResult>;
@@ -74,8 +81,10 @@ export function createLayerEngines(
     if (!fellBack.has(what)) warn(`${what} on ${rt.ep} failed (${msg}); using ${instead} for it`);
     fellBack.add(what);
   };
+  const concurrentEnv = process.env.LOPRO_CONCURRENT_LAYERS;
   return {
     pool,
+    concurrentLayers: concurrentEnv ? concurrentEnv === '1' : gpu,
     label: gpu ? `${threads} workers + ${rt.ep}` : `${threads} workers`,
     async gptq(W, rows, cols, H, opts) {
       if (!gpu || rows * cols < minWeights || fellBack.has('GPTQ')) return onWorkers(W, rows, cols, H, opts);

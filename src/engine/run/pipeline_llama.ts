@@ -235,16 +235,25 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         if (!allFinite(H)) throw new ProtocolError(ErrorCode.NonFinite, `block ${b}: non-finite activations at the input of ${members.map((l) => l.module).join('/')}`, members[0].name, 'the model produces inf/NaN on the calibration text (check the weights)');
         // Cached for layer/requantize in float32 (half the disk of float64: 1.4 GB per 7B block).
         hessTensors.push({ name: `${input}::H`, dtype: 'F32', shape: [n, n], data: H32 }, { name: `${input}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(absMean) });
-        for (const lin of members) {
-          throwIfCancelled(hooks.signal);
-          const lc = layerConfigFor(params.config, lin.name);
-          const sfx = suffixOf(lin);
-          const out = await quantizeLayerAsync({ name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[sfx], H, absMean }, lc, {
+        const quantizeMember = (lin: BlockLinear) =>
+          quantizeLayerAsync({ name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[suffixOf(lin)], H, absMean }, layerConfigFor(params.config, lin.name), {
             seed: params.config.seed,
             compare: params.compare,
             warn: (msg) => hooks.log('warn', msg),
             engines,
           });
+        // A group's layers (q/k/v, gate/up) are independent given its H: with engines.concurrentLayers (GPU EP)
+        // they are quantized concurrently, one layer's host and worker stages overlapping another's device
+        // stages; the results are taken in member order, so the outputs are the same bytes either way.
+        throwIfCancelled(hooks.signal);
+        const pending = engines?.concurrentLayers && members.length > 1 ? members.map(quantizeMember) : null;
+        pending?.forEach((p) => p.catch(() => undefined)); // a failure surfaces at its await below, not as an unhandled rejection
+        for (let k = 0; k < members.length; k++) {
+          const lin = members[k];
+          throwIfCancelled(hooks.signal);
+          const lc = layerConfigFor(params.config, lin.name);
+          const sfx = suffixOf(lin);
+          const out = pending ? await pending[k] : await quantizeMember(lin);
           w[sfx] = out.wHat; // later groups are measured through the quantized layer
           fwd.release(wT[sfx]);
           wT[sfx] = await fwd.weightTensor(sfx, out.wHat);
