@@ -2,6 +2,7 @@
 # Issue 5 on the device: the REAL pipeline (`lopro quantize`, bundle .gpu/bench/lopro.js) timed end to end.
 #   bash bench/device/pipeline_gpu.sh base    # base W2 lopro: webgpu + 16 workers, cpu EP + 16 workers, cpu EP main thread only
 #   bash bench/device/pipeline_gpu.sh synth   # a 2-block LLaMA-2-7B-shaped random model (bench/synth_llama.ts), webgpu + workers
+#   bash bench/device/pipeline_gpu.sh synth-ab  # the same, group layers concurrent vs sequential, in one session
 # Needs /tmp/l/node, /tmp/l/o130/node_modules, /tmp/l/models/base (bench/device/README.md). Logs under $OUT.
 set -u
 export LOPRO_ORT_DIR=/tmp/l/o130/node_modules
@@ -28,5 +29,13 @@ case "${1:-base}" in
 import json; m=json.load(open('/tmp/pg/s7/run.json')); L=m['layers']
 for l in L: print(l['name'], l['rows'], 'x', l['cols'], {k: round(v, 2) for k, v in l['seconds'].items()})" >> "$OUT/synth7b_webgpu.log" 2>&1
     tail -16 "$OUT/synth7b_webgpu.log"
+    ;;
+  synth-ab)
+    # The same 2-block model, group layers concurrent (the GPU default) and one after the other, side by side.
+    /tmp/l/node .gpu/bench/synth_llama.js --out /tmp/s7 --blocks 2 --tokenizer-from "${TOK:-/tmp/l/models/base}"
+    S=(/tmp/s7 --method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt --ep webgpu)
+    q synth7b_concurrent 280 LOPRO_CONCURRENT_LAYERS=1 -- "${S[@]}" --out /tmp/pg/s7c
+    q synth7b_sequential 280 LOPRO_CONCURRENT_LAYERS=0 -- "${S[@]}" --out /tmp/pg/s7s
+    cmp /tmp/pg/s7c/native/model.safetensors /tmp/pg/s7s/native/model.safetensors && echo "outputs identical"
     ;;
 esac
