@@ -1,5 +1,5 @@
-// A group's layers quantized concurrently (the GPU pipeline's default; LOPRO_CONCURRENT_LAYERS=1 forces
-// it here, on the CPU EP with 2 worker threads) give the same bytes as one after the other: the layers
+// A group's layers quantized concurrently (opt-in, LOPRO_CONCURRENT_LAYERS=1; here on the CPU EP with
+// 2 worker threads) give the same bytes as one after the other: the layers
 // share the worker pool through GptqPool.exclusive (its replies carry no task id, so interleaved tasks
 // would take each other's replies) and are committed in member order.
 import { test } from 'node:test';

@@ -242,7 +242,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
             warn: (msg) => hooks.log('warn', msg),
             engines,
           });
-        // A group's layers (q/k/v, gate/up) are independent given its H: with engines.concurrentLayers (GPU EP)
+        // A group's layers (q/k/v, gate/up) are independent given its H: with engines.concurrentLayers (opt-in)
         // they are quantized concurrently, one layer's host and worker stages overlapping another's device
         // stages; the results are taken in member order, so the outputs are the same bytes either way.
         throwIfCancelled(hooks.signal);
