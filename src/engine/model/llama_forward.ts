@@ -222,19 +222,42 @@ export class LlamaForward {
     this.ones.clear();
   }
 
-  /** Per-position NLL [B, T−1] of ids[:, 1:] given x [B, T, H] (final norm + head + NLL in-graph). */
+  /**
+   * The LM head [V, H] as headNll takes it: uploaded, and under the 'in_out' layout transposed once on the
+   * device (the head is the largest product of an evaluation; Gemm transB would run it at a third of the speed).
+   */
+  async headTensor(head: Float32Array): Promise<ort.Tensor> {
+    const t = await this.rt.upload(this.rt.host(head, [this.cfg.vocabSize, this.cfg.hiddenSize]));
+    if (this.layout === 'out_in') return t;
+    const s = await this.rt.session('transpose2d', transposeModel, this.placement);
+    try {
+      return (await this.rt.run(s, { x: t })).y;
+    } finally {
+      this.rt.release(t);
+    }
+  }
+
+  /**
+   * Per-position NLL [B, T−1] of ids[:, 1:] given x [B, T, H] (final norm + head + NLL in-graph). `headW`: the
+   * checkpoint's [V, H] values, or a tensor from headTensor().
+   */
   async headNll(x: Float32Array | ort.Tensor, B: number, ids: Int32Array, normW: Float32Array | ort.Tensor, headW: Float32Array | ort.Tensor): Promise<Float32Array> {
     const T = ids.length / B, cfg = this.cfg;
     const targets = new Int32Array(B * (T - 1));
     for (let b = 0; b < B; b++) targets.set(ids.subarray(b * T + 1, (b + 1) * T), b * (T - 1));
-    const s = await this.rt.session(`${this.key}:head:nll`, () => buildHeadGraph(cfg, 'nll'));
-    const out = await this.rt.run(s, {
-      x: this.asTensor(x, [B, T, cfg.hiddenSize]),
-      norm: this.asTensor(normW, [cfg.hiddenSize]),
-      head: this.asTensor(headW, [cfg.vocabSize, cfg.hiddenSize]),
-      targets: new ort.Tensor('int32', targets, [B, T - 1]),
-    });
-    return out.nll.data as Float32Array;
+    const s = await this.rt.session(`${this.key}:head:nll`, () => buildHeadGraph(cfg, 'nll', this.layout));
+    const head = headW instanceof Float32Array ? await this.headTensor(headW) : headW;
+    try {
+      const out = await this.rt.run(s, {
+        x: this.asTensor(x, [B, T, cfg.hiddenSize]),
+        norm: this.asTensor(normW, [cfg.hiddenSize]),
+        head,
+        targets: new ort.Tensor('int32', targets, [B, T - 1]),
+      });
+      return out.nll.data as Float32Array;
+    } finally {
+      if (head !== headW) this.rt.release(head);
+    }
   }
 
   /** Logits [B, T, V] (for tests and exports; perplexity uses headNll). */

@@ -228,11 +228,13 @@ export function buildEmbedGraph(cfg: LlamaConfig): Uint8Array {
  * log-likelihood [B, T−1] of targets given positions 0..T−2 (logits never leave the graph);
  * 'logits': [B, T, V].
  */
-export function emitHead(g: GraphBuilder, cfg: LlamaConfig, x: Value, normW: Value, headW: Value, targets: Value | null): Value {
+export function emitHead(g: GraphBuilder, cfg: LlamaConfig, x: Value, normW: Value, headW: Value, targets: Value | null, layout: WeightLayout = 'out_in'): Value {
   const H = cfg.hiddenSize;
   const xs = targets ? g.op('Slice', [x, g.constI64([0]), g.constI64([-1]), g.constI64([1])]) : x;
   const x2 = g.op('Reshape', [xs, g.constI64([-1, H])]);
-  const logits = g.op('Gemm', [emitRmsNorm(g, x2, normW, cfg.rmsNormEps), headW], { transB: 1 });
+  const xn = emitRmsNorm(g, x2, normW, cfg.rmsNormEps);
+  // headW [V, H] (checkpoint layout, Gemm transB) or pre-transposed [H, V] (MatMul; see WeightLayout).
+  const logits = layout === 'out_in' ? g.op('Gemm', [xn, headW], { transB: 1 }) : g.op('MatMul', [xn, headW]);
   const outShape = g.op('Concat', [g.op('Slice', [g.op('Shape', [xs]), g.constI64([0]), g.constI64([2])]), g.constI64([cfg.vocabSize])], { axis: 0 });
   if (!targets) return g.op('Reshape', [logits, outShape]);
   return g.op('Reshape', [emitNll(g, logits, g.op('Reshape', [targets, g.constI64([-1, 1])])), g.op('Shape', [targets])]);
@@ -249,13 +251,13 @@ export function emitNll(g: GraphBuilder, logits: Value, targets: Value): Value {
   return g.op('Sub', [lse, g.op('GatherElements', [logits, targets], { axis: 1 })]);
 }
 
-export function buildHeadGraph(cfg: LlamaConfig, mode: 'nll' | 'logits'): Uint8Array {
+export function buildHeadGraph(cfg: LlamaConfig, mode: 'nll' | 'logits', layout: WeightLayout = 'out_in'): Uint8Array {
   const g = new GraphBuilder(`llama_head_${mode}`);
   const x = g.input('x', 'float32', ['B', 'T', cfg.hiddenSize]);
   const normW = g.input('norm', 'float32', [cfg.hiddenSize]);
-  const headW = g.input('head', 'float32', [cfg.vocabSize, cfg.hiddenSize]);
+  const headW = g.input('head', 'float32', layout === 'out_in' ? [cfg.vocabSize, cfg.hiddenSize] : [cfg.hiddenSize, cfg.vocabSize]);
   const targets = mode === 'nll' ? g.input('targets', 'int32', ['B', 'Tm1']) : null;
-  g.output(emitHead(g, cfg, x, normW, headW, targets), mode);
+  g.output(emitHead(g, cfg, x, normW, headW, targets, layout), mode);
   return g.toModel();
 }
 

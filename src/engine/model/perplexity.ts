@@ -6,6 +6,7 @@
 // block's weights are fetched once per chunk, so a lazy/disk weights provider is read
 // numLayers × chunks times, not once per batch.
 
+import type { WeightLayout } from './llama_graph';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type * as ort from 'onnxruntime-node';
@@ -26,6 +27,8 @@ export interface PerplexityOptions {
   chunkBytes?: number;
   onProgress?: (doneWindows: number, totalWindows: number) => void;
   signal?: AbortSignal;
+  /** Weight layout of the graphs (default: the runtime's, see WeightLayout); tests force 'in_out' on the CPU EP. */
+  layout?: WeightLayout;
 }
 
 export interface PerplexityResult {
@@ -52,7 +55,7 @@ export async function perplexity(cfg: LlamaConfig, ids: Int32Array, weights: Wei
   if (windows.length === 0) throw new ProtocolError(ErrorCode.BadCalibration, `text has ${ids.length} tokens, fewer than one window of ${T}`, 'text');
   for (const w of windows) if (!(w >= 0 && w < nAll)) throw new ProtocolError(ErrorCode.InvalidParams, `window ${w} out of range 0..${nAll - 1}`);
   const rt = opts.rt ?? (await getRuntime());
-  const fwd = new LlamaForward(cfg, T, rt);
+  const fwd = new LlamaForward(cfg, T, rt, opts.layout);
   const B = opts.batch ?? defaultBatch(T);
   const perChunk = Math.max(B, Math.floor((opts.chunkBytes ?? 512 * 2 ** 20) / (T * H * 4 * B)) * B);
   const t0 = performance.now();
@@ -64,7 +67,7 @@ export async function perplexity(cfg: LlamaConfig, ids: Int32Array, weights: Wei
   // Uploaded once (WebGPU); plain host tensors on the CPU EP.
   const embedT = await rt.upload(rt.host(embedW, [cfg.vocabSize, H]));
   const normT = await rt.upload(rt.host(norm, [H]));
-  const headT = head === embedW ? embedT : await rt.upload(rt.host(head, [cfg.vocabSize, H]));
+  const headT = head === embedW && fwd.layout === 'out_in' ? embedT : await fwd.headTensor(head); // a tied head is transposed apart from the embedding on a GPU
   try {
     for (let c0 = 0; c0 < windows.length; c0 += perChunk) {
       const chunk = windows.slice(c0, c0 + perChunk);

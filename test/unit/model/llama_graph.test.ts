@@ -100,7 +100,8 @@ test(`synthetic model (GQA 3:1, biases, untied head, llama3 rope), weights ${lay
   await rt.dispose();
 });
 
-test('tiny fixture: window NLL of the graph forward equals the float64 reference', async () => {
+for (const layout of ['out_in', 'in_out'] as const)
+test(`tiny fixture (tied head), weights ${layout}: window NLL of the graph forward equals the float64 reference`, async () => {
   const m = openModel('fixtures/tiny');
   const weights = cachedWeights(m.weights);
   const sync = new Map<string, Float32Array>();
@@ -108,7 +109,7 @@ test('tiny fixture: window NLL of the graph forward equals the float64 reference
   const r = rng(11), T = 48;
   const ids = Int32Array.from({ length: 2 * T }, () => Math.floor(r() * m.cfg.vocabSize));
   const rt = await ComputeRuntime.create({ ep: 'cpu' });
-  const res = await perplexity(m.cfg, ids, weights, { ctx: T, rt });
+  const res = await perplexity(m.cfg, ids, weights, { ctx: T, rt, layout });
   for (let w = 0; w < 2; w++) {
     const wi = ids.subarray(w * T, (w + 1) * T);
     const nll = nllFromLogitsRef(forwardRef(m.cfg, wi, (n) => sync.get(n)!), wi, m.cfg.vocabSize);
