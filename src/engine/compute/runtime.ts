@@ -29,6 +29,14 @@ export interface ComputeCounters {
 
 export const newCounters = (): ComputeCounters => ({ h2dCopies: 0, h2dBytes: 0, d2hCopies: 0, d2hBytes: 0, runs: 0, sessionsCreated: 0, sessionCreateMs: 0, runMs: 0 });
 
+/** The same counts per kind of graph (the session key up to its first '|' or ':<shape…>'), for "where do the copies go". */
+export interface GraphCounters {
+  runs: number;
+  runMs: number;
+  h2dBytes: number;
+  d2hBytes: number;
+}
+
 export type LogFn = (level: 'info' | 'warn', message: string) => void;
 
 export interface RuntimeOptions {
@@ -73,6 +81,9 @@ interface CacheEntry {
 
 export class ComputeRuntime {
   readonly counters: ComputeCounters = newCounters();
+  /** counters split by graph kind (see kindOf). */
+  readonly byGraph = new Map<string, GraphCounters>();
+  private readonly kindOfSession = new WeakMap<ort.InferenceSession, string>();
   private readonly cache = new Map<string, CacheEntry>();
   private readonly maxSessions: number;
   /** Runs in flight per session, so an evicted session is never released under a running caller. */
@@ -130,6 +141,7 @@ export class ComputeRuntime {
     const session = ort.InferenceSession.create(build(), sessionOptions(this.ep, { ...this.opts, allowSpinning: spin }, placement)).then((s) => {
       this.counters.sessionsCreated++;
       this.counters.sessionCreateMs += performance.now() - t0;
+      this.kindOfSession.set(s, kindOf(key));
       return s;
     });
     session.catch(() => this.cache.delete(k));
@@ -159,11 +171,17 @@ export class ComputeRuntime {
     // Only the inputs the graph declares: pruned graphs drop the inputs they never read (GraphBuilder.toModel).
     const feeds: Record<string, Tensor> = {};
     for (const name of session.inputNames) if (name in allFeeds) feeds[name] = allFeeds[name];
+    // Uploads and readbacks (identity sessions) are attributed to the caller's scope (see scoped).
+    const graphKind = this.kindOfSession.get(session) ?? '?';
+    const kind = graphKind === 'identity' ? `copies@${this.scopeLabel || 'other'}` : graphKind;
+    let g = this.byGraph.get(kind);
+    if (!g) this.byGraph.set(kind, (g = { runs: 0, runMs: 0, h2dBytes: 0, d2hBytes: 0 }));
     if (this.ep !== 'cpu') {
       for (const t of Object.values(feeds)) {
         if (t.location === 'cpu') {
           this.counters.h2dCopies++;
           this.counters.h2dBytes += byteSize(t);
+          g.h2dBytes += byteSize(t);
         }
       }
     }
@@ -179,15 +197,34 @@ export class ComputeRuntime {
     }
     this.counters.runMs += performance.now() - t0;
     this.counters.runs++;
+    g.runs++;
+    g.runMs += performance.now() - t0;
     if (this.ep !== 'cpu') {
       for (const t of Object.values(out)) {
         if (t.location === 'cpu') {
           this.counters.d2hCopies++;
           this.counters.d2hBytes += byteSize(t);
+          g.d2hBytes += byteSize(t);
         }
       }
     }
     return out;
+  }
+
+  private scopeLabel = '';
+
+  /**
+   * Runs `fn` with `label` as the attribution of its plain uploads and readbacks in byGraph (diagnostics:
+   * "copies@gptq", "copies@forwards"…). Labels of concurrent callers can mix; the totals stay exact.
+   */
+  async scoped<T>(label: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.scopeLabel;
+    this.scopeLabel = label;
+    try {
+      return await fn();
+    } finally {
+      this.scopeLabel = prev;
+    }
   }
 
   /** End of the queue of GPU runs (see serialized). */
@@ -242,6 +279,17 @@ export class ComputeRuntime {
 
   resetCounters(): void {
     Object.assign(this.counters, newCounters());
+    this.byGraph.clear();
+  }
+
+  /** The `top` graph kinds by host↔device bytes, one line each (for logs). */
+  graphSummary(top = 6): string {
+    const gb = (b: number) => (b / 1e9).toFixed(2);
+    return [...this.byGraph]
+      .sort((a, b) => b[1].h2dBytes + b[1].d2hBytes - (a[1].h2dBytes + a[1].d2hBytes))
+      .slice(0, top)
+      .map(([k, c]) => `${k}: ${c.runs} runs ${(c.runMs / 1000).toFixed(1)} s, up ${gb(c.h2dBytes)} GB, down ${gb(c.d2hBytes)} GB`)
+      .join('; ');
   }
 
   /** Releases every cached session. */
@@ -285,6 +333,15 @@ function probeModel(): Uint8Array {
   const g = new GraphBuilder('probe');
   g.output(g.op('Add', [g.input('x', 'float32', [1]), g.constF32([1])]), 'y');
   return g.toModel();
+}
+
+/**
+ * A session key's kind: 'llama:{…}:T512:in_out:block:accstats:mlp_act' → 'block:accstats:mlp_act',
+ * 'gptq/loop|128|…' → 'gptq/loop', 'identity:float32:2' → 'identity' (uploads and readbacks).
+ */
+export function kindOf(key: string): string {
+  if (key.startsWith('llama:')) return key.slice(key.lastIndexOf('}') + 1).replace(/^:T\d+:[a-z_]+:/, '');
+  return key.split(/[|:]/)[0].replace(/(\/\d+)+$/, '');
 }
 
 const BYTES: Record<string, number> = { float32: 4, float16: 2, int64: 8, int32: 4, uint8: 1, int8: 1, bool: 1, float64: 8 };

@@ -91,7 +91,7 @@ export function createLayerEngines(
       if (!gpu || rows * cols < minWeights || fellBack.has('GPTQ')) return onWorkers(W, rows, cols, H, opts);
       if (rt.ep === 'webgpu' && process.env.LOPRO_GPTQ_LOOP !== 'hybrid' && deviceLoopSupports(opts, cols) && !fellBack.has('GPTQ column loop')) {
         try {
-          return await gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, choleskyInverseUpperAsync: choleskyOn(rt) });
+          return await rt.scoped('gptq', () => gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, choleskyInverseUpperAsync: choleskyOn(rt) }));
         } catch (e) {
           fallBack('GPTQ column loop', e, 'the hybrid driver (workers + device updates)');
         }
@@ -110,7 +110,7 @@ export function createLayerEngines(
     async lowRank(A, m, n, opts) {
       if (!gpu || m * n < minWeights || fellBack.has('R1SVD')) return r1svdParallel(pool, A, m, n, opts);
       try {
-        return await r1svdDevice(rt, A, m, n, opts); // leaves A as it was: the pool's R1SVD can still run
+        return await rt.scoped('r1svd', () => r1svdDevice(rt, A, m, n, opts)); // leaves A as it was: the pool's R1SVD can still run
       } catch (e) {
         fallBack('R1SVD', e);
         return r1svdParallel(pool, A, m, n, opts);
@@ -119,7 +119,7 @@ export function createLayerEngines(
     async proxyLosses(W, wHat, H, rows, cols) {
       if (rows * cols < PROXY_LOSS_MIN_WEIGHTS || fellBack.has('proxy loss')) return null;
       try {
-        return await proxyLossesOrt(rt, W, wHat, H, rows, cols);
+        return await rt.scoped('proxy loss', () => proxyLossesOrt(rt, W, wHat, H, rows, cols));
       } catch (e) {
         fallBack('proxy loss', e);
         return null;

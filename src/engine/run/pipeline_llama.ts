@@ -198,10 +198,12 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       const w: BlockWeights = await loadBlockWeights(cfg, b, read);
       // The block's weights as the graphs take them: uploaded once per block on a GPU EP; a quantized
       // layer replaces just its own tensor (below), so later passes see it.
-      wT = await fwd.weightTensors(w);
+      wT = await rt.scoped('weights', () => fwd.weightTensors(w));
       if (keepActs && !xDev) {
-        xDev = [];
-        for (const [i0, nb] of batches) xDev.push(await rt.upload(rt.host(gather(X, i0, nb), [nb, T, cfg.hiddenSize])));
+        const xs: ort.Tensor[] = (xDev = []);
+        await rt.scoped('activations', async () => {
+          for (const [i0, nb] of batches) xs.push(await rt.upload(rt.host(gather(X, i0, nb), [nb, T, cfg.hiddenSize])));
+        });
       }
       const xOf = (k: number) => xDev?.[k] ?? gather(X, batches[k][0], batches[k][1]);
       const lins = blockLinears(cfg, b);
@@ -216,7 +218,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         const input: LinearInput = members[0].input;
         const n = members[0].cols;
         // One pass over the calibration windows with the block as it is now.
-        let stats = deviceSums ? await statsOnDevice(fwd, rt, xOf, batches, wT, input, n, hooks, N, T) : null;
+        let stats = deviceSums ? await rt.scoped('hessians', () => statsOnDevice(fwd, rt, xOf, batches, wT, input, n, hooks, N, T)) : null;
         if (deviceSums && !stats) deviceSums = false; // warned; host sums for the rest of the run
         if (!stats) {
           const xtx = new Float64Array(n * n), absSum = new Float64Array(n);
@@ -256,7 +258,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
           const out = pending ? await pending[k] : await quantizeMember(lin);
           w[sfx] = out.wHat; // later groups are measured through the quantized layer
           fwd.release(wT[sfx]);
-          wT[sfx] = await fwd.weightTensor(sfx, out.wHat);
+          wT[sfx] = await rt.scoped('weights', () => fwd.weightTensor(sfx, out.wHat));
           parts.push(...loproLayerTensors(lin.name, out.stored));
           reports.push(out.report);
           if (out.details) details[lin.name] = out.details;
@@ -278,7 +280,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
             // Stays on the device as the next block's input; the host copy is the resume record.
             const y = await fwd.blockTensor(xDev[k], wT);
             (yDev ??= []).push(y);
-            scatter(Y, i0, nb, await rt.download(y));
+            scatter(Y, i0, nb, await rt.scoped('activations', () => rt.download(y)));
           } else scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, wT)).y);
           await yieldToEventLoop();
         }
@@ -320,5 +322,6 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   // Copies vs compute vs graph building (issue 5): the runtime's counters over the whole run.
   const c = rt.counters, gb = (b: number) => (b / 1e9).toFixed(2);
   hooks.log('info', `runtime: ${c.runs} ORT runs in ${(c.runMs / 1000).toFixed(1)} s (compute + the copies they imply), host→device ${gb(c.h2dBytes)} GB in ${c.h2dCopies} feeds, device→host ${gb(c.d2hBytes)} GB in ${c.d2hCopies} outputs, ${c.sessionsCreated} sessions built in ${(c.sessionCreateMs / 1000).toFixed(1)} s`);
+  if (rt.ep !== 'cpu') hooks.log('info', `runtime by graph (most bytes first): ${rt.graphSummary()}`);
   progress.end(`quantized ${cfg.numLayers} blocks`);
 }

@@ -2,7 +2,7 @@
 // GPU EPs must fail over to the CPU with a reason; where they work, the same tests check them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ComputeRuntime, type EpAttempt } from '../../../src/engine/compute/runtime';
+import { ComputeRuntime, kindOf, type EpAttempt } from '../../../src/engine/compute/runtime';
 import { GraphBuilder } from '../../../src/engine/compute/graph';
 import { randF32 } from './_seeded';
 
@@ -31,6 +31,24 @@ test('cpu: runs, caches sessions by key, counts no copies', async () => {
   assert.deepEqual([...a.y], [...x].map((v) => Math.fround(v * 3)));
   assert.equal(b.y.length, 7);
   assert.equal(rt.counters.h2dCopies + rt.counters.d2hCopies, 0);
+  await rt.dispose();
+});
+
+test('runs are counted per graph kind (the pipeline logs where the copies go)', async () => {
+  assert.equal(kindOf('llama:{"hiddenSize":64,"x":{"y":1}}:T512:in_out:block:accstats:mlp_act'), 'block:accstats:mlp_act');
+  assert.equal(kindOf('gptq/loop|128|-1|a|3|t'), 'gptq/loop');
+  assert.equal(kindOf('chol/split/2048/1024'), 'chol/split');
+  assert.equal(kindOf('identity:float32:2'), 'identity');
+  const rt = await ComputeRuntime.create({ ep: 'cpu', ...quiet });
+  const x = randF32(5, 2);
+  await rt.runF32('gptq/loop|1|2', scaleModel(2), { x: [x, [5]] });
+  await rt.scoped('gptq', () => rt.runF32('gptq/loop|1|2', scaleModel(2), { x: [x, [5]] }));
+  await rt.runF32('chol/panel/4/4', scaleModel(3), { x: [x, [5]] });
+  assert.equal(rt.byGraph.get('gptq/loop')?.runs, 2);
+  assert.equal(rt.byGraph.get('chol/panel')?.runs, 1);
+  assert.match(rt.graphSummary(), /gptq\/loop: 2 runs/);
+  rt.resetCounters();
+  assert.equal(rt.byGraph.size, 0);
   await rt.dispose();
 });
 
