@@ -322,6 +322,6 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   // Copies vs compute vs graph building (issue 5): the runtime's counters over the whole run.
   const c = rt.counters, gb = (b: number) => (b / 1e9).toFixed(2);
   hooks.log('info', `runtime: ${c.runs} ORT runs in ${(c.runMs / 1000).toFixed(1)} s (compute + the copies they imply), host→device ${gb(c.h2dBytes)} GB in ${c.h2dCopies} feeds, device→host ${gb(c.d2hBytes)} GB in ${c.d2hCopies} outputs, ${c.sessionsCreated} sessions built in ${(c.sessionCreateMs / 1000).toFixed(1)} s`);
-  if (rt.ep !== 'cpu') hooks.log('info', `runtime by graph (most bytes first): ${rt.graphSummary()}`);
+  if (rt.ep !== 'cpu') hooks.log('info', `runtime by graph (most bytes first): ${rt.graphSummary(12)}`);
   progress.end(`quantized ${cfg.numLayers} blocks`);
 }
