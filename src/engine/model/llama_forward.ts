@@ -192,6 +192,12 @@ export class LlamaForward {
     return { xtx: out[`${input}_xtx`].data as Float32Array, absSum: out[`${input}_abssum`].data as Float32Array };
   }
 
+  /** blockStats with its outputs where the EP keeps data (the first batch of a device-summed pass). */
+  async blockStatsTensor(x: Float32Array | ort.Tensor, B: number, wT: Record<string, ort.Tensor>, input: LinearInput): Promise<{ xtx: ort.Tensor; absSum: ort.Tensor }> {
+    const out = await this.runBlock(this.asTensor(x, [B, this.ctx, this.cfg.hiddenSize]), wT, `stats:${input}`, this.placement);
+    return { xtx: out[`${input}_xtx`], absSum: out[`${input}_abssum`] };
+  }
+
   /**
    * blockStats added to running sums `acc` (device tensors on a GPU EP: the sums never leave the
    * device between batches). Returns the new sums; the caller releases the old ones.

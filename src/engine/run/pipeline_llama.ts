@@ -100,8 +100,9 @@ async function statsOnDevice(
 ): Promise<PassStats | null> {
   let acc: { xtx: ort.Tensor; absSum: ort.Tensor } | undefined;
   try {
-    acc = { xtx: await rt.upload(rt.host(new Float32Array(n * n), [n, n])), absSum: await rt.upload(rt.host(new Float32Array(n), [n])) };
-    for (let k = 0; k < batches.length; k++) {
+    // The first batch's statistics start the sums on the device (no n×n zeros uploaded: 485 MB for a 7B down_proj input).
+    acc = await fwd.blockStatsTensor(xOf(0), batches[0][1], wT, input);
+    for (let k = 1; k < batches.length; k++) {
       throwIfCancelled(hooks.signal);
       const next = await fwd.blockStatsAccumulate(xOf(k), batches[k][1], wT, input, acc);
       rt.release(acc.xtx, acc.absSum);
@@ -164,10 +165,16 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     X = loadActivationStore(dir.actsFile(m.completedBlocks - 1), N, recordLen, budget, join(dir.scratchDir, `in-${m.completedBlocks}.f32`));
   } else {
     X = createActivationStore(N, recordLen, budget, join(dir.scratchDir, 'in-0.f32'));
-    const embedW = read('model.embed_tokens.weight');
-    for (const [i0, nb] of batches) {
-      throwIfCancelled(hooks.signal);
-      scatter(X, i0, nb, await fwd.embed(calib.windows.subarray(i0 * T, (i0 + nb) * T), nb, embedW));
+    // The embedding matrix goes to the device once, not with every batch (a 7B one is 524 MB).
+    const embedT = await rt.scoped('weights', () => rt.upload(rt.host(read('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize])));
+    try {
+      for (const [i0, nb] of batches) {
+        throwIfCancelled(hooks.signal);
+        const x = await fwd.embedTensor(calib.windows.subarray(i0 * T, (i0 + nb) * T), nb, embedT, 'host');
+        scatter(X, i0, nb, x.data as Float32Array);
+      }
+    } finally {
+      rt.release(embedT);
     }
   }
   if (X.spilled) hooks.log('info', `calibration activations (${((N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB per block) exceed half of memoryBudgetMB: spilled to ${dir.scratchDir}`);
