@@ -102,7 +102,9 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
   }
   const norm = init('model.norm.weight', await model.weights('model.norm.weight'), [cfg.hiddenSize]);
   const head = cfg.tiedHead ? embed : init(headTensorName(cfg), await model.weights(headTensorName(cfg)), [cfg.vocabSize, cfg.hiddenSize]);
-  g.output(emitHead(g, cfg, x, norm, head, null), 'logits', ['batch', 'sequence', cfg.vocabSize]);
+  // The head [V, H] through a Transpose ORT folds at load, then MatMul (see export_onnx_linear.ts matmulWt).
+  const headT = g.op('Transpose', [head], { perm: [1, 0] });
+  g.output(emitHead(g, cfg, x, norm, headT, null, 'in_out'), 'logits', ['batch', 'sequence', cfg.vocabSize]);
   return { bytes: g.toModel(), kinds };
 }
 

@@ -26,10 +26,19 @@ export type LinearKind = 'dense' | 'matmulnbits' | 'dequant' | 'codebook';
 
 const f32 = (a: Float64Array | ArrayLike<number>) => Float32Array.from(a);
 
+/**
+ * x·Wᵀ as MatMul(x, Transpose(W)): W stays [out, in] in the file, ORT folds the Transpose of a constant at
+ * load, and the product runs as MatMul — Gemm(transB=1) runs at a third of MatMul's speed on the WebGPU EP
+ * (bench/ep_profile.ts), which is where exported models are evaluated on a GPU.
+ */
+function matmulWt(g: GraphBuilder, x: Value, w: Value): Value {
+  return g.op('MatMul', [x, g.op('Transpose', [w], { perm: [1, 0] })]);
+}
+
 /** y = x·Wᵀ (+ b) with W [rows, cols] stored as a float32 initializer. */
 export function emitDenseLinear(g: GraphBuilder, name: string, w: Float32Array, rows: number, cols: number, x: Value, bias: Value | null): Value {
-  const wv = g.initializer(`${name}.weight`, w, [rows, cols]);
-  return g.op('Gemm', bias ? [x, wv, bias] : [x, wv], { transB: 1 });
+  const y = matmulWt(g, x, g.initializer(`${name}.weight`, w, [rows, cols]));
+  return bias ? g.op('Add', [y, bias]) : y;
 }
 
 function isPow2(n: number): boolean {
@@ -84,7 +93,7 @@ function emitResidual(g: GraphBuilder, name: string, s: LoproStoredLayer, xr: Va
     const gi = g.initializer(`${name}.g_idx`, grp, [n]);
     const sE = g.op('Gather', [scales, gi], { axis: 1 }), zE = g.op('Gather', [zeros, gi], { axis: 1 });
     const w = g.op('Mul', [g.op('Sub', [g.op('Cast', [codes], { to: 1 }), zE]), sE]);
-    return { y: g.op('Gemm', [xr, w], { transB: 1 }), kind: 'dequant' };
+    return { y: matmulWt(g, xr, w), kind: 'dequant' };
   }
   // lopro_v: index of every d-vector into the flattened codebooks [G·K, d].
   const d = s.vqDim!, V = n / d, K = s.codebookBits!.length / (s.groups * d);
@@ -92,7 +101,7 @@ function emitResidual(g: GraphBuilder, name: string, s: LoproStoredLayer, xr: Va
   for (let i = 0; i < m; i++) for (let v = 0; v < V; v++) idx[i * V + v] = Math.floor((v * d) / s.groupSize) * K + s.vqCodes![i * V + v];
   const books = g.initializer(`${name}.codebooks`, f32(decodeF16(s.codebookBits!)), [s.groups * K, d]);
   const w = g.op('Reshape', [g.op('Gather', [books, g.initializer(`${name}.vq_idx`, idx, [m, V])], { axis: 0 }), g.constI64([m, n])]);
-  return { y: g.op('Gemm', [xr, w], { transB: 1 }), kind: 'codebook' };
+  return { y: matmulWt(g, xr, w), kind: 'codebook' };
 }
 
 /** The full LoPRo linear (spec §4) on x [N, n] → [N, m]. */
@@ -118,8 +127,8 @@ export function emitLoproLinear(g: GraphBuilder, name: string, s: LoproStoredLay
     const V = g.initializer(`${name}.lr_v`, f32(decodeF8E4M3(s.vCodes)), [s.rank, n]);
     const U = g.initializer(`${name}.lr_u`, f32(decodeF8E4M3(s.uCodes)), [m, s.rank]);
     const sigma = g.initializer(`${name}.lr_sigma`, f32(decodeF16(s.sigmaBits)), [s.rank]);
-    const t = g.op('Mul', [g.op('Gemm', [g.op('Mul', [x, invAlpha]), V], { transB: 1 }), sigma]);
-    y = g.op('Add', [y, g.op('Gemm', [t, U], { transB: 1 })]);
+    const t = g.op('Mul', [matmulWt(g, g.op('Mul', [x, invAlpha]), V), sigma]);
+    y = g.op('Add', [y, matmulWt(g, t, U)]);
   }
   if (bias) y = g.op('Add', [y, bias]);
   return { y, kind: res.kind };
