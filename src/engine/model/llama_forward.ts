@@ -144,7 +144,12 @@ export class LlamaForward {
    */
   async weightTensor(name: string, v: Float32Array): Promise<ort.Tensor> {
     if (name.endsWith('norm.weight') || name.endsWith('bias')) return this.rt.upload(this.rt.host(v, [v.length]));
-    const cols = this.inFeatures(name), rows = v.length / cols;
+    const cols = this.inFeatures(name);
+    return this.matrixTensor(v, v.length / cols, cols);
+  }
+
+  /** A [rows, cols] weight (checkpoint layout) uploaded, and transposed once on the device under 'in_out'. */
+  private async matrixTensor(v: Float32Array, rows: number, cols: number): Promise<ort.Tensor> {
     const t = await this.rt.upload(this.rt.host(v, [rows, cols]));
     if (this.layout === 'out_in') return t;
     const s = await this.rt.session('transpose2d', transposeModel, this.placement);
@@ -232,15 +237,8 @@ export class LlamaForward {
    * The LM head [V, H] as headNll takes it: uploaded, and under the 'in_out' layout transposed once on the
    * device (the head is the largest product of an evaluation; Gemm transB would run it at a third of the speed).
    */
-  async headTensor(head: Float32Array): Promise<ort.Tensor> {
-    const t = await this.rt.upload(this.rt.host(head, [this.cfg.vocabSize, this.cfg.hiddenSize]));
-    if (this.layout === 'out_in') return t;
-    const s = await this.rt.session('transpose2d', transposeModel, this.placement);
-    try {
-      return (await this.rt.run(s, { x: t })).y;
-    } finally {
-      this.rt.release(t);
-    }
+  headTensor(head: Float32Array): Promise<ort.Tensor> {
+    return this.matrixTensor(head, this.cfg.vocabSize, this.cfg.hiddenSize);
   }
 
   /**
