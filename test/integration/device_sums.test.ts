@@ -1,13 +1,14 @@
 // The GPU pipeline's Hessian path (running sums kept on the device, H = (XᵀX + XᵀXᵀ)/N and mean|x|
 // finished there, float32) against the host path (float64 sums, symmetrised on the host), both on the
 // CPU EP: LOPRO_DEVICE_SUMS=always takes the device path with host tensors. The cached Hessians must
-// agree to float32 rounding and be exactly symmetric; the run must complete with both.
+// agree to float32 rounding and be exactly symmetric; the run must complete with both. And a device without
+// room for the calibration activations (injected failure) falls back to the host path with the same bytes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { SafetensorsFile } from '../../src/engine/io/safetensors';
 import { RunDir } from '../../src/engine/run/rundir';
-import { runCli, tmp, TINY, TRAIN } from './helpers';
+import { runCli, sha256, tmp, TINY, TRAIN } from './helpers';
 
 // 6 windows: 1/N is inexact, so the float32 finish on the "device" really differs from the float64 one.
 const ARGS = ['quantize', TINY, '--method', 'gptq', '--bits', '3', '--calib', TRAIN, '--samples', '6', '--ctx', '64', '--ep', 'cpu'];
@@ -42,4 +43,16 @@ test('Hessians finished on the device (LOPRO_DEVICE_SUMS=always) = host Hessians
     fb.close();
   }
   assert.ok(anyDiff, 'the two paths gave bit-identical Hessians: the device path did not run');
+});
+
+test('activations that do not fit on the device: one warning, the host path, the same bytes', () => {
+  const base = tmp('devacts-oom');
+  const args = ['quantize', TINY, '--method', 'lopro', '--bits', '2', '--calib', TRAIN, '--samples', '4', '--ctx', '64', '--ep', 'cpu'];
+  const ref = runCli([...args, '--out', join(base, 'ref')]);
+  assert.equal(ref.code, 0, ref.stderr);
+  // LOPRO_DEVICE_ACTS=always takes the device-activations path; the injected failure stands for a full device.
+  const oom = runCli([...args, '--out', join(base, 'oom')], { LOPRO_DEVICE_ACTS: 'always', LOPRO_FAIL_UPLOAD_SCOPE: 'activations' });
+  assert.equal(oom.code, 0, oom.stderr);
+  assert.equal(oom.stderr.match(/do not fit on the cpu device \(injected: no device memory/g)?.length, 1, oom.stderr);
+  assert.equal(sha256(join(base, 'oom', 'native', 'model.safetensors')), sha256(join(base, 'ref', 'native', 'model.safetensors')));
 });

@@ -249,6 +249,9 @@ export class ComputeRuntime {
 
   /** Moves a host tensor to the device (WebGPU); on other EPs returns it unchanged. */
   async upload(t: Tensor): Promise<Tensor> {
+    // Fault injection for tests: LOPRO_FAIL_UPLOAD_SCOPE=<scope> makes uploads in that scope fail as an
+    // out-of-memory device would (the callers' fallbacks are tested on the CPU EP this way).
+    if (process.env.LOPRO_FAIL_UPLOAD_SCOPE && process.env.LOPRO_FAIL_UPLOAD_SCOPE === this.scopeLabel) throw new Error(`injected: no device memory for ${byteSize(t)} bytes`);
     if (!this.keepsDataOnDevice || t.location !== 'cpu') return t;
     const s = await this.session(`identity:${t.type}:${t.dims.length}`, () => identityModel(t.type as OnnxDtype, t.dims.length), 'device');
     return (await this.run(s, { x: t })).y;

@@ -188,7 +188,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   // GPU EP: the calibration activations live on the device through a block when they fit (xDev: this
   // block's input batches; yDev: its outputs, the next block's xDev).
   // LOPRO_DEVICE_ACTS=always takes this path on any EP (tests: on the CPU EP "device" tensors are host ones).
-  const keepActs = (rt.keepsDataOnDevice || process.env.LOPRO_DEVICE_ACTS === 'always') && 2 * N * recordLen * 4 <= deviceActivationBudgetBytes();
+  let keepActs = (rt.keepsDataOnDevice || process.env.LOPRO_DEVICE_ACTS === 'always') && 2 * N * recordLen * 4 <= deviceActivationBudgetBytes();
   let xDev: ort.Tensor[] | null = null, yDev: ort.Tensor[] | null = null;
   let wT: Record<string, ort.Tensor> = {};
   if (keepActs) hooks.log('info', `calibration activations kept on the ${rt.ep} device through each block (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB)`);
@@ -207,10 +207,18 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       // layer replaces just its own tensor (below), so later passes see it.
       wT = await rt.scoped('weights', () => fwd.weightTensors(w));
       if (keepActs && !xDev) {
-        const xs: ort.Tensor[] = (xDev = []);
-        await rt.scoped('activations', async () => {
-          for (const [i0, nb] of batches) xs.push(await rt.upload(rt.host(gather(X, i0, nb), [nb, T, cfg.hiddenSize])));
-        });
+        const xs: ort.Tensor[] = [];
+        try {
+          await rt.scoped('activations', async () => {
+            for (const [i0, nb] of batches) xs.push(await rt.upload(rt.host(gather(X, i0, nb), [nb, T, cfg.hiddenSize])));
+          });
+          xDev = xs;
+        } catch (e) {
+          // A device without room for them (the budget is a guess: no EP reports free memory): host path from here on.
+          rt.release(...xs);
+          keepActs = false;
+          hooks.log('warn', `calibration activations do not fit on the ${rt.ep} device (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); keeping them on the host (set LOPRO_DEVICE_ACTS_MB lower to skip the attempt)`);
+        }
       }
       const xOf = (k: number) => xDev?.[k] ?? gather(X, batches[k][0], batches[k][1]);
       const lins = blockLinears(cfg, b);
