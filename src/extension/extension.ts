@@ -54,7 +54,7 @@ async function pickModel(uri?: vscode.Uri): Promise<string | undefined> {
     ...files.filter((f) => !folders.includes(path.dirname(f))).map((f) => ({ label: path.basename(f), description: f, detail: 'safetensors file' })),
     { label: 'Browse…', description: '' },
   ];
-  const pick = await vscode.window.showQuickPick(items, { title: 'LoPRo: model to quantize' });
+  const pick = await vscode.window.showQuickPick(items, { title: 'LoPRo: model to quantize', ignoreFocusOut: true });
   if (!pick) return undefined;
   if (pick.label !== 'Browse…') return pick.description;
   const chosen = await vscode.window.showOpenDialog({ canSelectFiles: true, canSelectFolders: true, filters: { Safetensors: ['safetensors'] } });
@@ -64,7 +64,9 @@ async function pickModel(uri?: vscode.Uri): Promise<string | undefined> {
 async function pickRun(runs: RunManager, title: string): Promise<string | undefined> {
   const recent = runs.recentRuns();
   const items: vscode.QuickPickItem[] = [...recent.map((d) => ({ label: path.basename(d), description: d })), { label: 'Browse…', description: '' }];
-  const pick = await vscode.window.showQuickPick(items, { title });
+  // ignoreFocusOut: a results panel still rendering a finished run can take focus, which would dismiss the pick
+  // (seen in the UI e2e: the Compare Runs pick vanished under the cursor right after a run ended).
+  const pick = await vscode.window.showQuickPick(items, { title, ignoreFocusOut: true });
   if (!pick) return undefined;
   if (pick.label !== 'Browse…') return pick.description;
   const chosen = await vscode.window.showOpenDialog({ canSelectFiles: false, canSelectFolders: true, title });
