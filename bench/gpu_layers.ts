@@ -3,7 +3,7 @@
 // (bench/torch_gptq.py, measured on the H100: bench/data/torch_gptq_h100_2026-11-22.json).
 //
 //   node --import tsx bench/gpu_layers.ts [--shapes 4096x4096,11008x4096,4096x11008] [--methods rtn,gptq,lopro,lopro_v]
-//        [--ep cpu,webgpu,cuda] [--engines hybrid] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool] [--pipeline 0|1] [--overlap 1|0] [--chol-leaf N]
+//        [--ep cpu,webgpu,cuda] [--engines loop|hybrid|device|parallel|ts] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool] [--pipeline 0|1] [--overlap 1|0] [--chol-leaf N]
 //        [--peer torch.json] [--out DIR] [--append]
 //
 // Shapes are rows×cols of W (y = W·x; cols = the input width, H is cols×cols), as in torch_gptq.py.
@@ -43,7 +43,8 @@ const arg = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return
 const shapes = arg('shapes', '4096x4096,11008x4096,4096x11008').split(',').map((s) => s.split('x').map(Number) as [number, number]);
 const methods = arg('methods', 'rtn,gptq,lopro').split(',');
 const eps = arg('ep', 'cpu').split(',') as EpName[];
-const engines = arg('engines', 'hybrid').split(',');
+// Default: what the pipeline uses — the device column loop on WebGPU, the hybrid driver on the other EPs.
+const engines = arg('engines', eps.every((e) => e === 'webgpu') ? 'loop' : 'hybrid').split(',');
 const bitsList = arg('bits', '2').split(',').map(Number);
 const threads = Number(arg('threads', String(os.availableParallelism())));
 const tokens = Number(arg('tokens', '2048'));
