@@ -72,7 +72,7 @@ function batchModel(sh: BatchShape): () => Uint8Array {
     const hRows = Array.from({ length: count }, (_, i) => g.op('Slice', [hs, g.constI64([i]), g.constI64([i + 1]), g.constI64([0])]));
     // Group params from W at the batch start (find_params, min-max), and the per-group constants of
     // the column step: 1/s and z − ½ (code = clamp(⌈w·(1/s) + z − ½⌉, 0, maxq): round half down, see
-    // roundHalfDown), s·z (w − ŵ = w + s·z − s·code).
+    // the header), s·z (w − ŵ = w + s·z − s·code).
     const scales: Value[] = [], zeros: Value[] = [];
     if (G === -1) {
       scales.push(g.input('s', 'float32', ['R', 1]));

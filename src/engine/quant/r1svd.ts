@@ -145,20 +145,28 @@ export function r1svd(aVals: ArrayLike<number>, m: number, n: number, opts: R1sv
   return r1svdInPlace(A, m, n, opts);
 }
 
-/** Same as r1svd but deflates `A` itself (float32 or float64: the _ref twin passes float64). */
-export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOptions): LowRankFactors {
-  const round = opts.roundFactors !== false;
+/** A step the R1SVD rounds ask their driver for: out = A_k·x ('mv'), out = A_kᵀ·x ('mtv'), or deflate by a new factor. */
+export type R1svdStep =
+  | { op: 'mv'; x: Float64Array; out: Float64Array }
+  | { op: 'mtv'; x: Float64Array; out: Float64Array }
+  | { op: 'added'; uHat: Float64Array; vHat: Float64Array; sHat: number };
+
+/**
+ * The R1SVD rounds (start vectors, power iterations, normalisation, stopping rules, f.add), written once
+ * as a generator that hands the mat-vecs on the deflated A_k — and the deflation itself — to its driver:
+ * r1svdInPlace (TypeScript, synchronous) and r1svdRoundsAsync (the worker pool). The same steps in the
+ * same order, so a driver is bit-identical to r1svdInPlace when its mat-vecs are.
+ */
+export function* r1svdRounds(m: number, n: number, opts: R1svdOptions, f: R1svdFactorSet): Generator<R1svdStep, void, void> {
   const rMax = Math.max(0, Math.min(opts.rank, m, n));
   const rng = new SeededRng(opts.seed);
-  const total = frob2(A);
-  const f = new R1svdFactorSet(m, n, round);
   const s = new Float64Array(n), y = new Float64Array(m), z = new Float64Array(n);
   for (let k = 0; k < rMax; k++) {
     for (let j = 0; j < n; j++) s[j] = rng.gaussian();
-    matVec(A, m, n, s, y);
+    yield { op: 'mv', x: s, out: y };
     for (let it = 0; it < opts.powerIters; it++) {
-      matTVec(A, m, n, y, z);
-      matVec(A, m, n, z, y);
+      yield { op: 'mtv', x: y, out: z };
+      yield { op: 'mv', x: z, out: y };
       const ny = norm2(y);
       if (!(ny > 0)) break;
       for (let i = 0; i < m; i++) y[i] /= ny;
@@ -166,56 +174,46 @@ export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOpt
     const ny = norm2(y);
     if (!(ny > 0) || !Number.isFinite(ny)) break; // A is (numerically) exactly rank k
     for (let i = 0; i < m; i++) y[i] /= ny;
-    matTVec(A, m, n, y, z);
+    yield { op: 'mtv', x: y, out: z };
     const sigma = norm2(z);
     if (!(sigma > 0) || !Number.isFinite(sigma)) break;
-    const { uHat, vHat, sHat } = f.add(y, z, sigma);
-    // Deflate with exactly what will be stored.
-    for (let i = 0; i < m; i++) {
-      const a = sHat * uHat[i];
-      if (a === 0) continue;
-      const o = i * n;
-      for (let j = 0; j < n; j++) A[o + j] -= a * vHat[j];
+    yield { op: 'added', ...f.add(y, z, sigma) };
+  }
+}
+
+/** Same as r1svd but deflates `A` itself (float32 or float64: the _ref twin passes float64). */
+export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOptions): LowRankFactors {
+  const total = frob2(A);
+  const f = new R1svdFactorSet(m, n, opts.roundFactors !== false);
+  for (const st of r1svdRounds(m, n, opts, f)) {
+    if (st.op === 'mv') matVec(A, m, n, st.x, st.out);
+    else if (st.op === 'mtv') matTVec(A, m, n, st.x, st.out);
+    else {
+      // Deflate with exactly what will be stored.
+      const { uHat, vHat, sHat } = st;
+      for (let i = 0; i < m; i++) {
+        const a = sHat * uHat[i];
+        if (a === 0) continue;
+        const o = i * n;
+        for (let j = 0; j < n; j++) A[o + j] -= a * vHat[j];
+      }
     }
   }
   const energy = total > 0 ? 1 - frob2(A) / total : 0;
   return { ...f.layout(), energy };
 }
 
-/**
- * The R1SVD rounds of r1svdInPlace with the mat-vecs supplied (`mv`: out = A_k·x, `mtv`: out = A_kᵀ·y
- * on the deflated A_k, wherever A lives): the worker pool (gptq_parallel_lopro.ts) and the device
- * (r1svd_device.ts) drivers share it. Same start vectors, normalisation and stopping rules, in the
- * same order, so each driver stays bit-identical to r1svdInPlace when its mat-vecs are. `f.add`
- * records each factor; `afterAdd` deflates A where the driver keeps it (the device driver doesn't).
- */
+/** r1svdRounds driven with asynchronous mat-vecs and deflation (the worker pool: gptq_parallel_lopro.ts). */
 export async function r1svdRoundsAsync(
   m: number, n: number, opts: R1svdOptions, f: R1svdFactorSet,
   mv: (x: Float64Array, out: Float64Array) => Promise<void>,
   mtv: (y: Float64Array, out: Float64Array) => Promise<void>,
   afterAdd?: (added: { uHat: Float64Array; vHat: Float64Array; sHat: number }) => Promise<void>,
 ): Promise<void> {
-  const rMax = Math.max(0, Math.min(opts.rank, m, n));
-  const rng = new SeededRng(opts.seed);
-  const s = new Float64Array(n), y = new Float64Array(m), z = new Float64Array(n);
-  for (let k = 0; k < rMax; k++) {
-    for (let j = 0; j < n; j++) s[j] = rng.gaussian();
-    await mv(s, y);
-    for (let it = 0; it < opts.powerIters; it++) {
-      await mtv(y, z);
-      await mv(z, y);
-      const ny = norm2(y);
-      if (!(ny > 0)) break;
-      for (let i = 0; i < m; i++) y[i] /= ny;
-    }
-    const ny = norm2(y);
-    if (!(ny > 0) || !Number.isFinite(ny)) break; // A is (numerically) exactly rank k
-    for (let i = 0; i < m; i++) y[i] /= ny;
-    await mtv(y, z);
-    const sigma = norm2(z);
-    if (!(sigma > 0) || !Number.isFinite(sigma)) break;
-    const added = f.add(y, z, sigma);
-    if (afterAdd) await afterAdd(added);
+  for (const st of r1svdRounds(m, n, opts, f)) {
+    if (st.op === 'mv') await mv(st.x, st.out);
+    else if (st.op === 'mtv') await mtv(st.x, st.out);
+    else if (afterAdd) await afterAdd(st);
   }
 }
 

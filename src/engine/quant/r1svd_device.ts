@@ -45,7 +45,7 @@ function mtvModel(chunks: [number, number][], m: number, n: number, k: number): 
 }
 
 /**
- * One rank's power iteration (r1svd.ts r1svdRoundsAsync, unrolled): inputs the chunks a_c, the start
+ * One rank's power iteration (r1svd.ts r1svdRounds, unrolled): inputs the chunks a_c, the start
  * vector s [n, 1] and the factors found so far Uf [m, K], Vf [K, n], sg [1, K] (unused columns zero);
  * outputs y [m, 1] (unit) and z [1, n] = A_kᵀ·y, so σ = ‖z‖.
  */
