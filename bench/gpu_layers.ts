@@ -28,7 +28,7 @@ import { ComputeRuntime, type ComputeCounters, type EpName } from '../src/engine
 import { GraphBuilder } from '../src/engine/compute/graph';
 import { gptqQuantize, type GptqOptions, type GptqResult } from '../src/engine/quant/gptq';
 import { GptqPool, gptqQuantizeParallel } from '../src/engine/quant/gptq_parallel';
-import { choleskyOn, createSlabUpdater, gptqQuantizeDevice } from '../src/engine/quant/gptq_device';
+import { choleskyOn, createSlabUpdater, deviceLoopCholesky, gptqQuantizeDevice } from '../src/engine/quant/gptq_device';
 import { quantizeLayerLoPRoWith, type GptqEngine } from '../src/engine/quant/gptq_device_lopro';
 import { gptqQuantizeDeviceLoop } from '../src/engine/quant/gptq_device_loop';
 import { quantizeLayerLoPRoParallel, r1svdParallel } from '../src/engine/quant/gptq_parallel_lopro';
@@ -146,7 +146,7 @@ function makeEngine(name: string, rt: ComputeRuntime, pool: GptqPool | undefined
     case 'device': return (W, r, c, H, o) => gptqQuantizeDevice(W, r, c, H, { ...o, rt, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) });
     case 'hybrid': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s), pipeline: pipelineOn, overlapCholesky: overlapOn });
     // loop = the whole column loop on the EP, one run per batch (quant/gptq_device_loop.ts; the pipeline's WebGPU default)
-    case 'loop': return (W, r, c, H, o) => gptqQuantizeDeviceLoop(rt, W, r, c, H, { ...o, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) });
+    case 'loop': return (W, r, c, H, o) => gptqQuantizeDeviceLoop(rt, W, r, c, H, { ...o, ...(crt === rt ? deviceLoopCholesky(rt, cholLeaf) : { choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) }) });
     default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid, loop)`);
   }
 }

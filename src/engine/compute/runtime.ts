@@ -247,6 +247,11 @@ export class ComputeRuntime {
     return new ort.Tensor('float32', data, dims);
   }
 
+  /** A host int64 tensor (Slice bounds and other index inputs). */
+  hostI64(values: readonly number[], dims: readonly number[] = [values.length]): Tensor {
+    return new ort.Tensor('int64', BigInt64Array.from(values.map((v) => BigInt(v))), dims);
+  }
+
   /** Moves a host tensor to the device (WebGPU); on other EPs returns it unchanged. */
   async upload(t: Tensor): Promise<Tensor> {
     // Fault injection for tests: LOPRO_FAIL_UPLOAD_SCOPE=<scope> makes uploads in that scope fail as an
@@ -320,9 +325,24 @@ function sessionOptions(ep: EpName, opts: RuntimeOptions, placement: OutputPlace
     case 'webgpu': {
       const loc = (p: 'host' | 'device'): 'gpu-buffer' | 'cpu' => (p === 'device' ? 'gpu-buffer' : 'cpu');
       const preferredOutputLocation = typeof placement === 'string' ? loc(placement) : Object.fromEntries(Object.entries(placement).map(([k, v]) => [k, loc(v)]));
-      return { ...base, executionProviders: ['webgpu'], preferredOutputLocation };
+      return { ...base, executionProviders: [{ name: 'webgpu', ...webgpuOptions() }], preferredOutputLocation };
     }
   }
+}
+
+// The WebGPU EP options the Node binding passes through (others throw there). They configure ORT's one
+// WebGPU context, created by the first WebGPU session of the process: later sessions cannot change them.
+const WEBGPU_OPTION_NAMES = ['validationMode', 'storageBufferCacheMode', 'uniformBufferCacheMode', 'queryResolveBufferCacheMode', 'defaultBufferCacheMode'];
+
+/** LOPRO_WEBGPU_OPTIONS="validationMode=disabled,storageBufferCacheMode=bucket" (bench A/B runs). */
+export function webgpuOptions(spec = process.env.LOPRO_WEBGPU_OPTIONS ?? ''): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const kv of spec.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const [k, v] = kv.split('=').map((x) => x.trim());
+    if (!WEBGPU_OPTION_NAMES.includes(k) || !v) throw new RangeError(`LOPRO_WEBGPU_OPTIONS: '${kv}' is not name=value with a name among ${WEBGPU_OPTION_NAMES.join(', ')}`);
+    out[k] = v;
+  }
+  return out;
 }
 
 /** Identity over a tensor of the given rank (symbolic dims): the upload/readback path of WebGPU. */

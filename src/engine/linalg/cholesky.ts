@@ -83,20 +83,36 @@ export async function choleskyInverseLower(aVals: ArrayLike<number>, n: number, 
 /** Upper U with H⁻¹ = Uᵀ·U: GPTQ's `Hinv` (same semantics as choleskyInverseUpper_ref). */
 export async function choleskyInverseUpper(hVals: ArrayLike<number>, n: number, opts: CholeskyOptions = {}): Promise<Float64Array> {
   const ctx = await context(opts, false, (i) => n - 1 - i);
-  const last = n * n - 1;
-  const u = new Float64Array(n * n);
   if (ctx.host) {
+    const last = n * n - 1;
+    const u = new Float64Array(n * n);
     for (let i = 0; i <= last; i++) u[last - i] = hVals[i]; // J·H·J: reverse rows and columns
     const w = { ...ctx, n, a: u, x: new Float64Array(n * n) };
     await factorHostResident(w);
     for (let i = 0; i <= last; i++) u[last - i] = w.x[i]; // U = J·X·J (u is free again)
     return u;
   }
+  return toF64(await downloadRelease(ctx.rt, await flippedFactor(ctx, hVals, n)));
+}
+
+/**
+ * GPTQ's Hinv as a float32 [n, n] tensor left on the device (the device engine): the GPTQ column loop
+ * slices its rows there, so U never crosses to the host (n = 11008: 485 MB down, then up again row by
+ * row). The caller releases it.
+ */
+export async function choleskyInverseUpperTensor(hVals: ArrayLike<number>, n: number, opts: CholeskyOptions = {}): Promise<Tensor> {
+  return flippedFactor(await context({ ...opts, engine: 'device' }, false, (i) => n - 1 - i), hVals, n);
+}
+
+/** U = J·X·J where X = L⁻¹ for J·H·J = L·Lᵀ (see the header); H is reversed on the host, X on the device. */
+async function flippedFactor(ctx: Ctx, hVals: ArrayLike<number>, n: number): Promise<Tensor> {
+  const last = n * n - 1;
   const flipped = new Float32Array(n * n);
   for (let i = 0; i <= last; i++) flipped[last - i] = hVals[i];
   const f = await factorHost(ctx, flipped, n);
-  const x = await downloadRelease(ctx.rt, f.X);
-  for (let i = 0; i <= last; i++) u[last - i] = x[i]; // U = J·X·J
+  const s = await ctx.rt.session(`chol/flip/${n}`, () => flipModel(n), 'device');
+  const u = (await ctx.rt.run(s, { x: f.X })).y;
+  ctx.rt.release(f.X);
   return u;
 }
 
@@ -175,6 +191,15 @@ function blocks(d: number): [number, number][] {
 function slicer(g: GraphBuilder) {
   return (x: Value, r0: number, r1: number, c0: number, c1: number): Value =>
     g.op('Slice', [x, g.constI64([r0, c0]), g.constI64([r1, c1]), g.constI64([0, 1])]);
+}
+
+/** J·X·J: rows and columns reversed (two Gathers). */
+function flipModel(n: number): Uint8Array {
+  const g = new GraphBuilder('chol_flip');
+  const rev = g.constI64(Array.from({ length: n }, (_, i) => n - 1 - i));
+  const x = g.input('x', 'float32', [n, n]);
+  g.output(g.op('Gather', [g.op('Gather', [x, rev], { axis: 0 }), rev], { axis: 1 }), 'y');
+  return g.toModel();
 }
 
 function splitModel(h: number, p: number): Uint8Array {

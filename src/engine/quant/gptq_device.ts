@@ -18,7 +18,7 @@
 import * as ort from 'onnxruntime-node';
 import { GraphBuilder } from '../compute/graph';
 import type { ComputeRuntime, Tensor } from '../compute/runtime';
-import { choleskyInverseUpper as choleskyInverseUpperOrt } from '../linalg/cholesky';
+import { choleskyInverseUpper as choleskyInverseUpperOrt, choleskyInverseUpperTensor } from '../linalg/cholesky';
 import { gptqQuantizeAsync, type GptqOptions, type GptqResult, type LazyUpdateRequest } from './gptq';
 import { choleskyInverseUpper as choleskyInverseUpperTs } from './gptq_linalg';
 
@@ -253,6 +253,22 @@ export function slabWidth(opts: GptqOptions): number {
 export function choleskyOn(rt: ComputeRuntime, engine?: 'ort' | 'ts', leaf?: number): (h: Float64Array, n: number) => Promise<Float64Array> {
   // `leaf`: the blocked Cholesky's float64 leaf size (fewer ORT runs and leaf round trips when larger; default: linalg's).
   return async (h, n) => ((engine ?? (n >= 512 ? 'ort' : 'ts')) === 'ort' ? choleskyInverseUpperOrt(h, n, { rt, leaf }) : choleskyInverseUpperTs(h, n));
+}
+
+/**
+ * The device loop's Cholesky hooks (quant/gptq_device_loop.ts): U left on `rt`'s device where the
+ * runtime keeps data there (WebGPU), else the host copy of choleskyOn. LOPRO_GPTQ_HINV=host: always
+ * the host copy (A/B runs).
+ */
+export function deviceLoopCholesky(rt: ComputeRuntime, leaf?: number): {
+  choleskyInverseUpperAsync: (h: Float64Array, n: number) => Promise<Float64Array>;
+  choleskyInverseUpperTensor?: (h: Float64Array, n: number) => Promise<Tensor>;
+} {
+  const onDevice = rt.keepsDataOnDevice && process.env.LOPRO_GPTQ_HINV !== 'host';
+  return {
+    choleskyInverseUpperAsync: choleskyOn(rt, undefined, leaf),
+    ...(onDevice ? { choleskyInverseUpperTensor: (h: Float64Array, n: number) => choleskyInverseUpperTensor(h, n, { rt, leaf }) } : {}),
+  };
 }
 
 /** Single-threaded GPTQ with the lazy updates on `opts.rt` (the column loop stays in TypeScript). */

@@ -35,7 +35,25 @@ export function deviceLoopSupports(opts: GptqOptions, cols: number): boolean {
   return !opts.staticGroups && Number.isInteger(G) && G > 0 && B % G === 0;
 }
 
-interface BatchShape {
+/**
+ * How a batch's graph is written. 'direct': fasterquant's per-column step as is (11 nodes per column).
+ * 'shifted' (issue 5, session 4): the batch works on T = W1·(1/s) + (z − ½) − c, the weights in code
+ * units, so a column is Slice, Ceil, Clip, Sub and its update Slice, Mul, Sub (7 nodes). It needs one
+ * set of params for the whole batch (per-row params, or one group per batch: the default g128/B128),
+ * and is exact algebra, not an approximation: with hs = Hinv's rows scaled by 1/d, fasterquant's
+ * t_j −= (t_i + ½ − q_i)·hs_ij becomes T_j −= (T_i − q_i)·hs_ij once every column starts shifted by
+ * c_j = ½·Σ_{i<j} hs_ij (by induction T_j = t_j when column j is reached).
+ */
+export type LoopForm = 'direct' | 'shifted';
+
+export interface BatchShape {
+  form: LoopForm;
+  /**
+   * Where Hinv's rows come from: 'host' feeds h [count, C] and invd [1, count]; 'device' slices them
+   * from U [N, N] resident on the device (rows hb[0]..he[0], columns hb[1]..he[1], int64 inputs) and
+   * takes 1/d from its diagonal.
+   */
+  hFrom: 'host' | 'device';
   count: number;
   /** Group width inside the batch (−1: per-row params fed in). */
   G: number;
@@ -56,19 +74,31 @@ function packedWidth(s: BatchShape): number {
  * invd [1, count] (1/Hinv[k, k]) and, for G = −1, s/z [R, 1]; outputs packed [R, packedWidth] and,
  * with a tail, wn [R, C − count] = W[:, i2:] after the lazy update.
  */
-function batchModel(sh: BatchShape): () => Uint8Array {
+export function batchModel(sh: BatchShape): () => Uint8Array {
   return () => {
     const g = new GraphBuilder('gptq_batch');
     const { count, G, sym, maxq } = sh;
     const w = g.input('w', 'float32', ['R', 'C']);
-    const h = g.input('h', 'float32', [count, 'C']);
-    const invd = g.input('invd', 'float32', [1, count]);
     const c = (v: number) => g.constF32(v);
     const cols = (x: Value, a: number, b: number) => g.op('Slice', [x, g.constI64([a]), g.constI64([b]), g.constI64([1])]);
+    let h: Value, invd: Value, invdCol: Value;
+    if (sh.hFrom === 'device') {
+      const u = g.input('u', 'float32', ['N', 'N']);
+      h = g.op('Slice', [u, g.input('hb', 'int64', [2]), g.input('he', 'int64', [2]), g.constI64([0, 1])]);
+      const eye = new Float32Array(count * count);
+      for (let i = 0; i < count; i++) eye[i * count + i] = 1;
+      const diag = g.op('ReduceSum', [g.op('Mul', [cols(h, 0, count), g.initializer('eye', eye, [count, count])]), g.constI64([1])], { keepdims: 1 });
+      invdCol = g.op('Div', [c(1), diag]);
+      invd = g.op('Reshape', [invdCol, g.constI64([1, count])]);
+    } else {
+      h = g.input('h', 'float32', [count, 'C']);
+      invd = g.input('invd', 'float32', [1, count]);
+      invdCol = g.op('Reshape', [invd, g.constI64([count, 1])]);
+    }
     let W1 = cols(w, 0, count);
     // Hinv's batch block with row i scaled by 1/d_i (the intra-batch update is (w_i − q_i)·Hinv[i, :]/d_i).
     // Its rows by Slice: a Split into `count` outputs exceeds the WebGPU EP's shader bindings (fails at 128).
-    const hs = g.op('Mul', [cols(h, 0, count), g.op('Reshape', [invd, g.constI64([count, 1])])]);
+    const hs = g.op('Mul', [cols(h, 0, count), invdCol]);
     const hRows = Array.from({ length: count }, (_, i) => g.op('Slice', [hs, g.constI64([i]), g.constI64([i + 1]), g.constI64([0])]));
     // Group params from W at the batch start (find_params, min-max), and the per-group constants of
     // the column step: 1/s and z − ½ (code = clamp(⌈w·(1/s) + z − ½⌉, 0, maxq): round half down, see
@@ -96,19 +126,38 @@ function batchModel(sh: BatchShape): () => Uint8Array {
     }
     const inv = scales.map((s) => g.op('Div', [c(1), s]));
     const zHalf = zeros.map((z) => g.op('Sub', [z, c(0.5)]));
-    const sz = scales.map((s, k) => g.op('Mul', [s, zeros[k]]));
     const codes: Value[] = [], diffs: Value[] = [];
-    for (let i = 0; i < count; i++) {
-      const gi = G === -1 ? 0 : Math.floor(i / G);
-      const wi = cols(W1, i, i + 1);
-      const q = g.op('Clip', [g.op('Ceil', [g.op('Add', [g.op('Mul', [wi, inv[gi]]), zHalf[gi]])]), c(0), c(maxq)]);
-      const diff = g.op('Sub', [g.op('Add', [wi, sz[gi]]), g.op('Mul', [scales[gi], q])]); // w − s·(q − z)
-      codes.push(q);
-      diffs.push(diff);
-      if (i + 1 < count) W1 = g.op('Sub', [W1, g.op('Mul', [diff, hRows[i]])]);
-    }
     const cat = (vs: Value[]) => (vs.length === 1 ? vs[0] : g.op('Concat', vs, { axis: 1 }));
-    const err = g.op('Mul', [cat(diffs), invd]); // Err1 [R, count]
+    let err: Value; // Err1 [R, count]
+    if (sh.form === 'shifted') {
+      // c_j = ½·Σ_{i<j} hs_ij (hs is upper triangular: the strictly upper part by a constant mask).
+      const mask = new Float32Array(count * count);
+      for (let i = 0; i < count; i++) for (let j = i + 1; j < count; j++) mask[i * count + j] = 0.5;
+      const shift = g.op('ReduceSum', [g.op('Mul', [hs, g.initializer('upper_half', mask, [count, count])]), g.constI64([0])], { keepdims: 1 });
+      let T = g.op('Add', [g.op('Mul', [W1, inv[0]]), g.op('Sub', [zHalf[0], shift])]);
+      const rs: Value[] = [];
+      for (let i = 0; i < count; i++) {
+        const ti = cols(T, i, i + 1);
+        const q = g.op('Clip', [g.op('Ceil', [ti]), c(0), c(maxq)]);
+        const r = g.op('Sub', [ti, q]); // t_i − q_i: the column's error in code units, less ½
+        codes.push(q);
+        rs.push(r);
+        if (i + 1 < count) T = g.op('Sub', [T, g.op('Mul', [r, hRows[i]])]);
+      }
+      err = g.op('Mul', [g.op('Mul', [g.op('Add', [cat(rs), c(0.5)]), scales[0]]), invd]); // s·(r + ½)/d
+    } else {
+      const sz = scales.map((s, k) => g.op('Mul', [s, zeros[k]]));
+      for (let i = 0; i < count; i++) {
+        const gi = G === -1 ? 0 : Math.floor(i / G);
+        const wi = cols(W1, i, i + 1);
+        const q = g.op('Clip', [g.op('Ceil', [g.op('Add', [g.op('Mul', [wi, inv[gi]]), zHalf[gi]])]), c(0), c(maxq)]);
+        const diff = g.op('Sub', [g.op('Add', [wi, sz[gi]]), g.op('Mul', [scales[gi], q])]); // w − s·(q − z)
+        codes.push(q);
+        diffs.push(diff);
+        if (i + 1 < count) W1 = g.op('Sub', [W1, g.op('Mul', [diff, hRows[i]])]);
+      }
+      err = g.op('Mul', [cat(diffs), invd]);
+    }
     const rowLoss = g.op('ReduceSum', [g.op('Mul', [err, err]), g.constI64([1])], { keepdims: 1 });
     const packed: Value[] = [...codes];
     if (G !== -1) {
@@ -128,6 +177,17 @@ function batchModel(sh: BatchShape): () => Uint8Array {
 export interface DeviceLoopHooks {
   /** Hinv (upper U with UᵀU = H_d⁻¹); throws NotPositiveDefiniteError → the RTN fallback. */
   choleskyInverseUpperAsync: (H: Float64Array, n: number) => Promise<Float64Array>;
+  /** The same U left on `rt`'s device (linalg/cholesky.ts choleskyInverseUpperTensor); preferred when given. */
+  choleskyInverseUpperTensor?: (H: Float64Array, n: number) => Promise<Tensor>;
+  /** 'auto' (default): 'shifted' where a batch has one set of params, else 'direct'. */
+  loopForm?: 'auto' | LoopForm;
+}
+
+/** The batch graph's form: 'shifted' needs one set of params per batch (see LoopForm). */
+function loopForm(asked: DeviceLoopHooks['loopForm'], G: number, count: number): LoopForm {
+  const oneParamSet = G === -1 || count <= G;
+  const want = asked ?? (process.env.LOPRO_GPTQ_LOOP_FORM as LoopForm | undefined) ?? 'auto';
+  return want === 'direct' || !oneParamSet ? 'direct' : 'shifted';
 }
 
 /** GPTQ with the column loop on `rt`'s device (see the header). Check deviceLoopSupports first. */
@@ -140,10 +200,12 @@ export async function gptqQuantizeDeviceLoop(
   const p = gptqPrepare(wVals, rows, cols, hVals, opts);
   const { blockSize: B, groupSize: G, sym, maxq, order, scale, zero } = p;
   const t1 = now();
-  let Hinv: Float64Array;
+  // Hinv on the device (U, sliced per batch by the graph) or on the host (rows fed per batch).
+  let Hinv: Float64Array | undefined, U: Tensor | undefined;
   let choleskyFallback = false;
   try {
-    Hinv = await opts.choleskyInverseUpperAsync(p.H, cols);
+    if (opts.choleskyInverseUpperTensor) U = await opts.choleskyInverseUpperTensor(p.H, cols);
+    else Hinv = await opts.choleskyInverseUpperAsync(p.H, cols);
   } catch (e) {
     Hinv = choleskyFallbackHinv(e, cols, p.where, opts);
     choleskyFallback = true;
@@ -154,6 +216,9 @@ export async function gptqQuantizeDeviceLoop(
   const fixed: Record<string, Tensor> = {};
   let w: Tensor | undefined;
   let loss = 0;
+  // Every batch's packed output stays on the device until the whole loop is enqueued: a readback per
+  // batch made the host wait for the GPU and the GPU for the host's unpacking, 32–86 times per layer.
+  const batches: { i1: number; sh: BatchShape; packed: Tensor }[] = [];
   try {
     if (G === -1) {
       fixed.s = await rt.upload(rt.host(Float32Array.from(scale), [rows, 1]));
@@ -162,20 +227,36 @@ export async function gptqQuantizeDeviceLoop(
     w = await rt.upload(rt.host(Float32Array.from(p.W), [rows, cols]));
     for (let i1 = 0; i1 < cols; i1 += B) {
       const i2 = Math.min(i1 + B, cols), count = i2 - i1, C = cols - i1;
-      const sh: BatchShape = { count, G, sym, maxq, tail: i2 < cols };
-      const h = new Float32Array(count * C), invd = new Float32Array(count);
-      for (let i = 0; i < count; i++) {
-        const k = i1 + i;
-        invd[i] = 1 / Hinv[k * cols + k];
-        for (let j = 0; j < C; j++) h[i * C + j] = Hinv[k * cols + i1 + j];
+      const sh: BatchShape = { form: loopForm(opts.loopForm, G, count), hFrom: U ? 'device' : 'host', count, G, sym, maxq, tail: i2 < cols };
+      const feeds: Record<string, Tensor> = { ...fixed, w: w! };
+      if (U) {
+        feeds.u = U;
+        feeds.hb = rt.hostI64([i1, i1]);
+        feeds.he = rt.hostI64([i2, cols]);
+      } else {
+        const h = new Float32Array(count * C), invd = new Float32Array(count);
+        for (let i = 0; i < count; i++) {
+          const k = i1 + i;
+          invd[i] = 1 / Hinv![k * cols + k];
+          for (let j = 0; j < C; j++) h[i * C + j] = Hinv![k * cols + i1 + j];
+        }
+        feeds.h = rt.host(h, [count, C]);
+        feeds.invd = rt.host(invd, [1, count]);
       }
-      const key = `gptq/loop|${count}|${G}|${sym ? 's' : 'a'}|${maxq}|${sh.tail ? 't' : ''}`;
-      const s = await rt.session(key, batchModel(sh), sh.tail ? { packed: 'host', wn: 'device' } : 'host');
-      const out = await rt.run(s, { ...fixed, w, h: rt.host(h, [count, C]), invd: rt.host(invd, [1, count]) });
+      const key = `gptq/loop|${sh.form}|${sh.hFrom}|${count}|${G}|${sym ? 's' : 'a'}|${maxq}|${sh.tail ? 't' : ''}`;
+      const s = await rt.session(key, batchModel(sh), 'device');
+      const out = await rt.run(s, feeds);
       rt.release(w);
       w = out.wn;
-      // Unpack: codes in quantization order → original columns; group params; loss.
-      const P = packedWidth(sh), pk = out.packed.data as Float32Array;
+      batches.push({ i1, sh, packed: out.packed });
+    }
+    // Unpack: codes in quantization order → original columns; group params; loss.
+    while (batches.length > 0) {
+      const { i1, sh, packed } = batches.shift()!;
+      const count = sh.count;
+      const pk = await rt.download(packed);
+      rt.release(packed);
+      const P = packedWidth(sh);
       const ng = G === -1 ? 0 : Math.ceil(count / G);
       for (let r = 0; r < rows; r++) {
         const o = r * P;
@@ -195,7 +276,7 @@ export async function gptqQuantizeDeviceLoop(
       for (let i = 0; i < count; i++) gIdx[order[i1 + i]] = G === -1 ? 0 : Math.floor((i1 + i) / G);
     }
   } finally {
-    rt.release(w, fixed.s, fixed.z);
+    rt.release(w, U, fixed.s, fixed.z, ...batches.map((b) => b.packed));
   }
   const t3 = now();
   return {

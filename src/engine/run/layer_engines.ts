@@ -16,7 +16,7 @@
 import * as os from 'node:os';
 import type { ComputeRuntime } from '../compute/runtime';
 import type { GptqOptions, GptqResult } from '../quant/gptq';
-import { choleskyOn, createSlabUpdater } from '../quant/gptq_device';
+import { choleskyOn, createSlabUpdater, deviceLoopCholesky } from '../quant/gptq_device';
 import { deviceLoopSupports, gptqQuantizeDeviceLoop } from '../quant/gptq_device_loop';
 import { GptqPool, gptqQuantizeParallel, workerScriptPath } from '../quant/gptq_parallel';
 import { r1svdParallel } from '../quant/gptq_parallel_lopro';
@@ -91,7 +91,7 @@ export function createLayerEngines(
       if (!gpu || rows * cols < minWeights || fellBack.has('GPTQ')) return onWorkers(W, rows, cols, H, opts);
       if (rt.ep === 'webgpu' && process.env.LOPRO_GPTQ_LOOP !== 'hybrid' && deviceLoopSupports(opts, cols) && !fellBack.has('GPTQ column loop')) {
         try {
-          return await rt.scoped('gptq', () => gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, choleskyInverseUpperAsync: choleskyOn(rt) }));
+          return await rt.scoped('gptq', () => gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, ...deviceLoopCholesky(rt) }));
         } catch (e) {
           fallBack('GPTQ column loop', e, 'the hybrid driver (workers + device updates)');
         }

@@ -2,7 +2,7 @@
 // recursion (and its uneven splits) is exercised.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { choleskyInverseLower, choleskyInverseUpper, choleskyLower, NotPositiveDefiniteError } from '../../../src/engine/linalg/cholesky';
+import { choleskyInverseLower, choleskyInverseUpper, choleskyInverseUpperTensor, choleskyLower, NotPositiveDefiniteError } from '../../../src/engine/linalg/cholesky';
 import { choleskyInverseUpper_ref, choleskyLower_ref, invertLower_ref } from '../../../src/engine/linalg/cholesky_ref';
 import { cholLowerBlock, invertLowerBlock } from '../../../src/engine/linalg/cholesky_blocks';
 import { ComputeRuntime } from '../../../src/engine/compute/runtime';
@@ -43,6 +43,13 @@ test(`${engine} engine: choleskyLower / inverse lower / inverse upper vs refs (l
       const eU = relMaxErr(u, choleskyInverseUpper_ref(h, n));
       assert.ok(eU < 1e-4, `leaf ${leaf} n=${n}: U rel err ${eU}`);
       for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) assert.equal(u[i * n + j], 0);
+      if (engine === 'device') {
+        // The tensor the GPTQ loop slices on the device: the same U (flipped there, not on the host).
+        const ut = await choleskyInverseUpperTensor(h, n, { rt, leaf });
+        assert.deepEqual(ut.dims, [n, n]);
+        assert.deepEqual(Float64Array.from(await rt.download(ut)), u);
+        rt.release(ut);
+      }
     }
   }
   await rt.dispose();

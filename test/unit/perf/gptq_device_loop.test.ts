@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { ComputeRuntime } from '../../../src/engine/compute/runtime';
 import { gptqQuantize, type GptqOptions } from '../../../src/engine/quant/gptq';
 import { choleskyInverseUpper } from '../../../src/engine/quant/gptq_linalg';
+import { choleskyInverseUpperTensor } from '../../../src/engine/linalg/cholesky';
 import { deviceLoopSupports, gptqQuantizeDeviceLoop } from '../../../src/engine/quant/gptq_device_loop';
 import { syntheticLayer } from '../quant/synthetic';
 
@@ -21,13 +22,20 @@ const cases: [string, number, number, GptqOptions][] = [
   ['groups = batch = 32, sym W4', 40, 160, { bits: 4, groupSize: 32, blockSize: 32, sym: true }],
 ];
 
-for (const [label, rows, cols, opts] of cases)
-  test(`device loop ≈ TypeScript GPTQ: ${label}`, async () => {
+// Both graph forms ('shifted' falls back to 'direct' where a batch holds several groups), with Hinv's
+// rows fed from the host or sliced from U kept on the device (the blocked ORT Cholesky, leaf 32).
+const variants = [['direct', 'host'], ['shifted', 'host'], ['shifted', 'device']] as const;
+const deviceU = async (h: Float64Array, n: number) => choleskyInverseUpperTensor(h, n, { rt: await rtP, leaf: 32 });
+const hooks = (form: 'direct' | 'shifted', hFrom: 'host' | 'device') =>
+  ({ choleskyInverseUpperAsync: chol, loopForm: form, ...(hFrom === 'device' ? { choleskyInverseUpperTensor: deviceU } : {}) });
+
+for (const [form, hFrom] of variants) for (const [label, rows, cols, opts] of cases)
+  test(`device loop (${form}, Hinv on the ${hFrom}) ≈ TypeScript GPTQ: ${label}`, async () => {
     const rt = await rtP;
     const { W, H } = syntheticLayer(rows, cols, 600, rows + cols);
     assert.ok(deviceLoopSupports(opts, cols));
     const ref = gptqQuantize(W, rows, cols, H, opts);
-    const dev = await gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, choleskyInverseUpperAsync: chol });
+    const dev = await gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, ...hooks(form, hFrom) });
     let same = 0;
     for (let i = 0; i < ref.codes.length; i++) if (ref.codes[i] === dev.codes[i]) same++;
     assert.ok(same / ref.codes.length > 0.99, `codes agree ${same / ref.codes.length}`);
@@ -43,7 +51,7 @@ for (const [label, rows, cols, opts] of cases)
     }
   });
 
-test('device loop: caller permutation and dead columns as the TypeScript core', async () => {
+for (const [form, hFrom] of variants) test(`device loop (${form}, Hinv on the ${hFrom}): caller permutation and dead columns as the TypeScript core`, async () => {
   const rt = await rtP;
   const rows = 32, cols = 192;
   const { W, H } = syntheticLayer(rows, cols, 500, 77);
@@ -51,7 +59,7 @@ test('device loop: caller permutation and dead columns as the TypeScript core', 
   const perm = Int32Array.from({ length: cols }, (_, k) => (k * 67) % cols);
   const opts: GptqOptions = { bits: 2, groupSize: 64, blockSize: 64, perm };
   const ref = gptqQuantize(W, rows, cols, H, opts);
-  const dev = await gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, choleskyInverseUpperAsync: chol });
+  const dev = await gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, ...hooks(form, hFrom) });
   assert.equal(dev.deadColumns, 2);
   assert.deepEqual(Array.from(dev.perm), Array.from(perm));
   for (const j of [5, 100]) for (let r = 0; r < rows; r++) assert.equal(dev.Q[r * cols + j], ref.Q[r * cols + j]);
@@ -74,7 +82,7 @@ test('device loop: unsupported configs are refused (the caller uses the hybrid d
     e.name = 'NotPositiveDefiniteError';
     throw e;
   };
-  const dev = await gptqQuantizeDeviceLoop(rt, W, 16, 64, H, { bits: 2, groupSize: 32, blockSize: 32, choleskyInverseUpperAsync: npd, onWarning: (m) => warnings.push(m) });
+  const dev = await gptqQuantizeDeviceLoop(rt, W, 16, 64, H, { bits: 2, groupSize: 32, blockSize: 32, choleskyInverseUpperAsync: npd, choleskyInverseUpperTensor: npd, onWarning: (m) => warnings.push(m) });
   assert.equal(dev.choleskyFallback, true);
   assert.match(warnings[0], /not positive definite/);
   // Hinv = I: every column is rounded to nearest with params from W at its batch start (no updates).
