@@ -3,7 +3,7 @@
 #   bash bench/device/pipeline_gpu.sh base    # base W2 lopro: webgpu + 16 workers, cpu EP + 16 workers, cpu EP main thread only
 #   bash bench/device/pipeline_gpu.sh synth   # a 2-block LLaMA-2-7B-shaped random model (bench/synth_llama.ts), webgpu + workers
 #   bash bench/device/pipeline_gpu.sh synth-ab  # the same, group layers concurrent vs sequential, in one session
-#   bash bench/device/pipeline_gpu.sh synth-loop-ab  # the same, GPTQ loop session-4 defaults vs the session-3 graph
+#   bash bench/device/pipeline_gpu.sh synth-env-ab "ENV A" "ENV B"  # the same model under two environments, one session
 # Needs /tmp/l/node, /tmp/l/o130/node_modules, /tmp/l/models/base (bench/device/README.md). Logs under $OUT.
 set -u
 export LOPRO_ORT_DIR=/tmp/l/o130/node_modules
@@ -39,13 +39,14 @@ for l in L: print(l['name'], l['rows'], 'x', l['cols'], {k: round(v, 2) for k, v
     q synth7b_sequential 280 LOPRO_CONCURRENT_LAYERS=0 -- "${S[@]}" --out /tmp/pg/s7s
     cmp /tmp/pg/s7c/native/model.safetensors /tmp/pg/s7s/native/model.safetensors && echo "outputs identical"
     ;;
-  synth-loop-ab)
-    # Session 4: the GPTQ loop's defaults ('shifted' graph, U kept on the device) vs the session-3 graph
-    # with Hinv's rows from the host (LOPRO_GPTQ_LOOP_FORM=direct LOPRO_GPTQ_HINV=host), same session.
+  synth-env-ab)
+    # The same 2-block model with two environments, side by side in one session (device runs vary ±10–15 %
+    # between leases): bash pipeline_gpu.sh synth-env-ab "X=1" "LOPRO_GPTQ_LOOP_FORM=direct LOPRO_GPTQ_HINV=host"
     /tmp/l/node .gpu/bench/synth_llama.js --out /tmp/s7 --blocks 2 --tokenizer-from "${TOK:-/tmp/l/models/base}"
     S=(/tmp/s7 --method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt --ep webgpu)
-    q synth7b_loop_new 280 X=1 -- "${S[@]}" --out /tmp/pg/s7n
-    q synth7b_loop_old 280 LOPRO_GPTQ_LOOP_FORM=direct LOPRO_GPTQ_HINV=host -- "${S[@]}" --out /tmp/pg/s7o
-    grep -h "^runtime" "$OUT"/synth7b_loop_*.log
+    read -r -a EA <<< "${2:-X=1}"; read -r -a EB <<< "${3:-X=1}"
+    q synth7b_env_a 280 "${EA[@]}" -- "${S[@]}" --out /tmp/pg/s7a
+    q synth7b_env_b 280 "${EB[@]}" -- "${S[@]}" --out /tmp/pg/s7b
+    grep -h "^runtime" "$OUT"/synth7b_env_*.log
     ;;
 esac

@@ -5,6 +5,7 @@
 // room for the calibration activations (injected failure) falls back to the host path with the same bytes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SafetensorsFile } from '../../src/engine/io/safetensors';
 import { RunDir } from '../../src/engine/run/rundir';
@@ -55,4 +56,30 @@ test('activations that do not fit on the device: one warning, the host path, the
   assert.equal(oom.code, 0, oom.stderr);
   assert.equal(oom.stderr.match(/do not fit on the cpu device \(injected: no device memory/g)?.length, 1, oom.stderr);
   assert.equal(sha256(join(base, 'oom', 'native', 'model.safetensors')), sha256(join(base, 'ref', 'native', 'model.safetensors')));
+});
+
+test('proxy losses from the device copies (W and Ŵ as the forward holds them, H as finished there) = the float64 kernel to 1e-5; same bytes', () => {
+  const base = tmp('devloss');
+  // Both runs take the device Hessian path (same H, so the same quantization); workers on, so the
+  // pipeline's async layer path runs. Threshold 0: every layer's losses come from the device copies;
+  // threshold 1e12: from the float64 TypeScript kernel on the host.
+  const args = ['quantize', TINY, '--method', 'lopro', '--bits', '2', '--calib', TRAIN, '--samples', '4', '--ctx', '64', '--ep', 'cpu'];
+  const env = { LOPRO_DEVICE_SUMS: 'always', LOPRO_THREADS: '2' };
+  const dev = runCli([...args, '--out', join(base, 'dev')], { ...env, LOPRO_PROXY_LOSS_MIN_WEIGHTS: '0' });
+  assert.equal(dev.code, 0, dev.stderr);
+  assert.doesNotMatch(dev.stderr, /proxy loss on the cpu device failed/);
+  const host = runCli([...args, '--out', join(base, 'host')], { ...env, LOPRO_PROXY_LOSS_MIN_WEIGHTS: '1e12' });
+  assert.equal(host.code, 0, host.stderr);
+  assert.equal(sha256(join(base, 'dev', 'native', 'model.safetensors')), sha256(join(base, 'host', 'native', 'model.safetensors')));
+  const layers = (d: string) => JSON.parse(readFileSync(join(base, d, 'run.json'), 'utf8')).layers as { name: string; proxyLoss: number; relProxyLoss: number }[];
+  const a = layers('dev'), b = layers('host');
+  assert.equal(a.length, b.length);
+  let anyDiff = false;
+  for (let i = 0; i < a.length; i++) {
+    assert.equal(a[i].name, b[i].name);
+    anyDiff ||= a[i].proxyLoss !== b[i].proxyLoss;
+    assert.ok(Math.abs(a[i].proxyLoss - b[i].proxyLoss) <= 1e-5 * b[i].proxyLoss, `${a[i].name}: ${a[i].proxyLoss} vs ${b[i].proxyLoss}`);
+    assert.ok(Math.abs(a[i].relProxyLoss - b[i].relProxyLoss) <= 1e-5 * b[i].relProxyLoss, `${a[i].name}: rel ${a[i].relProxyLoss} vs ${b[i].relProxyLoss}`);
+  }
+  assert.ok(anyDiff, 'bit-identical losses: the device path did not run');
 });

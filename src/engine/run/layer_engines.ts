@@ -30,6 +30,12 @@ import { proxyLossesOrt } from '../quant/proxy_loss_ort';
  */
 export const PROXY_LOSS_MIN_WEIGHTS = 1 << 20;
 
+/** PROXY_LOSS_MIN_WEIGHTS, or LOPRO_PROXY_LOSS_MIN_WEIGHTS (tests: the EP paths on a tiny model). */
+export function proxyLossMinWeights(): number {
+  const v = process.env.LOPRO_PROXY_LOSS_MIN_WEIGHTS;
+  return v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : PROXY_LOSS_MIN_WEIGHTS;
+}
+
 /** Fewer cores than this: no workers (see createLayerEngines), unless a count is asked for (LOPRO_THREADS, opts.threads). */
 export const MIN_THREADS = 4;
 
@@ -117,7 +123,7 @@ export function createLayerEngines(
       }
     },
     async proxyLosses(W, wHat, H, rows, cols) {
-      if (rows * cols < PROXY_LOSS_MIN_WEIGHTS || fellBack.has('proxy loss')) return null;
+      if (rows * cols < proxyLossMinWeights() || fellBack.has('proxy loss')) return null;
       try {
         return await rt.scoped('proxy loss', () => proxyLossesOrt(rt, W, wHat, H, rows, cols));
       } catch (e) {

@@ -26,7 +26,8 @@ import { throwIfCancelled, yieldToEventLoop } from './cancel';
 import type { RunContext } from './pipeline';
 import { ProgressTracker } from './progress';
 import { quantizeLayerAsync } from './quantize_layer';
-import { createLayerEngines } from './layer_engines';
+import { createLayerEngines, proxyLossMinWeights } from './layer_engines';
+import { proxyLossesOnDevice } from '../quant/proxy_loss_ort';
 import { loproLayerTensors } from '../io/lopro_format';
 import { atomicWriteFile } from '../io/atomic';
 import type { LayerDetails } from '../../protocol/messages';
@@ -68,6 +69,8 @@ interface PassStats {
   H: Float64Array;
   H32: Float32Array;
   absMean: Float64Array;
+  /** H as the device finished it (statsOnDevice), kept for the group's proxy losses; the caller releases it. */
+  Hdev?: ort.Tensor;
 }
 
 /** H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences) made exactly symmetric, from host sums. */
@@ -111,10 +114,17 @@ async function statsOnDevice(
     }
     // H = (2/N)·(XᵀX + (XᵀX)ᵀ)/2 and mean|x| on the device too: the host gets the finished float32 H (its
     // float64 copy, symmetrisation and rescaling over n² values cost ~8 s per 7B block on the host).
-    const s = await rt.session('hessian/finalize', hessianFinalizeModel, 'host');
+    // H stays on the device as well, for the group's proxy losses (nothing uploaded for them).
+    const s = await rt.session('hessian/finalize', hessianFinalizeModel, { h: 'device', abs_mean: 'host' });
     const out = await rt.run(s, { xtx: acc.xtx, abssum: acc.absSum, inv_n: rt.host(Float32Array.of(1 / N), [1]), inv_nt: rt.host(Float32Array.of(1 / (N * T)), [1]) });
-    const H32 = out.h.data as Float32Array;
-    return { H: Float64Array.from(H32), H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array) };
+    let H32: Float32Array;
+    try {
+      H32 = await rt.download(out.h);
+    } catch (e) {
+      rt.release(out.h);
+      throw e;
+    }
+    return { H: Float64Array.from(H32), H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array), Hdev: out.h };
   } catch (e) {
     if (hooks.signal?.aborted || (e instanceof ProtocolError && e.code === ErrorCode.Cancelled)) throw e;
     hooks.log('warn', `Hessian sums on the ${rt.ep} device failed (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); summing on the host`);
@@ -246,14 +256,32 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
           }
           stats = statsFromHostSums(xtx, absSum, n, N, T);
         }
-        const { H, H32, absMean } = stats;
+        const { H, H32, absMean, Hdev } = stats;
         lap('forwards');
         progress.advance(P, `block ${b} ${input}: Hessian from ${N} windows`, { block: b });
         if (!allFinite(H)) throw new ProtocolError(ErrorCode.NonFinite, `block ${b}: non-finite activations at the input of ${members.map((l) => l.module).join('/')}`, members[0].name, 'the model produces inf/NaN on the calibration text (check the weights)');
         // Cached for layer/requantize in float32 (half the disk of float64: 1.4 GB per 7B block).
         hessTensors.push({ name: `${input}::H`, dtype: 'F32', shape: [n, n], data: H32 }, { name: `${input}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(absMean) });
+        // The report's proxy losses from the device copies (the layer's weights as the forward holds them,
+        // Ŵ uploaded for the next passes anyway, H as finished above): no per-layer upload of W, Ŵ, H.
+        // LOPRO_PROXY_LOSS_FROM=host: the engines' path with host copies (A/B runs).
+        const staged = new Map<string, ort.Tensor>();
+        const lossesOnDevice = (lin: BlockLinear) => async (wHat: Float32Array): Promise<[number, number] | null> => {
+          const sfx = suffixOf(lin);
+          try {
+            const t = await rt.scoped('weights', () => fwd.weightTensor(sfx, wHat));
+            staged.set(sfx, t);
+            return await rt.scoped('proxy loss', () => proxyLossesOnDevice(rt, wT[sfx], t, Hdev!, lin.rows, fwd.layout));
+          } catch (e) {
+            hooks.log('warn', `proxy loss on the ${rt.ep} device failed for ${lin.name} (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); computing it from host copies`);
+            return null;
+          }
+        };
         const quantizeMember = (lin: BlockLinear) =>
-          quantizeLayerAsync({ name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[suffixOf(lin)], H, absMean }, layerConfigFor(params.config, lin.name), {
+          quantizeLayerAsync({
+            name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[suffixOf(lin)], H, absMean,
+            ...(Hdev && engines && lin.rows * lin.cols >= proxyLossMinWeights() && process.env.LOPRO_PROXY_LOSS_FROM !== 'host' ? { proxyLosses: lossesOnDevice(lin) } : {}),
+          }, layerConfigFor(params.config, lin.name), {
             seed: params.config.seed,
             compare: params.compare,
             warn: (msg) => hooks.log('warn', msg),
@@ -262,26 +290,31 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         // A group's layers (q/k/v, gate/up) are independent given its H: with engines.concurrentLayers (opt-in)
         // they are quantized concurrently, one layer's host and worker stages overlapping another's device
         // stages; the results are taken in member order, so the outputs are the same bytes either way.
-        throwIfCancelled(hooks.signal);
-        const pending = engines?.concurrentLayers && members.length > 1 ? members.map(quantizeMember) : null;
-        pending?.forEach((p) => p.catch(() => undefined)); // a failure surfaces at its await below, not as an unhandled rejection
-        for (let k = 0; k < members.length; k++) {
-          const lin = members[k];
+        try {
           throwIfCancelled(hooks.signal);
-          const lc = layerConfigFor(params.config, lin.name);
-          const sfx = suffixOf(lin);
-          const out = pending ? await pending[k] : await quantizeMember(lin);
-          w[sfx] = out.wHat; // later groups are measured through the quantized layer
-          fwd.release(wT[sfx]);
-          wT[sfx] = await rt.scoped('weights', () => fwd.weightTensor(sfx, out.wHat));
-          parts.push(...loproLayerTensors(lin.name, out.stored));
-          reports.push(out.report);
-          if (out.details) details[lin.name] = out.details;
-          hooks.onLayerDone(out.report);
-          const r = out.report;
-          const base = r.baselines?.gptq ? ` (GPTQ ${r.baselines.gptq.toExponential(2)})` : '';
-          progress.advance(lin.rows * lin.cols, `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${base}`, { block: b, layer: lin.name });
-          await yieldToEventLoop();
+          const pending = engines?.concurrentLayers && members.length > 1 ? members.map(quantizeMember) : null;
+          pending?.forEach((p) => p.catch(() => undefined)); // a failure surfaces at its await below, not as an unhandled rejection
+          for (let k = 0; k < members.length; k++) {
+            const lin = members[k];
+            throwIfCancelled(hooks.signal);
+            const lc = layerConfigFor(params.config, lin.name);
+            const sfx = suffixOf(lin);
+            const out = pending ? await pending[k] : await quantizeMember(lin);
+            w[sfx] = out.wHat; // later groups are measured through the quantized layer
+            fwd.release(wT[sfx]);
+            wT[sfx] = staged.get(sfx) ?? (await rt.scoped('weights', () => fwd.weightTensor(sfx, out.wHat)));
+            staged.delete(sfx);
+            parts.push(...loproLayerTensors(lin.name, out.stored));
+            reports.push(out.report);
+            if (out.details) details[lin.name] = out.details;
+            hooks.onLayerDone(out.report);
+            const r = out.report;
+            const base = r.baselines?.gptq ? ` (GPTQ ${r.baselines.gptq.toExponential(2)})` : '';
+            progress.advance(lin.rows * lin.cols, `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${base}`, { block: b, layer: lin.name });
+            await yieldToEventLoop();
+          }
+        } finally {
+          rt.release(Hdev, ...staged.values());
         }
         lap('layers');
       }

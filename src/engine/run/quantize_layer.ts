@@ -24,6 +24,11 @@ export interface LayerInput {
   H?: Float64Array;
   /** mean_t |x_tj| (length cols) for LoPRo's activation scale α; undefined in data-free mode. */
   absMean?: Float64Array;
+  /**
+   * [tr(ΔHΔᵀ), tr(WHWᵀ)] for a given Ŵ from copies the caller already holds on the device (the GPU
+   * pipeline); null = not available, the engines' path is used. Only quantizeLayerAsync calls it.
+   */
+  proxyLosses?: (wHat: Float32Array) => Promise<[number, number] | null>;
 }
 
 export interface LayerOutcome {
@@ -102,7 +107,8 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
     const notes: string[] = [];
     const q = await e.gptq(Float64Array.from(x.W), x.rows, x.cols, x.H, gptqOptions(x, lc, notes, warn));
     const stored = baselineAsStored(q, x.rows, x.cols, lc, lc.actOrder || lc.staticGroups);
-    const losses = await e.proxyLosses(x.W, dequantizeStored(stored), x.H, x.rows, x.cols);
+    const wHat = dequantizeStored(stored);
+    const losses = (x.proxyLosses ? await x.proxyLosses(wHat) : null) ?? (await e.proxyLosses(x.W, wHat, x.H, x.rows, x.cols));
     return baselineOutcome(x, lc, stored, notes, t0, opts, losses);
   }
   const r = await quantizeLayerLoPRoParallel(e.pool, e.gptq, x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, layerSeed(opts.seed, x.name), x.name, e.lowRank);
@@ -113,7 +119,7 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
   if (r.gptq.choleskyFallback) notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
   const { stored } = r;
   const tLoss = now();
-  const losses = (await e.proxyLosses(x.W, r.reconstructed, x.H, x.rows, x.cols)) ?? undefined;
+  const losses = (x.proxyLosses ? await x.proxyLosses(r.reconstructed) : null) ?? (await e.proxyLosses(x.W, r.reconstructed, x.H, x.rows, x.cols)) ?? undefined;
   const { report, details } = loproReport(
     { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, R: r.residual, Rt: r.rotated, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq, ...(losses ? { proxyLossEp: now() - tLoss } : {}) }, losses },
     { baselines: !!opts.compare },
