@@ -106,6 +106,7 @@ async function main(): Promise<void> {
       row(`loop batch '${form}', h on the device`, R, onDev, `${((onDev * 1000) / B).toFixed(0)} µs/column`);
     }
     // The product's default since session 4: 'shifted', rows sliced from U [C, C] resident on the device.
+    // (A tree of Concats of 8 or 16 inputs instead of one of 128 measured the same: loop_probe_3_*.json.)
     {
       const sh: BatchShape = { form: 'shifted', hFrom: 'device', count: B, G: B, sym: false, maxq: 3, tail: true };
       const s = await rt.session('probe/loop|shifted|U', batchModel(sh), 'device');
