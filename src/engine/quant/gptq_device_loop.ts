@@ -54,7 +54,6 @@ export interface BatchShape {
    * takes 1/d from its diagonal.
    */
   hFrom: 'host' | 'device';
-
   count: number;
   /** Group width inside the batch (−1: per-row params fed in). */
   G: number;
