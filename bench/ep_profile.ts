@@ -6,6 +6,7 @@
 //
 //   node --import tsx bench/ep_profile.ts [--ep webgpu] [--hidden 4096] [--mlp 11008] [--heads 32] [--batch 8] [--reps 3]
 
+import { fillUniform } from './fill';
 import { ComputeRuntime, type EpName, type Tensor } from '../src/engine/compute/runtime';
 import { GraphBuilder } from '../src/engine/compute/graph';
 import { parseLlamaConfig, type LinearInput } from '../src/engine/model/config';
@@ -27,15 +28,6 @@ const row = (what: string, ms: number, note = '') => {
   console.log(`${what.padEnd(58)} ${ms.toFixed(2).padStart(10)} ms  ${note}`);
 };
 
-function fill(n: number, scale: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = ((s >>> 8) / 16777216 - 0.5) * scale;
-  }
-  return a;
-}
 
 async function main(): Promise<void> {
   const rt = await ComputeRuntime.create({ ep });
@@ -70,7 +62,7 @@ async function main(): Promise<void> {
   const up = (data: Float32Array, dims: number[]) => rt.upload(rt.host(data, dims));
 
   // 1. Dispatch overhead: K chained elementwise ops on a [4096, 128] tensor (a GPTQ block's size).
-  const small = await up(fill(4096 * 128, 1, 1), [4096, 128]);
+  const small = await up(fillUniform(4096 * 128, 1, 1), [4096, 128]);
   for (const K of [1, 64, 512]) {
     const s = await rt.session(`chain${K}`, () => {
       const g = new GraphBuilder('chain');
@@ -84,7 +76,7 @@ async function main(): Promise<void> {
   }
 
   // 2. Copies.
-  const x64 = fill(B * T * hidden, 2, 2);
+  const x64 = fillUniform(B * T * hidden, 2, 2);
   let t0 = performance.now();
   for (let i = 0; i < reps; i++) rt.release(await up(x64, [B * T, hidden]));
   row(`upload x [${B}·512, ${hidden}] (${((x64.length * 4) / 2 ** 20).toFixed(0)} MiB)`, (performance.now() - t0) / reps, `${((x64.length * 4 * reps) / ((performance.now() - t0) * 1e6)).toFixed(2)} GB/s`);
@@ -95,9 +87,9 @@ async function main(): Promise<void> {
 
   // 3. Linears: Gemm(transB=1) on [out, in] (what the block graph uses) vs MatMul on a pre-transposed [in, out].
   for (const [o, i] of [[hidden, hidden], [mlp, hidden], [hidden, mlp]] as const) {
-    const xin = i === hidden ? xDev : await up(fill(B * T * i, 2, 3), [B * T, i]);
-    const w = await up(fill(o * i, 0.02, 4), [o, i]);
-    const wt = await up(fill(o * i, 0.02, 5), [i, o]);
+    const xin = i === hidden ? xDev : await up(fillUniform(B * T * i, 2, 3), [B * T, i]);
+    const w = await up(fillUniform(o * i, 0.02, 4), [o, i]);
+    const wt = await up(fillUniform(o * i, 0.02, 5), [i, o]);
     const gemm = await rt.session(`gemmT${o}x${i}`, () => {
       const g = new GraphBuilder('gemm');
       g.output(g.op('Gemm', [g.input('x', 'float32', ['n', i]), g.input('w', 'float32', [o, i])], { transB: 1 }), 'y');
@@ -145,7 +137,7 @@ async function main(): Promise<void> {
     const outName = s.outputNames[0];
     row(name, await time(reps, async () => (await rt.run(s, feeds))[outName]), note);
   };
-  const big = await up(fill(B * T * mlp, 2, 7), [B * T, mlp]);
+  const big = await up(fillUniform(B * T * mlp, 2, 7), [B * T, mlp]);
   const onesN = rt.host(new Float32Array(B * T).fill(1), [1, B * T]);
   for (const [xv, n] of [[xDev, hidden], [big, mlp]] as const) {
     await one(`RMSNorm x[${B * T},${n}]`, (g) => {
@@ -172,7 +164,7 @@ async function main(): Promise<void> {
   }
   rt.release(big);
   const hd = hidden / heads;
-  const qkv = await up(fill(B * heads * T * hd, 1, 8), [B, heads, T, hd]);
+  const qkv = await up(fillUniform(B * heads * T * hd, 1, 8), [B, heads, T, hd]);
   await one(`attention core q,k,v [${B},${heads},${T},${hd}] (4-D MatMul, Softmax)`, (g) => {
     const q = g.input('q', 'float32', [B, heads, T, hd]);
     const sc = g.op('MatMul', [q, g.op('Transpose', [q], { perm: [0, 1, 3, 2] })]);
@@ -189,9 +181,9 @@ async function main(): Promise<void> {
   // 3c. R1SVD's mat-vecs (A [mlp, hidden] resident): MatMul with a vector vs Mul + ReduceSum, and r1svdDevice itself.
   {
     const m = mlp, n = hidden;
-    const Ah = fill(m * n, 0.02, 11);
+    const Ah = fillUniform(m * n, 0.02, 11);
     const A = await up(Ah, [m, n]);
-    const xv = rt.host(fill(n, 1, 12), [n, 1]), xr = rt.host(fill(n, 1, 12), [1, n]), yr = rt.host(fill(m, 1, 13), [1, m]);
+    const xv = rt.host(fillUniform(n, 1, 12), [n, 1]), xr = rt.host(fillUniform(n, 1, 12), [1, n]), yr = rt.host(fillUniform(m, 1, 13), [1, m]);
     await one(`mat-vec MatMul A[${m},${n}]·x[${n},1]`, (g) => g.output(g.op('MatMul', [g.input('a', 'float32', [m, n]), g.input('x', 'float32', [n, 1])]), 'y'), { a: A, x: xv });
     await one(`mat-vec ReduceSum(A ⊙ xᵀ, axis 1) A[${m},${n}]`, (g) => g.output(g.op('ReduceSum', [g.op('Mul', [g.input('a', 'float32', [m, n]), g.input('x', 'float32', [1, n])]), g.constI64([1])], { keepdims: 1 }), 'y'), { a: A, x: xr });
     await one(`vec-mat MatMul y[1,${m}]·A[${m},${n}]`, (g) => g.output(g.op('MatMul', [g.input('y', 'float32', [1, m]), g.input('a', 'float32', [m, n])]), 'z'), { a: A, y: yr });
@@ -209,7 +201,7 @@ async function main(): Promise<void> {
   // 3d. GPTQ's Cholesky of H⁻¹ on the EP (linalg/cholesky.ts 'device' engine) at the 7B widths, two leaf sizes.
   for (const n of [hidden, mlp]) {
     const Hs = new Float64Array(n * n);
-    const e = fill(n * n, 1, 21);
+    const e = fillUniform(n * n, 1, 21);
     for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) Hs[i * n + j] = Hs[j * n + i] = i === j ? 2 + Math.abs(e[i * n + j]) : (e[i * n + j] + e[j * n + i]) / n;
     for (const leaf of [256, 512]) {
       rt.resetCounters();
@@ -228,7 +220,7 @@ async function main(): Promise<void> {
   let seed = 10;
   for (const sfx of blockTensorSuffixes(cfg)) {
     const n = shapes.get(`model.layers.0.${sfx}`)!.reduce((a, b) => a * b, 1);
-    w[sfx] = sfx.endsWith('norm.weight') ? new Float32Array(n).fill(1) : fill(n, 2 / Math.sqrt(hidden), seed++);
+    w[sfx] = sfx.endsWith('norm.weight') ? new Float32Array(n).fill(1) : fillUniform(n, 2 / Math.sqrt(hidden), seed++);
   }
   t0 = performance.now();
   const wT = await fwd.weightTensors(w);

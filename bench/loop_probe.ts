@@ -7,6 +7,7 @@
 //
 //   node --import tsx bench/loop_probe.ts [--ep webgpu] [--rows 4096,11008] [--cols 4096] [--reps 5] [--json FILE]
 
+import { fillUniform } from './fill';
 import { writeFileSync } from 'node:fs';
 import { ComputeRuntime, webgpuOptions, type EpName, type Tensor } from '../src/engine/compute/runtime';
 import { GraphBuilder } from '../src/engine/compute/graph';
@@ -18,19 +19,10 @@ const ep = arg('ep', 'webgpu') as EpName;
 const rowsList = arg('rows', '4096,11008').split(',').map(Number);
 const C = Number(arg('cols', '4096')), reps = Number(arg('reps', '5')), B = 128;
 
-function fill(n: number, scale: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = ((s >>> 8) / 16777216 - 0.5) * scale;
-  }
-  return a;
-}
 
 /** An upper-triangular [B, C] block with a unit-ish diagonal, like Hinv's batch rows. */
 function hinvRows(count: number, width: number): Float32Array {
-  const h = fill(count * width, 0.02, 9);
+  const h = fillUniform(count * width, 0.02, 9);
   for (let i = 0; i < count; i++) {
     for (let j = 0; j < i; j++) h[i * width + j] = 0;
     h[i * width + i] = 0.5 + (i % 7) * 0.01;
@@ -62,7 +54,7 @@ async function main(): Promise<void> {
   };
 
   for (const R of rowsList) {
-    const x = await rt.upload(rt.host(fill(R * B, 1, 1), [R, B]));
+    const x = await rt.upload(rt.host(fillUniform(R * B, 1, 1), [R, B]));
     // 1. The dispatch floor: K chained Add/Mul on [R, 128].
     for (const K of [512]) {
       const s = await rt.session(`probe/chain${K}`, () => {
@@ -93,7 +85,7 @@ async function main(): Promise<void> {
     }
     rt.release(x);
     // 3. The product's batch graph, both forms, first batch of a layer (C columns left), g128 asym W2.
-    const w = await rt.upload(rt.host(fill(R * C, 0.04, 3), [R, C]));
+    const w = await rt.upload(rt.host(fillUniform(R * C, 0.04, 3), [R, C]));
     const hHost = hinvRows(B, C), invd = new Float32Array(B);
     for (let i = 0; i < B; i++) invd[i] = 1 / hHost[i * C + i];
     const hDev = await rt.upload(rt.host(hHost, [B, C]));

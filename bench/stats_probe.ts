@@ -5,6 +5,7 @@
 //
 //   node --import tsx bench/stats_probe.ts [--ep webgpu] [--hidden 4096] [--batch 8] [--out DIR]
 
+import { fillUniform } from './fill';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -22,12 +23,6 @@ const outDir = arg('out', process.env.OUT ?? '.');
 const ep = arg('ep', 'webgpu');
 const loc = (l: 'gpu-buffer' | 'cpu') => (ep === 'webgpu' ? { preferredOutputLocation: l } : {});
 
-function fill(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; a[i] = (s >>> 8) / 16777216 - 0.5; }
-  return a;
-}
 
 function piece(kind: string): Uint8Array {
   const g = new GraphBuilder(kind);
@@ -48,7 +43,7 @@ function piece(kind: string): Uint8Array {
 async function main(): Promise<void> {
   const rt = await ComputeRuntime.create({ ep: ep as 'webgpu' | 'cpu' });
   const cfg = parseLlamaConfig({ model_type: 'llama', hidden_size: H, intermediate_size: 11008, num_hidden_layers: 1, num_attention_heads: 32, vocab_size: 32000 }, 'probe');
-  const x = await rt.upload(rt.host(fill(B * T * H, 1), [B, T, H]));
+  const x = await rt.upload(rt.host(fillUniform(B * T * H, 1, 1), [B, T, H]));
   const nw = await rt.upload(rt.host(new Float32Array(H).fill(1), [H]));
   const ones = await rt.upload(rt.host(new Float32Array(B * T).fill(1), [1, B * T]));
   // The engine graph declares every block weight as an input (the pass reads only the norm): all fed, once uploaded.
