@@ -24,6 +24,7 @@ import type { GptqOptions, GptqResult } from './gptq';
 import { choleskyFallbackHinv, gptqPrepare } from './gptq_core';
 import { invertPermutation } from './gptq_kernels';
 import { dequantizeCode } from './quantizer';
+import { chunkRows } from './r1svd_device';
 
 const now = () => performance.now() / 1000;
 
@@ -59,7 +60,13 @@ export interface BatchShape {
   G: number;
   sym: boolean;
   maxq: number;
-  /** Columns after the batch exist (the lazy update and `wn` output). */
+  /**
+   * W's rows as the device holds them: row chunks of these sizes (inputs w0.., outputs wn0..), each at
+   * most 64 MiB. Why: on the WebGPU EP a tensor over 128 MiB takes a slow path — the lazy update of a
+   * 11008×4096 layer's first batch took 16.8 ms whole and 1.5 ms in two row chunks (bench/loop_probe.ts).
+   */
+  rowChunks: number[];
+  /** Columns after the batch exist (the lazy update and `wn*` outputs). */
   tail: boolean;
 }
 
@@ -70,17 +77,18 @@ function packedWidth(s: BatchShape): number {
 }
 
 /**
- * One batch: inputs w [R, C] (W's columns i1.., on the device), h [count, C] (Hinv[i1:i2, i1:]),
- * invd [1, count] (1/Hinv[k, k]) and, for G = −1, s/z [R, 1]; outputs packed [R, packedWidth] and,
- * with a tail, wn [R, C − count] = W[:, i2:] after the lazy update.
+ * One batch: inputs w0.. (W's columns i1.. in row chunks [R_k, C], on the device), h [count, C]
+ * (Hinv[i1:i2, i1:]) and invd [1, count] (1/Hinv[k, k]) or U (see hFrom) and, for G = −1, s/z [R, 1];
+ * outputs packed [R, packedWidth] and, with a tail, wn0.. [R_k, C − count] = W[:, i2:] after the lazy update.
  */
 export function batchModel(sh: BatchShape): () => Uint8Array {
   return () => {
     const g = new GraphBuilder('gptq_batch');
     const { count, G, sym, maxq } = sh;
-    const w = g.input('w', 'float32', ['R', 'C']);
+    const ws = sh.rowChunks.map((r, k) => g.input(`w${k}`, 'float32', [r, 'C']));
     const c = (v: number) => g.constF32(v);
     const cols = (x: Value, a: number, b: number) => g.op('Slice', [x, g.constI64([a]), g.constI64([b]), g.constI64([1])]);
+    const rowsOf = (x: Value, a: number, b: number) => g.op('Slice', [x, g.constI64([a]), g.constI64([b]), g.constI64([0])]);
     let h: Value, invd: Value, invdCol: Value;
     if (sh.hFrom === 'device') {
       const u = g.input('u', 'float32', ['N', 'N']);
@@ -95,7 +103,7 @@ export function batchModel(sh: BatchShape): () => Uint8Array {
       invd = g.input('invd', 'float32', [1, count]);
       invdCol = g.op('Reshape', [invd, g.constI64([count, 1])]);
     }
-    let W1 = cols(w, 0, count);
+    let W1 = ws.length === 1 ? cols(ws[0], 0, count) : g.op('Concat', ws.map((wk) => cols(wk, 0, count)), { axis: 0 });
     // Hinv's batch block with row i scaled by 1/d_i (the intra-batch update is (w_i − q_i)·Hinv[i, :]/d_i).
     // Its rows by Slice: a Split into `count` outputs exceeds the WebGPU EP's shader bindings (fails at 128).
     const hs = g.op('Mul', [cols(h, 0, count), invdCol]);
@@ -168,7 +176,13 @@ export function batchModel(sh: BatchShape): () => Uint8Array {
     g.output(cat(packed), 'packed');
     if (sh.tail) {
       const big = 2 ** 62;
-      g.output(g.op('Sub', [cols(w, count, big), g.op('MatMul', [err, cols(h, count, big)])]), 'wn');
+      const hTail = cols(h, count, big);
+      let r0 = 0;
+      sh.rowChunks.forEach((r, k) => {
+        const e = ws.length === 1 ? err : rowsOf(err, r0, r0 + r);
+        g.output(g.op('Sub', [cols(ws[k], count, big), g.op('MatMul', [e, hTail])]), `wn${k}`);
+        r0 += r;
+      });
     }
     return g.toModel();
   };
@@ -181,6 +195,8 @@ export interface DeviceLoopHooks {
   choleskyInverseUpperTensor?: (H: Float64Array, n: number) => Promise<Tensor>;
   /** 'auto' (default): 'shifted' where a batch has one set of params, else 'direct'. */
   loopForm?: 'auto' | LoopForm;
+  /** Most bytes per row chunk of W on the device (default r1svd_device's 64 MiB; tests pass small ones). */
+  chunkBytes?: number;
 }
 
 /** The batch graph's form: 'shifted' needs one set of params per batch (see LoopForm). */
@@ -214,7 +230,7 @@ export async function gptqQuantizeDeviceLoop(
 
   const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), gIdx = new Int32Array(cols);
   const fixed: Record<string, Tensor> = {};
-  let w: Tensor | undefined;
+  let w: Tensor[] = [];
   let loss = 0;
   // Every batch's packed output stays on the device until the whole loop is enqueued: a readback per
   // batch made the host wait for the GPU and the GPU for the host's unpacking, 32–86 times per layer.
@@ -224,11 +240,12 @@ export async function gptqQuantizeDeviceLoop(
       fixed.s = await rt.upload(rt.host(Float32Array.from(scale), [rows, 1]));
       fixed.z = await rt.upload(rt.host(Float32Array.from(zero), [rows, 1]));
     }
-    w = await rt.upload(rt.host(Float32Array.from(p.W), [rows, cols]));
+    const chunks = chunkRows(rows, cols, opts.chunkBytes), rowChunks = chunks.map(([r0, r1]) => r1 - r0);
+    for (const [r0, r1] of chunks) w.push(await rt.upload(rt.host(Float32Array.from(p.W.subarray(r0 * cols, r1 * cols)), [r1 - r0, cols])));
     for (let i1 = 0; i1 < cols; i1 += B) {
       const i2 = Math.min(i1 + B, cols), count = i2 - i1, C = cols - i1;
-      const sh: BatchShape = { form: loopForm(opts.loopForm, G, count), hFrom: U ? 'device' : 'host', count, G, sym, maxq, tail: i2 < cols };
-      const feeds: Record<string, Tensor> = { ...fixed, w: w! };
+      const sh: BatchShape = { form: loopForm(opts.loopForm, G, count), hFrom: U ? 'device' : 'host', rowChunks, count, G, sym, maxq, tail: i2 < cols };
+      const feeds: Record<string, Tensor> = { ...fixed, ...Object.fromEntries(w.map((t, k) => [`w${k}`, t])) };
       if (U) {
         feeds.u = U;
         feeds.hb = rt.hostI64([i1, i1]);
@@ -243,11 +260,11 @@ export async function gptqQuantizeDeviceLoop(
         feeds.h = rt.host(h, [count, C]);
         feeds.invd = rt.host(invd, [1, count]);
       }
-      const key = `gptq/loop|${sh.form}|${sh.hFrom}|${count}|${G}|${sym ? 's' : 'a'}|${maxq}|${sh.tail ? 't' : ''}`;
+      const key = `gptq/loop|${sh.form}|${sh.hFrom}|${rowChunks.join(',')}|${count}|${G}|${sym ? 's' : 'a'}|${maxq}|${sh.tail ? 't' : ''}`;
       const s = await rt.session(key, batchModel(sh), 'device');
       const out = await rt.run(s, feeds);
-      rt.release(w);
-      w = out.wn;
+      rt.release(...w);
+      w = sh.tail ? rowChunks.map((_, k) => out[`wn${k}`]) : [];
       batches.push({ i1, sh, packed: out.packed });
     }
     // Unpack: codes in quantization order → original columns; group params; loss.
@@ -276,7 +293,7 @@ export async function gptqQuantizeDeviceLoop(
       for (let i = 0; i < count; i++) gIdx[order[i1 + i]] = G === -1 ? 0 : Math.floor((i1 + i) / G);
     }
   } finally {
-    rt.release(w, U, fixed.s, fixed.z, ...batches.map((b) => b.packed));
+    rt.release(...w, U, fixed.s, fixed.z, ...batches.map((b) => b.packed));
   }
   const t3 = now();
   return {

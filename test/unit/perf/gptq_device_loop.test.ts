@@ -91,3 +91,19 @@ test('device loop: unsupported configs are refused (the caller uses the hybrid d
   for (let i = 0; i < rtn.codes.length; i++) if (rtn.codes[i] === dev.codes[i]) same++;
   assert.ok(same / rtn.codes.length > 0.99, `RTN codes agree ${same / rtn.codes.length}`);
 });
+
+test('device loop: W held in row chunks on the device (the >128 MiB slow path avoided) gives the same result as one piece', async () => {
+  const rt = await rtP;
+  const rows = 70, cols = 256;
+  const { W, H } = syntheticLayer(rows, cols, 600, 31);
+  const opts: GptqOptions = { bits: 2, groupSize: 128, blockSize: 128 };
+  const one = await gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, ...hooks('shifted', 'device') });
+  // 25 rows × 256 columns × 4 bytes per chunk: chunks of 25, 25 and 20 rows.
+  const three = await gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, ...hooks('shifted', 'device'), chunkBytes: 25 * cols * 4 });
+  let same = 0;
+  for (let i = 0; i < one.codes.length; i++) if (one.codes[i] === three.codes[i]) same++;
+  assert.ok(same / one.codes.length > 0.999, `codes agree ${same / one.codes.length}`);
+  assert.ok(Math.abs(three.loss - one.loss) <= 1e-5 * one.loss, `loss ${three.loss} vs ${one.loss}`);
+  const ref = gptqQuantize(W, rows, cols, H, opts);
+  assert.ok(Math.abs(three.loss - ref.loss) / ref.loss < 1e-3, `loss ${three.loss} vs the float64 core ${ref.loss}`);
+});
