@@ -92,7 +92,7 @@ async function main(): Promise<void> {
     const hDev = await rt.upload(rt.host(hHost, [B, C]));
     for (const form of ['direct', 'shifted'] as LoopForm[]) {
       const sh: BatchShape = { form, hFrom: 'host', rowChunks: [R], count: B, G: B, sym: false, maxq: 3, tail: true };
-      const s = await rt.session(`probe/loop|${form}`, batchModel(sh), 'device');
+      const s = await rt.session(`probe/loop|${R}|${form}`, batchModel(sh), 'device');
       const fromHost = await time(reps, async () => rt.run(s, { w0: w, h: rt.host(hHost, [B, C]), invd: rt.host(invd, [1, B]) }), 'packed');
       const onDev = await time(reps, async () => rt.run(s, { w0: w, h: hDev, invd: rt.host(invd, [1, B]) }), 'packed');
       row(`loop batch '${form}', h from the host (the product)`, R, fromHost, `${((fromHost * 1000) / B).toFixed(0)} µs/column`);
@@ -102,14 +102,14 @@ async function main(): Promise<void> {
     // (A tree of Concats of 8 or 16 inputs instead of one of 128 measured the same: loop_probe_3_*.json.)
     {
       const sh: BatchShape = { form: 'shifted', hFrom: 'device', rowChunks: [R], count: B, G: B, sym: false, maxq: 3, tail: true };
-      const s = await rt.session('probe/loop|shifted|U', batchModel(sh), 'device');
+      const s = await rt.session(`probe/loop|${R}|shifted|U`, batchModel(sh), 'device');
       const U = await rt.upload(rt.host(hinvRows(C, C), [C, C]));
       const ms = await time(reps, async () => rt.run(s, { w0: w, u: U, hb: rt.hostI64([0, 0]), he: rt.hostI64([B, C]) }), 'packed');
       row(`loop batch 'shifted', h sliced from U on the device`, R, ms, `${((ms * 1000) / B).toFixed(0)} µs/column`);
       // The same batch as a layer's last one (no lazy update of the C − 128 columns after it): what the
       // tail costs (Slice of W's rest, MatMul Err1·Hinv[batch, rest], Sub).
       const shLast: BatchShape = { ...sh, tail: false };
-      const sLast = await rt.session('probe/loop|shifted|U|last', batchModel(shLast), 'device');
+      const sLast = await rt.session(`probe/loop|${R}|shifted|U|last`, batchModel(shLast), 'device');
       const w1 = await rt.upload(rt.host(fillUniform(R * B, 0.04, 3), [R, B]));
       const msLast = await time(reps, async () => rt.run(sLast, { w0: w1, u: U, hb: rt.hostI64([0, 0]), he: rt.hostI64([B, C]) }), 'packed');
       row(`loop batch 'shifted', from U, without the lazy update (last batch)`, R, msLast, `${((msLast * 1000) / B).toFixed(0)} µs/column`);
@@ -117,7 +117,7 @@ async function main(): Promise<void> {
       const chunks = chunkRows(R, C);
       if (chunks.length > 1) {
         const shC: BatchShape = { ...sh, rowChunks: chunks.map(([a, b]) => b - a) };
-        const sC = await rt.session(`probe/loop|shifted|U|chunks`, batchModel(shC), 'device');
+        const sC = await rt.session(`probe/loop|${R}|shifted|U|chunks`, batchModel(shC), 'device');
         const wc: Tensor[] = [];
         for (const [a, b] of chunks) wc.push(await rt.upload(rt.host(fillUniform((b - a) * C, 0.04, 3 + a), [b - a, C])));
         const feeds = { ...Object.fromEntries(wc.map((t, k) => [`w${k}`, t])), u: U, hb: rt.hostI64([0, 0]), he: rt.hostI64([B, C]) };
