@@ -74,8 +74,16 @@ interface PassStats {
 }
 
 /** H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences) made exactly symmetric, from host sums. */
+/**
+ * H (n² float64) in shared memory: LoPRo's worker pool rotates it in place of a copy (gptq_parallel_lopro.ts
+ * rotateHessianParallel copies any other buffer first: 970 MB for a 7B down_proj input, per layer).
+ */
+function sharedF64(len: number): Float64Array {
+  return new Float64Array(new SharedArrayBuffer(len * 8) as unknown as ArrayBuffer);
+}
+
 function statsFromHostSums(xtx: Float64Array, absSum: Float64Array, n: number, N: number, T: number): PassStats {
-  const H = new Float64Array(n * n);
+  const H = sharedF64(n * n);
   for (let k = 0; k < H.length; k++) H[k] = (2 / N) * xtx[k];
   for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) H[j * n + i] = H[i * n + j] = (H[i * n + j] + H[j * n + i]) / 2; // exact symmetry
   return { H, H32: Float32Array.from(H), absMean: absSum.map((v) => v / (N * T)) };
@@ -124,7 +132,9 @@ async function statsOnDevice(
       rt.release(out.h);
       throw e;
     }
-    return { H: Float64Array.from(H32), H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array), Hdev: out.h };
+    const H = sharedF64(H32.length);
+    H.set(H32);
+    return { H, H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array), Hdev: out.h };
   } catch (e) {
     if (hooks.signal?.aborted || (e instanceof ProtocolError && e.code === ErrorCode.Cancelled)) throw e;
     hooks.log('warn', `Hessian sums on the ${rt.ep} device failed (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); summing on the host`);
