@@ -2,11 +2,13 @@
 // The batch's graph is the reference's inner loop unrolled (fasterquant, per column i of the batch):
 //   q_i = quantize(w_i);  Err1[:, i] = (w_i − q_i)/d_i;  W1[:, i:] −= Err1[:, i]·Hinv[i, i:]
 // followed by the lazy update of the rest, W[:, i2:] −= Err1·Hinv[i1:i2, i2:], so W stays on the
-// device for the whole layer (uploaded once, float32) and per batch only Hinv's rows go up and the
-// batch's codes, group params and loss come back (one packed [rows, B + 2·groups + 1] tensor).
+// device for the whole layer (uploaded once, float32, in row chunks ≤ 64 MiB), Hinv too where the
+// Cholesky left it there (U, sliced per batch in the graph), and each batch's codes, group params
+// and loss (one packed [rows, B + 2·groups + 1] tensor) are read back once the whole loop is enqueued.
 // Why: the hybrid driver (workers for the column loops + device lazy updates) waited ~0.9 s per
-// 4096² layer on per-batch worker↔device synchronisation; on WebGPU a graph node costs ~10 µs
-// (bench/ep_profile.ts), so a batch of 128 columns (~10 nodes each) is ~13 ms.
+// 4096² layer on per-batch worker↔device synchronisation; on WebGPU a graph node costs ~10–15 µs
+// (bench/ep_profile.ts, bench/loop_probe.ts), so the node count per column is what the loop costs
+// (LoopForm: 7 in the default 'shifted' graph).
 //
 // Semantics = gptqCore (same preparation: gptqPrepare; same order, dead columns, damping, Cholesky
 // fallback; dynamic group params from W at the batch start: the reference's quirk). Differences, all
