@@ -73,7 +73,6 @@ interface PassStats {
   Hdev?: ort.Tensor;
 }
 
-/** H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences) made exactly symmetric, from host sums. */
 /**
  * H (n² float64) in shared memory: LoPRo's worker pool rotates it in place of a copy (gptq_parallel_lopro.ts
  * rotateHessianParallel copies any other buffer first: 970 MB for a 7B down_proj input, per layer).
@@ -82,6 +81,7 @@ function sharedF64(len: number): Float64Array {
   return new Float64Array(new SharedArrayBuffer(len * 8) as unknown as ArrayBuffer);
 }
 
+/** H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences) made exactly symmetric, from host sums. */
 function statsFromHostSums(xtx: Float64Array, absSum: Float64Array, n: number, N: number, T: number): PassStats {
   const H = sharedF64(n * n);
   for (let k = 0; k < H.length; k++) H[k] = (2 / N) * xtx[k];
