@@ -2,7 +2,7 @@
 // GPU EPs must fail over to the CPU with a reason; where they work, the same tests check them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ComputeRuntime, kindOf, type EpAttempt } from '../../../src/engine/compute/runtime';
+import { ComputeRuntime, kindOf, webgpuOptions, type EpAttempt } from '../../../src/engine/compute/runtime';
 import { GraphBuilder } from '../../../src/engine/compute/graph';
 import { randF32 } from './_seeded';
 
@@ -104,4 +104,11 @@ test("'auto' tries CUDA, then WebGPU, then CPU and reports the EP used", async (
   const out = await rt.runF32('scale5', scaleModel(5), { x: [Float32Array.of(1, -2), [2]] });
   assert.deepEqual([...out.y], [5, -10]);
   await rt.dispose();
+});
+
+test('LOPRO_WEBGPU_OPTIONS: name=value pairs among the options the Node binding passes; anything else is refused by name', () => {
+  assert.deepEqual(webgpuOptions(''), {});
+  assert.deepEqual(webgpuOptions(' validationMode=disabled , storageBufferCacheMode=bucket'), { validationMode: 'disabled', storageBufferCacheMode: 'bucket' });
+  assert.throws(() => webgpuOptions('maxNumPendingDispatches=64'), /maxNumPendingDispatches=64.*validationMode/);
+  assert.throws(() => webgpuOptions('validationMode'), /not name=value/);
 });
