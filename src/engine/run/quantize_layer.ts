@@ -108,8 +108,7 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
     const q = await e.gptq(Float64Array.from(x.W), x.rows, x.cols, x.H, gptqOptions(x, lc, notes, warn));
     const stored = baselineAsStored(q, x.rows, x.cols, lc, lc.actOrder || lc.staticGroups);
     const wHat = dequantizeStored(stored);
-    const losses = (x.proxyLosses ? await x.proxyLosses(wHat) : null) ?? (await e.proxyLosses(x.W, wHat, x.H, x.rows, x.cols));
-    return baselineOutcome(x, lc, stored, notes, t0, opts, losses);
+    return baselineOutcome(x, lc, stored, notes, t0, opts, await asyncLosses(x, e, wHat), wHat);
   }
   const r = await quantizeLayerLoPRoParallel(e.pool, e.gptq, x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, layerSeed(opts.seed, x.name), x.name, e.lowRank);
   const notes: string[] = [];
@@ -119,7 +118,7 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
   if (r.gptq.choleskyFallback) notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
   const { stored } = r;
   const tLoss = now();
-  const losses = (x.proxyLosses ? await x.proxyLosses(r.reconstructed) : null) ?? (await e.proxyLosses(x.W, r.reconstructed, x.H, x.rows, x.cols)) ?? undefined;
+  const losses = (await asyncLosses(x, e, r.reconstructed)) ?? undefined;
   const { report, details } = loproReport(
     { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, R: r.residual, Rt: r.rotated, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq, ...(losses ? { proxyLossEp: now() - tLoss } : {}) }, losses },
     { baselines: !!opts.compare },
@@ -129,6 +128,11 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
   report.seconds.total = now() - t0;
   if (!opts.compare) delete report.baselines;
   return { wHat: r.reconstructed, stored, report, details };
+}
+
+/** [tr(ΔHΔᵀ), tr(WHWᵀ)] from the caller's device copies if it has them, else from the engines (null: the float64 kernel). */
+async function asyncLosses(x: LayerInput, e: LayerEngines, wHat: Float32Array): Promise<[number, number] | null> {
+  return (x.proxyLosses ? await x.proxyLosses(wHat) : null) ?? e.proxyLosses(x.W, wHat, x.H!, x.rows, x.cols);
 }
 
 export function quantizeLayer(x: LayerInput, lc: LayerConfig, opts: QuantizeLayerOptions): LayerOutcome {
@@ -148,8 +152,10 @@ export function quantizeLayer(x: LayerInput, lc: LayerConfig, opts: QuantizeLaye
 }
 
 /** Ŵ, proxy loss and LayerReport of an RTN/GPTQ layer already quantized into `stored`. */
-function baselineOutcome(x: LayerInput, lc: LayerConfig, stored: StoredLayer, notes: string[], t0: number, opts: QuantizeLayerOptions, losses?: [number, number] | null): LayerOutcome {
-  const wHat = dequantizeStored(stored);
+function baselineOutcome(
+  x: LayerInput, lc: LayerConfig, stored: StoredLayer, notes: string[], t0: number, opts: QuantizeLayerOptions,
+  losses?: [number, number] | null, wHat = dequantizeStored(stored),
+): LayerOutcome {
   const tQuant = now() - t0;
   const proxy = losses ? losses[0] : layerProxyLoss(x.W, wHat, x.H, x.rows, x.cols);
   // tr(W H Wᵀ), the loss of Ŵ = 0 (‖W‖² when H = I, without a zero matrix).
