@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 t0=$(date +%s)
 npm run -s typecheck
 npm run -s build
-npm run -s test:unit
+# The fused WebGPU kernels run on SwiftShader here; LOPRO_REQUIRE_DAWN=1 makes a missing device a failure.
+bash scripts/setup-swiftshader.sh
+LOPRO_REQUIRE_DAWN=1 npm run -s test:unit
 if [ -z "${LOPRO_SKIP_VSCODE_TESTS:-}" ]; then bash scripts/e2e/run-all.sh; fi
 echo "all test suites finished in $(( $(date +%s) - t0 )) s"

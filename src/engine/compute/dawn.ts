@@ -1,0 +1,223 @@
+// A WebGPU device of the engine's own (Dawn, through the `webgpu` npm package) for the kernels ONNX
+// Runtime cannot express: a loop that must run many dependent steps inside one dispatch (GPTQ's
+// column loop: quant/gptq_fused.ts). Why a second GPU runtime beside ORT: through ORT's Node binding
+// every step is a graph node (~10–15 µs of dispatch each on the WebGPU EP, bench/loop_probe.ts), and
+// the binding cannot register custom kernels; a WGSL kernel here does 128 GPTQ columns in one
+// dispatch. ORT stays the engine for everything else; data crosses between the two through the host.
+//
+// Availability: `webgpu` ships prebuilt dawn.node binaries in its npm package; LOPRO_DAWN_NODE may
+// name a dawn.node elsewhere (the device benches carry their own). Absent package, no adapter, or
+// LOPRO_DAWN=off → getDawnGpu() resolves null with the reason, and callers keep the ORT paths.
+// Tests run on SwiftShader (Chromium's Vulkan-on-CPU ICD, VK_ICD_FILENAMES): same WGSL, same Dawn.
+
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { existsSync } from 'node:fs';
+
+/** The dawn.node module's exports (see node_modules/webgpu/index.js). */
+interface DawnModule {
+  create(flags: string[]): GPU;
+  globals: { GPUBufferUsage: typeof GPUBufferUsage; GPUMapMode: typeof GPUMapMode; GPUShaderStage: typeof GPUShaderStage };
+}
+
+export interface DawnCounters {
+  uploads: number;
+  uploadBytes: number;
+  readbacks: number;
+  readbackBytes: number;
+  submits: number;
+  dispatches: number;
+}
+
+/** One adapter + device with the adapter's largest buffer limits, and a pipeline cache keyed by WGSL. */
+export class DawnGpu {
+  readonly counters: DawnCounters = { uploads: 0, uploadBytes: 0, readbacks: 0, readbackBytes: 0, submits: 0, dispatches: 0 };
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private lost: string | undefined;
+  /** Error scopes are a stack per device: calls that push one run one at a time, so each pops its own. */
+  private scoped: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    readonly device: GPUDevice,
+    /** Adapter description (vendor, architecture, driver), for logs and bench tables. */
+    readonly label: string,
+    readonly usage: DawnModule['globals'],
+    /**
+     * The GPU (Dawn instance) object, held for the device's lifetime: dawn.node keeps polling the
+     * instance for events, and once the object was garbage-collected that poll crashed the process
+     * (null mutex in InstanceBase::ProcessEvents; seen as soon as GC ran, e.g. after a busy second).
+     */
+    private readonly instance: GPU,
+  ) {
+    device.lost.then((info) => (this.lost = `${info.reason}: ${info.message}`)).catch(() => undefined);
+  }
+
+  static async create(mod: DawnModule, powerPreference: GPUPowerPreference = 'high-performance'): Promise<DawnGpu> {
+    const gpu = mod.create([]);
+    const adapter = await gpu.requestAdapter({ powerPreference });
+    if (!adapter) throw new Error('no WebGPU adapter (Dawn found no Vulkan/Metal/D3D12 device)');
+    const { maxBufferSize, maxStorageBufferBindingSize, maxComputeWorkgroupStorageSize, maxStorageBuffersPerShaderStage } = adapter.limits;
+    const device = await adapter.requestDevice({
+      requiredLimits: { maxBufferSize, maxStorageBufferBindingSize, maxComputeWorkgroupStorageSize, maxStorageBuffersPerShaderStage },
+    });
+    const i = adapter.info;
+    return new DawnGpu(device, [i.vendor, i.architecture, i.description].filter(Boolean).join(' '), mod.globals, gpu);
+  }
+
+  get maxBindingBytes(): number {
+    return this.device.limits.maxStorageBufferBindingSize;
+  }
+
+  /** A storage buffer holding `data` (or `bytes` zeroed bytes), usable as a copy source and destination. */
+  buffer(data: ArrayBufferView | number, label?: string): GPUBuffer {
+    this.check();
+    const { GPUBufferUsage: U } = this.usage;
+    const bytes = typeof data === 'number' ? data : data.byteLength;
+    // Sizes are rounded up to 4 bytes (WebGPU's copy alignment); 16 keeps empty buffers legal.
+    const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+    const buf = this.device.createBuffer({ size, usage: U.STORAGE | U.COPY_SRC | U.COPY_DST, label });
+    if (typeof data !== 'number') this.write(buf, data);
+    return buf;
+  }
+
+  /** Host → device (queued; ordered before later submits). */
+  write(buf: GPUBuffer, data: ArrayBufferView, offsetBytes = 0): void {
+    const pad = data.byteLength % 4;
+    if (pad === 0) this.device.queue.writeBuffer(buf, offsetBytes, data.buffer, data.byteOffset, data.byteLength);
+    else {
+      const tmp = new Uint8Array(data.byteLength + 4 - pad);
+      tmp.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      this.device.queue.writeBuffer(buf, offsetBytes, tmp);
+    }
+    this.counters.uploads++;
+    this.counters.uploadBytes += data.byteLength;
+  }
+
+  /** A uniform buffer of u32 words (kernel parameters). */
+  uniforms(words: ArrayLike<number>): GPUBuffer {
+    const { GPUBufferUsage: U } = this.usage;
+    const data = Uint32Array.from(words);
+    const buf = this.device.createBuffer({ size: Math.max(16, Math.ceil(data.byteLength / 16) * 16), usage: U.UNIFORM | U.COPY_DST });
+    this.device.queue.writeBuffer(buf, 0, data);
+    return buf;
+  }
+
+  /** The compute pipeline for `code` (entry point `main`), compiled once per WGSL text. */
+  pipeline(code: string): Promise<GPUComputePipeline> {
+    return this.serial(() => this.compile(code));
+  }
+
+  private async compile(code: string): Promise<GPUComputePipeline> {
+    let p = this.pipelines.get(code);
+    if (p) return p;
+    this.device.pushErrorScope('validation');
+    const module = this.device.createShaderModule({ code });
+    const info = await module.getCompilationInfo();
+    const errors = info.messages.filter((m) => m.type === 'error');
+    if (errors.length) {
+      await this.device.popErrorScope();
+      throw new Error(`WGSL compilation failed: ${errors.map((m) => `${m.lineNum}:${m.linePos} ${m.message}`).join('; ')}`);
+    }
+    p = await this.device.createComputePipelineAsync({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+    const err = await this.device.popErrorScope();
+    if (err) throw new Error(`WebGPU pipeline: ${err.message}`);
+    this.pipelines.set(code, p);
+    return p;
+  }
+
+  bindGroup(p: GPUComputePipeline, buffers: GPUBuffer[]): GPUBindGroup {
+    return this.device.createBindGroup({ layout: p.getBindGroupLayout(0), entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })) });
+  }
+
+  /** Encodes `record` into one command buffer and submits it; validation errors reject. */
+  submit(record: (enc: GPUCommandEncoder) => void): Promise<void> {
+    return this.serial(() => this.submitNow(record));
+  }
+
+  private async submitNow(record: (enc: GPUCommandEncoder) => void): Promise<void> {
+    this.check();
+    this.device.pushErrorScope('validation');
+    this.device.pushErrorScope('out-of-memory');
+    const enc = this.device.createCommandEncoder();
+    record(enc);
+    this.device.queue.submit([enc.finish()]);
+    this.counters.submits++;
+    const oom = await this.device.popErrorScope();
+    const val = await this.device.popErrorScope();
+    if (oom) throw new Error(`WebGPU out of memory: ${oom.message}`);
+    if (val) throw new Error(`WebGPU validation: ${val.message}`);
+  }
+
+  /** Device → host: `bytes` from `buf` at `offsetBytes`, after everything submitted so far. */
+  async read(buf: GPUBuffer, bytes: number, offsetBytes = 0): Promise<ArrayBuffer> {
+    this.check();
+    const { GPUBufferUsage: U, GPUMapMode: M } = this.usage;
+    const size = Math.ceil(bytes / 4) * 4;
+    const staging = this.device.createBuffer({ size: Math.max(4, size), usage: U.MAP_READ | U.COPY_DST });
+    try {
+      const enc = this.device.createCommandEncoder();
+      enc.copyBufferToBuffer(buf, offsetBytes, staging, 0, size);
+      this.device.queue.submit([enc.finish()]);
+      await staging.mapAsync(M.READ);
+      const out = staging.getMappedRange(0, size).slice(0, bytes);
+      staging.unmap();
+      this.counters.readbacks++;
+      this.counters.readbackBytes += bytes;
+      return out;
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const r = this.scoped.then(f, f);
+    this.scoped = r.catch(() => undefined);
+    return r;
+  }
+
+  destroy(): void {
+    this.device.destroy();
+    void this.instance;
+  }
+
+  private check(): void {
+    if (this.lost) throw new Error(`the WebGPU device was lost (${this.lost})`);
+  }
+}
+
+/** Where dawn.node is: LOPRO_DAWN_NODE, else the `webgpu` package's binary for this platform. */
+export function dawnNodePath(): string | null {
+  if (process.env.LOPRO_DAWN_NODE) return process.env.LOPRO_DAWN_NODE;
+  try {
+    const req = createRequire(__filename);
+    const pkg = dirname(req.resolve('webgpu/package.json'));
+    const arch = process.platform === 'darwin' ? 'universal' : process.arch;
+    const p = join(pkg, 'dist', `${process.platform}-${arch}`, 'dawn.node');
+    return existsSync(p) ? p : null;
+  } catch {
+    return null;
+  }
+}
+
+let shared: Promise<{ gpu: DawnGpu | null; reason?: string }> | undefined;
+
+/**
+ * The process's Dawn device, created on first use; null (with the reason) where there is none.
+ * LOPRO_DAWN=off disables it (A/B runs, or a driver that misbehaves).
+ */
+export function getDawnGpu(): Promise<{ gpu: DawnGpu | null; reason?: string }> {
+  shared ??= (async () => {
+    if (process.env.LOPRO_DAWN === 'off') return { gpu: null, reason: 'LOPRO_DAWN=off' };
+    const path = dawnNodePath();
+    if (!path) return { gpu: null, reason: 'the webgpu package (dawn.node) is not installed' };
+    try {
+      // XDG_RUNTIME_DIR: Dawn's Vulkan loader warns on every start without one (headless servers).
+      process.env.XDG_RUNTIME_DIR ??= '/tmp';
+      const req = createRequire(__filename);
+      return { gpu: await DawnGpu.create(req(path) as DawnModule) };
+    } catch (e) {
+      return { gpu: null, reason: e instanceof Error ? e.message : String(e) };
+    }
+  })();
+  return shared;
+}

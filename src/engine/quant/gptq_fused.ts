@@ -1,0 +1,162 @@
+// GPTQ with the whole column loop fused into WGSL kernels on the engine's own WebGPU device
+// (compute/dawn.ts): per lazy batch of B columns, ONE dispatch runs the reference's inner loop for
+// every row at once (quant/gptq_fused_wgsl.ts: gptqBatchWgsl), and one more applies the lazy update
+// W[:, i2:] −= Err1·Hinv[i1:i2, i2:] (gptqLazyUpdateWgsl). A 4096-column layer is 64 dispatches in one
+// command buffer; the ORT device loop (gptq_device_loop.ts) needs 7 graph nodes per column (~28 000),
+// and its ~10–15 µs per node bounded it at ~0.3–0.4 s per 4096 columns before any arithmetic.
+//
+// Semantics = gptqCore (same preparation: gptqPrepare; order, dead columns, damping, the Cholesky's
+// RTN fallback, per-row / static / dynamic group params including the reference's find_params on the
+// lagging global W), in float32 with round-half-even as the reference (WGSL round), and x / s as a
+// division. Differences from the float64 core are float32 rounding only (tests: codes ≥ 99 % equal,
+// loss within 1e-3, the golden-tested core as the reference). Not implemented: clip 'mse' (fusedSupports).
+
+import type { DawnGpu } from '../compute/dawn';
+import type { GptqOptions, GptqResult } from './gptq';
+import { choleskyFallbackHinv, gptqPrepare } from './gptq_core';
+import { invertPermutation } from './gptq_kernels';
+import { dequantizeCode } from './quantizer';
+import { PARAMS_WORDS, UPDATE_TILE, gptqBatchWgsl, gptqLazyUpdateWgsl } from './gptq_fused_wgsl';
+
+const now = () => performance.now() / 1000;
+
+/** Widest lazy batch the batch kernel holds per invocation (its private row slice). */
+export const FUSED_MAX_BLOCK = 256;
+
+/** True when the fused kernels implement `opts` (and W, Hinv fit the device's largest binding). */
+export function fusedSupports(opts: GptqOptions, rows: number, cols: number, maxBindingBytes = Infinity): boolean {
+  if ((opts.clip ?? 'minmax') !== 'minmax') return false;
+  const B = Math.min(opts.blockSize ?? 128, cols);
+  return B <= FUSED_MAX_BLOCK && 4 * rows * cols <= maxBindingBytes && 4 * cols * cols <= maxBindingBytes;
+}
+
+export interface FusedHooks {
+  /**
+   * Hinv as float32 (upper U with UᵀU = H_d⁻¹), e.g. the ORT device Cholesky's tensor read back;
+   * throws NotPositiveDefiniteError → the RTN fallback. Preferred over the float64 hook when given.
+   */
+  choleskyInverseUpperF32?: (H: Float64Array, n: number) => Promise<Float32Array>;
+  choleskyInverseUpperAsync: (H: Float64Array, n: number) => Promise<Float64Array>;
+}
+
+export interface FusedSeconds {
+  /** Host → device copies queued (W, Hinv, params) and the kernels' run until the results are read back. */
+  upload: number;
+  kernels: number;
+  unpack: number;
+}
+
+/** GPTQ on `gpu` with the fused kernels (see the header). Check fusedSupports first. */
+export async function gptqQuantizeFused(
+  gpu: DawnGpu, wVals: Float32Array | Float64Array, rows: number, cols: number,
+  hVals: Float32Array | Float64Array, opts: GptqOptions & FusedHooks,
+): Promise<GptqResult & { fused: FusedSeconds }> {
+  if (!fusedSupports(opts, rows, cols, gpu.maxBindingBytes)) {
+    throw new RangeError(`the fused GPTQ kernels do not implement this layer (clip ${opts.clip}, blockSize ${opts.blockSize}, ${rows}×${cols} against a ${gpu.maxBindingBytes}-byte binding limit)`);
+  }
+  const t0 = now();
+  const p = gptqPrepare(wVals, rows, cols, hVals, opts);
+  const { blockSize: B, groupSize, staticGroups, sym, maxq, order, scale, zero, G: ng } = p;
+  const t1 = now();
+  let U: Float32Array;
+  let choleskyFallback = false;
+  try {
+    U = opts.choleskyInverseUpperF32 ? await opts.choleskyInverseUpperF32(p.H, cols) : Float32Array.from(await opts.choleskyInverseUpperAsync(p.H, cols));
+  } catch (e) {
+    U = Float32Array.from(choleskyFallbackHinv(e, cols, p.where, opts));
+    choleskyFallback = true;
+  }
+  const t2 = now();
+
+  // Group slot of the k-th quantized column, and the params the kernel starts from.
+  const dynamic = groupSize !== -1 && !staticGroups;
+  const slot = new Uint32Array(cols);
+  for (let k = 0; k < cols; k++) slot[k] = groupSize === -1 ? 0 : staticGroups ? Math.floor(order[k] / groupSize) : Math.floor(k / groupSize);
+  const params = new Float32Array(rows * ng * 2);
+  if (!dynamic) for (let i = 0; i < rows * ng; i++) {
+    params[2 * i] = scale[i];
+    params[2 * i + 1] = zero[i];
+  }
+  const wordsPerRow = Math.ceil(cols / 4);
+
+  const buffers: GPUBuffer[] = [];
+  const own = (b: GPUBuffer) => (buffers.push(b), b);
+  let tUp = 0, tKernels = 0;
+  let codeWords: Uint32Array, paramsOut: Float32Array, rowLoss: Float32Array;
+  try {
+    const [batchPipe, updatePipe] = await Promise.all([
+      gpu.pipeline(gptqBatchWgsl({ B, maxq, sym, dynamic, G: groupSize })),
+      gpu.pipeline(gptqLazyUpdateWgsl(B)),
+    ]);
+    const tu = now();
+    const Wb = own(gpu.buffer(Float32Array.from(p.W), 'W'));
+    const Ub = own(gpu.buffer(U, 'Hinv'));
+    const Eb = own(gpu.buffer(4 * rows * B, 'Err1'));
+    const codesB = own(gpu.buffer(4 * rows * wordsPerRow, 'codes'));
+    const paramsB = own(gpu.buffer(params, 'params'));
+    const lossB = own(gpu.buffer(4 * rows, 'loss'));
+    const slotB = own(gpu.buffer(slot, 'slot'));
+    tUp = now() - tu;
+    const tk = now();
+    const batches: { bBatch: GPUBindGroup; bUpdate?: GPUBindGroup; tailCols: number }[] = [];
+    for (let i1 = 0; i1 < cols; i1 += B) {
+      const i2 = Math.min(i1 + B, cols);
+      const u = own(gpu.uniforms([rows, cols, i1, i2 - i1, i2, wordsPerRow, ng, 0].slice(0, PARAMS_WORDS)));
+      batches.push({
+        bBatch: gpu.bindGroup(batchPipe, [u, Wb, Ub, Eb, codesB, paramsB, lossB, slotB]),
+        bUpdate: i2 < cols ? gpu.bindGroup(updatePipe, [u, Wb, Ub, Eb]) : undefined,
+        tailCols: cols - i2,
+      });
+    }
+    await gpu.submit((enc) => {
+      const pass = enc.beginComputePass();
+      for (const b of batches) {
+        pass.setPipeline(batchPipe);
+        pass.setBindGroup(0, b.bBatch);
+        pass.dispatchWorkgroups(Math.ceil(rows / 64));
+        if (!b.bUpdate) continue;
+        pass.setPipeline(updatePipe);
+        pass.setBindGroup(0, b.bUpdate);
+        pass.dispatchWorkgroups(Math.ceil(b.tailCols / UPDATE_TILE), Math.ceil(rows / UPDATE_TILE));
+      }
+      pass.end();
+    });
+    gpu.counters.dispatches += batches.length * 2 - 1;
+    [codeWords, paramsOut, rowLoss] = await Promise.all([
+      gpu.read(codesB, 4 * rows * wordsPerRow).then((b) => new Uint32Array(b)),
+      dynamic ? gpu.read(paramsB, 4 * params.length).then((b) => new Float32Array(b)) : Promise.resolve(params),
+      gpu.read(lossB, 4 * rows).then((b) => new Float32Array(b)),
+    ]);
+    tKernels = now() - tk;
+  } finally {
+    for (const b of buffers) b.destroy();
+  }
+
+  // Unpack: codes in quantization order → original columns, params, Q = dequantized codes.
+  const tp = now();
+  const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), gIdx = new Int32Array(cols);
+  for (let k = 0; k < cols; k++) gIdx[order[k]] = slot[k];
+  for (let i = 0; i < rows * ng; i++) {
+    scale[i] = paramsOut[2 * i];
+    zero[i] = paramsOut[2 * i + 1];
+  }
+  const bytes = new Uint8Array(codeWords.buffer, codeWords.byteOffset, codeWords.byteLength);
+  let loss = 0;
+  for (let r = 0; r < rows; r++) {
+    const src = r * wordsPerRow * 4, dst = r * cols, rg = r * ng;
+    for (let k = 0; k < cols; k++) {
+      const code = bytes[src + k], col = dst + order[k], g = rg + slot[k];
+      codes[col] = code;
+      Q[col] = dequantizeCode(code, scale[g], zero[g]);
+    }
+    loss += rowLoss[r];
+  }
+  const t3 = now();
+  return {
+    Q, codes, scale, zero, gIdx, groups: ng,
+    perm: order, invPerm: invertPermutation(order),
+    loss, deadColumns: p.deadColumns, damp: p.damp, choleskyFallback,
+    seconds: { prep: t1 - t0, cholesky: t2 - t1, columnLoop: t3 - t2, lazyUpdate: 0, total: t3 - t0 },
+    fused: { upload: tUp, kernels: tKernels, unpack: t3 - tp },
+  };
+}

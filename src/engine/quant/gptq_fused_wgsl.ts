@@ -1,0 +1,173 @@
+// The two WGSL kernels of the fused GPTQ loop (quant/gptq_fused.ts). Names follow `fasterquant`.
+//
+// gptqBatchWgsl — one invocation per row of W runs the reference's inner loop over the batch's
+// columns i1..i2 on its own row (rows are independent given Hinv and the params):
+//   q = clamp(round(w_i / s) + z, 0, maxq);  err = (w_i − s·(q − z)) / Hinv[k, k]
+//   w_j −= err·Hinv[k, j] for the batch's later columns j;  Losses += err²/2
+// with the row's batch slice in registers/local memory, Err1 written for the lazy update, and the codes
+// packed four per u32 (quantization order). Dynamic group params come from the global W at the group's
+// first column (the reference's find_params on W, which lags the intra-batch updates).
+//
+// gptqLazyUpdateWgsl — W[:, i2:] −= Err1·Hinv[i1:i2, i2:], a 64×64-tiled matrix product (16×16
+// invocations, 4×4 outputs each, K in steps of 16 through workgroup memory).
+
+/** Per-dispatch parameters (one uniform buffer per batch): the struct both kernels declare. */
+export const PARAMS_WORDS = 8;
+const PARAMS = 'struct Params { rows: u32, cols: u32, i1: u32, count: u32, i2: u32, wordsPerRow: u32, ng: u32, pad: u32 }';
+
+export interface BatchKernelShape {
+  /** Lazy batch width (the private row slice's length). */
+  B: number;
+  maxq: number;
+  sym: boolean;
+  /** Dynamic group params (find_params at each group start); false: params given (per row or static groups). */
+  dynamic: boolean;
+  /** Group width (dynamic groups only). */
+  G: number;
+}
+
+const f32 = (v: number) => (Number.isInteger(v) ? `${v}.0` : `${v}`);
+
+export function gptqBatchWgsl(k: BatchKernelShape): string {
+  return /* wgsl */ `
+${PARAMS}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> W: array<f32>;            // rows×cols, quantization order
+@group(0) @binding(2) var<storage, read> U: array<f32>;            // cols×cols, Hinv (upper)
+@group(0) @binding(3) var<storage, read_write> E: array<f32>;      // rows×B: Err1 of this batch
+@group(0) @binding(4) var<storage, read_write> codes: array<u32>;  // rows×wordsPerRow, 4 codes per word
+@group(0) @binding(5) var<storage, read_write> params: array<f32>; // rows×ng×(scale, zero)
+@group(0) @binding(6) var<storage, read_write> loss: array<f32>;   // rows: Σ err²/2
+@group(0) @binding(7) var<storage, read> slot: array<u32>;         // cols: group slot of column k
+
+const B: u32 = ${k.B}u;
+const MAXQ: f32 = ${f32(k.maxq)};
+const SYM: bool = ${k.sym};
+const DYNAMIC: bool = ${k.dynamic};
+const G: u32 = ${Math.max(1, k.G)}u;
+
+// x / y rounded to nearest as the reference's float32 division: WGSL's '/' may be off by ~2.5 ulp
+// (Vulkan's precision), which moves a group's extreme weight off its exact tie (x/s = −(maxq+1)/2 in
+// sym mode) and changes its code. One residual step (fma: the exact remainder) corrects it.
+fn div_rn(x: f32, y: f32) -> f32 {
+  let q0 = x / y;
+  return q0 + fma(-q0, y, x) / y;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let r = gid.x;
+  if (r >= p.rows) { return; }
+  let row = r * p.cols;
+  var w: array<f32, B>;
+  for (var i = 0u; i < p.count; i++) { w[i] = W[row + p.i1 + i]; }
+  var l = 0.0;
+  // A batch starting inside a word (B not a multiple of 4) continues the word the last batch began.
+  var word = 0u;
+  if ((p.i1 & 3u) != 0u) { word = codes[r * p.wordsPerRow + (p.i1 >> 2u)]; }
+  for (var i = 0u; i < p.count; i++) {
+    let k = p.i1 + i;
+    let po = (r * p.ng + slot[k]) * 2u;
+    if (DYNAMIC && k % G == 0u) {
+      var xmin = 0.0;
+      var xmax = 0.0;
+      let end = min(k + G, p.cols);
+      for (var j = k; j < end; j++) {
+        let v = W[row + j];
+        xmin = min(xmin, v);
+        xmax = max(xmax, v);
+      }
+      if (SYM) {
+        xmax = max(-xmin, xmax);
+        if (xmin < 0.0) { xmin = -xmax; }
+      }
+      if (xmin == 0.0 && xmax == 0.0) { xmin = -1.0; xmax = 1.0; }
+      let s = div_rn(xmax - xmin, MAXQ);
+      params[po] = s;
+      params[po + 1u] = select(round(div_rn(-xmin, s)), (MAXQ + 1.0) / 2.0, SYM);
+    }
+    let s = params[po];
+    let z = params[po + 1u];
+    let x = w[i];
+    let q = clamp(round(div_rn(x, s)) + z, 0.0, MAXQ);
+    let hk = k * p.cols;
+    let err = (x - s * (q - z)) / U[hk + k];
+    l += err * err;
+    E[r * B + i] = err;
+    word |= u32(q) << (8u * (k & 3u));
+    if ((k & 3u) == 3u || i + 1u == p.count) {
+      codes[r * p.wordsPerRow + (k >> 2u)] = word;
+      word = 0u;
+    }
+    let hb = hk + p.i1;
+    for (var j = i + 1u; j < p.count; j++) { w[j] -= err * U[hb + j]; }
+  }
+  loss[r] += 0.5 * l;
+}
+`;
+}
+
+/** Tile of the lazy update (rows × columns per workgroup) and its K step. */
+export const UPDATE_TILE = 64;
+const KSTEP = 16;
+
+export function gptqLazyUpdateWgsl(B: number): string {
+  return /* wgsl */ `
+${PARAMS}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> W: array<f32>; // rows×cols
+@group(0) @binding(2) var<storage, read> U: array<f32>;       // cols×cols
+@group(0) @binding(3) var<storage, read> E: array<f32>;       // rows×B
+
+const B: u32 = ${B}u;
+const T: u32 = ${UPDATE_TILE}u;
+const K: u32 = ${KSTEP}u;
+var<workgroup> As: array<array<f32, ${KSTEP}>, ${UPDATE_TILE}>; // Err1 tile [row][k]
+var<workgroup> Bs: array<array<f32, ${UPDATE_TILE}>, ${KSTEP}>; // Hinv tile [k][column]
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
+  let r0 = wg.y * T;
+  let c0 = wg.x * T;
+  let n = p.cols - p.i2;
+  let tid = lid.y * 16u + lid.x;
+  var acc: array<vec4f, 4>;
+  for (var k0 = 0u; k0 < p.count; k0 += K) {
+    for (var t = 0u; t < 4u; t++) {
+      let idx = tid + t * 256u;
+      let rr = idx / K;
+      let kk = idx % K;
+      let gr = r0 + rr;
+      let gk = k0 + kk;
+      var a = 0.0;
+      if (gr < p.rows && gk < p.count) { a = E[gr * B + gk]; }
+      As[rr][kk] = a;
+      let kb = idx / T;
+      let cc = idx % T;
+      let gkb = k0 + kb;
+      let gc = c0 + cc;
+      var b = 0.0;
+      if (gkb < p.count && gc < n) { b = U[(p.i1 + gkb) * p.cols + p.i2 + gc]; }
+      Bs[kb][cc] = b;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < K; kk++) {
+      let b = vec4f(Bs[kk][lid.x * 4u], Bs[kk][lid.x * 4u + 1u], Bs[kk][lid.x * 4u + 2u], Bs[kk][lid.x * 4u + 3u]);
+      for (var i = 0u; i < 4u; i++) { acc[i] = fma(vec4f(As[lid.y * 4u + i][kk]), b, acc[i]); }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let gr = r0 + lid.y * 4u + i;
+    if (gr >= p.rows) { continue; }
+    for (var j = 0u; j < 4u; j++) {
+      let gc = c0 + lid.x * 4u + j;
+      if (gc < n) {
+        let o = gr * p.cols + p.i2 + gc;
+        W[o] = W[o] - acc[i][j];
+      }
+    }
+  }
+}
+`;
+}

@@ -1,0 +1,115 @@
+// GPTQ with the column loop fused into WGSL kernels (quant/gptq_fused.ts) against the float64
+// TypeScript core (gptq.ts, golden-tested), on a real WebGPU device: Dawn (the `webgpu` package) over
+// SwiftShader, Chromium's Vulkan-on-CPU driver, here and in CI (the same WGSL and Dawn as on a GPU).
+// Float32 kernels: codes ≥ 99 % equal, loss within 1e-3, group params within 1e-3, Q exactly the
+// dequantized codes. Without an adapter the tests skip, unless LOPRO_REQUIRE_DAWN=1 (CI sets it) —
+// then the missing device is a failure, so CI cannot pass by skipping.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { gptqQuantize, type GptqOptions } from '../../../src/engine/quant/gptq';
+import { choleskyInverseUpper } from '../../../src/engine/quant/gptq_linalg';
+import { fusedSupports, gptqQuantizeFused } from '../../../src/engine/quant/gptq_fused';
+import { gptqBatchWgsl } from '../../../src/engine/quant/gptq_fused_wgsl';
+import { syntheticLayer } from '../quant/synthetic';
+
+const SWIFTSHADER = '/usr/lib/chromium/vk_swiftshader_icd.json';
+if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) process.env.VK_ICD_FILENAMES = SWIFTSHADER;
+// Imported after the ICD is chosen: the Vulkan loader reads VK_ICD_FILENAMES when Dawn starts.
+const gpuP = import('../../../src/engine/compute/dawn').then((m) => m.getDawnGpu());
+after(async () => (await gpuP).gpu?.destroy());
+
+async function device(t: { skip: (why: string) => void }) {
+  const { gpu, reason } = await gpuP;
+  if (gpu) return gpu;
+  if (process.env.LOPRO_REQUIRE_DAWN === '1') assert.fail(`no Dawn device: ${reason}`);
+  t.skip(`no Dawn device: ${reason}`);
+  return null;
+}
+
+const chol = async (h: Float64Array, n: number) => choleskyInverseUpper(h, n);
+
+function agree(ref: { codes: Uint8Array; loss: number; scale: Float32Array }, got: { codes: Uint8Array; loss: number; scale: Float32Array }, minCodes = 0.99) {
+  let same = 0;
+  for (let i = 0; i < ref.codes.length; i++) if (ref.codes[i] === got.codes[i]) same++;
+  assert.ok(same / ref.codes.length >= minCodes, `codes agree ${same / ref.codes.length}`);
+  assert.ok(Math.abs(got.loss - ref.loss) / ref.loss < 1e-3, `loss ${got.loss} vs ${ref.loss}`);
+  let sd = 0;
+  for (let i = 0; i < ref.scale.length; i++) sd = Math.max(sd, Math.abs(got.scale[i] - ref.scale[i]) / ref.scale[i]);
+  assert.ok(sd < 1e-3, `scale rel diff ${sd}`);
+}
+
+const cases: [string, number, number, GptqOptions][] = [
+  ['per-row params, W3', 48, 256, { bits: 3, groupSize: -1, blockSize: 128 }],
+  ['groups 64 in batches of 128, W2, partial last batch (300 cols)', 40, 300, { bits: 2, groupSize: 64, blockSize: 128 }],
+  ['groups = batch = 32, sym W4', 40, 160, { bits: 4, groupSize: 32, blockSize: 32, sym: true }],
+  ['groups of 96 across batches of 64 (neither divides), W2', 33, 288, { bits: 2, groupSize: 96, blockSize: 64 }],
+  ['static groups with act-order, W3', 24, 192, { bits: 3, groupSize: 64, blockSize: 64, staticGroups: true, actOrder: true }],
+  ['batch of 30 (codes words straddle batches), 70 rows (a partial update tile), W2', 70, 150, { bits: 2, groupSize: -1, blockSize: 30 }],
+];
+
+for (const [label, rows, cols, opts] of cases)
+  test(`fused GPTQ kernels ≈ TypeScript GPTQ: ${label}`, async (t) => {
+    const gpu = await device(t);
+    if (!gpu) return;
+    const { W, H } = syntheticLayer(rows, cols, 600, rows + cols);
+    assert.ok(fusedSupports(opts, rows, cols, gpu.maxBindingBytes));
+    const ref = gptqQuantize(W, rows, cols, H, opts);
+    const got = await gptqQuantizeFused(gpu, W, rows, cols, H, { ...opts, choleskyInverseUpperAsync: chol });
+    agree(ref, got);
+    assert.deepEqual(Array.from(got.gIdx), Array.from(ref.gIdx));
+    assert.deepEqual(Array.from(got.perm), Array.from(ref.perm));
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
+      const gi = got.gIdx[c], s = got.scale[r * got.groups + gi], z = got.zero[r * got.groups + gi];
+      assert.equal(got.Q[r * cols + c], Math.fround(s * (got.codes[r * cols + c] - z)));
+    }
+  });
+
+test('fused GPTQ: caller permutation and dead columns as the TypeScript core; Hinv given as float32', async (t) => {
+  const gpu = await device(t);
+  if (!gpu) return;
+  const rows = 32, cols = 192;
+  const { W, H } = syntheticLayer(rows, cols, 500, 77);
+  for (const j of [5, 100]) for (let k = 0; k < cols; k++) H[j * cols + k] = H[k * cols + j] = 0;
+  const perm = Int32Array.from({ length: cols }, (_, k) => (k * 67) % cols);
+  const opts: GptqOptions = { bits: 2, groupSize: 64, blockSize: 64, perm };
+  const ref = gptqQuantize(W, rows, cols, H, opts);
+  let f32Calls = 0;
+  const got = await gptqQuantizeFused(gpu, W, rows, cols, H, {
+    ...opts,
+    choleskyInverseUpperAsync: async () => assert.fail('the float32 hook is preferred'),
+    choleskyInverseUpperF32: async (h, n) => (f32Calls++, Float32Array.from(choleskyInverseUpper(h, n))),
+  });
+  assert.equal(f32Calls, 1);
+  assert.equal(got.deadColumns, 2);
+  for (const j of [5, 100]) for (let r = 0; r < rows; r++) assert.equal(got.Q[r * cols + j], ref.Q[r * cols + j]);
+  agree(ref, got);
+});
+
+test('fused GPTQ: a failed Cholesky falls back to RTN with a warning; clip mse and oversized batches are refused', async (t) => {
+  const gpu = await device(t);
+  if (!gpu) return;
+  assert.equal(fusedSupports({ bits: 2, clip: 'mse' }, 16, 256), false);
+  assert.equal(fusedSupports({ bits: 2, blockSize: 512 }, 16, 1024), false);
+  assert.equal(fusedSupports({ bits: 2 }, 4096, 4096, 32 * 2 ** 20), false); // W is 64 MiB
+  const { W, H } = syntheticLayer(16, 64, 300, 5);
+  await assert.rejects(gptqQuantizeFused(gpu, W, 16, 64, H, { bits: 2, clip: 'mse', choleskyInverseUpperAsync: chol }), /do not implement/);
+  const warnings: string[] = [];
+  const npd = async (): Promise<Float64Array> => {
+    const e = new Error('pivot 3 is -1');
+    e.name = 'NotPositiveDefiniteError';
+    throw e;
+  };
+  const got = await gptqQuantizeFused(gpu, W, 16, 64, H, { bits: 2, groupSize: 32, blockSize: 32, choleskyInverseUpperAsync: npd, onWarning: (m) => warnings.push(m) });
+  assert.equal(got.choleskyFallback, true);
+  assert.match(warnings[0], /not positive definite/);
+  const rtn = gptqQuantize(W, 16, 64, H, { bits: 2, groupSize: 32, blockSize: 32, choleskyInverseUpper: () => { const e = new Error('x'); e.name = 'NotPositiveDefiniteError'; throw e; }, onWarning: () => {} });
+  agree(rtn, got);
+});
+
+test('fused GPTQ: a WGSL error is reported with its line, not swallowed', async (t) => {
+  const gpu = await device(t);
+  if (!gpu) return;
+  const broken = gptqBatchWgsl({ B: 32, maxq: 3, sym: false, dynamic: true, G: 32 }).replace('let q = clamp(', 'let q = clampx(');
+  await assert.rejects(gpu.pipeline(broken), /WGSL compilation failed: \d+:\d+/);
+});
