@@ -3,7 +3,7 @@
 // (bench/torch_gptq.py, measured on the H100: bench/data/torch_gptq_h100_2026-11-22.json).
 //
 //   node --import tsx bench/gpu_layers.ts [--shapes 4096x4096,11008x4096,4096x11008] [--methods rtn,gptq,lopro,lopro_v]
-//        [--ep cpu,webgpu,cuda] [--engines loop|hybrid|device|parallel|ts] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool] [--pipeline 0|1] [--overlap 1|0] [--chol-leaf N]
+//        [--ep cpu,webgpu,cuda] [--engines loop|fused|hybrid|device|parallel|ts] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool] [--pipeline 0|1] [--overlap 1|0] [--chol-leaf N]
 //        [--peer torch.json] [--out DIR] [--append]
 //
 // Shapes are rows×cols of W (y = W·x; cols = the input width, H is cols×cols), as in torch_gptq.py.
@@ -28,9 +28,11 @@ import { ComputeRuntime, type ComputeCounters, type EpName } from '../src/engine
 import { GraphBuilder } from '../src/engine/compute/graph';
 import { gptqQuantize, type GptqOptions, type GptqResult } from '../src/engine/quant/gptq';
 import { GptqPool, gptqQuantizeParallel } from '../src/engine/quant/gptq_parallel';
-import { choleskyOn, createSlabUpdater, deviceLoopCholesky, gptqQuantizeDevice } from '../src/engine/quant/gptq_device';
+import { choleskyOn, createSlabUpdater, deviceLoopCholesky, fusedCholesky, gptqQuantizeDevice } from '../src/engine/quant/gptq_device';
 import { quantizeLayerLoPRoWith, type GptqEngine } from '../src/engine/quant/gptq_device_lopro';
 import { gptqQuantizeDeviceLoop } from '../src/engine/quant/gptq_device_loop';
+import { getDawnGpu, type DawnGpu } from '../src/engine/compute/dawn';
+import { gptqQuantizeFused } from '../src/engine/quant/gptq_fused';
 import { quantizeLayerLoPRoParallel, r1svdParallel } from '../src/engine/quant/gptq_parallel_lopro';
 import type { LowRankFactors, R1svdOptions } from '../src/engine/quant/r1svd';
 import { r1svdDevice } from '../src/engine/quant/r1svd_device';
@@ -138,6 +140,8 @@ function deviceLowRank(rt: ComputeRuntime, pool: GptqPool) {
   };
 }
 
+let dawnGpu: DawnGpu | undefined;
+
 function makeEngine(name: string, rt: ComputeRuntime, pool: GptqPool | undefined): GptqEngine {
   const crt = cholOn === 'cpu' && cpuRt ? cpuRt : rt;
   switch (name) {
@@ -147,7 +151,12 @@ function makeEngine(name: string, rt: ComputeRuntime, pool: GptqPool | undefined
     case 'hybrid': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s), pipeline: pipelineOn, overlapCholesky: overlapOn });
     // loop = the whole column loop on the EP, one run per batch (quant/gptq_device_loop.ts; the pipeline's WebGPU default)
     case 'loop': return (W, r, c, H, o) => gptqQuantizeDeviceLoop(rt, W, r, c, H, { ...o, ...(crt === rt ? deviceLoopCholesky(rt, cholLeaf) : { choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) }) });
-    default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid, loop)`);
+    // fused = the column loop as WGSL kernels on the engine's own Dawn device (quant/gptq_fused.ts; the pipeline's GPU default where Dawn has an adapter)
+    case 'fused': return (W, r, c, H, o) => {
+      if (!dawnGpu) throw new Error('no Dawn device for the fused engine');
+      return gptqQuantizeFused(dawnGpu, W, r, c, H, { ...o, ...(crt === rt ? fusedCholesky(rt, cholLeaf) : { choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) }) });
+    };
+    default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid, loop, fused)`);
   }
 }
 
@@ -165,6 +174,8 @@ function counterDelta(a: ComputeCounters, b: ComputeCounters): Partial<ComputeCo
 
 function gptqStages(r: GptqResult): Record<string, number> {
   const s: Record<string, number> = { prep: r.seconds.prep, cholesky: r.seconds.cholesky, columnLoop: r.seconds.columnLoop, lazy: r.seconds.lazyUpdate };
+  const f = (r as GptqResult & { fused?: { upload: number; kernels: number; unpack: number } }).fused;
+  if (f) Object.assign(s, { fusedUpload: f.upload, fusedKernels: f.kernels, fusedUnpack: f.unpack });
   const p = (r as GptqResult & { parallel?: { threads: number; seconds: { workers: number; merge: number; workerPrep?: number; workerWait?: number } } }).parallel;
   if (p) {
     s.workersWall = p.seconds.workers; s.merge = p.seconds.merge; s.threads = p.threads;
@@ -181,7 +192,12 @@ async function main() {
   const peer: { shape: string; bits: number; seconds_median: number }[] = fs.existsSync(peerFile) ? JSON.parse(fs.readFileSync(peerFile, 'utf8')) : [];
   const cpu = await ComputeRuntime.create({ ep: 'cpu' });
   cpuRt = cpu;
-  const needPool = engines.some((e) => e === 'parallel' || e === 'hybrid' || e === 'loop'); // loop: lopro's other stages on the pool
+  const needPool = engines.some((e) => e === 'parallel' || e === 'hybrid' || e === 'loop' || e === 'fused'); // loop, fused: lopro's other stages on the pool
+  if (engines.includes('fused')) {
+    const d = await getDawnGpu();
+    dawnGpu = d.gpu ?? undefined;
+    log(d.gpu ? `Dawn device for the fused engine: ${d.gpu.label} (largest binding ${(d.gpu.maxBindingBytes / 2 ** 20).toFixed(0)} MiB)` : `no Dawn device (${d.reason}): the fused engine will fail`);
+  }
   const pool = needPool ? GptqPool.create(threads) : undefined;
   log(`gpu_layers: ${os.cpus().length}× ${os.cpus()[0]?.model}, ${threads} worker threads, load ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; shapes ${shapes.map((s) => s.join('x')).join(',')}; methods ${methods}; EPs ${eps}; engines ${engines}; bits ${bitsList}`);
   const rows: Row[] = [];

@@ -56,6 +56,8 @@ export class DawnGpu {
     const gpu = mod.create([]);
     const adapter = await gpu.requestAdapter({ powerPreference });
     if (!adapter) throw new Error('no WebGPU adapter (Dawn found no Vulkan/Metal/D3D12 device)');
+    // A CPU adapter (SwiftShader) is far slower than the ORT paths it would replace: tests only.
+    if (adapter.info.isFallbackAdapter && process.env.LOPRO_DAWN_ALLOW_FALLBACK !== '1') throw new Error(`only a CPU fallback adapter (${adapter.info.description})`);
     const { maxBufferSize, maxStorageBufferBindingSize, maxComputeWorkgroupStorageSize, maxStorageBuffersPerShaderStage } = adapter.limits;
     const device = await adapter.requestDevice({
       requiredLimits: { maxBufferSize, maxStorageBufferBindingSize, maxComputeWorkgroupStorageSize, maxStorageBuffersPerShaderStage },

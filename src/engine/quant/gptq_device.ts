@@ -271,6 +271,26 @@ export function deviceLoopCholesky(rt: ComputeRuntime, leaf?: number): {
   };
 }
 
+/**
+ * The fused kernels' Cholesky hooks (quant/gptq_fused.ts): on WebGPU the device Cholesky's U read back
+ * as float32 (one n² copy down, no float64 leaves on the host), elsewhere choleskyOn's float64 copy.
+ */
+export function fusedCholesky(rt: ComputeRuntime, leaf?: number): {
+  choleskyInverseUpperAsync: (h: Float64Array, n: number) => Promise<Float64Array>;
+  choleskyInverseUpperF32?: (h: Float64Array, n: number) => Promise<Float32Array>;
+} {
+  const onDevice = rt.keepsDataOnDevice && process.env.LOPRO_GPTQ_HINV !== 'host';
+  const f32 = async (h: Float64Array, n: number) => {
+    const U = await choleskyInverseUpperTensor(h, n, { rt, leaf });
+    try {
+      return await rt.download(U);
+    } finally {
+      rt.release(U);
+    }
+  };
+  return { choleskyInverseUpperAsync: choleskyOn(rt, undefined, leaf), ...(onDevice ? { choleskyInverseUpperF32: f32 } : {}) };
+}
+
 /** Single-threaded GPTQ with the lazy updates on `opts.rt` (the column loop stays in TypeScript). */
 export async function gptqQuantizeDevice(
   wVals: Float32Array | Float64Array, rows: number, cols: number,

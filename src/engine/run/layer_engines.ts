@@ -12,11 +12,16 @@
 // the device either way. Smaller layers stay on the workers, where the device's per-call latency would
 // cost more than it saves. A device failure falls back to the workers for that layer, with a warning.
 // LOPRO_GPTQ_LOOP=hybrid turns the device loop off (A/B runs).
+// Before the ORT loop, on either GPU EP: the fused WGSL kernels (quant/gptq_fused.ts) on the engine's own
+// Dawn device, when there is one (compute/dawn.ts) and they implement the config; LOPRO_GPTQ_LOOP=ort
+// (or LOPRO_DAWN=off) skips them. A fused failure falls back to the ORT loop / hybrid path, with a warning.
 
 import * as os from 'node:os';
 import type { ComputeRuntime } from '../compute/runtime';
 import type { GptqOptions, GptqResult } from '../quant/gptq';
-import { choleskyOn, createSlabUpdater, deviceLoopCholesky } from '../quant/gptq_device';
+import { getDawnGpu } from '../compute/dawn';
+import { choleskyOn, createSlabUpdater, deviceLoopCholesky, fusedCholesky } from '../quant/gptq_device';
+import { fusedSupports, gptqQuantizeFused } from '../quant/gptq_fused';
 import { deviceLoopSupports, gptqQuantizeDeviceLoop } from '../quant/gptq_device_loop';
 import { GptqPool, gptqQuantizeParallel, workerScriptPath } from '../quant/gptq_parallel';
 import { r1svdParallel } from '../quant/gptq_parallel_lopro';
@@ -95,7 +100,18 @@ export function createLayerEngines(
     label: gpu ? `${threads} workers + ${rt.ep}` : `${threads} workers`,
     async gptq(W, rows, cols, H, opts) {
       if (!gpu || rows * cols < minWeights || fellBack.has('GPTQ')) return onWorkers(W, rows, cols, H, opts);
-      if (rt.ep === 'webgpu' && process.env.LOPRO_GPTQ_LOOP !== 'hybrid' && deviceLoopSupports(opts, cols) && !fellBack.has('GPTQ column loop')) {
+      const loop = process.env.LOPRO_GPTQ_LOOP;
+      if (loop !== 'ort' && loop !== 'hybrid' && !fellBack.has('fused GPTQ')) {
+        const { gpu: dawn } = await getDawnGpu();
+        if (dawn && fusedSupports(opts, rows, cols, dawn.maxBindingBytes)) {
+          try {
+            return await rt.scoped('gptq', () => gptqQuantizeFused(dawn, W, rows, cols, H, { ...opts, ...fusedCholesky(rt) }));
+          } catch (e) {
+            fallBack('fused GPTQ', e, 'the ONNX Runtime paths');
+          }
+        }
+      }
+      if (rt.ep === 'webgpu' && loop !== 'hybrid' && deviceLoopSupports(opts, cols) && !fellBack.has('GPTQ column loop')) {
         try {
           return await rt.scoped('gptq', () => gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, ...deviceLoopCholesky(rt) }));
         } catch (e) {

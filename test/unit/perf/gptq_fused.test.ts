@@ -15,6 +15,7 @@ import { syntheticLayer } from '../quant/synthetic';
 
 const SWIFTSHADER = '/usr/lib/chromium/vk_swiftshader_icd.json';
 if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) process.env.VK_ICD_FILENAMES = SWIFTSHADER;
+process.env.LOPRO_DAWN_ALLOW_FALLBACK = '1'; // SwiftShader is a fallback adapter, refused outside tests
 // Imported after the ICD is chosen: the Vulkan loader reads VK_ICD_FILENAMES when Dawn starts.
 const gpuP = import('../../../src/engine/compute/dawn').then((m) => m.getDawnGpu());
 after(async () => (await gpuP).gpu?.destroy());
