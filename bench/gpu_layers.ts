@@ -3,7 +3,7 @@
 // (bench/torch_gptq.py, measured on the H100: bench/data/torch_gptq_h100_2026-11-22.json).
 //
 //   node --import tsx bench/gpu_layers.ts [--shapes 4096x4096,11008x4096,4096x11008] [--methods rtn,gptq,lopro,lopro_v]
-//        [--ep cpu,webgpu,cuda] [--engines loop|fused|hybrid|device|parallel|ts] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool] [--pipeline 0|1] [--overlap 1|0] [--chol-leaf N]
+//        [--ep cpu,webgpu,cuda] [--engines loop|fused|fused-ortchol|hybrid|device|parallel|ts] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool] [--pipeline 0|1] [--overlap 1|0] [--chol-leaf N]
 //        [--peer torch.json] [--out DIR] [--append]
 //
 // Shapes are rows×cols of W (y = W·x; cols = the input width, H is cols×cols), as in torch_gptq.py.
@@ -151,12 +151,15 @@ function makeEngine(name: string, rt: ComputeRuntime, pool: GptqPool | undefined
     case 'hybrid': return (W, r, c, H, o) => gptqQuantizeParallel(W, r, c, H, { ...o, pool, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf), lazy: (rr, cc, hinv, s) => createSlabUpdater(rt, rr, cc, hinv, s), pipeline: pipelineOn, overlapCholesky: overlapOn });
     // loop = the whole column loop on the EP, one run per batch (quant/gptq_device_loop.ts; the pipeline's WebGPU default)
     case 'loop': return (W, r, c, H, o) => gptqQuantizeDeviceLoop(rt, W, r, c, H, { ...o, ...(crt === rt ? deviceLoopCholesky(rt, cholLeaf) : { choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) }) });
-    // fused = the column loop as WGSL kernels on the engine's own Dawn device (quant/gptq_fused.ts; the pipeline's GPU default where Dawn has an adapter)
-    case 'fused': return (W, r, c, H, o) => {
+    // fused = the column loop as WGSL kernels on the engine's own Dawn device (quant/gptq_fused.ts; the pipeline's GPU default where
+    // Dawn has an adapter), Hinv from the Dawn Cholesky; fused-ortchol = the same kernels fed by ONNX Runtime's Cholesky (A/B)
+    case 'fused':
+    case 'fused-ortchol': return (W, r, c, H, o) => {
       if (!dawnGpu) throw new Error('no Dawn device for the fused engine');
-      return gptqQuantizeFused(dawnGpu, W, r, c, H, { ...o, ...(crt === rt ? fusedCholesky(rt, cholLeaf) : { choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) }) });
+      const hooks = name === 'fused' ? { hinvFrom: 'dawn' as const } : crt === rt ? fusedCholesky(rt, cholLeaf, 'ort') : { hinvFrom: 'hooks' as const, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) };
+      return gptqQuantizeFused(dawnGpu, W, r, c, H, { ...o, ...hooks });
     };
-    default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid, loop, fused)`);
+    default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid, loop, fused, fused-ortchol)`);
   }
 }
 
@@ -192,8 +195,8 @@ async function main() {
   const peer: { shape: string; bits: number; seconds_median: number }[] = fs.existsSync(peerFile) ? JSON.parse(fs.readFileSync(peerFile, 'utf8')) : [];
   const cpu = await ComputeRuntime.create({ ep: 'cpu' });
   cpuRt = cpu;
-  const needPool = engines.some((e) => e === 'parallel' || e === 'hybrid' || e === 'loop' || e === 'fused'); // loop, fused: lopro's other stages on the pool
-  if (engines.includes('fused')) {
+  const needPool = engines.some((e) => e === 'parallel' || e === 'hybrid' || e === 'loop' || e.startsWith('fused')); // loop, fused: lopro's other stages on the pool
+  if (engines.some((e) => e.startsWith('fused'))) {
     const d = await getDawnGpu();
     dawnGpu = d.gpu ?? undefined;
     log(d.gpu ? `Dawn device for the fused engine: ${d.gpu.label} (largest binding ${(d.gpu.maxBindingBytes / 2 ** 20).toFixed(0)} MiB)` : `no Dawn device (${d.reason}): the fused engine will fail`);

@@ -127,8 +127,11 @@ export class DawnGpu {
     return p;
   }
 
-  bindGroup(p: GPUComputePipeline, buffers: GPUBuffer[]): GPUBindGroup {
-    return this.device.createBindGroup({ layout: p.getBindGroupLayout(0), entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })) });
+  /** Binding i = buffers[i]; undefined entries are bindings the kernel does not declare. */
+  bindGroup(p: GPUComputePipeline, buffers: (GPUBuffer | undefined)[]): GPUBindGroup {
+    const entries: GPUBindGroupEntry[] = [];
+    buffers.forEach((buffer, binding) => buffer && entries.push({ binding, resource: { buffer } }));
+    return this.device.createBindGroup({ layout: p.getBindGroupLayout(0), entries });
   }
 
   /** Encodes `record` into one command buffer and submits it; validation errors reject. */

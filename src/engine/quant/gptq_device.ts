@@ -272,13 +272,16 @@ export function deviceLoopCholesky(rt: ComputeRuntime, leaf?: number): {
 }
 
 /**
- * The fused kernels' Cholesky hooks (quant/gptq_fused.ts): on WebGPU the device Cholesky's U read back
- * as float32 (one n² copy down, no float64 leaves on the host), elsewhere choleskyOn's float64 copy.
+ * Where the fused kernels (quant/gptq_fused.ts) take Hinv from: the Dawn Cholesky on their own device
+ * (default), or with LOPRO_FUSED_HINV=ort (A/B runs) ONNX Runtime's — on WebGPU the device Cholesky's
+ * U read back as float32, elsewhere choleskyOn's float64 copy.
  */
-export function fusedCholesky(rt: ComputeRuntime, leaf?: number): {
-  choleskyInverseUpperAsync: (h: Float64Array, n: number) => Promise<Float64Array>;
+export function fusedCholesky(rt: ComputeRuntime, leaf?: number, from: 'dawn' | 'ort' = process.env.LOPRO_FUSED_HINV === 'ort' ? 'ort' : 'dawn'): {
+  hinvFrom: 'dawn' | 'hooks';
+  choleskyInverseUpperAsync?: (h: Float64Array, n: number) => Promise<Float64Array>;
   choleskyInverseUpperF32?: (h: Float64Array, n: number) => Promise<Float32Array>;
 } {
+  if (from === 'dawn') return { hinvFrom: 'dawn' };
   const onDevice = rt.keepsDataOnDevice && process.env.LOPRO_GPTQ_HINV !== 'host';
   const f32 = async (h: Float64Array, n: number) => {
     const U = await choleskyInverseUpperTensor(h, n, { rt, leaf });
@@ -288,7 +291,7 @@ export function fusedCholesky(rt: ComputeRuntime, leaf?: number): {
       rt.release(U);
     }
   };
-  return { choleskyInverseUpperAsync: choleskyOn(rt, undefined, leaf), ...(onDevice ? { choleskyInverseUpperF32: f32 } : {}) };
+  return { hinvFrom: 'hooks', choleskyInverseUpperAsync: choleskyOn(rt, undefined, leaf), ...(onDevice ? { choleskyInverseUpperF32: f32 } : {}) };
 }
 
 /** Single-threaded GPTQ with the lazy updates on `opts.rt` (the column loop stays in TypeScript). */

@@ -5,6 +5,9 @@
 // command buffer; the ORT device loop (gptq_device_loop.ts) needs 7 graph nodes per column (~28 000),
 // and its ~10–15 µs per node bounded it at ~0.3–0.4 s per 4096 columns before any arithmetic.
 //
+// Hinv: by default from the Cholesky on the same device (linalg/cholesky_dawn.ts), so a layer's only
+// copies are W and H up, codes, params and row losses down.
+//
 // Semantics = gptqCore (same preparation: gptqPrepare; order, dead columns, damping, the Cholesky's
 // RTN fallback, per-row / static / dynamic group params including the reference's find_params on the
 // lagging global W), in float32 with round-half-even as the reference (WGSL round), and x / s as a
@@ -15,6 +18,7 @@ import type { DawnGpu } from '../compute/dawn';
 import type { GptqOptions, GptqResult } from './gptq';
 import { choleskyFallbackHinv, gptqPrepare } from './gptq_core';
 import { invertPermutation } from './gptq_kernels';
+import { choleskyInverseUpperDawn } from '../linalg/cholesky_dawn';
 import { dequantizeCode } from './quantizer';
 import { PARAMS_WORDS, UPDATE_TILE, gptqBatchWgsl, gptqLazyUpdateWgsl } from './gptq_fused_wgsl';
 
@@ -32,11 +36,16 @@ export function fusedSupports(opts: GptqOptions, rows: number, cols: number, max
 
 export interface FusedHooks {
   /**
+   * Where Hinv comes from: 'dawn' (default) the Cholesky on the same device (linalg/cholesky_dawn.ts,
+   * U never leaves it), 'hooks' the callbacks below (A/B runs, the ORT Cholesky).
+   */
+  hinvFrom?: 'dawn' | 'hooks';
+  /**
    * Hinv as float32 (upper U with UᵀU = H_d⁻¹), e.g. the ORT device Cholesky's tensor read back;
    * throws NotPositiveDefiniteError → the RTN fallback. Preferred over the float64 hook when given.
    */
   choleskyInverseUpperF32?: (H: Float64Array, n: number) => Promise<Float32Array>;
-  choleskyInverseUpperAsync: (H: Float64Array, n: number) => Promise<Float64Array>;
+  choleskyInverseUpperAsync?: (H: Float64Array, n: number) => Promise<Float64Array>;
 }
 
 export interface FusedSeconds {
@@ -58,10 +67,13 @@ export async function gptqQuantizeFused(
   const p = gptqPrepare(wVals, rows, cols, hVals, opts);
   const { blockSize: B, groupSize, staticGroups, sym, maxq, order, scale, zero, G: ng } = p;
   const t1 = now();
-  let U: Float32Array;
+  let U: Float32Array | undefined, Ub: GPUBuffer | undefined;
   let choleskyFallback = false;
   try {
-    U = opts.choleskyInverseUpperF32 ? await opts.choleskyInverseUpperF32(p.H, cols) : Float32Array.from(await opts.choleskyInverseUpperAsync(p.H, cols));
+    if ((opts.hinvFrom ?? 'dawn') === 'dawn') Ub = await choleskyInverseUpperDawn(gpu, p.H, cols);
+    else if (opts.choleskyInverseUpperF32) U = await opts.choleskyInverseUpperF32(p.H, cols);
+    else if (opts.choleskyInverseUpperAsync) U = Float32Array.from(await opts.choleskyInverseUpperAsync(p.H, cols));
+    else throw new Error("hinvFrom 'hooks' without a Cholesky hook");
   } catch (e) {
     U = Float32Array.from(choleskyFallbackHinv(e, cols, p.where, opts));
     choleskyFallback = true;
@@ -79,7 +91,7 @@ export async function gptqQuantizeFused(
   }
   const wordsPerRow = Math.ceil(cols / 4);
 
-  const buffers: GPUBuffer[] = [];
+  const buffers: GPUBuffer[] = Ub ? [Ub] : [];
   const own = (b: GPUBuffer) => (buffers.push(b), b);
   let tUp = 0, tKernels = 0;
   let codeWords: Uint32Array, paramsOut: Float32Array, rowLoss: Float32Array;
@@ -90,7 +102,7 @@ export async function gptqQuantizeFused(
     ]);
     const tu = now();
     const Wb = own(gpu.buffer(Float32Array.from(p.W), 'W'));
-    const Ub = own(gpu.buffer(U, 'Hinv'));
+    const Hinv = Ub ?? own(gpu.buffer(U!, 'Hinv'));
     const Eb = own(gpu.buffer(4 * rows * B, 'Err1'));
     const codesB = own(gpu.buffer(4 * rows * wordsPerRow, 'codes'));
     const paramsB = own(gpu.buffer(params, 'params'));
@@ -103,8 +115,8 @@ export async function gptqQuantizeFused(
       const i2 = Math.min(i1 + B, cols);
       const u = own(gpu.uniforms([rows, cols, i1, i2 - i1, i2, wordsPerRow, ng, 0].slice(0, PARAMS_WORDS)));
       batches.push({
-        bBatch: gpu.bindGroup(batchPipe, [u, Wb, Ub, Eb, codesB, paramsB, lossB, slotB]),
-        bUpdate: i2 < cols ? gpu.bindGroup(updatePipe, [u, Wb, Ub, Eb]) : undefined,
+        bBatch: gpu.bindGroup(batchPipe, [u, Wb, Hinv, Eb, codesB, paramsB, lossB, slotB]),
+        bUpdate: i2 < cols ? gpu.bindGroup(updatePipe, [u, Wb, Hinv, Eb]) : undefined,
         tailCols: cols - i2,
       });
     }
@@ -141,13 +153,24 @@ export async function gptqQuantizeFused(
     zero[i] = paramsOut[2 * i + 1];
   }
   const bytes = new Uint8Array(codeWords.buffer, codeWords.byteOffset, codeWords.byteLength);
+  // Q through a per-row table of each group's 2^bits dequantized values (= dequantizeCode's float32
+  // product): this unpacking is host time on the critical path (45 M values for a 7B MLP layer).
+  const L = maxq + 1, tab = new Float32Array(ng * L), slotL = Int32Array.from(slot, (g) => g * L);
+  let identity = true;
+  for (let k = 0; k < cols && identity; k++) identity = order[k] === k;
   let loss = 0;
   for (let r = 0; r < rows; r++) {
     const src = r * wordsPerRow * 4, dst = r * cols, rg = r * ng;
-    for (let k = 0; k < cols; k++) {
-      const code = bytes[src + k], col = dst + order[k], g = rg + slot[k];
-      codes[col] = code;
-      Q[col] = dequantizeCode(code, scale[g], zero[g]);
+    for (let g = 0; g < ng; g++) for (let c = 0; c < L; c++) tab[g * L + c] = dequantizeCode(c, scale[rg + g], zero[rg + g]);
+    if (identity) {
+      codes.set(bytes.subarray(src, src + cols), dst);
+      for (let k = 0; k < cols; k++) Q[dst + k] = tab[slotL[k] + bytes[src + k]];
+    } else {
+      for (let k = 0; k < cols; k++) {
+        const code = bytes[src + k], col = dst + order[k];
+        codes[col] = code;
+        Q[col] = tab[slotL[k] + code];
+      }
     }
     loss += rowLoss[r];
   }

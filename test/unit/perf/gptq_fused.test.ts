@@ -49,14 +49,14 @@ const cases: [string, number, number, GptqOptions][] = [
   ['batch of 30 (codes words straddle batches), 70 rows (a partial update tile), W2', 70, 150, { bits: 2, groupSize: -1, blockSize: 30 }],
 ];
 
-for (const [label, rows, cols, opts] of cases)
-  test(`fused GPTQ kernels ≈ TypeScript GPTQ: ${label}`, async (t) => {
+for (const hinvFrom of ['dawn', 'hooks'] as const) for (const [label, rows, cols, opts] of cases)
+  test(`fused GPTQ kernels (Hinv from ${hinvFrom === 'dawn' ? 'the Dawn Cholesky' : 'the float64 hook'}) ≈ TypeScript GPTQ: ${label}`, async (t) => {
     const gpu = await device(t);
     if (!gpu) return;
     const { W, H } = syntheticLayer(rows, cols, 600, rows + cols);
     assert.ok(fusedSupports(opts, rows, cols, gpu.maxBindingBytes));
     const ref = gptqQuantize(W, rows, cols, H, opts);
-    const got = await gptqQuantizeFused(gpu, W, rows, cols, H, { ...opts, choleskyInverseUpperAsync: chol });
+    const got = await gptqQuantizeFused(gpu, W, rows, cols, H, { ...opts, hinvFrom, choleskyInverseUpperAsync: hinvFrom === 'hooks' ? chol : async () => assert.fail('hook called') });
     agree(ref, got);
     assert.deepEqual(Array.from(got.gIdx), Array.from(ref.gIdx));
     assert.deepEqual(Array.from(got.perm), Array.from(ref.perm));
@@ -78,6 +78,7 @@ test('fused GPTQ: caller permutation and dead columns as the TypeScript core; Hi
   let f32Calls = 0;
   const got = await gptqQuantizeFused(gpu, W, rows, cols, H, {
     ...opts,
+    hinvFrom: 'hooks',
     choleskyInverseUpperAsync: async () => assert.fail('the float32 hook is preferred'),
     choleskyInverseUpperF32: async (h, n) => (f32Calls++, Float32Array.from(choleskyInverseUpper(h, n))),
   });
@@ -101,11 +102,19 @@ test('fused GPTQ: a failed Cholesky falls back to RTN with a warning; clip mse a
     e.name = 'NotPositiveDefiniteError';
     throw e;
   };
-  const got = await gptqQuantizeFused(gpu, W, 16, 64, H, { bits: 2, groupSize: 32, blockSize: 32, choleskyInverseUpperAsync: npd, onWarning: (m) => warnings.push(m) });
+  const got = await gptqQuantizeFused(gpu, W, 16, 64, H, { bits: 2, groupSize: 32, blockSize: 32, hinvFrom: 'hooks', choleskyInverseUpperAsync: npd, onWarning: (m) => warnings.push(m) });
   assert.equal(got.choleskyFallback, true);
   assert.match(warnings[0], /not positive definite/);
   const rtn = gptqQuantize(W, 16, 64, H, { bits: 2, groupSize: 32, blockSize: 32, choleskyInverseUpper: () => { const e = new Error('x'); e.name = 'NotPositiveDefiniteError'; throw e; }, onWarning: () => {} });
   agree(rtn, got);
+  // The Dawn Cholesky's own failure takes the same path: a negative diagonal survives 1 % damping.
+  const Hbad = Float64Array.from(H);
+  Hbad[10 * 64 + 10] = -1e3;
+  const warned: string[] = [];
+  const viaDawn = await gptqQuantizeFused(gpu, W, 16, 64, Hbad, { bits: 2, groupSize: 32, blockSize: 32, onWarning: (m) => warned.push(m) });
+  assert.equal(viaDawn.choleskyFallback, true);
+  assert.match(warned[0], /not positive definite/);
+  agree(rtn, viaDawn);
 });
 
 test('fused GPTQ: a WGSL error is reported with its line, not swallowed', async (t) => {
