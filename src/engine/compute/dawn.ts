@@ -226,3 +226,8 @@ export function getDawnGpu(): Promise<{ gpu: DawnGpu | null; reason?: string }> 
   })();
   return shared;
 }
+
+/** The process's Dawn device if one was already created (reports; never starts one). */
+export async function peekDawnGpu(): Promise<DawnGpu | null> {
+  return shared ? (await shared).gpu : null;
+}

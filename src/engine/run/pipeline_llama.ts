@@ -27,6 +27,7 @@ import type { RunContext } from './pipeline';
 import { ProgressTracker } from './progress';
 import { quantizeLayerAsync } from './quantize_layer';
 import { createLayerEngines, proxyLossMinWeights } from './layer_engines';
+import { peekDawnGpu } from '../compute/dawn';
 import { proxyLossesOnDevice } from '../quant/proxy_loss_ort';
 import { loproLayerTensors } from '../io/lopro_format';
 import { atomicWriteFile } from '../io/atomic';
@@ -381,5 +382,10 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   const c = rt.counters, gb = (b: number) => (b / 1e9).toFixed(2);
   hooks.log('info', `runtime: ${c.runs} ORT runs in ${(c.runMs / 1000).toFixed(1)} s (compute + the copies they imply), host→device ${gb(c.h2dBytes)} GB in ${c.h2dCopies} feeds, device→host ${gb(c.d2hBytes)} GB in ${c.d2hCopies} outputs, ${c.sessionsCreated} sessions built in ${(c.sessionCreateMs / 1000).toFixed(1)} s`);
   if (rt.ep !== 'cpu') hooks.log('info', `runtime by graph (most bytes first): ${rt.graphSummary(12)}`);
+  const dawn = await peekDawnGpu();
+  if (dawn && dawn.counters.submits > 0) {
+    const d = dawn.counters;
+    hooks.log('info', `dawn (${dawn.label}): ${d.submits} submits, ${d.dispatches} dispatches, host→device ${gb(d.uploadBytes)} GB in ${d.uploads} writes, device→host ${gb(d.readbackBytes)} GB in ${d.readbacks} reads`);
+  }
   progress.end(`quantized ${cfg.numLayers} blocks`);
 }

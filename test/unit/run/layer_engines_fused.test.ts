@@ -1,0 +1,61 @@
+// The pipeline's layer engines (run/layer_engines.ts) on a GPU EP with a Dawn device: GPTQ (alone and as
+// LoPRo's stage C) goes through the fused WGSL kernels (quant/gptq_fused.ts) — Dawn's submit counter
+// moves — and the layer outcome matches the single-threaded float64 path to float32 rounding (Ŵ ≥ 99 %
+// identical, proxy loss within 1e-3). LOPRO_GPTQ_LOOP=ort keeps the fused kernels out. The device is
+// SwiftShader (see test/unit/perf/gptq_fused.test.ts); the EP is the CPU EP claiming 'webgpu'.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { DEFAULT_LAYER_CONFIG, type LayerConfig } from '../../../src/protocol/config';
+import { ComputeRuntime } from '../../../src/engine/compute/runtime';
+import { quantizeLayer, quantizeLayerAsync, type LayerInput } from '../../../src/engine/run/quantize_layer';
+import { createLayerEngines } from '../../../src/engine/run/layer_engines';
+import { syntheticLayer } from '../quant/synthetic';
+
+const SWIFTSHADER = '/usr/lib/chromium/vk_swiftshader_icd.json';
+if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) process.env.VK_ICD_FILENAMES = SWIFTSHADER;
+process.env.LOPRO_DAWN_ALLOW_FALLBACK = '1';
+const gpuP = import('../../../src/engine/compute/dawn').then((m) => m.getDawnGpu());
+after(async () => (await gpuP).gpu?.destroy());
+
+const rows = 96, cols = 384;
+const { W, H, absMean } = syntheticLayer(rows, cols, 1024, 21, 8);
+const layer: LayerInput = { name: 'model.layers.1.mlp.up_proj', block: 1, module: 'up_proj', rows, cols, W, H, absMean };
+
+test('GPU EP with a Dawn device: gptq and lopro layers through the fused kernels ≈ the single-threaded path', async (t) => {
+  const { gpu, reason } = await gpuP;
+  if (!gpu) {
+    if (process.env.LOPRO_REQUIRE_DAWN === '1') assert.fail(`no Dawn device: ${reason}`);
+    return t.skip(`no Dawn device: ${reason}`);
+  }
+  const cpu = await ComputeRuntime.create({ ep: 'cpu' });
+  const asWebgpu = new Proxy(cpu, { get: (target, prop, recv) => (prop === 'ep' ? 'webgpu' : Reflect.get(target, prop, recv)) }) as ComputeRuntime;
+  const warnings: string[] = [];
+  const engines = createLayerEngines(asWebgpu, (m) => warnings.push(m), { threads: 2, deviceMinWeights: 1 });
+  assert.ok(engines);
+  try {
+    for (const lc of [
+      { ...DEFAULT_LAYER_CONFIG, method: 'gptq', bits: 2 },
+      { ...DEFAULT_LAYER_CONFIG, method: 'lopro', bits: 2, rank: 4 },
+    ] as LayerConfig[]) {
+      for (const loop of [undefined, 'ort'] as const) {
+        if (loop) process.env.LOPRO_GPTQ_LOOP = loop;
+        else delete process.env.LOPRO_GPTQ_LOOP;
+        const submits = gpu.counters.submits;
+        const sync = quantizeLayer(layer, lc, { seed: 3 });
+        const dev = await quantizeLayerAsync(layer, lc, { seed: 3, engines });
+        const used = gpu.counters.submits > submits;
+        assert.equal(used, loop === undefined, `${lc.method}, LOPRO_GPTQ_LOOP=${loop}: fused kernels used = ${used}`);
+        let same = 0;
+        for (let i = 0; i < sync.wHat.length; i++) if (sync.wHat[i] === dev.wHat[i]) same++;
+        assert.ok(same / sync.wHat.length >= 0.99, `${lc.method} ${loop}: Ŵ agrees ${same / sync.wHat.length}`);
+        const rel = Math.abs(dev.report.proxyLoss - sync.report.proxyLoss) / sync.report.proxyLoss;
+        assert.ok(rel < 1e-3, `${lc.method} ${loop}: proxy loss ${dev.report.proxyLoss} vs ${sync.report.proxyLoss}`);
+      }
+    }
+    assert.deepEqual(warnings, []);
+  } finally {
+    delete process.env.LOPRO_GPTQ_LOOP;
+    await engines!.close();
+  }
+});
