@@ -47,6 +47,12 @@ for l in L: print(l['name'], l['rows'], 'x', l['cols'], {k: round(v, 2) for k, v
     read -r -a EA <<< "${2:-X=1}"; read -r -a EB <<< "${3:-X=1}"
     q synth7b_env_a 280 "${EA[@]}" -- "${S[@]}" --out /tmp/pg/s7a
     q synth7b_env_b 280 "${EB[@]}" -- "${S[@]}" --out /tmp/pg/s7b
-    grep -h "^runtime" "$OUT"/synth7b_env_*.log
+    grep -h "^runtime\|^dawn" "$OUT"/synth7b_env_*.log
+    # Per-stage sums over the 14 layers (run.json's layer seconds), A then B.
+    for d in s7a s7b; do python3 -c "
+import json, collections; m=json.load(open('/tmp/pg/$d/run.json')); t=collections.Counter()
+for l in m['layers']:
+  for k, v in l['seconds'].items(): t[k] += v
+print('$d stage sums:', {k: round(v, 1) for k, v in sorted(t.items(), key=lambda kv: -kv[1])})"; done | tee -a "$OUT/synth7b_stage_sums.txt"
     ;;
 esac

@@ -77,8 +77,14 @@ export class DawnGpu {
     const bytes = typeof data === 'number' ? data : data.byteLength;
     // Sizes are rounded up to 4 bytes (WebGPU's copy alignment); 16 keeps empty buffers legal.
     const size = Math.max(16, Math.ceil(bytes / 4) * 4);
-    const buf = this.device.createBuffer({ size, usage: U.STORAGE | U.COPY_SRC | U.COPY_DST, label });
-    if (typeof data !== 'number') this.write(buf, data);
+    const usage = U.STORAGE | U.COPY_SRC | U.COPY_DST;
+    if (typeof data === 'number') return this.device.createBuffer({ size, usage, label });
+    // Data goes straight into the mapped buffer (writeBuffer would stage a second copy first).
+    const buf = this.device.createBuffer({ size, usage, label, mappedAtCreation: true });
+    new Uint8Array(buf.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    buf.unmap();
+    this.counters.uploads++;
+    this.counters.uploadBytes += data.byteLength;
     return buf;
   }
 

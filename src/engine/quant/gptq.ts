@@ -58,6 +58,11 @@ export interface GptqOptions {
   onWarning?: (message: string) => void;
   /** Layer / tensor name for error messages. */
   name?: string;
+  /**
+   * false: the caller does not read Q (LoPRo reconstructs from the stored codes): drivers may leave it
+   * empty (length 0) instead of dequantizing rows×cols values on the host (the fused driver does).
+   */
+  dequantized?: boolean;
 }
 
 export interface GptqResult extends QuantizedWeight {

@@ -18,11 +18,11 @@ const now = () => performance.now() / 1000;
  * asynchronous ORT ones.
  */
 /** GPTQ's steps 1–5 (params without groups, dead columns, static groups, order, damping): shared by every driver. */
-export interface GptqPrepared {
-  /** W (float64) with dead columns zeroed, in quantization order. */
-  W: Float64Array;
+export interface GptqPrepared<T extends Float32Array | Float64Array = Float64Array> {
+  /** W (float64, or float32 for the fused kernels) with dead columns zeroed, in quantization order. */
+  W: T;
   /** H_d: H in quantization order, damped, dead diagonals set to 1. */
-  H: Float64Array;
+  H: T;
   groupSize: number; sym: boolean; clip: 'minmax' | 'mse'; staticGroups: boolean;
   /** The clamped lazy-batch width, and the one asked for (lazySpan is checked against it). */
   blockSize: number; requestedBlock: number;
@@ -34,7 +34,14 @@ export interface GptqPrepared {
   where: string;
 }
 
-export function gptqPrepare(wVals: Float32Array | Float64Array, rows: number, cols: number, hVals: Float32Array | Float64Array, opts: GptqOptions): GptqPrepared {
+export function gptqPrepare(wVals: Float32Array | Float64Array, rows: number, cols: number, hVals: Float32Array | Float64Array, opts: GptqOptions): GptqPrepared;
+/**
+ * precision 'f32': W and H_d as float32 (the fused WGSL kernels' inputs) without the float64 copies —
+ * for a 11008-column layer that is 970 MB of H copied, scanned and converted again (≈ 1.2 s measured on
+ * the H100 host). The damping is added to H's float32 diagonal (one more rounding of 0.01·mean diag).
+ */
+export function gptqPrepare(wVals: Float32Array | Float64Array, rows: number, cols: number, hVals: Float32Array | Float64Array, opts: GptqOptions, precision: 'f32'): GptqPrepared<Float32Array>;
+export function gptqPrepare(wVals: Float32Array | Float64Array, rows: number, cols: number, hVals: Float32Array | Float64Array, opts: GptqOptions, precision: 'f32' | 'f64' = 'f64'): GptqPrepared<Float32Array> | GptqPrepared<Float64Array> {
   const where = opts.name ?? 'gptqQuantize';
   if (wVals.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${wVals.length} values, expected ${rows}×${cols}`, where);
   if (hVals.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H has ${hVals.length} values, expected ${cols}×${cols}`, where);
@@ -52,8 +59,9 @@ export function gptqPrepare(wVals: Float32Array | Float64Array, rows: number, co
   const G = groupCount(cols, groupSize);
   const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
 
-  let W: Float64Array = Float64Array.from(wVals);
-  let H: Float64Array = Float64Array.from(hVals);
+  const Arr = precision === 'f32' ? Float32Array : Float64Array;
+  let W: Float32Array | Float64Array = Arr.from(wVals);
+  let H: Float32Array | Float64Array = Arr.from(hVals);
 
   // 1. Per-row params from the full rows, before dead columns are zeroed (final for groupSize −1).
   if (groupSize === -1) findParams(W, rows, cols, 0, cols, maxq, sym, scale, zero, 1, 0, clip);
@@ -87,7 +95,7 @@ export function gptqPrepare(wVals: Float32Array | Float64Array, rows: number, co
   for (let i = 0; i < cols; i++) diagSum += H[i * cols + i];
   const damp = percDamp * (diagSum / cols);
   for (let i = 0; i < cols; i++) H[i * cols + i] += damp;
-  return { W, H, groupSize, sym, clip, staticGroups, blockSize, requestedBlock, maxq, G, scale, zero, perm, order, deadColumns, damp, where };
+  return { W, H, groupSize, sym, clip, staticGroups, blockSize, requestedBlock, maxq, G, scale, zero, perm, order, deadColumns, damp, where } as GptqPrepared<Float32Array> | GptqPrepared<Float64Array>;
 }
 
 /**

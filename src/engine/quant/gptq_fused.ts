@@ -64,15 +64,15 @@ export async function gptqQuantizeFused(
     throw new RangeError(`the fused GPTQ kernels do not implement this layer (clip ${opts.clip}, blockSize ${opts.blockSize}, ${rows}×${cols} against a ${gpu.maxBindingBytes}-byte binding limit)`);
   }
   const t0 = now();
-  const p = gptqPrepare(wVals, rows, cols, hVals, opts);
+  const p = gptqPrepare(wVals, rows, cols, hVals, opts, 'f32');
   const { blockSize: B, groupSize, staticGroups, sym, maxq, order, scale, zero, G: ng } = p;
   const t1 = now();
   let U: Float32Array | undefined, Ub: GPUBuffer | undefined;
   let choleskyFallback = false;
   try {
     if ((opts.hinvFrom ?? 'dawn') === 'dawn') Ub = await choleskyInverseUpperDawn(gpu, p.H, cols);
-    else if (opts.choleskyInverseUpperF32) U = await opts.choleskyInverseUpperF32(p.H, cols);
-    else if (opts.choleskyInverseUpperAsync) U = Float32Array.from(await opts.choleskyInverseUpperAsync(p.H, cols));
+    else if (opts.choleskyInverseUpperF32) U = await opts.choleskyInverseUpperF32(Float64Array.from(p.H), cols);
+    else if (opts.choleskyInverseUpperAsync) U = Float32Array.from(await opts.choleskyInverseUpperAsync(Float64Array.from(p.H), cols));
     else throw new Error("hinvFrom 'hooks' without a Cholesky hook");
   } catch (e) {
     U = Float32Array.from(choleskyFallbackHinv(e, cols, p.where, opts));
@@ -101,7 +101,7 @@ export async function gptqQuantizeFused(
       gpu.pipeline(gptqLazyUpdateWgsl(B)),
     ]);
     const tu = now();
-    const Wb = own(gpu.buffer(Float32Array.from(p.W), 'W'));
+    const Wb = own(gpu.buffer(p.W, 'W'));
     const Hinv = Ub ?? own(gpu.buffer(U!, 'Hinv'));
     const Eb = own(gpu.buffer(4 * rows * B, 'Err1'));
     const codesB = own(gpu.buffer(4 * rows * wordsPerRow, 'codes'));
@@ -146,7 +146,8 @@ export async function gptqQuantizeFused(
 
   // Unpack: codes in quantization order → original columns, params, Q = dequantized codes.
   const tp = now();
-  const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols), gIdx = new Int32Array(cols);
+  const wantQ = opts.dequantized !== false;
+  const Q = new Float32Array(wantQ ? rows * cols : 0), codes = new Uint8Array(rows * cols), gIdx = new Int32Array(cols);
   for (let k = 0; k < cols; k++) gIdx[order[k]] = slot[k];
   for (let i = 0; i < rows * ng; i++) {
     scale[i] = paramsOut[2 * i];
@@ -161,10 +162,12 @@ export async function gptqQuantizeFused(
   let loss = 0;
   for (let r = 0; r < rows; r++) {
     const src = r * wordsPerRow * 4, dst = r * cols, rg = r * ng;
-    for (let g = 0; g < ng; g++) for (let c = 0; c < L; c++) tab[g * L + c] = dequantizeCode(c, scale[rg + g], zero[rg + g]);
+    if (wantQ) for (let g = 0; g < ng; g++) for (let c = 0; c < L; c++) tab[g * L + c] = dequantizeCode(c, scale[rg + g], zero[rg + g]);
     if (identity) {
       codes.set(bytes.subarray(src, src + cols), dst);
-      for (let k = 0; k < cols; k++) Q[dst + k] = tab[slotL[k] + bytes[src + k]];
+      if (wantQ) for (let k = 0; k < cols; k++) Q[dst + k] = tab[slotL[k] + bytes[src + k]];
+    } else if (!wantQ) {
+      for (let k = 0; k < cols; k++) codes[dst + order[k]] = bytes[src + k];
     } else {
       for (let k = 0; k < cols; k++) {
         const code = bytes[src + k], col = dst + order[k];

@@ -84,8 +84,8 @@ export function isPermutation(perm: ArrayLike<number>, n: number): boolean {
 }
 
 /** W[:, perm] (rows×cols), a new array. */
-export function permuteColumns(W: Float64Array, rows: number, cols: number, perm: Int32Array): Float64Array {
-  const out = new Float64Array(rows * cols);
+export function permuteColumns<T extends Float32Array | Float64Array>(W: T, rows: number, cols: number, perm: Int32Array): T {
+  const out = new (W.constructor as new (n: number) => T)(rows * cols);
   for (let r = 0; r < rows; r++) {
     const o = r * cols;
     for (let k = 0; k < cols; k++) out[o + k] = W[o + perm[k]];
@@ -94,8 +94,8 @@ export function permuteColumns(W: Float64Array, rows: number, cols: number, perm
 }
 
 /** H[perm][:, perm] (cols×cols), a new array. */
-export function permuteSymmetric(H: Float64Array, cols: number, perm: Int32Array): Float64Array {
-  const out = new Float64Array(cols * cols);
+export function permuteSymmetric<T extends Float32Array | Float64Array>(H: T, cols: number, perm: Int32Array): T {
+  const out = new (H.constructor as new (n: number) => T)(cols * cols);
   for (let a = 0; a < cols; a++) {
     const src = perm[a] * cols, dst = a * cols;
     for (let b = 0; b < cols; b++) out[dst + b] = H[src + perm[b]];

@@ -86,6 +86,11 @@ test('fused GPTQ: caller permutation and dead columns as the TypeScript core; Hi
   assert.equal(got.deadColumns, 2);
   for (const j of [5, 100]) for (let r = 0; r < rows; r++) assert.equal(got.Q[r * cols + j], ref.Q[r * cols + j]);
   agree(ref, got);
+  // dequantized: false (LoPRo reconstructs from the codes): the same codes and params, no Q.
+  const noQ = await gptqQuantizeFused(gpu, W, rows, cols, H, { ...opts, hinvFrom: 'hooks', choleskyInverseUpperAsync: chol, dequantized: false });
+  assert.equal(noQ.Q.length, 0);
+  assert.deepEqual(noQ.codes, got.codes);
+  assert.deepEqual(noQ.scale, got.scale);
 });
 
 test('fused GPTQ: a failed Cholesky falls back to RTN with a warning; clip mse and oversized batches are refused', async (t) => {

@@ -41,10 +41,10 @@ test('GPU EP with a Dawn device: gptq and lopro layers through the fused kernels
       for (const loop of [undefined, 'ort'] as const) {
         if (loop) process.env.LOPRO_GPTQ_LOOP = loop;
         else delete process.env.LOPRO_GPTQ_LOOP;
-        const submits = gpu.counters.submits;
+        const submits: number = gpu.counters.submits;
         const sync = quantizeLayer(layer, lc, { seed: 3 });
         const dev = await quantizeLayerAsync(layer, lc, { seed: 3, engines });
-        const used = gpu.counters.submits > submits;
+        const used: boolean = gpu.counters.submits > submits;
         assert.equal(used, loop === undefined, `${lc.method}, LOPRO_GPTQ_LOOP=${loop}: fused kernels used = ${used}`);
         let same = 0;
         for (let i = 0; i < sync.wHat.length; i++) if (sync.wHat[i] === dev.wHat[i]) same++;
