@@ -62,6 +62,7 @@ export async function quantizeLayerLoPRoWith(
   const q = await engine(Rt, rows, cols, Ht, {
     bits: cfg.bits, groupSize: cfg.groupSize === -1 ? -1 : g, sym: cfg.sym, clip: cfg.clip, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
     actOrder: cfg.actOrder, staticGroups: cfg.staticGroups, name, onWarning: () => {},
+    dequantized: false, // Ŵ comes from the stored codes below
   });
   lap('gptq');
   const stored: LoproStoredLayer = {
