@@ -3,7 +3,7 @@
 // (bench/torch_gptq.py, measured on the H100: bench/data/torch_gptq_h100_2026-11-22.json).
 //
 //   node --import tsx bench/gpu_layers.ts [--shapes 4096x4096,11008x4096,4096x11008] [--methods rtn,gptq,lopro,lopro_v]
-//        [--ep cpu,webgpu,cuda] [--engines loop|fused|fused-ortchol|hybrid|device|parallel|ts] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|pool] [--pipeline 0|1] [--overlap 1|0] [--chol-leaf N]
+//        [--ep cpu,webgpu,cuda] [--engines loop|fused|fused-ortchol|hybrid|device|parallel|ts] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|dawn|pool] [--pipeline 0|1] [--overlap 1|0] [--chol-leaf N]
 //        [--peer torch.json] [--out DIR] [--append]
 //
 // Shapes are rows×cols of W (y = W·x; cols = the input width, H is cols×cols), as in torch_gptq.py.
@@ -36,6 +36,7 @@ import { gptqQuantizeFused } from '../src/engine/quant/gptq_fused';
 import { quantizeLayerLoPRoParallel, r1svdParallel } from '../src/engine/quant/gptq_parallel_lopro';
 import type { LowRankFactors, R1svdOptions } from '../src/engine/quant/r1svd';
 import { r1svdDevice } from '../src/engine/quant/r1svd_device';
+import { r1svdDawn } from '../src/engine/quant/r1svd_dawn';
 import { quantizeLayerLoPRo } from '../src/engine/quant/lopro';
 import { rtnQuantize } from '../src/engine/quant/rtn';
 import { mulberry32 } from '../src/engine/util/random';
@@ -56,7 +57,8 @@ const outDir = arg('out', process.env.OUT ?? path.join(process.cwd(), 'bench', '
 const cholOn = arg('chol', 'ep') as 'ep' | 'cpu';
 let cpuRt: ComputeRuntime | undefined;
 /** Where lopro's R1SVD mat-vecs run with a pool: on the EP under test (A resident, r1svd_device.ts) or on the pool (r1svdParallel). */
-const r1svdOn = arg('r1svd', 'ep') as 'ep' | 'pool';
+/** R1SVD (LoPRo's stage A): the EP under test, the engine's Dawn device (r1svd_dawn.ts; the pipeline's default with a Dawn device), or the pool. */
+const r1svdOn = arg('r1svd', 'ep') as 'ep' | 'dawn' | 'pool';
 /**
  * hybrid: pipeline the device's lazy updates one block deep behind the workers (gptq_parallel.ts `pipeline`).
  * Off by default: each worker's slab correction costs rows·B² FMAs per block, ~2× its column loop, which is
@@ -132,6 +134,10 @@ async function proxyLossRows(cpu: ComputeRuntime, W: Float32Array, Q: ArrayLike<
 function deviceLowRank(rt: ComputeRuntime, pool: GptqPool) {
   return async (A: Float32Array, m: number, n: number, o: R1svdOptions): Promise<LowRankFactors> => {
     try {
+      if (r1svdOn === 'dawn') {
+        if (!dawnGpu) throw new Error('no Dawn device');
+        return await r1svdDawn(dawnGpu, A, m, n, o);
+      }
       return await r1svdDevice(rt, A, m, n, o);
     } catch (e) {
       log(`r1svd on ${rt.ep} FAILED (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); using the worker pool's R1SVD`);
@@ -196,7 +202,7 @@ async function main() {
   const cpu = await ComputeRuntime.create({ ep: 'cpu' });
   cpuRt = cpu;
   const needPool = engines.some((e) => e === 'parallel' || e === 'hybrid' || e === 'loop' || e.startsWith('fused')); // loop, fused: lopro's other stages on the pool
-  if (engines.some((e) => e.startsWith('fused'))) {
+  if (engines.some((e) => e.startsWith('fused')) || r1svdOn === 'dawn') {
     const d = await getDawnGpu();
     dawnGpu = d.gpu ?? undefined;
     log(d.gpu ? `Dawn device for the fused engine: ${d.gpu.label} (largest binding ${(d.gpu.maxBindingBytes / 2 ** 20).toFixed(0)} MiB)` : `no Dawn device (${d.reason}): the fused engine will fail`);
@@ -219,7 +225,7 @@ async function main() {
     const c = 640, W = synthWeight(64, c, 7), { H } = await synthHessian(cpu, c, 1024, 8);
     try {
       await makeEngine(e, rt, pool)(Float64Array.from(W), 64, c, H, { bits: 2, groupSize: 128 });
-      if (pool && methods.includes('lopro') && r1svdOn === 'ep') await deviceLowRank(rt, pool)(Float32Array.from(W), 64, c, { rank: 2, powerIters: 1, seed: 1 });
+      if (pool && methods.includes('lopro') && r1svdOn !== 'pool') await deviceLowRank(rt, pool)(Float32Array.from(W), 64, c, { rank: 2, powerIters: 1, seed: 1 });
       log(`warm-up ${rt.ep}/${e}: ${(now() - t).toFixed(2)} s`);
     } catch (err) {
       log(`warm-up ${rt.ep}/${e} FAILED: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
@@ -259,7 +265,7 @@ async function main() {
           // With a worker pool, LoPRo's own stages (R1SVD, residual, rotation, dequant) run on it too.
           const eng = makeEngine(engine, rt, pool);
           const r = pool && engine !== 'ts' && engine !== 'device'
-            ? await quantizeLayerLoPRoParallel(pool, eng, W, R, C, H, absMean, cfg, 1, shape, r1svdOn === 'ep' ? deviceLowRank(rt, pool) : undefined)
+            ? await quantizeLayerLoPRoParallel(pool, eng, W, R, C, H, absMean, cfg, 1, shape, r1svdOn !== 'pool' ? deviceLowRank(rt, pool) : undefined)
             : await quantizeLayerLoPRoWith(eng, W, R, C, H, absMean, cfg, 1, shape);
           Q = r.reconstructed;
           stages = { ...r.seconds };

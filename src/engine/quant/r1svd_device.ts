@@ -91,37 +91,81 @@ export interface DeviceR1svdStats {
 }
 
 /**
+ * What the rank loop needs from a device holding A (never deflated): one rank's power iteration with the
+ * factors found so far as the correction (rankModel's semantics: y = A_k·s, iterated, unit y, z = A_kᵀ·y),
+ * and Ûᵀ·A for the energy check. ORT (rankModel/mtvModel below) and Dawn (r1svd_dawn.ts) implement it.
+ */
+export interface R1svdBackend {
+  /** Uf [m, K], Vf [K, n], sg [K]: the factors so far (zero beyond the found ones). */
+  rank(s: Float32Array, Uf: Float32Array, Vf: Float32Array, sg: Float32Array): Promise<{ y: Float32Array; z: Float32Array }>;
+  /** Ut [r, m] → Ut·A [r, n]. */
+  project(Ut: Float32Array, r: number): Promise<Float32Array>;
+  release(): void;
+}
+
+/** ORT's backend: A uploaded in row chunks, one run per rank (rankModel), one for the projection. */
+async function ortBackend(rt: ComputeRuntime, A: Float32Array, m: number, n: number, K: number, iters: number, chunkBytes?: number): Promise<R1svdBackend> {
+  const chunks = chunkRows(m, n, chunkBytes);
+  const key = `${m}x${n}|${chunks.map((c) => c[1]).join(',')}`;
+  const aT: Record<string, Tensor> = {};
+  try {
+    for (let c = 0; c < chunks.length; c++) {
+      const [r0, r1] = chunks[c];
+      aT[`a${c}`] = await rt.upload(rt.host(A.slice(r0 * n, r1 * n), [r1 - r0, n])); // slice: a plain buffer (ORT refuses shared ones)
+    }
+  } catch (e) {
+    for (const t of Object.values(aT)) rt.release(t);
+    throw e;
+  }
+  const sRank = await rt.session(`r1svd/rank|${key}|${K}|${iters}`, rankModel(chunks, m, n, K, iters), 'host');
+  return {
+    async rank(s, Uf, Vf, sg) {
+      const r = await rt.run(sRank, { ...aT, s: rt.host(s, [n, 1]), uf: rt.host(Uf, [m, K]), vf: rt.host(Vf, [K, n]), sg: rt.host(sg, [1, K]) });
+      return { y: r.y.data as Float32Array, z: r.z.data as Float32Array };
+    },
+    async project(Ut, r) {
+      const sE = await rt.session(`r1svd/mtv|${key}|${r}`, mtvModel(chunks, m, n, r), 'host');
+      return (await rt.run(sE, { ...aT, y: rt.host(Ut, [r, m]) })).z.data as Float32Array;
+    },
+    release() {
+      for (const t of Object.values(aT)) rt.release(t);
+    },
+  };
+}
+
+/**
  * r1svd (r1svd.ts) with A's mat-vecs on `rt`'s EP. `A` (m×n, float32) is uploaded once and never
  * changed; the caller keeps ownership. Same start vectors (same seed sequence), same rounding.
  */
 export async function r1svdDevice(rt: ComputeRuntime, A: Float32Array, m: number, n: number, opts: R1svdOptions & { chunkBytes?: number }, stats?: DeviceR1svdStats): Promise<LowRankFactors> {
+  const K = Math.max(1, Math.max(0, Math.min(opts.rank, m, n)));
+  return r1svdOnBackend(() => ortBackend(rt, A, m, n, K, opts.powerIters, opts.chunkBytes), A, m, n, opts, stats);
+}
+
+/** The rank loop of r1svdDevice over any backend (the host keeps the start vectors, the rounding and the energy). */
+export async function r1svdOnBackend(
+  open: () => Promise<R1svdBackend>, A: Float32Array, m: number, n: number, opts: R1svdOptions, stats?: DeviceR1svdStats,
+): Promise<LowRankFactors> {
   const round = opts.roundFactors !== false;
   const rMax = Math.max(0, Math.min(opts.rank, m, n));
   const total = frob2(A);
-  const chunks = chunkRows(m, n, opts.chunkBytes);
-  const key = `${m}x${n}|${chunks.map((c) => c[1]).join(',')}`;
   const st = stats ?? { runs: 0, uploadSeconds: 0, matvecSeconds: 0 };
   let t0 = performance.now();
-  const aT: Record<string, Tensor> = {};
-  for (let c = 0; c < chunks.length; c++) {
-    const [r0, r1] = chunks[c];
-    aT[`a${c}`] = await rt.upload(rt.host(A.slice(r0 * n, r1 * n), [r1 - r0, n])); // slice: a plain buffer (ORT refuses shared ones)
-  }
+  const dev = await open();
   st.uploadSeconds += (performance.now() - t0) / 1000;
   t0 = performance.now();
   const f = new R1svdFactorSet(m, n, round);
   const K = Math.max(1, rMax);
-  const sRank = await rt.session(`r1svd/rank|${key}|${K}|${opts.powerIters}`, rankModel(chunks, m, n, K, opts.powerIters), 'host');
-  // The factors found so far, as the graph takes them (float32, zero columns for ranks not yet found).
+  // The factors found so far, as the backends take them (float32, zero columns for ranks not yet found).
   const Uf = new Float32Array(m * K), Vf = new Float32Array(K * n), sg = new Float32Array(K);
   const rng = new SeededRng(opts.seed);
   const s32 = new Float32Array(n);
   try {
     for (let k = 0; k < rMax; k++) {
       for (let j = 0; j < n; j++) s32[j] = rng.gaussian(); // the start vectors of r1svd.ts, in order
-      const r = await rt.run(sRank, { ...aT, s: rt.host(s32, [n, 1]), uf: rt.host(Uf, [m, K]), vf: rt.host(Vf, [K, n]), sg: rt.host(sg, [1, K]) });
+      const r = await dev.rank(s32, Uf, Vf, sg);
       st.runs++;
-      const y = Float64Array.from(r.y.data as Float32Array), z = Float64Array.from(r.z.data as Float32Array);
+      const y = Float64Array.from(r.y), z = Float64Array.from(r.z);
       const ny = norm2(y);
       if (!(ny > 0) || !Number.isFinite(ny)) break; // A is (numerically) exactly rank k
       for (let i = 0; i < m; i++) y[i] /= ny;
@@ -141,8 +185,7 @@ export async function r1svdDevice(rt: ComputeRuntime, A: Float32Array, m: number
     if (total > 0 && r > 0) {
       const Ut = new Float32Array(r * m);
       for (let k = 0; k < r; k++) for (let i = 0; i < m; i++) Ut[k * m + i] = U[i * r + k];
-      const sE = await rt.session(`r1svd/mtv|${key}|${r}`, mtvModel(chunks, m, n, r), 'host');
-      const UtA = (await rt.run(sE, { ...aT, y: rt.host(Ut, [r, m]) })).z.data as Float32Array;
+      const UtA = await dev.project(Ut, r);
       st.runs++;
       let cross = 0;
       for (let k = 0; k < r; k++) {
@@ -162,7 +205,7 @@ export async function r1svdDevice(rt: ComputeRuntime, A: Float32Array, m: number
     }
     return { ...laid, energy };
   } finally {
-    for (const t of Object.values(aT)) rt.release(t);
+    dev.release();
     st.matvecSeconds += (performance.now() - t0) / 1000;
   }
 }

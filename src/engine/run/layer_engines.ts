@@ -15,6 +15,7 @@
 // Before the ORT loop, on either GPU EP: the fused WGSL kernels (quant/gptq_fused.ts) on the engine's own
 // Dawn device, when there is one (compute/dawn.ts) and they implement the config; LOPRO_GPTQ_LOOP=ort
 // (or LOPRO_DAWN=off) skips them. A fused failure falls back to the ORT loop / hybrid path, with a warning.
+// LoPRo's R1SVD likewise runs on the Dawn device first (quant/r1svd_dawn.ts; LOPRO_R1SVD=ort skips it).
 
 import * as os from 'node:os';
 import type { ComputeRuntime } from '../compute/runtime';
@@ -27,6 +28,7 @@ import { GptqPool, gptqQuantizeParallel, workerScriptPath } from '../quant/gptq_
 import { r1svdParallel } from '../quant/gptq_parallel_lopro';
 import type { LowRankFactors, R1svdOptions } from '../quant/r1svd';
 import { r1svdDevice } from '../quant/r1svd_device';
+import { r1svdDawn } from '../quant/r1svd_dawn';
 import { proxyLossesOrt } from '../quant/proxy_loss_ort';
 
 /**
@@ -131,6 +133,16 @@ export function createLayerEngines(
     },
     async lowRank(A, m, n, opts) {
       if (!gpu || m * n < minWeights || fellBack.has('R1SVD')) return r1svdParallel(pool, A, m, n, opts);
+      if (process.env.LOPRO_R1SVD !== 'ort' && !fellBack.has('Dawn R1SVD')) {
+        const { gpu: dawn } = await getDawnGpu();
+        if (dawn && 4 * m * n <= dawn.maxBindingBytes) {
+          try {
+            return await r1svdDawn(dawn, A, m, n, opts); // leaves A as it was, like the ORT path
+          } catch (e) {
+            fallBack('Dawn R1SVD', e, 'the ONNX Runtime R1SVD');
+          }
+        }
+      }
       try {
         return await rt.scoped('r1svd', () => r1svdDevice(rt, A, m, n, opts)); // leaves A as it was: the pool's R1SVD can still run
       } catch (e) {

@@ -1,7 +1,8 @@
 // The pipeline's layer engines (run/layer_engines.ts) on a GPU EP with a Dawn device: GPTQ (alone and as
-// LoPRo's stage C) goes through the fused WGSL kernels (quant/gptq_fused.ts) — Dawn's submit counter
-// moves — and the layer outcome matches the single-threaded float64 path to float32 rounding (Ŵ ≥ 99 %
-// identical, proxy loss within 1e-3). LOPRO_GPTQ_LOOP=ort keeps the fused kernels out. The device is
+// LoPRo's stage C) goes through the fused WGSL kernels (quant/gptq_fused.ts), LoPRo's R1SVD through
+// r1svd_dawn.ts — Dawn's submit counter moves — and the layer outcome matches the single-threaded float64
+// path to float32 rounding (Ŵ ≥ 99 % identical, proxy loss within 1e-3). LOPRO_GPTQ_LOOP=ort with
+// LOPRO_R1SVD=ort keeps Dawn out. The device is
 // SwiftShader (see test/unit/perf/gptq_fused.test.ts); the EP is the CPU EP claiming 'webgpu'.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,8 +40,8 @@ test('GPU EP with a Dawn device: gptq and lopro layers through the fused kernels
       { ...DEFAULT_LAYER_CONFIG, method: 'lopro', bits: 2, rank: 4 },
     ] as LayerConfig[]) {
       for (const loop of [undefined, 'ort'] as const) {
-        if (loop) process.env.LOPRO_GPTQ_LOOP = loop;
-        else delete process.env.LOPRO_GPTQ_LOOP;
+        if (loop) process.env.LOPRO_GPTQ_LOOP = process.env.LOPRO_R1SVD = loop;
+        else delete process.env.LOPRO_GPTQ_LOOP, delete process.env.LOPRO_R1SVD;
         const submits: number = gpu.counters.submits;
         const sync = quantizeLayer(layer, lc, { seed: 3 });
         const dev = await quantizeLayerAsync(layer, lc, { seed: 3, engines });
@@ -56,6 +57,7 @@ test('GPU EP with a Dawn device: gptq and lopro layers through the fused kernels
     assert.deepEqual(warnings, []);
   } finally {
     delete process.env.LOPRO_GPTQ_LOOP;
+    delete process.env.LOPRO_R1SVD;
     await engines!.close();
   }
 });
