@@ -147,9 +147,14 @@ export async function quantizeLayerLoPRoParallel(
     const A = shared(Float32Array, rows * cols);
     for (let i = 0; i < rows; i++) for (let j = 0, o = i * cols; j < cols; j++) A[o + j] = W[o + j] * alpha[j]; // scaleColumns
     const ro = { rank: cfg.rank, powerIters: cfg.powerIters, seed };
+    const t1 = now();
     factors = lowRank ? await lowRank(A, rows, cols, ro) : await r1svdParallel(pool, A, rows, cols, ro);
+    const t2 = now();
     const f = factors, r = f.rank;
     await runSlices(pool, rows, (r0, r1) => ({ kind: 'residual', W: Wsh, R, n: cols, rank: r, U: f.U.slice(r0 * r, r1 * r), sigma: f.sigma, V: f.V, alpha, r0, r1 }));
+    // Sub-stages for the benches (where lowrank's time goes): the R1SVD itself and the residual on the pool.
+    seconds['lowrank.r1svd'] = t2 - t1;
+    seconds['lowrank.residual'] = now() - t2;
   } else for (let i = 0; i < R.length; i++) R[i] = W[i];
   lap('lowrank');
   // columnImportance (permute.ts), with the column sums on the pool.

@@ -120,7 +120,7 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
   const tLoss = now();
   const losses = (await asyncLosses(x, e, r.reconstructed)) ?? undefined;
   const { report, details } = loproReport(
-    { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, R: r.residual, Rt: r.rotated, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq, ...(losses ? { proxyLossEp: now() - tLoss } : {}) }, losses },
+    { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, R: r.residual, Rt: r.rotated, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq, 'gptq.prep': r.gptq.seconds.prep, 'gptq.cholesky': r.gptq.seconds.cholesky, 'gptq.columnLoop': r.gptq.seconds.columnLoop, ...(losses ? { proxyLossEp: now() - tLoss } : {}) }, losses },
     { baselines: !!opts.compare },
   );
   report.block = x.block;
