@@ -16,6 +16,14 @@ q() { # name, timeout, env..., -- args
   local rc=$?
   printf '%-22s rc=%s wall %.1f s | %s | %s\n' "$name" "$rc" "$(awk "BEGIN{print $EPOCHREALTIME - $s}")" "$(grep -h '^time:' "$OUT/$name.log")" "$(grep -h 'layers quantized on\|^model:' "$OUT/$name.log" | tr '\n' ' ')"
 }
+# Per-stage sums over a run's layers (run.json's layer seconds; dotted keys are sub-stages of their prefix).
+sums() {
+  python3 -c "
+import json, collections; m=json.load(open('/tmp/pg/$1/run.json')); t=collections.Counter()
+for l in m['layers']:
+  for k, v in l['seconds'].items(): t[k] += v
+print('$1 stage sums:', {k: round(v, 1) for k, v in sorted(t.items(), key=lambda kv: -kv[1])})"
+}
 case "${1:-base}" in
   base)
     B=(/tmp/l/models/base --method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt)
@@ -29,7 +37,8 @@ case "${1:-base}" in
     python3 -c "
 import json; m=json.load(open('/tmp/pg/s7/run.json')); L=m['layers']
 for l in L: print(l['name'], l['rows'], 'x', l['cols'], {k: round(v, 2) for k, v in l['seconds'].items()})" >> "$OUT/synth7b_webgpu.log" 2>&1
-    tail -16 "$OUT/synth7b_webgpu.log"
+    sums s7 | tee -a "$OUT/synth7b_webgpu.log"
+    grep -h "^runtime\|^dawn\|^time" "$OUT/synth7b_webgpu.log"
     ;;
   synth-ab)
     # The same 2-block model, group layers concurrent (the GPU default) and one after the other, side by side.
@@ -49,10 +58,6 @@ for l in L: print(l['name'], l['rows'], 'x', l['cols'], {k: round(v, 2) for k, v
     q synth7b_env_b 280 "${EB[@]}" -- "${S[@]}" --out /tmp/pg/s7b
     grep -h "^runtime\|^dawn" "$OUT"/synth7b_env_*.log
     # Per-stage sums over the 14 layers (run.json's layer seconds), A then B.
-    for d in s7a s7b; do python3 -c "
-import json, collections; m=json.load(open('/tmp/pg/$d/run.json')); t=collections.Counter()
-for l in m['layers']:
-  for k, v in l['seconds'].items(): t[k] += v
-print('$d stage sums:', {k: round(v, 1) for k, v in sorted(t.items(), key=lambda kv: -kv[1])})"; done | tee -a "$OUT/synth7b_stage_sums.txt"
+    for d in s7a s7b; do sums $d; done | tee -a "$OUT/synth7b_stage_sums.txt"
     ;;
 esac
