@@ -265,7 +265,7 @@ async function main() {
           // With a worker pool, LoPRo's own stages (R1SVD, residual, rotation, dequant) run on it too.
           const eng = makeEngine(engine, rt, pool);
           const r = pool && engine !== 'ts' && engine !== 'device'
-            ? await quantizeLayerLoPRoParallel(pool, eng, W, R, C, H, absMean, cfg, 1, shape, r1svdOn !== 'pool' ? deviceLowRank(rt, pool) : undefined)
+            ? await quantizeLayerLoPRoParallel(pool, eng, W, R, C, H, absMean, cfg, 1, shape, r1svdOn !== 'pool' ? deviceLowRank(rt, pool) : undefined, { float32Engine: engine.startsWith('fused') })
             : await quantizeLayerLoPRoWith(eng, W, R, C, H, absMean, cfg, 1, shape);
           Q = r.reconstructed;
           stages = { ...r.seconds };

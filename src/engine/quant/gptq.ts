@@ -63,6 +63,11 @@ export interface GptqOptions {
    * empty (length 0) instead of dequantizing rows×cols values on the host (the fused driver does).
    */
   dequantized?: boolean;
+  /**
+   * W and H again as float32, already checked finite, owned by this call (a driver may modify them):
+   * float32 drivers (the fused kernels) use them instead of converting and scanning W and H themselves.
+   */
+  f32Inputs?: { W: Float32Array; H: Float32Array };
 }
 
 export interface GptqResult extends QuantizedWeight {

@@ -45,8 +45,13 @@ export function gptqPrepare(wVals: Float32Array | Float64Array, rows: number, co
   const where = opts.name ?? 'gptqQuantize';
   if (wVals.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${wVals.length} values, expected ${rows}×${cols}`, where);
   if (hVals.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H has ${hVals.length} values, expected ${cols}×${cols}`, where);
-  assertFiniteArray(wVals, 'W', where);
-  assertFiniteArray(hVals, 'H', where);
+  // f32Inputs (float32 drivers only): the caller's own float32 copies, already checked finite.
+  const given = precision === 'f32' ? opts.f32Inputs : undefined;
+  if (given && (given.W.length !== rows * cols || given.H.length !== cols * cols)) throw new ProtocolError(ErrorCode.ShapeMismatch, `f32Inputs: W ${given.W.length} / H ${given.H.length} values, expected ${rows}×${cols} / ${cols}×${cols}`, where);
+  if (!given) {
+    assertFiniteArray(wVals, 'W', where);
+    assertFiniteArray(hVals, 'H', where);
+  }
   const groupSize = opts.groupSize ?? -1, sym = opts.sym ?? false, percDamp = opts.percDamp ?? 0.01, clip = opts.clip ?? 'minmax';
   const requestedBlock = opts.blockSize ?? 128, actOrder = opts.actOrder ?? false;
   const staticGroups = (opts.staticGroups ?? false) && groupSize !== -1;
@@ -60,8 +65,8 @@ export function gptqPrepare(wVals: Float32Array | Float64Array, rows: number, co
   const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
 
   const Arr = precision === 'f32' ? Float32Array : Float64Array;
-  let W: Float32Array | Float64Array = Arr.from(wVals);
-  let H: Float32Array | Float64Array = Arr.from(hVals);
+  let W: Float32Array | Float64Array = given ? given.W : Arr.from(wVals);
+  let H: Float32Array | Float64Array = given ? given.H : Arr.from(hVals);
 
   // 1. Per-row params from the full rows, before dead columns are zeroed (final for groupSize −1).
   if (groupSize === -1) findParams(W, rows, cols, 0, cols, maxq, sym, scale, zero, 1, 0, clip);

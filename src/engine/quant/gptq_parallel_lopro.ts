@@ -7,6 +7,9 @@
 // pool too (rows permuted + FWHT, transpose + FWHT, symmetrise: rotation.ts's passes, split by rows).
 
 import type { LayerConfig } from '../../protocol/config';
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import type { GptqOptions } from './gptq';
 import { encodeF16 } from './fp8';
 import { columnScaleAlpha, R1svdFactorSet, r1svdRoundsAsync, type LowRankFactors, type R1svdOptions } from './r1svd';
 import { argsortDescending } from './permute';
@@ -29,7 +32,11 @@ export type ParallelTask =
   | { kind: 'transRotRows'; M: Float64Array; T: Float64Array; n: number; plan: RotationPlan; r0: number; r1: number }
   | { kind: 'symmetrize'; T: Float64Array; n: number; r0: number; r1: number }
   /** `stored` is a plain (copied) row slice; `out` the shared rows×cols Ŵ. */
-  | { kind: 'dequant'; stored: LoproStoredLayer; out: Float32Array; r0: number };
+  | { kind: 'dequant'; stored: LoproStoredLayer; out: Float32Array; r0: number }
+  /** W → Wsh (copy) and A = W·diag(α) (scaleColumns), rows r0..r1. */
+  | { kind: 'scaleCols'; W: Float32Array; Wsh: Float32Array; A: Float32Array; alpha: Float64Array; n: number; r0: number; r1: number }
+  /** dst[i0:i1] = float32(src[i0:i1]); throws at the first value that is not finite as float32 ('non-finite value … at flat index i'). */
+  | { kind: 'toF32'; src: Float64Array; dst: Float32Array; i0: number; i1: number };
 
 function shared<T extends Float32Array | Float64Array>(Arr: { new (b: ArrayBuffer): T; BYTES_PER_ELEMENT: number }, n: number): T {
   return new Arr(new SharedArrayBuffer(n * Arr.BYTES_PER_ELEMENT) as unknown as ArrayBuffer);
@@ -100,6 +107,17 @@ export async function rotateHessianParallel(pool: GptqPool, H: Float64Array, n: 
   return T;
 }
 
+/** dst = float32(src) on the pool; a non-finite value is a NonFinite ProtocolError naming `what`. */
+async function toFloat32(pool: GptqPool, src: Float64Array, dst: Float32Array, what: string): Promise<void> {
+  try {
+    await runSlices(pool, src.length, (i0, i1) => ({ kind: 'toF32', src, dst, i0, i1 }));
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    if (!msg.startsWith('non-finite')) throw e;
+    throw new ProtocolError(ErrorCode.NonFinite, `${what}: ${msg}`, 'lopro', 'check the layer weights and the calibration activations for overflow');
+  }
+}
+
 /** A row slice of a stored lopro layer (everything dequantizeLoPRo reads per row), copied so it clones small. */
 function rowSlice(s: LoproStoredLayer, r0: number, r1: number): LoproStoredLayer {
   const { cols, groups: G, rank } = s;
@@ -129,6 +147,8 @@ export async function quantizeLayerLoPRoParallel(
   cfg: LayerConfig, seed: number, name = 'layer',
   /** Stage A's R1SVD (default: r1svdParallel on the pool; r1svd_device.ts's r1svdDevice keeps A on an EP). */
   lowRank?: (A: Float32Array, m: number, n: number, opts: R1svdOptions) => Promise<LowRankFactors>,
+  /** float32Engine: `engine` computes in float32 and takes GptqOptions.f32Inputs (the fused kernels). */
+  opts?: { float32Engine?: boolean },
 ): Promise<ParallelLoproResult> {
   if (cfg.method !== 'lopro') throw new Error(`quantizeLayerLoPRoParallel: method ${cfg.method} (only lopro)`);
   const seconds: Record<string, number> = {};
@@ -140,12 +160,13 @@ export async function quantizeLayerLoPRoParallel(
   };
   const { alpha, alphaBits } = columnScaleAlpha(actStats, cols, cfg.beta);
   const Wsh = shared(Float32Array, rows * cols);
-  Wsh.set(W);
   const R = shared(Float64Array, rows * cols);
   let factors: LowRankFactors | null = null;
   if (cfg.rank > 0) {
     const A = shared(Float32Array, rows * cols);
-    for (let i = 0; i < rows; i++) for (let j = 0, o = i * cols; j < cols; j++) A[o + j] = W[o + j] * alpha[j]; // scaleColumns
+    // Wsh = W and A = W·diag(α) (scaleColumns) on the pool: two passes over a 7B MLP layer's 45 M weights.
+    const Wsrc = W.buffer instanceof SharedArrayBuffer ? W : (Wsh.set(W), Wsh);
+    await runSlices(pool, rows, (r0, r1) => ({ kind: 'scaleCols', W: Wsrc, Wsh, A, alpha: Float64Array.from(alpha), n: cols, r0, r1 }));
     const ro = { rank: cfg.rank, powerIters: cfg.powerIters, seed };
     const t1 = now();
     factors = lowRank ? await lowRank(A, rows, cols, ro) : await r1svdParallel(pool, A, rows, cols, ro);
@@ -155,7 +176,10 @@ export async function quantizeLayerLoPRoParallel(
     // Sub-stages for the benches (where lowrank's time goes): the R1SVD itself and the residual on the pool.
     seconds['lowrank.r1svd'] = t2 - t1;
     seconds['lowrank.residual'] = now() - t2;
-  } else for (let i = 0; i < R.length; i++) R[i] = W[i];
+  } else {
+    Wsh.set(W);
+    for (let i = 0; i < R.length; i++) R[i] = W[i];
+  }
   lap('lowrank');
   // columnImportance (permute.ts), with the column sums on the pool.
   const meanAbs = shared(Float64Array, cols);
@@ -175,8 +199,19 @@ export async function quantizeLayerLoPRoParallel(
   await rotating;
   const Ht = await rotateHessianParallel(pool, H, cols, perm, plan);
   lap('permute+rotate');
+  // A float32 engine (the fused kernels) gets R′ and H′ converted and checked finite on the pool, and may
+  // modify them (they are this call's own): on the main thread that was ~1.2 s per 4096×11008 layer.
+  let f32Inputs: GptqOptions['f32Inputs'];
+  if (opts?.float32Engine) {
+    const W32 = shared(Float32Array, rows * cols), H32 = shared(Float32Array, cols * cols);
+    await toFloat32(pool, Rt, W32, 'W′ (the rotated residual)');
+    await toFloat32(pool, Ht, H32, 'H′ (the rotated Hessian)');
+    f32Inputs = { W: W32, H: H32 };
+    lap('gptq');
+  }
   const g = cfg.groupSize === -1 ? cols : Math.min(cfg.groupSize, cols);
   const q = await engine(Rt, rows, cols, Ht, {
+    f32Inputs,
     bits: cfg.bits, groupSize: cfg.groupSize === -1 ? -1 : g, sym: cfg.sym, clip: cfg.clip, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
     actOrder: cfg.actOrder, staticGroups: cfg.staticGroups, name, onWarning: () => {},
     dequantized: false, // Ŵ comes from the stored codes below

@@ -124,6 +124,21 @@ function runTask(t: ParallelTask): void {
     case 'dequant':
       t.out.set(dequantizeLoPRo(t.stored), t.r0 * t.stored.cols);
       return;
+    case 'scaleCols': {
+      const { W, Wsh, A, alpha, n, r0, r1 } = t;
+      if (W !== Wsh) Wsh.set(W.subarray(r0 * n, r1 * n), r0 * n);
+      for (let i = r0; i < r1; i++) for (let j = 0, o = i * n; j < n; j++) A[o + j] = W[o + j] * alpha[j];
+      return;
+    }
+    case 'toF32': {
+      const { src, dst, i0, i1 } = t;
+      for (let i = i0; i < i1; i++) {
+        dst[i] = src[i];
+        // The float32 value: a finite float64 beyond ±3.4e38 becomes ±Infinity here.
+        if (!Number.isFinite(dst[i])) throw new Error(`non-finite value (${src[i]} as float32) at flat index ${i}`);
+      }
+      return;
+    }
   }
 }
 

@@ -63,6 +63,11 @@ export interface LayerEngines {
   label: string;
   gptq(W: Float64Array, rows: number, cols: number, H: Float64Array, opts: GptqOptions): Promise<GptqResult>;
   /**
+   * True when gptq() of a layer of rows·cols weights will run the float32 fused kernels: LoPRo's driver
+   * then hands them float32 copies of W′ and H′ made on the pool (GptqOptions.f32Inputs).
+   */
+  float32Gptq(rows: number, cols: number): Promise<boolean>;
+  /**
    * [tr(ΔHΔᵀ), tr(WHWᵀ)] on the run's EP for layers of at least PROXY_LOSS_MIN_WEIGHTS weights
    * (quant/proxy_loss_ort.ts); null = use the float64 TypeScript kernel.
    */
@@ -130,6 +135,11 @@ export function createLayerEngines(
         fallBack('GPTQ', e);
         return onWorkers(W, rows, cols, H, opts);
       }
+    },
+    async float32Gptq(rows, cols) {
+      if (!gpu || rows * cols < minWeights || fellBack.has('GPTQ') || fellBack.has('fused GPTQ')) return false;
+      const loop = process.env.LOPRO_GPTQ_LOOP;
+      return loop !== 'ort' && loop !== 'hybrid' && (await getDawnGpu()).gpu !== null;
     },
     async lowRank(A, m, n, opts) {
       if (!gpu || m * n < minWeights || fellBack.has('R1SVD')) return r1svdParallel(pool, A, m, n, opts);

@@ -91,6 +91,13 @@ test('fused GPTQ: caller permutation and dead columns as the TypeScript core; Hi
   assert.equal(noQ.Q.length, 0);
   assert.deepEqual(noQ.codes, got.codes);
   assert.deepEqual(noQ.scale, got.scale);
+  // f32Inputs (LoPRo's pool-made float32 copies): used as W and H, same result; wrong lengths are refused.
+  const f32 = await gptqQuantizeFused(gpu, W, rows, cols, H, { ...opts, hinvFrom: 'hooks', choleskyInverseUpperAsync: chol, f32Inputs: { W: Float32Array.from(W), H: Float32Array.from(H) } });
+  assert.deepEqual(f32.codes, got.codes);
+  const poisoned = { W: Float32Array.from(W).fill(0), H: Float32Array.from(H) };
+  const zeroW = await gptqQuantizeFused(gpu, W, rows, cols, H, { ...opts, hinvFrom: 'hooks', choleskyInverseUpperAsync: chol, f32Inputs: poisoned });
+  assert.notDeepEqual(zeroW.codes, got.codes, 'the given float32 W is what gets quantized');
+  await assert.rejects(gptqQuantizeFused(gpu, W, rows, cols, H, { ...opts, choleskyInverseUpperAsync: chol, f32Inputs: { W: new Float32Array(3), H: Float32Array.from(H) } }), /f32Inputs/);
 });
 
 test('fused GPTQ: a failed Cholesky falls back to RTN with a warning; clip mse and oversized batches are refused', async (t) => {
