@@ -110,7 +110,8 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
     const wHat = dequantizeStored(stored);
     return baselineOutcome(x, lc, stored, notes, t0, opts, await asyncLosses(x, e, wHat), wHat);
   }
-  const float32Engine = await e.float32Gptq(x.rows, x.cols);
+  // LOPRO_F32_INPUTS=off: the float32 engine converts W′ and H′ itself (A/B runs).
+  const float32Engine = process.env.LOPRO_F32_INPUTS !== 'off' && (await e.float32Gptq(x.rows, x.cols));
   const r = await quantizeLayerLoPRoParallel(e.pool, e.gptq, x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, layerSeed(opts.seed, x.name), x.name, e.lowRank, { float32Engine });
   const notes: string[] = [];
   if (!x.absMean) notes.push('data-free: α = 1');
