@@ -60,17 +60,20 @@ test('row/column-parallel LoPRo stages (R1SVD, residual, importance, rotation, d
 test('float32 engines get R′ and H′ as float32 copies made on the pool (f32Inputs); a value beyond float32 is a NonFinite error', async () => {
   const pool = GptqPool.create(2);
   try {
-    let seen: { Rt: Float64Array; Ht: Float64Array; f32?: { W: Float32Array; H: Float32Array } } | undefined;
+    type Seen = { Rt: Float64Array; Ht: Float64Array; f32?: { W: Float32Array; H: Float32Array } };
+    let seen: Seen | undefined;
+    const lastSeen = (): Seen => seen!; // read through a call: TypeScript does not see the engine's closure assign it
     const spy = (w: Float64Array, r: number, c: number, h: Float64Array, o: Parameters<typeof gptqQuantizeParallel>[4]) => {
       seen = { Rt: Float64Array.from(w), Ht: Float64Array.from(h), f32: o.f32Inputs && { W: Float32Array.from(o.f32Inputs.W), H: Float32Array.from(o.f32Inputs.H) } };
       return gptqQuantizeParallel(w, r, c, h, { ...o, pool });
     };
     const plain = await quantizeLayerLoPRoParallel(pool, spy, W, rows, cols, H, absMean, cfg, 9);
-    assert.equal(seen?.f32, undefined, 'no float32 copies unless asked for');
+    assert.equal(lastSeen().f32, undefined, 'no float32 copies unless asked for');
     const f32 = await quantizeLayerLoPRoParallel(pool, spy, W, rows, cols, H, absMean, cfg, 9, 'layer', undefined, { float32Engine: true });
-    assert.ok(seen?.f32);
-    assert.deepEqual(seen.f32.W, Float32Array.from(seen.Rt));
-    assert.deepEqual(seen.f32.H, Float32Array.from(seen.Ht));
+    const withF32 = lastSeen();
+    assert.ok(withF32.f32);
+    assert.deepEqual(withF32.f32.W, Float32Array.from(withF32.Rt));
+    assert.deepEqual(withF32.f32.H, Float32Array.from(withF32.Ht));
     assert.deepEqual(f32.stored.codes, plain.stored.codes); // a float64 engine ignores them
     // 1e39 is finite in float64 but not in float32: the float32 engine must not get an Infinity.
     const Hbig = Float64Array.from(H);
