@@ -12,26 +12,9 @@
 
 import type { DawnGpu } from '../compute/dawn';
 import { NotPositiveDefiniteError } from './cholesky_ref';
-import { BS, GEMM_WORDS, choleskyDiagWgsl, choleskyPanelWgsl, gemmWgsl, reverseWgsl } from './cholesky_dawn_wgsl';
+import { BS, choleskyDiagWgsl, choleskyPanelWgsl, reverseWgsl } from './cholesky_dawn_wgsl';
+import { gemmGroups, gemmWgsl, gemmWords } from '../compute/wgsl_gemm';
 
-interface GemmArgs {
-  M: number; N: number; K: number; lda: number; ldb: number; ldc: number;
-  offA: number; offB: number; offC: number; zA?: number; zB?: number; zC?: number;
-  /** Rows of batch entry z: min(M, limBase − z·limStride) (default: M). */
-  limBase?: number; limStride?: number; raggedK?: boolean;
-  alpha: number; beta: number;
-}
-
-function gemmWords(a: GemmArgs): Uint32Array {
-  const w = new Uint32Array(GEMM_WORDS);
-  const f = new Float32Array(w.buffer);
-  w.set([a.M, a.N, a.K, a.lda, a.ldb, a.ldc, a.offA, a.offB, a.offC, a.zA ?? 0, a.zB ?? 0, a.zC ?? 0, a.limBase ?? a.M, a.limStride ?? 0, a.raggedK ? 1 : 0, 0]);
-  f[16] = a.alpha;
-  f[17] = a.beta;
-  return w;
-}
-
-const tiles = (x: number) => Math.ceil(x / 64);
 
 /**
  * U on `gpu` as a float32 n×n buffer (the caller destroys it). Throws NotPositiveDefiniteError on a
@@ -67,18 +50,18 @@ export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | F
       const u = temp(gpu.uniforms([n, k0, kb, 0]));
       steps.push({ pipe: diag, group: gpu.bindGroup(diag, [u, A, M, status]), size: [1, 1, 1] });
       if (rest === 0) continue;
-      steps.push({ pipe: panel, group: gpu.bindGroup(panel, [u, A, M]), size: [tiles(rest), 1, 1] });
+      steps.push({ pipe: panel, group: gpu.bindGroup(panel, [u, A, M]), size: [Math.ceil(rest / 64), 1, 1] }); // 64 rows per workgroup
       const off = (k0 + kb) * n + k0;
       const g = temp(gpu.uniforms(gemmWords({ M: rest, N: rest, K: kb, lda: n, ldb: n, ldc: n, offA: off, offB: off, offC: off + kb, alpha: -1, beta: 1 })));
-      steps.push({ pipe: syrk, group: gpu.bindGroup(syrk, [g, undefined, undefined, A]), size: [tiles(rest), tiles(rest), 1] });
+      steps.push({ pipe: syrk, group: gpu.bindGroup(syrk, [g, undefined, undefined, A]), size: gemmGroups(rest, rest) });
     }
     for (let s = BS; s < n; s *= 2) {
       const pairs = Math.ceil((n - s) / (2 * s)), zBlock = 2 * s * (n + 1);
       const rag = { limBase: n - s, limStride: 2 * s };
       const g1 = temp(gpu.uniforms(gemmWords({ M: s, N: s, K: s, lda: n, ldb: n, ldc: s, offA: s * n, offB: 0, offC: 0, zA: zBlock, zB: zBlock, zC: s * s, ...rag, alpha: 1, beta: 0 })));
       const g2 = temp(gpu.uniforms(gemmWords({ M: s, N: s, K: s, lda: n, ldb: s, ldc: n, offA: s * n + s, offB: 0, offC: s * n, zA: zBlock, zB: s * s, zC: zBlock, ...rag, raggedK: true, alpha: -1, beta: 0 })));
-      steps.push({ pipe: gemm1, group: gpu.bindGroup(gemm1, [g1, A, M, T]), size: [tiles(s), tiles(s), pairs] });
-      steps.push({ pipe: gemm2, group: gpu.bindGroup(gemm2, [g2, undefined, T, M]), size: [tiles(s), tiles(s), pairs] });
+      steps.push({ pipe: gemm1, group: gpu.bindGroup(gemm1, [g1, A, M, T]), size: gemmGroups(s, s, pairs) });
+      steps.push({ pipe: gemm2, group: gpu.bindGroup(gemm2, [g2, undefined, T, M]), size: gemmGroups(s, s, pairs) });
     }
     steps.push({ pipe: reverse, group: gpu.bindGroup(reverse, [revU, M, A]), size: [revGroups, 1, 1] }); // U = J·L̃⁻¹·J
     await gpu.submit((enc) => {

@@ -1,7 +1,7 @@
 // GPTQ with the whole column loop fused into WGSL kernels on the engine's own WebGPU device
 // (compute/dawn.ts): per lazy batch of B columns, ONE dispatch runs the reference's inner loop for
 // every row at once (quant/gptq_fused_wgsl.ts: gptqBatchWgsl), and one more applies the lazy update
-// W[:, i2:] −= Err1·Hinv[i1:i2, i2:] (gptqLazyUpdateWgsl). A 4096-column layer is 64 dispatches in one
+// W[:, i2:] −= Err1·Hinv[i1:i2, i2:] (compute/wgsl_gemm.ts). A 4096-column layer is 64 dispatches in one
 // command buffer; the ORT device loop (gptq_device_loop.ts) needs 7 graph nodes per column (~28 000),
 // and its ~10–15 µs per node bounded it at ~0.3–0.4 s per 4096 columns before any arithmetic.
 //
@@ -20,7 +20,8 @@ import { choleskyFallbackHinv, gptqPrepare } from './gptq_core';
 import { invertPermutation } from './gptq_kernels';
 import { choleskyInverseUpperDawn } from '../linalg/cholesky_dawn';
 import { dequantizeCode } from './quantizer';
-import { PARAMS_WORDS, UPDATE_TILE, gptqBatchWgsl, gptqLazyUpdateWgsl } from './gptq_fused_wgsl';
+import { PARAMS_WORDS, gptqBatchWgsl } from './gptq_fused_wgsl';
+import { gemmGroups, gemmWgsl, gemmWords } from '../compute/wgsl_gemm';
 
 const now = () => performance.now() / 1000;
 
@@ -98,7 +99,7 @@ export async function gptqQuantizeFused(
   try {
     const [batchPipe, updatePipe] = await Promise.all([
       gpu.pipeline(gptqBatchWgsl({ B, maxq, sym, dynamic, G: groupSize })),
-      gpu.pipeline(gptqLazyUpdateWgsl(B)),
+      gpu.pipeline(gemmWgsl(false, false, false, false)),
     ]);
     const tu = now();
     const Wb = own(gpu.buffer(p.W, 'W'));
@@ -112,11 +113,13 @@ export async function gptqQuantizeFused(
     const tk = now();
     const batches: { bBatch: GPUBindGroup; bUpdate?: GPUBindGroup; tailCols: number }[] = [];
     for (let i1 = 0; i1 < cols; i1 += B) {
-      const i2 = Math.min(i1 + B, cols);
-      const u = own(gpu.uniforms([rows, cols, i1, i2 - i1, i2, wordsPerRow, ng, 0].slice(0, PARAMS_WORDS)));
+      const i2 = Math.min(i1 + B, cols), count = i2 - i1;
+      const u = own(gpu.uniforms([rows, cols, i1, count, i2, wordsPerRow, ng, 0].slice(0, PARAMS_WORDS)));
+      // W[:, i2:] −= Err1 (rows×count, row stride B) · Hinv[i1:i2, i2:]
+      const g = i2 < cols ? own(gpu.uniforms(gemmWords({ M: rows, N: cols - i2, K: count, lda: B, ldb: cols, ldc: cols, offA: 0, offB: i1 * cols + i2, offC: i2, alpha: -1, beta: 1 }))) : undefined;
       batches.push({
         bBatch: gpu.bindGroup(batchPipe, [u, Wb, Hinv, Eb, codesB, paramsB, lossB, slotB]),
-        bUpdate: i2 < cols ? gpu.bindGroup(updatePipe, [u, Wb, Hinv, Eb]) : undefined,
+        bUpdate: g && gpu.bindGroup(updatePipe, [g, Eb, Hinv, Wb]),
         tailCols: cols - i2,
       });
     }
@@ -129,7 +132,7 @@ export async function gptqQuantizeFused(
         if (!b.bUpdate) continue;
         pass.setPipeline(updatePipe);
         pass.setBindGroup(0, b.bUpdate);
-        pass.dispatchWorkgroups(Math.ceil(b.tailCols / UPDATE_TILE), Math.ceil(rows / UPDATE_TILE));
+        pass.dispatchWorkgroups(...gemmGroups(rows, b.tailCols));
       }
       pass.end();
     });

@@ -1,4 +1,4 @@
-// The two WGSL kernels of the fused GPTQ loop (quant/gptq_fused.ts). Names follow `fasterquant`.
+// The batch kernel of the fused GPTQ loop (quant/gptq_fused.ts). Names follow `fasterquant`.
 //
 // gptqBatchWgsl — one invocation per row of W runs the reference's inner loop over the batch's
 // columns i1..i2 on its own row (rows are independent given Hinv and the params):
@@ -7,11 +7,9 @@
 // with the row's batch slice in registers/local memory, Err1 written for the lazy update, and the codes
 // packed four per u32 (quantization order). Dynamic group params come from the global W at the group's
 // first column (the reference's find_params on W, which lags the intra-batch updates).
-//
-// gptqLazyUpdateWgsl — W[:, i2:] −= Err1·Hinv[i1:i2, i2:], a 64×64-tiled matrix product (16×16
-// invocations, 4×4 outputs each, K in steps of 16 through workgroup memory).
+// The lazy update W[:, i2:] −= Err1·Hinv[i1:i2, i2:] is compute/wgsl_gemm.ts's GEMM.
 
-/** Per-dispatch parameters (one uniform buffer per batch): the struct both kernels declare. */
+/** Per-dispatch parameters (one uniform buffer per batch). */
 export const PARAMS_WORDS = 8;
 const PARAMS = 'struct Params { rows: u32, cols: u32, i1: u32, count: u32, i2: u32, wordsPerRow: u32, ng: u32, pad: u32 }';
 
@@ -103,71 +101,6 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     for (var j = i + 1u; j < p.count; j++) { w[j] -= err * U[hb + j]; }
   }
   loss[r] += 0.5 * l;
-}
-`;
-}
-
-/** Tile of the lazy update (rows × columns per workgroup) and its K step. */
-export const UPDATE_TILE = 64;
-const KSTEP = 16;
-
-export function gptqLazyUpdateWgsl(B: number): string {
-  return /* wgsl */ `
-${PARAMS}
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> W: array<f32>; // rows×cols
-@group(0) @binding(2) var<storage, read> U: array<f32>;       // cols×cols
-@group(0) @binding(3) var<storage, read> E: array<f32>;       // rows×B
-
-const B: u32 = ${B}u;
-const T: u32 = ${UPDATE_TILE}u;
-const K: u32 = ${KSTEP}u;
-var<workgroup> As: array<array<f32, ${KSTEP}>, ${UPDATE_TILE}>; // Err1 tile [row][k]
-var<workgroup> Bs: array<array<f32, ${UPDATE_TILE}>, ${KSTEP}>; // Hinv tile [k][column]
-
-@compute @workgroup_size(16, 16)
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u) {
-  let r0 = wg.y * T;
-  let c0 = wg.x * T;
-  let n = p.cols - p.i2;
-  let tid = lid.y * 16u + lid.x;
-  var acc: array<vec4f, 4>;
-  for (var k0 = 0u; k0 < p.count; k0 += K) {
-    for (var t = 0u; t < 4u; t++) {
-      let idx = tid + t * 256u;
-      let rr = idx / K;
-      let kk = idx % K;
-      let gr = r0 + rr;
-      let gk = k0 + kk;
-      var a = 0.0;
-      if (gr < p.rows && gk < p.count) { a = E[gr * B + gk]; }
-      As[rr][kk] = a;
-      let kb = idx / T;
-      let cc = idx % T;
-      let gkb = k0 + kb;
-      let gc = c0 + cc;
-      var b = 0.0;
-      if (gkb < p.count && gc < n) { b = U[(p.i1 + gkb) * p.cols + p.i2 + gc]; }
-      Bs[kb][cc] = b;
-    }
-    workgroupBarrier();
-    for (var kk = 0u; kk < K; kk++) {
-      let b = vec4f(Bs[kk][lid.x * 4u], Bs[kk][lid.x * 4u + 1u], Bs[kk][lid.x * 4u + 2u], Bs[kk][lid.x * 4u + 3u]);
-      for (var i = 0u; i < 4u; i++) { acc[i] = fma(vec4f(As[lid.y * 4u + i][kk]), b, acc[i]); }
-    }
-    workgroupBarrier();
-  }
-  for (var i = 0u; i < 4u; i++) {
-    let gr = r0 + lid.y * 4u + i;
-    if (gr >= p.rows) { continue; }
-    for (var j = 0u; j < 4u; j++) {
-      let gc = c0 + lid.x * 4u + j;
-      if (gc < n) {
-        let o = gr * p.cols + p.i2 + gc;
-        W[o] = W[o] - acc[i][j];
-      }
-    }
-  }
 }
 `;
 }

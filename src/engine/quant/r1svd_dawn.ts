@@ -7,10 +7,10 @@
 // Kernels (float32, like the ORT graph): mv — y_i = A_i·x − Σ_k Uf_ik·t_k with t_k = sg_k·(Vf_k·x), one
 // workgroup per row; mtv — z_j = Σ_i y_i·A_ij − Σ_k t_k·Vf_kj with t_k = sg_k·(Uf_:kᵀ·y), column sums over
 // row slabs then a reduction over slabs; unit — v ← v/‖v‖ in one workgroup. The energy's Ûᵀ·A uses the
-// generic GEMM of linalg/cholesky_dawn_wgsl.ts.
+// generic GEMM of compute/wgsl_gemm.ts.
 
 import type { DawnGpu } from '../compute/dawn';
-import { GEMM_WORDS, gemmWgsl } from '../linalg/cholesky_dawn_wgsl';
+import { gemmGroups, gemmWgsl, gemmWords } from '../compute/wgsl_gemm';
 import type { LowRankFactors, R1svdOptions } from './r1svd';
 import { r1svdOnBackend, type DeviceR1svdStats, type R1svdBackend } from './r1svd_device';
 
@@ -197,18 +197,14 @@ async function dawnBackend(gpu: DawnGpu, A: Float32Array, m: number, n: number, 
       async project(Ut, r) {
         const gemm = await gpu.pipeline(gemmWgsl(false, false, false, false));
         const UtB = gpu.buffer(Ut), C = gpu.buffer(4 * r * n);
-        const w = new Uint32Array(GEMM_WORDS), f = new Float32Array(w.buffer);
-        w.set([r, n, m, m, n, n, 0, 0, 0, 0, 0, 0, r, 0, 0, 0]);
-        f[16] = 1;
-        f[17] = 0;
-        const gu = gpu.uniforms(w);
+        const gu = gpu.uniforms(gemmWords({ M: r, N: n, K: m, lda: m, ldb: n, ldc: n, offA: 0, offB: 0, offC: 0, alpha: 1, beta: 0 }));
         try {
           const group = gpu.bindGroup(gemm, [gu, UtB, Ab, C]);
           await gpu.submit((enc) => {
             const pass = enc.beginComputePass();
             pass.setPipeline(gemm);
             pass.setBindGroup(0, group);
-            pass.dispatchWorkgroups(Math.ceil(n / 64), Math.ceil(r / 64), 1);
+            pass.dispatchWorkgroups(...gemmGroups(r, n));
             pass.end();
           });
           gpu.counters.dispatches++;

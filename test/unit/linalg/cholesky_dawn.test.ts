@@ -2,26 +2,12 @@
 // device) against the float64 twin (quant/gptq_linalg.ts choleskyInverseUpper), on SwiftShader here
 // and in CI (see test/unit/perf/gptq_fused.test.ts for the device set-up). Sizes cover one block (64),
 // ragged panels, and ragged doubling pairs (200: the second pair of level 64 has 8 rows).
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { choleskyInverseUpper } from '../../../src/engine/quant/gptq_linalg';
 import { choleskyInverseUpperDawn } from '../../../src/engine/linalg/cholesky_dawn';
 import { syntheticLayer } from '../quant/synthetic';
-
-const SWIFTSHADER = '/usr/lib/chromium/vk_swiftshader_icd.json';
-if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) process.env.VK_ICD_FILENAMES = SWIFTSHADER;
-process.env.LOPRO_DAWN_ALLOW_FALLBACK = '1';
-const gpuP = import('../../../src/engine/compute/dawn').then((m) => m.getDawnGpu());
-after(async () => (await gpuP).gpu?.destroy());
-
-async function device(t: { skip: (why: string) => void }) {
-  const { gpu, reason } = await gpuP;
-  if (gpu) return gpu;
-  if (process.env.LOPRO_REQUIRE_DAWN === '1') assert.fail(`no Dawn device: ${reason}`);
-  t.skip(`no Dawn device: ${reason}`);
-  return null;
-}
+import { testDawn as device } from '../dawn_device';
 
 /** A damped Hessian as GPTQ feeds it (1 % of the mean diagonal). */
 function dampedHessian(n: number, seed: number): Float64Array {

@@ -4,29 +4,14 @@
 // Float32 kernels: codes ≥ 99 % equal, loss within 1e-3, group params within 1e-3, Q exactly the
 // dequantized codes. Without an adapter the tests skip, unless LOPRO_REQUIRE_DAWN=1 (CI sets it) —
 // then the missing device is a failure, so CI cannot pass by skipping.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { gptqQuantize, type GptqOptions } from '../../../src/engine/quant/gptq';
 import { choleskyInverseUpper } from '../../../src/engine/quant/gptq_linalg';
 import { fusedSupports, gptqQuantizeFused } from '../../../src/engine/quant/gptq_fused';
 import { gptqBatchWgsl } from '../../../src/engine/quant/gptq_fused_wgsl';
 import { syntheticLayer } from '../quant/synthetic';
-
-const SWIFTSHADER = '/usr/lib/chromium/vk_swiftshader_icd.json';
-if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) process.env.VK_ICD_FILENAMES = SWIFTSHADER;
-process.env.LOPRO_DAWN_ALLOW_FALLBACK = '1'; // SwiftShader is a fallback adapter, refused outside tests
-// Imported after the ICD is chosen: the Vulkan loader reads VK_ICD_FILENAMES when Dawn starts.
-const gpuP = import('../../../src/engine/compute/dawn').then((m) => m.getDawnGpu());
-after(async () => (await gpuP).gpu?.destroy());
-
-async function device(t: { skip: (why: string) => void }) {
-  const { gpu, reason } = await gpuP;
-  if (gpu) return gpu;
-  if (process.env.LOPRO_REQUIRE_DAWN === '1') assert.fail(`no Dawn device: ${reason}`);
-  t.skip(`no Dawn device: ${reason}`);
-  return null;
-}
+import { testDawn as device } from '../dawn_device';
 
 const chol = async (h: Float64Array, n: number) => choleskyInverseUpper(h, n);
 

@@ -2,50 +2,17 @@
 // test/unit/perf/gptq_fused.test.ts). Float32 sums with the found factors as a correction, like the ORT
 // backend (r1svd_device.test.ts): σ̂, the unrounded vectors, the residual and the energy to float32
 // rounding; FP8 codes may flip at rounding boundaries. Shapes cover several row slabs and a short one.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { r1svd, type LowRankFactors } from '../../../src/engine/quant/r1svd';
+import { r1svd } from '../../../src/engine/quant/r1svd';
 import { r1svdDawn } from '../../../src/engine/quant/r1svd_dawn';
-import { syntheticWeights } from '../quant/synthetic';
-
-const SWIFTSHADER = '/usr/lib/chromium/vk_swiftshader_icd.json';
-if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) process.env.VK_ICD_FILENAMES = SWIFTSHADER;
-process.env.LOPRO_DAWN_ALLOW_FALLBACK = '1';
-const gpuP = import('../../../src/engine/compute/dawn').then((m) => m.getDawnGpu());
-after(async () => (await gpuP).gpu?.destroy());
-
-/** A with a decaying spectrum (well-separated leading singular values) plus heavy-tailed weights. */
-function testMatrix(m: number, n: number, seed: number): Float32Array {
-  const W = syntheticWeights(m, n, seed);
-  const B = syntheticWeights(m + n, 8, seed + 1);
-  const A = new Float32Array(m * n);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-    let lr = 0;
-    for (let k = 0; k < 8; k++) lr += (4 / (k + 1)) * B[i * 8 + k] * B[(m + j) * 8 + k];
-    A[i * n + j] = W[i * n + j] + lr;
-  }
-  return A;
-}
-
-function residual2(A: Float32Array, f: LowRankFactors): number {
-  const { rows: m, cols: n, rank: r } = f;
-  let s = 0;
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-    let x = A[i * n + j];
-    for (let k = 0; k < r; k++) x -= f.U[i * r + k] * f.sigma[k] * f.V[k * n + j];
-    s += x * x;
-  }
-  return s;
-}
+import { lowRankResidual2 as residual2, lowRankTestMatrix as testMatrix } from '../quant/synthetic';
+import { testDawn } from '../dawn_device';
 
 for (const [m, n] of [[150, 300], [300, 130]])
   test(`r1svdDawn = r1svd to float32 rounding (${m}×${n})`, async (t) => {
-    const { gpu, reason } = await gpuP;
-    if (!gpu) {
-      if (process.env.LOPRO_REQUIRE_DAWN === '1') assert.fail(`no Dawn device: ${reason}`);
-      return t.skip(`no Dawn device: ${reason}`);
-    }
+    const gpu = await testDawn(t);
+    if (!gpu) return;
     const A = testMatrix(m, n, 11);
     for (const roundFactors of [false, true]) {
       const opts = { rank: 6, powerIters: 2, seed: 3, roundFactors };

@@ -6,38 +6,14 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_LAYER_CONFIG } from '../../../src/protocol/config';
 import { ComputeRuntime } from '../../../src/engine/compute/runtime';
-import { r1svd, type LowRankFactors } from '../../../src/engine/quant/r1svd';
+import { r1svd } from '../../../src/engine/quant/r1svd';
 import { r1svdDevice, chunkRows } from '../../../src/engine/quant/r1svd_device';
 import { GptqPool, gptqQuantizeParallel } from '../../../src/engine/quant/gptq_parallel';
 import { quantizeLayerLoPRoParallel } from '../../../src/engine/quant/gptq_parallel_lopro';
-import { syntheticLayer, syntheticWeights } from '../quant/synthetic';
+import { lowRankResidual2 as residual2, lowRankTestMatrix as testMatrix, syntheticLayer } from '../quant/synthetic';
 
 const rtP = ComputeRuntime.create({ ep: 'cpu', intraOpNumThreads: 1 });
 after(async () => (await rtP).dispose());
-
-/** A with a decaying spectrum (well-separated leading singular values) plus heavy-tailed weights. */
-function testMatrix(m: number, n: number, seed: number): Float32Array {
-  const W = syntheticWeights(m, n, seed);
-  const B = syntheticWeights(m + n, 8, seed + 1);
-  const A = new Float32Array(m * n);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-    let lr = 0;
-    for (let k = 0; k < 8; k++) lr += (4 / (k + 1)) * B[i * 8 + k] * B[(m + j) * 8 + k];
-    A[i * n + j] = W[i * n + j] + lr;
-  }
-  return A;
-}
-
-function residual2(A: Float32Array, f: LowRankFactors): number {
-  const { rows: m, cols: n, rank: r } = f;
-  let s = 0;
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
-    let x = A[i * n + j];
-    for (let k = 0; k < r; k++) x -= f.U[i * r + k] * f.sigma[k] * f.V[k * n + j];
-    s += x * x;
-  }
-  return s;
-}
 
 for (const [label, chunkBytes] of [['one chunk', undefined], ['4 row chunks', 4 * 300 * 40]] as const) {
   test(`r1svdDevice = r1svd to float32 rounding (${label})`, async () => {

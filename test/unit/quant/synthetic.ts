@@ -3,6 +3,7 @@
 // row/column scales. Deterministic: mulberry32 + Box–Muller.
 import { mulberry32 } from '../../../src/engine/util/random';
 import { HessianAccumulator } from '../../../src/engine/quant/hessian';
+import type { LowRankFactors } from '../../../src/engine/quant/r1svd';
 
 export const rng = mulberry32;
 
@@ -72,4 +73,29 @@ export function syntheticLayer(rows: number, cols: number, T: number, seed: numb
   const absMean = new Float64Array(cols);
   for (let t = 0; t < T; t++) for (let j = 0; j < cols; j++) absMean[j] += Math.abs(X[t * cols + j]) / T;
   return { W, H: acc.finish(), absMean };
+}
+
+/** A with a decaying spectrum (well-separated leading singular values) plus heavy-tailed weights. */
+export function lowRankTestMatrix(m: number, n: number, seed: number): Float32Array {
+  const W = syntheticWeights(m, n, seed);
+  const B = syntheticWeights(m + n, 8, seed + 1);
+  const A = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+    let lr = 0;
+    for (let k = 0; k < 8; k++) lr += (4 / (k + 1)) * B[i * 8 + k] * B[(m + j) * 8 + k];
+    A[i * n + j] = W[i * n + j] + lr;
+  }
+  return A;
+}
+
+/** ‖A − U·Σ·V‖²_F of a factor set (the R1SVD tests). */
+export function lowRankResidual2(A: Float32Array, f: LowRankFactors): number {
+  const { rows: m, cols: n, rank: r } = f;
+  let s = 0;
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+    let x = A[i * n + j];
+    for (let k = 0; k < r; k++) x -= f.U[i * r + k] * f.sigma[k] * f.V[k * n + j];
+    s += x * x;
+  }
+  return s;
 }

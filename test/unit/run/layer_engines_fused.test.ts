@@ -4,31 +4,22 @@
 // path to float32 rounding (Ŵ ≥ 99 % identical, proxy loss within 1e-3). LOPRO_GPTQ_LOOP=ort with
 // LOPRO_R1SVD=ort keeps Dawn out. The device is
 // SwiftShader (see test/unit/perf/gptq_fused.test.ts); the EP is the CPU EP claiming 'webgpu'.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { DEFAULT_LAYER_CONFIG, type LayerConfig } from '../../../src/protocol/config';
 import { ComputeRuntime } from '../../../src/engine/compute/runtime';
 import { quantizeLayer, quantizeLayerAsync, type LayerInput } from '../../../src/engine/run/quantize_layer';
 import { createLayerEngines } from '../../../src/engine/run/layer_engines';
 import { syntheticLayer } from '../quant/synthetic';
-
-const SWIFTSHADER = '/usr/lib/chromium/vk_swiftshader_icd.json';
-if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) process.env.VK_ICD_FILENAMES = SWIFTSHADER;
-process.env.LOPRO_DAWN_ALLOW_FALLBACK = '1';
-const gpuP = import('../../../src/engine/compute/dawn').then((m) => m.getDawnGpu());
-after(async () => (await gpuP).gpu?.destroy());
+import { testDawn } from '../dawn_device';
 
 const rows = 96, cols = 384;
 const { W, H, absMean } = syntheticLayer(rows, cols, 1024, 21, 8);
 const layer: LayerInput = { name: 'model.layers.1.mlp.up_proj', block: 1, module: 'up_proj', rows, cols, W, H, absMean };
 
 test('GPU EP with a Dawn device: gptq and lopro layers through the fused kernels ≈ the single-threaded path', async (t) => {
-  const { gpu, reason } = await gpuP;
-  if (!gpu) {
-    if (process.env.LOPRO_REQUIRE_DAWN === '1') assert.fail(`no Dawn device: ${reason}`);
-    return t.skip(`no Dawn device: ${reason}`);
-  }
+  const gpu = await testDawn(t);
+  if (!gpu) return;
   const cpu = await ComputeRuntime.create({ ep: 'cpu' });
   const asWebgpu = new Proxy(cpu, { get: (target, prop, recv) => (prop === 'ep' ? 'webgpu' : Reflect.get(target, prop, recv)) }) as ComputeRuntime;
   const warnings: string[] = [];
