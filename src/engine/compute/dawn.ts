@@ -188,7 +188,7 @@ export class DawnGpu {
 
   destroy(): void {
     this.device.destroy();
-    void this.instance;
+    void this.instance; // read once: the field exists to keep the instance alive (see the constructor)
   }
 
   private check(): void {
