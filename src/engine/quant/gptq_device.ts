@@ -255,6 +255,9 @@ export function choleskyOn(rt: ComputeRuntime, engine?: 'ort' | 'ts', leaf?: num
   return async (h, n) => ((engine ?? (n >= 512 ? 'ort' : 'ts')) === 'ort' ? choleskyInverseUpperOrt(h, n, { rt, leaf }) : choleskyInverseUpperTs(h, n));
 }
 
+/** ORT's device Cholesky can leave U on the device (WebGPU); LOPRO_GPTQ_HINV=host forces the host copy (A/B runs). */
+const hinvOnDevice = (rt: ComputeRuntime) => rt.keepsDataOnDevice && process.env.LOPRO_GPTQ_HINV !== 'host';
+
 /**
  * The device loop's Cholesky hooks (quant/gptq_device_loop.ts): U left on `rt`'s device where the
  * runtime keeps data there (WebGPU), else the host copy of choleskyOn. LOPRO_GPTQ_HINV=host: always
@@ -264,7 +267,7 @@ export function deviceLoopCholesky(rt: ComputeRuntime, leaf?: number): {
   choleskyInverseUpperAsync: (h: Float64Array, n: number) => Promise<Float64Array>;
   choleskyInverseUpperTensor?: (h: Float64Array, n: number) => Promise<Tensor>;
 } {
-  const onDevice = rt.keepsDataOnDevice && process.env.LOPRO_GPTQ_HINV !== 'host';
+  const onDevice = hinvOnDevice(rt);
   return {
     choleskyInverseUpperAsync: choleskyOn(rt, undefined, leaf),
     ...(onDevice ? { choleskyInverseUpperTensor: (h: Float64Array, n: number) => choleskyInverseUpperTensor(h, n, { rt, leaf }) } : {}),
@@ -282,7 +285,7 @@ export function fusedCholesky(rt: ComputeRuntime, leaf?: number, from: 'dawn' | 
   choleskyInverseUpperF32?: (h: Float64Array, n: number) => Promise<Float32Array>;
 } {
   if (from === 'dawn') return { hinvFrom: 'dawn' };
-  const onDevice = rt.keepsDataOnDevice && process.env.LOPRO_GPTQ_HINV !== 'host';
+  const onDevice = hinvOnDevice(rt);
   const f32 = async (h: Float64Array, n: number) => {
     const U = await choleskyInverseUpperTensor(h, n, { rt, leaf });
     try {

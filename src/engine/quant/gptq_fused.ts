@@ -29,7 +29,7 @@ const now = () => performance.now() / 1000;
 export const FUSED_MAX_BLOCK = 256;
 
 /** True when the fused kernels implement `opts` (and W, Hinv fit the device's largest binding). */
-export function fusedSupports(opts: GptqOptions, rows: number, cols: number, maxBindingBytes = Infinity): boolean {
+export function fusedSupports(opts: Partial<GptqOptions>, rows: number, cols: number, maxBindingBytes = Infinity): boolean {
   if ((opts.clip ?? 'minmax') !== 'minmax') return false;
   const B = Math.min(opts.blockSize ?? 128, cols);
   return B <= FUSED_MAX_BLOCK && 4 * rows * cols <= maxBindingBytes && 4 * cols * cols <= maxBindingBytes;

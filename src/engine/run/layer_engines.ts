@@ -66,7 +66,7 @@ export interface LayerEngines {
    * True when gptq() of a layer of rows·cols weights will run the float32 fused kernels: LoPRo's driver
    * then hands them float32 copies of W′ and H′ made on the pool (GptqOptions.f32Inputs).
    */
-  float32Gptq(rows: number, cols: number): Promise<boolean>;
+  float32Gptq(rows: number, cols: number, opts: Partial<GptqOptions>): Promise<boolean>;
   /**
    * [tr(ΔHΔᵀ), tr(WHWᵀ)] on the run's EP for layers of at least PROXY_LOSS_MIN_WEIGHTS weights
    * (quant/proxy_loss_ort.ts); null = use the float64 TypeScript kernel.
@@ -100,6 +100,13 @@ export function createLayerEngines(
     if (!fellBack.has(what)) warn(`${what} on ${rt.ep} failed (${msg}); using ${instead} for it`);
     fellBack.add(what);
   };
+  /** The Dawn device when gptq() takes the fused kernels for this layer (one decision for gptq() and float32Gptq()). */
+  const fusedDevice = async (rows: number, cols: number, opts: Partial<GptqOptions>) => {
+    const loop = process.env.LOPRO_GPTQ_LOOP;
+    if (loop === 'ort' || loop === 'hybrid' || fellBack.has('fused GPTQ')) return null;
+    const { gpu: dawn } = await getDawnGpu();
+    return dawn && fusedSupports(opts, rows, cols, dawn.maxBindingBytes) ? dawn : null;
+  };
   const concurrentEnv = process.env.LOPRO_CONCURRENT_LAYERS;
   return {
     pool,
@@ -107,18 +114,15 @@ export function createLayerEngines(
     label: gpu ? `${threads} workers + ${rt.ep}` : `${threads} workers`,
     async gptq(W, rows, cols, H, opts) {
       if (!gpu || rows * cols < minWeights || fellBack.has('GPTQ')) return onWorkers(W, rows, cols, H, opts);
-      const loop = process.env.LOPRO_GPTQ_LOOP;
-      if (loop !== 'ort' && loop !== 'hybrid' && !fellBack.has('fused GPTQ')) {
-        const { gpu: dawn } = await getDawnGpu();
-        if (dawn && fusedSupports(opts, rows, cols, dawn.maxBindingBytes)) {
-          try {
-            return await rt.scoped('gptq', () => gptqQuantizeFused(dawn, W, rows, cols, H, { ...opts, ...fusedCholesky(rt) }));
-          } catch (e) {
-            fallBack('fused GPTQ', e, 'the ONNX Runtime paths');
-          }
+      const dawn = await fusedDevice(rows, cols, opts);
+      if (dawn) {
+        try {
+          return await rt.scoped('gptq', () => gptqQuantizeFused(dawn, W, rows, cols, H, { ...opts, ...fusedCholesky(rt) }));
+        } catch (e) {
+          fallBack('fused GPTQ', e, 'the ONNX Runtime paths');
         }
       }
-      if (rt.ep === 'webgpu' && loop !== 'hybrid' && deviceLoopSupports(opts, cols) && !fellBack.has('GPTQ column loop')) {
+      if (rt.ep === 'webgpu' && process.env.LOPRO_GPTQ_LOOP !== 'hybrid' && deviceLoopSupports(opts, cols) && !fellBack.has('GPTQ column loop')) {
         try {
           return await rt.scoped('gptq', () => gptqQuantizeDeviceLoop(rt, W, rows, cols, H, { ...opts, ...deviceLoopCholesky(rt) }));
         } catch (e) {
@@ -136,10 +140,8 @@ export function createLayerEngines(
         return onWorkers(W, rows, cols, H, opts);
       }
     },
-    async float32Gptq(rows, cols) {
-      if (!gpu || rows * cols < minWeights || fellBack.has('GPTQ') || fellBack.has('fused GPTQ')) return false;
-      const loop = process.env.LOPRO_GPTQ_LOOP;
-      return loop !== 'ort' && loop !== 'hybrid' && (await getDawnGpu()).gpu !== null;
+    async float32Gptq(rows, cols, opts) {
+      return gpu && rows * cols >= minWeights && !fellBack.has('GPTQ') && (await fusedDevice(rows, cols, opts)) !== null;
     },
     async lowRank(A, m, n, opts) {
       if (!gpu || m * n < minWeights || fellBack.has('R1SVD')) return r1svdParallel(pool, A, m, n, opts);

@@ -111,7 +111,7 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
     return baselineOutcome(x, lc, stored, notes, t0, opts, await asyncLosses(x, e, wHat), wHat);
   }
   // LOPRO_F32_INPUTS=off: the float32 engine converts W′ and H′ itself (A/B runs).
-  const float32Engine = process.env.LOPRO_F32_INPUTS !== 'off' && (await e.float32Gptq(x.rows, x.cols));
+  const float32Engine = process.env.LOPRO_F32_INPUTS !== 'off' && (await e.float32Gptq(x.rows, x.cols, { clip: lc.clip, blockSize: lc.blockSize }));
   const r = await quantizeLayerLoPRoParallel(e.pool, e.gptq, x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, layerSeed(opts.seed, x.name), x.name, e.lowRank, { float32Engine });
   const notes: string[] = [];
   if (!x.absMean) notes.push('data-free: α = 1');

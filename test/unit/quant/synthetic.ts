@@ -1,6 +1,7 @@
 // Seeded synthetic layers for quantizer tests and bench/gptq_layer.ts: correlated, heavy-tailed
 // activations (the golden README's recipe, §6, with Student-t noise) and weights with log-normal
 // row/column scales. Deterministic: mulberry32 + Box–Muller.
+import assert from 'node:assert/strict';
 import { mulberry32 } from '../../../src/engine/util/random';
 import { HessianAccumulator } from '../../../src/engine/quant/hessian';
 import type { LowRankFactors } from '../../../src/engine/quant/r1svd';
@@ -98,4 +99,31 @@ export function lowRankResidual2(A: Float32Array, f: LowRankFactors): number {
     s += x * x;
   }
   return s;
+}
+
+/**
+ * A device R1SVD (float32 sums, factors applied as a correction) against r1svd.ts: ranks equal, σ̂ to 1e-4
+ * (one FP16 ulp, 1.5e-3, when rounded), unrounded U and V to 1e-3 relative (measured ~1e-6), ≥ 98 % equal FP8
+ * U codes when rounded, the residual to 1e-3 and the energy to 1e-4.
+ */
+export function assertR1svdAgrees(A: Float32Array, ref: LowRankFactors, dev: LowRankFactors, roundFactors: boolean): void {
+  assert.equal(dev.rank, ref.rank);
+  for (let k = 0; k < ref.rank; k++) {
+    const rel = Math.abs(dev.sigma[k] - ref.sigma[k]) / ref.sigma[k];
+    assert.ok(rel < (roundFactors ? 1.5e-3 : 1e-4), `sigma ${k} rel ${rel}`);
+  }
+  if (!roundFactors) {
+    for (const [name, a, b] of [['U', dev.U, ref.U], ['V', dev.V, ref.V]] as const) {
+      let d = 0, s = 0;
+      for (let i = 0; i < b.length; i++) { d += (a[i] - b[i]) ** 2; s += b[i] ** 2; }
+      assert.ok(Math.sqrt(d / s) < 1e-3, `${name} rel diff ${Math.sqrt(d / s)}`);
+    }
+  } else {
+    let same = 0;
+    for (let i = 0; i < ref.uCodes.length; i++) if (ref.uCodes[i] === dev.uCodes[i]) same++;
+    assert.ok(same / ref.uCodes.length > 0.98, `uCodes agree ${same / ref.uCodes.length}`);
+  }
+  const eRef = lowRankResidual2(A, ref), eDev = lowRankResidual2(A, dev);
+  assert.ok(Math.abs(eDev - eRef) / eRef < 1e-3, `residual ${eDev} vs ${eRef}`);
+  assert.ok(Math.abs(dev.energy - ref.energy) < 1e-4, `energy ${dev.energy} vs ${ref.energy}`);
 }
