@@ -43,6 +43,7 @@ await esbuild.build({
     stats_probe: 'bench/stats_probe.ts',
     loop_probe: 'bench/loop_probe.ts',
     bigtensor_probe: 'bench/bigtensor_probe.ts',
+    dawn_copy_probe: 'bench/dawn_copy_probe.ts',
     ort_profile_summary: 'bench/ort_profile_summary.ts',
     synth_llama: 'bench/synth_llama.ts',
     // The CLI itself (`lopro quantize|eval|...`), as bin/lopro runs it from dist/engine.js.

@@ -3,7 +3,7 @@
 // (bench/torch_gptq.py, measured on the H100: bench/data/torch_gptq_h100_2026-11-22.json).
 //
 //   node --import tsx bench/gpu_layers.ts [--shapes 4096x4096,11008x4096,4096x11008] [--methods rtn,gptq,lopro,lopro_v]
-//        [--ep cpu,webgpu,cuda] [--engines loop|fused|fused-ortchol|hybrid|device|parallel|ts] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|dawn|pool] [--pipeline 0|1] [--overlap 1|0] [--chol-leaf N]
+//        [--ep cpu,webgpu,cuda] [--engines loop|fused|fused-ortchol|resident|hybrid|device|parallel|ts] [--bits 2] [--threads N] [--tokens 2048] [--chol ep|cpu] [--r1svd ep|dawn|pool] [--pipeline 0|1] [--overlap 1|0] [--chol-leaf N]
 //        [--peer torch.json] [--out DIR] [--append]
 //
 // Shapes are rows×cols of W (y = W·x; cols = the input width, H is cols×cols), as in torch_gptq.py.
@@ -38,6 +38,7 @@ import type { LowRankFactors, R1svdOptions } from '../src/engine/quant/r1svd';
 import { r1svdDevice } from '../src/engine/quant/r1svd_device';
 import { r1svdDawn } from '../src/engine/quant/r1svd_dawn';
 import { quantizeLayerLoPRo } from '../src/engine/quant/lopro';
+import { quantizeLayerLoPRoDawn } from '../src/engine/quant/lopro_dawn';
 import { rtnQuantize } from '../src/engine/quant/rtn';
 import { mulberry32 } from '../src/engine/util/random';
 
@@ -160,12 +161,13 @@ function makeEngine(name: string, rt: ComputeRuntime, pool: GptqPool | undefined
     // fused = the column loop as WGSL kernels on the engine's own Dawn device (quant/gptq_fused.ts; the pipeline's GPU default where
     // Dawn has an adapter), Hinv from the Dawn Cholesky; fused-ortchol = the same kernels fed by ONNX Runtime's Cholesky (A/B)
     case 'fused':
+    case 'resident': // GPTQ as 'fused'; LoPRo whole on the Dawn device (quant/lopro_dawn.ts), see the lopro branch
     case 'fused-ortchol': return (W, r, c, H, o) => {
       if (!dawnGpu) throw new Error('no Dawn device for the fused engine');
-      const hooks = name === 'fused' ? { hinvFrom: 'dawn' as const } : crt === rt ? fusedCholesky(rt, cholLeaf, 'ort') : { hinvFrom: 'hooks' as const, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) };
+      const hooks = name !== 'fused-ortchol' ? { hinvFrom: 'dawn' as const } : crt === rt ? fusedCholesky(rt, cholLeaf, 'ort') : { hinvFrom: 'hooks' as const, choleskyInverseUpperAsync: choleskyOn(crt, undefined, cholLeaf) };
       return gptqQuantizeFused(dawnGpu, W, r, c, H, { ...o, ...hooks });
     };
-    default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid, loop, fused, fused-ortchol)`);
+    default: throw new Error(`unknown engine ${name} (ts, parallel, device, hybrid, loop, fused, fused-ortchol, resident)`);
   }
 }
 
@@ -201,8 +203,8 @@ async function main() {
   const peer: { shape: string; bits: number; seconds_median: number }[] = fs.existsSync(peerFile) ? JSON.parse(fs.readFileSync(peerFile, 'utf8')) : [];
   const cpu = await ComputeRuntime.create({ ep: 'cpu' });
   cpuRt = cpu;
-  const needPool = engines.some((e) => e === 'parallel' || e === 'hybrid' || e === 'loop' || e.startsWith('fused')); // loop, fused: lopro's other stages on the pool
-  if (engines.some((e) => e.startsWith('fused')) || r1svdOn === 'dawn') {
+  const needPool = engines.some((e) => e === 'parallel' || e === 'hybrid' || e === 'loop' || e.startsWith('fused') || e === 'resident'); // loop, fused: lopro's other stages on the pool
+  if (engines.some((e) => e.startsWith('fused') || e === 'resident') || r1svdOn === 'dawn') {
     const d = await getDawnGpu();
     dawnGpu = d.gpu ?? undefined;
     log(d.gpu ? `Dawn device for the fused engine: ${d.gpu.label} (largest binding ${(d.gpu.maxBindingBytes / 2 ** 20).toFixed(0)} MiB)` : `no Dawn device (${d.reason}): the fused engine will fail`);
@@ -226,6 +228,7 @@ async function main() {
     try {
       await makeEngine(e, rt, pool)(Float64Array.from(W), 64, c, H, { bits: 2, groupSize: 128 });
       if (pool && methods.includes('lopro') && r1svdOn !== 'pool') await deviceLowRank(rt, pool)(Float32Array.from(W), 64, c, { rank: 2, powerIters: 1, seed: 1 });
+      if (e === 'resident' && methods.includes('lopro')) await quantizeLayerLoPRoDawn(dawnGpu!, W, 64, c, H, null, { ...DEFAULT_LAYER_CONFIG, bits: 2 }, 1, 'warm-up');
       log(`warm-up ${rt.ep}/${e}: ${(now() - t).toFixed(2)} s`);
     } catch (err) {
       log(`warm-up ${rt.ep}/${e} FAILED: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
@@ -264,7 +267,9 @@ async function main() {
         } else if (method === 'lopro') {
           // With a worker pool, LoPRo's own stages (R1SVD, residual, rotation, dequant) run on it too.
           const eng = makeEngine(engine, rt, pool);
-          const r = pool && engine !== 'ts' && engine !== 'device'
+          const r = engine === 'resident'
+            ? await quantizeLayerLoPRoDawn(dawnGpu!, W, R, C, H, absMean, cfg, 1, shape)
+            : pool && engine !== 'ts' && engine !== 'device'
             ? await quantizeLayerLoPRoParallel(pool, eng, W, R, C, H, absMean, cfg, 1, shape, r1svdOn !== 'pool' ? deviceLowRank(rt, pool) : undefined, { float32Engine: engine.startsWith('fused') })
             : await quantizeLayerLoPRoWith(eng, W, R, C, H, absMean, cfg, 1, shape);
           Q = r.reconstructed;

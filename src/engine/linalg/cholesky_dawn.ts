@@ -17,11 +17,12 @@ import { gemmGroups, gemmWgsl, gemmWords } from '../compute/wgsl_gemm';
 
 
 /**
- * U on `gpu` as a float32 n×n buffer (the caller destroys it). Throws NotPositiveDefiniteError on a
+ * U on `gpu` as a float32 n×n buffer (the caller destroys it). H: host values, or a float32 n×n buffer
+ * already on `gpu` (LoPRo's H′, quant/lopro_dawn.ts; read only, the caller keeps it). Throws NotPositiveDefiniteError on a
  * non-positive pivot (index in J·H·J's order, as the float64 twin).
  */
-export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | Float64Array, n: number): Promise<GPUBuffer> {
-  if (H.length !== n * n) throw new RangeError(`H has ${H.length} values, expected ${n}×${n}`);
+export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | Float64Array | GPUBuffer, n: number): Promise<GPUBuffer> {
+  if ((H instanceof Float32Array || H instanceof Float64Array) && H.length !== n * n) throw new RangeError(`H has ${H.length} values, expected ${n}×${n}`);
   const N = n * n;
   const [diag, panel, syrk, gemm1, gemm2, reverse] = [
     await gpu.pipeline(choleskyDiagWgsl()),
@@ -37,7 +38,7 @@ export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | F
   for (let s = BS; s < n; s *= 2) maxT = Math.max(maxT, Math.ceil((n - s) / (2 * s)) * s * s);
   const A = gpu.buffer(4 * N, 'chol A');
   try {
-    const Hb = temp(gpu.buffer(H instanceof Float32Array ? H : Float32Array.from(H), 'H'));
+    const Hb = H instanceof Float32Array || H instanceof Float64Array ? temp(await gpu.bufferFrom(H, 'H')) : H;
     const M = temp(gpu.buffer(4 * N, 'chol M')); // zero-initialised: L̃⁻¹ is lower, its upper part must read 0
     const T = temp(gpu.buffer(4 * Math.max(1, maxT), 'chol T'));
     const status = temp(gpu.buffer(8, 'chol status'));

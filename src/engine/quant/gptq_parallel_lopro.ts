@@ -12,7 +12,7 @@ import { ProtocolError } from '../../protocol/rpc';
 import type { GptqOptions } from './gptq';
 import { encodeF16 } from './fp8';
 import { columnScaleAlpha, R1svdFactorSet, r1svdRoundsAsync, type LowRankFactors, type R1svdOptions } from './r1svd';
-import { argsortDescending } from './permute';
+import { argsortDescending, importanceFromAbsSums } from './permute';
 import { planRotation, type RotationPlan } from './rotation';
 import { frob2 } from './lopro_mat';
 import type { LoproStoredLayer } from './lopro_dequant';
@@ -182,16 +182,11 @@ export async function quantizeLayerLoPRoParallel(
   }
   lap('lowrank');
   // columnImportance (permute.ts), with the column sums on the pool.
-  const meanAbs = shared(Float64Array, cols);
+  const meanAbs = shared(Float64Array, cols); // Σ_i |R_ij|
   await runSlices(pool, cols, (c0, c1) => ({ kind: 'colAbsSum', R, m: rows, n: cols, out: meanAbs, c0, c1 }));
-  let all = 0;
-  for (let j = 0; j < cols; j++) {
-    meanAbs[j] /= rows;
-    all += meanAbs[j];
-  }
-  const eps = (1e-8 * all) / cols + 1e-30;
-  const imp = new Float64Array(cols);
-  for (let j = 0; j < cols; j++) imp[j] = H[j * cols + j] / (meanAbs[j] + eps);
+  const hDiag = new Float64Array(cols);
+  for (let j = 0; j < cols; j++) hDiag[j] = H[j * cols + j];
+  const imp = importanceFromAbsSums(hDiag, meanAbs, rows);
   const perm = argsortDescending(imp);
   const plan = planRotation(cols, cfg.rotation, cfg.salientBlock, cfg.hadamardBlock);
   const Rt = shared(Float64Array, rows * cols);

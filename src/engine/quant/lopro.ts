@@ -149,8 +149,17 @@ export function quantizeLayerLoPRo(
   return { reconstructed, stored, report, details };
 }
 
-/** Largest matrix (values) the layer-view histograms and error tile read whole; larger ones are row-sampled. */
-export const DETAIL_MAX_VALUES = 1 << 22;
+/**
+ * Largest matrix (values) the layer-view histograms and error tile read whole; larger ones are row-sampled.
+ * 2^20: 64 histogram bins and ≤ 256 tile cells need far fewer samples; at 2^22 the details still cost
+ * 5.0–5.4 s per two 7B-shaped blocks on the H100 host (0.4 s a layer, the largest host stage left, session 6).
+ */
+export const DETAIL_MAX_VALUES = 1 << 20;
+
+/** Every step-th row goes into the layer view's histograms and error tile (loproReport). */
+export function detailRowStep(rows: number, cols: number): number {
+  return Math.max(1, Math.ceil((rows * cols) / DETAIL_MAX_VALUES));
+}
 
 /** What a LoPRo driver hands to loproReport (quant/lopro.ts here, the row-parallel driver of gptq_parallel_lopro.ts). */
 export interface LoproOutcomeParts {
@@ -165,10 +174,15 @@ export interface LoproOutcomeParts {
   /** Column importance in the original order (spec §1.6). */
   importance: Float64Array;
   plan: RotationPlan;
-  /** The residual R permuted (R_p), or R in the original column order (then permuted here), and R′ (rotated), rows×cols. */
+  /**
+   * The residual R permuted (R_p), or R in the original column order (then permuted here), and R′
+   * (rotated), rows×cols — or only the rows the view reads (`sampled`: rows 0, step, 2·step…, R in the
+   * original order; quant/lopro_dawn.ts reads just those back from the device).
+   */
   Rp?: Float64Array;
   R?: Float64Array;
-  Rt: Float64Array;
+  Rt?: Float64Array;
+  sampled?: { step: number; R: Float32Array; Rt: Float32Array };
   notes: string[];
   /** Per-stage seconds so far; 'report', 'baselines' and 'details' are added. */
   seconds: Record<string, number>;
@@ -214,16 +228,18 @@ export function loproReport(p: LoproOutcomeParts, opts: Pick<LoproLayerOptions, 
   // ── Details for the layer view ──
   // Histograms and the error tile from every step-th row: a 7B layer has 45 M values per matrix and
   // the view shows 64 bins and ≤ 256 cells (full rows cost 1–3 s a layer, measured on the device).
-  const step = Math.max(1, Math.ceil((rows * cols) / DETAIL_MAX_VALUES));
+  const step = detailRowStep(rows, cols);
   const rs = Math.ceil(rows / step);
+  const sm = p.sampled;
+  if (sm && sm.step !== step) throw new RangeError(`loproReport: sampled rows every ${sm.step}, the view reads every ${step}`);
   const before = new Float64Array(rs * cols), after = new Float64Array(rs * cols), errPerm = new Float64Array(rs * cols);
   for (let s = 0; s < rs; s++) {
     const i = s * step, o = i * cols, so = s * cols;
     for (let k = 0; k < cols; k++) {
       const j = perm[k];
       errPerm[so + k] = W[o + j] - reconstructed[o + j];
-      before[so + k] = p.Rp ? p.Rp[o + k] : p.R![o + j];
-      after[so + k] = p.Rt[o + k];
+      before[so + k] = sm ? sm.R[so + j] : p.Rp ? p.Rp[o + k] : p.R![o + j];
+      after[so + k] = sm ? sm.Rt[so + k] : p.Rt![o + k];
     }
   }
   const details = buildLayerDetails({

@@ -8,14 +8,21 @@
  * (they then sort by H_jj alone, first if their inputs are large: harmless, their codes are 0).
  */
 export function columnImportance(hDiag: ArrayLike<number>, rVals: ArrayLike<number>, rows: number, cols: number): Float64Array {
-  const meanAbs = new Float64Array(cols);
+  const absSums = new Float64Array(cols);
   for (let i = 0; i < rows; i++) {
     const o = i * cols;
-    for (let j = 0; j < cols; j++) meanAbs[j] += Math.abs(rVals[o + j]);
+    for (let j = 0; j < cols; j++) absSums[j] += Math.abs(rVals[o + j]);
   }
+  return importanceFromAbsSums(hDiag, absSums, rows);
+}
+
+/** columnImportance from the column sums Σ_i |R_ij| (computed elsewhere: the worker pool, a GPU). */
+export function importanceFromAbsSums(hDiag: ArrayLike<number>, absSums: ArrayLike<number>, rows: number): Float64Array {
+  const cols = absSums.length;
+  const meanAbs = new Float64Array(cols);
   let all = 0;
   for (let j = 0; j < cols; j++) {
-    meanAbs[j] /= rows;
+    meanAbs[j] = absSums[j] / rows;
     all += meanAbs[j];
   }
   const eps = (1e-8 * all) / cols + 1e-30;

@@ -145,7 +145,13 @@ export async function r1svdDawn(gpu: DawnGpu, A: Float32Array, m: number, n: num
   return r1svdOnBackend(() => dawnBackend(gpu, A, m, n, K, opts.powerIters), A, m, n, opts, stats);
 }
 
-async function dawnBackend(gpu: DawnGpu, A: Float32Array, m: number, n: number, K: number, iters: number): Promise<R1svdBackend> {
+/** r1svdDawn of an A already on `gpu` (m×n float32, read only) whose ‖A‖² is `frob2` (quant/lopro_dawn.ts). */
+export async function r1svdDawnResident(gpu: DawnGpu, A: GPUBuffer, frob2: number, m: number, n: number, opts: R1svdOptions, stats?: DeviceR1svdStats): Promise<LowRankFactors> {
+  const K = Math.max(1, Math.min(opts.rank, m, n));
+  return r1svdOnBackend(() => dawnBackend(gpu, A, m, n, K, opts.powerIters), { frob2 }, m, n, opts, stats);
+}
+
+async function dawnBackend(gpu: DawnGpu, A: Float32Array | GPUBuffer, m: number, n: number, K: number, iters: number): Promise<R1svdBackend> {
   const [vd, ud, mv, slabs, reduce, unit] = [
     await gpu.pipeline(factorDotWgsl('vd')), await gpu.pipeline(factorDotWgsl('ud')), await gpu.pipeline(MV_WGSL),
     await gpu.pipeline(MTV_SLABS_WGSL), await gpu.pipeline(MTV_REDUCE_WGSL), await gpu.pipeline(UNIT_WGSL),
@@ -154,7 +160,7 @@ async function dawnBackend(gpu: DawnGpu, A: Float32Array, m: number, n: number, 
   const bufs: GPUBuffer[] = [];
   const own = (b: GPUBuffer) => (bufs.push(b), b);
   try {
-    const Ab = own(gpu.buffer(A, 'r1svd A'));
+    const Ab = A instanceof Float32Array ? own(await gpu.bufferFrom(A, 'r1svd A')) : A;
     const Uf = own(gpu.buffer(4 * m * K)), Vf = own(gpu.buffer(4 * K * n)), sg = own(gpu.buffer(4 * K));
     const s = own(gpu.buffer(4 * n)), y = own(gpu.buffer(4 * m)), z = own(gpu.buffer(4 * n)), t = own(gpu.buffer(4 * K));
     const part = own(gpu.buffer(4 * nSlabs * n));

@@ -144,11 +144,11 @@ export async function r1svdDevice(rt: ComputeRuntime, A: Float32Array, m: number
 
 /** The rank loop of r1svdDevice over any backend (the host keeps the start vectors, the rounding and the energy). */
 export async function r1svdOnBackend(
-  open: () => Promise<R1svdBackend>, A: Float32Array, m: number, n: number, opts: R1svdOptions, stats?: DeviceR1svdStats,
+  open: () => Promise<R1svdBackend>, A: Float32Array | { frob2: number }, m: number, n: number, opts: R1svdOptions, stats?: DeviceR1svdStats,
 ): Promise<LowRankFactors> {
   const round = opts.roundFactors !== false;
   const rMax = Math.max(0, Math.min(opts.rank, m, n));
-  const total = frob2(A);
+  const total = A instanceof Float32Array ? frob2(A) : A.frob2; // ‖A‖² (given when A never was on the host)
   const st = stats ?? { runs: 0, uploadSeconds: 0, matvecSeconds: 0 };
   let t0 = performance.now();
   const dev = await open();

@@ -38,10 +38,11 @@ export function meanAbsTile(vals: ArrayLike<number>, rows: number, cols: number,
   tr = Math.max(1, Math.min(tr, rows));
   tc = Math.max(1, Math.min(tc, cols));
   const sum = new Float64Array(tr * tc), cnt = new Float64Array(tr * tc);
+  const colBlock = Int32Array.from({ length: cols }, (_, j) => Math.floor((j * tc) / cols)); // not a division per value
   for (let i = 0; i < rows; i++) {
-    const bi = Math.floor((i * tr) / rows);
+    const o = Math.floor((i * tr) / rows) * tc;
     for (let j = 0; j < cols; j++) {
-      const k = bi * tc + Math.floor((j * tc) / cols);
+      const k = o + colBlock[j];
       sum[k] += Math.abs(vals[i * cols + j]);
       cnt[k]++;
     }

@@ -16,6 +16,8 @@
 // Dawn device, when there is one (compute/dawn.ts) and they implement the config; LOPRO_GPTQ_LOOP=ort
 // (or LOPRO_DAWN=off) skips them. A fused failure falls back to the ORT loop / hybrid path, with a warning.
 // LoPRo's R1SVD likewise runs on the Dawn device first (quant/r1svd_dawn.ts; LOPRO_R1SVD=ort skips it).
+// Before all of these, a LoPRo layer whose config the kernels implement runs whole on the Dawn device
+// (quant/lopro_dawn.ts: W and H up once, every stage on the device); LOPRO_RESIDENT=off skips it.
 
 import * as os from 'node:os';
 import type { ComputeRuntime } from '../compute/runtime';
@@ -30,6 +32,10 @@ import type { LowRankFactors, R1svdOptions } from '../quant/r1svd';
 import { r1svdDevice } from '../quant/r1svd_device';
 import { r1svdDawn } from '../quant/r1svd_dawn';
 import { proxyLossesOrt } from '../quant/proxy_loss_ort';
+import { loproDawnSupports, quantizeLayerLoPRoDawn, type DawnLoproResult } from '../quant/lopro_dawn';
+import type { LayerConfig } from '../../protocol/config';
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
 
 /**
  * Layers at least this large get their report's proxy losses from ORT (O(rows·cols²): 90 s in
@@ -72,6 +78,13 @@ export interface LayerEngines {
    * (quant/proxy_loss_ort.ts); null = use the float64 TypeScript kernel.
    */
   proxyLosses(W: Float32Array, wHat: Float32Array, H: Float64Array, rows: number, cols: number): Promise<[number, number] | null>;
+  /**
+   * A whole LoPRo layer on the Dawn device (quant/lopro_dawn.ts) when this is a GPU run, the layer is at
+   * least DEVICE_MIN_WEIGHTS weights and the kernels implement its config; null = use the pool driver
+   * (quantizeLayerLoPRoParallel with the engines below). LOPRO_RESIDENT=off turns it off (A/B runs).
+   * Bad input (non-finite values) is thrown, not a fallback.
+   */
+  loproResident(W: Float32Array, rows: number, cols: number, H: Float64Array, absMean: Float64Array | null, cfg: LayerConfig, seed: number, name: string): Promise<DawnLoproResult | null>;
   /** Stage A's R1SVD for a LoPRo layer. */
   lowRank(A: Float32Array, m: number, n: number, opts: R1svdOptions): Promise<LowRankFactors>;
   close(): Promise<void>;
@@ -142,6 +155,18 @@ export function createLayerEngines(
     },
     async float32Gptq(rows, cols, opts) {
       return gpu && rows * cols >= minWeights && !fellBack.has('GPTQ') && (await fusedDevice(rows, cols, opts)) !== null;
+    },
+    async loproResident(W, rows, cols, H, absMean, cfg, seed, name) {
+      if (!gpu || rows * cols < minWeights || process.env.LOPRO_RESIDENT === 'off' || process.env.LOPRO_GPTQ_LOOP === 'ort' || fellBack.has('resident LoPRo')) return null;
+      const { gpu: dawn } = await getDawnGpu();
+      if (!dawn || !loproDawnSupports(cfg, rows, cols, dawn.maxBindingBytes)) return null;
+      try {
+        return await rt.scoped('lopro', () => quantizeLayerLoPRoDawn(dawn, W, rows, cols, H, absMean, cfg, seed, name));
+      } catch (e) {
+        if (e instanceof ProtocolError && e.code === ErrorCode.NonFinite) throw e;
+        fallBack('resident LoPRo', e, 'the worker-pool LoPRo driver');
+        return null;
+      }
     },
     async lowRank(A, m, n, opts) {
       if (!gpu || m * n < minWeights || fellBack.has('R1SVD')) return r1svdParallel(pool, A, m, n, opts);

@@ -110,19 +110,29 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
     const wHat = dequantizeStored(stored);
     return baselineOutcome(x, lc, stored, notes, t0, opts, await asyncLosses(x, e, wHat), wHat);
   }
-  // LOPRO_F32_INPUTS=off: the float32 engine converts W′ and H′ itself (A/B runs).
-  const float32Engine = process.env.LOPRO_F32_INPUTS !== 'off' && (await e.float32Gptq(x.rows, x.cols, { clip: lc.clip, blockSize: lc.blockSize }));
-  const r = await quantizeLayerLoPRoParallel(e.pool, e.gptq, x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, layerSeed(opts.seed, x.name), x.name, e.lowRank, { float32Engine });
+  const seed = layerSeed(opts.seed, x.name);
   const notes: string[] = [];
   if (!x.absMean) notes.push('data-free: α = 1');
-  if (r.factors && r.factors.rank < lc.rank) notes.push(`low rank stopped at ${r.factors.rank} < ${lc.rank}: A is exactly rank ${r.factors.rank}`);
-  if (r.plan.note) notes.push(r.plan.note);
-  if (r.gptq.choleskyFallback) notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
+  // The whole layer on the Dawn device where it can (quant/lopro_dawn.ts), else the pool driver.
+  const dev = await e.loproResident(x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, seed, x.name);
+  let r;
+  if (dev) {
+    notes.push(...dev.notes);
+    r = { ...dev, residualParts: { sampled: dev.sampled } };
+  } else {
+    // LOPRO_F32_INPUTS=off: the float32 engine converts W′ and H′ itself (A/B runs).
+    const float32Engine = process.env.LOPRO_F32_INPUTS !== 'off' && (await e.float32Gptq(x.rows, x.cols, { clip: lc.clip, blockSize: lc.blockSize }));
+    const p = await quantizeLayerLoPRoParallel(e.pool, e.gptq, x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, seed, x.name, e.lowRank, { float32Engine });
+    if (p.factors && p.factors.rank < lc.rank) notes.push(`low rank stopped at ${p.factors.rank} < ${lc.rank}: A is exactly rank ${p.factors.rank}`);
+    if (p.plan.note) notes.push(p.plan.note);
+    if (p.gptq.choleskyFallback) notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
+    r = { ...p, residualParts: { R: p.residual, Rt: p.rotated } };
+  }
   const { stored } = r;
   const tLoss = now();
   const losses = (await asyncLosses(x, e, r.reconstructed)) ?? undefined;
   const { report, details } = loproReport(
-    { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, R: r.residual, Rt: r.rotated, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq, 'gptq.prep': r.gptq.seconds.prep, 'gptq.cholesky': r.gptq.seconds.cholesky, 'gptq.columnLoop': r.gptq.seconds.columnLoop, ...(losses ? { proxyLossEp: now() - tLoss } : {}) }, losses },
+    { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, ...r.residualParts, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq, 'gptq.prep': r.gptq.seconds.prep, 'gptq.cholesky': r.gptq.seconds.cholesky, 'gptq.columnLoop': r.gptq.seconds.columnLoop, ...(losses ? { proxyLossEp: now() - tLoss } : {}) }, losses },
     { baselines: !!opts.compare },
   );
   report.block = x.block;

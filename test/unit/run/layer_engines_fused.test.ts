@@ -1,8 +1,10 @@
 // The pipeline's layer engines (run/layer_engines.ts) on a GPU EP with a Dawn device: GPTQ (alone and as
 // LoPRo's stage C) goes through the fused WGSL kernels (quant/gptq_fused.ts), LoPRo's R1SVD through
-// r1svd_dawn.ts — Dawn's submit counter moves — and the layer outcome matches the single-threaded float64
-// path to float32 rounding (Ŵ ≥ 99 % identical, proxy loss within 1e-3). LOPRO_GPTQ_LOOP=ort with
-// LOPRO_R1SVD=ort keeps Dawn out. The device is
+// r1svd_dawn.ts — Dawn's submit counter moves — or a LoPRo layer whole through quant/lopro_dawn.ts (the
+// default; LOPRO_RESIDENT=off for the pool driver), and the layer outcome matches the single-threaded
+// float64 path to float32 rounding (Ŵ ≥ 99 % within 1e-5 of the largest weight — the resident path rebuilds
+// Ŵ in float32 on the device — proxy loss within 1e-3). LOPRO_GPTQ_LOOP=ort with LOPRO_R1SVD=ort keeps
+// Dawn out. The device is
 // SwiftShader (see test/unit/perf/gptq_fused.test.ts); the EP is the CPU EP claiming 'webgpu'.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -30,17 +32,30 @@ test('GPU EP with a Dawn device: gptq and lopro layers through the fused kernels
       { ...DEFAULT_LAYER_CONFIG, method: 'gptq', bits: 2 },
       { ...DEFAULT_LAYER_CONFIG, method: 'lopro', bits: 2, rank: 4 },
     ] as LayerConfig[]) {
-      for (const loop of [undefined, 'ort'] as const) {
-        if (loop) process.env.LOPRO_GPTQ_LOOP = process.env.LOPRO_R1SVD = loop;
+      for (const loop of [undefined, 'resident-off', 'ort'] as const) {
+        if (loop === 'ort') process.env.LOPRO_GPTQ_LOOP = process.env.LOPRO_R1SVD = loop;
         else delete process.env.LOPRO_GPTQ_LOOP, delete process.env.LOPRO_R1SVD;
+        if (loop === 'resident-off') process.env.LOPRO_RESIDENT = 'off';
+        else delete process.env.LOPRO_RESIDENT;
         const submits: number = gpu.counters.submits;
+        let resident = false;
+        const e = engines!, whole = e.loproResident;
+        e.loproResident = async (...a) => {
+          const r = await whole.apply(e, a);
+          resident = r !== null;
+          return r;
+        };
         const sync = quantizeLayer(layer, lc, { seed: 3 });
         const dev = await quantizeLayerAsync(layer, lc, { seed: 3, engines });
+        e.loproResident = whole;
         const used: boolean = gpu.counters.submits > submits;
-        assert.equal(used, loop === undefined, `${lc.method}, LOPRO_GPTQ_LOOP=${loop}: fused kernels used = ${used}`);
-        let same = 0;
-        for (let i = 0; i < sync.wHat.length; i++) if (sync.wHat[i] === dev.wHat[i]) same++;
+        assert.equal(used, loop !== 'ort', `${lc.method}, ${loop}: Dawn used = ${used}`);
+        assert.equal(resident, lc.method === 'lopro' && loop === undefined, `${lc.method}, ${loop}: the whole layer on Dawn = ${resident}`);
+        let same = 0, big = 0;
+        for (let i = 0; i < sync.wHat.length; i++) big = Math.max(big, Math.abs(sync.wHat[i]));
+        for (let i = 0; i < sync.wHat.length; i++) if (Math.abs(sync.wHat[i] - dev.wHat[i]) <= 1e-5 * big) same++;
         assert.ok(same / sync.wHat.length >= 0.99, `${lc.method} ${loop}: Ŵ agrees ${same / sync.wHat.length}`);
+        if (lc.method === 'lopro') assert.equal(dev.details?.rows, rows, 'the layer view\'s details come with either driver');
         const rel = Math.abs(dev.report.proxyLoss - sync.report.proxyLoss) / sync.report.proxyLoss;
         assert.ok(rel < 1e-3, `${lc.method} ${loop}: proxy loss ${dev.report.proxyLoss} vs ${sync.report.proxyLoss}`);
       }
@@ -49,6 +64,7 @@ test('GPU EP with a Dawn device: gptq and lopro layers through the fused kernels
   } finally {
     delete process.env.LOPRO_GPTQ_LOOP;
     delete process.env.LOPRO_R1SVD;
+    delete process.env.LOPRO_RESIDENT;
     await engines!.close();
   }
 });

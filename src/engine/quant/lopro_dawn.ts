@@ -1,0 +1,333 @@
+// One LoPRo layer (spec §1, method lopro) with every matrix resident on the engine's own WebGPU device
+// (compute/dawn.ts): W and H go up once (through the staging ring; H converted to float32 on the way),
+// codes, params, the column sums, the layer view's sampled rows and Ŵ come down. Everything between —
+// A = W·diag(α), R1SVD, the residual, the importance sums, R′ = R_p·Q, H′ = Q·H_p·Q, damping, the
+// Cholesky, the fused GPTQ loop, and Ŵ rebuilt from the stored parts — runs as WGSL kernels.
+// Why: the row-parallel driver (gptq_parallel_lopro.ts) spent ~1–3 s per 7B layer in host passes
+// and copies (permute+rotate 0.3–1.7 s, reconstruct 0.35–0.76 s, R1SVD's A and H′ uploaded separately:
+// bench/RESULTS.md, session 5), against 0.8–2.9 s for the whole PyTorch GPTQ of the same layer.
+//
+// Same stored format and the same decisions as quant/lopro.ts (α, R1SVD's rounded factors, the importance
+// permutation, the rotation plan, GPTQ with dynamic groups) in float32: codes agree with the float64
+// driver except at rounding boundaries, and Ŵ = dequantizeLoPRo(stored) to float32 rounding (tests).
+// Configs it implements: loproDawnSupports; the callers keep the pool driver for the rest.
+
+import type { LayerConfig } from '../../protocol/config';
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import type { DawnGpu } from '../compute/dawn';
+import { choleskyInverseUpperDawn } from '../linalg/cholesky_dawn';
+import { decodeF16, encodeF16 } from './fp8';
+import type { GptqResult } from './gptq';
+import { choleskyFallbackHinv } from './gptq_core';
+import { FUSED_MAX_BLOCK, fusedColumnLoop } from './gptq_fused';
+import { maxqFor } from './quantizer';
+import { decodeLowRank, type LoproStoredLayer } from './lopro_dequant';
+import { detailRowStep } from './lopro';
+import { argsortDescending, importanceFromAbsSums } from './permute';
+import { columnScaleAlpha, type LowRankFactors } from './r1svd';
+import { r1svdDawnResident } from './r1svd_dawn';
+import { planRotation, type RotationPlan } from './rotation';
+import {
+  NON_FINITE_WGSL, SAMPLE_ROWS_WGSL, SCALE_COLS_WGSL, SLAB, SYMMETRIZE_WGSL, ZERO_COLS_WGSL,
+  blockRotateWgsl, colSlabsWgsl, diagWgsl, lowRankApplyWgsl, strideGroups, type RotateMode,
+} from './lopro_dawn_wgsl';
+
+/** Widest Hadamard block the rotation kernel holds in workgroup memory (16 KiB of float32). */
+export const DAWN_MAX_HADAMARD = 4096;
+
+/** True when quantizeLayerLoPRoDawn implements `cfg` for a rows×cols layer on a device whose largest binding is `maxBinding` bytes. */
+export function loproDawnSupports(cfg: LayerConfig, rows: number, cols: number, maxBinding: number): boolean {
+  return cfg.method === 'lopro' && !cfg.actOrder && !cfg.staticGroups && cfg.groupSize !== -1 && cfg.clip === 'minmax'
+    && Math.min(cfg.blockSize, cols) <= FUSED_MAX_BLOCK && cfg.hadamardBlock <= DAWN_MAX_HADAMARD
+    && rows <= 65535 && cols <= 65535 && 4 * rows * cols <= maxBinding && 4 * cols * cols <= maxBinding;
+}
+
+export interface DawnLoproResult {
+  stored: LoproStoredLayer;
+  /** Ŵ (rows×cols) rebuilt on the device from the stored parts. */
+  reconstructed: Float32Array;
+  gptq: GptqResult;
+  seconds: Record<string, number>;
+  factors: LowRankFactors | null;
+  importance: Float64Array;
+  plan: RotationPlan;
+  /** Rows 0, step, 2·step… of R (original column order) and of R′ (permuted + rotated), for the layer view. */
+  sampled: { step: number; R: Float32Array; Rt: Float32Array };
+  notes: string[];
+}
+
+const now = () => performance.now() / 1000;
+
+/** Quantizes W (rows×cols) with H (cols×cols) as quant/lopro.ts does for `cfg` (check loproDawnSupports first). */
+export async function quantizeLayerLoPRoDawn(
+  gpu: DawnGpu, W: Float32Array, rows: number, cols: number, H: Float64Array, actStats: ArrayLike<number> | null,
+  cfg: LayerConfig, seed: number, name = 'layer',
+): Promise<DawnLoproResult> {
+  if (!loproDawnSupports(cfg, rows, cols, gpu.maxBindingBytes)) throw new RangeError(`quantizeLayerLoPRoDawn: not implemented for this config/shape (${rows}×${cols})`);
+  if (W.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${W.length} values, expected ${rows}×${cols}`, name);
+  if (H.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H has ${H.length} values, expected ${cols}×${cols}`, name);
+  const seconds: Record<string, number> = {};
+  let t = now();
+  const lap = (stage: string) => {
+    const t2 = now();
+    seconds[stage] = (seconds[stage] ?? 0) + (t2 - t);
+    t = t2;
+  };
+  const notes: string[] = [];
+  const k = new Kernels(gpu);
+  const MN = rows * cols, NN = cols * cols;
+  try {
+    // ── Stage A: α, A = W·diag(α), R1SVD, R = W − W_r (spec §1.1–1.4) ──
+    const { alpha, alphaBits } = columnScaleAlpha(actStats, cols, cfg.beta);
+    const Wb = k.own(await gpu.bufferFrom(W, 'W'));
+    await k.assertFinite(Wb, MN, 'W', name);
+    let R = Wb, free: GPUBuffer;
+    let factors: LowRankFactors | null = null;
+    if (cfg.rank > 0) {
+      const Ab = k.own(gpu.buffer(4 * MN, 'A'));
+      await k.run(SCALE_COLS_WGSL, [k.elem(rows, cols), Wb, k.f32(alpha), Ab], [strideGroups(MN).groups, 1, 1]);
+      const frob2 = (await k.colSums(Ab, rows, cols, 'sq')).reduce((a, v) => a + v, 0);
+      const t1 = now();
+      factors = await r1svdDawnResident(gpu, Ab, frob2, rows, cols, { rank: cfg.rank, powerIters: cfg.powerIters, seed });
+      const t2 = now();
+      if (factors.rank < cfg.rank) notes.push(`low rank stopped at ${factors.rank} < ${cfg.rank}: A is exactly rank ${factors.rank}`);
+      // R = W − (U·diag(σ̂)·V)·diag(α)⁻¹ into A's buffer (A is done with): the rounded factors, as the host's residual.
+      if (factors.rank > 0) await k.lowRank(factors.U, factors.sigma, factors.V, factors.rank, alpha, rows, cols, Ab, -1, Wb);
+      else await k.copy(Wb, Ab, 4 * MN);
+      R = Ab;
+      free = Wb;
+      seconds['lowrank.r1svd'] = t2 - t1;
+      seconds['lowrank.residual'] = now() - t2;
+    } else free = k.own(gpu.buffer(4 * MN, 'W′'));
+    lap('lowrank');
+
+    // ── Stage B: importance permutation (§1.6) and partial block rotation (§1.7) ──
+    const absSums = await k.colSums(R, rows, cols, 'abs');
+    const hDiag = new Float64Array(cols);
+    for (let j = 0; j < cols; j++) hDiag[j] = H[j * cols + j];
+    const importance = importanceFromAbsSums(hDiag, absSums, rows);
+    const perm = argsortDescending(importance);
+    const plan = planRotation(cols, cfg.rotation, cfg.salientBlock, cfg.hadamardBlock);
+    if (plan.note) notes.push(plan.note);
+    const permB = k.own(gpu.buffer(Uint32Array.from(perm), 'perm'));
+    const Wp = free; // R′ = R_p·Q, the GPTQ loop's W
+    await k.rotate('gatherR', R, permB, Wp, rows, cols, plan);
+    const step = detailRowStep(rows, cols);
+    const [sR, sRt] = await Promise.all([k.sampleRows(R, rows, cols, step), k.sampleRows(Wp, rows, cols, step)]);
+    // H′ = Q·H_p·Q: gather + row FWHT into M, then M's transpose + row FWHT back into H's buffer, symmetrised.
+    const Hb = k.own(await gpu.bufferFrom(H, 'H'));
+    await k.assertFinite(Hb, NN, 'H', name);
+    let Ht = Hb;
+    {
+      const M = k.own(gpu.buffer(4 * NN, 'H_p·Q'));
+      await k.rotate('gatherH', Hb, permB, M, cols, cols, plan);
+      if (plan.block > 0) {
+        await k.rotate('transpose', M, permB, Hb, cols, cols, plan);
+        await k.run(SYMMETRIZE_WGSL, [k.elem(cols, cols), Hb], [strideGroups(NN).groups, 1, 1]);
+        k.drop(M);
+      } else {
+        k.drop(Hb);
+        Ht = M;
+      }
+    }
+    lap('permute+rotate');
+
+    // ── Stage C: GPTQ on R′ with H′ (§1.8), gptqPrepare's dead columns and damping on the device ──
+    const d = new Float32Array(await k.readBack(Ht, cols, diagWgsl('get')));
+    let deadColumns = 0, diagSum = 0;
+    const dead: number[] = [];
+    for (let j = 0; j < cols; j++) {
+      if (d[j] === 0) {
+        deadColumns++;
+        dead.push(j);
+        d[j] = 1;
+      }
+      diagSum += d[j];
+    }
+    const damp = cfg.percDamp * (diagSum / cols);
+    for (let j = 0; j < cols; j++) d[j] += damp; // float32 += as gptqPrepare(…, 'f32')
+    await k.run(diagWgsl('set'), [k.elem(cols, cols), Ht, k.f32(d)], [Math.ceil(cols / 256), 1, 1]);
+    if (dead.length) await k.run(ZERO_COLS_WGSL, [k.elem(rows, cols, dead.length), Wp, k.u32(dead)], [Math.ceil(dead.length / 256), rows, 1]);
+    const t3 = now();
+    let Ub: GPUBuffer, choleskyFallback = false;
+    try {
+      Ub = k.own(await choleskyInverseUpperDawn(gpu, Ht, cols));
+    } catch (e) {
+      Ub = k.own(await gpu.bufferFrom(Float32Array.from(choleskyFallbackHinv(e, cols, name, { bits: cfg.bits, onWarning: () => {} })), 'Hinv'));
+      choleskyFallback = true;
+      notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
+    }
+    k.drop(Ht);
+    const t4 = now();
+    const g = Math.min(cfg.groupSize, cols), G = Math.ceil(cols / g), maxq = maxqFor(cfg.bits);
+    const slot = Uint32Array.from({ length: cols }, (_, c) => Math.floor(c / g));
+    const loop = await fusedColumnLoop(gpu, Wp, Ub, rows, cols, {
+      B: Math.min(cfg.blockSize, cols), maxq, sym: cfg.sym, groupSize: g, dynamic: true, G, slot, params: new Float32Array(rows * G * 2),
+    }, { keepCodes: true });
+    const codesB = k.own(loop.codesB!);
+    k.drop(Ub);
+    const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
+    for (let i = 0; i < rows * G; i++) {
+      scale[i] = loop.paramsOut[2 * i];
+      zero[i] = loop.paramsOut[2 * i + 1];
+    }
+    const codes = new Uint8Array(MN), bytes = new Uint8Array(loop.codeWords.buffer), wpr = Math.ceil(cols / 4);
+    for (let i = 0; i < rows; i++) codes.set(bytes.subarray(i * wpr * 4, i * wpr * 4 + cols), i * cols);
+    const t5 = now();
+    lap('gptq');
+
+    const stored: LoproStoredLayer = {
+      rows, cols, method: 'lopro', bits: cfg.bits, groupSize: g, sym: cfg.sym, perm, alphaBits,
+      rank: factors?.rank ?? 0,
+      uCodes: factors?.uCodes ?? new Uint8Array(0), vCodes: factors?.vCodes ?? new Uint8Array(0), sigmaBits: factors?.sigmaBits ?? new Uint16Array(0),
+      uScale: factors?.uScale ?? Math.sqrt(rows), vScale: factors?.vScale ?? Math.sqrt(cols),
+      rotation: cfg.rotation, salientBlock: plan.salient, hadamardBlock: plan.block,
+      codes, scaleBits: encodeF16(scale), zeros: Uint8Array.from(zero), groups: G,
+    };
+
+    // ── Ŵ from the stored parts (lopro_dequant.ts dequantizeLoPRo): dequantize + FWHT + scatter, + W_r ──
+    const out = R; // R is done with (sampled above)
+    await k.rotate('dequant', codesB, permB, out, rows, cols, plan, { wpr, G, g, scale: Float32Array.from(decodeF16(stored.scaleBits!)), zero: Float32Array.from(stored.zeros!) });
+    if (stored.rank > 0) {
+      const f = decodeLowRank(stored);
+      await k.lowRank(f.U, f.sigma, f.V, stored.rank, f.alpha, rows, cols, out, +1);
+    }
+    const reconstructed = new Float32Array(MN);
+    await gpu.readInto(out, reconstructed);
+    lap('reconstruct');
+
+    const gIdx = Int32Array.from(slot);
+    const order = Int32Array.from({ length: cols }, (_, c) => c);
+    const gptq: GptqResult = {
+      Q: new Float32Array(0), codes, scale, zero, gIdx, groups: G, perm: order, invPerm: order,
+      loss: loop.rowLoss.reduce((a, v) => a + v, 0), deadColumns, damp, choleskyFallback,
+      seconds: { prep: 0, cholesky: t4 - t3, columnLoop: t5 - t4, lazyUpdate: 0, total: t5 - t3 },
+    };
+    return { stored, reconstructed, gptq, seconds, factors, importance, plan, sampled: { step, R: sR, Rt: sRt }, notes };
+  } finally {
+    k.release();
+  }
+}
+
+/** The kernels' launcher for one layer: owns the layer's buffers (released at the end), one submit per call. */
+class Kernels {
+  private readonly bufs = new Set<GPUBuffer>();
+  constructor(private readonly gpu: DawnGpu) {}
+
+  own(b: GPUBuffer): GPUBuffer {
+    this.bufs.add(b);
+    return b;
+  }
+
+  drop(b: GPUBuffer): void {
+    if (this.bufs.delete(b)) b.destroy();
+  }
+
+  release(): void {
+    for (const b of this.bufs) b.destroy();
+    this.bufs.clear();
+  }
+
+  f32(a: ArrayLike<number>): GPUBuffer {
+    return this.own(this.gpu.buffer(Float32Array.from(a)));
+  }
+
+  u32(a: ArrayLike<number>): GPUBuffer {
+    return this.own(this.gpu.buffer(Uint32Array.from(a)));
+  }
+
+  /** The elementwise kernels' uniforms (m, n, r, stride, total = m·n, step, sign). */
+  elem(m: number, n: number, r = 0, step = 1, sign = 1, total = m * n): GPUBuffer {
+    const w = new Uint32Array(8);
+    w.set([m, n, r, strideGroups(total).stride, total, step]);
+    new Float32Array(w.buffer, 24, 1)[0] = sign;
+    return this.own(this.gpu.uniforms(w));
+  }
+
+  async run(code: string, bindings: (GPUBuffer | undefined)[], size: [number, number, number]): Promise<void> {
+    const pipe = await this.gpu.pipeline(code);
+    const group = this.gpu.bindGroup(pipe, bindings);
+    await this.gpu.submit((enc) => {
+      const pass = enc.beginComputePass();
+      pass.setPipeline(pipe);
+      pass.setBindGroup(0, group);
+      pass.dispatchWorkgroups(...size);
+      pass.end();
+    });
+    this.gpu.counters.dispatches++;
+  }
+
+  async copy(src: GPUBuffer, dst: GPUBuffer, bytes: number): Promise<void> {
+    await this.gpu.submit((enc) => enc.copyBufferToBuffer(src, 0, dst, 0, bytes));
+  }
+
+  /** Runs `code` (bindings P, X, out) writing `count` float32 values and reads them back. */
+  async readBack(X: GPUBuffer, count: number, code: string): Promise<ArrayBuffer> {
+    const out = this.own(this.gpu.buffer(4 * count));
+    await this.run(code, [this.elem(count, count), X, out], [Math.ceil(count / 256), 1, 1]);
+    const r = await this.gpu.read(out, 4 * count);
+    this.drop(out);
+    return r;
+  }
+
+  /** Σ_i f(X_ij) per column (float32 partial sums over 64-row slabs, summed in float64 here). */
+  async colSums(X: GPUBuffer, m: number, n: number, f: 'abs' | 'sq'): Promise<Float64Array> {
+    const slabs = Math.ceil(m / SLAB);
+    const part = this.own(this.gpu.buffer(4 * slabs * n));
+    await this.run(colSlabsWgsl(f), [this.elem(m, n), X, part], [Math.ceil(n / 256), slabs, 1]);
+    const parts = new Float32Array(await this.gpu.read(part, 4 * slabs * n));
+    this.drop(part);
+    const out = new Float64Array(n);
+    for (let s = 0; s < slabs; s++) for (let j = 0; j < n; j++) out[j] += parts[s * n + j];
+    return out;
+  }
+
+  /** A ProtocolError (non-finite) naming the first flat index of X that is NaN or ±Inf. */
+  async assertFinite(X: GPUBuffer, total: number, what: string, where: string): Promise<void> {
+    const status = this.own(this.gpu.buffer(Uint32Array.of(0xffffffff)));
+    await this.run(NON_FINITE_WGSL, [this.elem(1, total, 0, 1, 1, total), X, status], [strideGroups(total).groups, 1, 1]);
+    const [first] = new Uint32Array(await this.gpu.read(status, 4));
+    this.drop(status);
+    if (first !== 0xffffffff) {
+      throw new ProtocolError(ErrorCode.NonFinite, `${what} has a non-finite value (as float32) at flat index ${first}`, where, 'check the layer weights and the calibration activations for overflow');
+    }
+  }
+
+  /** Y (±)= (U·diag(σ)·V)·diag(α)⁻¹; with X: Y = X + sign·(…), else in place. */
+  async lowRank(U: ArrayLike<number>, sigma: ArrayLike<number>, V: ArrayLike<number>, r: number, alpha: ArrayLike<number>, m: number, n: number, Y: GPUBuffer, sign: number, X?: GPUBuffer): Promise<void> {
+    const Us = new Float32Array(m * r);
+    for (let i = 0; i < m; i++) for (let c = 0; c < r; c++) Us[i * r + c] = U[i * r + c] * sigma[c];
+    const inv = Float32Array.from({ length: n }, (_, j) => 1 / alpha[j]);
+    const bind = [this.elem(m, n, r, 1, sign), this.own(this.gpu.buffer(Us)), this.f32(V), this.own(this.gpu.buffer(inv)), Y];
+    await this.run(lowRankApplyWgsl(!X), X ? [...bind, X] : bind, [strideGroups(m * n).groups, 1, 1]);
+  }
+
+  async sampleRows(X: GPUBuffer, m: number, n: number, step: number): Promise<Float32Array> {
+    const rs = Math.ceil(m / step);
+    const Y = this.own(this.gpu.buffer(4 * rs * n));
+    await this.run(SAMPLE_ROWS_WGSL, [this.elem(rs, n, 0, step), X, Y], [strideGroups(rs * n).groups, 1, 1]);
+    const out = new Float32Array(rs * n);
+    await this.gpu.readInto(Y, out);
+    this.drop(Y);
+    return out;
+  }
+
+  /** Y = mode(X) with the plan's rotation: the head [0, b_I) copied, then one workgroup per (row, block). */
+  async rotate(
+    mode: RotateMode, X: GPUBuffer, perm: GPUBuffer, Y: GPUBuffer, m: number, n: number, plan: RotationPlan,
+    dq?: { wpr: number; G: number; g: number; scale: Float32Array; zero: Float32Array },
+  ): Promise<void> {
+    const b = plan.block, head = b === 0 ? n : plan.salient;
+    const extra = dq ? [this.own(this.gpu.buffer(dq.scale)), this.own(this.gpu.buffer(dq.zero))] : [];
+    const words = (k0: number, s: number) => {
+      const w = new Uint32Array(8);
+      w.set([n, k0, 0, dq?.wpr ?? 0, dq?.G ?? 0, dq?.g ?? 1]);
+      new Float32Array(w.buffer, 8, 1)[0] = s;
+      return this.own(this.gpu.uniforms(w));
+    };
+    const p = mode === 'transpose' ? undefined : perm; // the transpose reads no perm (its layout has no binding 2)
+    if (head > 0) await this.run(blockRotateWgsl(mode, 1), [words(head, 1), X, p, Y, ...extra], [Math.ceil(head / 256), m, 1]);
+    if (b > 0) await this.run(blockRotateWgsl(mode, b), [words(plan.salient, 1 / Math.sqrt(b)), X, p, Y, ...extra], [(n - plan.salient) / b, m, 1]);
+  }
+}
