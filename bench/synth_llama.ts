@@ -6,7 +6,9 @@
 // The tokenizer files are copied from --tokenizer-from (vocab_size follows its vocabulary).
 //
 //   node --import tsx bench/synth_llama.ts --out DIR [--blocks 2] [--hidden 4096] [--mlp 11008]
-//        [--heads 32] [--kv-heads 32] [--tokenizer-from ../shared/fixtures/models/base]
+//        [--heads 32] [--kv-heads 32] [--tokenizer-from ../shared/fixtures/models/base] [--distinct N]
+// --distinct N: only N different blocks, block b repeats block b mod N's weights (a 32-block 7B-shaped
+// file in ~1 min instead of ~12: the generator, not the disk, is the slow part; timing does not care).
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -20,6 +22,7 @@ const out = arg('out', '');
 if (!out) throw new Error('--out DIR is required');
 const blocks = Number(arg('blocks', '2')), hidden = Number(arg('hidden', '4096')), mlp = Number(arg('mlp', '11008'));
 const heads = Number(arg('heads', '32')), kvHeads = Number(arg('kv-heads', '32')), headDim = hidden / heads;
+const distinct = Math.max(1, Math.min(blocks, Number(arg('distinct', String(blocks)))));
 const tokDir = arg('tokenizer-from', path.join(__dirname, '..', '..', 'shared', 'fixtures', 'models', 'base'));
 
 const t0 = performance.now();
@@ -48,8 +51,20 @@ for (let b = 0; b < blocks; b++) {
 specs.push({ name: 'model.norm.weight', dtype: 'F16', shape: [hidden] });
 const w = SafetensorsWriter.create(path.join(out, 'model.safetensors'), specs, { format: 'pt', generator: 'lopro bench/synth_llama.ts (random, 7B-shaped)' });
 
+/** Chunks of the first `distinct` blocks' matrices, by "b mod distinct/linear name", for the repeats. */
+const repeats = new Map<string, Uint16Array[]>();
+
 /** rows×cols F16, written in ≤ 32 MiB row chunks. */
 function writeMatrix(name: string, rows: number, cols: number, std: number): void {
+  const m = /^model\.layers\.(\d+)\.(.*)$/.exec(name);
+  const key = m && distinct < blocks ? `${Number(m[1]) % distinct}/${m[2]}` : undefined;
+  const again = key ? repeats.get(key) : undefined;
+  if (again) {
+    for (const buf of again) w.writeChunk(name, buf);
+    return;
+  }
+  const kept: Uint16Array[] = [];
+  if (key) repeats.set(key, kept);
   const colScale = Float32Array.from({ length: cols }, () => Math.exp(0.4 * gauss()));
   const step = Math.max(1, Math.floor((32 << 20) / (2 * cols)));
   for (let r0 = 0; r0 < rows; r0 += step) {
@@ -59,6 +74,7 @@ function writeMatrix(name: string, rows: number, cols: number, std: number): voi
       for (let j = 0; j < cols; j++) buf[i * cols + j] = f32ToF16Bits(gauss() * rs * colScale[j] * (u() < 0.002 ? 8 : 1));
     }
     w.writeChunk(name, buf);
+    if (key) kept.push(buf);
   }
 }
 const ones = (n: number) => new Uint16Array(n).fill(f32ToF16Bits(1));
@@ -70,4 +86,4 @@ for (const s of specs) {
 }
 w.finish();
 const bytes = fs.statSync(path.join(out, 'model.safetensors')).size;
-process.stdout.write(`synth_llama: ${out}: ${blocks} blocks, hidden ${hidden}, mlp ${mlp}, vocab ${vocab}, ${(bytes / 1e9).toFixed(2)} GB F16 in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+process.stdout.write(`synth_llama: ${out}: ${blocks} blocks (${distinct} distinct), hidden ${hidden}, mlp ${mlp}, vocab ${vocab}, ${(bytes / 1e9).toFixed(2)} GB F16 in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);

@@ -4,6 +4,9 @@
 #   bash bench/device/pipeline_gpu.sh synth   # a 2-block LLaMA-2-7B-shaped random model (bench/synth_llama.ts), webgpu + workers
 #   bash bench/device/pipeline_gpu.sh synth-ab  # the same, group layers concurrent vs sequential, in one session
 #   bash bench/device/pipeline_gpu.sh synth-env-ab "ENV A" "ENV B"  # the same model under two environments, one session
+#   bash bench/device/pipeline_gpu.sh synth32 [SECONDS]  # the full 32-block 7B-shaped model (2 distinct blocks repeated),
+#        stopped after SECONDS (default 560: a device call is ≤ 600 s); then `synth32-resume` in the next call
+#        continues the same run (--resume) — the two parts' walls add up to the end-to-end time
 # Needs /tmp/l/node, /tmp/l/o130/node_modules, /tmp/l/models/base (bench/device/README.md). Logs under $OUT.
 set -u
 export LOPRO_ORT_DIR=/tmp/l/o130/node_modules
@@ -59,5 +62,19 @@ for l in L: print(l['name'], l['rows'], 'x', l['cols'], {k: round(v, 2) for k, v
     grep -h "^runtime\|^dawn" "$OUT"/synth7b_env_*.log
     # Per-stage sums over the 14 layers (run.json's layer seconds), A then B.
     for d in s7a s7b; do sums $d; done | tee -a "$OUT/synth7b_stage_sums.txt"
+    ;;
+  synth32|synth32-resume)
+    # Huge pages as the extension starts the engine (protocol/engine_env.ts).
+    H32=(GLIBC_TUNABLES=glibc.malloc.hugetlb=1)
+    S=(/tmp/s32 --method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt --ep webgpu --out /tmp/pg/s32)
+    if [ "$1" = synth32 ]; then
+      rm -rf /tmp/pg/s32
+      /tmp/l/node .gpu/bench/synth_llama.js --out /tmp/s32 --blocks 32 --distinct 2 --tokenizer-from "${TOK:-/tmp/l/models/base}"
+      q synth32_part1 "${2:-560}" "${H32[@]}" -- "${S[@]}"
+    else
+      q synth32_part2 580 "${H32[@]}" -- "${S[@]}" --resume
+      sums s32 | tee -a "$OUT/synth32_part2.log"
+    fi
+    grep -h "^runtime\|^dawn\|^time\|resum\|block 3[01]\|^model:" "$OUT/$1"*.log "$OUT"/synth32_part*.log 2>/dev/null | sort -u | head -20
     ;;
 esac

@@ -3,6 +3,7 @@
 // lines into the output channel, progress into `withProgress`, cancel with a 2 s deadline, and a
 // crash (exit with requests pending) turned into a clear error the caller can offer to resume.
 
+import { engineEnv } from '../protocol/engine_env';
 import { fork, type ChildProcess } from 'node:child_process';
 import * as vscode from 'vscode';
 import { Connection, ProtocolError, type Envelope, type Transport } from '../protocol/rpc';
@@ -67,7 +68,8 @@ export class EngineClient implements vscode.Disposable {
       serialization: 'advanced',
       execPath: process.execPath,
       // ELECTRON_RUN_AS_NODE: on desktop VS Code process.execPath is Electron; in code-server it is Node.
-      env: { ...process.env, LOPRO_ENGINE_IPC: '1', ELECTRON_RUN_AS_NODE: '1' },
+      // engineEnv: transparent huge pages for the engine's large arrays (protocol/engine_env.ts says why).
+      env: { ...engineEnv(process.env), LOPRO_ENGINE_IPC: '1', ELECTRON_RUN_AS_NODE: '1' },
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     });
     this.log.appendLine(`[host] engine started: pid ${child.pid} (${this.enginePath})`);

@@ -63,9 +63,12 @@ const now = () => performance.now() / 1000;
 export async function quantizeLayerLoPRoDawn(
   gpu: DawnGpu, W: Float32Array, rows: number, cols: number, H: Float64Array, actStats: ArrayLike<number> | null,
   cfg: LayerConfig, seed: number, name = 'layer',
+  /** H32: float32(H) when the caller holds it (the pipeline's Hessians arrive as float32): uploaded as is, no conversion. */
+  opts: { H32?: Float32Array } = {},
 ): Promise<DawnLoproResult> {
   if (!loproDawnSupports(cfg, rows, cols, gpu.maxBindingBytes)) throw new RangeError(`quantizeLayerLoPRoDawn: not implemented for this config/shape (${rows}×${cols})`);
   if (W.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${W.length} values, expected ${rows}×${cols}`, name);
+  if (opts.H32 && opts.H32.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H32 has ${opts.H32.length} values, expected ${cols}×${cols}`, name);
   if (H.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H has ${H.length} values, expected ${cols}×${cols}`, name);
   const seconds: Record<string, number> = {};
   let t = now();
@@ -116,7 +119,7 @@ export async function quantizeLayerLoPRoDawn(
     const step = detailRowStep(rows, cols);
     const [sR, sRt] = await Promise.all([k.sampleRows(R, rows, cols, step), k.sampleRows(Wp, rows, cols, step)]);
     // H′ = Q·H_p·Q: gather + row FWHT into M, then M's transpose + row FWHT back into H's buffer, symmetrised.
-    const Hb = k.own(await gpu.bufferFrom(H, 'H'));
+    const Hb = k.own(await gpu.bufferFrom(opts.H32 ?? H, 'H'));
     await k.assertFinite(Hb, NN, 'H', name);
     let Ht = Hb;
     {

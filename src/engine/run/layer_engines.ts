@@ -84,7 +84,7 @@ export interface LayerEngines {
    * (quantizeLayerLoPRoParallel with the engines below). LOPRO_RESIDENT=off turns it off (A/B runs).
    * Bad input (non-finite values) is thrown, not a fallback.
    */
-  loproResident(W: Float32Array, rows: number, cols: number, H: Float64Array, absMean: Float64Array | null, cfg: LayerConfig, seed: number, name: string): Promise<DawnLoproResult | null>;
+  loproResident(W: Float32Array, rows: number, cols: number, H: Float64Array, absMean: Float64Array | null, cfg: LayerConfig, seed: number, name: string, H32?: Float32Array): Promise<DawnLoproResult | null>;
   /** Stage A's R1SVD for a LoPRo layer. */
   lowRank(A: Float32Array, m: number, n: number, opts: R1svdOptions): Promise<LowRankFactors>;
   close(): Promise<void>;
@@ -156,12 +156,12 @@ export function createLayerEngines(
     async float32Gptq(rows, cols, opts) {
       return gpu && rows * cols >= minWeights && !fellBack.has('GPTQ') && (await fusedDevice(rows, cols, opts)) !== null;
     },
-    async loproResident(W, rows, cols, H, absMean, cfg, seed, name) {
+    async loproResident(W, rows, cols, H, absMean, cfg, seed, name, H32) {
       if (!gpu || rows * cols < minWeights || process.env.LOPRO_RESIDENT === 'off' || process.env.LOPRO_GPTQ_LOOP === 'ort' || fellBack.has('resident LoPRo')) return null;
       const { gpu: dawn } = await getDawnGpu();
       if (!dawn || !loproDawnSupports(cfg, rows, cols, dawn.maxBindingBytes)) return null;
       try {
-        return await rt.scoped('lopro', () => quantizeLayerLoPRoDawn(dawn, W, rows, cols, H, absMean, cfg, seed, name));
+        return await rt.scoped('lopro', () => quantizeLayerLoPRoDawn(dawn, W, rows, cols, H, absMean, cfg, seed, name, { H32 }));
       } catch (e) {
         if (e instanceof ProtocolError && e.code === ErrorCode.NonFinite) throw e;
         fallBack('resident LoPRo', e, 'the worker-pool LoPRo driver');

@@ -290,7 +290,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         };
         const quantizeMember = (lin: BlockLinear) =>
           quantizeLayerAsync({
-            name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[suffixOf(lin)], H, absMean,
+            name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[suffixOf(lin)], H, H32, absMean,
             ...(Hdev && engines && lin.rows * lin.cols >= proxyLossMinWeights() && process.env.LOPRO_PROXY_LOSS_FROM !== 'host' ? { proxyLosses: lossesOnDevice(lin) } : {}),
           }, layerConfigFor(params.config, lin.name), {
             seed: params.config.seed,

@@ -22,6 +22,8 @@ export interface LayerInput {
   W: Float32Array;
   /** H (cols×cols, float64), or undefined in data-free mode (H = I). */
   H?: Float64Array;
+  /** float32(H) when the caller has it (the pipeline's device Hessians): the Dawn path uploads it without converting. */
+  H32?: Float32Array;
   /** mean_t |x_tj| (length cols) for LoPRo's activation scale α; undefined in data-free mode. */
   absMean?: Float64Array;
   /**
@@ -114,7 +116,7 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
   const notes: string[] = [];
   if (!x.absMean) notes.push('data-free: α = 1');
   // The whole layer on the Dawn device where it can (quant/lopro_dawn.ts), else the pool driver.
-  const dev = await e.loproResident(x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, seed, x.name);
+  const dev = await e.loproResident(x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, seed, x.name, x.H32);
   let r;
   if (dev) {
     notes.push(...dev.notes);

@@ -32,6 +32,10 @@ test('bitpack: LSB-first rows of 32-bit words, equal to the bit-by-bit reference
   assert.equal(w[0] >>> 30, 3); // code 10 = 0b111: low two bits in word 0
   assert.equal(w[1], 1); // its high bit in word 1
   assert.throws(() => packRows([4], 1, 1, 2), /does not fit/);
+  // Typed codes take the word-at-a-time path (b divides 32): same words, and an out-of-range code still named.
+  const u8 = Uint8Array.from({ length: 3 * 37 }, () => rng.int(4));
+  assert.deepEqual(packRows(u8, 3, 37, 2), packRows_ref(u8, 3, 37, 2));
+  assert.throws(() => packRows(Uint8Array.of(0, 1, 3, 0, 4), 1, 5, 2), /code 4 at row 0, column 4 does not fit/);
 });
 
 const rows = 64, cols = 256;

@@ -99,6 +99,10 @@ test('device-resident LoPRo: a dead input column (H_jj = 0, no rotation) is zero
   assert.ok(maxAbsDiff(got.reconstructed, dequantizeLoPRo(got.stored)) <= 1e-5 * maxAbs(got.reconstructed));
   assert.ok(Math.abs(got.gptq.damp - 0.01 * Array.from({ length: cols }, (_, j) => (j === 7 ? 1 : Hd[j * cols + j])).reduce((a, v) => a + v, 0) / cols) < 1e-4 * got.gptq.damp);
   assert.equal(ref.stored.perm.indexOf(7), k);
+  // float32(H) handed over as is (the pipeline's Hessians) = H converted on the way up: the same layer.
+  const viaH32 = await quantizeLayerLoPRoDawn(gpu, W, rows, cols, Hd, absMean, cfg, 1, 'layer', { H32: Float32Array.from(Hd) });
+  assert.deepEqual(viaH32.stored.codes, got.stored.codes);
+  assert.deepEqual(viaH32.reconstructed, got.reconstructed);
 
   const Hneg = new Float64Array(cols * cols);
   for (let j = 0; j < cols; j++) Hneg[j * cols + j] = -1;
