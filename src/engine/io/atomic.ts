@@ -123,3 +123,37 @@ export function atomicWriteFile(target: string, data: string | ArrayBufferView):
   }
   commitTemp(fd, tmp, target);
 }
+
+/**
+ * atomicWriteFile for a list of byte views written one after another, off the main thread: the writes,
+ * the fsync and the rename run on libuv's thread pool, so the caller can compute meanwhile (the pipeline
+ * commits block b while block b + 1 runs, run/pipeline_llama.ts). The views must not change until it settles.
+ */
+export async function atomicWriteFileAsync(target: string, parts: readonly ArrayBufferView[]): Promise<void> {
+  const tmp = tempPathFor(target);
+  let fh: fs.promises.FileHandle;
+  try {
+    fh = await fs.promises.open(tmp, 'wx');
+  } catch (e) {
+    throw writeError(target, e, 'create');
+  }
+  try {
+    try {
+      for (const p of parts) {
+        const bytes = new Uint8Array(p.buffer, p.byteOffset, p.byteLength);
+        for (let done = 0; done < bytes.length; ) {
+          const { bytesWritten } = await fh.write(bytes, done, Math.min(bytes.length - done, 1 << 30));
+          done += bytesWritten;
+        }
+      }
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.promises.rename(tmp, target);
+  } catch (e) {
+    removeQuietly(tmp);
+    throw writeError(target, e, 'write');
+  }
+  fsyncDir(path.dirname(target));
+}

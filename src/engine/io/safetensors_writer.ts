@@ -7,7 +7,7 @@ import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode } from '../../protocol/messages';
 import { DTYPE_BYTES, isDtype, type Dtype } from './dtypes';
 import { MAX_HEADER_BYTES } from './safetensors_header';
-import { atomicWriteFile, commitTemp, removeQuietly, tempPathFor, writeAll, writeError } from './atomic';
+import { atomicWriteFile, atomicWriteFileAsync, commitTemp, removeQuietly, tempPathFor, writeAll, writeError } from './atomic';
 
 export interface TensorSpec {
   name: string;
@@ -80,6 +80,15 @@ export function writeSafetensorsAtomic(target: string, tensors: readonly TensorD
     w.abort();
     throw e;
   }
+}
+
+/** writeSafetensorsAtomic off the main thread (io/atomic.ts atomicWriteFileAsync); the tensors must not change until it settles. */
+export async function writeSafetensorsAtomicAsync(target: string, tensors: readonly TensorData[], metadata?: Record<string, string>): Promise<void> {
+  const { header, sizes } = buildHeader(target, tensors, metadata);
+  tensors.forEach((t, i) => {
+    if (t.data.byteLength !== sizes[i]) throw new ProtocolError(ErrorCode.ShapeMismatch, `cannot write ${target}, tensor "${t.name}": got ${t.data.byteLength} bytes, ${t.dtype} [${t.shape.join(', ')}] needs ${sizes[i]}`, `${target}: ${t.name}`);
+  });
+  await atomicWriteFileAsync(target, [header, ...tensors.map((t) => t.data)]);
 }
 
 /**

@@ -4,7 +4,7 @@
 // memory stays ~one block's weights + a batch of activations whatever the model size.
 
 import { closeSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
-import { commitTemp, tempPathFor, writeAll } from '../io/atomic';
+import { atomicWriteFileAsync, commitTemp, tempPathFor, writeAll } from '../io/atomic';
 
 export interface ActivationStore {
   readonly count: number;
@@ -14,6 +14,8 @@ export interface ActivationStore {
   set(i: number, data: Float32Array): void;
   /** Writes every record to `file` (temp + fsync + rename: the file appears complete or not at all). */
   persist(file: string): void;
+  /** persist() off the main thread where the records are in memory (the store must not change until it settles). */
+  persistAsync(file: string): Promise<void>;
   dispose(): void;
 }
 
@@ -32,6 +34,9 @@ class MemoryStore implements ActivationStore {
   }
   persist(file: string): void {
     writeRecordsAtomic(file, this.count, (i) => this.get(i));
+  }
+  persistAsync(file: string): Promise<void> {
+    return atomicWriteFileAsync(file, [this.data]); // the records back to back, as writeRecordsAtomic writes them
   }
   dispose(): void {}
 }
@@ -64,6 +69,9 @@ class FileStore implements ActivationStore {
   }
   persist(file: string): void {
     writeRecordsAtomic(file, this.count, (i) => this.get(i));
+  }
+  async persistAsync(file: string): Promise<void> {
+    this.persist(file); // spilled: the records are read back from the scratch file anyway
   }
   dispose(): void {
     if (this.fd !== undefined) closeSync(this.fd);
