@@ -69,7 +69,7 @@ for l in L: print(l['name'], l['rows'], 'x', l['cols'], {k: round(v, 2) for k, v
     S=(/tmp/s32 --method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt --ep webgpu --out /tmp/pg/s32)
     if [ "$1" = synth32 ]; then
       rm -rf /tmp/pg/s32
-      /tmp/l/node .gpu/bench/synth_llama.js --out /tmp/s32 --blocks 32 --distinct 2 --tokenizer-from "${TOK:-/tmp/l/models/base}"
+      [ -f /tmp/s32/model.safetensors ] || /tmp/l/node .gpu/bench/synth_llama.js --out /tmp/s32 --blocks 32 --distinct 2 --tokenizer-from "${TOK:-/tmp/l/models/base}"
       q synth32_part1 "${2:-560}" "${H32[@]}" -- "${S[@]}"
     else
       q synth32_part2 580 "${H32[@]}" -- "${S[@]}" --resume
