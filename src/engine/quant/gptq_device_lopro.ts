@@ -7,11 +7,10 @@
 
 import type { LayerConfig } from '../../protocol/config';
 import type { GptqOptions, GptqResult } from './gptq';
-import { encodeF16 } from './fp8';
 import { columnScaleAlpha, r1svd, scaleColumns, lowRankWeight, type LowRankFactors } from './r1svd';
 import { argsortDescending, columnImportance, gatherColumns, permuteSymmetric } from './permute';
 import { planRotation, rotateColumns, rotateHessian } from './rotation';
-import { dequantizeLoPRo, type LoproStoredLayer } from './lopro_dequant';
+import { dequantizeLoPRo, loproStoredLayer, type LoproStoredLayer } from './lopro_dequant';
 
 /** Any GPTQ driver: gptqQuantize, gptqQuantizeParallel, gptqQuantizeDevice... */
 export type GptqEngine = (W: Float64Array, rows: number, cols: number, H: Float64Array, opts: GptqOptions) => Promise<GptqResult>;
@@ -65,15 +64,7 @@ export async function quantizeLayerLoPRoWith(
     dequantized: false, // Ŵ comes from the stored codes below
   });
   lap('gptq');
-  const stored: LoproStoredLayer = {
-    rows, cols, method: 'lopro', bits: cfg.bits, groupSize: g, sym: cfg.sym, perm, alphaBits,
-    rank: factors?.rank ?? 0,
-    uCodes: factors?.uCodes ?? new Uint8Array(0), vCodes: factors?.vCodes ?? new Uint8Array(0), sigmaBits: factors?.sigmaBits ?? new Uint16Array(0),
-    uScale: factors?.uScale ?? Math.sqrt(rows), vScale: factors?.vScale ?? Math.sqrt(cols),
-    rotation: cfg.rotation, salientBlock: plan.salient, hadamardBlock: plan.block,
-    codes: q.codes, scaleBits: encodeF16(q.scale), zeros: Uint8Array.from(q.zero), groups: q.groups,
-  };
-  if (cfg.actOrder || cfg.staticGroups) stored.gIdx = q.gIdx;
+  const stored = loproStoredLayer({ rows, cols, cfg, groupSize: g, perm, alphaBits, factors, plan, q });
   const reconstructed = dequantizeLoPRo(stored);
   lap('reconstruct');
   return { stored, reconstructed, gptq: q, seconds };

@@ -10,12 +10,11 @@ import type { LayerConfig } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type { GptqOptions } from './gptq';
-import { encodeF16 } from './fp8';
 import { columnScaleAlpha, R1svdFactorSet, r1svdRoundsAsync, type LowRankFactors, type R1svdOptions } from './r1svd';
 import { argsortDescending, importanceFromAbsSums } from './permute';
 import { planRotation, type RotationPlan } from './rotation';
 import { frob2 } from './lopro_mat';
-import type { LoproStoredLayer } from './lopro_dequant';
+import { loproStoredLayer, type LoproStoredLayer } from './lopro_dequant';
 import type { GptqEngine, FastLoproResult } from './gptq_device_lopro';
 import type { GptqPool } from './gptq_parallel';
 
@@ -212,15 +211,7 @@ export async function quantizeLayerLoPRoParallel(
     dequantized: false, // Ŵ comes from the stored codes below
   });
   lap('gptq');
-  const stored: LoproStoredLayer = {
-    rows, cols, method: 'lopro', bits: cfg.bits, groupSize: g, sym: cfg.sym, perm, alphaBits,
-    rank: factors?.rank ?? 0,
-    uCodes: factors?.uCodes ?? new Uint8Array(0), vCodes: factors?.vCodes ?? new Uint8Array(0), sigmaBits: factors?.sigmaBits ?? new Uint16Array(0),
-    uScale: factors?.uScale ?? Math.sqrt(rows), vScale: factors?.vScale ?? Math.sqrt(cols),
-    rotation: cfg.rotation, salientBlock: plan.salient, hadamardBlock: plan.block,
-    codes: q.codes, scaleBits: encodeF16(q.scale), zeros: Uint8Array.from(q.zero), groups: q.groups,
-  };
-  if (cfg.actOrder || cfg.staticGroups) stored.gIdx = q.gIdx;
+  const stored = loproStoredLayer({ rows, cols, cfg, groupSize: g, perm, alphaBits, factors, plan, q });
   const out = shared(Float32Array, rows * cols);
   await runSlices(pool, rows, (r0, r1) => ({ kind: 'dequant', stored: rowSlice(stored, r0, r1), out, r0 }));
   const reconstructed = Float32Array.from(out); // a plain buffer (ORT and transfers refuse shared ones)

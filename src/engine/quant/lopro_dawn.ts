@@ -17,12 +17,12 @@ import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type { DawnGpu } from '../compute/dawn';
 import { choleskyInverseUpperDawn } from '../linalg/cholesky_dawn';
-import { decodeF16, encodeF16 } from './fp8';
+import { decodeF16 } from './fp8';
 import type { GptqResult } from './gptq';
 import { choleskyFallbackHinv } from './gptq_core';
 import { FUSED_MAX_BLOCK, fusedColumnLoop } from './gptq_fused';
 import { maxqFor } from './quantizer';
-import { decodeLowRank, type LoproStoredLayer } from './lopro_dequant';
+import { decodeLowRank, loproStoredLayer, type LoproStoredLayer } from './lopro_dequant';
 import { detailRowStep } from './lopro';
 import { argsortDescending, importanceFromAbsSums } from './permute';
 import { columnScaleAlpha, type LowRankFactors } from './r1svd';
@@ -180,14 +180,8 @@ export async function quantizeLayerLoPRoDawn(
     const t5 = now();
     lap('gptq');
 
-    const stored: LoproStoredLayer = {
-      rows, cols, method: 'lopro', bits: cfg.bits, groupSize: g, sym: cfg.sym, perm, alphaBits,
-      rank: factors?.rank ?? 0,
-      uCodes: factors?.uCodes ?? new Uint8Array(0), vCodes: factors?.vCodes ?? new Uint8Array(0), sigmaBits: factors?.sigmaBits ?? new Uint16Array(0),
-      uScale: factors?.uScale ?? Math.sqrt(rows), vScale: factors?.vScale ?? Math.sqrt(cols),
-      rotation: cfg.rotation, salientBlock: plan.salient, hadamardBlock: plan.block,
-      codes, scaleBits: encodeF16(scale), zeros: Uint8Array.from(zero), groups: G,
-    };
+    const gIdx = Int32Array.from(slot);
+    const stored = loproStoredLayer({ rows, cols, cfg, groupSize: g, perm, alphaBits, factors, plan, q: { codes, scale, zero, groups: G, gIdx } });
 
     // ── Ŵ from the stored parts (lopro_dequant.ts dequantizeLoPRo): dequantize + FWHT + scatter, + W_r ──
     const out = R; // R is done with (sampled above)
@@ -200,7 +194,6 @@ export async function quantizeLayerLoPRoDawn(
     await gpu.readInto(out, reconstructed);
     lap('reconstruct');
 
-    const gIdx = Int32Array.from(slot);
     const order = Int32Array.from({ length: cols }, (_, c) => c);
     const gptq: GptqResult = {
       Q: new Float32Array(0), codes, scale, zero, gIdx, groups: G, perm: order, invPerm: order,

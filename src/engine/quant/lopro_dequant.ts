@@ -8,7 +8,9 @@
 import { decodeF16, decodeF8E4M3 } from './fp8';
 import { gatherColumns, gatherVector, invertPermutation } from './permute';
 import { rotateRowsInPlace, rotateVector, type RotationPlan } from './rotation';
-import { lowRankWeight } from './r1svd';
+import { lowRankWeight, type LowRankFactors } from './r1svd';
+import { encodeF16 } from './fp8';
+import type { LayerConfig } from '../../protocol/config';
 import type { RotationMode } from '../../protocol/config';
 
 export interface LoproStoredLayer {
@@ -47,6 +49,29 @@ export interface LoproStoredLayer {
   vqDim?: number;
   vqCodes?: Uint16Array;
   codebookBits?: Uint16Array;
+}
+
+/**
+ * The stored parts of a `lopro` layer from its stages' outputs: one construction for the drivers of
+ * gptq_device_lopro.ts, gptq_parallel_lopro.ts and lopro_dawn.ts (FP16 scales, integer zeros, the
+ * low-rank factors' codes or an empty rank 0, the rotation plan's b_I/b_H, g_idx when act-order/static groups).
+ */
+export function loproStoredLayer(o: {
+  rows: number; cols: number; cfg: LayerConfig; groupSize: number; perm: Int32Array; alphaBits: Uint16Array;
+  factors: LowRankFactors | null; plan: RotationPlan;
+  q: { codes: Uint8Array; scale: ArrayLike<number>; zero: ArrayLike<number>; groups: number; gIdx: Int32Array };
+}): LoproStoredLayer {
+  const { rows, cols, cfg, factors: f, plan, q } = o;
+  const stored: LoproStoredLayer = {
+    rows, cols, method: 'lopro', bits: cfg.bits, groupSize: o.groupSize, sym: cfg.sym, perm: o.perm, alphaBits: o.alphaBits,
+    rank: f?.rank ?? 0,
+    uCodes: f?.uCodes ?? new Uint8Array(0), vCodes: f?.vCodes ?? new Uint8Array(0), sigmaBits: f?.sigmaBits ?? new Uint16Array(0),
+    uScale: f?.uScale ?? Math.sqrt(rows), vScale: f?.vScale ?? Math.sqrt(cols),
+    rotation: cfg.rotation, salientBlock: plan.salient, hadamardBlock: plan.block,
+    codes: q.codes, scaleBits: encodeF16(q.scale), zeros: Uint8Array.from(q.zero), groups: q.groups,
+  };
+  if (cfg.actOrder || cfg.staticGroups) stored.gIdx = q.gIdx;
+  return stored;
 }
 
 export function rotationPlanOf(s: LoproStoredLayer): RotationPlan {
