@@ -107,7 +107,8 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
   const t0 = now();
   if (lc.method === 'gptq') {
     const notes: string[] = [];
-    const q = await e.gptq(Float64Array.from(x.W), x.rows, x.cols, x.H, gptqOptions(x, lc, notes, warn));
+    // dequantized: false — Ŵ is rebuilt from the stored parts below (FP16 scales), so the driver's own Q would be unused.
+    const q = await e.gptq(Float64Array.from(x.W), x.rows, x.cols, x.H, { ...gptqOptions(x, lc, notes, warn), dequantized: false });
     const stored = baselineAsStored(q, x.rows, x.cols, lc, lc.actOrder || lc.staticGroups);
     const wHat = dequantizeStored(stored);
     return baselineOutcome(x, lc, stored, notes, t0, opts, await asyncLosses(x, e, wHat), wHat);
