@@ -148,11 +148,16 @@ suite('LoPRo runs through the real engine (cancel, crash, resume)', function () 
     const { engine } = await api();
     const runDir = path.join(ws(), 'runs', 'crashed');
     const { pid } = await engine.request('engine/hello', { clientVersion: 'crash-test' }, { timeoutMs: 30000 });
-    let before = 0;
+    let killed = false;
     const first = engine.request('run/start', { modelPath: tiny(), config: fast(), runDir, resume: false }, {
       callbacks: {
-        onLayerDone: () => {
-          if (++before === 9) process.kill(pid, 'SIGKILL'); // block 0 (7 layers) done, inside block 1
+        // Killed once block 0 is committed ("block 1/N done" is sent after its run.json is written; block
+        // commits run in the background while the next block computes, so a layer count says nothing).
+        onProgress: (v) => {
+          if (!killed && v.kind === 'report' && /^block 1\/\d+ done/.test(v.message ?? '')) {
+            killed = true;
+            process.kill(pid, 'SIGKILL');
+          }
         },
       },
     });

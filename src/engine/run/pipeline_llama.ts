@@ -370,6 +370,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         ctx.commit();
         dir.pruneActivations(b);
         background += (performance.now() - t0) / 1000;
+        // "done" = committed: a resume starts after this block (the next block's layers may already be reported).
+        progress.advance(P, `block ${b + 1}/${cfg.numLayers} done`, { block: b });
       };
       await committing; // the previous block's commit is complete (or throws here) before this one starts
       committing = commitBlock();
@@ -380,7 +382,6 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       xDev = yDev;
       yDev = null;
       lap('commits');
-      progress.advance(P, `block ${b + 1}/${cfg.numLayers} done`, { block: b });
     }
     await committing;
     lap('commits');
