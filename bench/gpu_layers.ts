@@ -17,7 +17,8 @@
 // loop = the column loop itself on the EP, one run per batch of 128 columns (quant/gptq_device_loop.ts).
 // With a pool (parallel, hybrid), lopro's own stages (R1SVD, residual, permute/rotate, dequant) run on it too, exactly.
 // The Cholesky of H⁻¹ runs on the EP (blocked, src/engine/linalg) except for engine ts.
-// lopro_v's GPTVQ has no device path yet: it runs quant/lopro.ts as is (TypeScript, one thread).
+// lopro_v: with --engines resident, the whole layer on Dawn with GPTVQ's lazy updates on the device
+// (quant/gptvq_dawn.ts); otherwise quant/lopro.ts as is (TypeScript, one thread).
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -33,7 +34,7 @@ import { quantizeLayerLoPRoWith, type GptqEngine } from '../src/engine/quant/gpt
 import { gptqQuantizeDeviceLoop } from '../src/engine/quant/gptq_device_loop';
 import { getDawnGpu, type DawnGpu } from '../src/engine/compute/dawn';
 import { gptqQuantizeFused } from '../src/engine/quant/gptq_fused';
-import { quantizeLayerLoPRoParallel, r1svdParallel } from '../src/engine/quant/gptq_parallel_lopro';
+import { kmeansOnPool, quantizeLayerLoPRoParallel, r1svdParallel } from '../src/engine/quant/gptq_parallel_lopro';
 import type { LowRankFactors, R1svdOptions } from '../src/engine/quant/r1svd';
 import { r1svdDevice } from '../src/engine/quant/r1svd_device';
 import { r1svdDawn } from '../src/engine/quant/r1svd_dawn';
@@ -250,7 +251,7 @@ async function main() {
       const peerS = peer.find((p) => p.shape === shape && p.bits === bits)?.seconds_median;
       for (const { ep, rt } of runtimes) for (const engine of engines) for (const method of methods) {
         if (method === 'rtn' && engine !== engines[0]) continue; // RTN has no engine
-        if (method === 'lopro_v' && engine !== engines[0]) continue;
+        if (method === 'lopro_v' && engine !== 'resident' && engine !== engines[0]) continue;
         const c0 = { ...rt.counters };
         const cfg: LayerConfig = { ...DEFAULT_LAYER_CONFIG, method: method === 'lopro_v' ? 'lopro_v' : 'lopro', bits };
         let Q: ArrayLike<number>, stages: Record<string, number> = {}, note: string | undefined;
@@ -275,6 +276,11 @@ async function main() {
           Q = r.reconstructed;
           stages = { ...r.seconds };
           for (const [k, v] of Object.entries(gptqStages(r.gptq))) stages[`gptq.${k}`] = v;
+        } else if (method === 'lopro_v' && engine === 'resident') {
+          const r = await quantizeLayerLoPRoDawn(dawnGpu!, W, R, C, H, absMean, cfg, 1, shape, { kmeans: pool ? (p, w, N, d, K, o) => kmeansOnPool(pool, p, w, N, d, K, o) : undefined });
+          Q = r.reconstructed;
+          stages = { ...r.seconds, 'gptvq.cholesky': r.gptq.seconds.cholesky, 'gptvq.loop': r.gptq.seconds.columnLoop };
+          note = `GPTVQ: lazy updates on Dawn, codeword search on the host, k-means ${pool ? `on ${threads} workers` : 'on the main thread'}`;
         } else if (method === 'lopro_v') {
           const r = quantizeLayerLoPRo(W, R, C, H, absMean, cfg, 1, { baselines: false, name: shape });
           Q = r.reconstructed;
@@ -291,7 +297,7 @@ async function main() {
         const seconds = now() - t;
         const loss = await proxyLossRows(cpu, W, Q, H, qn, C);
         const row: Row = {
-          ep, engine: method === 'rtn' || method === 'lopro_v' ? '-' : engine, shape, method, bits, seconds,
+          ep, engine: method === 'rtn' || (method === 'lopro_v' && engine !== 'resident') ? '-' : engine, shape, method, bits, seconds,
           stages: Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, Math.round(v * 1000) / 1000])),
           copies: counterDelta(c0, rt.counters), proxyLoss: loss, relToRtn: loss / rtnLoss,
           peerSeconds: peerS, ratio: peerS ? seconds / peerS : undefined, note,

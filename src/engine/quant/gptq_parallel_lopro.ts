@@ -17,6 +17,7 @@ import { frob2 } from './lopro_mat';
 import { loproStoredLayer, type LoproStoredLayer } from './lopro_dequant';
 import type { GptqEngine, FastLoproResult } from './gptq_device_lopro';
 import type { GptqPool } from './gptq_parallel';
+import { weightedKMeansSplit, type KMeansArrays, type KMeansPass } from './kmeans';
 
 /** One piece of row/column-parallel work (all arrays SharedArrayBuffer-backed unless noted). */
 export type ParallelTask =
@@ -35,7 +36,9 @@ export type ParallelTask =
   /** W → Wsh (copy) and A = W·diag(α) (scaleColumns), rows r0..r1. */
   | { kind: 'scaleCols'; W: Float32Array; Wsh: Float32Array; A: Float32Array; alpha: Float64Array; n: number; r0: number; r1: number }
   /** dst[i0:i1] = float32(src[i0:i1]); throws at the first value that is not finite as float32 ('non-finite value … at flat index i'). */
-  | { kind: 'toF32'; src: Float64Array; dst: Float32Array; i0: number; i1: number };
+  | { kind: 'toF32'; src: Float64Array; dst: Float32Array; i0: number; i1: number }
+  /** k-means' per-point passes (kmeans.ts kmeansBest / kmeansNearest) over points r0..r1 of shared arrays. */
+  | { kind: 'kmeans'; a: KMeansArrays; pass: KMeansPass; d: number; k: number; r0: number; r1: number };
 
 function shared<T extends Float32Array | Float64Array>(Arr: { new (b: ArrayBuffer): T; BYTES_PER_ELEMENT: number }, n: number): T {
   return new Arr(new SharedArrayBuffer(n * Arr.BYTES_PER_ELEMENT) as unknown as ArrayBuffer);
@@ -104,6 +107,12 @@ export async function rotateHessianParallel(pool: GptqPool, H: Float64Array, n: 
   // Row i of the upper triangle holds n−1−i pairs: cut so that every worker gets about the same number.
   await runSlices(pool, n, (r0, r1) => ({ kind: 'symmetrize', T, n, r0, r1 }), (k, p) => (k >= p ? n : Math.round(n - n * Math.sqrt(1 - k / p))));
   return T;
+}
+
+/** kmeans.ts weightedKMeans with its per-point passes on the pool (bit-identical; ~N·k work per pass). */
+export async function kmeansOnPool(pool: GptqPool, pts: Float64Array, wts: Float64Array, N: number, d: number, K: number, o: { iters: number; seed: number }): Promise<Float64Array> {
+  const r = await weightedKMeansSplit(pts, wts, N, d, K, o, (a, pass) => runSlices(pool, N, (r0, r1) => ({ kind: 'kmeans', a, pass, d, k: K, r0, r1 })));
+  return r.centroids;
 }
 
 /** dst = float32(src) on the pool; a non-finite value is a NonFinite ProtocolError naming `what`. */

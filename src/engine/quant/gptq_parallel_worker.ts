@@ -9,6 +9,7 @@ import { lowRankWeight } from './r1svd';
 import { rotateRowsInPlace } from './rotation';
 import { dequantizeLoPRo } from './lopro_dequant';
 import type { ParallelTask } from './gptq_parallel_lopro';
+import { kmeansBest, kmeansNearest } from './kmeans';
 
 export interface WorkerTask {
   type: 'run';
@@ -128,6 +129,11 @@ function runTask(t: ParallelTask): void {
       const { W, Wsh, A, alpha, n, r0, r1 } = t;
       if (W !== Wsh) Wsh.set(W.subarray(r0 * n, r1 * n), r0 * n);
       for (let i = r0; i < r1; i++) for (let j = 0, o = i * n; j < n; j++) A[o + j] = W[o + j] * alpha[j];
+      return;
+    }
+    case 'kmeans': {
+      if (t.pass.kind === 'best') kmeansBest(t.a, t.d, t.pass.c, t.r0, t.r1);
+      else kmeansNearest(t.a, t.d, t.k, t.r0, t.r1);
       return;
     }
     case 'toF32': {

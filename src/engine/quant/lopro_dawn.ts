@@ -27,20 +27,21 @@ import { detailRowStep } from './lopro';
 import { argsortDescending, importanceFromAbsSums } from './permute';
 import { columnScaleAlpha, type LowRankFactors } from './r1svd';
 import { r1svdDawnResident } from './r1svd_dawn';
+import { gptvqOnDawn, type KMeansFn } from './gptvq_dawn';
 import { planRotation, type RotationPlan } from './rotation';
-import {
-  NON_FINITE_WGSL, SAMPLE_ROWS_WGSL, SCALE_COLS_WGSL, SLAB, SYMMETRIZE_WGSL, ZERO_COLS_WGSL,
-  blockRotateWgsl, colSlabsWgsl, diagWgsl, lowRankApplyWgsl, strideGroups, type RotateMode,
-} from './lopro_dawn_wgsl';
+import { SCALE_COLS_WGSL, SYMMETRIZE_WGSL, ZERO_COLS_WGSL, diagWgsl, strideGroups } from './lopro_dawn_wgsl';
+import { LayerKernels } from './dawn_kernels';
 
 /** Widest Hadamard block the rotation kernel holds in workgroup memory (16 KiB of float32). */
 export const DAWN_MAX_HADAMARD = 4096;
 
 /** True when quantizeLayerLoPRoDawn implements `cfg` for a rows×cols layer on a device whose largest binding is `maxBinding` bytes. */
 export function loproDawnSupports(cfg: LayerConfig, rows: number, cols: number, maxBinding: number): boolean {
-  return cfg.method === 'lopro' && !cfg.actOrder && !cfg.staticGroups && cfg.groupSize !== -1 && cfg.clip === 'minmax'
-    && Math.min(cfg.blockSize, cols) <= FUSED_MAX_BLOCK && cfg.hadamardBlock <= DAWN_MAX_HADAMARD
-    && rows <= 65535 && cols <= 65535 && 4 * rows * cols <= maxBinding && 4 * cols * cols <= maxBinding;
+  const fits = cfg.hadamardBlock <= DAWN_MAX_HADAMARD && rows <= 65535 && cols <= 65535 && 4 * rows * cols <= maxBinding && 4 * cols * cols <= maxBinding;
+  // lopro_v: any GPTVQ config (gptvqShape refuses the invalid ones with the same errors as quant/lopro.ts).
+  if (cfg.method === 'lopro_v') return fits;
+  return fits && cfg.method === 'lopro' && !cfg.actOrder && !cfg.staticGroups && cfg.groupSize !== -1 && cfg.clip === 'minmax'
+    && Math.min(cfg.blockSize, cols) <= FUSED_MAX_BLOCK;
 }
 
 export interface DawnLoproResult {
@@ -63,8 +64,12 @@ const now = () => performance.now() / 1000;
 export async function quantizeLayerLoPRoDawn(
   gpu: DawnGpu, W: Float32Array, rows: number, cols: number, H: Float64Array, actStats: ArrayLike<number> | null,
   cfg: LayerConfig, seed: number, name = 'layer',
-  /** H32: float32(H) when the caller holds it (the pipeline's Hessians arrive as float32): uploaded as is, no conversion. */
-  opts: { H32?: Float32Array } = {},
+  /**
+   * H32: float32(H) when the caller holds it (the pipeline's Hessians arrive as float32): uploaded as is, no
+   * conversion. kmeansIters: lopro_v's codebook k-means (default 20, as quant/lopro.ts); kmeans: where it
+   * runs (default this thread; kmeansOnPool splits it over the worker pool, same bits).
+   */
+  opts: { H32?: Float32Array; kmeansIters?: number; kmeans?: KMeansFn } = {},
 ): Promise<DawnLoproResult> {
   if (!loproDawnSupports(cfg, rows, cols, gpu.maxBindingBytes)) throw new RangeError(`quantizeLayerLoPRoDawn: not implemented for this config/shape (${rows}×${cols})`);
   if (W.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${W.length} values, expected ${rows}×${cols}`, name);
@@ -78,7 +83,7 @@ export async function quantizeLayerLoPRoDawn(
     t = t2;
   };
   const notes: string[] = [];
-  const k = new Kernels(gpu);
+  const k = new LayerKernels(gpu);
   const MN = rows * cols, NN = cols * cols;
   try {
     // ── Stage A: α, A = W·diag(α), R1SVD, R = W − W_r (spec §1.1–1.4) ──
@@ -159,10 +164,32 @@ export async function quantizeLayerLoPRoDawn(
     } catch (e) {
       Ub = k.own(await gpu.bufferFrom(Float32Array.from(choleskyFallbackHinv(e, cols, name, { bits: cfg.bits, onWarning: () => {} })), 'Hinv'));
       choleskyFallback = true;
-      notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
+      notes.push(cfg.method === 'lopro' ? 'H′ not positive definite after damping: residual quantized round-to-nearest' : 'H′ not positive definite after damping: no error feedback');
     }
     k.drop(Ht);
     const t4 = now();
+    if (cfg.method === 'lopro_v') {
+      const vb = cfg.vqBits || cfg.bits, g = cfg.groupSize === -1 ? cols : Math.min(cfg.groupSize, cols);
+      const vq = await gptvqOnDawn(gpu, k, Wp, Ub, rows, cols, {
+        vqDim: cfg.vqDim, bits: vb, groupSize: cfg.groupSize === -1 ? -1 : g, blockSize: cfg.blockSize, kmeansIters: opts.kmeansIters, seed: seed + 7919,
+      }, name, opts.kmeans);
+      k.drop(Ub);
+      const t5 = now();
+      seconds.kmeans = vq.seconds.kmeans;
+      lap('quantize');
+      const stored = loproStoredLayer({ rows, cols, cfg, groupSize: g, perm, alphaBits, factors, plan, vq: { bits: vb, vqDim: cfg.vqDim, codes: vq.codes, codebookBits: vq.codebookBits, groups: vq.groups } });
+      // Ŵ: R̂′ (the codebook entries, from the host) unrotated and scattered on the device, + W_r.
+      const Xq = k.own(await gpu.bufferFrom(vq.Q, 'R̂′'));
+      const reconstructed = await rebuild(k, gpu, stored, Xq, 'unrotate', permB, R, plan);
+      lap('reconstruct');
+      const none = new Int32Array(0);
+      const gptq: GptqResult = {
+        Q: new Float32Array(0), codes: new Uint8Array(0), scale: new Float32Array(0), zero: new Float32Array(0), gIdx: none, groups: vq.groups, perm: none, invPerm: none,
+        loss: vq.loss, deadColumns, damp, choleskyFallback,
+        seconds: { prep: 0, cholesky: t4 - t3, columnLoop: t5 - t4, lazyUpdate: 0, total: t5 - t3 },
+      };
+      return { stored, reconstructed, gptq, seconds, factors, importance, plan, sampled: { step, R: sR, Rt: sRt }, notes };
+    }
     const g = Math.min(cfg.groupSize, cols), G = Math.ceil(cols / g), maxq = maxqFor(cfg.bits);
     const slot = Uint32Array.from({ length: cols }, (_, c) => Math.floor(c / g));
     const loop = await fusedColumnLoop(gpu, Wp, Ub, rows, cols, {
@@ -184,14 +211,7 @@ export async function quantizeLayerLoPRoDawn(
     const stored = loproStoredLayer({ rows, cols, cfg, groupSize: g, perm, alphaBits, factors, plan, q: { codes, scale, zero, groups: G, gIdx } });
 
     // ── Ŵ from the stored parts (lopro_dequant.ts dequantizeLoPRo): dequantize + FWHT + scatter, + W_r ──
-    const out = R; // R is done with (sampled above)
-    await k.rotate('dequant', codesB, permB, out, rows, cols, plan, { wpr, G, g, scale: Float32Array.from(decodeF16(stored.scaleBits!)), zero: Float32Array.from(stored.zeros!) });
-    if (stored.rank > 0) {
-      const f = decodeLowRank(stored);
-      await k.lowRank(f.U, f.sigma, f.V, stored.rank, f.alpha, rows, cols, out, +1);
-    }
-    const reconstructed = new Float32Array(MN);
-    await gpu.readInto(out, reconstructed);
+    const reconstructed = await rebuild(k, gpu, stored, codesB, 'dequant', permB, R, plan, { wpr, G, g, scale: Float32Array.from(decodeF16(stored.scaleBits!)), zero: Float32Array.from(stored.zeros!) });
     lap('reconstruct');
 
     const order = Int32Array.from({ length: cols }, (_, c) => c);
@@ -206,124 +226,22 @@ export async function quantizeLayerLoPRoDawn(
   }
 }
 
-/** The kernels' launcher for one layer: owns the layer's buffers (released at the end), one submit per call. */
-class Kernels {
-  private readonly bufs = new Set<GPUBuffer>();
-  constructor(private readonly gpu: DawnGpu) {}
-
-  own(b: GPUBuffer): GPUBuffer {
-    this.bufs.add(b);
-    return b;
+/**
+ * Ŵ from a layer's stored parts (lopro_dequant.ts dequantizeLoPRo) into `out` (R's buffer, done with) and
+ * back to the host: R̂′ from `X` (the packed codes: dequant; R̂′ itself: unrotate), FWHT, scattered by
+ * perm, plus the low-rank W_r from the stored factors.
+ */
+async function rebuild(
+  k: LayerKernels, gpu: DawnGpu, stored: LoproStoredLayer, X: GPUBuffer, mode: 'dequant' | 'unrotate', permB: GPUBuffer, out: GPUBuffer, plan: RotationPlan,
+  dq?: { wpr: number; G: number; g: number; scale: Float32Array; zero: Float32Array },
+): Promise<Float32Array> {
+  const { rows, cols } = stored;
+  await k.rotate(mode, X, permB, out, rows, cols, plan, dq);
+  if (stored.rank > 0) {
+    const f = decodeLowRank(stored);
+    await k.lowRank(f.U, f.sigma, f.V, stored.rank, f.alpha, rows, cols, out, +1);
   }
-
-  drop(b: GPUBuffer): void {
-    if (this.bufs.delete(b)) b.destroy();
-  }
-
-  release(): void {
-    for (const b of this.bufs) b.destroy();
-    this.bufs.clear();
-  }
-
-  f32(a: ArrayLike<number>): GPUBuffer {
-    return this.own(this.gpu.buffer(Float32Array.from(a)));
-  }
-
-  u32(a: ArrayLike<number>): GPUBuffer {
-    return this.own(this.gpu.buffer(Uint32Array.from(a)));
-  }
-
-  /** The elementwise kernels' uniforms (m, n, r, stride, total = m·n, step, sign). */
-  elem(m: number, n: number, r = 0, step = 1, sign = 1, total = m * n): GPUBuffer {
-    const w = new Uint32Array(8);
-    w.set([m, n, r, strideGroups(total).stride, total, step]);
-    new Float32Array(w.buffer, 24, 1)[0] = sign;
-    return this.own(this.gpu.uniforms(w));
-  }
-
-  async run(code: string, bindings: (GPUBuffer | undefined)[], size: [number, number, number]): Promise<void> {
-    const pipe = await this.gpu.pipeline(code);
-    const group = this.gpu.bindGroup(pipe, bindings);
-    await this.gpu.submit((enc) => {
-      const pass = enc.beginComputePass();
-      pass.setPipeline(pipe);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(...size);
-      pass.end();
-    });
-    this.gpu.counters.dispatches++;
-  }
-
-  async copy(src: GPUBuffer, dst: GPUBuffer, bytes: number): Promise<void> {
-    await this.gpu.submit((enc) => enc.copyBufferToBuffer(src, 0, dst, 0, bytes));
-  }
-
-  /** Runs `code` (bindings P, X, out) writing `count` float32 values and reads them back. */
-  async readBack(X: GPUBuffer, count: number, code: string): Promise<ArrayBuffer> {
-    const out = this.own(this.gpu.buffer(4 * count));
-    await this.run(code, [this.elem(count, count), X, out], [Math.ceil(count / 256), 1, 1]);
-    const r = await this.gpu.read(out, 4 * count);
-    this.drop(out);
-    return r;
-  }
-
-  /** Σ_i f(X_ij) per column (float32 partial sums over 64-row slabs, summed in float64 here). */
-  async colSums(X: GPUBuffer, m: number, n: number, f: 'abs' | 'sq'): Promise<Float64Array> {
-    const slabs = Math.ceil(m / SLAB);
-    const part = this.own(this.gpu.buffer(4 * slabs * n));
-    await this.run(colSlabsWgsl(f), [this.elem(m, n), X, part], [Math.ceil(n / 256), slabs, 1]);
-    const parts = new Float32Array(await this.gpu.read(part, 4 * slabs * n));
-    this.drop(part);
-    const out = new Float64Array(n);
-    for (let s = 0; s < slabs; s++) for (let j = 0; j < n; j++) out[j] += parts[s * n + j];
-    return out;
-  }
-
-  /** A ProtocolError (non-finite) naming the first flat index of X that is NaN or ±Inf. */
-  async assertFinite(X: GPUBuffer, total: number, what: string, where: string): Promise<void> {
-    const status = this.own(this.gpu.buffer(Uint32Array.of(0xffffffff)));
-    await this.run(NON_FINITE_WGSL, [this.elem(1, total, 0, 1, 1, total), X, status], [strideGroups(total).groups, 1, 1]);
-    const [first] = new Uint32Array(await this.gpu.read(status, 4));
-    this.drop(status);
-    if (first !== 0xffffffff) {
-      throw new ProtocolError(ErrorCode.NonFinite, `${what} has a non-finite value (as float32) at flat index ${first}`, where, 'check the layer weights and the calibration activations for overflow');
-    }
-  }
-
-  /** Y (±)= (U·diag(σ)·V)·diag(α)⁻¹; with X: Y = X + sign·(…), else in place. */
-  async lowRank(U: ArrayLike<number>, sigma: ArrayLike<number>, V: ArrayLike<number>, r: number, alpha: ArrayLike<number>, m: number, n: number, Y: GPUBuffer, sign: number, X?: GPUBuffer): Promise<void> {
-    const Us = new Float32Array(m * r);
-    for (let i = 0; i < m; i++) for (let c = 0; c < r; c++) Us[i * r + c] = U[i * r + c] * sigma[c];
-    const inv = Float32Array.from({ length: n }, (_, j) => 1 / alpha[j]);
-    const bind = [this.elem(m, n, r, 1, sign), this.own(this.gpu.buffer(Us)), this.f32(V), this.own(this.gpu.buffer(inv)), Y];
-    await this.run(lowRankApplyWgsl(!X), X ? [...bind, X] : bind, [strideGroups(m * n).groups, 1, 1]);
-  }
-
-  async sampleRows(X: GPUBuffer, m: number, n: number, step: number): Promise<Float32Array> {
-    const rs = Math.ceil(m / step);
-    const Y = this.own(this.gpu.buffer(4 * rs * n));
-    await this.run(SAMPLE_ROWS_WGSL, [this.elem(rs, n, 0, step), X, Y], [strideGroups(rs * n).groups, 1, 1]);
-    const out = new Float32Array(rs * n);
-    await this.gpu.readInto(Y, out);
-    this.drop(Y);
-    return out;
-  }
-
-  /** Y = mode(X) with the plan's rotation: the head [0, b_I) copied, then one workgroup per (row, block). */
-  async rotate(
-    mode: RotateMode, X: GPUBuffer, perm: GPUBuffer, Y: GPUBuffer, m: number, n: number, plan: RotationPlan,
-    dq?: { wpr: number; G: number; g: number; scale: Float32Array; zero: Float32Array },
-  ): Promise<void> {
-    const b = plan.block, head = b === 0 ? n : plan.salient;
-    const extra = dq ? [this.own(this.gpu.buffer(dq.scale)), this.own(this.gpu.buffer(dq.zero))] : [];
-    const words = (k0: number, s: number) => {
-      const w = new Uint32Array(8);
-      w.set([n, k0, 0, dq?.wpr ?? 0, dq?.G ?? 0, dq?.g ?? 1]);
-      new Float32Array(w.buffer, 8, 1)[0] = s;
-      return this.own(this.gpu.uniforms(w));
-    };
-    const p = mode === 'transpose' ? undefined : perm; // the transpose reads no perm (its layout has no binding 2)
-    if (head > 0) await this.run(blockRotateWgsl(mode, 1), [words(head, 1), X, p, Y, ...extra], [Math.ceil(head / 256), m, 1]);
-    if (b > 0) await this.run(blockRotateWgsl(mode, b), [words(plan.salient, 1 / Math.sqrt(b)), X, p, Y, ...extra], [(n - plan.salient) / b, m, 1]);
-  }
+  const reconstructed = new Float32Array(rows * cols);
+  await gpu.readInto(out, reconstructed);
+  return reconstructed;
 }

@@ -73,6 +73,18 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
 }
 `;
 
+/** Y (h×w) = X[r0 : r0+h, c0 : c0+w] of an n-column X (bindings P, X, Y; P.m = h, P.n = w, P.r = n, P.step = r0·n + c0). */
+export const SUBMATRIX_WGSL = /* wgsl */ `
+${ELEM_HEAD}
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> Y: array<f32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) g: vec3u) {
+  for (var idx = g.x; idx < p.total; idx += p.stride) { Y[idx] = X[p.step + (idx / p.n) * p.r + idx % p.n]; }
+}
+`;
+
 /** Rows per slab of colReduce's first pass. */
 export const SLAB = 64;
 
@@ -163,9 +175,10 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) l: u3
  * Where blockRotate reads element (i, k) of its input and writes it:
  * gatherR — X[i, perm[k]] → Y[i, k] (R′ = R_p·Q);  gatherH — X[perm[i], perm[k]] → Y[i, k] (H_p·Q);
  * transpose — X[k, i] → Y[i, k] (then (H_p·Q)ᵀ·Q = Q·H_p·Q); dequant — the stored code (i, k) of the
- * rotated residual, s·(code − z) with its group's FP16-rounded scale and zero → Y[i, perm[k]] (R̂ = (R̂′·Q)[:, perm⁻¹]).
+ * rotated residual, s·(code − z) with its group's FP16-rounded scale and zero → Y[i, perm[k]] (R̂ = (R̂′·Q)[:, perm⁻¹]);
+ * unrotate — X[i, k] → Y[i, perm[k]] (the same for an R̂′ decoded elsewhere: lopro_v's codebook entries).
  */
-export type RotateMode = 'gatherR' | 'gatherH' | 'transpose' | 'dequant';
+export type RotateMode = 'gatherR' | 'gatherH' | 'transpose' | 'dequant' | 'unrotate';
 
 const RP = 'struct P { n: u32, k0: u32, scaleBits: u32, wpr: u32, G: u32, g: u32, pad0: u32, pad1: u32 }';
 
@@ -182,8 +195,9 @@ export function blockRotateWgsl(mode: RotateMode, b: number): string {
     gatherH: 'X[perm[i] * p.n + perm[k]]',
     transpose: 'X[k * p.n + i]',
     dequant: 'sc[i * p.G + k / p.g] * (f32((X[i * p.wpr + k / 4u] >> (8u * (k % 4u))) & 0xffu) - zr[i * p.G + k / p.g])',
+    unrotate: 'X[i * p.n + k]',
   }[mode];
-  const store = mode === 'dequant' ? 'Y[i * p.n + perm[k]]' : 'Y[i * p.n + k]';
+  const store = mode === 'dequant' || mode === 'unrotate' ? 'Y[i * p.n + perm[k]]' : 'Y[i * p.n + k]';
   const xType = mode === 'dequant' ? 'u32' : 'f32';
   if (b === 1) {
     return /* wgsl */ `

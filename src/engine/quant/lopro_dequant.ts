@@ -59,18 +59,23 @@ export interface LoproStoredLayer {
 export function loproStoredLayer(o: {
   rows: number; cols: number; cfg: LayerConfig; groupSize: number; perm: Int32Array; alphaBits: Uint16Array;
   factors: LowRankFactors | null; plan: RotationPlan;
-  q: { codes: Uint8Array; scale: ArrayLike<number>; zero: ArrayLike<number>; groups: number; gIdx: Int32Array };
+  /** lopro: GPTQ's codes and params; lopro_v: GPTVQ's codes and FP16 codebooks. */
+  q?: { codes: Uint8Array; scale: ArrayLike<number>; zero: ArrayLike<number>; groups: number; gIdx: Int32Array };
+  vq?: { bits: number; vqDim: number; codes: Uint16Array; codebookBits: Uint16Array; groups: number };
 }): LoproStoredLayer {
-  const { rows, cols, cfg, factors: f, plan, q } = o;
+  const { rows, cols, cfg, factors: f, plan, q, vq } = o;
   const stored: LoproStoredLayer = {
-    rows, cols, method: 'lopro', bits: cfg.bits, groupSize: o.groupSize, sym: cfg.sym, perm: o.perm, alphaBits: o.alphaBits,
+    rows, cols, method: vq ? 'lopro_v' : 'lopro', bits: vq ? vq.bits : cfg.bits, groupSize: o.groupSize, sym: cfg.sym, perm: o.perm, alphaBits: o.alphaBits,
     rank: f?.rank ?? 0,
     uCodes: f?.uCodes ?? new Uint8Array(0), vCodes: f?.vCodes ?? new Uint8Array(0), sigmaBits: f?.sigmaBits ?? new Uint16Array(0),
     uScale: f?.uScale ?? Math.sqrt(rows), vScale: f?.vScale ?? Math.sqrt(cols),
-    rotation: cfg.rotation, salientBlock: plan.salient, hadamardBlock: plan.block,
-    codes: q.codes, scaleBits: encodeF16(q.scale), zeros: Uint8Array.from(q.zero), groups: q.groups,
+    rotation: cfg.rotation, salientBlock: plan.salient, hadamardBlock: plan.block, groups: (vq ?? q)!.groups,
   };
-  if (cfg.actOrder || cfg.staticGroups) stored.gIdx = q.gIdx;
+  if (vq) Object.assign(stored, { vqDim: vq.vqDim, vqCodes: vq.codes, codebookBits: vq.codebookBits });
+  else if (q) {
+    Object.assign(stored, { codes: q.codes, scaleBits: encodeF16(q.scale), zeros: Uint8Array.from(q.zero) });
+    if (cfg.actOrder || cfg.staticGroups) stored.gIdx = q.gIdx;
+  } else throw new Error('loproStoredLayer: neither q nor vq');
   return stored;
 }
 

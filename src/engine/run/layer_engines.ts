@@ -27,7 +27,7 @@ import { choleskyOn, createSlabUpdater, deviceLoopCholesky, fusedCholesky } from
 import { fusedSupports, gptqQuantizeFused } from '../quant/gptq_fused';
 import { deviceLoopSupports, gptqQuantizeDeviceLoop } from '../quant/gptq_device_loop';
 import { GptqPool, gptqQuantizeParallel, workerScriptPath } from '../quant/gptq_parallel';
-import { r1svdParallel } from '../quant/gptq_parallel_lopro';
+import { kmeansOnPool, r1svdParallel } from '../quant/gptq_parallel_lopro';
 import type { LowRankFactors, R1svdOptions } from '../quant/r1svd';
 import { r1svdDevice } from '../quant/r1svd_device';
 import { r1svdDawn } from '../quant/r1svd_dawn';
@@ -161,7 +161,7 @@ export function createLayerEngines(
       const { gpu: dawn } = await getDawnGpu();
       if (!dawn || !loproDawnSupports(cfg, rows, cols, dawn.maxBindingBytes)) return null;
       try {
-        return await rt.scoped('lopro', () => quantizeLayerLoPRoDawn(dawn, W, rows, cols, H, absMean, cfg, seed, name, { H32 }));
+        return await rt.scoped('lopro', () => quantizeLayerLoPRoDawn(dawn, W, rows, cols, H, absMean, cfg, seed, name, { H32, kmeans: (p, w, N, d, K, o) => kmeansOnPool(pool, p, w, N, d, K, o) }));
       } catch (e) {
         if (e instanceof ProtocolError && e.code === ErrorCode.NonFinite) throw e;
         fallBack('resident LoPRo', e, 'the worker-pool LoPRo driver');

@@ -102,7 +102,7 @@ export interface QuantizeLayerOptions {
  */
 export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: QuantizeLayerOptions & { engines?: LayerEngines | null }): Promise<LayerOutcome> {
   const e = opts.engines;
-  if (!e || !x.H || (lc.method !== 'lopro' && lc.method !== 'gptq')) return quantizeLayer(x, lc, opts);
+  if (!e || !x.H || (lc.method !== 'lopro' && lc.method !== 'gptq' && lc.method !== 'lopro_v')) return quantizeLayer(x, lc, opts);
   const warn = opts.warn ?? (() => {});
   const t0 = now();
   if (lc.method === 'gptq') {
@@ -118,6 +118,7 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
   if (!x.absMean) notes.push('data-free: α = 1');
   // The whole layer on the Dawn device where it can (quant/lopro_dawn.ts), else the pool driver.
   const dev = await e.loproResident(x.W, x.rows, x.cols, x.H, x.absMean ?? null, lc, seed, x.name, x.H32);
+  if (!dev && lc.method === 'lopro_v') return quantizeLayer(x, lc, opts); // no pool driver for GPTVQ: the single-threaded one
   let r;
   if (dev) {
     notes.push(...dev.notes);
@@ -135,7 +136,7 @@ export async function quantizeLayerAsync(x: LayerInput, lc: LayerConfig, opts: Q
   const tLoss = now();
   const losses = (await asyncLosses(x, e, r.reconstructed)) ?? undefined;
   const { report, details } = loproReport(
-    { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, ...r.residualParts, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq, 'gptq.prep': r.gptq.seconds.prep, 'gptq.cholesky': r.gptq.seconds.cholesky, 'gptq.columnLoop': r.gptq.seconds.columnLoop, ...(losses ? { proxyLossEp: now() - tLoss } : {}) }, losses },
+    { W: x.W, H: x.H, cfg: lc, name: x.name, stored, reconstructed: r.reconstructed, factors: r.factors, importance: r.importance, plan: r.plan, ...r.residualParts, notes, seconds: { ...r.seconds, quantize: r.seconds.gptq ?? r.seconds.quantize, 'gptq.prep': r.gptq.seconds.prep, 'gptq.cholesky': r.gptq.seconds.cholesky, 'gptq.columnLoop': r.gptq.seconds.columnLoop, ...(losses ? { proxyLossEp: now() - tLoss } : {}) }, losses },
     { baselines: !!opts.compare },
   );
   report.block = x.block;

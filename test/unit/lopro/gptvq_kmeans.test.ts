@@ -86,3 +86,38 @@ test('GPTVQ lazy batches equal the unbatched recursion (blockSize 16 vs one batc
   assert.deepEqual(a.Q, b.Q);
   assert.ok(Math.abs(a.loss - b.loss) < 1e-9 * b.loss);
 });
+
+test('weighted k-means: the fast driver and its per-point passes split over workers give the naive twin\'s bits (d = 1, 2, 4; empty clusters; N ≤ k)', async () => {
+  const { weightedKMeans_ref, weightedKMeansSplit, kmeansBest, kmeansNearest } = await import('../../../src/engine/quant/kmeans');
+  const { GptqPool } = await import('../../../src/engine/quant/gptq_parallel');
+  const { kmeansOnPool } = await import('../../../src/engine/quant/gptq_parallel_lopro');
+  const rng = new SeededRng(11);
+  const cases: [number, number, number][] = [[500, 2, 16], [301, 1, 8], [257, 4, 16], [40, 2, 64], [5, 2, 16]];
+  const pool = GptqPool.create(3);
+  try {
+    for (const [N, d, k] of cases) {
+      // Clustered, with duplicates (ties, empty clusters) and some zero weights.
+      const pts = Float64Array.from({ length: N * d }, (_, i) => (i % 7 === 0 ? 0.5 : Math.round(rng.gaussian() * 8) / 4));
+      const wts = Float64Array.from({ length: N * d }, (_, i) => (i % 11 === 0 ? 0 : 0.5 + rng.next()));
+      const o = { iters: 15, seed: N + d };
+      const ref = weightedKMeans_ref(pts, wts, N, d, k, o);
+      const fast = weightedKMeans(pts, wts, N, d, k, o);
+      assert.deepEqual(fast.centroids, ref.centroids, `fast centroids N ${N} d ${d} k ${k}`);
+      assert.deepEqual(fast.assign, ref.assign);
+      assert.equal(fast.inertia, ref.inertia);
+      assert.equal(fast.iterations, ref.iterations);
+      // Passes split in three uneven slices on this thread, then over real worker threads.
+      const split = await weightedKMeansSplit(pts, wts, N, d, k, o, async (a, pass) => {
+        for (const [p0, p1] of [[0, 1], [1, Math.floor(N / 2)], [Math.floor(N / 2), N]]) {
+          if (pass.kind === 'best') kmeansBest(a, d, pass.c, p0, p1);
+          else kmeansNearest(a, d, k, p0, p1);
+        }
+      });
+      assert.deepEqual(split.centroids, ref.centroids, `split centroids N ${N} d ${d} k ${k}`);
+      assert.equal(split.inertia, ref.inertia);
+      assert.deepEqual(await kmeansOnPool(pool, pts, wts, N, d, k, o), ref.centroids, `pool centroids N ${N} d ${d} k ${k}`);
+    }
+  } finally {
+    await pool.close();
+  }
+});

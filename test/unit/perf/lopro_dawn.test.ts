@@ -81,6 +81,38 @@ for (const [label, rows, cols, over] of cases)
     assert.ok(maxAbsDiff(sRt, Rt) <= 1e-5 * maxAbs(Rt), `sampled R′ ${maxAbsDiff(sRt, Rt)}`);
   });
 
+// lopro_v: GPTVQ with W′ and Hinv on the device (quant/gptvq_dawn.ts: lazy updates as the WGSL GEMM, k-means and
+// codeword search on the host over the batches read back). k-means starts from the float32 values, so codebooks
+// and codes may drift from the float64 path: the loss must match within 3 %, most codes agree, and the decoder
+// (unrotate + scatter + low rank on the device) must equal dequantizeLoPRo of the stored codebooks exactly to float32.
+const vqCases: [string, number, number, Partial<LayerConfig>][] = [
+  ['d = 2, W2 (K = 16), groups of 32 in batches of 64', 48, 192, { method: 'lopro_v', vqDim: 2 }],
+  ['d = 2, groups of 128 spanning batches of 64 (the window reads ahead), W3 vqBits 2', 40, 256, { method: 'lopro_v', vqDim: 2, groupSize: 128, bits: 3, vqBits: 2 }],
+  ['d = 1, one codebook per layer (groupSize −1), full rotation', 32, 128, { method: 'lopro_v', vqDim: 1, groupSize: -1, rotation: 'full', hadamardBlock: 64 }],
+];
+for (const [label, rows, cols, over] of vqCases)
+  test(`device-resident lopro_v ≈ quant/lopro.ts: ${label}`, async (t) => {
+    const gpu = await device(t);
+    if (!gpu) return;
+    const cfg = cfgOf(over);
+    const { W, H, absMean } = syntheticLayer(rows, cols, 2 * cols, 31 + rows);
+    assert.ok(loproDawnSupports(cfg, rows, cols, gpu.maxBindingBytes));
+    const ref = quantizeLayerLoPRo(W, rows, cols, H, absMean, cfg, 5, { baselines: false, name: 'V' });
+    const got = await quantizeLayerLoPRoDawn(gpu, W, rows, cols, H, absMean, cfg, 5, 'V');
+    const s = got.stored;
+    assert.equal(s.method, 'lopro_v');
+    assert.equal(s.bits, ref.stored.bits);
+    assert.equal(s.groups, ref.stored.groups);
+    assert.equal(s.codebookBits!.length, ref.stored.codebookBits!.length);
+    const host = dequantizeLoPRo(s);
+    assert.ok(maxAbsDiff(got.reconstructed, host) <= 2e-6 * maxAbs(host) + 1e-7, `Ŵ vs dequantizeLoPRo: ${maxAbsDiff(got.reconstructed, host)}`);
+    let same = 0;
+    for (let i = 0; i < s.vqCodes!.length; i++) if (s.vqCodes![i] === ref.stored.vqCodes![i]) same++;
+    assert.ok(same / s.vqCodes!.length >= 0.8, `codes agree ${same / s.vqCodes!.length}`);
+    const lossGot = proxyLoss(W, got.reconstructed, H, rows, cols), lossRef = proxyLoss(W, ref.reconstructed, H, rows, cols);
+    assert.ok(Math.abs(lossGot - lossRef) / lossRef < 0.03, `proxy loss ${lossGot} vs ${lossRef}`);
+  });
+
 test('device-resident LoPRo: a dead input column (H_jj = 0, no rotation) is zeroed like gptqPrepare; H not positive definite → RTN with a note', async (t) => {
   const gpu = await device(t);
   if (!gpu) return;
