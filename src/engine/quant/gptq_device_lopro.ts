@@ -11,6 +11,7 @@ import { columnScaleAlpha, r1svd, scaleColumns, lowRankWeight, type LowRankFacto
 import { argsortDescending, columnImportance, gatherColumns, permuteSymmetric } from './permute';
 import { planRotation, rotateColumns, rotateHessian } from './rotation';
 import { dequantizeLoPRo, loproStoredLayer, type LoproStoredLayer } from './lopro_dequant';
+import { stageClock } from './report';
 
 /** Any GPTQ driver: gptqQuantize, gptqQuantizeParallel, gptqQuantizeDevice... */
 export type GptqEngine = (W: Float64Array, rows: number, cols: number, H: Float64Array, opts: GptqOptions) => Promise<GptqResult>;
@@ -22,7 +23,6 @@ export interface FastLoproResult {
   seconds: Record<string, number>;
 }
 
-const now = () => performance.now() / 1000;
 
 export async function quantizeLayerLoPRoWith(
   engine: GptqEngine,
@@ -30,13 +30,7 @@ export async function quantizeLayerLoPRoWith(
   cfg: LayerConfig, seed: number, name = 'layer',
 ): Promise<FastLoproResult> {
   if (cfg.method !== 'lopro') throw new Error(`quantizeLayerLoPRoWith: method ${cfg.method} (only lopro; lopro_v uses gptvq.ts)`);
-  const seconds: Record<string, number> = {};
-  let t = now();
-  const lap = (stage: string) => {
-    const t2 = now();
-    seconds[stage] = (seconds[stage] ?? 0) + (t2 - t);
-    t = t2;
-  };
+  const { seconds, lap } = stageClock();
   const { alpha, alphaBits } = columnScaleAlpha(actStats, cols, cfg.beta);
   let factors: LowRankFactors | null = null;
   let Wr: Float64Array | null = null;

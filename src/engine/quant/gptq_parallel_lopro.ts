@@ -18,6 +18,7 @@ import { loproStoredLayer, type LoproStoredLayer } from './lopro_dequant';
 import type { GptqEngine, FastLoproResult } from './gptq_device_lopro';
 import type { GptqPool } from './gptq_parallel';
 import { weightedKMeansSplit, type KMeansArrays, type KMeansPass } from './kmeans';
+import { stageClock } from './report';
 
 /** One piece of row/column-parallel work (all arrays SharedArrayBuffer-backed unless noted). */
 export type ParallelTask =
@@ -159,13 +160,7 @@ export async function quantizeLayerLoPRoParallel(
   opts?: { float32Engine?: boolean },
 ): Promise<ParallelLoproResult> {
   if (cfg.method !== 'lopro') throw new Error(`quantizeLayerLoPRoParallel: method ${cfg.method} (only lopro)`);
-  const seconds: Record<string, number> = {};
-  let t = now();
-  const lap = (stage: string) => {
-    const t2 = now();
-    seconds[stage] = (seconds[stage] ?? 0) + (t2 - t);
-    t = t2;
-  };
+  const { seconds, lap } = stageClock();
   const { alpha, alphaBits } = columnScaleAlpha(actStats, cols, cfg.beta);
   const Wsh = shared(Float32Array, rows * cols);
   const R = shared(Float64Array, rows * cols);

@@ -16,7 +16,7 @@ import { columnScaleAlpha, r1svd, scaleColumns, lowRankWeight, singularValuesOf,
 import { argsortDescending, columnImportance, gatherColumns, permuteSymmetric } from './permute';
 import { planBlocks, planRotation, rotateColumns, rotateHessian, type RotationPlan } from './rotation';
 import { dequantizeLoPRo, type LoproStoredLayer } from './lopro_dequant';
-import { buildLayerDetails, parseLayerName } from './report';
+import { buildLayerDetails, parseLayerName, stageClock } from './report';
 import { assertFiniteArray } from './quantizer_checks';
 
 export interface LoproLayerOptions {
@@ -67,13 +67,7 @@ export function quantizeLayerLoPRo(
   assertFiniteArray(Hm, 'H', name);
   if (opts.betaCandidates && opts.betaCandidates.length > 0 && actStats) return betaSearch(W, rows, cols, Hm, actStats, cfg, seed, opts);
   const notes: string[] = [];
-  const seconds: Record<string, number> = {};
-  let t = now();
-  const lap = (stage: string) => {
-    const t2 = now();
-    seconds[stage] = (seconds[stage] ?? 0) + (t2 - t);
-    t = t2;
-  };
+  const { seconds, lap } = stageClock();
 
   // ── Stage A: α and the rank-r part (spec §1.1–1.4) ──
   const { alpha, alphaBits } = columnScaleAlpha(actStats, cols, cfg.beta);
@@ -198,12 +192,7 @@ export interface LoproOutcomeParts {
 export function loproReport(p: LoproOutcomeParts, opts: Pick<LoproLayerOptions, 'baselines' | 'maxPoints'> = {}): { report: LayerReport; details: LayerDetails } {
   const { W, H, cfg, name, stored, reconstructed, factors, plan, seconds } = p;
   const { rows, cols, perm } = stored;
-  let t = now();
-  const lap = (stage: string) => {
-    const t2 = now();
-    seconds[stage] = (seconds[stage] ?? 0) + (t2 - t);
-    t = t2;
-  };
+  const { lap } = stageClock(seconds);
   const [loss, ref] = p.losses ?? proxyLossAndReference(W, reconstructed, H, rows, cols);
   const effCfg: LayerConfig = { ...cfg, rank: stored.rank };
   const baselines: LayerReport['baselines'] = { [cfg.method]: loss };

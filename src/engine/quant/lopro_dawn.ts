@@ -31,6 +31,7 @@ import { gptvqOnDawn, type KMeansFn } from './gptvq_dawn';
 import { planRotation, type RotationPlan } from './rotation';
 import { SCALE_COLS_WGSL, SYMMETRIZE_WGSL, ZERO_COLS_WGSL, diagWgsl, strideGroups } from './lopro_dawn_wgsl';
 import { LayerKernels } from './dawn_kernels';
+import { stageClock } from './report';
 
 /** Widest Hadamard block the rotation kernel holds in workgroup memory (16 KiB of float32). */
 export const DAWN_MAX_HADAMARD = 4096;
@@ -75,13 +76,7 @@ export async function quantizeLayerLoPRoDawn(
   if (W.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${W.length} values, expected ${rows}×${cols}`, name);
   if (opts.H32 && opts.H32.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H32 has ${opts.H32.length} values, expected ${cols}×${cols}`, name);
   if (H.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H has ${H.length} values, expected ${cols}×${cols}`, name);
-  const seconds: Record<string, number> = {};
-  let t = now();
-  const lap = (stage: string) => {
-    const t2 = now();
-    seconds[stage] = (seconds[stage] ?? 0) + (t2 - t);
-    t = t2;
-  };
+  const { seconds, lap } = stageClock();
   const notes: string[] = [];
   const k = new LayerKernels(gpu);
   const MN = rows * cols, NN = cols * cols;

@@ -3,6 +3,22 @@
 
 import type { LayerDetails } from '../../protocol/messages';
 
+/**
+ * Per-stage seconds of one layer: lap(stage) adds the time since the previous lap (or the start) to
+ * seconds[stage]. `seconds` may be an existing record to add to.
+ */
+export function stageClock(seconds: Record<string, number> = {}): { seconds: Record<string, number>; lap: (stage: string) => void } {
+  let t = performance.now() / 1000;
+  return {
+    seconds,
+    lap(stage: string) {
+      const t2 = performance.now() / 1000;
+      seconds[stage] = (seconds[stage] ?? 0) + (t2 - t);
+      t = t2;
+    },
+  };
+}
+
 /** Evenly spaced sample positions 0 … n−1 (at most maxPoints, always including both ends). */
 export function samplePositions(n: number, maxPoints: number): number[] {
   if (n <= 0) return [];
