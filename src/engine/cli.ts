@@ -14,6 +14,7 @@ import { evalPath } from './run/evaluate';
 import { exportRun } from './run/exports';
 import { formatLayerTable, formatModelSummary } from './run/report';
 import { runDemo } from './run/demo';
+import { engineEnv } from './env';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -196,7 +197,7 @@ export async function runCli(argv: string[]): Promise<number> {
         throw new ProtocolError(ErrorCode.InvalidParams, `unknown command "${cmd}"`, undefined, 'commands: quantize, eval, export, inspect (lopro --help)');
     }
   } catch (e) {
-    if (process.env.LOPRO_DEBUG) console.error(e);
+    if (engineEnv().debug) console.error(e);
     if (e instanceof ProtocolError && e.code !== ErrorCode.Internal) {
       process.stderr.write(formatUserError(e) + '\n');
       return e.code === ErrorCode.Cancelled ? 130 : 2;

@@ -4,8 +4,9 @@
 
 import { runWorker } from './worker';
 import { runCli } from './cli';
+import { engineEnv } from './env';
 
-if (typeof process.send === 'function' && process.env.LOPRO_ENGINE_IPC === '1') {
+if (typeof process.send === 'function' && engineEnv().engineIpc) {
   runWorker();
 } else {
   runCli(process.argv.slice(2)).then(

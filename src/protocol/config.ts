@@ -61,6 +61,12 @@ export interface QuantizeConfig extends LayerConfig {
   seed: number;
   /** Spill calibration activations to disk above this many MiB. */
   memoryBudgetMB: number;
+  /** Where the quantization math runs: cpu, gpu, or auto (the GPU when there is one). */
+  backend: 'auto' | 'cpu' | 'gpu';
+  /** Also compute each layer's RTN and GPTQ proxy losses on the same Hessian. */
+  compare: boolean;
+  /** CPU backend worker threads (0 = automatic). */
+  threads: number;
   /** Layer name (or glob with *) → overrides. */
   layerOverrides: Record<string, Partial<LayerConfig>>;
 }
@@ -93,6 +99,9 @@ export const DEFAULT_CONFIG: Readonly<QuantizeConfig> = Object.freeze({
   ep: 'auto',
   seed: 0,
   memoryBudgetMB: 4096,
+  backend: 'auto',
+  compare: false,
+  threads: 0,
   layerOverrides: {},
 });
 

@@ -130,6 +130,8 @@ export interface RunSummary {
   bpw: number;
   seconds: number;
   ep: string;
+  /** The backend that quantized the layers ("cpu: 2 threads", "gpu: …"), when the engine recorded it. */
+  backend?: string;
   perplexity?: Record<string, number>;
   /** True when the run resumed from a checkpoint. */
   resumed: boolean;

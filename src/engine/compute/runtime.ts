@@ -7,6 +7,12 @@
 // on JS memory directly, so it copies nothing.
 
 import * as ort from 'onnxruntime-node';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { probeAdapter } from '../backend/gpu/probe';
+import { ensureRuntimeDir } from '../backend/gpu/dawn';
+import { engineEnv } from '../env';
 import { GraphBuilder, type OnnxDtype } from './graph';
 
 export type EpName = 'cuda' | 'webgpu' | 'cpu';
@@ -99,24 +105,36 @@ export class ComputeRuntime {
     this.maxSessions = opts.maxSessions ?? 128;
   }
 
-  /** Tries the EPs of `opts.ep` in order (auto: CUDA → WebGPU → CPU) with a tiny probe model. */
+  /**
+   * Tries the EPs of `opts.ep` in order (auto: CUDA → WebGPU → CPU) with a tiny probe model, and says which
+   * one it uses in one line. Under auto, an EP that cannot work here is skipped without being tried (trying
+   * prints native errors: the CUDA provider library that is not installed, the Vulkan drivers of a machine
+   * without a GPU); an EP asked for by name is always tried, and its failure is a warning.
+   */
   static async create(opts: RuntimeOptions = {}): Promise<ComputeRuntime> {
     const log = opts.log ?? defaultLog;
+    const choice = opts.ep ?? 'auto';
     const attempts: EpAttempt[] = [];
-    for (const ep of ORDER[opts.ep ?? 'auto']) {
+    const skipped = () => attempts.map((a) => `${a.ep}: ${a.reason}`).join('; ');
+    for (const ep of ORDER[choice]) {
+      const cannot = choice === 'auto' ? unavailable(ep) : undefined;
+      if (cannot) {
+        attempts.push({ ep, ok: false, reason: cannot });
+        continue;
+      }
       try {
         const s = await ort.InferenceSession.create(probeModel(), sessionOptions(ep, opts, 'host'));
         await s.release();
+        log('info', `compute: ${ep} execution provider${attempts.length ? ` (${skipped()})` : ''}`);
         attempts.push({ ep, ok: true });
-        log('info', `compute: using ${ep} execution provider`);
         return new ComputeRuntime(ep, attempts, opts);
       } catch (e) {
         const reason = firstLine(e);
         attempts.push({ ep, ok: false, reason });
-        log('warn', `compute: ${ep} execution provider unavailable, trying the next one: ${reason}`);
+        if (ep === choice) log('warn', `compute: the ${ep} execution provider failed (${reason}); trying the next one`);
       }
     }
-    throw new Error(`no ONNX Runtime execution provider could start: ${attempts.map((a) => `${a.ep}: ${a.reason}`).join('; ')}`);
+    throw new Error(`no ONNX Runtime execution provider could start: ${skipped()}`);
   }
 
   /** True when outputs can stay on the device between sessions (WebGPU gpu-buffer). */
@@ -254,9 +272,10 @@ export class ComputeRuntime {
 
   /** Moves a host tensor to the device (WebGPU); on other EPs returns it unchanged. */
   async upload(t: Tensor): Promise<Tensor> {
-    // Fault injection for tests: LOPRO_FAIL_UPLOAD_SCOPE=<scope> makes uploads in that scope fail as an
+    // Fault injection for tests: uploads in the scope LOPRO_FAIL_UPLOAD_SCOPE names fail as an
     // out-of-memory device would (the callers' fallbacks are tested on the CPU EP this way).
-    if (process.env.LOPRO_FAIL_UPLOAD_SCOPE && process.env.LOPRO_FAIL_UPLOAD_SCOPE === this.scopeLabel) throw new Error(`injected: no device memory for ${byteSize(t)} bytes`);
+    const failScope = engineEnv().failUploadScope;
+    if (failScope && failScope === this.scopeLabel) throw new Error(`injected: no device memory for ${byteSize(t)} bytes`);
     if (!this.keepsDataOnDevice || t.location !== 'cpu') return t;
     const s = await this.session(`identity:${t.type}:${t.dims.length}`, () => identityModel(t.type as OnnxDtype, t.dims.length), 'device');
     return (await this.run(s, { x: t })).y;
@@ -310,19 +329,21 @@ export class ComputeRuntime {
 
 function sessionOptions(ep: EpName, opts: RuntimeOptions, placement: OutputPlacement): ort.InferenceSession.SessionOptions {
   const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+  const env = engineEnv();
   // LOPRO_ORT_PROFILE=<prefix>: ORT's profiler on every session (per-node kernel times and EP placement,
-  // one JSON per session, written when the session is released; bench/stats_probe.ts reads one).
-  if (process.env.LOPRO_ORT_PROFILE) Object.assign(base, { enableProfiling: true, profileFilePrefix: process.env.LOPRO_ORT_PROFILE });
+  // one JSON per session, written when the session is released; bench/ort_profile_summary.ts reads them).
+  if (env.ortProfile) Object.assign(base, { enableProfiling: true, profileFilePrefix: env.ortProfile });
   if (opts.allowSpinning === false) base.extra = { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } };
   switch (ep) {
     case 'cpu': {
       // LOPRO_ORT_THREADS caps ORT's CPU threads when the caller did not (several runs sharing a machine).
-      const threads = opts.intraOpNumThreads ?? (Number(process.env.LOPRO_ORT_THREADS) || undefined);
+      const threads = opts.intraOpNumThreads ?? env.ortThreads;
       return threads ? { ...base, executionProviders: ['cpu'], intraOpNumThreads: threads } : { ...base, executionProviders: ['cpu'] };
     }
     case 'cuda':
       return { ...base, executionProviders: [{ name: 'cuda', deviceId: opts.cudaDeviceId ?? 0 }] };
     case 'webgpu': {
+      ensureRuntimeDir(); // its own Dawn's Vulkan drivers print an error per start without one
       const loc = (p: 'host' | 'device'): 'gpu-buffer' | 'cpu' => (p === 'device' ? 'gpu-buffer' : 'cpu');
       const preferredOutputLocation = typeof placement === 'string' ? loc(placement) : Object.fromEntries(Object.entries(placement).map(([k, v]) => [k, loc(v)]));
       return { ...base, executionProviders: [{ name: 'webgpu', ...webgpuOptions() }], preferredOutputLocation };
@@ -334,8 +355,8 @@ function sessionOptions(ep: EpName, opts: RuntimeOptions, placement: OutputPlace
 // WebGPU context, created by the first WebGPU session of the process: later sessions cannot change them.
 const WEBGPU_OPTION_NAMES = ['validationMode', 'storageBufferCacheMode', 'uniformBufferCacheMode', 'queryResolveBufferCacheMode', 'defaultBufferCacheMode'];
 
-/** LOPRO_WEBGPU_OPTIONS="validationMode=disabled,storageBufferCacheMode=bucket" (bench A/B runs). */
-export function webgpuOptions(spec = process.env.LOPRO_WEBGPU_OPTIONS ?? ''): Record<string, string> {
+/** LOPRO_WEBGPU_OPTIONS="validationMode=disabled,storageBufferCacheMode=bucket" (diagnostics). */
+export function webgpuOptions(spec = engineEnv().webgpuOptions): Record<string, string> {
   const out: Record<string, string> = {};
   for (const kv of spec.split(',').map((x) => x.trim()).filter(Boolean)) {
     const [k, v] = kv.split('=').map((x) => x.trim());
@@ -350,6 +371,32 @@ function identityModel(dtype: OnnxDtype, rank: number): Uint8Array {
   const g = new GraphBuilder('identity');
   g.output(g.op('Identity', [g.input('x', dtype, Array.from({ length: rank }, (_, i) => `d${i}`))]), 'y');
   return g.toModel();
+}
+
+/** Why `ep` cannot work on this machine, found without loading it (undefined: try it). */
+function unavailable(ep: EpName): string | undefined {
+  if (ep === 'cuda') {
+    const lib = cudaProviderLibrary();
+    return lib && !existsSync(lib) ? "onnxruntime-node's CUDA provider is not installed (npm installs it unless ONNXRUNTIME_NODE_INSTALL=skip)" : undefined;
+  }
+  if (ep === 'webgpu') {
+    const p = probeAdapter();
+    return !p.adapter ? p.reason : p.fallback ? `the only WebGPU adapter is a CPU emulation (${p.adapter})` : undefined;
+  }
+  return undefined;
+}
+
+/** Where onnxruntime-node keeps its CUDA provider library on this platform (undefined: unknown, or no CUDA build). */
+function cudaProviderLibrary(): string | undefined {
+  const name = { linux: 'libonnxruntime_providers_cuda.so', win32: 'onnxruntime_providers_cuda.dll' }[process.platform as string];
+  if (!name) return undefined;
+  try {
+    const pkg = dirname(createRequire(__filename).resolve('onnxruntime-node/package.json'));
+    const dir = join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
+    return existsSync(dir) ? join(dir, name) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function probeModel(): Uint8Array {
@@ -388,8 +435,8 @@ function defaultLog(level: 'info' | 'warn', message: string): void {
 let shared: Promise<ComputeRuntime> | undefined;
 let sharedChoice: EpChoice | undefined;
 
-/** One runtime per process per EP choice (kernels call this when the caller passes none). */
-export function getRuntime(ep: EpChoice = (process.env.LOPRO_EP as EpChoice | undefined) ?? 'cpu'): Promise<ComputeRuntime> {
+/** One runtime per process per EP choice. */
+export function getRuntime(ep: EpChoice = 'cpu'): Promise<ComputeRuntime> {
   if (!shared || sharedChoice !== ep) {
     sharedChoice = ep;
     shared = ComputeRuntime.create({ ep });

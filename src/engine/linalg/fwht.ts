@@ -2,13 +2,10 @@
 // The normalised Sylvester Hadamard matrix is symmetric and orthogonal, hence its own inverse: every
 // function here is its own inverse transform (LoPRo stage B, spec step 7: Q = blockdiag(I_bI, H_b, …)).
 //
-// TS path: in-place butterflies (b·log2 b adds per segment). ORT path: a batched MatMul with the dense
-// b×b matrix, which is what a GPU does best (b = 128: 128 MACs per element, trivially fast on device).
+// In-place butterflies (b·log2 b adds per segment); the GPU backend's WGSL does the same per workgroup.
 
 import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode } from '../../protocol/messages';
-import { GraphBuilder } from '../compute/graph';
-import { getRuntime, type ComputeRuntime, type Tensor } from '../compute/runtime';
 
 type Vec = Float32Array | Float64Array;
 
@@ -103,34 +100,4 @@ export function blockHadamardColumns_ref(R: ArrayLike<number>, rows: number, col
       }
     }
   return out;
-}
-
-/**
- * ORT version of blockHadamardColumns on a [rows, cols] float32 tensor (may live on the device):
- * Concat(R[:, :start], Reshape(Reshape(R[:, start:], [-1, b]) · H_b)). One session per (cols, start, b).
- */
-export async function blockHadamardColumnsTensor(rt: ComputeRuntime, R: Tensor, cols: number, start: number, b: number, placement: 'host' | 'device' = 'device'): Promise<Tensor> {
-  const rows = R.dims[0];
-  if (checkBlocks(rows, cols, start, b, 'columns') === 0) return R;
-  const s = await rt.session(`bhadcols/${cols}/${start}/${b}`, () => bhadModel(cols, start, b), placement);
-  return (await rt.run(s, { r: R })).y;
-}
-
-/** Host convenience: returns a new Float32Array (R is not modified). */
-export async function blockHadamardColumnsOrt(R: Float32Array, rows: number, cols: number, start: number, b: number, rt?: ComputeRuntime): Promise<Float32Array> {
-  const runtime = rt ?? (await getRuntime());
-  const y = await blockHadamardColumnsTensor(runtime, runtime.host(R, [rows, cols]), cols, start, b, 'host');
-  return runtime.download(y);
-}
-
-function bhadModel(cols: number, start: number, b: number): Uint8Array {
-  const g = new GraphBuilder('block_hadamard');
-  const r = g.input('r', 'float32', ['rows', cols]);
-  const hb = g.initializer('hb', Float32Array.from(hadamardMatrix(b)), [b, b]);
-  const tail = start === 0 ? r : g.op('Slice', [r, g.constI64([start]), g.constI64([cols]), g.constI64([1])]);
-  const rot = g.op('MatMul', [g.op('Reshape', [tail, g.constI64([-1, b])]), hb]);
-  const back = g.op('Reshape', [rot, g.constI64([-1, cols - start])]);
-  const y = start === 0 ? back : g.op('Concat', [g.op('Slice', [r, g.constI64([0]), g.constI64([start]), g.constI64([1])]), back], { axis: 1 });
-  g.output(y, 'y');
-  return g.toModel();
 }

@@ -4,6 +4,7 @@
 // chunking is needed; ids are cached on disk per (tokenizer.json hash, text hash) because the
 // pipeline tokenizes the same calibration text on every run.
 
+import { engineEnv } from '../env';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -91,7 +92,7 @@ export interface TokenizeResult {
 
 /** Default cache: $LOPRO_CACHE_DIR or <tmp>/lopro-cache; `null` disables caching. */
 export function defaultCacheDir(): string {
-  return process.env.LOPRO_CACHE_DIR || join(tmpdir(), 'lopro-cache');
+  return engineEnv().cacheDir ?? join(tmpdir(), 'lopro-cache');
 }
 
 /**

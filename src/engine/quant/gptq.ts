@@ -1,22 +1,17 @@
-// GPTQ (Frantar et al., arXiv 2210.17323, Algorithm 1), written to behave exactly like the original
-// `GPTQ.fasterquant` of IST-DASLab/gptq (commit 2d65066) and read like it: W, H, Hinv, W1, Err1,
-// i1, i2, count, d keep the paper's / reference's names (Q1 is written straight into Q, and Losses
-// is summed as it is produced). The algorithm itself is in gptq_core.ts, numbered by the steps of
-// ../../../../shared/golden/README.md §5, which pins every detail (incl. the group-params quirk);
-// this file holds the options, the result and the drivers.
-//
-// Precision: the working W, H and Hinv are float64 (README §7: f64 from the stored H gives 0
-// differing codes on all 24 golden GPTQ cases; we match 23 of 24 exactly, and the 512×1024 case
-// differs in 2 of 512 rows that start at a sym rounding tie); the quantizer itself has float32
-// semantics (quantizer.ts), so Q = scale·(code − zero) holds bit-exactly in float32.
-//
-// Entry points: `gptqQuantize` (synchronous, all TypeScript), `gptqQuantizeAsync` (hooks for the
-// two O(n³) parts) and gptq_ort.ts's `gptqQuantizeOrt` (those hooks wired to ONNX Runtime).
+// GPTQ (Frantar et al., arXiv 2210.17323, Algorithm 1) as one driver for both backends, in the order of the
+// original `GPTQ.fasterquant` (IST-DASLab/gptq) and of ../../../../shared/golden/README.md §5: params of
+// whole rows, dead inputs, static groups, act-order, damping, the Cholesky of H⁻¹, the lazy-batch column
+// loop. The steps' arithmetic is the backend's (backend/backend.ts); gptq_ref.ts is the float64 twin the
+// golden tests pin to the original's outputs. LoPRo's stage C calls this driver on R′ and H′.
 
-import { choleskyInverseUpper } from './gptq_linalg';
-import { lazyUpdate as lazyUpdateTs, type LazyUpdateFn } from './gptq_kernels';
-import { gptqCore } from './gptq_core';
-import type { QuantizedWeight } from './rtn';
+import type { ClipMode } from '../../protocol/config';
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import type { LayerSession, Mat } from '../backend/backend';
+import { argsortDescending } from './permute';
+import { invertPermutation, isPermutation } from './gptq_kernels';
+import { maxqFor } from './quantizer';
+import { groupCount } from './rtn';
 
 export { proxyLoss } from './gptq_kernels';
 
@@ -26,7 +21,7 @@ export interface GptqOptions {
   groupSize?: number;
   sym?: boolean;
   /** Group range fit: 'minmax' (default, the reference) or 'mse' (quant.py's mse=True search). */
-  clip?: 'minmax' | 'mse';
+  clip?: ClipMode;
   /** Damping λ = percDamp · mean(diag H) (default 0.01). */
   percDamp?: number;
   /** Lazy-batch width B (default 128). */
@@ -35,42 +30,23 @@ export interface GptqOptions {
   actOrder?: boolean;
   /** Group params from the un-updated, unpermuted W (default false). */
   staticGroups?: boolean;
-  /**
-   * A caller-chosen quantization order (perm[k] = original column quantized k-th), used like the
-   * act-order permutation (dynamic groups are formed in this order). Not with actOrder. For input
-   * that is already in the desired order (LoPRo's R′ with H′), leave this and actOrder unset.
-   */
+  /** A caller-chosen quantization order (perm[k] = original column quantized k-th); not with actOrder. */
   perm?: Int32Array;
-  /** Overrides the Cholesky of H⁻¹ (default: gptq_linalg.ts, float64 TypeScript). */
-  choleskyInverseUpper?: (hVals: Float64Array, n: number) => Float64Array;
-  /** Overrides the lazy trailing update (e.g. an ORT MatMul for large layers). */
-  lazyUpdate?: LazyUpdateFn;
-  /**
-   * Two-level lazy batching: columns ≥ the end of the current span of `lazySpan` columns get the
-   * updates of all its blocks in one product (K = lazySpan instead of blockSize: a better shape for a
-   * MatMul engine, and fewer passes over W); columns inside the span still get each block's update at
-   * once. Same results up to float64 summation order. Default blockSize (the reference's schedule).
-   * Must be a multiple of blockSize; with dynamic groups also of groupSize (else blockSize is used:
-   * the group-params quirk reads W past the current block).
-   */
-  lazySpan?: number;
-  /** Receives warnings (Cholesky fallback). Default: console.warn. */
+  /** Receives warnings (the Cholesky fallback). Default: console.warn. */
   onWarning?: (message: string) => void;
-  /** Layer / tensor name for error messages. */
+  /** Layer name for errors and warnings. */
   name?: string;
-  /**
-   * false: the caller does not read Q (LoPRo reconstructs from the stored codes): drivers may leave it
-   * empty (length 0) instead of dequantizing rows×cols values on the host (the fused driver does).
-   */
-  dequantized?: boolean;
-  /**
-   * W and H again as float32, already checked finite, owned by this call (a driver may modify them):
-   * float32 drivers (the fused kernels) use them instead of converting and scanning W and H themselves.
-   */
-  f32Inputs?: { W: Float32Array; H: Float32Array };
 }
 
-export interface GptqResult extends QuantizedWeight {
+export interface GptqResult {
+  /** rows×cols codes in original column order. */
+  codes: Uint8Array;
+  /** Per row and group (rows × groups), float32 values; zero holds an integer. */
+  scale: Float32Array;
+  zero: Float32Array;
+  /** Group of each original column (length cols). */
+  gIdx: Int32Array;
+  groups: number;
   /** Quantization order: perm[k] = original column quantized k-th (identity without act-order). */
   perm: Int32Array;
   invPerm: Int32Array;
@@ -80,89 +56,124 @@ export interface GptqResult extends QuantizedWeight {
   damp: number;
   /** True when H_d was not positive definite and Hinv = I was used (round-to-nearest). */
   choleskyFallback: boolean;
-  seconds: { prep: number; cholesky: number; columnLoop: number; lazyUpdate: number; total: number };
+  seconds: { prep: number; cholesky: number; columnLoop: number; total: number };
+}
+
+/** The warning of step 6's fallback (llm-compressor's: Hinv = I, i.e. round-to-nearest). */
+export function choleskyFallbackNote(where: string, e: Error): string {
+  return `${where}: the damped Hessian is not positive definite (${e.message}); falling back to round-to-nearest for this layer. ` +
+    'Increase percDamp (e.g. 0.1), use more calibration samples, or check for near-duplicate input channels.';
+}
+
+const now = () => performance.now() / 1000;
+
+/** H_d's dead inputs, damping and Hinv (steps 2, 5, 6), shared by GPTQ and GPTVQ. */
+export interface Prepared {
+  Hinv: Mat;
+  deadColumns: number;
+  damp: number;
+  choleskyFallback: boolean;
 }
 
 /**
- * One lazy trailing update the core asks its driver to perform: W[:, i2:colEnd] −= Err1 @ Hinv[i1:i2, i2:colEnd]
- * (Err1 is rows×count, count = i2 − i1; colEnd = cols unless `lazySpan` > blockSize).
+ * GPTQ of the rows×cols W with the input Hessian H (cols×cols), both of session `s`. `consume`: W and H
+ * are the caller's to give away (LoPRo's R′ and H′): they are modified and freed instead of copied.
  */
-export interface LazyUpdateRequest {
-  kind: 'lazy';
-  W: Float64Array; rows: number; cols: number;
-  err1: Float64Array; count: number;
-  hinvUpper: Float64Array; i1: number; i2: number;
-  colEnd: number;
-}
-
-/** The core asks its driver for Hinv: the upper U with UᵀU = H_d⁻¹ (throw NotPositiveDefiniteError on failure). */
-export interface CholeskyRequest {
-  kind: 'cholesky';
-  H: Float64Array;
-  n: number;
-}
-
-export type CoreRequest = LazyUpdateRequest | CholeskyRequest;
-
-/** GPTQ, synchronous: Cholesky and lazy updates in TypeScript (or the synchronous hooks of `opts`). */
-export function gptqQuantize(
-  wVals: Float32Array | Float64Array, rows: number, cols: number,
-  hVals: Float32Array | Float64Array, opts: GptqOptions,
-): GptqResult {
-  const update = opts.lazyUpdate ?? lazyUpdateTs;
-  const chol = opts.choleskyInverseUpper ?? choleskyInverseUpper;
-  const core = gptqCore(wVals, rows, cols, hVals, opts);
-  let step = core.next();
-  while (!step.done) {
-    const q = step.value;
-    if (q.kind === 'lazy') {
-      update(q.W, q.rows, q.cols, q.err1, q.count, q.hinvUpper, q.i1, q.i2, q.colEnd);
-      step = core.next();
-      continue;
-    }
-    let U: Float64Array;
-    try {
-      U = chol(q.H, q.n);
-    } catch (e) {
-      step = core.throw(e); // the core decides: fallback on NotPositiveDefiniteError, else rethrow
-      continue;
-    }
-    step = core.next(U);
+export async function gptq(s: LayerSession, W: Mat, H: Mat, opts: GptqOptions, consume = false): Promise<GptqResult> {
+  const t0 = now();
+  const { cols } = W;
+  const where = opts.name ?? 'gptq';
+  const groupSize = opts.groupSize ?? -1, sym = opts.sym ?? false, clip = opts.clip ?? 'minmax';
+  const blockSize = opts.blockSize ?? 128;
+  const staticGroups = (opts.staticGroups ?? false) && groupSize !== -1;
+  if (!(Number.isInteger(blockSize) && blockSize > 0)) throw new ProtocolError(ErrorCode.BadConfig, `blockSize must be a positive integer, got ${blockSize}`, where);
+  if (opts.actOrder && opts.perm) throw new ProtocolError(ErrorCode.BadConfig, 'actOrder and a caller-provided perm are exclusive', where, 'pass one of them');
+  if (opts.perm && !isPermutation(opts.perm, cols)) throw new ProtocolError(ErrorCode.InvalidParams, `perm is not a permutation of 0..${cols - 1}`, where);
+  const maxq = maxqFor(opts.bits);
+  const G = groupCount(cols, groupSize);
+  if (!consume) {
+    W = await s.copy(W);
+    H = await s.copy(H);
   }
-  return step.value;
-}
+  try {
+    // 1. Per-row params from the full rows, before dead columns are zeroed (final for groupSize −1).
+    const rowParams = groupSize === -1 ? await s.groupParams(W, cols, { maxq, sym, clip }) : undefined;
 
-export interface GptqAsyncHooks {
-  /** E.g. an ONNX Runtime MatMul (gptq_ort.ts). Default: the TypeScript kernel. */
-  lazyUpdateAsync?: (req: LazyUpdateRequest) => Promise<void>;
-  /** E.g. the blocked ORT Cholesky of src/engine/linalg. Default: the synchronous one. */
-  choleskyInverseUpperAsync?: (hVals: Float64Array, n: number) => Promise<Float64Array>;
-}
+    // 2. Dead inputs (never active in calibration): H_jj = 1, W[:, j] = 0, so their codes quantize 0.
+    const hDiag = await s.diagonal(H);
+    const dead = deadInputs(hDiag);
+    if (dead.length) await s.markDead(W, H, dead);
+    for (const j of dead) hDiag[j] = 1;
 
-/** GPTQ with asynchronous hooks for the two O(n³) parts (same algorithm, same results up to rounding). */
-export async function gptqQuantizeAsync(
-  wVals: Float32Array | Float64Array, rows: number, cols: number,
-  hVals: Float32Array | Float64Array, opts: GptqOptions & GptqAsyncHooks,
-): Promise<GptqResult> {
-  const chol = opts.choleskyInverseUpperAsync ?? (async (h: Float64Array, n: number) => (opts.choleskyInverseUpper ?? choleskyInverseUpper)(h, n));
-  const update = opts.lazyUpdateAsync ?? (async (q: LazyUpdateRequest) => (opts.lazyUpdate ?? lazyUpdateTs)(q.W, q.rows, q.cols, q.err1, q.count, q.hinvUpper, q.i1, q.i2, q.colEnd));
-  const core = gptqCore(wVals, rows, cols, hVals, opts);
-  let step = core.next();
-  while (!step.done) {
-    const q = step.value;
-    if (q.kind === 'lazy') {
-      await update(q);
-      step = core.next();
-      continue;
+    // 3. Static groups: params of each original group from the dead-zeroed, unpermuted W.
+    const staticParams = staticGroups ? await s.groupParams(W, groupSize, { maxq, sym, clip }) : undefined;
+
+    // 4. Quantization order: act-order sorts by diag(H) descending (ties by index).
+    const perm = opts.perm ?? (opts.actOrder ? argsortDescending(hDiag) : undefined);
+    if (perm) {
+      const [Wp, Hp] = [await s.permuteRotate(W, perm, noRotation(cols)), await s.permuteRotateSymmetric(H, perm, noRotation(cols))];
+      s.free(W, H);
+      [W, H] = [Wp, Hp];
     }
-    let U: Float64Array;
-    try {
-      U = await chol(q.H, q.n);
-    } catch (e) {
-      step = core.throw(e);
-      continue;
+    const order = perm ?? Int32Array.from({ length: cols }, (_, k) => k);
+
+    // 5–6. Damping λ = percDamp·mean(diag H_d) (summed in quantization order), then Hinv.
+    const t1 = now();
+    const p = await prepareHessian(s, H, order, hDiag, opts.percDamp ?? 0.01, where, opts.onWarning);
+    const t2 = now();
+
+    // 7. Lazy batches of blockSize columns.
+    const slot = new Int32Array(cols), gIdx = new Int32Array(cols);
+    for (let k = 0; k < cols; k++) {
+      slot[k] = groupSize === -1 ? 0 : staticGroups ? Math.floor(order[k] / groupSize) : Math.floor(k / groupSize);
+      gIdx[order[k]] = slot[k];
     }
-    step = core.next(U);
+    const q = await s.gptqColumnLoop(W, p.Hinv, {
+      blockSize, maxq, sym, clip, groupSize, dynamic: groupSize !== -1 && !staticGroups, groups: G, slot, order,
+      params: rowParams ?? staticParams,
+    });
+    s.free(p.Hinv);
+    const t3 = now();
+    return {
+      codes: q.codes, scale: q.scale, zero: q.zero, gIdx, groups: G, perm: order, invPerm: invertPermutation(order),
+      loss: q.loss, deadColumns: dead.length, damp: p.damp, choleskyFallback: p.choleskyFallback,
+      seconds: { prep: t1 - t0, cholesky: t2 - t1, columnLoop: t3 - t2, total: t3 - t0 },
+    };
+  } finally {
+    s.free(W, H);
   }
-  return step.value;
+}
+
+/** Columns whose input never fired in calibration (H_jj = 0). */
+export function deadInputs(hDiag: Float64Array): Int32Array {
+  const out: number[] = [];
+  for (let j = 0; j < hDiag.length; j++) if (hDiag[j] === 0) out.push(j);
+  return Int32Array.from(out);
+}
+
+/**
+ * Steps 5–6 on an H whose dead inputs are marked (hDiag: its diagonal in original column order): H_d = H + λI
+ * with λ = percDamp·mean(diag H) (summed in quantization order, as the reference sums its permuted H), then Hinv = the upper factor of H_d⁻¹, or the
+ * identity (round-to-nearest, with a warning) when H_d is not positive definite. H is modified.
+ */
+export async function prepareHessian(
+  s: LayerSession, H: Mat, order: Int32Array, hDiag: Float64Array, percDamp: number, where: string, onWarning?: (m: string) => void,
+): Promise<Prepared> {
+  const cols = H.cols;
+  let diagSum = 0;
+  for (let k = 0; k < cols; k++) diagSum += hDiag[order[k]];
+  const damp = percDamp * (diagSum / cols);
+  await s.addToDiagonal(H, damp);
+  try {
+    return { Hinv: await s.choleskyInverseUpper(H), deadColumns: 0, damp, choleskyFallback: false };
+  } catch (e) {
+    if (!(e instanceof Error && e.name === 'NotPositiveDefiniteError')) throw e;
+    (onWarning ?? console.warn)(choleskyFallbackNote(where, e));
+    return { Hinv: await s.identity(cols), deadColumns: 0, damp, choleskyFallback: true };
+  }
+}
+
+/** The plan of a permutation without rotation (act-order's gathers). */
+export function noRotation(cols: number) {
+  return { cols, mode: 'none' as const, salient: cols, block: 0 };
 }

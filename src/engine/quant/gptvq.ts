@@ -11,13 +11,14 @@
 //   E = (W_b − Q_b)·U_b⁻¹,   W[:, after] −= E·U[b, after],
 // so the assignment minimises ‖(w − c)·U_b⁻¹‖² (the exact per-vector OBS loss), the in-batch update
 // is that product and the lazy update across batches is GPTQ's own (gptq_kernels.lazyUpdate).
+//
+// This file: the driver (dead inputs, damping and Hinv as GPTQ's, then the backend's loop), the loop's
+// kernels (VqStep, the codebook points) and the CPU loop itself (vqLoopSteps); gptvq_ref.ts is the twin.
 
 import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode } from '../../protocol/messages';
-import { choleskyInverseUpper } from './gptq_linalg';
-import { lazyUpdate as lazyUpdateTs, type LazyUpdateFn } from './gptq_kernels';
-import { assertFiniteArray } from './quantizer_checks';
-import { weightedKMeans } from './kmeans';
+import type { LayerSession, Mat, VqLoopResult } from '../backend/backend';
+import { deadInputs, prepareHessian } from './gptq';
 import { encodeF16 } from './fp8';
 
 export interface GptvqOptions {
@@ -34,62 +35,73 @@ export interface GptvqOptions {
   seed: number;
   name?: string;
   onWarning?: (message: string) => void;
-  /** Overrides the lazy trailing update W[:, i2:] −= Err·Hinv[i1:i2, i2:] (e.g. an ORT MatMul). */
-  lazyUpdate?: LazyUpdateFn;
-  /** Overrides the upper Cholesky factor of H⁻¹. */
-  choleskyInverseUpper?: (hVals: Float64Array, n: number) => Float64Array;
 }
 
-export interface GptvqResult {
-  /** Dequantized weight (rows×cols), the FP16 codebook entries. */
-  Q: Float32Array;
-  /** Codebook index per row per vector: rows × (cols/d). */
-  codes: Uint16Array;
-  /** Decoded FP16 codebooks, groups × K × d. */
-  codebooks: Float32Array;
-  /** FP16 bits of the codebooks, same layout. */
-  codebookBits: Uint16Array;
-  groups: number;
-  entries: number;
-  /** Σ ½‖E‖² (GPTQ's loss convention). */
-  loss: number;
+export interface GptvqResult extends VqLoopResult {
+  deadColumns: number;
+  damp: number;
+  /** H_d not positive definite: Hinv = I, no error feedback. */
   choleskyFallback: boolean;
-  seconds: { cholesky: number; kmeans: number; loop: number; total: number };
+  seconds: { kmeans: number; cholesky: number; loop: number };
 }
 
 const now = () => performance.now() / 1000;
 
-export function gptvqQuantize(wVals: Float32Array | Float64Array, rows: number, cols: number, hVals: Float32Array | Float64Array, opts: GptvqOptions): GptvqResult {
-  const where = opts.name ?? 'gptvqQuantize';
-  const t0 = now();
-  const { d, g, K, B } = gptvqShape(cols, opts, where);
-  assertFiniteArray(wVals, 'W', where);
-  assertFiniteArray(hVals, 'H', where);
-
-  const W = Float64Array.from(wVals);
-  const H = Float64Array.from(hVals);
-  for (let j = 0; j < cols; j++) {
-    if (H[j * cols + j] !== 0) continue;
-    H[j * cols + j] = 1;
-    for (let r = 0; r < rows; r++) W[r * cols + j] = 0;
+/** GPTVQ of W with H on session `s` (`consume`: W and H are given away, as gptq()). */
+export async function gptvq(s: LayerSession, W: Mat, H: Mat, opts: GptvqOptions, consume = false): Promise<GptvqResult> {
+  const where = opts.name ?? 'gptvq';
+  const { cols } = W;
+  const shape = gptvqShape(cols, opts, where);
+  if (!consume) {
+    W = await s.copy(W);
+    H = await s.copy(H);
   }
-  let diagSum = 0;
-  for (let i = 0; i < cols; i++) diagSum += H[i * cols + i];
-  const damp = (opts.percDamp ?? 0.01) * (diagSum / cols);
-  for (let i = 0; i < cols; i++) H[i * cols + i] += damp;
-  let U: Float64Array;
-  let choleskyFallback = false;
   try {
-    U = (opts.choleskyInverseUpper ?? choleskyInverseUpper)(H, cols);
-  } catch (e) {
-    if (!(e instanceof Error && e.name === 'NotPositiveDefiniteError')) throw e;
-    choleskyFallback = true;
-    (opts.onWarning ?? console.warn)(`${where}: damped Hessian not positive definite (${e.message}); GPTVQ without error feedback for this layer. Increase percDamp or add calibration samples.`);
-    U = new Float64Array(cols * cols);
-    for (let i = 0; i < cols; i++) U[i * cols + i] = 1;
+    const t0 = now();
+    const hDiag = await s.diagonal(H);
+    const dead = deadInputs(hDiag);
+    if (dead.length) await s.markDead(W, H, dead);
+    for (const j of dead) hDiag[j] = 1;
+    const order = Int32Array.from({ length: cols }, (_, k) => k);
+    const p = await prepareHessian(s, H, order, hDiag, opts.percDamp ?? 0.01, where, opts.onWarning);
+    s.free(H);
+    const t1 = now();
+    const q = await s.gptvqLoop(W, p.Hinv, { vqDim: shape.d, bits: opts.bits, groupSize: opts.groupSize, blockSize: shape.B, kmeansIters: opts.kmeansIters ?? 20, seed: opts.seed });
+    s.free(p.Hinv);
+    const t2 = now();
+    return { ...q, deadColumns: dead.length, damp: p.damp, choleskyFallback: p.choleskyFallback, seconds: { kmeans: q.seconds.kmeans, cholesky: t1 - t0, loop: t2 - t1 - q.seconds.kmeans } };
+  } finally {
+    s.free(W, H);
   }
-  const t1 = now();
+}
 
+/**
+ * What the loop asks its driver for: a codebook (k-means of N weighted d-vectors into K centroids; the
+ * driver answers with the centroids), or the lazy update W[:, i2:] −= Err·U[i1:i2, i2:] (answered with nothing).
+ */
+export type VqRequest = KMeansRequest | { kind: 'lazy'; err: Float64Array; count: number; i1: number; i2: number };
+
+export interface KMeansRequest {
+  kind: 'kmeans';
+  pts: Float64Array;
+  wts: Float64Array;
+  N: number;
+  d: number;
+  K: number;
+  iters: number;
+  seed: number;
+}
+
+/**
+ * GPTVQ's loop over the whole rows×cols W (float64, modified) with U = Hinv (upper factor), as a generator
+ * that hands its driver each group's codebook k-means and each lazy update (on this thread, or split over
+ * the CPU backend's workers: the same bits). Returns the codes, the FP16 codebooks and R̂′ (the chosen entries).
+ */
+export function* vqLoopSteps(
+  W: Float64Array, rows: number, cols: number, U: Float64Array,
+  spec: { vqDim: number; bits: number; groupSize: number; blockSize: number; kmeansIters: number; seed: number },
+): Generator<VqRequest, VqLoopResult & { Q: Float32Array }, Float64Array | undefined> {
+  const { d, g, K, B } = gptvqShape(cols, spec, 'gptvq');
   const G = Math.ceil(cols / g), V = cols / d;
   const Q = new Float32Array(rows * cols);
   const codes = new Uint16Array(rows * V);
@@ -103,16 +115,16 @@ export function gptvqQuantize(wVals: Float32Array | Float64Array, rows: number, 
     for (let j = i1; j < i2; j += d) {
       if (j % g === 0) {
         const tk = now();
-        const gi = j / g;
-        step.setCodebook(initCodebook(W, cols, 0, rows, j, Math.min(j + g, cols), d, K, Ud, opts.kmeansIters ?? 20, opts.seed + j), codebooks, codebookBits, gi);
+        const { pts, wts, N } = codebookPoints(W, cols, 0, rows, j, Math.min(j + g, cols), d, Ud);
+        const cb = yield { kind: 'kmeans', pts, wts, N, d, K, iters: spec.kmeansIters, seed: spec.seed + j };
+        step.setCodebook(cb!, codebooks, codebookBits, j / g);
         tK += now() - tk;
       }
       loss += step.run(W, cols, 0, U, cols, 0, j, i1, i2, Err, count, codes, Q);
     }
-    if (i2 < cols) (opts.lazyUpdate ?? lazyUpdateTs)(W, rows, cols, Err, count, U, i1, i2);
+    if (i2 < cols) yield { kind: 'lazy', err: Err, count, i1, i2 };
   }
-  const t2 = now();
-  return { Q, codes, codebooks, codebookBits, groups: G, entries: K, loss, choleskyFallback, seconds: { cholesky: t1 - t0, kmeans: tK, loop: t2 - t1 - tK, total: t2 - t0 } };
+  return { Q, codes, codebooks, codebookBits, groups: G, entries: K, loss, seconds: { kmeans: tK } };
 }
 
 /** Vector dimension d, group width g, codebook entries K and lazy batch B of a GPTVQ call (validated). */
@@ -210,16 +222,7 @@ function upperInverse(U: Float64Array, n: number, j: number, d: number, out: Flo
   }
 }
 
-/**
- * k-means codebook for global columns [c0, c1) of the current W (a window: local column 0 = global wc0,
- * row stride ldw); dimension weights 1/U_jj² from U's diagonal Ud (global index).
- */
-export function initCodebook(W: Float64Array, ldw: number, wc0: number, rows: number, c0: number, c1: number, d: number, K: number, Ud: Float64Array, iters: number, seed: number): Float64Array {
-  const { pts, wts, N } = codebookPoints(W, ldw, wc0, rows, c0, c1, d, Ud);
-  return weightedKMeans(pts, wts, N, d, K, { iters, seed }).centroids;
-}
-
-/** initCodebook's k-means input: every row's d-vectors of columns [c0, c1) and their per-dimension weights. */
+/** A codebook's k-means input: every row's d-vectors of columns [c0, c1) and their per-dimension weights. */
 export function codebookPoints(W: Float64Array, ldw: number, wc0: number, rows: number, c0: number, c1: number, d: number, Ud: Float64Array): { pts: Float64Array; wts: Float64Array; N: number } {
   const perRow = (c1 - c0) / d, N = rows * perRow;
   const pts = new Float64Array(N * d), wts = new Float64Array(N * d);

@@ -1,7 +1,11 @@
 // The per-layer numbers and downsampled pictures of a LoPRo layer (protocol LayerReport /
 // LayerDetails). Pure functions: the engine downsamples, the webview only draws.
 
-import type { LayerDetails } from '../../protocol/messages';
+import { bitsPerWeight, type LayerConfig } from '../../protocol/config';
+import type { LayerDetails, LayerReport } from '../../protocol/messages';
+import type { LoproStoredLayer } from './lopro_dequant';
+import { singularValuesOf, type LowRankFactors } from './r1svd';
+import { planBlocks, type RotationPlan } from './rotation';
 
 /**
  * Per-stage seconds of one layer: lap(stage) adds the time since the previous lap (or the start) to
@@ -120,4 +124,70 @@ export function parseLayerName(name: string): { block: number; module: string } 
   const m = /layers\.(\d+)\./.exec(name);
   const parts = name.split('.');
   return { block: m ? Number(m[1]) : -1, module: parts[parts.length - 1] || name };
+}
+
+/** What a LoPRo layer's report and details are built from (host arrays; quant/lopro.ts or lopro_ref.ts). */
+export interface LoproReportInputs {
+  W: ArrayLike<number>;
+  cfg: LayerConfig;
+  name: string;
+  stored: LoproStoredLayer;
+  reconstructed: ArrayLike<number>;
+  factors: LowRankFactors | null;
+  /** Column importance in the original order (spec §1.6). */
+  importance: ArrayLike<number>;
+  plan: RotationPlan;
+  /** Rows 0, step, 2·step… of R (original column order) and of R′ (permuted + rotated). */
+  sampled: { step: number; R: ArrayLike<number>; Rt: ArrayLike<number> };
+  /** [tr(ΔHΔᵀ), tr(WHWᵀ)] with the original H. */
+  losses: [number, number];
+  notes: string[];
+  seconds: Record<string, number>;
+  maxPoints?: number;
+}
+
+/**
+ * The LayerReport (spec §3 exact bpw, proxy loss tr(ΔHΔᵀ)) and the downsampled LayerDetails of one LoPRo
+ * layer, from every step-th row (a 7B layer has 45 M values per matrix; the view shows 64 bins and ≤ 256
+ * cells).
+ */
+export function loproReport(p: LoproReportInputs): { report: LayerReport; details: LayerDetails } {
+  const { W, cfg, name, stored, reconstructed, factors, plan, seconds } = p;
+  const { rows, cols, perm } = stored;
+  const [loss, ref] = p.losses;
+  const { block, module } = parseLayerName(name);
+  const report: LayerReport = {
+    name, block, module, rows, cols, config: { ...cfg },
+    bpw: bitsPerWeight({ ...cfg, rank: stored.rank }, rows, cols),
+    proxyLoss: loss,
+    relProxyLoss: ref > 0 ? loss / ref : 0,
+    baselines: { [cfg.method]: loss },
+    lowRankEnergy: factors?.energy ?? 0,
+    notes: p.notes,
+    seconds,
+  };
+  if (plan.block !== 0 && plan.block !== cfg.hadamardBlock) report.hadamardBlockUsed = plan.block;
+  const { step, R, Rt } = p.sampled;
+  const rs = Math.ceil(rows / step);
+  const before = new Float64Array(rs * cols), after = new Float64Array(rs * cols), errPerm = new Float64Array(rs * cols);
+  for (let s = 0; s < rs; s++) {
+    const o = s * step * cols, so = s * cols;
+    for (let k = 0; k < cols; k++) {
+      const j = perm[k];
+      errPerm[so + k] = W[o + j] - reconstructed[o + j];
+      before[so + k] = R[so + j];
+      after[so + k] = Rt[so + k];
+    }
+  }
+  const details = buildLayerDetails({
+    name, rows: rs, cols,
+    importanceSorted: Array.from(perm, (j) => p.importance[j]),
+    perm, blocks: planBlocks(plan),
+    singularValues: factors ? singularValuesOf(factors) : [],
+    rank: stored.rank,
+    residualBefore: before, residualAfter: after, errorPermuted: errPerm,
+    maxPoints: p.maxPoints ?? 256,
+  });
+  details.rows = rows;
+  return { report, details };
 }

@@ -1,9 +1,11 @@
-// Round-to-nearest (RTN): the reference quantizer applied to each group of columns independently,
-// with no Hessian. groupSize −1 is one group per row, i.e. `opt.py --nearest` of IST-DASLab/gptq.
-// Bit-exact against the golden RTN cases (float32 semantics through quantizer.ts).
+// Round-to-nearest (RTN) on a backend: each group of columns gets the reference quantizer's scale and zero
+// (quantizer.ts findParams: min-max, or the mse=True range search) and every weight its nearest code, no
+// Hessian. groupSize −1 is one group per row (`opt.py --nearest` of IST-DASLab/gptq). rtn_ref.ts is the
+// one-thread twin, bit-exact against the golden RTN cases.
 
-import { findParams, maxqFor, quantizeCode, dequantizeCode } from './quantizer';
-import { assertFiniteArray } from './quantizer_checks';
+import type { ClipMode } from '../../protocol/config';
+import type { LayerSession, Mat } from '../backend/backend';
+import { maxqFor } from './quantizer';
 
 export interface RtnOptions {
   /** 2, 3, 4 or 8 (any width 1..8 works). */
@@ -12,12 +14,12 @@ export interface RtnOptions {
   groupSize: number;
   sym: boolean;
   /** Group range fit (default 'minmax'). */
-  clip?: 'minmax' | 'mse';
+  clip?: ClipMode;
 }
 
 /** A quantized weight in the layout the golden files use (original column order). */
 export interface QuantizedWeight {
-  /** Dequantized weight, rows×cols, original column order. */
+  /** Dequantized weight, rows×cols, original column order (empty where a caller rebuilds Ŵ from the stored parts). */
   Q: Float32Array;
   /** Integer codes in 0..maxq, rows×cols. */
   codes: Uint8Array;
@@ -38,24 +40,14 @@ export function groupCount(cols: number, groupSize: number): number {
   return Math.ceil(cols / groupSize);
 }
 
-export function rtnQuantize(wVals: Float32Array | Float64Array, rows: number, cols: number, opts: RtnOptions): QuantizedWeight {
-  if (wVals.length !== rows * cols) throw new RangeError(`wVals has ${wVals.length} values, expected rows·cols = ${rows}·${cols}`);
-  assertFiniteArray(wVals, 'W', 'rtnQuantize');
+/** RTN of the rows×cols W of session `s` (Q left empty: Ŵ comes from the stored parts). */
+export async function rtn(s: LayerSession, W: Mat, opts: RtnOptions): Promise<QuantizedWeight> {
+  const { cols } = W;
   const maxq = maxqFor(opts.bits);
   const g = opts.groupSize === -1 ? cols : opts.groupSize;
-  const G = groupCount(cols, opts.groupSize);
-  const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
-  const gIdx = new Int32Array(cols);
-  for (let c = 0; c < cols; c++) gIdx[c] = opts.groupSize === -1 ? 0 : Math.floor(c / g);
-  for (let gi = 0; gi < G; gi++) findParams(wVals, rows, cols, gi * g, gi * g + g, maxq, opts.sym, scale, zero, G, gi, opts.clip);
-  const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols);
-  for (let r = 0; r < rows; r++) {
-    for (let c = 0; c < cols; c++) {
-      const k = r * G + gIdx[c], i = r * cols + c;
-      const code = quantizeCode(wVals[i], scale[k], zero[k], maxq);
-      codes[i] = code;
-      Q[i] = dequantizeCode(code, scale[k], zero[k]);
-    }
-  }
-  return { Q, codes, scale, zero, gIdx, groups: G };
+  groupCount(cols, opts.groupSize);
+  const params = await s.groupParams(W, g, { maxq, sym: opts.sym, clip: opts.clip ?? 'minmax' });
+  const codes = await s.quantizeRtn(W, g, params, maxq);
+  const gIdx = Int32Array.from({ length: cols }, (_, c) => Math.floor(c / g));
+  return { Q: new Float32Array(0), codes, scale: params.scale, zero: params.zero, gIdx, groups: params.groups };
 }

@@ -8,6 +8,8 @@ import { normalizeConfig, validateConfig, type QuantizeConfig } from '../../prot
 import { ErrorCode, type LayerReport, type ProgressValue, type RunSummary } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { getRuntime, type ComputeRuntime } from '../compute/runtime';
+import type { Backend } from '../backend/backend';
+import { openBackend } from '../backend/open';
 import { computeFingerprint, fingerprintMismatch, outputConfig, type RunFingerprint } from './fingerprint';
 import { openModel, type OpenedModel } from './inspect';
 import { RunDir, summaryOf, type RunManifest } from './rundir';
@@ -40,6 +42,8 @@ export interface QuantizeParams {
 /** What the block loops need (shared by both kinds of model). */
 export interface RunContext {
   params: QuantizeParams;
+  /** Where the layers are quantized, chosen once for the run (QuantizeConfig.backend). */
+  backend: Backend;
   model: OpenedModel;
   dir: RunDir;
   manifest: RunManifest;
@@ -125,6 +129,21 @@ async function runLocked(
   rmSync(dir.scratchDir, { recursive: true, force: true });
   dir.ensure();
   const rt: ComputeRuntime | undefined = model.summary.kind === 'llama' ? await getRuntime(config.ep) : undefined;
+  const { backend, why } = await openBackend(config.backend, config.threads);
+  try {
+    hooks.log('info', `quantizing on ${backend.label} (${why})`);
+    return await runOn(params, hooks, model, dir, effective, fingerprint, manifest, rt, backend, t0);
+  } finally {
+    await backend.close();
+  }
+}
+
+async function runOn(
+  params: QuantizeParams, hooks: RunHooks, model: OpenedModel, dir: RunDir, effective: QuantizeConfig, fingerprint: RunFingerprint,
+  manifest: RunManifest | undefined, rt: ComputeRuntime | undefined, backend: Backend, t0: number,
+): Promise<RunSummary> {
+  const config = effective;
+  if (manifest?.backend && manifest.backend.split(':')[0] !== backend.kind) hooks.log('warn', `this run was started on the ${manifest.backend.split(':')[0]} backend and continues on the ${backend.kind} one: the blocks before agree with these to float32 rounding, not bit for bit`);
   manifest ??= {
     format: RUN_FORMAT,
     engineVersion: ENGINE_VERSION,
@@ -142,10 +161,12 @@ async function runLocked(
     ctx: model.summary.kind === 'llama' ? model.summary.ctx : 0,
     calibSamples: model.summary.kind === 'llama' ? config.calibSamples : 0,
   };
+  manifest.backend = backend.label;
   let last = Date.now();
   const m = manifest;
   const ctx: RunContext = {
     params: { ...params, config: effective },
+    backend,
     model,
     dir,
     manifest: m,

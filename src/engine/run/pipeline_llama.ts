@@ -25,10 +25,9 @@ import { createActivationStore, loadActivationStore, type ActivationStore } from
 import { throwIfCancelled, yieldToEventLoop } from './cancel';
 import type { RunContext } from './pipeline';
 import { ProgressTracker } from './progress';
-import { quantizeLayerAsync } from './quantize_layer';
-import { createLayerEngines, proxyLossMinWeights } from './layer_engines';
-import { peekDawnGpu } from '../compute/dawn';
-import { proxyLossesOnDevice } from '../quant/proxy_loss_ort';
+import { quantizeLayer } from './quantize_layer';
+import { peekDawnGpu } from '../backend/gpu/dawn';
+import { engineEnv } from '../env';
 import { loproLayerTensors } from '../io/lopro_format';
 import { atomicWriteFile } from '../io/atomic';
 import type { LayerDetails, LayerReport } from '../../protocol/messages';
@@ -65,26 +64,16 @@ function scatter(store: ActivationStore, i0: number, nb: number, data: Float32Ar
   for (let i = 0; i < nb; i++) store.set(i0 + i, data.subarray(i * store.recordLen, (i + 1) * store.recordLen));
 }
 
-/** One pass's statistics: H (float64 for the layers, its float32 copy for the cache) and mean|x|. */
+/** One pass's statistics: H (float64 for the layers, its float32 copy for the cache and the GPU backend) and mean|x|. */
 interface PassStats {
   H: Float64Array;
   H32: Float32Array;
   absMean: Float64Array;
-  /** H as the device finished it (statsOnDevice), kept for the group's proxy losses; the caller releases it. */
-  Hdev?: ort.Tensor;
-}
-
-/**
- * H (n² float64) in shared memory: LoPRo's worker pool rotates it in place of a copy (gptq_parallel_lopro.ts
- * rotateHessianParallel copies any other buffer first: 970 MB for a 7B down_proj input, per layer).
- */
-function sharedF64(len: number): Float64Array {
-  return new Float64Array(new SharedArrayBuffer(len * 8) as unknown as ArrayBuffer);
 }
 
 /** H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences) made exactly symmetric, from host sums. */
 function statsFromHostSums(xtx: Float64Array, absSum: Float64Array, n: number, N: number, T: number): PassStats {
-  const H = sharedF64(n * n);
+  const H = new Float64Array(n * n);
   for (let k = 0; k < H.length; k++) H[k] = (2 / N) * xtx[k];
   for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) H[j * n + i] = H[i * n + j] = (H[i * n + j] + H[j * n + i]) / 2; // exact symmetry
   return { H, H32: Float32Array.from(H), absMean: absSum.map((v) => v / (N * T)) };
@@ -123,19 +112,15 @@ async function statsOnDevice(
     }
     // H = (2/N)·(XᵀX + (XᵀX)ᵀ)/2 and mean|x| on the device too: the host gets the finished float32 H (its
     // float64 copy, symmetrisation and rescaling over n² values cost ~8 s per 7B block on the host).
-    // H stays on the device as well, for the group's proxy losses (nothing uploaded for them).
     const s = await rt.session('hessian/finalize', hessianFinalizeModel, { h: 'device', abs_mean: 'host' });
     const out = await rt.run(s, { xtx: acc.xtx, abssum: acc.absSum, inv_n: rt.host(Float32Array.of(1 / N), [1]), inv_nt: rt.host(Float32Array.of(1 / (N * T)), [1]) });
     let H32: Float32Array;
     try {
       H32 = await rt.download(out.h);
-    } catch (e) {
+    } finally {
       rt.release(out.h);
-      throw e;
     }
-    const H = sharedF64(H32.length);
-    H.set(H32);
-    return { H, H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array), Hdev: out.h };
+    return { H: Float64Array.from(H32), H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array) };
   } catch (e) {
     if (hooks.signal?.aborted || (e instanceof ProtocolError && e.code === ErrorCode.Cancelled)) throw e;
     hooks.log('warn', `Hessian sums on the ${rt.ep} device failed (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); summing on the host`);
@@ -146,13 +131,12 @@ async function statsOnDevice(
 }
 
 /**
- * Device memory the block's calibration activations may hold on a GPU EP (inputs and outputs, MiB):
- * within it they are uploaded once per block — or are the previous block's outputs, never re-uploaded —
- * instead of once per pass (five passes; 1 GiB each for a 7B block at 128 × 512 tokens).
+ * Device memory the block's calibration activations may hold on a GPU EP (inputs and outputs): within it
+ * they are uploaded once per block — or are the previous block's outputs, never re-uploaded — instead of
+ * once per pass (five passes; 1 GiB each for a 7B block at 128 × 512 tokens). No EP reports free memory:
+ * a device without room is found at the first upload, and the host path is taken from there.
  */
-function deviceActivationBudgetBytes(): number {
-  return (Number(process.env.LOPRO_DEVICE_ACTS_MB) || 4096) * 2 ** 20;
-}
+const DEVICE_ACTIVATION_BUDGET_BYTES = 4096 * 2 ** 20;
 
 function allFinite(a: Float64Array): boolean {
   for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false;
@@ -200,16 +184,13 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   }
   if (X.spilled) hooks.log('info', `calibration activations (${((N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB per block) exceed half of memoryBudgetMB: spilled to ${dir.scratchDir}`);
 
-  // Worker threads (and the GPU EP) for the layers; closed in the finally below (live workers keep the process up).
-  const engines = createLayerEngines(rt, (msg) => hooks.log('warn', msg));
-  hooks.log('info', `layers quantized on ${engines ? engines.label : 'the main thread'}`);
-  // On a GPU EP the Hessian sums stay on the device through a pass (statsOnDevice).
-  // LOPRO_DEVICE_SUMS=always takes the device-sums path on any EP (tests: on the CPU EP with host tensors).
-  let deviceSums = rt.keepsDataOnDevice || process.env.LOPRO_DEVICE_SUMS === 'always';
-  // GPU EP: the calibration activations live on the device through a block when they fit (xDev: this
-  // block's input batches; yDev: its outputs, the next block's xDev).
-  // LOPRO_DEVICE_ACTS=always takes this path on any EP (tests: on the CPU EP "device" tensors are host ones).
-  let keepActs = (rt.keepsDataOnDevice || process.env.LOPRO_DEVICE_ACTS === 'always') && 2 * N * recordLen * 4 <= deviceActivationBudgetBytes();
+  const { backend } = ctx;
+  // On a GPU EP the Hessian sums stay on the device through a pass (statsOnDevice), and the calibration
+  // activations live on the device through a block when they fit (xDev: this block's input batches; yDev: its
+  // outputs, the next block's xDev). Tests take both paths on the CPU EP too (there "device" tensors are host ones).
+  const devicePaths = rt.keepsDataOnDevice || engineEnv().testDevicePaths;
+  let deviceSums = devicePaths;
+  let keepActs = devicePaths && 2 * N * recordLen * 4 <= DEVICE_ACTIVATION_BUDGET_BYTES;
   let xDev: ort.Tensor[] | null = null, yDev: ort.Tensor[] | null = null;
   let wT: Record<string, ort.Tensor> = {};
   if (keepActs) hooks.log('info', `calibration activations kept on the ${rt.ep} device through each block (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB)`);
@@ -239,7 +220,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
           // A device without room for them (the budget is a guess: no EP reports free memory): host path from here on.
           rt.release(...xs);
           keepActs = false;
-          hooks.log('warn', `calibration activations do not fit on the ${rt.ep} device (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); keeping them on the host (set LOPRO_DEVICE_ACTS_MB lower to skip the attempt)`);
+          hooks.log('warn', `calibration activations do not fit on the ${rt.ep} device (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); keeping them on the host`);
         }
       }
       const xOf = (k: number) => xDev?.[k] ?? gather(X, batches[k][0], batches[k][1]);
@@ -268,65 +249,35 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
           }
           stats = statsFromHostSums(xtx, absSum, n, N, T);
         }
-        const { H, H32, absMean, Hdev } = stats;
+        const { H, H32, absMean } = stats;
         lap('forwards');
         progress.advance(P, `block ${b} ${input}: Hessian from ${N} windows`, { block: b });
         if (!allFinite(H)) throw new ProtocolError(ErrorCode.NonFinite, `block ${b}: non-finite activations at the input of ${members.map((l) => l.module).join('/')}`, members[0].name, 'the model produces inf/NaN on the calibration text (check the weights)');
         // Cached for layer/requantize in float32 (half the disk of float64: 1.4 GB per 7B block).
         hessTensors.push({ name: `${input}::H`, dtype: 'F32', shape: [n, n], data: H32 }, { name: `${input}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(absMean) });
-        // The report's proxy losses from the device copies (the layer's weights as the forward holds them,
-        // Ŵ uploaded for the next passes anyway, H as finished above): no per-layer upload of W, Ŵ, H.
-        // LOPRO_PROXY_LOSS_FROM=host: the engines' path with host copies (A/B runs).
-        const staged = new Map<string, ort.Tensor>();
-        const lossesOnDevice = (lin: BlockLinear) => async (wHat: Float32Array): Promise<[number, number] | null> => {
-          const sfx = suffixOf(lin);
-          try {
-            const t = await rt.scoped('weights', () => fwd.weightTensor(sfx, wHat));
-            staged.set(sfx, t);
-            return await rt.scoped('proxy loss', () => proxyLossesOnDevice(rt, wT[sfx], t, Hdev!, lin.rows, fwd.layout));
-          } catch (e) {
-            hooks.log('warn', `proxy loss on the ${rt.ep} device failed for ${lin.name} (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); computing it from host copies`);
-            return null;
-          }
-        };
-        const quantizeMember = (lin: BlockLinear) =>
-          quantizeLayerAsync({
-            name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[suffixOf(lin)], H, H32, absMean,
-            ...(Hdev && engines && lin.rows * lin.cols >= proxyLossMinWeights() && process.env.LOPRO_PROXY_LOSS_FROM !== 'host' ? { proxyLosses: lossesOnDevice(lin) } : {}),
-          }, layerConfigFor(params.config, lin.name), {
-            seed: params.config.seed,
-            compare: params.compare,
-            warn: (msg) => hooks.log('warn', msg),
-            engines,
-          });
-        // A group's layers (q/k/v, gate/up) are independent given its H: with engines.concurrentLayers (opt-in)
-        // they are quantized concurrently, one layer's host and worker stages overlapping another's device
-        // stages; the results are taken in member order, so the outputs are the same bytes either way.
-        try {
+        // A group's layers (q/k/v, gate/up) are independent given its H; each is quantized on the run's
+        // backend, in member order, and replaces its own weight tensor so later passes see it.
+        throwIfCancelled(hooks.signal);
+        for (const lin of members) {
           throwIfCancelled(hooks.signal);
-          const pending = engines?.concurrentLayers && members.length > 1 ? members.map(quantizeMember) : null;
-          pending?.forEach((p) => p.catch(() => undefined)); // a failure surfaces at its await below, not as an unhandled rejection
-          for (let k = 0; k < members.length; k++) {
-            const lin = members[k];
-            throwIfCancelled(hooks.signal);
-            const lc = layerConfigFor(params.config, lin.name);
-            const sfx = suffixOf(lin);
-            const out = pending ? await pending[k] : await quantizeMember(lin);
-            w[sfx] = out.wHat; // later groups are measured through the quantized layer
-            fwd.release(wT[sfx]);
-            wT[sfx] = staged.get(sfx) ?? (await rt.scoped('weights', () => fwd.weightTensor(sfx, out.wHat)));
-            staged.delete(sfx);
-            parts.push(...loproLayerTensors(lin.name, out.stored));
-            reports.push(out.report);
-            if (out.details) details[lin.name] = out.details;
-            hooks.onLayerDone(out.report);
-            const r = out.report;
-            const base = r.baselines?.gptq ? ` (GPTQ ${r.baselines.gptq.toExponential(2)})` : '';
-            progress.advance(lin.rows * lin.cols, `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${base}`, { block: b, layer: lin.name });
-            await yieldToEventLoop();
-          }
-        } finally {
-          rt.release(Hdev, ...staged.values());
+          const lc = layerConfigFor(params.config, lin.name);
+          const sfx = suffixOf(lin);
+          const out = await quantizeLayer(backend, { name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[sfx], H, H32, absMean }, lc, {
+            seed: params.config.seed,
+            compare: params.config.compare,
+            warn: (msg) => hooks.log('warn', msg),
+          });
+          w[sfx] = out.wHat; // later groups are measured through the quantized layer
+          fwd.release(wT[sfx]);
+          wT[sfx] = await rt.scoped('weights', () => fwd.weightTensor(sfx, out.wHat));
+          parts.push(...loproLayerTensors(lin.name, out.stored));
+          reports.push(out.report);
+          if (out.details) details[lin.name] = out.details;
+          hooks.onLayerDone(out.report);
+          const r = out.report;
+          const base = r.baselines?.gptq ? ` (GPTQ ${r.baselines.gptq.toExponential(2)})` : '';
+          progress.advance(lin.rows * lin.cols, `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${base}`, { block: b, layer: lin.name });
+          await yieldToEventLoop();
         }
         lap('layers');
       }
@@ -391,7 +342,6 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     fwd.release(wT);
     for (const ts of [xDev, yDev]) if (ts) rt.release(...ts);
     fwd.dispose();
-    await engines?.close();
   }
   hooks.log('info', `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background)`);
   // Copies vs compute vs graph building (issue 5): the runtime's counters over the whole run.

@@ -15,6 +15,7 @@ import { SafetensorsFile } from '../io/safetensors';
 import { writeSafetensorsAtomic, type TensorData } from '../io/safetensors_writer';
 import { openModel } from './inspect';
 import { quantizeLayer } from './quantize_layer';
+import { openBackend } from '../backend/open';
 import { RunDir, summaryOf, type RunManifest } from './rundir';
 import { loproLayerTensors, readLoproLayer } from '../io/lopro_format';
 import { loproLayersIn, writeNativeOutput } from './native';
@@ -47,10 +48,17 @@ export async function requantizeLayer(runDir: string, layer: string, overrides: 
     const lin = model.linears.find((l) => l.name === layer);
     if (!lin) throw new ProtocolError(ErrorCode.IncompatibleCheckpoint, `${m.modelPath} no longer has layer ${layer}`, layer);
     const stats = m.kind === 'llama' ? readHessian(dir, before.block, lin.input) : undefined;
-    const out = quantizeLayer({ name: layer, block: before.block, module: before.module, rows: lin.rows, cols: lin.cols, W: model.ckpt.readFloat32(lin.weight), H: stats?.H, absMean: stats?.absMean }, lc, {
-      seed: m.config.seed,
-      compare: true,
-    });
+    // The run's backend; the layer view compares the candidate with RTN and GPTQ on the same H.
+    const { backend } = await openBackend(m.config.backend ?? 'auto', m.config.threads ?? 0);
+    let out;
+    try {
+      out = await quantizeLayer(backend, { name: layer, block: before.block, module: before.module, rows: lin.rows, cols: lin.cols, W: model.ckpt.readFloat32(lin.weight), H: stats?.H, absMean: stats?.absMean }, lc, {
+        seed: m.config.seed,
+        compare: true,
+      });
+    } finally {
+      await backend.close();
+    }
     const candidateId = `c-${createHash('sha256').update(layer + JSON.stringify(lc)).digest('hex').slice(0, 12)}`;
     writeSafetensorsAtomic(dir.candidateFile(candidateId, 'safetensors'), loproLayerTensors(layer, out.stored), { layers: JSON.stringify([layer]) });
     atomicWriteFile(dir.candidateFile(candidateId, 'json'), JSON.stringify({ layer, report: out.report, details: out.details ?? null }));

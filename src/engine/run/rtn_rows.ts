@@ -1,13 +1,14 @@
 // Data-free RTN over a matrix too large to hold comfortably: RTN's groups live inside one row, so
-// the matrix is read, quantized and measured in row slices (readRowsFloat32) and only the 1-byte
-// codes of the whole matrix are kept. Peak memory ≈ codes + one slice, instead of ~5 float32
-// copies of the matrix. The codes, scales and zeros are exactly those of a whole-matrix
-// rtnQuantize, so the stored layer and its report are the same as quantize_layer.ts would give.
+// the matrix is read, quantized and measured in row slices (readRowsFloat32) on the run's backend and only
+// the 1-byte codes of the whole matrix are kept. Peak memory ≈ codes + one slice, instead of ~5 float32
+// copies of the matrix. The codes, scales and zeros are exactly those of a whole-matrix RTN on the same
+// backend, so the stored layer is the same as quantize_layer.ts would give.
 
 import { bitsPerWeight, type LayerConfig } from '../../protocol/config';
 import type { LayerReport } from '../../protocol/messages';
+import type { Backend } from '../backend/backend';
 import { decodeF16 } from '../quant/fp8';
-import { rtnQuantize } from '../quant/rtn';
+import { rtn } from '../quant/rtn';
 import { baselineAsStored, type StoredLayer } from './stored';
 
 /** Rows per slice: about `sliceValues` weights. */
@@ -15,10 +16,10 @@ export function rowsPerSlice(cols: number, sliceValues = 1 << 22): number {
   return Math.max(1, Math.floor(sliceValues / cols));
 }
 
-export function rtnByRows(
-  readRows: (r0: number, n: number) => Float32Array,
+export async function rtnByRows(
+  backend: Backend, readRows: (r0: number, n: number) => Float32Array,
   name: string, block: number, module: string, rows: number, cols: number, lc: LayerConfig, sliceValues?: number,
-): { stored: StoredLayer; report: LayerReport } {
+): Promise<{ stored: StoredLayer; report: LayerReport }> {
   const t0 = performance.now();
   const step = rowsPerSlice(cols, sliceValues);
   const codes = new Uint8Array(rows * cols);
@@ -27,7 +28,13 @@ export function rtnByRows(
   for (let r0 = 0; r0 < rows; r0 += step) {
     const n = Math.min(step, rows - r0);
     const W = readRows(r0, n);
-    const q = rtnQuantize(W, n, cols, { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip });
+    const s = backend.session();
+    let q;
+    try {
+      q = await rtn(s, await s.upload(W, n, cols, 'W', name), { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip });
+    } finally {
+      s.close();
+    }
     if (!scale) {
       groups = q.groups;
       scale = new Float32Array(rows * groups);
@@ -47,7 +54,7 @@ export function rtnByRows(
         energy += w * w;
       }
   }
-  const stored = baselineAsStored({ Q: new Float32Array(0), codes, scale: scale!, zero: zero!, gIdx: gIdx!, groups }, rows, cols, lc, false);
+  const stored = baselineAsStored({ codes, scale: scale!, zero: zero!, gIdx: gIdx!, groups }, rows, cols, lc, false);
   const seconds = (performance.now() - t0) / 1000;
   const report: LayerReport = {
     name, block, module, rows, cols, config: lc,

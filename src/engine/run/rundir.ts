@@ -37,6 +37,8 @@ export interface RunManifest {
   completedBlocks: number;
   layers: LayerReport[];
   ep: string;
+  /** The backend that quantized the layers (its label: "cpu: 2 threads", "gpu: …"); absent in runs of older engines. */
+  backend?: string;
   /** Wall time summed over every session of this run (resumes included). */
   seconds: number;
   resumed: boolean;
@@ -203,6 +205,7 @@ export function summaryOf(m: RunManifest, runDir: string): RunSummary {
     bpw: w ? bits / w : 0,
     seconds: m.seconds,
     ep: m.ep,
+    backend: m.backend,
     perplexity: m.perplexity,
     resumed: m.resumed,
   };

@@ -35,7 +35,7 @@ export function dequantizeStored(s: StoredLayer): Float32Array {
 const F16_ONE = 0x3c00;
 
 /** An RTN/GPTQ result in the native layout (codes and groups in original column order). */
-export function baselineAsStored(q: QuantizedWeight, rows: number, cols: number, lc: LayerConfig, hasGroupIndex: boolean): StoredLayer {
+export function baselineAsStored(q: Pick<QuantizedWeight, 'codes' | 'scale' | 'zero' | 'gIdx' | 'groups'>, rows: number, cols: number, lc: LayerConfig, hasGroupIndex: boolean): StoredLayer {
   const g = lc.groupSize === -1 ? cols : Math.min(lc.groupSize, cols);
   const s: StoredLayer = {
     rows, cols, method: 'lopro', bits: lc.bits, groupSize: g, sym: lc.sym,

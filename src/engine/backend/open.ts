@@ -1,0 +1,47 @@
+// Which backend a run quantizes on, chosen once per run (QuantizeConfig.backend):
+//   cpu  — the TypeScript kernels over worker threads;
+//   gpu  — the WGSL kernels on a WebGPU adapter (an error, exit 2, when there is none);
+//   auto — the GPU when a hardware adapter exists, else the CPU, with the reason in one plain line.
+// The adapter is looked for in a child process first (gpu/probe.ts): a machine without a GPU sees one line.
+
+import { availableParallelism } from 'node:os';
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
+import type { Backend } from './backend';
+import { CpuBackend } from './cpu/cpu_backend';
+import { getDawnGpu } from './gpu/dawn';
+import { GpuBackend } from './gpu/gpu_backend';
+import { probeAdapter } from './gpu/probe';
+
+export type BackendChoice = 'auto' | 'cpu' | 'gpu';
+
+export interface OpenedBackend {
+  backend: Backend;
+  /** Why this backend (for the log), e.g. "auto: no GPU adapter (…); quantizing on the CPU". */
+  why: string;
+}
+
+/** Worker threads of the CPU backend for `threads` = 0: one per core from 4 cores up, else the engine's own thread. */
+export function defaultThreads(cores = availableParallelism()): number {
+  return cores >= 4 ? cores : 1;
+}
+
+/** Opens the backend of `choice`; `threads` = CPU worker threads (0: defaultThreads()). */
+export async function openBackend(choice: BackendChoice, threads: number): Promise<OpenedBackend> {
+  const cpuThreads = threads || defaultThreads();
+  if (choice === 'cpu') return { backend: CpuBackend.create(cpuThreads), why: 'cpu (asked)' };
+  const probe = probeAdapter();
+  const usable = probe.adapter && (choice === 'gpu' || !probe.fallback);
+  if (!usable) {
+    const reason = probe.adapter ? `the only WebGPU adapter is a CPU emulation (${probe.adapter})` : probe.reason!;
+    if (choice === 'gpu') throw new ProtocolError(ErrorCode.BadConfig, `--backend gpu: ${reason}`, 'backend', 'use --backend cpu or auto');
+    return { backend: CpuBackend.create(cpuThreads), why: `auto: ${reason}; quantizing on the CPU` };
+  }
+  const { gpu, reason } = await getDawnGpu();
+  if (!gpu) {
+    if (choice === 'gpu') throw new ProtocolError(ErrorCode.BadConfig, `--backend gpu: ${reason}`, 'backend', 'use --backend cpu or auto');
+    return { backend: CpuBackend.create(cpuThreads), why: `auto: the WebGPU device failed (${reason}); quantizing on the CPU` };
+  }
+  const note = gpu.isFallback ? ' (a CPU emulation: expect it to be slower than --backend cpu)' : '';
+  return { backend: GpuBackend.create(gpu, defaultThreads()), why: `${choice}${note}` };
+}
