@@ -2,7 +2,7 @@
 // (tables, perplexities, JSON with --json) to stdout. A user error (bad file, bad flag) prints one
 // line — code, message, where, hint — and exits 2; never a stack trace (LOPRO_DEBUG=1 shows it).
 
-import { DEFAULT_CONFIG, type QuantizeConfig } from '../protocol/config';
+import { CHOICES, CONFIG_DOCS, DEFAULT_CONFIG, RANGES, describeRange, type NumRange, type QuantizeConfig } from '../protocol/config';
 import { ErrorCode, type ExportFormat, type ProgressValue } from '../protocol/messages';
 import { ProtocolError } from '../protocol/rpc';
 import { configFromFlags, kebab, parseArgs } from './run/args';
@@ -43,8 +43,14 @@ Exit codes: 0 ok, 2 bad input (message names the file, tensor or flag), 130 canc
 
 function configHelp(): string {
   const alias: Record<string, string> = { groupSize: ' (--group)', calibText: ' (--calib)', calibSamples: ' (--samples)', percDamp: ' (--damp)' };
-  return Object.entries(DEFAULT_CONFIG)
-    .map(([k, v]) => `  --${kebab(k)}${alias[k] ?? ''} [${typeof v === 'object' ? JSON.stringify(v) : String(v)}]`)
+  return (Object.keys(DEFAULT_CONFIG) as (keyof QuantizeConfig)[])
+    .map((k) => {
+      const v = DEFAULT_CONFIG[k];
+      const choices = (CHOICES as Record<string, readonly unknown[]>)[k];
+      const range = (RANGES as Record<string, NumRange>)[k];
+      const allowed = choices ? `  ${choices.join('|')}` : range ? `  ${describeRange(range)}` : '';
+      return `  --${kebab(k)}${alias[k] ?? ''} [${typeof v === 'object' ? JSON.stringify(v) : String(v)}]${allowed}\n      ${CONFIG_DOCS[k]}`;
+    })
     .join('\n');
 }
 

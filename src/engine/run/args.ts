@@ -2,7 +2,7 @@
 // (groupSize → --group-size), typed by its default's type; a few short aliases follow the task's
 // wording (--group, --calib, --samples, --damp). Errors name the flag and say what was expected.
 
-import { DEFAULT_CONFIG, normalizeConfig, validateConfig, type LayerConfig, type QuantizeConfig } from '../../protocol/config';
+import { DEFAULT_CONFIG, validateConfig, withDefaults, type LayerConfig, type QuantizeConfig } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 
@@ -113,7 +113,7 @@ export function parseArgs(argv: string[], booleanFlags: ReadonlySet<string>, val
 
 /** Defaults ← flags, then validated; the first problem is thrown naming its field. */
 export function configFromFlags(partial: Partial<QuantizeConfig>): QuantizeConfig {
-  const { config } = normalizeConfig(partial as Partial<QuantizeConfig> & Record<string, unknown>);
+  const config = withDefaults(partial);
   const issues = validateConfig(config);
   if (issues.length) {
     const first = issues[0];

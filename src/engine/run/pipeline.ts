@@ -4,7 +4,7 @@
 
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { normalizeConfig, validateConfig, type QuantizeConfig } from '../../protocol/config';
+import { describeIssues, validateConfig, withDefaults, type QuantizeConfig } from '../../protocol/config';
 import { ErrorCode, type LayerReport, type ProgressValue, type RunSummary } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { getRuntime, type ComputeRuntime } from '../compute/runtime';
@@ -57,12 +57,11 @@ function readCalibBytes(config: QuantizeConfig): Uint8Array | undefined {
   }
 }
 
-/** Defaults for missing keys, unknown keys refused, every rule of validateConfig checked. */
+/** Defaults for missing keys, then every rule of validateConfig (unknown keys included). */
 function checkedConfig(partial: QuantizeConfig): QuantizeConfig {
-  const { config, unknownKeys } = normalizeConfig(partial as Partial<QuantizeConfig> & Record<string, unknown>);
-  if (unknownKeys.length) throw new ProtocolError(ErrorCode.BadConfig, `unknown config key${unknownKeys.length > 1 ? 's' : ''}: ${unknownKeys.join(', ')}`, unknownKeys[0], `known keys: ${Object.keys(config).join(', ')}`);
+  const config = withDefaults(partial);
   const issues = validateConfig(config);
-  if (issues.length) throw new ProtocolError(ErrorCode.BadConfig, issues.map((i) => i.message).join('; '), String(issues[0].field));
+  if (issues.length) throw new ProtocolError(ErrorCode.BadConfig, describeIssues(issues), String(issues[0].field));
   return config;
 }
 
