@@ -33,7 +33,6 @@ quantize:
   --out DIR           run directory (checkpoints, reports, the native quantized model)
   --resume            continue from the last complete block of DIR (refused if incompatible)
   --eval FILE         after the run, perplexity of the exported model on FILE (repeatable)
-  --compare           also report each layer's RTN and GPTQ proxy loss (same H, same bits)
   --override "PATTERN:key=v,..."   per-layer settings, e.g. "*.down_proj:bits=3" (repeatable)
   --json              print the run summary as JSON
  Settings (defaults in brackets; every QuantizeConfig key):
@@ -54,7 +53,7 @@ function configHelp(): string {
     .join('\n');
 }
 
-const BOOLEAN_FLAGS = new Set(['resume', 'compare', 'json', 'help', 'version', 'quiet']);
+const BOOLEAN_FLAGS = new Set(['resume', 'json', 'help', 'version', 'quiet']);
 const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override']);
 
 function last(flags: Map<string, string[]>, name: string): string | undefined {
@@ -106,7 +105,7 @@ async function cmdQuantize(argv: string[], signal: AbortSignal): Promise<number>
   const config: QuantizeConfig = configFromFlags(a.config);
   const quiet = a.flags.has('quiet');
   const summary = await quantizeRun(
-    { modelPath, config, runDir, resume: a.flags.has('resume'), evalTexts: a.flags.get('eval') ?? [], compare: a.flags.has('compare') },
+    { modelPath, config, runDir, resume: a.flags.has('resume'), evalTexts: a.flags.get('eval') ?? [] },
     cliHooks(quiet, signal),
   );
   if (a.flags.has('json')) process.stdout.write(JSON.stringify(summary, null, 1) + '\n');

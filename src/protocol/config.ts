@@ -7,6 +7,8 @@
 
 export type Method = 'rtn' | 'gptq' | 'lopro' | 'lopro_v';
 export type ExecutionProviderName = 'auto' | 'cuda' | 'webgpu' | 'cpu';
+/** Where the quantization math runs: TypeScript on worker threads, WGSL on a WebGPU (Dawn) device, or GPU when an adapter exists. */
+export type Backend = 'auto' | 'cpu' | 'gpu';
 /** Stage B rotation: the paper's partial (salient block left alone), none, or every block rotated. */
 export type RotationMode = 'partial' | 'none' | 'full';
 /**
@@ -18,6 +20,7 @@ export type ClipMode = 'minmax' | 'mse';
 // ── Allowed values ─────────────────────────────────────────────────────────────────────────────
 export const METHODS: readonly Method[] = ['rtn', 'gptq', 'lopro', 'lopro_v'];
 export const EXECUTION_PROVIDERS: readonly ExecutionProviderName[] = ['auto', 'cuda', 'webgpu', 'cpu'];
+export const BACKENDS: readonly Backend[] = ['auto', 'cpu', 'gpu'];
 export const CLIP_MODES: readonly ClipMode[] = ['minmax', 'mse'];
 export const ROTATION_MODES: readonly RotationMode[] = ['partial', 'none', 'full'];
 /** Code widths of the scalar quantizers (codes are stored packed, one code ≤ 8 bits in a Uint8Array). */
@@ -29,6 +32,8 @@ export const VQ_DIMS = [1, 2, 4] as const;
  * 2^(d·b)·d·16 bits (bitsPerWeight), already more than the codes themselves at 2^12 for g = 128.
  */
 export const MAX_CODEBOOK_LOG2 = 12;
+/** Most CPU-backend worker threads one run may ask for. */
+export const MAX_THREADS = 256;
 
 /** A numeric setting's range: [min, max] unless an end is open, optionally integer-only. */
 export interface NumRange {
@@ -53,6 +58,7 @@ export const CHOICES = {
   rotation: ROTATION_MODES,
   vqDim: VQ_DIMS,
   ep: EXECUTION_PROVIDERS,
+  backend: BACKENDS,
 } as const satisfies { [K in keyof QuantizeConfig]?: readonly (string | number)[] };
 
 /** Range of every numeric key that is not enumerated. */
@@ -69,6 +75,7 @@ export const RANGES = {
   calibSamples: { min: 1, integer: true },
   ctx: { min: 0, integer: true },
   memoryBudgetMB: { min: 0, openMin: true },
+  threads: { min: 0, max: MAX_THREADS, integer: true },
   /** Any integer a double holds exactly (the random streams use its low 32 bits). */
   seed: { min: Number.MIN_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER, integer: true },
 } as const satisfies { [K in keyof QuantizeConfig]?: NumRange };
@@ -118,6 +125,12 @@ export interface QuantizeConfig extends LayerConfig {
   /** Window length in tokens; 0 = the model's protocol ctx (max_position_embeddings capped at 512). */
   ctx: number;
   ep: ExecutionProviderName;
+  /** Where the quantization math runs (the forward passes run on `ep`). Does not change the output's meaning. */
+  backend: Backend;
+  /** Also compute each layer's RTN and GPTQ proxy loss on the same Hessian (costs time; reports only). */
+  compare: boolean;
+  /** Worker threads of the CPU backend; 0 = one per core on machines with ≥ 4 cores, else the engine's own thread. */
+  threads: number;
   /** Seed of every random choice (R1SVD start vectors, k-means init). */
   seed: number;
   /** Spill calibration activations to disk above this many MiB. */
@@ -152,6 +165,9 @@ export const DEFAULT_CONFIG: Readonly<QuantizeConfig> = Object.freeze({
   calibSamples: 128,
   ctx: 0,
   ep: 'auto',
+  backend: 'auto',
+  compare: false,
+  threads: 0,
   seed: 0,
   memoryBudgetMB: 4096,
   layerOverrides: {},
@@ -180,6 +196,9 @@ export const CONFIG_DOCS: { readonly [K in keyof QuantizeConfig]: string } = {
   calibSamples: 'Number of calibration windows (the protocol uses 128).',
   ctx: "Calibration window length in tokens; 0 = the model's protocol context.",
   ep: 'ONNX Runtime execution provider of the forward passes.',
+  backend: 'Where the quantization math runs: cpu (TypeScript on worker threads), gpu (WGSL kernels on a WebGPU/Dawn device), auto (gpu when an adapter exists, else cpu). Does not change what the output means.',
+  compare: "Also compute each layer's RTN and GPTQ proxy loss on the same Hessian, next to its own in the reports and the layer view (slower).",
+  threads: "Worker threads of the CPU backend; 0 = automatic: one per core on machines with 4 or more cores, else only the engine's own thread.",
   seed: 'Seed of every random choice (R1SVD start vectors, k-means init).',
   memoryBudgetMB: 'Spill calibration activations to disk above this many MiB.',
   layerOverrides: 'Per-layer overrides: layer name or glob (with *) -> partial layer config, e.g. {"*.down_proj": {"bits": 4}}.',

@@ -62,9 +62,9 @@ export async function runDemo(o: DemoOptions, hooks: RunHooks, print: (s: string
   const root = packageRoot();
   const model = join(root, 'fixtures', 'tiny');
   const texts = ['persuasion.txt', 'jargon_tail.txt'].map((t) => join(root, 'fixtures', 'text', t));
-  const config: QuantizeConfig = { ...DEFAULT_CONFIG, method: o.method, bits: o.bits, calibText: join(root, 'fixtures', 'text', 'train.txt'), calibSamples: o.samples, ctx: 256, ep: o.ep, layerOverrides: {} };
+  const config: QuantizeConfig = { ...DEFAULT_CONFIG, method: o.method, bits: o.bits, calibText: join(root, 'fixtures', 'text', 'train.txt'), calibSamples: o.samples, ctx: 256, ep: o.ep, compare: true, layerOverrides: {} };
   const t0 = Date.now();
-  const summary = await quantizeRun({ modelPath: model, config, runDir: o.out, resume: false, evalTexts: texts, compare: true }, hooks);
+  const summary = await quantizeRun({ modelPath: model, config, runDir: o.out, resume: false, evalTexts: texts }, hooks);
   const tq = (Date.now() - t0) / 1000;
   const fp = await floatPerplexity(model, texts, o.ep, hooks);
   print('');

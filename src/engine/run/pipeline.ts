@@ -33,8 +33,6 @@ export interface QuantizeParams {
   resume: boolean;
   /** Texts to evaluate the exported model on after the run. */
   evalTexts?: string[];
-  /** Also compute RTN/GPTQ proxy losses per layer. */
-  compare?: boolean;
 }
 
 /** What the block loops need (shared by both kinds of model). */

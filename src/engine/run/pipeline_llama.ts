@@ -295,7 +295,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
             ...(Hdev && engines && lin.rows * lin.cols >= proxyLossMinWeights() && process.env.LOPRO_PROXY_LOSS_FROM !== 'host' ? { proxyLosses: lossesOnDevice(lin) } : {}),
           }, layerConfigFor(params.config, lin.name), {
             seed: params.config.seed,
-            compare: params.compare,
+            compare: params.config.compare,
             warn: (msg) => hooks.log('warn', msg),
             engines,
           });

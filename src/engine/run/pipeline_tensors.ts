@@ -31,11 +31,11 @@ export async function runTensorBlocks(ctx: RunContext): Promise<void> {
     const lc = layerConfigFor(params.config, lin.name);
     // Large RTN matrices go through row slices (bounded memory); everything else whole.
     const out =
-      lc.method === 'rtn' && !params.compare && lin.rows * lin.cols > SLICE_ABOVE
+      lc.method === 'rtn' && !params.config.compare && lin.rows * lin.cols > SLICE_ABOVE
         ? rtnByRows((r0, n) => model.ckpt.readRowsFloat32(lin.weight, r0, n), lin.name, i, lin.module, lin.rows, lin.cols, lc)
         : quantizeLayer({ name: lin.name, block: i, module: lin.module, rows: lin.rows, cols: lin.cols, W: model.ckpt.readFloat32(lin.weight) }, lc, {
             seed: params.config.seed,
-            compare: params.compare,
+            compare: params.config.compare,
             warn: (msg) => hooks.log('warn', msg),
           });
     writeSafetensorsAtomic(dir.blockFile(i), loproLayerTensors(lin.name, out.stored), { layers: JSON.stringify([lin.name]) });

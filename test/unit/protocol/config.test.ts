@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  BITS, DEFAULT_CONFIG, MAX_CODEBOOK_LOG2, describeIssues, describeRange, validateConfig, validateLayerConfig, withDefaults,
+  BACKENDS, BITS, DEFAULT_CONFIG, MAX_CODEBOOK_LOG2, describeIssues, describeRange, validateConfig, validateLayerConfig, withDefaults,
   type QuantizeConfig,
 } from '../../../src/protocol/config';
 
@@ -33,6 +33,9 @@ const CASES: { [K in keyof QuantizeConfig]: { ok: unknown[]; bad: unknown[] } } 
   calibSamples: { ok: [1, 128, 1e9], bad: [0, -1, 1.5] },
   ctx: { ok: [0, 1, 512], bad: [-1, 2.5] },
   ep: { ok: ['auto', 'cuda', 'webgpu', 'cpu'], bad: ['tpu', 'CPU'] },
+  backend: { ok: ['auto', 'cpu', 'gpu'], bad: ['cuda', 'GPU', '', 1] },
+  compare: { ok: [true, false], bad: ['yes', 0] },
+  threads: { ok: [0, 1, 4, 256], bad: [-1, 257, 1.5, NaN, '4'] },
   seed: { ok: [0, -7, 2 ** 52, Number.MAX_SAFE_INTEGER], bad: [NaN, Infinity, '1', 0.5, 2 ** 53] },
   memoryBudgetMB: { ok: [0.01, 1, 4096], bad: [0, -1] },
   layerOverrides: { ok: [{}, { '*.down_proj': { bits: 4, rank: 0 } }], bad: [[], null, 'x'] },
@@ -61,9 +64,9 @@ test('messages say what is allowed', () => {
   assert.equal(msg({ bits: 5 }), 'bits must be 2, 3, 4 or 8, got 5');
   assert.equal(msg({ hadamardBlock: 100 }), 'hadamardBlock (b_H) must be a power of two, got 100');
   assert.equal(msg({ percDamp: 0 }), 'percDamp must be in (0, 1), got 0');
-  assert.equal(msg({ powerIters: 51 }), 'powerIters must be an integer in [0, 50], got 51');
+  assert.equal(msg({ threads: 257 }), 'threads must be an integer in [0, 256], got 257');
   assert.equal(msg({ groupSize: 0 }), 'groupSize must be -1 or an integer ≥ 1, got 0');
-  assert.equal(msg({ ep: 'tpu' }), 'ep must be auto, cuda, webgpu or cpu, got "tpu"');
+  assert.equal(msg({ backend: 'tpu' }), 'backend must be auto, cpu or gpu, got "tpu"');
   assert.equal(msg({ memoryBudgetMB: 0 }), 'memoryBudgetMB must be > 0, got 0');
   assert.equal(msg({ bits: '4' }), 'bits must be a finite number, got "4"');
   assert.equal(describeRange({ min: 0, max: 1 }), 'in [0, 1]');
@@ -74,9 +77,9 @@ test('unknown keys are refused by name, at the top level and inside an override'
   assert.deepEqual(top.map((i) => i.field), ['frobnicate']);
   // Names every object inherits are not settings either, and a parsed "__proto__" stays a key.
   assert.deepEqual(validateConfig(withDefaults(JSON.parse('{"constructor": 1, "toString": 2, "__proto__": {"bits": 3}}'))).map((i) => i.field).sort(), ['__proto__', 'constructor', 'toString']);
-  const o = validateConfig(cfg({ layerOverrides: { '*.q_proj': { nope: 1, calibText: 'x', seed: 2 } } }));
-  assert.deepEqual(o.map((i) => i.field).sort(), ['layerOverrides["*.q_proj"].calibText', 'layerOverrides["*.q_proj"].nope', 'layerOverrides["*.q_proj"].seed']);
-  assert.match(o.find((i) => i.field.endsWith('.seed'))!.message, /run-wide setting/);
+  const o = validateConfig(cfg({ layerOverrides: { '*.q_proj': { nope: 1, calibText: 'x', threads: 2 } } }));
+  assert.deepEqual(o.map((i) => i.field).sort(), ['layerOverrides["*.q_proj"].calibText', 'layerOverrides["*.q_proj"].nope', 'layerOverrides["*.q_proj"].threads']);
+  assert.match(o.find((i) => i.field.endsWith('.threads'))!.message, /run-wide setting/);
 });
 
 test('an override is checked merged over the run config, and its issues carry the override in field and message', () => {
@@ -104,7 +107,7 @@ test('lopro_v codebook: 2^(vqDim·bits) ≤ 2^MAX_CODEBOOK_LOG2; the message nam
 });
 
 test('validateLayerConfig alone (the layer view and layer/requantize): the same rules', () => {
-  const { layerOverrides: _o, calibText: _c, calibSamples: _s, ctx: _x, ep: _e, seed: _d, memoryBudgetMB: _mb, ...layer } = cfg();
+  const { layerOverrides: _o, calibText: _c, calibSamples: _s, ctx: _x, ep: _e, backend: _b, compare: _m, threads: _t, seed: _d, memoryBudgetMB: _mb, ...layer } = cfg();
   assert.deepEqual(validateLayerConfig(layer), []);
   for (const b of BITS) assert.deepEqual(validateLayerConfig({ ...layer, bits: b }), []);
   assert.equal(validateLayerConfig({ ...layer, bits: 16 })[0].field, 'bits');
@@ -114,5 +117,9 @@ test('withDefaults fills missing (and undefined) keys and keeps unknown ones for
   const c = withDefaults({ bits: 3, rank: undefined, typo: 1 });
   assert.equal(c.bits, 3);
   assert.equal(c.rank, DEFAULT_CONFIG.rank);
+  assert.equal(c.backend, 'auto');
+  assert.equal(c.compare, false);
+  assert.equal(c.threads, 0);
   assert.deepEqual(validateConfig(c).map((i) => i.field), ['typo']);
+  assert.deepEqual(BACKENDS, ['auto', 'cpu', 'gpu']);
 });

@@ -55,4 +55,21 @@ test('errors name the flag', () => {
   assert.equal(code(() => parseOverride('*:colour=red')), 'E_BAD_CONFIG --override');
   assert.equal(code(() => configFromFlags({ bits: 5 })), 'E_BAD_CONFIG --bits');
   assert.equal(code(() => configFromFlags({ hadamardBlock: 100 })), 'E_BAD_CONFIG --hadamard-block');
+  assert.equal(code(() => parseArgs(['--threads', 'four'], B, V)), 'E_BAD_CONFIG --threads');
+  assert.equal(code(() => parseArgs(['--threads'], B, V)), 'E_BAD_CONFIG --threads');
+  assert.equal(code(() => parseArgs(['--compare=maybe'], B, V)), 'E_BAD_CONFIG --compare');
+  assert.equal(code(() => parseArgs(['--backend'], B, V)), 'E_BAD_CONFIG --backend');
+  assert.equal(code(() => configFromFlags({ backend: 'tpu' as 'gpu' })), 'E_BAD_CONFIG --backend');
+  assert.equal(code(() => configFromFlags({ threads: 257 })), 'E_BAD_CONFIG --threads');
+});
+
+test('--backend, --compare and --threads are config keys like any other', () => {
+  const a = parseArgs(['m', '--backend', 'gpu', '--compare', '--threads', '4'], B, V);
+  assert.deepEqual(a.config, { backend: 'gpu', compare: true, threads: 4 });
+  assert.deepEqual(a.positional, ['m']);
+  assert.equal(a.flags.size, 0, '--compare is no longer a flag of its own');
+  assert.deepEqual(parseArgs(['--backend=cpu', '--no-compare', '--threads=0'], B, V).config, { backend: 'cpu', compare: false, threads: 0 });
+  assert.deepEqual(parseArgs(['--compare=false'], B, V).config, { compare: false });
+  const c = configFromFlags({});
+  assert.deepEqual([c.backend, c.compare, c.threads], ['auto', false, 0]);
 });
