@@ -5,7 +5,7 @@
 import { CHOICES, CONFIG_DOCS, DEFAULT_CONFIG, RANGES, describeRange, type NumRange, type QuantizeConfig } from '../protocol/config';
 import { ErrorCode, type ExportFormat, type ProgressValue } from '../protocol/messages';
 import { ProtocolError } from '../protocol/rpc';
-import { configFromFlags, kebab, parseArgs } from './run/args';
+import { configFromFlags, flagFor, kebab, parseArgs } from './run/args';
 import { formatEta } from './run/progress';
 import { ENGINE_VERSION } from './run/version';
 import { inspectModel } from './run/inspect';
@@ -163,6 +163,15 @@ function printHelp(): number {
   return 0;
 }
 
+/**
+ * A config error names the field (`hadamardBlock`, the engine checks configs for every client):
+ * on the command line, say the flag that sets it instead.
+ */
+function asFlagError(e: ProtocolError): ProtocolError {
+  const flag = e.code === ErrorCode.BadConfig && e.where ? flagFor(e.where) : undefined;
+  return flag ? new ProtocolError(e.code, e.message, flag, e.hint ?? 'see `lopro quantize --help`') : e;
+}
+
 /** One line for a user: `lopro: E_BAD_CHECKPOINT: message [where] (hint: …)`. */
 export function formatUserError(e: ProtocolError): string {
   return `lopro: ${e.code}: ${e.message}${e.where ? ` [${e.where}]` : ''}${e.hint ? ` (hint: ${e.hint})` : ''}`;
@@ -203,7 +212,7 @@ export async function runCli(argv: string[]): Promise<number> {
   } catch (e) {
     if (process.env.LOPRO_DEBUG) console.error(e);
     if (e instanceof ProtocolError && e.code !== ErrorCode.Internal) {
-      process.stderr.write(formatUserError(e) + '\n');
+      process.stderr.write(formatUserError(asFlagError(e)) + '\n');
       return e.code === ErrorCode.Cancelled ? 130 : 2;
     }
     const msg = e instanceof Error ? e.message : String(e);

@@ -55,7 +55,11 @@ function readCalibBytes(config: QuantizeConfig): Uint8Array | undefined {
   }
 }
 
-/** Defaults for missing keys, then every rule of validateConfig (unknown keys included). */
+/**
+ * The engine's one check of a run config, at its entry (CLI, worker `run/start`, demo, benches): the
+ * defaults for missing keys, then every rule of validateConfig, unknown keys included. The CLI does
+ * not validate before this; it shows the failing field as its flag (cli.ts).
+ */
 function checkedConfig(partial: QuantizeConfig): QuantizeConfig {
   const config = withDefaults(partial);
   const issues = validateConfig(config);

@@ -1,6 +1,7 @@
-// backend, compare and threads are config keys at the engine's entries: the CLI's help lists them,
-// and run/start computes the RTN/GPTQ comparison only when the config asks for it (it used to be
-// forced on for the extension, so a VS Code run was slower than the same run from the CLI).
+// The engine validates a run config once, at its entry (quantizeRun's checkedConfig), for every
+// client: before it touches the model, naming the field; the CLI shows that field as its flag and
+// exits 2. `compare` is the config key alone: run/start computes the RTN/GPTQ comparison only when
+// the config asks for it (it used to be forced on for the extension, so VS Code runs were slower).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
@@ -8,13 +9,34 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_CONFIG, type QuantizeConfig } from '../../../src/protocol/config';
 import type { EngineNotifications, EngineRequests } from '../../../src/protocol/messages';
-import { Connection, memoryTransportPair } from '../../../src/protocol/rpc';
+import { Connection, ProtocolError, memoryTransportPair } from '../../../src/protocol/rpc';
+import { quantizeRun } from '../../../src/engine/run/pipeline';
 import { registerEngineHandlers, type EngineConnection } from '../../../src/engine/run/handlers';
 import { runCli } from '../../../src/engine/cli';
 import { makeBareCheckpoint } from '../../integration/helpers';
 
 const tmp = (p: string) => mkdtempSync(join(tmpdir(), `lopro-entry-${p}-`));
+const quiet = { onProgress: () => {}, onLayerDone: () => {}, log: () => {} };
 const cfg = (o: Partial<QuantizeConfig> = {}): QuantizeConfig => ({ ...DEFAULT_CONFIG, layerOverrides: {}, ...o });
+
+test('quantizeRun refuses a bad config before opening the model, naming the field', async () => {
+  const missing = join(tmp('missing'), 'no-such-model.safetensors');
+  const refused = async (config: object) => {
+    try {
+      await quantizeRun({ modelPath: missing, config: config as unknown as QuantizeConfig, runDir: tmp('out'), resume: false }, quiet);
+    } catch (e) {
+      assert.ok(e instanceof ProtocolError);
+      return `${e.code} ${e.where}: ${e.message}`;
+    }
+    return 'accepted';
+  };
+  assert.equal(await refused(cfg({ threads: 300 })), 'E_BAD_CONFIG threads: threads must be an integer in [0, 256], got 300');
+  assert.equal(await refused({ ...cfg(), backend: 'tpu' }), 'E_BAD_CONFIG backend: backend must be auto, cpu or gpu, got "tpu"');
+  assert.equal(await refused({ ...cfg(), frobnicate: 1 }), 'E_BAD_CONFIG frobnicate: frobnicate: unknown setting');
+  assert.equal(await refused(cfg({ bits: 5, rank: -1 })), 'E_BAD_CONFIG bits: bits must be 2, 3, 4 or 8, got 5; rank must be an integer ≥ 0, got -1');
+  // A good config gets past the check: then the missing model is the error.
+  assert.match(await refused(cfg()), /^E_IO .*no-such-model/);
+});
 
 /** runCli in this process, its stdout and stderr captured. */
 async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -29,6 +51,22 @@ async function cli(args: string[]): Promise<{ code: number; out: string; err: st
     [process.stdout.write, process.stderr.write] = w;
   }
 }
+
+test('lopro quantize: a config error exits 2 with one line naming the flag', async () => {
+  const model = join(tmp('cli'), 'm.safetensors');
+  makeBareCheckpoint(model);
+  const line = async (...flags: string[]) => {
+    const r = await cli(['quantize', model, '--out', tmp('cli-out'), ...flags]);
+    assert.equal(r.code, 2, r.err);
+    assert.equal(r.err.trim().split('\n').length, 1, r.err);
+    return r.err.trim();
+  };
+  assert.equal(await line('--backend', 'tpu'), 'lopro: E_BAD_CONFIG: backend must be auto, cpu or gpu, got "tpu" [--backend] (hint: see `lopro quantize --help`)');
+  assert.match(await line('--threads', '257'), /threads must be an integer in \[0, 256\], got 257 \[--threads\]/);
+  assert.match(await line('--threads', 'many'), /--threads expects a number, got "many" \[--threads\]/);
+  assert.match(await line('--compare=perhaps'), /--compare expects true or false, got "perhaps" \[--compare\]/);
+  assert.match(await line('--override', '*.weight:bits=7'), /layerOverrides\["\*\.weight"\]\.bits must be 2, 3, 4 or 8, got 7 \[--override "\*\.weight:bits"\]/);
+});
 
 test('lopro quantize --help lists --backend, --compare and --threads with what they accept', async () => {
   const r = await cli(['quantize', '--help']);
