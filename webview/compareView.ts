@@ -2,6 +2,7 @@
 // proxy loss, B over A: blue = B better, red = B worse), and perplexity side by side (runs whose
 // weights changed after their evaluation are re-evaluated by the host before this view opens).
 
+import { DEFAULT_CONFIG } from '../src/protocol/config';
 import type { RunSummary } from '../src/protocol/messages';
 import type { ToWebview } from '../src/protocol/webview';
 import { clear, fmt, h } from './dom';
@@ -21,14 +22,17 @@ const name = (s: RunSummary) => s.runDir.split(/[\\/]/).pop() ?? s.runDir;
 
 function draw(root: HTMLElement, a: RunSummary, b: RunSummary): void {
   clear(root);
-  const keys = [...new Set([...Object.keys(a.config), ...Object.keys(b.config)])];
+  // A run made before a setting existed ran with its default: compare it as such, not as "undefined".
+  const ca = { ...DEFAULT_CONFIG, ...a.config } as unknown as Record<string, unknown>;
+  const cb = { ...DEFAULT_CONFIG, ...b.config } as unknown as Record<string, unknown>;
+  const keys = [...new Set([...Object.keys(ca), ...Object.keys(cb)])];
   const show = (v: unknown) => (typeof v === 'object' ? JSON.stringify(v) : String(v));
-  const diff = keys.filter((k) => show((a.config as unknown as Record<string, unknown>)[k]) !== show((b.config as unknown as Record<string, unknown>)[k]));
+  const diff = keys.filter((k) => show(ca[k]) !== show(cb[k]));
   const cfgTable = h(
     'table',
     { class: 'grid-table', id: 'config-diff' },
     h('tr', {}, h('th', {}, 'setting'), h('th', {}, `A: ${name(a)}`), h('th', {}, `B: ${name(b)}`)),
-    ...diff.map((k) => h('tr', {}, h('td', {}, k), h('td', {}, show((a.config as unknown as Record<string, unknown>)[k])), h('td', {}, show((b.config as unknown as Record<string, unknown>)[k])))),
+    ...diff.map((k) => h('tr', {}, h('td', {}, k), h('td', {}, show(ca[k])), h('td', {}, show(cb[k])))),
     h('tr', {}, h('td', {}, 'bits / weight'), h('td', {}, fmt(a.bpw, 3)), h('td', {}, fmt(b.bpw, 3))),
   );
   const texts = [...new Set([...Object.keys(a.perplexity ?? {}), ...Object.keys(b.perplexity ?? {})])];

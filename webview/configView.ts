@@ -1,32 +1,25 @@
-// Config panel: one form over QuantizeConfig (vscode-elements), live estimates (bits per weight,
-// output size, peak memory) from the model/inspect summary, and validateConfig's messages shown
-// inline under the field they are about. Start is disabled while there is any issue.
+// Config panel: one form over QuantizeConfig (vscode-elements) built from FORM_FIELDS (choices and
+// number bounds from config.ts), live estimates (bits per weight, output size, peak memory) from the
+// model/inspect summary, and validateConfig's messages shown inline under the field they are about.
+// Start is disabled while there is any issue; the host checks the config again when a run starts.
 
-import { CLIP_MODES, DEFAULT_CONFIG, EXECUTION_PROVIDERS, METHODS, validateConfig, type QuantizeConfig } from '../src/protocol/config';
+import { DEFAULT_CONFIG, validateConfig, type ConfigIssue, type QuantizeConfig } from '../src/protocol/config';
 import type { ModelSummary } from '../src/protocol/messages';
 import type { ConfigInitMessage, ToWebview } from '../src/protocol/webview';
 import { post } from './api';
+import { FORM_FIELDS, configFromForm, formValues, numberAttrs, type FormField, type FormValues } from './configForm';
 import { bytes, clear, fmt, h } from './dom';
 import { estimate } from './estimate';
 
-type NumKey = 'bits' | 'groupSize' | 'rank' | 'salientBlock' | 'hadamardBlock' | 'powerIters' | 'calibSamples' | 'ctx';
 type ValueEl = HTMLElement & { value: string; checked?: boolean };
-
-const NUMERIC: { key: NumKey; label: string; help: string }[] = [
-  { key: 'groupSize', label: 'Group size', help: 'Columns per scale/zero group; -1 = one group per row.' },
-  { key: 'rank', label: 'Rank r', help: 'Low-rank part (stage A); 0 disables it.' },
-  { key: 'salientBlock', label: 'b_I (salient block)', help: 'Most important columns, left unrotated.' },
-  { key: 'hadamardBlock', label: 'b_H (Hadamard block)', help: 'Walsh–Hadamard block width, a power of two.' },
-  { key: 'powerIters', label: 'Power iterations', help: 'Per R1SVD round.' },
-  { key: 'calibSamples', label: 'Calibration samples', help: 'Windows of ctx tokens (protocol: 128).' },
-  { key: 'ctx', label: 'Context (tokens)', help: "0 = the model's protocol context." },
-];
 
 export function configView(root: HTMLElement): (m: ToWebview) => void {
   let config: QuantizeConfig = { ...DEFAULT_CONFIG, layerOverrides: {} };
+  let issues: ConfigIssue[] = [];
   let summary: ModelSummary | null = null;
   let running = false;
-  const fields = new Map<string, ValueEl>();
+  /** The control of each form key (a radio group for radios). */
+  const controls = new Map<string, ValueEl>();
   const helpers = new Map<string, HTMLElement>();
 
   const title = h('h1', { id: 'title' }, 'LoPRo: Quantize');
@@ -37,49 +30,47 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
   const startBtn = h('vscode-button', { id: 'start' }, 'Start quantization') as HTMLElement & { disabled: boolean };
   const cancelBtn = h('vscode-button', { id: 'cancel', secondary: true, onclick: () => post({ type: 'cancel' }) }, 'Cancel');
 
-  const group = (key: string, label: string, control: HTMLElement, help: string) => {
+  const group = (key: string, label: string | null, control: HTMLElement, help: string) => {
     const helper = h('vscode-form-helper', { id: `help-${key}` }, help);
     helper.dataset.help = help;
     helpers.set(key, helper);
-    return h('vscode-form-group', { variant: 'vertical' }, h('vscode-label', { for: key }, label), control, helper);
+    return h('vscode-form-group', { variant: 'vertical' }, label ? h('vscode-label', { for: key }, label) : null, control, helper);
   };
-  const textfield = (key: string, type = 'number') => {
-    const el = h('vscode-textfield', { id: key, name: key, type }) as ValueEl;
-    fields.set(key, el);
+  const pickBtn = (field: 'calibText' | 'outputFolder') => h('vscode-button', { id: `pick-${field}`, secondary: true, onclick: () => post({ type: 'pick', field }) }, 'Browse…');
+  const textfield = (key: string, type: string, attrs: Record<string, number> = {}) => {
+    const el = h('vscode-textfield', { id: key, name: key, type, ...attrs }) as ValueEl;
     el.addEventListener('input', update);
     el.addEventListener('change', update);
     return el;
   };
-  const select = (key: string, options: readonly string[]) => {
-    const el = h('vscode-single-select', { id: key, name: key }, ...options.map((o) => h('vscode-option', { value: o }, o))) as ValueEl;
-    fields.set(key, el);
-    el.addEventListener('change', update);
+  const outputFolder = textfield('outputFolder', 'text');
+
+  function control(f: FormField): HTMLElement {
+    let el: ValueEl;
+    if (f.control === 'radio')
+      el = h('vscode-radio-group', { id: f.key }, ...f.options!.map((o) => h('vscode-radio', { name: f.key, value: String(o), id: `${f.key}-${o}`, label: String(o) }, String(o)))) as unknown as ValueEl;
+    else if (f.control === 'select') el = h('vscode-single-select', { id: f.key, name: f.key }, ...f.options!.map((o) => h('vscode-option', { value: String(o) }, String(o)))) as unknown as ValueEl;
+    else if (f.control === 'toggle') el = h('vscode-checkbox', { id: f.key, name: f.key, toggle: true }, f.label) as unknown as ValueEl;
+    else el = textfield(f.key, f.control, f.control === 'number' ? numberAttrs(f.range) : {});
+    if (f.control !== 'number' && f.control !== 'text') el.addEventListener('change', update);
+    controls.set(f.key, el);
+    if (f.key === 'calibText') return h('div', { class: 'row' }, el, pickBtn('calibText'));
     return el;
-  };
-  const bitsGroup = h('vscode-radio-group', { id: 'bits' }, ...[2, 3, 4, 8].map((b) => h('vscode-radio', { name: 'bits', value: String(b), id: `bits-${b}`, label: `${b}` }, `${b}`)));
-  bitsGroup.addEventListener('change', update);
-  const pickBtn = (field: 'calibText' | 'outputFolder') => h('vscode-button', { id: `pick-${field}`, secondary: true, onclick: () => post({ type: 'pick', field }) }, 'Browse…');
+  }
+  const fieldsOf = (section: FormField['section']) => FORM_FIELDS.filter((f) => f.section === section).map((f) => group(f.key, f.control === 'toggle' ? null : f.label, control(f), f.help));
 
   const form = h(
     'div',
     { class: 'form' },
-    h(
-      'section',
-      {},
-      h('h2', {}, 'Method'),
-      group('method', 'Method', select('method', METHODS), 'lopro = low rank + permuted partial Hadamard + GPTQ.'),
-      group('bits', 'Bits', bitsGroup, 'Bits per code of the residual quantizer.'),
-      group('clip', 'Group range', select('clip', CLIP_MODES), 'minmax = the protocol; mse = shrink each group range to the lowest error (better at 2–3 bits).'),
-      ...NUMERIC.slice(0, 5).map((f) => group(f.key, f.label, textfield(f.key), f.help)),
-    ),
+    h('section', {}, h('h2', {}, 'Method'), ...fieldsOf('method')),
     h(
       'section',
       {},
       h('h2', {}, 'Calibration & output'),
-      group('calibText', 'Calibration text', h('div', { class: 'row' }, textfield('calibText', 'text'), pickBtn('calibText')), 'UTF-8 text file; empty = data-free (H = I).'),
-      ...NUMERIC.slice(5).map((f) => group(f.key, f.label, textfield(f.key), f.help)),
-      group('ep', 'Execution provider', select('ep', EXECUTION_PROVIDERS), 'ONNX Runtime EP for the forward passes.'),
-      group('outputFolder', 'Output folder', h('div', { class: 'row' }, textfield('outputFolder', 'text'), pickBtn('outputFolder')), 'The run (checkpoint, report) is written here.'),
+      ...fieldsOf('calibration'),
+      group('outputFolder', 'Output folder', h('div', { class: 'row' }, outputFolder, pickBtn('outputFolder')), 'The run (checkpoint, report) is written here.'),
+      h('h2', {}, 'Compute'),
+      ...fieldsOf('compute'),
     ),
   );
   clear(root);
@@ -87,40 +78,40 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
 
   startBtn.addEventListener('click', () => {
     if (startBtn.disabled) return;
-    const outputFolder = fields.get('outputFolder')!.value;
     status.textContent = 'Starting…';
     running = true;
-    update();
-    post({ type: 'start', config, outputFolder });
+    drawButtons();
+    // `config` and its issues are the form's as of its last change: Start is enabled only without issues.
+    post({ type: 'start', config, outputFolder: outputFolder.value });
   });
 
   function readForm(): QuantizeConfig {
-    const c: QuantizeConfig = { ...config };
-    const num = (k: string) => Number(fields.get(k)!.value.trim() === '' ? NaN : fields.get(k)!.value);
-    for (const f of NUMERIC) (c as unknown as Record<string, number>)[f.key] = num(f.key);
-    const checked = [...bitsGroup.querySelectorAll('vscode-radio')].find((r) => (r as ValueEl).checked) as ValueEl | undefined;
-    c.bits = checked ? Number(checked.value) : c.bits;
-    c.method = fields.get('method')!.value as QuantizeConfig['method'];
-    c.clip = fields.get('clip')!.value as QuantizeConfig['clip'];
-    c.ep = fields.get('ep')!.value as QuantizeConfig['ep'];
-    c.calibText = fields.get('calibText')!.value;
-    return c;
+    const v = {} as Record<string, string | boolean>;
+    for (const f of FORM_FIELDS) {
+      const el = controls.get(f.key)!;
+      if (f.control === 'radio') v[f.key] = ([...el.querySelectorAll('vscode-radio')] as ValueEl[]).find((r) => r.checked)?.value ?? String(config[f.key]);
+      else if (f.control === 'toggle') v[f.key] = !!el.checked;
+      else v[f.key] = el.value;
+    }
+    return configFromForm(v as FormValues, config);
   }
 
-  function writeForm(c: QuantizeConfig, outputFolder: string): void {
-    for (const f of NUMERIC) fields.get(f.key)!.value = String(c[f.key]);
-    fields.get('method')!.value = c.method;
-    fields.get('clip')!.value = c.clip ?? 'minmax';
-    fields.get('ep')!.value = c.ep;
-    fields.get('calibText')!.value = c.calibText;
-    fields.get('outputFolder')!.value = outputFolder;
-    for (const r of bitsGroup.querySelectorAll('vscode-radio')) (r as ValueEl).checked = (r as ValueEl).value === String(c.bits);
+  function writeForm(c: QuantizeConfig, folder: string): void {
+    const v = formValues(c) as Record<string, string | boolean>;
+    for (const f of FORM_FIELDS) {
+      const el = controls.get(f.key)!;
+      if (f.control === 'radio') for (const r of el.querySelectorAll('vscode-radio')) (r as ValueEl).checked = (r as ValueEl).value === v[f.key];
+      else if (f.control === 'toggle') el.checked = v[f.key] === true;
+      else el.value = String(v[f.key]);
+    }
+    outputFolder.value = folder;
   }
 
+  /** Reads the form, validates it (validateConfig, the one set of rules) and shows the result. */
   function update(): void {
     config = readForm();
-    const issues = validateConfig(config);
-    if (!fields.get('outputFolder')!.value.trim()) issues.push({ field: 'outputFolder', message: 'choose an output folder' });
+    issues = validateConfig(config);
+    if (!outputFolder.value.trim()) issues.push({ field: 'outputFolder', message: 'choose an output folder' });
     for (const [key, helper] of helpers) {
       const mine = issues.filter((i) => i.field === key);
       helper.classList.toggle('invalid', mine.length > 0);
@@ -128,10 +119,14 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
       else helper.textContent = helper.dataset.help ?? helper.textContent;
     }
     clear(issuesBox);
-    if (issues.length) issuesBox.append(h('p', { class: 'error' }, `${issues.length} problem${issues.length > 1 ? 's' : ''}: `), h('ul', {}, ...issues.map((i) => h('li', {}, h('b', {}, i.field), ': ', i.message))));
+    if (issues.length) issuesBox.append(h('p', { class: 'error' }, `${issues.length} problem${issues.length > 1 ? 's' : ''}: `), h('ul', {}, ...issues.map((i) => h('li', {}, i.message))));
+    drawButtons();
+    drawEstimate();
+  }
+
+  function drawButtons(): void {
     startBtn.disabled = issues.length > 0 || running;
     cancelBtn.hidden = !running;
-    drawEstimate();
   }
 
   function drawEstimate(): void {
@@ -156,7 +151,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
         init(m);
         return;
       case 'picked':
-        fields.get(m.field)!.value = m.path;
+        (m.field === 'outputFolder' ? outputFolder : controls.get(m.field)!).value = m.path;
         update();
         return;
       case 'error':

@@ -6,7 +6,7 @@
 // after side by side, and "Apply to run".
 
 import type { Chart } from 'chart.js';
-import { METHODS, type LayerConfig, type QuantizeConfig } from '../src/protocol/config';
+import { BITS, DEFAULT_LAYER_CONFIG, METHODS, pickLayerConfig, validateLayerConfig, type LayerConfig, type QuantizeConfig } from '../src/protocol/config';
 import type { LayerDetails, LayerReport } from '../src/protocol/messages';
 import type { RequantizedMessage } from '../src/protocol/webview';
 import { post } from './api';
@@ -117,7 +117,7 @@ export class LayerView {
 
   private requantizeForm(c: LayerConfig | undefined): HTMLElement {
     const method = h('vscode-single-select', { id: 'rq-method' }, ...METHODS.map((m) => h('vscode-option', { value: m }, m))) as ValueEl;
-    const bits = h('vscode-radio-group', { id: 'rq-bits' }, ...[2, 3, 4, 8].map((b) => h('vscode-radio', { name: 'rq-bits', value: String(b), id: `rq-bits-${b}`, label: String(b), checked: c?.bits === b }, String(b))));
+    const bits = h('vscode-radio-group', { id: 'rq-bits' }, ...BITS.map((b) => h('vscode-radio', { name: 'rq-bits', value: String(b), id: `rq-bits-${b}`, label: String(b), checked: c?.bits === b }, String(b))));
     const rank = h('vscode-textfield', { id: 'rq-rank', type: 'number' }) as ValueEl;
     void customElements.whenDefined('vscode-textfield').then(() => {
       rank.value = String(c?.rank ?? 16);
@@ -128,8 +128,10 @@ export class LayerView {
       const checked = [...bits.querySelectorAll('vscode-radio')].find((r) => (r as ValueEl).checked) as ValueEl | undefined;
       const overrides: Partial<LayerConfig> = { method: method.value as LayerConfig['method'], rank: Number(rank.value) };
       if (checked) overrides.bits = Number(checked.value);
-      if (!Number.isInteger(overrides.rank) || overrides.rank! < 0) {
-        this.rqBox.textContent = 'rank must be a non-negative integer';
+      // The same rules as everywhere (validateLayerConfig), over the layer's config with the changes.
+      const issues = validateLayerConfig({ ...(c ? pickLayerConfig(c) : DEFAULT_LAYER_CONFIG), ...overrides });
+      if (issues.length) {
+        this.rqBox.textContent = issues.map((i) => i.message).join('; ');
         return;
       }
       clear(this.rqBox);

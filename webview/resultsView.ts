@@ -102,7 +102,7 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
         row('Method', `${s.config.method}, ${s.config.bits} bits, group ${s.config.groupSize}, rank ${s.config.rank}`),
         h('tr', {}, h('th', {}, 'Perplexity'), h('td', { id: 'perplexity' }, ppl, ' ', evalBtn)),
         row('Layers', `${s.layers.length}${worst ? ` (worst: ${worst.name}, ${pct(worst.relProxyLoss)})` : ''}`),
-        row('Time', `${fmt(seconds, 1)} s on ${s.ep}${s.resumed ? ' (resumed)' : ''}`),
+        row('Time', `${fmt(seconds, 1)} s on EP ${s.ep}${s.backend ? `, backend ${s.backend}` : ''}${s.resumed ? ' (resumed)' : ''}`, 'run-time'),
       ),
     );
   }
@@ -200,6 +200,6 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
   };
 }
 
-function row(k: string, v: string): HTMLElement {
-  return h('tr', {}, h('th', {}, k), h('td', {}, v));
+function row(k: string, v: string, id?: string): HTMLElement {
+  return h('tr', {}, h('th', {}, k), h('td', { id }, v));
 }

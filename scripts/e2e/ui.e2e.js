@@ -146,6 +146,15 @@ async function fill(frame, id, value) {
       await cfg.locator('#bits-3').click();
       await cfg.locator('#est-bpw').filter({ hasNotText: before }).waitFor({ timeout: 5000 });
       lap(`estimate ${before} → ${await cfg.locator('#est-bpw').textContent()} bits/weight`);
+      // The layer view's "same layer, other methods" numbers need the comparison, off by default.
+      const backends = await cfg.locator('#backend vscode-option').allTextContents();
+      if (backends.join() !== 'auto,cpu,gpu') throw new Error(`backend choices: ${backends.join()}`);
+      await cfg.locator('#compare').click();
+      if (!(await cfg.locator('#compare').evaluate((el) => el.checked))) throw new Error('the compare toggle did not turn on');
+      await fill(cfg, 'threads', 300);
+      await cfg.locator('#help-threads.invalid').filter({ hasText: 'threads must be an integer in [0, 256], got 300' }).waitFor({ timeout: 5000 });
+      await fill(cfg, 'threads', 0);
+      await cfg.locator('#help-threads.invalid').waitFor({ state: 'detached', timeout: 5000 });
       await shot('config-panel.png');
     });
 
@@ -189,6 +198,8 @@ async function fill(frame, id, value) {
       }
       const blocks = await res.locator('#perm-blocks .perm-block').allTextContents();
       lap(`permutation blocks: ${blocks.join(' ')}`);
+      const report = await res.locator('#layer-view table.kv').first().textContent();
+      if (!/Same layer, other methods/.test(report) || !/\brtn: \d/.test(report) || !/\bgptq: \d/.test(report)) throw new Error(`no RTN/GPTQ comparison in the layer report (compare was on): ${report}`);
       await res.locator('#layer-title').evaluate((el) => el.scrollIntoView({ block: 'start' }));
       await page.waitForTimeout(300);
       await shot('layer-view.png');

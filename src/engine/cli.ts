@@ -2,10 +2,10 @@
 // (tables, perplexities, JSON with --json) to stdout. A user error (bad file, bad flag) prints one
 // line — code, message, where, hint — and exits 2; never a stack trace (LOPRO_DEBUG=1 shows it).
 
-import { DEFAULT_CONFIG, type QuantizeConfig } from '../protocol/config';
+import { CHOICES, CONFIG_DOCS, DEFAULT_CONFIG, RANGES, describeRange, type NumRange, type QuantizeConfig } from '../protocol/config';
 import { ErrorCode, type ExportFormat, type ProgressValue } from '../protocol/messages';
 import { ProtocolError } from '../protocol/rpc';
-import { configFromFlags, kebab, parseArgs } from './run/args';
+import { configFromFlags, flagFor, kebab, parseArgs } from './run/args';
 import { formatEta } from './run/progress';
 import { ENGINE_VERSION } from './run/version';
 import { inspectModel } from './run/inspect';
@@ -34,7 +34,6 @@ quantize:
   --out DIR           run directory (checkpoints, reports, the native quantized model)
   --resume            continue from the last complete block of DIR (refused if incompatible)
   --eval FILE         after the run, perplexity of the exported model on FILE (repeatable)
-  --compare           also report each layer's RTN and GPTQ proxy loss (same H, same bits)
   --override "PATTERN:key=v,..."   per-layer settings, e.g. "*.down_proj:bits=3" (repeatable)
   --json              print the run summary as JSON
  Settings (defaults in brackets; every QuantizeConfig key):
@@ -44,12 +43,18 @@ Exit codes: 0 ok, 2 bad input (message names the file, tensor or flag), 130 canc
 
 function configHelp(): string {
   const alias: Record<string, string> = { groupSize: ' (--group)', calibText: ' (--calib)', calibSamples: ' (--samples)', percDamp: ' (--damp)' };
-  return Object.entries(DEFAULT_CONFIG)
-    .map(([k, v]) => `  --${kebab(k)}${alias[k] ?? ''} [${typeof v === 'object' ? JSON.stringify(v) : String(v)}]`)
+  return (Object.keys(DEFAULT_CONFIG) as (keyof QuantizeConfig)[])
+    .map((k) => {
+      const v = DEFAULT_CONFIG[k];
+      const choices = (CHOICES as Record<string, readonly unknown[]>)[k];
+      const range = (RANGES as Record<string, NumRange>)[k];
+      const allowed = choices ? `  ${choices.join('|')}` : range ? `  ${describeRange(range)}` : '';
+      return `  --${kebab(k)}${alias[k] ?? ''} [${typeof v === 'object' ? JSON.stringify(v) : String(v)}]${allowed}\n      ${CONFIG_DOCS[k]}`;
+    })
     .join('\n');
 }
 
-const BOOLEAN_FLAGS = new Set(['resume', 'compare', 'json', 'help', 'version', 'quiet']);
+const BOOLEAN_FLAGS = new Set(['resume', 'json', 'help', 'version', 'quiet']);
 const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override']);
 
 function last(flags: Map<string, string[]>, name: string): string | undefined {
@@ -101,7 +106,7 @@ async function cmdQuantize(argv: string[], signal: AbortSignal): Promise<number>
   const config: QuantizeConfig = configFromFlags(a.config);
   const quiet = a.flags.has('quiet');
   const summary = await quantizeRun(
-    { modelPath, config, runDir, resume: a.flags.has('resume'), evalTexts: a.flags.get('eval') ?? [], compare: a.flags.has('compare') },
+    { modelPath, config, runDir, resume: a.flags.has('resume'), evalTexts: a.flags.get('eval') ?? [] },
     cliHooks(quiet, signal),
   );
   if (a.flags.has('json')) process.stdout.write(JSON.stringify(summary, null, 1) + '\n');
@@ -159,6 +164,15 @@ function printHelp(): number {
   return 0;
 }
 
+/**
+ * A config error names the field (`hadamardBlock`, the engine checks configs for every client):
+ * on the command line, say the flag that sets it instead.
+ */
+function asFlagError(e: ProtocolError): ProtocolError {
+  const flag = e.code === ErrorCode.BadConfig && e.where ? flagFor(e.where) : undefined;
+  return flag ? new ProtocolError(e.code, e.message, flag, e.hint ?? 'see `lopro quantize --help`') : e;
+}
+
 /** One line for a user: `lopro: E_BAD_CHECKPOINT: message [where] (hint: …)`. */
 export function formatUserError(e: ProtocolError): string {
   return `lopro: ${e.code}: ${e.message}${e.where ? ` [${e.where}]` : ''}${e.hint ? ` (hint: ${e.hint})` : ''}`;
@@ -199,7 +213,7 @@ export async function runCli(argv: string[]): Promise<number> {
   } catch (e) {
     if (engineEnv().debug) console.error(e);
     if (e instanceof ProtocolError && e.code !== ErrorCode.Internal) {
-      process.stderr.write(formatUserError(e) + '\n');
+      process.stderr.write(formatUserError(asFlagError(e)) + '\n');
       return e.code === ErrorCode.Cancelled ? 130 : 2;
     }
     const msg = e instanceof Error ? e.message : String(e);

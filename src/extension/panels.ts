@@ -7,7 +7,7 @@ import * as vscode from 'vscode';
 import { ProtocolError } from '../protocol/rpc';
 import { ErrorCode, type ModelSummary, type ProtocolErrorData } from '../protocol/messages';
 import { parseFromWebview, type FromWebview, type ToWebview, type ViewKind } from '../protocol/webview';
-import { validateConfig, type QuantizeConfig } from '../protocol/config';
+import type { QuantizeConfig } from '../protocol/config';
 import { webviewHtml, webviewOptions } from './webviewHtml';
 
 export const errorData = (e: unknown): ProtocolErrorData => ProtocolError.from(e).toData();
@@ -142,8 +142,7 @@ export class ConfigPanel extends Panel {
         return;
       }
       case 'start': {
-        const issues = validateConfig(msg.config);
-        if (issues.length) throw new ProtocolError(ErrorCode.BadConfig, issues.map((i) => `${i.field}: ${i.message}`).join('; '), 'config panel');
+        // parseFromWebview checked the config's shape; its rules are checked once, by startRun.
         if (!msg.outputFolder.trim()) throw new ProtocolError(ErrorCode.BadConfig, 'choose an output folder', 'outputFolder');
         this.config = msg.config;
         try {

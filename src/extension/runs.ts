@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ProtocolError } from '../protocol/rpc';
 import { ErrorCode, type EngineRequests, type ExportFormat, type LinearLayerInfo, type ModelSummary, type ProgressValue, type RunSummary } from '../protocol/messages';
-import { validateConfig, type QuantizeConfig, type LayerConfig } from '../protocol/config';
+import { describeIssues, validateConfig, type QuantizeConfig, type LayerConfig } from '../protocol/config';
 import { EngineClient, withEngineProgress } from './engineClient';
 import { ComparePanel, ConfigPanel, ResultsPanel, errorData, type PanelHost } from './panels';
 import { RunStatusBar } from './statusBar';
@@ -68,8 +68,10 @@ export class RunManager implements PanelHost, vscode.Disposable {
 
   async startRun(modelPath: string, config: QuantizeConfig, runDir: string, resume: boolean): Promise<void> {
     if (this.current) throw new ProtocolError(ErrorCode.BadConfig, `a run is already going (${this.current.runDir})`, undefined, 'Cancel it first (LoPRo: Cancel).');
+    // The host's one check of a run config (config panel, Resume, API), before a results panel opens
+    // for a run the engine would refuse; the engine checks it again at its own entry for other clients.
     const issues = validateConfig(config);
-    if (issues.length) throw new ProtocolError(ErrorCode.BadConfig, issues.map((i) => `${i.field}: ${i.message}`).join('; '));
+    if (issues.length) throw new ProtocolError(ErrorCode.BadConfig, describeIssues(issues), String(issues[0].field));
     const summary = await this.inspect(modelPath);
     const panel = ResultsPanel.forRun(runDir, this.context.extensionUri, this.log, this);
     panel.post({ type: 'run/begin', runDir, modelPath, config, layers: summary.linears, numBlocks: summary.numBlocks });

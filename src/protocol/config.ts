@@ -1,9 +1,14 @@
-// The one typed options object. Engine, CLI, extension settings and the webview form all read
-// these defaults; `Object.keys(DEFAULT_CONFIG)` is the only list of keys (settings mirror it).
+// The one typed options object and the one set of rules over it. Engine, CLI, extension settings
+// and the webview form all read these defaults, allowed values and ranges; `Object.keys(DEFAULT_CONFIG)`
+// is the only list of keys (settings and CLI flags mirror it), and validateConfig is the only
+// validator (the webview shows its issues, the host checks a Start with it, the engine refuses a run
+// with it).
 // Spec references: ../shared/lopro-spec.md (§1 stages A–C, §3 storage).
 
 export type Method = 'rtn' | 'gptq' | 'lopro' | 'lopro_v';
 export type ExecutionProviderName = 'auto' | 'cuda' | 'webgpu' | 'cpu';
+/** Where the quantization math runs: TypeScript on worker threads, WGSL on a WebGPU (Dawn) device, or GPU when an adapter exists. */
+export type Backend = 'auto' | 'cpu' | 'gpu';
 /** Stage B rotation: the paper's partial (salient block left alone), none, or every block rotated. */
 export type RotationMode = 'partial' | 'none' | 'full';
 /**
@@ -11,12 +16,75 @@ export type RotationMode = 'partial' | 'none' | 'full';
  * 'mse' (the original GPTQ quant.py `mse=True` search: shrink the range, keep the lowest Σ|err|^2.4).
  */
 export type ClipMode = 'minmax' | 'mse';
-export const CLIP_MODES: readonly ClipMode[] = ['minmax', 'mse'];
 
+// ── Allowed values ─────────────────────────────────────────────────────────────────────────────
+export const METHODS: readonly Method[] = ['rtn', 'gptq', 'lopro', 'lopro_v'];
+export const EXECUTION_PROVIDERS: readonly ExecutionProviderName[] = ['auto', 'cuda', 'webgpu', 'cpu'];
+export const BACKENDS: readonly Backend[] = ['auto', 'cpu', 'gpu'];
+export const CLIP_MODES: readonly ClipMode[] = ['minmax', 'mse'];
+export const ROTATION_MODES: readonly RotationMode[] = ['partial', 'none', 'full'];
+/** Code widths of the scalar quantizers (codes are stored packed, one code ≤ 8 bits in a Uint8Array). */
+export const BITS = [2, 3, 4, 8] as const;
+/** GPTVQ vector dimensions (lopro_v). */
+export const VQ_DIMS = [1, 2, 4] as const;
+/**
+ * Largest lopro_v codebook: 2^(vqDim·bits) entries ≤ 2^12. Its FP16 codebook per group costs
+ * 2^(d·b)·d·16 bits (bitsPerWeight), already more than the codes themselves at 2^12 for g = 128.
+ */
+export const MAX_CODEBOOK_LOG2 = 12;
+/** Most CPU-backend worker threads one run may ask for. */
+export const MAX_THREADS = 256;
+
+/** A numeric setting's range: [min, max] unless an end is open, optionally integer-only. */
+export interface NumRange {
+  min: number;
+  max?: number;
+  /** min itself is excluded. */
+  openMin?: boolean;
+  /** max itself is excluded. */
+  openMax?: boolean;
+  integer?: boolean;
+  /** One value outside the range that is also allowed, with its meaning (groupSize −1). */
+  or?: number;
+  /** Only powers of two (b_H). */
+  powerOfTwo?: boolean;
+}
+
+/** Allowed values of every enumerated key. */
+export const CHOICES = {
+  method: METHODS,
+  bits: BITS,
+  clip: CLIP_MODES,
+  rotation: ROTATION_MODES,
+  vqDim: VQ_DIMS,
+  ep: EXECUTION_PROVIDERS,
+  backend: BACKENDS,
+} as const satisfies { [K in keyof QuantizeConfig]?: readonly (string | number)[] };
+
+/** Range of every numeric key that is not enumerated. */
+export const RANGES = {
+  groupSize: { min: 1, integer: true, or: -1 },
+  percDamp: { min: 0, max: 1, openMin: true, openMax: true },
+  blockSize: { min: 1, integer: true },
+  rank: { min: 0, integer: true },
+  powerIters: { min: 0, max: 50, integer: true },
+  salientBlock: { min: 0, integer: true },
+  hadamardBlock: { min: 1, integer: true, powerOfTwo: true },
+  beta: { min: 0, max: 1 },
+  vqBits: { min: 0, max: MAX_CODEBOOK_LOG2, integer: true },
+  calibSamples: { min: 1, integer: true },
+  ctx: { min: 0, integer: true },
+  memoryBudgetMB: { min: 0, openMin: true },
+  threads: { min: 0, max: MAX_THREADS, integer: true },
+  /** Any integer a double holds exactly (the random streams use its low 32 bits). */
+  seed: { min: Number.MIN_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER, integer: true },
+} as const satisfies { [K in keyof QuantizeConfig]?: NumRange };
+
+// ── The options ────────────────────────────────────────────────────────────────────────────────
 /** Options that may differ per layer (per-layer overrides replace these). */
 export interface LayerConfig {
   method: Method;
-  /** Bits per code of the residual quantizer (2, 3, 4 or 8). */
+  /** Bits per code of the residual quantizer (one of BITS). */
   bits: number;
   /** Group size along the input (column) dimension; -1 = one group per row. */
   groupSize: number;
@@ -43,7 +111,7 @@ export interface LayerConfig {
   rotation: RotationMode;
   /** AWQ-style activation exponent β for the column scale α. */
   beta: number;
-  /** GPTVQ vector dimension (lopro_v). */
+  /** GPTVQ vector dimension (lopro_v, one of VQ_DIMS). */
   vqDim: number;
   /** GPTVQ bits per dimension: codebook size = 2^(vqDim·bits). Uses `bits` when 0. */
   vqBits: number;
@@ -57,16 +125,16 @@ export interface QuantizeConfig extends LayerConfig {
   /** Window length in tokens; 0 = the model's protocol ctx (max_position_embeddings capped at 512). */
   ctx: number;
   ep: ExecutionProviderName;
+  /** Where the quantization math runs (the forward passes run on `ep`). Does not change the output's meaning. */
+  backend: Backend;
+  /** Also compute each layer's RTN and GPTQ proxy loss on the same Hessian (costs time; reports only). */
+  compare: boolean;
+  /** Worker threads of the CPU backend; 0 = one per core on machines with ≥ 4 cores, else the engine's own thread. */
+  threads: number;
   /** Seed of every random choice (R1SVD start vectors, k-means init). */
   seed: number;
   /** Spill calibration activations to disk above this many MiB. */
   memoryBudgetMB: number;
-  /** Where the quantization math runs: cpu, gpu, or auto (the GPU when there is one). */
-  backend: 'auto' | 'cpu' | 'gpu';
-  /** Also compute each layer's RTN and GPTQ proxy losses on the same Hessian. */
-  compare: boolean;
-  /** CPU backend worker threads (0 = automatic). */
-  threads: number;
   /** Layer name (or glob with *) → overrides. */
   layerOverrides: Record<string, Partial<LayerConfig>>;
 }
@@ -97,64 +165,165 @@ export const DEFAULT_CONFIG: Readonly<QuantizeConfig> = Object.freeze({
   calibSamples: 128,
   ctx: 0,
   ep: 'auto',
-  seed: 0,
-  memoryBudgetMB: 4096,
   backend: 'auto',
   compare: false,
   threads: 0,
+  seed: 0,
+  memoryBudgetMB: 4096,
   layerOverrides: {},
 });
 
-export const METHODS: readonly Method[] = ['rtn', 'gptq', 'lopro', 'lopro_v'];
-export const EXECUTION_PROVIDERS: readonly ExecutionProviderName[] = ['auto', 'cuda', 'webgpu', 'cpu'];
+/** One line per key: the Settings UI's description and the CLI's `--help`. */
+export const CONFIG_DOCS: { readonly [K in keyof QuantizeConfig]: string } = {
+  method: 'Quantization method: rtn (round to nearest), gptq, lopro (low-rank + permuted partial Hadamard + GPTQ), lopro_v (LoPRo with GPTVQ).',
+  bits: 'Bits per code of the residual quantizer.',
+  groupSize: 'Group size along the input (column) dimension; -1 = one group per row.',
+  sym: 'Symmetric scale (zero fixed at (maxq+1)/2) instead of asymmetric min-max.',
+  clip: 'Group scale/zero fit: minmax (the protocol) or mse (shrink the range to the lowest error, GPTQ quant.py mse=True; better at 2-3 bits).',
+  percDamp: 'GPTQ damping as a fraction of mean(diag H).',
+  blockSize: 'GPTQ lazy-batch width in columns.',
+  actOrder: 'GPTQ act-order (permute columns by diag H). Off for LoPRo: the importance permutation orders columns.',
+  staticGroups: 'GPTQ static groups (group parameters from the un-updated weight).',
+  rank: 'Rank r of the R1SVD low-rank part (0 disables stage A).',
+  powerIters: 'Power iterations per R1SVD round.',
+  salientBlock: 'b_I: width of the unrotated salient column block.',
+  hadamardBlock: 'b_H: Walsh-Hadamard block width (a power of two).',
+  rotation: 'Stage B rotation: partial (salient block left alone), none, or full (every block rotated).',
+  beta: 'AWQ-style activation exponent for the column scale alpha.',
+  vqDim: 'GPTVQ vector dimension (lopro_v).',
+  vqBits: `GPTVQ bits per dimension; 0 = use bits. The codebook has 2^(vqDim·bits) entries, at most 2^${MAX_CODEBOOK_LOG2}.`,
+  calibText: 'Calibration text file (UTF-8). Empty = data-free (H = I).',
+  calibSamples: 'Number of calibration windows (the protocol uses 128).',
+  ctx: "Calibration window length in tokens; 0 = the model's protocol context.",
+  ep: 'ONNX Runtime execution provider of the forward passes.',
+  backend: 'Where the quantization math runs: cpu (TypeScript on worker threads), gpu (WGSL kernels on a WebGPU/Dawn device), auto (gpu when an adapter exists, else cpu). Does not change what the output means.',
+  compare: "Also compute each layer's RTN and GPTQ proxy loss on the same Hessian, next to its own in the reports and the layer view (slower).",
+  threads: "Worker threads of the CPU backend; 0 = automatic: one per core on machines with 4 or more cores, else only the engine's own thread.",
+  seed: 'Seed of every random choice (R1SVD start vectors, k-means init).',
+  memoryBudgetMB: 'Spill calibration activations to disk above this many MiB.',
+  layerOverrides: 'Per-layer overrides: layer name or glob (with *) -> partial layer config, e.g. {"*.down_proj": {"bits": 4}}.',
+};
 
+// ── Validation ─────────────────────────────────────────────────────────────────────────────────
 export interface ConfigIssue {
-  /** The offending key. */
+  /** The offending key (`layerOverrides["pattern"].key` inside an override). */
   field: keyof QuantizeConfig | string;
+  /** Self-contained: starts with the field's name, says what is allowed and what was given. */
   message: string;
 }
 
 const isPow2 = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+/** An own key: `in` would also take inherited names such as "constructor" for settings. */
+const own = (o: object, k: string) => Object.prototype.hasOwnProperty.call(o, k);
+/** `a, b or c`. */
+const orList = (xs: readonly unknown[]) => (xs.length < 2 ? xs.join('') : `${xs.slice(0, -1).join(', ')} or ${xs[xs.length - 1]}`);
+const shown = (v: unknown) => (typeof v === 'string' ? `"${v}"` : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v));
+/** The names the paper uses, next to ours in messages. */
+const ALIAS: Record<string, string> = { salientBlock: 'salientBlock (b_I)', hadamardBlock: 'hadamardBlock (b_H)' };
+
+/** The outermost allowed values of a range (its `or` value included) and whether each end is open. */
+export function rangeBounds(r: NumRange): { lo: number; hi?: number; loOpen: boolean; hiOpen: boolean } {
+  const lo = r.or !== undefined ? Math.min(r.or, r.min) : r.min;
+  const hi = r.max === undefined ? undefined : r.or !== undefined ? Math.max(r.or, r.max) : r.max;
+  return { lo, hi, loOpen: !!r.openMin && lo === r.min, hiOpen: !!r.openMax && hi === r.max };
+}
+
+export function inRange(v: number, r: NumRange): boolean {
+  if (r.or !== undefined && v === r.or) return true;
+  if (!Number.isFinite(v) || (r.integer && !Number.isInteger(v))) return false;
+  if (r.openMin ? !(v > r.min) : !(v >= r.min)) return false;
+  if (r.max !== undefined && (r.openMax ? !(v < r.max) : !(v <= r.max))) return false;
+  return !r.powerOfTwo || isPow2(v);
+}
+
+/** What a range allows, in words: "an integer in [0, 50]", "in (0, 1)", "-1 or an integer ≥ 1", "a power of two". */
+export function describeRange(r: NumRange): string {
+  if (r.powerOfTwo) return 'a power of two';
+  const what = r.integer ? 'an integer ' : '';
+  let body: string;
+  if (r.max === undefined) body = `${what}${r.openMin ? '>' : '≥'} ${r.min}`;
+  else body = `${r.integer ? what : ''}in ${r.openMin ? '(' : '['}${r.min}, ${r.max}${r.openMax ? ')' : ']'}`;
+  return r.or !== undefined ? `${r.or} or ${body}` : body;
+}
+
+/** Type, allowed value or range of one key; undefined when fine. */
+function keyIssue(key: string, v: unknown, label: string): string | undefined {
+  const def = (DEFAULT_CONFIG as unknown as Record<string, unknown>)[key];
+  const type = typeof def;
+  if (typeof v !== type || v === null || Array.isArray(v) || (type === 'number' && !Number.isFinite(v as number)))
+    return `${label} must be ${type === 'object' ? 'an object' : `a ${type === 'number' ? 'finite number' : type}`}, got ${shown(v)}`;
+  const choices = (CHOICES as Record<string, readonly unknown[]>)[key];
+  if (choices && !choices.includes(v)) return `${label} must be ${orList(choices)}, got ${shown(v)}`;
+  const range = (RANGES as Record<string, NumRange>)[key];
+  if (range && !inRange(v as number, range)) return `${label} must be ${describeRange(range)}, got ${shown(v)}`;
+  return undefined;
+}
 
 /**
- * Checks one layer config (shape-independent rules). Messages name both values of a conflict.
- * Shape-dependent rules (group vs width, b_I + b_H vs width) are in `validateForShape`.
+ * Checks one layer config: every key's type and allowed values, unknown keys, and the one conflict
+ * between keys (lopro_v's codebook size). Messages name the field and both values of a conflict.
+ * Rules that depend on a layer's shape (group or b_I + b_H vs the width, vqDim dividing the group)
+ * are the engine's, per layer (linalg/fwht.ts, quant/gptvq.ts gptvqShape).
  */
 export function validateLayerConfig(c: LayerConfig, prefix = ''): ConfigIssue[] {
   const out: ConfigIssue[] = [];
-  const f = (field: string, message: string) => out.push({ field: prefix + field, message });
-  if (!METHODS.includes(c.method)) f('method', `unknown method "${c.method}" (expected one of ${METHODS.join(', ')})`);
-  if (![2, 3, 4, 8].includes(c.bits)) f('bits', `bits must be 2, 3, 4 or 8, got ${c.bits}`);
-  if (!(c.groupSize === -1 || (Number.isInteger(c.groupSize) && c.groupSize > 0)))
-    f('groupSize', `groupSize must be -1 or a positive integer, got ${c.groupSize}`);
-  if (!(c.percDamp > 0 && c.percDamp < 1)) f('percDamp', `percDamp must be in (0, 1), got ${c.percDamp}`);
-  if (!(Number.isInteger(c.blockSize) && c.blockSize > 0)) f('blockSize', `blockSize must be a positive integer, got ${c.blockSize}`);
-  if (!(Number.isInteger(c.rank) && c.rank >= 0)) f('rank', `rank must be a non-negative integer, got ${c.rank}`);
-  if (!(Number.isInteger(c.powerIters) && c.powerIters >= 0 && c.powerIters <= 50))
-    f('powerIters', `powerIters must be an integer in [0, 50], got ${c.powerIters}`);
-  if (!(Number.isInteger(c.salientBlock) && c.salientBlock >= 0)) f('salientBlock', `salientBlock (b_I) must be ≥ 0, got ${c.salientBlock}`);
-  if (!isPow2(c.hadamardBlock)) f('hadamardBlock', `hadamardBlock (b_H) must be a power of two, got ${c.hadamardBlock}`);
-  if (!CLIP_MODES.includes(c.clip)) f('clip', `clip must be ${CLIP_MODES.join(' or ')}, got "${c.clip}"`);
-  if (!['partial', 'none', 'full'].includes(c.rotation)) f('rotation', `rotation must be partial, none or full, got "${c.rotation}"`);
-  if (!(c.beta >= 0 && c.beta <= 1)) f('beta', `beta must be in [0, 1], got ${c.beta}`);
-  if (c.method === 'lopro_v') {
-    if (![1, 2, 4].includes(c.vqDim)) f('vqDim', `vqDim must be 1, 2 or 4, got ${c.vqDim}`);
-    const vb = c.vqBits || c.bits;
-    if (c.vqDim * vb > 12) f('vqBits', `codebook of 2^(vqDim·bits) = 2^${c.vqDim * vb} entries is too large (max 2^12)`);
+  const bad = new Set<string>();
+  for (const key of Object.keys(c)) {
+    if (!own(DEFAULT_LAYER_CONFIG, key)) {
+      const inRun = own(DEFAULT_CONFIG, key);
+      out.push({ field: prefix + key, message: `${prefix + key}: ${inRun ? 'a run-wide setting, it cannot differ per layer' : 'unknown setting'}` });
+    }
+  }
+  for (const key of Object.keys(DEFAULT_LAYER_CONFIG)) {
+    const m = keyIssue(key, (c as unknown as Record<string, unknown>)[key], prefix + (ALIAS[key] ?? key));
+    if (m) {
+      out.push({ field: prefix + key, message: m });
+      bad.add(key);
+    }
+  }
+  if (c.method === 'lopro_v' && !bad.has('vqDim') && !bad.has('vqBits') && !bad.has('bits')) {
+    const [bitsKey, vb] = c.vqBits ? ['vqBits', c.vqBits] : ['bits', c.bits];
+    if (c.vqDim * vb > MAX_CODEBOOK_LOG2)
+      out.push({
+        field: prefix + 'vqBits',
+        message: `${prefix}vqDim ${c.vqDim} × ${prefix}${bitsKey} ${vb} = ${c.vqDim * vb} bits per vector: a codebook of 2^${c.vqDim * vb} entries, more than the 2^${MAX_CODEBOOK_LOG2} allowed`,
+      });
   }
   return out;
 }
 
+/** Every rule over a whole run config: its layer settings, each override merged over them, the run-wide keys. */
 export function validateConfig(c: QuantizeConfig): ConfigIssue[] {
-  const out = validateLayerConfig(c);
-  if (!(Number.isInteger(c.calibSamples) && c.calibSamples > 0)) out.push({ field: 'calibSamples', message: `calibSamples must be a positive integer, got ${c.calibSamples}` });
-  if (!(Number.isInteger(c.ctx) && c.ctx >= 0)) out.push({ field: 'ctx', message: `ctx must be 0 (model default) or a positive integer, got ${c.ctx}` });
-  if (!EXECUTION_PROVIDERS.includes(c.ep)) out.push({ field: 'ep', message: `ep must be one of ${EXECUTION_PROVIDERS.join(', ')}, got "${c.ep}"` });
-  if (!(c.memoryBudgetMB > 0)) out.push({ field: 'memoryBudgetMB', message: `memoryBudgetMB must be positive, got ${c.memoryBudgetMB}` });
-  for (const [name, o] of Object.entries(c.layerOverrides ?? {})) {
-    out.push(...validateLayerConfig({ ...pickLayerConfig(c), ...o }, `layerOverrides["${name}"].`));
+  const out = validateLayerConfig(pickLayerConfig(c));
+  for (const key of Object.keys(c)) if (!own(DEFAULT_CONFIG, key)) out.push({ field: key, message: `${key}: unknown setting` });
+  for (const key of Object.keys(DEFAULT_CONFIG)) {
+    if (own(DEFAULT_LAYER_CONFIG, key)) continue;
+    const m = keyIssue(key, (c as unknown as Record<string, unknown>)[key], key);
+    if (m) out.push({ field: key, message: m });
+  }
+  const overrides = c.layerOverrides;
+  if (overrides && typeof overrides === 'object' && !Array.isArray(overrides)) {
+    for (const [name, o] of Object.entries(overrides)) {
+      const prefix = `layerOverrides["${name}"].`;
+      if (!o || typeof o !== 'object' || Array.isArray(o)) out.push({ field: `layerOverrides["${name}"]`, message: `layerOverrides["${name}"] must be an object of layer settings, got ${shown(o)}` });
+      else out.push(...validateLayerConfig({ ...pickLayerConfig(c), ...o }, prefix));
+    }
   }
   return out;
+}
+
+/** All issues as one line (the messages name their fields). */
+export const describeIssues = (issues: readonly ConfigIssue[]): string => issues.map((i) => i.message).join('; ');
+
+/**
+ * The defaults for every key `partial` lacks (or holds as undefined). Unknown keys are kept so
+ * that validateConfig reports them instead of a run silently ignoring a misspelt setting.
+ */
+export function withDefaults(partial: object): QuantizeConfig {
+  const config = { ...DEFAULT_CONFIG, layerOverrides: {} } as Record<string, unknown>;
+  // defineProperty: a parsed "__proto__" key becomes a key (and an issue), not the object's prototype.
+  for (const [k, v] of Object.entries(partial)) if (v !== undefined) Object.defineProperty(config, k, { value: v, enumerable: true, writable: true, configurable: true });
+  return config as unknown as QuantizeConfig;
 }
 
 export function pickLayerConfig(c: QuantizeConfig | LayerConfig): LayerConfig {
@@ -174,17 +343,6 @@ export function layerConfigFor(c: QuantizeConfig, layerName: string): LayerConfi
   let lc = pickLayerConfig(c);
   for (const [pattern, o] of Object.entries(c.layerOverrides ?? {})) if (matchesLayerPattern(pattern, layerName)) lc = { ...lc, ...o };
   return lc;
-}
-
-/** Fills missing keys from the defaults and drops unknown ones (with a list of what was dropped). */
-export function normalizeConfig(partial: Partial<QuantizeConfig> & Record<string, unknown>): { config: QuantizeConfig; unknownKeys: string[] } {
-  const config = { ...DEFAULT_CONFIG, layerOverrides: {} } as QuantizeConfig;
-  const unknownKeys: string[] = [];
-  for (const [k, v] of Object.entries(partial)) {
-    if (k in DEFAULT_CONFIG) (config as unknown as Record<string, unknown>)[k] = v;
-    else unknownKeys.push(k);
-  }
-  return { config, unknownKeys };
 }
 
 /**

@@ -130,7 +130,10 @@ export interface RunSummary {
   bpw: number;
   seconds: number;
   ep: string;
-  /** The backend that quantized the layers ("cpu: 2 threads", "gpu: …"), when the engine recorded it. */
+  /**
+   * Where the quantization math ran, for people: "gpu: NVIDIA H100 (Dawn/Vulkan)", "cpu: 2 threads".
+   * Absent in runs of engines that do not report it.
+   */
   backend?: string;
   perplexity?: Record<string, number>;
   /** True when the run resumed from a checkpoint. */

@@ -72,11 +72,13 @@ suite('LoPRo extension in a real VS Code extension host', () => {
     const cfg = vscode.workspace.getConfiguration('lopro.quantize');
     await cfg.update('hadamardBlock', 100, vscode.ConfigurationTarget.Global);
     await cfg.update('bits', 5, vscode.ConfigurationTarget.Global);
+    await cfg.update('threads', 300, vscode.ConfigurationTarget.Global);
     try {
       const issues = validateConfig(a.readQuantizeConfig());
       const byField = new Map(issues.map((i) => [i.field, i.message]));
       assert.match(byField.get('hadamardBlock') ?? '', /power of two, got 100/);
       assert.match(byField.get('bits') ?? '', /2, 3, 4 or 8, got 5/);
+      assert.match(byField.get('threads') ?? '', /integer in \[0, 256\], got 300/);
       // The run manager refuses to start such a run, naming the fields.
       await assert.rejects(a.runs.startRun(path.join(ws(), 'tiny'), a.readQuantizeConfig(), path.join(ws(), 'runs', 'never'), false), (e: { code?: string; message?: string }) => {
         assert.equal(e.code, ErrorCode.BadConfig);
@@ -86,6 +88,7 @@ suite('LoPRo extension in a real VS Code extension host', () => {
     } finally {
       await cfg.update('hadamardBlock', undefined, vscode.ConfigurationTarget.Global);
       await cfg.update('bits', undefined, vscode.ConfigurationTarget.Global);
+      await cfg.update('threads', undefined, vscode.ConfigurationTarget.Global);
     }
   });
 

@@ -5,6 +5,7 @@
 // The adapter is looked for in a child process first (gpu/probe.ts): a machine without a GPU sees one line.
 
 import { availableParallelism } from 'node:os';
+import type { Backend as BackendChoice } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type { Backend } from './backend';
@@ -12,8 +13,6 @@ import { CpuBackend } from './cpu/cpu_backend';
 import { getDawnGpu } from './gpu/dawn';
 import { GpuBackend } from './gpu/gpu_backend';
 import { probeAdapter } from './gpu/probe';
-
-export type BackendChoice = 'auto' | 'cpu' | 'gpu';
 
 export interface OpenedBackend {
   backend: Backend;

@@ -1,8 +1,11 @@
 // Command-line flags → QuantizeConfig. Every QuantizeConfig key is a flag, named in kebab-case
 // (groupSize → --group-size), typed by its default's type; a few short aliases follow the task's
 // wording (--group, --calib, --samples, --damp). Errors name the flag and say what was expected.
+// Parsing checks only that a value reads as its key's type; the rules (allowed values, ranges,
+// conflicts) are checked once, by the engine at its entry (pipeline.ts checkedConfig), and the CLI
+// shows that error's field as its flag (flagFor).
 
-import { DEFAULT_CONFIG, normalizeConfig, validateConfig, type LayerConfig, type QuantizeConfig } from '../../protocol/config';
+import { DEFAULT_CONFIG, withDefaults, type LayerConfig, type QuantizeConfig } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 
@@ -111,14 +114,18 @@ export function parseArgs(argv: string[], booleanFlags: ReadonlySet<string>, val
   return { positional, flags, config: config as Partial<QuantizeConfig> };
 }
 
-/** Defaults ← flags, then validated; the first problem is thrown naming its field. */
+/** Defaults ← flags. Not validated here: quantizeRun validates the config it is given (see the top). */
 export function configFromFlags(partial: Partial<QuantizeConfig>): QuantizeConfig {
-  const { config } = normalizeConfig(partial as Partial<QuantizeConfig> & Record<string, unknown>);
-  const issues = validateConfig(config);
-  if (issues.length) {
-    const first = issues[0];
-    const more = issues.length > 1 ? ` (and ${issues.length - 1} more: ${issues.slice(1).map((i) => i.field).join(', ')})` : '';
-    throw new ProtocolError(ErrorCode.BadConfig, first.message + more, `--${kebab(String(first.field))}`, 'see `lopro quantize --help`');
-  }
-  return config;
+  return withDefaults(partial);
+}
+
+/**
+ * The flag that sets a config field, for errors about that field: `hadamardBlock` → `--hadamard-block`,
+ * `layerOverrides["*.q_proj"].bits` → `--override "*.q_proj:bits"`; undefined for anything else.
+ */
+export function flagFor(field: string): string | undefined {
+  if (Object.prototype.hasOwnProperty.call(DEFAULT_CONFIG, field)) return `--${kebab(field)}`;
+  const o = /^layerOverrides\["(.*)"\]\.(\w+)$/.exec(field);
+  if (o) return `--override "${o[1]}:${kebab(o[2])}"`;
+  return undefined;
 }

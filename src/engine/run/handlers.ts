@@ -44,7 +44,7 @@ export function registerEngineHandlers(conn: EngineConnection): void {
   conn.onRequest('engine/hello', async () => ({ engineVersion: ENGINE_VERSION, availableEps: availableEps(), pid: process.pid }));
   conn.onRequest('model/inspect', async (p) => inspectModel(p.path));
   conn.onRequest('run/start', async (p, ctx) =>
-    quantizeRun({ modelPath: p.modelPath, config: p.config, runDir: p.runDir, resume: p.resume, evalTexts: p.evalTexts, compare: true }, hooksFor(conn, ctx)),
+    quantizeRun({ modelPath: p.modelPath, config: p.config, runDir: p.runDir, resume: p.resume, evalTexts: p.evalTexts }, hooksFor(conn, ctx)),
   );
   conn.onRequest('run/load', async (p) => {
     const dir = new RunDir(resolve(p.runDir));

@@ -4,7 +4,7 @@
 
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { normalizeConfig, validateConfig, type QuantizeConfig } from '../../protocol/config';
+import { describeIssues, validateConfig, withDefaults, type QuantizeConfig } from '../../protocol/config';
 import { ErrorCode, type LayerReport, type ProgressValue, type RunSummary } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { getRuntime, type ComputeRuntime } from '../compute/runtime';
@@ -35,8 +35,6 @@ export interface QuantizeParams {
   resume: boolean;
   /** Texts to evaluate the exported model on after the run. */
   evalTexts?: string[];
-  /** Also compute RTN/GPTQ proxy losses per layer. */
-  compare?: boolean;
 }
 
 /** What the block loops need (shared by both kinds of model). */
@@ -61,12 +59,15 @@ function readCalibBytes(config: QuantizeConfig): Uint8Array | undefined {
   }
 }
 
-/** Defaults for missing keys, unknown keys refused, every rule of validateConfig checked. */
+/**
+ * The engine's one check of a run config, at its entry (CLI, worker `run/start`, demo, benches): the
+ * defaults for missing keys, then every rule of validateConfig, unknown keys included. The CLI does
+ * not validate before this; it shows the failing field as its flag (cli.ts).
+ */
 function checkedConfig(partial: QuantizeConfig): QuantizeConfig {
-  const { config, unknownKeys } = normalizeConfig(partial as Partial<QuantizeConfig> & Record<string, unknown>);
-  if (unknownKeys.length) throw new ProtocolError(ErrorCode.BadConfig, `unknown config key${unknownKeys.length > 1 ? 's' : ''}: ${unknownKeys.join(', ')}`, unknownKeys[0], `known keys: ${Object.keys(config).join(', ')}`);
+  const config = withDefaults(partial);
   const issues = validateConfig(config);
-  if (issues.length) throw new ProtocolError(ErrorCode.BadConfig, issues.map((i) => i.message).join('; '), String(issues[0].field));
+  if (issues.length) throw new ProtocolError(ErrorCode.BadConfig, describeIssues(issues), String(issues[0].field));
   return config;
 }
 

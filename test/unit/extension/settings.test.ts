@@ -4,11 +4,12 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { DEFAULT_CONFIG } from '../../../src/protocol/config';
+import { DEFAULT_CONFIG, validateConfig, type QuantizeConfig } from '../../../src/protocol/config';
 import { QUANTIZE_SECTION, configurationContribution } from '../../../src/extension/settingsSchema';
 
 const pkg = JSON.parse(readFileSync(join(__dirname, '../../../package.json'), 'utf8'));
-const props: Record<string, { type: string; default: unknown; enum?: unknown[] }> = pkg.contributes.configuration.properties;
+type Prop = { type: string; default: unknown; enum?: unknown[]; minimum?: number; maximum?: number; exclusiveMinimum?: number; exclusiveMaximum?: number };
+const props: Record<string, Prop> = pkg.contributes.configuration.properties;
 const prefix = `${QUANTIZE_SECTION}.`;
 
 test('every DEFAULT_CONFIG key has a setting with the same default and type', () => {
@@ -26,6 +27,29 @@ test('every DEFAULT_CONFIG key has a setting with the same default and type', ()
 test('every quantize setting is a DEFAULT_CONFIG key (vice versa)', () => {
   const settingKeys = Object.keys(props).filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));
   assert.deepEqual(settingKeys.sort(), Object.keys(DEFAULT_CONFIG).sort());
+});
+
+test('the Settings UI allows what the validator allows: enums, bounds and integer-ness agree with validateConfig', () => {
+  const ok = (k: string, v: unknown) => validateConfig({ ...DEFAULT_CONFIG, layerOverrides: {}, [k]: v } as QuantizeConfig).length === 0;
+  for (const [k, def] of Object.entries(DEFAULT_CONFIG)) {
+    const p = props[prefix + k];
+    if (p.enum) {
+      for (const v of p.enum) assert.ok(ok(k, v), `${k}: the setting offers ${String(v)}, the validator refuses it`);
+      // A value of the right type outside the enum is refused.
+      assert.ok(!ok(k, typeof def === 'number' ? Math.max(...(p.enum as number[])) + 1 : 'not-a-choice'), `${k}: the validator accepts a value the setting does not offer`);
+    }
+    if (typeof def !== 'number' || p.enum) continue;
+    assert.ok(p.minimum !== undefined || p.exclusiveMinimum !== undefined, `${k}: a number setting without a lower bound`);
+    if (p.minimum !== undefined) {
+      assert.ok(ok(k, p.minimum), `${k}: minimum ${p.minimum} refused by the validator`);
+      assert.ok(!ok(k, p.minimum - 1), `${k}: ${p.minimum - 1} below the minimum accepted by the validator`);
+    }
+    if (p.exclusiveMinimum !== undefined) assert.ok(!ok(k, p.exclusiveMinimum) && ok(k, p.exclusiveMinimum + 1e-6), `${k}: exclusiveMinimum ${p.exclusiveMinimum}`);
+    if (p.maximum !== undefined) assert.ok(ok(k, p.maximum) && !ok(k, p.maximum + 1), `${k}: maximum ${p.maximum}`);
+    if (p.exclusiveMaximum !== undefined) assert.ok(!ok(k, p.exclusiveMaximum) && ok(k, p.exclusiveMaximum - 1e-6), `${k}: exclusiveMaximum ${p.exclusiveMaximum}`);
+    // 'integer' settings: the validator refuses fractions too ('number' ones accept them).
+    assert.equal(ok(k, def + 0.5), p.type === 'number', `${k}: type ${p.type}, yet ${def + 0.5} is ${ok(k, def + 0.5) ? 'accepted' : 'refused'}`);
+  }
 });
 
 test('package.json holds exactly what the generator produces (run scripts/e2e/gen-contributes.ts)', () => {

@@ -24,6 +24,9 @@ test('fingerprint parts and mismatch reasons', () => {
   const calib = new TextEncoder().encode('some calibration text');
   const a = computeFingerprint(file, cfg(), calib);
   assert.deepEqual(computeFingerprint(file, cfg({ memoryBudgetMB: 1, ep: 'cpu' }), calib), a, 'budget and EP do not change outputs');
+  // Where the math runs and the reports-only comparison: a run may resume with other values.
+  assert.deepEqual(computeFingerprint(file, cfg({ backend: 'gpu', threads: 8, compare: true }), calib), a, 'backend, threads and compare do not change outputs');
+  assert.deepEqual(Object.keys(outputConfig(cfg())).filter((k) => ['backend', 'threads', 'compare', 'ep'].includes(k)), []);
   assert.equal(fingerprintMismatch(a, a), undefined);
 
   const b = computeFingerprint(file, cfg({ bits: 3 }), calib);
