@@ -12,7 +12,8 @@
 // RTN fallback, per-row / static / dynamic group params including the reference's find_params on the
 // lagging global W), in float32 with round-half-even as the reference (WGSL round), and x / s as a
 // division. Differences from the float64 core are float32 rounding only (tests: codes ≥ 99 % equal,
-// loss within 1e-3, the golden-tested core as the reference). Not implemented: clip 'mse' (fusedSupports).
+// loss within 1e-3, the golden-tested core as the reference). Dynamic group params with clip 'mse' are
+// quantize_wgsl.ts's search in the batch kernel; per-row and static params come from gptqPrepare (host).
 
 import type { DawnGpu } from '../compute/dawn';
 import type { GptqOptions, GptqResult } from './gptq';
@@ -25,14 +26,19 @@ import { gemmGroups, gemmWgsl, gemmWords } from '../compute/wgsl_gemm';
 
 const now = () => performance.now() / 1000;
 
-/** Widest lazy batch the batch kernel holds per invocation (its private row slice). */
+/**
+ * Widest lazy batch the batch kernel holds per invocation in a private array; wider batches keep the
+ * row slices in a storage scratch buffer (rows × B floats; gptq_fused_wgsl.ts `scratch`).
+ */
 export const FUSED_MAX_BLOCK = 256;
 
-/** True when the fused kernels implement `opts` (and W, Hinv fit the device's largest binding). */
+/**
+ * True when the fused kernels implement `opts` and W, Hinv (and the scratch of a batch wider than
+ * FUSED_MAX_BLOCK, ≤ W) fit the device's largest binding. Any clip and blockSize.
+ */
 export function fusedSupports(opts: Partial<GptqOptions>, rows: number, cols: number, maxBindingBytes = Infinity): boolean {
-  if ((opts.clip ?? 'minmax') !== 'minmax') return false;
-  const B = Math.min(opts.blockSize ?? 128, cols);
-  return B <= FUSED_MAX_BLOCK && 4 * rows * cols <= maxBindingBytes && 4 * cols * cols <= maxBindingBytes;
+  // `opts`: every option is implemented now (kept: the callers ask per layer, and a future limit may need it).
+  return 4 * rows * cols <= maxBindingBytes && 4 * cols * cols <= maxBindingBytes;
 }
 
 export interface FusedHooks {
@@ -66,7 +72,7 @@ export async function gptqQuantizeFused(
   }
   const t0 = now();
   const p = gptqPrepare(wVals, rows, cols, hVals, opts, 'f32');
-  const { blockSize: B, groupSize, staticGroups, sym, maxq, order, scale, zero, G: ng } = p;
+  const { blockSize: B, groupSize, staticGroups, sym, maxq, order, scale, zero, G: ng, clip } = p;
   const t1 = now();
   let U: Float32Array | undefined, Ub: GPUBuffer | undefined;
   let choleskyFallback = false;
@@ -102,7 +108,7 @@ export async function gptqQuantizeFused(
     tUp = now() - tu;
     const tk = now();
     try {
-      ({ codeWords, paramsOut, rowLoss } = await fusedColumnLoop(gpu, Wb, Hinv, rows, cols, { B, maxq, sym, groupSize, dynamic, G: ng, slot, params }));
+      ({ codeWords, paramsOut, rowLoss } = await fusedColumnLoop(gpu, Wb, Hinv, rows, cols, { B, maxq, sym, groupSize, dynamic, G: ng, slot, params, clip }));
     } finally {
       Wb.destroy();
     }
@@ -155,10 +161,12 @@ export async function gptqQuantizeFused(
 }
 
 export interface FusedLoopShape {
-  /** Lazy batch width, 2^bits − 1, symmetric grid, group width (−1: one group per row), dynamic group params. */
+  /** Lazy batch width (any; > FUSED_MAX_BLOCK: row slices in a scratch buffer), 2^bits − 1, symmetric grid, group width (−1: one group per row), dynamic group params. */
   B: number; maxq: number; sym: boolean; groupSize: number; dynamic: boolean;
   /** Group slots per row, the slot of the k-th quantized column, the starting params (scale, zero per slot; dynamic: overwritten). */
   G: number; slot: Uint32Array; params: Float32Array;
+  /** Range fit of the dynamic group params (default 'minmax'). */
+  clip?: 'minmax' | 'mse';
 }
 
 /**
@@ -171,7 +179,8 @@ export async function fusedColumnLoop(
   /** keepCodes: also return the packed codes' buffer (the caller destroys it; lopro_dawn.ts rebuilds Ŵ from it). */
   opts: { keepCodes?: boolean } = {},
 ): Promise<{ codeWords: Uint32Array; paramsOut: Float32Array; rowLoss: Float32Array; codesB?: GPUBuffer }> {
-  const { B, maxq, sym, groupSize, dynamic, G: ng, slot, params } = sh;
+  const { B, maxq, sym, groupSize, dynamic, G: ng, slot, params, clip = 'minmax' } = sh;
+  const scratch = B > FUSED_MAX_BLOCK;
   const wordsPerRow = Math.ceil(cols / 4);
   const buffers: GPUBuffer[] = [];
   const own = (b: GPUBuffer) => (buffers.push(b), b);
@@ -179,10 +188,11 @@ export async function fusedColumnLoop(
   if (!opts.keepCodes) own(codesB);
   try {
     const [batchPipe, updatePipe] = await Promise.all([
-      gpu.pipeline(gptqBatchWgsl({ B, maxq, sym, dynamic, G: groupSize })),
+      gpu.pipeline(gptqBatchWgsl({ B, maxq, sym, dynamic, G: groupSize, clip, scratch })),
       gpu.pipeline(gemmWgsl(false, false, false, false)),
     ]);
     const Eb = own(gpu.buffer(4 * rows * B, 'Err1'));
+    const Sb = scratch ? own(gpu.buffer(4 * rows * B, 'row slices')) : undefined;
     const paramsB = own(await gpu.bufferFrom(params, 'params'));
     const lossB = own(gpu.buffer(4 * rows, 'loss'));
     const slotB = own(gpu.buffer(slot, 'slot'));
@@ -193,7 +203,7 @@ export async function fusedColumnLoop(
       // W[:, i2:] −= Err1 (rows×count, row stride B) · Hinv[i1:i2, i2:]
       const g = i2 < cols ? own(gpu.uniforms(gemmWords({ M: rows, N: cols - i2, K: count, lda: B, ldb: cols, ldc: cols, offA: 0, offB: i1 * cols + i2, offC: i2, alpha: -1, beta: 1 }))) : undefined;
       batches.push({
-        bBatch: gpu.bindGroup(batchPipe, [u, Wb, Hinv, Eb, codesB, paramsB, lossB, slotB]),
+        bBatch: gpu.bindGroup(batchPipe, [u, Wb, Hinv, Eb, codesB, paramsB, lossB, slotB, Sb]),
         bUpdate: g && gpu.bindGroup(updatePipe, [g, Eb, Hinv, Wb]),
         tailCols: cols - i2,
       });
