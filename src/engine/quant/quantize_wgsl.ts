@@ -6,8 +6,9 @@
 //   rtnCodes       — round-to-nearest codes with given params, packed 4 per u32 word (the layout of
 //                    gptq_fused.ts), optionally with the dequantized values scale·(code − zero).
 // Float32 semantics as the reference: + − × are correctly rounded in WGSL; '/' is not (Vulkan allows
-// 2.5 ulp), so every division that decides a code or a param goes through div_rn (DIV_RN_WGSL);
-// WGSL `round` is round-half-to-even like torch.round.
+// 2.5 ulp), so every division that decides a code or a param goes through div_rn, and a product that a
+// compiler could fuse into the following addition through mul_rn (DIV_RN_WGSL); WGSL `round` is
+// round-half-to-even like torch.round.
 //
 // Precision of clip 'mse' against findParamsRowMse. Both search the same 80 candidates with the same
 // float32 (scale, zero) per candidate (the shrink factors p = fround(1 − i/100) are computed in JS and
@@ -22,7 +23,8 @@
 // does not. Kahan-summing the errors changed none of them (the rounding of each term dominates). With
 // device pow noise emulated (log2 off by up to ±2.4e-7, as a GPU's fast log2) 6 still differed with
 // |ŵ − x|² · |ŵ − x|^0.4 and 7 with a plain pow(|ŵ − x|, 2.4) — the split keeps the exponent, hence the
-// pow's error, small. The codes of a fit that differs differ in a few values of its group.
+// pow's error, small. A fit that differs moves few codes, if any (the unit test's 3 differing fits of
+// 54 832 give the reference's codes exactly).
 
 import type { DawnGpu } from '../compute/dawn';
 import { strideGroups } from './lopro_dawn_wgsl';
@@ -41,6 +43,12 @@ import { strideGroups } from './lopro_dawn_wgsl';
  * largest first every partial remainder fits in 24 bits — each step is exact whether or not it is fused.
  * The last step is exact once q0 is within an ulp, and has the right sign and ~24-bit accuracy always.
  * Valid while the pieces' products stay normal numbers (|weights| ≳ 1e-25).
+ *
+ * Also mul_rn(a, b, ones): the rounded product fround(a·b) where it feeds an addition (the mse search's
+ * hi − lo and ŵ − x): a compiler may contract a·b − c into one fma (WGSL does not forbid it and cannot
+ * mark an operation `precise`), which skips the product's rounding that the reference does. The
+ * product's bits pass through an AND with `ones` — all ones, but a runtime value the compiler cannot
+ * fold — so it stays a separately rounded value. One integer op.
  * Include once per WGSL module that uses findParamsWgsl or the kernels' code paths.
  */
 export const DIV_RN_WGSL = /* wgsl */ `
@@ -57,6 +65,8 @@ fn rem_exact(x: f32, y: f32, q: f32) -> f32 {
   let ql = q - qh;                    // bits 13–24
   return (((((x - y1 * qh) - y2 * qh) - y1 * ql) - y3 * qh) - y2 * ql) - y3 * ql;
 }
+
+fn mul_rn(a: f32, b: f32, ones: u32) -> f32 { return bitcast<f32>(bitcast<u32>(a * b) & ones); }
 
 fn div_rn(x: f32, y: f32) -> f32 {
   let q0 = x / y;
@@ -139,19 +149,21 @@ fn ${fn}(base: u32, len: u32) -> vec2f {${minmax}
   // |ŵ − x| is measured in units of the min-max scale — a factor common to all candidates, so the
   // same argmin, and no float32 overflow or underflow of the power for huge or tiny weights.
   // The early exit (an error already ≥ the best cannot win) is the reference's too.
+  // ones: all bits set (len ≥ 1) — mul_rn's mask, a value the compiler cannot fold.
+  let ones = select(0xffffffffu, 0u, len == 0u);
   let inv0 = 1.0 / s;
   var best = 0.0;
   for (var i = 0u; i < ${p.length}u; i++) {
     let sh = ${fn}_shrink[i];
-    let lo = sh * xmin;
-    let hi = sh * xmax;
+    let lo = mul_rn(sh, xmin, ones);
+    let hi = mul_rn(sh, xmax, ones);
     let s1 = div_rn(hi - lo, ${maxq});
     let z1 = ${k.sym ? half : 'round(div_rn(-lo, s1))'};
     var err = 0.0;
     for (var j = 0u; j < len; j++) {
       let x = ${W}[base + j];
       let q = clamp(round(div_rn(x, s1)) + z1, 0.0, ${maxq});
-      let d = abs(s1 * (q - z1) - x) * inv0;
+      let d = abs(mul_rn(s1, q - z1, ones) - x) * inv0;
       if (d > 0.0) { err += ${term}; }
       if (i > 0u && err >= best) { break; }
     }
