@@ -6,6 +6,7 @@
 // then the missing device is a failure, so CI cannot pass by skipping.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { DawnGpu } from '../../../src/engine/compute/dawn';
 import { gptqQuantize, type GptqOptions } from '../../../src/engine/quant/gptq';
 import { choleskyInverseUpper } from '../../../src/engine/quant/gptq_linalg';
 import { fusedSupports, gptqQuantizeFused } from '../../../src/engine/quant/gptq_fused';
@@ -15,26 +16,72 @@ import { testDawn as device } from '../dawn_device';
 
 const chol = async (h: Float64Array, n: number) => choleskyInverseUpper(h, n);
 
-function agree(ref: { codes: Uint8Array; loss: number; scale: Float32Array }, got: { codes: Uint8Array; loss: number; scale: Float32Array }, minCodes = 0.99) {
+/** Measured agreement of the last agree() call (for the mse cases' diagnostics). */
+let lastAgreement = '';
+
+/**
+ * codes ≥ minCodes equal, loss within 1e-3, scales within 1e-3 — all of them, or (clip mse, where a
+ * near-tie of the shrink search may go the other way: one step is ~1e-2) ≥ minScales of them.
+ */
+function agree(ref: { codes: Uint8Array; loss: number; scale: Float32Array }, got: { codes: Uint8Array; loss: number; scale: Float32Array }, minCodes = 0.99, minScales = 1) {
   let same = 0;
   for (let i = 0; i < ref.codes.length; i++) if (ref.codes[i] === got.codes[i]) same++;
   assert.ok(same / ref.codes.length >= minCodes, `codes agree ${same / ref.codes.length}`);
   assert.ok(Math.abs(got.loss - ref.loss) / ref.loss < 1e-3, `loss ${got.loss} vs ${ref.loss}`);
-  let sd = 0;
-  for (let i = 0; i < ref.scale.length; i++) sd = Math.max(sd, Math.abs(got.scale[i] - ref.scale[i]) / ref.scale[i]);
-  assert.ok(sd < 1e-3, `scale rel diff ${sd}`);
+  let sd = 0, close = 0;
+  for (let i = 0; i < ref.scale.length; i++) {
+    const d = Math.abs(got.scale[i] - ref.scale[i]) / ref.scale[i];
+    if (d < 1e-3) close++;
+    else sd = Math.max(sd, d);
+  }
+  if (minScales === 1) assert.ok(sd === 0, `scale rel diff ${sd}`);
+  else assert.ok(close / ref.scale.length >= minScales, `scales within 1e-3: ${close / ref.scale.length} (others up to ${sd})`);
+  lastAgreement = `codes ${same}/${ref.codes.length}, loss rel. diff ${(Math.abs(got.loss - ref.loss) / ref.loss).toExponential(1)}, scales within 1e-3 ${close}/${ref.scale.length}`;
 }
 
-const cases: [string, number, number, GptqOptions][] = [
+/**
+ * No column may lose its codes: ≥ 90 % of the rows agree in every column (float32 flips are scattered;
+ * a code word dropped at a batch boundary is a whole column, which the overall ≥ 99 % would not see).
+ */
+function everyColumn(ref: { codes: Uint8Array }, got: { codes: Uint8Array }, rows: number, cols: number) {
+  let worst = 1, at = -1;
+  for (let c = 0; c < cols; c++) {
+    let same = 0;
+    for (let r = 0; r < rows; r++) if (ref.codes[r * cols + c] === got.codes[r * cols + c]) same++;
+    if (same / rows < worst) [worst, at] = [same / rows, c];
+  }
+  assert.ok(worst >= 0.9, `codes of column ${at} agree in ${worst} of the rows`);
+}
+
+// clip mse: the device's float32 shrink search may break a near-tie of two candidates differently from
+// the reference's float64 one (quant/quantize_wgsl.ts's header: 0.009 % of the fits on random rows), and
+// W itself differs by float32 rounding after the lazy updates. Measured on SwiftShader, both Hinv sources:
+// every code equal and every scale within 1e-3 in the four mse cases below (loss rel. diff ≤ 2.5e-7), so the
+// minmax cases' codes threshold holds; 2 % of the groups may still differ by a shrink step.
+const MSE_MIN_CODES = 0.99;
+const MSE_MIN_SCALES = 0.98;
+
+/** label, rows, cols, options; hooksOnly: not with the Dawn Cholesky (30–50 s for 1100 columns on SwiftShader; the batch kernel does not care where Hinv came from). */
+const cases: [string, number, number, GptqOptions, { hooksOnly?: boolean }?][] = [
   ['per-row params, W3', 48, 256, { bits: 3, groupSize: -1, blockSize: 128 }],
   ['groups 64 in batches of 128, W2, partial last batch (300 cols)', 40, 300, { bits: 2, groupSize: 64, blockSize: 128 }],
   ['groups = batch = 32, sym W4', 40, 160, { bits: 4, groupSize: 32, blockSize: 32, sym: true }],
   ['groups of 96 across batches of 64 (neither divides), W2', 33, 288, { bits: 2, groupSize: 96, blockSize: 64 }],
   ['static groups with act-order, W3', 24, 192, { bits: 3, groupSize: 64, blockSize: 64, staticGroups: true, actOrder: true }],
   ['batch of 30 (codes words straddle batches), 70 rows (a partial update tile), W2', 70, 150, { bits: 2, groupSize: -1, blockSize: 30 }],
+  // clip mse: dynamic groups fitted in the batch kernel (quantize_wgsl.ts findParamsWgsl); −1: on the host.
+  ['clip mse, groups 128, W2', 40, 256, { bits: 2, groupSize: 128, blockSize: 128, clip: 'mse' }],
+  ['clip mse, groups 64 across batches of 96, sym W3', 33, 288, { bits: 3, groupSize: 64, blockSize: 96, clip: 'mse', sym: true }],
+  ['clip mse, per-row params (groupSize −1), W2', 48, 256, { bits: 2, groupSize: -1, blockSize: 128, clip: 'mse' }],
+  // Batches wider than FUSED_MAX_BLOCK = 256: the row slices live in the storage scratch buffer.
+  ['batch of 512 (storage row slices), groups 128, W2', 40, 700, { bits: 2, groupSize: 128, blockSize: 512 }],
+  ['batch of 1000 (storage row slices), groups 128 with clip mse, W3', 24, 1100, { bits: 3, groupSize: 128, blockSize: 1000, clip: 'mse' }, { hooksOnly: true }],
+  // 1000 = 4·250 keeps the code words inside batches; 1001 makes them straddle the batch boundaries.
+  ['batch of 1001 (storage row slices, code words straddle batches), per-row params, W2', 24, 1100, { bits: 2, groupSize: -1, blockSize: 1001 }, { hooksOnly: true }],
 ];
 
-for (const hinvFrom of ['dawn', 'hooks'] as const) for (const [label, rows, cols, opts] of cases)
+for (const hinvFrom of ['dawn', 'hooks'] as const) for (const [label, rows, cols, opts, only] of cases) {
+  if (only?.hooksOnly && hinvFrom === 'dawn') continue;
   test(`fused GPTQ kernels (Hinv from ${hinvFrom === 'dawn' ? 'the Dawn Cholesky' : 'the float64 hook'}) ≈ TypeScript GPTQ: ${label}`, async (t) => {
     const gpu = await device(t);
     if (!gpu) return;
@@ -42,7 +89,11 @@ for (const hinvFrom of ['dawn', 'hooks'] as const) for (const [label, rows, cols
     assert.ok(fusedSupports(opts, rows, cols, gpu.maxBindingBytes));
     const ref = gptqQuantize(W, rows, cols, H, opts);
     const got = await gptqQuantizeFused(gpu, W, rows, cols, H, { ...opts, hinvFrom, choleskyInverseUpperAsync: hinvFrom === 'hooks' ? chol : async () => assert.fail('hook called') });
-    agree(ref, got);
+    if (opts.clip === 'mse') {
+      agree(ref, got, MSE_MIN_CODES, MSE_MIN_SCALES);
+      t.diagnostic(lastAgreement);
+    } else agree(ref, got);
+    everyColumn(ref, got, rows, cols);
     assert.deepEqual(Array.from(got.gIdx), Array.from(ref.gIdx));
     assert.deepEqual(Array.from(got.perm), Array.from(ref.perm));
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) {
@@ -50,6 +101,7 @@ for (const hinvFrom of ['dawn', 'hooks'] as const) for (const [label, rows, cols
       assert.equal(got.Q[r * cols + c], Math.fround(s * (got.codes[r * cols + c] - z)));
     }
   });
+}
 
 test('fused GPTQ: caller permutation and dead columns as the TypeScript core; Hinv given as float32', async (t) => {
   const gpu = await device(t);
@@ -85,14 +137,16 @@ test('fused GPTQ: caller permutation and dead columns as the TypeScript core; Hi
   await assert.rejects(gptqQuantizeFused(gpu, W, rows, cols, H, { ...opts, choleskyInverseUpperAsync: chol, f32Inputs: { W: new Float32Array(3), H: Float32Array.from(H) } }), /f32Inputs/);
 });
 
-test('fused GPTQ: a failed Cholesky falls back to RTN with a warning; clip mse and oversized batches are refused', async (t) => {
+test('fused GPTQ: a failed Cholesky falls back to RTN with a warning; only layers past the binding limit are refused', async (t) => {
   const gpu = await device(t);
   if (!gpu) return;
-  assert.equal(fusedSupports({ bits: 2, clip: 'mse' }, 16, 256), false);
-  assert.equal(fusedSupports({ bits: 2, blockSize: 512 }, 16, 1024), false);
+  assert.equal(fusedSupports({ bits: 2, clip: 'mse' }, 16, 256), true);
+  assert.equal(fusedSupports({ bits: 2, blockSize: 512 }, 16, 1024), true);
+  assert.equal(fusedSupports({ bits: 2, blockSize: 100_000 }, 16, 1024), true);
   assert.equal(fusedSupports({ bits: 2 }, 4096, 4096, 32 * 2 ** 20), false); // W is 64 MiB
   const { W, H } = syntheticLayer(16, 64, 300, 5);
-  await assert.rejects(gptqQuantizeFused(gpu, W, 16, 64, H, { bits: 2, clip: 'mse', choleskyInverseUpperAsync: chol }), /do not implement/);
+  const tiny = { maxBindingBytes: 1024 } as unknown as DawnGpu; // W is 4 KiB: refused before the device is used
+  await assert.rejects(gptqQuantizeFused(tiny, W, 16, 64, H, { bits: 2, clip: 'mse', choleskyInverseUpperAsync: chol }), /do not implement/);
   const warnings: string[] = [];
   const npd = async (): Promise<Float64Array> => {
     const e = new Error('pivot 3 is -1');

@@ -3,20 +3,26 @@
 // invocation per row, the batch's row slice private to it), and one more applies the lazy update
 // W[:, i2:] −= Err1·Hinv[i1:i2, i2:] (wgsl_gemm.ts). A 4096-column layer is 64 dispatches in one command
 // buffer. Semantics = quant/gptq_loop.ts in float32 with round-half-even (WGSL round) and a correctly
-// rounded x / s: codes agree with the float64 loop except at rounding boundaries.
+// rounded x / s: codes agree with the float64 loop except at rounding boundaries. Dynamic group params,
+// min-max or the mse search, are quantize_wgsl.ts's routine inside the batch kernel.
 
 import type { DawnGpu } from './dawn';
 import { PARAMS_WORDS, gptqBatchWgsl } from './gptq_wgsl';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
 
-/** Widest lazy batch the batch kernel holds per invocation (its private row slice). */
+/**
+ * Widest lazy batch the batch kernel holds per invocation in a private array; wider batches keep the
+ * row slices in a storage scratch buffer (rows × B floats; gptq_wgsl.ts `scratch`).
+ */
 export const FUSED_MAX_BLOCK = 256;
 
 export interface FusedLoopShape {
-  /** Lazy batch width, 2^bits − 1, symmetric grid, group width (−1: one group per row), dynamic group params. */
+  /** Lazy batch width (any; > FUSED_MAX_BLOCK: row slices in a scratch buffer), 2^bits − 1, symmetric grid, group width (−1: one group per row), dynamic group params. */
   B: number; maxq: number; sym: boolean; groupSize: number; dynamic: boolean;
   /** Group slots per row, the slot of the k-th quantized column, the starting params (scale, zero per slot; dynamic: overwritten). */
   G: number; slot: Uint32Array; params: Float32Array;
+  /** Range fit of the dynamic group params (default 'minmax'). */
+  clip?: 'minmax' | 'mse';
 }
 
 /**
@@ -29,7 +35,8 @@ export async function fusedColumnLoop(
   /** keepCodes: also return the packed codes' buffer (the caller destroys it). */
   opts: { keepCodes?: boolean } = {},
 ): Promise<{ codeWords: Uint32Array; paramsOut: Float32Array; rowLoss: Float32Array; codesB?: GPUBuffer }> {
-  const { B, maxq, sym, groupSize, dynamic, G: ng, slot, params } = sh;
+  const { B, maxq, sym, groupSize, dynamic, G: ng, slot, params, clip = 'minmax' } = sh;
+  const scratch = B > FUSED_MAX_BLOCK;
   const wordsPerRow = Math.ceil(cols / 4);
   const buffers: GPUBuffer[] = [];
   const own = (b: GPUBuffer) => (buffers.push(b), b);
@@ -37,10 +44,11 @@ export async function fusedColumnLoop(
   if (!opts.keepCodes) own(codesB);
   try {
     const [batchPipe, updatePipe] = await Promise.all([
-      gpu.pipeline(gptqBatchWgsl({ B, maxq, sym, dynamic, G: groupSize })),
+      gpu.pipeline(gptqBatchWgsl({ B, maxq, sym, dynamic, G: groupSize, clip, scratch })),
       gpu.pipeline(gemmWgsl(false, false, false, false)),
     ]);
     const Eb = own(gpu.buffer(4 * rows * B, 'Err1'));
+    const Sb = scratch ? own(gpu.buffer(4 * rows * B, 'row slices')) : undefined;
     const paramsB = own(await gpu.bufferFrom(params, 'params'));
     const lossB = own(gpu.buffer(4 * rows, 'loss'));
     const slotB = own(gpu.buffer(slot, 'slot'));
@@ -51,7 +59,7 @@ export async function fusedColumnLoop(
       // W[:, i2:] −= Err1 (rows×count, row stride B) · Hinv[i1:i2, i2:]
       const g = i2 < cols ? own(gpu.uniforms(gemmWords({ M: rows, N: cols - i2, K: count, lda: B, ldb: cols, ldc: cols, offA: 0, offB: i1 * cols + i2, offC: i2, alpha: -1, beta: 1 }))) : undefined;
       batches.push({
-        bBatch: gpu.bindGroup(batchPipe, [u, Wb, Hinv, Eb, codesB, paramsB, lossB, slotB]),
+        bBatch: gpu.bindGroup(batchPipe, [u, Wb, Hinv, Eb, codesB, paramsB, lossB, slotB, Sb]),
         bUpdate: g && gpu.bindGroup(updatePipe, [g, Eb, Hinv, Wb]),
         tailCols: cols - i2,
       });

@@ -4,10 +4,15 @@
 // columns i1..i2 on its own row (rows are independent given Hinv and the params):
 //   q = clamp(round(w_i / s) + z, 0, maxq);  err = (w_i − s·(q − z)) / Hinv[k, k]
 //   w_j −= err·Hinv[k, j] for the batch's later columns j;  Losses += err²/2
-// with the row's batch slice in registers/local memory, Err1 written for the lazy update, and the codes
-// packed four per u32 (quantization order). Dynamic group params come from the global W at the group's
-// first column (the reference's find_params on W, which lags the intra-batch updates).
+// with the row's batch slice in registers/local memory (B ≤ 256) or, for wider batches, in a storage
+// scratch buffer (B × rows, column-major so that neighbouring rows' invocations touch neighbouring
+// words), Err1 written for the lazy update, and the codes packed four per u32 (quantization order).
+// Dynamic group params come from the global W at the group's first column (the reference's find_params
+// on W, which lags the intra-batch updates — which is why the batch never writes W, even in the scratch
+// variant), fitted by quantize_wgsl.ts's findParamsWgsl: min-max or the mse search.
 // The lazy update W[:, i2:] −= Err1·Hinv[i1:i2, i2:] is compute/wgsl_gemm.ts's GEMM.
+
+import { DIV_RN_WGSL, f32Lit, findParamsWgsl, type Clip } from './quantize_wgsl';
 
 /** Per-dispatch parameters (one uniform buffer per batch). */
 export const PARAMS_WORDS = 8;
@@ -22,11 +27,18 @@ export interface BatchKernelShape {
   dynamic: boolean;
   /** Group width (dynamic groups only). */
   G: number;
+  /** Dynamic groups' range fit (default 'minmax'). */
+  clip?: Clip;
+  /**
+   * The row slice in a storage scratch buffer (binding 8, B × rows floats) instead of a private array:
+   * for B > 256, where a private array of B floats per invocation is too large.
+   */
+  scratch?: boolean;
 }
 
-const f32 = (v: number) => (Number.isInteger(v) ? `${v}.0` : `${v}`);
-
 export function gptqBatchWgsl(k: BatchKernelShape): string {
+  // The row slice w[0..count): private, or column i of the scratch buffer at this row.
+  const w = (i: string) => (k.scratch ? `S[(${i}) * p.rows + r]` : `w[${i}]`);
   return /* wgsl */ `
 ${PARAMS}
 @group(0) @binding(0) var<uniform> p: Params;
@@ -37,28 +49,20 @@ ${PARAMS}
 @group(0) @binding(5) var<storage, read_write> params: array<f32>; // rows×ng×(scale, zero)
 @group(0) @binding(6) var<storage, read_write> loss: array<f32>;   // rows: Σ err²/2
 @group(0) @binding(7) var<storage, read> slot: array<u32>;         // cols: group slot of column k
+${k.scratch ? '@group(0) @binding(8) var<storage, read_write> S: array<f32>;      // B×rows: the batch\'s row slices, column-major' : ''}
 
 const B: u32 = ${k.B}u;
-const MAXQ: f32 = ${f32(k.maxq)};
-const SYM: bool = ${k.sym};
-const DYNAMIC: bool = ${k.dynamic};
+const MAXQ: f32 = ${f32Lit(k.maxq)};
 const G: u32 = ${Math.max(1, k.G)}u;
-
-// x / y rounded to nearest as the reference's float32 division: WGSL's '/' may be off by ~2.5 ulp
-// (Vulkan's precision), which moves a group's extreme weight off its exact tie (x/s = −(maxq+1)/2 in
-// sym mode) and changes its code. One residual step (fma: the exact remainder) corrects it.
-fn div_rn(x: f32, y: f32) -> f32 {
-  let q0 = x / y;
-  return q0 + fma(-q0, y, x) / y;
-}
-
+${DIV_RN_WGSL}
+${k.dynamic ? findParamsWgsl({ maxq: k.maxq, sym: k.sym, clip: k.clip ?? 'minmax', src: 'W' }) : ''}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
   let r = gid.x;
   if (r >= p.rows) { return; }
   let row = r * p.cols;
-  var w: array<f32, B>;
-  for (var i = 0u; i < p.count; i++) { w[i] = W[row + p.i1 + i]; }
+  ${k.scratch ? '' : 'var w: array<f32, B>;'}
+  for (var i = 0u; i < p.count; i++) { ${w('i')} = W[row + p.i1 + i]; }
   var l = 0.0;
   // A batch starting inside a word (B not a multiple of 4) continues the word the last batch began.
   var word = 0u;
@@ -66,27 +70,14 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   for (var i = 0u; i < p.count; i++) {
     let k = p.i1 + i;
     let po = (r * p.ng + slot[k]) * 2u;
-    if (DYNAMIC && k % G == 0u) {
-      var xmin = 0.0;
-      var xmax = 0.0;
-      let end = min(k + G, p.cols);
-      for (var j = k; j < end; j++) {
-        let v = W[row + j];
-        xmin = min(xmin, v);
-        xmax = max(xmax, v);
-      }
-      if (SYM) {
-        xmax = max(-xmin, xmax);
-        if (xmin < 0.0) { xmin = -xmax; }
-      }
-      if (xmin == 0.0 && xmax == 0.0) { xmin = -1.0; xmax = 1.0; }
-      let s = div_rn(xmax - xmin, MAXQ);
-      params[po] = s;
-      params[po + 1u] = select(round(div_rn(-xmin, s)), (MAXQ + 1.0) / 2.0, SYM);
-    }
+    ${k.dynamic ? `if (k % G == 0u) {
+      let sz = find_params(row + k, min(G, p.cols - k));
+      params[po] = sz.x;
+      params[po + 1u] = sz.y;
+    }` : ''}
     let s = params[po];
     let z = params[po + 1u];
-    let x = w[i];
+    let x = ${w('i')};
     let q = clamp(round(div_rn(x, s)) + z, 0.0, MAXQ);
     let hk = k * p.cols;
     let err = (x - s * (q - z)) / U[hk + k];
@@ -98,7 +89,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       word = 0u;
     }
     let hb = hk + p.i1;
-    for (var j = i + 1u; j < p.count; j++) { w[j] -= err * U[hb + j]; }
+    for (var j = i + 1u; j < p.count; j++) { ${w('j')} -= err * U[hb + j]; }
   }
   loss[r] += 0.5 * l;
 }

@@ -15,7 +15,7 @@ import { fusedColumnLoop } from './gptq_loop';
 import { gptvqOnDawn } from './gptvq_loop';
 import { LayerKernels } from './kernels';
 import { ROW_DOT_WGSL, SCALE_COLS_WGSL, SUB_WGSL, SYMMETRIZE_WGSL, ZERO_COLS_WGSL, diagWgsl, strideGroups } from './layer_wgsl';
-import { groupParamsOnDawn, rtnCodesOnDawn } from './quantize_wgsl';
+import { groupParamsDawn, rtnCodesDawn } from './quantize_wgsl';
 import { r1svdOnDawn } from './r1svd';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
 import { WorkerPool } from '../cpu/pool';
@@ -166,7 +166,11 @@ class GpuSession implements LayerSession {
   async groupParams(W: Mat, groupSize: number, spec: ParamsSpec): Promise<GroupParams> {
     const { rows, cols } = W;
     const G = Math.ceil(cols / groupSize);
-    const p = await groupParamsOnDawn(this.gpu, dev(W).buf, rows, cols, groupSize, spec);
+    const pb = this.k.own(this.gpu.buffer(8 * rows * G, 'params'));
+    await groupParamsDawn(this.gpu, dev(W).buf, { rows, cols, groupSize }, spec, pb);
+    const p = new Float32Array(2 * rows * G);
+    await this.gpu.readInto(pb, p);
+    this.k.drop(pb);
     const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
     for (let i = 0; i < rows * G; i++) {
       scale[i] = p[2 * i];
@@ -177,7 +181,19 @@ class GpuSession implements LayerSession {
 
   async quantizeRtn(W: Mat, groupSize: number, params: GroupParams, maxq: number): Promise<Uint8Array> {
     const { rows, cols } = W;
-    const words = await rtnCodesOnDawn(this.gpu, dev(W).buf, rows, cols, groupSize, params, maxq);
+    const G = params.groups, p = new Float32Array(2 * rows * G);
+    for (let i = 0; i < rows * G; i++) {
+      p[2 * i] = params.scale[i];
+      p[2 * i + 1] = params.zero[i];
+    }
+    const pb = this.k.own(await this.gpu.bufferFrom(p, 'params'));
+    const wpr = Math.ceil(cols / 4);
+    const cb = this.k.own(this.gpu.buffer(4 * rows * wpr, 'codes'));
+    await rtnCodesDawn(this.gpu, dev(W).buf, pb, { rows, cols, groupSize }, maxq, cb);
+    const words = new Uint32Array(rows * wpr);
+    await this.gpu.readInto(cb, words);
+    this.k.drop(pb);
+    this.k.drop(cb);
     return unpackRows(words, rows, cols);
   }
 
