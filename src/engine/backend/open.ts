@@ -12,11 +12,11 @@ import type { Backend } from './backend';
 import { CpuBackend } from './cpu/cpu_backend';
 import { getDawnGpu } from './gpu/dawn';
 import { GpuBackend } from './gpu/gpu_backend';
-import { probeAdapter } from './gpu/probe';
+import { probeAdapter, type AdapterProbe } from './gpu/probe';
 
 export interface OpenedBackend {
   backend: Backend;
-  /** Why this backend (for the log), e.g. "auto: no GPU adapter (…); quantizing on the CPU". */
+  /** Why this backend (for the log), e.g. "auto: no WebGPU adapter: …". */
   why: string;
 }
 
@@ -25,22 +25,24 @@ export function defaultThreads(cores = availableParallelism()): number {
   return cores >= 4 ? cores : 1;
 }
 
-/** Opens the backend of `choice`; `threads` = CPU worker threads (0: defaultThreads()). */
-export async function openBackend(choice: BackendChoice, threads: number): Promise<OpenedBackend> {
+/**
+ * Opens the backend of `choice`; `threads` = CPU worker threads (0: defaultThreads()). `probe` says whether a
+ * WebGPU adapter exists (tests pass their own answer).
+ */
+export async function openBackend(choice: BackendChoice, threads: number, probe: AdapterProbe = probeAdapter()): Promise<OpenedBackend> {
   const cpuThreads = threads || defaultThreads();
-  if (choice === 'cpu') return { backend: CpuBackend.create(cpuThreads), why: 'cpu (asked)' };
-  const probe = probeAdapter();
+  if (choice === 'cpu') return { backend: CpuBackend.create(cpuThreads), why: 'asked for' };
   const usable = probe.adapter && (choice === 'gpu' || !probe.fallback);
   if (!usable) {
     const reason = probe.adapter ? `the only WebGPU adapter is a CPU emulation (${probe.adapter})` : probe.reason!;
     if (choice === 'gpu') throw new ProtocolError(ErrorCode.BadConfig, `--backend gpu: ${reason}`, 'backend', 'use --backend cpu or auto');
-    return { backend: CpuBackend.create(cpuThreads), why: `auto: ${reason}; quantizing on the CPU` };
+    return { backend: CpuBackend.create(cpuThreads), why: `auto: ${reason}` };
   }
   const { gpu, reason } = await getDawnGpu();
   if (!gpu) {
     if (choice === 'gpu') throw new ProtocolError(ErrorCode.BadConfig, `--backend gpu: ${reason}`, 'backend', 'use --backend cpu or auto');
-    return { backend: CpuBackend.create(cpuThreads), why: `auto: the WebGPU device failed (${reason}); quantizing on the CPU` };
+    return { backend: CpuBackend.create(cpuThreads), why: `auto: the WebGPU device failed: ${reason}` };
   }
-  const note = gpu.isFallback ? ' (a CPU emulation: expect it to be slower than --backend cpu)' : '';
-  return { backend: GpuBackend.create(gpu, defaultThreads()), why: `${choice}${note}` };
+  const note = gpu.isFallback ? '; a CPU emulation: expect it to be slower than --backend cpu' : '';
+  return { backend: GpuBackend.create(gpu, defaultThreads()), why: `${choice === 'gpu' ? 'asked for' : 'auto: a WebGPU adapter'}${note}` };
 }

@@ -132,7 +132,7 @@ async function runLocked(
   const rt: ComputeRuntime | undefined = model.summary.kind === 'llama' ? await getRuntime(config.ep) : undefined;
   const { backend, why } = await openBackend(config.backend, config.threads);
   try {
-    hooks.log('info', `quantizing on ${backend.label} (${why})`);
+    hooks.log('info', `backend ${backend.label} (${why})`);
     return await runOn(params, hooks, model, dir, effective, fingerprint, manifest, rt, backend, t0);
   } finally {
     await backend.close();
