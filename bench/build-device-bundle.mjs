@@ -1,6 +1,6 @@
-// Bundles the GPU benches for the device machine (no npm, no tsx there): .gpu/bench/{gpu_layers,model7b,
-// gptq_parallel_worker}.js. The worker bundle sits next to the benches because gptq_parallel.ts looks
-// for gptq_parallel_worker.js beside the running bundle (__dirname).
+// Bundles the GPU benches for the device machine (no npm, no tsx there): .gpu/bench/{gpu_layers,lopro,
+// ipc_run,synth_llama,cpu_worker,…}.js. The CPU backend's worker bundle sits next to the benches because
+// backend/cpu/pool.ts looks for cpu_worker.js beside the running bundle (__dirname).
 // onnxruntime-node stays external and is loaded from $LOPRO_ORT_DIR/onnxruntime-node when that is set
 // (e.g. /tmp/l/o130/node_modules for ORT 1.30 + WebGPU, /tmp/l/o129/node_modules for ORT 1.29 + CUDA),
 // else through the normal resolution (NODE_PATH works too). Run: node bench/build-device-bundle.mjs
@@ -32,16 +32,14 @@ const ortStub = {
 
 const common = { outdir: '.gpu/bench', bundle: true, platform: 'node', format: 'cjs', target: 'node20', sourcemap: true, sourcesContent: false, logLevel: 'info' };
 mkdirSync('.gpu/bench', { recursive: true });
-await esbuild.build({ ...common, entryPoints: { gptq_parallel_worker: 'src/engine/quant/gptq_parallel_worker.ts' }, plugins: [ortStub] });
+await esbuild.build({ ...common, entryPoints: { cpu_worker: 'src/engine/backend/cpu/worker.ts' }, plugins: [ortStub] });
 await esbuild.build({
   ...common,
   entryPoints: {
     gpu_layers: 'bench/gpu_layers.ts',
-    model7b: 'bench/model7b.ts',
+    ipc_run: 'bench/ipc_run.ts',
     model_table: 'bench/model_table.ts',
-    ep_profile: 'bench/ep_profile.ts',
     stats_probe: 'bench/stats_probe.ts',
-    loop_probe: 'bench/loop_probe.ts',
     bigtensor_probe: 'bench/bigtensor_probe.ts',
     dawn_copy_probe: 'bench/dawn_copy_probe.ts',
     ort_profile_summary: 'bench/ort_profile_summary.ts',

@@ -2,7 +2,7 @@
 // W (180 MB) and H (67–485 MB) should go up and Ŵ come down. Prints a table; no assertions (a probe).
 // Run on the device: /tmp/l/node .gpu/bench/dawn_copy_probe.js [MB,MB,...]
 
-import { getDawnGpu } from '../src/engine/compute/dawn';
+import { getDawnGpu } from '../src/engine/backend/gpu/dawn';
 
 const now = () => performance.now() / 1000;
 

@@ -24,13 +24,17 @@ import * as os from 'node:os';
 import { join, resolve } from 'node:path';
 import { DEFAULT_LAYER_CONFIG, bitsPerWeight, type LayerConfig } from '../src/protocol/config';
 import { openModel } from '../src/engine/run/inspect';
-import { quantizeLayerLoPRo } from '../src/engine/quant/lopro';
+import { quantizeLayer } from '../src/engine/run/quantize_layer';
+import { CpuBackend } from '../src/engine/backend/cpu/cpu_backend';
+import { defaultThreads } from '../src/engine/backend/open';
 import { syntheticActivations } from '../src/engine/quant/lopro_synth';
 import { blockLinears, type LinearInput } from '../src/engine/model/config';
 import { SafetensorsFile } from '../src/engine/io/safetensors';
 import { writeSafetensorsAtomic, type TensorData } from '../src/engine/io/safetensors_writer';
 
 const args = process.argv.slice(2);
+/** The CPU backend, as a run on this machine would take it (float64, bit-identical for any thread count). */
+const backend = CpuBackend.create(defaultThreads());
 const opt = (k: string, d: string) => {
   const i = args.indexOf(k);
   return i >= 0 ? args[i + 1] : d;
@@ -179,8 +183,9 @@ async function main(): Promise<void> {
       for (const bits of todo) {
         const t0 = performance.now();
         const base: LayerConfig = { ...DEFAULT_LAYER_CONFIG, bits };
-        const lp = quantizeLayerLoPRo(W, lin.rows, lin.cols, H, absMean, { ...base, method: 'lopro' }, 0, { name: lin.name, baselines: true, onWarning: () => {} });
-        const lv = quantizeLayerLoPRo(W, lin.rows, lin.cols, H, absMean, { ...base, method: 'lopro_v' }, 0, { name: lin.name, baselines: false, onWarning: () => {} });
+        const x = { name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W, H, absMean };
+        const lp = await quantizeLayer(backend, x, { ...base, method: 'lopro' }, { seed: 0, compare: true });
+        const lv = await quantizeLayer(backend, x, { ...base, method: 'lopro_v' }, { seed: 0 });
         const row: Row = {
           name: short, rows: lin.rows, cols: lin.cols, bits,
           rtn: lp.report.baselines!.rtn!, gptq: lp.report.baselines!.gptq!, lopro: lp.report.proxyLoss, loproV: lv.report.proxyLoss,
@@ -241,15 +246,15 @@ function table(rows: Row[], label: string, started: Date): string {
 
 /**
  * --ablation: LoPRo W`bits` variants on the selected blocks' layers (spec §1.7 ablation and the
- * switches): default (partial), rotation none / full, rank 0, act-order on, β searched in
- * {0.25, 0.5, 0.75}. Proxy loss relative to GPTQ on the same layer and Hessian.
+ * switches): default (partial), rotation none / full, rank 0 and 4, act-order on, clip mse. Proxy loss relative
+ * to GPTQ on the same layer and Hessian.
  */
 async function ablation(): Promise<void> {
   const started = new Date();
   const stats = hessKind === 'synthetic' ? syntheticStats() : await calibStats();
-  const variants: [string, Partial<LayerConfig>, number[] | undefined][] = [
-    ['partial (default)', {}, undefined], ['rotation none', { rotation: 'none' }, undefined], ['rotation full', { rotation: 'full' }, undefined],
-    ['rank 0', { rank: 0 }, undefined], ['rank 4', { rank: 4 }, undefined], ['act-order', { actOrder: true }, undefined], ['β search', {}, [0.25, 0.5, 0.75]],
+  const variants: [string, Partial<LayerConfig>][] = [
+    ['partial (default)', {}], ['rotation none', { rotation: 'none' }], ['rotation full', { rotation: 'full' }],
+    ['rank 0', { rank: 0 }], ['rank 4', { rank: 4 }], ['act-order', { actOrder: true }], ['clip mse', { clip: 'mse' }],
   ];
   const res: Record<string, number[]> = {};
   const lines: string[] = [];
@@ -260,8 +265,8 @@ async function ablation(): Promise<void> {
         const { H, absMean } = stats.get(b, lin.input);
         let gptq = 0;
         const cells: string[] = [];
-        for (const [label, over, betas] of variants) {
-          const r = quantizeLayerLoPRo(W, lin.rows, lin.cols, H, absMean, { ...DEFAULT_LAYER_CONFIG, bits, ...over }, 0, { name: lin.name, baselines: gptq === 0, betaCandidates: betas, onWarning: () => {} });
+        for (const [label, over] of variants) {
+          const r = await quantizeLayer(backend, { name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W, H, absMean }, { ...DEFAULT_LAYER_CONFIG, bits, ...over }, { seed: 0, compare: gptq === 0 });
           if (gptq === 0) gptq = r.report.baselines!.gptq!;
           const rel = r.report.proxyLoss / gptq;
           (res[`${bits}:${label}`] ??= []).push(rel);
@@ -288,7 +293,7 @@ async function ablation(): Promise<void> {
   }
 }
 
-(args.includes('--ablation') ? ablation() : main()).catch((e) => {
+(args.includes('--ablation') ? ablation() : main()).then(() => backend.close(), (e) => {
   console.error(e);
   process.exit(1);
 });

@@ -24,7 +24,7 @@
 // On the device machine (bundle: node bench/build-device-bundle.mjs → .gpu/bench/model_table.js):
 //   LOPRO_ORT_DIR=/tmp/l/o130/node_modules /tmp/l/node .gpu/bench/model_table.js --ep webgpu \
 //     --models-dir /tmp/l/models --models small,base --out $OUT
-// The GPTQ worker is found beside the bundle (.gpu/bench/gptq_parallel_worker.js) or via LOPRO_GPTQ_WORKER.
+// The CPU backend's worker is found beside the bundle (.gpu/bench/cpu_worker.js).
 
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
