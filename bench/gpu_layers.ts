@@ -23,7 +23,7 @@ import { DEFAULT_LAYER_CONFIG, type LayerConfig } from '../src/protocol/config';
 import { ComputeRuntime } from '../src/engine/compute/runtime';
 import { GraphBuilder } from '../src/engine/compute/graph';
 import { openBackend } from '../src/engine/backend/open';
-import type { Backend } from '../src/engine/backend/backend';
+import type { Backend } from '../src/engine/quant/backend';
 import { gptq } from '../src/engine/quant/gptq';
 import { lopro } from '../src/engine/quant/lopro';
 import { rtn } from '../src/engine/quant/rtn';

@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import type { Backend as BackendChoice } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
-import type { Backend } from './backend';
+import type { Backend } from '../quant/backend';
 import { CpuBackend } from './cpu/cpu_backend';
 import { getDawnGpu } from './gpu/dawn';
 import { GpuBackend } from './gpu/gpu_backend';

@@ -22,12 +22,50 @@
 //
 // Dequantization and inference: quant/lopro_dequant.ts (spec §4).
 
-import type { LayerConfig } from '../../protocol/config';
+import type { LayerConfig, RotationMode } from '../../protocol/config';
 import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode, type Dtype } from '../../protocol/messages';
-import type { LoproStoredLayer } from '../quant/lopro_dequant';
 import { packRows, unpackRows, wordsPerRow } from './bitpack';
 import type { TensorData } from './safetensors_writer';
+
+/** What a LoPRo layer stores (spec §1.9): the in-memory form of the tensors below, as every driver produces it and every reader gets it back. */
+export interface LoproStoredLayer {
+  rows: number;
+  cols: number;
+  method: 'lopro' | 'lopro_v';
+  /** Bits per code (lopro) or per vector dimension (lopro_v). */
+  bits: number;
+  /** Group width g along the transformed columns (cols when one group per row). */
+  groupSize: number;
+  sym: boolean;
+  /** perm[k] = original column at transformed position k. */
+  perm: Int32Array;
+  /** FP16 bits of α (length cols). */
+  alphaBits: Uint16Array;
+  rank: number;
+  /** FP8 E4M3 codes: U m×r, V r×n; FP16 σ̂ (length r), factor scales folded in. */
+  uCodes: Uint8Array;
+  vCodes: Uint8Array;
+  sigmaBits: Uint16Array;
+  /** √m, √n: the multipliers of the unit singular vectors before FP8 (informational; σ̂ includes 1/(uScale·vScale)). */
+  uScale: number;
+  vScale: number;
+  rotation: RotationMode;
+  /** b_I and b_H actually used (b_H = 0: nothing rotated). */
+  salientBlock: number;
+  hadamardBlock: number;
+  /** lopro: codes rows×cols (transformed order), FP16 scales rows×G, integer zeros rows×G. */
+  codes?: Uint8Array;
+  scaleBits?: Uint16Array;
+  zeros?: Uint8Array;
+  groups: number;
+  /** Group of every transformed column when act-order reordered them (else ⌊j/g⌋). */
+  gIdx?: Int32Array;
+  /** lopro_v: vector dimension, codes rows×(cols/d), FP16 codebooks groups×K×d. */
+  vqDim?: number;
+  vqCodes?: Uint16Array;
+  codebookBits?: Uint16Array;
+}
 
 export const LOPRO_FORMAT_VERSION = 1;
 const ROTATIONS = ['partial', 'none', 'full'] as const;

@@ -1,14 +1,10 @@
 // Naive float64 references for the Cholesky family. Row-major n×n flat arrays.
-// These are the twins the fast (blocked, ORT-backed) versions are tested against; they are also
-// fast enough for small layers. GPTQ needs `choleskyInverseUpper_ref`: the upper factor U of H⁻¹
+// These are the twins the fast versions (quant/gptq_linalg.ts, backend/gpu/cholesky.ts) are tested against. GPTQ needs `choleskyInverseUpper_ref`: the upper factor U of H⁻¹
 // (H⁻¹ = Uᵀ·U), i.e. torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).
 
-export class NotPositiveDefiniteError extends Error {
-  constructor(readonly pivotIndex: number, readonly pivotValue: number) {
-    super(`matrix is not positive definite (pivot ${pivotIndex} = ${pivotValue})`);
-    this.name = 'NotPositiveDefiniteError';
-  }
-}
+import { NotPositiveDefiniteError } from './not_positive_definite';
+
+export { NotPositiveDefiniteError };
 
 /** Lower L with A = L·Lᵀ. Throws NotPositiveDefiniteError on a non-positive pivot. */
 export function choleskyLower_ref(aVals: ArrayLike<number>, n: number): Float64Array {

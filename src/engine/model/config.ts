@@ -191,9 +191,6 @@ export function loadLlamaConfig(dirOrFile: string): LlamaConfig {
   return parseLlamaConfig(j, file);
 }
 
-// Rotary tables live in rope.ts; re-exported here for callers that read the config.
-export { ropeInvFreq, ropeTables } from './rope';
-
 const ATTN = ['q_proj', 'k_proj', 'v_proj', 'o_proj'] as const;
 const MLP = ['gate_proj', 'up_proj', 'down_proj'] as const;
 

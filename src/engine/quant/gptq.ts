@@ -7,7 +7,7 @@
 import type { ClipMode } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
-import type { LayerSession, Mat } from '../backend/backend';
+import type { LayerSession, Mat } from './backend';
 import { argsortDescending } from './permute';
 import { invertPermutation, isPermutation } from './gptq_kernels';
 import { maxqFor } from './quantizer';

@@ -8,9 +8,7 @@
 // positive diagonal. The Cholesky factor is unique, so this is the same U as the reference's
 // (checked against choleskyInverseUpper_ref in test/unit/quant/gptq_linalg.test.ts).
 
-import { NotPositiveDefiniteError } from '../linalg/cholesky_ref';
-
-export { choleskyInverseUpper_ref } from '../linalg/cholesky_ref';
+import { NotPositiveDefiniteError } from '../linalg/not_positive_definite';
 
 /** Upper U with UᵀU = H⁻¹ (H symmetric positive definite, n×n row-major). Throws NotPositiveDefiniteError. */
 export function choleskyInverseUpper(hVals: ArrayLike<number>, n: number): Float64Array {

@@ -17,7 +17,7 @@
 
 import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode } from '../../protocol/messages';
-import type { LayerSession, Mat, VqLoopResult } from '../backend/backend';
+import type { LayerSession, Mat, VqLoopResult } from './backend';
 import { deadInputs, prepareHessian } from './gptq';
 import { encodeF16 } from './fp8';
 

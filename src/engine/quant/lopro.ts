@@ -9,7 +9,7 @@
 import type { LayerConfig } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
-import type { LayerSession, Mat } from '../backend/backend';
+import type { LayerSession, Mat } from './backend';
 import { gptq, type GptqResult } from './gptq';
 import { gptvq } from './gptvq';
 import { columnScaleAlpha, type LowRankFactors } from './r1svd';

@@ -11,50 +11,13 @@ import { rotateRowsInPlace, rotateVector, type RotationPlan } from './rotation';
 import { lowRankWeight, type LowRankFactors } from './r1svd';
 import { encodeF16 } from './fp8';
 import type { LayerConfig } from '../../protocol/config';
-import type { RotationMode } from '../../protocol/config';
+import type { LoproStoredLayer } from '../io/lopro_format';
 
-export interface LoproStoredLayer {
-  rows: number;
-  cols: number;
-  method: 'lopro' | 'lopro_v';
-  /** Bits per code (lopro) or per vector dimension (lopro_v). */
-  bits: number;
-  /** Group width g along the transformed columns (cols when one group per row). */
-  groupSize: number;
-  sym: boolean;
-  /** perm[k] = original column at transformed position k. */
-  perm: Int32Array;
-  /** FP16 bits of α (length cols). */
-  alphaBits: Uint16Array;
-  rank: number;
-  /** FP8 E4M3 codes: U m×r, V r×n; FP16 σ̂ (length r), factor scales folded in. */
-  uCodes: Uint8Array;
-  vCodes: Uint8Array;
-  sigmaBits: Uint16Array;
-  /** √m, √n: the multipliers of the unit singular vectors before FP8 (informational; σ̂ includes 1/(uScale·vScale)). */
-  uScale: number;
-  vScale: number;
-  rotation: RotationMode;
-  /** b_I and b_H actually used (b_H = 0: nothing rotated). */
-  salientBlock: number;
-  hadamardBlock: number;
-  /** lopro: codes rows×cols (transformed order), FP16 scales rows×G, integer zeros rows×G. */
-  codes?: Uint8Array;
-  scaleBits?: Uint16Array;
-  zeros?: Uint8Array;
-  groups: number;
-  /** Group of every transformed column when act-order reordered them (else ⌊j/g⌋). */
-  gIdx?: Int32Array;
-  /** lopro_v: vector dimension, codes rows×(cols/d), FP16 codebooks groups×K×d. */
-  vqDim?: number;
-  vqCodes?: Uint16Array;
-  codebookBits?: Uint16Array;
-}
+export type { LoproStoredLayer };
 
 /**
- * The stored parts of a `lopro` layer from its stages' outputs: one construction for the drivers of
- * gptq_device_lopro.ts, gptq_parallel_lopro.ts and lopro_dawn.ts (FP16 scales, integer zeros, the
- * low-rank factors' codes or an empty rank 0, the rotation plan's b_I/b_H, g_idx when act-order/static groups).
+ * The stored parts of a LoPRo layer from its stages' outputs (FP16 scales, integer zeros, the low-rank
+ * factors' codes or an empty rank 0, the rotation plan's b_I/b_H, g_idx when act-order/static groups).
  */
 export function loproStoredLayer(o: {
   rows: number; cols: number; cfg: LayerConfig; groupSize: number; perm: Int32Array; alphaBits: Uint16Array;

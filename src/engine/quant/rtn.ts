@@ -4,7 +4,7 @@
 // one-thread twin, bit-exact against the golden RTN cases.
 
 import type { ClipMode } from '../../protocol/config';
-import type { LayerSession, Mat } from '../backend/backend';
+import type { LayerSession, Mat } from './backend';
 import { maxqFor } from './quantizer';
 
 export interface RtnOptions {

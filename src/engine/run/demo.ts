@@ -16,7 +16,8 @@ import { ENGINE_VERSION } from './version';
 import { dirname, join, resolve } from 'node:path';
 import { DEFAULT_CONFIG, type QuantizeConfig } from '../../protocol/config';
 import { evalPath } from './evaluate';
-import { quantizeRun, type RunHooks } from './pipeline';
+import { quantizeRun } from './pipeline';
+import type { RunHooks } from './run_context';
 import { formatLayerTable, table } from './report';
 
 /** The repository root: the folder above us that holds fixtures/tiny (works from src/ and dist/). */

@@ -14,7 +14,7 @@ import { checkModelTensors, loadLlamaConfig } from '../model/config';
 import { perplexity, type PerplexityResult } from '../model/perplexity';
 import { loadTokenizer, tokenizeFile } from '../model/tokenizer';
 import { isNativeDir, openNativeModel } from './native';
-import type { RunHooks } from './pipeline';
+import type { RunHooks } from './run_context';
 import { RunDir } from './rundir';
 
 export interface EvalOptions {

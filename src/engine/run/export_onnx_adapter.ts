@@ -1,7 +1,7 @@
 // Bridge from run/exports.ts (pipeline) to run/export_onnx.ts: the pipeline's signature, with
 // progress and log through its hooks. Loaded lazily so the rest of the engine starts without ORT
 // graph code.
-import type { RunHooks } from './pipeline';
+import type { RunHooks } from './run_context';
 import { exportOnnxFromNative } from './export_onnx';
 
 export async function exportOnnx(nativeDir: string, outDir: string, hooks: RunHooks): Promise<void> {

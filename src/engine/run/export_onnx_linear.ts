@@ -14,7 +14,7 @@
 import type { GraphBuilder, Value } from '../compute/graph';
 import { decodeF16, decodeF8E4M3 } from '../quant/fp8';
 import { rotationPlanOf, type LoproStoredLayer } from '../quant/lopro_dequant';
-import { hadamardMatrix_ref } from '../quant/rotation';
+import { hadamardMatrix } from '../linalg/fwht';
 
 export interface LinearEmitOptions {
   /** Use com.microsoft MatMulNBits for 4-bit residuals (default true). */
@@ -113,7 +113,7 @@ export function emitLoproLinear(g: GraphBuilder, name: string, s: LoproStoredLay
   const plan = rotationPlanOf(s);
   if (plan.block > 0 && plan.salient < n) {
     const b = plan.block, rest = n - plan.salient;
-    const Hb = f32(hadamardMatrix_ref(b).map((v) => v / Math.sqrt(b))); // symmetric: x·Hb = (Hb·xᵀ)ᵀ
+    const Hb = f32(hadamardMatrix(b)); // normalised, symmetric: x·Hb = (Hb·xᵀ)ᵀ
     const hb = g.initializer(`${name}.hadamard`, Hb, [b, b]);
     const parts = plan.salient > 0 ? g.opMulti('Split', [xr, g.constI64([plan.salient, rest])], { axis: 1 }, { outputs: 2 }) : [null, xr];
     const rot = g.op('Reshape', [g.op('MatMul', [g.op('Reshape', [parts[1]!, g.constI64([-1, rest / b, b])]), hb]), g.constI64([-1, rest])]);

@@ -14,7 +14,7 @@ import { SafetensorsWriter, type TensorSpec } from '../io/safetensors_writer';
 import { throwIfCancelled } from './cancel';
 import { evalPath, textKey } from './evaluate';
 import { NATIVE_MODEL_FILE, SIDE_FILES, openNativeModel, writeDirAtomic, writeDirAtomicAsync } from './native';
-import type { RunHooks } from './pipeline';
+import type { RunHooks } from './run_context';
 import { RunDir } from './rundir';
 
 export type ExportParams = EngineRequests['run/export']['params'];

@@ -5,50 +5,22 @@
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describeIssues, validateConfig, withDefaults, type QuantizeConfig } from '../../protocol/config';
-import { ErrorCode, type LayerReport, type ProgressValue, type RunSummary } from '../../protocol/messages';
+import { ErrorCode, type RunSummary } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { getRuntime, type ComputeRuntime } from '../compute/runtime';
-import type { Backend } from '../backend/backend';
+import type { Backend } from '../quant/backend';
 import { openBackend } from '../backend/open';
 import { computeFingerprint, fingerprintMismatch, outputConfig, type RunFingerprint } from './fingerprint';
 import { openModel, type OpenedModel } from './inspect';
 import { RunDir, summaryOf, type RunManifest } from './rundir';
+import type { QuantizeParams, RunContext, RunHooks } from './run_context';
+
+export type { QuantizeParams, RunContext, RunHooks };
 import { ENGINE_VERSION, RUN_FORMAT } from './version';
 import { runTensorBlocks } from './pipeline_tensors';
 import { prepareCalibration, runLlamaBlocks } from './pipeline_llama';
 import { writeNativeOutput } from './native';
 import { evaluateRunOutput } from './evaluate';
-
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
-
-export interface RunHooks {
-  signal?: AbortSignal;
-  onProgress: (v: ProgressValue) => void;
-  onLayerDone: (r: LayerReport) => void;
-  log: (level: LogLevel, message: string) => void;
-}
-
-export interface QuantizeParams {
-  modelPath: string;
-  config: QuantizeConfig;
-  runDir: string;
-  resume: boolean;
-  /** Texts to evaluate the exported model on after the run. */
-  evalTexts?: string[];
-}
-
-/** What the block loops need (shared by both kinds of model). */
-export interface RunContext {
-  params: QuantizeParams;
-  /** Where the layers are quantized, chosen once for the run (QuantizeConfig.backend). */
-  backend: Backend;
-  model: OpenedModel;
-  dir: RunDir;
-  manifest: RunManifest;
-  hooks: RunHooks;
-  /** Commits the manifest (the last write of a block commit) and adds this session's time. */
-  commit(): void;
-}
 
 function readCalibBytes(config: QuantizeConfig): Uint8Array | undefined {
   if (!config.calibText) return undefined;

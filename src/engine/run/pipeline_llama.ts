@@ -23,7 +23,7 @@ import { defaultBatch } from '../model/perplexity';
 import { loadTokenizer, tokenizeFile } from '../model/tokenizer';
 import { createActivationStore, loadActivationStore, type ActivationStore } from './activations';
 import { throwIfCancelled, yieldToEventLoop } from './cancel';
-import type { RunContext } from './pipeline';
+import type { RunContext } from './run_context';
 import { ProgressTracker } from './progress';
 import { quantizeLayer } from './quantize_layer';
 import { peekDawnGpu } from '../backend/gpu/dawn';

@@ -13,7 +13,7 @@ import { rtnByRows } from './rtn_rows';
 const SLICE_ABOVE = 1 << 24;
 import { loproLayerTensors } from '../io/lopro_format';
 import { atomicWriteFile } from '../io/atomic';
-import type { RunContext } from './pipeline';
+import type { RunContext } from './run_context';
 
 export async function runTensorBlocks(ctx: RunContext): Promise<void> {
   const { model, dir, manifest: m, hooks, params, backend } = ctx;

@@ -6,7 +6,7 @@
 
 import { bitsPerWeight, type LayerConfig, type Method } from '../../protocol/config';
 import type { LayerDetails, LayerReport } from '../../protocol/messages';
-import type { Backend, LayerSession, Mat } from '../backend/backend';
+import type { Backend, LayerSession, Mat } from '../quant/backend';
 import { rtn } from '../quant/rtn';
 import { gptq } from '../quant/gptq';
 import { lopro } from '../quant/lopro';

@@ -6,7 +6,7 @@
 
 import { bitsPerWeight, type LayerConfig } from '../../protocol/config';
 import type { LayerReport } from '../../protocol/messages';
-import type { Backend } from '../backend/backend';
+import type { Backend } from '../quant/backend';
 import { decodeF16 } from '../quant/fp8';
 import { rtn } from '../quant/rtn';
 import { baselineAsStored, type StoredLayer } from './stored';

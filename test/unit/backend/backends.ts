@@ -4,7 +4,7 @@
 // the float64 twins (quant/*_ref.ts) have, so a test compares like with like.
 import { after } from 'node:test';
 import type { LayerConfig } from '../../../src/protocol/config';
-import type { Backend } from '../../../src/engine/backend/backend';
+import type { Backend } from '../../../src/engine/quant/backend';
 import { CpuBackend } from '../../../src/engine/backend/cpu/cpu_backend';
 import { GpuBackend } from '../../../src/engine/backend/gpu/gpu_backend';
 import { gptq, type GptqOptions, type GptqResult } from '../../../src/engine/quant/gptq';

@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ErrorCode } from '../../../src/protocol/messages';
 import { ProtocolError } from '../../../src/protocol/rpc';
-import { blockLinears, checkModelTensors, loadLlamaConfig, otherTensors, parseLlamaConfig, ropeInvFreq, allLinears } from '../../../src/engine/model/config';
+import { blockLinears, checkModelTensors, loadLlamaConfig, otherTensors, parseLlamaConfig, allLinears } from '../../../src/engine/model/config';
+import { ropeInvFreq } from '../../../src/engine/model/rope';
 
 const base = () => ({
   model_type: 'llama',

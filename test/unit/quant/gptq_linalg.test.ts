@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { choleskyInverseUpper, choleskyInverseUpper_ref } from '../../../src/engine/quant/gptq_linalg';
+import { choleskyInverseUpper } from '../../../src/engine/quant/gptq_linalg';
+import { choleskyInverseUpper_ref } from '../../../src/engine/linalg/cholesky_ref';
 import { HessianAccumulator } from '../../../src/engine/quant/hessian';
 import { syntheticActivations } from './synthetic';
 

@@ -4,7 +4,7 @@
 
 import { ErrorCode } from '../../../protocol/messages';
 import { ProtocolError } from '../../../protocol/rpc';
-import type { Backend, ColumnLoopResult, ColumnLoopSpec, GroupParams, LayerSession, Mat, ParamsSpec, VqLoopResult, VqLoopSpec } from '../backend';
+import type { Backend, ColumnLoopResult, ColumnLoopSpec, GroupParams, LayerSession, Mat, ParamsSpec, VqLoopResult, VqLoopSpec } from '../../quant/backend';
 import { choleskyInverseUpper } from '../../quant/gptq_linalg';
 import { proxyLoss } from '../../quant/gptq_kernels';
 import { vqLoopSteps } from '../../quant/gptvq';

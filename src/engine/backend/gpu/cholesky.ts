@@ -11,7 +11,7 @@
 // leaves); tests compare against the float64 twin.
 
 import type { DawnGpu } from './dawn';
-import { NotPositiveDefiniteError } from '../../linalg/cholesky_ref';
+import { NotPositiveDefiniteError } from '../../linalg/not_positive_definite';
 import { BS, choleskyDiagWgsl, choleskyPanelWgsl, reverseWgsl } from './cholesky_wgsl';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
 

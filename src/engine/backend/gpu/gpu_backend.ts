@@ -8,7 +8,7 @@
 
 import { ErrorCode } from '../../../protocol/messages';
 import { ProtocolError } from '../../../protocol/rpc';
-import type { Backend, ColumnLoopResult, ColumnLoopSpec, GroupParams, LayerSession, Mat, ParamsSpec, VqLoopResult, VqLoopSpec } from '../backend';
+import type { Backend, ColumnLoopResult, ColumnLoopSpec, GroupParams, LayerSession, Mat, ParamsSpec, VqLoopResult, VqLoopSpec } from '../../quant/backend';
 import type { DawnGpu } from './dawn';
 import { choleskyInverseUpperDawn } from './cholesky';
 import { fusedColumnLoop } from './gptq_loop';

@@ -1,13 +1,13 @@
-// The operations the quantization drivers of quant/ (gptq.ts, gptvq.ts, lopro.ts, rtn.ts) need, and the two
-// backends that supply them: cpu/ (TypeScript kernels over a worker pool, float64 where the reference is)
+// The operations the quantization drivers of this folder (gptq.ts, gptvq.ts, lopro.ts, rtn.ts) need, and the two
+// backends that supply them (../backend/): cpu/ (TypeScript kernels over a worker pool, float64 where the reference is)
 // and gpu/ (WGSL kernels on the engine's own WebGPU device, float32). A driver reads like its paper and
 // never knows where its matrices live: it holds `Mat` handles of one `LayerSession` and asks the session
 // for each step. A session owns every matrix it hands out and frees them all when closed.
 
 import type { ClipMode } from '../../protocol/config';
-import type { LowRankFactors, R1svdOptions } from '../quant/r1svd';
-import type { RotationPlan } from '../quant/rotation';
-import type { LoproStoredLayer } from '../quant/lopro_dequant';
+import type { LowRankFactors, R1svdOptions } from './r1svd';
+import type { RotationPlan } from './rotation';
+import type { LoproStoredLayer } from './lopro_dequant';
 
 export type BackendKind = 'cpu' | 'gpu';
 
