@@ -11,9 +11,15 @@ import { GraphBuilder, type Value } from '../src/engine/compute/graph';
 import { fillUniform } from './fill';
 
 const args = process.argv.slice(2);
-const arg = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1] : d; };
+const arg = (k: string, d: string) => {
+  const i = args.indexOf(`--${k}`);
+  return i >= 0 ? args[i + 1] : d;
+};
 const ep = arg('ep', 'webgpu') as EpName;
-const n = Number(arg('n', '11008')), T = Number(arg('tokens', '4096')), K = Number(arg('blocks', '4')), reps = Number(arg('reps', '5'));
+const n = Number(arg('n', '11008')),
+  T = Number(arg('tokens', '4096')),
+  K = Number(arg('blocks', '4')),
+  reps = Number(arg('reps', '5'));
 
 async function main(): Promise<void> {
   const rt = await ComputeRuntime.create({ ep });
@@ -22,13 +28,17 @@ async function main(): Promise<void> {
   const cut = (i: number) => Math.round((i * n) / K);
   /** A graph whose first output is synced by one value; every output stays on the device. */
   const timed = async (label: string, build: (g: GraphBuilder) => Value[], feeds: Record<string, Tensor>) => {
-    const s = await rt.session(`bigtensor/${label}`, () => {
-      const g = new GraphBuilder('bigtensor');
-      const outs = build(g);
-      outs.forEach((v, i) => g.output(v, `y${i}`));
-      g.output(g.op('Slice', [g.op('Reshape', [outs[0], g.constI64([-1])]), g.constI64([0]), g.constI64([1])]), 'one');
-      return g.toModel();
-    }, dev);
+    const s = await rt.session(
+      `bigtensor/${label}`,
+      () => {
+        const g = new GraphBuilder('bigtensor');
+        const outs = build(g);
+        outs.forEach((v, i) => g.output(v, `y${i}`));
+        g.output(g.op('Slice', [g.op('Reshape', [outs[0], g.constI64([-1])]), g.constI64([0]), g.constI64([1])]), 'one');
+        return g.toModel();
+      },
+      dev,
+    );
     const run = async () => rt.run(s, feeds);
     const warm = await run();
     await rt.download(warm.one);
@@ -53,22 +63,38 @@ async function main(): Promise<void> {
     return { xi, xT: g.op('Transpose', [xi], { perm: [1, 0] }) };
   };
   const rows = (g: GraphBuilder, v: Value, a: number, b: number) => g.op('Slice', [v, g.constI64([a]), g.constI64([b]), g.constI64([0])]);
-  await timed('XᵀX alone, one [n, n] output', (g) => {
-    const { xi, xT } = xt(g);
-    return [g.op('MatMul', [xT, xi])];
-  }, { x });
-  await timed('acc + XᵀX, one [n, n] accumulator (the stats pass today)', (g) => {
-    const { xi, xT } = xt(g);
-    return [g.op('Add', [g.input('acc', 'float32', [n, n]), g.op('MatMul', [xT, xi])])];
-  }, { x, acc });
-  await timed(`acc_k + X[:, rows k]ᵀX, ${K} row-block accumulators`, (g) => {
-    const { xi, xT } = xt(g);
-    return accs.map((_, k) => g.op('Add', [g.input(`acc${k}`, 'float32', [cut(k + 1) - cut(k), n]), g.op('MatMul', [rows(g, xT, cut(k), cut(k + 1)), xi])]));
-  }, { x, ...Object.fromEntries(accs.map((t, k) => [`acc${k}`, t])) });
-  await timed('finalize (S + Sᵀ)·c on one [n, n]', (g) => {
-    const sIn = g.input('acc', 'float32', [n, n]);
-    return [g.op('Mul', [g.op('Add', [sIn, g.op('Transpose', [sIn], { perm: [1, 0] })]), g.constF32(0.5)])];
-  }, { acc });
+  await timed(
+    'XᵀX alone, one [n, n] output',
+    (g) => {
+      const { xi, xT } = xt(g);
+      return [g.op('MatMul', [xT, xi])];
+    },
+    { x },
+  );
+  await timed(
+    'acc + XᵀX, one [n, n] accumulator (the stats pass today)',
+    (g) => {
+      const { xi, xT } = xt(g);
+      return [g.op('Add', [g.input('acc', 'float32', [n, n]), g.op('MatMul', [xT, xi])])];
+    },
+    { x, acc },
+  );
+  await timed(
+    `acc_k + X[:, rows k]ᵀX, ${K} row-block accumulators`,
+    (g) => {
+      const { xi, xT } = xt(g);
+      return accs.map((_, k) => g.op('Add', [g.input(`acc${k}`, 'float32', [cut(k + 1) - cut(k), n]), g.op('MatMul', [rows(g, xT, cut(k), cut(k + 1)), xi])]));
+    },
+    { x, ...Object.fromEntries(accs.map((t, k) => [`acc${k}`, t])) },
+  );
+  await timed(
+    'finalize (S + Sᵀ)·c on one [n, n]',
+    (g) => {
+      const sIn = g.input('acc', 'float32', [n, n]);
+      return [g.op('Mul', [g.op('Add', [sIn, g.op('Transpose', [sIn], { perm: [1, 0] })]), g.constF32(0.5)])];
+    },
+    { acc },
+  );
   rt.release(x, acc, ...accs);
   await rt.dispose();
 }

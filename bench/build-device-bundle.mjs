@@ -11,11 +11,10 @@ const ortShim = {
   name: 'ort-from-env',
   setup(build) {
     build.onResolve({ filter: /^onnxruntime-node$/ }, (args) =>
-      args.namespace === 'ort-shim' ? { path: 'onnxruntime-node', external: true } : { path: 'ort', namespace: 'ort-shim' });
+      args.namespace === 'ort-shim' ? { path: 'onnxruntime-node', external: true } : { path: 'ort', namespace: 'ort-shim' },
+    );
     build.onLoad({ filter: /.*/, namespace: 'ort-shim' }, () => ({
-      contents:
-        "const dir = process.env.LOPRO_ORT_DIR;\n" +
-        "module.exports = dir ? require(require('node:path').join(dir, 'onnxruntime-node')) : require('onnxruntime-node');\n",
+      contents: 'const dir = process.env.LOPRO_ORT_DIR;\n' + "module.exports = dir ? require(require('node:path').join(dir, 'onnxruntime-node')) : require('onnxruntime-node');\n",
       loader: 'js',
     }));
   },

@@ -33,8 +33,12 @@ async function main() {
     const f32 = new Float32Array(n).map((_, i) => i % 977);
     const f64 = Float64Array.from(f32);
     const dst = dev.createBuffer({ size: 4 * n, usage: U.STORAGE | U.COPY_SRC | U.COPY_DST });
-    await time('js memcpy (Float32Array.set)', 4 * n, () => { new Float32Array(n).set(f32); });
-    await time('js f64→f32 (Float32Array.set)', 4 * n, () => { new Float32Array(n).set(f64); });
+    await time('js memcpy (Float32Array.set)', 4 * n, () => {
+      new Float32Array(n).set(f32);
+    });
+    await time('js f64→f32 (Float32Array.set)', 4 * n, () => {
+      new Float32Array(n).set(f64);
+    });
     await time('mappedAtCreation (gpu.buffer)', 4 * n, () => gpu.buffer(f32).destroy());
     await time('mappedAtCreation + f64→f32 into the map', 4 * n, () => {
       const b = dev.createBuffer({ size: 4 * n, usage: U.STORAGE | U.COPY_SRC | U.COPY_DST, mappedAtCreation: true });
@@ -55,7 +59,8 @@ async function main() {
       await time(`MAP_WRITE staging ×2 ${chunkMB} MiB + copyBufferToBuffer`, 4 * n, async () => {
         let k = 0;
         for (let o = 0; o < 4 * n; o += c, k++) {
-          const s = stages[k % 2], len = Math.min(c, 4 * n - o);
+          const s = stages[k % 2],
+            len = Math.min(c, 4 * n - o);
           await s.mapAsync(M.WRITE);
           new Uint8Array(s.getMappedRange(0, len)).set(new Uint8Array(f32.buffer, o, len));
           s.unmap();
@@ -66,7 +71,9 @@ async function main() {
       });
       for (const s of stages) s.destroy();
     }
-    await time('read (gpu.read, one staging buffer)', 4 * n, async () => { await gpu.read(dst, 4 * n); });
+    await time('read (gpu.read, one staging buffer)', 4 * n, async () => {
+      await gpu.read(dst, 4 * n);
+    });
     await time('read into a Float32Array view (no slice)', 4 * n, async () => {
       const s = dev.createBuffer({ size: 4 * n, usage: U.MAP_READ | U.COPY_DST });
       const enc = dev.createCommandEncoder();
@@ -85,17 +92,19 @@ async function main() {
         const offs: number[] = [];
         for (let o = 0; o < 4 * n; o += c) offs.push(o);
         for (let i = 0; i < offs.length; i += 4) {
-          await Promise.all(offs.slice(i, i + 4).map(async (o) => {
-            const len = Math.min(c, 4 * n - o);
-            const s = dev.createBuffer({ size: len, usage: U.MAP_READ | U.COPY_DST });
-            const enc = dev.createCommandEncoder();
-            enc.copyBufferToBuffer(dst, o, s, 0, len);
-            dev.queue.submit([enc.finish()]);
-            await s.mapAsync(M.READ);
-            out.set(new Uint8Array(s.getMappedRange()), o);
-            s.unmap();
-            s.destroy();
-          }));
+          await Promise.all(
+            offs.slice(i, i + 4).map(async (o) => {
+              const len = Math.min(c, 4 * n - o);
+              const s = dev.createBuffer({ size: len, usage: U.MAP_READ | U.COPY_DST });
+              const enc = dev.createCommandEncoder();
+              enc.copyBufferToBuffer(dst, o, s, 0, len);
+              dev.queue.submit([enc.finish()]);
+              await s.mapAsync(M.READ);
+              out.set(new Uint8Array(s.getMappedRange()), o);
+              s.unmap();
+              s.destroy();
+            }),
+          );
         }
       });
     }

@@ -37,7 +37,9 @@ const arg = (k: string, d: string) => {
   const i = args.indexOf(`--${k}`);
   return i >= 0 ? args[i + 1] : d;
 };
-const shapes = arg('shapes', '4096x4096,11008x4096,4096x11008').split(',').map((s) => s.split('x').map(Number) as [number, number]);
+const shapes = arg('shapes', '4096x4096,11008x4096,4096x11008')
+  .split(',')
+  .map((s) => s.split('x').map(Number) as [number, number]);
 const methods = arg('methods', 'rtn,gptq,lopro,lopro-mse,lopro-act').split(',');
 const backendChoice = arg('backend', 'gpu') as 'gpu' | 'cpu';
 const bits = Number(arg('bits', '2'));
@@ -52,7 +54,8 @@ const log = (s: string) => process.stdout.write(`${s}\n`);
 function normals(n: number, u: () => number, scale = 1): Float32Array {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(u() || 1e-12)) * scale, th = 2 * Math.PI * u();
+    const r = Math.sqrt(-2 * Math.log(u() || 1e-12)) * scale,
+      th = 2 * Math.PI * u();
     out[i] = r * Math.cos(th);
     if (i + 1 < n) out[i + 1] = r * Math.sin(th);
   }
@@ -62,7 +65,8 @@ function normals(n: number, u: () => number, scale = 1): Float32Array {
 function synthWeight(rows: number, cols: number, seed: number): Float32Array {
   const u = rng(seed);
   const W = normals(rows * cols, u, 1 / Math.sqrt(cols));
-  const rs = normals(rows, u, 0.3).map(Math.exp), cs = normals(cols, u, 0.3).map(Math.exp);
+  const rs = normals(rows, u, 0.3).map(Math.exp),
+    cs = normals(cols, u, 0.3).map(Math.exp);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) W[r * cols + c] *= rs[r] * cs[c];
   return W;
 }
@@ -71,7 +75,8 @@ function synthWeight(rows: number, cols: number, seed: number): Float32Array {
 async function synthHessian(cpu: ComputeRuntime, cols: number, T: number, seed: number): Promise<{ H: Float64Array; H32: Float32Array; absMean: Float64Array }> {
   const u = rng(seed);
   const k = Math.max(8, Math.floor(cols / 8));
-  const F = normals(T * k, u), B = normals(k * cols, u, 1 / Math.sqrt(k));
+  const F = normals(T * k, u),
+    B = normals(k * cols, u, 1 / Math.sqrt(k));
   const E = new Float32Array(T * cols);
   for (let i = 0; i < E.length; i++) {
     const v = -Math.log(u() || 1e-12) / Math.SQRT2;
@@ -81,7 +86,10 @@ async function synthHessian(cpu: ComputeRuntime, cols: number, T: number, seed: 
   for (let h = 0; h < Math.max(1, cols >> 8); h++) s[Math.floor(u() * cols)] *= 20;
   const build = () => {
     const g = new GraphBuilder('synth_hessian');
-    const f = g.input('f', 'float32', ['T', 'K']), b = g.input('b', 'float32', ['K', 'C']), e = g.input('e', 'float32', ['T', 'C']), sc = g.input('s', 'float32', ['C']);
+    const f = g.input('f', 'float32', ['T', 'K']),
+      b = g.input('b', 'float32', ['K', 'C']),
+      e = g.input('e', 'float32', ['T', 'C']),
+      sc = g.input('s', 'float32', ['C']);
     const x = g.op('Mul', [g.op('Add', [g.op('Mul', [g.op('MatMul', [f, b]), g.constF32([0.8])]), g.op('Mul', [e, g.constF32([0.6])])]), sc]);
     g.output(g.op('Mul', [g.op('MatMul', [g.op('Transpose', [x], { perm: [1, 0] }), x]), g.constF32([2 / T])]), 'h');
     g.output(g.op('ReduceMean', [g.op('Abs', [x])], { axes: [0], keepdims: 0 }), 'absmean');
@@ -108,7 +116,17 @@ function configOf(method: string): LayerConfig {
 }
 
 /** Upload + driver + Ŵ on the host: what a layer costs before its report. */
-async function quantizeOnly(backend: Backend, W: Float32Array, rows: number, cols: number, H: Float64Array, H32: Float32Array, absMean: Float64Array, lc: LayerConfig, name: string): Promise<Record<string, number>> {
+async function quantizeOnly(
+  backend: Backend,
+  W: Float32Array,
+  rows: number,
+  cols: number,
+  H: Float64Array,
+  H32: Float32Array,
+  absMean: Float64Array,
+  lc: LayerConfig,
+  name: string,
+): Promise<Record<string, number>> {
   const s = backend.session();
   try {
     const t0 = now();
@@ -117,9 +135,20 @@ async function quantizeOnly(backend: Backend, W: Float32Array, rows: number, col
     const t1 = now();
     let stages: Record<string, number> = {};
     if (lc.method === 'rtn' || lc.method === 'gptq') {
-      const q = lc.method === 'rtn'
-        ? await rtn(s, Wm, { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip })
-        : await gptq(s, Wm, Hm, { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip, percDamp: lc.percDamp, blockSize: lc.blockSize, actOrder: lc.actOrder, staticGroups: lc.staticGroups, name });
+      const q =
+        lc.method === 'rtn'
+          ? await rtn(s, Wm, { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip })
+          : await gptq(s, Wm, Hm, {
+              bits: lc.bits,
+              groupSize: lc.groupSize,
+              sym: lc.sym,
+              clip: lc.clip,
+              percDamp: lc.percDamp,
+              blockSize: lc.blockSize,
+              actOrder: lc.actOrder,
+              staticGroups: lc.staticGroups,
+              name,
+            });
       if ('seconds' in q) stages = { ...q.seconds };
       await s.download(await s.reconstruct(baselineAsStored(q, rows, cols, lc, lc.actOrder || lc.staticGroups)));
     } else {
@@ -133,17 +162,31 @@ async function quantizeOnly(backend: Backend, W: Float32Array, rows: number, col
   }
 }
 
-interface Row { shape: string; method: string; quantize: number; layer: number; stages: Record<string, number>; lossToRtn: number; peer?: number; ratio?: number }
+interface Row {
+  shape: string;
+  method: string;
+  quantize: number;
+  layer: number;
+  stages: Record<string, number>;
+  lossToRtn: number;
+  peer?: number;
+  ratio?: number;
+}
 
 async function main() {
   fs.mkdirSync(outDir, { recursive: true });
   const peer: { shape: string; bits: number; seconds_median: number }[] = peerFile && fs.existsSync(peerFile) ? JSON.parse(fs.readFileSync(peerFile, 'utf8')) : [];
   const cpu = await ComputeRuntime.create({ ep: 'cpu' });
   const { backend, why } = await openBackend(backendChoice, threads);
-  log(`gpu_layers: backend ${backend.label} (${why}); ${os.cpus().length}× ${os.cpus()[0]?.model}; shapes ${shapes.map((s) => s.join('x')).join(',')}; methods ${methods}; W${bits}; ${reps} rep(s)`);
+  log(
+    `gpu_layers: backend ${backend.label} (${why}); ${os.cpus().length}× ${os.cpus()[0]?.model}; shapes ${shapes.map((s) => s.join('x')).join(',')}; methods ${methods}; W${bits}; ${reps} rep(s)`,
+  );
   // Warm-up: pipelines compile once per process (not timed).
   {
-    const t = now(), c = 640, W = synthWeight(64, c, 7), { H, H32, absMean } = await synthHessian(cpu, c, 1024, 8);
+    const t = now(),
+      c = 640,
+      W = synthWeight(64, c, 7),
+      { H, H32, absMean } = await synthHessian(cpu, c, 1024, 8);
     for (const m of new Set(methods)) await quantizeLayer(backend, { name: 'warm-up', block: 0, module: 'w', rows: 64, cols: c, W, H, H32, absMean }, configOf(m), { seed: 0 });
     log(`warm-up ${(now() - t).toFixed(2)} s`);
   }
@@ -167,19 +210,48 @@ async function main() {
       const out = await quantizeLayer(backend, { name: `model.layers.0.${shape}`, block: 0, module: shape, rows: R, cols: C, W, H, H32, absMean }, lc, { seed: 0 });
       const layer = now() - tl;
       if (method === 'rtn') rtnLoss = out.report.proxyLoss;
-      const row: Row = { shape, method, quantize: best!.total, layer, stages: best!, lossToRtn: out.report.proxyLoss / rtnLoss, peer: peerS, ratio: peerS ? best!.total / peerS : undefined };
+      const row: Row = {
+        shape,
+        method,
+        quantize: best!.total,
+        layer,
+        stages: best!,
+        lossToRtn: out.report.proxyLoss / rtnLoss,
+        peer: peerS,
+        ratio: peerS ? best!.total / peerS : undefined,
+      };
       rows.push(row);
-      log(`${shape} ${method}: quantize ${row.quantize.toFixed(2)} s${peerS ? ` (${row.ratio!.toFixed(2)}× PyTorch ${peerS.toFixed(2)} s)` : ''}, layer ${layer.toFixed(2)} s (proxy loss ${(out.report.seconds.proxyLoss ?? 0).toFixed(2)} s), loss/RTN ${row.lossToRtn.toFixed(3)}; ${Object.entries(best!).filter(([k]) => k !== 'total').map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
+      log(
+        `${shape} ${method}: quantize ${row.quantize.toFixed(2)} s${peerS ? ` (${row.ratio!.toFixed(2)}× PyTorch ${peerS.toFixed(2)} s)` : ''}, layer ${layer.toFixed(2)} s (proxy loss ${(out.report.seconds.proxyLoss ?? 0).toFixed(2)} s), loss/RTN ${row.lossToRtn.toFixed(3)}; ${Object.entries(
+          best!,
+        )
+          .filter(([k]) => k !== 'total')
+          .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+          .join(', ')}`,
+      );
     }
   }
   const dawn = await peekDawnGpu();
   const table = [
     `| shape | method | quantize s | PyTorch s | ratio | layer s | loss/RTN |`,
     `|---|---|---:|---:|---:|---:|---:|`,
-    ...rows.map((r) => `| ${r.shape} | ${r.method} | ${r.quantize.toFixed(2)} | ${r.peer?.toFixed(2) ?? '-'} | ${r.ratio?.toFixed(2) ?? '-'} | ${r.layer.toFixed(2)} | ${Number.isFinite(r.lossToRtn) ? r.lossToRtn.toFixed(3) : '-'} |`),
+    ...rows.map(
+      (r) =>
+        `| ${r.shape} | ${r.method} | ${r.quantize.toFixed(2)} | ${r.peer?.toFixed(2) ?? '-'} | ${r.ratio?.toFixed(2) ?? '-'} | ${r.layer.toFixed(2)} | ${Number.isFinite(r.lossToRtn) ? r.lossToRtn.toFixed(3) : '-'} |`,
+    ),
   ].join('\n');
   log(`\n${table}\n`);
-  const meta = { date: new Date().toISOString(), host: os.hostname(), cpus: `${os.cpus().length}× ${os.cpus()[0]?.model}`, backend: backend.label, adapter: dawn?.label, node: process.version, tokens, bits, args };
+  const meta = {
+    date: new Date().toISOString(),
+    host: os.hostname(),
+    cpus: `${os.cpus().length}× ${os.cpus()[0]?.model}`,
+    backend: backend.label,
+    adapter: dawn?.label,
+    node: process.version,
+    tokens,
+    bits,
+    args,
+  };
   const file = path.join(outDir, `gpu_layers_${backend.kind}_${Date.now()}.json`);
   fs.writeFileSync(file, JSON.stringify({ meta, rows }, null, 1));
   log(`wrote ${file}`);

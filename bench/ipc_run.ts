@@ -38,7 +38,9 @@ async function main(): Promise<void> {
   try {
     const summary = await conn.sendRequest('run/start', { modelPath: resolve(model), config, runDir: resolve(out), resume: false });
     const wall = (performance.now() - t0) / 1000;
-    process.stdout.write(`ipc run: ${summary.layers.length} layers, ${summary.bpw.toFixed(3)} bpw, backend ${summary.backend}, EP ${summary.ep}; run.json ${summary.seconds.toFixed(1)} s, wall (fork to result) ${wall.toFixed(1)} s\n`);
+    process.stdout.write(
+      `ipc run: ${summary.layers.length} layers, ${summary.bpw.toFixed(3)} bpw, backend ${summary.backend}, EP ${summary.ep}; run.json ${summary.seconds.toFixed(1)} s, wall (fork to result) ${wall.toFixed(1)} s\n`,
+    );
   } finally {
     conn.close('done');
     child.kill();

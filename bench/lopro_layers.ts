@@ -52,7 +52,9 @@ const linearsOf = (b: number) => blockLinears(cfg, b).filter((l) => !onlyModules
 
 const model = openModel(modelDir);
 const cfg = model.cfg!;
-const [b0, b1] = opt('--blocks', `0-${cfg.numLayers - 1}`).split('-').map(Number);
+const [b0, b1] = opt('--blocks', `0-${cfg.numLayers - 1}`)
+  .split('-')
+  .map(Number);
 const blocks = Array.from({ length: (b1 ?? b0) - b0 + 1 }, (_, i) => b0 + i);
 
 type Stats = { H: Float64Array; absMean: Float64Array };
@@ -103,9 +105,13 @@ async function calibStats(): Promise<{ get: (b: number, input: LinearInput) => S
       X = Y;
       const tensors: TensorData[] = [];
       for (const inp of INPUTS) {
-        const n = acc[inp].abs.length, H = new Float64Array(n * n);
+        const n = acc[inp].abs.length,
+          H = new Float64Array(n * n);
         for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) H[i * n + j] = (2 / nWindows) * 0.5 * (acc[inp].xtx[i * n + j] + acc[inp].xtx[j * n + i]);
-        tensors.push({ name: `${inp}::H`, dtype: 'F64', shape: [n, n], data: H }, { name: `${inp}::abs_mean`, dtype: 'F64', shape: [n], data: acc[inp].abs.map((v) => v / (nWindows * T)) });
+        tensors.push(
+          { name: `${inp}::H`, dtype: 'F64', shape: [n, n], data: H },
+          { name: `${inp}::abs_mean`, dtype: 'F64', shape: [n], data: acc[inp].abs.map((v) => v / (nWindows * T)) },
+        );
       }
       if (!existsSync(file(b))) writeSafetensorsAtomic(file(b), tensors, { nsamples: String(nWindows), ctx: String(T), source: 'float model, protocol calibration windows' });
       console.error(`calibration stats block ${b}: ${((performance.now() - t0) / 1000).toFixed(1)} s`);
@@ -187,8 +193,14 @@ async function main(): Promise<void> {
         const lp = await quantizeLayer(backend, x, { ...base, method: 'lopro' }, { seed: 0, compare: true });
         const lv = await quantizeLayer(backend, x, { ...base, method: 'lopro_v' }, { seed: 0 });
         const row: Row = {
-          name: short, rows: lin.rows, cols: lin.cols, bits,
-          rtn: lp.report.baselines!.rtn!, gptq: lp.report.baselines!.gptq!, lopro: lp.report.proxyLoss, loproV: lv.report.proxyLoss,
+          name: short,
+          rows: lin.rows,
+          cols: lin.cols,
+          bits,
+          rtn: lp.report.baselines!.rtn!,
+          gptq: lp.report.baselines!.gptq!,
+          lopro: lp.report.proxyLoss,
+          loproV: lv.report.proxyLoss,
           bpw: { base: bitsPerWeight({ ...base, method: 'gptq' }, lin.rows, lin.cols), lopro: lp.report.bpw, loproV: lv.report.bpw },
           notes: [...new Set([...lp.report.notes, ...lv.report.notes])],
           seconds: (performance.now() - t0) / 1000,
@@ -216,8 +228,12 @@ function table(rows: Row[], label: string, started: Date): string {
   out.push('');
   out.push(`- command: \`node --import tsx bench/lopro_layers.ts ${args.join(' ')}\``);
   out.push(`- model: ${modelDir} (blocks ${blocks[0]}–${blocks[blocks.length - 1]}); **${label}**`);
-  out.push(`- machine: ${cpu[0]?.model ?? '?'} × ${cpu.length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}; EP: cpu (ORT only for the calibration forward; quantizers are TypeScript)`);
-  out.push('- metric: proxy loss tr((W−Ŵ)·H·(W−Ŵ)ᵀ) per layer, same H for every method; group 128 asymmetric, damp 0.01; LoPRo r = 16, b_I = b_H = 128, partial rotation, β = 0.5; LoPRo_v d = 2 (one FP16 codebook per 128 columns)');
+  out.push(
+    `- machine: ${cpu[0]?.model ?? '?'} × ${cpu.length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}; EP: cpu (ORT only for the calibration forward; quantizers are TypeScript)`,
+  );
+  out.push(
+    '- metric: proxy loss tr((W−Ŵ)·H·(W−Ŵ)ᵀ) per layer, same H for every method; group 128 asymmetric, damp 0.01; LoPRo r = 16, b_I = b_H = 128, partial rotation, β = 0.5; LoPRo_v d = 2 (one FP16 codebook per 128 columns)',
+  );
   out.push('');
   for (const bits of bitsList) {
     const rs = rows.filter((r) => r.bits === bits);
@@ -227,16 +243,23 @@ function table(rows: Row[], label: string, started: Date): string {
     out.push('| layer | m×n | RTN | GPTQ | LoPRo | LoPRo_v | LoPRo/GPTQ | bpw GPTQ | bpw LoPRo | bpw LoPRo_v |');
     out.push('|---|---|---|---|---|---|---|---|---|---|');
     for (const r of rs)
-      out.push(`| ${r.name} | ${r.rows}×${r.cols} | ${fmt(r.rtn)} | ${fmt(r.gptq)} | ${fmt(r.lopro)} | ${fmt(r.loproV)} | ${(r.lopro / r.gptq).toFixed(3)} | ${r.bpw.base.toFixed(3)} | ${r.bpw.lopro.toFixed(3)} | ${r.bpw.loproV.toFixed(3)} |`);
+      out.push(
+        `| ${r.name} | ${r.rows}×${r.cols} | ${fmt(r.rtn)} | ${fmt(r.gptq)} | ${fmt(r.lopro)} | ${fmt(r.loproV)} | ${(r.lopro / r.gptq).toFixed(3)} | ${r.bpw.base.toFixed(3)} | ${r.bpw.lopro.toFixed(3)} | ${r.bpw.loproV.toFixed(3)} |`,
+      );
     const sum = (f: (r: Row) => number) => rs.reduce((s, r) => s + f(r), 0);
     const params = sum((r) => r.rows * r.cols);
     const wbpw = (f: (r: Row) => number) => (sum((r) => f(r) * r.rows * r.cols) / params).toFixed(3);
     const geo = Math.exp(sum((r) => Math.log(r.lopro / r.gptq)) / rs.length);
     const geoV = Math.exp(sum((r) => Math.log(r.loproV / r.gptq)) / rs.length);
-    const wins = rs.filter((r) => r.lopro < r.gptq).length, winsV = rs.filter((r) => r.loproV < r.gptq).length;
-    out.push(`| **sum / model** | ${params} params | ${fmt(sum((r) => r.rtn))} | ${fmt(sum((r) => r.gptq))} | ${fmt(sum((r) => r.lopro))} | ${fmt(sum((r) => r.loproV))} | geo-mean ${geo.toFixed(3)} | ${wbpw((r) => r.bpw.base)} | ${wbpw((r) => r.bpw.lopro)} | ${wbpw((r) => r.bpw.loproV)} |`);
+    const wins = rs.filter((r) => r.lopro < r.gptq).length,
+      winsV = rs.filter((r) => r.loproV < r.gptq).length;
+    out.push(
+      `| **sum / model** | ${params} params | ${fmt(sum((r) => r.rtn))} | ${fmt(sum((r) => r.gptq))} | ${fmt(sum((r) => r.lopro))} | ${fmt(sum((r) => r.loproV))} | geo-mean ${geo.toFixed(3)} | ${wbpw((r) => r.bpw.base)} | ${wbpw((r) => r.bpw.lopro)} | ${wbpw((r) => r.bpw.loproV)} |`,
+    );
     out.push('');
-    out.push(`LoPRo < GPTQ on ${wins}/${rs.length} layers; LoPRo_v < GPTQ on ${winsV}/${rs.length} (geo-mean LoPRo_v/GPTQ ${geoV.toFixed(3)}). Time ${sum((r) => r.seconds).toFixed(0)} s.`);
+    out.push(
+      `LoPRo < GPTQ on ${wins}/${rs.length} layers; LoPRo_v < GPTQ on ${winsV}/${rs.length} (geo-mean LoPRo_v/GPTQ ${geoV.toFixed(3)}). Time ${sum((r) => r.seconds).toFixed(0)} s.`,
+    );
     out.push('');
   }
   const notes = [...new Set(rows.flatMap((r) => r.notes))];
@@ -253,8 +276,13 @@ async function ablation(): Promise<void> {
   const started = new Date();
   const stats = hessKind === 'synthetic' ? syntheticStats() : await calibStats();
   const variants: [string, Partial<LayerConfig>][] = [
-    ['partial (default)', {}], ['rotation none', { rotation: 'none' }], ['rotation full', { rotation: 'full' }],
-    ['rank 0', { rank: 0 }], ['rank 4', { rank: 4 }], ['act-order', { actOrder: true }], ['clip mse', { clip: 'mse' }],
+    ['partial (default)', {}],
+    ['rotation none', { rotation: 'none' }],
+    ['rotation full', { rotation: 'full' }],
+    ['rank 0', { rank: 0 }],
+    ['rank 4', { rank: 4 }],
+    ['act-order', { actOrder: true }],
+    ['clip mse', { clip: 'mse' }],
   ];
   const res: Record<string, number[]> = {};
   const lines: string[] = [];
@@ -266,7 +294,12 @@ async function ablation(): Promise<void> {
         let gptq = 0;
         const cells: string[] = [];
         for (const [label, over] of variants) {
-          const r = await quantizeLayer(backend, { name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W, H, absMean }, { ...DEFAULT_LAYER_CONFIG, bits, ...over }, { seed: 0, compare: gptq === 0 });
+          const r = await quantizeLayer(
+            backend,
+            { name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W, H, absMean },
+            { ...DEFAULT_LAYER_CONFIG, bits, ...over },
+            { seed: 0, compare: gptq === 0 },
+          );
           if (gptq === 0) gptq = r.report.baselines!.gptq!;
           const rel = r.report.proxyLoss / gptq;
           (res[`${bits}:${label}`] ??= []).push(rel);
@@ -275,9 +308,15 @@ async function ablation(): Promise<void> {
         lines.push(`| W${bits} | ${lin.name.replace('model.layers.', 'L')} | ${fmt(gptq)} | ${cells.join(' | ')} |`);
         console.error(lines[lines.length - 1]);
       }
-  const out = [`\n## LoPRo ablation (proxy loss / GPTQ's, same layer and H) — ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC`, '',
-    `- command: \`node --import tsx bench/lopro_layers.ts ${args.join(' ')}\`; ${stats.label}; machine: ${os.cpus()[0]?.model ?? '?'} × ${os.cpus().length}`, '',
-    `| bits | layer | GPTQ loss | ${variants.map((v) => v[0]).join(' | ')} |`, `|---|---|---|${variants.map(() => '---').join('|')}|`, ...lines];
+  const out = [
+    `\n## LoPRo ablation (proxy loss / GPTQ's, same layer and H) — ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC`,
+    '',
+    `- command: \`node --import tsx bench/lopro_layers.ts ${args.join(' ')}\`; ${stats.label}; machine: ${os.cpus()[0]?.model ?? '?'} × ${os.cpus().length}`,
+    '',
+    `| bits | layer | GPTQ loss | ${variants.map((v) => v[0]).join(' | ')} |`,
+    `|---|---|---|${variants.map(() => '---').join('|')}|`,
+    ...lines,
+  ];
   for (const bits of bitsList) {
     const geo = variants.map(([label]) => {
       const v = res[`${bits}:${label}`] ?? [];
@@ -293,7 +332,10 @@ async function ablation(): Promise<void> {
   }
 }
 
-(args.includes('--ablation') ? ablation() : main()).then(() => backend.close(), (e) => {
-  console.error(e);
-  process.exit(1);
-});
+(args.includes('--ablation') ? ablation() : main()).then(
+  () => backend.close(),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);

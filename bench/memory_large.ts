@@ -27,13 +27,21 @@ import { f32ToBf16Bits } from '../src/engine/io/dtypes';
 import { quantizeRun } from '../src/engine/run/pipeline';
 
 const args = process.argv.slice(2);
-const arg = (name: string, def: string) => { const i = args.indexOf(`--${name}`); return i >= 0 ? args[i + 1] : def; };
+const arg = (name: string, def: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : def;
+};
 const factor = Number(arg('factor', '1.5'));
 const bits = Number(arg('bits', '2'));
 const dir = arg('dir', '/tmp/lopro-memlarge');
-const keep = args.includes('--keep'), append = !args.includes('--no-append');
+const keep = args.includes('--keep'),
+  append = !args.includes('--no-append');
 
-const H = 8192, KV = 1024, I = 28672, V = 32000, B2 = 2; // BF16 bytes
+const H = 8192,
+  KV = 1024,
+  I = 28672,
+  V = 32000,
+  B2 = 2; // BF16 bytes
 const layerSpecs = (b: number): TensorSpec[] => {
   const p = `model.layers.${b}.`;
   return [
@@ -60,7 +68,8 @@ function gaussianPool(bytes: number, seed: number): Uint16Array {
     return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
   };
   for (let i = 0; i < out.length; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(u())), th = 2 * Math.PI * u();
+    const r = Math.sqrt(-2 * Math.log(u())),
+      th = 2 * Math.PI * u();
     out[i] = f32ToBf16Bits(0.02 * r * Math.cos(th));
     if (i + 1 < out.length) out[i + 1] = f32ToBf16Bits(0.02 * r * Math.sin(th));
   }
@@ -93,7 +102,10 @@ async function main(): Promise<void> {
   const ram = limit.bytes;
   const target = factor * ram;
   const fixed: TensorSpec[] = [{ name: 'model.embed_tokens.weight', dtype: 'BF16', shape: [V, H] }];
-  const tail: TensorSpec[] = [{ name: 'model.norm.weight', dtype: 'BF16', shape: [H] }, { name: 'lm_head.weight', dtype: 'BF16', shape: [V, H] }];
+  const tail: TensorSpec[] = [
+    { name: 'model.norm.weight', dtype: 'BF16', shape: [H] },
+    { name: 'lm_head.weight', dtype: 'BF16', shape: [V, H] },
+  ];
   const perLayer = layerSpecs(0).reduce((s, t) => s + bytesOf(t), 0);
   const fixedBytes = [...fixed, ...tail].reduce((s, t) => s + bytesOf(t), 0);
   const layers = Math.max(1, Math.ceil((target - fixedBytes) / perLayer));
@@ -127,7 +139,7 @@ async function main(): Promise<void> {
   const t1 = performance.now();
   const summary = await quantizeRun(
     { modelPath: file, config: { ...DEFAULT_CONFIG, method: 'rtn', bits, layerOverrides: {} }, runDir: path.join(dir, 'run'), resume: false },
-    { onProgress: (v) => v.kind === 'report' && v.message && console.error(v.message), onLayerDone: () => {}, log: (l, m) => console.error(m) },
+    { onProgress: (v) => v.kind === 'report' && v.message && console.error(v.message), onLayerDone: () => {}, log: (_l, m) => console.error(m) },
   );
   const qSeconds = (performance.now() - t1) / 1000;
   const peak = process.resourceUsage().maxRSS * 1024;
@@ -139,7 +151,14 @@ async function main(): Promise<void> {
     ['native output', `${(native / 1e9).toFixed(2)} GB, ${summary.bpw.toFixed(3)} bpw`],
     ['peak RSS', `${(peak / 1e9).toFixed(2)} GB (${((100 * peak) / ram).toFixed(1)}% of RAM, ${((100 * peak) / modelBytes).toFixed(1)}% of the model)`],
   ];
-  const md = [`### memory_large — ${new Date().toISOString()} — ${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, CPU`, '', '| what | value |', '|---|---|', ...rows.map((r) => `| ${r[0]} | ${r[1]} |`), ''].join('\n');
+  const md = [
+    `### memory_large — ${new Date().toISOString()} — ${os.cpus()[0]?.model ?? 'cpu'} × ${os.cpus().length}, CPU`,
+    '',
+    '| what | value |',
+    '|---|---|',
+    ...rows.map((r) => `| ${r[0]} | ${r[1]} |`),
+    '',
+  ].join('\n');
   console.log(md);
   if (append) execFileSync('flock', ['/tmp/lopro-results.lock', 'sh', '-c', 'cat >> "$1"', 'sh', path.join(__dirname, 'RESULTS.md')], { input: md + '\n' });
   if (!keep) rmSync(dir, { recursive: true, force: true });

@@ -88,7 +88,8 @@ function findBaselines(explicit?: string): Record<string, Record<string, Record<
 
 /** Model bpw of one global layer config, as summaryOf weighs it (bpw × rows × cols over all linears). */
 function modelBpw(shapes: { rows: number; cols: number }[], lc: LayerConfig): number {
-  let bits = 0, w = 0;
+  let bits = 0,
+    w = 0;
   for (const s of shapes) {
     bits += bitsPerWeight(lc, s.rows, s.cols) * s.rows * s.cols;
     w += s.rows * s.cols;
@@ -145,7 +146,8 @@ function goal(r: Row, base: Record<string, Record<string, number>> | undefined):
   const parts: string[] = [];
   let ok = true;
   for (const t of TEXTS) {
-    const fp = base.fp[t], p = r.ppl[t];
+    const fp = base.fp[t],
+      p = r.ppl[t];
     if (r.bits === 2) {
       const g = base['gptq:2']?.[t];
       if (g === undefined) return 'no GPTQ W2 baseline';
@@ -168,7 +170,9 @@ export function renderTable(rows: Row[], baselines: ReturnType<typeof findBaseli
   const models = [...new Set(rows.map((r) => r.model))];
   for (const m of models) {
     const base = baselines?.[m];
-    out.push(`\n**${m}** (ctx ${[...new Set(rows.filter((r) => r.model === m).map((r) => r.ctx))].join('/')}, baselines ctx ${baselines?.ctx?.[m] ?? '?'}; "base" = ../shared/baselines.json, PyTorch + original GPTQ)\n`);
+    out.push(
+      `\n**${m}** (ctx ${[...new Set(rows.filter((r) => r.model === m).map((r) => r.ctx))].join('/')}, baselines ctx ${baselines?.ctx?.[m] ?? '?'}; "base" = ../shared/baselines.json, PyTorch + original GPTQ)\n`,
+    );
     out.push('| row | bits | bpw | quant s | eval s | persuasion | base | jargon_tail | base | goal (per text persuasion / jargon_tail) |');
     out.push('|---|---|---|---|---|---|---|---|---|---|');
     const mine = rows.filter((r) => r.model === m).sort((a, b) => a.bits - b.bits || order(a) - order(b));
@@ -176,7 +180,9 @@ export function renderTable(rows: Row[], baselines: ReturnType<typeof findBaseli
       const key = r.method === 'fp' ? 'fp' : `${r.method}:${r.bits}`;
       const b = base?.[key];
       const label = r.label + (r.protocol ? '' : ` (not protocol: ${r.samples} windows, ctx ${r.ctx})`) + (r.resumed ? ' (resumed)' : '');
-      out.push(`| ${label} | ${r.method === 'fp' ? '16/32' : r.bits} | ${f3(r.bpw)} | ${fs1(r.quantSeconds)} | ${fs1(r.evalSeconds)} | ${f2(r.ppl.persuasion)} | ${f2(b?.persuasion)} | ${f2(r.ppl.jargon_tail)} | ${f2(b?.jargon_tail)} | ${goal(r, base)} |`);
+      out.push(
+        `| ${label} | ${r.method === 'fp' ? '16/32' : r.bits} | ${f3(r.bpw)} | ${fs1(r.quantSeconds)} | ${fs1(r.evalSeconds)} | ${f2(r.ppl.persuasion)} | ${f2(b?.persuasion)} | ${f2(r.ppl.jargon_tail)} | ${f2(b?.jargon_tail)} | ${goal(r, base)} |`,
+      );
     }
     // Baseline rows with no counterpart measured here (e.g. to read the GPTQ W2 goal against).
     const extra = Object.keys(base ?? {}).filter((k) => !mine.some((r) => (r.method === 'fp' ? 'fp' : `${r.method}:${r.bits}`) === k));
@@ -192,11 +198,14 @@ async function main(): Promise<void> {
   const models = (a.get('models') ?? 'tiny,small,base').split(',').filter(Boolean);
   const modelsDir = path.resolve(a.get('models-dir') ?? process.env.LOPRO_MODELS ?? '/work/shared/fixtures/models');
   // "gptq:mse" = that method with clip 'mse' (label "gptq mse"); plain names use the default min-max fit.
-  const methodSpecs = (a.get('methods') ?? 'fp,rtn,gptq,lopro,lopro_v').split(',').filter(Boolean).map((s) => {
-    const [method, clip] = s.split(':') as [Method | 'fp', string | undefined];
-    if (clip !== undefined && clip !== 'mse') throw new Error(`--methods ${s}: only ":mse" is known`);
-    return { method, clip: clip as 'mse' | undefined, name: clip ? `${method} ${clip}` : method };
-  });
+  const methodSpecs = (a.get('methods') ?? 'fp,rtn,gptq,lopro,lopro_v')
+    .split(',')
+    .filter(Boolean)
+    .map((s) => {
+      const [method, clip] = s.split(':') as [Method | 'fp', string | undefined];
+      if (clip !== undefined && clip !== 'mse') throw new Error(`--methods ${s}: only ":mse" is known`);
+      return { method, clip: clip as 'mse' | undefined, name: clip ? `${method} ${clip}` : method };
+    });
   const methods = methodSpecs.map((m) => m.method);
   const bitsList = (a.get('bits') ?? '2,3').split(',').map(Number);
   const ep = (a.get('ep') ?? 'cpu') as ExecutionProviderName;
@@ -214,7 +223,14 @@ async function main(): Promise<void> {
   for (const f of (a.get('from') ?? '').split(',').filter(Boolean)) for (const r of loadRows(path.resolve(f))) if (!rows.some((x) => x.id === r.id)) rows.push(r);
   const evalEp = (a.get('eval-ep') ?? ep) as ExecutionProviderName;
   const [shardK, shardN] = (a.get('shard') ?? '0/1').split('/').map(Number);
-  const onlyRows = a.has('rows') ? new Set(a.get('rows')!.split(',').map((x) => x.trim())) : null;
+  const onlyRows = a.has('rows')
+    ? new Set(
+        a
+          .get('rows')!
+          .split(',')
+          .map((x) => x.trim()),
+      )
+    : null;
   let planIndex = 0;
   const meta = { host: os.hostname(), cpu: os.cpus()[0]?.model, cores: os.cpus().length, ep, argv: process.argv.slice(2) };
   const texts = TEXTS.map((t) => path.join(textDir, `${t}.txt`));
@@ -224,7 +240,11 @@ async function main(): Promise<void> {
   if (!a.has('table-only')) {
     for (const f of [...texts, calib]) if (!existsSync(f)) throw new Error(`missing text ${f} (pass --text-dir)`);
     for (const m of models) {
-      const modelDir = existsSync(path.join(modelsDir, m)) ? path.join(modelsDir, m) : m === 'tiny' && existsSync(path.join(repoRoot, 'fixtures/tiny')) ? path.join(repoRoot, 'fixtures/tiny') : '';
+      const modelDir = existsSync(path.join(modelsDir, m))
+        ? path.join(modelsDir, m)
+        : m === 'tiny' && existsSync(path.join(repoRoot, 'fixtures/tiny'))
+          ? path.join(repoRoot, 'fixtures/tiny')
+          : '';
       if (!modelDir) throw new Error(`model ${m} not found under ${modelsDir}`);
       const om = openModel(modelDir);
       const ctx = Number(a.get('ctx') ?? 0) || (baselines?.ctx as Record<string, number> | undefined)?.[m] || PROTOCOL_CTX[m] || 0;
@@ -240,7 +260,10 @@ async function main(): Promise<void> {
           plan.push({ label: name, method, bits, clip });
           if (budgeted && (method === 'lopro' || method === 'lopro_v') && BUDGET[bits] !== undefined) {
             const r = budgetRank(shapes, method, bits, BUDGET[bits]);
-            if (r < 0) process.stderr.write(`${m} ${method} W${bits}: even rank 0 is over ${BUDGET[bits]} bpw (${modelBpw(shapes, { ...DEFAULT_CONFIG, method, bits, rank: 0 }).toFixed(3)}): no budgeted row\n`);
+            if (r < 0)
+              process.stderr.write(
+                `${m} ${method} W${bits}: even rank 0 is over ${BUDGET[bits]} bpw (${modelBpw(shapes, { ...DEFAULT_CONFIG, method, bits, rank: 0 }).toFixed(3)}): no budgeted row\n`,
+              );
             else if (r !== DEFAULT_CONFIG.rank) plan.push({ label: `${name} r=${r}`, method, bits, rank: r, clip, budget: true });
           }
         }
@@ -259,16 +282,57 @@ async function main(): Promise<void> {
         if (p.method === 'fp') {
           const te = Date.now();
           const ppl = await evalPath(modelDir, texts, { ctx, ep: evalEp }, quietHooks(false));
-          row = { id, model: m, ctx, label: 'fp', method: 'fp', bits: 0, samples, protocol: !PROTOCOL_CTX[m] || ctx === PROTOCOL_CTX[m], evalSeconds: (Date.now() - te) / 1000, ppl, ep: evalEp, when: new Date().toISOString() };
+          row = {
+            id,
+            model: m,
+            ctx,
+            label: 'fp',
+            method: 'fp',
+            bits: 0,
+            samples,
+            protocol: !PROTOCOL_CTX[m] || ctx === PROTOCOL_CTX[m],
+            evalSeconds: (Date.now() - te) / 1000,
+            ppl,
+            ep: evalEp,
+            when: new Date().toISOString(),
+          };
         } else {
           const runDir = path.join(runsDir, id.replace(/[|=\s]+/g, '_'));
-          const config: QuantizeConfig = { ...DEFAULT_CONFIG, layerOverrides: {}, method: p.method, bits: p.bits, clip: p.clip ?? DEFAULT_CONFIG.clip, calibText: calib, calibSamples: samples, ctx, ep, ...(p.rank !== undefined ? { rank: p.rank } : {}) };
+          const config: QuantizeConfig = {
+            ...DEFAULT_CONFIG,
+            layerOverrides: {},
+            method: p.method,
+            bits: p.bits,
+            clip: p.clip ?? DEFAULT_CONFIG.clip,
+            calibText: calib,
+            calibSamples: samples,
+            ctx,
+            ep,
+            ...(p.rank !== undefined ? { rank: p.rank } : {}),
+          };
           const tq = Date.now();
           const s = await quantizeRun({ modelPath: modelDir, config, runDir, resume: true }, quietHooks(false));
           const quantSeconds = (Date.now() - tq) / 1000;
           const te = Date.now();
           const ppl = await evalPath(runDir, texts, { ctx, ep: evalEp }, quietHooks(false));
-          row = { id, model: m, ctx, label: p.label, method: p.method, bits: p.bits, rank: config.rank, samples, protocol: protocol && (!PROTOCOL_CTX[m] || ctx === PROTOCOL_CTX[m]), bpw: s.bpw, quantSeconds, evalSeconds: (Date.now() - te) / 1000, ppl, ep: evalEp === ep ? s.ep : `${s.ep}, eval ${evalEp}`, resumed: s.resumed || undefined, when: new Date().toISOString() };
+          row = {
+            id,
+            model: m,
+            ctx,
+            label: p.label,
+            method: p.method,
+            bits: p.bits,
+            rank: config.rank,
+            samples,
+            protocol: protocol && (!PROTOCOL_CTX[m] || ctx === PROTOCOL_CTX[m]),
+            bpw: s.bpw,
+            quantSeconds,
+            evalSeconds: (Date.now() - te) / 1000,
+            ppl,
+            ep: evalEp === ep ? s.ep : `${s.ep}, eval ${evalEp}`,
+            resumed: s.resumed || undefined,
+            when: new Date().toISOString(),
+          };
         }
         rows.push(row);
         saveRows(jsonFile, rows, meta);
@@ -280,7 +344,10 @@ async function main(): Promise<void> {
   const table = renderTable(rows, baselines);
   process.stdout.write(table + '\n');
   if (a.has('append')) {
-    const load = os.loadavg().map((x) => x.toFixed(2)).join(' ');
+    const load = os
+      .loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ');
     const cmd = `node --import tsx bench/model_table.ts ${process.argv.slice(2).join(' ')}`;
     const entry = `\n## model_table (issue 4) — ${new Date().toISOString()}\n\nmachine ${os.hostname()}, ${os.cpus()[0]?.model} × ${os.cpus().length}, EP ${ep}, load ${load}${a.has('table-only') ? ' (table re-rendered from ' + jsonFile + ')' : ''}\n\n\`${cmd}\`\n${table}\n`;
     execFileSync('flock', ['/tmp/lopro-results.lock', 'sh', '-c', 'cat >> "$1"', 'sh', path.join(repoRoot, 'bench', 'RESULTS.md')], { input: entry });
@@ -290,7 +357,7 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (e) => {
-    process.stderr.write(`model_table: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+    process.stderr.write(`model_table: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     process.exit(1);
   },
 );

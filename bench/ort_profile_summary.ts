@@ -7,7 +7,12 @@
 
 import * as fs from 'node:fs';
 
-interface Ev { cat: string; name: string; dur: number; args?: { op_name?: string; provider?: string } }
+interface Ev {
+  cat: string;
+  name: string;
+  dur: number;
+  args?: { op_name?: string; provider?: string };
+}
 
 const args = process.argv.slice(2);
 const ti = args.indexOf('--top');
@@ -20,15 +25,20 @@ for (const f of files) {
   const runs = ev.filter((e) => e.cat === 'Session' && e.name === 'model_run');
   if (runs.length === 0) continue;
   const kernels = ev.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'));
-  const byOp = new Map<string, [number, number]>(), byEp = new Map<string, number>();
+  const byOp = new Map<string, [number, number]>(),
+    byEp = new Map<string, number>();
   for (const k of kernels) {
-    const op = k.args?.op_name ?? '?', e = byOp.get(op) ?? [0, 0];
+    const op = k.args?.op_name ?? '?',
+      e = byOp.get(op) ?? [0, 0];
     byOp.set(op, [e[0] + 1, e[1] + k.dur]);
     byEp.set(k.args?.provider ?? '?', (byEp.get(k.args?.provider ?? '?') ?? 0) + 1);
   }
-  const runUs = runs.reduce((a, r) => a + r.dur, 0), kUs = kernels.reduce((a, k) => a + k.dur, 0);
-  console.log(`${f}: ${runs.length} runs, mean ${(runUs / runs.length / 1000).toFixed(2)} ms/run; ${(kernels.length / runs.length).toFixed(0)} kernels/run, ` +
-    `Σ kernel ${(kUs / runs.length / 1000).toFixed(2)} ms/run (${(kUs / Math.max(1, kernels.length)).toFixed(1)} µs/kernel); EPs ${JSON.stringify(Object.fromEntries(byEp))}`);
+  const runUs = runs.reduce((a, r) => a + r.dur, 0),
+    kUs = kernels.reduce((a, k) => a + k.dur, 0);
+  console.log(
+    `${f}: ${runs.length} runs, mean ${(runUs / runs.length / 1000).toFixed(2)} ms/run; ${(kernels.length / runs.length).toFixed(0)} kernels/run, ` +
+      `Σ kernel ${(kUs / runs.length / 1000).toFixed(2)} ms/run (${(kUs / Math.max(1, kernels.length)).toFixed(1)} µs/kernel); EPs ${JSON.stringify(Object.fromEntries(byEp))}`,
+  );
   for (const [op, [n, us]] of [...byOp].sort((a, b) => b[1][1] - a[1][1]).slice(0, top))
     console.log(`    ${op.padEnd(14)} ${String(n).padStart(7)} × ${(us / n).toFixed(1).padStart(7)} µs = ${(us / 1000).toFixed(1).padStart(8)} ms`);
 }

@@ -57,7 +57,20 @@ async function main(): Promise<void> {
       const r = await perplexity(m.cfg, tk.ids, weights, { ctx: ref.ctx, rt, batch });
       const want = ref[text];
       const diff = (100 * (r.ppl - want)) / want;
-      const row = [name, text, String(ref.ctx), String(r.windows), r.ppl.toFixed(4), want.toFixed(2), `${diff >= 0 ? '+' : ''}${diff.toFixed(3)} %`, Math.abs(diff) < 0.2 ? 'yes' : 'NO', r.tokensPerSecond.toFixed(0), r.seconds.toFixed(1), tk.seconds.toFixed(2), r.ep];
+      const row = [
+        name,
+        text,
+        String(ref.ctx),
+        String(r.windows),
+        r.ppl.toFixed(4),
+        want.toFixed(2),
+        `${diff >= 0 ? '+' : ''}${diff.toFixed(3)} %`,
+        Math.abs(diff) < 0.2 ? 'yes' : 'NO',
+        r.tokensPerSecond.toFixed(0),
+        r.seconds.toFixed(1),
+        tk.seconds.toFixed(2),
+        r.ep,
+      ];
       rows.push(row);
       console.log(row.join('  '));
     }

@@ -25,8 +25,17 @@ import { writeFileSync } from 'node:fs';
 
 /** /work/shared/fixtures/models/base/config.json (the weights are not needed: synthetic). */
 const BASE = {
-  model_type: 'llama', hidden_size: 512, intermediate_size: 1408, num_hidden_layers: 8, num_attention_heads: 8, num_key_value_heads: 4,
-  head_dim: 64, vocab_size: 8192, rms_norm_eps: 1e-5, max_position_embeddings: 2048, tie_word_embeddings: true,
+  model_type: 'llama',
+  hidden_size: 512,
+  intermediate_size: 1408,
+  num_hidden_layers: 8,
+  num_attention_heads: 8,
+  num_key_value_heads: 4,
+  head_dim: 64,
+  vocab_size: 8192,
+  rms_norm_eps: 1e-5,
+  max_position_embeddings: 2048,
+  tie_word_embeddings: true,
   rope_parameters: { rope_theta: 10000.0, rope_type: 'default' },
 };
 
@@ -52,7 +61,9 @@ async function main(): Promise<void> {
   for (const l of allLinears(base)) shapes.set(l.weight, [l.rows, l.cols]);
   let k = 1;
   for (const [n, sh] of shapes) {
-    const len = sh.reduce((a, b) => a * b, 1), f = k++, v = new Float32Array(len);
+    const len = sh.reduce((a, b) => a * b, 1),
+      f = k++,
+      v = new Float32Array(len);
     for (let i = 0; i < len; i++) v[i] = n.includes('norm') ? 1 : 0.03 * Math.sin(i * 0.7 + f);
     syn.set(n, v);
   }
@@ -88,7 +99,9 @@ async function main(): Promise<void> {
     const r = await perplexityOnnx('/tmp/lopro-tiny.onnx', ids, { ctx: 256, rt, windows: win });
     const e = await perplexity(tiny.cfg, ids, w, { ctx: 256, rt, windows: win });
     log(`| ${rt.ep} | ONNX export of float tiny, 64 windows | onnx ${r.ppl.toFixed(5)} vs engine ${e.ppl.toFixed(5)} |`);
-    log(`| ${rt.ep} | host↔device traffic over the run | ${(rt.counters.h2dBytes / 1e9).toFixed(2)} GB in, ${(rt.counters.d2hBytes / 1e9).toFixed(2)} GB out, ${rt.counters.runs} runs |`);
+    log(
+      `| ${rt.ep} | host↔device traffic over the run | ${(rt.counters.h2dBytes / 1e9).toFixed(2)} GB in, ${(rt.counters.d2hBytes / 1e9).toFixed(2)} GB out, ${rt.counters.runs} runs |`,
+    );
     await rt.dispose();
   }
   writeFileSync(process.env.OUT ? `${process.env.OUT}/ppl_webgpu.md` : '/tmp/ppl_webgpu.md', lines.join('\n') + '\n');

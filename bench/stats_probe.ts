@@ -17,12 +17,16 @@ import { LlamaForward } from '../src/engine/model/llama_forward';
 import { expectedShapes } from '../src/engine/model/config';
 
 const args = process.argv.slice(2);
-const arg = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1] : d; };
-const H = Number(arg('hidden', '4096')), B = Number(arg('batch', '8')), T = 512;
+const arg = (k: string, d: string) => {
+  const i = args.indexOf(`--${k}`);
+  return i >= 0 ? args[i + 1] : d;
+};
+const H = Number(arg('hidden', '4096')),
+  B = Number(arg('batch', '8')),
+  T = 512;
 const outDir = arg('out', process.env.OUT ?? '.');
 const ep = arg('ep', 'webgpu');
 const loc = (l: 'gpu-buffer' | 'cpu') => (ep === 'webgpu' ? { preferredOutputLocation: l } : {});
-
 
 function piece(kind: string): Uint8Array {
   const g = new GraphBuilder(kind);
@@ -33,9 +37,15 @@ function piece(kind: string): Uint8Array {
     const ms = g.op('ReduceMean', [g.op('Mul', [x2, x2])], { axes: [-1], keepdims: 1 });
     return g.op('Mul', [g.op('Div', [x2, g.op('Sqrt', [g.op('Add', [ms, g.constF32(1e-5)])])]), w]);
   };
-  if (kind === 'norm+gemmTA') { const v = norm(); g.output(g.op('Gemm', [v, v], { transA: 1 }), 'y'); }
+  if (kind === 'norm+gemmTA') {
+    const v = norm();
+    g.output(g.op('Gemm', [v, v], { transA: 1 }), 'y');
+  }
   if (kind === 'gemmTA') g.output(g.op('Gemm', [x2, x2], { transA: 1 }), 'y');
-  if (kind === 'norm+matmulT') { const v = norm(); g.output(g.op('MatMul', [g.op('Transpose', [v], { perm: [1, 0] }), v]), 'y'); }
+  if (kind === 'norm+matmulT') {
+    const v = norm();
+    g.output(g.op('MatMul', [g.op('Transpose', [v], { perm: [1, 0] }), v]), 'y');
+  }
   if (kind === 'norm') g.output(norm(), 'y');
   return g.toModel();
 }
@@ -48,7 +58,8 @@ async function main(): Promise<void> {
   const ones = await rt.upload(rt.host(new Float32Array(B * T).fill(1), [1, B * T]));
   // The engine graph declares every block weight as an input (the pass reads only the norm): all fed, once uploaded.
   const fwd = new LlamaForward(cfg, T, rt, ep === 'webgpu' ? 'in_out' : 'out_in');
-  const shapes = expectedShapes(cfg, 0), w: Record<string, Float32Array> = {};
+  const shapes = expectedShapes(cfg, 0),
+    w: Record<string, Float32Array> = {};
   for (const sfx of blockTensorSuffixes(cfg)) w[sfx] = new Float32Array(shapes.get(`model.layers.0.${sfx}`)!.reduce((a, b) => a * b, 1)).fill(0.01);
   const wT = await fwd.weightTensors(w);
   const graphs: [string, Uint8Array, Record<string, Tensor>][] = [
@@ -66,7 +77,10 @@ async function main(): Promise<void> {
     for (const level of ['all', 'basic'] as const) {
       const prof = level === 'all' && name.startsWith('engine');
       const s = await ort.InferenceSession.create(model, {
-        executionProviders: [ep], ...loc('gpu-buffer'), graphOptimizationLevel: level, logSeverityLevel: 3,
+        executionProviders: [ep],
+        ...loc('gpu-buffer'),
+        graphOptimizationLevel: level,
+        logSeverityLevel: 3,
         ...(prof ? { enableProfiling: true, profileFilePrefix: path.join(outDir, 'stats_attn_in') } : {}),
       });
       const f: Record<string, Tensor> = {};
@@ -89,7 +103,10 @@ async function main(): Promise<void> {
       await s.release();
     }
   // The profile: nodes per provider, the CPU-placed ones by name, the slowest ten.
-  const file = fs.readdirSync(outDir).filter((f) => f.startsWith('stats_attn_in') && f.endsWith('.json')).map((f) => path.join(outDir, f))[0];
+  const file = fs
+    .readdirSync(outDir)
+    .filter((f) => f.startsWith('stats_attn_in') && f.endsWith('.json'))
+    .map((f) => path.join(outDir, f))[0];
   if (file) {
     await new Promise((r) => setTimeout(r, 500));
     let text = fs.readFileSync(file, 'utf8').trim();
@@ -102,7 +119,11 @@ async function main(): Promise<void> {
     const cpu = new Set(nodes.filter((e) => e.args?.provider === 'CPUExecutionProvider').map((e) => `${e.args?.op_name}:${e.name.replace(/_kernel_time$/, '')}`));
     console.log(`on the CPU EP: ${[...cpu].join(', ') || 'none'}`);
     const agg = new Map<string, number>();
-    for (const e of nodes) agg.set(`${e.args?.op_name} ${e.name.replace(/_kernel_time$/, '')} [${e.args?.provider}]`, (agg.get(`${e.args?.op_name} ${e.name.replace(/_kernel_time$/, '')} [${e.args?.provider}]`) ?? 0) + e.dur);
+    for (const e of nodes)
+      agg.set(
+        `${e.args?.op_name} ${e.name.replace(/_kernel_time$/, '')} [${e.args?.provider}]`,
+        (agg.get(`${e.args?.op_name} ${e.name.replace(/_kernel_time$/, '')} [${e.args?.provider}]`) ?? 0) + e.dur,
+      );
     for (const [k, d] of [...agg].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`  ${(d / 1000).toFixed(2).padStart(9)} ms  ${k}`);
     const mem = ev.filter((e) => e.cat === 'Session').map((e) => `${e.name} ${(e.dur / 1000).toFixed(1)} ms`);
     console.log(`session events: ${mem.slice(0, 12).join('; ')}`);
@@ -110,4 +131,7 @@ async function main(): Promise<void> {
   await rt.dispose();
 }
 
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -17,11 +17,18 @@ import { f32ToF16Bits } from '../src/engine/io/dtypes';
 import { mulberry32 } from '../src/engine/util/random';
 
 const args = process.argv.slice(2);
-const arg = (k: string, d: string) => { const i = args.indexOf(`--${k}`); return i >= 0 ? args[i + 1] : d; };
+const arg = (k: string, d: string) => {
+  const i = args.indexOf(`--${k}`);
+  return i >= 0 ? args[i + 1] : d;
+};
 const out = arg('out', '');
 if (!out) throw new Error('--out DIR is required');
-const blocks = Number(arg('blocks', '2')), hidden = Number(arg('hidden', '4096')), mlp = Number(arg('mlp', '11008'));
-const heads = Number(arg('heads', '32')), kvHeads = Number(arg('kv-heads', '32')), headDim = hidden / heads;
+const blocks = Number(arg('blocks', '2')),
+  hidden = Number(arg('hidden', '4096')),
+  mlp = Number(arg('mlp', '11008'));
+const heads = Number(arg('heads', '32')),
+  kvHeads = Number(arg('kv-heads', '32')),
+  headDim = hidden / heads;
 const distinct = Math.max(1, Math.min(blocks, Number(arg('distinct', String(blocks)))));
 const tokDir = arg('tokenizer-from', path.join(__dirname, '..', '..', 'shared', 'fixtures', 'models', 'base'));
 
@@ -29,18 +36,43 @@ const t0 = performance.now();
 fs.mkdirSync(out, { recursive: true });
 for (const f of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(tokDir, f), path.join(out, f));
 const vocab = (JSON.parse(fs.readFileSync(path.join(tokDir, 'config.json'), 'utf8')) as { vocab_size: number }).vocab_size;
-fs.writeFileSync(path.join(out, 'config.json'), JSON.stringify({
-  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: hidden, intermediate_size: mlp,
-  num_hidden_layers: blocks, num_attention_heads: heads, num_key_value_heads: kvHeads, head_dim: headDim,
-  vocab_size: vocab, max_position_embeddings: 4096, rms_norm_eps: 1e-5, rope_theta: 10000, hidden_act: 'silu',
-  tie_word_embeddings: true, attention_bias: false, mlp_bias: false, torch_dtype: 'float16',
-}, null, 1));
+fs.writeFileSync(
+  path.join(out, 'config.json'),
+  JSON.stringify(
+    {
+      architectures: ['LlamaForCausalLM'],
+      model_type: 'llama',
+      hidden_size: hidden,
+      intermediate_size: mlp,
+      num_hidden_layers: blocks,
+      num_attention_heads: heads,
+      num_key_value_heads: kvHeads,
+      head_dim: headDim,
+      vocab_size: vocab,
+      max_position_embeddings: 4096,
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000,
+      hidden_act: 'silu',
+      tie_word_embeddings: true,
+      attention_bias: false,
+      mlp_bias: false,
+      torch_dtype: 'float16',
+    },
+    null,
+    1,
+  ),
+);
 
 const u = mulberry32(1234);
 const gauss = () => Math.sqrt(-2 * Math.log(u() || 1e-12)) * Math.cos(2 * Math.PI * u());
 const linears: [string, number, number][] = [
-  ['self_attn.q_proj', hidden, hidden], ['self_attn.k_proj', kvHeads * headDim, hidden], ['self_attn.v_proj', kvHeads * headDim, hidden],
-  ['self_attn.o_proj', hidden, hidden], ['mlp.gate_proj', mlp, hidden], ['mlp.up_proj', mlp, hidden], ['mlp.down_proj', hidden, mlp],
+  ['self_attn.q_proj', hidden, hidden],
+  ['self_attn.k_proj', kvHeads * headDim, hidden],
+  ['self_attn.v_proj', kvHeads * headDim, hidden],
+  ['self_attn.o_proj', hidden, hidden],
+  ['mlp.gate_proj', mlp, hidden],
+  ['mlp.up_proj', mlp, hidden],
+  ['mlp.down_proj', hidden, mlp],
 ];
 const specs = [{ name: 'model.embed_tokens.weight', dtype: 'F16' as const, shape: [vocab, hidden] }];
 for (let b = 0; b < blocks; b++) {
@@ -68,7 +100,8 @@ function writeMatrix(name: string, rows: number, cols: number, std: number): voi
   const colScale = Float32Array.from({ length: cols }, () => Math.exp(0.4 * gauss()));
   const step = Math.max(1, Math.floor((32 << 20) / (2 * cols)));
   for (let r0 = 0; r0 < rows; r0 += step) {
-    const n = Math.min(step, rows - r0), buf = new Uint16Array(n * cols);
+    const n = Math.min(step, rows - r0),
+      buf = new Uint16Array(n * cols);
     for (let i = 0; i < n; i++) {
       const rs = std * Math.exp(0.3 * gauss());
       for (let j = 0; j < cols; j++) buf[i * cols + j] = f32ToF16Bits(gauss() * rs * colScale[j] * (u() < 0.002 ? 8 : 1));
@@ -86,4 +119,6 @@ for (const s of specs) {
 }
 w.finish();
 const bytes = fs.statSync(path.join(out, 'model.safetensors')).size;
-process.stdout.write(`synth_llama: ${out}: ${blocks} blocks (${distinct} distinct), hidden ${hidden}, mlp ${mlp}, vocab ${vocab}, ${(bytes / 1e9).toFixed(2)} GB F16 in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+process.stdout.write(
+  `synth_llama: ${out}: ${blocks} blocks (${distinct} distinct), hidden ${hidden}, mlp ${mlp}, vocab ${vocab}, ${(bytes / 1e9).toFixed(2)} GB F16 in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+);

@@ -21,10 +21,26 @@ const problemMatcher = {
 };
 
 const builds = [
-  { ...common, entryPoints: ['src/extension/extension.ts'], outfile: 'dist/extension.js', platform: 'node', format: 'cjs', target: 'node20', external: ['vscode', 'onnxruntime-node'] },
+  {
+    ...common,
+    entryPoints: ['src/extension/extension.ts'],
+    outfile: 'dist/extension.js',
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    external: ['vscode', 'onnxruntime-node'],
+  },
   { ...common, entryPoints: ['src/engine/main.ts'], outfile: 'dist/engine.js', platform: 'node', format: 'cjs', target: 'node20', external: ['onnxruntime-node'] },
   // The CPU backend's worker thread (src/engine/backend/cpu/pool.ts looks for it next to the engine bundle).
-  { ...common, entryPoints: ['src/engine/backend/cpu/worker.ts'], outfile: 'dist/cpu_worker.js', platform: 'node', format: 'cjs', target: 'node20', external: ['onnxruntime-node'] },
+  {
+    ...common,
+    entryPoints: ['src/engine/backend/cpu/worker.ts'],
+    outfile: 'dist/cpu_worker.js',
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    external: ['onnxruntime-node'],
+  },
   { ...common, entryPoints: ['webview/main.ts'], outfile: 'dist/webview.js', platform: 'browser', format: 'iife', target: 'es2022', loader: { '.css': 'text' } },
 ];
 

@@ -7,11 +7,19 @@ import { spawnSync } from 'node:child_process';
 const roots = process.argv.slice(2).length ? process.argv.slice(2) : ['test/unit', 'test/golden', 'test/integration'];
 const files = [];
 const walk = (p) => {
-  let st; try { st = statSync(p); } catch { return; }
+  let st;
+  try {
+    st = statSync(p);
+  } catch {
+    return;
+  }
   if (st.isDirectory()) for (const e of readdirSync(p).sort()) walk(join(p, e));
   else if (p.endsWith('.test.ts')) files.push(p);
 };
 roots.forEach(walk);
-if (!files.length) { console.error('no test files under', roots.join(' ')); process.exit(1); }
+if (!files.length) {
+  console.error('no test files under', roots.join(' '));
+  process.exit(1);
+}
 const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=2', ...files], { stdio: 'inherit' });
 process.exit(r.status ?? 1);

@@ -19,7 +19,21 @@ import {
   type ChartConfiguration,
 } from 'chart.js';
 
-Chart.register(BarController, BarElement, CategoryScale, Filler, Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, ScatterController, Title, Tooltip);
+Chart.register(
+  BarController,
+  BarElement,
+  CategoryScale,
+  Filler,
+  Legend,
+  LinearScale,
+  LineController,
+  LineElement,
+  LogarithmicScale,
+  PointElement,
+  ScatterController,
+  Title,
+  Tooltip,
+);
 
 /** A VS Code theme colour (CSS variable) with a fallback for when the variable is missing. */
 export function themeColor(name: string, fallback: string): string {
@@ -69,7 +83,11 @@ export const heatTextColor = (t: number): string => (t > 0.6 ? '#111' : '#f5f5f5
 /** Diverging blue – neutral – red for t in [0, 1] (0.5 = no change), for differences between runs. */
 export function divergingColor(t: number): string {
   const x = Math.min(1, Math.max(0, t));
-  const [lo, mid, hi] = [[33, 102, 172], [120, 120, 120], [178, 24, 43]];
+  const [lo, mid, hi] = [
+    [33, 102, 172],
+    [120, 120, 120],
+    [178, 24, 43],
+  ];
   const [a, b, f] = x < 0.5 ? [lo, mid, x / 0.5] : [mid, hi, (x - 0.5) / 0.5];
   const c = a.map((v, k) => Math.round(v + (b[k] - v) * f));
   return `rgb(${c[0]}, ${c[1]}, ${c[2]})`;

@@ -41,8 +41,16 @@ function draw(root: HTMLElement, a: RunSummary, b: RunSummary): void {
     { class: 'grid-table', id: 'ppl-diff' },
     h('tr', {}, h('th', {}, 'perplexity'), h('th', {}, 'A'), h('th', {}, 'B'), h('th', {}, 'B − A')),
     ...texts.map((t) => {
-      const pa = a.perplexity?.[t], pb = b.perplexity?.[t];
-      return h('tr', {}, h('td', {}, t), h('td', {}, pa === undefined ? '—' : fmt(pa, 3)), h('td', {}, pb === undefined ? '—' : fmt(pb, 3)), h('td', {}, pa === undefined || pb === undefined ? '—' : fmt(pb - pa, 3)));
+      const pa = a.perplexity?.[t],
+        pb = b.perplexity?.[t];
+      return h(
+        'tr',
+        {},
+        h('td', {}, t),
+        h('td', {}, pa === undefined ? '—' : fmt(pa, 3)),
+        h('td', {}, pb === undefined ? '—' : fmt(pb, 3)),
+        h('td', {}, pa === undefined || pb === undefined ? '—' : fmt(pb - pa, 3)),
+      );
     }),
   );
   const aBy = new Map(a.layers.map((l) => [l.name, l]));

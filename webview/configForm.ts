@@ -7,8 +7,21 @@ import { CHOICES, RANGES, rangeBounds, type NumRange, type QuantizeConfig } from
 export type Control = 'number' | 'text' | 'select' | 'radio' | 'toggle';
 /** Keys the panel edits (the rest of the config passes through unchanged). */
 export type FormKey =
-  | 'method' | 'bits' | 'clip' | 'groupSize' | 'rank' | 'salientBlock' | 'hadamardBlock' | 'powerIters'
-  | 'calibText' | 'calibSamples' | 'ctx' | 'ep' | 'backend' | 'threads' | 'compare';
+  | 'method'
+  | 'bits'
+  | 'clip'
+  | 'groupSize'
+  | 'rank'
+  | 'salientBlock'
+  | 'hadamardBlock'
+  | 'powerIters'
+  | 'calibText'
+  | 'calibSamples'
+  | 'ctx'
+  | 'ep'
+  | 'backend'
+  | 'threads'
+  | 'compare';
 
 export interface FormField {
   key: FormKey;
@@ -29,7 +42,14 @@ const range = (k: keyof typeof RANGES): NumRange => RANGES[k];
 export const FORM_FIELDS: readonly FormField[] = [
   { key: 'method', label: 'Method', control: 'select', section: 'method', options: choices('method'), help: 'lopro = low rank + permuted partial Hadamard + GPTQ.' },
   { key: 'bits', label: 'Bits', control: 'radio', section: 'method', options: choices('bits'), help: 'Bits per code of the residual quantizer.' },
-  { key: 'clip', label: 'Group range', control: 'select', section: 'method', options: choices('clip'), help: 'minmax = the protocol; mse = shrink each group range to the lowest error (better at 2–3 bits).' },
+  {
+    key: 'clip',
+    label: 'Group range',
+    control: 'select',
+    section: 'method',
+    options: choices('clip'),
+    help: 'minmax = the protocol; mse = shrink each group range to the lowest error (better at 2–3 bits).',
+  },
   { key: 'groupSize', label: 'Group size', control: 'number', section: 'method', range: range('groupSize'), help: 'Columns per scale/zero group; -1 = one group per row.' },
   { key: 'rank', label: 'Rank r', control: 'number', section: 'method', range: range('rank'), help: 'Low-rank part (stage A); 0 disables it.' },
   { key: 'salientBlock', label: 'b_I (salient block)', control: 'number', section: 'method', range: range('salientBlock'), help: 'Most important columns, left unrotated.' },
@@ -39,9 +59,22 @@ export const FORM_FIELDS: readonly FormField[] = [
   { key: 'calibSamples', label: 'Calibration samples', control: 'number', section: 'calibration', range: range('calibSamples'), help: 'Windows of ctx tokens (protocol: 128).' },
   { key: 'ctx', label: 'Context (tokens)', control: 'number', section: 'calibration', range: range('ctx'), help: "0 = the model's protocol context." },
   { key: 'ep', label: 'Execution provider', control: 'select', section: 'compute', options: choices('ep'), help: 'ONNX Runtime EP for the forward passes.' },
-  { key: 'backend', label: 'Backend', control: 'select', section: 'compute', options: choices('backend'), help: 'Where the quantization math runs: gpu = WGSL kernels on a WebGPU device, cpu = worker threads, auto = gpu when there is one.' },
+  {
+    key: 'backend',
+    label: 'Backend',
+    control: 'select',
+    section: 'compute',
+    options: choices('backend'),
+    help: 'Where the quantization math runs: gpu = WGSL kernels on a WebGPU device, cpu = worker threads, auto = gpu when there is one.',
+  },
   { key: 'threads', label: 'CPU threads', control: 'number', section: 'compute', range: range('threads'), help: '0 = automatic: one per core with 4 cores or more.' },
-  { key: 'compare', label: 'Compare with RTN and GPTQ per layer (slower)', control: 'toggle', section: 'compute', help: "Each layer's RTN and GPTQ proxy loss on the same Hessian, shown in the layer view." },
+  {
+    key: 'compare',
+    label: 'Compare with RTN and GPTQ per layer (slower)',
+    control: 'toggle',
+    section: 'compute',
+    help: "Each layer's RTN and GPTQ proxy loss on the same Hessian, shown in the layer view.",
+  },
 ];
 
 /** What the controls hold: text for number, text, select and radio fields; on/off for toggles. */

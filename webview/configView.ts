@@ -48,8 +48,13 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
   function control(f: FormField): HTMLElement {
     let el: ValueEl;
     if (f.control === 'radio')
-      el = h('vscode-radio-group', { id: f.key }, ...f.options!.map((o) => h('vscode-radio', { name: f.key, value: String(o), id: `${f.key}-${o}`, label: String(o) }, String(o)))) as unknown as ValueEl;
-    else if (f.control === 'select') el = h('vscode-single-select', { id: f.key, name: f.key }, ...f.options!.map((o) => h('vscode-option', { value: String(o) }, String(o)))) as unknown as ValueEl;
+      el = h(
+        'vscode-radio-group',
+        { id: f.key },
+        ...f.options!.map((o) => h('vscode-radio', { name: f.key, value: String(o), id: `${f.key}-${o}`, label: String(o) }, String(o))),
+      ) as unknown as ValueEl;
+    else if (f.control === 'select')
+      el = h('vscode-single-select', { id: f.key, name: f.key }, ...f.options!.map((o) => h('vscode-option', { value: String(o) }, String(o)))) as unknown as ValueEl;
     else if (f.control === 'toggle') el = h('vscode-checkbox', { id: f.key, name: f.key, toggle: true }, f.label) as unknown as ValueEl;
     else el = textfield(f.key, f.control, f.control === 'number' ? numberAttrs(f.range) : {});
     if (f.control !== 'number' && f.control !== 'text') el.addEventListener('change', update);
@@ -57,7 +62,8 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
     if (f.key === 'calibText') return h('div', { class: 'row' }, el, pickBtn('calibText'));
     return el;
   }
-  const fieldsOf = (section: FormField['section']) => FORM_FIELDS.filter((f) => f.section === section).map((f) => group(f.key, f.control === 'toggle' ? null : f.label, control(f), f.help));
+  const fieldsOf = (section: FormField['section']) =>
+    FORM_FIELDS.filter((f) => f.section === section).map((f) => group(f.key, f.control === 'toggle' ? null : f.label, control(f), f.help));
 
   const form = h(
     'div',
@@ -74,7 +80,11 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
     ),
   );
   clear(root);
-  root.append(title, modelLine, h('div', { class: 'columns' }, form, h('aside', {}, h('h2', {}, 'Estimate'), estBox, issuesBox, h('div', { class: 'actions' }, startBtn, cancelBtn), status)));
+  root.append(
+    title,
+    modelLine,
+    h('div', { class: 'columns' }, form, h('aside', {}, h('h2', {}, 'Estimate'), estBox, issuesBox, h('div', { class: 'actions' }, startBtn, cancelBtn), status)),
+  );
 
   startBtn.addEventListener('click', () => {
     if (startBtn.disabled) return;
@@ -119,7 +129,8 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
       else helper.textContent = helper.dataset.help ?? helper.textContent;
     }
     clear(issuesBox);
-    if (issues.length) issuesBox.append(h('p', { class: 'error' }, `${issues.length} problem${issues.length > 1 ? 's' : ''}: `), h('ul', {}, ...issues.map((i) => h('li', {}, i.message))));
+    if (issues.length)
+      issuesBox.append(h('p', { class: 'error' }, `${issues.length} problem${issues.length > 1 ? 's' : ''}: `), h('ul', {}, ...issues.map((i) => h('li', {}, i.message))));
     drawButtons();
     drawEstimate();
   }
@@ -141,7 +152,11 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
       row('est-bpw', 'Bits per weight', fmt(e.bpw, 3)),
       row('est-size', 'Output size', `${bytes(e.outputBytes)} (from ${bytes(e.inputBytes)}, ×${fmt(e.inputBytes / Math.max(1, e.outputBytes), 2)} smaller)`),
       row('est-peak', 'Peak memory (rough)', bytes(e.peakBytes)),
-      row('est-layers', 'Quantized layers', `${summary.linears.length} linears in ${summary.numBlocks} blocks, ${(100 * e.quantizedParams).toFixed(1)}% of ${fmt(summary.params / 1e6, 2)} M params`),
+      row(
+        'est-layers',
+        'Quantized layers',
+        `${summary.linears.length} linears in ${summary.numBlocks} blocks, ${(100 * e.quantizedParams).toFixed(1)}% of ${fmt(summary.params / 1e6, 2)} M params`,
+      ),
     );
   }
 

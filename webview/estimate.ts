@@ -38,7 +38,8 @@ export function peakMemoryBytes(s: ModelSummary, c: QuantizeConfig): number {
 }
 
 export function estimate(s: ModelSummary, c: QuantizeConfig): Estimate {
-  let weights = 0, bits = 0;
+  let weights = 0,
+    bits = 0;
   for (const l of s.linears) {
     const n = l.rows * l.cols;
     weights += n;

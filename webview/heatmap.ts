@@ -78,7 +78,8 @@ export function logScale(values: number[]): { scale: (v: number) => number; lo: 
   const pos = values.filter((v) => v > 0 && Number.isFinite(v));
   const lo = pos.length ? Math.min(...pos) : 1;
   const hi = pos.length ? Math.max(...pos) : 1;
-  const a = Math.log(lo), b = Math.log(hi);
+  const a = Math.log(lo),
+    b = Math.log(hi);
   return { lo, hi, scale: (v) => (b > a && v > 0 ? (Math.log(v) - a) / (b - a) : 0.5) };
 }
 

@@ -58,7 +58,11 @@ export class LayerView {
 
     const blocksBar = h('div', { class: 'perm-blocks', id: 'perm-blocks' });
     for (const b of d.blocks) {
-      const seg = h('div', { class: `perm-block ${b.rotated ? 'hadamard' : 'salient'}`, title: `[${b.start}, ${b.end}) ${b.rotated ? 'Hadamard-rotated' : 'identity (salient, not rotated)'}` }, b.rotated ? `H${b.end - b.start}` : `I ${b.end - b.start}`);
+      const seg = h(
+        'div',
+        { class: `perm-block ${b.rotated ? 'hadamard' : 'salient'}`, title: `[${b.start}, ${b.end}) ${b.rotated ? 'Hadamard-rotated' : 'identity (salient, not rotated)'}` },
+        b.rotated ? `H${b.end - b.start}` : `I ${b.end - b.start}`,
+      );
       seg.style.flexGrow = String(b.end - b.start);
       blocksBar.append(seg);
     }
@@ -74,7 +78,16 @@ export class LayerView {
     this.root.append(
       h('div', { class: 'layer-head' }, h('h2', { id: 'layer-title' }, d.name), h('span', { class: 'muted' }, `${d.rows} × ${d.cols}`)),
       report ? reportTable(report) : h('p', { class: 'muted' }, 'No report for this layer.'),
-      h('div', { class: 'chart-grid' }, imp.el, h('div', { class: 'chart-card' }, h('h3', {}, 'Permutation blocks (salient identity block, then Hadamard blocks)'), blocksBar, h('div', { class: 'chart' }, perm.canvas)), sv.el, rot.el, err.el, h('div', { class: 'chart-card' }, h('h3', {}, 'Mean |error| (row blocks × column blocks)'), tile)),
+      h(
+        'div',
+        { class: 'chart-grid' },
+        imp.el,
+        h('div', { class: 'chart-card' }, h('h3', {}, 'Permutation blocks (salient identity block, then Hadamard blocks)'), blocksBar, h('div', { class: 'chart' }, perm.canvas)),
+        sv.el,
+        rot.el,
+        err.el,
+        h('div', { class: 'chart-card' }, h('h3', {}, 'Mean |error| (row blocks × column blocks)'), tile),
+      ),
       this.requantizeForm(cfg ?? runConfig),
       this.rqBox,
     );
@@ -95,12 +108,27 @@ export class LayerView {
             },
           ],
         },
-        options: { plugins: { legend: { display: false } }, scales: { x: { type: 'linear', title: { display: true, text: `column (salient block [0, ${salientEnd}) in orange)` } }, y: { type: 'logarithmic' } } },
+        options: {
+          plugins: { legend: { display: false } },
+          scales: { x: { type: 'linear', title: { display: true, text: `column (salient block [0, ${salientEnd}) in orange)` } }, y: { type: 'logarithmic' } },
+        },
       }),
       makeChart(perm.canvas, {
         type: 'scatter',
-        data: { datasets: [{ label: 'original column', data: d.permSample.map((orig, i) => ({ x: Math.round((i * d.cols) / Math.max(1, d.permSample.length)), y: orig })), pointRadius: 1.5, backgroundColor: p.purple }] },
-        options: { plugins: { legend: { display: false } }, scales: { x: { title: { display: true, text: 'permuted position' } }, y: { title: { display: true, text: 'original column' } } } },
+        data: {
+          datasets: [
+            {
+              label: 'original column',
+              data: d.permSample.map((orig, i) => ({ x: Math.round((i * d.cols) / Math.max(1, d.permSample.length)), y: orig })),
+              pointRadius: 1.5,
+              backgroundColor: p.purple,
+            },
+          ],
+        },
+        options: {
+          plugins: { legend: { display: false } },
+          scales: { x: { title: { display: true, text: 'permuted position' } }, y: { title: { display: true, text: 'original column' } } },
+        },
       }),
       makeChart(sv.canvas, {
         type: 'bar',
@@ -108,16 +136,29 @@ export class LayerView {
           labels: d.singularValues.map((_, k) => String(k + 1)),
           datasets: [{ label: 'σ', data: d.singularValues, backgroundColor: d.singularValues.map((_, k) => (k < d.rank ? p.orange : p.blue)) }],
         },
-        options: { plugins: { legend: { display: false } }, scales: { y: { type: 'logarithmic' }, x: { title: { display: true, text: `k (first ${d.rank} = low-rank part, orange)` } } } },
+        options: {
+          plugins: { legend: { display: false } },
+          scales: { y: { type: 'logarithmic' }, x: { title: { display: true, text: `k (first ${d.rank} = low-rank part, orange)` } } },
+        },
       }),
-      makeChart(rot.canvas, histConfig(d, [['before rotation', d.histograms.residualBefore, p.orange], ['after rotation', d.histograms.residualAfter, p.blue]])),
+      makeChart(
+        rot.canvas,
+        histConfig(d, [
+          ['before rotation', d.histograms.residualBefore, p.orange],
+          ['after rotation', d.histograms.residualAfter, p.blue],
+        ]),
+      ),
       makeChart(err.canvas, histConfig(d, [['error W − Ŵ', d.histograms.error, p.red]])),
     );
   }
 
   private requantizeForm(c: LayerConfig | undefined): HTMLElement {
     const method = h('vscode-single-select', { id: 'rq-method' }, ...METHODS.map((m) => h('vscode-option', { value: m }, m))) as ValueEl;
-    const bits = h('vscode-radio-group', { id: 'rq-bits' }, ...BITS.map((b) => h('vscode-radio', { name: 'rq-bits', value: String(b), id: `rq-bits-${b}`, label: String(b), checked: c?.bits === b }, String(b))));
+    const bits = h(
+      'vscode-radio-group',
+      { id: 'rq-bits' },
+      ...BITS.map((b) => h('vscode-radio', { name: 'rq-bits', value: String(b), id: `rq-bits-${b}`, label: String(b), checked: c?.bits === b }, String(b))),
+    );
     const rank = h('vscode-textfield', { id: 'rq-rank', type: 'number' }) as ValueEl;
     void customElements.whenDefined('vscode-textfield').then(() => {
       rank.value = String(c?.rank ?? 16);
@@ -161,8 +202,18 @@ export class LayerView {
     });
     const better = m.after.relProxyLoss < m.before.relProxyLoss;
     this.rqBox.append(
-      h('p', { class: better ? 'ok' : 'status' }, `Re-quantized in ${fmt(m.seconds, 2)} s: relative proxy loss ${pct(m.before.relProxyLoss)} → ${pct(m.after.relProxyLoss)}, ${fmt(m.before.bpw, 3)} → ${fmt(m.after.bpw, 3)} bits/weight.`),
-      h('div', { class: 'before-after' }, side('Before (in the run)', m.before, 'rq-before'), side('After (candidate)', m.after, 'rq-after'), h('div', { class: 'chart-card' }, h('h3', {}, 'Before / after'), h('div', { class: 'chart small' }, canvas))),
+      h(
+        'p',
+        { class: better ? 'ok' : 'status' },
+        `Re-quantized in ${fmt(m.seconds, 2)} s: relative proxy loss ${pct(m.before.relProxyLoss)} → ${pct(m.after.relProxyLoss)}, ${fmt(m.before.bpw, 3)} → ${fmt(m.after.bpw, 3)} bits/weight.`,
+      ),
+      h(
+        'div',
+        { class: 'before-after' },
+        side('Before (in the run)', m.before, 'rq-before'),
+        side('After (candidate)', m.after, 'rq-after'),
+        h('div', { class: 'chart-card' }, h('h3', {}, 'Before / after'), h('div', { class: 'chart small' }, canvas)),
+      ),
       h('div', { class: 'actions' }, apply),
     );
     const p = palette();
@@ -229,7 +280,14 @@ function reportTable(r: LayerReport): HTMLElement {
     row('Rel. proxy loss', pct(r.relProxyLoss)),
     row('Proxy loss tr(ΔHΔᵀ)', fmt(r.proxyLoss, 4)),
     r.lowRankEnergy !== undefined ? row('Low-rank energy', pct(r.lowRankEnergy)) : null,
-    r.baselines ? row('Same layer, other methods (proxy loss)', Object.entries(r.baselines).map(([k, v]) => `${k}: ${fmt(v as number, 4)}`).join(', ')) : null,
+    r.baselines
+      ? row(
+          'Same layer, other methods (proxy loss)',
+          Object.entries(r.baselines)
+            .map(([k, v]) => `${k}: ${fmt(v as number, 4)}`)
+            .join(', '),
+        )
+      : null,
     r.notes.length ? row('Notes', r.notes.join('; ')) : null,
   );
 }

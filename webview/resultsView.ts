@@ -89,7 +89,9 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
   function drawSummary(s: RunSummary, seconds: number): void {
     clear(summaryBox);
     const ppl = s.perplexity
-      ? Object.entries(s.perplexity).map(([k, v]) => `${k}: ${fmt(v, 2)}`).join(', ')
+      ? Object.entries(s.perplexity)
+          .map(([k, v]) => `${k}: ${fmt(v, 2)}`)
+          .join(', ')
       : stalePerplexity
         ? 'changed since the last evaluation'
         : 'not evaluated';

@@ -7,9 +7,18 @@ import { readdirSync, rmSync } from 'node:fs';
 const out = process.argv[2];
 if (!out) throw new Error('usage: build-exthost.mjs <out-dir>');
 rmSync(out, { recursive: true, force: true });
-const entryPoints = readdirSync('test/exthost').filter((f) => f.endsWith('.ts')).map((f) => `test/exthost/${f}`);
+const entryPoints = readdirSync('test/exthost')
+  .filter((f) => f.endsWith('.ts'))
+  .map((f) => `test/exthost/${f}`);
 await esbuild.build({
-  entryPoints, outdir: out, bundle: true, platform: 'node', format: 'cjs', target: 'node20',
-  external: ['vscode', 'mocha'], sourcemap: 'inline', logLevel: 'warning',
+  entryPoints,
+  outdir: out,
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  external: ['vscode', 'mocha'],
+  sourcemap: 'inline',
+  logLevel: 'warning',
 });
 console.log(`exthost tests: ${entryPoints.length} files → ${out}`);

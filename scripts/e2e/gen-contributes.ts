@@ -9,6 +9,12 @@ const pkg = JSON.parse(text);
 pkg.contributes = { ...pkg.contributes, configuration: configurationContribution() };
 const next = JSON.stringify(pkg, null, 2) + '\n';
 if (process.argv.includes('--check')) {
-  if (next !== text) { console.error('package.json contributes.configuration is stale: run node --import tsx scripts/e2e/gen-contributes.ts'); process.exit(1); }
+  if (next !== text) {
+    console.error('package.json contributes.configuration is stale: run node --import tsx scripts/e2e/gen-contributes.ts');
+    process.exit(1);
+  }
   console.log('contributes.configuration up to date');
-} else if (next !== text) { writeFileSync(file, next); console.log('package.json contributes.configuration written'); }
+} else if (next !== text) {
+  writeFileSync(file, next);
+  console.log('package.json contributes.configuration written');
+}

@@ -4,7 +4,9 @@
 // apply → export (with its perplexity check). Screenshots go to $SHOTS.
 // Usage: node ui.e2e.js <code-server-url> <workspace-dir> <screenshot-dir>   (NODE_PATH has playwright-core)
 const { chromium } = require('playwright-core');
-const fs = require('fs'), os = require('os'), path = require('path');
+const fs = require('node:fs'),
+  os = require('node:os'),
+  path = require('node:path');
 
 const [url, ws, shots] = process.argv.slice(2);
 const RUN_TIMEOUT_MS = Number(process.env.LOPRO_E2E_RUN_TIMEOUT_MS || 420000);
@@ -20,7 +22,9 @@ async function webview(page, selector, timeout = 30000) {
     for (const f of page.frames()) {
       try {
         if (await f.locator(selector).count()) return f;
-      } catch { /* frame navigated away */ }
+      } catch {
+        /* frame navigated away */
+      }
     }
     if (Date.now() > end) throw new Error(`no webview with ${selector} after ${timeout} ms`);
     await page.waitForTimeout(250);
@@ -165,7 +169,8 @@ async function fill(frame, id, value) {
       lap('results panel open');
       const cells = res.locator('.hm-cell');
       await cells.first().waitFor({ timeout: 60000 });
-      let seenPartial = false, liveShot = false;
+      let seenPartial = false,
+        liveShot = false;
       const end = Date.now() + RUN_TIMEOUT_MS;
       for (;;) {
         const state = await res.locator('#app').getAttribute('data-state');
@@ -183,7 +188,8 @@ async function fill(frame, id, value) {
       }
       timings.startToHeatmapS = (Date.now() - tStart) / 1000;
       timings.rightClickToHeatmapS = (Date.now() - tRightClick) / 1000;
-      const total = await cells.count(), done = await res.locator('.hm-cell.done').count();
+      const total = await cells.count(),
+        done = await res.locator('.hm-cell.done').count();
       lap(`run done: ${done}/${total} cells; status: ${await res.locator('#run-status').textContent()}`);
       lap(`live updates seen: ${seenPartial}`);
       if (total !== 28 || done !== 28) throw new Error(`heatmap has ${done}/${total} cells done, expected 28/28 (4 blocks × 7 modules)`);
@@ -199,7 +205,8 @@ async function fill(frame, id, value) {
       const blocks = await res.locator('#perm-blocks .perm-block').allTextContents();
       lap(`permutation blocks: ${blocks.join(' ')}`);
       const report = await res.locator('#layer-view table.kv').first().textContent();
-      if (!/Same layer, other methods/.test(report) || !/\brtn: \d/.test(report) || !/\bgptq: \d/.test(report)) throw new Error(`no RTN/GPTQ comparison in the layer report (compare was on): ${report}`);
+      if (!/Same layer, other methods/.test(report) || !/\brtn: \d/.test(report) || !/\bgptq: \d/.test(report))
+        throw new Error(`no RTN/GPTQ comparison in the layer report (compare was on): ${report}`);
       await res.locator('#layer-title').evaluate((el) => el.scrollIntoView({ block: 'start' }));
       await page.waitForTimeout(300);
       await shot('layer-view.png');
@@ -255,7 +262,9 @@ async function fill(frame, id, value) {
         for (const f of page.frames()) {
           try {
             if ((await f.locator('#run-dir').count()) && (await f.locator('#run-dir').textContent()) !== firstDir) res2 = f;
-          } catch { /* navigating */ }
+          } catch {
+            /* navigating */
+          }
         }
         if (res2 && (await res2.locator('#app').getAttribute('data-state')) === 'done') break;
         if (res2 && /failed|cancelled/.test((await res2.locator('#app').getAttribute('data-state')) ?? '')) throw new Error(await res2.locator('#run-status').textContent());
@@ -307,7 +316,9 @@ async function fill(frame, id, value) {
         for (const f of page.frames()) {
           try {
             if ((await f.locator('.hm-cell.done').count()) === 28 && (await f.locator('#app').getAttribute('data-state')) === 'done') restored = f;
-          } catch { /* navigating */ }
+          } catch {
+            /* navigating */
+          }
         }
         if (restored) {
           lap(`restored: ${await restored.locator('#run-status').textContent()}`);
@@ -345,7 +356,8 @@ async function fill(frame, id, value) {
     fs.rmSync(profile, { recursive: true, force: true });
   }
   fs.writeFileSync(path.join(shots, 'ui-results.json'), JSON.stringify({ results, timings }, null, 2));
-  if (timings.rightClickToHeatmapS) console.log(`TIMING right-click → finished heatmap: ${timings.rightClickToHeatmapS.toFixed(1)} s (start → heatmap ${timings.startToHeatmapS.toFixed(1)} s)`);
+  if (timings.rightClickToHeatmapS)
+    console.log(`TIMING right-click → finished heatmap: ${timings.rightClickToHeatmapS.toFixed(1)} s (start → heatmap ${timings.startToHeatmapS.toFixed(1)} s)`);
   const passed = results.filter((r) => r.ok).length;
   console.log(`${passed} passed, ${results.length - passed} failed`);
   process.exit(passed === results.length && results.length > 0 ? 0 : 1);

@@ -106,10 +106,7 @@ async function cmdQuantize(argv: string[], signal: AbortSignal): Promise<number>
   const runDir = need(a.flags, 'out', 'quantize');
   const config: QuantizeConfig = configFromFlags(a.config);
   const quiet = a.flags.has('quiet');
-  const summary = await quantizeRun(
-    { modelPath, config, runDir, resume: a.flags.has('resume'), evalTexts: a.flags.get('eval') ?? [] },
-    cliHooks(quiet, signal),
-  );
+  const summary = await quantizeRun({ modelPath, config, runDir, resume: a.flags.has('resume'), evalTexts: a.flags.get('eval') ?? [] }, cliHooks(quiet, signal));
   if (a.flags.has('json')) process.stdout.write(JSON.stringify(summary, null, 1) + '\n');
   else process.stdout.write(formatLayerTable(summary) + '\n');
   return 0;
@@ -138,7 +135,8 @@ async function cmdExport(argv: string[], signal: AbortSignal): Promise<number> {
   if (a.flags.has('json')) process.stdout.write(JSON.stringify(r) + '\n');
   else {
     process.stdout.write(`exported ${format} to ${r.outDir}: ${r.files.length} files, ${(r.bytes / 1e6).toFixed(2)} MB\n`);
-    if (r.perplexity !== undefined) process.stdout.write(`verify: export perplexity ${r.perplexity.toFixed(4)}${r.runPerplexity !== undefined ? `, run ${r.runPerplexity.toFixed(4)}` : ''}\n`);
+    if (r.perplexity !== undefined)
+      process.stdout.write(`verify: export perplexity ${r.perplexity.toFixed(4)}${r.runPerplexity !== undefined ? `, run ${r.runPerplexity.toFixed(4)}` : ''}\n`);
   }
   return 0;
 }
@@ -156,7 +154,9 @@ async function cmdDemo(argv: string[], signal: AbortSignal): Promise<number> {
   if (a.flags.has('help')) return printHelp();
   const c = configFromFlags({ method: 'lopro', bits: 2, calibSamples: 128, ...a.config });
   const out = last(a.flags, 'out') ?? join(tmpdir(), 'lopro-demo');
-  await runDemo({ out, samples: c.calibSamples, method: c.method, bits: c.bits, ep: a.config.ep ?? 'cpu' }, cliHooks(a.flags.has('quiet'), signal), (s) => process.stdout.write(s + '\n'));
+  await runDemo({ out, samples: c.calibSamples, method: c.method, bits: c.bits, ep: a.config.ep ?? 'cpu' }, cliHooks(a.flags.has('quiet'), signal), (s) =>
+    process.stdout.write(s + '\n'),
+  );
   return 0;
 }
 

@@ -23,7 +23,7 @@ export function processIpcTransport(proc: NodeJS.Process = process): Transport {
 
 export function runWorker(): void {
   const conn: EngineConnection = new Connection(processIpcTransport());
-  conn.onInvalid = (raw, why) => conn.sendNotification('log', { level: 'warn', message: `engine dropped a message (${why})` });
+  conn.onInvalid = (_raw, why) => conn.sendNotification('log', { level: 'warn', message: `engine dropped a message (${why})` });
   registerEngineHandlers(conn);
   process.on('disconnect', () => {
     conn.close('host disconnected');

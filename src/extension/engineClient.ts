@@ -7,13 +7,7 @@ import { engineEnv } from '../protocol/engine_env';
 import { fork, type ChildProcess } from 'node:child_process';
 import * as vscode from 'vscode';
 import { Connection, ProtocolError, type Envelope, type Transport } from '../protocol/rpc';
-import {
-  ErrorCode,
-  type EngineNotifications,
-  type EngineRequests,
-  type LayerReport,
-  type ProgressValue,
-} from '../protocol/messages';
+import { ErrorCode, type EngineNotifications, type EngineRequests, type LayerReport, type ProgressValue } from '../protocol/messages';
 
 /** How long a cancelled request may take to settle before the engine is killed (issue 6.3). */
 export const CANCEL_DEADLINE_MS = 2000;
@@ -104,7 +98,8 @@ export class EngineClient implements vscode.Disposable {
     const child = this.child;
     let id = -1;
     let killTimer: ReturnType<typeof setTimeout> | undefined;
-    let cancelledAt = 0, killed = false;
+    let cancelledAt = 0,
+      killed = false;
     const onAbort = () => {
       cancelledAt = Date.now();
       this.log.appendLine(`[host] cancelling ${method} (request ${id}); the engine has ${CANCEL_DEADLINE_MS} ms`);
@@ -128,7 +123,12 @@ export class EngineClient implements vscode.Disposable {
       const err = ProtocolError.from(e);
       if (opts.signal?.aborted) throw new ProtocolError(ErrorCode.Cancelled, `${method} cancelled`, err.where, err.hint);
       if (err.code === ErrorCode.EngineCrashed) {
-        throw new ProtocolError(ErrorCode.EngineCrashed, `The LoPRo engine stopped during ${method} (${this.lastExit || err.message}).`, err.where, 'See the "LoPRo" output channel for its log.');
+        throw new ProtocolError(
+          ErrorCode.EngineCrashed,
+          `The LoPRo engine stopped during ${method} (${this.lastExit || err.message}).`,
+          err.where,
+          'See the "LoPRo" output channel for its log.',
+        );
       }
       throw err;
     } finally {
@@ -162,11 +162,7 @@ export class EngineClient implements vscode.Disposable {
  * Runs `work` under a cancellable notification; progress values from the engine drive it. The
  * notification's Cancel and any other canceller (LoPRo: Cancel, the status bar) share `controller`.
  */
-export function withEngineProgress<T>(
-  title: string,
-  controller: AbortController,
-  work: (signal: AbortSignal, report: (v: ProgressValue) => void) => Promise<T>,
-): Thenable<T> {
+export function withEngineProgress<T>(title: string, controller: AbortController, work: (signal: AbortSignal, report: (v: ProgressValue) => void) => Promise<T>): Thenable<T> {
   return vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, (progress, token) => {
     token.onCancellationRequested(() => controller.abort());
     let last = 0;

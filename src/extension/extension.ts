@@ -80,8 +80,10 @@ export function activate(context: vscode.ExtensionContext): LoproApi {
   const runs = new RunManager(context, engine, log, status);
   context.subscriptions.push(log, engine, status, runs);
 
-  const guard = (action: string, f: (...args: never[]) => Promise<unknown>) =>
-    (...args: never[]) => f(...args).catch((e) => runs.showError(action, e));
+  const guard =
+    (action: string, f: (...args: never[]) => Promise<unknown>) =>
+    (...args: never[]) =>
+      f(...args).catch((e) => runs.showError(action, e));
   const exportCmd = (format: ExportFormat) =>
     guard(`export (${format})`, async (runDir?: unknown) => {
       const dir = typeof runDir === 'string' ? runDir : (runs.activeRunDir() ?? (await pickRun(runs, `LoPRo: run to export (${format})`)));
@@ -89,20 +91,29 @@ export function activate(context: vscode.ExtensionContext): LoproApi {
     });
 
   context.subscriptions.push(
-    vscode.commands.registerCommand('lopro.quantize', guard('quantize', async (uri?: vscode.Uri) => {
-      const model = await pickModel(uri);
-      if (model) runs.openConfig(model);
-    })),
-    vscode.commands.registerCommand('lopro.openResults', guard('open results', async (runDir?: unknown) => {
-      const dir = typeof runDir === 'string' ? runDir : runDir instanceof vscode.Uri ? runDir.fsPath : await pickRun(runs, 'LoPRo: run to open');
-      if (dir) await runs.openRun(dir);
-    })),
-    vscode.commands.registerCommand('lopro.compareRuns', guard('compare runs', async (a?: unknown, b?: unknown) => {
-      const runA = typeof a === 'string' ? a : await pickRun(runs, 'LoPRo: first run');
-      if (!runA) return;
-      const runB = typeof b === 'string' ? b : await pickRun(runs, 'LoPRo: second run');
-      if (runB) await runs.compare(runA, runB);
-    })),
+    vscode.commands.registerCommand(
+      'lopro.quantize',
+      guard('quantize', async (uri?: vscode.Uri) => {
+        const model = await pickModel(uri);
+        if (model) runs.openConfig(model);
+      }),
+    ),
+    vscode.commands.registerCommand(
+      'lopro.openResults',
+      guard('open results', async (runDir?: unknown) => {
+        const dir = typeof runDir === 'string' ? runDir : runDir instanceof vscode.Uri ? runDir.fsPath : await pickRun(runs, 'LoPRo: run to open');
+        if (dir) await runs.openRun(dir);
+      }),
+    ),
+    vscode.commands.registerCommand(
+      'lopro.compareRuns',
+      guard('compare runs', async (a?: unknown, b?: unknown) => {
+        const runA = typeof a === 'string' ? a : await pickRun(runs, 'LoPRo: first run');
+        if (!runA) return;
+        const runB = typeof b === 'string' ? b : await pickRun(runs, 'LoPRo: second run');
+        if (runB) await runs.compare(runA, runB);
+      }),
+    ),
     vscode.commands.registerCommand('lopro.exportNative', exportCmd('native')),
     vscode.commands.registerCommand('lopro.exportF16', exportCmd('f16')),
     vscode.commands.registerCommand('lopro.exportOnnx', exportCmd('onnx')),

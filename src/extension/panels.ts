@@ -135,7 +135,7 @@ export class ConfigPanel extends Panel {
           canSelectFolders: folder,
           canSelectMany: false,
           title: folder ? 'LoPRo: output folder' : 'LoPRo: calibration text',
-          filters: folder ? undefined : { 'Text': ['txt', 'md', 'jsonl', '*'] },
+          filters: folder ? undefined : { Text: ['txt', 'md', 'jsonl', '*'] },
           defaultUri: vscode.Uri.file(path.dirname(this.modelPath)),
         });
         if (picked?.[0]) this.post({ type: 'picked', field: msg.field, path: picked[0].fsPath });

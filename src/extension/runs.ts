@@ -8,9 +8,9 @@ import * as vscode from 'vscode';
 import { ProtocolError } from '../protocol/rpc';
 import { ErrorCode, type EngineRequests, type ExportFormat, type LinearLayerInfo, type ModelSummary, type ProgressValue, type RunSummary } from '../protocol/messages';
 import { describeIssues, validateConfig, type QuantizeConfig, type LayerConfig } from '../protocol/config';
-import { EngineClient, withEngineProgress } from './engineClient';
+import { type EngineClient, withEngineProgress } from './engineClient';
 import { ComparePanel, ConfigPanel, ResultsPanel, errorData, type PanelHost } from './panels';
-import { RunStatusBar } from './statusBar';
+import type { RunStatusBar } from './statusBar';
 import { readQuantizeConfig } from './settings';
 
 const RECENT_KEY = 'lopro.recentRuns';

@@ -24,8 +24,7 @@ export function schemaBounds(r: NumRange): Pick<SettingSchema, 'minimum' | 'maxi
  * JSON-schema type of a key: 'integer' where its range says so (the Settings UI then rejects 2.5
  * threads), else by its default's value.
  */
-const jsonType = (v: unknown, range: NumRange | undefined): string =>
-  typeof v !== 'number' ? typeof v : (range ? range.integer : Number.isInteger(v)) ? 'integer' : 'number';
+const jsonType = (v: unknown, range: NumRange | undefined): string => (typeof v !== 'number' ? typeof v : (range ? range.integer : Number.isInteger(v)) ? 'integer' : 'number');
 
 export interface SettingSchema {
   type: string;
@@ -64,7 +63,8 @@ export function configurationContribution(): { title: string; properties: Record
   properties['lopro.evalText'] = {
     type: 'string',
     default: '',
-    description: 'Evaluation text: its perplexity is measured after each run, and each export is checked against it (export vs run perplexity). Empty = no evaluation after runs; exports are checked on the calibration text.',
+    description:
+      'Evaluation text: its perplexity is measured after each run, and each export is checked against it (export vs run perplexity). Empty = no evaluation after runs; exports are checked on the calibration text.',
   };
   return { title: 'LoPRo', properties };
 }

@@ -196,7 +196,8 @@ export const CONFIG_DOCS: { readonly [K in keyof QuantizeConfig]: string } = {
   calibSamples: 'Number of calibration windows (the protocol uses 128).',
   ctx: "Calibration window length in tokens; 0 = the model's protocol context.",
   ep: 'ONNX Runtime execution provider of the forward passes.',
-  backend: 'Where the quantization math runs: cpu (TypeScript on worker threads), gpu (WGSL kernels on a WebGPU/Dawn device), auto (gpu when an adapter exists, else cpu). Does not change what the output means.',
+  backend:
+    'Where the quantization math runs: cpu (TypeScript on worker threads), gpu (WGSL kernels on a WebGPU/Dawn device), auto (gpu when an adapter exists, else cpu). Does not change what the output means.',
   compare: "Also compute each layer's RTN and GPTQ proxy loss on the same Hessian, next to its own in the reports and the layer view (slower).",
   threads: "Worker threads of the CPU backend; 0 = automatic: one per core on machines with 4 or more cores, else only the engine's own thread.",
   seed: 'Seed of every random choice (R1SVD start vectors, k-means init).',
@@ -214,7 +215,7 @@ export interface ConfigIssue {
 
 const isPow2 = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 /** An own key: `in` would also take inherited names such as "constructor" for settings. */
-const own = (o: object, k: string) => Object.prototype.hasOwnProperty.call(o, k);
+const own = (o: object, k: string) => Object.hasOwn(o, k);
 /** `a, b or c`. */
 const orList = (xs: readonly unknown[]) => (xs.length < 2 ? xs.join('') : `${xs.slice(0, -1).join(', ')} or ${xs[xs.length - 1]}`);
 const shown = (v: unknown) => (typeof v === 'string' ? `"${v}"` : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v));
@@ -305,7 +306,8 @@ export function validateConfig(c: QuantizeConfig): ConfigIssue[] {
   if (overrides && typeof overrides === 'object' && !Array.isArray(overrides)) {
     for (const [name, o] of Object.entries(overrides)) {
       const prefix = `layerOverrides["${name}"].`;
-      if (!o || typeof o !== 'object' || Array.isArray(o)) out.push({ field: `layerOverrides["${name}"]`, message: `layerOverrides["${name}"] must be an object of layer settings, got ${shown(o)}` });
+      if (!o || typeof o !== 'object' || Array.isArray(o))
+        out.push({ field: `layerOverrides["${name}"]`, message: `layerOverrides["${name}"] must be an object of layer settings, got ${shown(o)}` });
       else out.push(...validateLayerConfig({ ...pickLayerConfig(c), ...o }, prefix));
     }
   }
@@ -334,7 +336,14 @@ export function pickLayerConfig(c: QuantizeConfig | LayerConfig): LayerConfig {
 
 /** Glob match for layer override keys: `*` matches any run of characters. */
 export function matchesLayerPattern(pattern: string, name: string): boolean {
-  const re = new RegExp('^' + pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$');
+  const re = new RegExp(
+    '^' +
+      pattern
+        .split('*')
+        .map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+        .join('.*') +
+      '$',
+  );
   return re.test(name);
 }
 
@@ -357,7 +366,8 @@ export function layerConfigFor(c: QuantizeConfig, layerName: string): LayerConfi
  * packed codes and the few fixed-size header tensors are not counted.
  */
 export function bitsPerWeight(c: LayerConfig, rows: number, cols: number): number {
-  const m = rows, n = cols;
+  const m = rows,
+    n = cols;
   const g = c.groupSize === -1 ? n : Math.min(c.groupSize, n);
   const G = Math.ceil(n / g);
   let bpw = c.bits;

@@ -162,7 +162,10 @@ export class Connection<In extends ReqMap, Out extends ReqMap, N extends NotMap>
 
   private receive(raw: unknown): void {
     const m = parseEnvelope(raw);
-    if (!m) return this.onInvalid(raw, 'not a protocol envelope');
+    if (!m) {
+      this.onInvalid(raw, 'not a protocol envelope');
+      return;
+    }
     switch (m.kind) {
       case 'request':
         void this.serve(m.id, m.method, m.params);
@@ -221,7 +224,8 @@ export function memoryTransportPair(): [Transport, Transport] {
     const closers: ((r: string) => void)[] = [];
     return { listeners, closers };
   };
-  const a = make(), b = make();
+  const a = make(),
+    b = make();
   // structuredClone mimics the copy a real process boundary makes.
   const deliver = (to: typeof a, m: Envelope) => queueMicrotask(() => to.listeners.forEach((l) => l(structuredClone(m))));
   const end = (x: typeof a, y: typeof a): Transport => ({

@@ -4,23 +4,8 @@
 // The host → webview direction is checked too (`parseToWebview`) so a stale or foreign message
 // never reaches the renderer. Nothing here imports vscode, node or the engine.
 
-import {
-  DEFAULT_CONFIG,
-  DEFAULT_LAYER_CONFIG,
-  type LayerConfig,
-  type QuantizeConfig,
-} from './config';
-import type {
-  ExportFormat,
-  LayerDetails,
-  LayerReport,
-  LinearLayerInfo,
-  ModelSummary,
-  ProgressValue,
-  ProtocolErrorData,
-  RunSummary,
-  EngineRequests,
-} from './messages';
+import { DEFAULT_CONFIG, DEFAULT_LAYER_CONFIG, type LayerConfig, type QuantizeConfig } from './config';
+import type { ExportFormat, LayerDetails, LayerReport, LinearLayerInfo, ModelSummary, ProgressValue, ProtocolErrorData, RunSummary, EngineRequests } from './messages';
 
 export type ViewKind = 'config' | 'results' | 'compare';
 export type ExportResult = EngineRequests['run/export']['result'];
@@ -168,16 +153,7 @@ export interface EvaluateMessage {
   type: 'evaluate';
 }
 
-export type FromWebview =
-  | ReadyMessage
-  | PickMessage
-  | StartMessage
-  | OpenLayerMessage
-  | RequantizeMessage
-  | ApplyMessage
-  | ExportRequestMessage
-  | CancelMessage
-  | EvaluateMessage;
+export type FromWebview = ReadyMessage | PickMessage | StartMessage | OpenLayerMessage | RequantizeMessage | ApplyMessage | ExportRequestMessage | CancelMessage | EvaluateMessage;
 
 export const EXPORT_FORMATS: readonly ExportFormat[] = ['native', 'f16', 'onnx'];
 
@@ -230,13 +206,9 @@ export function parseFromWebview(x: unknown): FromWebview | undefined {
     case 'openLayer':
       return onlyKeys(m, ['layer']) && isStr(m.layer, 512) && m.layer.length > 0 ? (m as unknown as OpenLayerMessage) : undefined;
     case 'requantize':
-      return onlyKeys(m, ['layer', 'overrides']) && isStr(m.layer, 512) && m.layer.length > 0 && isLayerOverrides(m.overrides)
-        ? (m as unknown as RequantizeMessage)
-        : undefined;
+      return onlyKeys(m, ['layer', 'overrides']) && isStr(m.layer, 512) && m.layer.length > 0 && isLayerOverrides(m.overrides) ? (m as unknown as RequantizeMessage) : undefined;
     case 'apply':
-      return onlyKeys(m, ['layer', 'candidateId']) && isStr(m.layer, 512) && isStr(m.candidateId, 512) && m.candidateId.length > 0
-        ? (m as unknown as ApplyMessage)
-        : undefined;
+      return onlyKeys(m, ['layer', 'candidateId']) && isStr(m.layer, 512) && isStr(m.candidateId, 512) && m.candidateId.length > 0 ? (m as unknown as ApplyMessage) : undefined;
     case 'export':
       return onlyKeys(m, ['format']) && EXPORT_FORMATS.includes(m.format as ExportFormat) ? (m as unknown as ExportRequestMessage) : undefined;
     default:
@@ -267,7 +239,7 @@ const TO_WEBVIEW_FIELDS: Record<ToWebview['type'], string[]> = {
  */
 export function parseToWebview(x: unknown): ToWebview | undefined {
   // Own-property check: `in` would also accept inherited names such as "constructor" or "__proto__".
-  if (!isObj(x) || typeof x.type !== 'string' || !Object.prototype.hasOwnProperty.call(TO_WEBVIEW_FIELDS, x.type)) return undefined;
+  if (!isObj(x) || typeof x.type !== 'string' || !Object.hasOwn(TO_WEBVIEW_FIELDS, x.type)) return undefined;
   const need = TO_WEBVIEW_FIELDS[x.type as ToWebview['type']];
   if (!need.every((k) => k in x)) return undefined;
   if (x.type === 'layer/done' && !(isObj(x.report) && isStr(x.report.name) && isNum(x.report.relProxyLoss))) return undefined;

@@ -10,15 +10,7 @@
 // Every value gets a unique name (user names are kept when free, otherwise suffixed). Element types
 // are propagated for the ops we use so graph outputs carry a type without hand annotation.
 
-import {
-  encodeModel,
-  type AttributeSpec,
-  type Dim,
-  type NodeProtoSpec,
-  type OnnxDtype,
-  type TensorProtoSpec,
-  type ValueInfoSpec,
-} from './onnx/proto';
+import { encodeModel, type AttributeSpec, type Dim, type NodeProtoSpec, type OnnxDtype, type TensorProtoSpec, type ValueInfoSpec } from './onnx/proto';
 
 export type { Dim, OnnxDtype } from './onnx/proto';
 
@@ -127,7 +119,10 @@ export class GraphBuilder {
   private readonly domains = new Map<string, number>();
 
   /** `opset` for the default domain; com.microsoft is added (version 1) when an op uses it. */
-  constructor(readonly name = 'graph', readonly opset = 17) {}
+  constructor(
+    readonly name = 'graph',
+    readonly opset = 17,
+  ) {}
 
   /** A free name: `base` itself when unused, else `base_1`, `base_2`, ... */
   uniqueName(base: string): string {

@@ -256,7 +256,10 @@ export class ComputeRuntime {
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
     if (this.ep === 'cpu') return fn();
     const run = this.gpuTail.then(fn, fn);
-    this.gpuTail = run.then(() => undefined, () => undefined);
+    this.gpuTail = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 
@@ -358,7 +361,10 @@ const WEBGPU_OPTION_NAMES = ['validationMode', 'storageBufferCacheMode', 'unifor
 /** LOPRO_WEBGPU_OPTIONS="validationMode=disabled,storageBufferCacheMode=bucket" (diagnostics). */
 export function webgpuOptions(spec = engineEnv().webgpuOptions): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const kv of spec.split(',').map((x) => x.trim()).filter(Boolean)) {
+  for (const kv of spec
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean)) {
     const [k, v] = kv.split('=').map((x) => x.trim());
     if (!WEBGPU_OPTION_NAMES.includes(k) || !v) throw new RangeError(`LOPRO_WEBGPU_OPTIONS: '${kv}' is not name=value with a name among ${WEBGPU_OPTION_NAMES.join(', ')}`);
     out[k] = v;
@@ -369,7 +375,16 @@ export function webgpuOptions(spec = engineEnv().webgpuOptions): Record<string, 
 /** Identity over a tensor of the given rank (symbolic dims): the upload/readback path of WebGPU. */
 function identityModel(dtype: OnnxDtype, rank: number): Uint8Array {
   const g = new GraphBuilder('identity');
-  g.output(g.op('Identity', [g.input('x', dtype, Array.from({ length: rank }, (_, i) => `d${i}`))]), 'y');
+  g.output(
+    g.op('Identity', [
+      g.input(
+        'x',
+        dtype,
+        Array.from({ length: rank }, (_, i) => `d${i}`),
+      ),
+    ]),
+    'y',
+  );
   return g.toModel();
 }
 

@@ -24,7 +24,9 @@ function checkBits(bits: number): void {
 export function packRows(codes: ArrayLike<number>, rows: number, cols: number, bits: number): Uint32Array {
   checkBits(bits);
   if (codes.length !== rows * cols) throw new RangeError(`codes has ${codes.length} values, expected ${rows}×${cols}`);
-  const wpr = wordsPerRow(cols, bits), out = new Uint32Array(rows * wpr), lim = 1 << bits;
+  const wpr = wordsPerRow(cols, bits),
+    out = new Uint32Array(rows * wpr),
+    lim = 1 << bits;
   // Integer-typed codes and b ∈ {1, 2, 4, 8, 16} (no code straddles a word): each word assembled in a register,
   // the range checked once by OR-ing all codes (≥ 2^b somewhere ⇔ a bit at or above b set). 0.19–0.24 s → a
   // fraction of that for a 7B MLP layer's 45 M codes, on the commit path of every layer (bench/RESULTS.md, session 6).
@@ -32,9 +34,11 @@ export function packRows(codes: ArrayLike<number>, rows: number, cols: number, b
     const per = 32 / bits;
     let any = 0;
     for (let r = 0; r < rows; r++) {
-      const o = r * cols, base = r * wpr;
+      const o = r * cols,
+        base = r * wpr;
       for (let w = 0; w < wpr; w++) {
-        const k0 = w * per, k1 = Math.min(cols, k0 + per);
+        const k0 = w * per,
+          k1 = Math.min(cols, k0 + per);
         let word = 0;
         for (let k = k0, sh = 0; k < k1; k++, sh += bits) {
           const c = codes[o + k];
@@ -52,7 +56,9 @@ export function packRows(codes: ArrayLike<number>, rows: number, cols: number, b
     for (let k = 0; k < cols; k++) {
       const c = codes[r * cols + k];
       if (!(c >= 0 && c < lim) || !Number.isInteger(c)) throw new RangeError(`code ${c} at row ${r}, column ${k} does not fit in ${bits} bits`);
-      const t = k * bits, w = base + (t >>> 5), s = t & 31;
+      const t = k * bits,
+        w = base + (t >>> 5),
+        s = t & 31;
       out[w] |= c << s;
       if (s + bits > 32) out[w + 1] |= c >>> (32 - s);
     }
@@ -70,7 +76,9 @@ export function unpackRows<T extends Uint8Array | Uint16Array = Uint16Array>(wor
   for (let r = 0; r < rows; r++) {
     const base = r * wpr;
     for (let k = 0; k < cols; k++) {
-      const t = k * bits, w = base + (t >>> 5), s = t & 31;
+      const t = k * bits,
+        w = base + (t >>> 5),
+        s = t & 31;
       let v = words[w] >>> s;
       if (s + bits > 32) v |= words[w + 1] << (32 - s);
       res[r * cols + k] = v & mask;
@@ -81,13 +89,14 @@ export function unpackRows<T extends Uint8Array | Uint16Array = Uint16Array>(wor
 
 /** Bit-by-bit twin of packRows (the layout stated literally), for tests. */
 export function packRows_ref(codes: ArrayLike<number>, rows: number, cols: number, bits: number): Uint32Array {
-  const wpr = wordsPerRow(cols, bits), out = new Uint32Array(rows * wpr);
+  const wpr = wordsPerRow(cols, bits),
+    out = new Uint32Array(rows * wpr);
   for (let r = 0; r < rows; r++)
     for (let k = 0; k < cols; k++)
       for (let b = 0; b < bits; b++) {
         if (!((codes[r * cols + k] >> b) & 1)) continue;
         const t = k * bits + b;
-        out[r * wpr + Math.floor(t / 32)] |= 1 << t % 32;
+        out[r * wpr + Math.floor(t / 32)] |= 1 << (t % 32);
       }
   return out;
 }

@@ -46,7 +46,12 @@ export interface Checkpoint {
 
 function badIndex(file: string, what: string, tensor?: string): ProtocolError {
   const subject = tensor === undefined ? file : `${file}, tensor "${tensor}"`;
-  return new ProtocolError(ErrorCode.BadCheckpoint, `bad sharded checkpoint index ${subject}: ${what}`, tensor === undefined ? file : `${file}: ${tensor}`, 'the index and its shard files must come from the same export; re-download the checkpoint');
+  return new ProtocolError(
+    ErrorCode.BadCheckpoint,
+    `bad sharded checkpoint index ${subject}: ${what}`,
+    tensor === undefined ? file : `${file}: ${tensor}`,
+    'the index and its shard files must come from the same export; re-download the checkpoint',
+  );
 }
 
 function statOrThrow(p: string): fs.Stats {
@@ -87,7 +92,12 @@ function openSharded(p: string, indexPath: string): Checkpoint {
     for (const shardPath of shardPaths) {
       if (!fs.existsSync(shardPath)) {
         const tensor = [...weightMap].find(([, f]) => path.resolve(dir, f) === shardPath)?.[0];
-        throw new ProtocolError(ErrorCode.BadCheckpoint, `shard file ${shardPath} listed in ${indexPath} (for tensor "${tensor}" and others) does not exist`, indexPath, 'the download is incomplete: fetch the missing shard');
+        throw new ProtocolError(
+          ErrorCode.BadCheckpoint,
+          `shard file ${shardPath} listed in ${indexPath} (for tensor "${tensor}" and others) does not exist`,
+          indexPath,
+          'the download is incomplete: fetch the missing shard',
+        );
       }
       shards.push(SafetensorsFile.open(shardPath));
     }
@@ -160,7 +170,7 @@ function makeCheckpoint(p: string, kind: Checkpoint['kind'], shards: Safetensors
       owner.set(e.name, s);
       totalBytes += e.byteLength;
     }
-    for (const [k, v] of Object.entries(s.metadata)) if (!Object.prototype.hasOwnProperty.call(metadata, k)) setOwn(metadata, k, v);
+    for (const [k, v] of Object.entries(s.metadata)) if (!Object.hasOwn(metadata, k)) setOwn(metadata, k, v);
   }
   const byName = new Map(entries.map((e) => [e.name, e]));
   const shardOf = (name: string): SafetensorsFile => {

@@ -32,7 +32,7 @@ export const DTYPE_BYTES: Readonly<Record<Dtype, number>> = {
 export const ALL_DTYPES = Object.keys(DTYPE_BYTES) as Dtype[];
 
 export function isDtype(s: unknown): s is Dtype {
-  return typeof s === 'string' && Object.prototype.hasOwnProperty.call(DTYPE_BYTES, s);
+  return typeof s === 'string' && Object.hasOwn(DTYPE_BYTES, s);
 }
 
 export function dtypeBytes(dtype: Dtype): number {
@@ -143,7 +143,7 @@ export function f16ToF32Array(src: Uint16Array): Float32Array {
 
 export function f32BitsToBf16Bits(b: number): number {
   if ((b & 0x7f800000) === 0x7f800000 && (b & 0x7fffff) !== 0) return ((b >>> 16) | 0x40) & 0xffff; // quiet NaN, sign kept
-  return ((b >>> 0) + 0x7fff + ((b >>> 16) & 1)) >>> 16 & 0xffff; // RNE; overflow carries into inf
+  return (((b >>> 0) + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff; // RNE; overflow carries into inf
 }
 
 export function f32ToBf16Bits(x: number): number {
@@ -188,7 +188,7 @@ export function f32BitsToF8E4M3(b: number): number {
     return sign | shiftRne(mant | 0x800000, 21 - e);
   }
   const r = shiftRne((e << 23) | mant, 20);
-  return sign | (r > F8_MAX_CODE ? F8_MAX_CODE : r); // 0x7f would be NaN: saturate instead
+  return sign | Math.min(r, F8_MAX_CODE); // 0x7f would be NaN: saturate instead
 }
 
 export function f32ToF8E4M3(x: number): number {

@@ -84,17 +84,17 @@ export function isLoproLayer(src: Pick<TensorSource, 'has'>, layer: string): boo
   return src.has(loproTensorName(layer, 'params'));
 }
 
-
 /** The tensors of one layer, in a fixed order, sizes asserted (ggml-style pinned layout). */
 export function loproLayerTensors(layer: string, s: LoproStoredLayer): TensorData[] {
   const { rows: m, cols: n, rank: r } = s;
   const name = (p: string) => loproTensorName(layer, p);
-  const d = s.method === 'lopro_v' ? s.vqDim ?? 0 : 1;
+  const d = s.method === 'lopro_v' ? (s.vqDim ?? 0) : 1;
   const out: TensorData[] = [];
   const push = (part: string, dtype: Dtype, shape: number[], data: ArrayBufferView) => {
     const numel = shape.reduce((a, b) => a * b, 1);
     const expectBytes = numel * ({ I32: 4, I16: 2, F16: 2, F32: 4, F8_E4M3: 1 } as Record<string, number>)[dtype];
-    if (data.byteLength !== expectBytes) throw new ProtocolError(ErrorCode.Internal, `${name(part)}: ${data.byteLength} bytes for ${dtype} ${JSON.stringify(shape)} (expected ${expectBytes})`, name(part));
+    if (data.byteLength !== expectBytes)
+      throw new ProtocolError(ErrorCode.Internal, `${name(part)}: ${data.byteLength} bytes for ${dtype} ${JSON.stringify(shape)} (expected ${expectBytes})`, name(part));
     out.push({ name: name(part), dtype, shape, data });
   };
   push('params', 'I32', [8], Int32Array.from([LOPRO_FORMAT_VERSION, s.method === 'lopro' ? 0 : 1, s.bits, s.groupSize, d, r, s.sym ? 1 : 0, ROTATIONS.indexOf(s.rotation)]));
@@ -106,7 +106,8 @@ export function loproLayerTensors(layer: string, s: LoproStoredLayer): TensorDat
     if (!s.sym) push('zeros', 'I32', [m, wordsPerRow(s.groups, s.bits)], packRows(s.zeros!, m, s.groups, s.bits));
     if (s.gIdx) push('g_idx', 'I32', [n], s.gIdx);
   } else {
-    const cb = d * s.bits, K = 2 ** cb;
+    const cb = d * s.bits,
+      K = 2 ** cb;
     push('codes', 'I32', [m, wordsPerRow(n / d, cb)], packRows(s.vqCodes!, m, n / d, cb));
     push('codebooks', 'F16', [s.groups, K, d], s.codebookBits!);
   }
@@ -124,7 +125,8 @@ export function loproLayerTensors(layer: string, s: LoproStoredLayer): TensorDat
 /** Reads one layer back (byte-exact inverse of loproLayerTensors); checks names, dtypes and shapes. */
 export function readLoproLayer(src: TensorSource, layer: string): LoproStoredLayer {
   const name = (p: string) => loproTensorName(layer, p);
-  const bad = (p: string, what: string) => new ProtocolError(ErrorCode.BadCheckpoint, `${name(p)}: ${what}`, name(p), 'the LoPRo checkpoint is damaged or was written by an incompatible version; re-export it');
+  const bad = (p: string, what: string) =>
+    new ProtocolError(ErrorCode.BadCheckpoint, `${name(p)}: ${what}`, name(p), 'the LoPRo checkpoint is damaged or was written by an incompatible version; re-export it');
   const get = (p: string, dtype: Dtype | Dtype[], shape?: number[]): Uint8Array => {
     if (!src.has(name(p))) throw bad(p, 'tensor missing');
     const e = src.entry(name(p));
@@ -147,13 +149,20 @@ export function readLoproLayer(src: TensorSource, layer: string): LoproStoredLay
   const m = codesEntry.shape[0];
   const G = Math.ceil(n / groupSize);
   const s: LoproStoredLayer = {
-    rows: m, cols: n, method: methodId === 0 ? 'lopro' : 'lopro_v', bits, groupSize, sym: sym === 1, perm,
+    rows: m,
+    cols: n,
+    method: methodId === 0 ? 'lopro' : 'lopro_v',
+    bits,
+    groupSize,
+    sym: sym === 1,
+    perm,
     alphaBits: new Uint16Array(get('alpha', 'F16', [n]).buffer),
     rank,
     uCodes: rank > 0 ? get('u', 'F8_E4M3', [m, rank]) : new Uint8Array(0),
     vCodes: rank > 0 ? get('v', 'F8_E4M3', [rank, n]) : new Uint8Array(0),
     sigmaBits: rank > 0 ? new Uint16Array(get('sigma', 'F16', [rank]).buffer) : new Uint16Array(0),
-    uScale: Math.sqrt(m), vScale: Math.sqrt(n),
+    uScale: Math.sqrt(m),
+    vScale: Math.sqrt(n),
     rotation: ROTATIONS[rotId],
     salientBlock: new Int32Array(get('b_i', 'I32', [1]).buffer)[0],
     hadamardBlock: new Int32Array(get('b_h', 'I32', [1]).buffer)[0],
@@ -168,7 +177,8 @@ export function readLoproLayer(src: TensorSource, layer: string): LoproStoredLay
   if (s.method === 'lopro') {
     s.codes = unpackRows(words('codes', m, n, bits), m, n, bits, new Uint8Array(m * n));
     s.scaleBits = new Uint16Array(get('scales', 'F16', [m, G]).buffer);
-    if (s.sym) s.zeros = new Uint8Array(m * G).fill(2 ** (bits - 1)); // (maxq + 1)/2, GPTQ's symmetric zero
+    if (s.sym)
+      s.zeros = new Uint8Array(m * G).fill(2 ** (bits - 1)); // (maxq + 1)/2, GPTQ's symmetric zero
     else s.zeros = unpackRows(words('zeros', m, G, bits), m, G, bits, new Uint8Array(m * G));
     if (src.has(name('g_idx'))) s.gIdx = new Int32Array(get('g_idx', 'I32', [n]).buffer);
   } else {
@@ -211,4 +221,3 @@ export function loproQuantizationConfig(cfg: LayerConfig, extra: Record<string, 
     ...extra,
   };
 }
-

@@ -10,8 +10,7 @@ import { badCheckpoint, checkHeaderLength, parseHeader, readHeaderLength, type T
 
 export type { TensorEntry } from './safetensors_header';
 
-export type TypedArray =
-  | Float32Array | Float64Array | Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | BigInt64Array;
+export type TypedArray = Float32Array | Float64Array | Int8Array | Uint8Array | Int16Array | Uint16Array | Int32Array | BigInt64Array;
 
 /** readSync takes at most 2^31−1 bytes per call; stay well under it. */
 const READ_CHUNK = 1 << 30;
@@ -35,7 +34,8 @@ export function readFully(fd: number, file: string, dst: Uint8Array, dstOffset: 
     } catch (e) {
       throw ioError(file, e, 'read');
     }
-    if (n === 0) throw badCheckpoint(file, `unexpected end of file at byte ${position + done} (wanted ${length - done} more bytes): the file is truncated or changed while open`, tensor);
+    if (n === 0)
+      throw badCheckpoint(file, `unexpected end of file at byte ${position + done} (wanted ${length - done} more bytes): the file is truncated or changed while open`, tensor);
     done += n;
   }
 }
@@ -113,7 +113,11 @@ export class SafetensorsFile {
   readRange(name: string, start: number, length: number): Uint8Array {
     const e = this.entry(name);
     if (!(start >= 0 && length >= 0 && start + length <= e.byteLength)) {
-      throw new ProtocolError(ErrorCode.InvalidParams, `byte range [${start}, ${start + length}) is outside tensor "${name}" (${e.byteLength} bytes) in ${this.path}`, `${this.path}: ${name}`);
+      throw new ProtocolError(
+        ErrorCode.InvalidParams,
+        `byte range [${start}, ${start + length}) is outside tensor "${name}" (${e.byteLength} bytes) in ${this.path}`,
+        `${this.path}: ${name}`,
+      );
     }
     const out = new Uint8Array(length);
     readFully(this.openFd(), this.path, out, 0, length, e.offset + start, name);
@@ -139,7 +143,11 @@ export class SafetensorsFile {
     assertFloatDtype(this.path, e);
     const rows = e.shape.length ? e.shape[0] : 1;
     if (!(Number.isInteger(rowStart) && Number.isInteger(rowCount) && rowStart >= 0 && rowCount >= 0 && rowStart + rowCount <= rows)) {
-      throw new ProtocolError(ErrorCode.InvalidParams, `rows [${rowStart}, ${rowStart + rowCount}) are outside tensor "${name}" (${rows} rows) in ${this.path}`, `${this.path}: ${name}`);
+      throw new ProtocolError(
+        ErrorCode.InvalidParams,
+        `rows [${rowStart}, ${rowStart + rowCount}) are outside tensor "${name}" (${rows} rows) in ${this.path}`,
+        `${this.path}: ${name}`,
+      );
     }
     const rowBytes = rows === 0 ? 0 : e.byteLength / rows;
     return bytesToFloat32(e.dtype, this.readRange(name, rowStart * rowBytes, rowCount * rowBytes));
@@ -177,27 +185,40 @@ function assertFloatDtype(file: string, e: TensorEntry): void {
 export function bytesAsTyped(dtype: Dtype, bytes: Uint8Array): TypedArray {
   const { buffer, byteOffset, byteLength } = bytes;
   switch (dtype) {
-    case 'F32': return new Float32Array(buffer, byteOffset, byteLength / 4);
-    case 'F64': return new Float64Array(buffer, byteOffset, byteLength / 8);
+    case 'F32':
+      return new Float32Array(buffer, byteOffset, byteLength / 4);
+    case 'F64':
+      return new Float64Array(buffer, byteOffset, byteLength / 8);
     case 'F16':
-    case 'BF16': return new Uint16Array(buffer, byteOffset, byteLength / 2);
-    case 'I16': return new Int16Array(buffer, byteOffset, byteLength / 2);
-    case 'I32': return new Int32Array(buffer, byteOffset, byteLength / 4);
-    case 'I64': return new BigInt64Array(buffer, byteOffset, byteLength / 8);
-    case 'I8': return new Int8Array(buffer, byteOffset, byteLength);
+    case 'BF16':
+      return new Uint16Array(buffer, byteOffset, byteLength / 2);
+    case 'I16':
+      return new Int16Array(buffer, byteOffset, byteLength / 2);
+    case 'I32':
+      return new Int32Array(buffer, byteOffset, byteLength / 4);
+    case 'I64':
+      return new BigInt64Array(buffer, byteOffset, byteLength / 8);
+    case 'I8':
+      return new Int8Array(buffer, byteOffset, byteLength);
     case 'U8':
     case 'BOOL':
-    case 'F8_E4M3': return bytes;
+    case 'F8_E4M3':
+      return bytes;
   }
 }
 
 export function bytesToFloat32(dtype: Dtype, bytes: Uint8Array): Float32Array {
   const typed = bytesAsTyped(dtype, bytes);
   switch (dtype) {
-    case 'F32': return typed as Float32Array;
-    case 'F64': return f64ToF32Array(typed as Float64Array);
-    case 'F16': return f16ToF32Array(typed as Uint16Array);
-    case 'BF16': return bf16ToF32Array(typed as Uint16Array);
-    default: throw new ProtocolError(ErrorCode.UnsupportedDtype, `dtype ${dtype} cannot be read as float32`);
+    case 'F32':
+      return typed as Float32Array;
+    case 'F64':
+      return f64ToF32Array(typed as Float64Array);
+    case 'F16':
+      return f16ToF32Array(typed as Uint16Array);
+    case 'BF16':
+      return bf16ToF32Array(typed as Uint16Array);
+    default:
+      throw new ProtocolError(ErrorCode.UnsupportedDtype, `dtype ${dtype} cannot be read as float32`);
   }
 }

@@ -33,7 +33,12 @@ export interface ParsedHeader {
 export function badCheckpoint(file: string, what: string, tensor?: string, hint?: string): ProtocolError {
   const where = tensor === undefined ? file : `${file}: ${tensor}`;
   const subject = tensor === undefined ? file : `${file}, tensor "${tensor}"`;
-  return new ProtocolError(ErrorCode.BadCheckpoint, `bad safetensors file ${subject}: ${what}`, where, hint ?? 'the file is corrupt, truncated or not a safetensors file; re-download or re-export it');
+  return new ProtocolError(
+    ErrorCode.BadCheckpoint,
+    `bad safetensors file ${subject}: ${what}`,
+    where,
+    hint ?? 'the file is corrupt, truncated or not a safetensors file; re-download or re-export it',
+  );
 }
 
 /** Reads the little-endian u64 header length; a value beyond 2^53 comes back as Infinity. */

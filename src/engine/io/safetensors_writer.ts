@@ -21,7 +21,11 @@ export interface TensorData extends TensorSpec {
 }
 
 function invalid(target: string, msg: string, tensor?: string): ProtocolError {
-  return new ProtocolError(ErrorCode.InvalidParams, `cannot write ${target}${tensor === undefined ? '' : `, tensor "${tensor}"`}: ${msg}`, tensor === undefined ? target : `${target}: ${tensor}`);
+  return new ProtocolError(
+    ErrorCode.InvalidParams,
+    `cannot write ${target}${tensor === undefined ? '' : `, tensor "${tensor}"`}: ${msg}`,
+    tensor === undefined ? target : `${target}: ${tensor}`,
+  );
 }
 
 /** Byte size of a tensor; throws for bad dtypes or dims. */
@@ -55,7 +59,7 @@ export function buildHeader(target: string, specs: readonly TensorSpec[], metada
   let pos = 0;
   for (const s of specs) {
     if (typeof s.name !== 'string' || s.name === '__metadata__') throw invalid(target, `invalid tensor name ${JSON.stringify(s.name)}`);
-    if (Object.prototype.hasOwnProperty.call(json, s.name)) throw invalid(target, 'duplicate tensor name', s.name);
+    if (Object.hasOwn(json, s.name)) throw invalid(target, 'duplicate tensor name', s.name);
     const size = tensorByteLength(target, s);
     json[s.name] = { dtype: s.dtype, shape: [...s.shape], data_offsets: [pos, pos + size] };
     sizes.push(size);
@@ -86,7 +90,12 @@ export function writeSafetensorsAtomic(target: string, tensors: readonly TensorD
 export async function writeSafetensorsAtomicAsync(target: string, tensors: readonly TensorData[], metadata?: Record<string, string>): Promise<void> {
   const { header, sizes } = buildHeader(target, tensors, metadata);
   tensors.forEach((t, i) => {
-    if (t.data.byteLength !== sizes[i]) throw new ProtocolError(ErrorCode.ShapeMismatch, `cannot write ${target}, tensor "${t.name}": got ${t.data.byteLength} bytes, ${t.dtype} [${t.shape.join(', ')}] needs ${sizes[i]}`, `${target}: ${t.name}`);
+    if (t.data.byteLength !== sizes[i])
+      throw new ProtocolError(
+        ErrorCode.ShapeMismatch,
+        `cannot write ${target}, tensor "${t.name}": got ${t.data.byteLength} bytes, ${t.dtype} [${t.shape.join(', ')}] needs ${sizes[i]}`,
+        `${target}: ${t.name}`,
+      );
   });
   await atomicWriteFileAsync(target, [header, ...tensors.map((t) => t.data)]);
 }
@@ -120,7 +129,13 @@ export class SafetensorsWriter {
     } catch (e) {
       throw writeError(target, e, 'create');
     }
-    const w = new SafetensorsWriter(target, tmp, fd, specs.map((s) => ({ name: s.name, dtype: s.dtype, shape: [...s.shape] })), sizes);
+    const w = new SafetensorsWriter(
+      target,
+      tmp,
+      fd,
+      specs.map((s) => ({ name: s.name, dtype: s.dtype, shape: [...s.shape] })),
+      sizes,
+    );
     w.guard(() => writeAll(fd, target, header));
     return w;
   }
@@ -135,7 +150,13 @@ export class SafetensorsWriter {
     this.skipEmptyBefore(name);
     const spec = this.specs[this.index];
     if (spec?.name === name && this.writtenInCurrent === 0 && data.byteLength !== this.sizes[this.index]) {
-      throw this.fail(new ProtocolError(ErrorCode.ShapeMismatch, `cannot write ${this.target}, tensor "${name}": got ${data.byteLength} bytes, ${spec.dtype} [${spec.shape.join(', ')}] needs ${this.sizes[this.index]}`, `${this.target}: ${name}`));
+      throw this.fail(
+        new ProtocolError(
+          ErrorCode.ShapeMismatch,
+          `cannot write ${this.target}, tensor "${name}": got ${data.byteLength} bytes, ${spec.dtype} [${spec.shape.join(', ')}] needs ${this.sizes[this.index]}`,
+          `${this.target}: ${name}`,
+        ),
+      );
     }
     if (spec?.name === name && this.writtenInCurrent !== 0) throw this.fail(invalid(this.target, 'writeTensor after a partial writeChunk', name));
     this.writeChunk(name, data);
@@ -150,7 +171,13 @@ export class SafetensorsWriter {
     if (spec.name !== name) throw this.fail(invalid(this.target, `out of order: expected data for "${spec.name}" next`, name));
     const size = this.sizes[this.index];
     if (this.writtenInCurrent + data.byteLength > size) {
-      throw this.fail(new ProtocolError(ErrorCode.ShapeMismatch, `cannot write ${this.target}, tensor "${name}": ${this.writtenInCurrent + data.byteLength} bytes given, ${spec.dtype} [${spec.shape.join(', ')}] needs ${size}`, `${this.target}: ${name}`));
+      throw this.fail(
+        new ProtocolError(
+          ErrorCode.ShapeMismatch,
+          `cannot write ${this.target}, tensor "${name}": ${this.writtenInCurrent + data.byteLength} bytes given, ${spec.dtype} [${spec.shape.join(', ')}] needs ${size}`,
+          `${this.target}: ${name}`,
+        ),
+      );
     }
     this.guard(() => writeAll(fd, this.target, data));
     this.writtenInCurrent += data.byteLength;
@@ -170,7 +197,9 @@ export class SafetensorsWriter {
     const fd = this.openFd();
     this.skipEmptyBefore(undefined);
     if (this.index < this.specs.length) {
-      throw this.fail(invalid(this.target, `finish() before all data was written (next: "${this.specs[this.index].name}", ${this.writtenInCurrent}/${this.sizes[this.index]} bytes)`));
+      throw this.fail(
+        invalid(this.target, `finish() before all data was written (next: "${this.specs[this.index].name}", ${this.writtenInCurrent}/${this.sizes[this.index]} bytes)`),
+      );
     }
     this.fd = undefined;
     commitTemp(fd, this.tempPath, this.target);

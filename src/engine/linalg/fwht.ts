@@ -29,10 +29,15 @@ export function fwht(data: Vec, off: number, b: number): void {
   for (let j = off; j < off + b; j++) data[j] *= s;
 }
 
-function checkBlocks(rows: number, cols: number, start: number, b: number, what: string): number {
+function checkBlocks(_rows: number, cols: number, start: number, b: number, what: string): number {
   if (!isPowerOfTwo(b)) throw new ProtocolError(ErrorCode.BadConfig, `Hadamard block size ${b} is not a power of two`, 'hadamardBlock');
   if (!(start >= 0 && start <= cols) || (cols - start) % b !== 0)
-    throw new ProtocolError(ErrorCode.BadConfig, `${what}: ${cols - start} ${what === 'columns' ? 'columns' : 'rows'} after the first ${start} are not a multiple of the Hadamard block ${b}`, 'hadamardBlock', 'use a smaller power-of-two block that divides the width (spec step 7)');
+    throw new ProtocolError(
+      ErrorCode.BadConfig,
+      `${what}: ${cols - start} ${what === 'columns' ? 'columns' : 'rows'} after the first ${start} are not a multiple of the Hadamard block ${b}`,
+      'hadamardBlock',
+      'use a smaller power-of-two block that divides the width (spec step 7)',
+    );
   return (cols - start) / b;
 }
 

@@ -2,7 +2,10 @@
 // to round-to-nearest for the layer (quant/gptq.ts).
 
 export class NotPositiveDefiniteError extends Error {
-  constructor(readonly pivotIndex: number, readonly pivotValue: number) {
+  constructor(
+    readonly pivotIndex: number,
+    readonly pivotValue: number,
+  ) {
     super(`matrix is not positive definite (pivot ${pivotIndex} = ${pivotValue})`);
     this.name = 'NotPositiveDefiniteError';
   }

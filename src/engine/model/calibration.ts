@@ -15,9 +15,19 @@ export function calibrationStarts(tokenCount: number, ctx: number, n: number): n
   // n·ctx ids are gathered into one Int32Array and n·ctx·hidden activations stored per block:
   // refuse absurd products here (1e9 windows crashed V8 with an invalid-size fatal error).
   if (n * ctx > MAX_CALIB_TOKENS)
-    throw new ProtocolError(ErrorCode.BadCalibration, `${n} calibration windows × ${ctx} tokens = ${n * ctx} tokens exceeds the supported ${MAX_CALIB_TOKENS}`, 'calibSamples', 'the protocol uses 128 windows; lower calibSamples or ctx');
+    throw new ProtocolError(
+      ErrorCode.BadCalibration,
+      `${n} calibration windows × ${ctx} tokens = ${n * ctx} tokens exceeds the supported ${MAX_CALIB_TOKENS}`,
+      'calibSamples',
+      'the protocol uses 128 windows; lower calibSamples or ctx',
+    );
   if (tokenCount < ctx)
-    throw new ProtocolError(ErrorCode.BadCalibration, `calibration text has ${tokenCount} tokens, fewer than one window of ${ctx}`, 'calibText', 'use a longer calibration text or a smaller ctx');
+    throw new ProtocolError(
+      ErrorCode.BadCalibration,
+      `calibration text has ${tokenCount} tokens, fewer than one window of ${ctx}`,
+      'calibText',
+      'use a longer calibration text or a smaller ctx',
+    );
   const starts: number[] = [];
   // Integer arithmetic (exact for T·n < 2^53): floor(i·(T − ctx)/n).
   for (let i = 0; i < n; i++) starts.push(Math.floor((i * (tokenCount - ctx)) / n));

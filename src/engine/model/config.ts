@@ -89,7 +89,12 @@ function parseRope(j: Json, source: string): { theta: number; scaling: RopeScali
     theta = num(params as Json, source, 'rope_theta', { positive: true, fallback: top, label: 'rope_parameters.rope_theta' });
     // Both layouts at once must agree: silently preferring one would change every rotary table.
     if (j.rope_theta !== undefined && j.rope_theta !== null && params.rope_theta !== undefined && params.rope_theta !== null && top !== theta)
-      throw bad(source, 'rope_theta', `the top-level rope_theta ${top} and rope_parameters.rope_theta ${theta} disagree`, 'keep one of them (transformers 5 reads rope_parameters)');
+      throw bad(
+        source,
+        'rope_theta',
+        `the top-level rope_theta ${top} and rope_parameters.rope_theta ${theta} disagree`,
+        'keep one of them (transformers 5 reads rope_parameters)',
+      );
     scaling = params;
   } else {
     theta = num(j, source, 'rope_theta', { positive: true, fallback: 10000 });
@@ -117,8 +122,7 @@ function parseRope(j: Json, source: string): { theta: number; scaling: RopeScali
         highFreqFactor: subField('high_freq_factor'),
         originalMaxPositions: subField('original_max_position_embeddings'),
       };
-      if (s.highFreqFactor <= s.lowFreqFactor)
-        throw bad(source, `${field}.high_freq_factor`, `must exceed low_freq_factor (${s.highFreqFactor} ≤ ${s.lowFreqFactor})`);
+      if (s.highFreqFactor <= s.lowFreqFactor) throw bad(source, `${field}.high_freq_factor`, `must exceed low_freq_factor (${s.highFreqFactor} ≤ ${s.lowFreqFactor})`);
       return { theta, scaling: s };
     }
     case 'dynamic':
@@ -141,8 +145,7 @@ export function parseLlamaConfig(j: unknown, source: string): LlamaConfig {
   const hiddenSize = num(c, source, 'hidden_size', { int: true, positive: true });
   const numHeads = num(c, source, 'num_attention_heads', { int: true, positive: true });
   const numKvHeads = num(c, source, 'num_key_value_heads', { int: true, positive: true, fallback: numHeads });
-  if (numHeads % numKvHeads !== 0)
-    throw bad(source, 'num_key_value_heads', `${numKvHeads} does not divide num_attention_heads ${numHeads}`);
+  if (numHeads % numKvHeads !== 0) throw bad(source, 'num_key_value_heads', `${numKvHeads} does not divide num_attention_heads ${numHeads}`);
   let headDim: number;
   if (c.head_dim === undefined || c.head_dim === null) {
     if (hiddenSize % numHeads !== 0) throw bad(source, 'head_dim', `missing, and hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
@@ -186,7 +189,12 @@ export function loadLlamaConfig(dirOrFile: string): LlamaConfig {
   } catch (e) {
     // A UTF-8 byte-order mark is refused like transformers' json.loads refuses it; the hint says why.
     const bom = text.charCodeAt(0) === 0xfeff;
-    throw new ProtocolError(ErrorCode.BadConfig, `${file} is not valid JSON: ${bom ? 'it starts with a UTF-8 byte-order mark' : (e as Error).message}`, file, bom ? 'save config.json as UTF-8 without BOM' : undefined);
+    throw new ProtocolError(
+      ErrorCode.BadConfig,
+      `${file} is not valid JSON: ${bom ? 'it starts with a UTF-8 byte-order mark' : (e as Error).message}`,
+      file,
+      bom ? 'save config.json as UTF-8 without BOM' : undefined,
+    );
   }
   return parseLlamaConfig(j, file);
 }
@@ -196,7 +204,10 @@ const MLP = ['gate_proj', 'up_proj', 'down_proj'] as const;
 
 /** The seven quantizable linears of block `b`, in q,k,v,o,gate,up,down order, with [out, in] shapes. */
 export function blockLinears(cfg: LlamaConfig, b: number): BlockLinear[] {
-  const H = cfg.hiddenSize, qd = cfg.numHeads * cfg.headDim, kvd = cfg.numKvHeads * cfg.headDim, I = cfg.intermediateSize;
+  const H = cfg.hiddenSize,
+    qd = cfg.numHeads * cfg.headDim,
+    kvd = cfg.numKvHeads * cfg.headDim,
+    I = cfg.intermediateSize;
   const shapes: Record<string, [number, number, LinearInput]> = {
     q_proj: [qd, H, 'attn_in'],
     k_proj: [kvd, H, 'attn_in'],

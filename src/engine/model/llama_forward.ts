@@ -49,7 +49,12 @@ export function checkWeights(vals: Float32Array, name: string, shape: readonly n
 export function assertFiniteWeights(vals: Float32Array, name: string): void {
   for (let i = 0; i < vals.length; i++) {
     if (!Number.isFinite(vals[i]))
-      throw new ProtocolError(ErrorCode.NonFinite, `tensor ${name} contains a non-finite value (${vals[i]}) at flat index ${i}`, name, 'the checkpoint contains NaN/Inf weights: check the source file');
+      throw new ProtocolError(
+        ErrorCode.NonFinite,
+        `tensor ${name} contains a non-finite value (${vals[i]}) at flat index ${i}`,
+        name,
+        'the checkpoint contains NaN/Inf weights: check the source file',
+      );
   }
 }
 
@@ -183,7 +188,10 @@ export class LlamaForward {
     const res: BlockResult = { y: out.y.data as Float32Array };
     if (capture === 'activations') res.activations = Object.fromEntries(INPUTS.map((k) => [k, out[k].data as Float32Array])) as Record<LinearInput, Float32Array>;
     if (capture === 'stats')
-      res.stats = Object.fromEntries(INPUTS.map((k) => [k, { xtx: out[`${k}_xtx`].data as Float32Array, absSum: out[`${k}_abssum`].data as Float32Array }])) as Record<LinearInput, BlockStats>;
+      res.stats = Object.fromEntries(INPUTS.map((k) => [k, { xtx: out[`${k}_xtx`].data as Float32Array, absSum: out[`${k}_abssum`].data as Float32Array }])) as Record<
+        LinearInput,
+        BlockStats
+      >;
     return res;
   }
 
@@ -207,8 +215,15 @@ export class LlamaForward {
    * blockStats added to running sums `acc` (device tensors on a GPU EP: the sums never leave the
    * device between batches). Returns the new sums; the caller releases the old ones.
    */
-  async blockStatsAccumulate(x: Float32Array | ort.Tensor, B: number, wT: Record<string, ort.Tensor>, input: LinearInput, acc: { xtx: ort.Tensor; absSum: ort.Tensor }): Promise<{ xtx: ort.Tensor; absSum: ort.Tensor }> {
-    const cfg = this.cfg, T = this.ctx;
+  async blockStatsAccumulate(
+    x: Float32Array | ort.Tensor,
+    B: number,
+    wT: Record<string, ort.Tensor>,
+    input: LinearInput,
+    acc: { xtx: ort.Tensor; absSum: ort.Tensor },
+  ): Promise<{ xtx: ort.Tensor; absSum: ort.Tensor }> {
+    const cfg = this.cfg,
+      T = this.ctx;
     const s = await this.rt.session(`${this.key}:block:accstats:${input}`, () => buildBlockGraph(cfg, T, `accstats:${input}`, this.layout), this.placement);
     const out = await this.rt.run(s, { x: this.asTensor(x, [B, T, cfg.hiddenSize]), ...wT, acc_xtx: acc.xtx, acc_abssum: acc.absSum, ones: await this.onesRow(B * T) });
     return { xtx: out[`${input}_xtx`], absSum: out[`${input}_abssum`] };
@@ -220,7 +235,8 @@ export class LlamaForward {
   }
 
   private async runBlock(x: ort.Tensor, wT: Record<string, ort.Tensor>, capture: Capture, placement: 'device' | 'host'): Promise<Record<string, ort.Tensor>> {
-    const cfg = this.cfg, T = this.ctx;
+    const cfg = this.cfg,
+      T = this.ctx;
     const s = await this.rt.session(`${this.key}:block:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout), placement);
     const feeds: Record<string, ort.Tensor> = { x, ...wT };
     if (capture.includes('stats')) feeds.ones = await this.onesRow(x.dims[0] * T);
@@ -246,7 +262,8 @@ export class LlamaForward {
    * checkpoint's [V, H] values, or a tensor from headTensor().
    */
   async headNll(x: Float32Array | ort.Tensor, B: number, ids: Int32Array, normW: Float32Array | ort.Tensor, headW: Float32Array | ort.Tensor): Promise<Float32Array> {
-    const T = ids.length / B, cfg = this.cfg;
+    const T = ids.length / B,
+      cfg = this.cfg;
     const targets = new Int32Array(B * (T - 1));
     for (let b = 0; b < B; b++) targets.set(ids.subarray(b * T + 1, (b + 1) * T), b * (T - 1));
     const s = await this.rt.session(`${this.key}:head:nll`, () => buildHeadGraph(cfg, 'nll', this.layout));
@@ -279,7 +296,8 @@ export class LlamaForward {
   /** Head tensors from the provider (tied head → the embedding). */
   async headWeights(weights: WeightsProvider): Promise<{ norm: Float32Array; head: Float32Array }> {
     const c = this.cfg;
-    const norm = await weights('model.norm.weight'), head = await weights(headTensorName(c));
+    const norm = await weights('model.norm.weight'),
+      head = await weights(headTensorName(c));
     checkWeights(norm, 'model.norm.weight', [c.hiddenSize], c);
     checkWeights(head, headTensorName(c), [c.vocabSize, c.hiddenSize], c);
     return { norm, head };

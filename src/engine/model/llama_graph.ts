@@ -60,13 +60,15 @@ export function emitBlockConsts(g: GraphBuilder, cfg: LlamaConfig, x: Value, max
   const shape = g.op('Shape', [x]);
   const bt = g.op('Slice', [shape, g.constI64([0]), g.constI64([2])]);
   const t = g.op('Slice', [shape, g.constI64([1]), g.constI64([2])]);
-  const zero = g.constI64([0]), ax0 = g.constI64([0]);
+  const zero = g.constI64([0]),
+    ax0 = g.constI64([0]);
   const cosV = g.op('Slice', [g.initializer('rope_cos', cos, [maxT, half]), zero, t, ax0]);
   const sinV = g.op('Slice', [g.initializer('rope_sin', sin, [maxT, half]), zero, t, ax0]);
   // mask[i, j] = MASK_NEG where j > i: Range + Greater + Where (no Trilu/ConstantOfShape, which
   // the WebGPU EP lacks; every op here has a WebGPU kernel).
   const pos = g.op('Range', [g.constF32(0), g.op('Cast', [g.op('Squeeze', [t, g.constI64([0])])], { to: 1 }), g.constF32(1)]);
-  const row = g.op('Unsqueeze', [pos, g.constI64([1])]), col = g.op('Unsqueeze', [pos, g.constI64([0])]);
+  const row = g.op('Unsqueeze', [pos, g.constI64([1])]),
+    col = g.op('Unsqueeze', [pos, g.constI64([0])]);
   const mask = g.op('Where', [g.op('Greater', [col, row]), g.constF32(MASK_NEG), g.constF32(0)]);
   return { cos: cosV, sin: sinV, mask, bt };
 }
@@ -99,7 +101,11 @@ export interface BlockOutputs {
  * without materialising repeated keys.
  */
 export function emitBlock(g: GraphBuilder, cfg: LlamaConfig, b: number, x: Value, c: BlockConsts, linear: LinearEmitter, tensor: TensorEmitter): BlockOutputs {
-  const H = cfg.hiddenSize, nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim, grp = nh / nkv;
+  const H = cfg.hiddenSize,
+    nh = cfg.numHeads,
+    nkv = cfg.numKvHeads,
+    hd = cfg.headDim,
+    grp = nh / nkv;
   const p = `model.layers.${b}.`;
   const lins = Object.fromEntries(blockLinears(cfg, b).map((l) => [l.module, l])) as Record<string, BlockLinear>;
   const bias = (l: BlockLinear, on: boolean) => (on ? tensor(g, `${l.name}.bias`, [l.rows]) : null);
@@ -112,7 +118,8 @@ export function emitBlock(g: GraphBuilder, cfg: LlamaConfig, b: number, x: Value
   const q = g.op('Transpose', [g.op('Reshape', [lin('q_proj', attnIn, ab), shape(nkv, grp, hd)])], { perm: [0, 2, 3, 1, 4] });
   const k = g.op('Transpose', [g.op('Reshape', [lin('k_proj', attnIn, ab), shape(nkv, 1, hd)])], { perm: [0, 2, 3, 1, 4] });
   const v = g.op('Transpose', [g.op('Reshape', [lin('v_proj', attnIn, ab), shape(nkv, 1, hd)])], { perm: [0, 2, 3, 1, 4] });
-  const qr = emitRope(g, q, c), kr = emitRope(g, k, c);
+  const qr = emitRope(g, q, c),
+    kr = emitRope(g, k, c);
   const kT = g.op('Transpose', [kr], { perm: [0, 1, 2, 4, 3] });
   const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [qr, kT]), g.constF32(1 / Math.sqrt(hd))]), c.mask]);
   const probs = g.op('Softmax', [scores], { axis: -1 });
@@ -202,8 +209,10 @@ export function buildBlockGraph(cfg: LlamaConfig, ctx: number, capture: Capture,
     return g.toModel();
   }
   if (capture.startsWith('accstats:')) {
-    const k = capture.slice('accstats:'.length) as LinearInput, v = out.inputs[k];
-    const accX = g.input('acc_xtx', 'float32', ['n', 'n']), accA = g.input('acc_abssum', 'float32', ['n']);
+    const k = capture.slice('accstats:'.length) as LinearInput,
+      v = out.inputs[k];
+    const accX = g.input('acc_xtx', 'float32', ['n', 'n']),
+      accA = g.input('acc_abssum', 'float32', ['n']);
     g.output(g.op('Gemm', [v, v, accX], { transA: 1 }), `${k}_xtx`); // XᵀX + acc (Gemm's C, β = 1)
     g.output(g.op('Add', [accA, emitAbsColumnSum(g, v, ones)]), `${k}_abssum`);
     return g.toModel();

@@ -26,7 +26,8 @@ export function linearRef(x: Float64Array, rows: number, inF: number, w: Float32
   for (let t = 0; t < rows; t++)
     for (let o = 0; o < outF; o++) {
       let s = bias ? bias[o] : 0;
-      const xo = t * inF, wo = o * inF;
+      const xo = t * inF,
+        wo = o * inF;
       for (let i = 0; i < inF; i++) s += x[xo + i] * w[wo + i];
       y[t * outF + o] = s;
     }
@@ -40,8 +41,11 @@ export function applyRopeRef(x: Float64Array, T: number, nHeads: number, headDim
     for (let h = 0; h < nHeads; h++) {
       const o = (t * nHeads + h) * headDim;
       for (let i = 0; i < half; i++) {
-        const a = t * invFreq[i], c = Math.cos(a), s = Math.sin(a);
-        const x1 = x[o + i], x2 = x[o + half + i];
+        const a = t * invFreq[i],
+          c = Math.cos(a),
+          s = Math.sin(a);
+        const x1 = x[o + i],
+          x2 = x[o + half + i];
         x[o + i] = x1 * c - x2 * s;
         x[o + half + i] = x2 * c + x1 * s;
       }
@@ -58,7 +62,11 @@ export interface RefBlockTrace {
 
 /** One decoder block on hidden states x [T, H]; returns the new hidden states and the linear inputs. */
 export function blockRef(cfg: LlamaConfig, b: number, x: Float64Array, T: number, W: SyncWeights): { y: Float64Array; trace: RefBlockTrace } {
-  const H = cfg.hiddenSize, nh = cfg.numHeads, nkv = cfg.numKvHeads, hd = cfg.headDim, I = cfg.intermediateSize;
+  const H = cfg.hiddenSize,
+    nh = cfg.numHeads,
+    nkv = cfg.numKvHeads,
+    hd = cfg.headDim,
+    I = cfg.intermediateSize;
   const p = `model.layers.${b}.`;
   const opt = (n: string) => (cfg.attentionBias ? W(n) : undefined);
   const optM = (n: string) => (cfg.mlpBias ? W(n) : undefined);
@@ -69,7 +77,8 @@ export function blockRef(cfg: LlamaConfig, b: number, x: Float64Array, T: number
   const inv = ropeInvFreq(cfg, T);
   applyRopeRef(q, T, nh, hd, inv);
   applyRopeRef(k, T, nkv, hd, inv);
-  const group = nh / nkv, scale = 1 / Math.sqrt(hd);
+  const group = nh / nkv,
+    scale = 1 / Math.sqrt(hd);
   const attnOut = new Float64Array(T * nh * hd);
   const scores = new Float64Array(T);
   for (let h = 0; h < nh; h++) {
@@ -83,7 +92,7 @@ export function blockRef(cfg: LlamaConfig, b: number, x: Float64Array, T: number
         if (scores[s] > mx) mx = scores[s];
       }
       let z = 0;
-      for (let s = 0; s <= t; s++) z += (scores[s] = Math.exp(scores[s] - mx));
+      for (let s = 0; s <= t; s++) z += scores[s] = Math.exp(scores[s] - mx);
       const o = (t * nh + h) * hd;
       for (let s = 0; s <= t; s++) {
         const pr = scores[s] / z;
@@ -106,7 +115,8 @@ export function blockRef(cfg: LlamaConfig, b: number, x: Float64Array, T: number
 }
 
 export function embedRef(cfg: LlamaConfig, ids: ArrayLike<number>, W: SyncWeights): Float64Array {
-  const H = cfg.hiddenSize, E = W('model.embed_tokens.weight');
+  const H = cfg.hiddenSize,
+    E = W('model.embed_tokens.weight');
   const x = new Float64Array(ids.length * H);
   for (let t = 0; t < ids.length; t++) for (let j = 0; j < H; j++) x[t * H + j] = E[ids[t] * H + j];
   return x;
@@ -128,7 +138,8 @@ export function forwardRef(cfg: LlamaConfig, ids: ArrayLike<number>, W: SyncWeig
 
 /** Per-position NLL of ids[t+1] given ids[..t] from logits [T, V]: length T−1. */
 export function nllFromLogitsRef(logits: Float64Array, ids: ArrayLike<number>, V: number): Float64Array {
-  const T = ids.length, out = new Float64Array(T - 1);
+  const T = ids.length,
+    out = new Float64Array(T - 1);
   for (let t = 0; t < T - 1; t++) {
     let mx = -Infinity;
     for (let j = 0; j < V; j++) mx = Math.max(mx, logits[t * V + j]);

@@ -46,4 +46,3 @@ export function cachedWeights(inner: WeightsProvider): WeightsProvider & { clear
   f.clear = () => cache.clear();
   return f;
 }
-

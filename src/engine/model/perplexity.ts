@@ -48,7 +48,8 @@ export function defaultBatch(ctx: number): number {
 }
 
 export async function perplexity(cfg: LlamaConfig, ids: Int32Array, weights: WeightsProvider, opts: PerplexityOptions): Promise<PerplexityResult> {
-  const T = opts.ctx, H = cfg.hiddenSize;
+  const T = opts.ctx,
+    H = cfg.hiddenSize;
   if (!(Number.isInteger(T) && T > 1)) throw new ProtocolError(ErrorCode.InvalidParams, `ctx must be an integer > 1, got ${T}`, 'ctx');
   const nAll = evalWindowCount(ids.length, T);
   const windows = opts.windows ? [...opts.windows] : Array.from({ length: nAll }, (_, i) => i);
@@ -95,7 +96,8 @@ export async function perplexity(cfg: LlamaConfig, ids: Int32Array, weights: Wei
         for (let i = 0; i < bt.n; i++) {
           let s = 0;
           for (let t = 0; t < T - 1; t++) s += nll[i * (T - 1) + t];
-          if (!Number.isFinite(s)) throw new ProtocolError(ErrorCode.NonFinite, `non-finite NLL in window ${chunk[done - c0 + i]}`, 'perplexity', 'the weights produce inf/NaN activations');
+          if (!Number.isFinite(s))
+            throw new ProtocolError(ErrorCode.NonFinite, `non-finite NLL in window ${chunk[done - c0 + i]}`, 'perplexity', 'the weights produce inf/NaN activations');
           windowNll[done + i] = s / (T - 1);
           total += s;
         }

@@ -14,7 +14,7 @@ export function ropeInvFreq(cfg: LlamaConfig, seqLen: number): Float64Array {
   const inv = new Float64Array(half);
   // transformers computes base ** (arange(0, dim, 2) / dim) in float32 then inverts; we keep float64,
   // which differs by < 1 ulp of float32 — well below the 0.2 % perplexity tolerance.
-  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(cfg.ropeTheta, (2 * i) / cfg.headDim);
+  for (let i = 0; i < half; i++) inv[i] = 1 / cfg.ropeTheta ** ((2 * i) / cfg.headDim);
   const s = cfg.ropeScaling;
   switch (s.type) {
     case 'default':
@@ -24,7 +24,12 @@ export function ropeInvFreq(cfg: LlamaConfig, seqLen: number): Float64Array {
       return inv;
     case 'dynamic':
       if (seqLen > s.originalMaxPositions)
-        throw new ProtocolError(ErrorCode.BadConfig, `${cfg.source}: dynamic rope scaling beyond ${s.originalMaxPositions} positions (window ${seqLen}) is not supported`, `${cfg.source}#rope_scaling`, 'use a window within the original context');
+        throw new ProtocolError(
+          ErrorCode.BadConfig,
+          `${cfg.source}: dynamic rope scaling beyond ${s.originalMaxPositions} positions (window ${seqLen}) is not supported`,
+          `${cfg.source}#rope_scaling`,
+          'use a window within the original context',
+        );
       return inv;
     case 'llama3': {
       const lowWavelen = s.originalMaxPositions / s.lowFreqFactor;
@@ -46,7 +51,8 @@ export function ropeInvFreq(cfg: LlamaConfig, seqLen: number): Float64Array {
 export function ropeTables(cfg: LlamaConfig, seqLen: number): { cos: Float32Array; sin: Float32Array } {
   const inv = ropeInvFreq(cfg, seqLen);
   const half = inv.length;
-  const cos = new Float32Array(seqLen * half), sin = new Float32Array(seqLen * half);
+  const cos = new Float32Array(seqLen * half),
+    sin = new Float32Array(seqLen * half);
   for (let p = 0; p < seqLen; p++)
     for (let i = 0; i < half; i++) {
       // float32 product as in transformers (inv_freq float32 @ position float32), then cos/sin.

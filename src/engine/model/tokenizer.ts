@@ -50,7 +50,12 @@ export function loadTokenizer(dir: string): LoadedTokenizer {
   const raw = readRaw(source);
   const tj = parseJson(source, raw);
   if (typeof tj !== 'object' || tj === null || Array.isArray(tj) || typeof (tj as Record<string, unknown>).model !== 'object')
-    throw new ProtocolError(ErrorCode.BadCheckpoint, `${source}: not a tokenizers JSON file (no "model" object)`, source, 'tokenizer.json must come from the Hugging Face tokenizers library');
+    throw new ProtocolError(
+      ErrorCode.BadCheckpoint,
+      `${source}: not a tokenizers JSON file (no "model" object)`,
+      source,
+      'tokenizer.json must come from the Hugging Face tokenizers library',
+    );
   let tc: unknown = {};
   try {
     tc = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'));
@@ -144,7 +149,12 @@ export function checkIds(ids: Int32Array, vocabSize: number, tokenizerFile: stri
   // A non-empty text that encodes to nothing: the tokenizer (empty vocabulary, no byte fallback)
   // dropped it all, which would otherwise be reported as a too-short text.
   if (ids.length === 0)
-    throw new ProtocolError(ErrorCode.BadCheckpoint, `${tokenizerFile} encodes ${textFile} to no tokens at all`, tokenizerFile, 'the tokenizer has no usable vocabulary: use the tokenizer.json of this model');
+    throw new ProtocolError(
+      ErrorCode.BadCheckpoint,
+      `${tokenizerFile} encodes ${textFile} to no tokens at all`,
+      tokenizerFile,
+      'the tokenizer has no usable vocabulary: use the tokenizer.json of this model',
+    );
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];
     if (id < 0 || id >= vocabSize)

@@ -61,8 +61,10 @@ export interface GptqResult {
 
 /** The warning of step 6's fallback (llm-compressor's: Hinv = I, i.e. round-to-nearest). */
 export function choleskyFallbackNote(where: string, e: Error): string {
-  return `${where}: the damped Hessian is not positive definite (${e.message}); falling back to round-to-nearest for this layer. ` +
-    'Increase percDamp (e.g. 0.1), use more calibration samples, or check for near-duplicate input channels.';
+  return (
+    `${where}: the damped Hessian is not positive definite (${e.message}); falling back to round-to-nearest for this layer. ` +
+    'Increase percDamp (e.g. 0.1), use more calibration samples, or check for near-duplicate input channels.'
+  );
 }
 
 const now = () => performance.now() / 1000;
@@ -83,7 +85,9 @@ export async function gptq(s: LayerSession, W: Mat, H: Mat, opts: GptqOptions, c
   const t0 = now();
   const { cols } = W;
   const where = opts.name ?? 'gptq';
-  const groupSize = opts.groupSize ?? -1, sym = opts.sym ?? false, clip = opts.clip ?? 'minmax';
+  const groupSize = opts.groupSize ?? -1,
+    sym = opts.sym ?? false,
+    clip = opts.clip ?? 'minmax';
   const blockSize = opts.blockSize ?? 128;
   const staticGroups = (opts.staticGroups ?? false) && groupSize !== -1;
   if (!(Number.isInteger(blockSize) && blockSize > 0)) throw new ProtocolError(ErrorCode.BadConfig, `blockSize must be a positive integer, got ${blockSize}`, where);
@@ -123,20 +127,38 @@ export async function gptq(s: LayerSession, W: Mat, H: Mat, opts: GptqOptions, c
     const t2 = now();
 
     // 7. Lazy batches of blockSize columns.
-    const slot = new Int32Array(cols), gIdx = new Int32Array(cols);
+    const slot = new Int32Array(cols),
+      gIdx = new Int32Array(cols);
     for (let k = 0; k < cols; k++) {
       slot[k] = groupSize === -1 ? 0 : staticGroups ? Math.floor(order[k] / groupSize) : Math.floor(k / groupSize);
       gIdx[order[k]] = slot[k];
     }
     const q = await s.gptqColumnLoop(W, p.Hinv, {
-      blockSize, maxq, sym, clip, groupSize, dynamic: groupSize !== -1 && !staticGroups, groups: G, slot, order,
+      blockSize,
+      maxq,
+      sym,
+      clip,
+      groupSize,
+      dynamic: groupSize !== -1 && !staticGroups,
+      groups: G,
+      slot,
+      order,
       params: rowParams ?? staticParams,
     });
     s.free(p.Hinv);
     const t3 = now();
     return {
-      codes: q.codes, scale: q.scale, zero: q.zero, gIdx, groups: G, perm: order, invPerm: invertPermutation(order),
-      loss: q.loss, deadColumns: dead.length, damp: p.damp, choleskyFallback: p.choleskyFallback,
+      codes: q.codes,
+      scale: q.scale,
+      zero: q.zero,
+      gIdx,
+      groups: G,
+      perm: order,
+      invPerm: invertPermutation(order),
+      loss: q.loss,
+      deadColumns: dead.length,
+      damp: p.damp,
+      choleskyFallback: p.choleskyFallback,
       seconds: { prep: t1 - t0, cholesky: t2 - t1, columnLoop: t3 - t2, total: t3 - t0 },
     };
   } finally {
@@ -157,7 +179,13 @@ export function deadInputs(hDiag: Float64Array): Int32Array {
  * identity (round-to-nearest, with a warning) when H_d is not positive definite. H is modified.
  */
 export async function prepareHessian(
-  s: LayerSession, H: Mat, order: Int32Array, hDiag: Float64Array, percDamp: number, where: string, onWarning?: (m: string) => void,
+  s: LayerSession,
+  H: Mat,
+  order: Int32Array,
+  hDiag: Float64Array,
+  percDamp: number,
+  where: string,
+  onWarning?: (m: string) => void,
 ): Promise<Prepared> {
   const cols = H.cols;
   let diagSum = 0;

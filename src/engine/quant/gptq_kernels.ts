@@ -3,9 +3,15 @@
 
 /** Signature of the lazy trailing update, so the pipeline can plug in an ORT MatMul for big layers. */
 export type LazyUpdateFn = (
-  W: Float64Array, rows: number, cols: number,
-  err1: Float64Array, count: number,
-  hinvUpper: Float64Array, i1: number, i2: number, colEnd?: number,
+  W: Float64Array,
+  rows: number,
+  cols: number,
+  err1: Float64Array,
+  count: number,
+  hinvUpper: Float64Array,
+  i1: number,
+  i2: number,
+  colEnd?: number,
 ) => void;
 
 /** Column tile of the lazy update: 128 rows × 256 cols of Hinv = 256 KiB, stays in L2 across all rows of W. */
@@ -17,20 +23,23 @@ const TILE = 256;
  * from cache by every row, and four error columns per pass so each W element is loaded and stored
  * once per four multiply-adds.
  */
-export function lazyUpdate(
-  W: Float64Array, rows: number, cols: number,
-  err1: Float64Array, count: number,
-  hinvUpper: Float64Array, i1: number, i2: number, colEnd = cols,
-): void {
+export function lazyUpdate(W: Float64Array, rows: number, cols: number, err1: Float64Array, count: number, hinvUpper: Float64Array, i1: number, i2: number, colEnd = cols): void {
   for (let j0 = i2; j0 < colEnd; j0 += TILE) {
     const j1 = Math.min(j0 + TILE, colEnd);
     for (let r = 0; r < rows; r++) {
-      const wo = r * cols, eo = r * count;
+      const wo = r * cols,
+        eo = r * count;
       let k = 0;
       for (; k + 4 <= count; k += 4) {
-        const e0 = err1[eo + k], e1 = err1[eo + k + 1], e2 = err1[eo + k + 2], e3 = err1[eo + k + 3];
+        const e0 = err1[eo + k],
+          e1 = err1[eo + k + 1],
+          e2 = err1[eo + k + 2],
+          e3 = err1[eo + k + 3];
         if (e0 === 0 && e1 === 0 && e2 === 0 && e3 === 0) continue;
-        const h0 = (i1 + k) * cols, h1 = h0 + cols, h2 = h1 + cols, h3 = h2 + cols;
+        const h0 = (i1 + k) * cols,
+          h1 = h0 + cols,
+          h2 = h1 + cols,
+          h3 = h2 + cols;
         for (let j = j0; j < j1; j++) W[wo + j] -= e0 * hinvUpper[h0 + j] + e1 * hinvUpper[h1 + j] + e2 * hinvUpper[h2 + j] + e3 * hinvUpper[h3 + j];
       }
       for (; k < count; k++) {
@@ -45,9 +54,15 @@ export function lazyUpdate(
 
 /** Naive twin of `lazyUpdate` (one dot product per output element). */
 export function lazyUpdate_ref(
-  W: Float64Array, rows: number, cols: number,
-  err1: Float64Array, count: number,
-  hinvUpper: Float64Array, i1: number, i2: number, colEnd = cols,
+  W: Float64Array,
+  rows: number,
+  cols: number,
+  err1: Float64Array,
+  count: number,
+  hinvUpper: Float64Array,
+  i1: number,
+  i2: number,
+  colEnd = cols,
 ): void {
   for (let r = 0; r < rows; r++)
     for (let j = i2; j < colEnd; j++) {
@@ -97,36 +112,62 @@ export function permuteColumns<T extends Float32Array | Float64Array>(W: T, rows
 export function permuteSymmetric<T extends Float32Array | Float64Array>(H: T, cols: number, perm: Int32Array): T {
   const out = new (H.constructor as new (n: number) => T)(cols * cols);
   for (let a = 0; a < cols; a++) {
-    const src = perm[a] * cols, dst = a * cols;
+    const src = perm[a] * cols,
+      dst = a * cols;
     for (let b = 0; b < cols; b++) out[dst + b] = H[src + perm[b]];
   }
   return out;
 }
 
 /** tr((W−Q)·H·(W−Q)ᵀ) in float64: the layer-output error ‖X(W−Q)ᵀ‖²·2/N that every report uses. */
-export function proxyLoss(
-  wVals: ArrayLike<number>, qVals: ArrayLike<number>, hVals: ArrayLike<number>, rows: number, cols: number,
-): number {
+export function proxyLoss(wVals: ArrayLike<number>, qVals: ArrayLike<number>, hVals: ArrayLike<number>, rows: number, cols: number): number {
   // dᵀHd = Σ_i d_i (H_ii d_i + 2 Σ_{j>i} H_ij d_j) (H symmetric: the upper triangle is enough).
   // Eight rows per pass over H, so H (cols² values, far larger than the caches for big layers) is
   // streamed rows/8 times instead of once per row, and each H load serves eight multiply-adds.
   const RB = 8;
-  const D = new Float64Array(RB * cols), t = new Float64Array(RB);
+  const D = new Float64Array(RB * cols),
+    t = new Float64Array(RB);
   let total = 0;
   for (let r0 = 0; r0 < rows; r0 += RB) {
     const rb = Math.min(RB, rows - r0);
     D.fill(0);
     for (let a = 0; a < rb; a++) for (let c = 0, o = (r0 + a) * cols; c < cols; c++) D[a * cols + c] = wVals[o + c] - qVals[o + c];
-    const d1 = cols, d2 = 2 * cols, d3 = 3 * cols, d4 = 4 * cols, d5 = 5 * cols, d6 = 6 * cols, d7 = 7 * cols;
+    const d1 = cols,
+      d2 = 2 * cols,
+      d3 = 3 * cols,
+      d4 = 4 * cols,
+      d5 = 5 * cols,
+      d6 = 6 * cols,
+      d7 = 7 * cols;
     for (let i = 0; i < cols; i++) {
       const h = i * cols;
-      let t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0;
+      let t0 = 0,
+        t1 = 0,
+        t2 = 0,
+        t3 = 0,
+        t4 = 0,
+        t5 = 0,
+        t6 = 0,
+        t7 = 0;
       for (let j = i + 1; j < cols; j++) {
         const x = hVals[h + j];
-        t0 += x * D[j]; t1 += x * D[d1 + j]; t2 += x * D[d2 + j]; t3 += x * D[d3 + j];
-        t4 += x * D[d4 + j]; t5 += x * D[d5 + j]; t6 += x * D[d6 + j]; t7 += x * D[d7 + j];
+        t0 += x * D[j];
+        t1 += x * D[d1 + j];
+        t2 += x * D[d2 + j];
+        t3 += x * D[d3 + j];
+        t4 += x * D[d4 + j];
+        t5 += x * D[d5 + j];
+        t6 += x * D[d6 + j];
+        t7 += x * D[d7 + j];
       }
-      t[0] = t0; t[1] = t1; t[2] = t2; t[3] = t3; t[4] = t4; t[5] = t5; t[6] = t6; t[7] = t7;
+      t[0] = t0;
+      t[1] = t1;
+      t[2] = t2;
+      t[3] = t3;
+      t[4] = t4;
+      t[5] = t5;
+      t[6] = t6;
+      t[7] = t7;
       const hii = hVals[h + i];
       for (let a = 0; a < rb; a++) {
         const di = D[a * cols + i];
@@ -138,9 +179,7 @@ export function proxyLoss(
 }
 
 /** Naive twin of proxyLoss: Σ_r Σ_i Σ_j d_ri H_ij d_rj. */
-export function proxyLoss_ref(
-  wVals: ArrayLike<number>, qVals: ArrayLike<number>, hVals: ArrayLike<number>, rows: number, cols: number,
-): number {
+export function proxyLoss_ref(wVals: ArrayLike<number>, qVals: ArrayLike<number>, hVals: ArrayLike<number>, rows: number, cols: number): number {
   let total = 0;
   for (let r = 0; r < rows; r++)
     for (let i = 0; i < cols; i++)

@@ -49,14 +49,25 @@ function choleskyLowerInPlace(L: Float64Array, n: number): void {
       const inv = 1 / L[Lj + j];
       let i = Math.max(b0, j + 1);
       for (; i + 4 <= b1; i += 4) {
-        const a0 = i * n, a1 = a0 + n, a2 = a1 + n, a3 = a2 + n;
-        let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        const a0 = i * n,
+          a1 = a0 + n,
+          a2 = a1 + n,
+          a3 = a2 + n;
+        let s0 = 0,
+          s1 = 0,
+          s2 = 0,
+          s3 = 0;
         for (let k = 0; k < j; k++) {
           const x = L[Lj + k];
-          s0 += L[a0 + k] * x; s1 += L[a1 + k] * x; s2 += L[a2 + k] * x; s3 += L[a3 + k] * x;
+          s0 += L[a0 + k] * x;
+          s1 += L[a1 + k] * x;
+          s2 += L[a2 + k] * x;
+          s3 += L[a3 + k] * x;
         }
-        L[a0 + j] = (L[a0 + j] - s0) * inv; L[a1 + j] = (L[a1 + j] - s1) * inv;
-        L[a2 + j] = (L[a2 + j] - s2) * inv; L[a3 + j] = (L[a3 + j] - s3) * inv;
+        L[a0 + j] = (L[a0 + j] - s0) * inv;
+        L[a1 + j] = (L[a1 + j] - s1) * inv;
+        L[a2 + j] = (L[a2 + j] - s2) * inv;
+        L[a3 + j] = (L[a3 + j] - s3) * inv;
       }
       for (; i < b1; i++) L[i * n + j] = (L[i * n + j] - dot(L, i * n, L, Lj, j)) * inv;
     }
@@ -76,16 +87,29 @@ function lowerInverseTransposed(L: Float64Array, n: number): Float64Array {
     const i1 = Math.min(i0 + NB, n);
     for (let i = i0; i < i1; i++) Y[i * n + i] = 1 / L[i * n + i];
     for (let j = 0; j < i1 - 1; j += 4) {
-      const y0 = j * n, y1 = y0 + n, y2 = y1 + n, y3 = y2 + n;
+      const y0 = j * n,
+        y1 = y0 + n,
+        y2 = y1 + n,
+        y3 = y2 + n;
       for (let i = Math.max(i0, j + 1); i < i1; i++) {
-        const Li = i * n, inv = 1 / L[Li + i];
+        const Li = i * n,
+          inv = 1 / L[Li + i];
         if (j + 3 < i) {
-          let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+          let s0 = 0,
+            s1 = 0,
+            s2 = 0,
+            s3 = 0;
           for (let k = j; k < i; k++) {
             const x = L[Li + k];
-            s0 += x * Y[y0 + k]; s1 += x * Y[y1 + k]; s2 += x * Y[y2 + k]; s3 += x * Y[y3 + k];
+            s0 += x * Y[y0 + k];
+            s1 += x * Y[y1 + k];
+            s2 += x * Y[y2 + k];
+            s3 += x * Y[y3 + k];
           }
-          Y[y0 + i] = -s0 * inv; Y[y1 + i] = -s1 * inv; Y[y2 + i] = -s2 * inv; Y[y3 + i] = -s3 * inv;
+          Y[y0 + i] = -s0 * inv;
+          Y[y1 + i] = -s1 * inv;
+          Y[y2 + i] = -s2 * inv;
+          Y[y3 + i] = -s3 * inv;
         } else {
           for (let jj = j; jj < Math.min(j + 4, i); jj++) Y[jj * n + i] = -dot(L, Li + jj, Y, jj * n + jj, i - jj) * inv;
         }
@@ -97,7 +121,11 @@ function lowerInverseTransposed(L: Float64Array, n: number): Float64Array {
 
 /** Σ_{k<len} a[ao+k]·b[bo+k], four accumulators (hides the add latency). */
 function dot(a: Float64Array, ao: number, b: Float64Array, bo: number, len: number): number {
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, k = 0;
+  let s0 = 0,
+    s1 = 0,
+    s2 = 0,
+    s3 = 0,
+    k = 0;
   for (; k + 4 <= len; k += 4) {
     s0 += a[ao + k] * b[bo + k];
     s1 += a[ao + k + 1] * b[bo + k + 1];

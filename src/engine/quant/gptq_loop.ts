@@ -42,9 +42,11 @@ export function gptqColumnLoop(W: Float64Array, rows: number, cols: number, Hinv
   const blockSize = Math.max(1, Math.min(sh.blockSize, cols));
   const { codes, scale, zero, Q } = out;
   let loss = 0;
-  const W1 = new Float64Array(rows * blockSize), Err1 = new Float64Array(rows * blockSize);
+  const W1 = new Float64Array(rows * blockSize),
+    Err1 = new Float64Array(rows * blockSize);
   for (let i1 = 0; i1 < cols; i1 += blockSize) {
-    const i2 = Math.min(i1 + blockSize, cols), count = i2 - i1;
+    const i2 = Math.min(i1 + blockSize, cols),
+      count = i2 - i1;
     for (let r = 0; r < rows; r++) for (let i = 0; i < count; i++) W1[r * count + i] = W[r * cols + i1 + i];
     // Group params of this block. The global W does not change until the block's lazy update, so
     // computing them all here equals the reference's find_params at column k (including its quirk:
@@ -59,8 +61,12 @@ export function gptqColumnLoop(W: Float64Array, rows: number, cols: number, Hinv
       for (let i0 = 0; i0 < count; i0 += 4) {
         const m = Math.min(4, count - i0);
         for (let a = 0; a < m; a++) {
-          const i = i0 + a, k = i1 + i, col = order[k], g = r * G + slot[k];
-          const s = scale[g], z = zero[g];
+          const i = i0 + a,
+            k = i1 + i,
+            col = order[k],
+            g = r * G + slot[k];
+          const s = scale[g],
+            z = zero[g];
           const w = W1[o + i];
           const code = quantizeCode(w, s, z, maxq);
           const q = dequantizeCode(code, s, z);
@@ -75,8 +81,14 @@ export function gptqColumnLoop(W: Float64Array, rows: number, cols: number, Hinv
         }
         // W1[r, i0+m:] −= Σ_a err_a · Hinv[i1+i0+a, i1+i0+m : i2], in column order a = 0, 1, 2, 3.
         if (m === 4) {
-          const e0 = Err1[o + i0], e1 = Err1[o + i0 + 1], e2 = Err1[o + i0 + 2], e3 = Err1[o + i0 + 3];
-          const h0 = (i1 + i0) * cols + i1, h1 = h0 + cols, h2 = h1 + cols, h3 = h2 + cols;
+          const e0 = Err1[o + i0],
+            e1 = Err1[o + i0 + 1],
+            e2 = Err1[o + i0 + 2],
+            e3 = Err1[o + i0 + 3];
+          const h0 = (i1 + i0) * cols + i1,
+            h1 = h0 + cols,
+            h2 = h1 + cols,
+            h3 = h2 + cols;
           for (let j = i0 + 4; j < count; j++) W1[o + j] = W1[o + j] - e0 * Hinv[h0 + j] - e1 * Hinv[h1 + j] - e2 * Hinv[h2 + j] - e3 * Hinv[h3 + j];
         } // m < 4 only for the block's last columns: nothing follows them
       }

@@ -20,16 +20,16 @@ import { choleskyFallbackNote, type GptqOptions, type GptqResult } from './gptq'
 
 export interface GptqRefResult extends QuantizedWeight, Omit<GptqResult, 'seconds'> {}
 
-export function gptqQuantize_ref(
-  wVals: Float32Array | Float64Array, rows: number, cols: number,
-  hVals: Float32Array | Float64Array, opts: GptqOptions,
-): GptqRefResult {
+export function gptqQuantize_ref(wVals: Float32Array | Float64Array, rows: number, cols: number, hVals: Float32Array | Float64Array, opts: GptqOptions): GptqRefResult {
   const where = opts.name ?? 'gptq';
   if (wVals.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `W has ${wVals.length} values, expected ${rows}×${cols}`, where);
   if (hVals.length !== cols * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `H has ${hVals.length} values, expected ${cols}×${cols}`, where);
   assertFiniteArray(wVals, 'W', where);
   assertFiniteArray(hVals, 'H', where);
-  const groupSize = opts.groupSize ?? -1, sym = opts.sym ?? false, percDamp = opts.percDamp ?? 0.01, clip = opts.clip ?? 'minmax';
+  const groupSize = opts.groupSize ?? -1,
+    sym = opts.sym ?? false,
+    percDamp = opts.percDamp ?? 0.01,
+    clip = opts.clip ?? 'minmax';
   const actOrder = opts.actOrder ?? false;
   const staticGroups = (opts.staticGroups ?? false) && groupSize !== -1;
   const blockSize = opts.blockSize ?? 128;
@@ -37,7 +37,8 @@ export function gptqQuantize_ref(
   if (actOrder && opts.perm) throw new ProtocolError(ErrorCode.BadConfig, 'actOrder and a caller-provided perm are exclusive', where, 'pass one of them');
   const maxq = maxqFor(opts.bits);
   const G = groupCount(cols, groupSize);
-  const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
+  const scale = new Float32Array(rows * G),
+    zero = new Float32Array(rows * G);
   let W = Float64Array.from(wVals);
   let H = Float64Array.from(hVals);
 
@@ -88,12 +89,21 @@ export function gptqQuantize_ref(
   }
 
   // 7. Lazy batches of blockSize columns.
-  const slot = new Int32Array(cols), gIdx = new Int32Array(cols);
+  const slot = new Int32Array(cols),
+    gIdx = new Int32Array(cols);
   for (let k = 0; k < cols; k++) {
     slot[k] = groupSize === -1 ? 0 : staticGroups ? Math.floor(order[k] / groupSize) : Math.floor(k / groupSize);
     gIdx[order[k]] = slot[k];
   }
-  const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols);
-  const loss = gptqColumnLoop(W, rows, cols, Hinv, { blockSize, maxq, sym, clip, groupSize, dynamic: groupSize !== -1 && !staticGroups, groups: G, slot, order }, { codes, scale, zero, Q });
+  const Q = new Float32Array(rows * cols),
+    codes = new Uint8Array(rows * cols);
+  const loss = gptqColumnLoop(
+    W,
+    rows,
+    cols,
+    Hinv,
+    { blockSize, maxq, sym, clip, groupSize, dynamic: groupSize !== -1 && !staticGroups, groups: G, slot, order },
+    { codes, scale, zero, Q },
+  );
   return { Q, codes, scale, zero, gIdx, groups: G, perm: order, invPerm: invertPermutation(order), loss, deadColumns, damp, choleskyFallback };
 }

@@ -66,10 +66,23 @@ export async function gptvq(s: LayerSession, W: Mat, H: Mat, opts: GptvqOptions,
     const p = await prepareHessian(s, H, order, hDiag, opts.percDamp ?? 0.01, where, opts.onWarning);
     s.free(H);
     const t1 = now();
-    const q = await s.gptvqLoop(W, p.Hinv, { vqDim: shape.d, bits: opts.bits, groupSize: opts.groupSize, blockSize: shape.B, kmeansIters: opts.kmeansIters ?? 20, seed: opts.seed });
+    const q = await s.gptvqLoop(W, p.Hinv, {
+      vqDim: shape.d,
+      bits: opts.bits,
+      groupSize: opts.groupSize,
+      blockSize: shape.B,
+      kmeansIters: opts.kmeansIters ?? 20,
+      seed: opts.seed,
+    });
     s.free(p.Hinv);
     const t2 = now();
-    return { ...q, deadColumns: dead.length, damp: p.damp, choleskyFallback: p.choleskyFallback, seconds: { kmeans: q.seconds.kmeans, cholesky: t1 - t0, loop: t2 - t1 - q.seconds.kmeans } };
+    return {
+      ...q,
+      deadColumns: dead.length,
+      damp: p.damp,
+      choleskyFallback: p.choleskyFallback,
+      seconds: { kmeans: q.seconds.kmeans, cholesky: t1 - t0, loop: t2 - t1 - q.seconds.kmeans },
+    };
   } finally {
     s.free(W, H);
   }
@@ -98,20 +111,27 @@ export interface KMeansRequest {
  * the CPU backend's workers: the same bits). Returns the codes, the FP16 codebooks and R̂′ (the chosen entries).
  */
 export function* vqLoopSteps(
-  W: Float64Array, rows: number, cols: number, U: Float64Array,
+  W: Float64Array,
+  rows: number,
+  cols: number,
+  U: Float64Array,
   spec: { vqDim: number; bits: number; groupSize: number; blockSize: number; kmeansIters: number; seed: number },
 ): Generator<VqRequest, VqLoopResult & { Q: Float32Array }, Float64Array | undefined> {
   const { d, g, K, B } = gptvqShape(cols, spec, 'gptvq');
-  const G = Math.ceil(cols / g), V = cols / d;
+  const G = Math.ceil(cols / g),
+    V = cols / d;
   const Q = new Float32Array(rows * cols);
   const codes = new Uint16Array(rows * V);
-  const codebooks = new Float32Array(G * K * d), codebookBits = new Uint16Array(G * K * d);
+  const codebooks = new Float32Array(G * K * d),
+    codebookBits = new Uint16Array(G * K * d);
   const Err = new Float64Array(rows * B);
   const Ud = Float64Array.from({ length: cols }, (_, c) => U[c * cols + c]);
   const step = new VqStep(rows, cols, d, K);
-  let loss = 0, tK = 0;
+  let loss = 0,
+    tK = 0;
   for (let i1 = 0; i1 < cols; i1 += B) {
-    const i2 = Math.min(i1 + B, cols), count = i2 - i1;
+    const i2 = Math.min(i1 + B, cols),
+      count = i2 - i1;
     for (let j = i1; j < i2; j += d) {
       if (j % g === 0) {
         const tk = now();
@@ -132,7 +152,13 @@ export function gptvqShape(cols: number, opts: Pick<GptvqOptions, 'vqDim' | 'bit
   const d = opts.vqDim;
   const g = opts.groupSize === -1 ? cols : opts.groupSize;
   if (![1, 2, 4].includes(d)) throw new ProtocolError(ErrorCode.BadConfig, `vqDim must be 1, 2 or 4, got ${d}`, where);
-  if (cols % d !== 0 || g % d !== 0) throw new ProtocolError(ErrorCode.BadConfig, `GPTVQ needs cols (${cols}) and groupSize (${g}) divisible by vqDim ${d}`, where, 'use vqDim 1 or a group size that is a multiple of vqDim');
+  if (cols % d !== 0 || g % d !== 0)
+    throw new ProtocolError(
+      ErrorCode.BadConfig,
+      `GPTVQ needs cols (${cols}) and groupSize (${g}) divisible by vqDim ${d}`,
+      where,
+      'use vqDim 1 or a group size that is a multiple of vqDim',
+    );
   const K = 2 ** (d * opts.bits);
   if (K > 65536) throw new ProtocolError(ErrorCode.BadConfig, `codebook of 2^${d * opts.bits} entries is too large`, where);
   return { d, g, K, B: Math.max(d, Math.floor((opts.blockSize ?? 128) / d) * d) };
@@ -150,7 +176,12 @@ export class VqStep {
   private readonly w: Float64Array;
   private readonly e: Float64Array;
   private cb: Float64Array;
-  constructor(private readonly rows: number, private readonly cols: number, private readonly d: number, private readonly K: number) {
+  constructor(
+    private readonly rows: number,
+    private readonly cols: number,
+    private readonly d: number,
+    private readonly K: number,
+  ) {
     this.Minv = new Float64Array(d * d);
     this.w = new Float64Array(d);
     this.e = new Float64Array(d);
@@ -166,7 +197,21 @@ export class VqStep {
   }
 
   /** Returns Σ ½‖E‖² of the step. */
-  run(W: Float64Array, ldw: number, wc0: number, U: Float64Array, ldu: number, uc0: number, j: number, i1: number, i2: number, Err: Float64Array, count: number, codes: Uint16Array, Q: Float32Array): number {
+  run(
+    W: Float64Array,
+    ldw: number,
+    wc0: number,
+    U: Float64Array,
+    ldu: number,
+    uc0: number,
+    j: number,
+    i1: number,
+    i2: number,
+    Err: Float64Array,
+    count: number,
+    codes: Uint16Array,
+    Q: Float32Array,
+  ): number {
     const { rows, cols, d, K, Minv, w, e, cb } = this;
     const V = cols / d;
     upperInverse(U, ldu, j - uc0, d, Minv);
@@ -175,7 +220,8 @@ export class VqStep {
       const o = r * ldw + j - wc0;
       for (let t = 0; t < d; t++) w[t] = W[o + t];
       // Nearest codeword under ‖(w − c)·U_b⁻¹‖².
-      let best = 0, bestV = Infinity;
+      let best = 0,
+        bestV = Infinity;
       for (let c = 0; c < K; c++) {
         let s = 0;
         for (let b = 0; b < d; b++) {
@@ -202,7 +248,8 @@ export class VqStep {
       for (let a = 0; a < d; a++) {
         const ea = e[a];
         if (ea === 0) continue;
-        const h = (j + a - uc0) * ldu - uc0, wr = r * ldw - wc0;
+        const h = (j + a - uc0) * ldu - uc0,
+          wr = r * ldw - wc0;
         for (let c = j + d; c < i2; c++) W[wr + c] -= ea * U[h + c];
       }
     }
@@ -223,9 +270,20 @@ function upperInverse(U: Float64Array, n: number, j: number, d: number, out: Flo
 }
 
 /** A codebook's k-means input: every row's d-vectors of columns [c0, c1) and their per-dimension weights. */
-export function codebookPoints(W: Float64Array, ldw: number, wc0: number, rows: number, c0: number, c1: number, d: number, Ud: Float64Array): { pts: Float64Array; wts: Float64Array; N: number } {
-  const perRow = (c1 - c0) / d, N = rows * perRow;
-  const pts = new Float64Array(N * d), wts = new Float64Array(N * d);
+export function codebookPoints(
+  W: Float64Array,
+  ldw: number,
+  wc0: number,
+  rows: number,
+  c0: number,
+  c1: number,
+  d: number,
+  Ud: Float64Array,
+): { pts: Float64Array; wts: Float64Array; N: number } {
+  const perRow = (c1 - c0) / d,
+    N = rows * perRow;
+  const pts = new Float64Array(N * d),
+    wts = new Float64Array(N * d);
   const colW = new Float64Array(c1 - c0);
   for (let c = c0; c < c1; c++) colW[c - c0] = 1 / Ud[c] ** 2;
   for (let r = 0; r < rows; r++) {

@@ -34,7 +34,14 @@ export function gptvqQuantize_ref(wVals: Float32Array | Float64Array, rows: numb
     U = new Float64Array(cols * cols);
     for (let i = 0; i < cols; i++) U[i * cols + i] = 1;
   }
-  const steps = vqLoopSteps(W, rows, cols, U, { vqDim: opts.vqDim, bits: opts.bits, groupSize: opts.groupSize, blockSize: B, kmeansIters: opts.kmeansIters ?? 20, seed: opts.seed });
+  const steps = vqLoopSteps(W, rows, cols, U, {
+    vqDim: opts.vqDim,
+    bits: opts.bits,
+    groupSize: opts.groupSize,
+    blockSize: B,
+    kmeansIters: opts.kmeansIters ?? 20,
+    seed: opts.seed,
+  });
   for (let r = steps.next(undefined); ; ) {
     if (r.done) return { ...r.value, damp, choleskyFallback };
     const q = r.value;

@@ -19,16 +19,13 @@ export type GramFn = (xVals: Float32Array, tokens: number, cols: number) => Floa
  * One `add_batch` step on the upper triangle of `hUpper` (cols×cols, float64). `samples` is the
  * number of sequences in this call (1 for a 2-D [tokens, cols] call). Returns the new nsamples.
  */
-export function accumulateHessian(
-  hUpper: Float64Array, nsamples: number,
-  xVals: Float32Array, tokens: number, cols: number, samples: number,
-  gram?: GramFn,
-): number {
+export function accumulateHessian(hUpper: Float64Array, nsamples: number, xVals: Float32Array, tokens: number, cols: number, samples: number, gram?: GramFn): number {
   if (xVals.length !== tokens * cols) throw new RangeError(`X has ${xVals.length} values, expected tokens·cols = ${tokens}·${cols}`);
   if (hUpper.length !== cols * cols) throw new RangeError(`H has ${hUpper.length} values, expected cols² = ${cols * cols}`);
   if (!(Number.isInteger(samples) && samples > 0)) throw new RangeError(`samples must be a positive integer, got ${samples}`);
   const n = nsamples + samples;
-  const decay = nsamples / n, c = 2 / n;
+  const decay = nsamples / n,
+    c = 2 / n;
   if (decay !== 1) for (let i = 0; i < cols; i++) for (let j = i, o = i * cols; j < cols; j++) hUpper[o + j] *= decay;
   if (gram) {
     const G = gram(xVals, tokens, cols);
@@ -46,9 +43,15 @@ export function accumulateHessian(
 export function addGramUpper(hUpper: Float64Array, xVals: Float32Array, tokens: number, cols: number, c: number): void {
   let t = 0;
   for (; t + 4 <= tokens; t += 4) {
-    const o0 = t * cols, o1 = o0 + cols, o2 = o1 + cols, o3 = o2 + cols;
+    const o0 = t * cols,
+      o1 = o0 + cols,
+      o2 = o1 + cols,
+      o3 = o2 + cols;
     for (let i = 0; i < cols; i++) {
-      const a0 = c * xVals[o0 + i], a1 = c * xVals[o1 + i], a2 = c * xVals[o2 + i], a3 = c * xVals[o3 + i];
+      const a0 = c * xVals[o0 + i],
+        a1 = c * xVals[o1 + i],
+        a2 = c * xVals[o2 + i],
+        a3 = c * xVals[o3 + i];
       if (a0 === 0 && a1 === 0 && a2 === 0 && a3 === 0) continue; // dead channels stay exactly 0
       const h = i * cols;
       for (let j = i; j < cols; j++) hUpper[h + j] += a0 * xVals[o0 + j] + a1 * xVals[o1 + j] + a2 * xVals[o2 + j] + a3 * xVals[o3 + j];
@@ -80,7 +83,10 @@ export class HessianAccumulator {
   private samples = 0;
   private done = false;
 
-  constructor(readonly cols: number, private readonly opts: { gram?: GramFn; name?: string } = {}) {
+  constructor(
+    readonly cols: number,
+    private readonly opts: { gram?: GramFn; name?: string } = {},
+  ) {
     if (!(Number.isInteger(cols) && cols > 0)) throw new RangeError(`cols must be a positive integer, got ${cols}`);
     this.hUpper = new Float64Array(cols * cols);
   }

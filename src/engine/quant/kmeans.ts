@@ -18,7 +18,12 @@ export interface KMeansResult {
 
 /** The arrays one k-means run works on (SharedArrayBuffer-backed when workers share them). */
 export interface KMeansArrays {
-  P: Float64Array; Wt: Float64Array; C: Float64Array; best: Float64Array; assign: Uint16Array; pd: Float64Array;
+  P: Float64Array;
+  Wt: Float64Array;
+  C: Float64Array;
+  best: Float64Array;
+  assign: Uint16Array;
+  pd: Float64Array;
 }
 
 /** The per-point passes, over points [p0, p1): the only O(N·k) work, so the part worth splitting over threads. */
@@ -26,7 +31,8 @@ export type KMeansPass = { kind: 'best'; c: number } | { kind: 'nearest' };
 
 /** best[p] = min(best[p], dist(p, c)) for p in [p0, p1). */
 export function kmeansBest(a: KMeansArrays, d: number, c: number, p0: number, p1: number): void {
-  const { P, Wt, C, best } = a, co = c * d;
+  const { P, Wt, C, best } = a,
+    co = c * d;
   for (let p = p0; p < p1; p++) {
     const po = p * d;
     let s = 0;
@@ -42,11 +48,16 @@ export function kmeansBest(a: KMeansArrays, d: number, c: number, p0: number, p1
 export function kmeansNearest(a: KMeansArrays, d: number, k: number, p0: number, p1: number): void {
   const { P, Wt, C, assign, pd } = a;
   for (let p = p0; p < p1; p++) {
-    let bc = 0, bv = Infinity;
+    let bc = 0,
+      bv = Infinity;
     if (d === 2) {
-      const x0 = P[2 * p], x1 = P[2 * p + 1], w0 = Wt[2 * p], w1 = Wt[2 * p + 1];
+      const x0 = P[2 * p],
+        x1 = P[2 * p + 1],
+        w0 = Wt[2 * p],
+        w1 = Wt[2 * p + 1];
       for (let c = 0; c < k; c++) {
-        const e0 = x0 - C[2 * c], e1 = x1 - C[2 * c + 1];
+        const e0 = x0 - C[2 * c],
+          e1 = x1 - C[2 * c + 1];
         const v = w0 * e0 * e0 + w1 * e1 * e1; // = (0 + w0·e0·e0) + w1·e1·e1: both terms ≥ 0
         if (v < bv) {
           bv = v;
@@ -112,9 +123,11 @@ function* kmeansSteps(a: KMeansArrays, N: number, d: number, k: number, opts: { 
     yield { kind: 'best', c };
     first = pick;
   }
-  const sumW = new Float64Array(k * d), sumWX = new Float64Array(k * d);
+  const sumW = new Float64Array(k * d),
+    sumWX = new Float64Array(k * d);
   const prev = new Uint16Array(N);
-  let inertia = 0, it = 0;
+  let inertia = 0,
+    it = 0;
   for (; it < opts.iters; it++) {
     prev.set(assign);
     yield { kind: 'nearest' };
@@ -128,7 +141,8 @@ function* kmeansSteps(a: KMeansArrays, N: number, d: number, k: number, opts: { 
     sumW.fill(0);
     sumWX.fill(0);
     for (let p = 0; p < N; p++) {
-      const co = assign[p] * d, po = p * d;
+      const co = assign[p] * d,
+        po = p * d;
       for (let t = 0; t < d; t++) {
         const w = Wt[po + t];
         sumW[co + t] += w;
@@ -174,7 +188,12 @@ export function weightedKMeans(points: ArrayLike<number>, weights: ArrayLike<num
  * kmeansOnPool), the arrays in SharedArrayBuffers. Same result, bit for bit.
  */
 export async function weightedKMeansSplit(
-  points: ArrayLike<number>, weights: ArrayLike<number>, N: number, d: number, k: number, opts: { iters: number; seed: number },
+  points: ArrayLike<number>,
+  weights: ArrayLike<number>,
+  N: number,
+  d: number,
+  k: number,
+  opts: { iters: number; seed: number },
   run: (a: KMeansArrays, pass: KMeansPass) => Promise<void>,
 ): Promise<KMeansResult> {
   if (k < 1 || k > 65536) throw new RangeError(`k must be in [1, 65536], got ${k}`);
@@ -233,14 +252,17 @@ export function weightedKMeans_ref(points: ArrayLike<number>, weights: ArrayLike
     }
     first = pick;
   }
-  const sumW = new Float64Array(k * d), sumWX = new Float64Array(k * d);
+  const sumW = new Float64Array(k * d),
+    sumWX = new Float64Array(k * d);
   const pd = new Float64Array(N);
-  let inertia = 0, it = 0;
+  let inertia = 0,
+    it = 0;
   for (; it < opts.iters; it++) {
     let changed = 0;
     inertia = 0;
     for (let p = 0; p < N; p++) {
-      let bc = 0, bv = Infinity;
+      let bc = 0,
+        bv = Infinity;
       for (let c = 0; c < k; c++) {
         const v = dist(p, c);
         if (v < bv) {

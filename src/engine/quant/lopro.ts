@@ -49,10 +49,9 @@ export interface LoproLayerResult {
  * Quantizes W (rows×cols, y = W·x) with its input Hessian H (cols×cols; the identity when data-free), both
  * matrices of `s` (left unchanged). `actStats` = mean_t |x_tj| per input column (null: data-free, α = 1).
  */
-export async function lopro(
-  s: LayerSession, W: Mat, H: Mat, actStats: ArrayLike<number> | null, cfg: LayerConfig, seed: number, name = 'layer',
-): Promise<LoproLayerResult> {
-  if (cfg.method !== 'lopro' && cfg.method !== 'lopro_v') throw new ProtocolError(ErrorCode.BadConfig, `lopro() got method "${cfg.method}"`, name, 'rtn and gptq have drivers of their own');
+export async function lopro(s: LayerSession, W: Mat, H: Mat, actStats: ArrayLike<number> | null, cfg: LayerConfig, seed: number, name = 'layer'): Promise<LoproLayerResult> {
+  if (cfg.method !== 'lopro' && cfg.method !== 'lopro_v')
+    throw new ProtocolError(ErrorCode.BadConfig, `lopro() got method "${cfg.method}"`, name, 'rtn and gptq have drivers of their own');
   const { rows, cols } = W;
   const { seconds, lap } = stageClock();
   const notes: string[] = [];
@@ -93,22 +92,69 @@ export async function lopro(
   let stored: LoproStoredLayer;
   let stageC: LoproLayerResult['stageC'];
   if (cfg.method === 'lopro') {
-    const q = await gptq(s, Rt, Ht, {
-      bits: cfg.bits, groupSize: cfg.groupSize === -1 ? -1 : g, sym: cfg.sym, clip: cfg.clip, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
-      actOrder: cfg.actOrder, staticGroups: cfg.staticGroups, name, onWarning: () => {},
-    }, true);
+    const q = await gptq(
+      s,
+      Rt,
+      Ht,
+      {
+        bits: cfg.bits,
+        groupSize: cfg.groupSize === -1 ? -1 : g,
+        sym: cfg.sym,
+        clip: cfg.clip,
+        percDamp: cfg.percDamp,
+        blockSize: cfg.blockSize,
+        actOrder: cfg.actOrder,
+        staticGroups: cfg.staticGroups,
+        name,
+        onWarning: () => {},
+      },
+      true,
+    );
     if (q.choleskyFallback) notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
     stored = loproStoredLayer({ rows, cols, cfg, groupSize: g, perm, alphaBits, factors, plan, q });
-    stageC = { loss: q.loss, deadColumns: q.deadColumns, damp: q.damp, choleskyFallback: q.choleskyFallback, seconds: { 'gptq.prep': q.seconds.prep, 'gptq.cholesky': q.seconds.cholesky, 'gptq.columnLoop': q.seconds.columnLoop } };
+    stageC = {
+      loss: q.loss,
+      deadColumns: q.deadColumns,
+      damp: q.damp,
+      choleskyFallback: q.choleskyFallback,
+      seconds: { 'gptq.prep': q.seconds.prep, 'gptq.cholesky': q.seconds.cholesky, 'gptq.columnLoop': q.seconds.columnLoop },
+    };
   } else {
     const vb = cfg.vqBits || cfg.bits;
-    const q = await gptvq(s, Rt, Ht, {
-      vqDim: cfg.vqDim, bits: vb, groupSize: cfg.groupSize === -1 ? -1 : g, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
-      seed: seed + 7919, name,
-    }, true);
+    const q = await gptvq(
+      s,
+      Rt,
+      Ht,
+      {
+        vqDim: cfg.vqDim,
+        bits: vb,
+        groupSize: cfg.groupSize === -1 ? -1 : g,
+        percDamp: cfg.percDamp,
+        blockSize: cfg.blockSize,
+        seed: seed + 7919,
+        name,
+      },
+      true,
+    );
     if (q.choleskyFallback) notes.push('H′ not positive definite after damping: no error feedback');
-    stored = loproStoredLayer({ rows, cols, cfg, groupSize: g, perm, alphaBits, factors, plan, vq: { bits: vb, vqDim: cfg.vqDim, codes: q.codes, codebookBits: q.codebookBits, groups: q.groups } });
-    stageC = { loss: q.loss, deadColumns: q.deadColumns, damp: q.damp, choleskyFallback: q.choleskyFallback, seconds: { kmeans: q.seconds.kmeans, 'gptvq.cholesky': q.seconds.cholesky, 'gptvq.loop': q.seconds.loop } };
+    stored = loproStoredLayer({
+      rows,
+      cols,
+      cfg,
+      groupSize: g,
+      perm,
+      alphaBits,
+      factors,
+      plan,
+      vq: { bits: vb, vqDim: cfg.vqDim, codes: q.codes, codebookBits: q.codebookBits, groups: q.groups },
+    });
+    stageC = {
+      loss: q.loss,
+      deadColumns: q.deadColumns,
+      damp: q.damp,
+      choleskyFallback: q.choleskyFallback,
+      seconds: { kmeans: q.seconds.kmeans, 'gptvq.cholesky': q.seconds.cholesky, 'gptvq.loop': q.seconds.loop },
+    };
   }
   lap('quantize');
 

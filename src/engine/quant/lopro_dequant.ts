@@ -20,19 +20,38 @@ export type { LoproStoredLayer };
  * factors' codes or an empty rank 0, the rotation plan's b_I/b_H, g_idx when act-order/static groups).
  */
 export function loproStoredLayer(o: {
-  rows: number; cols: number; cfg: LayerConfig; groupSize: number; perm: Int32Array; alphaBits: Uint16Array;
-  factors: LowRankFactors | null; plan: RotationPlan;
+  rows: number;
+  cols: number;
+  cfg: LayerConfig;
+  groupSize: number;
+  perm: Int32Array;
+  alphaBits: Uint16Array;
+  factors: LowRankFactors | null;
+  plan: RotationPlan;
   /** lopro: GPTQ's codes and params; lopro_v: GPTVQ's codes and FP16 codebooks. */
   q?: { codes: Uint8Array; scale: ArrayLike<number>; zero: ArrayLike<number>; groups: number; gIdx: Int32Array };
   vq?: { bits: number; vqDim: number; codes: Uint16Array; codebookBits: Uint16Array; groups: number };
 }): LoproStoredLayer {
   const { rows, cols, cfg, factors: f, plan, q, vq } = o;
   const stored: LoproStoredLayer = {
-    rows, cols, method: vq ? 'lopro_v' : 'lopro', bits: vq ? vq.bits : cfg.bits, groupSize: o.groupSize, sym: cfg.sym, perm: o.perm, alphaBits: o.alphaBits,
+    rows,
+    cols,
+    method: vq ? 'lopro_v' : 'lopro',
+    bits: vq ? vq.bits : cfg.bits,
+    groupSize: o.groupSize,
+    sym: cfg.sym,
+    perm: o.perm,
+    alphaBits: o.alphaBits,
     rank: f?.rank ?? 0,
-    uCodes: f?.uCodes ?? new Uint8Array(0), vCodes: f?.vCodes ?? new Uint8Array(0), sigmaBits: f?.sigmaBits ?? new Uint16Array(0),
-    uScale: f?.uScale ?? Math.sqrt(rows), vScale: f?.vScale ?? Math.sqrt(cols),
-    rotation: cfg.rotation, salientBlock: plan.salient, hadamardBlock: plan.block, groups: (vq ?? q)!.groups,
+    uCodes: f?.uCodes ?? new Uint8Array(0),
+    vCodes: f?.vCodes ?? new Uint8Array(0),
+    sigmaBits: f?.sigmaBits ?? new Uint16Array(0),
+    uScale: f?.uScale ?? Math.sqrt(rows),
+    vScale: f?.vScale ?? Math.sqrt(cols),
+    rotation: cfg.rotation,
+    salientBlock: plan.salient,
+    hadamardBlock: plan.block,
+    groups: (vq ?? q)!.groups,
   };
   if (vq) Object.assign(stored, { vqDim: vq.vqDim, vqCodes: vq.codes, codebookBits: vq.codebookBits });
   else if (q) {
@@ -52,7 +71,8 @@ export function dequantizeResidual(s: LoproStoredLayer): Float64Array {
   const out = new Float64Array(rows * cols);
   if (s.method === 'lopro') {
     if (!s.codes || !s.scaleBits || !s.zeros) throw new Error('lopro layer without codes/scales/zeros');
-    const scale = decodeF16(s.scaleBits), G = s.groups;
+    const scale = decodeF16(s.scaleBits),
+      G = s.groups;
     const group = new Int32Array(cols);
     for (let j = 0; j < cols; j++) group[j] = s.gIdx ? s.gIdx[j] : Math.floor(j / s.groupSize);
     for (let i = 0; i < rows; i++) {
@@ -66,7 +86,8 @@ export function dequantizeResidual(s: LoproStoredLayer): Float64Array {
     const d = s.vqDim ?? 0;
     if (!s.vqCodes || !s.codebookBits || !d) throw new Error('lopro_v layer without codes/codebooks');
     const cb = decodeF16(s.codebookBits);
-    const K = cb.length / (s.groups * d), V = cols / d;
+    const K = cb.length / (s.groups * d),
+      V = cols / d;
     for (let i = 0; i < rows; i++) {
       for (let v = 0; v < V; v++) {
         const gi = Math.floor((v * d) / s.groupSize);
@@ -113,7 +134,8 @@ export function loproForward_ref(xVals: ArrayLike<number>, s: LoproStoredLayer, 
   const plan = rotationPlanOf(s);
   const f = rank > 0 ? decodeLowRank(s) : undefined;
   const Y = new Float64Array(tokens * rows);
-  const x = new Float64Array(cols), t = new Float64Array(rank);
+  const x = new Float64Array(cols),
+    t = new Float64Array(rank);
   for (let tk = 0; tk < tokens; tk++) {
     for (let j = 0; j < cols; j++) x[j] = xVals[tk * cols + j];
     const xr = rotateVector(gatherVector(x, s.perm), plan);

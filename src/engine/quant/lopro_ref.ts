@@ -27,8 +27,14 @@ export interface LoproRefResult {
 
 /** W (rows×cols), H (cols×cols; null = identity), actStats = mean|x| per column (null: α = 1). */
 export function quantizeLayerLoPRo_ref(
-  W: Float32Array | Float64Array, rows: number, cols: number, H: Float32Array | Float64Array | null, actStats: ArrayLike<number> | null,
-  cfg: LayerConfig, seed: number, opts: { name?: string; kmeansIters?: number } = {},
+  W: Float32Array | Float64Array,
+  rows: number,
+  cols: number,
+  H: Float32Array | Float64Array | null,
+  actStats: ArrayLike<number> | null,
+  cfg: LayerConfig,
+  seed: number,
+  opts: { name?: string; kmeansIters?: number } = {},
 ): LoproRefResult {
   const name = opts.name ?? 'layer';
   if (cfg.method !== 'lopro' && cfg.method !== 'lopro_v') throw new ProtocolError(ErrorCode.BadConfig, `quantizeLayerLoPRo_ref got method "${cfg.method}"`, name);
@@ -66,14 +72,41 @@ export function quantizeLayerLoPRo_ref(
   let stored: LoproStoredLayer;
   if (cfg.method === 'lopro') {
     const q = gptqQuantize_ref(Rt, rows, cols, Ht, {
-      bits: cfg.bits, groupSize: cfg.groupSize === -1 ? -1 : g, sym: cfg.sym, clip: cfg.clip, percDamp: cfg.percDamp, blockSize: cfg.blockSize,
-      actOrder: cfg.actOrder, staticGroups: cfg.staticGroups, name, onWarning: () => {},
+      bits: cfg.bits,
+      groupSize: cfg.groupSize === -1 ? -1 : g,
+      sym: cfg.sym,
+      clip: cfg.clip,
+      percDamp: cfg.percDamp,
+      blockSize: cfg.blockSize,
+      actOrder: cfg.actOrder,
+      staticGroups: cfg.staticGroups,
+      name,
+      onWarning: () => {},
     });
     stored = loproStoredLayer({ rows, cols, cfg, groupSize: g, perm, alphaBits, factors, plan, q });
   } else {
     const vb = cfg.vqBits || cfg.bits;
-    const q = gptvqQuantize_ref(Rt, rows, cols, Ht, { vqDim: cfg.vqDim, bits: vb, groupSize: cfg.groupSize === -1 ? -1 : g, percDamp: cfg.percDamp, blockSize: cfg.blockSize, kmeansIters: opts.kmeansIters, seed: seed + 7919, name });
-    stored = loproStoredLayer({ rows, cols, cfg, groupSize: g, perm, alphaBits, factors, plan, vq: { bits: vb, vqDim: cfg.vqDim, codes: q.codes, codebookBits: q.codebookBits, groups: q.groups } });
+    const q = gptvqQuantize_ref(Rt, rows, cols, Ht, {
+      vqDim: cfg.vqDim,
+      bits: vb,
+      groupSize: cfg.groupSize === -1 ? -1 : g,
+      percDamp: cfg.percDamp,
+      blockSize: cfg.blockSize,
+      kmeansIters: opts.kmeansIters,
+      seed: seed + 7919,
+      name,
+    });
+    stored = loproStoredLayer({
+      rows,
+      cols,
+      cfg,
+      groupSize: g,
+      perm,
+      alphaBits,
+      factors,
+      plan,
+      vq: { bits: vb, vqDim: cfg.vqDim, codes: q.codes, codebookBits: q.codebookBits, groups: q.groups },
+    });
   }
   return { reconstructed: dequantizeLoPRo(stored), stored, factors, importance, plan, R, Rt, notes };
 }

@@ -25,7 +25,9 @@ export interface SynthOptions {
 
 /** Synthetic activations X (T×n), never stored: H and mean|x| are accumulated on the fly. */
 export function syntheticActivations(cols: number, seed: number, o: SynthOptions = {}): SyntheticActivations {
-  const T = o.tokens ?? 4 * cols, F = o.factors ?? 8, rho = o.correlation ?? 0.5;
+  const T = o.tokens ?? 4 * cols,
+    F = o.factors ?? 8,
+    rho = o.correlation ?? 0.5;
   const rng = new SeededRng(seed);
   // Heavy-tailed channel scales: log-normal body plus a few large outlier channels.
   const scale = new Float64Array(cols);
@@ -34,9 +36,12 @@ export function syntheticActivations(cols: number, seed: number, o: SynthOptions
   for (let k = 0; k < nOut; k++) scale[rng.int(cols)] *= o.outlierScale ?? 12;
   const mix = new Float64Array(F * cols);
   for (let i = 0; i < mix.length; i++) mix[i] = rng.gaussian() / Math.sqrt(F);
-  const H = new Float64Array(cols * cols), meanAbs = new Float64Array(cols);
-  const x = new Float64Array(cols), z = new Float64Array(F);
-  const a = Math.sqrt(rho), b = Math.sqrt(1 - rho);
+  const H = new Float64Array(cols * cols),
+    meanAbs = new Float64Array(cols);
+  const x = new Float64Array(cols),
+    z = new Float64Array(F);
+  const a = Math.sqrt(rho),
+    b = Math.sqrt(1 - rho);
   for (let t = 0; t < T; t++) {
     for (let f = 0; f < F; f++) z[f] = rng.gaussian();
     for (let j = 0; j < cols; j++) {
@@ -78,9 +83,10 @@ export function syntheticWeight(rows: number, cols: number, seed: number, std = 
   for (let i = 0; i < W.length; i++) W[i] = std * t4();
   // Add Σ_k s_k u_k v_kᵀ, u, v ~ N(0, I), s_k = std·0.6^k: the top direction's entries are as large
   // as the noise, later ones decay (a few dominant directions, like trained weights).
-  const u = new Float64Array(rows), v = new Float64Array(cols);
+  const u = new Float64Array(rows),
+    v = new Float64Array(cols);
   for (let k = 0; k < lowRank; k++) {
-    const s = std * Math.pow(0.6, k);
+    const s = std * 0.6 ** k;
     for (let i = 0; i < rows; i++) u[i] = rng.gaussian();
     for (let j = 0; j < cols; j++) v[j] = rng.gaussian();
     for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) W[i * cols + j] += s * u[i] * v[j];

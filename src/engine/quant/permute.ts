@@ -62,7 +62,8 @@ export function gatherColumns<T extends Float32Array | Float64Array>(vals: T, ro
 export function permuteSymmetric<T extends Float32Array | Float64Array>(hVals: T, n: number, perm: ArrayLike<number>): T {
   const out = new (hVals.constructor as new (n: number) => T)(n * n);
   for (let a = 0; a < n; a++) {
-    const src = perm[a] * n, dst = a * n;
+    const src = perm[a] * n,
+      dst = a * n;
     for (let b = 0; b < n; b++) out[dst + b] = hVals[src + perm[b]];
   }
   return out;

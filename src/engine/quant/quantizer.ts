@@ -28,7 +28,8 @@ export function maxqFor(bits: number): number {
  * all-zero segment (the reference's rule). `copyTo` receives the float32 values when given.
  */
 function rangeOf(vals: ArrayLike<number>, off: number, len: number, sym: boolean, copyTo?: Float64Array): [number, number] {
-  let xmin = 0, xmax = 0;
+  let xmin = 0,
+    xmax = 0;
   for (let j = 0; j < len; j++) {
     const v = fround(vals[off + j]);
     if (copyTo) copyTo[j] = v;
@@ -68,25 +69,30 @@ export function findParamsRowMse(vals: ArrayLike<number>, off: number, len: numb
   let [scale, zero] = findParamsRow(vals, off, len, maxq, sym);
   for (let i = 0; i < Math.trunc(maxShrink * grid); i++) {
     const p = fround(1 - i / grid);
-    const lo = fround(p * xmin), hi = fround(p * xmax);
+    const lo = fround(p * xmin),
+      hi = fround(p * xmax);
     const s1 = fround(fround(hi - lo) / maxq);
     const z1 = sym ? (maxq + 1) / 2 : roundHalfEven(fround(-lo / s1));
     // quantizeCode + dequantizeCode inlined (same float32 steps), |ŵ − x|^norm summed. Unclipped
     // values have |ŵ − x| ≤ s1/2: their term is s1^norm·(d/s1)^norm, read from a table (pow is 85 %
     // of the time otherwise); clipped values (d > s1/2) use pow. Stop once the candidate cannot win.
-    const pw = powTable(norm), sN = s1 ** norm, inv = 1 / s1;
-    let inRange = 0, clipped = 0;
+    const pw = powTable(norm),
+      sN = s1 ** norm,
+      inv = 1 / s1;
+    let inRange = 0,
+      clipped = 0;
     for (let j = 0; j < len && sN * inRange + clipped < best; j++) {
       const v = x[j];
       const t = fround(v / s1);
       let r = Math.round(t);
       if (r - t === 0.5 && r % 2 !== 0) r -= 1;
       let q = r + z1;
-      q = q < 0 ? 0 : q > maxq ? maxq : q;
+      q = q < 0 ? 0 : Math.min(q, maxq);
       const d = Math.abs(fround(s1 * (q - z1)) - v);
       const u = d * inv * POW_STEPS_PER_HALF * 2;
       if (u < POW_STEPS_PER_HALF) {
-        const k = u | 0, f = u - k;
+        const k = u | 0,
+          f = u - k;
         inRange += pw[k] + f * (pw[k + 1] - pw[k]);
       } else if (d !== 0) clipped += d ** norm;
     }
@@ -125,9 +131,17 @@ function powTable(norm: number): Float64Array {
  * The range is truncated at `cols` (the reference slices W[:, i:i+g], which stops at C).
  */
 export function findParams(
-  wVals: ArrayLike<number>, rows: number, cols: number, c0: number, c1: number,
-  maxq: number, sym: boolean,
-  scaleOut: Float32Array | Float64Array, zeroOut: Float32Array | Float64Array, stride: number, slot: number,
+  wVals: ArrayLike<number>,
+  rows: number,
+  cols: number,
+  c0: number,
+  c1: number,
+  maxq: number,
+  sym: boolean,
+  scaleOut: Float32Array | Float64Array,
+  zeroOut: Float32Array | Float64Array,
+  stride: number,
+  slot: number,
   clip: 'minmax' | 'mse' = 'minmax',
 ): void {
   const end = Math.min(c1, cols);
@@ -142,7 +156,7 @@ export function findParams(
 /** The integer code clamp(round(x / scale) + zero, 0, maxq) of one value (float32 semantics). */
 export function quantizeCode(x: number, scale: number, zero: number, maxq: number): number {
   const q = roundHalfEven(fround(fround(x) / scale)) + zero;
-  return q < 0 ? 0 : q > maxq ? maxq : q;
+  return q < 0 ? 0 : Math.min(q, maxq);
 }
 
 /** The dequantized value scale·(code − zero), one float32 multiply as in the reference. */

@@ -53,7 +53,7 @@ export function columnScaleAlpha(meanAbs: ArrayLike<number> | null, cols: number
       const floor = 1e-6 * mx;
       let logSum = 0;
       for (let j = 0; j < cols; j++) {
-        raw[j] = Math.pow(Math.max(meanAbs[j], floor), beta);
+        raw[j] = Math.max(meanAbs[j], floor) ** beta;
         logSum += Math.log(raw[j]);
       }
       const gm = Math.exp(logSum / cols);
@@ -94,14 +94,19 @@ export class R1svdFactorSet {
   private readonly sB: number[] = [];
   readonly sqm: number;
   readonly sqn: number;
-  constructor(readonly m: number, readonly n: number, readonly round: boolean) {
+  constructor(
+    readonly m: number,
+    readonly n: number,
+    readonly round: boolean,
+  ) {
     this.sqm = Math.sqrt(m);
     this.sqn = Math.sqrt(n);
   }
 
   add(y: ArrayLike<number>, z: ArrayLike<number>, sigma: number): { uHat: Float64Array; vHat: Float64Array; sHat: number } {
     const { m, n, sqm, sqn, round, uC, vC, sB } = this;
-    const uHat = new Float64Array(m), vHat = new Float64Array(n);
+    const uHat = new Float64Array(m),
+      vHat = new Float64Array(n);
     for (let i = 0; i < m; i++) uHat[i] = y[i] * sqm;
     for (let j = 0; j < n; j++) vHat[j] = (z[j] / sigma) * sqn;
     let sHat = sigma / (sqm * sqn);
@@ -121,8 +126,11 @@ export class R1svdFactorSet {
   layout(): Omit<LowRankFactors, 'energy'> {
     const { m, n, sqm, sqn, round, uC, vC, sB, Ucols, Vrows, sig } = this;
     const r = sig.length;
-    const U = new Float64Array(m * r), V = new Float64Array(r * n), sigma = Float64Array.from(sig);
-    const uCodes = new Uint8Array(m * r), vCodes = new Uint8Array(r * n);
+    const U = new Float64Array(m * r),
+      V = new Float64Array(r * n),
+      sigma = Float64Array.from(sig);
+    const uCodes = new Uint8Array(m * r),
+      vCodes = new Uint8Array(r * n);
     for (let k = 0; k < r; k++) {
       for (let i = 0; i < m; i++) U[i * r + k] = Ucols[k][i];
       V.set(Vrows[k], k * n);
@@ -160,7 +168,9 @@ export type R1svdStep =
 export function* r1svdRounds(m: number, n: number, opts: R1svdOptions, f: R1svdFactorSet): Generator<R1svdStep, void, void> {
   const rMax = Math.max(0, Math.min(opts.rank, m, n));
   const rng = new SeededRng(opts.seed);
-  const s = new Float64Array(n), y = new Float64Array(m), z = new Float64Array(n);
+  const s = new Float64Array(n),
+    y = new Float64Array(m),
+    z = new Float64Array(n);
   for (let k = 0; k < rMax; k++) {
     for (let j = 0; j < n; j++) s[j] = rng.gaussian();
     yield { op: 'mv', x: s, out: y };
@@ -205,7 +215,10 @@ export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOpt
 
 /** r1svdRounds driven with asynchronous mat-vecs and deflation (the worker pool: gptq_parallel_lopro.ts). */
 export async function r1svdRoundsAsync(
-  m: number, n: number, opts: R1svdOptions, f: R1svdFactorSet,
+  m: number,
+  n: number,
+  opts: R1svdOptions,
+  f: R1svdFactorSet,
   mv: (x: Float64Array, out: Float64Array) => Promise<void>,
   mtv: (y: Float64Array, out: Float64Array) => Promise<void>,
   afterAdd?: (added: { uHat: Float64Array; vHat: Float64Array; sHat: number }) => Promise<void>,
@@ -221,7 +234,15 @@ export async function r1svdRoundsAsync(
  * W_r = U·diag(σ̂)·V·diag(α)⁻¹ from decoded factors (m×n, float64). Matmul-shaped: (U·diag σ̂)·V,
  * then a column scale. `alpha` null means α = 1.
  */
-export function lowRankWeight(U: ArrayLike<number>, sigma: ArrayLike<number>, V: ArrayLike<number>, m: number, n: number, r: number, alpha: ArrayLike<number> | null): Float64Array {
+export function lowRankWeight(
+  U: ArrayLike<number>,
+  sigma: ArrayLike<number>,
+  V: ArrayLike<number>,
+  m: number,
+  n: number,
+  r: number,
+  alpha: ArrayLike<number> | null,
+): Float64Array {
   const out = new Float64Array(m * n);
   const inv = new Float64Array(n).fill(1);
   if (alpha) for (let j = 0; j < n; j++) inv[j] = 1 / alpha[j];

@@ -28,9 +28,12 @@ export function svd_ref(aVals: ArrayLike<number>, m: number, n: number): { s: Fl
     let off = 0;
     for (let p = 0; p < n - 1; p++) {
       for (let q = p + 1; q < n; q++) {
-        let alpha = 0, beta = 0, gamma = 0;
+        let alpha = 0,
+          beta = 0,
+          gamma = 0;
         for (let i = 0; i < m; i++) {
-          const a = G[p * m + i], b = G[q * m + i];
+          const a = G[p * m + i],
+            b = G[q * m + i];
           alpha += a * a;
           beta += b * b;
           gamma += a * b;
@@ -41,14 +44,17 @@ export function svd_ref(aVals: ArrayLike<number>, m: number, n: number): { s: Fl
         if (rel < 1e-15) continue;
         const zeta = (beta - alpha) / (2 * gamma);
         const t = Math.sign(zeta || 1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
-        const c = 1 / Math.sqrt(1 + t * t), s = c * t;
+        const c = 1 / Math.sqrt(1 + t * t),
+          s = c * t;
         for (let i = 0; i < m; i++) {
-          const a = G[p * m + i], b = G[q * m + i];
+          const a = G[p * m + i],
+            b = G[q * m + i];
           G[p * m + i] = c * a - s * b;
           G[q * m + i] = s * a + c * b;
         }
         for (let i = 0; i < n; i++) {
-          const a = Vc[p * n + i], b = Vc[q * n + i];
+          const a = Vc[p * n + i],
+            b = Vc[q * n + i];
           Vc[p * n + i] = c * a - s * b;
           Vc[q * n + i] = s * a + c * b;
         }
@@ -64,7 +70,9 @@ export function svd_ref(aVals: ArrayLike<number>, m: number, n: number): { s: Fl
   }
   const order = Array.from({ length: n }, (_, j) => j).sort((a, b) => sv[b] - sv[a]);
   const k = n;
-  const s = new Float64Array(k), U = new Float64Array(m * k), V = new Float64Array(n * k);
+  const s = new Float64Array(k),
+    U = new Float64Array(m * k),
+    V = new Float64Array(n * k);
   order.forEach((j, c) => {
     s[c] = sv[j];
     for (let i = 0; i < m; i++) U[i * k + c] = sv[j] > 0 ? G[j * m + i] / sv[j] : 0;

@@ -57,7 +57,8 @@ export function maxAbs(vals: ArrayLike<number>): number {
 export function meanAbsTile(vals: ArrayLike<number>, rows: number, cols: number, tr: number, tc: number): { rows: number; cols: number; values: number[] } {
   tr = Math.max(1, Math.min(tr, rows));
   tc = Math.max(1, Math.min(tc, cols));
-  const sum = new Float64Array(tr * tc), cnt = new Float64Array(tr * tc);
+  const sum = new Float64Array(tr * tc),
+    cnt = new Float64Array(tr * tc);
   const colBlock = Int32Array.from({ length: cols }, (_, j) => Math.floor((j * tc) / cols)); // not a division per value
   for (let i = 0; i < rows; i++) {
     const o = Math.floor((i * tr) / rows) * tc;
@@ -157,7 +158,12 @@ export function loproReport(p: LoproReportInputs): { report: LayerReport; detail
   const [loss, ref] = p.losses;
   const { block, module } = parseLayerName(name);
   const report: LayerReport = {
-    name, block, module, rows, cols, config: { ...cfg },
+    name,
+    block,
+    module,
+    rows,
+    cols,
+    config: { ...cfg },
     bpw: bitsPerWeight({ ...cfg, rank: stored.rank }, rows, cols),
     proxyLoss: loss,
     relProxyLoss: ref > 0 ? loss / ref : 0,
@@ -169,9 +175,12 @@ export function loproReport(p: LoproReportInputs): { report: LayerReport; detail
   if (plan.block !== 0 && plan.block !== cfg.hadamardBlock) report.hadamardBlockUsed = plan.block;
   const { step, R, Rt } = p.sampled;
   const rs = Math.ceil(rows / step);
-  const before = new Float64Array(rs * cols), after = new Float64Array(rs * cols), errPerm = new Float64Array(rs * cols);
+  const before = new Float64Array(rs * cols),
+    after = new Float64Array(rs * cols),
+    errPerm = new Float64Array(rs * cols);
   for (let s = 0; s < rs; s++) {
-    const o = s * step * cols, so = s * cols;
+    const o = s * step * cols,
+      so = s * cols;
     for (let k = 0; k < cols; k++) {
       const j = perm[k];
       errPerm[so + k] = W[o + j] - reconstructed[o + j];
@@ -180,12 +189,17 @@ export function loproReport(p: LoproReportInputs): { report: LayerReport; detail
     }
   }
   const details = buildLayerDetails({
-    name, rows: rs, cols,
+    name,
+    rows: rs,
+    cols,
     importanceSorted: Array.from(perm, (j) => p.importance[j]),
-    perm, blocks: planBlocks(plan),
+    perm,
+    blocks: planBlocks(plan),
     singularValues: factors ? singularValuesOf(factors) : [],
     rank: stored.rank,
-    residualBefore: before, residualAfter: after, errorPermuted: errPerm,
+    residualBefore: before,
+    residualAfter: after,
+    errorPermuted: errPerm,
     maxPoints: p.maxPoints ?? 256,
   });
   details.rows = rows;

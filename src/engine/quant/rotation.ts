@@ -103,7 +103,9 @@ export function rotationMatrix_ref(plan: RotationPlan): Float64Array {
   const Q = new Float64Array(n * n);
   for (let i = 0; i < plan.salient; i++) Q[i * n + i] = 1;
   if (plan.block > 0) {
-    const b = plan.block, Hb = hadamardMatrix_ref(b), s = 1 / Math.sqrt(b);
+    const b = plan.block,
+      Hb = hadamardMatrix_ref(b),
+      s = 1 / Math.sqrt(b);
     for (let o = plan.salient; o < n; o += b) for (let i = 0; i < b; i++) for (let j = 0; j < b; j++) Q[(o + i) * n + o + j] = Hb[i * b + j] * s;
   }
   return Q;

@@ -23,14 +23,17 @@ export function rtnQuantize_ref(wVals: Float32Array | Float64Array, rows: number
   const maxq = maxqFor(opts.bits);
   const g = opts.groupSize === -1 ? cols : opts.groupSize;
   const G = groupCount(cols, opts.groupSize);
-  const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
+  const scale = new Float32Array(rows * G),
+    zero = new Float32Array(rows * G);
   const gIdx = new Int32Array(cols);
   for (let c = 0; c < cols; c++) gIdx[c] = opts.groupSize === -1 ? 0 : Math.floor(c / g);
   for (let gi = 0; gi < G; gi++) findParams(wVals, rows, cols, gi * g, gi * g + g, maxq, opts.sym, scale, zero, G, gi, opts.clip);
-  const Q = new Float32Array(rows * cols), codes = new Uint8Array(rows * cols);
+  const Q = new Float32Array(rows * cols),
+    codes = new Uint8Array(rows * cols);
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) {
-      const k = r * G + gIdx[c], i = r * cols + c;
+      const k = r * G + gIdx[c],
+        i = r * cols + c;
       const code = quantizeCode(wVals[i], scale[k], zero[k], maxq);
       codes[i] = code;
       Q[i] = dequantizeCode(code, scale[k], zero[k]);

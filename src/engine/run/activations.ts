@@ -22,7 +22,10 @@ export interface ActivationStore {
 class MemoryStore implements ActivationStore {
   readonly spilled = false;
   private readonly data: Float32Array;
-  constructor(readonly count: number, readonly recordLen: number) {
+  constructor(
+    readonly count: number,
+    readonly recordLen: number,
+  ) {
     this.data = new Float32Array(count * recordLen);
   }
   get(i: number): Float32Array {
@@ -44,7 +47,11 @@ class MemoryStore implements ActivationStore {
 class FileStore implements ActivationStore {
   readonly spilled = true;
   private fd: number | undefined;
-  constructor(readonly count: number, readonly recordLen: number, private readonly file: string) {
+  constructor(
+    readonly count: number,
+    readonly recordLen: number,
+    private readonly file: string,
+  ) {
     this.fd = openSync(file, 'w+');
   }
   private get bytes(): number {

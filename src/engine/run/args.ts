@@ -68,7 +68,8 @@ export function parseOverride(raw: string): [string, Partial<LayerConfig>] {
   for (const kv of raw.slice(i + 1).split(',')) {
     const [k, v] = kv.split('=');
     const key = flags.get(k?.trim() ?? '') ?? (k?.trim() as keyof QuantizeConfig);
-    if (v === undefined || !(key in DEFAULT_CONFIG) || key === 'layerOverrides') throw badFlag('override', `--override: unknown or malformed setting "${kv}" in "${raw}"`, 'keys are layer settings such as bits, rank, method, group-size');
+    if (v === undefined || !(key in DEFAULT_CONFIG) || key === 'layerOverrides')
+      throw badFlag('override', `--override: unknown or malformed setting "${kv}" in "${raw}"`, 'keys are layer settings such as bits, rank, method, group-size');
     out[key] = parseValue('override', key, v.trim());
   }
   return [pattern, out as Partial<LayerConfig>];
@@ -124,7 +125,7 @@ export function configFromFlags(partial: Partial<QuantizeConfig>): QuantizeConfi
  * `layerOverrides["*.q_proj"].bits` → `--override "*.q_proj:bits"`; undefined for anything else.
  */
 export function flagFor(field: string): string | undefined {
-  if (Object.prototype.hasOwnProperty.call(DEFAULT_CONFIG, field)) return `--${kebab(field)}`;
+  if (Object.hasOwn(DEFAULT_CONFIG, field)) return `--${kebab(field)}`;
   const o = /^layerOverrides\["(.*)"\]\.(\w+)$/.exec(field);
   if (o) return `--override "${o[1]}:${kebab(o[2])}"`;
   return undefined;

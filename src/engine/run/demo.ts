@@ -35,7 +35,10 @@ export function packageRoot(from = __dirname): string {
  * text, ctx and engine version): the demo then spends its time on the quantized model only.
  */
 async function floatPerplexity(model: string, texts: string[], ep: QuantizeConfig['ep'], hooks: RunHooks): Promise<Record<string, number>> {
-  const key = createHash('sha256').update([hashModel(model), ...texts.map((t) => createHash('sha256').update(readFileSync(t)).digest('hex')), '256', ENGINE_VERSION].join('|')).digest('hex').slice(0, 24);
+  const key = createHash('sha256')
+    .update([hashModel(model), ...texts.map((t) => createHash('sha256').update(readFileSync(t)).digest('hex')), '256', ENGINE_VERSION].join('|'))
+    .digest('hex')
+    .slice(0, 24);
   const file = join(defaultCacheDir(), `ppl-float-${key}.json`);
   try {
     return JSON.parse(readFileSync(file, 'utf8')) as Record<string, number>;
@@ -63,7 +66,17 @@ export async function runDemo(o: DemoOptions, hooks: RunHooks, print: (s: string
   const root = packageRoot();
   const model = join(root, 'fixtures', 'tiny');
   const texts = ['persuasion.txt', 'jargon_tail.txt'].map((t) => join(root, 'fixtures', 'text', t));
-  const config: QuantizeConfig = { ...DEFAULT_CONFIG, method: o.method, bits: o.bits, calibText: join(root, 'fixtures', 'text', 'train.txt'), calibSamples: o.samples, ctx: 256, ep: o.ep, compare: true, layerOverrides: {} };
+  const config: QuantizeConfig = {
+    ...DEFAULT_CONFIG,
+    method: o.method,
+    bits: o.bits,
+    calibText: join(root, 'fixtures', 'text', 'train.txt'),
+    calibSamples: o.samples,
+    ctx: 256,
+    ep: o.ep,
+    compare: true,
+    layerOverrides: {},
+  };
   const t0 = Date.now();
   const summary = await quantizeRun({ modelPath: model, config, runDir: o.out, resume: false, evalTexts: texts }, hooks);
   const tq = (Date.now() - t0) / 1000;

@@ -32,8 +32,20 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
   let ctx = opts.ctx;
   if (existsSync(join(dir, 'run.json'))) {
     const m = new RunDir(dir).readManifest();
-    if (m.kind !== 'llama') throw new ProtocolError(ErrorCode.InvalidParams, `${dir} quantized bare tensors (data-free): there is no model to evaluate`, dir, 'perplexity needs a Hugging Face Llama folder run');
-    if (!m.complete) throw new ProtocolError(ErrorCode.InvalidParams, `${dir} is an unfinished run (${m.completedBlocks}/${m.numBlocks} blocks)`, dir, 'finish it with `lopro quantize … --resume` first');
+    if (m.kind !== 'llama')
+      throw new ProtocolError(
+        ErrorCode.InvalidParams,
+        `${dir} quantized bare tensors (data-free): there is no model to evaluate`,
+        dir,
+        'perplexity needs a Hugging Face Llama folder run',
+      );
+    if (!m.complete)
+      throw new ProtocolError(
+        ErrorCode.InvalidParams,
+        `${dir} is an unfinished run (${m.completedBlocks}/${m.numBlocks} blocks)`,
+        dir,
+        'finish it with `lopro quantize … --resume` first',
+      );
     if (!ctx) ctx = m.ctx;
     opts = { ...opts, ep: opts.ep ?? m.config.ep };
     dir = join(dir, 'native');
@@ -67,7 +79,15 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
 type PerplexityFn = (ids: Int32Array, o: { ctx: number; signal?: AbortSignal; onProgress: (done: number, total: number) => void }) => Promise<PerplexityResult>;
 
 /** Tokenizes each text with the folder's tokenizer and measures it, with begin/report/end progress. */
-async function perTextPerplexity(what: string, dir: string, vocabSize: number, T: number, texts: string[], hooks: RunHooks, measure: PerplexityFn): Promise<Record<string, number>> {
+async function perTextPerplexity(
+  what: string,
+  dir: string,
+  vocabSize: number,
+  T: number,
+  texts: string[],
+  hooks: RunHooks,
+  measure: PerplexityFn,
+): Promise<Record<string, number>> {
   const tok = loadTokenizer(dir);
   const out: Record<string, number> = {};
   for (const text of texts) {

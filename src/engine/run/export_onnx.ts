@@ -76,7 +76,7 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
       const isAttn = lin.name.includes('.self_attn.');
       if ((isAttn && cfg.attentionBias) || (!isAttn && cfg.mlpBias)) tensors.set(`${lin.name}.bias`, await model.weights(`${lin.name}.bias`));
     }
-    const tensor: TensorEmitter = (gb, name, shape) => {
+    const tensor: TensorEmitter = (_gb, name, shape) => {
       const v = tensors.get(name);
       if (!v) throw new ProtocolError(ErrorCode.Internal, `ONNX export: tensor ${name} was not fetched`, name);
       return init(name, v, shape);
@@ -98,7 +98,12 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
     };
     x = emitBlock(g, cfg, b, x, consts, linear, tensor).y;
     if (initBytes > PROTOBUF_LIMIT)
-      throw new ProtocolError(ErrorCode.InvalidParams, `ONNX export: the model exceeds the 2 GiB protobuf limit (block ${b})`, 'onnx', 'export native or f16 for models this large');
+      throw new ProtocolError(
+        ErrorCode.InvalidParams,
+        `ONNX export: the model exceeds the 2 GiB protobuf limit (block ${b})`,
+        'onnx',
+        'export native or f16 for models this large',
+      );
   }
   const norm = init('model.norm.weight', await model.weights('model.norm.weight'), [cfg.hiddenSize]);
   const head = cfg.tiedHead ? embed : init(headTensorName(cfg), await model.weights(headTensorName(cfg)), [cfg.vocabSize, cfg.hiddenSize]);
@@ -131,7 +136,14 @@ export async function exportOnnxFromNative(nativeDir: string, outDir: string, op
       opts,
     );
     for (const f of ['config.json', ...SIDE_FILES]) if (existsSync(join(nativeDir, f))) copyFileSync(join(nativeDir, f), join(outDir, f));
-    writeFileSync(join(outDir, 'onnx_export.json'), JSON.stringify({ model: 'model.onnx', inputs: { input_ids: 'int64 [batch, sequence]' }, outputs: { logits: `float32 [batch, sequence, ${cfg.vocabSize}]` }, linears: res.kinds }, null, 2) + '\n');
+    writeFileSync(
+      join(outDir, 'onnx_export.json'),
+      JSON.stringify(
+        { model: 'model.onnx', inputs: { input_ids: 'int64 [batch, sequence]' }, outputs: { logits: `float32 [batch, sequence, ${cfg.vocabSize}]` }, linears: res.kinds },
+        null,
+        2,
+      ) + '\n',
+    );
     return res;
   } finally {
     native.close();

@@ -8,5 +8,8 @@ export async function exportOnnx(nativeDir: string, outDir: string, hooks: RunHo
   hooks.signal?.throwIfAborted();
   const r = await exportOnnxFromNative(nativeDir, outDir);
   const k = r.kinds;
-  hooks.log('info', `onnx export: ${r.path} (${(r.bytes / 1e6).toFixed(2)} MB); linears: ${k.matmulnbits} MatMulNBits, ${k.dequant} in-graph dequant, ${k.codebook} codebook, ${k.dense} dense`);
+  hooks.log(
+    'info',
+    `onnx export: ${r.path} (${(r.bytes / 1e6).toFixed(2)} MB); linears: ${k.matmulnbits} MatMulNBits, ${k.dequant} in-graph dequant, ${k.codebook} codebook, ${k.dense} dense`,
+  );
 }

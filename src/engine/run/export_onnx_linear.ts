@@ -56,7 +56,9 @@ export function canUseMatMulNBits(s: LoproStoredLayer): boolean {
  */
 export function packMatMulNBits4(s: LoproStoredLayer): { B: Uint8Array; scales: Float32Array; zp: Uint8Array; kBlocks: number } {
   const { rows: m, cols: n, groupSize: g } = s;
-  const kBlocks = Math.ceil(n / g), blob = g / 2, G = s.groups;
+  const kBlocks = Math.ceil(n / g),
+    blob = g / 2,
+    G = s.groups;
   if (G !== kBlocks) throw new Error(`MatMulNBits: ${G} groups for ${kBlocks} blocks`);
   const B = new Uint8Array(m * kBlocks * blob);
   const codes = s.codes!;
@@ -91,12 +93,15 @@ function emitResidual(g: GraphBuilder, name: string, s: LoproStoredLayer, xr: Va
     const scales = g.initializer(`${name}.scales`, f32(decodeF16(s.scaleBits!)), [m, G]);
     const zeros = g.initializer(`${name}.zeros`, Float32Array.from(s.zeros!), [m, G]);
     const gi = g.initializer(`${name}.g_idx`, grp, [n]);
-    const sE = g.op('Gather', [scales, gi], { axis: 1 }), zE = g.op('Gather', [zeros, gi], { axis: 1 });
+    const sE = g.op('Gather', [scales, gi], { axis: 1 }),
+      zE = g.op('Gather', [zeros, gi], { axis: 1 });
     const w = g.op('Mul', [g.op('Sub', [g.op('Cast', [codes], { to: 1 }), zE]), sE]);
     return { y: matmulWt(g, xr, w), kind: 'dequant' };
   }
   // lopro_v: index of every d-vector into the flattened codebooks [G·K, d].
-  const d = s.vqDim!, V = n / d, K = s.codebookBits!.length / (s.groups * d);
+  const d = s.vqDim!,
+    V = n / d,
+    K = s.codebookBits!.length / (s.groups * d);
   const idx = new Int32Array(m * V);
   for (let i = 0; i < m; i++) for (let v = 0; v < V; v++) idx[i * V + v] = Math.floor((v * d) / s.groupSize) * K + s.vqCodes![i * V + v];
   const books = g.initializer(`${name}.codebooks`, f32(decodeF16(s.codebookBits!)), [s.groups * K, d]);
@@ -112,7 +117,8 @@ export function emitLoproLinear(g: GraphBuilder, name: string, s: LoproStoredLay
   let xr = identity ? x : g.op('Gather', [x, g.initializer(`${name}.perm`, Int32Array.from(s.perm), [n])], { axis: 1 });
   const plan = rotationPlanOf(s);
   if (plan.block > 0 && plan.salient < n) {
-    const b = plan.block, rest = n - plan.salient;
+    const b = plan.block,
+      rest = n - plan.salient;
     const Hb = f32(hadamardMatrix(b)); // normalised, symmetric: x·Hb = (Hb·xᵀ)ᵀ
     const hb = g.initializer(`${name}.hadamard`, Hb, [b, b]);
     const parts = plan.salient > 0 ? g.opMulti('Split', [xr, g.constI64([plan.salient, rest])], { axis: 1 }, { outputs: 2 }) : [null, xr];
@@ -123,7 +129,11 @@ export function emitLoproLinear(g: GraphBuilder, name: string, s: LoproStoredLay
   let y = res.y;
   if (s.rank > 0) {
     const alpha = decodeF16(s.alphaBits);
-    const invAlpha = g.initializer(`${name}.inv_alpha`, Float32Array.from(alpha, (a) => 1 / a), [n]);
+    const invAlpha = g.initializer(
+      `${name}.inv_alpha`,
+      Float32Array.from(alpha, (a) => 1 / a),
+      [n],
+    );
     const V = g.initializer(`${name}.lr_v`, f32(decodeF8E4M3(s.vCodes)), [s.rank, n]);
     const U = g.initializer(`${name}.lr_u`, f32(decodeF8E4M3(s.uCodes)), [m, s.rank]);
     const sigma = g.initializer(`${name}.lr_sigma`, f32(decodeF16(s.sigmaBits)), [s.rank]);

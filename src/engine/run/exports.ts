@@ -67,9 +67,16 @@ export function writeF16Export(nativeDir: string, outDir: string, signal?: Abort
 export async function exportRun(p: ExportParams, hooks: RunHooks): Promise<ExportResult> {
   const dir = new RunDir(resolve(p.runDir));
   const m = dir.readManifest();
-  if (!m.complete) throw new ProtocolError(ErrorCode.InvalidParams, `${dir.dir} is an unfinished run (${m.completedBlocks}/${m.numBlocks})`, dir.dir, 'finish it with `lopro quantize … --resume` first');
+  if (!m.complete)
+    throw new ProtocolError(
+      ErrorCode.InvalidParams,
+      `${dir.dir} is an unfinished run (${m.completedBlocks}/${m.numBlocks})`,
+      dir.dir,
+      'finish it with `lopro quantize … --resume` first',
+    );
   const outDir = resolve(p.outDir);
-  if (outDir === dir.dir || outDir === dir.nativeDir) throw new ProtocolError(ErrorCode.InvalidParams, `export folder ${outDir} is inside the run`, '--out', 'choose another folder');
+  if (outDir === dir.dir || outDir === dir.nativeDir)
+    throw new ProtocolError(ErrorCode.InvalidParams, `export folder ${outDir} is inside the run`, '--out', 'choose another folder');
   const format: ExportFormat = p.format;
   hooks.onProgress({ kind: 'begin', title: `exporting ${dir.dir} as ${format} to ${outDir}`, cancellable: true });
   if (format === 'native') {
@@ -77,7 +84,8 @@ export async function exportRun(p: ExportParams, hooks: RunHooks): Promise<Expor
       for (const f of readdirSync(dir.nativeDir)) copyFileSync(join(dir.nativeDir, f), join(tmp, f));
     });
   } else if (format === 'f16') {
-    if (m.kind !== 'llama') throw new ProtocolError(ErrorCode.InvalidParams, 'the f16 export needs a model-folder run (bare tensors have no config.json)', '--format', 'use --format native');
+    if (m.kind !== 'llama')
+      throw new ProtocolError(ErrorCode.InvalidParams, 'the f16 export needs a model-folder run (bare tensors have no config.json)', '--format', 'use --format native');
     writeF16Export(dir.nativeDir, outDir, hooks.signal);
   } else if (format === 'onnx') {
     const { exportOnnx } = await import('./export_onnx_adapter');
@@ -93,7 +101,10 @@ export async function exportRun(p: ExportParams, hooks: RunHooks): Promise<Expor
     result.perplexity = exported[key];
     result.runPerplexity = m.perplexity?.[key] ?? (await evalPath(dir.dir, [p.verifyText], { ctx: m.ctx, ep: m.config.ep }, hooks))[key];
     const rel = Math.abs(result.perplexity / result.runPerplexity - 1);
-    hooks.log(rel <= 0.001 ? 'info' : 'warn', `verify ${format}: export perplexity ${result.perplexity.toFixed(4)} vs run ${result.runPerplexity.toFixed(4)} (${(rel * 100).toFixed(3)}% apart)`);
+    hooks.log(
+      rel <= 0.001 ? 'info' : 'warn',
+      `verify ${format}: export perplexity ${result.perplexity.toFixed(4)} vs run ${result.runPerplexity.toFixed(4)} (${(rel * 100).toFixed(3)}% apart)`,
+    );
   }
   return result;
 }

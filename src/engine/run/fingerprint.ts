@@ -53,7 +53,8 @@ function hashFileSampled(h: ReturnType<typeof createHash>, file: string): void {
     const header = Buffer.alloc(n);
     readSync(fd, header, 0, n, 8);
     h.update(head).update(header);
-    const dataStart = 8 + n, dataLen = size - dataStart;
+    const dataStart = 8 + n,
+      dataLen = size - dataStart;
     const buf = Buffer.alloc(SAMPLE_BYTES);
     const offsets = new Set<number>();
     for (let i = 0; i < SAMPLE_COUNT; i++) offsets.add(dataStart + Math.floor((i * Math.max(0, dataLen - SAMPLE_BYTES)) / Math.max(1, SAMPLE_COUNT - 1)));
@@ -83,7 +84,15 @@ export function canonicalJson(x: unknown): string {
   if (Array.isArray(x)) return '[' + x.map(canonicalJson).join(',') + ']';
   if (x && typeof x === 'object') {
     const o = x as Record<string, unknown>;
-    return '{' + Object.keys(o).sort().filter((k) => o[k] !== undefined).map((k) => JSON.stringify(k) + ':' + canonicalJson(o[k])).join(',') + '}';
+    return (
+      '{' +
+      Object.keys(o)
+        .sort()
+        .filter((k) => o[k] !== undefined)
+        .map((k) => JSON.stringify(k) + ':' + canonicalJson(o[k]))
+        .join(',') +
+      '}'
+    );
   }
   return JSON.stringify(x);
 }
@@ -97,19 +106,16 @@ export function outputConfig(config: QuantizeConfig): Record<string, unknown> {
 export function computeFingerprint(modelPath: string, config: QuantizeConfig, calibBytes: Uint8Array | undefined): RunFingerprint {
   return {
     model: hashModel(modelPath),
-    config: createHash('sha256').update(canonicalJson(outputConfig(config))).digest('hex'),
+    config: createHash('sha256')
+      .update(canonicalJson(outputConfig(config)))
+      .digest('hex'),
     calib: calibBytes ? createHash('sha256').update(calibBytes).digest('hex') : '',
     engine: `${ENGINE_VERSION}/run-format-${RUN_FORMAT}`,
   };
 }
 
 /** Why a checkpoint cannot be resumed, or undefined when it can. Names what differs. */
-export function fingerprintMismatch(
-  saved: RunFingerprint,
-  now: RunFingerprint,
-  savedConfig?: Record<string, unknown>,
-  nowConfig?: Record<string, unknown>,
-): string | undefined {
+export function fingerprintMismatch(saved: RunFingerprint, now: RunFingerprint, savedConfig?: Record<string, unknown>, nowConfig?: Record<string, unknown>): string | undefined {
   const reasons: string[] = [];
   if (saved.engine !== now.engine) reasons.push(`it was written by engine ${saved.engine}, this is ${now.engine}`);
   if (saved.model !== now.model) reasons.push('the model files differ (content hash)');

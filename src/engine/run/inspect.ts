@@ -22,7 +22,7 @@ export interface OpenedModel {
 /** Opens a model for quantization; the caller closes `ckpt`. Errors name the file or tensor. */
 export function openModel(path: string, ctxOverride = 0): OpenedModel {
   const abs = resolve(path);
-  let st;
+  let st: ReturnType<typeof statSync>;
   try {
     st = statSync(abs);
   } catch {
@@ -41,22 +41,51 @@ export function openModel(path: string, ctxOverride = 0): OpenedModel {
       const linears = checkModelTensors(cfg, (n) => (ckpt.has(n) ? ckpt.entry(n).shape : undefined), abs);
       for (const l of linears) {
         const e = ckpt.entry(l.weight);
-        if (!isFloatDtype(e.dtype)) throw new ProtocolError(ErrorCode.UnsupportedDtype, `tensor ${l.weight} has dtype ${e.dtype}; only F32/F16/BF16 weights can be quantized`, `${e.file}: ${l.weight}`, 'is this checkpoint already quantized?');
+        if (!isFloatDtype(e.dtype))
+          throw new ProtocolError(
+            ErrorCode.UnsupportedDtype,
+            `tensor ${l.weight} has dtype ${e.dtype}; only F32/F16/BF16 weights can be quantized`,
+            `${e.file}: ${l.weight}`,
+            'is this checkpoint already quantized?',
+          );
       }
       return {
         ckpt,
         cfg,
         linears,
-        summary: { path: abs, kind: 'llama', files, totalBytes: ckpt.totalBytes, params, dtypes, numBlocks: cfg.numLayers, linears: linears.map(strip), ctx: protocolCtx(cfg.maxPositions, ctxOverride) },
+        summary: {
+          path: abs,
+          kind: 'llama',
+          files,
+          totalBytes: ckpt.totalBytes,
+          params,
+          dtypes,
+          numBlocks: cfg.numLayers,
+          linears: linears.map(strip),
+          ctx: protocolCtx(cfg.maxPositions, ctxOverride),
+        },
       };
     }
     if (isDir && !existsSync(join(abs, 'config.json')))
-      throw new ProtocolError(ErrorCode.BadConfig, `${abs} has no config.json`, join(abs, 'config.json'), 'a model folder needs config.json; to quantize tensors data-free, pass the .safetensors file itself');
+      throw new ProtocolError(
+        ErrorCode.BadConfig,
+        `${abs} has no config.json`,
+        join(abs, 'config.json'),
+        'a model folder needs config.json; to quantize tensors data-free, pass the .safetensors file itself',
+      );
     // Bare file: every 2-D float tensor, each its own checkpoint unit ("block").
     const linears: BlockLinear[] = [];
     for (const e of ckpt.entries) {
       if (e.shape.length !== 2 || !isFloatDtype(e.dtype) || e.numel === 0) continue;
-      linears.push({ name: e.name.replace(/\.weight$/, ''), block: linears.length, module: e.name.split('.').slice(-2, -1)[0] ?? e.name, rows: e.shape[0], cols: e.shape[1], weight: e.name, input: 'attn_in' });
+      linears.push({
+        name: e.name.replace(/\.weight$/, ''),
+        block: linears.length,
+        module: e.name.split('.').slice(-2, -1)[0] ?? e.name,
+        rows: e.shape[0],
+        cols: e.shape[1],
+        weight: e.name,
+        input: 'attn_in',
+      });
     }
     if (!linears.length) throw new ProtocolError(ErrorCode.BadCheckpoint, `${abs} holds no 2-D float tensor to quantize`, abs, 'data-free mode quantizes F32/F16/BF16 matrices');
     return {

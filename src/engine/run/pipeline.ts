@@ -27,7 +27,12 @@ function readCalibBytes(config: QuantizeConfig): Uint8Array | undefined {
   try {
     return readFileSync(config.calibText);
   } catch (e) {
-    throw new ProtocolError(ErrorCode.BadCalibration, `cannot read calibration text ${config.calibText}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, config.calibText, 'pass an existing UTF-8 text file with --calib');
+    throw new ProtocolError(
+      ErrorCode.BadCalibration,
+      `cannot read calibration text ${config.calibText}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      config.calibText,
+      'pass an existing UTF-8 text file with --calib',
+    );
   }
 }
 
@@ -53,7 +58,12 @@ const RUN_DIR_ENTRIES = new Set(['run.lock', 'ckpt', 'hessians', 'details', 'can
 function checkOutDirUsable(dir: RunDir): void {
   if (!existsSync(dir.dir) || dir.exists()) return;
   if (readdirSync(dir.dir).some((f) => !RUN_DIR_ENTRIES.has(f) && !/\.tmp-\d+-[0-9a-f]+$/.test(f)))
-    throw new ProtocolError(ErrorCode.InvalidParams, `${dir.dir} is not empty and is not a run directory`, dir.dir, 'choose a new or empty --out folder (it will hold checkpoints and the quantized model)');
+    throw new ProtocolError(
+      ErrorCode.InvalidParams,
+      `${dir.dir} is not empty and is not a run directory`,
+      dir.dir,
+      'choose a new or empty --out folder (it will hold checkpoints and the quantized model)',
+    );
 }
 
 export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Promise<RunSummary> {
@@ -63,9 +73,13 @@ export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Prom
   try {
     const calibBytes = readCalibBytes(config);
     if (model.summary.kind === 'llama' && !calibBytes)
-      throw new ProtocolError(ErrorCode.BadCalibration, `${model.summary.path} is a model folder: its blocks are quantized on calibration text`, 'calibText', 'pass --calib FILE (e.g. fixtures/text/train.txt); bare .safetensors files are quantized data-free');
-    if (model.summary.kind === 'tensors' && calibBytes)
-      hooks.log('warn', 'a bare safetensors file has no forward pass: --calib is ignored, quantizing data-free (H = I)');
+      throw new ProtocolError(
+        ErrorCode.BadCalibration,
+        `${model.summary.path} is a model folder: its blocks are quantized on calibration text`,
+        'calibText',
+        'pass --calib FILE (e.g. fixtures/text/train.txt); bare .safetensors files are quantized data-free',
+      );
+    if (model.summary.kind === 'tensors' && calibBytes) hooks.log('warn', 'a bare safetensors file has no forward pass: --calib is ignored, quantizing data-free (H = I)');
     const effective: QuantizeConfig = model.summary.kind === 'tensors' ? { ...config, calibText: '' } : config;
     const fingerprint = computeFingerprint(model.summary.path, effective, model.summary.kind === 'tensors' ? undefined : calibBytes);
     const dir = new RunDir(resolve(params.runDir));
@@ -82,15 +96,27 @@ export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Prom
 }
 
 async function runLocked(
-  params: QuantizeParams, hooks: RunHooks, model: OpenedModel, dir: RunDir,
-  effective: QuantizeConfig, fingerprint: RunFingerprint, calibBytes: Uint8Array | undefined, t0: number,
+  params: QuantizeParams,
+  hooks: RunHooks,
+  model: OpenedModel,
+  dir: RunDir,
+  effective: QuantizeConfig,
+  fingerprint: RunFingerprint,
+  _calibBytes: Uint8Array | undefined,
+  t0: number,
 ): Promise<RunSummary> {
   const config = effective;
   let manifest: RunManifest | undefined;
   if (params.resume && dir.exists()) {
     const saved = dir.readManifest();
     const why = fingerprintMismatch(saved.fingerprint, fingerprint, outputConfig(saved.config), outputConfig(effective));
-    if (why) throw new ProtocolError(ErrorCode.IncompatibleCheckpoint, `cannot resume ${dir.dir}: ${why}`, dir.manifestFile, 'run without --resume to start over (the folder is reused), or use the original model, config and calibration text');
+    if (why)
+      throw new ProtocolError(
+        ErrorCode.IncompatibleCheckpoint,
+        `cannot resume ${dir.dir}: ${why}`,
+        dir.manifestFile,
+        'run without --resume to start over (the folder is reused), or use the original model, config and calibration text',
+      );
     manifest = { ...saved, config: effective, resumed: saved.completedBlocks > 0 || saved.resumed };
     hooks.log('info', `resuming ${dir.dir}: ${saved.completedBlocks}/${saved.numBlocks} ${model.summary.kind === 'llama' ? 'blocks' : 'tensors'} already done`);
   } else {
@@ -112,11 +138,23 @@ async function runLocked(
 }
 
 async function runOn(
-  params: QuantizeParams, hooks: RunHooks, model: OpenedModel, dir: RunDir, effective: QuantizeConfig, fingerprint: RunFingerprint,
-  manifest: RunManifest | undefined, rt: ComputeRuntime | undefined, backend: Backend, t0: number,
+  params: QuantizeParams,
+  hooks: RunHooks,
+  model: OpenedModel,
+  dir: RunDir,
+  effective: QuantizeConfig,
+  fingerprint: RunFingerprint,
+  manifest: RunManifest | undefined,
+  rt: ComputeRuntime | undefined,
+  backend: Backend,
+  t0: number,
 ): Promise<RunSummary> {
   const config = effective;
-  if (manifest?.backend && manifest.backend.split(':')[0] !== backend.kind) hooks.log('warn', `this run was started on the ${manifest.backend.split(':')[0]} backend and continues on the ${backend.kind} one: the blocks before agree with these to float32 rounding, not bit for bit`);
+  if (manifest?.backend && manifest.backend.split(':')[0] !== backend.kind)
+    hooks.log(
+      'warn',
+      `this run was started on the ${manifest.backend.split(':')[0]} backend and continues on the ${backend.kind} one: the blocks before agree with these to float32 rounding, not bit for bit`,
+    );
   manifest ??= {
     format: RUN_FORMAT,
     engineVersion: ENGINE_VERSION,

@@ -46,7 +46,8 @@ export const SEQUENTIAL_GROUPS: readonly (readonly string[])[] = [['q_proj', 'k_
 export async function prepareCalibration(ctx: RunContext): Promise<Calibration> {
   const { model, params, hooks } = ctx;
   const cfg = model.cfg!;
-  const T = model.summary.ctx, n = params.config.calibSamples;
+  const T = model.summary.ctx,
+    n = params.config.calibSamples;
   const tok = loadTokenizer(model.summary.path);
   const t = tokenizeFile(tok, params.config.calibText, cfg.vocabSize);
   hooks.log('info', `calibration: ${t.ids.length} tokens from ${params.config.calibText}${t.cached ? ' (cached)' : ` in ${t.seconds.toFixed(1)} s`}; ${n} windows of ${T}`);
@@ -95,9 +96,16 @@ function hessianFinalizeModel(): Uint8Array {
  * products (each already a float32 sum over B·T rows). Null, with a warning, if the EP refuses it.
  */
 async function statsOnDevice(
-  fwd: LlamaForward, rt: ComputeRuntime, xOf: (k: number) => Float32Array | ort.Tensor, batches: [number, number][],
-  wT: Record<string, ort.Tensor>, input: LinearInput, n: number, hooks: RunContext['hooks'],
-  N: number, T: number,
+  fwd: LlamaForward,
+  rt: ComputeRuntime,
+  xOf: (k: number) => Float32Array | ort.Tensor,
+  batches: [number, number][],
+  wT: Record<string, ort.Tensor>,
+  input: LinearInput,
+  _n: number,
+  hooks: RunContext['hooks'],
+  N: number,
+  T: number,
 ): Promise<PassStats | null> {
   let acc: { xtx: ort.Tensor; absSum: ort.Tensor } | undefined;
   try {
@@ -163,7 +171,12 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   const blockUnits = (b: number) => blockLinears(cfg, b).reduce((s, l) => s + l.rows * l.cols, 0);
   const PASSES = SEQUENTIAL_GROUPS.length + 1;
   const total = cfg.numLayers * blockUnits(0) * (PASSES + 1);
-  const progress = new ProgressTracker(hooks.onProgress, total, `quantizing ${cfg.numLayers} blocks of ${model.summary.path} (${N} windows × ${T} tokens, EP ${rt.ep})`, m.completedBlocks * blockUnits(0) * (PASSES + 1));
+  const progress = new ProgressTracker(
+    hooks.onProgress,
+    total,
+    `quantizing ${cfg.numLayers} blocks of ${model.summary.path} (${N} windows × ${T} tokens, EP ${rt.ep})`,
+    m.completedBlocks * blockUnits(0) * (PASSES + 1),
+  );
 
   let X: ActivationStore;
   if (m.completedBlocks > 0) {
@@ -182,7 +195,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       rt.release(embedT);
     }
   }
-  if (X.spilled) hooks.log('info', `calibration activations (${((N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB per block) exceed half of memoryBudgetMB: spilled to ${dir.scratchDir}`);
+  if (X.spilled)
+    hooks.log('info', `calibration activations (${((N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB per block) exceed half of memoryBudgetMB: spilled to ${dir.scratchDir}`);
 
   const { backend } = ctx;
   // On a GPU EP the Hessian sums stay on the device through a pass (statsOnDevice), and the calibration
@@ -191,12 +205,14 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   const devicePaths = rt.keepsDataOnDevice || engineEnv().testDevicePaths;
   let deviceSums = devicePaths;
   let keepActs = devicePaths && 2 * N * recordLen * 4 <= DEVICE_ACTIVATION_BUDGET_BYTES;
-  let xDev: ort.Tensor[] | null = null, yDev: ort.Tensor[] | null = null;
+  let xDev: ort.Tensor[] | null = null,
+    yDev: ort.Tensor[] | null = null;
   let wT: Record<string, ort.Tensor> = {};
   if (keepActs) hooks.log('info', `calibration activations kept on the ${rt.ep} device through each block (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB)`);
   // Where the time goes (issue 5): forward passes + Hessians on the EP, layers, commits to disk.
   const spent = { forwards: 0, layers: 0, commits: 0 };
-  let committing: Promise<void> = Promise.resolve(), background = 0; // the block commit in flight; its seconds
+  let committing: Promise<void> = Promise.resolve(),
+    background = 0; // the block commit in flight; its seconds
   let lapT = performance.now();
   const lap = (k: keyof typeof spent) => {
     const t = performance.now();
@@ -239,7 +255,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         let stats = deviceSums ? await rt.scoped('hessians', () => statsOnDevice(fwd, rt, xOf, batches, wT, input, n, hooks, N, T)) : null;
         if (deviceSums && !stats) deviceSums = false; // warned; host sums for the rest of the run
         if (!stats) {
-          const xtx = new Float64Array(n * n), absSum = new Float64Array(n);
+          const xtx = new Float64Array(n * n),
+            absSum = new Float64Array(n);
           for (const [i0, nb] of batches) {
             throwIfCancelled(hooks.signal);
             const s = await fwd.blockStats(gather(X, i0, nb), nb, wT, input);
@@ -252,9 +269,18 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         const { H, H32, absMean } = stats;
         lap('forwards');
         progress.advance(P, `block ${b} ${input}: Hessian from ${N} windows`, { block: b });
-        if (!allFinite(H)) throw new ProtocolError(ErrorCode.NonFinite, `block ${b}: non-finite activations at the input of ${members.map((l) => l.module).join('/')}`, members[0].name, 'the model produces inf/NaN on the calibration text (check the weights)');
+        if (!allFinite(H))
+          throw new ProtocolError(
+            ErrorCode.NonFinite,
+            `block ${b}: non-finite activations at the input of ${members.map((l) => l.module).join('/')}`,
+            members[0].name,
+            'the model produces inf/NaN on the calibration text (check the weights)',
+          );
         // Cached for layer/requantize in float32 (half the disk of float64: 1.4 GB per 7B block).
-        hessTensors.push({ name: `${input}::H`, dtype: 'F32', shape: [n, n], data: H32 }, { name: `${input}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(absMean) });
+        hessTensors.push(
+          { name: `${input}::H`, dtype: 'F32', shape: [n, n], data: H32 },
+          { name: `${input}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(absMean) },
+        );
         // A group's layers (q/k/v, gate/up) are independent given its H; each is quantized on the run's
         // backend, in member order, and replaces its own weight tensor so later passes see it.
         throwIfCancelled(hooks.signal);
@@ -276,7 +302,11 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
           hooks.onLayerDone(out.report);
           const r = out.report;
           const base = r.baselines?.gptq ? ` (GPTQ ${r.baselines.gptq.toExponential(2)})` : '';
-          progress.advance(lin.rows * lin.cols, `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${base}`, { block: b, layer: lin.name });
+          progress.advance(
+            lin.rows * lin.cols,
+            `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${base}`,
+            { block: b, layer: lin.name },
+          );
           await yieldToEventLoop();
         }
         lap('layers');
@@ -343,15 +373,25 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     for (const ts of [xDev, yDev]) if (ts) rt.release(...ts);
     fwd.dispose();
   }
-  hooks.log('info', `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background)`);
+  hooks.log(
+    'info',
+    `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background)`,
+  );
   // Copies vs compute vs graph building (issue 5): the runtime's counters over the whole run.
-  const c = rt.counters, gb = (b: number) => (b / 1e9).toFixed(2);
-  hooks.log('info', `runtime: ${c.runs} ORT runs in ${(c.runMs / 1000).toFixed(1)} s (compute + the copies they imply), host→device ${gb(c.h2dBytes)} GB in ${c.h2dCopies} feeds, device→host ${gb(c.d2hBytes)} GB in ${c.d2hCopies} outputs, ${c.sessionsCreated} sessions built in ${(c.sessionCreateMs / 1000).toFixed(1)} s`);
+  const c = rt.counters,
+    gb = (b: number) => (b / 1e9).toFixed(2);
+  hooks.log(
+    'info',
+    `runtime: ${c.runs} ORT runs in ${(c.runMs / 1000).toFixed(1)} s (compute + the copies they imply), host→device ${gb(c.h2dBytes)} GB in ${c.h2dCopies} feeds, device→host ${gb(c.d2hBytes)} GB in ${c.d2hCopies} outputs, ${c.sessionsCreated} sessions built in ${(c.sessionCreateMs / 1000).toFixed(1)} s`,
+  );
   if (rt.ep !== 'cpu') hooks.log('info', `runtime by graph (most bytes first): ${rt.graphSummary(12)}`);
   const dawn = await peekDawnGpu();
   if (dawn && dawn.counters.submits > 0) {
     const d = dawn.counters;
-    hooks.log('info', `dawn (${dawn.label}): ${d.submits} submits, ${d.dispatches} dispatches, host→device ${gb(d.uploadBytes)} GB in ${d.uploads} writes, device→host ${gb(d.readbackBytes)} GB in ${d.readbacks} reads`);
+    hooks.log(
+      'info',
+      `dawn (${dawn.label}): ${d.submits} submits, ${d.dispatches} dispatches, host→device ${gb(d.uploadBytes)} GB in ${d.uploads} writes, device→host ${gb(d.readbackBytes)} GB in ${d.readbacks} reads`,
+    );
   }
   progress.end(`quantized ${cfg.numLayers} blocks`);
 }

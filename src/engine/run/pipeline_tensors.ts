@@ -19,7 +19,8 @@ export async function runTensorBlocks(ctx: RunContext): Promise<void> {
   const { model, dir, manifest: m, hooks, params, backend } = ctx;
   const linears = model.linears;
   const units = (i: number) => linears[i].rows * linears[i].cols;
-  let total = 0, done = 0;
+  let total = 0,
+    done = 0;
   for (let i = 0; i < linears.length; i++) {
     total += units(i);
     if (i < m.completedBlocks) done += units(i);
@@ -45,7 +46,11 @@ export async function runTensorBlocks(ctx: RunContext): Promise<void> {
     ctx.commit();
     hooks.onLayerDone(out.report);
     const r = out.report;
-    progress.advance(units(i), `tensor ${i + 1}/${linears.length} ${lin.name} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} rel.err ${r.relProxyLoss.toExponential(2)}`, { block: i, layer: lin.name });
+    progress.advance(
+      units(i),
+      `tensor ${i + 1}/${linears.length} ${lin.name} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} rel.err ${r.relProxyLoss.toExponential(2)}`,
+      { block: i, layer: lin.name },
+    );
     await yieldToEventLoop(); // lets a `cancel` message in between tensors
   }
   progress.end(`quantized ${linears.length} tensors`);

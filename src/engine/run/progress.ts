@@ -51,6 +51,7 @@ export class ProgressTracker {
 export function formatEta(seconds: number | undefined): string {
   if (seconds === undefined) return '';
   if (seconds < 60) return `${Math.round(seconds)}s`;
-  const m = Math.floor(seconds / 60), s = Math.round(seconds % 60);
+  const m = Math.floor(seconds / 60),
+    s = Math.round(seconds % 60);
   return m < 60 ? `${m}m${String(s).padStart(2, '0')}s` : `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`;
 }

@@ -59,9 +59,7 @@ export async function quantizeLayer(backend: Backend, x: LayerInput, lc: LayerCo
     const t0 = now();
     const W = await s.upload(x.W, x.rows, x.cols, 'W', x.name);
     const H = x.H ? await s.upload(x.H, x.cols, x.cols, 'H', x.name, x.H32) : await s.identity(x.cols);
-    return lc.method === 'lopro' || lc.method === 'lopro_v'
-      ? await loproLayer(s, x, W, H, lc, opts, t0)
-      : await baselineLayer(s, x, W, H, lc, opts, t0);
+    return lc.method === 'lopro' || lc.method === 'lopro_v' ? await loproLayer(s, x, W, H, lc, opts, t0) : await baselineLayer(s, x, W, H, lc, opts, t0);
   } finally {
     s.close();
   }
@@ -74,8 +72,18 @@ async function loproLayer(s: LayerSession, x: LayerInput, W: Mat, H: Mat, lc: La
   const losses = await s.proxyLosses(W, r.wHat, H);
   const seconds: Record<string, number> = { ...r.seconds, ...r.stageC.seconds, proxyLoss: now() - tl };
   const { report, details } = loproReport({
-    W: x.W, cfg: lc, name: x.name, stored: r.stored, reconstructed: wHat, factors: r.factors, importance: r.importance, plan: r.plan,
-    sampled: r.sampled, losses, notes: r.notes, seconds,
+    W: x.W,
+    cfg: lc,
+    name: x.name,
+    stored: r.stored,
+    reconstructed: wHat,
+    factors: r.factors,
+    importance: r.importance,
+    plan: r.plan,
+    sampled: r.sampled,
+    losses,
+    notes: r.notes,
+    seconds,
   });
   if (opts.compare) {
     const tb = now();
@@ -100,7 +108,12 @@ async function baselineLayer(s: LayerSession, x: LayerInput, W: Mat, H: Mat, lc:
   const tQuant = now() - t0;
   const [loss, ref] = await s.proxyLosses(W, What, H);
   const report: LayerReport = {
-    name: x.name, block: x.block, module: x.module, rows: x.rows, cols: x.cols, config: lc,
+    name: x.name,
+    block: x.block,
+    module: x.module,
+    rows: x.rows,
+    cols: x.cols,
+    config: lc,
     bpw: bitsPerWeight(lc, x.rows, x.cols),
     proxyLoss: loss,
     relProxyLoss: ref > 0 ? loss / ref : 0,
@@ -117,8 +130,16 @@ async function baselineStored(s: LayerSession, W: Mat, H: Mat, lc: LayerConfig, 
   const { rows, cols } = W;
   if (lc.method === 'rtn') return baselineAsStored(await rtn(s, W, { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip }), rows, cols, lc, false);
   const q = await gptq(s, W, H, {
-    bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip, percDamp: lc.percDamp, blockSize: lc.blockSize,
-    actOrder: lc.actOrder, staticGroups: lc.staticGroups, name, onWarning: warn,
+    bits: lc.bits,
+    groupSize: lc.groupSize,
+    sym: lc.sym,
+    clip: lc.clip,
+    percDamp: lc.percDamp,
+    blockSize: lc.blockSize,
+    actOrder: lc.actOrder,
+    staticGroups: lc.staticGroups,
+    name,
+    onWarning: warn,
   });
   return baselineAsStored(q, rows, cols, lc, lc.actOrder || lc.staticGroups);
 }

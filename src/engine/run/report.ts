@@ -10,7 +10,11 @@ function pad(s: string, n: number, right = false): string {
 export function table(header: string[], rows: string[][]): string {
   const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const isNum = (s: string) => /^[-+]?[\d.]+(e[-+]?\d+)?[%x×]?$/i.test(s.trim());
-  const line = (r: string[]) => r.map((c, i) => pad(c ?? '', w[i], isNum(c ?? ''))).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => pad(c ?? '', w[i], isNum(c ?? '')))
+      .join('  ')
+      .trimEnd();
   return [line(header), w.map((n) => '─'.repeat(n)).join('  '), ...rows.map(line)].join('\n');
 }
 
@@ -24,7 +28,8 @@ export function formatLayerTable(s: RunSummary): string {
   const rows = s.layers.map((l: LayerReport) => {
     const r = [l.name, `${l.rows}×${l.cols}`, l.config.method, String(l.config.bits), l.bpw.toFixed(3), l.relProxyLoss.toExponential(2), fmtLoss(l.proxyLoss)];
     if (hasBase) {
-      const g = l.baselines?.gptq, t = l.baselines?.rtn;
+      const g = l.baselines?.gptq,
+        t = l.baselines?.rtn;
       r.push(fmtLoss(g), fmtLoss(t), g ? `${(l.proxyLoss / g).toFixed(2)}×` : '–');
     }
     return r;
@@ -41,7 +46,12 @@ export function formatModelSummary(s: ModelSummary): string {
     `params ${s.params.toLocaleString('en-US')}, dtypes ${s.dtypes.join('/')}, blocks ${s.numBlocks}${s.ctx ? `, ctx ${s.ctx}` : ''}, quantizable linears ${s.linears.length}`,
   ];
   const shown = s.linears.slice(0, 14);
-  lines.push(table(['linear', 'block', 'rows×cols'], shown.map((l) => [l.name, String(l.block), `${l.rows}×${l.cols}`])));
+  lines.push(
+    table(
+      ['linear', 'block', 'rows×cols'],
+      shown.map((l) => [l.name, String(l.block), `${l.rows}×${l.cols}`]),
+    ),
+  );
   if (s.linears.length > shown.length) lines.push(`… ${s.linears.length - shown.length} more`);
   return lines.join('\n');
 }

@@ -50,16 +50,24 @@ export async function requantizeLayer(runDir: string, layer: string, overrides: 
     const stats = m.kind === 'llama' ? readHessian(dir, before.block, lin.input) : undefined;
     // The run's backend; the layer view compares the candidate with RTN and GPTQ on the same H.
     const { backend } = await openBackend(m.config.backend ?? 'auto', m.config.threads ?? 0);
-    let out;
+    let out: Awaited<ReturnType<typeof quantizeLayer>>;
     try {
-      out = await quantizeLayer(backend, { name: layer, block: before.block, module: before.module, rows: lin.rows, cols: lin.cols, W: model.ckpt.readFloat32(lin.weight), H: stats?.H, absMean: stats?.absMean }, lc, {
-        seed: m.config.seed,
-        compare: true,
-      });
+      out = await quantizeLayer(
+        backend,
+        { name: layer, block: before.block, module: before.module, rows: lin.rows, cols: lin.cols, W: model.ckpt.readFloat32(lin.weight), H: stats?.H, absMean: stats?.absMean },
+        lc,
+        {
+          seed: m.config.seed,
+          compare: true,
+        },
+      );
     } finally {
       await backend.close();
     }
-    const candidateId = `c-${createHash('sha256').update(layer + JSON.stringify(lc)).digest('hex').slice(0, 12)}`;
+    const candidateId = `c-${createHash('sha256')
+      .update(layer + JSON.stringify(lc))
+      .digest('hex')
+      .slice(0, 12)}`;
     writeSafetensorsAtomic(dir.candidateFile(candidateId, 'safetensors'), loproLayerTensors(layer, out.stored), { layers: JSON.stringify([layer]) });
     atomicWriteFile(dir.candidateFile(candidateId, 'json'), JSON.stringify({ layer, report: out.report, details: out.details ?? null }));
     return { before, after: out.report, candidateId };
@@ -116,11 +124,22 @@ export function layerDetails(runDir: string, layer: string, maxPoints: number): 
   const d = all[layer];
   if (!d) {
     // RTN/GPTQ layers have no permutation, rotation or low-rank part to show.
-    return { name: layer, rows: r.rows, cols: r.cols, importance: { x: [], y: [] }, blocks: [], permSample: [], singularValues: [], rank: 0, histograms: { edges: [], residualBefore: [], residualAfter: [], error: [] }, errorTile: { rows: 0, cols: 0, values: [] } };
+    return {
+      name: layer,
+      rows: r.rows,
+      cols: r.cols,
+      importance: { x: [], y: [] },
+      blocks: [],
+      permSample: [],
+      singularValues: [],
+      rank: 0,
+      histograms: { edges: [], residualBefore: [], residualAfter: [], error: [] },
+      errorTile: { rows: 0, cols: 0, values: [] },
+    };
   }
   if (maxPoints > 0 && d.importance.x.length > maxPoints) {
     const step = d.importance.x.length / maxPoints;
-    const pick = <T,>(a: T[]) => Array.from({ length: maxPoints }, (_, i) => a[Math.floor(i * step)]);
+    const pick = <T>(a: T[]) => Array.from({ length: maxPoints }, (_, i) => a[Math.floor(i * step)]);
     d.importance = { x: pick(d.importance.x), y: pick(d.importance.y) };
     if (d.permSample.length > maxPoints) d.permSample = pick(d.permSample);
   }

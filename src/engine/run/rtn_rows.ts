@@ -17,19 +17,30 @@ export function rowsPerSlice(cols: number, sliceValues = 1 << 22): number {
 }
 
 export async function rtnByRows(
-  backend: Backend, readRows: (r0: number, n: number) => Float32Array,
-  name: string, block: number, module: string, rows: number, cols: number, lc: LayerConfig, sliceValues?: number,
+  backend: Backend,
+  readRows: (r0: number, n: number) => Float32Array,
+  name: string,
+  block: number,
+  module: string,
+  rows: number,
+  cols: number,
+  lc: LayerConfig,
+  sliceValues?: number,
 ): Promise<{ stored: StoredLayer; report: LayerReport }> {
   const t0 = performance.now();
   const step = rowsPerSlice(cols, sliceValues);
   const codes = new Uint8Array(rows * cols);
-  let scale: Float32Array | undefined, zero: Float32Array | undefined, gIdx: Int32Array | undefined, groups = 0;
-  let loss = 0, energy = 0;
+  let scale: Float32Array | undefined,
+    zero: Float32Array | undefined,
+    gIdx: Int32Array | undefined,
+    groups = 0;
+  let loss = 0,
+    energy = 0;
   for (let r0 = 0; r0 < rows; r0 += step) {
     const n = Math.min(step, rows - r0);
     const W = readRows(r0, n);
     const s = backend.session();
-    let q;
+    let q: Awaited<ReturnType<typeof rtn>>;
     try {
       q = await rtn(s, await s.upload(W, n, cols, 'W', name), { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip });
     } finally {
@@ -48,8 +59,10 @@ export async function rtnByRows(
     const s16 = decodeF16(baselineAsStored(q, n, cols, lc, false).scaleBits!);
     for (let r = 0; r < n; r++)
       for (let c = 0; c < cols; c++) {
-        const k = r * groups + gIdx![c], i = r * cols + c;
-        const w = W[i], d = w - Math.fround(s16[k] * (q.codes[i] - q.zero[k]));
+        const k = r * groups + gIdx![c],
+          i = r * cols + c;
+        const w = W[i],
+          d = w - Math.fround(s16[k] * (q.codes[i] - q.zero[k]));
         loss += d * d;
         energy += w * w;
       }
@@ -57,7 +70,12 @@ export async function rtnByRows(
   const stored = baselineAsStored({ codes, scale: scale!, zero: zero!, gIdx: gIdx!, groups }, rows, cols, lc, false);
   const seconds = (performance.now() - t0) / 1000;
   const report: LayerReport = {
-    name, block, module, rows, cols, config: lc,
+    name,
+    block,
+    module,
+    rows,
+    cols,
+    config: lc,
     bpw: bitsPerWeight(lc, rows, cols),
     proxyLoss: loss,
     relProxyLoss: energy > 0 ? loss / energy : 0,

@@ -108,7 +108,12 @@ export class RunDir {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
         const owner = Number(readFileSync(this.lockFile, 'utf8'));
         if (Number.isInteger(owner) && owner > 0 && isAlive(owner))
-          throw new ProtocolError(ErrorCode.InvalidParams, `${this.dir} is in use by another engine process (pid ${owner})`, this.lockFile, 'wait for that run to finish or cancel it; a stale lock of a dead process is taken over automatically');
+          throw new ProtocolError(
+            ErrorCode.InvalidParams,
+            `${this.dir} is in use by another engine process (pid ${owner})`,
+            this.lockFile,
+            'wait for that run to finish or cancel it; a stale lock of a dead process is taken over automatically',
+          );
         rmSync(this.lockFile, { force: true }); // stale: its process is gone
       }
     }
@@ -116,7 +121,8 @@ export class RunDir {
   }
 
   ensure(): void {
-    for (const d of [this.dir, join(this.dir, 'ckpt'), join(this.dir, 'hessians'), join(this.dir, 'details'), join(this.dir, 'candidates'), this.scratchDir]) mkdirSync(d, { recursive: true });
+    for (const d of [this.dir, join(this.dir, 'ckpt'), join(this.dir, 'hessians'), join(this.dir, 'details'), join(this.dir, 'candidates'), this.scratchDir])
+      mkdirSync(d, { recursive: true });
   }
 
   exists(): boolean {
@@ -128,15 +134,31 @@ export class RunDir {
     try {
       text = readFileSync(this.manifestFile, 'utf8');
     } catch (e) {
-      throw new ProtocolError(ErrorCode.Io, `${this.dir} is not a run directory (cannot read run.json: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, this.manifestFile, 'pass the --out folder of a `lopro quantize` run');
+      throw new ProtocolError(
+        ErrorCode.Io,
+        `${this.dir} is not a run directory (cannot read run.json: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+        this.manifestFile,
+        'pass the --out folder of a `lopro quantize` run',
+      );
     }
     let m: RunManifest;
     try {
       m = JSON.parse(text) as RunManifest;
     } catch (e) {
-      throw new ProtocolError(ErrorCode.IncompatibleCheckpoint, `${this.manifestFile} is not valid JSON: ${(e as Error).message}`, this.manifestFile, 'start the run again without --resume');
+      throw new ProtocolError(
+        ErrorCode.IncompatibleCheckpoint,
+        `${this.manifestFile} is not valid JSON: ${(e as Error).message}`,
+        this.manifestFile,
+        'start the run again without --resume',
+      );
     }
-    if (m.format !== RUN_FORMAT) throw new ProtocolError(ErrorCode.IncompatibleCheckpoint, `run directory format ${m.format}, this engine reads ${RUN_FORMAT}`, this.manifestFile, 'start the run again without --resume');
+    if (m.format !== RUN_FORMAT)
+      throw new ProtocolError(
+        ErrorCode.IncompatibleCheckpoint,
+        `run directory format ${m.format}, this engine reads ${RUN_FORMAT}`,
+        this.manifestFile,
+        'start the run again without --resume',
+      );
     return m;
   }
 
@@ -192,7 +214,8 @@ function isAlive(pid: number): boolean {
 }
 
 export function summaryOf(m: RunManifest, runDir: string): RunSummary {
-  let w = 0, bits = 0;
+  let w = 0,
+    bits = 0;
   for (const l of m.layers) {
     w += l.rows * l.cols;
     bits += l.bpw * l.rows * l.cols;

@@ -35,16 +35,36 @@ export function dequantizeStored(s: StoredLayer): Float32Array {
 const F16_ONE = 0x3c00;
 
 /** An RTN/GPTQ result in the native layout (codes and groups in original column order). */
-export function baselineAsStored(q: Pick<QuantizedWeight, 'codes' | 'scale' | 'zero' | 'gIdx' | 'groups'>, rows: number, cols: number, lc: LayerConfig, hasGroupIndex: boolean): StoredLayer {
+export function baselineAsStored(
+  q: Pick<QuantizedWeight, 'codes' | 'scale' | 'zero' | 'gIdx' | 'groups'>,
+  rows: number,
+  cols: number,
+  lc: LayerConfig,
+  hasGroupIndex: boolean,
+): StoredLayer {
   const g = lc.groupSize === -1 ? cols : Math.min(lc.groupSize, cols);
   const s: StoredLayer = {
-    rows, cols, method: 'lopro', bits: lc.bits, groupSize: g, sym: lc.sym,
+    rows,
+    cols,
+    method: 'lopro',
+    bits: lc.bits,
+    groupSize: g,
+    sym: lc.sym,
     perm: Int32Array.from({ length: cols }, (_, k) => k),
     alphaBits: new Uint16Array(cols).fill(F16_ONE),
-    rank: 0, uCodes: new Uint8Array(0), vCodes: new Uint8Array(0), sigmaBits: new Uint16Array(0),
-    uScale: Math.sqrt(rows), vScale: Math.sqrt(cols),
-    rotation: 'none', salientBlock: cols, hadamardBlock: 0,
-    codes: q.codes, scaleBits: encodeF16(q.scale), zeros: Uint8Array.from(q.zero), groups: q.groups,
+    rank: 0,
+    uCodes: new Uint8Array(0),
+    vCodes: new Uint8Array(0),
+    sigmaBits: new Uint16Array(0),
+    uScale: Math.sqrt(rows),
+    vScale: Math.sqrt(cols),
+    rotation: 'none',
+    salientBlock: cols,
+    hadamardBlock: 0,
+    codes: q.codes,
+    scaleBits: encodeF16(q.scale),
+    zeros: Uint8Array.from(q.zero),
+    groups: q.groups,
   };
   if (hasGroupIndex) s.gIdx = q.gIdx;
   return s;

@@ -21,7 +21,12 @@ type Data = Float32Array | Float64Array;
 
 /** A matrix of the CPU backend: host memory (shared with the workers when there are any). */
 class HostMat implements Mat {
-  constructor(readonly rows: number, readonly cols: number, readonly data: Data, readonly isIdentity = false) {}
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    readonly data: Data,
+    readonly isIdentity = false,
+  ) {}
 }
 
 function host(m: Mat): HostMat {
@@ -127,8 +132,10 @@ class CpuSession implements LayerSession {
     const total = frob2(A);
     const f = new R1svdFactorSet(m, n, opts.roundFactors !== false);
     // The workers read x and write out in shared buffers: copy in and out of the rounds' own vectors.
-    const xs = this.pool.alloc(Float64Array, Math.max(m, n)), ys = this.pool.alloc(Float64Array, Math.max(m, n));
-    const u = this.pool.alloc(Float64Array, m), v = this.pool.alloc(Float64Array, n);
+    const xs = this.pool.alloc(Float64Array, Math.max(m, n)),
+      ys = this.pool.alloc(Float64Array, Math.max(m, n));
+    const u = this.pool.alloc(Float64Array, m),
+      v = this.pool.alloc(Float64Array, n);
     const mv = async (x: Float64Array, out: Float64Array) => {
       xs.set(x);
       await this.pool.run(m, (r0, r1) => ({ kind: 'mv', A, n, x: xs, y: ys, r0, r1 }));
@@ -151,7 +158,10 @@ class CpuSession implements LayerSession {
   async subtractLowRank(W: Mat, f: LowRankFactors, alpha: Float64Array): Promise<Mat> {
     const { rows, cols } = W;
     const R = this.mat(rows, cols);
-    const r = f.rank, sigma = this.pool.share(f.sigma), V = this.pool.share(f.V), a = this.pool.share(alpha);
+    const r = f.rank,
+      sigma = this.pool.share(f.sigma),
+      V = this.pool.share(f.V),
+      a = this.pool.share(alpha);
     await this.pool.run(rows, (r0, r1) => ({ kind: 'residual', W: f64(W), R: R.data as Float64Array, n: cols, rank: r, U: f.U.slice(r0 * r, r1 * r), sigma, V, alpha: a, r0, r1 }));
     return R;
   }
@@ -165,21 +175,27 @@ class CpuSession implements LayerSession {
 
   /** rotation.ts rotateHessian(permute.ts permuteSymmetric(H, perm), plan): the same float64 operations in the same order. */
   async permuteRotateSymmetric(Hm: Mat, perm: Int32Array, plan: RotationPlan): Promise<Mat> {
-    const n = Hm.cols, H = f64(Hm);
+    const n = Hm.cols,
+      H = f64(Hm);
     const M = this.mat(n, n);
     await this.pool.run(n, (r0, r1) => ({ kind: 'permRotRows', H, M: M.data as Float64Array, n, perm, plan, r0, r1 }));
     if (plan.block === 0) return M;
     const T = this.mat(n, n);
     await this.pool.run(n, (r0, r1) => ({ kind: 'transRotRows', M: M.data as Float64Array, T: T.data as Float64Array, n, plan, r0, r1 }));
     // Row i of the upper triangle holds n−1−i pairs: cut so that every worker gets about the same number.
-    await this.pool.run(n, (r0, r1) => ({ kind: 'symmetrize', T: T.data as Float64Array, n, r0, r1 }), (k, p) => (k >= p ? n : Math.round(n - n * Math.sqrt(1 - k / p))));
+    await this.pool.run(
+      n,
+      (r0, r1) => ({ kind: 'symmetrize', T: T.data as Float64Array, n, r0, r1 }),
+      (k, p) => (k >= p ? n : Math.round(n - n * Math.sqrt(1 - k / p))),
+    );
     return T;
   }
 
   async groupParams(W: Mat, groupSize: number, spec: ParamsSpec): Promise<GroupParams> {
     const { rows, cols } = W;
     const G = groupCount(cols, groupSize);
-    const scale = this.pool.alloc(Float32Array, rows * G), zero = this.pool.alloc(Float32Array, rows * G);
+    const scale = this.pool.alloc(Float32Array, rows * G),
+      zero = this.pool.alloc(Float32Array, rows * G);
     await this.pool.run(rows, (r0, r1) => ({ kind: 'groupParams', W: f64(W), n: cols, g: groupSize, G, maxq: spec.maxq, sym: spec.sym, clip: spec.clip, scale, zero, r0, r1 }));
     return { scale, zero, groups: G };
   }
@@ -187,13 +203,16 @@ class CpuSession implements LayerSession {
   async quantizeRtn(W: Mat, groupSize: number, params: GroupParams, maxq: number): Promise<Uint8Array> {
     const { rows, cols } = W;
     const codes = this.pool.alloc(Uint8Array, rows * cols);
-    const scale = this.pool.share(params.scale), zero = this.pool.share(params.zero);
+    const scale = this.pool.share(params.scale),
+      zero = this.pool.share(params.zero);
     await this.pool.run(rows, (r0, r1) => ({ kind: 'rtnCodes', W: f64(W), n: cols, g: groupSize, G: params.groups, maxq, scale, zero, codes, r0, r1 }));
     return Uint8Array.from(codes);
   }
 
   async markDead(Wm: Mat, Hm: Mat, dead: Int32Array): Promise<void> {
-    const W = f64(Wm), H = f64(Hm), { rows, cols } = Wm;
+    const W = f64(Wm),
+      H = f64(Hm),
+      { rows, cols } = Wm;
     for (const j of dead) {
       H[j * cols + j] = 1;
       for (let r = 0; r < rows; r++) W[r * cols + j] = 0;
@@ -201,7 +220,8 @@ class CpuSession implements LayerSession {
   }
 
   async addToDiagonal(Hm: Mat, d: number): Promise<void> {
-    const H = f64(Hm), n = Hm.cols;
+    const H = f64(Hm),
+      n = Hm.cols;
     for (let i = 0; i < n; i++) H[i * n + i] += d;
   }
 
@@ -214,14 +234,25 @@ class CpuSession implements LayerSession {
     const { rows, cols } = Wm;
     const G = spec.groups;
     const codes = this.pool.alloc(Uint8Array, rows * cols);
-    const scale = this.pool.alloc(Float32Array, rows * G), zero = this.pool.alloc(Float32Array, rows * G);
+    const scale = this.pool.alloc(Float32Array, rows * G),
+      zero = this.pool.alloc(Float32Array, rows * G);
     if (spec.params) {
       scale.set(spec.params.scale);
       zero.set(spec.params.zero);
     }
     const parts = this.pool.slices(rows);
     const loss = this.pool.alloc(Float64Array, parts);
-    const shape = { blockSize: spec.blockSize, maxq: spec.maxq, sym: spec.sym, clip: spec.clip, groupSize: spec.groupSize, dynamic: spec.dynamic, groups: G, slot: spec.slot, order: spec.order };
+    const shape = {
+      blockSize: spec.blockSize,
+      maxq: spec.maxq,
+      sym: spec.sym,
+      clip: spec.clip,
+      groupSize: spec.groupSize,
+      dynamic: spec.dynamic,
+      groups: G,
+      slot: spec.slot,
+      order: spec.order,
+    };
     await this.pool.run(rows, (r0, r1, part) => ({ kind: 'gptqLoop', W: f64(Wm), n: cols, Hinv: f64(Hinv), shape, codes, scale, zero, loss, part, r0, r1 }));
     return { codes: Uint8Array.from(codes), scale: Float32Array.from(scale), zero: Float32Array.from(zero), loss: loss.reduce((a, v) => a + v, 0) };
   }
@@ -229,7 +260,8 @@ class CpuSession implements LayerSession {
   /** gptvq.ts's loop on this thread, its codebook k-means and lazy updates split over the pool (same bits). */
   async gptvqLoop(Wm: Mat, Hinv: Mat, spec: VqLoopSpec): Promise<VqLoopResult> {
     const { rows, cols } = Wm;
-    const W = f64(Wm), U = f64(Hinv);
+    const W = f64(Wm),
+      U = f64(Hinv);
     const steps = vqLoopSteps(W, rows, cols, U, spec);
     for (let r = steps.next(undefined); ; ) {
       if (r.done) {
@@ -243,7 +275,8 @@ class CpuSession implements LayerSession {
         r = steps.next(undefined);
       } else {
         const km = await weightedKMeansSplit(q.pts, q.wts, q.N, q.d, q.K, { iters: q.iters, seed: q.seed }, (a, pass) =>
-          this.pool.run(q.N, (r0, r1) => ({ kind: 'kmeans', a, pass, d: q.d, k: q.K, r0, r1 })));
+          this.pool.run(q.N, (r0, r1) => ({ kind: 'kmeans', a, pass, d: q.d, k: q.K, r0, r1 })),
+        );
         r = steps.next(km.centroids);
       }
     }
@@ -258,10 +291,13 @@ class CpuSession implements LayerSession {
 
   /** The float64 kernel of gptq_kernels.ts; with H = I (data-free) the plain sums of squares. */
   async proxyLosses(Wm: Mat, wHat: Mat, Hm: Mat): Promise<[number, number]> {
-    const W = host(Wm).data, Q = host(wHat).data, H = host(Hm);
+    const W = host(Wm).data,
+      Q = host(wHat).data,
+      H = host(Hm);
     const { rows, cols } = Wm;
     if (H.isIdentity) {
-      let loss = 0, ref = 0;
+      let loss = 0,
+        ref = 0;
       for (let i = 0; i < W.length; i++) {
         const d = W[i] - Q[i];
         loss += d * d;
@@ -280,8 +316,11 @@ function rowSlice(s: LoproStoredLayer, r0: number, r1: number): LoproStoredLayer
   const { cols, groups: G, rank } = s;
   const V = s.vqDim ? cols / s.vqDim : 0;
   return {
-    ...s, rows: r1 - r0,
-    codes: s.codes?.slice(r0 * cols, r1 * cols), scaleBits: s.scaleBits?.slice(r0 * G, r1 * G), zeros: s.zeros?.slice(r0 * G, r1 * G),
+    ...s,
+    rows: r1 - r0,
+    codes: s.codes?.slice(r0 * cols, r1 * cols),
+    scaleBits: s.scaleBits?.slice(r0 * G, r1 * G),
+    zeros: s.zeros?.slice(r0 * G, r1 * G),
     vqCodes: s.vqCodes?.slice(r0 * V, r1 * V),
     uCodes: s.uCodes.slice(r0 * rank, r1 * rank),
   };

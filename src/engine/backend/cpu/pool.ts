@@ -59,7 +59,10 @@ export class WorkerPool {
   run(total: number, make: (a: number, b: number, k: number) => Task, cut?: (k: number, n: number) => number): Promise<void> {
     const go = () => this.runOwned(total, make, cut);
     const r = this.tail.then(go, go);
-    this.tail = r.then(() => undefined, () => undefined);
+    this.tail = r.then(
+      () => undefined,
+      () => undefined,
+    );
     return r;
   }
 
@@ -76,22 +79,25 @@ export class WorkerPool {
       return;
     }
     await Promise.all(
-      this.workers.slice(0, n).map((w, k) => new Promise<void>((resolve, reject) => {
-        const onMsg = (m: { type: string; message?: string; name?: string }) => {
-          if (m.type !== 'taskDone' && m.type !== 'taskError') return;
-          w.off('message', onMsg);
-          w.off('error', onError);
-          if (m.type === 'taskError') reject(Object.assign(new Error(m.message), { name: m.name ?? 'Error' }));
-          else resolve();
-        };
-        const onError = (e: Error) => {
-          w.off('message', onMsg);
-          reject(e);
-        };
-        w.on('message', onMsg);
-        w.on('error', onError);
-        w.postMessage({ type: 'task', task: make(at(k, n), at(k + 1, n), k) });
-      })),
+      this.workers.slice(0, n).map(
+        (w, k) =>
+          new Promise<void>((resolve, reject) => {
+            const onMsg = (m: { type: string; message?: string; name?: string }) => {
+              if (m.type !== 'taskDone' && m.type !== 'taskError') return;
+              w.off('message', onMsg);
+              w.off('error', onError);
+              if (m.type === 'taskError') reject(Object.assign(new Error(m.message), { name: m.name ?? 'Error' }));
+              else resolve();
+            };
+            const onError = (e: Error) => {
+              w.off('message', onMsg);
+              reject(e);
+            };
+            w.on('message', onMsg);
+            w.on('error', onError);
+            w.postMessage({ type: 'task', task: make(at(k, n), at(k + 1, n), k) });
+          }),
+      ),
     );
   }
 

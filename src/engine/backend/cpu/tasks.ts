@@ -21,7 +21,19 @@ export type Task =
   /** A = X·diag(α) (float32, as r1svd.ts scaleColumns). */
   | { kind: 'scaleCols'; X: Float64Array; A: Float32Array; alpha: Float64Array; n: number; r0: number; r1: number }
   /** R = W − U·diag(σ̂)·V·diag(α)⁻¹ (r1svd.ts lowRankWeight for these rows). */
-  | { kind: 'residual'; W: Float64Array; R: Float64Array; n: number; rank: number; U: Float64Array; sigma: Float64Array; V: Float64Array; alpha: Float64Array; r0: number; r1: number }
+  | {
+      kind: 'residual';
+      W: Float64Array;
+      R: Float64Array;
+      n: number;
+      rank: number;
+      U: Float64Array;
+      sigma: Float64Array;
+      V: Float64Array;
+      alpha: Float64Array;
+      r0: number;
+      r1: number;
+    }
   | { kind: 'colSum'; X: ArrayLike<number> & Float64Array; f: 'abs' | 'sq'; m: number; n: number; out: Float64Array; c0: number; c1: number }
   /** Y = X[:, perm]·Q for rows r0..r1 (permute.ts gatherColumns + rotation.ts rotateRowsInPlace). */
   | { kind: 'gatherRotate'; X: Float64Array; Y: Float64Array; n: number; perm: Int32Array; plan: RotationPlan; r0: number; r1: number }
@@ -30,11 +42,37 @@ export type Task =
   | { kind: 'transRotRows'; M: Float64Array; T: Float64Array; n: number; plan: RotationPlan; r0: number; r1: number }
   | { kind: 'symmetrize'; T: Float64Array; n: number; r0: number; r1: number }
   /** quantizer.ts findParams of every group of `g` columns, rows r0..r1, into scale/zero (rows × G). */
-  | { kind: 'groupParams'; W: Float64Array; n: number; g: number; G: number; maxq: number; sym: boolean; clip: ClipMode; scale: Float32Array; zero: Float32Array; r0: number; r1: number }
+  | {
+      kind: 'groupParams';
+      W: Float64Array;
+      n: number;
+      g: number;
+      G: number;
+      maxq: number;
+      sym: boolean;
+      clip: ClipMode;
+      scale: Float32Array;
+      zero: Float32Array;
+      r0: number;
+      r1: number;
+    }
   /** rtn.ts's codes with given params (column c in group ⌊c/g⌋). */
   | { kind: 'rtnCodes'; W: Float64Array; n: number; g: number; G: number; maxq: number; scale: Float32Array; zero: Float32Array; codes: Uint8Array; r0: number; r1: number }
   /** GPTQ's column loop (quant/gptq_loop.ts) on rows r0..r1; its loss into loss[part]. */
-  | { kind: 'gptqLoop'; W: Float64Array; n: number; Hinv: Float64Array; shape: ColumnLoopShape; codes: Uint8Array; scale: Float32Array; zero: Float32Array; loss: Float64Array; part: number; r0: number; r1: number }
+  | {
+      kind: 'gptqLoop';
+      W: Float64Array;
+      n: number;
+      Hinv: Float64Array;
+      shape: ColumnLoopShape;
+      codes: Uint8Array;
+      scale: Float32Array;
+      zero: Float32Array;
+      loss: Float64Array;
+      part: number;
+      r0: number;
+      r1: number;
+    }
   /** W[:, i2:] −= Err·U[i1:i2, i2:] for rows r0..r1 (gptq_kernels.ts lazyUpdate). */
   | { kind: 'lazy'; W: Float64Array; n: number; err: Float64Array; count: number; U: Float64Array; i1: number; i2: number; r0: number; r1: number }
   /** `stored` is a row slice (copied) of a stored layer; Ŵ's rows into the shared `out`. */
@@ -108,7 +146,8 @@ export function runTask(t: Task): void {
     case 'permRotRows': {
       const { H, M, n, perm, r0, r1 } = t;
       for (let a = r0; a < r1; a++) {
-        const src = perm[a] * n, dst = a * n;
+        const src = perm[a] * n,
+          dst = a * n;
         for (let b = 0; b < n; b++) M[dst + b] = H[src + perm[b]];
       }
       rotateRowsInPlace(M.subarray(r0 * n, r1 * n), r1 - r0, t.plan);
@@ -132,7 +171,10 @@ export function runTask(t: Task): void {
     }
     case 'groupParams': {
       const { W, n, g, G, r0, r1 } = t;
-      const rows = r1 - r0, Wr = W.subarray(r0 * n, r1 * n), s = t.scale.subarray(r0 * G, r1 * G), z = t.zero.subarray(r0 * G, r1 * G);
+      const rows = r1 - r0,
+        Wr = W.subarray(r0 * n, r1 * n),
+        s = t.scale.subarray(r0 * G, r1 * G),
+        z = t.zero.subarray(r0 * G, r1 * G);
       for (let gi = 0; gi < G; gi++) findParams(Wr, rows, n, gi * g, (gi + 1) * g, t.maxq, t.sym, s, z, G, gi, t.clip);
       return;
     }
@@ -140,7 +182,8 @@ export function runTask(t: Task): void {
       const { W, n, g, G, maxq, scale, zero, codes, r0, r1 } = t;
       for (let r = r0; r < r1; r++)
         for (let c = 0; c < n; c++) {
-          const k = r * G + Math.floor(c / g), i = r * n + c;
+          const k = r * G + Math.floor(c / g),
+            i = r * n + c;
           codes[i] = quantizeCode(W[i], scale[k], zero[k], maxq);
         }
       return;
@@ -149,7 +192,9 @@ export function runTask(t: Task): void {
       const { W, n, shape, r0, r1 } = t;
       const G = shape.groups;
       t.loss[t.part] = gptqColumnLoop(W.subarray(r0 * n, r1 * n), r1 - r0, n, t.Hinv, shape, {
-        codes: t.codes.subarray(r0 * n, r1 * n), scale: t.scale.subarray(r0 * G, r1 * G), zero: t.zero.subarray(r0 * G, r1 * G),
+        codes: t.codes.subarray(r0 * n, r1 * n),
+        scale: t.scale.subarray(r0 * G, r1 * G),
+        zero: t.zero.subarray(r0 * G, r1 * G),
       });
       return;
     }

@@ -15,7 +15,6 @@ import { NotPositiveDefiniteError } from '../../linalg/not_positive_definite';
 import { BS, choleskyDiagWgsl, choleskyPanelWgsl, reverseWgsl } from './cholesky_wgsl';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
 
-
 /**
  * U on `gpu` as a float32 n×n buffer (the caller destroys it). H: host values, or a float32 n×n buffer
  * already on `gpu` (LoPRo's H′, quant/lopro_dawn.ts; read only, the caller keeps it). Throws NotPositiveDefiniteError on a
@@ -47,7 +46,8 @@ export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | F
     const steps: { pipe: GPUComputePipeline; group: GPUBindGroup; size: [number, number, number] }[] = [];
     steps.push({ pipe: reverse, group: gpu.bindGroup(reverse, [revU, Hb, A]), size: [revGroups, 1, 1] }); // A = J·H·J
     for (let k0 = 0; k0 < n; k0 += BS) {
-      const kb = Math.min(BS, n - k0), rest = n - k0 - kb;
+      const kb = Math.min(BS, n - k0),
+        rest = n - k0 - kb;
       const u = temp(gpu.uniforms([n, k0, kb, 0]));
       steps.push({ pipe: diag, group: gpu.bindGroup(diag, [u, A, M, status]), size: [1, 1, 1] });
       if (rest === 0) continue;
@@ -57,10 +57,34 @@ export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | F
       steps.push({ pipe: syrk, group: gpu.bindGroup(syrk, [g, undefined, undefined, A]), size: gemmGroups(rest, rest) });
     }
     for (let s = BS; s < n; s *= 2) {
-      const pairs = Math.ceil((n - s) / (2 * s)), zBlock = 2 * s * (n + 1);
+      const pairs = Math.ceil((n - s) / (2 * s)),
+        zBlock = 2 * s * (n + 1);
       const rag = { limBase: n - s, limStride: 2 * s };
-      const g1 = temp(gpu.uniforms(gemmWords({ M: s, N: s, K: s, lda: n, ldb: n, ldc: s, offA: s * n, offB: 0, offC: 0, zA: zBlock, zB: zBlock, zC: s * s, ...rag, alpha: 1, beta: 0 })));
-      const g2 = temp(gpu.uniforms(gemmWords({ M: s, N: s, K: s, lda: n, ldb: s, ldc: n, offA: s * n + s, offB: 0, offC: s * n, zA: zBlock, zB: s * s, zC: zBlock, ...rag, raggedK: true, alpha: -1, beta: 0 })));
+      const g1 = temp(
+        gpu.uniforms(gemmWords({ M: s, N: s, K: s, lda: n, ldb: n, ldc: s, offA: s * n, offB: 0, offC: 0, zA: zBlock, zB: zBlock, zC: s * s, ...rag, alpha: 1, beta: 0 })),
+      );
+      const g2 = temp(
+        gpu.uniforms(
+          gemmWords({
+            M: s,
+            N: s,
+            K: s,
+            lda: n,
+            ldb: s,
+            ldc: n,
+            offA: s * n + s,
+            offB: 0,
+            offC: s * n,
+            zA: zBlock,
+            zB: s * s,
+            zC: zBlock,
+            ...rag,
+            raggedK: true,
+            alpha: -1,
+            beta: 0,
+          }),
+        ),
+      );
       steps.push({ pipe: gemm1, group: gpu.bindGroup(gemm1, [g1, A, M, T]), size: gemmGroups(s, s, pairs) });
       steps.push({ pipe: gemm2, group: gpu.bindGroup(gemm2, [g2, undefined, T, M]), size: gemmGroups(s, s, pairs) });
     }

@@ -131,7 +131,8 @@ export class DawnGpu {
       const { GPUBufferUsage: U, GPUMapMode: M } = this.usage;
       this.writeRing ??= [0, 1].map(() => ({ buf: this.device.createBuffer({ size: STAGE_BYTES, usage: U.MAP_WRITE | U.COPY_SRC, mappedAtCreation: true }), mapped: true }));
       for (let o = 0, c = 0; o < total; o += STAGE_BYTES, c++) {
-        const s = this.writeRing[c % 2], len = Math.min(STAGE_BYTES, total - o);
+        const s = this.writeRing[c % 2],
+          len = Math.min(STAGE_BYTES, total - o);
         if (!s.mapped) await s.buf.mapAsync(M.WRITE); // resolves once the GPU finished its previous copy
         fill(s.buf.getMappedRange(0, STAGE_BYTES), o, len);
         s.buf.unmap();
@@ -235,12 +236,15 @@ export class DawnGpu {
       this.check();
       const { GPUBufferUsage: U, GPUMapMode: M } = this.usage;
       const small = total <= 1 << 20;
-      const ring = small ? [this.device.createBuffer({ size: Math.max(4, Math.ceil(total / 4) * 4), usage: U.MAP_READ | U.COPY_DST })] : (this.readRing ??= [0, 1].map(() => this.device.createBuffer({ size: STAGE_BYTES, usage: U.MAP_READ | U.COPY_DST })));
+      const ring = small
+        ? [this.device.createBuffer({ size: Math.max(4, Math.ceil(total / 4) * 4), usage: U.MAP_READ | U.COPY_DST })]
+        : (this.readRing ??= [0, 1].map(() => this.device.createBuffer({ size: STAGE_BYTES, usage: U.MAP_READ | U.COPY_DST })));
       const chunk = small ? Math.max(4, Math.ceil(total / 4) * 4) : STAGE_BYTES;
       const starts: number[] = [];
       for (let o = 0; o < Math.max(1, total); o += chunk) starts.push(o);
       const request = (c: number) => {
-        const o = starts[c], len = Math.ceil(Math.min(chunk, total - o) / 4) * 4 || 4;
+        const o = starts[c],
+          len = Math.ceil(Math.min(chunk, total - o) / 4) * 4 || 4;
         const enc = this.device.createCommandEncoder();
         enc.copyBufferToBuffer(buf, offsetBytes + o, ring[c % ring.length], 0, len);
         this.device.queue.submit([enc.finish()]);
@@ -251,7 +255,9 @@ export class DawnGpu {
         if (starts.length > 1 && ring.length > 1) pending.push(request(1));
         for (let c = 0; c < starts.length; c++) {
           await pending[c];
-          const s = ring[c % ring.length], o = starts[c], len = Math.min(chunk, total - o);
+          const s = ring[c % ring.length],
+            o = starts[c],
+            len = Math.min(chunk, total - o);
           out.set(new Uint8Array(s.getMappedRange(0, Math.ceil(len / 4) * 4 || 4), 0, len), o);
           s.unmap();
           if (c + ring.length < starts.length) pending.push(request(c + ring.length));

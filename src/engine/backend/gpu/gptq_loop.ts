@@ -18,9 +18,15 @@ export const FUSED_MAX_BLOCK = 256;
 
 export interface FusedLoopShape {
   /** Lazy batch width (any; > FUSED_MAX_BLOCK: row slices in a scratch buffer), 2^bits − 1, symmetric grid, group width (−1: one group per row), dynamic group params. */
-  B: number; maxq: number; sym: boolean; groupSize: number; dynamic: boolean;
+  B: number;
+  maxq: number;
+  sym: boolean;
+  groupSize: number;
+  dynamic: boolean;
   /** Group slots per row, the slot of the k-th quantized column, the starting params (scale, zero per slot; dynamic: overwritten). */
-  G: number; slot: Uint32Array; params: Float32Array;
+  G: number;
+  slot: Uint32Array;
+  params: Float32Array;
   /** Range fit of the dynamic group params (default 'minmax'). */
   clip?: 'minmax' | 'mse';
 }
@@ -31,7 +37,12 @@ export interface FusedLoopShape {
  * the final params and the per-row losses.
  */
 export async function fusedColumnLoop(
-  gpu: DawnGpu, Wb: GPUBuffer, Hinv: GPUBuffer, rows: number, cols: number, sh: FusedLoopShape,
+  gpu: DawnGpu,
+  Wb: GPUBuffer,
+  Hinv: GPUBuffer,
+  rows: number,
+  cols: number,
+  sh: FusedLoopShape,
   /** keepCodes: also return the packed codes' buffer (the caller destroys it). */
   opts: { keepCodes?: boolean } = {},
 ): Promise<{ codeWords: Uint32Array; paramsOut: Float32Array; rowLoss: Float32Array; codesB?: GPUBuffer }> {
@@ -54,10 +65,14 @@ export async function fusedColumnLoop(
     const slotB = own(gpu.buffer(slot, 'slot'));
     const batches: { bBatch: GPUBindGroup; bUpdate?: GPUBindGroup; tailCols: number }[] = [];
     for (let i1 = 0; i1 < cols; i1 += B) {
-      const i2 = Math.min(i1 + B, cols), count = i2 - i1;
+      const i2 = Math.min(i1 + B, cols),
+        count = i2 - i1;
       const u = own(gpu.uniforms([rows, cols, i1, count, i2, wordsPerRow, ng, 0].slice(0, PARAMS_WORDS)));
       // W[:, i2:] −= Err1 (rows×count, row stride B) · Hinv[i1:i2, i2:]
-      const g = i2 < cols ? own(gpu.uniforms(gemmWords({ M: rows, N: cols - i2, K: count, lda: B, ldb: cols, ldc: cols, offA: 0, offB: i1 * cols + i2, offC: i2, alpha: -1, beta: 1 }))) : undefined;
+      const g =
+        i2 < cols
+          ? own(gpu.uniforms(gemmWords({ M: rows, N: cols - i2, K: count, lda: B, ldb: cols, ldc: cols, offA: 0, offB: i1 * cols + i2, offC: i2, alpha: -1, beta: 1 })))
+          : undefined;
       batches.push({
         bBatch: gpu.bindGroup(batchPipe, [u, Wb, Hinv, Eb, codesB, paramsB, lossB, slotB, Sb]),
         bUpdate: g && gpu.bindGroup(updatePipe, [g, Eb, Hinv, Wb]),
@@ -78,13 +93,10 @@ export async function fusedColumnLoop(
       pass.end();
     });
     gpu.counters.dispatches += batches.length * 2 - 1;
-    const codeWords = new Uint32Array(rows * wordsPerRow), rowLoss = new Float32Array(rows);
+    const codeWords = new Uint32Array(rows * wordsPerRow),
+      rowLoss = new Float32Array(rows);
     const paramsOut = dynamic ? new Float32Array(params.length) : params;
-    await Promise.all([
-      gpu.readInto(codesB, codeWords),
-      dynamic ? gpu.readInto(paramsB, paramsOut) : Promise.resolve(),
-      gpu.readInto(lossB, rowLoss),
-    ]);
+    await Promise.all([gpu.readInto(codesB, codeWords), dynamic ? gpu.readInto(paramsB, paramsOut) : Promise.resolve(), gpu.readInto(lossB, rowLoss)]);
     return { codeWords, paramsOut, rowLoss, codesB: opts.keepCodes ? codesB : undefined };
   } catch (e) {
     if (opts.keepCodes) codesB.destroy();

@@ -49,7 +49,7 @@ ${PARAMS}
 @group(0) @binding(5) var<storage, read_write> params: array<f32>; // rows×ng×(scale, zero)
 @group(0) @binding(6) var<storage, read_write> loss: array<f32>;   // rows: Σ err²/2
 @group(0) @binding(7) var<storage, read> slot: array<u32>;         // cols: group slot of column k
-${k.scratch ? '@group(0) @binding(8) var<storage, read_write> S: array<f32>;      // B×rows: the batch\'s row slices, column-major' : ''}
+${k.scratch ? "@group(0) @binding(8) var<storage, read_write> S: array<f32>;      // B×rows: the batch's row slices, column-major" : ''}
 
 const B: u32 = ${k.B}u;
 const MAXQ: f32 = ${f32Lit(k.maxq)};
@@ -70,11 +70,15 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   for (var i = 0u; i < p.count; i++) {
     let k = p.i1 + i;
     let po = (r * p.ng + slot[k]) * 2u;
-    ${k.dynamic ? `if (k % G == 0u) {
+    ${
+      k.dynamic
+        ? `if (k % G == 0u) {
       let sz = find_params(row + k, min(G, p.cols - k));
       params[po] = sz.x;
       params[po + 1u] = sz.y;
-    }` : ''}
+    }`
+        : ''
+    }
     let s = params[po];
     let z = params[po + 1u];
     let x = ${w('i')};

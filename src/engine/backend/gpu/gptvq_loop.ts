@@ -34,24 +34,36 @@ const now = () => performance.now() / 1000;
 
 /** GPTVQ of the rows×cols W′ in `Wb` (modified) with the upper Hinv factor in `Ub`, both float32 on `gpu`. */
 export async function gptvqOnDawn(
-  gpu: DawnGpu, k: LayerKernels, Wb: GPUBuffer, Ub: GPUBuffer, rows: number, cols: number,
-  opts: Pick<GptvqOptions, 'vqDim' | 'bits' | 'groupSize' | 'blockSize' | 'kmeansIters' | 'seed'>, where: string,
+  gpu: DawnGpu,
+  k: LayerKernels,
+  Wb: GPUBuffer,
+  Ub: GPUBuffer,
+  rows: number,
+  cols: number,
+  opts: Pick<GptvqOptions, 'vqDim' | 'bits' | 'groupSize' | 'blockSize' | 'kmeansIters' | 'seed'>,
+  where: string,
   /** The codebook k-means (default: kmeans.ts weightedKMeans on this thread; the pipeline splits it over its workers, bit-identical). */
   kmeans: KMeansFn = async (pts, wts, N, d, K, o) => weightedKMeans(pts, wts, N, d, K, o).centroids,
 ): Promise<DawnGptvqResult> {
   const t0 = now();
   const { d, g, K, B } = gptvqShape(cols, opts, where);
-  const G = Math.ceil(cols / g), V = cols / d;
-  const Q = new Float32Array(rows * cols), codes = new Uint16Array(rows * V);
-  const codebooks = new Float32Array(G * K * d), codebookBits = new Uint16Array(G * K * d);
+  const G = Math.ceil(cols / g),
+    V = cols / d;
+  const Q = new Float32Array(rows * cols),
+    codes = new Uint16Array(rows * V);
+  const codebooks = new Float32Array(G * K * d),
+    codebookBits = new Uint16Array(G * K * d);
   const Ud = Float64Array.from(new Float32Array(await k.readBack(Ub, cols, diagWgsl('get'))));
   const step = new VqStep(rows, cols, d, K);
-  const Err = new Float64Array(rows * B), E32 = new Float32Array(rows * B);
+  const Err = new Float64Array(rows * B),
+    E32 = new Float32Array(rows * B);
   const Eb = k.own(gpu.buffer(4 * rows * B, 'GPTVQ E'));
   const gemm = await gpu.pipeline(gemmWgsl(false, false, false, false));
-  let loss = 0, tK = 0;
+  let loss = 0,
+    tK = 0;
   for (let i1 = 0; i1 < cols; i1 += B) {
-    const i2 = Math.min(i1 + B, cols), count = i2 - i1;
+    const i2 = Math.min(i1 + B, cols),
+      count = i2 - i1;
     // The window read back: the batch, and the whole of any codebook group that starts in it (its later
     // columns as the device holds them: the lazy updates of earlier batches applied, as in gptvqQuantize).
     let wEnd = i2;

@@ -27,7 +27,12 @@ import type { RotationPlan } from '../../quant/rotation';
 
 /** A float32 matrix in a device buffer. */
 class DeviceMat implements Mat {
-  constructor(readonly rows: number, readonly cols: number, readonly buf: GPUBuffer, readonly isIdentity = false) {}
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    readonly buf: GPUBuffer,
+    readonly isIdentity = false,
+  ) {}
 }
 
 function dev(m: Mat): DeviceMat {
@@ -39,7 +44,10 @@ export class GpuBackend implements Backend {
   readonly kind = 'gpu' as const;
   readonly label: string;
   /** The host threads for GPTVQ's codebook k-means. */
-  private constructor(readonly gpu: DawnGpu, private readonly pool: WorkerPool) {
+  private constructor(
+    readonly gpu: DawnGpu,
+    private readonly pool: WorkerPool,
+  ) {
     this.label = `gpu: ${gpu.label}`;
   }
 
@@ -58,7 +66,10 @@ export class GpuBackend implements Backend {
 
 class GpuSession implements LayerSession {
   private readonly k: LayerKernels;
-  constructor(private readonly gpu: DawnGpu, private readonly pool: WorkerPool) {
+  constructor(
+    private readonly gpu: DawnGpu,
+    private readonly pool: WorkerPool,
+  ) {
     this.k = new LayerKernels(gpu);
   }
 
@@ -69,7 +80,12 @@ class GpuSession implements LayerSession {
   /** The device's binding limit, as a clear error naming the layer (a larger matrix cannot be bound whole). */
   private fits(rows: number, cols: number, what: string, where: string): void {
     if (4 * rows * cols > this.gpu.maxBindingBytes || rows > 65535 * 256) {
-      throw new ProtocolError(ErrorCode.OutOfMemory, `${what} (${rows}×${cols} float32, ${((4 * rows * cols) / 2 ** 30).toFixed(2)} GiB) exceeds the GPU's largest buffer binding (${(this.gpu.maxBindingBytes / 2 ** 30).toFixed(2)} GiB)`, where, 'use --backend cpu for this model');
+      throw new ProtocolError(
+        ErrorCode.OutOfMemory,
+        `${what} (${rows}×${cols} float32, ${((4 * rows * cols) / 2 ** 30).toFixed(2)} GiB) exceeds the GPU's largest buffer binding (${(this.gpu.maxBindingBytes / 2 ** 30).toFixed(2)} GiB)`,
+        where,
+        'use --backend cpu for this model',
+      );
     }
   }
 
@@ -171,7 +187,8 @@ class GpuSession implements LayerSession {
     const p = new Float32Array(2 * rows * G);
     await this.gpu.readInto(pb, p);
     this.k.drop(pb);
-    const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
+    const scale = new Float32Array(rows * G),
+      zero = new Float32Array(rows * G);
     for (let i = 0; i < rows * G; i++) {
       scale[i] = p[2 * i];
       zero[i] = p[2 * i + 1];
@@ -181,7 +198,8 @@ class GpuSession implements LayerSession {
 
   async quantizeRtn(W: Mat, groupSize: number, params: GroupParams, maxq: number): Promise<Uint8Array> {
     const { rows, cols } = W;
-    const G = params.groups, p = new Float32Array(2 * rows * G);
+    const G = params.groups,
+      p = new Float32Array(2 * rows * G);
     for (let i = 0; i < rows * G; i++) {
       p[2 * i] = params.scale[i];
       p[2 * i + 1] = params.zero[i];
@@ -221,25 +239,37 @@ class GpuSession implements LayerSession {
     const { rows, cols } = W;
     const G = spec.groups;
     const params = new Float32Array(rows * G * 2);
-    if (spec.params) for (let i = 0; i < rows * G; i++) {
-      params[2 * i] = spec.params.scale[i];
-      params[2 * i + 1] = spec.params.zero[i];
-    }
+    if (spec.params)
+      for (let i = 0; i < rows * G; i++) {
+        params[2 * i] = spec.params.scale[i];
+        params[2 * i + 1] = spec.params.zero[i];
+      }
     const loop = await fusedColumnLoop(this.gpu, dev(W).buf, dev(Hinv).buf, rows, cols, {
-      B: Math.min(spec.blockSize, cols), maxq: spec.maxq, sym: spec.sym, clip: spec.clip, groupSize: spec.groupSize, dynamic: spec.dynamic,
-      G, slot: Uint32Array.from(spec.slot), params,
+      B: Math.min(spec.blockSize, cols),
+      maxq: spec.maxq,
+      sym: spec.sym,
+      clip: spec.clip,
+      groupSize: spec.groupSize,
+      dynamic: spec.dynamic,
+      G,
+      slot: Uint32Array.from(spec.slot),
+      params,
     });
-    const scale = new Float32Array(rows * G), zero = new Float32Array(rows * G);
+    const scale = new Float32Array(rows * G),
+      zero = new Float32Array(rows * G);
     for (let i = 0; i < rows * G; i++) {
       scale[i] = loop.paramsOut[2 * i];
       zero[i] = loop.paramsOut[2 * i + 1];
     }
     // The kernel packs codes in quantization order: k-th quantized column → original column order[k].
-    const codes = new Uint8Array(rows * cols), bytes = new Uint8Array(loop.codeWords.buffer), wpr = Math.ceil(cols / 4) * 4;
+    const codes = new Uint8Array(rows * cols),
+      bytes = new Uint8Array(loop.codeWords.buffer),
+      wpr = Math.ceil(cols / 4) * 4;
     let identity = true;
     for (let k = 0; k < cols && identity; k++) identity = spec.order[k] === k;
     for (let r = 0; r < rows; r++) {
-      const src = r * wpr, dst = r * cols;
+      const src = r * wpr,
+        dst = r * cols;
       if (identity) codes.set(bytes.subarray(src, src + cols), dst);
       else for (let k = 0; k < cols; k++) codes[dst + spec.order[k]] = bytes[src + k];
     }
@@ -248,8 +278,18 @@ class GpuSession implements LayerSession {
 
   async gptvqLoop(W: Mat, Hinv: Mat, spec: VqLoopSpec): Promise<VqLoopResult> {
     const pool = this.pool;
-    const q = await gptvqOnDawn(this.gpu, this.k, dev(W).buf, dev(Hinv).buf, W.rows, W.cols, spec, 'gptvq', async (pts, wts, N, d, K, o) =>
-      (await weightedKMeansSplit(pts, wts, N, d, K, o, (a, pass) => pool.run(N, (r0, r1) => ({ kind: 'kmeans', a, pass, d, k: K, r0, r1 })))).centroids);
+    const q = await gptvqOnDawn(
+      this.gpu,
+      this.k,
+      dev(W).buf,
+      dev(Hinv).buf,
+      W.rows,
+      W.cols,
+      spec,
+      'gptvq',
+      async (pts, wts, N, d, K, o) =>
+        (await weightedKMeansSplit(pts, wts, N, d, K, o, (a, pass) => pool.run(N, (r0, r1) => ({ kind: 'kmeans', a, pass, d, k: K, r0, r1 })))).centroids,
+    );
     return { codes: q.codes, codebookBits: q.codebookBits, codebooks: q.codebooks, groups: q.groups, entries: q.entries, loss: q.loss, seconds: { kmeans: q.seconds.kmeans } };
   }
 
@@ -267,7 +307,13 @@ class GpuSession implements LayerSession {
       const wpr = Math.ceil(cols / 4);
       const codesB = this.k.own(await this.gpu.bufferFrom(packRows(stored.codes!, rows, cols), 'codes'));
       const gIdx = Uint32Array.from({ length: cols }, (_, j) => (stored.gIdx ? stored.gIdx[j] : Math.floor(j / stored.groupSize)));
-      await this.k.rotate('dequant', codesB, permB, out.buf, rows, cols, plan, { wpr, G: stored.groups, gIdx, scale: Float32Array.from(decodeF16(stored.scaleBits!)), zero: Float32Array.from(stored.zeros!) });
+      await this.k.rotate('dequant', codesB, permB, out.buf, rows, cols, plan, {
+        wpr,
+        G: stored.groups,
+        gIdx,
+        scale: Float32Array.from(decodeF16(stored.scaleBits!)),
+        zero: Float32Array.from(stored.zeros!),
+      });
       this.k.drop(codesB);
     } else {
       const Rt = this.k.own(await this.gpu.bufferFrom(Float32Array.from(dequantizeResidual(stored)), 'R̂′'));
@@ -334,7 +380,8 @@ function packRows(codes: Uint8Array, rows: number, cols: number): Uint32Array {
 
 /** The inverse of packRows. */
 function unpackRows(words: Uint32Array, rows: number, cols: number): Uint8Array {
-  const wpr = Math.ceil(cols / 4), bytes = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
+  const wpr = Math.ceil(cols / 4),
+    bytes = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
   if (wpr * 4 === cols) return bytes.slice(0, rows * cols);
   const out = new Uint8Array(rows * cols);
   for (let r = 0; r < rows; r++) out.set(bytes.subarray(r * wpr * 4, r * wpr * 4 + cols), r * cols);

@@ -5,9 +5,7 @@ import { ErrorCode } from '../../../protocol/messages';
 import { ProtocolError } from '../../../protocol/rpc';
 import type { DawnGpu } from './dawn';
 import type { RotationPlan } from '../../quant/rotation';
-import {
-  NON_FINITE_WGSL, SAMPLE_ROWS_WGSL, SLAB, SUBMATRIX_WGSL, blockRotateWgsl, colSlabsWgsl, lowRankApplyWgsl, strideGroups, type RotateMode,
-} from './layer_wgsl';
+import { NON_FINITE_WGSL, SAMPLE_ROWS_WGSL, SLAB, SUBMATRIX_WGSL, blockRotateWgsl, colSlabsWgsl, lowRankApplyWgsl, strideGroups, type RotateMode } from './layer_wgsl';
 
 /** The kernels' launcher for one layer: owns the layer's buffers (released at the end), one submit per call. */
 export class LayerKernels {
@@ -89,12 +87,28 @@ export class LayerKernels {
     const [first] = new Uint32Array(await this.gpu.read(status, 4));
     this.drop(status);
     if (first !== 0xffffffff) {
-      throw new ProtocolError(ErrorCode.NonFinite, `${what} has a non-finite value (as float32) at flat index ${first}`, where, 'check the layer weights and the calibration activations for overflow');
+      throw new ProtocolError(
+        ErrorCode.NonFinite,
+        `${what} has a non-finite value (as float32) at flat index ${first}`,
+        where,
+        'check the layer weights and the calibration activations for overflow',
+      );
     }
   }
 
   /** Y (±)= (U·diag(σ)·V)·diag(α)⁻¹; with X: Y = X + sign·(…), else in place. */
-  async lowRank(U: ArrayLike<number>, sigma: ArrayLike<number>, V: ArrayLike<number>, r: number, alpha: ArrayLike<number>, m: number, n: number, Y: GPUBuffer, sign: number, X?: GPUBuffer): Promise<void> {
+  async lowRank(
+    U: ArrayLike<number>,
+    sigma: ArrayLike<number>,
+    V: ArrayLike<number>,
+    r: number,
+    alpha: ArrayLike<number>,
+    m: number,
+    n: number,
+    Y: GPUBuffer,
+    sign: number,
+    X?: GPUBuffer,
+  ): Promise<void> {
     const Us = new Float32Array(m * r);
     for (let i = 0; i < m; i++) for (let c = 0; c < r; c++) Us[i * r + c] = U[i * r + c] * sigma[c];
     const inv = Float32Array.from({ length: n }, (_, j) => 1 / alpha[j]);
@@ -124,10 +138,17 @@ export class LayerKernels {
 
   /** Y = mode(X) with the plan's rotation: the head [0, b_I) copied, then one workgroup per (row, block). */
   async rotate(
-    mode: RotateMode, X: GPUBuffer, perm: GPUBuffer, Y: GPUBuffer, m: number, n: number, plan: RotationPlan,
+    mode: RotateMode,
+    X: GPUBuffer,
+    perm: GPUBuffer,
+    Y: GPUBuffer,
+    m: number,
+    n: number,
+    plan: RotationPlan,
     dq?: { wpr: number; G: number; gIdx: Uint32Array; scale: Float32Array; zero: Float32Array },
   ): Promise<void> {
-    const b = plan.block, head = b === 0 ? n : plan.salient;
+    const b = plan.block,
+      head = b === 0 ? n : plan.salient;
     const extra = dq ? [this.own(this.gpu.buffer(dq.scale)), this.own(this.gpu.buffer(dq.zero)), this.own(this.gpu.buffer(dq.gIdx))] : [];
     const words = (k0: number, s: number) => {
       const w = new Uint32Array(8);
@@ -140,4 +161,3 @@ export class LayerKernels {
     if (b > 0) await this.run(blockRotateWgsl(mode, b), [words(plan.salient, 1 / Math.sqrt(b)), X, p, Y, ...extra], [(n - plan.salient) / b, m, 1]);
   }
 }
-

@@ -183,7 +183,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) l: u3
 export type RotateMode = 'gatherR' | 'gatherH' | 'transpose' | 'dequant' | 'unrotate';
 
 const RP = 'struct P { n: u32, k0: u32, scaleBits: u32, wpr: u32, G: u32, pad0: u32, pad1: u32, pad2: u32 }';
-const DEQUANT_BINDINGS = '@group(0) @binding(4) var<storage, read> sc: array<f32>;\n@group(0) @binding(5) var<storage, read> zr: array<f32>;\n@group(0) @binding(6) var<storage, read> gi: array<u32>;';
+const DEQUANT_BINDINGS =
+  '@group(0) @binding(4) var<storage, read> sc: array<f32>;\n@group(0) @binding(5) var<storage, read> zr: array<f32>;\n@group(0) @binding(6) var<storage, read> gi: array<u32>;';
 
 /**
  * One workgroup per (row i = workgroup_id.y, block c = workgroup_id.x): the b values of columns

@@ -29,13 +29,19 @@ export function probeAdapter(): AdapterProbe {
     ensureRuntimeDir();
     const script = `const m=require(${JSON.stringify(dawn)});const g=m.create([]);g.requestAdapter({powerPreference:'high-performance'}).then((a)=>{process.stdout.write(JSON.stringify(a?{adapter:[a.info.vendor,a.info.architecture,a.info.description].filter(Boolean).join(' '),fallback:!!a.info.isFallbackAdapter}:{}));process.exit(0)},(e)=>{process.stdout.write(JSON.stringify({error:String(e&&e.message||e)}));process.exit(0)})`;
     try {
-      const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000, env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' } });
+      const out = execFileSync(process.execPath, ['-e', script], {
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+        timeout: 60_000,
+        env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' },
+      });
       const r = JSON.parse(out.trim() || '{}') as { adapter?: string; fallback?: boolean; error?: string };
-      probed = r.adapter ? { adapter: r.adapter, fallback: r.fallback } : { reason: r.error ? `WebGPU failed: ${r.error}` : 'no WebGPU adapter: the Vulkan drivers found no GPU; install the GPU vendor\'s Vulkan driver' };
+      probed = r.adapter
+        ? { adapter: r.adapter, fallback: r.fallback }
+        : { reason: r.error ? `WebGPU failed: ${r.error}` : "no WebGPU adapter: the Vulkan drivers found no GPU; install the GPU vendor's Vulkan driver" };
     } catch (e) {
       probed = { reason: `the WebGPU probe failed: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}` };
     }
   }
   return probed;
 }
-

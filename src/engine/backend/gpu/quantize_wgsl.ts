@@ -113,7 +113,8 @@ export function shrinkFactors(grid = 100, maxShrink = 0.8): Float32Array {
 export function findParamsWgsl(k: FindParamsShape): string {
   const fn = k.name ?? 'find_params';
   const W = k.src;
-  const maxq = f32Lit(k.maxq), half = f32Lit((k.maxq + 1) / 2);
+  const maxq = f32Lit(k.maxq),
+    half = f32Lit((k.maxq + 1) / 2);
   // The min-max params: xmin = min(min x, 0), xmax = max(max x, 0); sym: symmetrised (xmin stays 0 for
   // a segment without negatives, quant.py's `xmin[tmp] = -xmax[tmp]` with tmp = xmin < 0); an all-zero
   // segment gets [−1, 1]. min/max of float32 values are exact.
@@ -313,7 +314,16 @@ export async function groupParamsDawn(gpu: DawnGpu, W: GPUBuffer, l: QuantLayout
  * (rows × ⌈cols/4⌉ u32 words), and with Q the dequantized values (rows×cols float32), as rtn.ts
  * rtnQuantize. One submit.
  */
-export async function rtnCodesDawn(gpu: DawnGpu, W: GPUBuffer, params: GPUBuffer, l: QuantLayout, maxq: number, codes: GPUBuffer, Q?: GPUBuffer, o: LaunchOptions = {}): Promise<void> {
+export async function rtnCodesDawn(
+  gpu: DawnGpu,
+  W: GPUBuffer,
+  params: GPUBuffer,
+  l: QuantLayout,
+  maxq: number,
+  codes: GPUBuffer,
+  Q?: GPUBuffer,
+  o: LaunchOptions = {},
+): Promise<void> {
   const { wpr } = quantGeometry(l);
   const total = l.rows * wpr;
   if (total === 0) return;

@@ -149,14 +149,17 @@ export async function r1svdOnDawn(gpu: DawnGpu, A: GPUBuffer, frob2: number, m: 
   const dev = await dawnBackend(gpu, A, m, n, K, opts.powerIters);
   const f = new R1svdFactorSet(m, n, round);
   // The factors found so far, as the kernels take them (float32, zero columns for ranks not yet found).
-  const Uf = new Float32Array(m * K), Vf = new Float32Array(K * n), sg = new Float32Array(K);
+  const Uf = new Float32Array(m * K),
+    Vf = new Float32Array(K * n),
+    sg = new Float32Array(K);
   const rng = new SeededRng(opts.seed);
   const s32 = new Float32Array(n);
   try {
     for (let k = 0; k < rMax; k++) {
       for (let j = 0; j < n; j++) s32[j] = rng.gaussian(); // the start vectors of r1svd.ts, in order
       const r = await dev.rank(s32, Uf, Vf, sg);
-      const y = Float64Array.from(r.y), z = Float64Array.from(r.z);
+      const y = Float64Array.from(r.y),
+        z = Float64Array.from(r.z);
       const ny = norm2(y);
       if (!(ny > 0) || !Number.isFinite(ny)) break; // A is (numerically) exactly rank k
       for (let i = 0; i < m; i++) y[i] /= ny;
@@ -184,12 +187,14 @@ export async function r1svdOnDawn(gpu: DawnGpu, A: GPUBuffer, frob2: number, m: 
       }
       // ‖ÛΣ̂V̂‖² = Σ_kl σ̂_kσ̂_l (ÛᵀÛ)_kl (V̂V̂ᵀ)_kl
       let lr = 0;
-      for (let k = 0; k < r; k++) for (let l = 0; l < r; l++) {
-        let uu = 0, vv = 0;
-        for (let i = 0; i < m; i++) uu += U[i * r + k] * U[i * r + l];
-        for (let j = 0; j < n; j++) vv += V[k * n + j] * V[l * n + j];
-        lr += sigma[k] * sigma[l] * uu * vv;
-      }
+      for (let k = 0; k < r; k++)
+        for (let l = 0; l < r; l++) {
+          let uu = 0,
+            vv = 0;
+          for (let i = 0; i < m; i++) uu += U[i * r + k] * U[i * r + l];
+          for (let j = 0; j < n; j++) vv += V[k * n + j] * V[l * n + j];
+          lr += sigma[k] * sigma[l] * uu * vv;
+        }
       energy = 1 - Math.max(0, frob2 - 2 * cross + lr) / frob2;
     }
     return { ...laid, energy };
@@ -209,29 +214,49 @@ interface RankDevice {
 
 async function dawnBackend(gpu: DawnGpu, A: GPUBuffer, m: number, n: number, K: number, iters: number): Promise<RankDevice> {
   const [vd, ud, mv, slabs, reduce, unit] = [
-    await gpu.pipeline(factorDotWgsl('vd')), await gpu.pipeline(factorDotWgsl('ud')), await gpu.pipeline(MV_WGSL),
-    await gpu.pipeline(MTV_SLABS_WGSL), await gpu.pipeline(MTV_REDUCE_WGSL), await gpu.pipeline(UNIT_WGSL),
+    await gpu.pipeline(factorDotWgsl('vd')),
+    await gpu.pipeline(factorDotWgsl('ud')),
+    await gpu.pipeline(MV_WGSL),
+    await gpu.pipeline(MTV_SLABS_WGSL),
+    await gpu.pipeline(MTV_REDUCE_WGSL),
+    await gpu.pipeline(UNIT_WGSL),
   ];
   const nSlabs = Math.ceil(m / SLAB);
   const bufs: GPUBuffer[] = [];
   const own = (b: GPUBuffer) => (bufs.push(b), b);
   try {
     const Ab = A;
-    const Uf = own(gpu.buffer(4 * m * K)), Vf = own(gpu.buffer(4 * K * n)), sg = own(gpu.buffer(4 * K));
-    const s = own(gpu.buffer(4 * n)), y = own(gpu.buffer(4 * m)), z = own(gpu.buffer(4 * n)), t = own(gpu.buffer(4 * K));
+    const Uf = own(gpu.buffer(4 * m * K)),
+      Vf = own(gpu.buffer(4 * K * n)),
+      sg = own(gpu.buffer(4 * K));
+    const s = own(gpu.buffer(4 * n)),
+      y = own(gpu.buffer(4 * m)),
+      z = own(gpu.buffer(4 * n)),
+      t = own(gpu.buffer(4 * K));
     const part = own(gpu.buffer(4 * nSlabs * n));
     const u = own(gpu.uniforms([m, n, K, nSlabs]));
     const uUnitY = own(gpu.uniforms([m, n, K, nSlabs])); // unit() normalises p.m values: y
     const mvGroups: [number, number, number] = [Math.min(m, 65535), Math.ceil(m / 65535), 1];
     const g = {
-      vdS: gpu.bindGroup(vd, [u, Vf, sg, s, t]), vdZ: gpu.bindGroup(vd, [u, Vf, sg, z, t]),
-      mvS: gpu.bindGroup(mv, [u, Ab, Uf, t, s, y]), mvZ: gpu.bindGroup(mv, [u, Ab, Uf, t, z, y]),
-      ud: gpu.bindGroup(ud, [u, Uf, sg, y, t]), slabs: gpu.bindGroup(slabs, [u, Ab, y, part]),
-      reduce: gpu.bindGroup(reduce, [u, part, Vf, t, z]), unit: gpu.bindGroup(unit, [uUnitY, y]),
+      vdS: gpu.bindGroup(vd, [u, Vf, sg, s, t]),
+      vdZ: gpu.bindGroup(vd, [u, Vf, sg, z, t]),
+      mvS: gpu.bindGroup(mv, [u, Ab, Uf, t, s, y]),
+      mvZ: gpu.bindGroup(mv, [u, Ab, Uf, t, z, y]),
+      ud: gpu.bindGroup(ud, [u, Uf, sg, y, t]),
+      slabs: gpu.bindGroup(slabs, [u, Ab, y, part]),
+      reduce: gpu.bindGroup(reduce, [u, part, Vf, t, z]),
+      unit: gpu.bindGroup(unit, [uUnitY, y]),
     };
     type Step = [GPUComputePipeline, GPUBindGroup, [number, number, number]];
-    const mvFrom = (from: 'S' | 'Z'): Step[] => [[vd, from === 'S' ? g.vdS : g.vdZ, [K, 1, 1]], [mv, from === 'S' ? g.mvS : g.mvZ, mvGroups]];
-    const mtv: Step[] = [[ud, g.ud, [K, 1, 1]], [slabs, g.slabs, [Math.ceil(n / 256), nSlabs, 1]], [reduce, g.reduce, [Math.ceil(n / 256), 1, 1]]];
+    const mvFrom = (from: 'S' | 'Z'): Step[] => [
+      [vd, from === 'S' ? g.vdS : g.vdZ, [K, 1, 1]],
+      [mv, from === 'S' ? g.mvS : g.mvZ, mvGroups],
+    ];
+    const mtv: Step[] = [
+      [ud, g.ud, [K, 1, 1]],
+      [slabs, g.slabs, [Math.ceil(n / 256), nSlabs, 1]],
+      [reduce, g.reduce, [Math.ceil(n / 256), 1, 1]],
+    ];
     const unitY: Step = [unit, g.unit, [1, 1, 1]];
     // rankModel: y = A_k·s; iters × (y = unit(A_k·(A_kᵀ·y))); y = unit(y); z = A_kᵀ·y.
     const steps: Step[] = [...mvFrom('S')];
@@ -258,7 +283,8 @@ async function dawnBackend(gpu: DawnGpu, A: GPUBuffer, m: number, n: number, K: 
       },
       async project(Ut, r) {
         const gemm = await gpu.pipeline(gemmWgsl(false, false, false, false));
-        const UtB = gpu.buffer(Ut), C = gpu.buffer(4 * r * n);
+        const UtB = gpu.buffer(Ut),
+          C = gpu.buffer(4 * r * n);
         const gu = gpu.uniforms(gemmWords({ M: r, N: n, K: m, lda: m, ldb: n, ldc: n, offA: 0, offB: 0, offC: 0, alpha: 1, beta: 0 }));
         try {
           const group = gpu.bindGroup(gemm, [gu, UtB, Ab, C]);

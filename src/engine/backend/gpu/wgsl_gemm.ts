@@ -94,11 +94,24 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
 
 /** Sizes, leading dimensions and element offsets (z: per batch entry), as the kernel's Params. */
 export interface GemmArgs {
-  M: number; N: number; K: number; lda: number; ldb: number; ldc: number;
-  offA: number; offB: number; offC: number; zA?: number; zB?: number; zC?: number;
+  M: number;
+  N: number;
+  K: number;
+  lda: number;
+  ldb: number;
+  ldc: number;
+  offA: number;
+  offB: number;
+  offC: number;
+  zA?: number;
+  zB?: number;
+  zC?: number;
   /** Rows of batch entry z: min(M, limBase − z·limStride) (default: M). */
-  limBase?: number; limStride?: number; raggedK?: boolean;
-  alpha: number; beta: number;
+  limBase?: number;
+  limStride?: number;
+  raggedK?: boolean;
+  alpha: number;
+  beta: number;
 }
 
 /** The uniform block for one GEMM dispatch. */

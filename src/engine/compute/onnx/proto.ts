@@ -162,7 +162,8 @@ export function encodeValueInfo(v: ValueInfoSpec): PbWriter {
     const shape = new PbWriter();
     for (const d of v.shape) {
       const dim = new PbWriter();
-      if (typeof d === 'number') dim.varint(1, d); // dim_value
+      if (typeof d === 'number')
+        dim.varint(1, d); // dim_value
       else dim.string(2, d); // dim_param
       shape.message(1, dim);
     }
