@@ -9,7 +9,7 @@ import * as vscode from 'vscode';
 import { Connection, ProtocolError, type Envelope, type Transport } from '../protocol/rpc';
 import { ErrorCode, type EngineNotifications, type EngineRequests, type LayerReport, type ProgressValue } from '../protocol/messages';
 
-/** How long a cancelled request may take to settle before the engine is killed (issue 6.3). */
+/** How long a cancelled request may take to settle before the engine is killed. */
 export const CANCEL_DEADLINE_MS = 2000;
 
 // Mapped copies: interfaces have no index signature, so they do not satisfy Connection's Record bounds.

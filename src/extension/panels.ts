@@ -1,5 +1,5 @@
 // Webview panels: one base class that owns the panel, validates every incoming message
-// (parseFromWebview, issue 7.5) and queues outgoing ones until the view says `ready`.
+// (parseFromWebview) and queues outgoing ones until the view says `ready`.
 // ConfigPanel (one per model), ResultsPanel (one per run dir), ComparePanel (one per pair).
 
 import * as path from 'node:path';

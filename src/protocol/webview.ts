@@ -1,6 +1,6 @@
 // Messages between the extension host and its webviews (config panel, results, compare).
-// Both directions are discriminated unions on `type`. Whatever arrives from a webview is untrusted
-// (issue 7.5): `parseFromWebview` checks every field and returns undefined for anything else.
+// Both directions are discriminated unions on `type`. Whatever arrives from a webview is untrusted:
+// `parseFromWebview` checks every field and returns undefined for anything else.
 // The host → webview direction is checked too (`parseToWebview`) so a stale or foreign message
 // never reaches the renderer. Nothing here imports vscode, node or the engine.
 

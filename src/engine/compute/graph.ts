@@ -220,8 +220,8 @@ export class GraphBuilder {
    * of a graph whether or not a fetched output needs it, so a graph built by a shared emitter and
    * cut short by its outputs (a block graph that only returns one Hessian) must be pruned here.
    * Graph inputs no live node reads are dropped too: ORT places an input no kernel consumes on the
-   * CPU, so a device tensor fed to it is copied back to the host on every run (measured on WebGPU: the
-   * 7B block's unused weights, up to 772 MB, cost ~400 ms per statistics pass; bench/stats_probe.ts).
+   * CPU, so a device tensor fed to it is copied back to the host on every run (a 7B block's unused weights
+   * are hundreds of MB per statistics pass: bench/stats_probe.ts).
    * ComputeRuntime.run feeds a session only the inputs it declares, so callers may still pass all.
    */
   toModel(): Uint8Array {

@@ -22,7 +22,7 @@
 //
 // Dequantization and inference: quant/lopro_dequant.ts (spec §4).
 
-import type { LayerConfig, RotationMode } from '../../protocol/config';
+import { BITS, MAX_CODEBOOK_LOG2, VQ_DIMS, type LayerConfig, type RotationMode } from '../../protocol/config';
 import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode, type Dtype } from '../../protocol/messages';
 import { packRows, unpackRows, wordsPerRow } from './bitpack';
@@ -140,6 +140,10 @@ export function readLoproLayer(src: TensorSource, layer: string): LoproStoredLay
   const [version, methodId, bits, groupSize, d, rank, sym, rotId] = params;
   if (version !== LOPRO_FORMAT_VERSION) throw bad('params', `format version ${version}, this engine reads ${LOPRO_FORMAT_VERSION}`);
   if (!(methodId === 0 || methodId === 1) || !ROTATIONS[rotId]) throw bad('params', `unknown method ${methodId} or rotation ${rotId}`);
+  // The widths the config allows (protocol/config.ts) are the only ones a file may claim.
+  if (methodId === 0 && !(BITS as readonly number[]).includes(bits)) throw bad('params', `${bits}-bit codes: this engine reads ${BITS.join(', ')}-bit codes`);
+  if (methodId === 1 && (!(VQ_DIMS as readonly number[]).includes(d) || !(bits >= 1) || d * bits > MAX_CODEBOOK_LOG2))
+    throw bad('params', `a codebook of vqDim ${d} × ${bits} bits: this engine reads vqDim ${VQ_DIMS.join('/')} and at most 2^${MAX_CODEBOOK_LOG2} entries`);
   const permEntry = src.has(name('perm')) ? src.entry(name('perm')) : undefined;
   if (!permEntry) throw bad('perm', 'tensor missing');
   const n = permEntry.shape[0];

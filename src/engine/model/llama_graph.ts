@@ -144,8 +144,8 @@ export function gemmLinear(g: GraphBuilder, w: Value, x: Value, bias: Value | nu
 /**
  * How the engine's block graph takes a linear's weight: 'out_in' = the checkpoint layout [out, in] through
  * Gemm(transB=1); 'in_out' = pre-transposed [in, out] through MatMul. On the WebGPU EP Gemm(transB) runs at
- * 6.6 TFLOP/s and MatMul at 22 (H100, 7B shapes, bench/ep_profile.ts), so GPU callers transpose each
- * weight once on the device (LlamaForward.weightTensors) and feed 'in_out'.
+ * a third of MatMul's speed for 7B shapes (bench/RESULTS.md), so GPU callers transpose each weight once on
+ * the device (LlamaForward.weightTensors) and feed 'in_out'.
  */
 export type WeightLayout = 'out_in' | 'in_out';
 

@@ -1,8 +1,8 @@
 // The model's own tokenizer.json through @huggingface/tokenizers (pure JS), applied per the
 // protocol: the whole file as one string, no special tokens (no BOS/EOS).
-// Measured on this machine (2 cores): train.txt (4.9 M chars → 1.40 M tokens) in ~8.5 s, so no
-// chunking is needed; ids are cached on disk per (tokenizer.json hash, text hash) because the
-// pipeline tokenizes the same calibration text on every run.
+// A whole calibration text (train.txt: 4.9 M chars → 1.40 M tokens) takes seconds, so no chunking is
+// needed; ids are cached on disk per (tokenizer.json hash, text hash) because the pipeline tokenizes the
+// same calibration text on every run.
 
 import { engineEnv } from '../env';
 import { createHash } from 'node:crypto';

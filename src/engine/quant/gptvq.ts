@@ -15,6 +15,7 @@
 // This file: the driver (dead inputs, damping and Hinv as GPTQ's, then the backend's loop), the loop's
 // kernels (VqStep, the codebook points) and the CPU loop itself (vqLoopSteps); gptvq_ref.ts is the twin.
 
+import { MAX_CODEBOOK_LOG2, VQ_DIMS } from '../../protocol/config';
 import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode } from '../../protocol/messages';
 import type { LayerSession, Mat, VqLoopResult } from './backend';
@@ -151,7 +152,7 @@ export function* vqLoopSteps(
 export function gptvqShape(cols: number, opts: Pick<GptvqOptions, 'vqDim' | 'bits' | 'groupSize' | 'blockSize'>, where: string): { d: number; g: number; K: number; B: number } {
   const d = opts.vqDim;
   const g = opts.groupSize === -1 ? cols : opts.groupSize;
-  if (![1, 2, 4].includes(d)) throw new ProtocolError(ErrorCode.BadConfig, `vqDim must be 1, 2 or 4, got ${d}`, where);
+  if (!(VQ_DIMS as readonly number[]).includes(d)) throw new ProtocolError(ErrorCode.BadConfig, `vqDim must be ${VQ_DIMS.join(', ')}, got ${d}`, where);
   if (cols % d !== 0 || g % d !== 0)
     throw new ProtocolError(
       ErrorCode.BadConfig,
@@ -160,7 +161,8 @@ export function gptvqShape(cols: number, opts: Pick<GptvqOptions, 'vqDim' | 'bit
       'use vqDim 1 or a group size that is a multiple of vqDim',
     );
   const K = 2 ** (d * opts.bits);
-  if (K > 65536) throw new ProtocolError(ErrorCode.BadConfig, `codebook of 2^${d * opts.bits} entries is too large`, where);
+  if (d * opts.bits > MAX_CODEBOOK_LOG2)
+    throw new ProtocolError(ErrorCode.BadConfig, `codebook of 2^${d * opts.bits} entries is too large (at most 2^${MAX_CODEBOOK_LOG2})`, where);
   return { d, g, K, B: Math.max(d, Math.floor((opts.blockSize ?? 128) / d) * d) };
 }
 

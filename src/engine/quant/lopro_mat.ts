@@ -1,5 +1,4 @@
 // Small dense kernels shared by the LoPRo stages (row-major flat arrays, float64 accumulation).
-// They are the CPU path; issue 5 moves the matmul-shaped ones (matmul, gram, proxy loss) to ORT.
 // Also the seeded PRNG every random choice of LoPRo goes through (R1SVD starts, k-means init).
 
 export type FloatArray = Float32Array | Float64Array;

@@ -8,6 +8,8 @@
 // Inputs may be float64 (GPTQ's working copy): they are first rounded to float32, as the
 // reference's float32 `W` would hold them.
 
+import { BITS } from '../../protocol/config';
+
 const fround = Math.fround;
 
 /** torch.round: round half to even (JS Math.round rounds half up: −7.5 → −7, torch gives −8). */
@@ -16,9 +18,9 @@ export function roundHalfEven(x: number): number {
   return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-/** 2^bits − 1, after checking that the width is one we store in a Uint8Array code. */
+/** 2^bits − 1, after checking that the width is one of the config's (protocol/config.ts BITS). */
 export function maxqFor(bits: number): number {
-  if (!Number.isInteger(bits) || bits < 1 || bits > 8) throw new RangeError(`bits must be an integer in [1, 8], got ${bits}`);
+  if (!(BITS as readonly number[]).includes(bits)) throw new RangeError(`bits must be ${BITS.join(', ')}, got ${bits}`);
   return (1 << bits) - 1;
 }
 

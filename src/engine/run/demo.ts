@@ -3,8 +3,7 @@
 // and RTN's on the same Hessian), then the perplexity of the EXPORTED model (the native output
 // loaded back from disk) on the two held-out texts next to the float model's.
 // Protocol settings throughout: 128 calibration windows of 256 tokens (tiny's protocol ctx), group
-// 128 asymmetric, damping 0.01; --samples N trades accuracy for time. Measured on 2 shared cores:
-// 127 s of CPU, 5 min wall under a load average of 8 (float perplexities included).
+// 128 asymmetric, damping 0.01; --samples N trades accuracy for time.
 // The float perplexities are computed once and cached (LOPRO_CACHE_DIR, default <tmp>/lopro-cache).
 
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// ONNX export (issue 4.5, third format): one self-contained .onnx model, logits [B, T, V] from
+// ONNX export (the third format): one self-contained .onnx model, logits [B, T, V] from
 // input_ids [B, T] (int64), that plain ONNX Runtime runs. The decoder is the engine's own graph
 // (model/llama_graph.ts emitters) with every quantized linear emitted from its stored parts
 // (export_onnx_linear.ts): MatMulNBits for 4-bit codes, the permutation as Gather, the block

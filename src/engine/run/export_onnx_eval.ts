@@ -1,5 +1,5 @@
 // Perplexity of an exported .onnx model (export_onnx.ts), per ../shared/protocol.md, so the ONNX
-// export is measured as exported (issue 4.4): the file is loaded by ONNX Runtime, windows are
+// export is measured as exported: the file is loaded by ONNX Runtime, windows are
 // batched through it, and a small second graph turns logits into per-position NLL (the engine's
 // emitNll) so no [B, T, V] loop runs in JS.
 

@@ -190,7 +190,7 @@ async function runOn(
     },
   };
   // run.json exists from the start, so a run killed before its first block commit is still a run
-  // directory: --resume then restarts it from block 0 (it used to be refused as "not a run directory").
+  // directory: --resume then restarts it from block 0.
   if (m.completedBlocks === 0 && !m.complete) ctx.commit();
   if (!m.complete) {
     if (model.summary.kind === 'llama') {

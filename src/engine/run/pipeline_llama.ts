@@ -209,7 +209,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     yDev: ort.Tensor[] | null = null;
   let wT: Record<string, ort.Tensor> = {};
   if (keepActs) hooks.log('info', `calibration activations kept on the ${rt.ep} device through each block (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB)`);
-  // Where the time goes (issue 5): forward passes + Hessians on the EP, layers, commits to disk.
+  // Where the time goes: forward passes + Hessians on the EP, layers, commits to disk.
   const spent = { forwards: 0, layers: 0, commits: 0 };
   let committing: Promise<void> = Promise.resolve(),
     background = 0; // the block commit in flight; its seconds
@@ -335,7 +335,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       }
       lap('forwards');
       // Commit: parts, Hessians, outputs, then run.json — written in the background while the next block
-      // computes (1.8 GB with fsyncs per 7B-shaped block: 1.7 s of the main thread before, session 6). One
+      // computes (1.8 GB with fsyncs per 7B-shaped block: seconds of the main thread otherwise). One
       // commit at a time, in block order, run.json last; what it writes is not touched again. A failed
       // commit surfaces at the next block's commit (or the end) and stops the run; a crash before run.json
       // is written resumes from the block before, as always.
@@ -377,7 +377,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     'info',
     `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background)`,
   );
-  // Copies vs compute vs graph building (issue 5): the runtime's counters over the whole run.
+  // Copies vs compute vs graph building: the runtime's counters over the whole run.
   const c = rt.counters,
     gb = (b: number) => (b / 1e9).toFixed(2);
   hooks.log(

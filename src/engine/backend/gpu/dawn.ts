@@ -96,9 +96,8 @@ export class DawnGpu {
   /**
    * A storage buffer holding `data`, or float32(data) for a Float64Array (converted chunk by chunk into
    * the staging ring: no float32 copy of the whole array on the host). Big data goes through the ring
-   * (upload()): measured on the H100 host, 180 MB took 0.18 s through a fresh mappedAtCreation buffer
-   * and 0.024 s through two reused 16 MiB staging buffers — the fresh mapping's first-touch page faults
-   * cost more than the copy itself (bench/dawn_copy_probe.ts).
+   * (upload()): a fresh mappedAtCreation buffer's first-touch page faults cost several times the copy
+   * itself, two reused staging buffers do not (bench/dawn_copy_probe.ts).
    */
   async bufferFrom(data: ArrayBufferView, label?: string): Promise<GPUBuffer> {
     const f64 = data instanceof Float64Array;

@@ -1,11 +1,10 @@
-// GPTVQ (quant/gptvq.ts) for LoPRo's `lopro_v` layers with W′ and Hinv resident on the Dawn device
-// (quant/lopro_dawn.ts): the lazy block updates W[:, i2:] −= E·U[i1:i2, i2:] — the O(rows·cols²) part —
-// run as the WGSL GEMM on the device; per batch, only the batch's columns (and a codebook group's, at
-// its start) and U's diagonal block come to the host, where the codebook k-means, the nearest-codeword
-// search and the in-batch feedback run as in gptvqQuantize (the same VqStep and codebook points, float64
-// over the float32 values read back); the k-means' per-point passes may be split over worker threads. Why this split: the sequential, data-dependent k-means and
-// codeword search are small per batch (rows × B values), while the trailing update touches all of W.
-// In TypeScript alone a 4096² lopro_v layer did not finish in 300 s on the H100 host (session 5).
+// GPTVQ's loop (quant/gptvq.ts) for the GPU backend, with W′ and Hinv resident on the Dawn device: the lazy
+// block updates W[:, i2:] −= E·U[i1:i2, i2:] — the O(rows·cols²) part — run as the WGSL GEMM on the device;
+// per batch, only the batch's columns (and a codebook group's, at its start) and U's diagonal block come to the
+// host, where the codebook k-means, the nearest-codeword search and the in-batch feedback run as in the CPU
+// loop (the same VqStep and codebook points, float64 over the float32 values read back); the k-means'
+// per-point passes may be split over worker threads. Why this split: the sequential, data-dependent k-means
+// and codeword search are small per batch (rows × B values), while the trailing update touches all of W.
 
 import type { DawnGpu } from './dawn';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
