@@ -133,7 +133,7 @@ async function fill(frame, id, value) {
     await step('config panel explains an invalid combination inline and disables Start', async () => {
       await fill(cfg, 'hadamardBlock', 100);
       const help = cfg.locator('#help-hadamardBlock');
-      await help.filter({ hasText: 'must be a power of two, got 100' }).waitFor({ timeout: 5000 });
+      await help.filter({ hasText: 'must be a power of two ≤ 4096, got 100' }).waitFor({ timeout: 5000 });
       lap(`inline: ${await help.textContent()}`);
       if (!(await cfg.locator('#start').evaluate((b) => b.disabled))) throw new Error('Start is enabled with an invalid b_H');
       await shot('config-invalid.png');

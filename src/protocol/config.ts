@@ -69,7 +69,8 @@ export const RANGES = {
   rank: { min: 0, integer: true },
   powerIters: { min: 0, max: 50, integer: true },
   salientBlock: { min: 0, integer: true },
-  hadamardBlock: { min: 1, integer: true, powerOfTwo: true },
+  // ≤ 4096: the GPU backend rotates one block in 16 KiB of workgroup memory, WebGPU's guaranteed minimum.
+  hadamardBlock: { min: 1, max: 4096, integer: true, powerOfTwo: true },
   beta: { min: 0, max: 1 },
   vqBits: { min: 0, max: MAX_CODEBOOK_LOG2, integer: true },
   calibSamples: { min: 1, integer: true },
@@ -187,7 +188,7 @@ export const CONFIG_DOCS: { readonly [K in keyof QuantizeConfig]: string } = {
   rank: 'Rank r of the R1SVD low-rank part (0 disables stage A).',
   powerIters: 'Power iterations per R1SVD round.',
   salientBlock: 'b_I: width of the unrotated salient column block.',
-  hadamardBlock: 'b_H: Walsh-Hadamard block width (a power of two).',
+  hadamardBlock: 'b_H: Walsh-Hadamard block width (a power of two, at most 4096).',
   rotation: 'Stage B rotation: partial (salient block left alone), none, or full (every block rotated).',
   beta: 'AWQ-style activation exponent for the column scale alpha.',
   vqDim: 'GPTVQ vector dimension (lopro_v).',
@@ -239,7 +240,7 @@ export function inRange(v: number, r: NumRange): boolean {
 
 /** What a range allows, in words: "an integer in [0, 50]", "in (0, 1)", "-1 or an integer ≥ 1", "a power of two". */
 export function describeRange(r: NumRange): string {
-  if (r.powerOfTwo) return 'a power of two';
+  if (r.powerOfTwo) return r.max === undefined ? 'a power of two' : `a power of two ≤ ${r.max}`;
   const what = r.integer ? 'an integer ' : '';
   let body: string;
   if (r.max === undefined) body = `${what}${r.openMin ? '>' : '≥'} ${r.min}`;

@@ -249,9 +249,8 @@ export class ComputeRuntime {
   private gpuTail: Promise<void> = Promise.resolve();
 
   /**
-   * GPU EPs: one run at a time per runtime. Layers quantized concurrently (run/layer_engines.ts) share
-   * the device and its sessions; whether ORT's GPU EPs tolerate concurrent Run calls on one device is
-   * not something we rely on. The CPU EP runs concurrently (its sessions are thread-safe).
+   * GPU EPs: one run at a time per runtime: whether ORT's GPU EPs tolerate concurrent Run calls on one
+   * device is not something we rely on. The CPU EP runs concurrently (its sessions are thread-safe).
    */
   private serialized<T>(fn: () => Promise<T>): Promise<T> {
     if (this.ep === 'cpu') return fn();

@@ -184,7 +184,7 @@ export function weightedKMeans(points: ArrayLike<number>, weights: ArrayLike<num
 }
 
 /**
- * weightedKMeans with the per-point passes split over `run` (e.g. the worker pool: gptq_parallel_lopro.ts
+ * weightedKMeans with the per-point passes split over `run` (e.g. the CPU backend's workers: backend/cpu/cpu_backend.ts
  * kmeansOnPool), the arrays in SharedArrayBuffers. Same result, bit for bit.
  */
 export async function weightedKMeansSplit(

@@ -213,7 +213,7 @@ export function r1svdInPlace(A: FloatArray, m: number, n: number, opts: R1svdOpt
   return { ...f.layout(), energy };
 }
 
-/** r1svdRounds driven with asynchronous mat-vecs and deflation (the worker pool: gptq_parallel_lopro.ts). */
+/** r1svdRounds driven with asynchronous mat-vecs and deflation (the CPU backend's workers: backend/cpu/cpu_backend.ts). */
 export async function r1svdRoundsAsync(
   m: number,
   n: number,

@@ -24,7 +24,7 @@ const CASES: { [K in keyof QuantizeConfig]: { ok: unknown[]; bad: unknown[] } } 
   rank: { ok: [0, 1, 1e6], bad: [-1, 1.5] },
   powerIters: { ok: [0, 1, 50], bad: [-1, 51, 2.5] },
   salientBlock: { ok: [0, 1, 1e9], bad: [-5, 0.5] },
-  hadamardBlock: { ok: [1, 2, 128, 2 ** 30], bad: [0, 3, 100, -128, 64.5] },
+  hadamardBlock: { ok: [1, 2, 128, 4096], bad: [0, 3, 100, -128, 64.5, 8192] },
   rotation: { ok: ['partial', 'none', 'full'], bad: ['half'] },
   beta: { ok: [0, 0.5, 1], bad: [-0.001, 1.001] },
   vqDim: { ok: [1, 2, 4], bad: [0, 3, 8] },
@@ -62,7 +62,7 @@ test('every key: values at its boundaries pass, values past them are refused nam
 test('messages say what is allowed', () => {
   const msg = (o: Record<string, unknown>) => describeIssues(validateConfig(cfg(o)));
   assert.equal(msg({ bits: 5 }), 'bits must be 2, 3, 4 or 8, got 5');
-  assert.equal(msg({ hadamardBlock: 100 }), 'hadamardBlock (b_H) must be a power of two, got 100');
+  assert.equal(msg({ hadamardBlock: 100 }), 'hadamardBlock (b_H) must be a power of two ≤ 4096, got 100');
   assert.equal(msg({ percDamp: 0 }), 'percDamp must be in (0, 1), got 0');
   assert.equal(msg({ threads: 257 }), 'threads must be an integer in [0, 256], got 257');
   assert.equal(msg({ groupSize: 0 }), 'groupSize must be -1 or an integer ≥ 1, got 0');

@@ -1,5 +1,5 @@
-// GPTQ's Hinv (upper U with UᵀU = H⁻¹) computed on the engine's own WebGPU device (compute/dawn.ts)
-// and left there for the fused GPTQ kernels (quant/gptq_fused.ts): no n² readback and re-upload
+// GPTQ's Hinv (upper U with UᵀU = H⁻¹) computed on the engine's own WebGPU device (dawn.ts)
+// and left there for the fused GPTQ loop (gptq_loop.ts): no n² readback and re-upload
 // between an ORT Cholesky and the Dawn loop (485 MB each way for a 11008-column layer).
 //
 // Same algebra as the float64 twin (quant/gptq_linalg.ts choleskyInverseUpper): with J the reversal,
@@ -17,7 +17,7 @@ import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
 
 /**
  * U on `gpu` as a float32 n×n buffer (the caller destroys it). H: host values, or a float32 n×n buffer
- * already on `gpu` (LoPRo's H′, quant/lopro_dawn.ts; read only, the caller keeps it). Throws NotPositiveDefiniteError on a
+ * already on `gpu` (read only, the caller keeps it). Throws NotPositiveDefiniteError on a
  * non-positive pivot (index in J·H·J's order, as the float64 twin).
  */
 export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | Float64Array | GPUBuffer, n: number): Promise<GPUBuffer> {

@@ -1,4 +1,4 @@
-// The batch kernel of the fused GPTQ loop (quant/gptq_fused.ts). Names follow `fasterquant`.
+// The batch kernel of the fused GPTQ loop (gptq_loop.ts). Names follow `fasterquant`.
 //
 // gptqBatchWgsl — one invocation per row of W runs the reference's inner loop over the batch's
 // columns i1..i2 on its own row (rows are independent given Hinv and the params):

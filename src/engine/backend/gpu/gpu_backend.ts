@@ -13,7 +13,7 @@ import type { DawnGpu } from './dawn';
 import { choleskyInverseUpperDawn } from './cholesky';
 import { fusedColumnLoop } from './gptq_loop';
 import { gptvqOnDawn } from './gptvq_loop';
-import { LayerKernels } from './kernels';
+import { LayerKernels, MAX_GROUPS } from './kernels';
 import { ROW_DOT_WGSL, SCALE_COLS_WGSL, SUB_WGSL, SYMMETRIZE_WGSL, ZERO_COLS_WGSL, diagWgsl, strideGroups } from './layer_wgsl';
 import { groupParamsDawn, rtnCodesDawn } from './quantize_wgsl';
 import { r1svdOnDawn } from './r1svd';
@@ -79,7 +79,7 @@ class GpuSession implements LayerSession {
 
   /** The device's binding limit, as a clear error naming the layer (a larger matrix cannot be bound whole). */
   private fits(rows: number, cols: number, what: string, where: string): void {
-    if (4 * rows * cols > this.gpu.maxBindingBytes || rows > 65535 * 256) {
+    if (4 * rows * cols > this.gpu.maxBindingBytes) {
       throw new ProtocolError(
         ErrorCode.OutOfMemory,
         `${what} (${rows}×${cols} float32, ${((4 * rows * cols) / 2 ** 30).toFixed(2)} GiB) exceeds the GPU's largest buffer binding (${(this.gpu.maxBindingBytes / 2 ** 30).toFixed(2)} GiB)`,
@@ -220,7 +220,9 @@ class GpuSession implements LayerSession {
     const d = new Float32Array(await this.k.readBack(dev(H).buf, n, diagWgsl('get')));
     for (const j of dead) d[j] = 1;
     await this.k.run(diagWgsl('set'), [this.k.elem(n, n), dev(H).buf, this.k.f32(d)], [Math.ceil(n / 256), 1, 1]);
-    await this.k.run(ZERO_COLS_WGSL, [this.k.elem(W.rows, W.cols, dead.length), dev(W).buf, this.k.u32(dead)], [Math.ceil(dead.length / 256), W.rows, 1]);
+    const cols = this.k.u32(dead);
+    for (let row0 = 0; row0 < W.rows; row0 += MAX_GROUPS)
+      await this.k.run(ZERO_COLS_WGSL, [this.k.elem(W.rows, W.cols, dead.length, row0), dev(W).buf, cols], [Math.ceil(dead.length / 256), Math.min(MAX_GROUPS, W.rows - row0), 1]);
   }
 
   async addToDiagonal(H: Mat, v: number): Promise<void> {

@@ -7,6 +7,9 @@ import type { DawnGpu } from './dawn';
 import type { RotationPlan } from '../../quant/rotation';
 import { NON_FINITE_WGSL, SAMPLE_ROWS_WGSL, SLAB, SUBMATRIX_WGSL, blockRotateWgsl, colSlabsWgsl, lowRankApplyWgsl, strideGroups, type RotateMode } from './layer_wgsl';
 
+/** WebGPU's largest workgroup count in one dimension. */
+export const MAX_GROUPS = 65535;
+
 /** The kernels' launcher for one layer: owns the layer's buffers (released at the end), one submit per call. */
 export class LayerKernels {
   private readonly bufs = new Set<GPUBuffer>();
@@ -150,14 +153,18 @@ export class LayerKernels {
     const b = plan.block,
       head = b === 0 ? n : plan.salient;
     const extra = dq ? [this.own(this.gpu.buffer(dq.scale)), this.own(this.gpu.buffer(dq.zero)), this.own(this.gpu.buffer(dq.gIdx))] : [];
-    const words = (k0: number, s: number) => {
+    const words = (k0: number, s: number, row0: number) => {
       const w = new Uint32Array(8);
-      w.set([n, k0, 0, dq?.wpr ?? 0, dq?.G ?? 0]);
+      w.set([n, k0, 0, dq?.wpr ?? 0, dq?.G ?? 0, row0]);
       new Float32Array(w.buffer, 8, 1)[0] = s;
       return this.own(this.gpu.uniforms(w));
     };
     const p = mode === 'transpose' ? undefined : perm; // the transpose reads no perm (its layout has no binding 2)
-    if (head > 0) await this.run(blockRotateWgsl(mode, 1), [words(head, 1), X, p, Y, ...extra], [Math.ceil(head / 256), m, 1]);
-    if (b > 0) await this.run(blockRotateWgsl(mode, b), [words(plan.salient, 1 / Math.sqrt(b)), X, p, Y, ...extra], [(n - plan.salient) / b, m, 1]);
+    // One workgroup row per matrix row: at most 65535 rows per dispatch (WebGPU's limit per dimension).
+    for (let row0 = 0; row0 < m; row0 += MAX_GROUPS) {
+      const rows = Math.min(MAX_GROUPS, m - row0);
+      if (head > 0) await this.run(blockRotateWgsl(mode, 1), [words(head, 1, row0), X, p, Y, ...extra], [Math.ceil(head / 256), rows, 1]);
+      if (b > 0) await this.run(blockRotateWgsl(mode, b), [words(plan.salient, 1 / Math.sqrt(b), row0), X, p, Y, ...extra], [(n - plan.salient) / b, rows, 1]);
+    }
   }
 }

@@ -159,7 +159,7 @@ fn main(@builtin(global_invocation_id) g: vec3u) {
 `;
 }
 
-/** X[i, cols[t]] = 0 for every row i and t < r (dead columns of W′; bindings P, X, cols); dispatch (⌈r/256⌉, m). */
+/** X[i, cols[t]] = 0 for every row i = P.step + workgroup_id.y and t < r (dead columns of W′; bindings P, X, cols); dispatch (⌈r/256⌉, rows ≤ 65535 from row P.step). */
 export const ZERO_COLS_WGSL = /* wgsl */ `
 ${ELEM_HEAD}
 @group(0) @binding(0) var<uniform> p: P;
@@ -169,7 +169,7 @@ ${ELEM_HEAD}
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) l: u32) {
   let t = wg.x * 256u + l;
   if (t >= p.r) { return; }
-  X[wg.y * p.n + cols[t]] = 0.0;
+  X[(p.step + wg.y) * p.n + cols[t]] = 0.0;
 }
 `;
 
@@ -182,12 +182,12 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) l: u3
  */
 export type RotateMode = 'gatherR' | 'gatherH' | 'transpose' | 'dequant' | 'unrotate';
 
-const RP = 'struct P { n: u32, k0: u32, scaleBits: u32, wpr: u32, G: u32, pad0: u32, pad1: u32, pad2: u32 }';
+const RP = 'struct P { n: u32, k0: u32, scaleBits: u32, wpr: u32, G: u32, row0: u32, pad1: u32, pad2: u32 }';
 const DEQUANT_BINDINGS =
   '@group(0) @binding(4) var<storage, read> sc: array<f32>;\n@group(0) @binding(5) var<storage, read> zr: array<f32>;\n@group(0) @binding(6) var<storage, read> gi: array<u32>;';
 
 /**
- * One workgroup per (row i = workgroup_id.y, block c = workgroup_id.x): the b values of columns
+ * One workgroup per (row i = P.row0 + workgroup_id.y, block c = workgroup_id.x): the b values of columns
  * k0 + c·b … k0 + c·b + b − 1 are loaded (mode), transformed by the normalised FWHT (b ≥ 2; b = 1 copies,
  * for the unrotated head) in workgroup memory, and stored (mode). Bindings: P, X (u32 codes for
  * dequant, f32 otherwise), perm (u32; unused by transpose), Y, and for dequant the scales and zeros (rows × G)
@@ -214,7 +214,7 @@ ${RP}
 ${mode === 'dequant' ? DEQUANT_BINDINGS : ''}
 @compute @workgroup_size(${T})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) l: u32) {
-  let i = wg.y;
+  let i = p.row0 + wg.y;
   let k = wg.x * ${T}u + l;
   if (k >= p.k0) { return; }  // the head: columns [0, k0)
   ${store} = ${load};
@@ -231,7 +231,7 @@ ${mode === 'dequant' ? DEQUANT_BINDINGS : ''}
 var<workgroup> v: array<f32, ${b}>;
 @compute @workgroup_size(${T})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) l: u32) {
-  let i = wg.y;
+  let i = p.row0 + wg.y;
   let base = p.k0 + wg.x * ${b}u;
   for (var t = l; t < ${b}u; t += ${T}u) { let k = base + t; v[t] = ${load}; }
   workgroupBarrier();

@@ -1,10 +1,10 @@
-// The reference quantizer (quant/quantizer.ts) in WGSL, for the Dawn kernels (compute/dawn.ts):
+// The reference quantizer (quant/quantizer.ts) in WGSL, for the Dawn kernels (dawn.ts):
 //   findParamsWgsl — a WGSL function computing (scale, zero) of one row segment as findParamsRow
 //                    (clip 'minmax', bit-exact) or findParamsRowMse (clip 'mse', see "Precision" below),
-//                    shared by the kernels here and the fused GPTQ batch kernel (gptq_fused_wgsl.ts);
+//                    shared by the kernels here and the fused GPTQ batch kernel (gptq_wgsl.ts);
 //   groupParams    — the params of every (row, group of g columns) of a rows×cols float32 W;
 //   rtnCodes       — round-to-nearest codes with given params, packed 4 per u32 word (the layout of
-//                    gptq_fused.ts), optionally with the dequantized values scale·(code − zero).
+//                    gptq_loop.ts), optionally with the dequantized values scale·(code − zero).
 // Float32 semantics as the reference: + − × are correctly rounded in WGSL; '/' is not (Vulkan allows
 // 2.5 ulp), so every division that decides a code or a param goes through div_rn, and a product that a
 // compiler could fuse into the following addition through mul_rn (DIV_RN_WGSL); WGSL `round` is
