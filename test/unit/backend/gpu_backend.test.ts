@@ -320,3 +320,23 @@ test('GPU backend quantizeLayer data-free (H = I): the identity never goes throu
     assert.ok(Math.abs(g.report.proxyLoss - d) <= 1e-4 * d && Math.abs(g.report.relProxyLoss - d / w2) <= 1e-4 * (d / w2));
   }
 });
+
+test('GPU backend: a layer taller than 65535 rows (one workgroup row per matrix row is dispatched in chunks) = the CPU backend', async (t) => {
+  const gpu = await gpuBackend(t);
+  if (!gpu) return;
+  const rows = 70_000, cols = 32;
+  const { W, H, absMean } = syntheticLayer(rows, cols, 200, 17);
+  for (const i of [0, 65534, 65535, 65536, rows - 1]) W[i * cols + 3] = 0.5; // rows on both sides of the chunk edge
+  // The rotation kernels (gather + FWHT, and the decoder's dequantize + FWHT + scatter) on every row.
+  const lc = cfgOf({ rank: 0, salientBlock: 8, hadamardBlock: 8, groupSize: 16, blockSize: 16 });
+  const [g, c] = [await loproOn(gpu, W, rows, cols, H, absMean, lc, 3), await loproOn(cpuBackend(1), W, rows, cols, H, absMean, lc, 3)];
+  assert.ok(sameFraction(g.stored.codes!, c.stored.codes!) >= 0.99, `codes ${sameFraction(g.stored.codes!, c.stored.codes!)}`);
+  const host = dequantizeLoPRo(g.stored);
+  assert.ok(maxAbsDiff(g.reconstructed, host) <= 2e-6 * maxAbs(host) + 1e-7, 'the last rows are rotated and scattered too');
+  // The dead-column kernel on every row: an input that never fired is zeroed (no rotation: it stays dead in H′).
+  const Hd = H.slice();
+  for (let i = 0; i < cols; i++) Hd[i * cols + 5] = Hd[5 * cols + i] = 0;
+  const d = await loproOn(gpu, W, rows, cols, Hd, absMean, { ...lc, rotation: 'none' }, 3);
+  const k = d.stored.perm.indexOf(5);
+  for (const r of [0, 65535, rows - 1]) assert.equal(d.stored.codes![r * cols + k], d.stored.zeros![r * d.stored.groups + Math.floor(k / 16)], `row ${r}: the dead column quantizes to the zero point`);
+});
