@@ -81,7 +81,7 @@ export async function runDemo(o: DemoOptions, hooks: RunHooks, print: (s: string
   const tq = (Date.now() - t0) / 1000;
   const fp = await floatPerplexity(model, texts, o.ep, hooks);
   print('');
-  print(`LoPRo demo: fixtures/tiny, ${o.method} W${o.bits}, ${o.samples} calibration windows × 256 tokens of train.txt, EP ${summary.ep}`);
+  print(`LoPRo demo: fixtures/tiny, ${o.method} W${o.bits}, ${o.samples} calibration windows × 256 tokens of train.txt, EP ${summary.ep}, backend ${summary.backend}`);
   print(formatLayerTable({ ...summary, perplexity: undefined }));
   print('');
   print('Perplexity (protocol windows of 256 tokens), quantized model as exported (native, loaded back):');
