@@ -32,7 +32,16 @@ suite('LoPRo extension in a real VS Code extension host', () => {
     const ext = vscode.extensions.getExtension(EXT_ID)!;
     assert.ok(ext.isActive);
     const contributed: string[] = ext.packageJSON.contributes.commands.map((c: { command: string }) => c.command);
-    assert.deepEqual(contributed.sort(), ['lopro.cancel', 'lopro.compareRuns', 'lopro.exportF16', 'lopro.exportNative', 'lopro.exportOnnx', 'lopro.openResults', 'lopro.quantize', 'lopro.showLog']);
+    assert.deepEqual(contributed.sort(), [
+      'lopro.cancel',
+      'lopro.compareRuns',
+      'lopro.exportF16',
+      'lopro.exportNative',
+      'lopro.exportOnnx',
+      'lopro.openResults',
+      'lopro.quantize',
+      'lopro.showLog',
+    ]);
     const registered = new Set(await vscode.commands.getCommands(true));
     for (const c of contributed) assert.ok(registered.has(c), `${c} is contributed but not registered`);
   });
@@ -95,21 +104,35 @@ suite('LoPRo extension in a real VS Code extension host', () => {
   test('the webview message validator rejects junk and accepts the real messages', async () => {
     const { parseFromWebview } = await api();
     const junk: unknown[] = [
-      null, 42, 'ready', [], {}, { type: 'nope' }, { type: 'ready', extra: 1 },
-      { type: 'start' }, { type: 'start', config: { bits: 2 }, outputFolder: '/x' },
+      null,
+      42,
+      'ready',
+      [],
+      {},
+      { type: 'nope' },
+      { type: 'ready', extra: 1 },
+      { type: 'start' },
+      { type: 'start', config: { bits: 2 }, outputFolder: '/x' },
       { type: 'start', config: { ...DEFAULT_CONFIG, bits: '2' }, outputFolder: '/x' },
       { type: 'start', config: { ...DEFAULT_CONFIG, evil: true }, outputFolder: '/x' },
       { type: 'start', config: { ...DEFAULT_CONFIG, layerOverrides: { '*': { bits: NaN } } }, outputFolder: '/x' },
-      { type: 'openLayer', layer: '' }, { type: 'openLayer', layer: 7 },
+      { type: 'openLayer', layer: '' },
+      { type: 'openLayer', layer: 7 },
       { type: 'requantize', layer: 'a', overrides: { bits: 3, rm: '-rf' } },
-      { type: 'apply', layer: 'a' }, { type: 'export', format: 'exe' }, { type: 'pick', field: '/etc/passwd' },
+      { type: 'apply', layer: 'a' },
+      { type: 'export', format: 'exe' },
+      { type: 'pick', field: '/etc/passwd' },
     ];
     for (const j of junk) assert.equal(parseFromWebview(j), undefined, `accepted junk: ${JSON.stringify(j)}`);
     const good: unknown[] = [
-      { type: 'ready' }, { type: 'cancel' }, { type: 'pick', field: 'calibText' },
+      { type: 'ready' },
+      { type: 'cancel' },
+      { type: 'pick', field: 'calibText' },
       { type: 'start', config: { ...DEFAULT_CONFIG, layerOverrides: { '*.down_proj': { bits: 4 } } }, outputFolder: '/tmp/run' },
-      { type: 'openLayer', layer: 'model.layers.0.mlp.up_proj' }, { type: 'requantize', layer: 'l', overrides: { bits: 4, rank: 8 } },
-      { type: 'apply', layer: 'l', candidateId: 'c1' }, { type: 'export', format: 'onnx' },
+      { type: 'openLayer', layer: 'model.layers.0.mlp.up_proj' },
+      { type: 'requantize', layer: 'l', overrides: { bits: 4, rank: 8 } },
+      { type: 'apply', layer: 'l', candidateId: 'c1' },
+      { type: 'export', format: 'onnx' },
     ];
     for (const g of good) assert.deepEqual(parseFromWebview(g), g);
   });
@@ -117,7 +140,9 @@ suite('LoPRo extension in a real VS Code extension host', () => {
   test('LoPRo: Quantize… on the tiny folder opens the config panel', async () => {
     await api();
     await vscode.commands.executeCommand('lopro.quantize', vscode.Uri.file(path.join(ws(), 'tiny')));
-    const tab = await waitFor(() => vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo: Quantize tiny'));
+    const tab = await waitFor(() =>
+      vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo: Quantize tiny'),
+    );
     assert.ok(tab, 'config panel tab not found');
   });
 });
@@ -152,18 +177,22 @@ suite('LoPRo runs through the real engine (cancel, crash, resume)', function () 
     const runDir = path.join(ws(), 'runs', 'crashed');
     const { pid } = await engine.request('engine/hello', { clientVersion: 'crash-test' }, { timeoutMs: 30000 });
     let killed = false;
-    const first = engine.request('run/start', { modelPath: tiny(), config: fast(), runDir, resume: false }, {
-      callbacks: {
-        // Killed once block 0 is committed ("block 1/N done" is sent after its run.json is written; block
-        // commits run in the background while the next block computes, so a layer count says nothing).
-        onProgress: (v) => {
-          if (!killed && v.kind === 'report' && /^block 1\/\d+ done/.test(v.message ?? '')) {
-            killed = true;
-            process.kill(pid, 'SIGKILL');
-          }
+    const first = engine.request(
+      'run/start',
+      { modelPath: tiny(), config: fast(), runDir, resume: false },
+      {
+        callbacks: {
+          // Killed once block 0 is committed ("block 1/N done" is sent after its run.json is written; block
+          // commits run in the background while the next block computes, so a layer count says nothing).
+          onProgress: (v) => {
+            if (!killed && v.kind === 'report' && /^block 1\/\d+ done/.test(v.message ?? '')) {
+              killed = true;
+              process.kill(pid, 'SIGKILL');
+            }
+          },
         },
       },
-    });
+    );
     await assert.rejects(first, (e: { code?: string; message?: string }) => {
       assert.equal(e.code, ErrorCode.EngineCrashed);
       assert.match(e.message ?? '', /engine stopped during run\/start \(killed by SIGKILL\)/);
@@ -229,17 +258,24 @@ suite('LoPRo commands on finished runs', function () {
     const s = await engine.request('run/start', { modelPath: path.join(ws(), 'tiny'), config, runDir: b, resume: false });
     assert.equal(s.layers.length, 28);
     await vscode.commands.executeCommand('lopro.compareRuns', a, b);
-    const tab = await waitFor(() => vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo: crashed vs rtn'));
+    const tab = await waitFor(() =>
+      vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo: crashed vs rtn'),
+    );
     assert.ok(tab, 'compare panel tab not found');
     await vscode.commands.executeCommand('lopro.openResults', b);
-    const results = await waitFor(() => vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo Results: rtn'));
+    const results = await waitFor(() =>
+      vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo Results: rtn'),
+    );
     assert.ok(results, 'results panel tab not found');
   });
 });
 
 suite('LoPRo export commands', function () {
   this.timeout(300000);
-  for (const [command, format] of [['lopro.exportF16', 'f16'], ['lopro.exportOnnx', 'onnx']] as const) {
+  for (const [command, format] of [
+    ['lopro.exportF16', 'f16'],
+    ['lopro.exportOnnx', 'onnx'],
+  ] as const) {
     test(`${command} writes the export, loads it back and reproduces the run perplexity`, async () => {
       const a = await api();
       const runDir = path.join(ws(), 'runs', 'rtn'); // from the compare test

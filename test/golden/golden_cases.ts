@@ -61,8 +61,15 @@ export function loadCase(file: string): GoldenCase {
     blockSize: Number(meta.blocksize),
     refError: meta.kind === 'gptq' ? Number(meta.ref_error) : NaN,
     meta,
-    W: get('W'), X: get('X'), H: get('H'), Q: get('Q'), codes: get('codes'), scale: get('scale'), zero: get('zero'),
-    gIdx: get('g_idx'), perm: get('perm'),
+    W: get('W'),
+    X: get('X'),
+    H: get('H'),
+    Q: get('Q'),
+    codes: get('codes'),
+    scale: get('scale'),
+    zero: get('zero'),
+    gIdx: get('g_idx'),
+    perm: get('perm'),
   };
   f.close();
   return c;
@@ -70,7 +77,10 @@ export function loadCase(file: string): GoldenCase {
 
 /** Every case file: the repo's copies, plus the shared-only 512×1024 case when shared/ is present. */
 export function caseFiles(kind: 'gptq' | 'rtn'): { files: string[]; missing: string[] } {
-  const files = readdirSync(repoCasesDir).filter((f) => f.endsWith('.safetensors') && f.includes(`_${kind}_`)).sort().map((f) => join(repoCasesDir, f));
+  const files = readdirSync(repoCasesDir)
+    .filter((f) => f.endsWith('.safetensors') && f.includes(`_${kind}_`))
+    .sort()
+    .map((f) => join(repoCasesDir, f));
   const missing: string[] = [];
   if (SHARED_ONLY_CASE.includes(`_${kind}_`) && !files.some((f) => basename(f) === SHARED_ONLY_CASE)) {
     const p = join(sharedCasesDir, SHARED_ONLY_CASE);

@@ -1,5 +1,6 @@
 // The golden GPTQ acceptance suite (../../../shared/golden/README.md §7), parametrized by engine so the
-// same checks run on the float64 TypeScript path and on the ONNX Runtime path. Every case of the
+// same strict checks run on the float64 one-thread twin (quant/gptq_ref.ts) and on the production driver
+// (quant/gptq.ts) on each backend. Every case of the
 // original implementation (IST-DASLab/gptq fasterquant, float32, torch 1.13.1) runs from the stored H.
 // Prints one summary line with the overall code agreement.
 
@@ -9,7 +10,9 @@ import type { GptqOptions, GptqResult } from '../../src/engine/quant/gptq';
 import { choleskyInverseUpper } from '../../src/engine/quant/gptq_linalg';
 import { caseFiles, loadCase, type GoldenCase } from './golden_cases';
 
-export type GptqEngine = (W: Float32Array, rows: number, cols: number, H: Float32Array, opts: GptqOptions) => GptqResult | Promise<GptqResult>;
+/** What the suite reads of an engine's result: GptqResult's codes, params, order and loss, plus Q (dequantized codes). */
+export type GoldenGptqResult = Pick<GptqResult, 'codes' | 'scale' | 'zero' | 'gIdx' | 'groups' | 'perm' | 'loss' | 'damp' | 'choleskyFallback'> & { Q: Float32Array };
+export type GptqEngine = (W: Float32Array, rows: number, cols: number, H: Float32Array, opts: GptqOptions) => GoldenGptqResult | Promise<GoldenGptqResult>;
 
 export function goldenGptqSuite(label: string, engine: GptqEngine): void {
   const { files, missing } = caseFiles('gptq');
@@ -21,10 +24,17 @@ export function goldenGptqSuite(label: string, engine: GptqEngine): void {
     const c = loadCase(file);
     test(`golden ${label} ${c.name}`, async () => {
       const res = await engine(c.W, c.rows, c.cols, c.H, {
-        bits: c.bits, groupSize: c.groupSize, sym: c.sym, percDamp: c.percDamp, blockSize: c.blockSize,
-        actOrder: c.actOrder, staticGroups: c.staticGroups, name: c.name,
+        bits: c.bits,
+        groupSize: c.groupSize,
+        sym: c.sym,
+        percDamp: c.percDamp,
+        blockSize: c.blockSize,
+        actOrder: c.actOrder,
+        staticGroups: c.staticGroups,
+        name: c.name,
       });
-      const { rows, cols } = c, G = res.groups;
+      const { rows, cols } = c,
+        G = res.groups;
       assert.equal(res.choleskyFallback, false);
       assert.equal(G * rows, c.scale.length, 'group count');
       assert.deepEqual(Array.from(res.perm), Array.from(c.perm), 'perm must be exact');
@@ -33,7 +43,11 @@ export function goldenGptqSuite(label: string, engine: GptqEngine): void {
       // Codes: count mismatches and the rows that have any.
       let diff = 0;
       const badRow = new Uint8Array(rows);
-      for (let i = 0; i < rows * cols; i++) if (res.codes[i] !== c.codes[i]) { diff++; badRow[Math.floor(i / cols)] = 1; }
+      for (let i = 0; i < rows * cols; i++)
+        if (res.codes[i] !== c.codes[i]) {
+          diff++;
+          badRow[Math.floor(i / cols)] = 1;
+        }
       const badRows = badRow.reduce((a, b) => a + b, 0);
       totals.codes += rows * cols;
       totals.equal += rows * cols - diff;
@@ -49,7 +63,9 @@ export function goldenGptqSuite(label: string, engine: GptqEngine): void {
         if (!badRow[r]) continue;
         let k = 0;
         while (res.codes[r * cols + c.perm[k]] === c.codes[r * cols + c.perm[k]]) k++;
-        const i = r * cols + c.perm[k], ours = res.codes[i], ref = c.codes[i];
+        const i = r * cols + c.perm[k],
+          ours = res.codes[i],
+          ref = c.codes[i];
         U ??= hinvOf(c, res.damp);
         const dist = distanceToTie(c, res, U, r, k);
         const why = `row ${r}: first mismatch at quantization position ${k} (column ${c.perm[k]}): ours ${ours}, reference ${ref}, ${dist.toExponential(1)} steps from a tie`;
@@ -66,7 +82,8 @@ export function goldenGptqSuite(label: string, engine: GptqEngine): void {
       // Scale/zero. For groupSize −1 and static groups they are functions of W only: bit-exact.
       // Dynamic groups, rows whose codes all match: scale rel ≤ 5e-5, zero exact.
       const paramsOfWOnly = c.groupSize === -1 || c.staticGroups;
-      let maxScaleRel = 0, maxQSteps = 0;
+      let maxScaleRel = 0,
+        maxQSteps = 0;
       for (let r = 0; r < rows; r++) {
         if (badRow[r] && !paramsOfWOnly) continue;
         for (let g = 0; g < G; g++) {
@@ -77,7 +94,8 @@ export function goldenGptqSuite(label: string, engine: GptqEngine): void {
         }
         if (badRow[r]) continue;
         for (let j = 0; j < cols; j++) {
-          const i = r * cols + j, s = c.scale[r * G + c.gIdx[j]];
+          const i = r * cols + j,
+            s = c.scale[r * G + c.gIdx[j]];
           maxQSteps = Math.max(maxQSteps, Math.abs(res.Q[i] - c.Q[i]) / s);
         }
       }
@@ -101,7 +119,8 @@ export function goldenGptqSuite(label: string, engine: GptqEngine): void {
 
 /** Hinv (float64) of the case's H as GPTQ sees it: dead diagonal → 1, permuted, damped by `damp`. */
 function hinvOf(c: GoldenCase, damp: number): Float64Array {
-  const n = c.cols, H = new Float64Array(n * n);
+  const n = c.cols,
+    H = new Float64Array(n * n);
   for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) H[a * n + b] = c.H[c.perm[a] * n + c.perm[b]];
   for (let a = 0; a < n; a++) H[a * n + a] = (H[a * n + a] === 0 ? 1 : H[a * n + a]) + damp;
   return choleskyInverseUpper(H, n);
@@ -112,8 +131,9 @@ function hinvOf(c: GoldenCase, damp: number): Float64Array {
  * GPTQ's error identity W_eff − Q = E·U (README §5) gives the fed-back errors E of our run by forward
  * substitution; w_k = W_eff[k] − Σ_{j<k} E_j·U[j,k] is the value the quantizer rounded.
  */
-function distanceToTie(c: GoldenCase, res: GptqResult, U: Float64Array, r: number, k: number): number {
-  const n = c.cols, o = r * n;
+function distanceToTie(c: GoldenCase, res: GoldenGptqResult, U: Float64Array, r: number, k: number): number {
+  const n = c.cols,
+    o = r * n;
   const dead = (col: number) => c.H[col * n + col] === 0;
   const wEff = (j: number) => (dead(c.perm[j]) ? 0 : c.W[o + c.perm[j]]);
   const E = new Float64Array(k);

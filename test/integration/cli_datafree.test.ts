@@ -25,7 +25,8 @@ for (const method of ['rtn', 'gptq'] as const) {
       assert.deepEqual(nat.layers.sort(), mats.map((m) => m.name.replace(/\.weight$/, '')).sort());
       for (const m of mats) {
         const q = nat.readFloat32(m.name);
-        let err = 0, ref = 0;
+        let err = 0,
+          ref = 0;
         for (let i = 0; i < q.length; i++) {
           err += (q[i] - m.data[i]) ** 2;
           ref += m.data[i] ** 2;

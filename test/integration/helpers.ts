@@ -31,7 +31,12 @@ export interface CliResult {
 }
 
 export function runCli(args: string[], env: Record<string, string> = {}): CliResult {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, LOPRO_ENGINE_IPC: '', ...env }, timeout: 170_000 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, LOPRO_ENGINE_IPC: '', ...env },
+    timeout: 170_000,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -68,7 +73,13 @@ export type HostConnection = Connection<Record<string, never>, Served, Notes>;
 
 /** Forks the engine in worker mode exactly as the extension host does (IPC, advanced serialization). */
 export function forkEngine(): { child: ChildProcess; conn: HostConnection } {
-  const child = fork(MAIN, [], { cwd: ROOT, execArgv: ['--import', 'tsx'], serialization: 'advanced', env: { ...process.env, LOPRO_ENGINE_IPC: '1' }, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  const child = fork(MAIN, [], {
+    cwd: ROOT,
+    execArgv: ['--import', 'tsx'],
+    serialization: 'advanced',
+    env: { ...process.env, LOPRO_ENGINE_IPC: '1' },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
   const transport: Transport = {
     send: (m: Envelope) => void child.send(m),
     onMessage: (l) => void child.on('message', l),

@@ -37,7 +37,10 @@ test('worker: hello, inspect, run/start with progress and layer/done, exports, r
     const r = await conn.sendRequest('run/start', { modelPath: TINY, config: small({ method: 'gptq', bits: 4 }), runDir, resume: false });
     assert.equal(r.layers.length, 28);
     assert.equal(done.length, 28);
-    assert.deepEqual(done.map((l) => l.name), r.layers.map((l) => l.name));
+    assert.deepEqual(
+      done.map((l) => l.name),
+      r.layers.map((l) => l.name),
+    );
     assert.equal(progress[0].kind, 'begin');
     assert.ok(progress.some((p) => p.kind === 'end'));
     const reports = progress.filter((p) => p.kind === 'report');

@@ -23,7 +23,11 @@ function sources(dir: string): string[] {
 }
 
 test('dependency rules hold (dependency-cruiser)', () => {
-  const r = spawnSync(process.execPath, [join(ROOT, 'node_modules/dependency-cruiser/bin/dependency-cruise.mjs'), 'src', 'webview', 'bench', 'test', '--config', '.dependency-cruiser.cjs'], { cwd: ROOT, encoding: 'utf8' });
+  const r = spawnSync(
+    process.execPath,
+    [join(ROOT, 'node_modules/dependency-cruiser/bin/dependency-cruise.mjs'), 'src', 'webview', 'bench', 'test', '--config', '.dependency-cruiser.cjs'],
+    { cwd: ROOT, encoding: 'utf8' },
+  );
   assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
   assert.match(r.stdout, /no dependency violations found/);
 });
@@ -33,12 +37,15 @@ test('production code calls no float64 twin (a *_ref function) outside the twins
   for (const file of sources(join(ROOT, 'src'))) {
     if (file.endsWith('_ref.ts')) continue;
     let inside = ''; // the top-level function the line belongs to
-    readFileSync(file, 'utf8').split('\n').forEach((line, i) => {
-      const def = /^(?:export )?(?:async )?function\*? (\w+)/.exec(line);
-      if (def) inside = def[1];
-      else if (/^\S/.test(line) && !/^[})\]]/.test(line)) inside = '';
-      for (const m of line.matchAll(/\b(\w+_ref)\(/g)) if (!inside.endsWith('_ref') && !def?.[1].endsWith('_ref')) offences.push(`${file.slice(ROOT.length + 1)}:${i + 1} calls ${m[1]}`);
-    });
+    readFileSync(file, 'utf8')
+      .split('\n')
+      .forEach((line, i) => {
+        const def = /^(?:export )?(?:async )?function\*? (\w+)/.exec(line);
+        if (def) inside = def[1];
+        else if (/^\S/.test(line) && !/^[})\]]/.test(line)) inside = '';
+        for (const m of line.matchAll(/\b(\w+_ref)\(/g))
+          if (!inside.endsWith('_ref') && !def?.[1].endsWith('_ref')) offences.push(`${file.slice(ROOT.length + 1)}:${i + 1} calls ${m[1]}`);
+      });
   }
   assert.deepEqual(offences, []);
 });

@@ -35,7 +35,9 @@ export function formatLayerTable(s: RunSummary): string {
     return r;
   });
   const lines = [table(header, rows)];
-  lines.push(`model: ${s.layers.length} layers, ${s.bpw.toFixed(3)} bits/weight (quantized linears), ${s.seconds.toFixed(1)} s, EP ${s.ep}${s.backend ? `, backend ${s.backend}` : ''}${s.resumed ? ', resumed' : ''}`);
+  lines.push(
+    `model: ${s.layers.length} layers, ${s.bpw.toFixed(3)} bits/weight (quantized linears), ${s.seconds.toFixed(1)} s, EP ${s.ep}${s.backend ? `, backend ${s.backend}` : ''}${s.resumed ? ', resumed' : ''}`,
+  );
   if (s.perplexity) for (const [t, p] of Object.entries(s.perplexity)) lines.push(`perplexity ${t}: ${p.toFixed(4)}`);
   return lines.join('\n');
 }

@@ -48,7 +48,14 @@ function identity(n: number): Float64Array {
 }
 
 /** GPTQ (quant/gptq.ts) on `backend` with host arrays, plus Q = the dequantized codes (float32, as the reference's Q). */
-export async function gptqOn(backend: Backend, W: ArrayLike<number>, rows: number, cols: number, H: ArrayLike<number>, opts: GptqOptions): Promise<GptqResult & { Q: Float32Array }> {
+export async function gptqOn(
+  backend: Backend,
+  W: ArrayLike<number>,
+  rows: number,
+  cols: number,
+  H: ArrayLike<number>,
+  opts: GptqOptions,
+): Promise<GptqResult & { Q: Float32Array }> {
   const s = backend.session();
   try {
     const r = await gptq(s, await s.upload(Float64Array.from(W), rows, cols, 'W', 'test'), await s.upload(Float64Array.from(H), cols, cols, 'H', 'test'), opts);
@@ -83,8 +90,15 @@ export async function rtnOn(backend: Backend, W: ArrayLike<number>, rows: number
 
 /** LoPRo (quant/lopro.ts) on `backend` with host arrays: its result with Ŵ downloaded (`reconstructed`). */
 export async function loproOn(
-  backend: Backend, W: Float32Array, rows: number, cols: number, H: ArrayLike<number> | null, actStats: ArrayLike<number> | null,
-  cfg: LayerConfig, seed: number, opts: { name?: string; H32?: Float32Array } = {},
+  backend: Backend,
+  W: Float32Array,
+  rows: number,
+  cols: number,
+  H: ArrayLike<number> | null,
+  actStats: ArrayLike<number> | null,
+  cfg: LayerConfig,
+  seed: number,
+  opts: { name?: string; H32?: Float32Array } = {},
 ): Promise<Omit<LoproLayerResult, 'wHat'> & { reconstructed: Float32Array }> {
   const s = backend.session();
   try {

@@ -12,7 +12,8 @@ import { quantizeLayerLoPRo_ref } from '../../../src/engine/quant/lopro_ref';
 import { syntheticLayer } from '../quant/synthetic';
 import { cpuBackend, gptqOn, loproOn, rtnOn } from './backends';
 
-const rows = 70, cols = 200;
+const rows = 70,
+  cols = 200;
 const { W, H, absMean } = syntheticLayer(rows, cols, 500, 41);
 
 const gptqCases: [string, GptqOptions][] = [
@@ -62,7 +63,11 @@ test('CPU backend GPTQ: dead inputs and a Hessian that is not positive definite,
 
 for (const threads of [1, 3])
   test(`CPU backend RTN (${threads} thread${threads > 1 ? 's' : ''}) = rtnQuantize_ref, bit for bit`, async () => {
-    for (const o of [{ bits: 2, groupSize: 64, sym: false }, { bits: 3, groupSize: -1, sym: true }, { bits: 4, groupSize: 48, sym: false, clip: 'mse' as const }]) {
+    for (const o of [
+      { bits: 2, groupSize: 64, sym: false },
+      { bits: 3, groupSize: -1, sym: true },
+      { bits: 4, groupSize: 48, sym: false, clip: 'mse' as const },
+    ]) {
       const ref = rtnQuantize_ref(W, rows, cols, o);
       const got = await rtnOn(cpuBackend(threads), W, rows, cols, o);
       assert.deepEqual(got.codes, ref.codes, JSON.stringify(o));

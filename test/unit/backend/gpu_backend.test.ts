@@ -43,7 +43,8 @@ function sameFraction(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 /** ≥ 90 % of the rows agree in every column (a code word dropped at a batch boundary is a whole column). */
 function everyColumn(ref: ArrayLike<number>, got: ArrayLike<number>, rows: number, cols: number): void {
-  let worst = 1, at = -1;
+  let worst = 1,
+    at = -1;
   for (let c = 0; c < cols; c++) {
     let same = 0;
     for (let r = 0; r < rows; r++) if (ref[r * cols + c] === got[r * cols + c]) same++;
@@ -89,12 +90,23 @@ for (const [label, rows, cols, opts] of gptqCases)
 test('GPU backend GPTQ column loop: a batch of 1001 (code words straddle the batches in storage row slices) = the CPU loop on the same Hinv', async (t) => {
   const gpu = await gpuBackend(t);
   if (!gpu) return;
-  const rows = 24, cols = 1100;
+  const rows = 24,
+    cols = 1100;
   const { W, H } = syntheticLayer(rows, cols, 1200, 7);
   for (let i = 0; i < cols; i++) H[i * cols + i] += 0.01 * H[i * cols + i];
   const U = choleskyInverseUpper(H, cols); // from the host: the Dawn Cholesky of 1100 columns takes 30–50 s on SwiftShader
   const order = Int32Array.from({ length: cols }, (_, k) => k);
-  const spec = { blockSize: 1001, maxq: 3, sym: false, clip: 'minmax' as const, groupSize: 128, dynamic: true, groups: Math.ceil(cols / 128), slot: Int32Array.from(order, (k) => Math.floor(k / 128)), order };
+  const spec = {
+    blockSize: 1001,
+    maxq: 3,
+    sym: false,
+    clip: 'minmax' as const,
+    groupSize: 128,
+    dynamic: true,
+    groups: Math.ceil(cols / 128),
+    slot: Int32Array.from(order, (k) => Math.floor(k / 128)),
+    order,
+  };
   const run = async (b: typeof gpu | ReturnType<typeof cpuBackend>) => {
     const s = b.session();
     try {
@@ -119,7 +131,8 @@ test('GPU backend: a WGSL error is reported with its line, not swallowed', async
 test('GPU backend GPTQ: dead inputs as the reference; H not positive definite → round-to-nearest with a warning', async (t) => {
   const gpu = await gpuBackend(t);
   if (!gpu) return;
-  const rows = 16, cols = 64;
+  const rows = 16,
+    cols = 64;
   const { W, H } = syntheticLayer(rows, cols, 300, 5);
   const Hd = Float64Array.from(H);
   for (const j of [5, 40]) for (let i = 0; i < cols; i++) Hd[i * cols + j] = Hd[j * cols + i] = 0;
@@ -138,11 +151,16 @@ test('GPU backend GPTQ: dead inputs as the reference; H not positive definite �
   assert.ok(sameFraction(npd.codes, rtn.codes) >= 0.99, 'Hinv = I is round-to-nearest');
 });
 
-for (const [label, o] of [['min-max', { bits: 2, groupSize: 64, sym: false }], ['min-max sym per row', { bits: 3, groupSize: -1, sym: true }], ['mse', { bits: 2, groupSize: 48, sym: false, clip: 'mse' }]] as const)
+for (const [label, o] of [
+  ['min-max', { bits: 2, groupSize: 64, sym: false }],
+  ['min-max sym per row', { bits: 3, groupSize: -1, sym: true }],
+  ['mse', { bits: 2, groupSize: 48, sym: false, clip: 'mse' }],
+] as const)
   test(`GPU backend RTN = rtnQuantize_ref: ${label}`, async (t) => {
     const gpu = await gpuBackend(t);
     if (!gpu) return;
-    const rows = 37, cols = 200;
+    const rows = 37,
+      cols = 200;
     const { W } = syntheticLayer(rows, cols, 300, 3);
     const ref = rtnQuantize_ref(W, rows, cols, o);
     const got = await rtnOn(gpu, W, rows, cols, o);
@@ -154,7 +172,16 @@ for (const [label, o] of [['min-max', { bits: 2, groupSize: 64, sym: false }], [
     } else assert.ok(sameFraction(got.codes, ref.codes) >= 0.999, `codes ${sameFraction(got.codes, ref.codes)}`); // measured: all equal
   });
 
-const cfgOf = (o: Partial<LayerConfig>): LayerConfig => ({ ...DEFAULT_LAYER_CONFIG, rank: 4, powerIters: 2, salientBlock: 64, hadamardBlock: 32, groupSize: 32, blockSize: 64, ...o });
+const cfgOf = (o: Partial<LayerConfig>): LayerConfig => ({
+  ...DEFAULT_LAYER_CONFIG,
+  rank: 4,
+  powerIters: 2,
+  salientBlock: 64,
+  hadamardBlock: 32,
+  groupSize: 32,
+  blockSize: 64,
+  ...o,
+});
 
 const loproCases: [string, number, number, Partial<LayerConfig>][] = [
   ['partial rotation (head 64, blocks of 32), rank 4, W2', 48, 192, {}],
@@ -187,12 +214,18 @@ for (const [label, rows, cols, over] of loproCases)
     assert.equal(s.rank, ref.stored.rank);
     assert.equal(s.hadamardBlock, ref.stored.hadamardBlock);
     assert.equal(s.salientBlock, ref.stored.salientBlock);
-    assert.deepEqual(got.notes.filter((n) => n.includes('b_H')), ref.notes.filter((n) => n.includes('b_H')));
+    assert.deepEqual(
+      got.notes.filter((n) => n.includes('b_H')),
+      ref.notes.filter((n) => n.includes('b_H')),
+    );
     assert.ok(sameFraction(s.perm, ref.stored.perm) >= 0.97, `perm agrees ${sameFraction(s.perm, ref.stored.perm)}`);
     assert.equal(!!s.gIdx, !!ref.stored.gIdx);
     assert.ok(sameFraction(s.codes!, ref.stored.codes!) >= 0.97, `codes agree ${sameFraction(s.codes!, ref.stored.codes!)}`);
-    const lossGot = proxyLoss(W, got.reconstructed, H, rows, cols), lossRef = proxyLoss(W, ref.reconstructed, H, rows, cols);
-    t.diagnostic(`codes equal ${sameFraction(s.codes!, ref.stored.codes!).toFixed(4)}, perm ${sameFraction(s.perm, ref.stored.perm).toFixed(4)}, proxy loss rel. diff ${(Math.abs(lossGot - lossRef) / lossRef).toExponential(1)}`);
+    const lossGot = proxyLoss(W, got.reconstructed, H, rows, cols),
+      lossRef = proxyLoss(W, ref.reconstructed, H, rows, cols);
+    t.diagnostic(
+      `codes equal ${sameFraction(s.codes!, ref.stored.codes!).toFixed(4)}, perm ${sameFraction(s.perm, ref.stored.perm).toFixed(4)}, proxy loss rel. diff ${(Math.abs(lossGot - lossRef) / lossRef).toExponential(1)}`,
+    );
     assert.ok(Math.abs(lossGot - lossRef) / lossRef < 0.02, `proxy loss ${lossGot} vs ${lossRef}`);
     if (s.rank > 0) assert.ok(Math.abs(got.factors!.energy - ref.factors!.energy) < 1e-3, `energy ${got.factors!.energy} vs ${ref.factors!.energy}`);
 
@@ -201,7 +234,8 @@ for (const [label, rows, cols, over] of loproCases)
     const f = decodeLowRank(s);
     const Wr = s.rank > 0 ? lowRankWeight(f.U, f.sigma, f.V, rows, cols, s.rank, f.alpha) : new Float64Array(rows * cols);
     const rs = Math.ceil(rows / step);
-    const R = new Float64Array(rs * cols), Rt = new Float64Array(rs * cols);
+    const R = new Float64Array(rs * cols),
+      Rt = new Float64Array(rs * cols);
     for (let r = 0; r < rs; r++) for (let j = 0; j < cols; j++) R[r * cols + j] = W[r * step * cols + j] - Wr[r * step * cols + j];
     for (let r = 0; r < rs; r++) for (let k = 0; k < cols; k++) Rt[r * cols + k] = R[r * cols + s.perm[k]];
     rotateRowsInPlace(Rt, rs, got.plan);
@@ -232,14 +266,17 @@ for (const [label, rows, cols, over] of vqCases)
     const host = dequantizeLoPRo(s);
     assert.ok(maxAbsDiff(got.reconstructed, host) <= 2e-6 * maxAbs(host) + 1e-7, `Ŵ vs dequantizeLoPRo: ${maxAbsDiff(got.reconstructed, host)}`);
     assert.ok(sameFraction(s.vqCodes!, ref.stored.vqCodes!) >= 0.8, `codes agree ${sameFraction(s.vqCodes!, ref.stored.vqCodes!)}`);
-    const lossGot = proxyLoss(W, got.reconstructed, H, rows, cols), lossRef = proxyLoss(W, ref.reconstructed, H, rows, cols);
+    const lossGot = proxyLoss(W, got.reconstructed, H, rows, cols),
+      lossRef = proxyLoss(W, ref.reconstructed, H, rows, cols);
     assert.ok(Math.abs(lossGot - lossRef) / lossRef < 0.03, `proxy loss ${lossGot} vs ${lossRef}`);
   });
 
-test('GPU backend LoPRo: a dead input column is zeroed like GPTQ\'s; float32(H) handed over = H converted on the way up; H not positive definite → RTN with a note', async (t) => {
+test("GPU backend LoPRo: a dead input column is zeroed like GPTQ's; float32(H) handed over = H converted on the way up; H not positive definite → RTN with a note", async (t) => {
   const gpu = await gpuBackend(t);
   if (!gpu) return;
-  const rows = 24, cols = 96, cfg = cfgOf({ rotation: 'none', rank: 2 });
+  const rows = 24,
+    cols = 96,
+    cfg = cfgOf({ rotation: 'none', rank: 2 });
   const { W, H, absMean } = syntheticLayer(rows, cols, 200, 3);
   const Hd = H.slice();
   for (let i = 0; i < cols; i++) Hd[i * cols + 7] = Hd[7 * cols + i] = 0;
@@ -264,11 +301,14 @@ test('GPU backend LoPRo: a dead input column is zeroed like GPTQ\'s; float32(H) 
 test('GPU backend: NaN in W and ±Inf in H (1e39 is +Inf as float32) are non-finite errors naming the flat index', async (t) => {
   const gpu = await gpuBackend(t);
   if (!gpu) return;
-  const rows = 16, cols = 96, cfg = cfgOf({});
+  const rows = 16,
+    cols = 96,
+    cfg = cfgOf({});
   const { W, H, absMean } = syntheticLayer(rows, cols, 200, 4);
   const Wn = W.slice();
   Wn[5 * cols + 9] = NaN;
-  const nonFinite = (index: number, what: string) => (e: Error & { code?: string }) => e.code === 'E_NON_FINITE' && e.message.includes(`flat index ${index}`) && e.message.startsWith(what);
+  const nonFinite = (index: number, what: string) => (e: Error & { code?: string }) =>
+    e.code === 'E_NON_FINITE' && e.message.includes(`flat index ${index}`) && e.message.startsWith(what);
   await assert.rejects(loproOn(gpu, Wn, rows, cols, H, absMean, cfg, 1), nonFinite(5 * cols + 9, 'W'));
   const Hn = H.slice();
   Hn[3 * cols + 4] = Infinity;
@@ -284,13 +324,15 @@ for (const method of ['rtn', 'gptq', 'lopro', 'lopro_v'] as const)
   test(`GPU backend quantizeLayer (${method}): Ŵ = the stored parts' decoder, proxy losses = the float64 kernel, compare baselines`, async (t) => {
     const gpu = await gpuBackend(t);
     if (!gpu) return;
-    const rows = 40, cols = 192;
+    const rows = 40,
+      cols = 192;
     const { W, H, absMean } = syntheticLayer(rows, cols, 400, 21);
     const lc = cfgOf({ method, actOrder: method === 'gptq' });
     const out = await quantizeLayer(gpu, { name: 'model.layers.0.mlp.up_proj', block: 0, module: 'up_proj', rows, cols, W, H, absMean }, lc, { seed: 0, compare: true });
     const host = dequantizeStored(out.stored);
     assert.ok(maxAbsDiff(out.wHat, host) <= 2e-6 * maxAbs(host) + 1e-7, `Ŵ vs the host decoder: ${maxAbsDiff(out.wHat, host)}`);
-    const loss = proxyLoss(W, out.wHat, H, rows, cols), ref = proxyLoss(W, new Float32Array(rows * cols), H, rows, cols);
+    const loss = proxyLoss(W, out.wHat, H, rows, cols),
+      ref = proxyLoss(W, new Float32Array(rows * cols), H, rows, cols);
     assert.ok(Math.abs(out.report.proxyLoss - loss) <= 1e-4 * loss, `proxy loss ${out.report.proxyLoss} vs ${loss}`);
     assert.ok(Math.abs(out.report.relProxyLoss - loss / ref) <= 1e-4 * (loss / ref));
     const b = out.report.baselines!;
@@ -305,14 +347,16 @@ for (const method of ['rtn', 'gptq', 'lopro', 'lopro_v'] as const)
 test('GPU backend quantizeLayer data-free (H = I): the identity never goes through a GEMM; Ŵ and losses as the CPU', async (t) => {
   const gpu = await gpuBackend(t);
   if (!gpu) return;
-  const rows = 32, cols = 128;
+  const rows = 32,
+    cols = 128;
   const { W } = syntheticLayer(rows, cols, 200, 2);
   for (const method of ['rtn', 'lopro'] as const) {
     const lc = cfgOf({ method, rank: 2 });
     const g = await quantizeLayer(gpu, { name: 'w', block: 0, module: 'w', rows, cols, W }, lc, { seed: 1 });
     const c = await quantizeLayer(cpuBackend(1), { name: 'w', block: 0, module: 'w', rows, cols, W }, lc, { seed: 1 });
     assert.ok(Math.abs(g.report.proxyLoss - c.report.proxyLoss) / c.report.proxyLoss < 0.03, `${method}: gpu ${g.report.proxyLoss} cpu ${c.report.proxyLoss}`);
-    let d = 0, w2 = 0;
+    let d = 0,
+      w2 = 0;
     for (let i = 0; i < W.length; i++) {
       d += (W[i] - g.wHat[i]) ** 2;
       w2 += W[i] ** 2;
@@ -324,7 +368,8 @@ test('GPU backend quantizeLayer data-free (H = I): the identity never goes throu
 test('GPU backend: a layer taller than 65535 rows (one workgroup row per matrix row is dispatched in chunks) = the CPU backend', async (t) => {
   const gpu = await gpuBackend(t);
   if (!gpu) return;
-  const rows = 70_000, cols = 32;
+  const rows = 70_000,
+    cols = 32;
   const { W, H, absMean } = syntheticLayer(rows, cols, 200, 17);
   for (const i of [0, 65534, 65535, 65536, rows - 1]) W[i * cols + 3] = 0.5; // rows on both sides of the chunk edge
   // The rotation kernels (gather + FWHT, and the decoder's dequantize + FWHT + scatter) on every row.
@@ -338,5 +383,6 @@ test('GPU backend: a layer taller than 65535 rows (one workgroup row per matrix 
   for (let i = 0; i < cols; i++) Hd[i * cols + 5] = Hd[5 * cols + i] = 0;
   const d = await loproOn(gpu, W, rows, cols, Hd, absMean, { ...lc, rotation: 'none' }, 3);
   const k = d.stored.perm.indexOf(5);
-  for (const r of [0, 65535, rows - 1]) assert.equal(d.stored.codes![r * cols + k], d.stored.zeros![r * d.stored.groups + Math.floor(k / 16)], `row ${r}: the dead column quantizes to the zero point`);
+  for (const r of [0, 65535, rows - 1])
+    assert.equal(d.stored.codes![r * cols + k], d.stored.zeros![r * d.stored.groups + Math.floor(k / 16)], `row ${r}: the dead column quantizes to the zero point`);
 });

@@ -11,7 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { MAIN, ROOT, SMALL, tmp, TINY, TRAIN } from '../../integration/helpers';
 import { testDawn } from '../dawn_device';
 
-test('CPU threads: one per core from 4 cores up, else the engine\'s own thread', () => {
+test("CPU threads: one per core from 4 cores up, else the engine's own thread", () => {
   assert.equal(defaultThreads(2), 1);
   assert.equal(defaultThreads(3), 1);
   assert.equal(defaultThreads(4), 4);
@@ -30,7 +30,10 @@ test('backend cpu: the CPU, whatever the machine has', async () => {
 });
 
 test('backend auto without a hardware adapter: the CPU, with the reason; gpu: an error naming it', async () => {
-  for (const probe of [{ reason: 'no Vulkan loader (libvulkan.so.1): install it (Debian/Ubuntu: apt-get install libvulkan1)' }, { adapter: 'Google SwiftShader', fallback: true }]) {
+  for (const probe of [
+    { reason: 'no Vulkan loader (libvulkan.so.1): install it (Debian/Ubuntu: apt-get install libvulkan1)' },
+    { adapter: 'Google SwiftShader', fallback: true },
+  ]) {
     const { backend, why } = await openBackend('auto', 1, probe);
     try {
       assert.equal(backend.kind, 'cpu');
@@ -40,8 +43,10 @@ test('backend auto without a hardware adapter: the CPU, with the reason; gpu: an
       await backend.close();
     }
   }
-  await assert.rejects(openBackend('gpu', 1, { reason: 'no WebGPU adapter: the Vulkan drivers found no GPU' }), (e: unknown) =>
-    e instanceof ProtocolError && e.code === 'E_BAD_CONFIG' && /^--backend gpu: no WebGPU adapter/.test(e.message) && e.hint === 'use --backend cpu or auto');
+  await assert.rejects(
+    openBackend('gpu', 1, { reason: 'no WebGPU adapter: the Vulkan drivers found no GPU' }),
+    (e: unknown) => e instanceof ProtocolError && e.code === 'E_BAD_CONFIG' && /^--backend gpu: no WebGPU adapter/.test(e.message) && e.hint === 'use --backend cpu or auto',
+  );
 });
 
 test('backend gpu takes a CPU emulation when asked for it by name (SwiftShader: how CI tests the GPU backend)', async (t) => {
@@ -59,18 +64,29 @@ test('backend gpu takes a CPU emulation when asked for it by name (SwiftShader: 
 test('the Vulkan loader check names the package to install, and finds the loader on LD_LIBRARY_PATH too', { skip: process.platform !== 'linux' }, () => {
   const none = () => false;
   assert.match(vulkanLoaderMissing({}, none)!, /libvulkan\.so\.1.*apt-get install libvulkan1/);
-  assert.equal(vulkanLoaderMissing({}, (p) => p === '/usr/lib/x86_64-linux-gnu/libvulkan.so.1'), undefined);
-  assert.equal(vulkanLoaderMissing({ LD_LIBRARY_PATH: '/opt/x:/opt/vk/lib' }, (p) => p === '/opt/vk/lib/libvulkan.so.1'), undefined);
+  assert.equal(
+    vulkanLoaderMissing({}, (p) => p === '/usr/lib/x86_64-linux-gnu/libvulkan.so.1'),
+    undefined,
+  );
+  assert.equal(
+    vulkanLoaderMissing({ LD_LIBRARY_PATH: '/opt/x:/opt/vk/lib' }, (p) => p === '/opt/vk/lib/libvulkan.so.1'),
+    undefined,
+  );
 });
 
 test('a run with --ep auto --backend auto on this machine prints one plain line for each choice and no native noise', () => {
   // Without the tests' SwiftShader ICD (VK_ICD_FILENAMES): the Vulkan drivers a user's CPU-only machine has.
   const env: NodeJS.ProcessEnv = { ...process.env, LOPRO_ENGINE_IPC: '', XDG_RUNTIME_DIR: '' };
   delete env.VK_ICD_FILENAMES;
-  const spawned = spawnSync(process.execPath, ['--import', 'tsx', MAIN, 'quantize', TINY, '--calib', TRAIN, ...SMALL, '--ep', 'auto', '--backend', 'auto', '--method', 'rtn', '--out', tmp('quiet')], { cwd: ROOT, encoding: 'utf8', env, timeout: 170_000 });
+  const spawned = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', MAIN, 'quantize', TINY, '--calib', TRAIN, ...SMALL, '--ep', 'auto', '--backend', 'auto', '--method', 'rtn', '--out', tmp('quiet')],
+    { cwd: ROOT, encoding: 'utf8', env, timeout: 170_000 },
+  );
   const r = { code: spawned.status, stderr: spawned.stderr };
   assert.equal(r.code, 0, r.stderr);
-  for (const noise of ['XDG_RUNTIME_DIR', 'Warning:', 'vkCreateInstance', 'provider_bridge', '\x1b[', 'InitializeImpl', 'ONNXRuntimeError']) assert.ok(!r.stderr.includes(noise), `stderr shows "${noise}":\n${r.stderr}`);
+  for (const noise of ['XDG_RUNTIME_DIR', 'Warning:', 'vkCreateInstance', 'provider_bridge', '\x1b[', 'InitializeImpl', 'ONNXRuntimeError'])
+    assert.ok(!r.stderr.includes(noise), `stderr shows "${noise}":\n${r.stderr}`);
   const backendLines = r.stderr.split('\n').filter((l) => l.startsWith('backend '));
   assert.equal(backendLines.length, 1, r.stderr);
   // This machine may have a GPU (a developer's) or not (CI): either way the line says which and why.

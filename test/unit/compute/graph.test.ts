@@ -33,7 +33,11 @@ test('protobuf varints: 300 and negative int64', () => {
 });
 
 test('MatMul with a symbolic batch dim + Add broadcast, odd sizes', async () => {
-  for (const [m, k, n] of [[1, 1, 1], [3, 7, 17], [129, 127, 3]]) {
+  for (const [m, k, n] of [
+    [1, 1, 1],
+    [3, 7, 17],
+    [129, 127, 3],
+  ]) {
     const g = new GraphBuilder('mm');
     const x = g.input('x', 'float32', ['N', k]);
     const wVals = randF32(k * n, 1);
@@ -100,7 +104,10 @@ test('multi-output op (TopK), float/ints/string/tensor attributes, fp16/int32/ui
   const r = await run(g, { x: f32(xVals, [2, 5]) });
   assert.deepEqual([...(r.topv.data as Float32Array)], [5, 4, 6, 3]);
   assert.deepEqual([...(r.topi.data as BigInt64Array)], [4n, 2n, 2n, 4n]);
-  assert.deepEqual([...(r.leaky.data as Float32Array)], [...xVals].map((v) => (v < 0 ? v * 0.25 : v)));
+  assert.deepEqual(
+    [...(r.leaky.data as Float32Array)],
+    [...xVals].map((v) => (v < 0 ? v * 0.25 : v)),
+  );
   assert.deepEqual([...(r.gemm.data as Float32Array)], [2 * (3 - 2 + 12 + 4 + 25), 2 * (18 - 7 + 32 + 9 + 50), 2 * (-9 + 4 + 18 - 20 + 15), 2 * (-54 + 14 + 48 - 45 + 30)]);
   assert.deepEqual([...(r.const.data as Float32Array)], [1.5, -2]);
   assert.deepEqual(r.pad.dims, [2, 6]);

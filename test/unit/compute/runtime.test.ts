@@ -28,7 +28,10 @@ test('cpu: runs, caches sessions by key, counts no copies', async () => {
   assert.equal(builds, 1);
   assert.equal(rt.counters.sessionsCreated, 1);
   assert.equal(rt.counters.runs, 2);
-  assert.deepEqual([...a.y], [...x].map((v) => Math.fround(v * 3)));
+  assert.deepEqual(
+    [...a.y],
+    [...x].map((v) => Math.fround(v * 3)),
+  );
   assert.equal(b.y.length, 7);
   assert.equal(rt.counters.h2dCopies + rt.counters.d2hCopies, 0);
   await rt.dispose();
@@ -68,7 +71,10 @@ test('session cache evicts the least recently used entry', async () => {
 });
 
 function checkAttempts(attempts: readonly EpAttempt[], order: string[], used: string): void {
-  assert.deepEqual(attempts.map((a) => a.ep), order.slice(0, attempts.length));
+  assert.deepEqual(
+    attempts.map((a) => a.ep),
+    order.slice(0, attempts.length),
+  );
   assert.equal(attempts[attempts.length - 1].ep, used);
   assert.ok(attempts[attempts.length - 1].ok);
   for (const a of attempts.slice(0, -1)) {
@@ -89,7 +95,10 @@ test("'webgpu' either runs on WebGPU or falls back to the CPU with a reported re
   const y = (await rt.run(s, { x: dev })).y;
   const back = await rt.download(y);
   rt.release(dev, y);
-  assert.deepEqual([...back], [...x].map((v) => v * 2));
+  assert.deepEqual(
+    [...back],
+    [...x].map((v) => v * 2),
+  );
   if (rt.ep === 'webgpu') {
     assert.equal(rt.counters.h2dCopies, 1);
     assert.equal(rt.counters.d2hCopies, 1);

@@ -11,9 +11,24 @@ const base = (): QuantizeConfig => ({ ...DEFAULT_CONFIG, layerOverrides: {} });
 test('round trip: config → controls → config, for the defaults and for non-default values of every field', () => {
   assert.deepEqual(configFromForm(formValues(base()), base()), base());
   const changed: QuantizeConfig = {
-    ...base(), method: 'gptq', bits: 3, clip: 'mse', groupSize: -1, rank: 0, salientBlock: 64, hadamardBlock: 256, powerIters: 5,
-    calibText: '/data/train.txt', calibSamples: 8, ctx: 64, ep: 'cpu', backend: 'gpu', threads: 6, compare: true,
-    percDamp: 0.05, layerOverrides: { '*.down_proj': { bits: 4 } },
+    ...base(),
+    method: 'gptq',
+    bits: 3,
+    clip: 'mse',
+    groupSize: -1,
+    rank: 0,
+    salientBlock: 64,
+    hadamardBlock: 256,
+    powerIters: 5,
+    calibText: '/data/train.txt',
+    calibSamples: 8,
+    ctx: 64,
+    ep: 'cpu',
+    backend: 'gpu',
+    threads: 6,
+    compare: true,
+    percDamp: 0.05,
+    layerOverrides: { '*.down_proj': { bits: 4 } },
   };
   assert.deepEqual(configFromForm(formValues(changed), base()), { ...changed, percDamp: DEFAULT_CONFIG.percDamp, layerOverrides: {} }, 'keys outside the form come from the base');
   assert.deepEqual(configFromForm(formValues(changed), changed), changed);
@@ -36,7 +51,9 @@ test('an emptied or bad number field is explained by validateConfig, not replace
   const v = { ...formValues(base()), threads: '', powerIters: '2.5', bits: '5' };
   const c = configFromForm(v, base());
   assert.ok(Number.isNaN(c.threads));
-  const fields = validateConfig(c).map((i) => i.field).sort();
+  const fields = validateConfig(c)
+    .map((i) => i.field)
+    .sort();
   assert.deepEqual(fields, ['bits', 'powerIters', 'threads']);
   assert.equal(configFromForm({ ...formValues(base()), compare: true }, base()).compare, true);
 });

@@ -14,7 +14,7 @@ test('engineEnv adds glibc.malloc.hugetlb=1 once, keeps other tunables, and is o
   assert.equal(engineEnv({ GLIBC_TUNABLES: 'glibc.malloc.hugetlb=0' }).GLIBC_TUNABLES, 'glibc.malloc.hugetlb=0');
   assert.equal(engineEnv({ LOPRO_HUGEPAGES: 'off' }).GLIBC_TUNABLES, undefined);
   const env = { PATH: '/bin' };
-  assert.notEqual(engineEnv(env), env, 'a copy, not the caller\'s object');
+  assert.notEqual(engineEnv(env), env, "a copy, not the caller's object");
 });
 
 test('a process started with engineEnv backs a 256 MB array with huge pages', (t) => {
@@ -23,7 +23,8 @@ test('a process started with engineEnv backs a 256 MB array with huge pages', (t
     t.skip('no transparent huge pages on this machine');
     return;
   }
-  const probe = "const a = new Float32Array(64 * 2 ** 20); a.fill(1); process.stdout.write(/AnonHugePages:\\s+(\\d+) kB/.exec(require('fs').readFileSync('/proc/self/smaps_rollup', 'utf8'))[1]);";
+  const probe =
+    "const a = new Float32Array(64 * 2 ** 20); a.fill(1); process.stdout.write(/AnonHugePages:\\s+(\\d+) kB/.exec(require('fs').readFileSync('/proc/self/smaps_rollup', 'utf8'))[1]);";
   const huge = (env: NodeJS.ProcessEnv) => Number(spawnSync(process.execPath, ['-e', probe], { env, encoding: 'utf8' }).stdout);
   const base = { ...process.env, GLIBC_TUNABLES: undefined, LOPRO_HUGEPAGES: undefined };
   assert.ok(huge(engineEnv(base) as NodeJS.ProcessEnv) >= 128 * 1024, 'with engineEnv: at least half of the array in huge pages');

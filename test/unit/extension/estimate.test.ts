@@ -6,11 +6,37 @@ import { DEFAULT_CONFIG, bitsPerWeight, type QuantizeConfig } from '../../../src
 import type { LinearLayerInfo, ModelSummary } from '../../../src/protocol/messages';
 import { estimate } from '../../../webview/estimate';
 
-const MODULES: [string, number, number][] = [['q_proj', 256, 256], ['k_proj', 128, 256], ['v_proj', 128, 256], ['o_proj', 256, 256], ['gate_proj', 768, 256], ['up_proj', 768, 256], ['down_proj', 256, 768]];
+const MODULES: [string, number, number][] = [
+  ['q_proj', 256, 256],
+  ['k_proj', 128, 256],
+  ['v_proj', 128, 256],
+  ['o_proj', 256, 256],
+  ['gate_proj', 768, 256],
+  ['up_proj', 768, 256],
+  ['down_proj', 256, 768],
+];
 const linears: LinearLayerInfo[] = [];
-for (let b = 0; b < 4; b++) for (const [module, rows, cols] of MODULES) linears.push({ name: `model.layers.${b}.${module.startsWith('q') || module.startsWith('k') || module.startsWith('v') || module.startsWith('o') ? 'self_attn' : 'mlp'}.${module}`, block: b, module, rows, cols });
+for (let b = 0; b < 4; b++)
+  for (const [module, rows, cols] of MODULES)
+    linears.push({
+      name: `model.layers.${b}.${module.startsWith('q') || module.startsWith('k') || module.startsWith('v') || module.startsWith('o') ? 'self_attn' : 'mlp'}.${module}`,
+      block: b,
+      module,
+      rows,
+      cols,
+    });
 const linearParams = linears.reduce((a, l) => a + l.rows * l.cols, 0);
-const summary: ModelSummary = { path: '/m', kind: 'llama', files: ['model.safetensors'], totalBytes: 2 * (linearParams + 1_000_000), params: linearParams + 1_000_000, dtypes: ['F16'], numBlocks: 4, linears, ctx: 256 };
+const summary: ModelSummary = {
+  path: '/m',
+  kind: 'llama',
+  files: ['model.safetensors'],
+  totalBytes: 2 * (linearParams + 1_000_000),
+  params: linearParams + 1_000_000,
+  dtypes: ['F16'],
+  numBlocks: 4,
+  linears,
+  ctx: 256,
+};
 const cfg = (o: Partial<QuantizeConfig> = {}): QuantizeConfig => ({ ...DEFAULT_CONFIG, layerOverrides: {}, ...o });
 
 test('bpw is the weighted mean of per-layer bitsPerWeight', () => {

@@ -25,7 +25,9 @@ test('every DEFAULT_CONFIG key has a setting with the same default and type', ()
 });
 
 test('every quantize setting is a DEFAULT_CONFIG key (vice versa)', () => {
-  const settingKeys = Object.keys(props).filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));
+  const settingKeys = Object.keys(props)
+    .filter((k) => k.startsWith(prefix))
+    .map((k) => k.slice(prefix.length));
   assert.deepEqual(settingKeys.sort(), Object.keys(DEFAULT_CONFIG).sort());
 });
 

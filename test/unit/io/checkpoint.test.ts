@@ -27,7 +27,10 @@ function sharded(name: string, groups: string[][], edit?: (wm: Record<string, st
     const file = `model-${String(i + 1).padStart(5, '0')}-of-${String(groups.length).padStart(5, '0')}.safetensors`;
     const ts = tensors(i + 1, g);
     writeSafetensorsAtomic(path.join(dir, file), ts, { format: 'pt' });
-    for (const t of ts) { wm[t.name] = file; data.set(t.name, t.data as Float32Array); }
+    for (const t of ts) {
+      wm[t.name] = file;
+      data.set(t.name, t.data as Float32Array);
+    }
   });
   edit?.(wm);
   atomicWriteFile(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: wm }));
@@ -49,7 +52,10 @@ test('single file and folder with model.safetensors', () => {
   for (const p of [dir, path.join(dir, 'model.safetensors')]) {
     const c = openCheckpoint(p);
     assert.equal(c.kind, p === dir ? 'folder' : 'file');
-    assert.deepEqual(c.entries.map((e) => e.name), ['a', 'b']);
+    assert.deepEqual(
+      c.entries.map((e) => e.name),
+      ['a', 'b'],
+    );
     assert.deepEqual([...c.readFloat32('b')], [...(ts[1].data as Float32Array)]);
     assert.equal(c.totalBytes, 4 * (6 + 8));
     c.close();
@@ -79,19 +85,30 @@ test('sharded folder: broken indexes are refused with file and tensor named', ()
   fs.unlinkSync(path.join(missingShard.dir, 'model-00002-of-00002.safetensors'));
   assert.throws(() => openCheckpoint(missingShard.dir), isBad(['model-00002-of-00002.safetensors', 'does not exist', '"b"']));
 
-  const ghost = sharded('ghost-tensor', [['a'], ['b']], (wm) => { wm.ghost = 'model-00001-of-00002.safetensors'; });
+  const ghost = sharded('ghost-tensor', [['a'], ['b']], (wm) => {
+    wm.ghost = 'model-00001-of-00002.safetensors';
+  });
   assert.throws(() => openCheckpoint(ghost.dir), isBad(['"ghost"', 'has no such tensor', 'model.safetensors.index.json']));
 
-  const unlisted = sharded('unlisted', [['a', 'extra'], ['b']], (wm) => { delete wm.extra; });
+  const unlisted = sharded('unlisted', [['a', 'extra'], ['b']], (wm) => {
+    delete wm.extra;
+  });
   assert.throws(() => openCheckpoint(unlisted.dir), isBad(['"extra"', 'not in the index']));
 
-  const wrongShard = sharded('wrong-shard', [['a'], ['b']], (wm) => { wm.a = 'model-00002-of-00002.safetensors'; });
+  const wrongShard = sharded('wrong-shard', [['a'], ['b']], (wm) => {
+    wm.a = 'model-00002-of-00002.safetensors';
+  });
   assert.throws(() => openCheckpoint(wrongShard.dir), isBad(['"a"']));
 
-  const dup = sharded('dup', [['a', 'b'], ['b', 'c']]);
+  const dup = sharded('dup', [
+    ['a', 'b'],
+    ['b', 'c'],
+  ]);
   assert.throws(() => openCheckpoint(dup.dir), isBad(['"b"', 'stored in two shards']));
 
-  const escape = sharded('escape', [['a']], (wm) => { wm.a = '../good/model-00001-of-00003.safetensors'; });
+  const escape = sharded('escape', [['a']], (wm) => {
+    wm.a = '../good/model-00001-of-00003.safetensors';
+  });
   assert.throws(() => openCheckpoint(escape.dir), isBad(['outside the checkpoint folder', '"a"']));
 
   const badJson = path.join(root, 'bad-json');
@@ -106,7 +123,10 @@ test('sharded folder: broken indexes are refused with file and tensor named', ()
   const empty = path.join(root, 'empty');
   fs.mkdirSync(empty);
   assert.throws(() => openCheckpoint(empty), isBad(['no model.safetensors or model.safetensors.index.json', empty]));
-  assert.throws(() => openCheckpoint(path.join(root, 'absent')), (e: unknown) => e instanceof ProtocolError && e.code === 'E_IO');
+  assert.throws(
+    () => openCheckpoint(path.join(root, 'absent')),
+    (e: unknown) => e instanceof ProtocolError && e.code === 'E_IO',
+  );
 });
 
 test('a corrupt shard is reported with the shard file named', () => {
@@ -121,7 +141,8 @@ test('writeShardIndex produces an index that openCheckpoint reads', async () => 
   const { writeShardIndex } = await import('../../../src/engine/io/safetensors_writer');
   const dir = path.join(root, 'written-index');
   fs.mkdirSync(dir);
-  const a = tensors(1, ['p', 'q']), b = tensors(2, ['r']);
+  const a = tensors(1, ['p', 'q']),
+    b = tensors(2, ['r']);
   writeSafetensorsAtomic(path.join(dir, 'out-1.safetensors'), a);
   writeSafetensorsAtomic(path.join(dir, 'out-2.safetensors'), b);
   writeShardIndex(path.join(dir, 'model.safetensors.index.json'), { r: 'out-2.safetensors', p: 'out-1.safetensors', q: 'out-1.safetensors' }, 4 * (6 + 8 + 6));

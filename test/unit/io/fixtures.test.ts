@@ -18,7 +18,8 @@ function checkAll(p: string, file: string): { tensors: number; bytes: number } {
     let bytes = 0;
     for (const e of c.entries) {
       const r = ref.get(e.name)!;
-      assert.equal(e.dtype, r.dtype); assert.deepEqual(e.shape, r.shape);
+      assert.equal(e.dtype, r.dtype);
+      assert.deepEqual(e.shape, r.shape);
       const got = c.readBytes(e.name);
       assert.ok(bytesEqual(got, r.bytes), `${file}: ${e.name}`);
       if (isFloatDtype(e.dtype)) assert.ok(sameFloats(c.readFloat32(e.name), referenceFloats(e.dtype, r.bytes)), `${file}: ${e.name} as float32`);

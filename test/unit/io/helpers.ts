@@ -32,7 +32,12 @@ export function rawFile(headerText: string | Uint8Array, data: Uint8Array, decla
   return out;
 }
 
-export interface RawTensor { name: string; dtype: string; shape: number[]; bytes: Uint8Array }
+export interface RawTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  bytes: Uint8Array;
+}
 
 /** A valid file from raw tensors laid out in order (header padded to 8 with spaces). */
 export function rawSafetensors(tensors: RawTensor[], metadata?: Record<string, string>): Uint8Array {
@@ -47,7 +52,10 @@ export function rawSafetensors(tensors: RawTensor[], metadata?: Record<string, s
   while (Buffer.byteLength(text) % 8) text += ' ';
   const data = new Uint8Array(pos);
   let o = 0;
-  for (const t of tensors) { data.set(t.bytes, o); o += t.bytes.length; }
+  for (const t of tensors) {
+    data.set(t.bytes, o);
+    o += t.bytes.length;
+  }
   return rawFile(text, data);
 }
 
@@ -73,10 +81,14 @@ export function referenceFloats(dtype: string, bytes: Uint8Array): Float64Array 
   for (let i = 0; i < out.length; i++) {
     if (dtype === 'F64') out[i] = dv.getFloat64(i * 8, true);
     else if (dtype === 'F32') out[i] = dv.getFloat32(i * 4, true);
-    else if (dtype === 'BF16') { scratch.setUint16(0, dv.getUint16(i * 2, true)); out[i] = scratch.getFloat32(0); }
-    else {
+    else if (dtype === 'BF16') {
+      scratch.setUint16(0, dv.getUint16(i * 2, true));
+      out[i] = scratch.getFloat32(0);
+    } else {
       const h = dv.getUint16(i * 2, true);
-      const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, m = h & 1023;
+      const s = h & 0x8000 ? -1 : 1,
+        e = (h >> 10) & 31,
+        m = h & 1023;
       out[i] = e === 31 ? (m ? NaN : s * Infinity) : e === 0 ? s * m * 2 ** -24 : s * (1 + m / 1024) * 2 ** (e - 15);
     }
   }
@@ -87,7 +99,8 @@ export function referenceFloats(dtype: string, bytes: Uint8Array): Float64Array 
 export function sameFloats(a: Float32Array, b: Float64Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
-    const x = a[i], y = Math.fround(b[i]);
+    const x = a[i],
+      y = Math.fround(b[i]);
     if (!(Object.is(x, y) || (Number.isNaN(x) && Number.isNaN(y)))) return false;
   }
   return true;

@@ -42,7 +42,7 @@ function refFile(bytes: Uint8Array): RefResult {
     }
     if (typeof v !== 'object' || v === null || Array.isArray(v)) return no('entry');
     const { dtype, shape, data_offsets: o } = v as Record<string, unknown>;
-    if (typeof dtype !== 'string' || !Object.prototype.hasOwnProperty.call(SIZES, dtype)) return no('dtype');
+    if (typeof dtype !== 'string' || !Object.hasOwn(SIZES, dtype)) return no('dtype');
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) return no('shape');
     if (!Array.isArray(o) || o.length !== 2 || !o.every((d) => Number.isSafeInteger(d) && d >= 0)) return no('offsets');
     const [b, e] = [BigInt(o[0]), BigInt(o[1])];
@@ -159,7 +159,11 @@ test('hostile corpus: every input gives a named ProtocolError or a correct resul
     fam.set(outcome, (fam.get(outcome) ?? 0) + 1);
     byFamily.set(c.family, fam);
   }
-  const fmt = (m: Map<string, number>) => [...m].sort().map(([k, v]) => `${k}=${v}`).join(' ');
+  const fmt = (m: Map<string, number>) =>
+    [...m]
+      .sort()
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
   console.log(`hostile corpus: ${corpus.length} cases; outcomes: ${fmt(outcomes)}; errors naming a tensor: ${namedTensor}; slowest case ${slowest.toFixed(1)} ms`);
   for (const [f, m] of [...byFamily].sort()) console.log(`  ${f.padEnd(26)} ${fmt(m)}`);
   assert.ok((outcomes.get('ok') ?? 0) >= 10, 'valid controls load');

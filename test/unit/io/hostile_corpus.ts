@@ -95,9 +95,23 @@ export function generateCorpus(seed = 20260122): HostileCase[] {
   // 0. controls: the base itself, and other valid re-encodings, must load correctly
   add('valid-base', base);
   add('valid-unpadded', rebuild(clone(baseHeader), baseData, false));
-  add('valid-no-metadata', (() => { const h = clone(baseHeader); delete h.__metadata__; return rebuild(h, baseData); })());
+  add(
+    'valid-no-metadata',
+    (() => {
+      const h = clone(baseHeader);
+      delete h.__metadata__;
+      return rebuild(h, baseData);
+    })(),
+  );
   add('valid-empty', rawFile('{}      ', new Uint8Array(0)));
-  add('valid-extra-field', (() => { const h = clone(baseHeader); (h[names[1]] as Entry).extra = [1, 2]; return rebuild(h, baseData); })());
+  add(
+    'valid-extra-field',
+    (() => {
+      const h = clone(baseHeader);
+      (h[names[1]] as Entry).extra = [1, 2];
+      return rebuild(h, baseData);
+    })(),
+  );
 
   // 1. tiny files
   add('empty-file', new Uint8Array(0));
@@ -107,7 +121,24 @@ export function generateCorpus(seed = 20260122): HostileCase[] {
 
   // 2. fuzzed header length
   const trueLen = base.length - baseData.length - 8;
-  const lens = [0, 1, 2, 7, trueLen - 8, trueLen - 1, trueLen + 1, trueLen + 8, base.length - 8, base.length - 7, base.length, 100_000_001, 2 ** 32 + trueLen, 2 ** 53, 2 ** 63, 2 ** 64 - 1];
+  const lens = [
+    0,
+    1,
+    2,
+    7,
+    trueLen - 8,
+    trueLen - 1,
+    trueLen + 1,
+    trueLen + 8,
+    base.length - 8,
+    base.length - 7,
+    base.length,
+    100_000_001,
+    2 ** 32 + trueLen,
+    2 ** 53,
+    2 ** 63,
+    2 ** 64 - 1,
+  ];
   for (let i = 0; i < 8; i++) lens.push(int(0, base.length + 64));
   for (const len of lens) {
     const f = base.slice();
@@ -134,10 +165,22 @@ export function generateCorpus(seed = 20260122): HostileCase[] {
 
   // 4. truncation at random points (prefix, header, data), and appended garbage
   for (let i = 0; i < 30; i++) add('truncated', base.subarray(0, int(0, base.length - 1)));
-  for (let i = 0; i < 4; i++) { const f = new Uint8Array(base.length + int(1, 9)); f.set(base); add('trailing-bytes', f); }
+  for (let i = 0; i < 4; i++) {
+    const f = new Uint8Array(base.length + int(1, 9));
+    f.set(base);
+    add('trailing-bytes', f);
+  }
 
   // 5. offsets shifted, overlapping, out of range, ill-typed
-  mutateEntry('offsets-shifted', 12, (e) => { const [b, x] = e.data_offsets as number[]; const d = pick([-3, -1, 1, 2, 8]); e.data_offsets = pick([[b + d, x + d], [b + d, x], [b, x + d]]); });
+  mutateEntry('offsets-shifted', 12, (e) => {
+    const [b, x] = e.data_offsets as number[];
+    const d = pick([-3, -1, 1, 2, 8]);
+    e.data_offsets = pick([
+      [b + d, x + d],
+      [b + d, x],
+      [b, x + d],
+    ]);
+  });
   mutateEntry('offsets-overlap', 8, (e, name, h) => {
     const otherName = pick(names.filter((x) => x !== name));
     const [ob] = (h[otherName] as Entry).data_offsets as number[];
@@ -147,28 +190,79 @@ export function generateCorpus(seed = 20260122): HostileCase[] {
   });
   mutateEntry('offsets-out-of-range', 10, (e) => {
     const [b, x] = e.data_offsets as number[];
-    e.data_offsets = pick([[b, x + 1_000_000], [b + 2 ** 40, x + 2 ** 40], [-4, x], [b, -1], [2 ** 53, 2 ** 53 + (x - b)], [b, 1e300]]);
+    e.data_offsets = pick([
+      [b, x + 1_000_000],
+      [b + 2 ** 40, x + 2 ** 40],
+      [-4, x],
+      [b, -1],
+      [2 ** 53, 2 ** 53 + (x - b)],
+      [b, 1e300],
+    ]);
   });
   mutateEntry('offsets-ill-typed', 10, (e) => {
     const [b, x] = e.data_offsets as number[];
     e.data_offsets = pick([[b], [b, x, x], [String(b), x], [b + 0.5, x + 0.5], null, { begin: b, end: x }, [], [null, x], [true, x]]);
   });
-  mutateEntry('offsets-missing', 3, (e) => { delete e.data_offsets; });
+  mutateEntry('offsets-missing', 3, (e) => {
+    delete e.data_offsets;
+  });
 
   // 6. dtype names mangled
-  const dtypeSwaps: unknown[] = ['f16', 'F61', 'FP16', 'float16', 'F16 ', '', 'U32', 'U16', 'U64', 'F8_E5M2', 'F4', 'C64', 'F8_E8M0', 7, null, ['F16'], { F: 16 }, 'F32', 'I32', 'BF16', 'U8', 'I8'];
-  mutateEntry('dtype-mangled', 22, (e) => { e.dtype = pick(dtypeSwaps); });
-  mutateEntry('dtype-missing', 3, (e) => { delete e.dtype; });
+  const dtypeSwaps: unknown[] = [
+    'f16',
+    'F61',
+    'FP16',
+    'float16',
+    'F16 ',
+    '',
+    'U32',
+    'U16',
+    'U64',
+    'F8_E5M2',
+    'F4',
+    'C64',
+    'F8_E8M0',
+    7,
+    null,
+    ['F16'],
+    { F: 16 },
+    'F32',
+    'I32',
+    'BF16',
+    'U8',
+    'I8',
+  ];
+  mutateEntry('dtype-mangled', 22, (e) => {
+    e.dtype = pick(dtypeSwaps);
+  });
+  mutateEntry('dtype-missing', 3, (e) => {
+    delete e.dtype;
+  });
 
   // 7. shapes whose product is wrong, or ill-typed dims
   mutateEntry('shape-wrong', 18, (e) => {
     const s = e.shape as number[];
     e.shape = pick([
-      s.map((d, i) => (i === 0 ? d + 1 : d)), [...s].reverse(), [...s, 1], [1, ...s], s.slice(1), [...s, 2], s.map(() => 0),
-      s.map((d) => -d - 1), s.map((d) => d + 0.5), s.map(String), [null], 5, null, 'shape', [[2, 3]],
+      s.map((d, i) => (i === 0 ? d + 1 : d)),
+      [...s].reverse(),
+      [...s, 1],
+      [1, ...s],
+      s.slice(1),
+      [...s, 2],
+      s.map(() => 0),
+      s.map((d) => -d - 1),
+      s.map((d) => d + 0.5),
+      s.map(String),
+      [null],
+      5,
+      null,
+      'shape',
+      [[2, 3]],
     ]);
   });
-  mutateEntry('shape-missing', 3, (e) => { delete e.shape; });
+  mutateEntry('shape-missing', 3, (e) => {
+    delete e.shape;
+  });
 
   // 8. huge dims: products that overflow 32-bit, 53-bit and 64-bit arithmetic, some congruent to the true size
   mutateEntry('huge-dims', 14, (e) => {
@@ -176,14 +270,37 @@ export function generateCorpus(seed = 20260122): HostileCase[] {
     const bytes = x - b;
     e.dtype = 'U8';
     e.shape = pick([
-      [2 ** 31, 2 ** 31, 4], [2 ** 32 + bytes], [2 ** 53], [2 ** 53 + 2], [1e308], [Number.MAX_SAFE_INTEGER, 3], [2 ** 32, 2 ** 32 + bytes / 2 ** 32],
-      [65536, 65536, 65536, 65536], [2 ** 31 + 1, 2 ** 33], [bytes, 2 ** 64], [2 ** 52, 2 ** 12], [Infinity],
+      [2 ** 31, 2 ** 31, 4],
+      [2 ** 32 + bytes],
+      [2 ** 53],
+      [2 ** 53 + 2],
+      [1e308],
+      [Number.MAX_SAFE_INTEGER, 3],
+      [2 ** 32, 2 ** 32 + bytes / 2 ** 32],
+      [65536, 65536, 65536, 65536],
+      [2 ** 31 + 1, 2 ** 33],
+      [bytes, 2 ** 64],
+      [2 ** 52, 2 ** 12],
+      [Infinity],
     ]);
     if (r() < 0.5) e.data_offsets = [b, b + int(0, 64)];
   });
 
   // 9. names: non-ASCII (valid), odd-but-valid, and invalid UTF-8 sequences in a name
-  const weird = ['名前.weight', 'ünïcødé', '🦙.layers.0', 'rtl‮gnp.exe', 'nul\u0000byte', 'a'.repeat(5000), ' ', 'x'.repeat(3) + '\n\t"q"', '__metadata', '__proto__', 'constructor', 'toString'];
+  const weird = [
+    '名前.weight',
+    'ünïcødé',
+    '🦙.layers.0',
+    'rtl‮gnp.exe',
+    'nul\u0000byte',
+    'a'.repeat(5000),
+    ' ',
+    'x'.repeat(3) + '\n\t"q"',
+    '__metadata',
+    '__proto__',
+    'constructor',
+    'toString',
+  ];
   for (const w of weird) {
     const h: Header = Object.create(null) as Header; // so "__proto__" becomes a key
     const victim = pick(names);
@@ -200,7 +317,8 @@ export function generateCorpus(seed = 20260122): HostileCase[] {
   }
 
   // 10. header JSON of the wrong kind, BOM, nesting bombs, duplicate keys
-  for (const t of ['[]', 'null', '42', '"str"', 'true', '{', '{"a":}', '{"a": {"dtype": "F32"', '\uFEFF{}', '{} {}', 'NaN', '{"a":1e999}']) add('header-not-object', rawFile(t.padEnd(8, ' '), new Uint8Array(0)));
+  for (const t of ['[]', 'null', '42', '"str"', 'true', '{', '{"a":}', '{"a": {"dtype": "F32"', '\uFEFF{}', '{} {}', 'NaN', '{"a":1e999}'])
+    add('header-not-object', rawFile(t.padEnd(8, ' '), new Uint8Array(0)));
   add('nesting-bomb', rawFile('['.repeat(200_000) + ']'.repeat(200_000), new Uint8Array(0)));
   add('nesting-bomb', rawFile('{"a":'.repeat(50_000) + '1' + '}'.repeat(50_000), new Uint8Array(0)));
   {
@@ -216,10 +334,19 @@ export function generateCorpus(seed = 20260122): HostileCase[] {
     h.__metadata__ = m;
     add('metadata-mangled', rebuild(h, baseData));
   }
-  add('metadata-valid-unicode', (() => { const h = clone(baseHeader); h.__metadata__ = { 'ключ': 'значение 🦙', '': '' }; return rebuild(h, baseData); })());
+  add(
+    'metadata-valid-unicode',
+    (() => {
+      const h = clone(baseHeader);
+      h.__metadata__ = { ключ: 'значение 🦙', '': '' };
+      return rebuild(h, baseData);
+    })(),
+  );
 
   // 12. entries of the wrong kind, tensors removed (holes) or duplicated into extra names
-  mutateEntry('entry-ill-typed', 6, (_e, name, h) => { h[name] = pick([null, 5, 'F16', [1, 2, 3], true, []]); });
+  mutateEntry('entry-ill-typed', 6, (_e, name, h) => {
+    h[name] = pick([null, 5, 'F16', [1, 2, 3], true, []]);
+  });
   for (let i = 0; i < 6; i++) {
     const h = clone(baseHeader);
     const victim = pick(names.filter((x) => x !== 'empty'));
@@ -242,7 +369,12 @@ function shardedCases(r: () => number, int: (lo: number, hi: number) => number, 
   const out: HostileCase[] = [];
   const groups = [tensors.slice(0, 5), tensors.slice(5, 9), tensors.slice(9)];
   const shardName = (i: number) => `model-${String(i + 1).padStart(5, '0')}-of-00003.safetensors`;
-  const make = (family: string, edit: (wm: Record<string, unknown>, files: Record<string, Uint8Array>, index: Record<string, unknown>) => void, involved?: string[], open = '.') => {
+  const make = (
+    family: string,
+    edit: (wm: Record<string, unknown>, files: Record<string, Uint8Array>, index: Record<string, unknown>) => void,
+    involved?: string[],
+    open = '.',
+  ) => {
     const files: Record<string, Uint8Array> = {};
     const wm: Record<string, unknown> = {};
     groups.forEach((g, i) => {
@@ -257,27 +389,103 @@ function shardedCases(r: () => number, int: (lo: number, hi: number) => number, 
   const names = tensors.map((t) => t.name);
   make('sharded-valid', () => {});
   make('sharded-valid-via-index', () => {}, undefined, 'model.safetensors.index.json');
-  make('sharded-valid-dot-slash', (wm) => { for (const k of Object.keys(wm)) wm[k] = `./${wm[k] as string}`; });
-  for (let i = 0; i < 3; i++) make('sharded-missing-file', (_wm, files) => { delete files[shardName(i)]; }, groups[i].map((t) => t.name));
-  for (let i = 0; i < 3; i++) make('sharded-missing-file', (wm) => { const t = pick(names); wm[t] = `model-0000${4 + i}-of-00003.safetensors`; });
-  for (let i = 0; i < 3; i++) make('sharded-ghost-tensor', (wm) => { wm[`ghost.${i}`] = shardName(i); }, [`ghost.${i}`]);
-  for (let i = 0; i < 3; i++) { const t = pick(names); make('sharded-unlisted-tensor', (wm) => { delete wm[t]; }, [t]); }
-  for (let i = 0; i < 3; i++) { const t = pick(names); make('sharded-wrong-shard', (wm) => { const s = wm[t] as string; wm[t] = shardName((Number(s.slice(6, 11)) % 3)); }, [t]); }
-  make('sharded-duplicate', (_wm, files) => { files[shardName(1)] = rawSafetensors([...groups[1], groups[0][0]], META); }, [groups[0][0].name]);
-  make('sharded-duplicate', (_wm, files) => { files[shardName(2)] = rawSafetensors([...groups[2], groups[1][1]], META); }, [groups[1][1].name]);
+  make('sharded-valid-dot-slash', (wm) => {
+    for (const k of Object.keys(wm)) wm[k] = `./${wm[k] as string}`;
+  });
+  for (let i = 0; i < 3; i++)
+    make(
+      'sharded-missing-file',
+      (_wm, files) => {
+        delete files[shardName(i)];
+      },
+      groups[i].map((t) => t.name),
+    );
+  for (let i = 0; i < 3; i++)
+    make('sharded-missing-file', (wm) => {
+      const t = pick(names);
+      wm[t] = `model-0000${4 + i}-of-00003.safetensors`;
+    });
+  for (let i = 0; i < 3; i++)
+    make(
+      'sharded-ghost-tensor',
+      (wm) => {
+        wm[`ghost.${i}`] = shardName(i);
+      },
+      [`ghost.${i}`],
+    );
+  for (let i = 0; i < 3; i++) {
+    const t = pick(names);
+    make(
+      'sharded-unlisted-tensor',
+      (wm) => {
+        delete wm[t];
+      },
+      [t],
+    );
+  }
+  for (let i = 0; i < 3; i++) {
+    const t = pick(names);
+    make(
+      'sharded-wrong-shard',
+      (wm) => {
+        const s = wm[t] as string;
+        wm[t] = shardName(Number(s.slice(6, 11)) % 3);
+      },
+      [t],
+    );
+  }
+  make(
+    'sharded-duplicate',
+    (_wm, files) => {
+      files[shardName(1)] = rawSafetensors([...groups[1], groups[0][0]], META);
+    },
+    [groups[0][0].name],
+  );
+  make(
+    'sharded-duplicate',
+    (_wm, files) => {
+      files[shardName(2)] = rawSafetensors([...groups[2], groups[1][1]], META);
+    },
+    [groups[1][1].name],
+  );
   for (const bad of ['../model-00001-of-00003.safetensors', '/etc/passwd', 'sub/../../x.safetensors', '', 7, null, ['a'], 'nul\u0000.safetensors']) {
-    make('sharded-bad-shard-name', (wm) => { wm[names[2]] = bad; }, [names[2]]);
+    make(
+      'sharded-bad-shard-name',
+      (wm) => {
+        wm[names[2]] = bad;
+      },
+      [names[2]],
+    );
   }
   for (const text of ['{', '[]', 'null', '{"weight_map": []}', '{"weight_map": {}}', '{"metadata": {}}', '\uFEFF{"weight_map": {"a": "b"}}', '{"weight_map": "x"}']) {
-    make('sharded-bad-index', (_wm, files) => { files['model.safetensors.index.json'] = enc(text); });
+    make('sharded-bad-index', (_wm, files) => {
+      files['model.safetensors.index.json'] = enc(text);
+    });
   }
-  make('sharded-index-bad-utf8', (_wm, files, index) => { const b = enc(JSON.stringify(index)); b[5] = 0xff; files['model.safetensors.index.json'] = b; });
+  make('sharded-index-bad-utf8', (_wm, files, index) => {
+    const b = enc(JSON.stringify(index));
+    b[5] = 0xff;
+    files['model.safetensors.index.json'] = b;
+  });
   for (let i = 0; i < 4; i++) {
     const s = int(0, 2);
-    make('sharded-corrupt-shard', (_wm, files) => { const f = files[shardName(s)]; files[shardName(s)] = f.subarray(0, int(0, f.length - 1)); }, groups[s].map((t) => t.name));
+    make(
+      'sharded-corrupt-shard',
+      (_wm, files) => {
+        const f = files[shardName(s)];
+        files[shardName(s)] = f.subarray(0, int(0, f.length - 1));
+      },
+      groups[s].map((t) => t.name),
+    );
   }
-  make('sharded-shard-is-folder', (_wm, files) => { delete files[shardName(1)]; files[`${shardName(1)}/keep`] = new Uint8Array(0); });
-  make('sharded-empty-folder', (_wm, files) => { for (const k of Object.keys(files)) delete files[k]; files['README.md'] = enc('nothing here'); });
+  make('sharded-shard-is-folder', (_wm, files) => {
+    delete files[shardName(1)];
+    files[`${shardName(1)}/keep`] = new Uint8Array(0);
+  });
+  make('sharded-empty-folder', (_wm, files) => {
+    for (const k of Object.keys(files)) delete files[k];
+    files['README.md'] = enc('nothing here');
+  });
   void r;
   return out;
 }

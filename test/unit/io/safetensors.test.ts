@@ -46,10 +46,14 @@ test('round trip of every dtype through writeSafetensorsAtomic and SafetensorsFi
   const f = SafetensorsFile.open(file);
   try {
     assert.deepEqual(f.metadata, { format: 'pt', note: 'round trip' });
-    assert.deepEqual(f.entries.map((e) => e.name), tensors.map((t) => t.name));
+    assert.deepEqual(
+      f.entries.map((e) => e.name),
+      tensors.map((t) => t.name),
+    );
     for (const t of tensors) {
       const e = f.entry(t.name);
-      assert.equal(e.dtype, t.dtype); assert.deepEqual(e.shape, t.shape);
+      assert.equal(e.dtype, t.dtype);
+      assert.deepEqual(e.shape, t.shape);
       assert.equal(e.byteLength, t.data.byteLength);
       assert.ok(bytesEqual(f.readBytes(t.name), asBytes(t.data)), t.name);
       const typed = f.readTyped(t.name);
@@ -58,7 +62,11 @@ test('round trip of every dtype through writeSafetensorsAtomic and SafetensorsFi
         const f32 = f.readFloat32(t.name);
         assert.ok(sameFloats(f32, referenceFloats(t.dtype, asBytes(t.data))), `${t.name} as float32`);
       } else {
-        assert.throws(() => f.readFloat32(t.name), (err: unknown) => err instanceof ProtocolError && err.code === 'E_UNSUPPORTED_DTYPE' && err.message.includes(file) && err.message.includes(t.name) && err.message.includes(t.dtype));
+        assert.throws(
+          () => f.readFloat32(t.name),
+          (err: unknown) =>
+            err instanceof ProtocolError && err.code === 'E_UNSUPPORTED_DTYPE' && err.message.includes(file) && err.message.includes(t.name) && err.message.includes(t.dtype),
+        );
       }
     }
     assert.equal(f.readTyped(`t.${ALL_DTYPES.indexOf('I32')}.i32`).constructor, Int32Array);
@@ -69,7 +77,11 @@ test('round trip of every dtype through writeSafetensorsAtomic and SafetensorsFi
   } finally {
     f.close();
   }
-  assert.deepEqual(fs.readdirSync(dir).filter((x) => x.includes('.tmp-')), [], 'no temp files left');
+  assert.deepEqual(
+    fs.readdirSync(dir).filter((x) => x.includes('.tmp-')),
+    [],
+    'no temp files left',
+  );
 });
 
 test('reads files from an independent encoder, and readRowsFloat32 slices rows', () => {
@@ -77,16 +89,22 @@ test('reads files from an independent encoder, and readRowsFloat32 slices rows',
   const w = new Float32Array(13 * 9).map(() => r() * 2 - 1);
   const h = new Uint16Array(6 * 4).map(() => Math.floor(r() * 0x7c00));
   const file = path.join(dir, 'raw.safetensors');
-  fs.writeFileSync(file, rawSafetensors([
-    { name: 'w', dtype: 'F32', shape: [13, 9], bytes: asBytes(w) },
-    { name: 'h', dtype: 'F16', shape: [6, 4], bytes: asBytes(h) },
-  ]));
+  fs.writeFileSync(
+    file,
+    rawSafetensors([
+      { name: 'w', dtype: 'F32', shape: [13, 9], bytes: asBytes(w) },
+      { name: 'h', dtype: 'F16', shape: [6, 4], bytes: asBytes(h) },
+    ]),
+  );
   const f = SafetensorsFile.open(file);
   assert.deepEqual([...f.readFloat32('w')], [...w]);
   assert.deepEqual([...f.readRowsFloat32('w', 3, 4)], [...w.subarray(27, 63)]);
   assert.ok(sameFloats(f.readRowsFloat32('h', 5, 1), referenceFloats('F16', asBytes(h.subarray(20, 24)))));
   assert.throws(() => f.readRowsFloat32('w', 10, 4), /outside tensor "w"/);
-  assert.throws(() => f.readBytes('nope'), (e: unknown) => e instanceof ProtocolError && e.message.includes('"nope"') && e.message.includes(file));
+  assert.throws(
+    () => f.readBytes('nope'),
+    (e: unknown) => e instanceof ProtocolError && e.message.includes('"nope"') && e.message.includes(file),
+  );
   f.close();
   assert.throws(() => f.readBytes('w'), /closed/);
 });
@@ -118,15 +136,22 @@ test('streaming writer: chunks, order checks, abort and incomplete finish leave 
   assert.throws(() => w2.writeTensor('b', b), /out of order: expected data for "a"/);
   assert.throws(() => w2.writeTensor('a', a), /finished or aborted/, 'a failed write aborts the writer');
   const w3 = SafetensorsWriter.create(out2, specs);
-  assert.throws(() => w3.writeTensor('a', new Float32Array(11)), (e: unknown) => e instanceof ProtocolError && e.code === 'E_SHAPE_MISMATCH');
+  assert.throws(
+    () => w3.writeTensor('a', new Float32Array(11)),
+    (e: unknown) => e instanceof ProtocolError && e.code === 'E_SHAPE_MISMATCH',
+  );
   const w4 = SafetensorsWriter.create(out2, specs);
   w4.writeTensor('a', a);
   assert.throws(() => w4.finish(), /before all data was written \(next: "b"/);
   const w5 = SafetensorsWriter.create(out2, specs);
   w5.writeTensor('a', a);
-  w5.abort(); w5.abort();
+  w5.abort();
+  w5.abort();
   assert.ok(!fs.existsSync(out2));
-  assert.deepEqual(fs.readdirSync(dir).filter((x) => x.includes('.tmp-')), []);
+  assert.deepEqual(
+    fs.readdirSync(dir).filter((x) => x.includes('.tmp-')),
+    [],
+  );
   assert.throws(() => SafetensorsWriter.create(out2, [specs[0], specs[0]]), /duplicate tensor name/);
   assert.throws(() => SafetensorsWriter.create(out2, [{ name: 'x', dtype: 'F4' as Dtype, shape: [2] }]), /unknown dtype/);
   assert.throws(() => SafetensorsWriter.create(out2, [{ name: 'x', dtype: 'F32', shape: [-1] }]), /invalid dimension/);
@@ -142,7 +167,10 @@ test('writeSafetensorsAtomic replaces an existing file only when complete', () =
   const f = SafetensorsFile.open(target);
   assert.deepEqual([...(f.readTyped('y') as Int16Array)], [-1, 0, 1]);
   f.close();
-  assert.deepEqual(fs.readdirSync(dir).filter((x) => x.includes('.tmp-')), []);
+  assert.deepEqual(
+    fs.readdirSync(dir).filter((x) => x.includes('.tmp-')),
+    [],
+  );
 });
 
 test('atomicWriteFile writes strings and bytes, replacing the target', () => {
@@ -151,8 +179,14 @@ test('atomicWriteFile writes strings and bytes, replacing the target', () => {
   assert.equal(fs.readFileSync(target, 'utf8'), '{"a":1}');
   atomicWriteFile(target, new Uint8Array([0x7b, 0x7d]));
   assert.equal(fs.readFileSync(target, 'utf8'), '{}');
-  assert.throws(() => atomicWriteFile(path.join(dir, 'no/such/dir/x.json'), 'x'), (e: unknown) => e instanceof ProtocolError && e.code === 'E_IO' && e.message.includes('x.json'));
-  assert.deepEqual(fs.readdirSync(dir).filter((x) => x.includes('.tmp-')), []);
+  assert.throws(
+    () => atomicWriteFile(path.join(dir, 'no/such/dir/x.json'), 'x'),
+    (e: unknown) => e instanceof ProtocolError && e.code === 'E_IO' && e.message.includes('x.json'),
+  );
+  assert.deepEqual(
+    fs.readdirSync(dir).filter((x) => x.includes('.tmp-')),
+    [],
+  );
 });
 
 test('lazy reads: one small tensor of a file with a 6 GiB (sparse) tensor costs only its bytes', () => {
@@ -165,8 +199,10 @@ test('lazy reads: one small tensor of a file with a 6 GiB (sparse) tensor costs 
   }).padEnd(160, ' ');
   const file = path.join(dir, 'sparse.safetensors');
   const fd = fs.openSync(file, 'w');
-  const prefix = Buffer.alloc(8); prefix.writeBigUInt64LE(BigInt(header.length));
-  fs.writeSync(fd, prefix); fs.writeSync(fd, header);
+  const prefix = Buffer.alloc(8);
+  prefix.writeBigUInt64LE(BigInt(header.length));
+  fs.writeSync(fd, prefix);
+  fs.writeSync(fd, header);
   fs.writeSync(fd, asBytes(small), 0, 20, 8 + header.length + big);
   fs.closeSync(fd);
   assert.equal(fs.statSync(file).size, 8 + header.length + big + 20);
@@ -190,16 +226,21 @@ test('a writer killed with SIGKILL mid-file leaves no output, and its temp file 
   const target = path.join(dir, 'killed.safetensors');
   const script = path.join(dir, 'killed-writer.ts');
   const writerModule = path.resolve(__dirname, '../../../src/engine/io/safetensors_writer.ts');
-  fs.writeFileSync(script, `
+  fs.writeFileSync(
+    script,
+    `
     import { SafetensorsWriter } from ${JSON.stringify(writerModule)};
     const w = SafetensorsWriter.create(${JSON.stringify(target)}, [{ name: 'a', dtype: 'F32', shape: [1024] }, { name: 'b', dtype: 'F32', shape: [1024] }]);
     w.writeTensor('a', new Float32Array(1024).fill(1));
     process.stdout.write('half\\n');
     setInterval(() => {}, 1000);
-  `);
+  `,
+  );
   const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: path.resolve(__dirname, '../../..'), stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
-    child.stdout.on('data', (d: Buffer) => { if (d.toString().includes('half')) resolve(); });
+    child.stdout.on('data', (d: Buffer) => {
+      if (d.toString().includes('half')) resolve();
+    });
     child.on('exit', (code) => reject(new Error(`child exited early (${code})`)));
   });
   const exited = new Promise((resolve) => child.on('exit', resolve));
@@ -209,7 +250,10 @@ test('a writer killed with SIGKILL mid-file leaves no output, and its temp file 
   const temps = fs.readdirSync(dir).filter((x) => x.startsWith('killed.safetensors.tmp-'));
   assert.equal(temps.length, 1, 'the killed writer left its temp file');
   assert.deepEqual(removeStaleTemps(dir), temps);
-  assert.deepEqual(fs.readdirSync(dir).filter((x) => x.includes('.tmp-')), []);
+  assert.deepEqual(
+    fs.readdirSync(dir).filter((x) => x.includes('.tmp-')),
+    [],
+  );
   // a live writer's temp (this process) is never removed
   const w = SafetensorsWriter.create(target, [{ name: 'x', dtype: 'U8', shape: [1] }]);
   assert.deepEqual(removeStaleTemps(dir), []);
@@ -218,12 +262,19 @@ test('a writer killed with SIGKILL mid-file leaves no output, and its temp file 
 
 test('tensor and metadata names that are Object.prototype keys round-trip as plain keys', () => {
   const file = path.join(dir, 'proto.safetensors');
-  writeSafetensorsAtomic(file, [
-    { name: '__proto__', dtype: 'U8', shape: [2], data: new Uint8Array([1, 2]) },
-    { name: 'constructor', dtype: 'U8', shape: [1], data: new Uint8Array([3]) },
-  ], { __proto__x: 'a', toString: 'b' });
+  writeSafetensorsAtomic(
+    file,
+    [
+      { name: '__proto__', dtype: 'U8', shape: [2], data: new Uint8Array([1, 2]) },
+      { name: 'constructor', dtype: 'U8', shape: [1], data: new Uint8Array([3]) },
+    ],
+    { __proto__x: 'a', toString: 'b' },
+  );
   const f = SafetensorsFile.open(file);
-  assert.deepEqual(f.entries.map((e) => e.name), ['__proto__', 'constructor']);
+  assert.deepEqual(
+    f.entries.map((e) => e.name),
+    ['__proto__', 'constructor'],
+  );
   assert.deepEqual([...f.readBytes('__proto__')], [1, 2]);
   assert.equal(f.metadata.toString, 'b');
   f.close();

@@ -7,7 +7,7 @@ import { packRows, packRows_ref, unpackRows, wordsPerRow, wordsToBytes, bytesToW
 import { loproLayerTensors, readLoproLayer, loproQuantizationConfig, isLoproLayer, loproTensorName } from '../../../src/engine/io/lopro_format';
 import { writeSafetensorsAtomic } from '../../../src/engine/io/safetensors_writer';
 import { SafetensorsFile } from '../../../src/engine/io/safetensors';
-import { quantizeLayerLoPRo } from '../../../src/engine/quant/lopro';
+import { cpuBackend, loproOn } from '../backend/backends';
 import { dequantizeLoPRo, loproForward_ref } from '../../../src/engine/quant/lopro_dequant';
 import { syntheticActivations, syntheticWeight } from '../../../src/engine/quant/lopro_synth';
 import { SeededRng } from '../../../src/engine/quant/lopro_mat';
@@ -16,7 +16,12 @@ import { DEFAULT_LAYER_CONFIG, bitsPerWeight, type LayerConfig } from '../../../
 test('bitpack: LSB-first rows of 32-bit words, equal to the bit-by-bit reference; unpack inverts (bits 1–8, 16; odd sizes)', () => {
   const rng = new SeededRng(1);
   for (const bits of [1, 2, 3, 4, 5, 6, 7, 8, 16])
-    for (const [rows, cols] of [[1, 1], [3, 7], [5, 33], [2, 129]]) {
+    for (const [rows, cols] of [
+      [1, 1],
+      [3, 7],
+      [5, 33],
+      [2, 129],
+    ]) {
       const codes = Uint16Array.from({ length: rows * cols }, () => rng.int(2 ** bits));
       const words = packRows(codes, rows, cols, bits);
       assert.equal(words.length, rows * wordsPerRow(cols, bits));
@@ -38,13 +43,15 @@ test('bitpack: LSB-first rows of 32-bit words, equal to the bit-by-bit reference
   assert.throws(() => packRows(Uint8Array.of(0, 1, 3, 0, 4), 1, 5, 2), /code 4 at row 0, column 4 does not fit/);
 });
 
-const rows = 64, cols = 256;
+const rows = 64,
+  cols = 256;
 const act = syntheticActivations(cols, 3, { tokens: 512 });
 const W = syntheticWeight(rows, cols, 4);
 
-function roundTrip(over: Partial<LayerConfig>) {
+/** The stored parts the product writes: the lopro() driver on the CPU backend (one thread). */
+async function roundTrip(over: Partial<LayerConfig>) {
   const cfg = { ...DEFAULT_LAYER_CONFIG, ...over };
-  const q = quantizeLayerLoPRo(W, rows, cols, act.H, act.meanAbs, cfg, 5, { baselines: false });
+  const q = await loproOn(cpuBackend(1), W, rows, cols, act.H, act.meanAbs, cfg, 5);
   const layer = 'model.layers.0.self_attn.q_proj';
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lopro-fmt-'));
   const file = path.join(dir, 'model.safetensors');
@@ -56,7 +63,8 @@ function roundTrip(over: Partial<LayerConfig>) {
       assert.ok(isLoproLayer(st, layer));
       // Byte-exact: every tensor read back equals what was written.
       for (const t of tensors) {
-        const a = st.readBytes(t.name), b = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+        const a = st.readBytes(t.name),
+          b = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
         assert.deepEqual(a, b, t.name);
       }
       const back = readLoproLayer(st, layer);
@@ -65,7 +73,8 @@ function roundTrip(over: Partial<LayerConfig>) {
         assert.deepEqual(Array.from(back[k] as ArrayLike<number>), Array.from(q.stored[k] as ArrayLike<number>), k);
       }
       const deq = dequantizeLoPRo(back);
-      let num = 0, den = 0;
+      let num = 0,
+        den = 0;
       for (let i = 0; i < deq.length; i++) {
         num = Math.max(num, Math.abs(deq[i] - q.reconstructed[i]));
         den = Math.max(den, Math.abs(q.reconstructed[i]));
@@ -87,31 +96,47 @@ function roundTrip(over: Partial<LayerConfig>) {
   }
 }
 
-test('native format round trip: lopro 2/3/4-bit asym, sym, rank 0, act-order, lopro_v — byte-exact, dequantize equal', () => {
+test('native format round trip: lopro 2/3/4-bit asym, sym, rank 0, act-order, lopro_v — byte-exact, dequantize equal', async () => {
   for (const over of [
-    { bits: 2 }, { bits: 3 }, { bits: 4, sym: true }, { bits: 3, rank: 0 }, { bits: 2, actOrder: true },
-    { bits: 2, method: 'lopro_v' as const }, { bits: 3, method: 'lopro_v' as const, rank: 4 },
-  ]) roundTrip(over);
+    { bits: 2 },
+    { bits: 3 },
+    { bits: 4, sym: true },
+    { bits: 3, rank: 0 },
+    { bits: 2, actOrder: true },
+    { bits: 2, method: 'lopro_v' as const },
+    { bits: 3, method: 'lopro_v' as const, rank: 4 },
+  ])
+    await roundTrip(over);
 });
 
-test('tensor names, dtypes and shapes are the documented ones', () => {
-  const { tensors } = roundTrip({ bits: 3 });
+test('tensor names, dtypes and shapes are the documented ones', async () => {
+  const { tensors } = await roundTrip({ bits: 3 });
   const byName = Object.fromEntries(tensors.map((t) => [t.name.replace('model.layers.0.self_attn.q_proj.lopro.', ''), [t.dtype, t.shape]]));
   assert.deepEqual(byName, {
-    params: ['I32', [8]], b_i: ['I32', [1]], b_h: ['I32', [1]],
-    codes: ['I32', [rows, Math.ceil((cols * 3) / 32)]], scales: ['F16', [rows, 2]], zeros: ['I32', [rows, 1]],
-    perm: ['I16', [cols]], alpha: ['F16', [cols]], u: ['F8_E4M3', [rows, 16]], v: ['F8_E4M3', [16, cols]], sigma: ['F16', [16]], uv_scale: ['F32', [2]],
+    params: ['I32', [8]],
+    b_i: ['I32', [1]],
+    b_h: ['I32', [1]],
+    codes: ['I32', [rows, Math.ceil((cols * 3) / 32)]],
+    scales: ['F16', [rows, 2]],
+    zeros: ['I32', [rows, 1]],
+    perm: ['I16', [cols]],
+    alpha: ['F16', [cols]],
+    u: ['F8_E4M3', [rows, 16]],
+    v: ['F8_E4M3', [16, cols]],
+    sigma: ['F16', [16]],
+    uv_scale: ['F32', [2]],
   });
   assert.equal(loproTensorName('a.b', 'codes'), 'a.b.lopro.codes');
   // Payload bits ≈ spec §3 bpw: the difference is the 32-bit row padding of the packed zeros
   // (2 groups × 3 bits in one word per row) and the fixed params/b_i/b_h/uv_scale tensors.
   const bits = tensors.reduce((s, t) => s + t.data.byteLength * 8, 0);
-  const fixed = (8 + 1 + 1 + 2) * 32, padding = rows * (32 - 2 * 3);
+  const fixed = (8 + 1 + 1 + 2) * 32,
+    padding = rows * (32 - 2 * 3);
   const bpw = bitsPerWeight({ ...DEFAULT_LAYER_CONFIG, bits: 3 }, rows, cols);
   assert.ok(Math.abs((bits - fixed - padding) / (rows * cols) - bpw) < 1e-9, `${(bits - fixed - padding) / (rows * cols)} vs ${bpw}`);
 });
 
-test('quantization_config for config.json, and a damaged layer is refused with a named tensor', () => {
+test('quantization_config for config.json, and a damaged layer is refused with a named tensor', async () => {
   const qc = loproQuantizationConfig({ ...DEFAULT_LAYER_CONFIG, bits: 3, rank: 32 });
   assert.equal(qc.quant_method, 'lopro');
   assert.equal(qc.bits, 3);
@@ -119,7 +144,7 @@ test('quantization_config for config.json, and a damaged layer is refused with a
   assert.equal(qc.rank, 32);
   assert.equal(qc.hadamard_block, 128);
   assert.equal(qc.desc_act, false);
-  const q = quantizeLayerLoPRo(W, rows, cols, act.H, act.meanAbs, { ...DEFAULT_LAYER_CONFIG, rank: 2 }, 0, { baselines: false });
+  const q = await loproOn(cpuBackend(1), W, rows, cols, act.H, act.meanAbs, { ...DEFAULT_LAYER_CONFIG, rank: 2 }, 0);
   const tensors = loproLayerTensors('L', q.stored);
   const src = (edit: (name: string, b: Uint8Array) => Uint8Array) => ({
     has: (n: string) => tensors.some((t) => t.name === n),
@@ -129,7 +154,29 @@ test('quantization_config for config.json, and a damaged layer is refused with a
       return edit(n, new Uint8Array(t.data.buffer.slice(t.data.byteOffset, t.data.byteOffset + t.data.byteLength)));
     },
   });
-  assert.throws(() => readLoproLayer(src((n, b) => (n === 'L.lopro.params' ? (b[0] = 9, b) : b)), 'L'), /format version 9/);
-  assert.throws(() => readLoproLayer(src((n, b) => (n === 'L.lopro.perm' ? (b[1] = 0x7f, b) : b)), 'L'), /out of range/);
-  assert.deepEqual(dequantizeLoPRo(readLoproLayer(src((_, b) => b), 'L')), q.reconstructed);
+  assert.throws(
+    () =>
+      readLoproLayer(
+        src((n, b) => (n === 'L.lopro.params' ? ((b[0] = 9), b) : b)),
+        'L',
+      ),
+    /format version 9/,
+  );
+  assert.throws(
+    () =>
+      readLoproLayer(
+        src((n, b) => (n === 'L.lopro.perm' ? ((b[1] = 0x7f), b) : b)),
+        'L',
+      ),
+    /out of range/,
+  );
+  assert.deepEqual(
+    dequantizeLoPRo(
+      readLoproLayer(
+        src((_, b) => b),
+        'L',
+      ),
+    ),
+    q.reconstructed,
+  );
 });

@@ -1,10 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { argsortDescending, columnImportance, gatherColumns, gatherVector, invertPermutation, permuteSymmetric, permutationMatrix_ref } from '../../../src/engine/quant/permute';
 import {
-  argsortDescending, columnImportance, gatherColumns, gatherVector, invertPermutation, permuteSymmetric, permutationMatrix_ref,
-} from '../../../src/engine/quant/permute';
-import {
-  fwhtNormalizedInPlace, hadamardMatrix_ref, planBlocks, planRotation, rotateColumns, rotateHessian, rotateVector, rotationMatrix_ref, unrotateColumns,
+  fwhtNormalizedInPlace,
+  hadamardMatrix_ref,
+  planBlocks,
+  planRotation,
+  rotateColumns,
+  rotateHessian,
+  rotateVector,
+  rotationMatrix_ref,
+  unrotateColumns,
 } from '../../../src/engine/quant/rotation';
 import { SeededRng, matmul, transpose } from '../../../src/engine/quant/lopro_mat';
 import { proxyLoss } from '../../../src/engine/quant/gptq';
@@ -38,9 +44,15 @@ test('importance = H_jj / (mean_i |R_ij| + ε); argsort descending is stable; in
 });
 
 test('column gather = R·P (dense ref), H_p = Pᵀ·H·P, and the inverse permutation undoes both (odd sizes)', () => {
-  for (const [m, n] of [[3, 7], [17, 33], [1, 129]]) {
-    const R = gauss(m * n, m + n), H = spd(n, n);
-    const perm = argsortDescending(gauss(n, 5 * n)), inv = invertPermutation(perm);
+  for (const [m, n] of [
+    [3, 7],
+    [17, 33],
+    [1, 129],
+  ]) {
+    const R = gauss(m * n, m + n),
+      H = spd(n, n);
+    const perm = argsortDescending(gauss(n, 5 * n)),
+      inv = invertPermutation(perm);
     const P = permutationMatrix_ref(perm);
     const Rp = gatherColumns(R, m, n, perm);
     assert.equal(maxDiff(Rp, matmul(R, P, m, n, n)), 0);
@@ -49,7 +61,10 @@ test('column gather = R·P (dense ref), H_p = Pᵀ·H·P, and the inverse permut
     assert.deepEqual(gatherColumns(Rp, m, n, inv), R);
     assert.deepEqual(permuteSymmetric(Hp, n, inv), H);
     const x = gauss(n, 3);
-    assert.deepEqual(Array.from(gatherVector(x, perm)), Array.from(perm, (p) => x[p]));
+    assert.deepEqual(
+      Array.from(gatherVector(x, perm)),
+      Array.from(perm, (p) => x[p]),
+    );
   }
 });
 
@@ -63,7 +78,8 @@ test('Sylvester Hadamard: H_b·H_bᵀ = b·I, symmetric; normalised FWHT equals 
         assert.equal(s, i === j ? b : 0);
         assert.equal(Hb[i * b + j], Hb[j * b + i]);
       }
-    const x = gauss(b, b), y = x.slice();
+    const x = gauss(b, b),
+      y = x.slice();
     fwhtNormalizedInPlace(y, 0, b);
     const dense = matmul(Hb, x, b, b, 1).map((v) => v / Math.sqrt(b));
     assert.ok(maxDiff(y, dense) < 1e-12, `b=${b}`);
@@ -86,18 +102,26 @@ test('planRotation: defaults, widths where (n − b_I) % b_H ≠ 0 pick a smalle
   assert.equal(planRotation(129, 'partial', 128, 128).block, 0); // 1 column left: nothing rotated
   assert.equal(planRotation(100, 'partial', 128, 128).salient, 100);
   assert.deepEqual(planBlocks(planRotation(384, 'partial', 128, 128)), [
-    { start: 0, end: 128, rotated: false }, { start: 128, end: 256, rotated: true }, { start: 256, end: 384, rotated: true },
+    { start: 0, end: 128, rotated: false },
+    { start: 128, end: 256, rotated: true },
+    { start: 256, end: 384, rotated: true },
   ]);
   assert.throws(() => planRotation(256, 'partial', 128, 96), /power of two/);
 });
 
 test('R′ = R_p·Q and H′ = Qᵀ·H_p·Q match the dense Q; Q·Q = I; round trip ≈ identity; tr(R·H·Rᵀ) invariant', () => {
-  for (const [m, n, mode, bI, bH] of [[5, 40, 'partial', 8, 16], [9, 200, 'partial', 128, 128], [3, 64, 'full', 0, 32], [4, 24, 'none', 8, 8]] as const) {
+  for (const [m, n, mode, bI, bH] of [
+    [5, 40, 'partial', 8, 16],
+    [9, 200, 'partial', 128, 128],
+    [3, 64, 'full', 0, 32],
+    [4, 24, 'none', 8, 8],
+  ] as const) {
     const plan = planRotation(n, mode, bI, bH);
     const Q = rotationMatrix_ref(plan);
     const QQ = matmul(Q, Q, n, n, n);
     for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) assert.ok(Math.abs(QQ[i * n + j] - (i === j ? 1 : 0)) < 1e-12);
-    const R = gauss(m * n, n + 1), H = spd(n, n + 2);
+    const R = gauss(m * n, n + 1),
+      H = spd(n, n + 2);
     const Rt = rotateColumns(R, m, plan);
     assert.ok(maxDiff(Rt, matmul(R, Q, m, n, n)) < 1e-12, `${mode} ${n}`);
     assert.ok(maxDiff(unrotateColumns(Rt, m, plan), R) < 1e-12);
@@ -106,7 +130,8 @@ test('R′ = R_p·Q and H′ = Qᵀ·H_p·Q match the dense Q; Q·Q = I; round t
     assert.ok(maxDiff(Ht, ref) < 1e-9 * n, `${mode} ${n} H′`);
     assert.ok(maxDiff(rotateHessian(Ht, plan), H) < 1e-9 * n);
     const zero = new Float64Array(m * n);
-    const a = proxyLoss(R, zero, H, m, n), b = proxyLoss(Rt, zero, Ht, m, n);
+    const a = proxyLoss(R, zero, H, m, n),
+      b = proxyLoss(Rt, zero, Ht, m, n);
     assert.ok(Math.abs(a - b) < 1e-10 * Math.abs(a));
     const x = gauss(n, 7);
     assert.ok(maxDiff(rotateVector(x, plan), matmul(transpose(Q, n, n), x, n, n, 1)) < 1e-12);

@@ -17,8 +17,16 @@ function decaying(m: number, n: number, seed: number, decay: number): Float64Arr
 }
 function makeDecaying(m: number, n: number, seed: number, decay: number): Float64Array {
   const rng = new SeededRng(seed);
-  const U = svd_ref(Float64Array.from({ length: m * m }, () => rng.gaussian()), m, m).U;
-  const V = svd_ref(Float64Array.from({ length: n * n }, () => rng.gaussian()), n, n).U;
+  const U = svd_ref(
+    Float64Array.from({ length: m * m }, () => rng.gaussian()),
+    m,
+    m,
+  ).U;
+  const V = svd_ref(
+    Float64Array.from({ length: n * n }, () => rng.gaussian()),
+    n,
+    n,
+  ).U;
   const S = new Float64Array(m * n);
   for (let i = 0; i < Math.min(m, n); i++) S[i * n + i] = decay ** i;
   const Vt = new Float64Array(n * n);
@@ -33,7 +41,11 @@ function approxError(A: Float64Array, m: number, n: number, r: number, powerIter
 }
 
 test('svd_ref reconstructs A = U·diag(s)·Vᵀ with orthonormal U, V, s descending (odd sizes)', () => {
-  for (const [m, n] of [[7, 5], [5, 9], [17, 17]]) {
+  for (const [m, n] of [
+    [7, 5],
+    [5, 9],
+    [17, 17],
+  ]) {
     const rng = new SeededRng(m * 31 + n);
     const A = Float64Array.from({ length: m * n }, () => rng.gaussian());
     const { s, U, V, k } = svd_ref(A, m, n);
@@ -56,7 +68,10 @@ test('svd_ref reconstructs A = U·diag(s)·Vᵀ with orthonormal U, V, s descend
 test('R1SVD (FP8 factors, 4 power iterations) is within 5% of the exact truncated SVD, spectra decaying 0.95^k', () => {
   // 18 matrices: two shapes × r ∈ {4, 8, 16} × 3 seeds. Measured worst ratio 1.021, mean ≈ 1.011.
   let worst = 0;
-  for (const [m, n] of [[96, 64], [64, 160]])
+  for (const [m, n] of [
+    [96, 64],
+    [64, 160],
+  ])
     for (const r of [4, 8, 16])
       for (const seed of [1, 2, 3]) {
         const A = decaying(m, n, seed, 0.95);
@@ -69,8 +84,13 @@ test('R1SVD (FP8 factors, 4 power iterations) is within 5% of the exact truncate
 
 test('R1SVD with the default 2 power iterations: mean error within 5% of the truncated SVD (0.95^k spectra)', () => {
   // Measured: mean 1.034, worst 1.063 (2 iterations leave some power-method error).
-  let sum = 0, worst = 0, count = 0;
-  for (const [m, n] of [[96, 64], [64, 160]])
+  let sum = 0,
+    worst = 0,
+    count = 0;
+  for (const [m, n] of [
+    [96, 64],
+    [64, 160],
+  ])
     for (const r of [4, 8, 16])
       for (const seed of [1, 2, 3]) {
         const A = decaying(m, n, seed, 0.95);
@@ -86,12 +106,15 @@ test('R1SVD with the default 2 power iterations: mean error within 5% of the tru
 test('FP8 factors cost little when the tail dominates: FP8 vs plain R1SVD error within 1% (0.95^k, r = 8)', () => {
   // Measured ratio fp8/plain ≈ 1.001 here; with fast-decaying spectra FP8 is the floor (≈3% of σ₁), by design.
   const A = decaying(96, 64, 4, 0.95);
-  const a = approxError(A, 96, 64, 8, 2, 3, true), b = approxError(A, 96, 64, 8, 2, 3, false);
+  const a = approxError(A, 96, 64, 8, 2, 3, true),
+    b = approxError(A, 96, 64, 8, 2, 3, false);
   assert.ok(a / b < 1.01, `fp8 ${a} plain ${b}`);
 });
 
 test('stored factors are exactly FP8 / FP16 values and W_r·diag(α) = U·diag(σ̂)·V; energy matches', () => {
-  const m = 33, n = 47, rng = new SeededRng(9);
+  const m = 33,
+    n = 47,
+    rng = new SeededRng(9);
   const W = Float32Array.from({ length: m * n }, () => rng.gaussian());
   const f = r1svd(W, m, n, { rank: 5, powerIters: 2, seed: 1 });
   assert.equal(f.rank, 5);
@@ -110,13 +133,15 @@ test('r1svd (float32 working copy) matches r1svd_ref (float64) closely', () => {
   const A = decaying(40, 56, 7, 0.8);
   const f = r1svd(A, 40, 56, { rank: 6, powerIters: 2, seed: 2, roundFactors: false });
   const g = r1svd_ref(A, 40, 56, { rank: 6, powerIters: 2, seed: 2, roundFactors: false });
-  const a = lowRankWeight(f.U, f.sigma, f.V, 40, 56, 6, null), b = lowRankWeight(g.U, g.sigma, g.V, 40, 56, 6, null);
+  const a = lowRankWeight(f.U, f.sigma, f.V, 40, 56, 6, null),
+    b = lowRankWeight(g.U, g.sigma, g.V, 40, 56, 6, null);
   const diff = Math.sqrt(frob2(a.map((v, i) => v - b[i]))) / Math.sqrt(frob2(b));
   assert.ok(diff < 1e-5, `relative difference ${diff}`); // measured ≈ 1e-7
 });
 
 test('an exactly rank-1 matrix gives finite factors; an all-zero matrix stops R1SVD at rank 0', () => {
-  const m = 12, n = 10;
+  const m = 12,
+    n = 10;
   const A = new Float64Array(m * n);
   for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) A[i * n + j] = (i + 1) * (j % 3);
   const f = r1svd_ref(A, m, n, { rank: 6, powerIters: 2, seed: 0, roundFactors: false });

@@ -6,7 +6,9 @@ import { ProtocolError } from '../../../src/protocol/rpc';
 import { calibrationStarts, calibrationWindows, evalWindowCount, evalWindows } from '../../../src/engine/model/calibration';
 
 test('calibration window i starts at floor(i·(T − ctx)/n)', () => {
-  const T = 1_395_689, ctx = 512, n = 128; // train.txt under the tiny tokenizer
+  const T = 1_395_689,
+    ctx = 512,
+    n = 128; // train.txt under the tiny tokenizer
   const s = calibrationStarts(T, ctx, n);
   assert.equal(s.length, n);
   assert.equal(s[0], 0);
@@ -19,9 +21,15 @@ test('calibration window i starts at floor(i·(T − ctx)/n)', () => {
 test('calibrationWindows copies each window; evaluation windows are non-overlapping and drop the tail', () => {
   const ids = Int32Array.from({ length: 103 }, (_, i) => i);
   const w = calibrationWindows(ids, 10, 4);
-  assert.deepEqual([...w.subarray(10, 20)], Array.from({ length: 10 }, (_, i) => Math.floor(93 / 4) + i));
+  assert.deepEqual(
+    [...w.subarray(10, 20)],
+    Array.from({ length: 10 }, (_, i) => Math.floor(93 / 4) + i),
+  );
   assert.equal(evalWindowCount(103, 10), 10);
-  assert.deepEqual([...evalWindows(ids, 10)], Array.from({ length: 100 }, (_, i) => i));
+  assert.deepEqual(
+    [...evalWindows(ids, 10)],
+    Array.from({ length: 100 }, (_, i) => i),
+  );
 });
 
 test('too-short texts and bad parameters are BadCalibration errors', () => {

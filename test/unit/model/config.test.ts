@@ -54,20 +54,28 @@ test('transformers 4 layout: rope_theta at top level, head_dim derived, untied b
 test('rope scaling: linear divides every frequency; llama3 keeps high, divides low, blends medium', () => {
   const plain = parseLlamaConfig({ ...base(), head_dim: 64 }, 'a');
   const lin = parseLlamaConfig({ ...base(), head_dim: 64, rope_scaling: { type: 'linear', factor: 4 } }, 'b');
-  const f0 = ropeInvFreq(plain, 64), f1 = ropeInvFreq(lin, 64);
+  const f0 = ropeInvFreq(plain, 64),
+    f1 = ropeInvFreq(lin, 64);
   for (let i = 0; i < f0.length; i++) assert.ok(Math.abs(f1[i] - f0[i] / 4) < 1e-15);
   const l3 = parseLlamaConfig(
-    { ...base(), head_dim: 64, rope_parameters: { rope_type: 'llama3', rope_theta: 500000, factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } },
+    {
+      ...base(),
+      head_dim: 64,
+      rope_parameters: { rope_type: 'llama3', rope_theta: 500000, factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 },
+    },
     'c',
   );
   assert.equal(l3.ropeTheta, 500000);
-  const ref = ropeInvFreq({ ...l3, ropeScaling: { type: 'default' } }, 64), got = ropeInvFreq(l3, 64);
-  let kept = 0, divided = 0, blended = 0;
+  const ref = ropeInvFreq({ ...l3, ropeScaling: { type: 'default' } }, 64),
+    got = ropeInvFreq(l3, 64);
+  let kept = 0,
+    divided = 0,
+    blended = 0;
   for (let i = 0; i < ref.length; i++) {
     const wavelen = (2 * Math.PI) / ref[i];
-    if (wavelen < 64 / 4) (assert.equal(got[i], ref[i]), kept++);
-    else if (wavelen > 64 / 1) (assert.ok(Math.abs(got[i] - ref[i] / 8) < 1e-18), divided++);
-    else (assert.ok(got[i] < ref[i] && got[i] > ref[i] / 8), blended++);
+    if (wavelen < 64 / 4) assert.equal(got[i], ref[i]), kept++;
+    else if (wavelen > 64 / 1) assert.ok(Math.abs(got[i] - ref[i] / 8) < 1e-18), divided++;
+    else assert.ok(got[i] < ref[i] && got[i] > ref[i] / 8), blended++;
   }
   assert.ok(kept > 0 && divided > 0 && blended > 0, `${kept}/${divided}/${blended}`);
 });
@@ -76,7 +84,13 @@ test('dynamic rope: default inside the original context, error beyond; yarn unsu
   const d = parseLlamaConfig({ ...base(), rope_scaling: { rope_type: 'dynamic', factor: 2 } }, 'd/config.json');
   assert.deepEqual([...ropeInvFreq(d, 128)], [...ropeInvFreq({ ...d, ropeScaling: { type: 'default' } }, 128)]);
   throwsCode(() => ropeInvFreq(d, 256), ErrorCode.BadConfig, 'dynamic', 'd/config.json');
-  throwsCode(() => parseLlamaConfig({ ...base(), rope_parameters: { rope_type: 'yarn', factor: 4, rope_theta: 1e4 } }, 'y/config.json'), ErrorCode.BadConfig, 'yarn', 'y/config.json', 'rope_parameters.rope_type');
+  throwsCode(
+    () => parseLlamaConfig({ ...base(), rope_parameters: { rope_type: 'yarn', factor: 4, rope_theta: 1e4 } }, 'y/config.json'),
+    ErrorCode.BadConfig,
+    'yarn',
+    'y/config.json',
+    'rope_parameters.rope_type',
+  );
 });
 
 test('missing and odd fields name the field and the file', () => {
@@ -93,9 +107,26 @@ test('missing and odd fields name the field and the file', () => {
 test('block linears: seven per block with [out, in] shapes and shared inputs', () => {
   const c = parseLlamaConfig({ ...base(), head_dim: 8 }, 'x'); // q dim 32 ≠ hidden 64
   const l = blockLinears(c, 1);
-  assert.deepEqual(l.map((x) => x.module), ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']);
-  assert.deepEqual(l.map((x) => [x.rows, x.cols]), [[32, 64], [16, 64], [16, 64], [64, 32], [96, 64], [96, 64], [64, 96]]);
-  assert.deepEqual(l.map((x) => x.input), ['attn_in', 'attn_in', 'attn_in', 'attn_out', 'mlp_in', 'mlp_in', 'mlp_act']);
+  assert.deepEqual(
+    l.map((x) => x.module),
+    ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  );
+  assert.deepEqual(
+    l.map((x) => [x.rows, x.cols]),
+    [
+      [32, 64],
+      [16, 64],
+      [16, 64],
+      [64, 32],
+      [96, 64],
+      [96, 64],
+      [64, 96],
+    ],
+  );
+  assert.deepEqual(
+    l.map((x) => x.input),
+    ['attn_in', 'attn_in', 'attn_in', 'attn_out', 'mlp_in', 'mlp_in', 'mlp_act'],
+  );
   assert.equal(l[0].weight, 'model.layers.1.self_attn.q_proj.weight');
   assert.equal(allLinears(c).length, 14);
 });

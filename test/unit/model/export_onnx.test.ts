@@ -13,8 +13,7 @@ import { ComputeRuntime } from '../../../src/engine/compute/runtime';
 import { openModel, cachedWeights } from '../../../src/engine/model/loader';
 import { perplexity, type PerplexityResult } from '../../../src/engine/model/perplexity';
 import { tokenizeFile } from '../../../src/engine/model/tokenizer';
-import { quantizeLayerLoPRo } from '../../../src/engine/quant/lopro';
-import { rtnQuantize } from '../../../src/engine/quant/rtn';
+import { quantizeLayer } from '../../../src/engine/run/quantize_layer';
 import type { LoproStoredLayer } from '../../../src/engine/quant/lopro_dequant';
 import { loproLayerTensors } from '../../../src/engine/io/lopro_format';
 import { writeSafetensorsAtomic, type TensorData } from '../../../src/engine/io/safetensors_writer';
@@ -22,19 +21,22 @@ import { openNativeModel } from '../../../src/engine/run/native';
 import { baselineAsStored } from '../../../src/engine/run/stored';
 import { exportOnnxFromNative } from '../../../src/engine/run/export_onnx';
 import { perplexityOnnx } from '../../../src/engine/run/export_onnx_eval';
+import { cpuBackend, rtnOn } from '../backend/backends';
 
-test('ONNX export of a native mixed-quantized tiny folder: perplexity equals the engine\'s (on the same folder) within 0.1 %', async (tc) => {
+test("ONNX export of a native mixed-quantized tiny folder: perplexity equals the engine's (on the same folder) within 0.1 %", async (tc) => {
   const m = openModel('fixtures/tiny');
   const w = cachedWeights(m.weights);
   const lc = (o: Partial<LayerConfig>): LayerConfig => ({ ...DEFAULT_LAYER_CONFIG, ...o });
   const stored = new Map<string, LoproStoredLayer>();
   const lins = m.linears.filter((l) => l.block === 0);
-  const lopro = (o: Partial<LayerConfig>, seed: number) => (W: Float32Array, r: number, c: number) =>
-    quantizeLayerLoPRo(W, r, c, null, null, lc(o), seed, { baselines: false, kmeansIters: 4 }).stored;
-  const rtn = (bits: number, groupSize: number, gIdx: boolean) => (W: Float32Array, r: number, c: number) =>
-    baselineAsStored(rtnQuantize(W, r, c, { bits, groupSize, sym: false }), r, c, lc({ bits, groupSize }), gIdx);
+  // The layers as a data-free run quantizes them (run/quantize_layer.ts on the CPU backend); the 3-bit RTN
+  // layer is stored with a group index (the exporter's group-index dequant path), which no run writes for RTN.
+  const lopro = (o: Partial<LayerConfig>, seed: number) => async (W: Float32Array, rows: number, cols: number) =>
+    (await quantizeLayer(cpuBackend(1), { name: `layer${seed}`, block: 0, module: 'm', rows, cols, W }, lc(o), { seed })).stored;
+  const rtn = (bits: number, groupSize: number, gIdx: boolean) => async (W: Float32Array, r: number, c: number) =>
+    baselineAsStored(await rtnOn(cpuBackend(1), W, r, c, { bits, groupSize, sym: false }), r, c, lc({ bits, groupSize }), gIdx);
   // LoPRo on the small layers only (GPTQ on 768 columns is slow on 2 cores); up_proj stays dense.
-  const plan: Record<string, (W: Float32Array, rows: number, cols: number) => LoproStoredLayer> = {
+  const plan: Record<string, (W: Float32Array, rows: number, cols: number) => Promise<LoproStoredLayer>> = {
     q_proj: rtn(4, 128, false), // MatMulNBits
     k_proj: lopro({ method: 'lopro', bits: 2, rank: 8, salientBlock: 64, hadamardBlock: 64 }, 1), // perm + partial FWHT + dequant
     v_proj: lopro({ method: 'lopro', bits: 4, rank: 4, salientBlock: 128, hadamardBlock: 32 }, 2), // MatMulNBits residual
@@ -45,17 +47,19 @@ test('ONNX export of a native mixed-quantized tiny folder: perplexity equals the
   const t0 = performance.now();
   for (const l of lins) {
     const f = plan[l.module];
-    if (f) stored.set(l.name, f(await w(l.weight), l.rows, l.cols));
+    if (f) stored.set(l.name, await f(await w(l.weight), l.rows, l.cols));
   }
   tc.diagnostic(`quantized block 0 in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   // A native LoPRo folder on disk, as the pipeline writes it: quantized layers in the LoPRo format,
   // the rest as stored (float32 here). Engine and ONNX both read it back from disk.
   const dir = mkdtempSync(join(tmpdir(), 'lopro-onnx-'));
   let eng: PerplexityResult, float: PerplexityResult, onnxPpl: number;
-  const T = 256, windows = [0, 7, 100];
+  const T = 256,
+    windows = [0, 7, 100];
   const { ids } = tokenizeFile(m.tokenizer(), 'fixtures/text/persuasion.txt', m.cfg.vocabSize, null);
   try {
-    const nativeDir = join(dir, 'native'), outDir = join(dir, 'onnx');
+    const nativeDir = join(dir, 'native'),
+      outDir = join(dir, 'onnx');
     mkdirSync(nativeDir);
     const tensors: TensorData[] = [];
     for (const e of m.checkpoint.entries) {

@@ -13,7 +13,8 @@ import { randF32, rng } from '../compute/_seeded';
 
 function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
   assert.equal(got.length, want.length);
-  let num = 0, den = 0;
+  let num = 0,
+    den = 0;
   for (let i = 0; i < got.length; i++) {
     num = Math.max(num, Math.abs(got[i] - want[i]));
     den = Math.max(den, Math.abs(want[i]));
@@ -39,83 +40,121 @@ function synthWeights(cfg: LlamaConfig, seed: number): Map<string, Float32Array>
 
 const synthCfg = parseLlamaConfig(
   {
-    model_type: 'llama', hidden_size: 48, intermediate_size: 80, num_hidden_layers: 2, num_attention_heads: 6, num_key_value_heads: 2,
-    vocab_size: 67, rms_norm_eps: 1e-5, max_position_embeddings: 64, attention_bias: true, mlp_bias: true, tie_word_embeddings: false,
+    model_type: 'llama',
+    hidden_size: 48,
+    intermediate_size: 80,
+    num_hidden_layers: 2,
+    num_attention_heads: 6,
+    num_key_value_heads: 2,
+    vocab_size: 67,
+    rms_norm_eps: 1e-5,
+    max_position_embeddings: 64,
+    attention_bias: true,
+    mlp_bias: true,
+    tie_word_embeddings: false,
     rope_parameters: { rope_type: 'llama3', rope_theta: 5000, factor: 4, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
   },
   'synthetic/config.json',
 );
 
 for (const layout of ['out_in', 'in_out'] as const)
-test(`synthetic model (GQA 3:1, biases, untied head, llama3 rope), weights ${layout}: block captures, stats and logits match the reference`, async () => {
-  const cfg = synthCfg, T = 13, B = 2;
-  const W = synthWeights(cfg, 7);
-  const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
-  const r = rng(3);
-  const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
-  const rt = await ComputeRuntime.create({ ep: 'cpu' });
-  // 'in_out' (the GPU layout: linears transposed once by a Transpose session, MatMul in the block graph).
-  const fwd = new LlamaForward(cfg, T, rt, layout);
-  let x = await fwd.embed(ids, B, get('model.embed_tokens.weight'));
-  const xRef = [0, 1].map((b) => embedRef(cfg, ids.subarray(b * T, (b + 1) * T), get));
-  assert.equal(relErr(x, [...xRef[0], ...xRef[1]]), 0);
-  for (let l = 0; l < cfg.numLayers; l++) {
-    const w = await loadBlockWeights(cfg, l, get);
-    const act = await fwd.block(x, B, w, 'activations');
-    const st = await fwd.block(x, B, w, 'stats');
-    const refs = xRef.map((xr, b) => blockRef(cfg, l, xr, T, get));
-    for (const [k, key] of [['attn_in', 'attnIn'], ['attn_out', 'attnOut'], ['mlp_in', 'mlpIn'], ['mlp_act', 'mlpAct']] as const) {
-      const want = [...refs[0].trace[key], ...refs[1].trace[key]];
-      assert.ok(relErr(act.activations![k], want) < 1e-5, `${k} block ${l}`); // measured ~3e-7
-      // stats = XᵀX and Σ|x| of the captured activations
-      const a = act.activations![k], n = a.length / (B * T);
-      const xtx = new Float64Array(n * n), abs = new Float64Array(n);
-      for (let t = 0; t < B * T; t++) for (let i = 0; i < n; i++) {
-        abs[i] += Math.abs(a[t * n + i]);
-        for (let j = 0; j < n; j++) xtx[i * n + j] += a[t * n + i] * a[t * n + j];
+  test(`synthetic model (GQA 3:1, biases, untied head, llama3 rope), weights ${layout}: block captures, stats and logits match the reference`, async () => {
+    const cfg = synthCfg,
+      T = 13,
+      B = 2;
+    const W = synthWeights(cfg, 7);
+    const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
+    const r = rng(3);
+    const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
+    const rt = await ComputeRuntime.create({ ep: 'cpu' });
+    // 'in_out' (the GPU layout: linears transposed once by a Transpose session, MatMul in the block graph).
+    const fwd = new LlamaForward(cfg, T, rt, layout);
+    let x = await fwd.embed(ids, B, get('model.embed_tokens.weight'));
+    const xRef = [0, 1].map((b) => embedRef(cfg, ids.subarray(b * T, (b + 1) * T), get));
+    assert.equal(relErr(x, [...xRef[0], ...xRef[1]]), 0);
+    for (let l = 0; l < cfg.numLayers; l++) {
+      const w = await loadBlockWeights(cfg, l, get);
+      const act = await fwd.block(x, B, w, 'activations');
+      const st = await fwd.block(x, B, w, 'stats');
+      const refs = xRef.map((xr, _b) => blockRef(cfg, l, xr, T, get));
+      for (const [k, key] of [
+        ['attn_in', 'attnIn'],
+        ['attn_out', 'attnOut'],
+        ['mlp_in', 'mlpIn'],
+        ['mlp_act', 'mlpAct'],
+      ] as const) {
+        const want = [...refs[0].trace[key], ...refs[1].trace[key]];
+        assert.ok(relErr(act.activations![k], want) < 1e-5, `${k} block ${l}`); // measured ~3e-7
+        // stats = XᵀX and Σ|x| of the captured activations
+        const a = act.activations![k],
+          n = a.length / (B * T);
+        const xtx = new Float64Array(n * n),
+          abs = new Float64Array(n);
+        for (let t = 0; t < B * T; t++)
+          for (let i = 0; i < n; i++) {
+            abs[i] += Math.abs(a[t * n + i]);
+            for (let j = 0; j < n; j++) xtx[i * n + j] += a[t * n + i] * a[t * n + j];
+          }
+        assert.ok(relErr(st.stats![k].xtx, xtx) < 1e-5, `${k} xtx`);
+        assert.ok(relErr(st.stats![k].absSum, abs) < 1e-5, `${k} abs`);
+        // The pipeline's one-input pass (pruned graph, no y) computes the same statistic.
+        const one = await fwd.blockStats(x, B, w, k);
+        assert.ok(relErr(one.xtx, xtx) < 1e-5, `${k} blockStats xtx`);
+        assert.ok(relErr(one.absSum, abs) < 1e-5, `${k} blockStats abs`);
+        // The GPU pipeline's running-sum graph: stats of the batch added to the sums fed in.
+        const seedX = randF32(n * n, 9),
+          seedA = randF32(n, 10);
+        const accd = await fwd.blockStatsAccumulate(x, B, await fwd.weightTensors(w), k, { xtx: rt.host(seedX, [n, n]), absSum: rt.host(seedA, [n]) });
+        assert.ok(
+          relErr(
+            accd.xtx.data as Float32Array,
+            xtx.map((v, i) => v + seedX[i]),
+          ) < 1e-5,
+          `${k} accumulated xtx`,
+        );
+        assert.ok(
+          relErr(
+            accd.absSum.data as Float32Array,
+            abs.map((v, i) => v + seedA[i]),
+          ) < 1e-5,
+          `${k} accumulated abs`,
+        );
       }
-      assert.ok(relErr(st.stats![k].xtx, xtx) < 1e-5, `${k} xtx`);
-      assert.ok(relErr(st.stats![k].absSum, abs) < 1e-5, `${k} abs`);
-      // The pipeline's one-input pass (pruned graph, no y) computes the same statistic.
-      const one = await fwd.blockStats(x, B, w, k);
-      assert.ok(relErr(one.xtx, xtx) < 1e-5, `${k} blockStats xtx`);
-      assert.ok(relErr(one.absSum, abs) < 1e-5, `${k} blockStats abs`);
-      // The GPU pipeline's running-sum graph: stats of the batch added to the sums fed in.
-      const seedX = randF32(n * n, 9), seedA = randF32(n, 10);
-      const accd = await fwd.blockStatsAccumulate(x, B, await fwd.weightTensors(w), k, { xtx: rt.host(seedX, [n, n]), absSum: rt.host(seedA, [n]) });
-      assert.ok(relErr(accd.xtx.data as Float32Array, xtx.map((v, i) => v + seedX[i])) < 1e-5, `${k} accumulated xtx`);
-      assert.ok(relErr(accd.absSum.data as Float32Array, abs.map((v, i) => v + seedA[i])) < 1e-5, `${k} accumulated abs`);
+      assert.ok(relErr(act.y, [...refs[0].y, ...refs[1].y]) < 1e-5, `y block ${l}`);
+      assert.deepEqual(st.y, act.y);
+      x = act.y;
+      xRef.forEach((_, b) => (xRef[b] = refs[b].y));
     }
-    assert.ok(relErr(act.y, [...refs[0].y, ...refs[1].y]) < 1e-5, `y block ${l}`);
-    assert.deepEqual(st.y, act.y);
-    x = act.y;
-    xRef.forEach((_, b) => (xRef[b] = refs[b].y));
-  }
-  const logits = await fwd.headLogits(x, B, T, get('model.norm.weight'), get('lm_head.weight'));
-  const lRef = [...headRef(cfg, xRef[0], T, get), ...headRef(cfg, xRef[1], T, get)];
-  assert.ok(relErr(logits, lRef) < 1e-5, 'logits'); // measured ~4e-7
-  const nll = await fwd.headNll(x, B, ids, get('model.norm.weight'), get('lm_head.weight'));
-  const nRef = [0, 1].flatMap((b) => [...nllFromLogitsRef(headRef(cfg, xRef[b], T, get), ids.subarray(b * T, (b + 1) * T), cfg.vocabSize)]);
-  assert.ok(relErr(nll, nRef) < 1e-5, 'nll');
-  await rt.dispose();
-});
+    const logits = await fwd.headLogits(x, B, T, get('model.norm.weight'), get('lm_head.weight'));
+    const lRef = [...headRef(cfg, xRef[0], T, get), ...headRef(cfg, xRef[1], T, get)];
+    assert.ok(relErr(logits, lRef) < 1e-5, 'logits'); // measured ~4e-7
+    const nll = await fwd.headNll(x, B, ids, get('model.norm.weight'), get('lm_head.weight'));
+    const nRef = [0, 1].flatMap((b) => [...nllFromLogitsRef(headRef(cfg, xRef[b], T, get), ids.subarray(b * T, (b + 1) * T), cfg.vocabSize)]);
+    assert.ok(relErr(nll, nRef) < 1e-5, 'nll');
+    await rt.dispose();
+  });
 
 for (const layout of ['out_in', 'in_out'] as const)
-test(`tiny fixture (tied head), weights ${layout}: window NLL of the graph forward equals the float64 reference`, async () => {
-  const m = openModel('fixtures/tiny');
-  const weights = cachedWeights(m.weights);
-  const sync = new Map<string, Float32Array>();
-  for (const n of m.checkpoint.entries.map((e) => e.name)) sync.set(n, await weights(n));
-  const r = rng(11), T = 48;
-  const ids = Int32Array.from({ length: 2 * T }, () => Math.floor(r() * m.cfg.vocabSize));
-  const rt = await ComputeRuntime.create({ ep: 'cpu' });
-  const res = await perplexity(m.cfg, ids, weights, { ctx: T, rt, layout });
-  for (let w = 0; w < 2; w++) {
-    const wi = ids.subarray(w * T, (w + 1) * T);
-    const nll = nllFromLogitsRef(forwardRef(m.cfg, wi, (n) => sync.get(n)!), wi, m.cfg.vocabSize);
-    const mean = nll.reduce((a, b) => a + b, 0) / nll.length;
-    assert.ok(Math.abs(res.windowNll[w] - mean) / mean < 1e-5, `window ${w}: ${res.windowNll[w]} vs ${mean}`); // measured ~1e-7
-  }
-  await rt.dispose();
-  m.close();
-});
+  test(`tiny fixture (tied head), weights ${layout}: window NLL of the graph forward equals the float64 reference`, async () => {
+    const m = openModel('fixtures/tiny');
+    const weights = cachedWeights(m.weights);
+    const sync = new Map<string, Float32Array>();
+    for (const n of m.checkpoint.entries.map((e) => e.name)) sync.set(n, await weights(n));
+    const r = rng(11),
+      T = 48;
+    const ids = Int32Array.from({ length: 2 * T }, () => Math.floor(r() * m.cfg.vocabSize));
+    const rt = await ComputeRuntime.create({ ep: 'cpu' });
+    const res = await perplexity(m.cfg, ids, weights, { ctx: T, rt, layout });
+    for (let w = 0; w < 2; w++) {
+      const wi = ids.subarray(w * T, (w + 1) * T);
+      const nll = nllFromLogitsRef(
+        forwardRef(m.cfg, wi, (n) => sync.get(n)!),
+        wi,
+        m.cfg.vocabSize,
+      );
+      const mean = nll.reduce((a, b) => a + b, 0) / nll.length;
+      assert.ok(Math.abs(res.windowNll[w] - mean) / mean < 1e-5, `window ${w}: ${res.windowNll[w]} vs ${mean}`); // measured ~1e-7
+    }
+    await rt.dispose();
+    m.close();
+  });

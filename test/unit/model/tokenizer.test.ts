@@ -22,7 +22,8 @@ test('byte-level BPE: no BOS/EOS added, decode inverts encode, id space matches 
 
 test('whole-file encode equals the concatenation of encodes split at a newline-space boundary', () => {
   // The pre-tokenizer splits before " word" runs, so a boundary before a space-initial line is safe.
-  const a = 'It was a truth universally acknowledged,', b = '\n that a single man in possession';
+  const a = 'It was a truth universally acknowledged,',
+    b = '\n that a single man in possession';
   assert.deepEqual([...tok.encode(a + b)], [...tok.encode(a), ...tok.encode(b)]);
 });
 
@@ -38,8 +39,14 @@ test('tokenizeFile caches ids per (tokenizer, text) and rejects ids beyond the v
     assert.equal(second.cached, true);
     assert.deepEqual([...second.ids], [...first.ids]);
     const max = Math.max(...first.ids);
-    assert.throws(() => tokenizeFile(tok, f, max, dir), (e: unknown) => e instanceof ProtocolError && e.code === ErrorCode.BadConfig && /outside the model's vocabulary/.test(e.message) && e.message.includes(String(max)));
-    assert.throws(() => tokenizeFile(tok, join(dir, 'missing.txt'), 4096, null), (e: unknown) => e instanceof ProtocolError && e.code === ErrorCode.Io);
+    assert.throws(
+      () => tokenizeFile(tok, f, max, dir),
+      (e: unknown) => e instanceof ProtocolError && e.code === ErrorCode.BadConfig && /outside the model's vocabulary/.test(e.message) && e.message.includes(String(max)),
+    );
+    assert.throws(
+      () => tokenizeFile(tok, join(dir, 'missing.txt'), 4096, null),
+      (e: unknown) => e instanceof ProtocolError && e.code === ErrorCode.Io,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

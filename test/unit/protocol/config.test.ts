@@ -4,7 +4,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  BACKENDS, BITS, DEFAULT_CONFIG, MAX_CODEBOOK_LOG2, describeIssues, describeRange, validateConfig, validateLayerConfig, withDefaults,
+  BACKENDS,
+  BITS,
+  DEFAULT_CONFIG,
+  MAX_CODEBOOK_LOG2,
+  describeIssues,
+  describeRange,
+  validateConfig,
+  validateLayerConfig,
+  withDefaults,
   type QuantizeConfig,
 } from '../../../src/protocol/config';
 
@@ -74,9 +82,17 @@ test('messages say what is allowed', () => {
 
 test('unknown keys are refused by name, at the top level and inside an override', () => {
   const top = validateConfig(cfg({ frobnicate: 1 }));
-  assert.deepEqual(top.map((i) => i.field), ['frobnicate']);
+  assert.deepEqual(
+    top.map((i) => i.field),
+    ['frobnicate'],
+  );
   // Names every object inherits are not settings either, and a parsed "__proto__" stays a key.
-  assert.deepEqual(validateConfig(withDefaults(JSON.parse('{"constructor": 1, "toString": 2, "__proto__": {"bits": 3}}'))).map((i) => i.field).sort(), ['__proto__', 'constructor', 'toString']);
+  assert.deepEqual(
+    validateConfig(withDefaults(JSON.parse('{"constructor": 1, "toString": 2, "__proto__": {"bits": 3}}')))
+      .map((i) => i.field)
+      .sort(),
+    ['__proto__', 'constructor', 'toString'],
+  );
   const o = validateConfig(cfg({ layerOverrides: { '*.q_proj': { nope: 1, calibText: 'x', threads: 2 } } }));
   assert.deepEqual(o.map((i) => i.field).sort(), ['layerOverrides["*.q_proj"].calibText', 'layerOverrides["*.q_proj"].nope', 'layerOverrides["*.q_proj"].threads']);
   assert.match(o.find((i) => i.field.endsWith('.threads'))!.message, /run-wide setting/);
@@ -88,7 +104,10 @@ test('an override is checked merged over the run config, and its issues carry th
   assert.equal(validateConfig(cfg({ layerOverrides: { '*': 3 } }))[0].field, 'layerOverrides["*"]');
   // Valid alone, but the merged layer is lopro_v with a codebook too large (run bits 8 × vqDim 2).
   const merged = validateConfig(cfg({ bits: 8, layerOverrides: { '*.up_proj': { method: 'lopro_v' } } }));
-  assert.deepEqual(merged.map((i) => i.field), ['layerOverrides["*.up_proj"].vqBits']);
+  assert.deepEqual(
+    merged.map((i) => i.field),
+    ['layerOverrides["*.up_proj"].vqBits'],
+  );
 });
 
 test('lopro_v codebook: 2^(vqDim·bits) ≤ 2^MAX_CODEBOOK_LOG2; the message names both values', () => {
@@ -120,6 +139,9 @@ test('withDefaults fills missing (and undefined) keys and keeps unknown ones for
   assert.equal(c.backend, 'auto');
   assert.equal(c.compare, false);
   assert.equal(c.threads, 0);
-  assert.deepEqual(validateConfig(c).map((i) => i.field), ['typo']);
+  assert.deepEqual(
+    validateConfig(c).map((i) => i.field),
+    ['typo'],
+  );
   assert.deepEqual(BACKENDS, ['auto', 'cpu', 'gpu']);
 });

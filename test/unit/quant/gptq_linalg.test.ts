@@ -11,14 +11,22 @@ test('choleskyInverseUpper (reversed Cholesky + one triangular inverse) = the re
     acc.add(syntheticActivations(2 * n + 3, n, n), 2 * n + 3, 2);
     const H = acc.finish();
     for (let i = 0; i < n; i++) H[i * n + i] += 0.01;
-    const U = choleskyInverseUpper(H, n), R = choleskyInverseUpper_ref(H, n);
-    let m = 0, mx = 0;
-    for (let i = 0; i < n * n; i++) { m = Math.max(m, Math.abs(U[i] - R[i])); mx = Math.max(mx, Math.abs(R[i])); }
+    const U = choleskyInverseUpper(H, n),
+      R = choleskyInverseUpper_ref(H, n);
+    let m = 0,
+      mx = 0;
+    for (let i = 0; i < n * n; i++) {
+      m = Math.max(m, Math.abs(U[i] - R[i]));
+      mx = Math.max(mx, Math.abs(R[i]));
+    }
     assert.ok(m <= 1e-10 * mx, `n=${n}: rel ${m / mx}`); // measured ≤ 2e-15
     for (let a = 0; a < n; a++) for (let b = 0; b < a; b++) assert.equal(U[a * n + b], 0);
   }
 });
 
 test('a non-positive-definite H throws NotPositiveDefiniteError (which gptqQuantize turns into the RTN fallback)', () => {
-  assert.throws(() => choleskyInverseUpper([1, 2, 2, 1], 2), (e: unknown) => e instanceof Error && e.name === 'NotPositiveDefiniteError');
+  assert.throws(
+    () => choleskyInverseUpper([1, 2, 2, 1], 2),
+    (e: unknown) => e instanceof Error && e.name === 'NotPositiveDefiniteError',
+  );
 });

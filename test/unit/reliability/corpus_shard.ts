@@ -22,7 +22,11 @@ export const SHARDS: Record<string, readonly string[]> = {
   shapes: ['shapes'],
 };
 
-const fmt = (m: Map<string, number>) => [...m].sort().map(([k, v]) => `${k}=${v}`).join(' ');
+const fmt = (m: Map<string, number>) =>
+  [...m]
+    .sort()
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
 const count = (xs: string[]) => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());
 
 export async function runShard(shard: keyof typeof SHARDS & string): Promise<void> {

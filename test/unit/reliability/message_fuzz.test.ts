@@ -15,8 +15,36 @@ type R = () => number;
 const pick = <T>(r: R, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)];
 
 const ATOMS: readonly unknown[] = [
-  undefined, null, true, false, 0, -1, 1.5, NaN, Infinity, -Infinity, 2 ** 53, -0, '', 'x', 'ready', 'request', '__proto__',
-  'constructor', '\u0000', '\ud800', 'x'.repeat(10_000), [], {}, [null], 10n, Symbol('s'), () => 1, new Date(0), new Uint8Array(3), new Map(),
+  undefined,
+  null,
+  true,
+  false,
+  0,
+  -1,
+  1.5,
+  NaN,
+  Infinity,
+  -Infinity,
+  2 ** 53,
+  -0,
+  '',
+  'x',
+  'ready',
+  'request',
+  '__proto__',
+  'constructor',
+  '\u0000',
+  '\ud800',
+  'x'.repeat(10_000),
+  [],
+  {},
+  [null],
+  10n,
+  Symbol('s'),
+  () => 1,
+  new Date(0),
+  new Uint8Array(3),
+  new Map(),
 ];
 
 /** A random value of bounded depth: atoms, arrays, plain objects with junk or real-looking keys. */
@@ -25,7 +53,25 @@ function junk(r: R, depth = 0): unknown {
   if (depth > 3 || k < 0.45) return pick(r, ATOMS);
   if (k < 0.6) return Array.from({ length: Math.floor(r() * 4) }, () => junk(r, depth + 1));
   const o: Record<string, unknown> = {};
-  const keys = ['type', 'kind', 'id', 'method', 'params', 'result', 'error', 'config', 'layer', 'format', 'field', 'overrides', 'candidateId', 'outputFolder', 'code', 'message', 'zz'];
+  const keys = [
+    'type',
+    'kind',
+    'id',
+    'method',
+    'params',
+    'result',
+    'error',
+    'config',
+    'layer',
+    'format',
+    'field',
+    'overrides',
+    'candidateId',
+    'outputFolder',
+    'code',
+    'message',
+    'zz',
+  ];
   for (let i = Math.floor(r() * 5); i > 0; i--) o[pick(r, keys)] = junk(r, depth + 1);
   return o;
 }
@@ -33,13 +79,21 @@ function junk(r: R, depth = 0): unknown {
 const config = { ...DEFAULT_CONFIG, layerOverrides: {} };
 /** Well-formed messages of both parsers; the fuzzer damages copies of them. */
 const GOOD_FROM_WEBVIEW: Record<string, unknown>[] = [
-  { type: 'ready' }, { type: 'cancel' }, { type: 'evaluate' }, { type: 'pick', field: 'calibText' }, { type: 'start', config, outputFolder: '/r' },
-  { type: 'openLayer', layer: 'model.layers.0.mlp.up_proj' }, { type: 'requantize', layer: 'x', overrides: { bits: 3 } },
-  { type: 'apply', layer: 'x', candidateId: 'c1' }, { type: 'export', format: 'onnx' },
+  { type: 'ready' },
+  { type: 'cancel' },
+  { type: 'evaluate' },
+  { type: 'pick', field: 'calibText' },
+  { type: 'start', config, outputFolder: '/r' },
+  { type: 'openLayer', layer: 'model.layers.0.mlp.up_proj' },
+  { type: 'requantize', layer: 'x', overrides: { bits: 3 } },
+  { type: 'apply', layer: 'x', candidateId: 'c1' },
+  { type: 'export', format: 'onnx' },
 ];
 const GOOD_ENVELOPES: Record<string, unknown>[] = [
-  { kind: 'request', id: 1, method: 'model/inspect', params: {} }, { kind: 'response', id: 1, result: null },
-  { kind: 'error', id: 2, error: { code: 'E_IO', message: 'x' } }, { kind: 'notification', method: 'progress', params: {} },
+  { kind: 'request', id: 1, method: 'model/inspect', params: {} },
+  { kind: 'response', id: 1, result: null },
+  { kind: 'error', id: 2, error: { code: 'E_IO', message: 'x' } },
+  { kind: 'notification', method: 'progress', params: {} },
 ];
 
 /** A copy of `m` broken in one way that every validator must catch. */
@@ -50,17 +104,22 @@ function damage(r: R, m: Record<string, unknown>, validKeys: (m: Record<string, 
     case 0: // an unknown extra field
       c[`x${Math.floor(r() * 1000)}`] = junk(r);
       return c;
-    case 1: { // a required field dropped
+    case 1: {
+      // a required field dropped
       const req = validKeys(c);
       if (!req.length) return { ...c, type: `${String(c.type)}!` };
       delete c[pick(r, req)];
       return c;
     }
-    case 2: { // a required field retyped (always to a different type)
+    case 2: {
+      // a required field retyped (always to a different type)
       const req = validKeys(c);
       const key = req.length ? pick(r, req) : pick(r, keys);
       const was = typeof c[key];
-      c[key] = pick(r, ATOMS.filter((a) => typeof a !== was && !(was === 'object' && typeof a === 'object')));
+      c[key] = pick(
+        r,
+        ATOMS.filter((a) => typeof a !== was && !(was === 'object' && typeof a === 'object')),
+      );
       return c;
     }
     case 3: // the discriminant misspelt
@@ -78,7 +137,8 @@ function damage(r: R, m: Record<string, unknown>, validKeys: (m: Record<string, 
 
 /** Fields whose absence or retyping must invalidate each message (per parser). */
 const webviewRequired = (m: Record<string, unknown>) => Object.keys(m).filter((k) => k !== 'type' && !(m.type === 'requantize' && k === 'overrides' && false));
-const envelopeRequired = (m: Record<string, unknown>) => (m.kind === 'notification' ? ['method'] : m.kind === 'request' ? ['id', 'method'] : m.kind === 'response' ? ['id', 'result'] : ['id', 'error']);
+const envelopeRequired = (m: Record<string, unknown>) =>
+  m.kind === 'notification' ? ['method'] : m.kind === 'request' ? ['id', 'method'] : m.kind === 'response' ? ['id', 'result'] : ['id', 'error'];
 
 function fuzzCases(seed: number, n: number): { fromWebview: unknown[]; envelopes: unknown[]; raw: unknown[] } {
   const r = rng(seed);
@@ -109,7 +169,11 @@ test('webview parsers: ≥ 200 random and near-miss messages rejected, nothing t
     assert.doesNotThrow(() => (got = parseFromWebview(m)), describe(m));
     // Junk can by chance be a valid message (e.g. {type:'ready'} built from random keys): then it
     // must round-trip as exactly that; anything else must be undefined.
-    if (got !== undefined) assert.ok(GOOD_FROM_WEBVIEW.some((g) => g.type === (got as { type: string }).type), `accepted ${describe(m)}`);
+    if (got !== undefined)
+      assert.ok(
+        GOOD_FROM_WEBVIEW.some((g) => g.type === (got as { type: string }).type),
+        `accepted ${describe(m)}`,
+      );
     else rejected++;
     assert.doesNotThrow(() => parseToWebview(m), describe(m));
   }

@@ -124,7 +124,16 @@ async function runCaseRaw(c: ModelCase, root: string, base: Baselines): Promise<
   const runDir = join(dir, 'run');
   const t0 = performance.now();
   const ev = EVAL_FAMILIES.has(c.family) ? await evalCase(c, built) : undefined;
-  const done = (outcome: string, failure?: string, line?: string) => ({ id: c.id, family: c.family, outcome, failure, ms: performance.now() - t0, line, evalOutcome: ev?.outcome, evalFailure: ev?.failure });
+  const done = (outcome: string, failure?: string, line?: string) => ({
+    id: c.id,
+    family: c.family,
+    outcome,
+    failure,
+    ms: performance.now() - t0,
+    line,
+    evalOutcome: ev?.outcome,
+    evalFailure: ev?.failure,
+  });
   let summary: RunSummary;
   try {
     summary = await runQuantize(built.model, built.calib, built.config, runDir);
@@ -151,7 +160,7 @@ async function runCaseRaw(c: ModelCase, root: string, base: Baselines): Promise<
       // Weights below FP16's normal range cannot keep their FP16 group scale: Ŵ ≈ 0 is then the
       // right answer in absolute terms (error < 2^-14), though 100 % in relative terms.
       const W = built.input?.find((t) => t.name === `${l.name}.weight`)?.data as Float32Array | undefined;
-      const tiny = W !== undefined && W.every((v) => Math.abs(v) < FP16_MIN_NORMAL) && w.every((v, i) => Math.abs(v - W[i]) < FP16_MIN_NORMAL);
+      const tiny = W?.every((v) => Math.abs(v) < FP16_MIN_NORMAL) && w.every((v, i) => Math.abs(v - W[i]) < FP16_MIN_NORMAL);
       if (!tiny) return done('ok', `${l.name}: relative proxy loss ${l.relProxyLoss} (> ${MAX_REL_PROXY_LOSS}: silently wrong?)`);
     }
   }

@@ -12,7 +12,8 @@ import type { ProgressValue } from '../../../src/protocol/messages';
 
 test('memory and spilled stores hold the same records; persist → load round trip', () => {
   const dir = mkdtempSync(join(tmpdir(), 'lopro-acts-'));
-  const n = 5, len = 37;
+  const n = 5,
+    len = 37;
   const mem = createActivationStore(n, len, 1e9, join(dir, 'unused.f32'));
   const disk = createActivationStore(n, len, 100, join(dir, 'spill.f32'));
   assert.equal(mem.spilled, false);

@@ -8,7 +8,8 @@ import { DEFAULT_CONFIG, layerConfigFor } from '../../../src/protocol/config';
 import { configFlags, configFromFlags, flagFor, kebab, parseArgs, parseOverride } from '../../../src/engine/run/args';
 import { ProtocolError } from '../../../src/protocol/rpc';
 
-const B = new Set(['resume']), V = new Set(['out']);
+const B = new Set(['resume']),
+  V = new Set(['out']);
 
 test('every QuantizeConfig key has a kebab-case flag', () => {
   const flags = configFlags();
@@ -48,16 +49,46 @@ test('errors name the flag', () => {
     }
     return 'no error';
   };
-  assert.equal(code(() => parseArgs(['--bits', 'x'], B, V)), 'E_BAD_CONFIG --bits');
-  assert.equal(code(() => parseArgs(['--nope'], B, V)), 'E_BAD_CONFIG --nope');
-  assert.equal(code(() => parseArgs(['--bits'], B, V)), 'E_BAD_CONFIG --bits');
-  assert.equal(code(() => parseArgs(['--sym=maybe'], B, V)), 'E_BAD_CONFIG --sym');
-  assert.equal(code(() => parseOverride('nocolon')), 'E_BAD_CONFIG --override');
-  assert.equal(code(() => parseOverride('*:colour=red')), 'E_BAD_CONFIG --override');
-  assert.equal(code(() => parseArgs(['--threads', 'four'], B, V)), 'E_BAD_CONFIG --threads');
-  assert.equal(code(() => parseArgs(['--threads'], B, V)), 'E_BAD_CONFIG --threads');
-  assert.equal(code(() => parseArgs(['--compare=maybe'], B, V)), 'E_BAD_CONFIG --compare');
-  assert.equal(code(() => parseArgs(['--backend'], B, V)), 'E_BAD_CONFIG --backend');
+  assert.equal(
+    code(() => parseArgs(['--bits', 'x'], B, V)),
+    'E_BAD_CONFIG --bits',
+  );
+  assert.equal(
+    code(() => parseArgs(['--nope'], B, V)),
+    'E_BAD_CONFIG --nope',
+  );
+  assert.equal(
+    code(() => parseArgs(['--bits'], B, V)),
+    'E_BAD_CONFIG --bits',
+  );
+  assert.equal(
+    code(() => parseArgs(['--sym=maybe'], B, V)),
+    'E_BAD_CONFIG --sym',
+  );
+  assert.equal(
+    code(() => parseOverride('nocolon')),
+    'E_BAD_CONFIG --override',
+  );
+  assert.equal(
+    code(() => parseOverride('*:colour=red')),
+    'E_BAD_CONFIG --override',
+  );
+  assert.equal(
+    code(() => parseArgs(['--threads', 'four'], B, V)),
+    'E_BAD_CONFIG --threads',
+  );
+  assert.equal(
+    code(() => parseArgs(['--threads'], B, V)),
+    'E_BAD_CONFIG --threads',
+  );
+  assert.equal(
+    code(() => parseArgs(['--compare=maybe'], B, V)),
+    'E_BAD_CONFIG --compare',
+  );
+  assert.equal(
+    code(() => parseArgs(['--backend'], B, V)),
+    'E_BAD_CONFIG --backend',
+  );
 });
 
 test('--backend, --compare and --threads are config keys like any other', () => {
@@ -78,7 +109,7 @@ test('configFromFlags only fills defaults (the engine validates once, at quantiz
   assert.equal(c.rank, DEFAULT_CONFIG.rank);
 });
 
-test('flagFor: the flag that sets a field, for the CLI\'s config errors', () => {
+test("flagFor: the flag that sets a field, for the CLI's config errors", () => {
   assert.equal(flagFor('hadamardBlock'), '--hadamard-block');
   assert.equal(flagFor('threads'), '--threads');
   assert.equal(flagFor('memoryBudgetMB'), '--memory-budget-mb');

@@ -40,7 +40,8 @@ test('quantizeRun refuses a bad config before opening the model, naming the fiel
 
 /** runCli in this process, its stdout and stderr captured. */
 async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '', err = '';
+  let out = '',
+    err = '';
   const w = [process.stdout.write, process.stderr.write];
   process.stdout.write = ((s: string) => ((out += s), true)) as typeof process.stdout.write;
   process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;

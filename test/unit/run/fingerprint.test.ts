@@ -26,7 +26,10 @@ test('fingerprint parts and mismatch reasons', () => {
   assert.deepEqual(computeFingerprint(file, cfg({ memoryBudgetMB: 1, ep: 'cpu' }), calib), a, 'budget and EP do not change outputs');
   // Where the math runs and the reports-only comparison: a run may resume with other values.
   assert.deepEqual(computeFingerprint(file, cfg({ backend: 'gpu', threads: 8, compare: true }), calib), a, 'backend, threads and compare do not change outputs');
-  assert.deepEqual(Object.keys(outputConfig(cfg())).filter((k) => ['backend', 'threads', 'compare', 'ep'].includes(k)), []);
+  assert.deepEqual(
+    Object.keys(outputConfig(cfg())).filter((k) => ['backend', 'threads', 'compare', 'ep'].includes(k)),
+    [],
+  );
   assert.equal(fingerprintMismatch(a, a), undefined);
 
   const b = computeFingerprint(file, cfg({ bits: 3 }), calib);
@@ -41,7 +44,7 @@ test('fingerprint parts and mismatch reasons', () => {
   assert.match(fingerprintMismatch({ ...a, engine: 'old' }, a)!, /engine old/);
 });
 
-test('run directory lock: one writer; a dead owner\'s lock is taken over', async () => {
+test("run directory lock: one writer; a dead owner's lock is taken over", async () => {
   const { RunDir } = await import('../../../src/engine/run/rundir');
   const dir = new RunDir(mkdtempSync(join(tmpdir(), 'lopro-lock-')));
   const release = dir.lock();

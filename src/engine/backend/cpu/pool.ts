@@ -18,7 +18,7 @@ export function workerScriptPath(): string | undefined {
   return [path.join(__dirname, 'cpu_worker.js'), path.join(__dirname, 'worker.ts')].find((p) => existsSync(p));
 }
 
-type TypedArrayCtor<T> = { new (buffer: ArrayBuffer): T; BYTES_PER_ELEMENT: number };
+type TypedArrayCtor<T> = { new (buffer: ArrayBuffer, byteOffset: number, length: number): T; BYTES_PER_ELEMENT: number };
 
 export class WorkerPool {
   /** End of the queue of exclusive users (see run). */
@@ -40,8 +40,8 @@ export class WorkerPool {
 
   /** A zeroed array the workers can read and write (plain memory without workers). */
   alloc<T>(Arr: TypedArrayCtor<T>, n: number): T {
-    const bytes = Math.ceil((n * Arr.BYTES_PER_ELEMENT) / 8) * 8;
-    return new Arr(this.workers.length ? (new SharedArrayBuffer(bytes) as unknown as ArrayBuffer) : new ArrayBuffer(bytes));
+    const bytes = n * Arr.BYTES_PER_ELEMENT;
+    return new Arr(this.workers.length ? (new SharedArrayBuffer(bytes) as unknown as ArrayBuffer) : new ArrayBuffer(bytes), 0, n);
   }
 
   /** `a` itself when the workers can read it, else a shared copy. */
@@ -78,7 +78,9 @@ export class WorkerPool {
       runTask(make(0, total, 0));
       return;
     }
-    await Promise.all(
+    // Every slice settles before the run does: a slice that failed must not leave another still writing
+    // (or a late 'done' of it answering the next run's slice).
+    const settled = await Promise.allSettled(
       this.workers.slice(0, n).map(
         (w, k) =>
           new Promise<void>((resolve, reject) => {
@@ -99,6 +101,8 @@ export class WorkerPool {
           }),
       ),
     );
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
   }
 
   async close(): Promise<void> {
