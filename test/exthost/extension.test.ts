@@ -85,7 +85,7 @@ suite('LoPRo extension in a real VS Code extension host', () => {
     try {
       const issues = validateConfig(a.readQuantizeConfig());
       const byField = new Map(issues.map((i) => [i.field, i.message]));
-      assert.match(byField.get('hadamardBlock') ?? '', /power of two, got 100/);
+      assert.match(byField.get('hadamardBlock') ?? '', /power of two ≤ 4096, got 100/);
       assert.match(byField.get('bits') ?? '', /2, 3, 4 or 8, got 5/);
       assert.match(byField.get('threads') ?? '', /integer in \[0, 256\], got 300/);
       // The run manager refuses to start such a run, naming the fields.
