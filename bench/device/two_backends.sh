@@ -5,8 +5,8 @@
 # one lease so the numbers compare. Build first, here: node bench/build-device-bundle.mjs (and the old bundles,
 # bench/device/README.md §0e). Each step has a timeout; logs and JSON go to $OUT.
 #   call 1, carry [.gpu/node.xz, .gl]:            bash bench/device/two_backends.sh setup
-#   call 2, carry [.gpu/ort130.tar.xz, .gpu/dawn.node.xz, .gpu/bench, .gpu/old, .gpu/tok]:  … layers
-#   call 3, carry [.gpu/bench, .gpu/old, .gpu/tok]: … pipeline
+#   call 2, carry [.gpu/ort130.tar.xz, .gpu/dawn.node.xz, .gpu/bench, .gpu/old, .gpu/tok]:  … all  (= layers, then pipeline)
+# (the tracked tree is ~41 MB of the 64 MiB a call carries: node and the ORT/Dawn binaries need two calls)
 set -u
 L=/tmp/l
 export LOPRO_ORT_DIR=$L/o130/node_modules LOPRO_DAWN_NODE=$L/dawn.node
@@ -22,22 +22,25 @@ case "$1" in
     mkdir -p $L && xz -dc .gpu/node.xz > $L/node && chmod +x $L/node && for f in .gl/*.deb; do dpkg -x "$f" /; done && ldconfig
     $L/node --version; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     ;;
+  all)
+    bash "$0" layers && bash "$0" pipeline
+    ;;
   layers)
-    mkdir -p $L/o130 && tar -C $L/o130 -xJf .gpu/ort130.tar.xz && xz -dc .gpu/dawn.node.xz > $L/dawn.node
-    step torch 150 /opt/torch/.venv/bin/python bench/torch_gptq.py --bits 2 --json "$OUT/torch_gptq.json"
-    step new_layers 220 "${HP[@]}" $L/node .gpu/bench/gpu_layers.js --backend gpu --methods rtn,gptq,lopro,lopro-mse,lopro-act,gptq-mse,gptq-act --bits 2 --peer "$OUT/torch_gptq.json" --out "$OUT"
-    step old_layers 180 "${HP[@]}" $L/node .gpu/old/gpu_layers.js --ep webgpu --methods rtn,gptq,lopro --engines resident --r1svd dawn --bits 2 --peer "$OUT/torch_gptq.json" --out "$OUT/old"
+    [ -d $L/o130 ] || mkdir -p $L/o130 && tar -C $L/o130 -xJf .gpu/ort130.tar.xz && xz -dc .gpu/dawn.node.xz > $L/dawn.node
+    step torch 70 /opt/torch/.venv/bin/python bench/torch_gptq.py --bits 2 --json "$OUT/torch_gptq.json"
+    step new_layers 130 "${HP[@]}" $L/node .gpu/bench/gpu_layers.js --backend gpu --methods rtn,gptq,lopro,lopro-mse,lopro-act,gptq-mse,gptq-act --bits 2 --peer "$OUT/torch_gptq.json" --out "$OUT"
+    step old_layers 90 "${HP[@]}" $L/node .gpu/old/gpu_layers.js --ep webgpu --methods rtn,gptq,lopro --engines resident --r1svd dawn --bits 2 --peer "$OUT/torch_gptq.json" --out "$OUT/old"
     grep -h "^|" "$OUT/new_layers.log" "$OUT/old_layers.log" | cut -c1-220
     ;;
   pipeline)
     S=(--method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt --ep webgpu)
-    [ -f /tmp/s7/model.safetensors ] || step synth 120 $L/node .gpu/bench/synth_llama.js --out /tmp/s7 --blocks 2 --tokenizer-from .gpu/tok
+    [ -f /tmp/s7/model.safetensors ] || step synth 45 $L/node .gpu/bench/synth_llama.js --out /tmp/s7 --blocks 2 --tokenizer-from .gpu/tok
     rm -rf /tmp/pg && mkdir -p /tmp/pg
     # The first run tokenizes train.txt into the cache: warm it so that every timed run finds it cached.
-    step warm 120 $L/node .gpu/bench/lopro.js quantize fixtures/tiny --method rtn --samples 2 --ctx 64 --calib fixtures/text/train.txt --ep cpu --out /tmp/pg/warm
-    step new_cli 200 "${HP[@]}" $L/node .gpu/bench/lopro.js quantize /tmp/s7 "${S[@]}" --backend gpu --out /tmp/pg/new_cli
-    step new_ipc 200 $L/node .gpu/bench/ipc_run.js .gpu/bench/lopro.js /tmp/s7 --out /tmp/pg/new_ipc "${S[@]}" --backend gpu
-    step old_cli 200 "${HP[@]}" $L/node .gpu/old/lopro.js quantize /tmp/s7 "${S[@]}" --out /tmp/pg/old_cli
+    step warm 35 $L/node .gpu/bench/lopro.js quantize fixtures/tiny --method rtn --samples 2 --ctx 64 --calib fixtures/text/train.txt --ep cpu --out /tmp/pg/warm
+    step new_cli 70 "${HP[@]}" $L/node .gpu/bench/lopro.js quantize /tmp/s7 "${S[@]}" --backend gpu --out /tmp/pg/new_cli
+    step new_ipc 70 $L/node .gpu/bench/ipc_run.js .gpu/bench/lopro.js /tmp/s7 --out /tmp/pg/new_ipc "${S[@]}" --backend gpu
+    step old_cli 70 "${HP[@]}" $L/node .gpu/old/lopro.js quantize /tmp/s7 "${S[@]}" --out /tmp/pg/old_cli
     for r in new_cli new_ipc old_cli; do echo "$r: $(grep -h '^time:\|^backend\|^ipc run\|layers quantized on' "$OUT/$r.log" | tr '\n' ' ')"; python3 -c "import json; m=json.load(open('/tmp/pg/$r/run.json')); print('  run.json seconds', round(m['seconds'], 1), 'layers', len(m['layers']), 'bpw', round(sum(l['bpw']*l['rows']*l['cols'] for l in m['layers'])/sum(l['rows']*l['cols'] for l in m['layers']), 4), 'proxy loss sum', '%.4e' % sum(l['proxyLoss'] for l in m['layers']))"; done
     ;;
 esac
