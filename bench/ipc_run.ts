@@ -23,7 +23,13 @@ async function main(): Promise<void> {
   if (!engine || !model || !out) throw new Error('usage: ipc_run <engine.js> <model> --out DIR [config flags]');
   const config = configFromFlags(a.config);
   const t0 = performance.now();
-  const child = fork(resolve(engine), [], { serialization: 'advanced', env: { ...engineEnv(process.env), LOPRO_ENGINE_IPC: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // execArgv []: the engine bundle runs as the extension starts it, not under this script's loader (tsx).
+  const child = fork(resolve(engine), [], {
+    serialization: 'advanced',
+    execArgv: [],
+    env: { ...engineEnv(process.env), LOPRO_ENGINE_IPC: '1' },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const transport: Transport = {
     send: (m: Envelope) => void child.send(m),
     onMessage: (l) => void child.on('message', l),

@@ -61,6 +61,8 @@ export class EngineClient implements vscode.Disposable {
     const child = fork(this.enginePath, [], {
       serialization: 'advanced',
       execPath: process.execPath,
+      // Not the extension host's own flags (a debugger's --inspect, loaders): the engine runs as the CLI does.
+      execArgv: [],
       // ELECTRON_RUN_AS_NODE: on desktop VS Code process.execPath is Electron; in code-server it is Node.
       // engineEnv: transparent huge pages for the engine's large arrays (protocol/engine_env.ts says why).
       env: { ...engineEnv(process.env), LOPRO_ENGINE_IPC: '1', ELECTRON_RUN_AS_NODE: '1' },
