@@ -25,19 +25,23 @@ case "$1" in
   all)
     bash "$0" layers && bash "$0" pipeline
     ;;
+  unpack)
+    [ -f $L/dawn.node ] || { mkdir -p $L/o130 && tar -C $L/o130 -xJf .gpu/ort130.tar.xz && xz -dc .gpu/dawn.node.xz > $L/dawn.node; }
+    ;;
   layers)
-    [ -d $L/o130 ] || mkdir -p $L/o130 && tar -C $L/o130 -xJf .gpu/ort130.tar.xz && xz -dc .gpu/dawn.node.xz > $L/dawn.node
+    bash "$0" unpack
     step torch 70 /opt/torch/.venv/bin/python bench/torch_gptq.py --bits 2 --json "$OUT/torch_gptq.json"
     step new_layers 130 "${HP[@]}" $L/node .gpu/bench/gpu_layers.js --backend gpu --methods rtn,gptq,lopro,lopro-mse,lopro-act,gptq-mse,gptq-act --bits 2 --peer "$OUT/torch_gptq.json" --out "$OUT"
     step old_layers 90 "${HP[@]}" $L/node .gpu/old/gpu_layers.js --ep webgpu --methods rtn,gptq,lopro --engines resident --r1svd dawn --bits 2 --peer "$OUT/torch_gptq.json" --out "$OUT/old"
     grep -h "^|" "$OUT/new_layers.log" "$OUT/old_layers.log" | cut -c1-220
     ;;
   pipeline)
+    bash "$0" unpack
     S=(--method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt --ep webgpu)
     [ -f /tmp/s7/model.safetensors ] || step synth 45 $L/node .gpu/bench/synth_llama.js --out /tmp/s7 --blocks 2 --tokenizer-from .gpu/tok
     rm -rf /tmp/pg && mkdir -p /tmp/pg
     # The first run tokenizes train.txt into the cache: warm it so that every timed run finds it cached.
-    step warm 35 $L/node .gpu/bench/lopro.js quantize fixtures/tiny --method rtn --samples 2 --ctx 64 --calib fixtures/text/train.txt --ep cpu --out /tmp/pg/warm
+    step warm 60 $L/node .gpu/bench/lopro.js quantize /tmp/s7 --method rtn --samples 2 --ctx 64 --calib fixtures/text/train.txt --ep cpu --backend cpu --out /tmp/pg/warm
     step new_cli 70 "${HP[@]}" $L/node .gpu/bench/lopro.js quantize /tmp/s7 "${S[@]}" --backend gpu --out /tmp/pg/new_cli
     step new_ipc 70 $L/node .gpu/bench/ipc_run.js .gpu/bench/lopro.js /tmp/s7 --out /tmp/pg/new_ipc "${S[@]}" --backend gpu
     step old_cli 70 "${HP[@]}" $L/node .gpu/old/lopro.js quantize /tmp/s7 "${S[@]}" --out /tmp/pg/old_cli
