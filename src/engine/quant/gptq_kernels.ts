@@ -119,19 +119,42 @@ export function permuteSymmetric<T extends Float32Array | Float64Array>(H: T, co
   return out;
 }
 
-/** tr((W−Q)·H·(W−Q)ᵀ) in float64: the layer-output error ‖X(W−Q)ᵀ‖²·2/N that every report uses. */
-export function proxyLoss(wVals: ArrayLike<number>, qVals: ArrayLike<number>, hVals: ArrayLike<number>, rows: number, cols: number): number {
+/** Rows per pass over H in proxyLossBlocks (and the granularity of its partial sums). */
+export const PROXY_LOSS_ROWS = 8;
+
+/** tr((W−Q)·H·(W−Q)ᵀ) in float64: the layer-output error ‖X(W−Q)ᵀ‖²·2/N that every report uses. Q = null: tr(W·H·Wᵀ). */
+export function proxyLoss(wVals: ArrayLike<number>, qVals: ArrayLike<number> | null, hVals: ArrayLike<number>, rows: number, cols: number): number {
+  const parts = new Float64Array(Math.ceil(rows / PROXY_LOSS_ROWS));
+  proxyLossBlocks(wVals, qVals, hVals, cols, 0, rows, parts);
+  let total = 0;
+  for (const p of parts) total += p;
+  return total;
+}
+
+/**
+ * The proxy loss of rows r0..r1 (r0 a multiple of PROXY_LOSS_ROWS) as one partial sum per block of
+ * PROXY_LOSS_ROWS rows, into parts[r0 / PROXY_LOSS_ROWS …]: summing the parts in order gives the same bits
+ * however the rows were split between threads.
+ */
+export function proxyLossBlocks(
+  wVals: ArrayLike<number>,
+  qVals: ArrayLike<number> | null,
+  hVals: ArrayLike<number>,
+  cols: number,
+  r0: number,
+  r1: number,
+  parts: Float64Array,
+): void {
   // dᵀHd = Σ_i d_i (H_ii d_i + 2 Σ_{j>i} H_ij d_j) (H symmetric: the upper triangle is enough).
   // Eight rows per pass over H, so H (cols² values, far larger than the caches for big layers) is
   // streamed rows/8 times instead of once per row, and each H load serves eight multiply-adds.
-  const RB = 8;
+  const RB = PROXY_LOSS_ROWS;
   const D = new Float64Array(RB * cols),
     t = new Float64Array(RB);
-  let total = 0;
-  for (let r0 = 0; r0 < rows; r0 += RB) {
-    const rb = Math.min(RB, rows - r0);
+  for (let b0 = r0; b0 < r1; b0 += RB) {
+    const rb = Math.min(RB, r1 - b0);
     D.fill(0);
-    for (let a = 0; a < rb; a++) for (let c = 0, o = (r0 + a) * cols; c < cols; c++) D[a * cols + c] = wVals[o + c] - qVals[o + c];
+    for (let a = 0; a < rb; a++) for (let c = 0, o = (b0 + a) * cols; c < cols; c++) D[a * cols + c] = qVals ? wVals[o + c] - qVals[o + c] : wVals[o + c];
     const d1 = cols,
       d2 = 2 * cols,
       d3 = 3 * cols,
@@ -139,6 +162,7 @@ export function proxyLoss(wVals: ArrayLike<number>, qVals: ArrayLike<number>, hV
       d5 = 5 * cols,
       d6 = 6 * cols,
       d7 = 7 * cols;
+    let total = 0;
     for (let i = 0; i < cols; i++) {
       const h = i * cols;
       let t0 = 0,
@@ -174,8 +198,8 @@ export function proxyLoss(wVals: ArrayLike<number>, qVals: ArrayLike<number>, hV
         total += di * (hii * di + 2 * t[a]);
       }
     }
+    parts[b0 / RB] = total;
   }
-  return total;
 }
 
 /** Naive twin of proxyLoss: Σ_r Σ_i Σ_j d_ri H_ij d_rj. */

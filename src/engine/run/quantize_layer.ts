@@ -107,6 +107,7 @@ async function baselineLayer(s: LayerSession, x: LayerInput, W: Mat, H: Mat, lc:
   const wHat = await s.download(What);
   const tQuant = now() - t0;
   const [loss, ref] = await s.proxyLosses(W, What, H);
+  const tLoss = now() - t0 - tQuant;
   const report: LayerReport = {
     name: x.name,
     block: x.block,
@@ -118,7 +119,7 @@ async function baselineLayer(s: LayerSession, x: LayerInput, W: Mat, H: Mat, lc:
     proxyLoss: loss,
     relProxyLoss: ref > 0 ? loss / ref : 0,
     notes,
-    seconds: { quantize: tQuant, total: 0 },
+    seconds: { quantize: tQuant, proxyLoss: tLoss, total: 0 },
   };
   if (opts.compare) report.baselines = { [lc.method]: loss, ...(await otherMethods(s, x, W, H, lc, [lc.method === 'rtn' ? 'gptq' : 'rtn'])) };
   report.seconds.total = now() - t0;

@@ -9,6 +9,7 @@ import type { GptqOptions } from '../../../src/engine/quant/gptq';
 import { gptqQuantize_ref } from '../../../src/engine/quant/gptq_ref';
 import { rtnQuantize_ref } from '../../../src/engine/quant/rtn_ref';
 import { quantizeLayerLoPRo_ref } from '../../../src/engine/quant/lopro_ref';
+import { proxyLoss_ref } from '../../../src/engine/quant/gptq_kernels';
 import { syntheticLayer } from '../quant/synthetic';
 import { cpuBackend, gptqOn, loproOn, rtnOn } from './backends';
 
@@ -108,4 +109,27 @@ test('CPU backend LoPRo, data-free (H = I, α = 1) = the reference', async () =>
   const got = await loproOn(cpuBackend(3), W, rows, cols, null, null, cfg, 9);
   assert.deepEqual(got.stored, ref.stored);
   assert.ok(got.notes.includes('data-free: α = 1'));
+});
+
+test('CPU backend proxy losses = proxyLoss_ref (tr ΔHΔᵀ and tr WHWᵀ), the same bits on 1 and 3 threads, rows not a multiple of 8', async () => {
+  const Q = Float32Array.from(W, (w, i) => w + 0.01 * Math.sin(i));
+  const lossRef = proxyLoss_ref(W, Q, H, rows, cols),
+    refRef = proxyLoss_ref(W, new Float32Array(rows * cols), H, rows, cols);
+  const got: [number, number][] = [];
+  for (const threads of [1, 3]) {
+    const b = cpuBackend(threads);
+    const s = b.session();
+    try {
+      const Wm = await s.upload(W, rows, cols, 'W', 't'),
+        Qm = await s.upload(Q, rows, cols, 'Q', 't'),
+        Hm = await s.upload(H, cols, cols, 'H', 't');
+      got.push(await s.proxyLosses(Wm, Qm, Hm));
+    } finally {
+      s.close();
+    }
+  }
+  assert.ok(rows % 8 !== 0);
+  assert.deepEqual(got[0], got[1]);
+  assert.ok(Math.abs(got[0][0] - lossRef) <= 1e-10 * lossRef, `${got[0][0]} vs ${lossRef}`);
+  assert.ok(Math.abs(got[0][1] - refRef) <= 1e-10 * refRef, `${got[0][1]} vs ${refRef}`);
 });

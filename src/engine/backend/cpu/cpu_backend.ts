@@ -6,7 +6,7 @@ import { ErrorCode } from '../../../protocol/messages';
 import { ProtocolError } from '../../../protocol/rpc';
 import type { Backend, ColumnLoopResult, ColumnLoopSpec, GroupParams, LayerSession, Mat, ParamsSpec, VqLoopResult, VqLoopSpec } from '../../quant/backend';
 import { choleskyInverseUpper } from '../../quant/gptq_linalg';
-import { proxyLoss } from '../../quant/gptq_kernels';
+import { PROXY_LOSS_ROWS } from '../../quant/gptq_kernels';
 import { vqLoopSteps } from '../../quant/gptvq';
 import { weightedKMeansSplit } from '../../quant/kmeans';
 import { frob2 } from '../../quant/lopro_mat';
@@ -305,7 +305,18 @@ class CpuSession implements LayerSession {
       }
       return [loss, ref];
     }
-    return [proxyLoss(W, Q, H.data, rows, cols), proxyLoss(W, new Float32Array(rows * cols), H.data, rows, cols)];
+    // Both sums in one pool run, one partial per PROXY_LOSS_ROWS rows, added in row order (same bits for any thread count).
+    const blocks = Math.ceil(rows / PROXY_LOSS_ROWS);
+    const loss = this.pool.alloc(Float64Array, blocks),
+      ref = this.pool.alloc(Float64Array, blocks);
+    await this.pool.run(blocks, (b0, b1) => ({ kind: 'proxyLoss', W, Q, H: H.data, n: cols, loss, ref, r0: b0 * PROXY_LOSS_ROWS, r1: Math.min(rows, b1 * PROXY_LOSS_ROWS) }));
+    let l = 0,
+      r = 0;
+    for (let b = 0; b < blocks; b++) {
+      l += loss[b];
+      r += ref[b];
+    }
+    return [l, r];
   }
 
   close(): void {}

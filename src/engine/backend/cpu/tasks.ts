@@ -4,7 +4,7 @@
 // columns (each still summed over rows in order), everything else split by rows. So a result is the same
 // bits for any thread count.
 
-import { lazyUpdate } from '../../quant/gptq_kernels';
+import { lazyUpdate, proxyLossBlocks } from '../../quant/gptq_kernels';
 import { gptqColumnLoop, type ColumnLoopShape } from '../../quant/gptq_loop';
 import { findParams, quantizeCode } from '../../quant/quantizer';
 import { lowRankWeight } from '../../quant/r1svd';
@@ -77,6 +77,18 @@ export type Task =
   | { kind: 'lazy'; W: Float64Array; n: number; err: Float64Array; count: number; U: Float64Array; i1: number; i2: number; r0: number; r1: number }
   /** `stored` is a row slice (copied) of a stored layer; Ŵ's rows into the shared `out`. */
   | { kind: 'dequant'; stored: LoproStoredLayer; out: Float32Array; r0: number }
+  /** gptq_kernels.ts proxyLossBlocks of rows r0..r1: tr(ΔHΔᵀ) into loss, tr(WHWᵀ) into ref (Q null: only ref). */
+  | {
+      kind: 'proxyLoss';
+      W: Float32Array | Float64Array;
+      Q: Float32Array | Float64Array | null;
+      H: Float32Array | Float64Array;
+      n: number;
+      loss: Float64Array;
+      ref: Float64Array;
+      r0: number;
+      r1: number;
+    }
   /** k-means' per-point passes (kmeans.ts) over points r0..r1. */
   | { kind: 'kmeans'; a: KMeansArrays; pass: KMeansPass; d: number; k: number; r0: number; r1: number };
 
@@ -205,6 +217,10 @@ export function runTask(t: Task): void {
     }
     case 'dequant':
       t.out.set(dequantizeLoPRo(t.stored), t.r0 * t.stored.cols);
+      return;
+    case 'proxyLoss':
+      if (t.Q) proxyLossBlocks(t.W, t.Q, t.H, t.n, t.r0, t.r1, t.loss);
+      proxyLossBlocks(t.W, null, t.H, t.n, t.r0, t.r1, t.ref);
       return;
     case 'kmeans':
       if (t.pass.kind === 'best') kmeansBest(t.a, t.d, t.pass.c, t.r0, t.r1);
