@@ -38,7 +38,6 @@ await esbuild.build({
     gpu_layers: 'bench/gpu_layers.ts',
     ipc_run: 'bench/ipc_run.ts',
     model_table: 'bench/model_table.ts',
-    stats_probe: 'bench/stats_probe.ts',
     bigtensor_probe: 'bench/bigtensor_probe.ts',
     dawn_copy_probe: 'bench/dawn_copy_probe.ts',
     ort_profile_summary: 'bench/ort_profile_summary.ts',

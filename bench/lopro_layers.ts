@@ -93,9 +93,9 @@ async function calibStats(): Promise<{ get: (b: number, input: LinearInput) => S
       const Y: Float32Array[] = [];
       for (let k = 0; k < X.length; k++) {
         const nb = X[k].length / (T * cfg.hiddenSize);
-        const r = await fwd.block(X[k], nb, w, 'stats');
+        const r = await fwd.block(X[k], nb, w, b, 'stats');
         for (const inp of INPUTS) {
-          const s = r.stats![inp];
+          const s = r.stats!.get(inp)!;
           const a = (acc[inp] ??= { xtx: new Float64Array(s.xtx.length), abs: new Float64Array(s.absSum.length) });
           for (let q = 0; q < s.xtx.length; q++) a.xtx[q] += s.xtx[q];
           for (let q = 0; q < s.absSum.length; q++) a.abs[q] += s.absSum[q];

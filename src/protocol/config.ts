@@ -16,6 +16,8 @@ export type RotationMode = 'partial' | 'none' | 'full';
  * 'mse' (the original GPTQ quant.py `mse=True` search: shrink the range, keep the lowest Σ|err|^2.4).
  */
 export type ClipMode = 'minmax' | 'mse';
+/** Which tokens an expert's Hessian comes from: those the router sends it (as the model runs), or every token. */
+export type ExpertCalibration = 'routed' | 'all';
 
 // ── Allowed values ─────────────────────────────────────────────────────────────────────────────
 export const METHODS: readonly Method[] = ['rtn', 'gptq', 'lopro', 'lopro_v'];
@@ -23,6 +25,7 @@ export const EXECUTION_PROVIDERS: readonly ExecutionProviderName[] = ['auto', 'c
 export const BACKENDS: readonly Backend[] = ['auto', 'cpu', 'gpu'];
 export const CLIP_MODES: readonly ClipMode[] = ['minmax', 'mse'];
 export const ROTATION_MODES: readonly RotationMode[] = ['partial', 'none', 'full'];
+export const EXPERT_CALIBRATIONS: readonly ExpertCalibration[] = ['routed', 'all'];
 /** Code widths of the scalar quantizers (codes are stored packed, one code ≤ 8 bits in a Uint8Array). */
 export const BITS = [2, 3, 4, 8] as const;
 /** GPTVQ vector dimensions (lopro_v). */
@@ -59,6 +62,7 @@ export const CHOICES = {
   vqDim: VQ_DIMS,
   ep: EXECUTION_PROVIDERS,
   backend: BACKENDS,
+  expertCalibration: EXPERT_CALIBRATIONS,
 } as const satisfies { [K in keyof QuantizeConfig]?: readonly (string | number)[] };
 
 /** Range of every numeric key that is not enumerated. */
@@ -74,6 +78,7 @@ export const RANGES = {
   beta: { min: 0, max: 1 },
   vqBits: { min: 0, max: MAX_CODEBOOK_LOG2, integer: true },
   calibSamples: { min: 1, integer: true },
+  expertMinTokens: { min: 0, integer: true },
   ctx: { min: 0, integer: true },
   memoryBudgetMB: { min: 0, openMin: true },
   threads: { min: 0, max: MAX_THREADS, integer: true },
@@ -125,6 +130,10 @@ export interface QuantizeConfig extends LayerConfig {
   calibSamples: number;
   /** Window length in tokens; 0 = the model's protocol ctx (max_position_embeddings capped at 512). */
   ctx: number;
+  /** Mixture-of-experts: each expert's Hessian from the tokens routed to it, or from every token. */
+  expertCalibration: ExpertCalibration;
+  /** An expert routed fewer calibration tokens than this is calibrated on every token (routed mode). */
+  expertMinTokens: number;
   ep: ExecutionProviderName;
   /** Where the quantization math runs (the forward passes run on `ep`). Does not change the output's meaning. */
   backend: Backend;
@@ -165,6 +174,8 @@ export const DEFAULT_CONFIG: Readonly<QuantizeConfig> = Object.freeze({
   calibText: '',
   calibSamples: 128,
   ctx: 0,
+  expertCalibration: 'routed',
+  expertMinTokens: 128,
   ep: 'auto',
   backend: 'auto',
   compare: false,
@@ -196,6 +207,10 @@ export const CONFIG_DOCS: { readonly [K in keyof QuantizeConfig]: string } = {
   calibText: 'Calibration text file (UTF-8). Empty = data-free (H = I).',
   calibSamples: 'Number of calibration windows (the protocol uses 128).',
   ctx: "Calibration window length in tokens; 0 = the model's protocol context.",
+  expertCalibration:
+    "Mixture-of-experts models: each expert's Hessian from the calibration tokens the router sends it (routed, as the model runs) or from every token (all, as llm-compressor's calibrate_all_experts).",
+  expertMinTokens:
+    'Mixture-of-experts models, routed calibration: an expert routed fewer calibration tokens than this is calibrated on every token instead (the report says which).',
   ep: 'ONNX Runtime execution provider of the forward passes.',
   backend:
     'Where the quantization math runs: cpu (TypeScript on worker threads), gpu (WGSL kernels on a WebGPU/Dawn device), auto (gpu when an adapter exists, else cpu). Does not change what the output means.',

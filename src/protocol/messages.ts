@@ -50,16 +50,20 @@ export interface TensorSummary {
 export interface LinearLayerInfo {
   name: string;
   block: number;
-  /** Short module name: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj. */
+  /** Module name under the block: q_proj, …, down_proj; an expert's `experts.3.w1`; `shared_expert.up_proj`. */
   module: string;
   rows: number;
   cols: number;
+  /** The expert a linear of a mixture-of-experts block belongs to. */
+  expert?: number;
 }
 
 export interface ModelSummary {
   path: string;
-  /** 'llama' for a Hugging Face Llama-family folder; 'tensors' for a bare safetensors file. */
+  /** 'llama' for a Hugging Face decoder folder (any family of the engine's); 'tensors' for a bare safetensors file. */
   kind: 'llama' | 'tensors';
+  /** The decoder family (config.json model_type): llama, mistral, qwen2, qwen3, mixtral, qwen2_moe, qwen3_moe. */
+  family?: string;
   files: string[];
   totalBytes: number;
   params: number;
@@ -93,6 +97,11 @@ export interface LayerReport {
   lowRankEnergy?: number;
   /** b_H actually used when (n − b_I) was not a multiple of the configured b_H. */
   hadamardBlockUsed?: number;
+  /** A mixture-of-experts linear: its expert, and the calibration tokens the router sent it. */
+  expert?: number;
+  tokens?: number;
+  /** The statistic (Hessian) it was quantized with: its input, or an expert's (`mlp_in@3`; `:all` = every token). */
+  statistic?: string;
   notes: string[];
   seconds: StageTimes;
 }

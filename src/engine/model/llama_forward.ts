@@ -1,5 +1,5 @@
 // Runs the graphs of llama_graph.ts on the runtime's EP: one cached session per graph kind
-// (embed, block × capture, head), batches of windows per run, weights fed as tensors over the
+// (embed, block kind × capture, head), batches of windows per run, weights fed as tensors over the
 // caller's Float32Arrays (no copy on the CPU EP). The *Tensor methods chain blocks without host
 // round trips: on WebGPU, weights are uploaded once per block and hidden states stay on the GPU.
 
@@ -7,9 +7,19 @@ import * as ort from 'onnxruntime-node';
 import type { ComputeRuntime } from '../compute/runtime';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
-import { expectedShapes, headTensorName, type LinearInput, type LlamaConfig } from './config';
+import { blockKind, blockKindKey, blockLinears, expectedShapes, headTensorName, type ModelConfig, type StatKey } from './config';
 import { GraphBuilder } from '../compute/graph';
-import { blockTensorSuffixes, buildBlockGraph, buildEmbedGraph, buildHeadGraph, type Capture, type WeightLayout } from './llama_graph';
+import {
+  accStatsCapture,
+  blockTensorSuffixes,
+  buildBlockGraph,
+  buildEmbedGraph,
+  buildHeadGraph,
+  statsCapture,
+  type Capture,
+  type StatRequest,
+  type WeightLayout,
+} from './llama_graph';
 
 /** Tensor name → float32 values (row-major, checkpoint layout). May be async (lazy disk reads). */
 export type WeightsProvider = (name: string) => Float32Array | Promise<Float32Array>;
@@ -17,10 +27,10 @@ export type WeightsProvider = (name: string) => Float32Array | Promise<Float32Ar
 /** One block's tensors keyed by checkpoint suffix (`self_attn.q_proj.weight`, ...). */
 export type BlockWeights = Record<string, Float32Array>;
 
-export async function loadBlockWeights(cfg: LlamaConfig, b: number, weights: WeightsProvider): Promise<BlockWeights> {
+export async function loadBlockWeights(cfg: ModelConfig, b: number, weights: WeightsProvider): Promise<BlockWeights> {
   const out: BlockWeights = {};
   const shapes = expectedShapes(cfg, b);
-  for (const s of blockTensorSuffixes(cfg)) {
+  for (const s of blockTensorSuffixes(cfg, b)) {
     const name = `model.layers.${b}.${s}`;
     out[s] = await weights(name);
     checkWeights(out[s], name, shapes.get(name), cfg);
@@ -33,7 +43,7 @@ export async function loadBlockWeights(cfg: LlamaConfig, b: number, weights: Wei
  * (an evaluator on a raw folder) would otherwise hand ORT a wrong-sized buffer: a raw ORT error,
  * or a broadcast that silently computes garbage.
  */
-export function checkWeights(vals: Float32Array, name: string, shape: readonly number[] | undefined, cfg: LlamaConfig): void {
+export function checkWeights(vals: Float32Array, name: string, shape: readonly number[] | undefined, cfg: ModelConfig): void {
   if (shape) {
     const want = shape.reduce((a, d) => a * d, 1);
     if (vals.length !== want)
@@ -68,16 +78,36 @@ export interface BlockStats {
   absSum: Float32Array;
 }
 
+/** A statistics pass's results on the host: per key XᵀX and Σ|x|; `routed` = rows routed to each expert. */
+export interface PassStats32 {
+  stats: Map<StatKey, BlockStats>;
+  routed?: Float32Array;
+}
+
+/** The same as tensors (GPU EP: running sums that never leave the device between batches). */
+export interface PassTensors {
+  stats: Map<StatKey, { xtx: ort.Tensor; absSum: ort.Tensor }>;
+  routed?: ort.Tensor;
+}
+
 export interface BlockResult {
   /** New hidden states [B, T, H]. */
   y: Float32Array;
-  /** capture 'activations': the linear inputs, [B·T, n] each. */
-  activations?: Record<LinearInput, Float32Array>;
+  /** capture 'activations': the linear inputs by statistic key, [B·T, n] each. */
+  activations?: Map<StatKey, Float32Array>;
   /** capture 'stats'. */
-  stats?: Record<LinearInput, BlockStats>;
+  stats?: Map<StatKey, BlockStats>;
 }
 
-const INPUTS: LinearInput[] = ['attn_in', 'attn_out', 'mlp_in', 'mlp_act'];
+function hostStats(out: Record<string, ort.Tensor>, k: StatKey): BlockStats {
+  return { xtx: out[`${k}_xtx`].data as Float32Array, absSum: out[`${k}_abssum`].data as Float32Array };
+}
+
+function passTensors(out: Record<string, ort.Tensor>, req: StatRequest): PassTensors {
+  const stats = new Map<StatKey, { xtx: ort.Tensor; absSum: ort.Tensor }>();
+  for (const k of req) if (k !== 'routing') stats.set(k, { xtx: out[`${k}_xtx`], absSum: out[`${k}_abssum`] });
+  return { stats, routed: out.routing_count };
+}
 
 function isTensor(t: unknown): t is ort.Tensor {
   return t instanceof ort.Tensor;
@@ -89,14 +119,15 @@ function isTensorRecord(w: BlockWeights | Record<string, ort.Tensor>): w is Reco
 
 export class LlamaForward {
   private readonly key: string;
-  private readonly suffixes: string[];
+  /** Per block tensor suffix: a linear's [rows, cols] (transposed under 'in_out'), or null for one fed as stored (norms, biases, routers). */
+  private readonly linearShapes = new Map<string, [number, number]>();
   /** Linear weights as the block graphs take them: pre-transposed on a GPU that keeps data (see WeightLayout). */
   readonly layout: WeightLayout;
   /** The statistics graphs' ones row [1, B·T], per B·T (on the device where the EP keeps data). */
   private readonly ones = new Map<number, Promise<ort.Tensor>>();
 
   constructor(
-    readonly cfg: LlamaConfig,
+    readonly cfg: ModelConfig,
     /** Window length T baked into the block graphs (rope tables). */
     readonly ctx: number,
     readonly rt: ComputeRuntime,
@@ -106,7 +137,16 @@ export class LlamaForward {
     const { source: _source, ...shapeFields } = cfg;
     this.layout = layout ?? (rt.keepsDataOnDevice ? 'in_out' : 'out_in');
     this.key = `llama:${JSON.stringify(shapeFields)}:T${ctx}:${this.layout}`;
-    this.suffixes = blockTensorSuffixes(cfg);
+    for (let b = 0; b < cfg.numLayers; b++) {
+      const p = `model.layers.${b}.`;
+      for (const l of blockLinears(cfg, b)) this.linearShapes.set(l.weight.slice(p.length), [l.rows, l.cols]);
+      if (!cfg.moe) break; // every dense block has the same tensors
+    }
+  }
+
+  /** The cache key of block b's graphs (blocks of one kind share them). */
+  private blockKey(b: number): string {
+    return `${this.key}:block:${blockKindKey(blockKind(this.cfg, b))}`;
   }
 
   /** Where chained outputs live: on the GPU for WebGPU (gpu-buffer), else on the host. */
@@ -133,9 +173,9 @@ export class LlamaForward {
   }
 
   /** A block's weights as tensors: uploaded once to the device (WebGPU), zero-copy on the CPU EP. */
-  async weightTensors(w: BlockWeights): Promise<Record<string, ort.Tensor>> {
+  async weightTensors(w: BlockWeights, b: number): Promise<Record<string, ort.Tensor>> {
     const out: Record<string, ort.Tensor> = {};
-    for (const name of this.suffixes) {
+    for (const name of blockTensorSuffixes(this.cfg, b)) {
       const v = w[name];
       if (!v) throw new Error(`block weights: ${name} missing`);
       out[name] = await this.weightTensor(name, v);
@@ -148,9 +188,11 @@ export class LlamaForward {
    * 'in_out' layout transposed once on the device. Lets the pipeline replace just the layers it quantized.
    */
   async weightTensor(name: string, v: Float32Array): Promise<ort.Tensor> {
-    if (name.endsWith('norm.weight') || name.endsWith('bias')) return this.rt.upload(this.rt.host(v, [v.length]));
-    const cols = this.inFeatures(name);
-    return this.matrixTensor(v, v.length / cols, cols);
+    const lin = this.linearShapes.get(name);
+    if (lin) return this.matrixTensor(v, lin[0], lin[1]);
+    // Norms and biases are vectors; a router [E, H] or shared-expert gate [1, H] is fed as stored (Gemm transB).
+    const shape = name.endsWith('norm.weight') || name.endsWith('bias') ? [v.length] : [v.length / this.cfg.hiddenSize, this.cfg.hiddenSize];
+    return this.rt.upload(this.rt.host(v, shape));
   }
 
   /** A [rows, cols] weight (checkpoint layout) uploaded, and transposed once on the device under 'in_out'. */
@@ -181,63 +223,70 @@ export class LlamaForward {
     }
   }
 
-  /** One decoder block on x [B, ctx, H] with the given weights. */
-  async block(x: Float32Array, B: number, w: BlockWeights | Record<string, ort.Tensor>, capture: Capture = 'none'): Promise<BlockResult> {
-    const wT = isTensorRecord(w) ? w : await this.weightTensors(w);
-    const out = await this.runBlock(this.rt.host(x, [B, this.ctx, this.cfg.hiddenSize]), wT, capture, 'host');
+  /** Decoder block b on x [B, ctx, H] with the given weights. */
+  async block(x: Float32Array, B: number, w: BlockWeights | Record<string, ort.Tensor>, b: number, capture: Capture = 'none'): Promise<BlockResult> {
+    const wT = isTensorRecord(w) ? w : await this.weightTensors(w, b);
+    const out = await this.runBlock(this.rt.host(x, [B, this.ctx, this.cfg.hiddenSize]), wT, b, capture, 'host');
     const res: BlockResult = { y: out.y.data as Float32Array };
-    if (capture === 'activations') res.activations = Object.fromEntries(INPUTS.map((k) => [k, out[k].data as Float32Array])) as Record<LinearInput, Float32Array>;
-    if (capture === 'stats')
-      res.stats = Object.fromEntries(INPUTS.map((k) => [k, { xtx: out[`${k}_xtx`].data as Float32Array, absSum: out[`${k}_abssum`].data as Float32Array }])) as Record<
-        LinearInput,
-        BlockStats
-      >;
+    const keys = Object.keys(out)
+      .filter((k) => k.endsWith('_xtx'))
+      .map((k) => k.slice(0, -4) as StatKey);
+    if (capture === 'activations')
+      res.activations = new Map(
+        Object.keys(out)
+          .filter((k) => k !== 'y')
+          .map((k) => [k as StatKey, out[k].data as Float32Array]),
+      );
+    if (capture === 'stats') res.stats = new Map(keys.map((k) => [k, hostStats(out, k)]));
     return res;
   }
 
   /**
-   * XᵀX and Σ|x| of one linear input over the batch, computing the block only as far as that
-   * input (no y): a quarter to a half of a full 'stats' pass.
+   * XᵀX and Σ|x| of some inputs of block b over the batch (and with `routing` the rows routed to each expert),
+   * computing the block only as far as those inputs (no y): a quarter to a half of a full 'stats' pass.
    */
-  async blockStats(x: Float32Array, B: number, w: BlockWeights | Record<string, ort.Tensor>, input: LinearInput): Promise<BlockStats> {
-    const wT = isTensorRecord(w) ? w : await this.weightTensors(w);
-    const out = await this.runBlock(this.rt.host(x, [B, this.ctx, this.cfg.hiddenSize]), wT, `stats:${input}`, 'host');
-    return { xtx: out[`${input}_xtx`].data as Float32Array, absSum: out[`${input}_abssum`].data as Float32Array };
+  async blockStats(x: Float32Array, B: number, w: BlockWeights | Record<string, ort.Tensor>, b: number, req: StatRequest): Promise<PassStats32> {
+    const wT = isTensorRecord(w) ? w : await this.weightTensors(w, b);
+    const out = await this.runBlock(this.rt.host(x, [B, this.ctx, this.cfg.hiddenSize]), wT, b, statsCapture(req), 'host');
+    const keys = req.filter((k): k is StatKey => k !== 'routing');
+    return { stats: new Map(keys.map((k) => [k, hostStats(out, k)])), routed: out.routing_count?.data as Float32Array | undefined };
   }
 
   /** blockStats with its outputs where the EP keeps data (the first batch of a device-summed pass). */
-  async blockStatsTensor(x: Float32Array | ort.Tensor, B: number, wT: Record<string, ort.Tensor>, input: LinearInput): Promise<{ xtx: ort.Tensor; absSum: ort.Tensor }> {
-    const out = await this.runBlock(this.asTensor(x, [B, this.ctx, this.cfg.hiddenSize]), wT, `stats:${input}`, this.placement);
-    return { xtx: out[`${input}_xtx`], absSum: out[`${input}_abssum`] };
+  async blockStatsTensor(x: Float32Array | ort.Tensor, B: number, wT: Record<string, ort.Tensor>, b: number, req: StatRequest): Promise<PassTensors> {
+    const out = await this.runBlock(this.asTensor(x, [B, this.ctx, this.cfg.hiddenSize]), wT, b, statsCapture(req), this.placement);
+    return passTensors(out, req);
   }
 
   /**
    * blockStats added to running sums `acc` (device tensors on a GPU EP: the sums never leave the
    * device between batches). Returns the new sums; the caller releases the old ones.
    */
-  async blockStatsAccumulate(
-    x: Float32Array | ort.Tensor,
-    B: number,
-    wT: Record<string, ort.Tensor>,
-    input: LinearInput,
-    acc: { xtx: ort.Tensor; absSum: ort.Tensor },
-  ): Promise<{ xtx: ort.Tensor; absSum: ort.Tensor }> {
+  async blockStatsAccumulate(x: Float32Array | ort.Tensor, B: number, wT: Record<string, ort.Tensor>, b: number, req: StatRequest, acc: PassTensors): Promise<PassTensors> {
     const cfg = this.cfg,
       T = this.ctx;
-    const s = await this.rt.session(`${this.key}:block:accstats:${input}`, () => buildBlockGraph(cfg, T, `accstats:${input}`, this.layout), this.placement);
-    const out = await this.rt.run(s, { x: this.asTensor(x, [B, T, cfg.hiddenSize]), ...wT, acc_xtx: acc.xtx, acc_abssum: acc.absSum, ones: await this.onesRow(B * T) });
-    return { xtx: out[`${input}_xtx`], absSum: out[`${input}_abssum`] };
+    const capture = accStatsCapture(req);
+    const kind = blockKind(cfg, b);
+    const s = await this.rt.session(`${this.blockKey(b)}:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout, kind), this.placement);
+    const feeds: Record<string, ort.Tensor> = { x: this.asTensor(x, [B, T, cfg.hiddenSize]), ...wT, ones: await this.onesRow(B * T) };
+    for (const [k, a] of acc.stats) {
+      feeds[`${k}_acc_xtx`] = a.xtx;
+      feeds[`${k}_acc_abssum`] = a.absSum;
+    }
+    if (acc.routed) feeds.routing_acc_count = acc.routed;
+    return passTensors(await this.rt.run(s, feeds), req);
   }
 
-  /** One block, tensors in and out: y stays on the device when the EP allows (no host round trip). */
-  async blockTensor(x: ort.Tensor, wT: Record<string, ort.Tensor>): Promise<ort.Tensor> {
-    return (await this.runBlock(x, wT, 'none', this.placement)).y;
+  /** Block b, tensors in and out: y stays on the device when the EP allows (no host round trip). */
+  async blockTensor(x: ort.Tensor, wT: Record<string, ort.Tensor>, b: number): Promise<ort.Tensor> {
+    return (await this.runBlock(x, wT, b, 'none', this.placement)).y;
   }
 
-  private async runBlock(x: ort.Tensor, wT: Record<string, ort.Tensor>, capture: Capture, placement: 'device' | 'host'): Promise<Record<string, ort.Tensor>> {
+  private async runBlock(x: ort.Tensor, wT: Record<string, ort.Tensor>, b: number, capture: Capture, placement: 'device' | 'host'): Promise<Record<string, ort.Tensor>> {
     const cfg = this.cfg,
-      T = this.ctx;
-    const s = await this.rt.session(`${this.key}:block:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout), placement);
+      T = this.ctx,
+      kind = blockKind(cfg, b);
+    const s = await this.rt.session(`${this.blockKey(b)}:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout, kind), placement);
     const feeds: Record<string, ort.Tensor> = { x, ...wT };
     if (capture.includes('stats')) feeds.ones = await this.onesRow(x.dims[0] * T);
     return this.rt.run(s, feeds);
@@ -305,14 +354,6 @@ export class LlamaForward {
 
   private asTensor(v: Float32Array | ort.Tensor, dims: number[]): ort.Tensor {
     return v instanceof Float32Array ? this.rt.host(v, dims) : v;
-  }
-
-  /** Columns of a block linear's weight (its input width). */
-  inFeatures(suffix: string): number {
-    const c = this.cfg;
-    if (suffix.startsWith('self_attn.o_proj')) return c.numHeads * c.headDim;
-    if (suffix.startsWith('mlp.down_proj')) return c.intermediateSize;
-    return c.hiddenSize;
   }
 }
 

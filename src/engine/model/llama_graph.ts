@@ -1,5 +1,6 @@
-// The Llama forward as ONNX graphs (float32): one graph per decoder block, plus embedding and
-// final-norm+head graphs. Twin of llama_ref.ts.
+// The decoder forward as ONNX graphs (float32): one graph per kind of decoder block (full or sliding-window
+// attention, dense or mixture-of-experts MLP), plus embedding and final-norm+head graphs. Covers every family
+// of family.ts; twin of llama_ref.ts.
 //
 // Block weights are graph INPUTS, not initializers: one cached session per (config, ctx, capture)
 // serves every block and every weight variant (float, dequantized, fake-quantized), so the pipeline
@@ -10,27 +11,45 @@
 // own `LinearEmitter` (initializers, MatMulNBits, the LoPRo structure) to build one whole model.
 
 import { GraphBuilder, type Value } from '../compute/graph';
-import { blockLinears, headTensorName, type BlockLinear, type LinearInput, type LlamaConfig } from './config';
+import {
+  blockKind,
+  blockKindKey,
+  blockLinears,
+  expectedShapes as expectedShapesOf,
+  headTensorName,
+  moeTensorNames,
+  representativeBlock,
+  type BlockKind,
+  type BlockLinear,
+  type ModelConfig,
+  type StatKey,
+} from './config';
 import { ropeTables } from './rope';
 
 /** What a block graph returns besides the new hidden states. */
 export type Capture =
   /** y only. */
   | 'none'
-  /** y and the raw inputs of the four distinct linears, [B·T, features] each. */
+  /** y and the raw inputs of the block's linears by statistic key, [B·T, features] each (an expert's zero off its tokens). */
   | 'activations'
-  /** y and per-input statistics summed over the batch's B·T rows: xtx [n, n] = XᵀX, absSum [n] = Σ|x|. */
+  /** y and every statistic: per key, xtx [n, n] = XᵀX and absSum [n] = Σ|x| summed over the batch's B·T rows. */
   | 'stats'
   /**
-   * One input's statistics only, no y: the block is computed just as far as that input (the
-   * pipeline's true-sequential passes need one statistic each; 'stats:attn_in' is a norm only).
+   * Some keys' statistics only (comma-separated), no y: the block is computed just as far as those inputs
+   * (the pipeline's true-sequential passes; 'stats:attn_in' is a norm only). The key `routing` adds a sparse
+   * block's rows routed to each expert, routing_count [E].
    */
-  | `stats:${LinearInput}`
+  | `stats:${string}`
   /**
-   * As stats:<input>, added to running sums fed back in (inputs acc_xtx [n, n], acc_abssum [n]): on a
-   * GPU EP the sums stay on the device across batches, one download per pass instead of one per batch.
+   * As stats:<keys>, added to running sums fed back in (inputs <key>_acc_xtx, <key>_acc_abssum, routing_acc_count):
+   * on a GPU EP the sums stay on the device across batches, one download per pass instead of one per batch.
    */
-  | `accstats:${LinearInput}`;
+  | `accstats:${string}`;
+
+/** A statistics pass: the keys' XᵀX and Σ|x|, and with `routing` the rows routed to each expert. */
+export type StatRequest = readonly (StatKey | 'routing')[];
+export const statsCapture = (keys: StatRequest): Capture => `stats:${keys.join(',')}`;
+export const accStatsCapture = (keys: StatRequest): Capture => `accstats:${keys.join(',')}`;
 
 /** Emits y = x·Wᵀ (+ bias) for one linear; x is [N, in] (2-D). */
 export type LinearEmitter = (g: GraphBuilder, lin: BlockLinear, x: Value, bias: Value | null) => Value;
@@ -43,6 +62,8 @@ export interface BlockConsts {
   cos: Value; // [T, hd/2]
   sin: Value; // [T, hd/2]
   mask: Value; // [T, T]: 0 on and below the diagonal, -1e30 above
+  /** [T, T]: the causal mask, and -1e30 also where i − j ≥ window (sliding-window layers; null without). */
+  slidingMask: Value | null;
   /** [B, T] as int64 (for Reshape targets). */
   bt: Value;
 }
@@ -54,7 +75,7 @@ const MASK_NEG = -1e30;
  * Rope tables sliced to the runtime T and a causal mask of T×T, from x [B, T, H].
  * `maxT` sizes the rope initializers (ctx for the engine graphs, max positions for exports).
  */
-export function emitBlockConsts(g: GraphBuilder, cfg: LlamaConfig, x: Value, maxT: number): BlockConsts {
+export function emitBlockConsts(g: GraphBuilder, cfg: ModelConfig, x: Value, maxT: number): BlockConsts {
   const half = cfg.headDim / 2;
   const { cos, sin } = ropeTables(cfg, maxT);
   const shape = g.op('Shape', [x]);
@@ -70,7 +91,13 @@ export function emitBlockConsts(g: GraphBuilder, cfg: LlamaConfig, x: Value, max
   const row = g.op('Unsqueeze', [pos, g.constI64([1])]),
     col = g.op('Unsqueeze', [pos, g.constI64([0])]);
   const mask = g.op('Where', [g.op('Greater', [col, row]), g.constF32(MASK_NEG), g.constF32(0)]);
-  return { cos: cosV, sin: sinV, mask, bt };
+  // transformers' sliding window: key j is visible to query i iff i − window < j ≤ i. Positions are exact
+  // small integers in float32, so i − j > window − ½ is i − j ≥ window.
+  const slidingMask =
+    cfg.slidingWindow === null
+      ? null
+      : g.op('Add', [mask, g.op('Where', [g.op('Greater', [g.op('Sub', [row, col]), g.constF32(cfg.slidingWindow - 0.5)]), g.constF32(MASK_NEG), g.constF32(0)])]);
+  return { cos: cosV, sin: sinV, mask, slidingMask, bt };
 }
 
 /** RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · w. */
@@ -91,49 +118,119 @@ function emitRope(g: GraphBuilder, t: Value, c: BlockConsts): Value {
 export interface BlockOutputs {
   /** New hidden states [B, T, H]. */
   y: Value;
-  /** The four distinct linear inputs, 2-D [B·T, features]. */
-  inputs: Record<LinearInput, Value>;
+  /** The linears' inputs by statistic key, 2-D [B·T, features]; an expert's are zero on the rows not routed to it. */
+  inputs: Map<StatKey, Value>;
+  /** A sparse block's [N, E]: 1 where a row is routed to an expert, else 0 (null in a dense block). */
+  routed: Value | null;
+}
+
+/** silu(gate·x) ⊙ (up·x): the SwiGLU activation, the down projection's input. */
+function swigluAct(g: GraphBuilder, gate: Value, up: Value): Value {
+  return g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
+}
+
+/**
+ * Routing weights [N, E] of a mixture-of-experts block: softmax of the router logits, kept on each row's
+ * top-k experts (0 elsewhere), renormalised to sum 1 when the family does (transformers' routers). The
+ * k-th largest value is found by k − 1 rounds of ReduceMax with the maxima masked out (TopK and Scatter are
+ * missing or slow on some EPs); ties at the k-th value keep every tied expert, which a float softmax of
+ * trained logits practically never produces.
+ */
+export function emitRouting(g: GraphBuilder, cfg: ModelConfig, x: Value, router: Value): Value {
+  const moe = cfg.moe!;
+  const probs = g.op('Softmax', [g.op('Gemm', [x, router], { transB: 1 })], { axis: -1 });
+  let rest = probs;
+  let kth = g.op('ReduceMax', [rest], { axes: [-1], keepdims: 1 });
+  for (let i = 1; i < moe.topK; i++) {
+    rest = g.op('Where', [g.op('Less', [rest, kth]), rest, g.constF32(-1)]);
+    kth = g.op('ReduceMax', [rest], { axes: [-1], keepdims: 1 });
+  }
+  const kept = g.op('Where', [g.op('Less', [probs, kth]), g.constF32(0), probs]);
+  return moe.normTopK ? g.op('Div', [kept, g.op('ReduceSum', [kept, g.constI64([-1])], { keepdims: 1 })]) : kept;
 }
 
 /**
  * One decoder block on x [B, T, H]. Attention is computed grouped: q as [B, kv, group, T, hd]
  * against k/v as [B, kv, 1, T, hd] (MatMul broadcasting), which is transformers' repeat_kv
- * without materialising repeated keys.
+ * without materialising repeated keys. A sparse block runs every expert on every row and weights the
+ * outputs by the routing (zero off the top-k): exactly the routed sum, at E/k times the arithmetic.
  */
-export function emitBlock(g: GraphBuilder, cfg: LlamaConfig, b: number, x: Value, c: BlockConsts, linear: LinearEmitter, tensor: TensorEmitter): BlockOutputs {
+export function emitBlock(g: GraphBuilder, cfg: ModelConfig, b: number, x: Value, c: BlockConsts, linear: LinearEmitter, tensor: TensorEmitter): BlockOutputs {
   const H = cfg.hiddenSize,
     nh = cfg.numHeads,
     nkv = cfg.numKvHeads,
     hd = cfg.headDim,
     grp = nh / nkv;
   const p = `model.layers.${b}.`;
-  const lins = Object.fromEntries(blockLinears(cfg, b).map((l) => [l.module, l])) as Record<string, BlockLinear>;
+  const all = blockLinears(cfg, b);
+  const lins = Object.fromEntries(all.map((l) => [l.module, l])) as Record<string, BlockLinear>;
   const bias = (l: BlockLinear, on: boolean) => (on ? tensor(g, `${l.name}.bias`, [l.rows]) : null);
-  const lin = (m: string, xin: Value, on: boolean) => linear(g, lins[m], xin, bias(lins[m], on));
+  const lin = (l: BlockLinear, xin: Value, on: boolean) => linear(g, l, xin, bias(l, on));
   const shape = (...rest: number[]) => g.op('Concat', [c.bt, g.constI64(rest)], { axis: 0 });
+  const inputs = new Map<StatKey, Value>();
+  let routed: Value | null = null;
 
   const x2 = g.op('Reshape', [x, g.constI64([-1, H])]);
   const attnIn = emitRmsNorm(g, x2, tensor(g, p + 'input_layernorm.weight', [H]), cfg.rmsNormEps);
-  const ab = cfg.attentionBias;
-  const q = g.op('Transpose', [g.op('Reshape', [lin('q_proj', attnIn, ab), shape(nkv, grp, hd)])], { perm: [0, 2, 3, 1, 4] });
-  const k = g.op('Transpose', [g.op('Reshape', [lin('k_proj', attnIn, ab), shape(nkv, 1, hd)])], { perm: [0, 2, 3, 1, 4] });
-  const v = g.op('Transpose', [g.op('Reshape', [lin('v_proj', attnIn, ab), shape(nkv, 1, hd)])], { perm: [0, 2, 3, 1, 4] });
+  inputs.set('attn_in', attnIn);
+  // Qwen3: RMSNorm over head_dim of every query and key head, before RoPE.
+  const qkNorm = (v: Value, which: 'q_norm' | 'k_norm') => (cfg.qkNorm ? emitRmsNorm(g, v, tensor(g, `${p}self_attn.${which}.weight`, [hd]), cfg.rmsNormEps) : v);
+  const heads = (l: BlockLinear, kvHeads: number, group: number, norm: 'q_norm' | 'k_norm' | null) => {
+    const r = g.op('Reshape', [lin(l, attnIn, cfg.qkvBias), shape(kvHeads, group, hd)]);
+    return g.op('Transpose', [norm ? qkNorm(r, norm) : r], { perm: [0, 2, 3, 1, 4] });
+  };
+  const q = heads(lins.q_proj, nkv, grp, 'q_norm');
+  const k = heads(lins.k_proj, nkv, 1, 'k_norm');
+  const v = heads(lins.v_proj, nkv, 1, null);
   const qr = emitRope(g, q, c),
     kr = emitRope(g, k, c);
   const kT = g.op('Transpose', [kr], { perm: [0, 1, 2, 4, 3] });
-  const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [qr, kT]), g.constF32(1 / Math.sqrt(hd))]), c.mask]);
+  const mask = blockKind(cfg, b).sliding ? c.slidingMask! : c.mask;
+  const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [qr, kT]), g.constF32(1 / Math.sqrt(hd))]), mask]);
   const probs = g.op('Softmax', [scores], { axis: -1 });
   const ctxv = g.op('Transpose', [g.op('MatMul', [probs, v])], { perm: [0, 3, 1, 2, 4] }); // [B, T, kv, grp, hd]
   const attnOut = g.op('Reshape', [ctxv, g.constI64([-1, nh * hd])]);
-  const h1 = g.op('Add', [x2, lin('o_proj', attnOut, ab)]);
+  inputs.set('attn_out', attnOut);
+  const h1 = g.op('Add', [x2, lin(lins.o_proj, attnOut, cfg.oBias)]);
 
   const mlpIn = emitRmsNorm(g, h1, tensor(g, p + 'post_attention_layernorm.weight', [H]), cfg.rmsNormEps);
-  const mb = cfg.mlpBias;
-  const gate = lin('gate_proj', mlpIn, mb);
-  const mlpAct = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), lin('up_proj', mlpIn, mb)]);
-  const y2 = g.op('Add', [h1, lin('down_proj', mlpAct, mb)]);
+  inputs.set('mlp_in', mlpIn);
+  let mlpOut: Value;
+  const moeNames = moeTensorNames(cfg, b);
+  if (!moeNames) {
+    const [gate, up, down] = all.slice(4);
+    const act = swigluAct(g, lin(gate, mlpIn, cfg.mlpBias), lin(up, mlpIn, cfg.mlpBias));
+    inputs.set('mlp_act', act);
+    mlpOut = lin(down, act, cfg.mlpBias);
+  } else {
+    const moe = cfg.moe!;
+    const weights = emitRouting(g, cfg, mlpIn, tensor(g, moeNames.router, [moe.numExperts, H]));
+    routed = g.op('Cast', [g.op('Greater', [weights, g.constF32(0)])], { to: 1 });
+    const experts = all.filter((l) => l.expert !== undefined);
+    const terms: Value[] = [];
+    for (let e = 0; e < moe.numExperts; e++) {
+      const [gate, up, down] = experts.filter((l) => l.expert === e);
+      const w = g.op('Slice', [weights, g.constI64([e]), g.constI64([e + 1]), g.constI64([1])]); // [N, 1]
+      const on = g.op('Slice', [routed, g.constI64([e]), g.constI64([e + 1]), g.constI64([1])]);
+      inputs.set(`mlp_in@${e}`, g.op('Mul', [mlpIn, on]));
+      inputs.set(`mlp_in@${e}:all`, mlpIn);
+      const act = swigluAct(g, lin(gate, mlpIn, false), lin(up, mlpIn, false));
+      inputs.set(`mlp_act@${e}`, g.op('Mul', [act, on]));
+      inputs.set(`mlp_act@${e}:all`, act);
+      terms.push(g.op('Mul', [lin(down, act, false), w]));
+    }
+    if (moeNames.sharedGate) {
+      const [gate, up, down] = all.filter((l) => l.module.startsWith('shared_expert.'));
+      const act = swigluAct(g, lin(gate, mlpIn, false), lin(up, mlpIn, false));
+      inputs.set('shared_act', act);
+      const s = g.op('Sigmoid', [g.op('Gemm', [mlpIn, tensor(g, moeNames.sharedGate, [1, H])], { transB: 1 })]);
+      terms.push(g.op('Mul', [lin(down, act, false), s]));
+    }
+    mlpOut = terms.reduce((a, t) => g.op('Add', [a, t]));
+  }
+  const y2 = g.op('Add', [h1, mlpOut]);
   const y = g.op('Reshape', [y2, shape(H)]);
-  return { y, inputs: { attn_in: attnIn, attn_out: attnOut, mlp_in: mlpIn, mlp_act: mlpAct } };
+  return { y, inputs, routed };
 }
 
 /** Linear with the weight fed as a graph input in checkpoint layout [out, in]: Gemm(transB=1). */
@@ -163,24 +260,19 @@ function emitAbsColumnSum(g: GraphBuilder, v: Value, ones: () => Value): Value {
   return g.op('Reshape', [g.op('MatMul', [ones(), g.op('Abs', [v])]), g.constI64([-1])]);
 }
 
-/** Graph input names of block weights: the checkpoint suffix after `model.layers.{b}.`. */
-export function blockTensorSuffixes(cfg: LlamaConfig): string[] {
-  const names = ['input_layernorm.weight', 'post_attention_layernorm.weight'];
-  for (const l of blockLinears(cfg, 0)) {
-    const suffix = l.weight.slice('model.layers.0.'.length);
-    names.push(suffix);
-    const isAttn = suffix.startsWith('self_attn.');
-    if ((isAttn && cfg.attentionBias) || (!isAttn && cfg.mlpBias)) names.push(suffix.replace(/weight$/, 'bias'));
-  }
-  return names;
+/** The graph input names of block b's tensors: checkpoint names after `model.layers.{b}.` (the same for every block of its kind). */
+export function blockTensorSuffixes(cfg: ModelConfig, b: number): string[] {
+  const p = `model.layers.${b}.`;
+  return [...expectedShapesOf(cfg, b).keys()].map((n) => n.slice(p.length));
 }
 
 /**
- * The engine's block graph: inputs x [B, T, H] and every block tensor (named by checkpoint suffix),
- * outputs y [B, T, H] and, per `capture`, the linear inputs or their statistics.
+ * The engine's block graph for blocks of `kind`: inputs x [B, T, H] and every block tensor (named by checkpoint
+ * suffix), outputs y [B, T, H] and, per `capture`, the linear inputs or their statistics.
  */
-export function buildBlockGraph(cfg: LlamaConfig, ctx: number, capture: Capture, layout: WeightLayout = 'out_in'): Uint8Array {
-  const g = new GraphBuilder(`llama_block_${capture}`);
+export function buildBlockGraph(cfg: ModelConfig, ctx: number, capture: Capture, layout: WeightLayout = 'out_in', kind: BlockKind = blockKind(cfg, 0)): Uint8Array {
+  const b = representativeBlock(cfg, kind);
+  const g = new GraphBuilder(`block_${capture}`);
   const x = g.input('x', 'float32', ['B', ctx, cfg.hiddenSize]);
   const c = emitBlockConsts(g, cfg, x, ctx);
   const inputs = new Map<string, Value>();
@@ -194,37 +286,54 @@ export function buildBlockGraph(cfg: LlamaConfig, ctx: number, capture: Capture,
     layout === 'out_in'
       ? (gb, lin, xin, bias) => gemmLinear(gb, tensor(gb, lin.weight, [lin.rows, lin.cols]), xin, bias)
       : (gb, lin, xin, bias) => matmulLinear(gb, tensor(gb, lin.weight, [lin.cols, lin.rows]), xin, bias);
-  const out = emitBlock(g, cfg, 0, x, c, linear, tensor);
+  const out = emitBlock(g, cfg, b, x, c, linear, tensor);
   // The statistics' ones row [1, B·T] (see emitAbsColumnSum), a graph input made once per graph.
   let onesV: Value | undefined;
   const ones = () => (onesV ??= g.input('ones', 'float32', [1, 'BT']));
-  const stats = (k: string, v: Value) => {
+  const stat = (k: StatKey) => {
+    const v = out.inputs.get(k);
+    if (!v) throw new Error(`block graph: no input ${k} in a ${blockKindKey(kind)} block`);
+    return v;
+  };
+  const routedCount = () => {
+    if (!out.routed) throw new Error(`block graph: no routing in a ${blockKindKey(kind)} block`);
+    return g.op('ReduceSum', [out.routed, g.constI64([0])], { keepdims: 0 }); // [E]
+  };
+  const stats = (k: StatKey | 'routing') => {
+    if (k === 'routing') return void g.output(routedCount(), 'routing_count');
+    const v = stat(k);
     g.output(g.op('Gemm', [v, v], { transA: 1 }), `${k}_xtx`);
     g.output(emitAbsColumnSum(g, v, ones), `${k}_abssum`);
   };
   if (capture.startsWith('stats:')) {
-    // No y: toModel prunes every node past this input (for attn_in, all but the first norm).
-    const k = capture.slice('stats:'.length) as LinearInput;
-    stats(k, out.inputs[k]);
+    // No y: toModel prunes every node past these inputs (for attn_in, all but the first norm).
+    for (const k of capture.slice('stats:'.length).split(',') as StatRequest) stats(k);
     return g.toModel();
   }
   if (capture.startsWith('accstats:')) {
-    const k = capture.slice('accstats:'.length) as LinearInput,
-      v = out.inputs[k];
-    const accX = g.input('acc_xtx', 'float32', ['n', 'n']),
-      accA = g.input('acc_abssum', 'float32', ['n']);
-    g.output(g.op('Gemm', [v, v, accX], { transA: 1 }), `${k}_xtx`); // XᵀX + acc (Gemm's C, β = 1)
-    g.output(g.op('Add', [accA, emitAbsColumnSum(g, v, ones)]), `${k}_abssum`);
+    for (const k of capture.slice('accstats:'.length).split(',') as StatRequest) {
+      if (k === 'routing') {
+        g.output(g.op('Add', [g.input('routing_acc_count', 'float32', [cfg.moe!.numExperts]), routedCount()]), 'routing_count');
+        continue;
+      }
+      const v = stat(k);
+      const accX = g.input(`${k}_acc_xtx`, 'float32', ['n', 'n']),
+        accA = g.input(`${k}_acc_abssum`, 'float32', ['n']);
+      g.output(g.op('Gemm', [v, v, accX], { transA: 1 }), `${k}_xtx`); // XᵀX + acc (Gemm's C, β = 1)
+      g.output(g.op('Add', [accA, emitAbsColumnSum(g, v, ones)]), `${k}_abssum`);
+    }
     return g.toModel();
   }
   g.output(out.y, 'y', ['B', ctx, cfg.hiddenSize]);
-  if (capture === 'activations') for (const [k, v] of Object.entries(out.inputs)) g.output(v, k);
-  if (capture === 'stats') for (const [k, v] of Object.entries(out.inputs)) stats(k, v);
+  // Every input once: an expert's all-token keys are the same values as mlp_in and its unmasked activation.
+  const own = [...out.inputs.keys()].filter((k) => !k.endsWith(':all'));
+  if (capture === 'activations') for (const k of own) g.output(out.inputs.get(k)!, k);
+  if (capture === 'stats') for (const k of own) stats(k);
   return g.toModel();
 }
 
 /** Embedding: ids [B, T] int32 → x [B, T, H] (Gather on the embedding matrix input). */
-export function buildEmbedGraph(cfg: LlamaConfig): Uint8Array {
+export function buildEmbedGraph(cfg: ModelConfig): Uint8Array {
   const g = new GraphBuilder('llama_embed');
   const e = g.input('embed', 'float32', [cfg.vocabSize, cfg.hiddenSize]);
   const ids = g.input('ids', 'int32', ['B', 'T']);
@@ -237,7 +346,7 @@ export function buildEmbedGraph(cfg: LlamaConfig): Uint8Array {
  * log-likelihood [B, T−1] of targets given positions 0..T−2 (logits never leave the graph);
  * 'logits': [B, T, V].
  */
-export function emitHead(g: GraphBuilder, cfg: LlamaConfig, x: Value, normW: Value, headW: Value, targets: Value | null, layout: WeightLayout = 'out_in'): Value {
+export function emitHead(g: GraphBuilder, cfg: ModelConfig, x: Value, normW: Value, headW: Value, targets: Value | null, layout: WeightLayout = 'out_in'): Value {
   const H = cfg.hiddenSize;
   const xs = targets ? g.op('Slice', [x, g.constI64([0]), g.constI64([-1]), g.constI64([1])]) : x;
   const x2 = g.op('Reshape', [xs, g.constI64([-1, H])]);
@@ -260,7 +369,7 @@ export function emitNll(g: GraphBuilder, logits: Value, targets: Value): Value {
   return g.op('Sub', [lse, g.op('GatherElements', [logits, targets], { axis: 1 })]);
 }
 
-export function buildHeadGraph(cfg: LlamaConfig, mode: 'nll' | 'logits', layout: WeightLayout = 'out_in'): Uint8Array {
+export function buildHeadGraph(cfg: ModelConfig, mode: 'nll' | 'logits', layout: WeightLayout = 'out_in'): Uint8Array {
   const g = new GraphBuilder(`llama_head_${mode}`);
   const x = g.input('x', 'float32', ['B', 'T', cfg.hiddenSize]);
   const normW = g.input('norm', 'float32', [cfg.hiddenSize]);
@@ -271,6 +380,6 @@ export function buildHeadGraph(cfg: LlamaConfig, mode: 'nll' | 'logits', layout:
 }
 
 /** Checkpoint names of the head graph's tensors. */
-export function headTensors(cfg: LlamaConfig): { norm: string; head: string } {
+export function headTensors(cfg: ModelConfig): { norm: string; head: string } {
   return { norm: 'model.norm.weight', head: headTensorName(cfg) };
 }

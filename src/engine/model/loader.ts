@@ -3,13 +3,13 @@
 // config, and the tokenizer on demand.
 
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint';
-import { checkModelTensors, loadLlamaConfig, type BlockLinear, type LlamaConfig } from './config';
+import { checkModelTensors, loadModelConfig, type BlockLinear, type ModelConfig } from './config';
 import type { WeightsProvider } from './llama_forward';
 import { loadTokenizer, type LoadedTokenizer } from './tokenizer';
 
 export interface LoadedModel {
   dir: string;
-  cfg: LlamaConfig;
+  cfg: ModelConfig;
   checkpoint: Checkpoint;
   /** Quantizable linears (q,k,v,o,gate,up,down per block), shapes checked against the checkpoint. */
   linears: BlockLinear[];
@@ -20,9 +20,14 @@ export interface LoadedModel {
 }
 
 export function openModel(dir: string): LoadedModel {
-  const cfg = loadLlamaConfig(dir);
+  const cfg = loadModelConfig(dir);
   const checkpoint = openCheckpoint(dir);
-  const linears = checkModelTensors(cfg, (n) => (checkpoint.has(n) ? checkpoint.entry(n).shape : undefined), checkpoint.path);
+  const linears = checkModelTensors(
+    cfg,
+    (n) => (checkpoint.has(n) ? checkpoint.entry(n).shape : undefined),
+    checkpoint.path,
+    checkpoint.entries.map((e) => e.name),
+  );
   let tok: LoadedTokenizer | undefined;
   return {
     dir,

@@ -13,7 +13,7 @@ import type * as ort from 'onnxruntime-node';
 import type { ComputeRuntime } from '../compute/runtime';
 import { getRuntime } from '../compute/runtime';
 import { evalWindowCount } from './calibration';
-import type { LlamaConfig } from './config';
+import type { ModelConfig } from './config';
 import { checkWeights, LlamaForward, loadBlockWeights, type WeightsProvider } from './llama_forward';
 
 export interface PerplexityOptions {
@@ -47,7 +47,7 @@ export function defaultBatch(ctx: number): number {
   return Math.max(1, Math.floor(4096 / ctx));
 }
 
-export async function perplexity(cfg: LlamaConfig, ids: Int32Array, weights: WeightsProvider, opts: PerplexityOptions): Promise<PerplexityResult> {
+export async function perplexity(cfg: ModelConfig, ids: Int32Array, weights: WeightsProvider, opts: PerplexityOptions): Promise<PerplexityResult> {
   const T = opts.ctx,
     H = cfg.hiddenSize;
   if (!(Number.isInteger(T) && T > 1)) throw new ProtocolError(ErrorCode.InvalidParams, `ctx must be an integer > 1, got ${T}`, 'ctx');
@@ -81,9 +81,9 @@ export async function perplexity(cfg: LlamaConfig, ids: Int32Array, weights: Wei
       }
       for (let l = 0; l < cfg.numLayers; l++) {
         opts.signal?.throwIfAborted();
-        const wT = await fwd.weightTensors(await loadBlockWeights(cfg, l, weights));
+        const wT = await fwd.weightTensors(await loadBlockWeights(cfg, l, weights), l);
         for (const bt of batches) {
-          const y = await fwd.blockTensor(bt.x, wT);
+          const y = await fwd.blockTensor(bt.x, wT, l);
           fwd.release(bt.x);
           bt.x = y;
         }

@@ -1,15 +1,15 @@
-// Rotary position embedding tables from a LlamaConfig, per transformers' ROPE_INIT_FUNCTIONS
+// Rotary position embedding tables from a ModelConfig, per transformers' ROPE_INIT_FUNCTIONS
 // (default, linear, llama3, dynamic within the original context).
 
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
-import type { LlamaConfig } from './config';
+import type { ModelConfig } from './config';
 
 /**
  * Rotary inverse frequencies (length headDim/2) for windows of `seqLen` tokens, per transformers'
  * ROPE_INIT_FUNCTIONS. Attention scaling is 1 for every supported type.
  */
-export function ropeInvFreq(cfg: LlamaConfig, seqLen: number): Float64Array {
+export function ropeInvFreq(cfg: ModelConfig, seqLen: number): Float64Array {
   const half = cfg.headDim / 2;
   const inv = new Float64Array(half);
   // transformers computes base ** (arange(0, dim, 2) / dim) in float32 then inverts; we keep float64,
@@ -48,7 +48,7 @@ export function ropeInvFreq(cfg: LlamaConfig, seqLen: number): Float64Array {
 }
 
 /** cos/sin tables [seqLen, headDim/2] (row-major) for positions 0..seqLen-1. */
-export function ropeTables(cfg: LlamaConfig, seqLen: number): { cos: Float32Array; sin: Float32Array } {
+export function ropeTables(cfg: ModelConfig, seqLen: number): { cos: Float32Array; sin: Float32Array } {
   const inv = ropeInvFreq(cfg, seqLen);
   const half = inv.length;
   const cos = new Float32Array(seqLen * half),

@@ -10,7 +10,7 @@ import { ProtocolError } from '../../protocol/rpc';
 import { getRuntime } from '../compute/runtime';
 import { openCheckpoint } from '../io/checkpoint';
 import { protocolCtx } from '../model/calibration';
-import { checkModelTensors, loadLlamaConfig } from '../model/config';
+import { checkModelTensors, loadModelConfig } from '../model/config';
 import { perplexity, type PerplexityResult } from '../model/perplexity';
 import { loadTokenizer, tokenizeFile } from '../model/tokenizer';
 import { isNativeDir, openNativeModel } from './native';
@@ -52,7 +52,7 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
   }
   if (!existsSync(join(dir, 'config.json')))
     throw new ProtocolError(ErrorCode.BadConfig, `${dir} has no config.json`, dir, 'pass a run directory, an export folder or a Hugging Face model folder');
-  const cfg = loadLlamaConfig(dir);
+  const cfg = loadModelConfig(dir);
   const T = protocolCtx(cfg.maxPositions, ctx);
   const rt = await getRuntime(opts.ep ?? 'auto');
   const onnx = join(dir, 'model.onnx');
@@ -68,7 +68,12 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
     // misshaped tensor would otherwise be evaluated into a meaningless perplexity).
     if (!native) {
       const ckpt = weights as ReturnType<typeof openCheckpoint>;
-      checkModelTensors(cfg, (n) => (ckpt.has(n) ? ckpt.entry(n).shape : undefined), dir);
+      checkModelTensors(
+        cfg,
+        (n) => (ckpt.has(n) ? ckpt.entry(n).shape : undefined),
+        dir,
+        ckpt.entries.map((e) => e.name),
+      );
     }
     return await perTextPerplexity(dir, dir, cfg.vocabSize, T, texts, hooks, (ids, o) => perplexity(cfg, ids, (name) => weights.readFloat32(name), { ...o, rt }));
   } finally {

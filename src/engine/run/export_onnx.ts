@@ -15,7 +15,7 @@ import { GraphBuilder, type Value } from '../compute/graph';
 import { atomicWriteFile } from '../io/atomic';
 import { readLoproLayer } from '../io/lopro_format';
 import type { LoproStoredLayer } from '../quant/lopro_dequant';
-import { blockLinears, headTensorName, loadLlamaConfig, type LlamaConfig } from '../model/config';
+import { blockLinears, expectedShapes, headTensorName, loadModelConfig, type ModelConfig } from '../model/config';
 import type { WeightsProvider } from '../model/llama_forward';
 import { emitBlock, emitBlockConsts, emitHead, type LinearEmitter, type TensorEmitter } from '../model/llama_graph';
 import { emitDenseLinear, emitLoproLinear, type LinearKind } from './export_onnx_linear';
@@ -25,7 +25,7 @@ import { openNativeModel, SIDE_FILES } from './native';
 export type OnnxLayerSource = LoproStoredLayer | Float32Array;
 
 export interface OnnxExportModel {
-  cfg: LlamaConfig;
+  cfg: ModelConfig;
   /** Float tensors: embedding, norms, head, biases, and any linear `layers` does not supply. */
   weights: WeightsProvider;
   /** Layer name (e.g. model.layers.0.self_attn.q_proj) → its stored parts; undefined = dense from `weights`. */
@@ -70,12 +70,9 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
     const tensors = new Map<string, Float32Array>();
     const sources = new Map<string, OnnxLayerSource>();
     for (const lin of blockLinears(cfg, b)) sources.set(lin.name, (await model.layers(lin.name)) ?? (await model.weights(lin.weight)));
-    const p = `model.layers.${b}.`;
-    for (const n of ['input_layernorm.weight', 'post_attention_layernorm.weight']) tensors.set(p + n, await model.weights(p + n));
-    for (const lin of blockLinears(cfg, b)) {
-      const isAttn = lin.name.includes('.self_attn.');
-      if ((isAttn && cfg.attentionBias) || (!isAttn && cfg.mlpBias)) tensors.set(`${lin.name}.bias`, await model.weights(`${lin.name}.bias`));
-    }
+    // Norms, biases, q/k norms, routers: every block tensor that is not a quantized linear's weight.
+    const weightNames = new Set(blockLinears(cfg, b).map((l) => l.weight));
+    for (const n of expectedShapes(cfg, b).keys()) if (!weightNames.has(n)) tensors.set(n, await model.weights(n));
     const tensor: TensorEmitter = (_gb, name, shape) => {
       const v = tensors.get(name);
       if (!v) throw new ProtocolError(ErrorCode.Internal, `ONNX export: tensor ${name} was not fetched`, name);
@@ -125,7 +122,7 @@ export async function exportOnnx(model: OnnxExportModel, outPath: string, opts: 
  * `<outDir>/model.onnx`, with config.json and the tokenizer files copied beside it.
  */
 export async function exportOnnxFromNative(nativeDir: string, outDir: string, opts: OnnxExportOptions = {}): Promise<OnnxExportResult> {
-  const cfg = loadLlamaConfig(nativeDir);
+  const cfg = loadModelConfig(nativeDir);
   const native = openNativeModel(nativeDir);
   try {
     const layerSet = new Set(native.layers);

@@ -7,14 +7,14 @@ import { ErrorCode, type Dtype, type LinearLayerInfo, type ModelSummary } from '
 import { ProtocolError } from '../../protocol/rpc';
 import { openCheckpoint, type Checkpoint } from '../io/checkpoint';
 import { isFloatDtype } from '../io/safetensors';
-import { checkModelTensors, loadLlamaConfig, type BlockLinear, type LlamaConfig } from '../model/config';
+import { checkModelTensors, loadModelConfig, type BlockLinear, type ModelConfig } from '../model/config';
 import { protocolCtx } from '../model/calibration';
 
 export interface OpenedModel {
   summary: ModelSummary;
   ckpt: Checkpoint;
   /** Llama folders only. */
-  cfg?: LlamaConfig;
+  cfg?: ModelConfig;
   /** Quantizable linears with their weight tensor and input (bare files: input 'attn_in', unused). */
   linears: BlockLinear[];
 }
@@ -37,8 +37,13 @@ export function openModel(path: string, ctxOverride = 0): OpenedModel {
     const params = ckpt.entries.reduce((s, e) => s + e.numel, 0);
     const files = [...ckpt.files];
     if (isDir && existsSync(join(abs, 'config.json'))) {
-      const cfg = loadLlamaConfig(abs);
-      const linears = checkModelTensors(cfg, (n) => (ckpt.has(n) ? ckpt.entry(n).shape : undefined), abs);
+      const cfg = loadModelConfig(abs);
+      const linears = checkModelTensors(
+        cfg,
+        (n) => (ckpt.has(n) ? ckpt.entry(n).shape : undefined),
+        abs,
+        ckpt.entries.map((e) => e.name),
+      );
       for (const l of linears) {
         const e = ckpt.entry(l.weight);
         if (!isFloatDtype(e.dtype))
@@ -56,6 +61,7 @@ export function openModel(path: string, ctxOverride = 0): OpenedModel {
         summary: {
           path: abs,
           kind: 'llama',
+          family: cfg.family,
           files,
           totalBytes: ckpt.totalBytes,
           params,
@@ -100,7 +106,7 @@ export function openModel(path: string, ctxOverride = 0): OpenedModel {
 }
 
 function strip(l: BlockLinear): LinearLayerInfo {
-  return { name: l.name, block: l.block, module: l.module, rows: l.rows, cols: l.cols };
+  return { name: l.name, block: l.block, module: l.module, rows: l.rows, cols: l.cols, ...(l.expert === undefined ? {} : { expert: l.expert }) };
 }
 
 export async function inspectModel(path: string): Promise<ModelSummary> {

@@ -1,10 +1,11 @@
-// Sequential block-by-block quantization of a Llama-family model, per ../shared/protocol.md and
-// the original GPTQ llama.py (true-sequential): calibration windows → embeddings → for each block:
-//   for each sub-layer group [q,k,v] → [o] → [gate,up] → [down]:
+// Sequential block-by-block quantization of a decoder model, per ../shared/protocol.md and the original
+// GPTQ llama.py (true-sequential): calibration windows → embeddings → for each block:
+//   for each stage [q,k,v] → [o] → [gate,up (every expert's, the shared expert's)] → [down (every expert's)]:
 //     run the block forward on every calibration window with the weights as they are NOW (earlier
-//     groups already quantized), accumulating H = (2/N)·Σ XᵀX and mean|x| of that group's input
-//     (one statistic per distinct input: q/k/v share one, gate/up share one);
-//     quantize each linear of the group with its effective layer config;
+//     stages already quantized), accumulating H = (2/N)·Σ XᵀX and mean|x| of each statistic the stage needs
+//     (linears sharing an input share one; an expert's is its input over the tokens routed to it, with the
+//     routing computed by the block as quantized so far);
+//     quantize each linear of the stage with its effective layer config;
 //   then the quantized block's outputs become the next block's inputs.
 // After every block: parts, Hessians and outputs are written, then run.json (the commit record).
 // The math (forward graphs, quantizers) lives in model/ and quant/; this file only orders it.
@@ -17,8 +18,9 @@ import type { ComputeRuntime } from '../compute/runtime';
 import { GraphBuilder } from '../compute/graph';
 import { writeSafetensorsAtomicAsync, type TensorData } from '../io/safetensors_writer';
 import { calibrationWindows } from '../model/calibration';
-import { blockLinears, expectedShapes, type BlockLinear, type LinearInput } from '../model/config';
-import { checkWeights, LlamaForward, loadBlockWeights, type BlockWeights } from '../model/llama_forward';
+import { blockLinears, expectedShapes, parseStatKey, SEQUENTIAL_STAGES, statKey, type BlockLinear, type ModelConfig, type StatKey } from '../model/config';
+import { checkWeights, LlamaForward, loadBlockWeights, type BlockWeights, type PassTensors } from '../model/llama_forward';
+import type { StatRequest } from '../model/llama_graph';
 import { defaultBatch } from '../model/perplexity';
 import { loadTokenizer, tokenizeFile } from '../model/tokenizer';
 import { createActivationStore, loadActivationStore, type ActivationStore } from './activations';
@@ -39,9 +41,6 @@ export interface Calibration {
   n: number;
   ctx: number;
 }
-
-/** GPTQ's true-sequential order (llama.py): each group is quantized before the next is measured. */
-export const SEQUENTIAL_GROUPS: readonly (readonly string[])[] = [['q_proj', 'k_proj', 'v_proj'], ['o_proj'], ['gate_proj', 'up_proj'], ['down_proj']];
 
 export async function prepareCalibration(ctx: RunContext): Promise<Calibration> {
   const { model, params, hooks } = ctx;
@@ -72,12 +71,16 @@ interface PassStats {
   absMean: Float64Array;
 }
 
-/** H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences) made exactly symmetric, from host sums. */
-function statsFromHostSums(xtx: Float64Array, absSum: Float64Array, n: number, N: number, T: number): PassStats {
+/**
+ * H = (2/N)·Σ XᵀX (GPTQ add_batch's running average, N = calibration sequences; an expert's sum runs over its
+ * routed rows only, so its proxy loss is its share of the block's) made exactly symmetric, and mean|x| over
+ * `rows` rows, from host sums.
+ */
+function statsFromHostSums(xtx: Float64Array, absSum: Float64Array, n: number, N: number, rows: number): PassStats {
   const H = new Float64Array(n * n);
   for (let k = 0; k < H.length; k++) H[k] = (2 / N) * xtx[k];
   for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) H[j * n + i] = H[i * n + j] = (H[i * n + j] + H[j * n + i]) / 2; // exact symmetry
-  return { H, H32: Float32Array.from(H), absMean: absSum.map((v) => v / (N * T)) };
+  return { H, H32: Float32Array.from(H), absMean: absSum.map((v) => (rows > 0 ? v / rows : 0)) };
 }
 
 /** statsFromHostSums on the device: h = (xtx + xtxᵀ)·inv_n (exactly symmetric: float addition commutes), abs_mean = abssum·inv_nt. */
@@ -89,8 +92,20 @@ function hessianFinalizeModel(): Uint8Array {
   return g.toModel();
 }
 
+/** One statistics pass's results: per key H and mean|x|, and the rows routed to each expert (sparse blocks). */
+interface PassResult {
+  stats: Map<StatKey, PassStats>;
+  routed?: Float64Array;
+}
+
+/** Rows a statistic's mean|x| averages over: every calibration row, or the rows routed to its expert. */
+function rowsOf(k: StatKey, routed: Float64Array | undefined, N: number, T: number): number {
+  const { expert, allTokens } = parseStatKey(k);
+  return expert === undefined || allTokens ? N * T : (routed?.[expert] ?? 0);
+}
+
 /**
- * One Hessian pass with the running sums XᵀX and Σ|x| kept on the device (GPU EP), downloaded once
+ * One statistics pass with the running sums XᵀX and Σ|x| kept on the device (GPU EP), downloaded once
  * instead of once per batch: for a 7B down_proj input (n = 11008) that is one 485 MB copy instead of
  * sixteen, and no float64 host accumulation of 121 M values per batch. Float32 sums of the per-batch
  * products (each already a float32 sum over B·T rows). Null, with a warning, if the EP refuses it.
@@ -101,41 +116,118 @@ async function statsOnDevice(
   xOf: (k: number) => Float32Array | ort.Tensor,
   batches: [number, number][],
   wT: Record<string, ort.Tensor>,
-  input: LinearInput,
-  _n: number,
+  b: number,
+  req: StatRequest,
   hooks: RunContext['hooks'],
   N: number,
   T: number,
-): Promise<PassStats | null> {
-  let acc: { xtx: ort.Tensor; absSum: ort.Tensor } | undefined;
+): Promise<PassResult | null> {
+  let acc: PassTensors | undefined;
+  const releaseAll = (p: PassTensors) => {
+    for (const t of p.stats.values()) rt.release(t.xtx, t.absSum);
+    if (p.routed) rt.release(p.routed);
+  };
   try {
     // The first batch's statistics start the sums on the device (no n×n zeros uploaded: 485 MB for a 7B down_proj input).
-    acc = await fwd.blockStatsTensor(xOf(0), batches[0][1], wT, input);
+    acc = await fwd.blockStatsTensor(xOf(0), batches[0][1], wT, b, req);
     for (let k = 1; k < batches.length; k++) {
       throwIfCancelled(hooks.signal);
-      const next = await fwd.blockStatsAccumulate(xOf(k), batches[k][1], wT, input, acc);
-      rt.release(acc.xtx, acc.absSum);
+      const next = await fwd.blockStatsAccumulate(xOf(k), batches[k][1], wT, b, req, acc);
+      releaseAll(acc);
       acc = next;
       await yieldToEventLoop();
     }
+    const routed = acc.routed ? Float64Array.from(await rt.download(acc.routed)) : undefined;
     // H = (2/N)·(XᵀX + (XᵀX)ᵀ)/2 and mean|x| on the device too: the host gets the finished float32 H (its
     // float64 copy, symmetrisation and rescaling over n² values cost ~8 s per 7B block on the host).
     const s = await rt.session('hessian/finalize', hessianFinalizeModel, { h: 'device', abs_mean: 'host' });
-    const out = await rt.run(s, { xtx: acc.xtx, abssum: acc.absSum, inv_n: rt.host(Float32Array.of(1 / N), [1]), inv_nt: rt.host(Float32Array.of(1 / (N * T)), [1]) });
-    let H32: Float32Array;
-    try {
-      H32 = await rt.download(out.h);
-    } finally {
-      rt.release(out.h);
+    const stats = new Map<StatKey, PassStats>();
+    for (const [k, t] of acc.stats) {
+      const rows = rowsOf(k, routed, N, T);
+      const out = await rt.run(s, { xtx: t.xtx, abssum: t.absSum, inv_n: rt.host(Float32Array.of(1 / N), [1]), inv_nt: rt.host(Float32Array.of(rows > 0 ? 1 / rows : 0), [1]) });
+      let H32: Float32Array;
+      try {
+        H32 = await rt.download(out.h);
+      } finally {
+        rt.release(out.h);
+      }
+      stats.set(k, { H: Float64Array.from(H32), H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array) });
     }
-    return { H: Float64Array.from(H32), H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array) };
+    return { stats, routed };
   } catch (e) {
     if (hooks.signal?.aborted || (e instanceof ProtocolError && e.code === ErrorCode.Cancelled)) throw e;
     hooks.log('warn', `Hessian sums on the ${rt.ep} device failed (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); summing on the host`);
     return null;
   } finally {
-    if (acc) rt.release(acc.xtx, acc.absSum);
+    if (acc) releaseAll(acc);
   }
+}
+
+/** The same pass with the sums on the host (CPU EP, or a device that refused the sums). */
+async function statsOnHost(
+  fwd: LlamaForward,
+  X: ActivationStore,
+  batches: [number, number][],
+  wT: Record<string, ort.Tensor>,
+  b: number,
+  req: StatRequest,
+  hooks: RunContext['hooks'],
+  N: number,
+  T: number,
+): Promise<PassResult> {
+  const sums = new Map<StatKey, { xtx: Float64Array; absSum: Float64Array }>();
+  let routed: Float64Array | undefined;
+  for (const [i0, nb] of batches) {
+    throwIfCancelled(hooks.signal);
+    const r = await fwd.blockStats(gather(X, i0, nb), nb, wT, b, req);
+    for (const [k, st] of r.stats) {
+      let a = sums.get(k);
+      if (!a) sums.set(k, (a = { xtx: new Float64Array(st.xtx.length), absSum: new Float64Array(st.absSum.length) }));
+      for (let q = 0; q < a.xtx.length; q++) a.xtx[q] += st.xtx[q];
+      for (let q = 0; q < a.absSum.length; q++) a.absSum[q] += st.absSum[q];
+    }
+    if (r.routed) {
+      routed ??= new Float64Array(r.routed.length);
+      for (let e = 0; e < routed.length; e++) routed[e] += r.routed[e];
+    }
+    await yieldToEventLoop();
+  }
+  const stats = new Map<StatKey, PassStats>();
+  for (const [k, a] of sums) stats.set(k, statsFromHostSums(a.xtx, a.absSum, a.absSum.length, N, rowsOf(k, routed, N, T)));
+  return { stats, routed };
+}
+
+/** Width of a statistic's input (its Hessian is width × width). */
+function statWidth(cfg: ModelConfig, lins: readonly BlockLinear[], k: StatKey): number {
+  const { input, expert } = parseStatKey(k);
+  const l = lins.find((x) => x.input === input && (expert === undefined ? x.expert === undefined : x.expert === expert));
+  if (!l) throw new Error(`no linear of block ${lins[0]?.block} reads ${k} (${cfg.family})`);
+  return l.cols;
+}
+
+/**
+ * Float32 bytes of Hessians one statistics pass may hold: a sparse block's experts are measured in chunks
+ * under it (one expert's down_proj input of a Mixtral-8x7B is 14336² values, 822 MB).
+ */
+const PASS_HESSIAN_BYTES = 2 * 2 ** 30;
+
+/** Splits a stage's statistics into passes of at most PASS_HESSIAN_BYTES (at least one key per pass), in order. */
+function passesOf(keys: readonly StatKey[], width: (k: StatKey) => number): StatKey[][] {
+  const out: StatKey[][] = [];
+  let cur: StatKey[] = [],
+    bytes = 0;
+  for (const k of keys) {
+    const kb = 4 * width(k) ** 2;
+    if (cur.length && bytes + kb > PASS_HESSIAN_BYTES) {
+      out.push(cur);
+      cur = [];
+      bytes = 0;
+    }
+    cur.push(k);
+    bytes += kb;
+  }
+  if (cur.length) out.push(cur);
+  return out;
 }
 
 /**
@@ -169,13 +261,19 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   for (let i = 0; i < N; i += B) batches.push([i, Math.min(B, N - i)]);
 
   const blockUnits = (b: number) => blockLinears(cfg, b).reduce((s, l) => s + l.rows * l.cols, 0);
-  const PASSES = SEQUENTIAL_GROUPS.length + 1;
-  const total = cfg.numLayers * blockUnits(0) * (PASSES + 1);
+  // Progress: per block, one share per statistics stage and one for the outputs (passes), one for the layers, one for the commit.
+  const PASSES = SEQUENTIAL_STAGES.length + 1;
+  const unitsBefore = (b: number) => {
+    let u = 0;
+    for (let i = 0; i < b; i++) u += blockUnits(i) * (PASSES + 1);
+    return u;
+  };
+  const total = unitsBefore(cfg.numLayers);
   const progress = new ProgressTracker(
     hooks.onProgress,
     total,
     `quantizing ${cfg.numLayers} blocks of ${model.summary.path} (${N} windows × ${T} tokens, EP ${rt.ep})`,
-    m.completedBlocks * blockUnits(0) * (PASSES + 1),
+    unitsBefore(m.completedBlocks),
   );
 
   let X: ActivationStore;
@@ -224,7 +322,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       const w: BlockWeights = await loadBlockWeights(cfg, b, read);
       // The block's weights as the graphs take them: uploaded once per block on a GPU EP; a quantized
       // layer replaces just its own tensor (below), so later passes see it.
-      wT = await rt.scoped('weights', () => fwd.weightTensors(w));
+      wT = await rt.scoped('weights', () => fwd.weightTensors(w, b));
       if (keepActs && !xDev) {
         const xs: ort.Tensor[] = [];
         try {
@@ -247,69 +345,105 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       const reports: LayerReport[] = [];
       const details: Record<string, LayerDetails> = {};
       hooks.onProgress({ kind: 'report', message: `block ${b + 1}/${cfg.numLayers}`, block: b, percentage: undefined });
-      for (const group of SEQUENTIAL_GROUPS) {
-        const members = group.map((mod) => lins.find((l) => l.module === mod)!);
-        const input: LinearInput = members[0].input;
-        const n = members[0].cols;
-        // One pass over the calibration windows with the block as it is now.
-        let stats = deviceSums ? await rt.scoped('hessians', () => statsOnDevice(fwd, rt, xOf, batches, wT, input, n, hooks, N, T)) : null;
-        if (deviceSums && !stats) deviceSums = false; // warned; host sums for the rest of the run
-        if (!stats) {
-          const xtx = new Float64Array(n * n),
-            absSum = new Float64Array(n);
-          for (const [i0, nb] of batches) {
+      // Rows routed to each expert (from the mlp_in stage's pass), and which experts are calibrated on every token.
+      let routed: Float64Array | undefined;
+      const allTokens = (e: number) => params.config.expertCalibration === 'all' || (routed?.[e] ?? 0) < params.config.expertMinTokens;
+      const keyOf = (l: BlockLinear): StatKey => statKey(l, l.expert !== undefined && allTokens(l.expert));
+      for (const stage of SEQUENTIAL_STAGES) {
+        const members = lins.filter((l) => stage.includes(l.input));
+        if (!members.length) continue;
+        const sparseIn = stage.includes('mlp_in') && members.some((l) => l.expert !== undefined);
+        // The mlp_in stage of a sparse block measures every expert's routed rows first (with the shared
+        // input), so each expert's statistic can be chosen; its all-token statistic is mlp_in itself.
+        const keys: StatKey[] = [];
+        if (sparseIn && params.config.expertCalibration === 'all') keys.push('mlp_in');
+        else if (sparseIn) keys.push('mlp_in', ...new Set(members.filter((l) => l.expert !== undefined).map((l) => statKey(l))));
+        else for (const l of members) if (!keys.includes(keyOf(l))) keys.push(keyOf(l));
+        const stageStats = new Map<StatKey, PassStats>();
+        const done = new Set<BlockLinear>();
+        const passes = passesOf(keys, (k) => statWidth(cfg, lins, k));
+        for (const pass of passes) {
+          const req: StatRequest = sparseIn && pass.includes('mlp_in') ? ['routing', ...pass] : pass;
+          // One pass over the calibration windows with the block as it is now.
+          let res = deviceSums ? await rt.scoped('hessians', () => statsOnDevice(fwd, rt, xOf, batches, wT, b, req, hooks, N, T)) : null;
+          if (deviceSums && !res) deviceSums = false; // warned; host sums for the rest of the run
+          res ??= await statsOnHost(fwd, X, batches, wT, b, req, hooks, N, T);
+          if (res.routed) routed = res.routed;
+          lap('forwards');
+          for (const [k, st] of res.stats) {
+            if (!allFinite(st.H))
+              throw new ProtocolError(
+                ErrorCode.NonFinite,
+                `block ${b}: non-finite activations at ${k}, the input of ${members.map((l) => l.module).join('/')}`,
+                members[0].name,
+                'the model produces inf/NaN on the calibration text (check the weights)',
+              );
+            stageStats.set(k, st);
+            const n = Math.sqrt(st.H.length);
+            // Cached for layer/requantize in float32 (half the disk of float64: 1.4 GB per 7B block).
+            hessTensors.push(
+              { name: `${k}::H`, dtype: 'F32', shape: [n, n], data: st.H32 },
+              { name: `${k}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(st.absMean) },
+            );
+          }
+          progress.advance(
+            P / passes.length,
+            `block ${b} ${pass.length > 3 ? `${pass.length} statistics` : pass.join(', ')}: Hessian${pass.length > 1 ? 's' : ''} from ${N} windows`,
+            { block: b },
+          );
+          // The stage's linears whose statistic is now measured, in block order; each is quantized on the run's
+          // backend and replaces its own weight tensor, so later passes see it.
+          for (const lin of members) {
+            if (done.has(lin)) continue;
+            const k = sparseIn && lin.expert !== undefined && allTokens(lin.expert) ? 'mlp_in' : keyOf(lin);
+            const st = stageStats.get(k);
+            if (!st) continue;
+            done.add(lin);
             throwIfCancelled(hooks.signal);
-            const s = await fwd.blockStats(gather(X, i0, nb), nb, wT, input);
-            for (let k = 0; k < xtx.length; k++) xtx[k] += s.xtx[k];
-            for (let k = 0; k < n; k++) absSum[k] += s.absSum[k];
+            const lc = layerConfigFor(params.config, lin.name);
+            const sfx = suffixOf(lin);
+            const out = await quantizeLayer(
+              backend,
+              { name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[sfx], H: st.H, H32: st.H32, absMean: st.absMean },
+              lc,
+              { seed: params.config.seed, compare: params.config.compare, warn: (msg) => hooks.log('warn', msg) },
+            );
+            if (lin.expert !== undefined) {
+              out.report.expert = lin.expert;
+              out.report.tokens = routed?.[lin.expert] ?? 0;
+            }
+            out.report.statistic = k === 'mlp_in' && lin.expert !== undefined ? `mlp_in@${lin.expert}:all` : k;
+            w[sfx] = out.wHat; // later stages are measured through the quantized layer
+            fwd.release(wT[sfx]);
+            wT[sfx] = await rt.scoped('weights', () => fwd.weightTensor(sfx, out.wHat));
+            parts.push(...loproLayerTensors(lin.name, out.stored));
+            reports.push(out.report);
+            if (out.details) details[lin.name] = out.details;
+            hooks.onLayerDone(out.report);
+            const r = out.report;
+            const base = r.baselines?.gptq ? ` (GPTQ ${r.baselines.gptq.toExponential(2)})` : '';
+            const tok = r.tokens === undefined ? '' : ` ${r.tokens} tokens${r.statistic?.endsWith(':all') ? ' (calibrated on all)' : ''}`;
+            progress.advance(
+              lin.rows * lin.cols,
+              `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${tok}${base}`,
+              { block: b, layer: lin.name },
+            );
             await yieldToEventLoop();
           }
-          stats = statsFromHostSums(xtx, absSum, n, N, T);
+          // A pass's Hessians are dropped once its linears are done (mlp_in is kept: all-token experts use it).
+          for (const k of pass) if (k !== 'mlp_in') stageStats.delete(k);
+          lap('layers');
         }
-        const { H, H32, absMean } = stats;
-        lap('forwards');
-        progress.advance(P, `block ${b} ${input}: Hessian from ${N} windows`, { block: b });
-        if (!allFinite(H))
-          throw new ProtocolError(
-            ErrorCode.NonFinite,
-            `block ${b}: non-finite activations at the input of ${members.map((l) => l.module).join('/')}`,
-            members[0].name,
-            'the model produces inf/NaN on the calibration text (check the weights)',
-          );
-        // Cached for layer/requantize in float32 (half the disk of float64: 1.4 GB per 7B block).
-        hessTensors.push(
-          { name: `${input}::H`, dtype: 'F32', shape: [n, n], data: H32 },
-          { name: `${input}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(absMean) },
-        );
-        // A group's layers (q/k/v, gate/up) are independent given its H; each is quantized on the run's
-        // backend, in member order, and replaces its own weight tensor so later passes see it.
-        throwIfCancelled(hooks.signal);
-        for (const lin of members) {
-          throwIfCancelled(hooks.signal);
-          const lc = layerConfigFor(params.config, lin.name);
-          const sfx = suffixOf(lin);
-          const out = await quantizeLayer(backend, { name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[sfx], H, H32, absMean }, lc, {
-            seed: params.config.seed,
-            compare: params.config.compare,
-            warn: (msg) => hooks.log('warn', msg),
-          });
-          w[sfx] = out.wHat; // later groups are measured through the quantized layer
-          fwd.release(wT[sfx]);
-          wT[sfx] = await rt.scoped('weights', () => fwd.weightTensor(sfx, out.wHat));
-          parts.push(...loproLayerTensors(lin.name, out.stored));
-          reports.push(out.report);
-          if (out.details) details[lin.name] = out.details;
-          hooks.onLayerDone(out.report);
-          const r = out.report;
-          const base = r.baselines?.gptq ? ` (GPTQ ${r.baselines.gptq.toExponential(2)})` : '';
-          progress.advance(
-            lin.rows * lin.cols,
-            `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${base}`,
-            { block: b, layer: lin.name },
-          );
-          await yieldToEventLoop();
+        const missing = members.filter((l) => !done.has(l));
+        if (missing.length) throw new ProtocolError(ErrorCode.Internal, `block ${b}: no statistic measured for ${missing.map((l) => l.module).join(', ')}`, missing[0].name);
+        if (sparseIn && routed) {
+          const few = [...routed].map((c, e) => [c, e] as const).filter(([, e]) => allTokens(e));
+          if (few.length)
+            hooks.log(
+              'info',
+              `block ${b}: ${params.config.expertCalibration === 'all' ? 'every expert calibrated on all tokens (expertCalibration all)' : `experts ${few.map(([c, e]) => `${e} (${c} tokens)`).join(', ')} routed fewer than ${params.config.expertMinTokens} calibration tokens: calibrated on all tokens`}`,
+            );
         }
-        lap('layers');
       }
       // The quantized block's outputs: the next block's inputs.
       const Y = createActivationStore(N, recordLen, budget, join(dir.scratchDir, `in-${b + 1}.f32`));
@@ -319,10 +453,10 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
           throwIfCancelled(hooks.signal);
           if (xDev) {
             // Stays on the device as the next block's input; the host copy is the resume record.
-            const y = await fwd.blockTensor(xDev[k], wT);
+            const y = await fwd.blockTensor(xDev[k], wT, b);
             (yDev ??= []).push(y);
             scatter(Y, i0, nb, await rt.scoped('activations', () => rt.download(y)));
-          } else scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, wT)).y);
+          } else scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, wT, b)).y);
           await yieldToEventLoop();
         }
         throwIfCancelled(hooks.signal);

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ErrorCode } from '../../../src/protocol/messages';
 import { ProtocolError } from '../../../src/protocol/rpc';
-import { blockLinears, checkModelTensors, loadLlamaConfig, otherTensors, parseLlamaConfig, allLinears } from '../../../src/engine/model/config';
+import { blockLinears, checkModelTensors, loadModelConfig, otherTensors, parseModelConfig, allLinears } from '../../../src/engine/model/config';
 import { ropeInvFreq } from '../../../src/engine/model/rope';
 
 const base = () => ({
@@ -29,7 +29,7 @@ function throwsCode(fn: () => unknown, code: string, ...inMessage: string[]) {
 }
 
 test('tiny fixture: transformers 5 layout (rope_parameters), tied head, explicit head_dim, GQA', () => {
-  const c = loadLlamaConfig('fixtures/tiny');
+  const c = loadModelConfig('fixtures/tiny');
   assert.equal(c.hiddenSize, 256);
   assert.equal(c.numHeads, 4);
   assert.equal(c.numKvHeads, 2);
@@ -38,26 +38,28 @@ test('tiny fixture: transformers 5 layout (rope_parameters), tied head, explicit
   assert.deepEqual(c.ropeScaling, { type: 'default' });
   assert.equal(c.tiedHead, true);
   assert.equal(c.rmsNormEps, 1e-5);
-  assert.equal(c.attentionBias, false);
+  assert.equal(c.qkvBias, false);
+  assert.equal(c.oBias, false);
+  assert.equal(c.family, 'llama');
 });
 
 test('transformers 4 layout: rope_theta at top level, head_dim derived, untied by default', () => {
-  const c = parseLlamaConfig({ ...base(), rope_theta: 500000 }, 'x/config.json');
+  const c = parseModelConfig({ ...base(), rope_theta: 500000 }, 'x/config.json');
   assert.equal(c.ropeTheta, 500000);
   assert.equal(c.headDim, 16);
   assert.equal(c.tiedHead, false);
   assert.ok(otherTensors(c).has('lm_head.weight'));
   // missing rope_theta → transformers' default 10000
-  assert.equal(parseLlamaConfig(base(), 'x').ropeTheta, 10000);
+  assert.equal(parseModelConfig(base(), 'x').ropeTheta, 10000);
 });
 
 test('rope scaling: linear divides every frequency; llama3 keeps high, divides low, blends medium', () => {
-  const plain = parseLlamaConfig({ ...base(), head_dim: 64 }, 'a');
-  const lin = parseLlamaConfig({ ...base(), head_dim: 64, rope_scaling: { type: 'linear', factor: 4 } }, 'b');
+  const plain = parseModelConfig({ ...base(), head_dim: 64 }, 'a');
+  const lin = parseModelConfig({ ...base(), head_dim: 64, rope_scaling: { type: 'linear', factor: 4 } }, 'b');
   const f0 = ropeInvFreq(plain, 64),
     f1 = ropeInvFreq(lin, 64);
   for (let i = 0; i < f0.length; i++) assert.ok(Math.abs(f1[i] - f0[i] / 4) < 1e-15);
-  const l3 = parseLlamaConfig(
+  const l3 = parseModelConfig(
     {
       ...base(),
       head_dim: 64,
@@ -81,11 +83,11 @@ test('rope scaling: linear divides every frequency; llama3 keeps high, divides l
 });
 
 test('dynamic rope: default inside the original context, error beyond; yarn unsupported', () => {
-  const d = parseLlamaConfig({ ...base(), rope_scaling: { rope_type: 'dynamic', factor: 2 } }, 'd/config.json');
+  const d = parseModelConfig({ ...base(), rope_scaling: { rope_type: 'dynamic', factor: 2 } }, 'd/config.json');
   assert.deepEqual([...ropeInvFreq(d, 128)], [...ropeInvFreq({ ...d, ropeScaling: { type: 'default' } }, 128)]);
   throwsCode(() => ropeInvFreq(d, 256), ErrorCode.BadConfig, 'dynamic', 'd/config.json');
   throwsCode(
-    () => parseLlamaConfig({ ...base(), rope_parameters: { rope_type: 'yarn', factor: 4, rope_theta: 1e4 } }, 'y/config.json'),
+    () => parseModelConfig({ ...base(), rope_parameters: { rope_type: 'yarn', factor: 4, rope_theta: 1e4 } }, 'y/config.json'),
     ErrorCode.BadConfig,
     'yarn',
     'y/config.json',
@@ -95,17 +97,17 @@ test('dynamic rope: default inside the original context, error beyond; yarn unsu
 
 test('missing and odd fields name the field and the file', () => {
   const { hidden_size: _h, ...noHidden } = base();
-  throwsCode(() => parseLlamaConfig(noHidden, 'm/config.json'), ErrorCode.BadConfig, 'hidden_size', 'm/config.json', 'missing');
-  throwsCode(() => parseLlamaConfig({ ...base(), num_key_value_heads: 3 }, 'k.json'), ErrorCode.BadConfig, 'num_key_value_heads', 'k.json');
-  throwsCode(() => parseLlamaConfig({ ...base(), vocab_size: '100' }, 'v.json'), ErrorCode.BadConfig, 'vocab_size');
-  throwsCode(() => parseLlamaConfig({ ...base(), model_type: 'gpt2' }, 'g.json'), ErrorCode.BadConfig, 'model_type', 'gpt2');
-  throwsCode(() => parseLlamaConfig({ ...base(), hidden_act: 'gelu' }, 'a.json'), ErrorCode.BadConfig, 'hidden_act');
-  throwsCode(() => parseLlamaConfig({ ...base(), rope_scaling: { type: 'linear' } }, 'f.json'), ErrorCode.BadConfig, 'rope_scaling.factor', 'f.json');
-  throwsCode(() => loadLlamaConfig('/nonexistent-dir'), ErrorCode.BadConfig, '/nonexistent-dir/config.json');
+  throwsCode(() => parseModelConfig(noHidden, 'm/config.json'), ErrorCode.BadConfig, 'hidden_size', 'm/config.json', 'missing');
+  throwsCode(() => parseModelConfig({ ...base(), num_key_value_heads: 3 }, 'k.json'), ErrorCode.BadConfig, 'num_key_value_heads', 'k.json');
+  throwsCode(() => parseModelConfig({ ...base(), vocab_size: '100' }, 'v.json'), ErrorCode.BadConfig, 'vocab_size');
+  throwsCode(() => parseModelConfig({ ...base(), model_type: 'gpt2' }, 'g.json'), ErrorCode.BadConfig, 'model_type', 'gpt2');
+  throwsCode(() => parseModelConfig({ ...base(), hidden_act: 'gelu' }, 'a.json'), ErrorCode.BadConfig, 'hidden_act');
+  throwsCode(() => parseModelConfig({ ...base(), rope_scaling: { type: 'linear' } }, 'f.json'), ErrorCode.BadConfig, 'rope_scaling.factor', 'f.json');
+  throwsCode(() => loadModelConfig('/nonexistent-dir'), ErrorCode.BadConfig, '/nonexistent-dir/config.json');
 });
 
 test('block linears: seven per block with [out, in] shapes and shared inputs', () => {
-  const c = parseLlamaConfig({ ...base(), head_dim: 8 }, 'x'); // q dim 32 ≠ hidden 64
+  const c = parseModelConfig({ ...base(), head_dim: 8 }, 'x'); // q dim 32 ≠ hidden 64
   const l = blockLinears(c, 1);
   assert.deepEqual(
     l.map((x) => x.module),
@@ -132,7 +134,7 @@ test('block linears: seven per block with [out, in] shapes and shared inputs', (
 });
 
 test('checkModelTensors: shape mismatch and missing lm_head name the tensor', () => {
-  const c = parseLlamaConfig({ ...base(), tie_word_embeddings: true }, 'x');
+  const c = parseModelConfig({ ...base(), tie_word_embeddings: true }, 'x');
   const shapes = new Map<string, number[]>(otherTensors(c));
   for (const l of allLinears(c)) shapes.set(l.weight, [l.rows, l.cols]);
   assert.equal(checkModelTensors(c, (n) => shapes.get(n)).length, 14);

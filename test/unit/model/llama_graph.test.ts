@@ -1,10 +1,11 @@
-// The ONNX block/embed/head graphs against the float64 reference forward (llama_ref.ts):
-// a synthetic model exercising every option (GQA 3:1, odd head_dim-free shapes, attention and MLP
-// biases, untied head, llama3 rope), and the real tiny fixture.
+// The ONNX block/embed/head graphs against the float64 reference forward (llama_ref.ts): one synthetic model
+// per family exercising its options (GQA, biases, q/k norms, sliding windows, llama3 rope, mixtures of experts
+// with and without renormalised routing, a shared expert, dense layers among sparse ones), and the real tiny
+// fixture.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ComputeRuntime } from '../../../src/engine/compute/runtime';
-import { otherTensors, allLinears, parseLlamaConfig, type LlamaConfig } from '../../../src/engine/model/config';
+import { otherTensors, allLinears, parseModelConfig, type ModelConfig } from '../../../src/engine/model/config';
 import { blockRef, embedRef, forwardRef, headRef, nllFromLogitsRef } from '../../../src/engine/model/llama_ref';
 import { LlamaForward, loadBlockWeights } from '../../../src/engine/model/llama_forward';
 import { openModel, cachedWeights } from '../../../src/engine/model/loader';
@@ -23,7 +24,7 @@ function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
 }
 
 /** Synthetic weights: N(0, ~1/fan_in)-ish uniforms, norms around 1. */
-function synthWeights(cfg: LlamaConfig, seed: number): Map<string, Float32Array> {
+function synthWeights(cfg: ModelConfig, seed: number): Map<string, Float32Array> {
   const m = new Map<string, Float32Array>();
   let s = seed;
   const shapes = new Map(otherTensors(cfg));
@@ -38,101 +39,193 @@ function synthWeights(cfg: LlamaConfig, seed: number): Map<string, Float32Array>
   return m;
 }
 
-const synthCfg = parseLlamaConfig(
-  {
-    model_type: 'llama',
-    hidden_size: 48,
-    intermediate_size: 80,
-    num_hidden_layers: 2,
-    num_attention_heads: 6,
-    num_key_value_heads: 2,
-    vocab_size: 67,
-    rms_norm_eps: 1e-5,
-    max_position_embeddings: 64,
-    attention_bias: true,
-    mlp_bias: true,
-    tie_word_embeddings: false,
-    rope_parameters: { rope_type: 'llama3', rope_theta: 5000, factor: 4, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
-  },
-  'synthetic/config.json',
-);
+const common = { num_hidden_layers: 2, vocab_size: 67, rms_norm_eps: 1e-5, max_position_embeddings: 64, tie_word_embeddings: false };
 
-for (const layout of ['out_in', 'in_out'] as const)
-  test(`synthetic model (GQA 3:1, biases, untied head, llama3 rope), weights ${layout}: block captures, stats and logits match the reference`, async () => {
-    const cfg = synthCfg,
-      T = 13,
-      B = 2;
-    const W = synthWeights(cfg, 7);
-    const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
-    const r = rng(3);
-    const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
-    const rt = await ComputeRuntime.create({ ep: 'cpu' });
-    // 'in_out' (the GPU layout: linears transposed once by a Transpose session, MatMul in the block graph).
-    const fwd = new LlamaForward(cfg, T, rt, layout);
-    let x = await fwd.embed(ids, B, get('model.embed_tokens.weight'));
-    const xRef = [0, 1].map((b) => embedRef(cfg, ids.subarray(b * T, (b + 1) * T), get));
-    assert.equal(relErr(x, [...xRef[0], ...xRef[1]]), 0);
-    for (let l = 0; l < cfg.numLayers; l++) {
-      const w = await loadBlockWeights(cfg, l, get);
-      const act = await fwd.block(x, B, w, 'activations');
-      const st = await fwd.block(x, B, w, 'stats');
-      const refs = xRef.map((xr, _b) => blockRef(cfg, l, xr, T, get));
-      for (const [k, key] of [
-        ['attn_in', 'attnIn'],
-        ['attn_out', 'attnOut'],
-        ['mlp_in', 'mlpIn'],
-        ['mlp_act', 'mlpAct'],
-      ] as const) {
-        const want = [...refs[0].trace[key], ...refs[1].trace[key]];
-        assert.ok(relErr(act.activations![k], want) < 1e-5, `${k} block ${l}`); // measured ~3e-7
-        // stats = XᵀX and Σ|x| of the captured activations
-        const a = act.activations![k],
-          n = a.length / (B * T);
-        const xtx = new Float64Array(n * n),
-          abs = new Float64Array(n);
-        for (let t = 0; t < B * T; t++)
-          for (let i = 0; i < n; i++) {
-            abs[i] += Math.abs(a[t * n + i]);
-            for (let j = 0; j < n; j++) xtx[i * n + j] += a[t * n + i] * a[t * n + j];
-          }
-        assert.ok(relErr(st.stats![k].xtx, xtx) < 1e-5, `${k} xtx`);
-        assert.ok(relErr(st.stats![k].absSum, abs) < 1e-5, `${k} abs`);
-        // The pipeline's one-input pass (pruned graph, no y) computes the same statistic.
-        const one = await fwd.blockStats(x, B, w, k);
-        assert.ok(relErr(one.xtx, xtx) < 1e-5, `${k} blockStats xtx`);
-        assert.ok(relErr(one.absSum, abs) < 1e-5, `${k} blockStats abs`);
-        // The GPU pipeline's running-sum graph: stats of the batch added to the sums fed in.
-        const seedX = randF32(n * n, 9),
-          seedA = randF32(n, 10);
-        const accd = await fwd.blockStatsAccumulate(x, B, await fwd.weightTensors(w), k, { xtx: rt.host(seedX, [n, n]), absSum: rt.host(seedA, [n]) });
-        assert.ok(
-          relErr(
-            accd.xtx.data as Float32Array,
-            xtx.map((v, i) => v + seedX[i]),
-          ) < 1e-5,
-          `${k} accumulated xtx`,
-        );
-        assert.ok(
-          relErr(
-            accd.absSum.data as Float32Array,
-            abs.map((v, i) => v + seedA[i]),
-          ) < 1e-5,
-          `${k} accumulated abs`,
-        );
+/** One synthetic config per family, each exercising what the family adds (the window is shorter than T). */
+const synthConfigs: [string, ModelConfig][] = [
+  [
+    'llama: GQA 3:1, attention and MLP biases, llama3 rope',
+    parseModelConfig(
+      {
+        ...common,
+        model_type: 'llama',
+        hidden_size: 48,
+        intermediate_size: 80,
+        num_attention_heads: 6,
+        num_key_value_heads: 2,
+        attention_bias: true,
+        mlp_bias: true,
+        rope_parameters: { rope_type: 'llama3', rope_theta: 5000, factor: 4, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
+      },
+      'llama/config.json',
+    ),
+  ],
+  [
+    'qwen2: q/k/v biases, sliding window 4 on layer 1 (layer_types)',
+    parseModelConfig(
+      {
+        ...common,
+        model_type: 'qwen2',
+        hidden_size: 32,
+        intermediate_size: 40,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        use_sliding_window: true,
+        sliding_window: 4,
+        layer_types: ['full_attention', 'sliding_attention'],
+      },
+      'qwen2/config.json',
+    ),
+  ],
+  [
+    'qwen3: q/k RMSNorm per head, head_dim 12 ≠ hidden/heads',
+    parseModelConfig({ ...common, model_type: 'qwen3', hidden_size: 32, intermediate_size: 40, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 12 }, 'qwen3/config.json'),
+  ],
+  [
+    'mistral: sliding window 5 on every layer',
+    parseModelConfig(
+      { ...common, model_type: 'mistral', hidden_size: 32, intermediate_size: 40, num_attention_heads: 4, num_key_value_heads: 1, sliding_window: 5 },
+      'mistral/config.json',
+    ),
+  ],
+  [
+    'mixtral: 4 experts, top-2, renormalised',
+    parseModelConfig(
+      { ...common, model_type: 'mixtral', hidden_size: 32, intermediate_size: 24, num_attention_heads: 4, num_key_value_heads: 2, num_local_experts: 4, num_experts_per_tok: 2 },
+      'mixtral/config.json',
+    ),
+  ],
+  [
+    'qwen2_moe: shared expert, top-2 of 5 not renormalised, q/k/v biases, dense layer 0 (decoder_sparse_step 2)',
+    parseModelConfig(
+      {
+        ...common,
+        model_type: 'qwen2_moe',
+        hidden_size: 32,
+        intermediate_size: 40,
+        moe_intermediate_size: 16,
+        shared_expert_intermediate_size: 24,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        num_experts: 5,
+        num_experts_per_tok: 2,
+        decoder_sparse_step: 2,
+      },
+      'qwen2_moe/config.json',
+    ),
+  ],
+  [
+    'qwen3_moe: q/k norm, top-3 of 6 renormalised, num_local_experts spelling',
+    parseModelConfig(
+      {
+        ...common,
+        model_type: 'qwen3_moe',
+        hidden_size: 32,
+        intermediate_size: 40,
+        moe_intermediate_size: 16,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 8,
+        num_local_experts: 6,
+        num_experts_per_tok: 3,
+        norm_topk_prob: true,
+      },
+      'qwen3_moe/config.json',
+    ),
+  ],
+];
+
+for (const [what, cfg] of synthConfigs)
+  for (const layout of ['out_in', 'in_out'] as const)
+    test(`synthetic ${what}, weights ${layout}: block captures, statistics, routing and logits match the reference`, async () => {
+      const T = 13,
+        B = 2;
+      const W = synthWeights(cfg, 7);
+      const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
+      const r = rng(3);
+      const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
+      const rt = await ComputeRuntime.create({ ep: 'cpu' });
+      // 'in_out' (the GPU layout: linears transposed once by a Transpose session, MatMul in the block graph).
+      const fwd = new LlamaForward(cfg, T, rt, layout);
+      let x = await fwd.embed(ids, B, get('model.embed_tokens.weight'));
+      const xRef = [0, 1].map((b) => embedRef(cfg, ids.subarray(b * T, (b + 1) * T), get));
+      assert.equal(relErr(x, [...xRef[0], ...xRef[1]]), 0);
+      for (let l = 0; l < cfg.numLayers; l++) {
+        const w = await loadBlockWeights(cfg, l, get);
+        const act = await fwd.block(x, B, w, l, 'activations');
+        const st = await fwd.block(x, B, w, l, 'stats');
+        const refs = xRef.map((xr) => blockRef(cfg, l, xr, T, get));
+        assert.deepEqual([...act.activations!.keys()].sort(), [...refs[0].trace.inputs.keys()].sort(), `inputs of block ${l}`);
+        for (const k of act.activations!.keys()) {
+          const want = [...refs[0].trace.inputs.get(k)!, ...refs[1].trace.inputs.get(k)!];
+          assert.ok(relErr(act.activations!.get(k)!, want) < 1e-5, `${k} block ${l}`); // measured ~3e-7
+          // stats = XᵀX and Σ|x| of the captured activations
+          const a = act.activations!.get(k)!,
+            n = a.length / (B * T);
+          const xtx = new Float64Array(n * n),
+            abs = new Float64Array(n);
+          for (let t = 0; t < B * T; t++)
+            for (let i = 0; i < n; i++) {
+              abs[i] += Math.abs(a[t * n + i]);
+              for (let j = 0; j < n; j++) xtx[i * n + j] += a[t * n + i] * a[t * n + j];
+            }
+          assert.ok(relErr(st.stats!.get(k)!.xtx, xtx) < 1e-5, `${k} xtx`);
+          assert.ok(relErr(st.stats!.get(k)!.absSum, abs) < 1e-5, `${k} abs`);
+          // The pipeline's pass for some inputs (pruned graph, no y) computes the same statistic.
+          const one = (await fwd.blockStats(x, B, w, l, [k])).stats.get(k)!;
+          assert.ok(relErr(one.xtx, xtx) < 1e-5, `${k} blockStats xtx`);
+          assert.ok(relErr(one.absSum, abs) < 1e-5, `${k} blockStats abs`);
+          // The GPU pipeline's running-sum graph: stats of the batch added to the sums fed in.
+          const seedX = randF32(n * n, 9),
+            seedA = randF32(n, 10);
+          const accd = (
+            await fwd.blockStatsAccumulate(x, B, await fwd.weightTensors(w, l), l, [k], { stats: new Map([[k, { xtx: rt.host(seedX, [n, n]), absSum: rt.host(seedA, [n]) }]]) })
+          ).stats.get(k)!;
+          assert.ok(
+            relErr(
+              accd.xtx.data as Float32Array,
+              xtx.map((v, i) => v + seedX[i]),
+            ) < 1e-5,
+            `${k} accumulated xtx`,
+          );
+          assert.ok(
+            relErr(
+              accd.absSum.data as Float32Array,
+              abs.map((v, i) => v + seedA[i]),
+            ) < 1e-5,
+            `${k} accumulated abs`,
+          );
+        }
+        if (cfg.moe?.sparse[l]) {
+          // Rows routed to each expert: the graph's top-k against the reference's sort.
+          const E = cfg.moe.numExperts;
+          const want = Array.from({ length: E }, (_, e) => refs.reduce((s2, rf) => s2 + rf.trace.routed.get(e)!.filter(Boolean).length, 0));
+          const got = (await fwd.blockStats(x, B, w, l, ['routing'])).routed!;
+          assert.deepEqual([...got], want, `routing of block ${l}`);
+          assert.equal(
+            want.reduce((a, c) => a + c, 0),
+            B * T * cfg.moe.topK,
+          );
+          const seeded = Float32Array.from({ length: E }, (_, e) => e + 0.5);
+          const acc = await fwd.blockStatsAccumulate(x, B, await fwd.weightTensors(w, l), l, ['routing'], { stats: new Map(), routed: rt.host(seeded, [E]) });
+          assert.deepEqual(
+            [...(acc.routed!.data as Float32Array)],
+            want.map((c, e) => c + e + 0.5),
+          );
+        }
+        assert.ok(relErr(act.y, [...refs[0].y, ...refs[1].y]) < 1e-5, `y block ${l}`);
+        assert.deepEqual(st.y, act.y);
+        x = act.y;
+        xRef.forEach((_, b) => (xRef[b] = refs[b].y));
       }
-      assert.ok(relErr(act.y, [...refs[0].y, ...refs[1].y]) < 1e-5, `y block ${l}`);
-      assert.deepEqual(st.y, act.y);
-      x = act.y;
-      xRef.forEach((_, b) => (xRef[b] = refs[b].y));
-    }
-    const logits = await fwd.headLogits(x, B, T, get('model.norm.weight'), get('lm_head.weight'));
-    const lRef = [...headRef(cfg, xRef[0], T, get), ...headRef(cfg, xRef[1], T, get)];
-    assert.ok(relErr(logits, lRef) < 1e-5, 'logits'); // measured ~4e-7
-    const nll = await fwd.headNll(x, B, ids, get('model.norm.weight'), get('lm_head.weight'));
-    const nRef = [0, 1].flatMap((b) => [...nllFromLogitsRef(headRef(cfg, xRef[b], T, get), ids.subarray(b * T, (b + 1) * T), cfg.vocabSize)]);
-    assert.ok(relErr(nll, nRef) < 1e-5, 'nll');
-    await rt.dispose();
-  });
+      const logits = await fwd.headLogits(x, B, T, get('model.norm.weight'), get('lm_head.weight'));
+      const lRef = [...headRef(cfg, xRef[0], T, get), ...headRef(cfg, xRef[1], T, get)];
+      assert.ok(relErr(logits, lRef) < 1e-5, 'logits'); // measured ~4e-7
+      const nll = await fwd.headNll(x, B, ids, get('model.norm.weight'), get('lm_head.weight'));
+      const nRef = [0, 1].flatMap((b) => [...nllFromLogitsRef(headRef(cfg, xRef[b], T, get), ids.subarray(b * T, (b + 1) * T), cfg.vocabSize)]);
+      assert.ok(relErr(nll, nRef) < 1e-5, 'nll');
+      await rt.dispose();
+    });
 
 for (const layout of ['out_in', 'in_out'] as const)
   test(`tiny fixture (tied head), weights ${layout}: window NLL of the graph forward equals the float64 reference`, async () => {

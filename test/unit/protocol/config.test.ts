@@ -12,6 +12,7 @@ import {
   describeRange,
   validateConfig,
   validateLayerConfig,
+  pickLayerConfig,
   withDefaults,
   type QuantizeConfig,
 } from '../../../src/protocol/config';
@@ -40,6 +41,8 @@ const CASES: { [K in keyof QuantizeConfig]: { ok: unknown[]; bad: unknown[] } } 
   calibText: { ok: ['', '/data/calib.txt'], bad: [3, null] },
   calibSamples: { ok: [1, 128, 1e9], bad: [0, -1, 1.5] },
   ctx: { ok: [0, 1, 512], bad: [-1, 2.5] },
+  expertCalibration: { ok: ['routed', 'all'], bad: ['some', 'ALL', 0] },
+  expertMinTokens: { ok: [0, 1, 128, 1e9], bad: [-1, 2.5, '128'] },
   ep: { ok: ['auto', 'cuda', 'webgpu', 'cpu'], bad: ['tpu', 'CPU'] },
   backend: { ok: ['auto', 'cpu', 'gpu'], bad: ['cuda', 'GPU', '', 1] },
   compare: { ok: [true, false], bad: ['yes', 0] },
@@ -126,7 +129,7 @@ test('lopro_v codebook: 2^(vqDim·bits) ≤ 2^MAX_CODEBOOK_LOG2; the message nam
 });
 
 test('validateLayerConfig alone (the layer view and layer/requantize): the same rules', () => {
-  const { layerOverrides: _o, calibText: _c, calibSamples: _s, ctx: _x, ep: _e, backend: _b, compare: _m, threads: _t, seed: _d, memoryBudgetMB: _mb, ...layer } = cfg();
+  const layer = pickLayerConfig(cfg());
   assert.deepEqual(validateLayerConfig(layer), []);
   for (const b of BITS) assert.deepEqual(validateLayerConfig({ ...layer, bits: b }), []);
   assert.equal(validateLayerConfig({ ...layer, bits: 16 })[0].field, 'bits');
