@@ -200,7 +200,8 @@ async function statsOnHost(
 /** Width of a statistic's input (its Hessian is width × width). */
 function statWidth(cfg: ModelConfig, lins: readonly BlockLinear[], k: StatKey): number {
   const { input, expert } = parseStatKey(k);
-  const l = lins.find((x) => x.input === input && (expert === undefined ? x.expert === undefined : x.expert === expert));
+  // mlp_in without an expert is the sparse block's shared input: any expert's gate has its width.
+  const l = lins.find((x) => x.input === input && (expert === undefined || x.expert === expert));
   if (!l) throw new Error(`no linear of block ${lins[0]?.block} reads ${k} (${cfg.family})`);
   return l.cols;
 }
