@@ -27,8 +27,11 @@ export interface MoeConfig {
   normTopK: boolean;
   /** Qwen2-MoE's shared expert (on every token, gated by sigmoid(shared_expert_gate·x)). */
   shared: { intermediate: number } | null;
-  /** Per layer: a sparse (MoE) block; false = a dense MLP of intermediateSize (Qwen's mlp_only_layers). */
-  sparse: readonly boolean[];
+  /** Block b is sparse (MoE); false = a dense MLP of intermediateSize (Qwen's mlp_only_layers). A predicate,
+   * not an array: num_hidden_layers comes from the config and may be absurd until the checkpoint is checked. */
+  isSparse: (b: number) => boolean;
+  /** Some block of the model is dense. */
+  anyDense: boolean;
 }
 
 export interface ModelConfig {
@@ -57,9 +60,10 @@ export interface ModelConfig {
   mlpBias: boolean;
   /** Per-head RMSNorm of queries and keys before RoPE (q_norm / k_norm [headDim]). */
   qkNorm: boolean;
-  /** Keys visible to query i: i − slidingWindow < j ≤ i, in the layers of slidingLayers. */
+  /** Keys visible to query i: i − slidingWindow < j ≤ i, in the blocks isSlidingLayer names. */
   slidingWindow: number | null;
-  slidingLayers: readonly boolean[];
+  /** Block b uses the sliding window (a predicate, as MoeConfig.isSparse). */
+  isSlidingLayer: (b: number) => boolean;
   moe: MoeConfig | null;
   /** Stored dtype as declared (informational; tensors carry their own). */
   dtype: string;
@@ -162,9 +166,9 @@ function refuseUnless(j: Json, source: string, field: string, neutral: (v: unkno
 }
 
 /** Which layers use sliding-window attention and its width, as the family's config class derives them. */
-function parseSliding(f: Family, c: Json, source: string, numLayers: number): { window: number | null; layers: boolean[] } {
-  const none = { window: null, layers: new Array<boolean>(numLayers).fill(false) };
-  const every = (window: number | null) => (window === null ? none : { window, layers: new Array<boolean>(numLayers).fill(true) });
+function parseSliding(f: Family, c: Json, source: string, numLayers: number): { window: number | null; layers: (b: number) => boolean } {
+  const none = { window: null, layers: () => false };
+  const every = (window: number | null) => (window === null ? none : { window, layers: (b: number) => b >= 0 && b < numLayers });
   const width = (fallback?: number) => num(c, source, 'sliding_window', { int: true, positive: true, fallback });
   const w = c.sliding_window;
   const mode = f.sliding;
@@ -181,21 +185,22 @@ function parseSliding(f: Family, c: Json, source: string, numLayers: number): { 
   // Qwen2 / Qwen3 / Qwen2-MoE: layer_types names each layer; without it the config class derives it from
   // use_sliding_window and max_window_layers.
   const window = use ? width(4096) : null;
-  let types: string[];
   if (Array.isArray(c.layer_types)) {
-    types = (c.layer_types as unknown[]).map(String);
+    const types = (c.layer_types as unknown[]).map(String);
     if (types.length !== numLayers) throw bad(source, 'layer_types', `has ${types.length} entries, num_hidden_layers is ${numLayers}`);
     const odd = types.find((t) => t !== 'full_attention' && t !== 'sliding_attention');
     if (odd) throw bad(source, 'layer_types', `layer type "${odd}" is not supported`, 'supported: full_attention, sliding_attention');
-  } else {
-    const from = num(c, source, 'max_window_layers', { int: true, fallback: 28 });
-    const sliding = (l: number) => (mode === 'qwen2_moe' ? l % 2 === 0 && l < from : l >= from);
-    types = Array.from({ length: numLayers }, (_, l) => (window !== null && sliding(l) ? 'sliding_attention' : 'full_attention'));
+    const layers = types.map((t) => t === 'sliding_attention');
+    if (!layers.some(Boolean)) return none;
+    if (window === null) throw bad(source, 'layer_types', 'names sliding_attention layers but use_sliding_window is false (transformers refuses this config too)');
+    return { window, layers: (b) => layers[b] ?? false };
   }
-  const layers = types.map((t) => t === 'sliding_attention');
-  if (!layers.some(Boolean)) return none;
-  if (window === null) throw bad(source, 'layer_types', 'names sliding_attention layers but use_sliding_window is false (transformers refuses this config too)');
-  return { window, layers };
+  if (window === null) return none;
+  const from = num(c, source, 'max_window_layers', { int: true, fallback: 28 });
+  const sliding = (l: number) => l >= 0 && l < numLayers && (mode === 'qwen2_moe' ? l % 2 === 0 && l < from : l >= from);
+  // Whether any layer slides, without enumerating num_hidden_layers of them.
+  const anySliding = mode === 'qwen2_moe' ? from > 0 : from < numLayers;
+  return anySliding ? { window, layers: sliding } : none;
 }
 
 function parseMoe(f: Family, c: Json, source: string, numLayers: number, hidden: number): MoeConfig | null {
@@ -213,18 +218,22 @@ function parseMoe(f: Family, c: Json, source: string, numLayers: number, hidden:
     if (si < 0) throw bad(source, m.sharedExpert.intermediateField, `expected a non-negative size, got ${si}`);
     if (si > 0) shared = { intermediate: si };
   }
-  let sparse: boolean[];
-  if (m.sparseLayers === 'all') sparse = new Array<boolean>(numLayers).fill(true);
-  else {
+  let isSparse: (b: number) => boolean;
+  let anyDense: boolean;
+  if (m.sparseLayers === 'all') {
+    isSparse = (b) => b >= 0 && b < numLayers;
+    anyDense = false;
+  } else {
     // transformers' Qwen MoE decoder layer: sparse iff not in mlp_only_layers and (layer + 1) % decoder_sparse_step == 0.
     const step = num(c, source, 'decoder_sparse_step', { int: true, positive: true, fallback: 1 });
     const only = intList(c, source, 'mlp_only_layers');
     for (const l of only) if (l < 0 || l >= numLayers) throw bad(source, 'mlp_only_layers', `layer ${l} is outside 0…${numLayers - 1}`);
-    sparse = Array.from({ length: numLayers }, (_, l) => !only.includes(l) && (l + 1) % step === 0);
+    isSparse = (l) => l >= 0 && l < numLayers && !only.includes(l) && (l + 1) % step === 0;
+    anyDense = only.length > 0 || step > 1;
   }
   refuseUnless(c, source, 'router_jitter_noise', (v) => v === 0 || v === null || typeof v === 'number', 'router jitter');
   void hidden;
-  return { numExperts, topK, intermediate, normTopK, shared, sparse };
+  return { numExperts, topK, intermediate, normTopK, shared, isSparse, anyDense };
 }
 
 /** Validates a parsed config.json object (`source` names the file in errors). */
@@ -270,7 +279,7 @@ export function parseModelConfig(j: unknown, source: string): ModelConfig {
   if (mlpBias && family.mlp.kind === 'moe') throw bad(source, 'mlp_bias', `MLP biases are not part of a ${family.name} model`);
   const sliding = parseSliding(family, c, source, numLayers);
   const moe = parseMoe(family, c, source, numLayers, hiddenSize);
-  const needsDense = !moe || moe.sparse.some((s) => !s);
+  const needsDense = !moe || moe.anyDense;
   return {
     source,
     family: family.name,
@@ -293,7 +302,7 @@ export function parseModelConfig(j: unknown, source: string): ModelConfig {
     mlpBias,
     qkNorm: family.qkNorm,
     slidingWindow: sliding.window,
-    slidingLayers: sliding.layers,
+    isSlidingLayer: sliding.layers,
     moe,
     dtype: String(c.dtype ?? c.torch_dtype ?? 'float32'),
   };
@@ -366,7 +375,7 @@ export interface BlockKind {
 }
 
 export function blockKind(cfg: ModelConfig, b: number): BlockKind {
-  return { sliding: cfg.slidingLayers[b] ?? false, moe: cfg.moe?.sparse[b] ?? false };
+  return { sliding: cfg.isSlidingLayer(b), moe: cfg.moe?.isSparse(b) ?? false };
 }
 
 export const blockKindKey = (k: BlockKind) => `${k.sliding ? 'swa' : 'full'}-${k.moe ? 'moe' : 'dense'}`;
@@ -381,7 +390,7 @@ export function representativeBlock(cfg: ModelConfig, kind: BlockKind): number {
 function mlpNames(cfg: ModelConfig, b: number) {
   const f = FAMILIES.find((x) => x.name === cfg.family)!;
   if (f.mlp.kind === 'dense') return { dense: f.mlp };
-  if (cfg.moe?.sparse[b]) return { moe: f.mlp.moe };
+  if (cfg.moe?.isSparse(b)) return { moe: f.mlp.moe };
   return { dense: f.mlp.dense! };
 }
 

@@ -196,7 +196,7 @@ for (const [what, cfg] of synthConfigs)
             `${k} accumulated abs`,
           );
         }
-        if (cfg.moe?.sparse[l]) {
+        if (cfg.moe?.isSparse(l)) {
           // Rows routed to each expert: the graph's top-k against the reference's sort.
           const E = cfg.moe.numExperts;
           const want = Array.from({ length: E }, (_, e) => refs.reduce((s2, rf) => s2 + rf.trace.routed.get(e)!.filter(Boolean).length, 0));
