@@ -31,7 +31,8 @@ Usage:
 
 quantize:
   A bare .safetensors file is quantized data-free (H = I): every 2-D tensor, one line each.
-  A Hugging Face Llama folder is quantized block by block on calibration text (--calib).
+  A model folder (config.json + safetensors; llama, mistral, qwen2, qwen3, mixtral, qwen2_moe,
+  qwen3_moe) is quantized block by block on calibration text (--calib).
   --out DIR           run directory (checkpoints, reports, the native quantized model)
   --resume            continue from the last complete block of DIR (refused if incompatible)
   --eval FILE         after the run, perplexity of the exported model on FILE (repeatable)

@@ -362,6 +362,12 @@ export function statKey(l: { input: LinearInput; expert?: number }, allTokens = 
   return allTokens ? `${l.input}@${l.expert}:all` : `${l.input}@${l.expert}`;
 }
 
+/** The statistic a key is measured as: an expert's mlp_in over every token is the block's mlp_in itself. */
+export function measuredStatKey(k: StatKey): StatKey {
+  const p = parseStatKey(k);
+  return p.input === 'mlp_in' && p.allTokens ? 'mlp_in' : k;
+}
+
 export function parseStatKey(k: string): { input: LinearInput; expert?: number; allTokens: boolean } {
   const m = /^([a-z_]+)(?:@(\d+)(:all)?)?$/.exec(k);
   if (!m || !(LINEAR_INPUTS as readonly string[]).includes(m[1])) throw new Error(`not a statistic key: ${k}`);

@@ -1,6 +1,6 @@
 // Perplexity (protocol: non-overlapping windows, model/perplexity.ts) of whatever a path holds:
 // a run directory (its native output, loaded back from disk — the model as exported), a native
-// export, an F16 export or any float Hugging Face Llama folder.
+// export, an F16 export or any float model folder of a supported family.
 
 import { existsSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
@@ -37,7 +37,7 @@ export async function evalPath(path: string, texts: string[], opts: EvalOptions,
         ErrorCode.InvalidParams,
         `${dir} quantized bare tensors (data-free): there is no model to evaluate`,
         dir,
-        'perplexity needs a Hugging Face Llama folder run',
+        'perplexity needs a run of a model folder (config.json + safetensors)',
       );
     if (!m.complete)
       throw new ProtocolError(

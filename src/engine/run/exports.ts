@@ -9,6 +9,7 @@ import { copyFileSync, existsSync, readFileSync, readdirSync, statSync, writeFil
 import { join, resolve } from 'node:path';
 import { ErrorCode, type EngineRequests, type ExportFormat } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
+import { parseConfigText, stringifyConfig } from '../io/config_json';
 import { f32ArrayToF16 } from '../io/dtypes';
 import { SafetensorsWriter, type TensorSpec } from '../io/safetensors_writer';
 import { throwIfCancelled } from './cancel';
@@ -52,11 +53,11 @@ export function writeF16Export(nativeDir: string, outDir: string, signal?: Abort
         w.abort();
         throw e;
       }
-      const cfg = JSON.parse(readFileSync(join(nativeDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+      const cfg = parseConfigText(readFileSync(join(nativeDir, 'config.json'), 'utf8'));
       delete cfg.quantization_config;
       cfg.dtype = 'float16';
       if ('torch_dtype' in cfg) cfg.torch_dtype = 'float16';
-      writeFileSync(join(tmp, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
+      writeFileSync(join(tmp, 'config.json'), stringifyConfig(cfg));
       for (const f of SIDE_FILES) if (existsSync(join(nativeDir, f))) copyFileSync(join(nativeDir, f), join(tmp, f));
     });
   } finally {

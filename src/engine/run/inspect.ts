@@ -1,4 +1,4 @@
-// model/inspect: what a path holds — a Hugging Face Llama folder (config.json + safetensors) or a
+// model/inspect: what a path holds — a Hugging Face model folder of a supported family (config.json + safetensors) or a
 // bare safetensors file (data-free mode: every 2-D float tensor is a quantizable "linear").
 
 import { existsSync, statSync } from 'node:fs';

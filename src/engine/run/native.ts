@@ -7,6 +7,7 @@
 // `openNativeModel` loads it back and dequantizes layer by layer: perplexity and every other
 // export are computed from this file, i.e. from the model as exported.
 
+import { parseConfigText, stringifyConfig } from '../io/config_json';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ErrorCode } from '../../protocol/messages';
@@ -100,9 +101,9 @@ export function writeNativeOutput(dir: RunDir, model: OpenedModel, m: RunManifes
         throw e;
       }
       if (model.summary.kind === 'llama') {
-        const cfg = JSON.parse(readFileSync(join(model.summary.path, 'config.json'), 'utf8')) as Record<string, unknown>;
+        const cfg = parseConfigText(readFileSync(join(model.summary.path, 'config.json'), 'utf8'));
         cfg.quantization_config = quantizationConfig(m);
-        writeFileSync(join(tmp, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
+        writeFileSync(join(tmp, 'config.json'), stringifyConfig(cfg));
         for (const s of SIDE_FILES) if (existsSync(join(model.summary.path, s))) copyFileSync(join(model.summary.path, s), join(tmp, s));
       }
     });

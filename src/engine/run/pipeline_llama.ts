@@ -383,7 +383,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
             const n = Math.sqrt(st.H.length);
             // Cached for layer/requantize in float32 (half the disk of float64: 1.4 GB per 7B block).
             hessTensors.push(
-              { name: `${k}::H`, dtype: 'F32', shape: [n, n], data: st.H32 },
+              { name: `${k}::H`, dtype: 'F32', shape: [n, n], data: st.H32 }, // read back by requantize.ts (measuredStatKey)
               { name: `${k}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(st.absMean) },
             );
           }

@@ -14,6 +14,7 @@ import { atomicWriteFile } from '../io/atomic';
 import { SafetensorsFile } from '../io/safetensors';
 import { writeSafetensorsAtomic, type TensorData } from '../io/safetensors_writer';
 import { openModel } from './inspect';
+import { measuredStatKey, type StatKey } from '../model/config';
 import { quantizeLayer } from './quantize_layer';
 import { openBackend } from '../backend/open';
 import { RunDir, summaryOf, type RunManifest } from './rundir';
@@ -47,7 +48,8 @@ export async function requantizeLayer(runDir: string, layer: string, overrides: 
   try {
     const lin = model.linears.find((l) => l.name === layer);
     if (!lin) throw new ProtocolError(ErrorCode.IncompatibleCheckpoint, `${m.modelPath} no longer has layer ${layer}`, layer);
-    const stats = m.kind === 'llama' ? readHessian(dir, before.block, lin.input) : undefined;
+    // The statistic the run quantized it with (an expert's routed tokens, or all of them).
+    const stats = m.kind === 'llama' ? readHessian(dir, before.block, measuredStatKey((before.statistic as StatKey | undefined) ?? lin.input)) : undefined;
     // The run's backend; the layer view compares the candidate with RTN and GPTQ on the same H.
     const { backend } = await openBackend(m.config.backend ?? 'auto', m.config.threads ?? 0);
     let out: Awaited<ReturnType<typeof quantizeLayer>>;
