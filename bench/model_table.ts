@@ -12,7 +12,7 @@
 //   node --import tsx bench/model_table.ts [--models tiny,small,base] [--models-dir DIR]
 //        [--methods fp,rtn,gptq,lopro,lopro_v] [--bits 2,3] [--ep cpu|webgpu|cuda|auto]
 //        [--text-dir fixtures/text] [--baselines FILE] [--out bench/out] [--resume] [--append]
-//        [--samples N (not protocol)] [--ctx N (default: the protocol's, tiny 256)] [--no-budget] [--table-only]
+//        [--ranks 0,2 (LoPRo rows at fixed ranks)] [--samples N (not protocol)] [--ctx N (default: the protocol's, tiny 256)] [--no-budget] [--table-only]
 //
 // --resume skips rows already in <out>/model_table.json; --table-only prints (and --append appends)
 // the table of that JSON without running anything (e.g. here, on the device's JSON, for baselines).
@@ -70,7 +70,7 @@ export interface Row {
 const TEXTS = ['persuasion', 'jargon_tail'];
 /** The protocol's ctx per fixture model (protocol.md's table). The engine's default (max_position_embeddings
  *  capped at 512) gives 512 for tiny, whose protocol ctx is 256: positions past 256 were never trained. */
-const PROTOCOL_CTX: Record<string, number> = { tiny: 256, small: 512, base: 512 };
+const PROTOCOL_CTX: Record<string, number> = { tiny: 256, small: 512, base: 512, qwen3s: 256, mixtrals: 256 };
 const BUDGET: Record<number, number> = { 2: 2.25, 3: 3.25 };
 
 const repoRoot = (() => {
@@ -252,12 +252,15 @@ async function main(): Promise<void> {
       const shapes = om.summary.linears.map((l) => ({ rows: l.rows, cols: l.cols }));
       om.ckpt.close();
       // Plan: (label, method, bits, rank?) per requested method × bits, plus budgeted LoPRo rows.
+      // --ranks 0,2: LoPRo rows at those fixed ranks too (compare with GPTQ at about equal bpw).
+      const fixedRanks = (a.get('ranks') ?? '').split(',').filter(Boolean).map(Number);
       const plan: { label: string; method: Method | 'fp'; bits: number; rank?: number; clip?: 'mse'; budget?: boolean }[] = [];
       if (methods.includes('fp')) plan.push({ label: 'fp', method: 'fp', bits: 0 });
       for (const bits of bitsList)
         for (const { method, clip, name } of methodSpecs) {
           if (method === 'fp') continue;
           plan.push({ label: name, method, bits, clip });
+          if (method === 'lopro' || method === 'lopro_v') for (const r of fixedRanks) plan.push({ label: `${name} r=${r}`, method, bits, rank: r, clip });
           if (budgeted && (method === 'lopro' || method === 'lopro_v') && BUDGET[bits] !== undefined) {
             const r = budgetRank(shapes, method, bits, BUDGET[bits]);
             if (r < 0)

@@ -9,6 +9,10 @@
 //        [--heads 32] [--kv-heads 32] [--tokenizer-from ../shared/fixtures/models/base] [--distinct N]
 // --distinct N: only N different blocks, block b repeats block b mod N's weights (a 32-block 7B-shaped
 // file in ~1 min instead of ~12: the generator, not the disk, is the slow part; timing does not care).
+// --experts E [--topk K]: a Mixtral-shaped model instead (model_type mixtral, block_sparse_moe with a router
+// `gate` [E, hidden] and experts w1/w3/w2 of --mlp); the experts of a block share one random draw (the
+// generator again; each expert still sees its own routed tokens, so its Hessian and its quantization differ).
+//   Mixtral-8x7B: --hidden 4096 --mlp 14336 --heads 32 --kv-heads 8 --experts 8 --topk 2
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -30,6 +34,8 @@ const heads = Number(arg('heads', '32')),
   kvHeads = Number(arg('kv-heads', '32')),
   headDim = hidden / heads;
 const distinct = Math.max(1, Math.min(blocks, Number(arg('distinct', String(blocks)))));
+const experts = Number(arg('experts', '0')),
+  topK = Number(arg('topk', '2'));
 const tokDir = arg('tokenizer-from', path.join(__dirname, '..', '..', 'shared', 'fixtures', 'models', 'base'));
 
 const t0 = performance.now();
@@ -40,8 +46,9 @@ fs.writeFileSync(
   path.join(out, 'config.json'),
   JSON.stringify(
     {
-      architectures: ['LlamaForCausalLM'],
-      model_type: 'llama',
+      ...(experts
+        ? { architectures: ['MixtralForCausalLM'], model_type: 'mixtral', num_local_experts: experts, num_experts_per_tok: topK, sliding_window: null, router_jitter_noise: 0.0 }
+        : { architectures: ['LlamaForCausalLM'], model_type: 'llama' }),
       hidden_size: hidden,
       intermediate_size: mlp,
       num_hidden_layers: blocks,
@@ -51,7 +58,7 @@ fs.writeFileSync(
       vocab_size: vocab,
       max_position_embeddings: 4096,
       rms_norm_eps: 1e-5,
-      rope_theta: 10000,
+      rope_theta: experts ? 1e6 : 10000,
       hidden_act: 'silu',
       tie_word_embeddings: true,
       attention_bias: false,
@@ -70,10 +77,12 @@ const linears: [string, number, number][] = [
   ['self_attn.k_proj', kvHeads * headDim, hidden],
   ['self_attn.v_proj', kvHeads * headDim, hidden],
   ['self_attn.o_proj', hidden, hidden],
-  ['mlp.gate_proj', mlp, hidden],
-  ['mlp.up_proj', mlp, hidden],
-  ['mlp.down_proj', hidden, mlp],
 ];
+if (experts) {
+  linears.push(['block_sparse_moe.gate', experts, hidden]);
+  for (let e = 0; e < experts; e++)
+    linears.push([`block_sparse_moe.experts.${e}.w1`, mlp, hidden], [`block_sparse_moe.experts.${e}.w3`, mlp, hidden], [`block_sparse_moe.experts.${e}.w2`, hidden, mlp]);
+} else linears.push(['mlp.gate_proj', mlp, hidden], ['mlp.up_proj', mlp, hidden], ['mlp.down_proj', hidden, mlp]);
 const specs = [{ name: 'model.embed_tokens.weight', dtype: 'F16' as const, shape: [vocab, hidden] }];
 for (let b = 0; b < blocks; b++) {
   specs.push({ name: `model.layers.${b}.input_layernorm.weight`, dtype: 'F16', shape: [hidden] });
@@ -89,7 +98,9 @@ const repeats = new Map<string, Uint16Array[]>();
 /** rows×cols F16, written in ≤ 32 MiB row chunks. */
 function writeMatrix(name: string, rows: number, cols: number, std: number): void {
   const m = /^model\.layers\.(\d+)\.(.*)$/.exec(name);
-  const key = m && distinct < blocks ? `${Number(m[1]) % distinct}/${m[2]}` : undefined;
+  // A block's experts share expert 0's draw; blocks past --distinct repeat an earlier block.
+  const local = m?.[2].replace(/experts\.\d+\./, 'experts.0.');
+  const key = m && (distinct < blocks || /experts\.\d+\./.test(m[2])) ? `${Number(m[1]) % distinct}/${local}` : undefined;
   const again = key ? repeats.get(key) : undefined;
   if (again) {
     for (const buf of again) w.writeChunk(name, buf);
@@ -120,5 +131,5 @@ for (const s of specs) {
 w.finish();
 const bytes = fs.statSync(path.join(out, 'model.safetensors')).size;
 process.stdout.write(
-  `synth_llama: ${out}: ${blocks} blocks (${distinct} distinct), hidden ${hidden}, mlp ${mlp}, vocab ${vocab}, ${(bytes / 1e9).toFixed(2)} GB F16 in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
+  `synth_llama: ${out}: ${blocks} blocks (${distinct} distinct)${experts ? `, ${experts} experts (top-${topK})` : ''}, hidden ${hidden}, mlp ${mlp}, vocab ${vocab}, ${(bytes / 1e9).toFixed(2)} GB F16 in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`,
 );

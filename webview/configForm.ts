@@ -18,6 +18,8 @@ export type FormKey =
   | 'calibText'
   | 'calibSamples'
   | 'ctx'
+  | 'expertCalibration'
+  | 'expertMinTokens'
   | 'ep'
   | 'backend'
   | 'threads'
@@ -34,6 +36,8 @@ export interface FormField {
   options?: readonly (string | number)[];
   /** number: its range (config.ts RANGES), for the field's min / max / step. */
   range?: NumRange;
+  /** Shown only for a mixture-of-experts model. */
+  moe?: boolean;
 }
 
 const choices = (k: keyof typeof CHOICES) => CHOICES[k] as readonly (string | number)[];
@@ -58,6 +62,24 @@ export const FORM_FIELDS: readonly FormField[] = [
   { key: 'calibText', label: 'Calibration text', control: 'text', section: 'calibration', help: 'UTF-8 text file; empty = data-free (H = I).' },
   { key: 'calibSamples', label: 'Calibration samples', control: 'number', section: 'calibration', range: range('calibSamples'), help: 'Windows of ctx tokens (protocol: 128).' },
   { key: 'ctx', label: 'Context (tokens)', control: 'number', section: 'calibration', range: range('ctx'), help: "0 = the model's protocol context." },
+  {
+    key: 'expertCalibration',
+    label: 'Expert calibration',
+    control: 'select',
+    section: 'calibration',
+    options: choices('expertCalibration'),
+    moe: true,
+    help: "routed = each expert's Hessian from the tokens its router sends it; all = from every token (llm-compressor's calibrate_all_experts).",
+  },
+  {
+    key: 'expertMinTokens',
+    label: 'Fewest routed tokens per expert',
+    control: 'number',
+    section: 'calibration',
+    range: range('expertMinTokens'),
+    moe: true,
+    help: 'An expert routed fewer calibration tokens than this is calibrated on every token (the layer view says which).',
+  },
   { key: 'ep', label: 'Execution provider', control: 'select', section: 'compute', options: choices('ep'), help: 'ONNX Runtime EP for the forward passes.' },
   {
     key: 'backend',

@@ -30,11 +30,18 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
   const startBtn = h('vscode-button', { id: 'start' }, 'Start quantization') as HTMLElement & { disabled: boolean };
   const cancelBtn = h('vscode-button', { id: 'cancel', secondary: true, onclick: () => post({ type: 'cancel' }) }, 'Cancel');
 
-  const group = (key: string, label: string | null, control: HTMLElement, help: string) => {
+  /** Mixture-of-experts fields, hidden until the model turns out to have experts. */
+  const moeGroups: HTMLElement[] = [];
+  const group = (key: string, label: string | null, control: HTMLElement, help: string, moe = false) => {
     const helper = h('vscode-form-helper', { id: `help-${key}` }, help);
     helper.dataset.help = help;
     helpers.set(key, helper);
-    return h('vscode-form-group', { variant: 'vertical' }, label ? h('vscode-label', { for: key }, label) : null, control, helper);
+    const g = h('vscode-form-group', { variant: 'vertical', id: `group-${key}` }, label ? h('vscode-label', { for: key }, label) : null, control, helper);
+    if (moe) {
+      g.hidden = true;
+      moeGroups.push(g);
+    }
+    return g;
   };
   const pickBtn = (field: 'calibText' | 'outputFolder') => h('vscode-button', { id: `pick-${field}`, secondary: true, onclick: () => post({ type: 'pick', field }) }, 'Browse…');
   const textfield = (key: string, type: string, attrs: Record<string, number> = {}) => {
@@ -63,7 +70,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
     return el;
   }
   const fieldsOf = (section: FormField['section']) =>
-    FORM_FIELDS.filter((f) => f.section === section).map((f) => group(f.key, f.control === 'toggle' ? null : f.label, control(f), f.help));
+    FORM_FIELDS.filter((f) => f.section === section).map((f) => group(f.key, f.control === 'toggle' ? null : f.label, control(f), f.help, f.moe));
 
   const form = h(
     'div',
@@ -197,8 +204,10 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
     summary = m.summary;
     config = m.config;
     title.textContent = `LoPRo: Quantize ${m.modelPath.split(/[\\/]/).pop()}`;
+    const experts = new Set(m.summary?.linears.filter((l) => l.expert !== undefined).map((l) => l.expert)).size;
+    for (const g of moeGroups) g.hidden = experts === 0;
     modelLine.textContent = m.summary
-      ? `${m.modelPath} · ${m.summary.kind} · ${m.summary.numBlocks} blocks · ${m.summary.dtypes.join('/')} · ${bytes(m.summary.totalBytes)}`
+      ? `${m.modelPath} · ${m.summary.family ?? m.summary.kind}${experts ? ` (${experts} experts)` : ''} · ${m.summary.numBlocks} blocks · ${m.summary.dtypes.join('/')} · ${bytes(m.summary.totalBytes)}`
       : `${m.modelPath} · could not inspect: ${m.inspectError?.message ?? 'unknown error'}`;
     // The elements render asynchronously: set values once they are defined.
     void customElements.whenDefined('vscode-textfield').then(() => {

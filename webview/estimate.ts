@@ -18,21 +18,46 @@ export interface Estimate {
   peakBytes: number;
 }
 
+/** The statistic (Hessian) a linear is quantized with: q/k/v share one, gate/up share one, per expert. */
+function statisticOf(module: string, expert?: number): { key: string; stage: string } {
+  const role = module.replace(/^experts\.\d+\./, '').replace(/^shared_expert\./, 'shared.');
+  const stage = ['q_proj', 'k_proj', 'v_proj'].includes(role)
+    ? 'attn_in'
+    : role === 'o_proj'
+      ? 'attn_out'
+      : ['gate_proj', 'up_proj', 'w1', 'w3', 'shared.gate_proj', 'shared.up_proj'].includes(role)
+        ? 'mlp_in'
+        : role.startsWith('shared.')
+          ? 'shared_act'
+          : 'mlp_act';
+  return { key: `${stage}@${expert ?? ''}`, stage };
+}
+
+/** Float32 Hessians one statistics pass holds at most (the engine splits an MoE block's experts into passes). */
+const PASS_HESSIAN_BYTES = 2 * 2 ** 30;
+
 /**
  * Peak memory, roughly: the model as float32, calibration activations of one block boundary
- * (inputs + outputs, float32, spilled above memoryBudgetMB), the float64 Hessians of one block
- * (one per distinct input: q/k/v share one, gate/up share one) and the float64 working copies of
- * the largest layer (W, residual, low-rank, error ≈ 4 copies).
+ * (inputs + outputs, float32, spilled above memoryBudgetMB), the Hessians of the largest block (its
+ * float32 cache for re-quantizing, plus one pass of float64 working copies: an MoE block's experts are
+ * measured in passes of at most 2 GiB) and the float64 working copies of the largest layer (W,
+ * residual, low-rank, error ≈ 4 copies).
  */
 export function peakMemoryBytes(s: ModelSummary, c: QuantizeConfig): number {
   const hidden = s.linears.find((l) => l.module === 'q_proj')?.cols ?? Math.max(0, ...s.linears.map((l) => l.cols));
   const ctx = c.ctx || s.ctx || 512;
   const samples = c.calibText ? c.calibSamples : 1;
   const acts = Math.min(2 * samples * ctx * hidden * 4, c.memoryBudgetMB * 2 ** 20);
-  const block0 = s.linears.filter((l) => l.block === 0);
-  const distinctCols = new Map<string, number>();
-  for (const l of block0) distinctCols.set(['q_proj', 'k_proj', 'v_proj'].includes(l.module) ? 'qkv' : ['gate_proj', 'up_proj'].includes(l.module) ? 'gu' : l.module, l.cols);
-  const hessians = [...distinctCols.values()].reduce((a, n) => a + n * n * 8, 0);
+  let hessians = 0;
+  for (let b = 0; b < s.numBlocks; b++) {
+    const keys = new Map<string, { stage: string; n: number }>();
+    for (const l of s.linears) if (l.block === b) keys.set(statisticOf(l.module, l.expert).key, { stage: statisticOf(l.module, l.expert).stage, n: l.cols });
+    const cache = [...keys.values()].reduce((a, k) => a + k.n * k.n * 4, 0);
+    const stages = new Map<string, number>();
+    for (const k of keys.values()) stages.set(k.stage, (stages.get(k.stage) ?? 0) + k.n * k.n * 4);
+    const pass = Math.max(0, ...[...stages.values()].map((v) => Math.min(v, PASS_HESSIAN_BYTES)));
+    hessians = Math.max(hessians, cache + 2 * pass);
+  }
   const largest = Math.max(0, ...s.linears.map((l) => l.rows * l.cols));
   return s.params * 4 + acts + hessians + largest * 8 * 4;
 }

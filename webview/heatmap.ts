@@ -21,41 +21,48 @@ export interface HeatmapOptions {
   color?: (t: number) => string;
 }
 
+/**
+ * The heatmap column of a layer: its module, or for a mixture-of-experts block one column per expert role
+ * (`experts.gate_proj`, `experts.w1`) whose cell holds every expert of the block: 8 or 128 experts stay
+ * one readable row per block.
+ */
+export function columnOf(l: LinearLayerInfo): string {
+  return l.expert === undefined ? l.module : l.module.replace(/^experts\.\d+\./, 'experts.');
+}
+
+/** Header text of a column: `q`, `gate`, `experts w1`, `shared gate`. */
+export function columnLabel(col: string): string {
+  return col
+    .replace('_proj', '')
+    .replace(/^experts\./, 'experts ')
+    .replace(/^shared_expert\./, 'shared ');
+}
+
 export function drawHeatmap(container: HTMLElement, layers: LinearLayerInfo[], o: HeatmapOptions): void {
   clear(container);
-  const modules = [...new Set(layers.map((l) => l.module))].sort((a, b) => rank(a) - rank(b));
+  const columns = [...new Set(layers.map(columnOf))].sort((a, b) => rank(a) - rank(b));
   const blocks = [...new Set(layers.map((l) => l.block))].sort((a, b) => a - b);
-  const byKey = new Map(layers.map((l) => [`${l.block}/${l.module}`, l]));
+  const byKey = new Map<string, LinearLayerInfo[]>();
+  for (const l of layers) {
+    const k = `${l.block}/${columnOf(l)}`;
+    byKey.set(k, [...(byKey.get(k) ?? []), l]);
+  }
   const grid = h('div', { class: 'heatmap', role: 'grid' });
-  grid.style.gridTemplateColumns = `auto repeat(${modules.length}, minmax(56px, 1fr))`;
-  grid.append(h('div', { class: 'hm-corner' }, 'block'), ...modules.map((m) => h('div', { class: 'hm-col' }, m.replace('_proj', ''))));
+  grid.style.gridTemplateColumns = `auto ${columns.map((c) => (c.startsWith('experts.') ? 'minmax(120px, 2fr)' : 'minmax(56px, 1fr)')).join(' ')}`;
+  grid.append(h('div', { class: 'hm-corner' }, 'block'), ...columns.map((c) => h('div', { class: 'hm-col' }, columnLabel(c))));
   for (const b of blocks) {
     grid.append(h('div', { class: 'hm-row' }, String(b)));
-    for (const m of modules) {
-      const l = byKey.get(`${b}/${m}`);
-      if (!l) {
-        grid.append(h('div', { class: 'hm-empty' }));
-        continue;
+    for (const c of columns) {
+      const ls = byKey.get(`${b}/${c}`);
+      if (!ls) grid.append(h('div', { class: 'hm-empty' }));
+      else if (ls[0].expert === undefined) grid.append(cellOf(ls[0], o, false));
+      else {
+        // One small cell per expert, in expert order; the label is the expert's number.
+        const group = h('div', { class: 'hm-experts', 'data-block': String(b), 'data-column': c });
+        group.style.gridTemplateColumns = `repeat(${Math.min(ls.length, 16)}, 1fr)`;
+        group.append(...ls.sort((x, y) => x.expert! - y.expert!).map((l) => cellOf(l, o, true)));
+        grid.append(group);
       }
-      const v = o.values.get(l.name);
-      const done = v !== undefined;
-      const cell = h(
-        'button',
-        {
-          class: `hm-cell${done ? ' done' : ' pending'}${o.selected === l.name ? ' selected' : ''}`,
-          'data-layer': l.name,
-          title: `${l.name} (${l.rows}×${l.cols})${done ? `: ${o.format(v)}` : ': pending'}`,
-          disabled: !done || !o.onClick,
-        },
-        done ? o.format(v) : '…',
-      );
-      if (done) {
-        const t = o.scale(v);
-        cell.style.backgroundColor = (o.color ?? heatColor)(t);
-        cell.style.color = o.color ? '#f5f5f5' : heatTextColor(t);
-        if (o.onClick) cell.addEventListener('click', () => o.onClick!(l));
-      }
-      grid.append(cell);
     }
   }
   const legend = h('div', { class: 'hm-legend' }, h('span', {}, o.legend[0]), h('div', { class: 'hm-ramp' }), h('span', {}, o.legend[1]));
@@ -68,9 +75,39 @@ export function drawHeatmap(container: HTMLElement, layers: LinearLayerInfo[], o
   container.append(grid, legend);
 }
 
-const rank = (m: string) => {
-  const i = MODULE_ORDER.indexOf(m);
-  return i < 0 ? 100 : i;
+function cellOf(l: LinearLayerInfo, o: HeatmapOptions, expert: boolean): HTMLElement {
+  const v = o.values.get(l.name);
+  const done = v !== undefined;
+  const cell = h(
+    'button',
+    {
+      class: `hm-cell${expert ? ' hm-expert' : ''}${done ? ' done' : ' pending'}${o.selected === l.name ? ' selected' : ''}`,
+      'data-layer': l.name,
+      title: `${l.name} (${l.rows}×${l.cols})${done ? `: ${o.format(v)}` : ': pending'}`,
+      disabled: !done || !o.onClick,
+    },
+    expert ? String(l.expert) : done ? o.format(v) : '…',
+  );
+  if (done) {
+    const t = o.scale(v);
+    cell.style.backgroundColor = (o.color ?? heatColor)(t);
+    cell.style.color = o.color ? '#f5f5f5' : heatTextColor(t);
+    if (o.onClick) cell.addEventListener('click', () => o.onClick!(l));
+  }
+  return cell;
+}
+
+/** Attention first, then the dense MLP, the experts, the shared expert (each in gate, up, down order). */
+const rank = (c: string) => {
+  const role = (m: string) => {
+    const i = MODULE_ORDER.indexOf(m);
+    if (i >= 0) return i;
+    const j = ['w1', 'w3', 'w2'].indexOf(m);
+    return j < 0 ? 50 : 4 + j;
+  };
+  if (c.startsWith('experts.')) return 100 + role(c.slice(8));
+  if (c.startsWith('shared_expert.')) return 200 + role(c.slice(14));
+  return role(c);
 };
 
 /** A log-scale mapping over the given values (flat when all are equal). */

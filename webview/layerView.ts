@@ -270,6 +270,12 @@ function histConfig(d: LayerDetails, series: [string, number[], string][]) {
   };
 }
 
+/** An expert's calibration: the tokens its router sent it, and whether its Hessian used those or every token. */
+export function expertCalibration(r: LayerReport): string {
+  const all = r.statistic?.endsWith(':all');
+  return `expert ${r.expert}: ${r.tokens ?? 0} calibration tokens routed to it; Hessian from ${all ? 'every calibration token' : 'its routed tokens'}`;
+}
+
 function reportTable(r: LayerReport): HTMLElement {
   const row = (k: string, v: string) => h('tr', {}, h('th', {}, k), h('td', {}, v));
   return h(
@@ -277,6 +283,7 @@ function reportTable(r: LayerReport): HTMLElement {
     { class: 'kv' },
     row('Config', `${r.config.method}, ${r.config.bits} bits, group ${r.config.groupSize}, rank ${r.config.rank}`),
     row('Bits / weight', fmt(r.bpw, 3)),
+    r.expert !== undefined ? row('Expert', expertCalibration(r)) : null,
     row('Rel. proxy loss', pct(r.relProxyLoss)),
     row('Proxy loss tr(ΔHΔᵀ)', fmt(r.proxyLoss, 4)),
     r.lowRankEnergy !== undefined ? row('Low-rank energy', pct(r.lowRankEnergy)) : null,

@@ -510,7 +510,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   }
   hooks.log(
     'info',
-    `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background)`,
+    `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background); peak host memory ${(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2)} GiB`,
   );
   // Copies vs compute vs graph building: the runtime's counters over the whole run.
   const c = rt.counters,

@@ -63,3 +63,35 @@ test('output size = quantized linears at bpw + the rest as stored; peak memory g
   const big = estimate(summary, cfg({ calibText: 'a.txt', calibSamples: 128, ctx: 256 })).peakBytes;
   assert.ok(big > small, `${big} <= ${small}`);
 });
+
+/** A Mixtral-shaped summary: attention plus E experts of w1/w3/w2 per block. */
+function moeSummary(E: number): ModelSummary {
+  const ls: LinearLayerInfo[] = [];
+  for (let b = 0; b < 2; b++) {
+    for (const [module, rows, cols] of MODULES.slice(0, 4)) ls.push({ name: `model.layers.${b}.self_attn.${module}`, block: b, module, rows, cols });
+    for (let e = 0; e < E; e++)
+      for (const [w, rows, cols] of [
+        ['w1', 512, 256],
+        ['w3', 512, 256],
+        ['w2', 256, 512],
+      ] as const)
+        ls.push({ name: `model.layers.${b}.block_sparse_moe.experts.${e}.${w}`, block: b, module: `experts.${e}.${w}`, rows, cols, expert: e });
+  }
+  const p = ls.reduce((a, l) => a + l.rows * l.cols, 0);
+  return { ...summary, params: p, totalBytes: 2 * p, numBlocks: 2, linears: ls };
+}
+
+test('mixture of experts: every expert counts in bpw and size; each expert has its own Hessians in the peak', () => {
+  const c = cfg({ calibText: 'a.txt' });
+  const s8 = moeSummary(8);
+  const e8 = estimate(s8, c);
+  const expertWeights = 2 * 8 * 3 * 512 * 256;
+  let want = 0;
+  for (const l of s8.linears) want += bitsPerWeight(c, l.rows, l.cols) * l.rows * l.cols;
+  assert.ok(Math.abs(e8.bpw * s8.params - want) < 1e-6 * want);
+  assert.ok(e8.outputBytes > (e8.bpw * expertWeights) / 8);
+  // 8 more experts: 16 more Hessians per block (gate/up input, down input) of 256² and 512² floats.
+  const e16 = estimate(moeSummary(16), c);
+  const moreHessians = 8 * (256 * 256 + 512 * 512) * 4;
+  assert.ok(e16.peakBytes - e8.peakBytes >= moreHessians, `${e16.peakBytes - e8.peakBytes} < ${moreHessians}`);
+});
