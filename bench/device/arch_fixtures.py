@@ -97,10 +97,15 @@ def make(out, steps):
     torch.manual_seed(0)
     train = tokens('fixtures/text/train.txt')
     texts = {os.path.basename(t)[:-4]: tokens(t) for t in TEXTS}
-    refs = {'steps': steps, 'transformers': T.__version__, 'torch': torch.__version__, 'device': torch.cuda.get_device_name() if DEV == 'cuda' else 'cpu',
-            'ctx': CTX, 'train_tokens': len(train), 'models': {}}
+    refs_file = os.path.join(out, 'references.json')
+    # Models already measured in OUT are kept (a long CPU run can be resumed model by model).
+    refs = json.load(open(refs_file)) if os.path.exists(refs_file) else {
+        'steps': steps, 'transformers': T.__version__, 'torch': torch.__version__,
+        'device': torch.cuda.get_device_name() if DEV == 'cuda' else 'cpu', 'ctx': CTX, 'train_tokens': len(train), 'models': {}}
     data = torch.tensor(train, device=DEV)
     for name, make_cfg in FAMILIES.items():
+        if name in refs['models']:
+            continue
         t0 = time.time()
         torch.manual_seed(1234)
         cfg = make_cfg()
@@ -139,7 +144,8 @@ def make(out, steps):
             entry['routed_calibration_tokens'] = routed_counts(m, cfg, train)
         refs['models'][name] = entry
         print(name, json.dumps({k: v for k, v in entry.items() if k != 'tensors'}), flush=True)
-    json.dump(refs, open(os.path.join(out, 'references.json'), 'w'), indent=1)
+        json.dump(refs, open(refs_file + '.tmp', 'w'), indent=1)
+        os.replace(refs_file + '.tmp', refs_file)
 
 
 def check(dirs):
