@@ -14,6 +14,7 @@ W=$(mktemp -d /tmp/lopro-ui-XXXX)
 cs_prepare "$W" "$PORT"
 mkdir -p "$W/ws"
 cp -r fixtures/tiny "$W/ws/tiny"
+cp -r fixtures/arch/mixtralt "$W/ws/mixtralt"
 cp fixtures/text/train.txt "$W/ws/train.txt"
 # A short held-out text (first 30 kB of persuasion.txt): the run's perplexity and the export check use it.
 head -c 30000 fixtures/text/persuasion.txt > "$W/ws/eval.txt"

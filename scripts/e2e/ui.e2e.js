@@ -348,6 +348,62 @@ async function fill(frame, id, value) {
       lap(`injected inline script blocked; console reported ${cspViolations.length} violation(s)`);
       if (!cspViolations.length) throw new Error('the injected violation was not reported: the violation check above is blind');
     });
+
+    await step(
+      "a Mixtral folder: right-click → the panel offers expert calibration → the heatmap groups each block's experts → an expert's layer view names its routed tokens",
+      async () => {
+        const row = page.getByRole('treeitem', { name: /^mixtralt/ });
+        await row.waitFor({ state: 'visible', timeout: 30000 });
+        const item = page.getByRole('menuitem', { name: 'LoPRo: Quantize…' });
+        await row.click({ button: 'right' });
+        await item.waitFor({ state: 'visible', timeout: 10000 });
+        await item.click();
+        // The tiny run's panels may still be open: take the frame whose title names this model.
+        let moeCfg;
+        for (const end = Date.now() + 60000; !moeCfg; await page.waitForTimeout(250)) {
+          for (const f of page.frames()) {
+            try {
+              if ((await f.locator('#title').textContent({ timeout: 200 })) === 'LoPRo: Quantize mixtralt' && (await f.locator('#est-bpw').count())) moeCfg = f;
+            } catch {
+              /* not this frame */
+            }
+          }
+          if (Date.now() > end) throw new Error('no config panel for mixtralt');
+        }
+        const model = await moeCfg.locator('#model').textContent();
+        if (!/mixtral \(4 experts\)/.test(model)) throw new Error(`model line: ${model}`);
+        if (await moeCfg.locator('#group-expertCalibration').evaluate((g) => g.hidden)) throw new Error('expert calibration is hidden for an MoE model');
+        await fill(moeCfg, 'calibText', path.join(ws, 'train.txt'));
+        await fill(moeCfg, 'calibSamples', 4);
+        await fill(moeCfg, 'ctx', 64);
+        await fill(moeCfg, 'expertMinTokens', 0);
+        await moeCfg.locator('#start').click();
+        let moeRes;
+        for (const end = Date.now() + RUN_TIMEOUT_MS; ; await page.waitForTimeout(300)) {
+          for (const f of page.frames()) {
+            try {
+              if ((await f.locator('.hm-experts').count()) && (await f.locator('#app').getAttribute('data-state', { timeout: 200 })) === 'done') moeRes = f;
+            } catch {
+              /* navigating */
+            }
+          }
+          if (moeRes) break;
+          if (Date.now() > end) throw new Error('the Mixtral run did not finish');
+        }
+        const groups = await moeRes.locator('.hm-experts').count(),
+          experts = await moeRes.locator('.hm-cell.hm-expert.done').count(),
+          cells = await moeRes.locator('.hm-cell.done').count();
+        lap(`mixtralt heatmap: ${groups} expert groups, ${experts} expert cells, ${cells} cells`);
+        // 2 blocks × (q, k, v, o + 4 experts × w1/w3/w2): 6 groups of 4 experts, 32 layers.
+        if (groups !== 6 || experts !== 24 || cells !== 32) throw new Error(`expected 6 groups / 24 expert cells / 32 cells, got ${groups}/${experts}/${cells}`);
+        await shot('heatmap-moe.png');
+        await moeRes.locator('.hm-cell[data-layer="model.layers.1.block_sparse_moe.experts.2.w2"]').click();
+        const table = moeRes.locator('#layer-view table.kv').first();
+        await table.filter({ hasText: 'calibration tokens routed to it' }).waitFor({ timeout: 60000 });
+        lap(`expert layer: ${(await table.textContent()).replace(/\s+/g, ' ').slice(0, 240)}`);
+        await shot('layer-view-moe.png');
+      },
+    );
   } catch (e) {
     console.log('FATAL:', e.message);
   } finally {
