@@ -357,7 +357,18 @@ async function fill(frame, id, value) {
         const item = page.getByRole('menuitem', { name: 'LoPRo: Quantize…' });
         await row.click({ button: 'right' });
         await item.waitFor({ state: 'visible', timeout: 10000 });
-        await item.click();
+        // As in the first step: the menu can swallow the first click while it animates.
+        await item.hover();
+        await page.waitForTimeout(300);
+        for (let i = 0; i < 5; i++) {
+          await item.click().catch(() => {});
+          try {
+            await item.waitFor({ state: 'hidden', timeout: 2000 });
+            break;
+          } catch {
+            lap('menu still open, clicking again');
+          }
+        }
         // The tiny run's panels may still be open: take the frame whose title names this model.
         let moeCfg;
         for (const end = Date.now() + 60000; !moeCfg; await page.waitForTimeout(250)) {
