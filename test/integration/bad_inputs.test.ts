@@ -3,9 +3,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, writeFileSync, truncateSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync, truncateSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { makeBareCheckpoint, runCli, tmp, TINY } from './helpers';
+import { makeBareCheckpoint, runCli, SMALL, tmp, TINY, TRAIN } from './helpers';
+import { SafetensorsFile } from '../../src/engine/io/safetensors';
 import { writeSafetensorsAtomic } from '../../src/engine/io/safetensors_writer';
 
 function expectUserError(args: string[], code: string, mention?: RegExp): string {
@@ -65,4 +66,37 @@ test('bad inputs give their error code and exit 2', () => {
   expectUserError(['eval', run, '--text', join(dir, 'good.safetensors')], 'E_INVALID_PARAMS', /data-free/);
   expectUserError(['export', run, '--format', 'gguf', '--out', join(dir, 'e')], 'E_INVALID_PARAMS', /gguf/);
   expectUserError(['eval', join(dir, 'nowhere'), '--text', 'x.txt'], 'E_BAD_CONFIG', /config\.json/);
+});
+
+test('a run that fails before its first commit leaves nothing that looks like a run', () => {
+  const dir = tmp('bad-early');
+  // Data-free: the NaN is found in the first tensor, after the run folder was made.
+  const nan = join(dir, 'nan.safetensors');
+  const w = new Float32Array(64 * 32).fill(0.1);
+  w[5] = Number.POSITIVE_INFINITY;
+  writeSafetensorsAtomic(nan, [{ name: 'x.weight', dtype: 'F32', shape: [64, 32], data: w }]);
+  const out = join(dir, 'run');
+  expectUserError(['quantize', nan, '--method', 'rtn', '--out', out], 'E_NON_FINITE', /x\.weight|x/);
+  assert.equal(existsSync(out), false, 'the folder the run made is gone');
+  // A model folder with a NaN in block 0's MLP: found by the first block's forward, before any commit.
+  const model = join(dir, 'tiny-nan');
+  cpSync(TINY, model, { recursive: true });
+  const f = SafetensorsFile.open(join(model, 'model.safetensors'));
+  const tensors = f.entries.map((e) => ({ name: e.name, dtype: 'F32' as const, shape: [...e.shape], data: f.readFloat32(e.name) }));
+  f.close();
+  tensors.find((t) => t.name === 'model.layers.0.mlp.up_proj.weight')!.data[3] = Number.NaN;
+  writeSafetensorsAtomic(join(model, 'model.safetensors'), tensors);
+  const mine = join(dir, 'mine');
+  mkdirSync(mine); // a folder the user made stays, empty
+  for (const o of [out, mine]) {
+    const r = runCli(['quantize', model, '--calib', TRAIN, ...SMALL, '--method', 'gptq', '--out', o]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr.trim().split('\n').pop()!, /^lopro: E_NON_FINITE: .*model\.layers\.0\./);
+  }
+  assert.equal(existsSync(out), false);
+  assert.deepEqual(readdirSync(mine), []);
+  // --resume there is a fresh run, not "not a run directory".
+  const r = runCli(['quantize', TINY, '--calib', TRAIN, ...SMALL, '--method', 'rtn', '--out', out, '--resume']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /nothing to resume .* starting a fresh run/);
 });

@@ -54,6 +54,17 @@ function checkedConfig(partial: QuantizeConfig): QuantizeConfig {
  */
 const RUN_DIR_ENTRIES = new Set(['run.lock', 'ckpt', 'hessians', 'details', 'candidates', 'scratch', 'native']);
 
+/** The run folder holds a committed block or a complete run (what --resume continues from). */
+function committedAnything(dir: RunDir): boolean {
+  if (!dir.exists()) return false;
+  try {
+    const m = dir.readManifest();
+    return m.completedBlocks > 0 || m.complete;
+  } catch {
+    return true; // unreadable: not ours to delete
+  }
+}
+
 /** A fresh run may only take over an empty folder or an earlier run's folder. */
 function checkOutDirUsable(dir: RunDir): void {
   if (!existsSync(dir.dir) || dir.exists()) return;
@@ -84,9 +95,19 @@ export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Prom
     const fingerprint = computeFingerprint(model.summary.path, effective, model.summary.kind === 'tensors' ? undefined : calibBytes);
     const dir = new RunDir(resolve(params.runDir));
     checkOutDirUsable(dir); // before the lock file makes the folder non-empty
+    // A folder this run creates is removed again if the run ends before its first commit.
+    const created = !existsSync(dir.dir);
     const unlock = dir.lock();
     try {
       return await runLocked(params, hooks, model, dir, effective, fingerprint, calibBytes, t0);
+    } catch (e) {
+      // Nothing committed (no block, no complete run): leave nothing that looks like a run, resumable or not.
+      if (!committedAnything(dir)) {
+        dir.discardUncommitted();
+        unlock();
+        if (created && readdirSync(dir.dir).length === 0) rmSync(dir.dir, { recursive: true, force: true });
+      }
+      throw e;
     } finally {
       unlock();
     }

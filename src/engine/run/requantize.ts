@@ -39,6 +39,17 @@ function readHessian(dir: RunDir, block: number, input: string): { H: Float64Arr
 
 export async function requantizeLayer(runDir: string, layer: string, overrides: Partial<LayerConfig>): Promise<{ before: LayerReport; after: LayerReport; candidateId: string }> {
   const dir = new RunDir(resolve(runDir));
+  // The run lock: no other writer (a run, an apply, an export) works on this folder meanwhile.
+  dir.readManifest(); // a run folder (named error otherwise) before the lock file is written into it
+  const unlock = dir.lock();
+  try {
+    return await requantizeLocked(dir, layer, overrides);
+  } finally {
+    unlock();
+  }
+}
+
+async function requantizeLocked(dir: RunDir, layer: string, overrides: Partial<LayerConfig>): Promise<{ before: LayerReport; after: LayerReport; candidateId: string }> {
   const m = dir.readManifest();
   const before = findLayer(m, dir, layer);
   const lc: LayerConfig = { ...before.config, ...overrides };
@@ -80,6 +91,16 @@ export async function requantizeLayer(runDir: string, layer: string, overrides: 
 
 export async function applyCandidate(runDir: string, layer: string, candidateId: string): Promise<RunSummary> {
   const dir = new RunDir(resolve(runDir));
+  dir.readManifest(); // a run folder (named error otherwise) before the lock file is written into it
+  const unlock = dir.lock();
+  try {
+    return applyLocked(dir, layer, candidateId);
+  } finally {
+    unlock();
+  }
+}
+
+function applyLocked(dir: RunDir, layer: string, candidateId: string): RunSummary {
   const m = dir.readManifest();
   if (!m.complete) throw new ProtocolError(ErrorCode.InvalidParams, `${dir.dir} is still running or unfinished`, dir.dir, 'apply a candidate after the run completed');
   const before = findLayer(m, dir, layer);

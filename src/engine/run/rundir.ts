@@ -172,6 +172,15 @@ export class RunDir {
     rmSync(this.manifestFile, { force: true });
   }
 
+  /**
+   * A run that ended (failed or cancelled) before committing any block holds nothing worth keeping: its
+   * entries go, so the folder does not look like a run. The lock stays until its holder unlocks.
+   */
+  discardUncommitted(): void {
+    this.resetForFreshRun();
+    for (const f of this.tempFiles()) rmSync(f, { recursive: true, force: true });
+  }
+
   /** Removes activations older than block `keep` (their block is committed) and scratch files. */
   pruneActivations(keep: number): void {
     const ck = join(this.dir, 'ckpt');
