@@ -14,7 +14,7 @@ import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { SafetensorsFile } from '../io/safetensors';
 import { SafetensorsWriter, type TensorSpec } from '../io/safetensors_writer';
-import { tempPathFor } from '../io/atomic';
+import { tempPathFor, writeError } from '../io/atomic';
 import type { OpenedModel } from './inspect';
 import type { RunDir, RunManifest } from './rundir';
 import { dequantizeStored } from './stored';
@@ -35,9 +35,23 @@ export function writeDirAtomic(target: string, fill: (tmp: string) => void): voi
     rmSync(target, { recursive: true, force: true });
     renameSync(tmp, target);
   } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    throw dirWriteFailed(target, tmp, e);
   }
+}
+
+/**
+ * Removes the temp folder. A system error (a full disk, no permission) becomes an E_IO, and an E_IO names the
+ * output folder the user asked for, not the temp folder that is gone.
+ */
+function dirWriteFailed(target: string, tmp: string, e: unknown): unknown {
+  rmSync(tmp, { recursive: true, force: true });
+  if (e instanceof ProtocolError) {
+    if (e.code !== ErrorCode.Io) return e;
+    const named = (t: string | undefined) => t?.split(tmp).join(target);
+    return new ProtocolError(e.code, named(e.message)!, named(e.where), e.hint);
+  }
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return typeof code === 'string' && /^E[A-Z]+$/.test(code) ? writeError(target, e, 'write') : e;
 }
 
 /** writeDirAtomic for an asynchronous `fill`. */
@@ -49,8 +63,7 @@ export async function writeDirAtomicAsync(target: string, fill: (tmp: string) =>
     rmSync(target, { recursive: true, force: true });
     renameSync(tmp, target);
   } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
+    throw dirWriteFailed(target, tmp, e);
   }
 }
 
