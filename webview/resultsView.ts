@@ -90,7 +90,7 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
     clear(summaryBox);
     const ppl = s.perplexity
       ? Object.entries(s.perplexity)
-          .map(([k, v]) => `${k}: ${fmt(v, 2)}`)
+          .map(([k, v]) => `${k}: ${fmt(v, 2)}${s.kl?.[k] !== undefined ? ` (KL from float ${fmt(s.kl[k], 4)} nats/token)` : ''}`)
           .join(', ')
       : stalePerplexity
         ? 'changed since the last evaluation'
@@ -174,7 +174,7 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
       case 'eval/done':
         evalBtn.removeAttribute('disabled');
         if (summary) {
-          summary = { ...summary, perplexity: m.perplexity };
+          summary = { ...summary, perplexity: m.perplexity, kl: undefined }; // run/eval measures perplexity only
           drawSummary(summary, summary.seconds);
         }
         return;

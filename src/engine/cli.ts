@@ -11,7 +11,7 @@ import { ENGINE_VERSION } from './run/version';
 import { inspectModel } from './run/inspect';
 import { quantizeRun } from './run/pipeline';
 import type { RunHooks } from './run/run_context';
-import { evalPath } from './run/evaluate';
+import { evaluate } from './run/evaluate';
 import { exportRun } from './run/exports';
 import { formatLayerTable, formatModelSummary } from './run/report';
 import { runDemo } from './run/demo';
@@ -23,7 +23,7 @@ const HELP = `lopro ${ENGINE_VERSION} — quantize LLM checkpoints with LoPRo, G
 
 Usage:
   lopro quantize <file.safetensors | model-dir> --out DIR [options]
-  lopro eval <run-dir | export-dir> --text FILE [--text FILE ...] [--ctx N]
+  lopro eval <run-dir | export-dir> --text FILE [--text FILE ...] [--ctx N] [--kl | --reference FLOAT_DIR]
   lopro export <run-dir> --format native|f16|onnx --out DIR [--verify-text FILE]
   lopro inspect <file.safetensors | model-dir>
   lopro demo [--samples N] [--method M] [--bits B] [--out DIR]   LoPRo W2 on the embedded tiny model
@@ -35,7 +35,8 @@ quantize:
   qwen3_moe) is quantized block by block on calibration text (--calib).
   --out DIR           run directory (checkpoints, reports, the native quantized model)
   --resume            continue from the last complete block of DIR (refused if incompatible)
-  --eval FILE         after the run, perplexity of the exported model on FILE (repeatable)
+  --eval FILE         after the run, perplexity of the exported model on FILE (repeatable) and the KL
+                      divergence of its next-token distributions from the float model's
   --override "PATTERN:key=v,..."   per-layer settings, e.g. "*.down_proj:bits=3" (repeatable)
   --json              print the run summary as JSON
  Settings (defaults in brackets; every QuantizeConfig key):
@@ -56,8 +57,8 @@ function configHelp(): string {
     .join('\n');
 }
 
-const BOOLEAN_FLAGS = new Set(['resume', 'json', 'help', 'version', 'quiet']);
-const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override']);
+const BOOLEAN_FLAGS = new Set(['resume', 'json', 'help', 'version', 'quiet', 'kl']);
+const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override', 'reference']);
 
 function last(flags: Map<string, string[]>, name: string): string | undefined {
   const v = flags.get(name);
@@ -119,9 +120,14 @@ async function cmdEval(argv: string[], signal: AbortSignal): Promise<number> {
   const path = needPositional(a.positional, 'eval', 'run-or-export-dir');
   const texts = a.flags.get('text');
   if (!texts?.length) throw new ProtocolError(ErrorCode.InvalidParams, 'lopro eval needs --text FILE', '--text');
-  const ppl = await evalPath(path, texts, { ctx: a.config.ctx ?? 0, ep: a.config.ep }, cliHooks(a.flags.has('quiet'), signal));
-  if (a.flags.has('json')) process.stdout.write(JSON.stringify(ppl) + '\n');
-  else for (const [t, p] of Object.entries(ppl)) process.stdout.write(`${t}\tperplexity ${p.toFixed(4)}\n`);
+  const reference = a.flags.get('reference')?.[0];
+  const klReference = reference ?? (a.flags.has('kl') ? '' : undefined);
+  const r = await evaluate(path, texts, { ctx: a.config.ctx ?? 0, ep: a.config.ep, klReference }, cliHooks(a.flags.has('quiet'), signal));
+  // --json: { text: ppl } as always; with --kl, { perplexity: {…}, kl: {…}, reference }.
+  if (a.flags.has('json')) process.stdout.write(JSON.stringify(r.kl ? r : r.perplexity) + '\n');
+  else
+    for (const [t, p] of Object.entries(r.perplexity))
+      process.stdout.write(`${t}\tperplexity ${p.toFixed(4)}${r.kl ? `\tKL ${r.kl[t].toFixed(5)} nats/token (from ${r.reference})` : ''}\n`);
   return 0;
 }
 

@@ -145,6 +145,8 @@ export interface RunSummary {
    */
   backend?: string;
   perplexity?: Record<string, number>;
+  /** KL(float ‖ quantized) of the next-token distributions, nats per predicted position, by text. */
+  kl?: Record<string, number>;
   /** True when the run resumed from a checkpoint. */
   resumed: boolean;
 }

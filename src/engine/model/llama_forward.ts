@@ -343,6 +343,33 @@ export class LlamaForward {
   }
 
   /** Head tensors from the provider (tied head → the embedding). */
+  /**
+   * Per predicted position of B windows: the NLL of the next token under this model (x) and the KL divergence
+   * of this model's next-token distribution from a reference's (x_ref, with its own norm and head).
+   */
+  async headNllKl(
+    x: ort.Tensor,
+    xRef: ort.Tensor,
+    B: number,
+    ids: Int32Array,
+    w: { norm: ort.Tensor; head: ort.Tensor; normRef: ort.Tensor; headRef: ort.Tensor },
+  ): Promise<{ nll: Float32Array; kl: Float32Array }> {
+    const T = ids.length / B;
+    const targets = new Int32Array(B * (T - 1));
+    for (let b = 0; b < B; b++) targets.set(ids.subarray(b * T + 1, (b + 1) * T), b * (T - 1));
+    const s = await this.rt.session(`${this.key}:head:nll_kl`, () => buildHeadGraph(this.cfg, 'nll_kl', this.layout));
+    const out = await this.rt.run(s, {
+      x,
+      x_ref: xRef,
+      norm: w.norm,
+      head: w.head,
+      norm_ref: w.normRef,
+      head_ref: w.headRef,
+      targets: new ort.Tensor('int32', targets, [B, T - 1]),
+    });
+    return { nll: out.nll.data as Float32Array, kl: out.kl.data as Float32Array };
+  }
+
   async headWeights(weights: WeightsProvider): Promise<{ norm: Float32Array; head: Float32Array }> {
     const c = this.cfg;
     const norm = await weights('model.norm.weight'),

@@ -395,14 +395,46 @@ export function emitNll(g: GraphBuilder, logits: Value, targets: Value): Value {
   return g.op('Sub', [lse, g.op('GatherElements', [logits, targets], { axis: 1 })]);
 }
 
-export function buildHeadGraph(cfg: ModelConfig, mode: 'nll' | 'logits', layout: WeightLayout = 'out_in'): Uint8Array {
+export function buildHeadGraph(cfg: ModelConfig, mode: 'nll' | 'logits' | 'nll_kl', layout: WeightLayout = 'out_in'): Uint8Array {
   const g = new GraphBuilder(`llama_head_${mode}`);
   const x = g.input('x', 'float32', ['B', 'T', cfg.hiddenSize]);
+  const headShape = layout === 'out_in' ? [cfg.vocabSize, cfg.hiddenSize] : [cfg.hiddenSize, cfg.vocabSize];
   const normW = g.input('norm', 'float32', [cfg.hiddenSize]);
-  const headW = g.input('head', 'float32', layout === 'out_in' ? [cfg.vocabSize, cfg.hiddenSize] : [cfg.hiddenSize, cfg.vocabSize]);
-  const targets = mode === 'nll' ? g.input('targets', 'int32', ['B', 'Tm1']) : null;
-  g.output(emitHead(g, cfg, x, normW, headW, targets, layout), mode);
+  const headW = g.input('head', 'float32', headShape);
+  const targets = mode === 'logits' ? null : g.input('targets', 'int32', ['B', 'Tm1']);
+  if (mode !== 'nll_kl') {
+    g.output(emitHead(g, cfg, x, normW, headW, targets, layout), mode);
+    return g.toModel();
+  }
+  // KL(reference ‖ model) of the next-token distributions at the T − 1 predicting positions, next to the NLL.
+  const xr = g.input('x_ref', 'float32', ['B', 'T', cfg.hiddenSize]);
+  const normR = g.input('norm_ref', 'float32', [cfg.hiddenSize]);
+  const headR = g.input('head_ref', 'float32', headShape);
+  const logits = (xv: Value, nw: Value, hw: Value) => {
+    const xs = g.op('Reshape', [g.op('Slice', [xv, g.constI64([0]), g.constI64([-1]), g.constI64([1])]), g.constI64([-1, cfg.hiddenSize])]);
+    const xn = emitRmsNorm(g, xs, nw, cfg.rmsNormEps);
+    return layout === 'out_in' ? g.op('Gemm', [xn, hw], { transB: 1 }) : g.op('MatMul', [xn, hw]);
+  };
+  const lq = logits(x, normW, headW),
+    lr = logits(xr, normR, headR);
+  const shape = g.op('Shape', [targets!]);
+  g.output(g.op('Reshape', [emitNll(g, lq, g.op('Reshape', [targets!, g.constI64([-1, 1])])), shape]), 'nll');
+  g.output(g.op('Reshape', [emitKl(g, lr, lq), shape]), 'kl');
   return g.toModel();
+}
+
+/** Log-probabilities [N, V] of logits [N, V]: logits − logsumexp (max-shifted; no LogSoftmax, which the WebGPU EP lacks). */
+function emitLogProbs(g: GraphBuilder, logits: Value): Value {
+  const mx = g.op('ReduceMax', [logits], { axes: [-1], keepdims: 1 });
+  const shifted = g.op('Sub', [logits, mx]);
+  return g.op('Sub', [shifted, g.op('Log', [g.op('ReduceSum', [g.op('Exp', [shifted]), g.constI64([-1])], { keepdims: 1 })])]);
+}
+
+/** KL(p ‖ q) [N] = Σ_v p_v (log p_v − log q_v) for logits of p and of q, [N, V] each. */
+export function emitKl(g: GraphBuilder, logitsP: Value, logitsQ: Value): Value {
+  const lp = emitLogProbs(g, logitsP),
+    lq = emitLogProbs(g, logitsQ);
+  return g.op('ReduceSum', [g.op('Mul', [g.op('Exp', [lp]), g.op('Sub', [lp, lq])]), g.constI64([-1])], { keepdims: 0 });
 }
 
 /** Checkpoint names of the head graph's tensors. */

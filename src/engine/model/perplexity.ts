@@ -29,6 +29,8 @@ export interface PerplexityOptions {
   signal?: AbortSignal;
   /** Weight layout of the graphs (default: the runtime's, see WeightLayout); tests force 'in_out' on the CPU EP. */
   layout?: WeightLayout;
+  /** A reference model of the same shape (the float model of a quantized one): also measure KL(reference ‖ model). */
+  reference?: WeightsProvider;
 }
 
 export interface PerplexityResult {
@@ -41,6 +43,10 @@ export interface PerplexityResult {
   ep: string;
   /** Mean NLL per window (for per-window comparisons in tests). */
   windowNll: Float64Array;
+  /** With a reference: the mean KL divergence (nats per predicted position) of this model's next-token
+   * distribution from the reference's, over the same positions as the NLL. */
+  kl?: number;
+  windowKl?: Float64Array;
 }
 
 export function defaultBatch(ctx: number): number {
@@ -58,10 +64,13 @@ export async function perplexity(cfg: ModelConfig, ids: Int32Array, weights: Wei
   const rt = opts.rt ?? (await getRuntime());
   const fwd = new LlamaForward(cfg, T, rt, opts.layout);
   const B = opts.batch ?? defaultBatch(T);
-  const perChunk = Math.max(B, Math.floor((opts.chunkBytes ?? 512 * 2 ** 20) / (T * H * 4 * B)) * B);
+  const models = opts.reference ? 2 : 1; // a reference's hidden states are kept beside this model's
+  const perChunk = Math.max(B, Math.floor((opts.chunkBytes ?? 512 * 2 ** 20) / (models * T * H * 4 * B)) * B);
   const t0 = performance.now();
   const windowNll = new Float64Array(windows.length);
-  let total = 0;
+  const windowKl = opts.reference ? new Float64Array(windows.length) : undefined;
+  let total = 0,
+    totalKl = 0;
   const embedW = await weights('model.embed_tokens.weight');
   checkWeights(embedW, 'model.embed_tokens.weight', [cfg.vocabSize, H], cfg);
   const { norm, head } = await fwd.headWeights(weights);
@@ -69,37 +78,51 @@ export async function perplexity(cfg: ModelConfig, ids: Int32Array, weights: Wei
   const embedT = await rt.upload(rt.host(embedW, [cfg.vocabSize, H]));
   const normT = await rt.upload(rt.host(norm, [H]));
   const headT = head === embedW && fwd.layout === 'out_in' ? embedT : await fwd.headTensor(head); // a tied head is transposed apart from the embedding on a GPU
+  const ref = opts.reference ? await referenceTensors(cfg, fwd, rt, opts.reference) : undefined;
   try {
     for (let c0 = 0; c0 < windows.length; c0 += perChunk) {
       const chunk = windows.slice(c0, c0 + perChunk);
-      const batches: { ids: Int32Array; n: number; x: ort.Tensor }[] = [];
+      const batches: { ids: Int32Array; n: number; x: ort.Tensor; xRef?: ort.Tensor }[] = [];
       for (let b0 = 0; b0 < chunk.length; b0 += B) {
         const sel = chunk.slice(b0, b0 + B);
         const bIds = new Int32Array(sel.length * T);
         sel.forEach((w, i) => bIds.set(ids.subarray(w * T, (w + 1) * T), i * T));
-        batches.push({ ids: bIds, n: sel.length, x: await fwd.embedTensor(bIds, sel.length, embedT) });
+        batches.push({
+          ids: bIds,
+          n: sel.length,
+          x: await fwd.embedTensor(bIds, sel.length, embedT),
+          xRef: ref ? await fwd.embedTensor(bIds, sel.length, ref.embed) : undefined,
+        });
       }
       for (let l = 0; l < cfg.numLayers; l++) {
-        opts.signal?.throwIfAborted();
-        const wT = await fwd.weightTensors(await loadBlockWeights(cfg, l, weights), l);
-        for (const bt of batches) {
-          const y = await fwd.blockTensor(bt.x, wT, l);
-          fwd.release(bt.x);
-          bt.x = y;
+        for (const [provider, which] of [[weights, 'x'], ...(opts.reference ? [[opts.reference, 'xRef']] : [])] as [WeightsProvider, 'x' | 'xRef'][]) {
+          opts.signal?.throwIfAborted();
+          const wT = await fwd.weightTensors(await loadBlockWeights(cfg, l, provider), l);
+          for (const bt of batches) {
+            const y = await fwd.blockTensor(bt[which]!, wT, l);
+            fwd.release(bt[which]!);
+            bt[which] = y;
+          }
+          fwd.release(wT);
         }
-        fwd.release(wT);
       }
       let done = c0;
       for (const bt of batches) {
-        const nll = await fwd.headNll(bt.x, bt.n, bt.ids, normT, headT);
-        fwd.release(bt.x);
+        let nll: Float32Array, kl: Float32Array | undefined;
+        if (ref) ({ nll, kl } = await fwd.headNllKl(bt.x, bt.xRef!, bt.n, bt.ids, { norm: normT, head: headT, normRef: ref.norm, headRef: ref.head }));
+        else nll = await fwd.headNll(bt.x, bt.n, bt.ids, normT, headT);
+        fwd.release(bt.x, bt.xRef);
         for (let i = 0; i < bt.n; i++) {
-          let s = 0;
+          let s = 0,
+            k = 0;
           for (let t = 0; t < T - 1; t++) s += nll[i * (T - 1) + t];
-          if (!Number.isFinite(s))
+          if (kl) for (let t = 0; t < T - 1; t++) k += kl[i * (T - 1) + t];
+          if (!Number.isFinite(s) || !Number.isFinite(k))
             throw new ProtocolError(ErrorCode.NonFinite, `non-finite NLL in window ${chunk[done - c0 + i]}`, 'perplexity', 'the weights produce inf/NaN activations');
           windowNll[done + i] = s / (T - 1);
           total += s;
+          if (windowKl) windowKl[done + i] = k / (T - 1);
+          totalKl += k;
         }
         done += bt.n;
         opts.onProgress?.(done, windows.length);
@@ -107,8 +130,37 @@ export async function perplexity(cfg: ModelConfig, ids: Int32Array, weights: Wei
     }
   } finally {
     fwd.release(embedT, normT, headT === embedT ? undefined : headT);
+    if (ref) fwd.release(ref.embed, ref.norm, ref.head === ref.embed ? undefined : ref.head);
   }
   const positions = windows.length * (T - 1);
   const seconds = (performance.now() - t0) / 1000;
-  return { ppl: Math.exp(total / positions), totalNll: total, positions, windows: windows.length, seconds, tokensPerSecond: (windows.length * T) / seconds, ep: rt.ep, windowNll };
+  return {
+    ppl: Math.exp(total / positions),
+    totalNll: total,
+    positions,
+    windows: windows.length,
+    seconds,
+    tokensPerSecond: (windows.length * T) / seconds,
+    ep: rt.ep,
+    windowNll,
+    ...(windowKl ? { kl: totalKl / positions, windowKl } : {}),
+  };
+}
+
+/** The reference model's embedding, final norm and head, uploaded once. */
+async function referenceTensors(
+  cfg: ModelConfig,
+  fwd: LlamaForward,
+  rt: ComputeRuntime,
+  weights: WeightsProvider,
+): Promise<{ embed: ort.Tensor; norm: ort.Tensor; head: ort.Tensor }> {
+  const embedW = await weights('model.embed_tokens.weight');
+  checkWeights(embedW, 'model.embed_tokens.weight', [cfg.vocabSize, cfg.hiddenSize], cfg);
+  const { norm, head } = await fwd.headWeights(weights);
+  const embed = await rt.upload(rt.host(embedW, [cfg.vocabSize, cfg.hiddenSize]));
+  return {
+    embed,
+    norm: await rt.upload(rt.host(norm, [cfg.hiddenSize])),
+    head: head === embedW && fwd.layout === 'out_in' ? embed : await fwd.headTensor(head),
+  };
 }

@@ -225,7 +225,9 @@ async function runOn(
     rmSync(dir.scratchDir, { recursive: true, force: true });
   }
   if (params.evalTexts?.length) {
-    m.perplexity = { ...(m.perplexity ?? {}), ...(await evaluateRunOutput(dir, params.evalTexts, hooks, config.ep)) };
+    const r = await evaluateRunOutput(dir, params.evalTexts, hooks, config.ep);
+    m.perplexity = { ...(m.perplexity ?? {}), ...r.perplexity };
+    m.kl = { ...(m.kl ?? {}), ...r.kl };
     ctx.commit();
   }
   hooks.log('info', `run finished in ${((Date.now() - t0) / 1000).toFixed(1)} s (this session)`);

@@ -38,7 +38,9 @@ export function formatLayerTable(s: RunSummary): string {
   lines.push(
     `model: ${s.layers.length} layers, ${s.bpw.toFixed(3)} bits/weight (quantized linears), ${s.seconds.toFixed(1)} s, EP ${s.ep}${s.backend ? `, backend ${s.backend}` : ''}${s.resumed ? ', resumed' : ''}`,
   );
-  if (s.perplexity) for (const [t, p] of Object.entries(s.perplexity)) lines.push(`perplexity ${t}: ${p.toFixed(4)}`);
+  if (s.perplexity)
+    for (const [t, p] of Object.entries(s.perplexity))
+      lines.push(`perplexity ${t}: ${p.toFixed(4)}${s.kl?.[t] === undefined ? '' : `  KL from the float model ${s.kl[t].toFixed(5)} nats/token`}`);
   return lines.join('\n');
 }
 

@@ -128,6 +128,7 @@ function applyLocked(dir: RunDir, layer: string, candidateId: string): RunSummar
   atomicWriteFile(detailsPath, JSON.stringify(details));
   m.layers = m.layers.map((l) => (l.name === layer ? cand.report : l));
   delete m.perplexity; // measured on the previous weights
+  delete m.kl;
   const model = openModel(m.modelPath, m.ctx);
   try {
     writeNativeOutput(dir, model, m);

@@ -47,6 +47,8 @@ export interface RunManifest {
   ctx: number;
   calibSamples: number;
   perplexity?: Record<string, number>;
+  /** KL(float ‖ quantized) of the next-token distributions, nats per predicted position, by text. */
+  kl?: Record<string, number>;
   /** Float perplexities of the original model on the same texts (when measured). */
   floatPerplexity?: Record<string, number>;
 }
@@ -239,6 +241,7 @@ export function summaryOf(m: RunManifest, runDir: string): RunSummary {
     ep: m.ep,
     backend: m.backend,
     perplexity: m.perplexity,
+    kl: m.kl,
     resumed: m.resumed,
   };
 }
