@@ -3,7 +3,8 @@
 // (model/llama_graph.ts emitters) with every quantized linear emitted from its stored parts
 // (export_onnx_linear.ts): MatMulNBits for 4-bit codes, the permutation as Gather, the block
 // FWHT as a MatMul per block, the low-rank branch as two Gemms; other bit widths dequantize
-// their codes inside the graph. Embedding, norms and head stay float32, as stored.
+// their codes inside the graph. Norms stay float32; the embedding and head float16 where that is exact
+// (an F16 checkpoint's values), else float32.
 //
 // Limit: a single protobuf must stay under 2 GiB (no external-data files yet).
 
@@ -15,6 +16,7 @@ import { GraphBuilder, type Value } from '../compute/graph';
 import { atomicWriteFile } from '../io/atomic';
 import { readLoproLayer } from '../io/lopro_format';
 import type { LoproStoredLayer } from '../quant/lopro_dequant';
+import { f16ToF32Array, f32ArrayToF16 } from '../io/dtypes';
 import { blockLinears, expectedShapes, headTensorName, loadModelConfig, type ModelConfig } from '../model/config';
 import type { WeightsProvider } from '../model/llama_forward';
 import { emitBlock, emitBlockConsts, emitHead, type LinearEmitter, type TensorEmitter } from '../model/llama_graph';
@@ -61,8 +63,17 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
     initBytes += data.byteLength;
     return g.initializer(name, data, dims);
   };
+  // A large float matrix (embedding, head) every value of which is a float16 (an F16 checkpoint's) is stored
+  // as float16 with a Cast: half the file, the same numbers.
+  const matrixInit = (name: string, data: Float32Array, dims: number[]): Value => {
+    const h = f32ArrayToF16(data);
+    const back = f16ToF32Array(h);
+    if (!back.every((v, i) => Object.is(v, data[i]))) return init(name, data, dims);
+    initBytes += h.byteLength;
+    return g.op('Cast', [g.initializer(name, h, dims, 'float16')], { to: 1 });
+  };
   const ids = g.input('input_ids', 'int64', ['batch', 'sequence']);
-  const embed = init('model.embed_tokens.weight', await model.weights('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize]);
+  const embed = matrixInit('model.embed_tokens.weight', await model.weights('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize]);
   let x = g.op('Gather', [embed, ids], { axis: 0 });
   const consts = emitBlockConsts(g, cfg, x, maxPos);
   for (let b = 0; b < cfg.numLayers; b++) {
@@ -103,7 +114,7 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
       );
   }
   const norm = init('model.norm.weight', await model.weights('model.norm.weight'), [cfg.hiddenSize]);
-  const head = cfg.tiedHead ? embed : init(headTensorName(cfg), await model.weights(headTensorName(cfg)), [cfg.vocabSize, cfg.hiddenSize]);
+  const head = cfg.tiedHead ? embed : matrixInit(headTensorName(cfg), await model.weights(headTensorName(cfg)), [cfg.vocabSize, cfg.hiddenSize]);
   // The head [V, H] through a Transpose ORT folds at load, then MatMul (see export_onnx_linear.ts matmulWt).
   const headT = g.op('Transpose', [head], { perm: [1, 0] });
   g.output(emitHead(g, cfg, x, norm, headT, null, 'in_out'), 'logits', ['batch', 'sequence', cfg.vocabSize]);

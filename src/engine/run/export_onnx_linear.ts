@@ -5,7 +5,7 @@
 //   y   = R̂′(x_r)  +  ((x ⊘ α)·Vᵀ ⊙ σ̂)·Uᵀ                      low-rank branch as two Gemms
 //
 // R̂′(x_r), the residual in the rotated, permuted space, is one of:
-//   - com.microsoft MatMulNBits (4-bit codes, power-of-two group ≥ 16, no act-order group index);
+//   - com.microsoft MatMulNBits (2-, 4- or 8-bit codes, power-of-two group ≥ 16, no act-order group index);
 //   - in-graph dequantization: uint8 codes, per-group scales/zeros gathered per column
 //     (any bit width, any group index) → Gemm;
 //   - lopro_v: codebook Gather by per-vector index → Gemm.
@@ -15,9 +15,10 @@ import type { GraphBuilder, Value } from '../compute/graph';
 import { decodeF16, decodeF8E4M3 } from '../quant/fp8';
 import { rotationPlanOf, type LoproStoredLayer } from '../quant/lopro_dequant';
 import { hadamardMatrix } from '../linalg/fwht';
+import { f32ArrayToF16 } from '../io/dtypes';
 
 export interface LinearEmitOptions {
-  /** Use com.microsoft MatMulNBits for 4-bit residuals (default true). */
+  /** Use com.microsoft MatMulNBits for 2-, 4- and 8-bit residuals (default true). */
   matMulNBits: boolean;
 }
 
@@ -45,44 +46,53 @@ function isPow2(n: number): boolean {
   return n > 0 && (n & (n - 1)) === 0;
 }
 
-/** Eligible for MatMulNBits: lopro (scalar codes), 4 bits, regular groups of a power-of-two width ≥ 16. */
+/** Code widths MatMulNBits takes (3 is not one: a 3-bit layer is dequantized in the graph). */
+const NBITS = [2, 4, 8];
+
+/** Eligible for MatMulNBits: lopro (scalar codes) of 2, 4 or 8 bits, regular groups of a power-of-two width ≥ 16. */
 export function canUseMatMulNBits(s: LoproStoredLayer): boolean {
-  return s.method === 'lopro' && s.bits === 4 && !s.gIdx && isPow2(s.groupSize) && s.groupSize >= 16 && !!s.codes && !!s.scaleBits && !!s.zeros;
+  return s.method === 'lopro' && NBITS.includes(s.bits) && !s.gIdx && isPow2(s.groupSize) && s.groupSize >= 16 && !!s.codes && !!s.scaleBits && !!s.zeros;
 }
 
 /**
- * Packs codes [m, n] (values 0..15) into MatMulNBits' B [m, kBlocks, g/2] (low nibble first, the
- * last block zero-padded), scales [m·kBlocks] float32 and zero points [m, ceil(kBlocks/2)] uint8.
+ * Packs codes [m, n] (b bits each) into MatMulNBits' B [m, kBlocks, g·b/8] (lowest bits first within a
+ * byte, the last block zero-padded), scales [m·kBlocks] float32 and zero points [m, ceil(kBlocks·b/8)]
+ * uint8 packed the same way.
  */
-export function packMatMulNBits4(s: LoproStoredLayer): { B: Uint8Array; scales: Float32Array; zp: Uint8Array; kBlocks: number } {
-  const { rows: m, cols: n, groupSize: g } = s;
+export function packMatMulNBits(s: LoproStoredLayer): { B: Uint8Array; scales: Float32Array; zp: Uint8Array; kBlocks: number; blob: number; zpCols: number } {
+  const { rows: m, cols: n, groupSize: g, bits } = s;
   const kBlocks = Math.ceil(n / g),
-    blob = g / 2,
-    G = s.groups;
+    blob = (g * bits) / 8,
+    G = s.groups,
+    mask = (1 << bits) - 1;
   if (G !== kBlocks) throw new Error(`MatMulNBits: ${G} groups for ${kBlocks} blocks`);
   const B = new Uint8Array(m * kBlocks * blob);
   const codes = s.codes!;
   for (let i = 0; i < m; i++)
     for (let j = 0; j < n; j++) {
-      const byte = i * kBlocks * blob + Math.floor(j / g) * blob + ((j % g) >> 1);
-      B[byte] |= (codes[i * n + j] & 15) << ((j & 1) * 4);
+      const bit = (j % g) * bits;
+      B[i * kBlocks * blob + Math.floor(j / g) * blob + (bit >> 3)] |= (codes[i * n + j] & mask) << (bit & 7);
     }
   const scales = f32(decodeF16(s.scaleBits!));
-  const zpCols = Math.ceil(kBlocks / 2);
+  const zpCols = Math.ceil((kBlocks * bits) / 8);
   const zp = new Uint8Array(m * zpCols);
-  for (let i = 0; i < m; i++) for (let k = 0; k < kBlocks; k++) zp[i * zpCols + (k >> 1)] |= (s.zeros![i * G + k] & 15) << ((k & 1) * 4);
-  return { B, scales, zp, kBlocks };
+  for (let i = 0; i < m; i++)
+    for (let k = 0; k < kBlocks; k++) {
+      const bit = k * bits;
+      zp[i * zpCols + (bit >> 3)] |= (s.zeros![i * G + k] & mask) << (bit & 7);
+    }
+  return { B, scales, zp, kBlocks, blob, zpCols };
 }
 
 /** Residual R̂′ applied to x_r [N, n] → [N, m]. */
 function emitResidual(g: GraphBuilder, name: string, s: LoproStoredLayer, xr: Value, opts: LinearEmitOptions): { y: Value; kind: LinearKind } {
   const { rows: m, cols: n } = s;
   if (opts.matMulNBits && canUseMatMulNBits(s)) {
-    const p = packMatMulNBits4(s);
-    const B = g.initializer(`${name}.qweight`, p.B, [m, p.kBlocks, s.groupSize / 2]);
+    const p = packMatMulNBits(s);
+    const B = g.initializer(`${name}.qweight`, p.B, [m, p.kBlocks, p.blob]);
     const sc = g.initializer(`${name}.scales`, p.scales, [m * p.kBlocks]);
-    const zp = g.initializer(`${name}.qzeros`, p.zp, [m * Math.ceil(p.kBlocks / 2)]);
-    const y = g.op('MatMulNBits', [xr, B, sc, zp], { K: n, N: m, bits: 4, block_size: s.groupSize }, { domain: 'com.microsoft', dtype: 'float32' });
+    const zp = g.initializer(`${name}.qzeros`, p.zp, [m * p.zpCols]);
+    const y = g.op('MatMulNBits', [xr, B, sc, zp], { K: n, N: m, bits: s.bits, block_size: s.groupSize }, { domain: 'com.microsoft', dtype: 'float32' });
     return { y, kind: 'matmulnbits' };
   }
   if (s.method === 'lopro') {
@@ -109,6 +119,21 @@ function emitResidual(g: GraphBuilder, name: string, s: LoproStoredLayer, xr: Va
   return { y: matmulWt(g, xr, w), kind: 'codebook' };
 }
 
+/** One normalised b×b Hadamard matrix per graph and width, shared by every layer (symmetric: x·Hb = (Hb·xᵀ)ᵀ). */
+const hadamards = new WeakMap<GraphBuilder, Map<number, Value>>();
+function hadamardOf(g: GraphBuilder, b: number): Value {
+  let m = hadamards.get(g);
+  if (!m) hadamards.set(g, (m = new Map()));
+  let v = m.get(b);
+  if (!v) m.set(b, (v = g.initializer(`hadamard_${b}`, f32(hadamardMatrix(b)), [b, b])));
+  return v;
+}
+
+/** FP8 E4M3 factors stored as float16 (every E4M3 value is one exactly) with a Cast: half of float32's bytes. */
+function fp8AsF16(g: GraphBuilder, name: string, codes: Uint8Array, dims: number[]): Value {
+  return g.op('Cast', [g.initializer(name, f32ArrayToF16(f32(decodeF8E4M3(codes))), dims, 'float16')], { to: 1 });
+}
+
 /** The full LoPRo linear (spec §4) on x [N, n] → [N, m]. */
 export function emitLoproLinear(g: GraphBuilder, name: string, s: LoproStoredLayer, x: Value, bias: Value | null, opts: LinearEmitOptions): { y: Value; kind: LinearKind } {
   const { rows: m, cols: n } = s;
@@ -119,8 +144,7 @@ export function emitLoproLinear(g: GraphBuilder, name: string, s: LoproStoredLay
   if (plan.block > 0 && plan.salient < n) {
     const b = plan.block,
       rest = n - plan.salient;
-    const Hb = f32(hadamardMatrix(b)); // normalised, symmetric: x·Hb = (Hb·xᵀ)ᵀ
-    const hb = g.initializer(`${name}.hadamard`, Hb, [b, b]);
+    const hb = hadamardOf(g, b);
     const parts = plan.salient > 0 ? g.opMulti('Split', [xr, g.constI64([plan.salient, rest])], { axis: 1 }, { outputs: 2 }) : [null, xr];
     const rot = g.op('Reshape', [g.op('MatMul', [g.op('Reshape', [parts[1]!, g.constI64([-1, rest / b, b])]), hb]), g.constI64([-1, rest])]);
     xr = parts[0] ? g.op('Concat', [parts[0], rot], { axis: 1 }) : rot;
@@ -134,8 +158,8 @@ export function emitLoproLinear(g: GraphBuilder, name: string, s: LoproStoredLay
       Float32Array.from(alpha, (a) => 1 / a),
       [n],
     );
-    const V = g.initializer(`${name}.lr_v`, f32(decodeF8E4M3(s.vCodes)), [s.rank, n]);
-    const U = g.initializer(`${name}.lr_u`, f32(decodeF8E4M3(s.uCodes)), [m, s.rank]);
+    const V = fp8AsF16(g, `${name}.lr_v`, s.vCodes, [s.rank, n]);
+    const U = fp8AsF16(g, `${name}.lr_u`, s.uCodes, [m, s.rank]);
     const sigma = g.initializer(`${name}.lr_sigma`, f32(decodeF16(s.sigmaBits)), [s.rank]);
     const t = g.op('Mul', [matmulWt(g, g.op('Mul', [x, invAlpha]), V), sigma]);
     y = g.op('Add', [y, matmulWt(g, t, U)]);
