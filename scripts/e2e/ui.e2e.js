@@ -48,6 +48,21 @@ async function step(name, fn) {
   }
 }
 
+/** Clicks a context-menu item until the menu closes: the menu can swallow the first click while it animates. */
+async function clickMenuItem(page, item) {
+  await item.hover();
+  await page.waitForTimeout(300);
+  for (let i = 0; i < 5; i++) {
+    await item.click().catch(() => {});
+    try {
+      await item.waitFor({ state: 'hidden', timeout: 2000 });
+      return;
+    } catch {
+      lap('menu still open, clicking again');
+    }
+  }
+}
+
 async function fill(frame, id, value) {
   const input = frame.locator(`#${id} input`);
   await input.fill(String(value));
@@ -101,17 +116,7 @@ async function fill(frame, id, value) {
       lap('context menu shows LoPRo: Quantize…');
       await item.hover();
       await shot('explorer-menu.png');
-      await item.hover();
-      await page.waitForTimeout(300);
-      for (let i = 0; i < 5; i++) {
-        await item.click().catch(() => {});
-        try {
-          await item.waitFor({ state: 'hidden', timeout: 2000 });
-          break;
-        } catch {
-          lap('menu still open, clicking again');
-        }
-      }
+      await clickMenuItem(page, item);
       cfg = await webview(page, '#estimates', 60000);
       // The panel renders "LoPRo: Quantize" first and adds the model name when model/inspect answers.
       let title = '';
@@ -357,18 +362,7 @@ async function fill(frame, id, value) {
         const item = page.getByRole('menuitem', { name: 'LoPRo: Quantize…' });
         await row.click({ button: 'right' });
         await item.waitFor({ state: 'visible', timeout: 10000 });
-        // As in the first step: the menu can swallow the first click while it animates.
-        await item.hover();
-        await page.waitForTimeout(300);
-        for (let i = 0; i < 5; i++) {
-          await item.click().catch(() => {});
-          try {
-            await item.waitFor({ state: 'hidden', timeout: 2000 });
-            break;
-          } catch {
-            lap('menu still open, clicking again');
-          }
-        }
+        await clickMenuItem(page, item);
         // The tiny run's panels may still be open: take the frame whose title names this model.
         let moeCfg;
         for (const end = Date.now() + 60000; !moeCfg; await page.waitForTimeout(250)) {

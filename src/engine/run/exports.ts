@@ -68,13 +68,7 @@ export function writeF16Export(nativeDir: string, outDir: string, signal?: Abort
 export async function exportRun(p: ExportParams, hooks: RunHooks): Promise<ExportResult> {
   const dir = new RunDir(resolve(p.runDir));
   // Held while the run is read: a layer/apply or a resumed run would change it under the export.
-  dir.readManifest(); // a run folder (named error otherwise) before the lock file is written into it
-  const unlock = dir.lock();
-  try {
-    return await exportLocked(dir, p, hooks);
-  } finally {
-    unlock();
-  }
+  return dir.withLock(() => exportLocked(dir, p, hooks));
 }
 
 async function exportLocked(dir: RunDir, p: ExportParams, hooks: RunHooks): Promise<ExportResult> {

@@ -39,14 +39,7 @@ function readHessian(dir: RunDir, block: number, input: string): { H: Float64Arr
 
 export async function requantizeLayer(runDir: string, layer: string, overrides: Partial<LayerConfig>): Promise<{ before: LayerReport; after: LayerReport; candidateId: string }> {
   const dir = new RunDir(resolve(runDir));
-  // The run lock: no other writer (a run, an apply, an export) works on this folder meanwhile.
-  dir.readManifest(); // a run folder (named error otherwise) before the lock file is written into it
-  const unlock = dir.lock();
-  try {
-    return await requantizeLocked(dir, layer, overrides);
-  } finally {
-    unlock();
-  }
+  return dir.withLock(() => requantizeLocked(dir, layer, overrides));
 }
 
 async function requantizeLocked(dir: RunDir, layer: string, overrides: Partial<LayerConfig>): Promise<{ before: LayerReport; after: LayerReport; candidateId: string }> {
@@ -91,13 +84,7 @@ async function requantizeLocked(dir: RunDir, layer: string, overrides: Partial<L
 
 export async function applyCandidate(runDir: string, layer: string, candidateId: string): Promise<RunSummary> {
   const dir = new RunDir(resolve(runDir));
-  dir.readManifest(); // a run folder (named error otherwise) before the lock file is written into it
-  const unlock = dir.lock();
-  try {
-    return applyLocked(dir, layer, candidateId);
-  } finally {
-    unlock();
-  }
+  return dir.withLock(() => applyLocked(dir, layer, candidateId));
 }
 
 function applyLocked(dir: RunDir, layer: string, candidateId: string): RunSummary {

@@ -122,6 +122,20 @@ export class RunDir {
     throw new ProtocolError(ErrorCode.Io, `cannot lock ${this.dir}`, this.lockFile);
   }
 
+  /**
+   * Runs `fn` holding the run lock of an existing run folder (exports, layer re-quantize, apply): no other
+   * writer works on it meanwhile. The folder is checked to be a run first, so no lock file lands elsewhere.
+   */
+  async withLock<T>(fn: () => Promise<T> | T): Promise<T> {
+    this.readManifest();
+    const unlock = this.lock();
+    try {
+      return await fn();
+    } finally {
+      unlock();
+    }
+  }
+
   ensure(): void {
     for (const d of [this.dir, join(this.dir, 'ckpt'), join(this.dir, 'hessians'), join(this.dir, 'details'), join(this.dir, 'candidates'), this.scratchDir])
       mkdirSync(d, { recursive: true });
