@@ -5,7 +5,8 @@
 //   y   = R̂′(x_r)  +  ((x ⊘ α)·Vᵀ ⊙ σ̂)·Uᵀ                      low-rank branch as two Gemms
 //
 // R̂′(x_r), the residual in the rotated, permuted space, is one of:
-//   - com.microsoft MatMulNBits (2-, 4- or 8-bit codes, power-of-two group ≥ 16, no act-order group index);
+//   - com.microsoft MatMulNBits (2-, 4- or 8-bit codes, 3-bit ones in the 4-bit container; power-of-two
+//     group ≥ 16, no act-order group index);
 //   - in-graph dequantization: uint8 codes, per-group scales/zeros gathered per column
 //     (any bit width, any group index) → Gemm;
 //   - lopro_v: codebook Gather by per-vector index → Gemm.
@@ -46,21 +47,27 @@ function isPow2(n: number): boolean {
   return n > 0 && (n & (n - 1)) === 0;
 }
 
-/** Code widths MatMulNBits takes (3 is not one: a 3-bit layer is dequantized in the graph). */
-const NBITS = [2, 4, 8];
+/**
+ * The MatMulNBits width a layer's codes are stored at: 2, 4 and 8 as they are; 3-bit codes in the 4-bit
+ * container (MatMulNBits has no bits = 3; codes and zero points < 8 are the same numbers in 4 bits).
+ */
+export function matMulNBitsWidth(bits: number): number | undefined {
+  return bits === 3 ? 4 : [2, 4, 8].includes(bits) ? bits : undefined;
+}
 
-/** Eligible for MatMulNBits: lopro (scalar codes) of 2, 4 or 8 bits, regular groups of a power-of-two width ≥ 16. */
+/** Eligible for MatMulNBits: lopro (scalar codes) of 2, 3, 4 or 8 bits, regular groups of a power-of-two width ≥ 16. */
 export function canUseMatMulNBits(s: LoproStoredLayer): boolean {
-  return s.method === 'lopro' && NBITS.includes(s.bits) && !s.gIdx && isPow2(s.groupSize) && s.groupSize >= 16 && !!s.codes && !!s.scaleBits && !!s.zeros;
+  return s.method === 'lopro' && matMulNBitsWidth(s.bits) !== undefined && !s.gIdx && isPow2(s.groupSize) && s.groupSize >= 16 && !!s.codes && !!s.scaleBits && !!s.zeros;
 }
 
 /**
- * Packs codes [m, n] (b bits each) into MatMulNBits' B [m, kBlocks, g·b/8] (lowest bits first within a
+ * Packs codes [m, n] into MatMulNBits' B [m, kBlocks, g·b/8] (b = matMulNBitsWidth) (lowest bits first within a
  * byte, the last block zero-padded), scales [m·kBlocks] float32 and zero points [m, ceil(kBlocks·b/8)]
  * uint8 packed the same way.
  */
 export function packMatMulNBits(s: LoproStoredLayer): { B: Uint8Array; scales: Float32Array; zp: Uint8Array; kBlocks: number; blob: number; zpCols: number } {
-  const { rows: m, cols: n, groupSize: g, bits } = s;
+  const { rows: m, cols: n, groupSize: g } = s;
+  const bits = matMulNBitsWidth(s.bits)!;
   const kBlocks = Math.ceil(n / g),
     blob = (g * bits) / 8,
     G = s.groups,
@@ -92,7 +99,7 @@ function emitResidual(g: GraphBuilder, name: string, s: LoproStoredLayer, xr: Va
     const B = g.initializer(`${name}.qweight`, p.B, [m, p.kBlocks, p.blob]);
     const sc = g.initializer(`${name}.scales`, p.scales, [m * p.kBlocks]);
     const zp = g.initializer(`${name}.qzeros`, p.zp, [m * p.zpCols]);
-    const y = g.op('MatMulNBits', [xr, B, sc, zp], { K: n, N: m, bits: s.bits, block_size: s.groupSize }, { domain: 'com.microsoft', dtype: 'float32' });
+    const y = g.op('MatMulNBits', [xr, B, sc, zp], { K: n, N: m, bits: matMulNBitsWidth(s.bits)!, block_size: s.groupSize }, { domain: 'com.microsoft', dtype: 'float32' });
     return { y, kind: 'matmulnbits' };
   }
   if (s.method === 'lopro') {

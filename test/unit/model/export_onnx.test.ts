@@ -1,8 +1,8 @@
 // ONNX export (issue 4.5): the exported single-file model, run by plain ONNX Runtime, gives the
 // engine's perplexity within 0.1 % on a few tiny windows. Block 0 carries every linear pattern:
-// RTN 4-bit and 2-bit (MatMulNBits bits = 4 / 2), RTN 3-bit with a group index (in-graph dequant), LoPRo
+// RTN 4-, 3- and 2-bit (MatMulNBits bits = 4 / 4 / 2), RTN 3-bit with a group index (in-graph dequant), LoPRo
 // 2-bit and 4-bit (Gather perm + block FWHT + low-rank Gemms; MatMulNBits residual), LoPRo_v
-// (codebook Gather), and a dense layer; the other blocks stay float.
+// (codebook Gather); the other blocks stay float.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -35,7 +35,7 @@ test("ONNX export of a native mixed-quantized tiny folder: perplexity equals the
     (await quantizeLayer(cpuBackend(1), { name: `layer${seed}`, block: 0, module: 'm', rows, cols, W }, lc(o), { seed })).stored;
   const rtn = (bits: number, groupSize: number, gIdx: boolean) => async (W: Float32Array, r: number, c: number) =>
     baselineAsStored(await rtnOn(cpuBackend(1), W, r, c, { bits, groupSize, sym: false }), r, c, lc({ bits, groupSize }), gIdx);
-  // LoPRo on the small layers only (GPTQ on 768 columns is slow on 2 cores); up_proj stays dense.
+  // LoPRo on the small layers only (GPTQ on 768 columns is slow on 2 cores).
   const plan: Record<string, (W: Float32Array, rows: number, cols: number) => Promise<LoproStoredLayer>> = {
     q_proj: rtn(4, 128, false), // MatMulNBits
     k_proj: lopro({ method: 'lopro', bits: 2, rank: 8, salientBlock: 64, hadamardBlock: 64 }, 1), // perm + partial FWHT + MatMulNBits bits = 2
@@ -43,6 +43,7 @@ test("ONNX export of a native mixed-quantized tiny folder: perplexity equals the
     o_proj: lopro({ method: 'lopro_v', bits: 2, vqDim: 2, rank: 4, hadamardBlock: 128, rotation: 'full' }, 3), // codebook
     gate_proj: rtn(3, 64, true), // group-index dequant
     down_proj: rtn(2, 128, false), // MatMulNBits bits = 2
+    up_proj: rtn(3, 128, false), // MatMulNBits, 3-bit codes in the 4-bit container
   };
   const t0 = performance.now();
   for (const l of lins) {
@@ -72,7 +73,7 @@ test("ONNX export of a native mixed-quantized tiny folder: perplexity equals the
     for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) copyFileSync(join('fixtures/tiny', f), join(nativeDir, f));
 
     const res = await exportOnnxFromNative(nativeDir, outDir, { maxPositions: 256 });
-    assert.deepEqual(res.kinds, { dense: 1 + 7 * 3, matmulnbits: 4, dequant: 1, codebook: 1 });
+    assert.deepEqual(res.kinds, { dense: 7 * 3, matmulnbits: 5, dequant: 1, codebook: 1 });
     assert.ok(existsSync(join(outDir, 'tokenizer.json')) && existsSync(join(outDir, 'config.json')));
 
     const rt = await ComputeRuntime.create({ ep: 'cpu' });
