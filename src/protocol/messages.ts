@@ -144,6 +144,8 @@ export interface RunSummary {
    * Absent in runs of engines that do not report it.
    */
   backend?: string;
+  /** The engine process's peak resident memory over the run's sessions, bytes (getrusage maxRSS). */
+  peakHostBytes?: number;
   perplexity?: Record<string, number>;
   /** KL(float ‖ quantized) of the next-token distributions, nats per predicted position, by text. */
   kl?: Record<string, number>;

@@ -9,8 +9,10 @@ test('a run with --eval reports KL from its float model; lopro eval --kl and --r
   const run = join(tmp('kl'), 'run');
   const q = runCli(['quantize', TINY, '--calib', TRAIN, ...SMALL, '--method', 'rtn', '--bits', '2', '--out', run, '--eval', PERSUASION, '--json', '--quiet']);
   assert.equal(q.code, 0, q.stderr);
-  const s = JSON.parse(q.stdout) as { perplexity: Record<string, number>; kl: Record<string, number> };
+  const s = JSON.parse(q.stdout) as { perplexity: Record<string, number>; kl: Record<string, number>; peakHostBytes: number };
   assert.ok(s.kl.persuasion > 0.01, `RTN W2 moves the distribution: KL ${s.kl.persuasion}`);
+  // The run's own peak: the engine process with ORT and the tiny model, not a lifetime figure.
+  assert.ok(s.peakHostBytes > 100 * 2 ** 20 && s.peakHostBytes < 8 * 2 ** 30, `peak host memory ${s.peakHostBytes}`);
   for (const flags of [['--kl'], ['--reference', TINY]]) {
     const e = runCli(['eval', run, '--text', PERSUASION, ...flags, '--json', '--quiet', '--ep', 'cpu']);
     assert.equal(e.code, 0, e.stderr);

@@ -18,6 +18,7 @@ import type { QuantizeParams, RunContext, RunHooks } from './run_context';
 export type { QuantizeParams, RunContext, RunHooks };
 import { ENGINE_VERSION, RUN_FORMAT } from './version';
 import { runTensorBlocks } from './pipeline_tensors';
+import { peakMemoryBytes, resetPeakMemory } from '../util/peak_memory';
 import { prepareCalibration, runLlamaBlocks } from './pipeline_llama';
 import { writeNativeOutput } from './native';
 import { evaluateRunOutput } from './evaluate';
@@ -79,6 +80,7 @@ function checkOutDirUsable(dir: RunDir): void {
 
 export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Promise<RunSummary> {
   const t0 = Date.now();
+  resetPeakMemory(); // this run's peak, not an earlier run's of the same engine process
   const config = checkedConfig(params.config);
   const model = openModel(params.modelPath, config.ctx);
   try {
@@ -207,6 +209,7 @@ async function runOn(
       const t = Date.now();
       m.seconds += (t - last) / 1000;
       last = t;
+      m.peakHostBytes = Math.max(m.peakHostBytes ?? 0, peakMemoryBytes());
       dir.writeManifest(m);
     },
   };

@@ -10,6 +10,7 @@
 // After every block: parts, Hessians and outputs are written, then run.json (the commit record).
 // The math (forward graphs, quantizers) lives in model/ and quant/; this file only orders it.
 
+import { peakMemoryBytes } from '../util/peak_memory';
 import { layerConfigFor } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
@@ -510,7 +511,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   }
   hooks.log(
     'info',
-    `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background); peak host memory ${(process.resourceUsage().maxRSS / 2 ** 20).toFixed(2)} GiB`,
+    `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background); peak host memory ${(peakMemoryBytes() / 2 ** 30).toFixed(2)} GiB`,
   );
   // Copies vs compute vs graph building: the runtime's counters over the whole run.
   const c = rt.counters,

@@ -41,6 +41,8 @@ export interface RunManifest {
   backend?: string;
   /** Wall time summed over every session of this run (resumes included). */
   seconds: number;
+  /** The engine's peak resident memory, bytes: the largest of the run's sessions. */
+  peakHostBytes?: number;
   resumed: boolean;
   complete: boolean;
   /** Calibration ctx and window count actually used (0 in data-free mode). */
@@ -254,6 +256,7 @@ export function summaryOf(m: RunManifest, runDir: string): RunSummary {
     seconds: m.seconds,
     ep: m.ep,
     backend: m.backend,
+    peakHostBytes: m.peakHostBytes,
     perplexity: m.perplexity,
     kl: m.kl,
     resumed: m.resumed,
