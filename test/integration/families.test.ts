@@ -209,3 +209,15 @@ for (const minTokens of [0, 1_000_000])
       assert.ok(Math.abs(after.proxyLoss / before.proxyLoss - 1) < 1e-6, `${layer}: ${after.proxyLoss} vs ${before.proxyLoss} (${before.statistic})`);
     }
   });
+
+test('lopro inspect names the family and the experts', () => {
+  for (const [name, want] of [
+    ['mixtralt', 'mixtral model, 4 experts in 2 of 2 blocks'],
+    ['qwen2moes', 'qwen2_moe model, 4 experts in 1 of 2 blocks'],
+    ['qwen3b', 'qwen3 model,'],
+  ]) {
+    const r = runCli(['inspect', join(ARCH, name)]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.stdout.split('\n')[0].includes(want), r.stdout.split('\n')[0]);
+  }
+});

@@ -44,9 +44,17 @@ export function formatLayerTable(s: RunSummary): string {
   return lines.join('\n');
 }
 
+/** "mixtral model, 8 experts in 32 of 32 blocks" / "qwen2 model" / "bare tensors". */
+function describeModel(s: ModelSummary): string {
+  if (s.kind !== 'llama') return 'bare tensors';
+  const experts = new Set(s.linears.filter((l) => l.expert !== undefined).map((l) => l.expert)).size;
+  const sparse = new Set(s.linears.filter((l) => l.expert !== undefined).map((l) => l.block)).size;
+  return `${s.family ?? 'llama'} model${experts ? `, ${experts} experts in ${sparse} of ${s.numBlocks} blocks` : ''}`;
+}
+
 export function formatModelSummary(s: ModelSummary): string {
   const lines = [
-    `${s.path}: ${s.kind === 'llama' ? 'Llama-family model' : 'bare tensors'}, ${s.files.length} file(s), ${(s.totalBytes / 1e6).toFixed(1)} MB`,
+    `${s.path}: ${describeModel(s)}, ${s.files.length} file(s), ${(s.totalBytes / 1e6).toFixed(1)} MB`,
     `params ${s.params.toLocaleString('en-US')}, dtypes ${s.dtypes.join('/')}, blocks ${s.numBlocks}${s.ctx ? `, ctx ${s.ctx}` : ''}, quantizable linears ${s.linears.length}`,
   ];
   const shown = s.linears.slice(0, 14);
