@@ -8,7 +8,7 @@
 //   size or any sampled region is caught; an edit of a few bytes between samples is not.
 // config: sha256 of the canonical JSON of the QuantizeConfig, without the keys that cannot change
 //   the output's meaning (memoryBudgetMB; where the math runs: ep, backend, threads; the reports-only
-//   compare; calibText is replaced by the calibration text's own hash).
+//   compare, keepHessians; calibText is replaced by the calibration text's own hash).
 // calib: sha256 of the calibration text's bytes ('' in data-free mode).
 
 import { createHash } from 'node:crypto';
@@ -77,7 +77,7 @@ export function hashModel(modelPath: string): string {
  * Config keys that cannot change what the output means, left out of the fingerprint: a run may be
  * resumed on another EP, backend or thread count, and with or without the RTN/GPTQ comparison.
  */
-const NON_OUTPUT_KEYS = new Set(['memoryBudgetMB', 'ep', 'backend', 'threads', 'compare', 'calibText']);
+const NON_OUTPUT_KEYS = new Set(['memoryBudgetMB', 'ep', 'backend', 'threads', 'compare', 'keepHessians', 'calibText']);
 
 /** JSON with sorted keys at every level, so that key order never changes a hash. */
 export function canonicalJson(x: unknown): string {

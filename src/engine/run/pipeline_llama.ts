@@ -383,10 +383,11 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
             stageStats.set(k, st);
             const n = Math.sqrt(st.H.length);
             // Cached for layer/requantize in float32 (half the disk of float64: 1.4 GB per 7B block).
-            hessTensors.push(
-              { name: `${k}::H`, dtype: 'F32', shape: [n, n], data: st.H32 }, // read back by requantize.ts (measuredStatKey)
-              { name: `${k}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(st.absMean) },
-            );
+            if (params.config.keepHessians !== false)
+              hessTensors.push(
+                { name: `${k}::H`, dtype: 'F32', shape: [n, n], data: st.H32 }, // read back by requantize.ts (measuredStatKey)
+                { name: `${k}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(st.absMean) },
+              );
           }
           progress.advance(
             P / passes.length,
@@ -478,7 +479,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       const commitBlock = async () => {
         const t0 = performance.now();
         await writeSafetensorsAtomicAsync(dir.blockFile(b), parts, { layers: JSON.stringify(reports.map((r) => r.name)) });
-        await writeSafetensorsAtomicAsync(dir.hessianFile(b), hessTensors, { nsamples: String(N), ctx: String(T) });
+        if (hessTensors.length) await writeSafetensorsAtomicAsync(dir.hessianFile(b), hessTensors, { nsamples: String(N), ctx: String(T) });
         atomicWriteFile(dir.detailsFile(b), JSON.stringify(details));
         await Y.persistAsync(dir.actsFile(b));
         const names = new Set(reports.map((r) => r.name));

@@ -28,6 +28,13 @@ function findLayer(m: RunManifest, dir: RunDir, layer: string): LayerReport {
 }
 
 function readHessian(dir: RunDir, block: number, input: string): { H: Float64Array; absMean: Float64Array } {
+  if (!existsSync(dir.hessianFile(block)))
+    throw new ProtocolError(
+      ErrorCode.InvalidParams,
+      `${dir.dir} kept no Hessians (keepHessians was off): a layer cannot be re-quantized from the run`,
+      dir.hessianFile(block),
+      'quantize again with keepHessians on, or use a layer override (--override) in a new run',
+    );
   const f = SafetensorsFile.open(dir.hessianFile(block));
   try {
     const asF64 = (name: string) => Float64Array.from(f.readFloat32(name));

@@ -46,6 +46,7 @@ const CASES: { [K in keyof QuantizeConfig]: { ok: unknown[]; bad: unknown[] } } 
   ep: { ok: ['auto', 'cuda', 'webgpu', 'cpu'], bad: ['tpu', 'CPU'] },
   backend: { ok: ['auto', 'cpu', 'gpu'], bad: ['cuda', 'GPU', '', 1] },
   compare: { ok: [true, false], bad: ['yes', 0] },
+  keepHessians: { ok: [true, false], bad: ['no', 1, null] },
   threads: { ok: [0, 1, 4, 256], bad: [-1, 257, 1.5, NaN, '4'] },
   seed: { ok: [0, -7, 2 ** 52, Number.MAX_SAFE_INTEGER], bad: [NaN, Infinity, '1', 0.5, 2 ** 53] },
   memoryBudgetMB: { ok: [0.01, 1, 4096], bad: [0, -1] },
