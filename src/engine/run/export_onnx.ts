@@ -144,10 +144,24 @@ export async function exportOnnxFromNative(nativeDir: string, outDir: string, op
       opts,
     );
     for (const f of ['config.json', ...SIDE_FILES]) if (existsSync(join(nativeDir, f))) copyFileSync(join(nativeDir, f), join(outDir, f));
+    // The size the bits promise: the native file's quantized layers (bit-packed codes, group parameters,
+    // factors, permutation, α) plus its float tensors, against the ONNX file.
+    let quantizedBytes = 0,
+      floatBytes = 0;
+    for (const e of native.file.entries) {
+      if (e.name.includes('.lopro.')) quantizedBytes += e.byteLength;
+      else floatBytes += e.byteLength;
+    }
     writeFileSync(
       join(outDir, 'onnx_export.json'),
       JSON.stringify(
-        { model: 'model.onnx', inputs: { input_ids: 'int64 [batch, sequence]' }, outputs: { logits: `float32 [batch, sequence, ${cfg.vocabSize}]` }, linears: res.kinds },
+        {
+          model: 'model.onnx',
+          inputs: { input_ids: 'int64 [batch, sequence]' },
+          outputs: { logits: `float32 [batch, sequence, ${cfg.vocabSize}]` },
+          linears: res.kinds,
+          size: { onnxBytes: res.bytes, nativeQuantizedBytes: quantizedBytes, nativeFloatBytes: floatBytes, ratio: res.bytes / (quantizedBytes + floatBytes) },
+        },
         null,
         2,
       ) + '\n',
