@@ -2,7 +2,7 @@
 // bits per weight (spec §3, bitsPerWeight per layer, weighted by weight count), output size and a
 // rough peak memory. Pure so that unit tests can check it.
 
-import { bitsPerWeight, layerConfigFor, type QuantizeConfig } from '../src/protocol/config';
+import { bitsPerWeight, layerConfigFor, PASS_HESSIAN_BYTES, type QuantizeConfig } from '../src/protocol/config';
 import type { ModelSummary } from '../src/protocol/messages';
 
 export interface Estimate {
@@ -33,13 +33,10 @@ function statisticOf(module: string, expert?: number): { key: string; stage: str
   return { key: `${stage}@${expert ?? ''}`, stage };
 }
 
-/** Float32 Hessians one statistics pass holds at most (the engine splits an MoE block's experts into passes). */
-const PASS_HESSIAN_BYTES = 2 * 2 ** 30;
-
 /**
  * Peak memory, roughly: the model as float32, calibration activations of one block boundary
  * (inputs + outputs, float32, spilled above memoryBudgetMB), the Hessians of the largest block (its
- * float32 cache for re-quantizing, plus one pass of float64 working copies: an MoE block's experts are
+ * float32 cache for re-quantizing unless keepHessians is off, plus one pass of float64 working copies: an MoE block's experts are
  * measured in passes of at most 2 GiB) and the float64 working copies of the largest layer (W,
  * residual, low-rank, error ≈ 4 copies).
  */
@@ -48,11 +45,16 @@ export function peakMemoryBytes(s: ModelSummary, c: QuantizeConfig): number {
   const ctx = c.ctx || s.ctx || 512;
   const samples = c.calibText ? c.calibSamples : 1;
   const acts = Math.min(2 * samples * ctx * hidden * 4, c.memoryBudgetMB * 2 ** 20);
+  // Per block, its statistics: key → stage and width (one pass over the linears).
+  const blocks = new Map<number, Map<string, { stage: string; n: number }>>();
+  for (const l of s.linears) {
+    const { key, stage } = statisticOf(l.module, l.expert);
+    if (!blocks.has(l.block)) blocks.set(l.block, new Map());
+    blocks.get(l.block)!.set(key, { stage, n: l.cols });
+  }
   let hessians = 0;
-  for (let b = 0; b < s.numBlocks; b++) {
-    const keys = new Map<string, { stage: string; n: number }>();
-    for (const l of s.linears) if (l.block === b) keys.set(statisticOf(l.module, l.expert).key, { stage: statisticOf(l.module, l.expert).stage, n: l.cols });
-    const cache = [...keys.values()].reduce((a, k) => a + k.n * k.n * 4, 0);
+  for (const keys of blocks.values()) {
+    const cache = c.keepHessians ? [...keys.values()].reduce((a, k) => a + k.n * k.n * 4, 0) : 0;
     const stages = new Map<string, number>();
     for (const k of keys.values()) stages.set(k.stage, (stages.get(k.stage) ?? 0) + k.n * k.n * 4);
     const pass = Math.max(0, ...[...stages.values()].map((v) => Math.min(v, PASS_HESSIAN_BYTES)));

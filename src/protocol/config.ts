@@ -151,6 +151,13 @@ export interface QuantizeConfig extends LayerConfig {
   layerOverrides: Record<string, Partial<LayerConfig>>;
 }
 
+/**
+ * Float32 bytes of Hessians one statistics pass may hold: a sparse block's experts are measured in chunks
+ * under it (one expert's down_proj input of a Mixtral-8x7B is 14336² values, 822 MB). The engine's passes
+ * and the panel's peak-memory estimate both use it.
+ */
+export const PASS_HESSIAN_BYTES = 2 * 2 ** 30;
+
 export const DEFAULT_LAYER_CONFIG: Readonly<LayerConfig> = Object.freeze({
   method: 'lopro',
   bits: 2,

@@ -221,7 +221,7 @@ export class GraphBuilder {
    * cut short by its outputs (a block graph that only returns one Hessian) must be pruned here.
    * Graph inputs no live node reads are dropped too: ORT places an input no kernel consumes on the
    * CPU, so a device tensor fed to it is copied back to the host on every run (a 7B block's unused weights
-   * are hundreds of MB per statistics pass: bench/stats_probe.ts).
+   * are hundreds of MB per statistics pass).
    * ComputeRuntime.run feeds a session only the inputs it declares, so callers may still pass all.
    */
   toModel(): Uint8Array {

@@ -157,8 +157,7 @@ export function emitRouting(g: GraphBuilder, cfg: ModelConfig, x: Value, router:
  * against k/v as [B, kv, 1, T, hd] (MatMul broadcasting), which is transformers' repeat_kv
  * without materialising repeated keys. A sparse block gathers each expert's routed rows (NonZero of its
  * routing weight), runs the expert on those only, weights its outputs and scatters them back: the routed sum
- * at k/E of the arithmetic of running every expert on every row (bench/RESULTS.md "issue 16":
- * mixtrals' evaluation 1.6× faster on the 2-core CPU than with every expert on every row).
+ * at k/E of the arithmetic of running every expert on every row and masking.
  */
 export function emitBlock(g: GraphBuilder, cfg: ModelConfig, b: number, x: Value, c: BlockConsts, linear: LinearEmitter, tensor: TensorEmitter): BlockOutputs {
   const H = cfg.hiddenSize,
@@ -373,26 +372,34 @@ export function buildEmbedGraph(cfg: ModelConfig): Uint8Array {
  * 'logits': [B, T, V].
  */
 export function emitHead(g: GraphBuilder, cfg: ModelConfig, x: Value, normW: Value, headW: Value, targets: Value | null, layout: WeightLayout = 'out_in'): Value {
-  const H = cfg.hiddenSize;
-  const xs = targets ? g.op('Slice', [x, g.constI64([0]), g.constI64([-1]), g.constI64([1])]) : x;
-  const x2 = g.op('Reshape', [xs, g.constI64([-1, H])]);
-  const xn = emitRmsNorm(g, x2, normW, cfg.rmsNormEps);
-  // headW [V, H] (checkpoint layout, Gemm transB) or pre-transposed [H, V] (MatMul; see WeightLayout).
-  const logits = layout === 'out_in' ? g.op('Gemm', [xn, headW], { transB: 1 }) : g.op('MatMul', [xn, headW]);
-  const outShape = g.op('Concat', [g.op('Slice', [g.op('Shape', [xs]), g.constI64([0]), g.constI64([2])]), g.constI64([cfg.vocabSize])], { axis: 0 });
-  if (!targets) return g.op('Reshape', [logits, outShape]);
+  const logits = emitLogits(g, cfg, x, normW, headW, layout, !!targets);
+  if (!targets) {
+    const outShape = g.op('Concat', [g.op('Slice', [g.op('Shape', [x]), g.constI64([0]), g.constI64([2])]), g.constI64([cfg.vocabSize])], { axis: 0 });
+    return g.op('Reshape', [logits, outShape]);
+  }
   return g.op('Reshape', [emitNll(g, logits, g.op('Reshape', [targets, g.constI64([-1, 1])])), g.op('Shape', [targets])]);
 }
 
 /**
- * NLL [N, 1] of targets [N, 1] (int32) under logits [N, V]: logsumexp − logit[target], max-shifted.
- * ReduceMax/Exp/ReduceSum/Log rather than LogSoftmax (which the WebGPU EP lacks), and the [N, V]
- * log-probabilities are never written.
+ * Logits [N, V] of x [B, T, H] after the final norm: N = B·T, or B·(T − 1) for the positions that predict a
+ * token of the window (`predicting`). headW [V, H] (checkpoint layout, Gemm transB) or pre-transposed [H, V]
+ * (MatMul; see WeightLayout).
  */
-export function emitNll(g: GraphBuilder, logits: Value, targets: Value): Value {
+function emitLogits(g: GraphBuilder, cfg: ModelConfig, x: Value, normW: Value, headW: Value, layout: WeightLayout, predicting: boolean): Value {
+  const xs = predicting ? g.op('Slice', [x, g.constI64([0]), g.constI64([-1]), g.constI64([1])]) : x;
+  const xn = emitRmsNorm(g, g.op('Reshape', [xs, g.constI64([-1, cfg.hiddenSize])]), normW, cfg.rmsNormEps);
+  return layout === 'out_in' ? g.op('Gemm', [xn, headW], { transB: 1 }) : g.op('MatMul', [xn, headW]);
+}
+
+/** logsumexp over the last axis [N, 1], max-shifted (ReduceMax/Exp/ReduceSum/Log: the WebGPU EP lacks LogSoftmax). */
+function emitLogSumExp(g: GraphBuilder, logits: Value): Value {
   const mx = g.op('ReduceMax', [logits], { axes: [-1], keepdims: 1 });
-  const lse = g.op('Add', [g.op('Log', [g.op('ReduceSum', [g.op('Exp', [g.op('Sub', [logits, mx])]), g.constI64([-1])], { keepdims: 1 })]), mx]);
-  return g.op('Sub', [lse, g.op('GatherElements', [logits, targets], { axis: 1 })]);
+  return g.op('Add', [g.op('Log', [g.op('ReduceSum', [g.op('Exp', [g.op('Sub', [logits, mx])]), g.constI64([-1])], { keepdims: 1 })]), mx]);
+}
+
+/** NLL [N, 1] of targets [N, 1] (int32) under logits [N, V]: logsumexp − logit[target] (the [N, V] log-probabilities are never written). */
+export function emitNll(g: GraphBuilder, logits: Value, targets: Value): Value {
+  return g.op('Sub', [emitLogSumExp(g, logits), g.op('GatherElements', [logits, targets], { axis: 1 })]);
 }
 
 export function buildHeadGraph(cfg: ModelConfig, mode: 'nll' | 'logits' | 'nll_kl', layout: WeightLayout = 'out_in'): Uint8Array {
@@ -410,30 +417,18 @@ export function buildHeadGraph(cfg: ModelConfig, mode: 'nll' | 'logits' | 'nll_k
   const xr = g.input('x_ref', 'float32', ['B', 'T', cfg.hiddenSize]);
   const normR = g.input('norm_ref', 'float32', [cfg.hiddenSize]);
   const headR = g.input('head_ref', 'float32', headShape);
-  const logits = (xv: Value, nw: Value, hw: Value) => {
-    const xs = g.op('Reshape', [g.op('Slice', [xv, g.constI64([0]), g.constI64([-1]), g.constI64([1])]), g.constI64([-1, cfg.hiddenSize])]);
-    const xn = emitRmsNorm(g, xs, nw, cfg.rmsNormEps);
-    return layout === 'out_in' ? g.op('Gemm', [xn, hw], { transB: 1 }) : g.op('MatMul', [xn, hw]);
-  };
-  const lq = logits(x, normW, headW),
-    lr = logits(xr, normR, headR);
+  const lq = emitLogits(g, cfg, x, normW, headW, layout, true),
+    lr = emitLogits(g, cfg, xr, normR, headR, layout, true);
   const shape = g.op('Shape', [targets!]);
   g.output(g.op('Reshape', [emitNll(g, lq, g.op('Reshape', [targets!, g.constI64([-1, 1])])), shape]), 'nll');
   g.output(g.op('Reshape', [emitKl(g, lr, lq), shape]), 'kl');
   return g.toModel();
 }
 
-/** Log-probabilities [N, V] of logits [N, V]: logits − logsumexp (max-shifted; no LogSoftmax, which the WebGPU EP lacks). */
-function emitLogProbs(g: GraphBuilder, logits: Value): Value {
-  const mx = g.op('ReduceMax', [logits], { axes: [-1], keepdims: 1 });
-  const shifted = g.op('Sub', [logits, mx]);
-  return g.op('Sub', [shifted, g.op('Log', [g.op('ReduceSum', [g.op('Exp', [shifted]), g.constI64([-1])], { keepdims: 1 })])]);
-}
-
 /** KL(p ‖ q) [N] = Σ_v p_v (log p_v − log q_v) for logits of p and of q, [N, V] each. */
-export function emitKl(g: GraphBuilder, logitsP: Value, logitsQ: Value): Value {
-  const lp = emitLogProbs(g, logitsP),
-    lq = emitLogProbs(g, logitsQ);
+function emitKl(g: GraphBuilder, logitsP: Value, logitsQ: Value): Value {
+  const lp = g.op('Sub', [logitsP, emitLogSumExp(g, logitsP)]),
+    lq = g.op('Sub', [logitsQ, emitLogSumExp(g, logitsQ)]);
   return g.op('ReduceSum', [g.op('Mul', [g.op('Exp', [lp]), g.op('Sub', [lp, lq])]), g.constI64([-1])], { keepdims: 0 });
 }
 

@@ -71,14 +71,8 @@ export async function perplexity(cfg: ModelConfig, ids: Int32Array, weights: Wei
   const windowKl = opts.reference ? new Float64Array(windows.length) : undefined;
   let total = 0,
     totalKl = 0;
-  const embedW = await weights('model.embed_tokens.weight');
-  checkWeights(embedW, 'model.embed_tokens.weight', [cfg.vocabSize, H], cfg);
-  const { norm, head } = await fwd.headWeights(weights);
-  // Uploaded once (WebGPU); plain host tensors on the CPU EP.
-  const embedT = await rt.upload(rt.host(embedW, [cfg.vocabSize, H]));
-  const normT = await rt.upload(rt.host(norm, [H]));
-  const headT = head === embedW && fwd.layout === 'out_in' ? embedT : await fwd.headTensor(head); // a tied head is transposed apart from the embedding on a GPU
-  const ref = opts.reference ? await referenceTensors(cfg, fwd, rt, opts.reference) : undefined;
+  const own = await endTensors(cfg, fwd, rt, weights);
+  const ref = opts.reference ? await endTensors(cfg, fwd, rt, opts.reference) : undefined;
   try {
     for (let c0 = 0; c0 < windows.length; c0 += perChunk) {
       const chunk = windows.slice(c0, c0 + perChunk);
@@ -90,7 +84,7 @@ export async function perplexity(cfg: ModelConfig, ids: Int32Array, weights: Wei
         batches.push({
           ids: bIds,
           n: sel.length,
-          x: await fwd.embedTensor(bIds, sel.length, embedT),
+          x: await fwd.embedTensor(bIds, sel.length, own.embed),
           xRef: ref ? await fwd.embedTensor(bIds, sel.length, ref.embed) : undefined,
         });
       }
@@ -109,8 +103,8 @@ export async function perplexity(cfg: ModelConfig, ids: Int32Array, weights: Wei
       let done = c0;
       for (const bt of batches) {
         let nll: Float32Array, kl: Float32Array | undefined;
-        if (ref) ({ nll, kl } = await fwd.headNllKl(bt.x, bt.xRef!, bt.n, bt.ids, { norm: normT, head: headT, normRef: ref.norm, headRef: ref.head }));
-        else nll = await fwd.headNll(bt.x, bt.n, bt.ids, normT, headT);
+        if (ref) ({ nll, kl } = await fwd.headNllKl(bt.x, bt.xRef!, bt.n, bt.ids, { norm: own.norm, head: own.head, normRef: ref.norm, headRef: ref.head }));
+        else nll = await fwd.headNll(bt.x, bt.n, bt.ids, own.norm, own.head);
         fwd.release(bt.x, bt.xRef);
         for (let i = 0; i < bt.n; i++) {
           let s = 0,
@@ -129,8 +123,7 @@ export async function perplexity(cfg: ModelConfig, ids: Int32Array, weights: Wei
       }
     }
   } finally {
-    fwd.release(embedT, normT, headT === embedT ? undefined : headT);
-    if (ref) fwd.release(ref.embed, ref.norm, ref.head === ref.embed ? undefined : ref.head);
+    for (const t of ref ? [own, ref] : [own]) fwd.release(t.embed, t.norm, t.head === t.embed ? undefined : t.head);
   }
   const positions = windows.length * (T - 1);
   const seconds = (performance.now() - t0) / 1000;
@@ -147,13 +140,8 @@ export async function perplexity(cfg: ModelConfig, ids: Int32Array, weights: Wei
   };
 }
 
-/** The reference model's embedding, final norm and head, uploaded once. */
-async function referenceTensors(
-  cfg: ModelConfig,
-  fwd: LlamaForward,
-  rt: ComputeRuntime,
-  weights: WeightsProvider,
-): Promise<{ embed: ort.Tensor; norm: ort.Tensor; head: ort.Tensor }> {
+/** A model's embedding, final norm and head, uploaded once (WebGPU); plain host tensors on the CPU EP. */
+async function endTensors(cfg: ModelConfig, fwd: LlamaForward, rt: ComputeRuntime, weights: WeightsProvider): Promise<{ embed: ort.Tensor; norm: ort.Tensor; head: ort.Tensor }> {
   const embedW = await weights('model.embed_tokens.weight');
   checkWeights(embedW, 'model.embed_tokens.weight', [cfg.vocabSize, cfg.hiddenSize], cfg);
   const { norm, head } = await fwd.headWeights(weights);
@@ -161,6 +149,7 @@ async function referenceTensors(
   return {
     embed,
     norm: await rt.upload(rt.host(norm, [cfg.hiddenSize])),
+    // A tied head is the embedding itself, except on a GPU where it is transposed apart from it.
     head: head === embedW && fwd.layout === 'out_in' ? embed : await fwd.headTensor(head),
   };
 }

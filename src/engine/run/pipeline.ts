@@ -100,18 +100,19 @@ export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Prom
     // A folder this run creates is removed again if the run ends before its first commit.
     const created = !existsSync(dir.dir);
     const unlock = dir.lock();
+    let discarded = false;
     try {
       return await runLocked(params, hooks, model, dir, effective, fingerprint, calibBytes, t0);
     } catch (e) {
       // Nothing committed (no block, no complete run): leave nothing that looks like a run, resumable or not.
       if (!committedAnything(dir)) {
         dir.discardUncommitted();
-        unlock();
-        if (created && readdirSync(dir.dir).length === 0) rmSync(dir.dir, { recursive: true, force: true });
+        discarded = true;
       }
       throw e;
     } finally {
       unlock();
+      if (discarded && created && readdirSync(dir.dir).length === 0) rmSync(dir.dir, { recursive: true, force: true });
     }
   } finally {
     model.ckpt.close();

@@ -11,7 +11,7 @@
 // The math (forward graphs, quantizers) lives in model/ and quant/; this file only orders it.
 
 import { peakMemoryBytes } from '../util/peak_memory';
-import { layerConfigFor } from '../../protocol/config';
+import { layerConfigFor, PASS_HESSIAN_BYTES } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type * as ort from 'onnxruntime-node';
@@ -207,12 +207,6 @@ function statWidth(cfg: ModelConfig, lins: readonly BlockLinear[], k: StatKey): 
   return l.cols;
 }
 
-/**
- * Float32 bytes of Hessians one statistics pass may hold: a sparse block's experts are measured in chunks
- * under it (one expert's down_proj input of a Mixtral-8x7B is 14336² values, 822 MB).
- */
-const PASS_HESSIAN_BYTES = 2 * 2 ** 30;
-
 /** Splits a stage's statistics into passes of at most PASS_HESSIAN_BYTES (at least one key per pass), in order. */
 function passesOf(keys: readonly StatKey[], width: (k: StatKey) => number): StatKey[][] {
   const out: StatKey[][] = [];
@@ -383,7 +377,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
             stageStats.set(k, st);
             const n = Math.sqrt(st.H.length);
             // Cached for layer/requantize in float32 (half the disk of float64: 1.4 GB per 7B block).
-            if (params.config.keepHessians !== false)
+            if (params.config.keepHessians)
               hessTensors.push(
                 { name: `${k}::H`, dtype: 'F32', shape: [n, n], data: st.H32 }, // read back by requantize.ts (measuredStatKey)
                 { name: `${k}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(st.absMean) },
