@@ -7,6 +7,7 @@ import { CHOICES, RANGES, rangeBounds, type NumRange, type QuantizeConfig } from
 export type Control = 'number' | 'text' | 'select' | 'radio' | 'toggle';
 /** Keys the panel edits (the rest of the config passes through unchanged). */
 export type FormKey =
+  | 'targetBpw'
   | 'method'
   | 'bits'
   | 'clip'
@@ -45,6 +46,14 @@ const choices = (k: keyof typeof CHOICES) => CHOICES[k] as readonly (string | nu
 const range = (k: keyof typeof RANGES): NumRange => RANGES[k];
 
 export const FORM_FIELDS: readonly FormField[] = [
+  {
+    key: 'targetBpw',
+    label: 'Target bits per weight',
+    control: 'number',
+    section: 'method',
+    range: range('targetBpw'),
+    help: 'The size to reach, e.g. 2.25: each layer gets the bits, rank and method (GPTQ or the one below) of the plan with the least measured error within it. 0 = every layer at the bits and rank below.',
+  },
   { key: 'method', label: 'Method', control: 'select', section: 'method', options: choices('method'), help: 'lopro = low rank + permuted partial Hadamard + GPTQ.' },
   { key: 'bits', label: 'Bits', control: 'radio', section: 'method', options: choices('bits'), help: 'Bits per code of the residual quantizer.' },
   {

@@ -2,7 +2,7 @@
 // bits per weight (spec §3, bitsPerWeight per layer, weighted by weight count), output size and a
 // rough peak memory. Pure so that unit tests can check it.
 
-import { bitsPerWeight, layerConfigFor, PASS_HESSIAN_BYTES, type QuantizeConfig } from '../src/protocol/config';
+import { bitsPerWeight, layerConfigFor, passHessianBytes, type QuantizeConfig } from '../src/protocol/config';
 import type { ModelSummary } from '../src/protocol/messages';
 
 export interface Estimate {
@@ -37,7 +37,7 @@ function statisticOf(module: string, expert?: number): { key: string; stage: str
  * Peak memory, roughly: the model as float32, calibration activations of one block boundary
  * (inputs + outputs, float32, spilled above memoryBudgetMB), the Hessians of the largest block (its
  * float32 cache for re-quantizing unless keepHessians is off, plus one pass of float64 working copies: an MoE block's experts are
- * measured in passes of at most 2 GiB) and the float64 working copies of the largest layer (W,
+ * measured in passes of at most half of memoryBudgetMB) and the float64 working copies of the largest layer (W,
  * residual, low-rank, error ≈ 4 copies).
  */
 export function peakMemoryBytes(s: ModelSummary, c: QuantizeConfig): number {
@@ -57,7 +57,7 @@ export function peakMemoryBytes(s: ModelSummary, c: QuantizeConfig): number {
     const cache = c.keepHessians ? [...keys.values()].reduce((a, k) => a + k.n * k.n * 4, 0) : 0;
     const stages = new Map<string, number>();
     for (const k of keys.values()) stages.set(k.stage, (stages.get(k.stage) ?? 0) + k.n * k.n * 4);
-    const pass = Math.max(0, ...[...stages.values()].map((v) => Math.min(v, PASS_HESSIAN_BYTES)));
+    const pass = Math.max(0, ...[...stages.values()].map((v) => Math.min(v, passHessianBytes(c))));
     hessians = Math.max(hessians, cache + 2 * pass);
   }
   const largest = Math.max(0, ...s.linears.map((l) => l.rows * l.cols));

@@ -22,7 +22,7 @@ case "$1" in
     timeout 60 $L/node .gpu/bench/lopro.js quantize /tmp/mx8 --method rtn --samples 2 --ctx 64 --calib fixtures/text/train.txt --ep cpu --backend cpu --out /tmp/warm > /dev/null 2>&1
     nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -lms 1000 > $OUT/smi.csv 2>&1 & S=$!
     timeout ${RUN_S:-400} python3 -c "import resource,subprocess,sys; r=subprocess.run(sys.argv[1:]).returncode; print('child peak RSS GiB %.2f rc %d' % (resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/2**20, r))" \
-      env GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $L/node .gpu/bench/lopro.js quantize /tmp/mx8 --method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt --ep webgpu --backend gpu --out /tmp/mxrun 2>&1 | stamp > $OUT/quantize.log
+      env GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $L/node .gpu/bench/lopro.js quantize /tmp/mx8 --method lopro --bits 2 --ctx 512 --calib fixtures/text/train.txt --ep webgpu --backend gpu ${QARGS:-} --out /tmp/mxrun 2>&1 | stamp > $OUT/quantize.log
     kill $S
     grep -E "block [0-9]+/|time:|runtime:|peak|child|layers quantized|bits/weight|error|Error" $OUT/quantize.log | cut -c1-260 | tail -40
     cp /tmp/mxrun/run.json $OUT/ 2>/dev/null

@@ -15,6 +15,7 @@ import { evaluate } from './run/evaluate';
 import { exportRun } from './run/exports';
 import { formatLayerTable, formatModelSummary } from './run/report';
 import { runDemo } from './run/demo';
+import { formatPlan, planFromFile } from './plan/plan_report';
 import { engineEnv } from './env';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +27,8 @@ Usage:
   lopro eval <run-dir | export-dir> --text FILE [--text FILE ...] [--ctx N] [--kl | --reference FLOAT_DIR]
   lopro export <run-dir> --format native|f16|onnx --out DIR [--verify-text FILE]
   lopro inspect <file.safetensors | model-dir>
-  lopro demo [--samples N] [--method M] [--bits B] [--out DIR]   LoPRo W2 on the embedded tiny model
+  lopro plan <measurements.json> --target-bpw X [--allocator exact|greedy] [--json]
+  lopro demo [--target-bpw X] [--samples N] [--method M] [--clip C] [--out DIR]   GPTQ and LoPRo at 2.25 bpw on the embedded tiny model
   lopro --help | --version
 
 quantize:
@@ -37,10 +39,17 @@ quantize:
   --resume            continue from the last complete block of DIR (refused if incompatible)
   --eval FILE         after the run, perplexity of the exported model on FILE (repeatable) and the KL
                       divergence of its next-token distributions from the float model's
+  --target-bpw X      the size to reach: measure each layer's candidates, then quantize each layer as the plan
+                      with the least total error within X bits per weight chooses (DIR/measurements.json)
+  --measurements FILE reuse an earlier run's measurements.json (same model, calibration and settings)
   --override "PATTERN:key=v,..."   per-layer settings, e.g. "*.down_proj:bits=3" (repeatable)
   --json              print the run summary as JSON
  Settings (defaults in brackets; every QuantizeConfig key):
 ${configHelp()}
+
+plan:
+  The plan a target would get from a run's measurement, without measuring or quantizing: per layer the
+  chosen method, bits and rank, the bits per weight reached and the summed layer error.
 
 Exit codes: 0 ok, 2 bad input (message names the file, tensor or flag), 130 cancelled, 1 internal error.`;
 
@@ -58,7 +67,7 @@ function configHelp(): string {
 }
 
 const BOOLEAN_FLAGS = new Set(['resume', 'json', 'help', 'version', 'quiet', 'kl']);
-const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override', 'reference']);
+const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override', 'reference', 'measurements', 'allocator']);
 
 function last(flags: Map<string, string[]>, name: string): string | undefined {
   const v = flags.get(name);
@@ -108,7 +117,10 @@ async function cmdQuantize(argv: string[], signal: AbortSignal): Promise<number>
   const runDir = need(a.flags, 'out', 'quantize');
   const config: QuantizeConfig = configFromFlags(a.config);
   const quiet = a.flags.has('quiet');
-  const summary = await quantizeRun({ modelPath, config, runDir, resume: a.flags.has('resume'), evalTexts: a.flags.get('eval') ?? [] }, cliHooks(quiet, signal));
+  const summary = await quantizeRun(
+    { modelPath, config, runDir, resume: a.flags.has('resume'), evalTexts: a.flags.get('eval') ?? [], measurementsPath: last(a.flags, 'measurements') },
+    cliHooks(quiet, signal),
+  );
   if (a.flags.has('json')) process.stdout.write(JSON.stringify(summary, null, 1) + '\n');
   else process.stdout.write(formatLayerTable(summary) + '\n');
   return 0;
@@ -159,11 +171,24 @@ async function cmdInspect(argv: string[]): Promise<number> {
 async function cmdDemo(argv: string[], signal: AbortSignal): Promise<number> {
   const a = parseArgs(argv, BOOLEAN_FLAGS, VALUE_FLAGS);
   if (a.flags.has('help')) return printHelp();
-  const c = configFromFlags({ method: 'lopro', bits: 2, calibSamples: 128, ...a.config });
+  const c = configFromFlags({ method: 'lopro', bits: 2, calibSamples: 128, targetBpw: 2.25, clip: 'mse', ...a.config });
   const out = last(a.flags, 'out') ?? join(tmpdir(), 'lopro-demo');
-  await runDemo({ out, samples: c.calibSamples, method: c.method, bits: c.bits, ep: a.config.ep ?? 'cpu' }, cliHooks(a.flags.has('quiet'), signal), (s) =>
-    process.stdout.write(s + '\n'),
-  );
+  const o = { out, samples: c.calibSamples, method: c.method, bits: c.bits, targetBpw: c.targetBpw, clip: c.clip, ep: a.config.ep ?? 'cpu' };
+  await runDemo(o, cliHooks(a.flags.has('quiet'), signal), (s) => process.stdout.write(s + '\n'));
+  return 0;
+}
+
+function cmdPlan(argv: string[]): number {
+  const a = parseArgs(argv, BOOLEAN_FLAGS, VALUE_FLAGS);
+  if (a.flags.has('help')) return printHelp();
+  const file = needPositional(a.positional, 'plan', 'measurements.json');
+  const target = Number(a.config.targetBpw ?? Number.NaN);
+  if (!(target > 0)) throw new ProtocolError(ErrorCode.InvalidParams, 'lopro plan needs --target-bpw X (X > 0)', '--target-bpw', 'e.g. --target-bpw 2.25');
+  const allocator = last(a.flags, 'allocator') ?? 'exact';
+  if (allocator !== 'exact' && allocator !== 'greedy') throw new ProtocolError(ErrorCode.InvalidParams, `--allocator must be exact or greedy, got "${allocator}"`, '--allocator');
+  const r = planFromFile(file, target, allocator);
+  if (a.flags.has('json')) process.stdout.write(JSON.stringify(r, null, 1) + '\n');
+  else process.stdout.write(formatPlan(r) + '\n');
   return 0;
 }
 
@@ -215,8 +240,10 @@ export async function runCli(argv: string[]): Promise<number> {
         return await cmdInspect(rest);
       case 'demo':
         return await cmdDemo(rest, ac.signal);
+      case 'plan':
+        return cmdPlan(rest);
       default:
-        throw new ProtocolError(ErrorCode.InvalidParams, `unknown command "${cmd}"`, undefined, 'commands: quantize, eval, export, inspect (lopro --help)');
+        throw new ProtocolError(ErrorCode.InvalidParams, `unknown command "${cmd}"`, undefined, 'commands: quantize, eval, export, inspect, plan, demo (lopro --help)');
     }
   } catch (e) {
     if (engineEnv().debug) console.error(e);

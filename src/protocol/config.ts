@@ -78,6 +78,7 @@ export const RANGES = {
   beta: { min: 0, max: 1 },
   vqBits: { min: 0, max: MAX_CODEBOOK_LOG2, integer: true },
   calibSamples: { min: 1, integer: true },
+  targetBpw: { min: 0, max: 16 },
   expertMinTokens: { min: 0, integer: true },
   ctx: { min: 0, integer: true },
   memoryBudgetMB: { min: 0, openMin: true },
@@ -124,6 +125,12 @@ export interface LayerConfig {
 }
 
 export interface QuantizeConfig extends LayerConfig {
+  /**
+   * Average bits per weight of the quantized linears (0 = off: every layer takes its configured bits and rank).
+   * On: a measurement pass scores each layer's candidates (bits, rank, gptq or the method) and the plan with the
+   * least total error within the target replaces each layer's method, bits and rank.
+   */
+  targetBpw: number;
   /** Calibration text file (UTF-8); empty = data-free (H = I). */
   calibText: string;
   /** Calibration windows (protocol: 128). */
@@ -152,11 +159,12 @@ export interface QuantizeConfig extends LayerConfig {
 }
 
 /**
- * Float32 bytes of Hessians one statistics pass may hold: a sparse block's experts are measured in chunks
- * under it (one expert's down_proj input of a Mixtral-8x7B is 14336² values, 822 MB). The engine's passes
- * and the panel's peak-memory estimate both use it.
+ * Float32 bytes of Hessians one statistics pass may hold: half of memoryBudgetMB (the other half is the
+ * calibration activations'). A sparse block's experts are measured in chunks under it (one expert's
+ * down_proj input of a Mixtral-8x7B is 14336² values, 822 MB): each chunk re-runs the block's forward, so a
+ * larger budget means fewer passes. The engine's passes and the panel's peak-memory estimate both use it.
  */
-export const PASS_HESSIAN_BYTES = 2 * 2 ** 30;
+export const passHessianBytes = (c: Pick<QuantizeConfig, 'memoryBudgetMB'>): number => (c.memoryBudgetMB * 2 ** 20) / 2;
 
 export const DEFAULT_LAYER_CONFIG: Readonly<LayerConfig> = Object.freeze({
   method: 'lopro',
@@ -180,6 +188,7 @@ export const DEFAULT_LAYER_CONFIG: Readonly<LayerConfig> = Object.freeze({
 
 export const DEFAULT_CONFIG: Readonly<QuantizeConfig> = Object.freeze({
   ...DEFAULT_LAYER_CONFIG,
+  targetBpw: 0,
   calibText: '',
   calibSamples: 128,
   ctx: 0,
@@ -214,6 +223,8 @@ export const CONFIG_DOCS: { readonly [K in keyof QuantizeConfig]: string } = {
   beta: 'AWQ-style activation exponent for the column scale alpha.',
   vqDim: 'GPTVQ vector dimension (lopro_v).',
   vqBits: `GPTVQ bits per dimension; 0 = use bits. The codebook has 2^(vqDim·bits) entries, at most 2^${MAX_CODEBOOK_LOG2}.`,
+  targetBpw:
+    "Target average bits per weight of the quantized linears, e.g. 2.25 (0 = off: every layer uses bits and rank as set). A measurement pass scores each layer at 2/3/4 bits and several ranks (and plain GPTQ), then the plan with the least total error within the target sets each layer's method, bits and rank; the real bits per weight never exceed it.",
   calibText: 'Calibration text file (UTF-8). Empty = data-free (H = I).',
   calibSamples: 'Number of calibration windows (the protocol uses 128).',
   ctx: "Calibration window length in tokens; 0 = the model's protocol context.",
@@ -229,7 +240,8 @@ export const CONFIG_DOCS: { readonly [K in keyof QuantizeConfig]: string } = {
     "Keep each block's Hessians (float32) in the run folder so that the layer view can re-quantize a layer in seconds: 1.4 GB per LLaMA-7B block, about 7 GB per Mixtral-8x7B block, held in memory until the block is written. Off: less disk and host memory, no re-quantize.",
   threads: "Worker threads of the CPU backend; 0 = automatic: one per core on machines with 4 or more cores, else only the engine's own thread.",
   seed: 'Seed of every random choice (R1SVD start vectors, k-means init).',
-  memoryBudgetMB: 'Spill calibration activations to disk above this many MiB.',
+  memoryBudgetMB:
+    'Host memory for calibration data, in MiB: half for the activations (spilled to disk above it), half for one statistics pass of Hessians (mixture-of-experts blocks are measured in more passes below it).',
   layerOverrides: 'Per-layer overrides: layer name or glob (with *) -> partial layer config, e.g. {"*.down_proj": {"bits": 4}}.',
 };
 

@@ -263,3 +263,30 @@ export function lowRankWeight(
 export function singularValuesOf(f: LowRankFactors): number[] {
   return Array.from(f.sigma, (s) => s * f.uScale * f.vScale);
 }
+
+/**
+ * The first r rank-1 terms of a factorization. R1SVD deflates greedily, one seeded round at a time, so these are
+ * the factors a rank-r run with the same seed finds (the measurement pass factors once at its largest rank).
+ * `energy` is not recomputed (it describes the whole factorization).
+ */
+export function leadingFactors(f: LowRankFactors, r: number): LowRankFactors {
+  const k = Math.min(r, f.rank);
+  if (k === f.rank) return f;
+  const { rows: m, cols: n } = f;
+  const U = new Float64Array(m * k),
+    uCodes = new Uint8Array(m * k);
+  for (let i = 0; i < m; i++) {
+    U.set(f.U.subarray(i * f.rank, i * f.rank + k), i * k);
+    uCodes.set(f.uCodes.subarray(i * f.rank, i * f.rank + k), i * k);
+  }
+  return {
+    ...f,
+    rank: k,
+    U,
+    uCodes,
+    V: f.V.slice(0, k * n),
+    vCodes: f.vCodes.slice(0, k * n),
+    sigma: f.sigma.slice(0, k),
+    sigmaBits: f.sigmaBits.slice(0, k),
+  };
+}

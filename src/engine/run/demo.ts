@@ -1,7 +1,9 @@
-// `lopro demo` (npm run demo): the README's main job on the embedded tiny model — LoPRo W2 with
-// calibration on fixtures/text/train.txt, a per-layer table (bits, bpw, proxy loss next to GPTQ's
-// and RTN's on the same Hessian), then the perplexity of the EXPORTED model (the native output
-// loaded back from disk) on the two held-out texts next to the float model's.
+// `lopro demo` (npm run demo): the README's main job on the embedded tiny model — a size target (2.25 bits per
+// weight unless told otherwise) reached twice with calibration on fixtures/text/train.txt: by GPTQ (clip mse) and
+// by LoPRo (clip mse), each with its measured per-layer plan; LoPRo's per-layer table (method, bits, rank, bpw,
+// proxy loss next to GPTQ's and RTN's on the same Hessian), then the perplexity and KL of the EXPORTED models (the
+// native output loaded back from disk) on the two held-out texts, side by side with the float model's.
+// --target-bpw 0 quantizes every layer at --bits instead (one run of --method).
 // Protocol settings throughout: 128 calibration windows of 256 tokens (tiny's protocol ctx), group
 // 128 asymmetric, damping 0.01; --samples N trades accuracy for time.
 // The float perplexities are computed once and cached (LOPRO_CACHE_DIR, default <tmp>/lopro-cache).
@@ -17,6 +19,7 @@ import { DEFAULT_CONFIG, type QuantizeConfig } from '../../protocol/config';
 import { evalPath } from './evaluate';
 import { quantizeRun } from './pipeline';
 import type { RunHooks } from './run_context';
+import type { RunSummary } from '../../protocol/messages';
 import { formatLayerTable, table } from './report';
 
 /** The repository root: the folder above us that holds fixtures/tiny (works from src/ and dist/). */
@@ -58,6 +61,9 @@ export interface DemoOptions {
   samples: number;
   method: QuantizeConfig['method'];
   bits: number;
+  /** 0: one uniform run of `method` at `bits`. */
+  targetBpw: number;
+  clip: QuantizeConfig['clip'];
   ep: QuantizeConfig['ep'];
 }
 
@@ -65,10 +71,12 @@ export async function runDemo(o: DemoOptions, hooks: RunHooks, print: (s: string
   const root = packageRoot();
   const model = join(root, 'fixtures', 'tiny');
   const texts = ['persuasion.txt', 'jargon_tail.txt'].map((t) => join(root, 'fixtures', 'text', t));
-  const config: QuantizeConfig = {
+  const base: QuantizeConfig = {
     ...DEFAULT_CONFIG,
     method: o.method,
     bits: o.bits,
+    clip: o.clip,
+    targetBpw: o.targetBpw,
     calibText: join(root, 'fixtures', 'text', 'train.txt'),
     calibSamples: o.samples,
     ctx: 256,
@@ -76,19 +84,34 @@ export async function runDemo(o: DemoOptions, hooks: RunHooks, print: (s: string
     compare: true,
     layerOverrides: {},
   };
+  // At a target, GPTQ reaches it too (its own plan over 2/3/4 bits): the two are compared at the same size.
+  const runs: { label: string; config: QuantizeConfig; out: string }[] =
+    o.targetBpw > 0
+      ? [
+          { label: `gptq${o.clip === 'mse' ? ' mse' : ''}`, config: { ...base, method: 'gptq', compare: false }, out: join(o.out, 'gptq') },
+          { label: `${o.method}${o.clip === 'mse' ? ' mse' : ''}`, config: base, out: join(o.out, o.method) },
+        ]
+      : [{ label: `${o.method} W${o.bits}`, config: base, out: o.out }];
   const t0 = Date.now();
-  const summary = await quantizeRun({ modelPath: model, config, runDir: o.out, resume: false, evalTexts: texts }, hooks);
+  const summaries: RunSummary[] = [];
+  for (const r of runs) summaries.push(await quantizeRun({ modelPath: model, config: r.config, runDir: r.out, resume: false, evalTexts: texts }, hooks));
   const tq = (Date.now() - t0) / 1000;
   const fp = await floatPerplexity(model, texts, o.ep, hooks);
+  const last = summaries[summaries.length - 1];
   print('');
-  print(`LoPRo demo: fixtures/tiny, ${o.method} W${o.bits}, ${o.samples} calibration windows × 256 tokens of train.txt, EP ${summary.ep}, backend ${summary.backend}`);
-  print(formatLayerTable({ ...summary, perplexity: undefined }));
+  const what = o.targetBpw > 0 ? `target ${o.targetBpw} bits per weight (${runs.map((r) => r.label).join(' and ')}, each with its measured plan)` : `${o.method} W${o.bits}`;
+  print(`LoPRo demo: fixtures/tiny, ${what}, ${o.samples} calibration windows × 256 tokens of train.txt, EP ${last.ep}, backend ${last.backend}`);
+  print(formatLayerTable({ ...last, perplexity: undefined }));
   print('');
-  print('Perplexity (protocol windows of 256 tokens), quantized model as exported (native, loaded back):');
-  const rows = Object.keys(fp).map((k) => {
-    const q = summary.perplexity?.[k] ?? NaN;
-    return [k, fp[k].toFixed(3), q.toFixed(3), `${(100 * (q / fp[k] - 1)).toFixed(2)}%`];
-  });
-  print(table(['text', 'float', `${o.method} W${o.bits} (${summary.bpw.toFixed(2)} bpw)`, 'increase'], rows));
-  print(`run directory: ${summary.runDir} (quantize + eval ${tq.toFixed(0)} s, total ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+  print('Perplexity and KL from the float model (protocol windows of 256 tokens), quantized models as exported (native, loaded back):');
+  const rows = Object.keys(fp).map((k) => [
+    k,
+    fp[k].toFixed(3),
+    ...summaries.flatMap((s) => {
+      const q = s.perplexity?.[k] ?? Number.NaN;
+      return [`${q.toFixed(3)} (${q >= fp[k] ? '+' : ''}${(100 * (q / fp[k] - 1)).toFixed(2)}%)`, (s.kl?.[k] ?? Number.NaN).toFixed(4)];
+    }),
+  ]);
+  print(table(['text', 'float', ...summaries.flatMap((s, i) => [`${runs[i].label} (${s.bpw.toFixed(3)} bpw)`, 'KL'])], rows));
+  print(`run directories: ${summaries.map((s) => s.runDir).join(', ')} (quantize + eval ${tq.toFixed(0)} s, total ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
 }

@@ -22,6 +22,7 @@ import { peakMemoryBytes, resetPeakMemory } from '../util/peak_memory';
 import { prepareCalibration, runLlamaBlocks } from './pipeline_llama';
 import { writeNativeOutput } from './native';
 import { evaluateRunOutput } from './evaluate';
+import { planRun } from '../plan/plan_run';
 
 function readCalibBytes(config: QuantizeConfig): Uint8Array | undefined {
   if (!config.calibText) return undefined;
@@ -53,10 +54,11 @@ function checkedConfig(partial: QuantizeConfig): QuantizeConfig {
  * Entries a run folder holds before its first run.json (a run killed that early by an engine older
  * than the up-front manifest write below): such a folder is still ours to reuse.
  */
-const RUN_DIR_ENTRIES = new Set(['run.lock', 'ckpt', 'hessians', 'details', 'candidates', 'scratch', 'native']);
+const RUN_DIR_ENTRIES = new Set(['run.lock', 'ckpt', 'hessians', 'details', 'candidates', 'scratch', 'native', 'measurements.json']);
 
-/** The run folder holds a committed block or a complete run (what --resume continues from). */
+/** The run folder holds a committed block, a complete run or a measurement pass (what --resume continues from). */
 function committedAnything(dir: RunDir): boolean {
+  if (existsSync(dir.measurementsFile)) return true;
   if (!dir.exists()) return false;
   try {
     const m = dir.readManifest();
@@ -91,6 +93,13 @@ export async function quantizeRun(params: QuantizeParams, hooks: RunHooks): Prom
         `${model.summary.path} is a model folder: its blocks are quantized on calibration text`,
         'calibText',
         'pass --calib FILE (e.g. fixtures/text/train.txt); bare .safetensors files are quantized data-free',
+      );
+    if (model.summary.kind === 'tensors' && config.targetBpw > 0)
+      throw new ProtocolError(
+        ErrorCode.BadConfig,
+        `targetBpw needs a model folder: ${model.summary.path} is a bare safetensors file, whose layers have no calibration to measure candidates on`,
+        'targetBpw',
+        'quantize the model folder with --calib, or set bits and rank instead of a target',
       );
     if (model.summary.kind === 'tensors' && calibBytes) hooks.log('warn', 'a bare safetensors file has no forward pass: --calib is ignored, quantizing data-free (H = I)');
     const effective: QuantizeConfig = model.summary.kind === 'tensors' ? { ...config, calibText: '' } : config;
@@ -220,6 +229,7 @@ async function runOn(
   if (!m.complete) {
     if (model.summary.kind === 'llama') {
       const calib = await prepareCalibration(ctx);
+      if (config.targetBpw > 0) await planRun(ctx, calib, rt!);
       await runLlamaBlocks(ctx, calib, rt!);
     } else await runTensorBlocks(ctx);
     hooks.log('info', 'writing the quantized model (native format)');

@@ -11,7 +11,7 @@
 // The math (forward graphs, quantizers) lives in model/ and quant/; this file only orders it.
 
 import { peakMemoryBytes } from '../util/peak_memory';
-import { layerConfigFor, PASS_HESSIAN_BYTES } from '../../protocol/config';
+import { layerConfigFor, passHessianBytes } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type * as ort from 'onnxruntime-node';
@@ -55,18 +55,18 @@ export async function prepareCalibration(ctx: RunContext): Promise<Calibration> 
 }
 
 /** Records [i0, i0+nb) of a store as one [nb, …] array. */
-function gather(store: ActivationStore, i0: number, nb: number): Float32Array {
+export function gather(store: ActivationStore, i0: number, nb: number): Float32Array {
   const out = new Float32Array(nb * store.recordLen);
   for (let i = 0; i < nb; i++) out.set(store.get(i0 + i), i * store.recordLen);
   return out;
 }
 
-function scatter(store: ActivationStore, i0: number, nb: number, data: Float32Array): void {
+export function scatter(store: ActivationStore, i0: number, nb: number, data: Float32Array): void {
   for (let i = 0; i < nb; i++) store.set(i0 + i, data.subarray(i * store.recordLen, (i + 1) * store.recordLen));
 }
 
 /** One pass's statistics: H (float64 for the layers, its float32 copy for the cache and the GPU backend) and mean|x|. */
-interface PassStats {
+export interface PassStats {
   H: Float64Array;
   H32: Float32Array;
   absMean: Float64Array;
@@ -94,7 +94,7 @@ function hessianFinalizeModel(): Uint8Array {
 }
 
 /** One statistics pass's results: per key H and mean|x|, and the rows routed to each expert (sparse blocks). */
-interface PassResult {
+export interface PassResult {
   stats: Map<StatKey, PassStats>;
   routed?: Float64Array;
 }
@@ -111,7 +111,7 @@ function rowsOf(k: StatKey, routed: Float64Array | undefined, N: number, T: numb
  * sixteen, and no float64 host accumulation of 121 M values per batch. Float32 sums of the per-batch
  * products (each already a float32 sum over B·T rows). Null, with a warning, if the EP refuses it.
  */
-async function statsOnDevice(
+export async function statsOnDevice(
   fwd: LlamaForward,
   rt: ComputeRuntime,
   xOf: (k: number) => Float32Array | ort.Tensor,
@@ -165,7 +165,7 @@ async function statsOnDevice(
 }
 
 /** The same pass with the sums on the host (CPU EP, or a device that refused the sums). */
-async function statsOnHost(
+export async function statsOnHost(
   fwd: LlamaForward,
   X: ActivationStore,
   batches: [number, number][],
@@ -199,7 +199,7 @@ async function statsOnHost(
 }
 
 /** Width of a statistic's input (its Hessian is width × width). */
-function statWidth(cfg: ModelConfig, lins: readonly BlockLinear[], k: StatKey): number {
+export function statWidth(cfg: ModelConfig, lins: readonly BlockLinear[], k: StatKey): number {
   const { input, expert } = parseStatKey(k);
   // mlp_in without an expert is the sparse block's shared input: any expert's gate has its width.
   const l = lins.find((x) => x.input === input && (expert === undefined || x.expert === expert));
@@ -207,14 +207,14 @@ function statWidth(cfg: ModelConfig, lins: readonly BlockLinear[], k: StatKey): 
   return l.cols;
 }
 
-/** Splits a stage's statistics into passes of at most PASS_HESSIAN_BYTES (at least one key per pass), in order. */
-function passesOf(keys: readonly StatKey[], width: (k: StatKey) => number): StatKey[][] {
+/** Splits a stage's statistics into passes of at most `limit` float32 bytes (at least one key per pass), in order. */
+export function passesOf(keys: readonly StatKey[], width: (k: StatKey) => number, limit: number): StatKey[][] {
   const out: StatKey[][] = [];
   let cur: StatKey[] = [],
     bytes = 0;
   for (const k of keys) {
     const kb = 4 * width(k) ** 2;
-    if (cur.length && bytes + kb > PASS_HESSIAN_BYTES) {
+    if (cur.length && bytes + kb > limit) {
       out.push(cur);
       cur = [];
       bytes = 0;
@@ -232,14 +232,14 @@ function passesOf(keys: readonly StatKey[], width: (k: StatKey) => number): Stat
  * once per pass (five passes; 1 GiB each for a 7B block at 128 × 512 tokens). No EP reports free memory:
  * a device without room is found at the first upload, and the host path is taken from there.
  */
-const DEVICE_ACTIVATION_BUDGET_BYTES = 4096 * 2 ** 20;
+export const DEVICE_ACTIVATION_BUDGET_BYTES = 4096 * 2 ** 20;
 
-function allFinite(a: Float64Array): boolean {
+export function allFinite(a: Float64Array): boolean {
   for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false;
   return true;
 }
 
-const suffixOf = (lin: BlockLinear) => lin.weight.replace(/^model\.layers\.\d+\./, '');
+export const suffixOf = (lin: BlockLinear) => lin.weight.replace(/^model\.layers\.\d+\./, '');
 
 export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: ComputeRuntime): Promise<void> {
   const { model, dir, manifest: m, hooks, params } = ctx;
@@ -357,7 +357,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         else for (const l of members) if (!keys.includes(keyOf(l))) keys.push(keyOf(l));
         const stageStats = new Map<StatKey, PassStats>();
         const done = new Set<BlockLinear>();
-        const passes = passesOf(keys, (k) => statWidth(cfg, lins, k));
+        const passes = passesOf(keys, (k) => statWidth(cfg, lins, k), passHessianBytes(params.config));
         for (const pass of passes) {
           const req: StatRequest = sparseIn && pass.includes('mlp_in') ? ['routing', ...pass] : pass;
           // One pass over the calibration windows with the block as it is now.

@@ -23,6 +23,8 @@ export interface QuantizeParams {
   resume: boolean;
   /** Texts to evaluate the exported model on after the run. */
   evalTexts?: string[];
+  /** A target-size run's measurement to reuse (another run's measurements.json): no measurement pass. */
+  measurementsPath?: string;
 }
 
 /** What the block loops need (shared by both kinds of model). */

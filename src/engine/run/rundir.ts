@@ -18,6 +18,7 @@
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { QuantizeConfig } from '../../protocol/config';
+import type { Plan } from '../../protocol/plan';
 import { ErrorCode, type LayerReport, type RunSummary } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { atomicWriteFile } from '../io/atomic';
@@ -53,6 +54,8 @@ export interface RunManifest {
   kl?: Record<string, number>;
   /** Float perplexities of the original model on the same texts (when measured). */
   floatPerplexity?: Record<string, number>;
+  /** A target-size run's plan (targetBpw > 0): each layer's chosen candidate of measurements.json. */
+  plan?: Plan;
 }
 
 const pad5 = (b: number) => String(b).padStart(5, '0');
@@ -62,6 +65,10 @@ export class RunDir {
 
   get manifestFile(): string {
     return join(this.dir, 'run.json');
+  }
+  /** A target-size run's measurement pass (kept across fresh runs of the folder: reused when it still applies). */
+  get measurementsFile(): string {
+    return join(this.dir, 'measurements.json');
   }
   get nativeDir(): string {
     return join(this.dir, 'native');

@@ -39,6 +39,7 @@ const CASES: { [K in keyof QuantizeConfig]: { ok: unknown[]; bad: unknown[] } } 
   vqDim: { ok: [1, 2, 4], bad: [0, 3, 8] },
   vqBits: { ok: [0, 1, 12], bad: [-1, 13, 1.5] },
   calibText: { ok: ['', '/data/calib.txt'], bad: [3, null] },
+  targetBpw: { ok: [0, 2.25, 3, 16], bad: [-0.5, 16.5, '2.25', Number.NaN] },
   calibSamples: { ok: [1, 128, 1e9], bad: [0, -1, 1.5] },
   ctx: { ok: [0, 1, 512], bad: [-1, 2.5] },
   expertCalibration: { ok: ['routed', 'all'], bad: ['some', 'ALL', 0] },

@@ -1,0 +1,90 @@
+// A target-size run end to end on the embedded tiny model: the measurement pass, the plan within the target (the
+// run's real bits per weight never above it, each layer quantized as planned), the measurement reused by a second
+// run with another target and by `lopro plan`, and the refusals (a target below every plan, a bare file, a
+// measurement of another config) with nothing written.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Measurements, Plan } from '../../src/protocol/plan';
+import { makeBareCheckpoint, runCli, SMALL, tmp, TINY, TRAIN } from './helpers';
+import type { LayerReport } from '../../src/protocol/messages';
+
+interface Summary {
+  bpw: number;
+}
+
+test('--target-bpw: measure, plan, quantize as planned within the target; reuse the measurement for another target', () => {
+  const root = tmp('target');
+  const run = join(root, 'a');
+  const q = runCli(['quantize', TINY, '--calib', TRAIN, ...SMALL, '--target-bpw', '2.6', '--out', run, '--json']);
+  assert.equal(q.code, 0, q.stderr);
+  assert.match(q.stderr, /measuring candidate configurations on 4 blocks/);
+  assert.match(q.stderr, /plan for 2\.6 bits per weight: 2\.\d+ bpw/);
+  const s = JSON.parse(q.stdout) as Summary;
+  assert.ok(s.bpw <= 2.6 && s.bpw > 2.45, `real bpw ${s.bpw}`);
+  const manifest = JSON.parse(readFileSync(join(run, 'run.json'), 'utf8')) as { plan: Plan; layers: LayerReport[] };
+  const meas = JSON.parse(readFileSync(join(run, 'measurements.json'), 'utf8')) as Measurements;
+  assert.equal(meas.layers.length, 28);
+  assert.equal(manifest.plan.choices.length, 28);
+  // Every layer was quantized with its planned method, bits and rank, and the plan's bpw is the run's.
+  const byName = new Map(manifest.layers.map((l) => [l.name, l]));
+  manifest.plan.choices.forEach((ch, i) => {
+    const c = meas.layers[i].candidates[ch.candidate];
+    const r = byName.get(ch.name)!;
+    assert.deepEqual({ method: r.config.method, bits: r.config.bits, rank: r.config.rank }, c.config, ch.name);
+    assert.ok(Math.abs(r.bpw - c.bpw) < 1e-9, `${ch.name}: run bpw ${r.bpw} vs planned ${c.bpw}`);
+  });
+  assert.ok(Math.abs(manifest.plan.bpw - s.bpw) < 1e-3, `${manifest.plan.bpw} vs ${s.bpw}`);
+  // Not one uniform choice: a plan mixes widths.
+  assert.ok(new Set(manifest.layers.map((l) => l.config.bits)).size > 1, 'the plan mixes bit widths');
+
+  // `lopro plan` from the file gives the run's plan; a larger target spends more bits for less error.
+  const p = runCli(['plan', join(run, 'measurements.json'), '--target-bpw', '2.6', '--json']);
+  assert.equal(p.code, 0, p.stderr);
+  assert.deepEqual((JSON.parse(p.stdout) as { plan: Plan }).plan.choices, manifest.plan.choices);
+  const p3 = JSON.parse(runCli(['plan', join(run, 'measurements.json'), '--target-bpw', '3.25', '--json']).stdout) as { plan: Plan };
+  assert.ok(p3.plan.bpw > manifest.plan.bpw && p3.plan.bpw <= 3.25 && p3.plan.loss < manifest.plan.loss);
+  const tooLow = runCli(['plan', join(run, 'measurements.json'), '--target-bpw', '1.5']);
+  assert.equal(tooLow.code, 2);
+  assert.match(tooLow.stderr, /targetBpw 1\.5: target below the smallest measured configuration \(2\.\d+ bits per weight\)/);
+
+  // A second run with another target reuses the measurement (no measuring) through --measurements.
+  const run2 = join(root, 'b');
+  const q2 = runCli(['quantize', TINY, '--calib', TRAIN, ...SMALL, '--target-bpw', '3.25', '--measurements', join(run, 'measurements.json'), '--out', run2, '--json']);
+  assert.equal(q2.code, 0, q2.stderr);
+  assert.doesNotMatch(q2.stderr, /measuring candidate configurations/);
+  assert.match(q2.stderr, /reusing the measurement/);
+  const s2 = JSON.parse(q2.stdout) as Summary;
+  assert.ok(Math.abs(s2.bpw - p3.plan.bpw) < 1e-3 && s2.bpw <= 3.25, `${s2.bpw} vs planned ${p3.plan.bpw}`);
+
+  // A measurement of another config is refused by name; so is a target no plan reaches, with nothing written.
+  const other = runCli([
+    'quantize',
+    TINY,
+    '--calib',
+    TRAIN,
+    ...SMALL,
+    '--group',
+    '64',
+    '--target-bpw',
+    '3',
+    '--measurements',
+    join(run, 'measurements.json'),
+    '--out',
+    join(root, 'c'),
+  ]);
+  assert.equal(other.code, 2);
+  assert.match(other.stderr, /E_INCOMPATIBLE_CHECKPOINT: .*measurements\.json was measured on another model, calibration text or config/);
+  assert.ok(!existsSync(join(root, 'c')), 'nothing written');
+  const low = runCli(['quantize', TINY, '--calib', TRAIN, ...SMALL, '--target-bpw', '2', '--out', join(root, 'd')]);
+  assert.equal(low.code, 2);
+  assert.match(low.stderr, /E_BAD_CONFIG: targetBpw 2 is below the smallest plan for .*: 2\.\d+ bits per weight .*\[--target-bpw\]/);
+  assert.ok(!existsSync(join(root, 'd')), 'nothing written');
+  const bare = join(root, 'bare.safetensors');
+  makeBareCheckpoint(bare);
+  const b = runCli(['quantize', bare, '--target-bpw', '3', '--out', join(root, 'e')]);
+  assert.equal(b.code, 2);
+  assert.match(b.stderr, /E_BAD_CONFIG: targetBpw needs a model folder: .*bare\.safetensors is a bare safetensors file/);
+  assert.deepEqual(readdirSync(root).sort(), ['a', 'b', 'bare.safetensors']);
+});
