@@ -26,6 +26,14 @@ export interface LayerMeasurement {
   /** Rows the candidates were quantized on (every step-th row). */
   sampledRows: number;
   candidates: Candidate[];
+  /**
+   * How much of a perturbation of this layer's output reaches its block's output: ‖Δ block output‖² over
+   * ‖ΔW·x‖² for a small random ΔW, on a few calibration windows (1 for o_proj and down_proj, which add into
+   * the residual stream directly).
+   */
+  gain?: number;
+  /** Mean ‖h‖² per token of the block's float output (the residual stream the errors land in). */
+  streamEnergy?: number;
 }
 
 export interface Measurements {

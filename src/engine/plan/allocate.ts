@@ -9,8 +9,13 @@
 
 import type { Allocator, LayerMeasurement, Plan, PlanChoice } from '../../protocol/plan';
 
-/** Units of the exact solver's spare budget (at least 50 per layer): rounding a cost up wastes less than one. */
+/**
+ * Units of the exact solver's spare budget: rounding a cost up wastes less than one per layer. As many as a
+ * bounded amount of work allows (WORK candidate·unit steps, ~0.5 s), at least UNITS.
+ */
 const UNITS = 20000;
+const MAX_UNITS = 400000;
+const WORK = 4e8;
 
 export class InfeasibleTarget extends Error {
   constructor(readonly minBpw: number) {
@@ -45,13 +50,31 @@ export function minPlanBpw(layers: readonly LayerMeasurement[]): number {
   return n ? bits / n : 0;
 }
 
-export function allocate(layers: readonly LayerMeasurement[], targetBpw: number, allocator: Allocator = 'exact'): Plan {
+/**
+ * What a layer's error counts for: its own output error ('layer'), times the share of it that reaches the block's
+ * output ('block'), or that over the energy of the residual stream it lands in ('stream').
+ */
+export type Objective = 'layer' | 'block' | 'stream';
+
+function weighted(layers: readonly LayerMeasurement[], objective: Objective): LayerMeasurement[] {
+  if (objective === 'layer') return layers as LayerMeasurement[];
+  return layers.map((l) => {
+    const w = objective === 'block' ? (l.gain ?? 1) : (l.gain ?? 1) / (l.streamEnergy ?? 1);
+    return { ...l, candidates: l.candidates.map((c) => ({ ...c, loss: c.loss * w })) };
+  });
+}
+
+export function allocate(measured: readonly LayerMeasurement[], targetBpw: number, allocator: Allocator = 'exact', objective: Objective = 'layer'): Plan {
+  const layers = weighted(measured, objective);
   if (!layers.length) return summarize([], [], targetBpw, allocator);
   for (const l of layers) if (!l.candidates.length) throw new Error(`${l.name}: no candidate measured`);
   const min = minPlanBpw(layers);
   if (min > targetBpw) throw new InfeasibleTarget(min);
-  const pick = allocator === 'exact' ? exact(layers, targetBpw) : greedy(layers, targetBpw);
-  return summarize(layers, pick, targetBpw, allocator);
+  const g = summarize(layers, greedy(layers, targetBpw), targetBpw, allocator);
+  if (allocator === 'greedy') return g;
+  // Rounding costs up can leave the DP just short of a plan the greedy walk finds in exact bits: keep the better.
+  const e = summarize(layers, exact(layers, targetBpw), targetBpw, allocator);
+  return g.loss < e.loss ? g : e;
 }
 
 function exact(layers: readonly LayerMeasurement[], targetBpw: number): number[] {
@@ -59,7 +82,8 @@ function exact(layers: readonly LayerMeasurement[], targetBpw: number): number[]
   // divide only the bits there is a choice about, and rounding up loses at most one unit per layer of those.
   const floor = layers.map((l) => Math.min(...l.candidates.map((c) => c.bpw)) * size(l));
   const spare = targetBpw * layers.reduce((s, l) => s + size(l), 0) - floor.reduce((a, b) => a + b, 0);
-  const cap = Math.max(UNITS, 50 * layers.length);
+  const cands = layers.reduce((s, l) => s + l.candidates.length, 0);
+  const cap = Math.max(UNITS, Math.min(MAX_UNITS, Math.floor(WORK / cands)));
   const unit = spare / cap;
   const cost = (i: number, c: number) =>
     unit > 0 ? Math.ceil((layers[i].candidates[c].bpw * size(layers[i]) - floor[i]) / unit - 1e-9) : layers[i].candidates[c].bpw * size(layers[i]) > floor[i] ? cap + 1 : 0;

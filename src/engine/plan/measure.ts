@@ -22,6 +22,7 @@ import { allFinite, type Calibration, gather, passesOf, type PassResult, type Pa
 import { ProgressTracker } from '../run/progress';
 import type { RunContext } from '../run/run_context';
 import { measureLayer } from './measure_layer';
+import { blockGainsRaw, GAIN_WINDOWS, gainOf } from './sensitivity';
 
 export async function measureLlamaBlocks(ctx: RunContext, calib: Calibration, rt: ComputeRuntime, scratch: string): Promise<LayerMeasurement[]> {
   const { model, hooks, params, backend } = ctx;
@@ -58,6 +59,8 @@ export async function measureLlamaBlocks(ctx: RunContext, calib: Calibration, rt
       const lins = blockLinears(cfg, b);
       const keys = [...new Set(lins.map((l) => statKey(l)))];
       const sparse = lins.some((l) => l.expert !== undefined);
+      const nbG = Math.min(GAIN_WINDOWS, N);
+      const gainRaw = await blockGainsRaw(fwd, gather(X, 0, nbG), nbG, T, w, wT, b, lins, suffixOf, params.config.seed);
       const passes = passesOf(keys, (k) => statWidth(cfg, lins, k), passHessianBytes(params.config));
       for (const pass of passes) {
         const req: StatRequest = sparse ? ['routing', ...pass] : pass;
@@ -85,6 +88,10 @@ export async function measureLlamaBlocks(ctx: RunContext, calib: Calibration, rt
             lc,
             params.config.seed,
           );
+          let tr = 0;
+          for (let j = 0; j < lin.cols; j++) tr += st.H[j * lin.cols + j];
+          m.gain = gainOf(gainRaw, lin, tr, nbG);
+          m.streamEnergy = gainRaw.streamEnergy;
           out.push(m);
           progress.advance(lin.rows * lin.cols * 1.5, `block ${b} ${lin.module}: ${m.candidates.length} candidates on ${m.sampledRows} of ${lin.rows} rows`, {
             block: b,

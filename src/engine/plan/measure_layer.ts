@@ -1,14 +1,19 @@
-// One layer's candidates, each quantized and scored by its layer-output error on the calibration tokens.
-// The loss is a sum over rows and GPTQ quantizes rows independently, so each candidate is quantized on every
-// step-th row only and its loss scaled up: ~MEASURE_ROWS rows per candidate instead of all of them. Rank is the
-// exception (the low-rank part couples the rows): the layer is factored once, on all rows, at the largest rank,
-// and each rank's residual W − W_r is what the row sample quantizes (rank 0 then: stages B and C only).
+// One layer's candidates, each quantized and scored by its layer-output error on the calibration tokens,
+// tr(ΔW·H·ΔWᵀ) of Ŵ rebuilt from the stored parts (as the run's proxy loss). The loss is a sum over rows and GPTQ
+// quantizes rows independently, so each candidate is quantized on every step-th row only and its loss scaled up:
+// ~MEASURE_ROWS rows per candidate instead of all of them. Rank is the exception (the low-rank part couples the
+// rows): the layer is factored once, on all rows, at the largest rank, and each rank's residual W − W_r is what
+// the row sample quantizes (stages B and C of a rank-0 layer). The candidates of one method and rank share
+// the residual, stage B and the factorization of H′; only the bit width's stage C runs per candidate.
 
 import { bitsPerWeight, type LayerConfig, type Method } from '../../protocol/config';
 import type { Candidate, LayerMeasurement } from '../../protocol/plan';
 import type { Backend } from '../quant/backend';
-import { columnScaleAlpha, leadingFactors } from '../quant/r1svd';
-import { layerSeed, quantizeLayer, type LayerInput } from '../run/quantize_layer';
+import { gptq, prepareShared } from '../quant/gptq';
+import { loproResidual, loproRotate } from '../quant/lopro';
+import { columnScaleAlpha, leadingFactors, type LowRankFactors } from '../quant/r1svd';
+import { layerSeed, type LayerInput } from '../run/quantize_layer';
+import { baselineAsStored } from '../run/stored';
 
 /** Rows each candidate is quantized on (about; every ⌊rows/MEASURE_ROWS⌋-th row). */
 export const MEASURE_ROWS = 128;
@@ -36,34 +41,78 @@ export function candidateConfigs(lc: LayerConfig, rows: number, cols: number): C
 export async function measureLayer(backend: Backend, x: LayerInput, lc: LayerConfig, seed: number): Promise<LayerMeasurement> {
   const { rows, cols } = x;
   const step = Math.max(1, Math.floor(rows / MEASURE_ROWS));
+  const sampled = Math.ceil(rows / step);
   const configs = candidateConfigs(lc, rows, cols);
-  const maxRank = Math.max(0, ...configs.map((c) => (c.method === 'lopro' || c.method === 'lopro_v' ? c.rank : 0)));
-  const residuals = new Map<number, Float32Array>(); // rank → rows step-sampled of W − W_r (rank 0: of W)
+  const maxRank = Math.max(0, ...configs.map((c) => c.rank));
+  const losses = new Map<Candidate['config'], number>();
   const s = backend.session();
   try {
     const W = await s.upload(x.W, rows, cols, 'W', x.name);
-    residuals.set(0, Float32Array.from(await s.sampleRows(W, step)));
+    const H = x.H ? await s.upload(x.H, cols, cols, 'H', x.name, x.H32) : await s.identity(cols);
+    const { alpha, alphaBits } = columnScaleAlpha(x.absMean ?? null, cols, lc.beta);
+    let factors: LowRankFactors | null = null;
     if (maxRank > 0) {
-      const { alpha } = columnScaleAlpha(x.absMean ?? null, cols, lc.beta);
       const A = await s.scaleColumns(W, alpha);
-      const f = await s.r1svd(A, { rank: maxRank, powerIters: lc.powerIters, seed: layerSeed(seed, x.name) });
+      factors = await s.r1svd(A, { rank: maxRank, powerIters: lc.powerIters, seed: layerSeed(seed, x.name) });
       s.free(A);
-      for (const c of configs) {
-        if (c.rank === 0 || residuals.has(c.rank)) continue;
-        const R = await s.subtractLowRank(W, leadingFactors(f, c.rank), alpha);
-        residuals.set(c.rank, Float32Array.from(await s.sampleRows(R, step)));
-        s.free(R);
+    }
+    // One group per method and rank: its residual's row sample, stage B and the damped Hessian's factorization
+    // are shared by the group's bit widths (only stage C differs).
+    const groups = new Map<string, Candidate['config'][]>();
+    for (const c of configs) groups.set(`${c.method}/${c.rank}`, [...(groups.get(`${c.method}/${c.rank}`) ?? []), c]);
+    for (const group of groups.values()) {
+      const { method, rank } = group[0];
+      const R = rank > 0 ? await s.subtractLowRank(W, leadingFactors(factors!, rank), alpha) : W;
+      const Rs = await s.upload(Float32Array.from(await s.sampleRows(R, step)), sampled, cols, 'W', x.name);
+      if (R !== W) s.free(R);
+      const lopro = method === 'lopro' || method === 'lopro_v';
+      const rotated = lopro ? await loproRotate(s, Rs, H, lc) : { Rt: Rs, Ht: H };
+      const prepared = await prepareShared(s, rotated.Ht, lc.percDamp, x.name, () => {});
+      try {
+        for (const c of group) {
+          const cfg: LayerConfig = { ...lc, ...c, rank: 0, actOrder: false, staticGroups: false };
+          const wHat = lopro
+            ? await s.reconstruct(
+                (
+                  await loproResidual(
+                    s,
+                    rotated as Awaited<ReturnType<typeof loproRotate>>,
+                    { rows: sampled, cols, cfg, alphaBits, factors: null, seed: layerSeed(seed, x.name), name: x.name },
+                    false,
+                    prepared,
+                  )
+                ).stored,
+              )
+            : await s.reconstruct(
+                baselineAsStored(
+                  await gptq(s, Rs, H, {
+                    bits: c.bits,
+                    groupSize: lc.groupSize,
+                    sym: lc.sym,
+                    clip: lc.clip,
+                    percDamp: lc.percDamp,
+                    blockSize: lc.blockSize,
+                    name: x.name,
+                    onWarning: () => {},
+                    prepared,
+                  }),
+                  sampled,
+                  cols,
+                  cfg,
+                  false,
+                ),
+              );
+          losses.set(c, (await s.proxyLosses(Rs, wHat, H))[0]);
+          s.free(wHat);
+        }
+      } finally {
+        s.free(prepared.Hinv, Rs);
+        if (lopro) s.free(rotated.Rt, rotated.Ht);
       }
     }
   } finally {
     s.close();
   }
-  const sampled = Math.ceil(rows / step);
-  const candidates: Candidate[] = [];
-  for (const c of configs) {
-    // The residual of rank r quantized as a rank-0 layer: stages B and C exactly as the full layer runs them.
-    const out = await quantizeLayer(backend, { ...x, rows: sampled, W: residuals.get(c.rank)! }, { ...lc, ...c, rank: 0 }, { seed });
-    candidates.push({ config: c, bpw: bitsPerWeight({ ...lc, ...c }, rows, cols), loss: (out.report.proxyLoss * rows) / sampled });
-  }
+  const candidates: Candidate[] = configs.map((c) => ({ config: c, bpw: bitsPerWeight({ ...lc, ...c }, rows, cols), loss: (losses.get(c)! * rows) / sampled }));
   return { name: x.name, block: x.block, module: x.module, rows, cols, sampledRows: sampled, candidates };
 }

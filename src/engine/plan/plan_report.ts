@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { ErrorCode } from '../../protocol/messages';
 import type { Allocator, Measurements, Plan } from '../../protocol/plan';
 import { ProtocolError } from '../../protocol/rpc';
-import { allocate, InfeasibleTarget } from './allocate';
+import { allocate, InfeasibleTarget, type Objective } from './allocate';
 import { describePlan } from './plan_run';
 
 export interface PlannedLayer {
@@ -25,7 +25,7 @@ export interface PlanReport {
   layers: PlannedLayer[];
 }
 
-export function planFromFile(file: string, targetBpw: number, allocator: Allocator): PlanReport {
+export function planFromFile(file: string, targetBpw: number, allocator: Allocator, objective: Objective = 'layer'): PlanReport {
   let meas: Measurements;
   try {
     meas = JSON.parse(readFileSync(file, 'utf8')) as Measurements;
@@ -36,7 +36,7 @@ export function planFromFile(file: string, targetBpw: number, allocator: Allocat
     throw new ProtocolError(ErrorCode.InvalidParams, `${file} is not a LoPRo measurements file (format 1)`, file, 'pass the measurements.json of a run made with --target-bpw');
   let plan: Plan;
   try {
-    plan = allocate(meas.layers, targetBpw, allocator);
+    plan = allocate(meas.layers, targetBpw, allocator, objective);
   } catch (e) {
     if (e instanceof InfeasibleTarget) throw new ProtocolError(ErrorCode.BadConfig, `targetBpw ${targetBpw}: ${e.message}`, 'targetBpw', `ask for at least ${e.minBpw.toFixed(3)}`);
     throw e;

@@ -107,7 +107,7 @@ export async function planRun(ctx: RunContext, calib: Calibration, rt: ComputeRu
   if (readMeasurements(dir.measurementsFile)?.key !== key || given) atomicWriteFile(dir.measurementsFile, JSON.stringify(meas));
   let plan: Plan;
   try {
-    plan = allocate(meas.layers, config.targetBpw);
+    plan = allocate(meas.layers, config.targetBpw, 'exact', (process.env.XP_OBJECTIVE ?? 'layer') as 'layer');
   } catch (e) {
     if (e instanceof InfeasibleTarget)
       throw new ProtocolError(ErrorCode.BadConfig, `targetBpw ${config.targetBpw}: ${e.message}`, 'targetBpw', `ask for at least ${e.minBpw.toFixed(3)}`);

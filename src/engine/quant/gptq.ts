@@ -36,6 +36,11 @@ export interface GptqOptions {
   onWarning?: (message: string) => void;
   /** Layer name for errors and warnings. */
   name?: string;
+  /**
+   * Hinv of this H, already prepared (prepareShared: dead inputs marked, damped, factored) and owned by the caller:
+   * several bit widths of one layer share one factorization. Not with actOrder.
+   */
+  prepared?: Prepared;
 }
 
 export interface GptqResult {
@@ -123,7 +128,7 @@ export async function gptq(s: LayerSession, W: Mat, H: Mat, opts: GptqOptions, c
 
     // 5–6. Damping λ = percDamp·mean(diag H_d) (summed in quantization order), then Hinv.
     const t1 = now();
-    const p = await prepareHessian(s, H, order, hDiag, opts.percDamp ?? 0.01, where, opts.onWarning);
+    const p = opts.prepared ?? (await prepareHessian(s, H, order, hDiag, opts.percDamp ?? 0.01, where, opts.onWarning));
     const t2 = now();
 
     // 7. Lazy batches of blockSize columns.
@@ -145,7 +150,7 @@ export async function gptq(s: LayerSession, W: Mat, H: Mat, opts: GptqOptions, c
       order,
       params: rowParams ?? staticParams,
     });
-    s.free(p.Hinv);
+    if (!opts.prepared) s.free(p.Hinv);
     const t3 = now();
     return {
       codes: q.codes,
@@ -198,6 +203,37 @@ export async function prepareHessian(
     if (!(e instanceof Error && e.name === 'NotPositiveDefiniteError')) throw e;
     (onWarning ?? console.warn)(choleskyFallbackNote(where, e));
     return { Hinv: await s.identity(cols), deadColumns: 0, damp, choleskyFallback: true };
+  }
+}
+
+/**
+ * Hinv of H in column order (a copy of H is marked and damped; H is left as it is), for `prepared`: what gptq and
+ * gptvq compute first for every W they quantize with this H. The caller frees `Hinv`.
+ */
+export async function prepareShared(s: LayerSession, H: Mat, percDamp: number, where: string, onWarning?: (m: string) => void): Promise<Prepared> {
+  const cols = H.cols;
+  const Hc = await s.copy(H);
+  try {
+    const hDiag = await s.diagonal(Hc);
+    const dead = deadInputs(hDiag);
+    if (dead.length) {
+      const row = await s.upload(new Float32Array(cols), 1, cols, 'W', where); // markDead's W; only H matters here
+      await s.markDead(row, Hc, dead);
+      s.free(row);
+    }
+    for (const j of dead) hDiag[j] = 1;
+    const p = await prepareHessian(
+      s,
+      Hc,
+      Int32Array.from({ length: cols }, (_, k) => k),
+      hDiag,
+      percDamp,
+      where,
+      onWarning,
+    );
+    return { ...p, deadColumns: dead.length };
+  } finally {
+    s.free(Hc);
   }
 }
 

@@ -19,7 +19,7 @@ import { MAX_CODEBOOK_LOG2, VQ_DIMS } from '../../protocol/config';
 import { ProtocolError } from '../../protocol/rpc';
 import { ErrorCode } from '../../protocol/messages';
 import type { LayerSession, Mat, VqLoopResult } from './backend';
-import { deadInputs, prepareHessian } from './gptq';
+import { deadInputs, prepareHessian, type Prepared } from './gptq';
 import { encodeF16 } from './fp8';
 
 export interface GptvqOptions {
@@ -36,6 +36,8 @@ export interface GptvqOptions {
   seed: number;
   name?: string;
   onWarning?: (message: string) => void;
+  /** Hinv of this H prepared by the caller (gptq.ts prepareShared), shared by several bit widths; not freed. */
+  prepared?: Prepared;
 }
 
 export interface GptvqResult extends VqLoopResult {
@@ -64,7 +66,7 @@ export async function gptvq(s: LayerSession, W: Mat, H: Mat, opts: GptvqOptions,
     if (dead.length) await s.markDead(W, H, dead);
     for (const j of dead) hDiag[j] = 1;
     const order = Int32Array.from({ length: cols }, (_, k) => k);
-    const p = await prepareHessian(s, H, order, hDiag, opts.percDamp ?? 0.01, where, opts.onWarning);
+    const p = opts.prepared ?? (await prepareHessian(s, H, order, hDiag, opts.percDamp ?? 0.01, where, opts.onWarning));
     s.free(H);
     const t1 = now();
     const q = await s.gptvqLoop(W, p.Hinv, {
@@ -75,7 +77,7 @@ export async function gptvq(s: LayerSession, W: Mat, H: Mat, opts: GptvqOptions,
       kmeansIters: opts.kmeansIters ?? 20,
       seed: opts.seed,
     });
-    s.free(p.Hinv);
+    if (!opts.prepared) s.free(p.Hinv);
     const t2 = now();
     return {
       ...q,

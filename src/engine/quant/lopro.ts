@@ -10,7 +10,7 @@ import type { LayerConfig } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type { LayerSession, Mat } from './backend';
-import { gptq, type GptqResult } from './gptq';
+import { gptq, type GptqResult, type Prepared } from './gptq';
 import { gptvq } from './gptvq';
 import { columnScaleAlpha, type LowRankFactors } from './r1svd';
 import { argsortDescending, importanceFromAbsSums } from './permute';
@@ -76,21 +76,60 @@ export async function lopro(s: LayerSession, W: Mat, H: Mat, actStats: ArrayLike
   lap('lowrank');
 
   // ── Stage B: importance permutation (§1.6) and partial block rotation (§1.7) ──
-  const hDiag = await s.diagonal(H);
-  const importance = importanceFromAbsSums(hDiag, await s.columnSums(R, 'abs'), rows);
-  const perm = argsortDescending(importance);
-  const plan = planRotation(cols, cfg.rotation, cfg.salientBlock, cfg.hadamardBlock);
-  if (plan.note) notes.push(plan.note);
-  const Rt = await s.permuteRotate(R, perm, plan);
-  const [sR, sRt] = [await s.sampleRows(R, step), await s.sampleRows(Rt, step)];
+  const b = await loproRotate(s, R, H, cfg);
+  notes.push(...b.notes);
+  const [sR, sRt] = [await s.sampleRows(R, step), await s.sampleRows(b.Rt, step)];
   s.free(R);
-  const Ht = await s.permuteRotateSymmetric(H, perm, plan);
   lap('permute+rotate');
 
   // ── Stage C: the residual quantizer on R′ with H′ (§1.8); R′ and H′ are given away ──
+  const c = await loproResidual(s, b, { rows, cols, cfg, alphaBits, factors, seed, name }, true);
+  notes.push(...c.notes);
+  const { stored, stageC } = c;
+  lap('quantize');
+
+  // ── Ŵ from the stored parts only (lopro_dequant.ts) ──
+  const wHat = await s.reconstruct(stored);
+  lap('reconstruct');
+  return { stored, wHat, factors, importance: b.importance, plan: b.plan, sampled: { step, R: sR, Rt: sRt }, stageC, notes, seconds };
+}
+
+/** Stage B's outcome: the importance order of R's columns, the rotation plan, R′ and H′ (new matrices). */
+export interface RotatedResidual {
+  importance: Float64Array;
+  perm: Int32Array;
+  plan: RotationPlan;
+  Rt: Mat;
+  Ht: Mat;
+  notes: string[];
+}
+
+/** Stage B (§1.6–1.7) of the residual R (left as it is): R′ = R[:, perm]·Q, H′ = Q·H[perm][:, perm]·Q. */
+export async function loproRotate(s: LayerSession, R: Mat, H: Mat, cfg: LayerConfig): Promise<RotatedResidual> {
+  const hDiag = await s.diagonal(H);
+  const importance = importanceFromAbsSums(hDiag, await s.columnSums(R, 'abs'), R.rows);
+  const perm = argsortDescending(importance);
+  const plan = planRotation(R.cols, cfg.rotation, cfg.salientBlock, cfg.hadamardBlock);
+  const Rt = await s.permuteRotate(R, perm, plan);
+  const Ht = await s.permuteRotateSymmetric(H, perm, plan);
+  return { importance, perm, plan, Rt, Ht, notes: plan.note ? [plan.note] : [] };
+}
+
+/**
+ * Stage C (§1.8): GPTQ (`lopro`) or GPTVQ (`lopro_v`) of R′ with H′ at cfg's bits, and the stored layer. `consume`:
+ * R′ and H′ are given away; otherwise they are left for another bit width (with `prepared`, H′'s shared Hinv).
+ */
+export async function loproResidual(
+  s: LayerSession,
+  b: RotatedResidual,
+  o: { rows: number; cols: number; cfg: LayerConfig; alphaBits: Uint16Array; factors: LowRankFactors | null; seed: number; name: string },
+  consume: boolean,
+  prepared?: Prepared,
+): Promise<{ stored: LoproStoredLayer; stageC: LoproLayerResult['stageC']; notes: string[] }> {
+  const { rows, cols, cfg, alphaBits, factors, seed, name } = o;
+  const { perm, plan, Rt, Ht } = b;
+  const notes: string[] = [];
   const g = cfg.groupSize === -1 ? cols : Math.min(cfg.groupSize, cols);
-  let stored: LoproStoredLayer;
-  let stageC: LoproLayerResult['stageC'];
   if (cfg.method === 'lopro') {
     const q = await gptq(
       s,
@@ -107,37 +146,34 @@ export async function lopro(s: LayerSession, W: Mat, H: Mat, actStats: ArrayLike
         staticGroups: cfg.staticGroups,
         name,
         onWarning: () => {},
+        prepared,
       },
-      true,
+      consume,
     );
     if (q.choleskyFallback) notes.push('H′ not positive definite after damping: residual quantized round-to-nearest');
-    stored = loproStoredLayer({ rows, cols, cfg, groupSize: g, perm, alphaBits, factors, plan, q });
-    stageC = {
-      loss: q.loss,
-      deadColumns: q.deadColumns,
-      damp: q.damp,
-      choleskyFallback: q.choleskyFallback,
-      seconds: { 'gptq.prep': q.seconds.prep, 'gptq.cholesky': q.seconds.cholesky, 'gptq.columnLoop': q.seconds.columnLoop },
-    };
-  } else {
-    const vb = cfg.vqBits || cfg.bits;
-    const q = await gptvq(
-      s,
-      Rt,
-      Ht,
-      {
-        vqDim: cfg.vqDim,
-        bits: vb,
-        groupSize: cfg.groupSize === -1 ? -1 : g,
-        percDamp: cfg.percDamp,
-        blockSize: cfg.blockSize,
-        seed: seed + 7919,
-        name,
+    return {
+      stored: loproStoredLayer({ rows, cols, cfg, groupSize: g, perm, alphaBits, factors, plan, q }),
+      stageC: {
+        loss: q.loss,
+        deadColumns: q.deadColumns,
+        damp: q.damp,
+        choleskyFallback: q.choleskyFallback,
+        seconds: { 'gptq.prep': q.seconds.prep, 'gptq.cholesky': q.seconds.cholesky, 'gptq.columnLoop': q.seconds.columnLoop },
       },
-      true,
-    );
-    if (q.choleskyFallback) notes.push('H′ not positive definite after damping: no error feedback');
-    stored = loproStoredLayer({
+      notes,
+    };
+  }
+  const vb = cfg.vqBits || cfg.bits;
+  const q = await gptvq(
+    s,
+    Rt,
+    Ht,
+    { vqDim: cfg.vqDim, bits: vb, groupSize: cfg.groupSize === -1 ? -1 : g, percDamp: cfg.percDamp, blockSize: cfg.blockSize, seed: seed + 7919, name, prepared },
+    consume,
+  );
+  if (q.choleskyFallback) notes.push('H′ not positive definite after damping: no error feedback');
+  return {
+    stored: loproStoredLayer({
       rows,
       cols,
       cfg,
@@ -147,19 +183,14 @@ export async function lopro(s: LayerSession, W: Mat, H: Mat, actStats: ArrayLike
       factors,
       plan,
       vq: { bits: vb, vqDim: cfg.vqDim, codes: q.codes, codebookBits: q.codebookBits, groups: q.groups },
-    });
-    stageC = {
+    }),
+    stageC: {
       loss: q.loss,
       deadColumns: q.deadColumns,
       damp: q.damp,
       choleskyFallback: q.choleskyFallback,
       seconds: { kmeans: q.seconds.kmeans, 'gptvq.cholesky': q.seconds.cholesky, 'gptvq.loop': q.seconds.loop },
-    };
-  }
-  lap('quantize');
-
-  // ── Ŵ from the stored parts only (lopro_dequant.ts) ──
-  const wHat = await s.reconstruct(stored);
-  lap('reconstruct');
-  return { stored, wHat, factors, importance, plan, sampled: { step, R: sR, Rt: sRt }, stageC, notes, seconds };
+    },
+    notes,
+  };
 }

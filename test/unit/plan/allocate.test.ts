@@ -58,8 +58,9 @@ test('exact and greedy allocations against every plan enumerated, 200 random cas
     }
     // Rounding each cost up to a unit of the spare budget costs at most one unit per layer.
     const floorBits = layers.reduce((s, l) => s + Math.min(...l.candidates.map((c) => c.bpw)) * l.rows * l.cols, 0);
-    const slack = (layers.length * (target * n - floorBits)) / 20000;
+    const slack = (layers.length * (target * n - floorBits)) / 20000; // the fewest units the solver uses
     assert.ok(exact.loss <= allocateRef(layers, target * n - slack) * (1 + 1e-12), `seed ${seed}: exact ${exact.loss} worse than the optimum within the slack`);
+    assert.ok(exact.loss <= greedy.loss, `seed ${seed}: exact ${exact.loss} above greedy ${greedy.loss}`);
     if (exact.loss < greedy.loss * (1 - 1e-9)) exactBeatsGreedy++;
   }
   // The cases are built so that the greedy hull walk is sometimes not optimal (what the exact solver is for).

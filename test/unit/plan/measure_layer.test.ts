@@ -51,6 +51,20 @@ test('measureLayer: the grid, exact bpw, sampled losses near the full layer’s,
     const lower = m.candidates.find((d) => d.config.method === c.config.method && d.config.rank === c.config.rank && d.config.bits === c.config.bits - 1)!;
     assert.ok(c.loss < lower.loss, `${c.config.method} r${c.config.rank}: W${c.config.bits} ${c.loss} vs W${lower.config.bits} ${lower.loss}`);
   }
+  // Rank 0: the shared stage B and factorization give exactly what quantizing the row sample on its own gives.
+  const step = rows / m.sampledRows;
+  const Ws = new Float32Array(m.sampledRows * cols);
+  for (let i = 0; i < m.sampledRows; i++) Ws.set(x.W.subarray(i * step * cols, (i * step + 1) * cols), i * cols);
+  for (const c of m.candidates.filter((d) => d.config.rank === 0)) {
+    const alone = await quantizeLayer(
+      backend,
+      { name: 'model.layers.0.mlp.up_proj', block: 0, module: 'mlp.up_proj', rows: m.sampledRows, cols, ...x, W: Ws },
+      { ...lc, ...c.config },
+      { seed: 0 },
+    );
+    const want = (alone.report.proxyLoss * rows) / m.sampledRows;
+    assert.ok(Math.abs(c.loss / want - 1) < 1e-9, `${c.config.method} W${c.config.bits}: ${c.loss} vs ${want}`);
+  }
   // The full layer quantized as the run would: the sampled estimate is within sampling error of it.
   for (const c of m.candidates.filter((d) => d.config.bits === 2 && d.config.rank !== 4)) {
     const full = await quantizeLayer(backend, { name: 'model.layers.0.mlp.up_proj', block: 0, module: 'mlp.up_proj', rows, cols, ...x }, { ...lc, ...c.config }, { seed: 0 });
