@@ -156,7 +156,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
     const e = estimate(summary, config);
     const row = (id: string, label: string, value: string) => h('div', { class: 'est' }, h('span', { class: 'label' }, label), h('span', { class: 'value', id }, value));
     estBox.append(
-      row('est-bpw', 'Bits per weight', fmt(e.bpw, 3)),
+      row('est-bpw', config.targetBpw > 0 ? 'Bits per weight (at most: the target)' : 'Bits per weight', fmt(e.bpw, 3)),
       row('est-size', 'Output size', `${bytes(e.outputBytes)} (from ${bytes(e.inputBytes)}, ×${fmt(e.inputBytes / Math.max(1, e.outputBytes), 2)} smaller)`),
       row('est-peak', 'Peak memory (rough)', bytes(e.peakBytes)),
       row(

@@ -6,7 +6,7 @@ import { bitsPerWeight, layerConfigFor, passHessianBytes, type QuantizeConfig } 
 import type { ModelSummary } from '../src/protocol/messages';
 
 export interface Estimate {
-  /** Weighted mean bits per weight over the quantized linears. */
+  /** Weighted mean bits per weight over the quantized linears (with a target: the target, the plan's upper bound). */
   bpw: number;
   /** Weights in quantized linears / all parameters. */
   quantizedParams: number;
@@ -72,6 +72,8 @@ export function estimate(s: ModelSummary, c: QuantizeConfig): Estimate {
     weights += n;
     bits += bitsPerWeight(layerConfigFor(c, l.name), l.rows, l.cols) * n;
   }
+  // A target-size run's plan spends at most the target (the engine refuses a target below every plan).
+  if (c.targetBpw > 0) bits = c.targetBpw * weights;
   const bpw = weights ? bits / weights : 0;
   const bytesPerParam = s.params ? s.totalBytes / s.params : 2;
   const outputBytes = bits / 8 + Math.max(0, s.params - weights) * bytesPerParam;

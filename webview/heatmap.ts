@@ -19,6 +19,10 @@ export interface HeatmapOptions {
   legend: [string, string];
   /** Colour map (default: sequential heatColor). */
   color?: (t: number) => string;
+  /** Class of the cells (default hm-cell; a second heatmap in the same view takes its own, so counts stay per map). */
+  cellClass?: string;
+  /** Text of a done cell (default: format(value)). */
+  text?: (l: LinearLayerInfo, v: number) => string;
 }
 
 /**
@@ -78,15 +82,16 @@ export function drawHeatmap(container: HTMLElement, layers: LinearLayerInfo[], o
 function cellOf(l: LinearLayerInfo, o: HeatmapOptions, expert: boolean): HTMLElement {
   const v = o.values.get(l.name);
   const done = v !== undefined;
+  const text = done ? (o.text?.(l, v) ?? o.format(v)) : '…';
   const cell = h(
     'button',
     {
-      class: `hm-cell${expert ? ' hm-expert' : ''}${done ? ' done' : ' pending'}${o.selected === l.name ? ' selected' : ''}`,
+      class: `${o.cellClass ?? 'hm-cell'}${expert ? ' hm-expert' : ''}${done ? ' done' : ' pending'}${o.selected === l.name ? ' selected' : ''}`,
       'data-layer': l.name,
-      title: `${l.name} (${l.rows}×${l.cols})${done ? `: ${o.format(v)}` : ': pending'}`,
+      title: `${l.name} (${l.rows}×${l.cols})${done ? `: ${text}` : ': pending'}`,
       disabled: !done || !o.onClick,
     },
-    expert ? String(l.expert) : done ? o.format(v) : '…',
+    expert ? String(l.expert) : text,
   );
   if (done) {
     const t = o.scale(v);

@@ -21,6 +21,10 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
   const progress = h('vscode-progress-bar', { id: 'progress' }) as HTMLElement & { value: number; max: number; indeterminate: boolean };
   const cancelBtn = h('vscode-button', { id: 'cancel', secondary: true, onclick: () => post({ type: 'cancel' }) }, 'Cancel');
   const heat = h('div', { id: 'heatmap-container' });
+  // A target-size run: the plan each layer got (method, bits, rank), filled in as the layers are quantized.
+  const planHeat = h('div', { id: 'plan-heatmap' });
+  const planTitle = h('h2', {}, 'Plan: bits and rank per layer');
+  const planSection = h('section', { id: 'plan-section', class: 'heat-section', hidden: true }, planTitle, planHeat);
   const summaryBox = h('div', { id: 'summary', class: 'summary' });
   const exportBox = h(
     'div',
@@ -43,6 +47,7 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
     h('div', { class: 'status-row' }, status, cancelBtn),
     progress,
     h('section', { class: 'heat-section' }, h('h2', {}, 'Relative proxy loss per layer  tr(ΔHΔᵀ) / tr(WHWᵀ)'), heat, summaryBox),
+    planSection,
     h('section', { id: 'export-section', hidden: true }, h('h2', {}, 'Export'), exportBox, exportResult),
     layerBox,
   );
@@ -77,6 +82,29 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
     });
     heat.dataset.done = String(values.size);
     heat.dataset.total = String(layers().length);
+    drawPlan();
+  }
+
+  function drawPlan(): void {
+    const target = (summary?.config ?? begin?.config)?.targetBpw ?? 0;
+    planSection.hidden = !(target > 0);
+    if (planSection.hidden) return;
+    planTitle.textContent = `Plan for ${target} bits per weight: bits and rank per layer (gptq = no low rank, no rotation)`;
+    const bits = new Map<string, number>();
+    for (const [n, r] of reports) bits.set(n, r.config.bits);
+    drawHeatmap(planHeat, layers(), {
+      values: bits,
+      scale: (v) => Math.min(1, Math.max(0, (v - 2) / 2)),
+      format: (v) => `W${v}`,
+      text: (l) => {
+        const c = reports.get(l.name)!.config;
+        return c.method === 'gptq' || c.method === 'rtn' ? `${c.method} W${c.bits}` : `W${c.bits} r${c.rank}`;
+      },
+      cellClass: 'pm-cell',
+      selected,
+      onClick: (l) => openLayer(l.name),
+      legend: ['2 bits', '4 bits'],
+    });
   }
 
   function openLayer(name: string): void {
@@ -101,7 +129,12 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
         'table',
         { class: 'kv' },
         row('Bits per weight', fmt(s.bpw, 3)),
-        row('Method', `${s.config.method}, ${s.config.bits} bits, group ${s.config.groupSize}, rank ${s.config.rank}`),
+        row(
+          'Method',
+          s.config.targetBpw > 0
+            ? `${s.config.method} and gptq, planned per layer for ${s.config.targetBpw} bits per weight, group ${s.config.groupSize}`
+            : `${s.config.method}, ${s.config.bits} bits, group ${s.config.groupSize}, rank ${s.config.rank}`,
+        ),
         h('tr', {}, h('th', {}, 'Perplexity'), h('td', { id: 'perplexity' }, ppl, ' ', evalBtn)),
         row('Layers', `${s.layers.length}${worst ? ` (worst: ${worst.name}, ${pct(worst.relProxyLoss)})` : ''}`),
         row('Time', `${fmt(seconds, 1)} s on EP ${s.ep}${s.backend ? `, backend ${s.backend}` : ''}${s.resumed ? ' (resumed)' : ''}`, 'run-time'),

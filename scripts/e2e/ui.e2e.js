@@ -254,10 +254,11 @@ async function fill(frame, id, value) {
       await shot('export.png');
     });
 
-    await step('a second run (4 bits) from the config panel, then "LoPRo: Compare Runs" from the palette', async () => {
+    await step('a second run (a target of 3.5 bits per weight) from the config panel, its plan, then "LoPRo: Compare Runs" from the palette', async () => {
       await page.getByRole('tab', { name: /LoPRo: Quantize tiny/ }).click();
       cfg = await webview(page, '#est-bpw', 30000);
       await cfg.locator('#bits-4').click();
+      await fill(cfg, 'targetBpw', 3.5);
       await cfg.locator('#start').click();
       // The second results panel: the one whose run dir differs from the first.
       const firstDir = await res.locator('#run-dir').textContent();
@@ -277,6 +278,16 @@ async function fill(frame, id, value) {
         await page.waitForTimeout(500);
       }
       lap(`second run: ${await res2.locator('#run-status').textContent()}`);
+      // The measured plan, one cell per layer with its bits and rank; the run's real bits per weight within the target.
+      const planCells = res2.locator('#plan-heatmap .pm-cell.done');
+      if ((await planCells.count()) !== 28) throw new Error(`plan heatmap has ${await planCells.count()} of 28 layers`);
+      const texts = await planCells.allTextContents();
+      if (!texts.every((t) => /^(gptq W[234]|W[234] r\d+)$/.test(t))) throw new Error(`plan cells: ${texts.join(', ')}`);
+      if (new Set(texts.map((t) => t.replace(/.*W(\d).*/, '$1'))).size < 2) throw new Error(`a 3.5-bit plan mixes widths: ${texts.join(', ')}`);
+      const bpw = Number(/([\d.]+) bits\/weight/.exec(await res2.locator('#run-status').textContent())?.[1]);
+      if (!(bpw <= 3.5 && bpw > 3.2)) throw new Error(`target run at ${bpw} bits/weight`);
+      await res2.locator('#plan-section').scrollIntoViewIfNeeded();
+      await shot('plan.png');
       // Open the palette and wait for its input before typing: keys typed while the quick input is still
       // opening are lost (seen once on a quiet machine: the palette showed only ">"). fill() sets the
       // whole value, so a retry cannot double the text.

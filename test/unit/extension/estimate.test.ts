@@ -95,3 +95,10 @@ test('mixture of experts: every expert counts in bpw and size; each expert has i
   const moreHessians = 8 * (256 * 256 + 512 * 512) * 4;
   assert.ok(e16.peakBytes - e8.peakBytes >= moreHessians, `${e16.peakBytes - e8.peakBytes} < ${moreHessians}`);
 });
+
+test('a target-size config estimates the target (the plan never spends more) and its output size from it', () => {
+  const e = estimate(summary, cfg({ targetBpw: 2.25, bits: 4, rank: 32 }));
+  assert.equal(e.bpw, 2.25);
+  assert.equal(e.outputBytes, (2.25 * linearParams) / 8 + 2 * 1_000_000);
+  assert.ok(estimate(summary, cfg({ bits: 4, rank: 32 })).bpw > 4, 'without a target, bits and rank decide');
+});
