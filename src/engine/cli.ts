@@ -67,7 +67,7 @@ function configHelp(): string {
 }
 
 const BOOLEAN_FLAGS = new Set(['resume', 'json', 'help', 'version', 'quiet', 'kl']);
-const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override', 'reference', 'measurements', 'allocator', 'objective']);
+const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override', 'reference', 'measurements', 'allocator']);
 
 function last(flags: Map<string, string[]>, name: string): string | undefined {
   const v = flags.get(name);
@@ -186,10 +186,7 @@ function cmdPlan(argv: string[]): number {
   if (!(target > 0)) throw new ProtocolError(ErrorCode.InvalidParams, 'lopro plan needs --target-bpw X (X > 0)', '--target-bpw', 'e.g. --target-bpw 2.25');
   const allocator = last(a.flags, 'allocator') ?? 'exact';
   if (allocator !== 'exact' && allocator !== 'greedy') throw new ProtocolError(ErrorCode.InvalidParams, `--allocator must be exact or greedy, got "${allocator}"`, '--allocator');
-  const objective = last(a.flags, 'objective') ?? 'layer';
-  if (objective !== 'layer' && objective !== 'block' && objective !== 'stream')
-    throw new ProtocolError(ErrorCode.InvalidParams, `--objective must be layer, block or stream, got "${objective}"`, '--objective');
-  const r = planFromFile(file, target, allocator, objective);
+  const r = planFromFile(file, target, allocator);
   if (a.flags.has('json')) process.stdout.write(JSON.stringify(r, null, 1) + '\n');
   else process.stdout.write(formatPlan(r) + '\n');
   return 0;

@@ -31,13 +31,13 @@ export interface LayerMeasurement {
    * ‖ΔW·x‖² for a small random ΔW, on a few calibration windows (1 for o_proj and down_proj, which add into
    * the residual stream directly).
    */
-  gain?: number;
+  gain: number;
   /** Mean ‖h‖² per token of the block's float output (the residual stream the errors land in). */
-  streamEnergy?: number;
+  streamEnergy: number;
 }
 
 export interface Measurements {
-  format: 1;
+  format: 2;
   /** What it was measured on: a measurement is only reused for the same model, calibration and base config. */
   modelPath: string;
   /** Hash of everything the errors depend on (run fingerprint of the measurement's config, without the target). */
@@ -58,7 +58,7 @@ export interface Plan {
   targetBpw: number;
   /** Σ bpw·(rows·cols) / Σ rows·cols over the quantized linears: never above the target. */
   bpw: number;
-  /** Σ of the chosen candidates' losses (what the allocation minimises). */
+  /** Σ of the chosen candidates' losses, each weighted as the allocation weighs it (allocate.ts weightOf). */
   loss: number;
   allocator: Allocator;
   choices: PlanChoice[];

@@ -26,6 +26,12 @@ test('--target-bpw: measure, plan, quantize as planned within the target; reuse 
   const manifest = JSON.parse(readFileSync(join(run, 'run.json'), 'utf8')) as { plan: Plan; layers: LayerReport[] };
   const meas = JSON.parse(readFileSync(join(run, 'measurements.json'), 'utf8')) as Measurements;
   assert.equal(meas.layers.length, 28);
+  // Each layer's block gain: down_proj adds its output into the residual stream, so its gain is 1 up to the
+  // noise sample's spread; the others pass through the rest of the block.
+  for (const l of meas.layers) {
+    assert.ok(Number.isFinite(l.gain) && l.gain! > 0, `${l.name}: gain ${l.gain}`);
+    if (l.module.endsWith('down_proj')) assert.ok(Math.abs(l.gain! - 1) < 0.15, `${l.name}: gain ${l.gain}`);
+  }
   assert.equal(manifest.plan.choices.length, 28);
   // Every layer was quantized with its planned method, bits and rank, and the plan's bpw is the run's.
   const byName = new Map(manifest.layers.map((l) => [l.name, l]));

@@ -1,5 +1,5 @@
 // The allocation of a bit budget over layers: choose one measured candidate per layer so that the summed
-// error is smallest while Σ bpw·size ≤ target·Σ size (a multiple-choice knapsack). Two solvers:
+// error (each weighted by weightOf) is smallest while Σ bpw·size ≤ target·Σ size (a multiple-choice knapsack). Two solvers:
 //   exact  — dynamic programming over the budget in fixed units; each candidate's cost is rounded UP to whole
 //            units, so a plan feasible in units is feasible in exact bits (the real bpw never exceeds the target)
 //            and optimal up to that rounding;
@@ -51,21 +51,24 @@ export function minPlanBpw(layers: readonly LayerMeasurement[]): number {
 }
 
 /**
- * What a layer's error counts for: its own output error ('layer'), times the share of it that reaches the block's
- * output ('block'), or that over the energy of the residual stream it lands in ('stream').
+ * What a layer's error counts for: its output error tr(ΔW·H·ΔWᵀ), times the share of it that reaches its block's
+ * output (gain), over the energy of the residual stream it lands in (streamEnergy; with pre-norm blocks an error
+ * matters relative to the stream it is added to). On base at 2.25 bpw this weighting took the plan from 43.24 (the
+ * layer errors alone) and 42.29 (times the gain only) to 41.80 persuasion perplexity (bench/RESULTS.md, issue 17).
  */
-export type Objective = 'layer' | 'block' | 'stream';
+export function weightOf(l: LayerMeasurement): number {
+  return l.gain / l.streamEnergy;
+}
 
-function weighted(layers: readonly LayerMeasurement[], objective: Objective): LayerMeasurement[] {
-  if (objective === 'layer') return layers as LayerMeasurement[];
+function weighted(layers: readonly LayerMeasurement[]): LayerMeasurement[] {
   return layers.map((l) => {
-    const w = objective === 'block' ? (l.gain ?? 1) : (l.gain ?? 1) / (l.streamEnergy ?? 1);
+    const w = weightOf(l);
     return { ...l, candidates: l.candidates.map((c) => ({ ...c, loss: c.loss * w })) };
   });
 }
 
-export function allocate(measured: readonly LayerMeasurement[], targetBpw: number, allocator: Allocator = 'exact', objective: Objective = 'layer'): Plan {
-  const layers = weighted(measured, objective);
+export function allocate(measured: readonly LayerMeasurement[], targetBpw: number, allocator: Allocator = 'exact'): Plan {
+  const layers = weighted(measured);
   if (!layers.length) return summarize([], [], targetBpw, allocator);
   for (const l of layers) if (!l.candidates.length) throw new Error(`${l.name}: no candidate measured`);
   const min = minPlanBpw(layers);

@@ -82,7 +82,7 @@ export async function measureLlamaBlocks(ctx: RunContext, calib: Calibration, rt
             );
           throwIfCancelled(hooks.signal);
           const lc = layerConfigFor(params.config, lin.name);
-          const m = await measureLayer(
+          const measured = await measureLayer(
             backend,
             { name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[suffixOf(lin)], H: st.H, H32: st.H32, absMean: st.absMean },
             lc,
@@ -90,8 +90,7 @@ export async function measureLlamaBlocks(ctx: RunContext, calib: Calibration, rt
           );
           let tr = 0;
           for (let j = 0; j < lin.cols; j++) tr += st.H[j * lin.cols + j];
-          m.gain = gainOf(gainRaw, lin, tr, nbG);
-          m.streamEnergy = gainRaw.streamEnergy;
+          const m: LayerMeasurement = { ...measured, gain: gainOf(gainRaw, lin, tr, nbG), streamEnergy: gainRaw.streamEnergy };
           out.push(m);
           progress.advance(lin.rows * lin.cols * 1.5, `block ${b} ${lin.module}: ${m.candidates.length} candidates on ${m.sampledRows} of ${lin.rows} rows`, {
             block: b,

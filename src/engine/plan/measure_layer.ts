@@ -38,7 +38,8 @@ export function candidateConfigs(lc: LayerConfig, rows: number, cols: number): C
   return out;
 }
 
-export async function measureLayer(backend: Backend, x: LayerInput, lc: LayerConfig, seed: number): Promise<LayerMeasurement> {
+/** The layer's candidates; its block gain and stream energy are the caller's (sensitivity.ts). */
+export async function measureLayer(backend: Backend, x: LayerInput, lc: LayerConfig, seed: number): Promise<Omit<LayerMeasurement, 'gain' | 'streamEnergy'>> {
   const { rows, cols } = x;
   const step = Math.max(1, Math.floor(rows / MEASURE_ROWS));
   const sampled = Math.ceil(rows / step);

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { ErrorCode } from '../../protocol/messages';
 import type { Allocator, Measurements, Plan } from '../../protocol/plan';
 import { ProtocolError } from '../../protocol/rpc';
-import { allocate, InfeasibleTarget, type Objective } from './allocate';
+import { allocate, InfeasibleTarget } from './allocate';
 import { describePlan } from './plan_run';
 
 export interface PlannedLayer {
@@ -25,18 +25,18 @@ export interface PlanReport {
   layers: PlannedLayer[];
 }
 
-export function planFromFile(file: string, targetBpw: number, allocator: Allocator, objective: Objective = 'layer'): PlanReport {
+export function planFromFile(file: string, targetBpw: number, allocator: Allocator): PlanReport {
   let meas: Measurements;
   try {
     meas = JSON.parse(readFileSync(file, 'utf8')) as Measurements;
   } catch (e) {
     throw new ProtocolError(ErrorCode.InvalidParams, `cannot read ${file}: ${(e as Error).message}`, file, 'pass the measurements.json of a run made with --target-bpw');
   }
-  if (meas?.format !== 1 || !Array.isArray(meas.layers))
-    throw new ProtocolError(ErrorCode.InvalidParams, `${file} is not a LoPRo measurements file (format 1)`, file, 'pass the measurements.json of a run made with --target-bpw');
+  if (meas?.format !== 2 || !Array.isArray(meas.layers))
+    throw new ProtocolError(ErrorCode.InvalidParams, `${file} is not a LoPRo measurements file (format 2)`, file, 'pass the measurements.json of a run made with --target-bpw');
   let plan: Plan;
   try {
-    plan = allocate(meas.layers, targetBpw, allocator, objective);
+    plan = allocate(meas.layers, targetBpw, allocator);
   } catch (e) {
     if (e instanceof InfeasibleTarget) throw new ProtocolError(ErrorCode.BadConfig, `targetBpw ${targetBpw}: ${e.message}`, 'targetBpw', `ask for at least ${e.minBpw.toFixed(3)}`);
     throw e;
@@ -57,7 +57,7 @@ export function formatPlan(r: PlanReport): string {
       (l) =>
         `${l.name.padEnd(w)}  ${`${l.rows}×${l.cols}`.padEnd(11)}  ${l.method.padEnd(7)}  ${String(l.bits).padStart(4)}  ${String(l.rank).padStart(4)}  ${l.bpw.toFixed(3)}  ${l.loss.toExponential(3)}`,
     ),
-    `target ${r.plan.targetBpw} bpw (${r.plan.allocator}): ${r.plan.bpw.toFixed(4)} bpw, summed layer error ${r.plan.loss.toExponential(4)}`,
+    `target ${r.plan.targetBpw} bpw (${r.plan.allocator}): ${r.plan.bpw.toFixed(4)} bpw, summed weighted error ${r.plan.loss.toExponential(4)}`,
     r.summary,
   ];
   return lines.join('\n');

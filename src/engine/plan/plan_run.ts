@@ -52,6 +52,8 @@ function checkReachable(ctx: RunContext): void {
       rows: l.rows,
       cols: l.cols,
       sampledRows: 0,
+      gain: 1,
+      streamEnergy: 1,
       candidates: candidateConfigs(lc, l.rows, l.cols).map((c) => ({ config: c, bpw: bitsPerWeight({ ...lc, ...c }, l.rows, l.cols), loss: 0 })),
     };
   });
@@ -68,7 +70,7 @@ function checkReachable(ctx: RunContext): void {
 function readMeasurements(file: string): Measurements | undefined {
   try {
     const m = JSON.parse(readFileSync(file, 'utf8')) as Measurements;
-    return m && m.format === 1 && Array.isArray(m.layers) ? m : undefined;
+    return m && m.format === 2 && Array.isArray(m.layers) ? m : undefined;
   } catch {
     return undefined;
   }
@@ -100,14 +102,14 @@ export async function planRun(ctx: RunContext, calib: Calibration, rt: ComputeRu
   if (!meas) {
     const t0 = performance.now();
     const layers = await measureLlamaBlocks(ctx, calib, rt, dir.scratchDir);
-    meas = { format: 1, modelPath: m.modelPath, key, layers, seconds: (performance.now() - t0) / 1000 };
+    meas = { format: 2, modelPath: m.modelPath, key, layers, seconds: (performance.now() - t0) / 1000 };
     hooks.log('info', `measurement pass: ${layers.length} layers × ${layers[0]?.candidates.length ?? 0} candidates in ${meas.seconds.toFixed(1)} s`);
   }
   // The folder's copy, also when reused from elsewhere: the run is self-contained.
   if (readMeasurements(dir.measurementsFile)?.key !== key || given) atomicWriteFile(dir.measurementsFile, JSON.stringify(meas));
   let plan: Plan;
   try {
-    plan = allocate(meas.layers, config.targetBpw, 'exact', (process.env.XP_OBJECTIVE ?? 'layer') as 'layer');
+    plan = allocate(meas.layers, config.targetBpw);
   } catch (e) {
     if (e instanceof InfeasibleTarget)
       throw new ProtocolError(ErrorCode.BadConfig, `targetBpw ${config.targetBpw}: ${e.message}`, 'targetBpw', `ask for at least ${e.minBpw.toFixed(3)}`);

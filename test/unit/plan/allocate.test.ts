@@ -17,7 +17,7 @@ function allocateRef(layers: LayerMeasurement[], budgetBits: number): number {
       return;
     }
     const l = layers[i];
-    for (const c of l.candidates) walk(i + 1, bits + c.bpw * l.rows * l.cols, loss + c.loss);
+    for (const c of l.candidates) walk(i + 1, bits + c.bpw * l.rows * l.cols, loss + (c.loss * l.gain) / l.streamEnergy);
   };
   walk(0, 0, 0);
   return best;
@@ -34,7 +34,8 @@ function randomCase(seed: number, nLayers: number): LayerMeasurement[] {
       const bpw = 2 + u() * 2.5;
       return { config: { method: 'lopro' as const, bits: Math.round(bpw), rank: 0 }, bpw, loss: scale * 2 ** (-2 * bpw) * (0.5 + u()) };
     });
-    return { name: `l${i}`, block: 0, module: 'x', rows, cols, sampledRows: rows, candidates };
+    // What reaches the block output, over the stream energy: the allocation weighs each layer's errors by it.
+    return { name: `l${i}`, block: 0, module: 'x', rows, cols, sampledRows: rows, candidates, gain: 0.05 + 2 * u(), streamEnergy: 100 + 1000 * u() };
   });
 }
 
@@ -53,8 +54,8 @@ test('exact and greedy allocations against every plan enumerated, 200 random cas
     for (const p of [exact, greedy]) {
       assert.ok(p.bpw <= target + 1e-12, `seed ${seed} ${p.allocator}: ${p.bpw} > ${target}`);
       assert.ok(p.loss >= opt * (1 - 1e-12), `seed ${seed} ${p.allocator}: ${p.loss} below the optimum ${opt}`);
-      const sum = p.choices.reduce((s, ch, i) => s + layers[i].candidates[ch.candidate].loss, 0);
-      assert.ok(Math.abs(sum - p.loss) <= 1e-9 * sum, 'loss is the chosen candidates’ sum');
+      const sum = p.choices.reduce((s, ch, i) => s + (layers[i].candidates[ch.candidate].loss * layers[i].gain) / layers[i].streamEnergy, 0);
+      assert.ok(Math.abs(sum - p.loss) <= 1e-9 * sum, 'loss is the chosen candidates’ weighted sum');
     }
     // Rounding each cost up to a unit of the spare budget costs at most one unit per layer.
     const floorBits = layers.reduce((s, l) => s + Math.min(...l.candidates.map((c) => c.bpw)) * l.rows * l.cols, 0);
@@ -79,4 +80,30 @@ test('a target below every plan is refused with the smallest reachable bits per 
   // A generous target takes every layer's least-loss candidate.
   const rich = allocate(layers, 10);
   rich.choices.forEach((ch, i) => assert.equal(layers[i].candidates[ch.candidate].loss, Math.min(...layers[i].candidates.map((c) => c.loss))));
+});
+
+test('the bits go where the error reaches the stream: equal layer errors, the larger gain / stream energy wins', () => {
+  const layer = (name: string, gain: number, streamEnergy: number): LayerMeasurement => ({
+    name,
+    block: 0,
+    module: 'x',
+    rows: 64,
+    cols: 64,
+    sampledRows: 64,
+    gain,
+    streamEnergy,
+    candidates: [
+      { config: { method: 'lopro', bits: 2, rank: 0 }, bpw: 2, loss: 10 },
+      { config: { method: 'lopro', bits: 3, rank: 0 }, bpw: 3, loss: 2 },
+    ],
+  });
+  // Room for one 3-bit layer of the two.
+  for (const [a, b, want] of [
+    [layer('a', 1, 100), layer('b', 0.2, 100), 'a'],
+    [layer('a', 1, 1000), layer('b', 1, 100), 'b'],
+  ] as const) {
+    const p = allocate([a, b], 2.5);
+    const up = p.choices.filter((ch, i) => [a, b][i].candidates[ch.candidate].config.bits === 3).map((ch) => ch.name);
+    assert.deepEqual(up, [want]);
+  }
 });
