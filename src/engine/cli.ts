@@ -16,6 +16,7 @@ import { exportRun } from './run/exports';
 import { formatLayerTable, formatModelSummary } from './run/report';
 import { runDemo } from './run/demo';
 import { formatPlan, planFromFile } from './plan/plan_report';
+import { bpwForSize, parseSize } from './plan/target_size';
 import { engineEnv } from './env';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +42,7 @@ quantize:
                       divergence of its next-token distributions from the float model's
   --target-bpw X      the size to reach: measure each layer's candidates, then quantize each layer as the plan
                       with the least total error within X bits per weight chooses (DIR/measurements.json)
+  --target-size SIZE  the same, as the output's size (7.5GB, 800MiB): embedding, head and norms at their width
   --measurements FILE reuse an earlier run's measurements.json (same model, calibration and settings)
   --override "PATTERN:key=v,..."   per-layer settings, e.g. "*.down_proj:bits=3" (repeatable)
   --json              print the run summary as JSON
@@ -67,7 +69,7 @@ function configHelp(): string {
 }
 
 const BOOLEAN_FLAGS = new Set(['resume', 'json', 'help', 'version', 'quiet', 'kl']);
-const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override', 'reference', 'measurements', 'allocator']);
+const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override', 'reference', 'measurements', 'allocator', 'target-size']);
 
 function last(flags: Map<string, string[]>, name: string): string | undefined {
   const v = flags.get(name);
@@ -115,7 +117,11 @@ async function cmdQuantize(argv: string[], signal: AbortSignal): Promise<number>
   if (a.flags.has('help')) return printHelp();
   const modelPath = needPositional(a.positional, 'quantize', 'file.safetensors | model-dir');
   const runDir = need(a.flags, 'out', 'quantize');
-  const config: QuantizeConfig = configFromFlags(a.config);
+  const size = last(a.flags, 'target-size');
+  if (size !== undefined && a.config.targetBpw !== undefined)
+    throw new ProtocolError(ErrorCode.InvalidParams, '--target-size and --target-bpw ask for the same thing twice', '--target-size', 'pass one of them');
+  const config: QuantizeConfig = configFromFlags(size === undefined ? a.config : { ...a.config, targetBpw: bpwForSize(await inspectModel(modelPath), parseSize(size)) });
+  if (size !== undefined) process.stderr.write(`--target-size ${size}: ${config.targetBpw} bits per weight for the quantized linears\n`);
   const quiet = a.flags.has('quiet');
   const summary = await quantizeRun(
     { modelPath, config, runDir, resume: a.flags.has('resume'), evalTexts: a.flags.get('eval') ?? [], measurementsPath: last(a.flags, 'measurements') },

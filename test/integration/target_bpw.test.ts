@@ -87,6 +87,12 @@ test('--target-bpw: measure, plan, quantize as planned within the target; reuse 
   assert.equal(low.code, 2);
   assert.match(low.stderr, /E_BAD_CONFIG: targetBpw 2 is below the smallest plan for .*: 2\.\d+ bits per weight .*\[--target-bpw\]/);
   assert.ok(!existsSync(join(root, 'd')), 'nothing written');
+  const both = runCli(['quantize', TINY, '--calib', TRAIN, ...SMALL, '--target-bpw', '3', '--target-size', '5MB', '--out', join(root, 'f')]);
+  assert.equal(both.code, 2);
+  assert.match(both.stderr, /--target-size and --target-bpw ask for the same thing twice/);
+  const tiny = runCli(['quantize', TINY, '--calib', TRAIN, ...SMALL, '--target-size', '1MB', '--out', join(root, 'g')]);
+  assert.equal(tiny.code, 2);
+  assert.match(tiny.stderr, /E_BAD_CONFIG: --target-size 0\.001 GB is less than what .* keeps unquantized/);
   const bare = join(root, 'bare.safetensors');
   makeBareCheckpoint(bare);
   const b = runCli(['quantize', bare, '--target-bpw', '3', '--out', join(root, 'e')]);
