@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Measurements, Plan } from '../../src/protocol/plan';
-import { makeBareCheckpoint, runCli, SMALL, tmp, TINY, TRAIN } from './helpers';
+import { makeBareCheckpoint, runCli, sha256, SMALL, spawnCli, tmp, TINY, TRAIN } from './helpers';
 import type { LayerReport } from '../../src/protocol/messages';
 
 interface Summary {
@@ -99,4 +99,41 @@ test('--target-bpw: measure, plan, quantize as planned within the target; reuse 
   assert.equal(b.code, 2);
   assert.match(b.stderr, /E_BAD_CONFIG: targetBpw needs a model folder: .*bare\.safetensors is a bare safetensors file/);
   assert.deepEqual(readdirSync(root).sort(), ['a', 'b', 'bare.safetensors']);
+});
+
+/** Runs until a stderr line matches `when`, then SIGKILLs after `delayMs`; resolves with the exit code (null when killed). */
+function killWhen(args: string[], when: RegExp, delayMs: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    const child = spawnCli(args);
+    let armed = false,
+      text = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      text += d.toString();
+      if (!armed && when.test(text)) {
+        armed = true;
+        setTimeout(() => child.kill('SIGKILL'), delayMs);
+      }
+    });
+    child.stdout!.resume();
+    child.on('exit', (code) => resolve(code));
+  });
+}
+
+test('a target run killed in its measurement pass and again in its blocks resumes to the uninterrupted run’s bytes', async () => {
+  const root = tmp('target-kill');
+  const args = ['quantize', TINY, '--calib', TRAIN, ...SMALL, '--target-bpw', '2.7'];
+  const ref = runCli([...args, '--out', join(root, 'ref')]);
+  assert.equal(ref.code, 0, ref.stderr);
+  const out = join(root, 'killed');
+  // In the measurement pass: nothing of it is kept (it is written once, complete), the resume measures again.
+  assert.equal(await killWhen([...args, '--out', out], /block 1 \w+_proj: 12 candidates/, 0), null);
+  assert.ok(!existsSync(join(out, 'measurements.json')));
+  // In the blocks: the measurement is kept and reused.
+  assert.equal(await killWhen([...args, '--out', out, '--resume'], /block 2\/4 done/, 0), null);
+  assert.ok(existsSync(join(out, 'measurements.json')));
+  const r = runCli([...args, '--out', out, '--resume']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /reusing this folder's measurement/);
+  assert.doesNotMatch(r.stderr, /measuring candidate configurations/);
+  assert.equal(sha256(join(out, 'native', 'model.safetensors')), sha256(join(root, 'ref', 'native', 'model.safetensors')));
 });
