@@ -49,8 +49,18 @@ test('--target-bpw: measure, plan, quantize as planned within the target; reuse 
   const p = runCli(['plan', join(run, 'measurements.json'), '--target-bpw', '2.6', '--json']);
   assert.equal(p.code, 0, p.stderr);
   assert.deepEqual((JSON.parse(p.stdout) as { plan: Plan }).plan.choices, manifest.plan.choices);
-  const p3 = JSON.parse(runCli(['plan', join(run, 'measurements.json'), '--target-bpw', '3.25', '--json']).stdout) as { plan: Plan };
+  const p3 = JSON.parse(runCli(['plan', join(run, 'measurements.json'), '--target-bpw', '3.25', '--json']).stdout) as {
+    plan: Plan;
+    curve: { targetBpw: number; bpw: number; loss: number }[];
+  };
   assert.ok(p3.plan.bpw > manifest.plan.bpw && p3.plan.bpw <= 3.25 && p3.plan.loss < manifest.plan.loss);
+  // The error-vs-bits curve of the same measurement: every plan within its target, the error never rising with it (beyond the
+  // exact solver’s rounding of costs to units).
+  assert.ok(p3.curve.length >= 5, `${p3.curve.length} points`);
+  for (let i = 0; i < p3.curve.length; i++) {
+    assert.ok(p3.curve[i].bpw <= p3.curve[i].targetBpw + 1e-12);
+    if (i) assert.ok(p3.curve[i].loss <= p3.curve[i - 1].loss * (1 + 1e-3), `curve rises at ${p3.curve[i].targetBpw}`);
+  }
   const tooLow = runCli(['plan', join(run, 'measurements.json'), '--target-bpw', '1.5']);
   assert.equal(tooLow.code, 2);
   assert.match(tooLow.stderr, /targetBpw 1\.5: target below the smallest measured configuration \(2\.\d+ bits per weight\)/);

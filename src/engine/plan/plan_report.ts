@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { ErrorCode } from '../../protocol/messages';
 import type { Allocator, Measurements, Plan } from '../../protocol/plan';
 import { ProtocolError } from '../../protocol/rpc';
-import { allocate, InfeasibleTarget } from './allocate';
+import { allocate, InfeasibleTarget, minPlanBpw } from './allocate';
 import { describePlan } from './plan_run';
 
 export interface PlannedLayer {
@@ -23,6 +23,8 @@ export interface PlanReport {
   plan: Plan;
   summary: string;
   layers: PlannedLayer[];
+  /** The measured trade-off: the plan's weighted error at targets from the smallest plan up, every 0.25 bits. */
+  curve: { targetBpw: number; bpw: number; loss: number }[];
 }
 
 export function planFromFile(file: string, targetBpw: number, allocator: Allocator): PlanReport {
@@ -46,7 +48,26 @@ export function planFromFile(file: string, targetBpw: number, allocator: Allocat
     const c = l.candidates[ch.candidate];
     return { name: l.name, rows: l.rows, cols: l.cols, method: c.config.method, bits: c.config.bits, rank: c.config.rank, bpw: c.bpw, loss: c.loss };
   });
-  return { file, plan, summary: describePlan(meas.layers, plan), layers };
+  const lo = minPlanBpw(meas.layers);
+  const hi = maxPlanBpw(meas.layers);
+  const curve: PlanReport['curve'] = [];
+  for (let t = Math.ceil(lo * 4) / 4; t <= hi + 0.25 && curve.length < 16; t += 0.25) {
+    const p = allocate(meas.layers, Math.max(t, lo), allocator);
+    curve.push({ targetBpw: t, bpw: p.bpw, loss: p.loss });
+  }
+  return { file, plan, summary: describePlan(meas.layers, plan), layers, curve };
+}
+
+/** Bits per weight of the plan that takes every layer's least-error candidate (more bits buy nothing). */
+function maxPlanBpw(layers: readonly Measurements['layers'][number][]): number {
+  let bits = 0,
+    n = 0;
+  for (const l of layers) {
+    const best = l.candidates.reduce((a, c) => (c.loss < a.loss ? c : a));
+    bits += best.bpw * l.rows * l.cols;
+    n += l.rows * l.cols;
+  }
+  return n ? bits / n : 0;
 }
 
 export function formatPlan(r: PlanReport): string {
@@ -59,6 +80,7 @@ export function formatPlan(r: PlanReport): string {
     ),
     `target ${r.plan.targetBpw} bpw (${r.plan.allocator}): ${r.plan.bpw.toFixed(4)} bpw, summed weighted error ${r.plan.loss.toExponential(4)}`,
     r.summary,
+    'error vs bits per weight (the same measurement): ' + r.curve.map((c) => `${c.targetBpw.toFixed(2)} → ${c.loss.toExponential(3)}`).join(', '),
   ];
   return lines.join('\n');
 }
