@@ -3,6 +3,7 @@
 // Webview ↔ host messages are in ./webview.ts. Nothing here imports vscode, node or the engine.
 
 import type { LayerConfig, QuantizeConfig, Method } from './config';
+import type { Measurements } from './plan';
 
 // ── Error codes (named, stable; shown to users together with the message) ────────────────────
 export const ErrorCode = {
@@ -197,6 +198,11 @@ export interface EngineRequests {
   'run/load': {
     params: { runDir: string };
     result: RunSummary;
+  };
+  /** A target-size run's measurement pass alone, kept in runDir (a run started there later reuses it). */
+  'plan/measure': {
+    params: { modelPath: string; config: QuantizeConfig; runDir: string };
+    result: Measurements;
   };
   'layer/details': {
     params: { runDir: string; layer: string; maxPoints: number };

@@ -118,3 +118,42 @@ test('worker: hello, inspect, run/start with progress and layer/done, exports, r
     child.kill();
   }
 });
+
+test('worker: plan/measure keeps the measurement in the run folder, run/start there reuses it; a cancelled one leaves nothing', async () => {
+  const { child, conn } = forkEngine();
+  try {
+    const logs: string[] = [];
+    conn.onNotification('log', (p) => logs.push(p.message));
+    const runDir = join(tmp('worker-measure'), 'run');
+    const config = small({ targetBpw: 2.7 });
+    const meas = await conn.sendRequest('plan/measure', { modelPath: TINY, config, runDir });
+    assert.equal(meas.layers.length, 28);
+    assert.ok(meas.layers.every((l) => l.candidates.length === 12 && l.gain > 0));
+    assert.deepEqual(readdirSync(runDir).sort(), ['measurements.json']);
+    assert.ok(
+      logs.some((l) => /^measurement pass: 28 layers × 12 candidates/.test(l)),
+      logs.join('\n'),
+    );
+    logs.length = 0;
+    const r = await conn.sendRequest('run/start', { modelPath: TINY, config, runDir, resume: false });
+    assert.ok(r.bpw <= 2.7);
+    assert.ok(
+      logs.some((l) => /reusing this folder's measurement/.test(l)),
+      logs.join('\n'),
+    );
+    assert.ok(!logs.some((l) => /^measurement pass/.test(l)));
+    // No target: refused by name. Cancelled: the folder it created is gone again.
+    await assert.rejects(
+      conn.sendRequest('plan/measure', { modelPath: TINY, config: small({}), runDir: join(tmp('worker-measure'), 'x') }),
+      (e: unknown) => e instanceof ProtocolError && e.where === 'targetBpw',
+    );
+    const gone = join(tmp('worker-measure'), 'cancelled');
+    const ac = new AbortController();
+    const p = conn.sendRequest('plan/measure', { modelPath: TINY, config, runDir: gone }, { signal: ac.signal });
+    setTimeout(() => ac.abort(), 1500);
+    await assert.rejects(p, (e: unknown) => e instanceof ProtocolError && e.code === 'E_CANCELLED');
+    assert.ok(!existsSync(gone), 'nothing left of a cancelled measurement');
+  } finally {
+    child.kill();
+  }
+});

@@ -76,7 +76,11 @@ function readMeasurements(file: string): Measurements | undefined {
   }
 }
 
-export async function planRun(ctx: RunContext, calib: Calibration, rt: ComputeRuntime): Promise<void> {
+/**
+ * The measurement this run's config needs: the file given (--measurements), the folder's own when it still applies,
+ * or a new measurement pass. Written to the folder (atomically: a measurement is kept only complete).
+ */
+export async function measurementFor(ctx: RunContext, calib: Calibration, rt: ComputeRuntime): Promise<Measurements> {
   const { dir, hooks, manifest: m } = ctx;
   const config = ctx.params.config;
   checkReachable(ctx);
@@ -107,6 +111,12 @@ export async function planRun(ctx: RunContext, calib: Calibration, rt: ComputeRu
   }
   // The folder's copy, also when reused from elsewhere: the run is self-contained.
   if (readMeasurements(dir.measurementsFile)?.key !== key || given) atomicWriteFile(dir.measurementsFile, JSON.stringify(meas));
+  return meas;
+}
+
+export async function planRun(ctx: RunContext, calib: Calibration, rt: ComputeRuntime): Promise<void> {
+  const config = ctx.params.config;
+  const meas = await measurementFor(ctx, calib, rt);
   let plan: Plan;
   try {
     plan = allocate(meas.layers, config.targetBpw);
@@ -115,9 +125,9 @@ export async function planRun(ctx: RunContext, calib: Calibration, rt: ComputeRu
       throw new ProtocolError(ErrorCode.BadConfig, `targetBpw ${config.targetBpw}: ${e.message}`, 'targetBpw', `ask for at least ${e.minBpw.toFixed(3)}`);
     throw e;
   }
-  m.plan = plan;
+  ctx.manifest.plan = plan;
   ctx.params = { ...ctx.params, config: plannedConfig(config, meas.layers, plan) };
-  hooks.log('info', `plan for ${config.targetBpw} bits per weight: ${plan.bpw.toFixed(4)} bpw, ${describePlan(meas.layers, plan)}`);
+  ctx.hooks.log('info', `plan for ${config.targetBpw} bits per weight: ${plan.bpw.toFixed(4)} bpw, ${describePlan(meas.layers, plan)}`);
 }
 
 /** "q_proj: 3×W2 r4, 5×W3 r0; …" — how many layers of each module took which candidate. */

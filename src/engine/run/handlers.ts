@@ -6,7 +6,7 @@ import * as ort from 'onnxruntime-node';
 import type { Connection, RequestContext } from '../../protocol/rpc';
 import type { EngineNotifications, EngineRequests } from '../../protocol/messages';
 import { inspectModel } from './inspect';
-import { quantizeRun } from './pipeline';
+import { measureRun, quantizeRun } from './pipeline';
 import type { RunHooks } from './run_context';
 import { RunDir, summaryOf } from './rundir';
 import { evalPath } from './evaluate';
@@ -47,6 +47,7 @@ export function registerEngineHandlers(conn: EngineConnection): void {
   conn.onRequest('run/start', async (p, ctx) =>
     quantizeRun({ modelPath: p.modelPath, config: p.config, runDir: p.runDir, resume: p.resume, evalTexts: p.evalTexts }, hooksFor(conn, ctx)),
   );
+  conn.onRequest('plan/measure', async (p, ctx) => measureRun(p, hooksFor(conn, ctx)));
   conn.onRequest('run/load', async (p) => {
     const dir = new RunDir(resolve(p.runDir));
     return summaryOf(dir.readManifest(), dir.dir);

@@ -22,7 +22,8 @@ import { peakMemoryBytes, resetPeakMemory } from '../util/peak_memory';
 import { prepareCalibration, runLlamaBlocks } from './pipeline_llama';
 import { writeNativeOutput } from './native';
 import { evaluateRunOutput } from './evaluate';
-import { planRun } from '../plan/plan_run';
+import { measurementFor, planRun } from '../plan/plan_run';
+import type { Measurements } from '../../protocol/plan';
 
 function readCalibBytes(config: QuantizeConfig): Uint8Array | undefined {
   if (!config.calibText) return undefined;
@@ -246,4 +247,51 @@ async function runOn(
   }
   hooks.log('info', `run finished in ${((Date.now() - t0) / 1000).toFixed(1)} s (this session)`);
   return summaryOf(m, dir.dir);
+}
+
+/**
+ * `plan/measure` (the config panel's "Measure candidates"): a target-size run's measurement pass alone, written to
+ * runDir/measurements.json, where a run started later with the same settings finds and reuses it. The folder is
+ * locked meanwhile; a folder this creates is removed again if the pass fails or is cancelled.
+ */
+export async function measureRun(params: { modelPath: string; config: QuantizeConfig; runDir: string }, hooks: RunHooks): Promise<Measurements> {
+  const config = checkedConfig(params.config);
+  if (!(config.targetBpw > 0))
+    throw new ProtocolError(ErrorCode.BadConfig, 'measuring candidates needs a target (targetBpw > 0)', 'targetBpw', 'set a target bits per weight first');
+  const model = openModel(params.modelPath, config.ctx);
+  try {
+    const calibBytes = readCalibBytes(config);
+    if (model.summary.kind !== 'llama' || !calibBytes)
+      throw new ProtocolError(
+        ErrorCode.BadConfig,
+        `measuring candidates needs a model folder and calibration text (${model.summary.path})`,
+        'calibText',
+        'pass a model folder and --calib FILE',
+      );
+    const dir = new RunDir(resolve(params.runDir));
+    checkOutDirUsable(dir);
+    const created = !existsSync(dir.dir);
+    const unlock = dir.lock();
+    let ok = false;
+    try {
+      const rt = await getRuntime(config.ep);
+      const { backend } = await openBackend(config.backend, config.threads);
+      try {
+        const fingerprint = computeFingerprint(model.summary.path, config, calibBytes);
+        const manifest = { fingerprint, modelPath: model.summary.path } as RunManifest; // what the measurement reads of a run
+        const ctx: RunContext = { params: { modelPath: params.modelPath, config, runDir: dir.dir, resume: false }, backend, model, dir, manifest, hooks, commit() {} };
+        const meas = await measurementFor(ctx, await prepareCalibration(ctx), rt);
+        ok = true;
+        return meas;
+      } finally {
+        await backend.close();
+        rmSync(dir.scratchDir, { recursive: true, force: true });
+      }
+    } finally {
+      unlock();
+      if (!ok && created && existsSync(dir.dir) && readdirSync(dir.dir).length === 0) rmSync(dir.dir, { recursive: true, force: true });
+    }
+  } finally {
+    model.ckpt.close();
+  }
 }
