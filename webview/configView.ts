@@ -10,6 +10,9 @@ import { post } from './api';
 import { FORM_FIELDS, configFromForm, formValues, numberAttrs, type FormField, type FormValues } from './configForm';
 import { bytes, clear, fmt, h } from './dom';
 import { estimate } from './estimate';
+import { allocate, InfeasibleTarget, planCurve } from '../src/protocol/allocate';
+import type { Measurements } from '../src/protocol/plan';
+import { drawHeatmap } from './heatmap';
 
 type ValueEl = HTMLElement & { value: string; checked?: boolean };
 
@@ -29,6 +32,14 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
   const status = h('p', { class: 'status', id: 'status' });
   const startBtn = h('vscode-button', { id: 'start' }, 'Start quantization') as HTMLElement & { disabled: boolean };
   const cancelBtn = h('vscode-button', { id: 'cancel', secondary: true, onclick: () => post({ type: 'cancel' }) }, 'Cancel');
+  const measureBtn = h('vscode-button', { id: 'measure', secondary: true }, 'Measure candidates') as HTMLElement & { disabled: boolean };
+  // A target's plan before the run: the candidates measured once (into the output folder, where Start reuses them),
+  // then planned here for whatever target is in the field.
+  let measured: { m: Measurements; folder: string; settings: string } | undefined;
+  const planLine = h('p', { id: 'plan-line', class: 'muted' });
+  const planHeat = h('div', { id: 'plan-preview' });
+  const curveBox = h('div', { id: 'plan-curve' });
+  const previewSection = h('section', { id: 'plan-preview-section', hidden: true }, h('h2', {}, 'Plan for the target'), planLine, curveBox, planHeat);
 
   /** Mixture-of-experts fields, hidden until the model turns out to have experts. */
   const moeGroups: HTMLElement[] = [];
@@ -90,8 +101,78 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
   root.append(
     title,
     modelLine,
-    h('div', { class: 'columns' }, form, h('aside', {}, h('h2', {}, 'Estimate'), estBox, issuesBox, h('div', { class: 'actions' }, startBtn, cancelBtn), status)),
+    h('div', { class: 'columns' }, form, h('aside', {}, h('h2', {}, 'Estimate'), estBox, issuesBox, h('div', { class: 'actions' }, startBtn, measureBtn, cancelBtn), status)),
+    previewSection,
   );
+
+  measureBtn.addEventListener('click', () => {
+    if (measureBtn.disabled) return;
+    status.textContent = 'Measuring candidates…';
+    running = true;
+    drawButtons();
+    post({ type: 'measure', config, outputFolder: outputFolder.value });
+  });
+
+  /** What a measurement depends on in the form: everything but the target, bits and rank (and the folder it is in). */
+  const measuredSettings = () => JSON.stringify({ ...config, targetBpw: 0, bits: 0, rank: 0, folder: outputFolder.value.trim() });
+
+  function drawPreview(): void {
+    if (measured && measured.settings !== measuredSettings()) measured = undefined; // other settings: measure again
+    previewSection.hidden = !measured || !(config.targetBpw > 0) || !summary;
+    if (previewSection.hidden || !measured || !summary) return;
+    const layers = measured.m.layers;
+    clear(curveBox);
+    try {
+      const plan = allocate(layers, config.targetBpw);
+      planLine.textContent = `${fmt(plan.bpw, 4)} bits per weight (target ${config.targetBpw}), weighted error ${plan.loss.toExponential(3)}; measured in ${fmt(measured.m.seconds, 1)} s — Start reuses the measurement.`;
+      planLine.classList.remove('error');
+      const chosen = new Map(plan.choices.map((ch, i) => [ch.name, layers[i].candidates[ch.candidate].config]));
+      drawHeatmap(planHeat, summary.linears, {
+        values: new Map([...chosen].map(([n, c]) => [n, c.bits])),
+        scale: (v) => Math.min(1, Math.max(0, (v - 2) / 2)),
+        format: (v) => `W${v}`,
+        text: (l) => {
+          const c = chosen.get(l.name)!;
+          return c.method === 'gptq' || c.method === 'rtn' ? `${c.method} W${c.bits}` : `W${c.bits} r${c.rank}`;
+        },
+        cellClass: 'pm-cell',
+        legend: ['2 bits', '4 bits'],
+      });
+      curveBox.append(curveSvg(planCurve(layers), config.targetBpw, plan.loss));
+    } catch (e) {
+      clear(planHeat);
+      planLine.textContent = e instanceof InfeasibleTarget ? `No plan reaches ${config.targetBpw}: at least ${fmt(e.minBpw, 3)} bits per weight.` : String(e);
+      planLine.classList.add('error');
+    }
+  }
+
+  /** Weighted error against bits per weight (log scale), the current target's plan marked. */
+  function curveSvg(points: { targetBpw: number; loss: number }[], target: number, loss: number): SVGElement {
+    const W = 360,
+      H = 140,
+      pad = 28;
+    const xs = [...points.map((p) => p.targetBpw), target],
+      ys = [...points.map((p) => Math.log(p.loss)), Math.log(loss)].filter(Number.isFinite);
+    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    const X = (x: number) => pad + ((x - x0) / Math.max(1e-9, x1 - x0)) * (W - 2 * pad);
+    const Y = (y: number) => H - pad + ((y0 - y) / Math.max(1e-9, y1 - y0)) * (H - 2 * pad);
+    const ns = 'http://www.w3.org/2000/svg';
+    const el = (tag: string, attrs: Record<string, string | number>, text?: string) => {
+      const e = document.createElementNS(ns, tag);
+      for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+      if (text) e.textContent = text;
+      return e;
+    };
+    const svg = el('svg', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': 'error against bits per weight' }) as SVGElement;
+    svg.append(
+      el('polyline', { points: points.map((p) => `${X(p.targetBpw)},${Y(Math.log(p.loss))}`).join(' '), fill: 'none', stroke: 'currentColor', 'stroke-width': 1.5 }),
+      el('circle', { cx: X(target), cy: Y(Math.log(loss)), r: 4, fill: 'var(--vscode-charts-orange, orange)', id: 'plan-marker' }),
+      el('text', { x: pad, y: H - 6, 'font-size': 10, fill: 'currentColor' }, `${fmt(x0, 2)} bpw`),
+      el('text', { x: W - pad - 40, y: H - 6, 'font-size': 10, fill: 'currentColor' }, `${fmt(x1, 2)} bpw`),
+      el('text', { x: 2, y: 12, 'font-size': 10, fill: 'currentColor' }, 'weighted error (log)'),
+    );
+    return svg;
+  }
 
   startBtn.addEventListener('click', () => {
     if (startBtn.disabled) return;
@@ -140,10 +221,13 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
       issuesBox.append(h('p', { class: 'error' }, `${issues.length} problem${issues.length > 1 ? 's' : ''}: `), h('ul', {}, ...issues.map((i) => h('li', {}, i.message))));
     drawButtons();
     drawEstimate();
+    drawPreview();
   }
 
   function drawButtons(): void {
     startBtn.disabled = issues.length > 0 || running;
+    measureBtn.hidden = !(config.targetBpw > 0) || summary?.kind !== 'llama';
+    measureBtn.disabled = issues.length > 0 || running || !config.calibText;
     cancelBtn.hidden = !running;
   }
 
@@ -187,7 +271,15 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
           running = false;
           status.textContent = m.value.message ?? '';
           update();
-        }
+        } else if (m.value.kind === 'report' && running)
+          status.textContent = `${m.value.percentage !== undefined ? `${m.value.percentage.toFixed(0)}% ` : ''}${m.value.message ?? ''}`;
+        return;
+      case 'plan/measured':
+        running = false;
+        status.textContent = `Measured ${m.measurements.layers.length} layers: change the target to see its plan.`;
+        measured = { m: m.measurements, folder: m.outputFolder, settings: '' };
+        measured.settings = measuredSettings();
+        update();
         return;
       case 'run/failed':
       case 'run/done':

@@ -254,11 +254,25 @@ async function fill(frame, id, value) {
       await shot('export.png');
     });
 
-    await step('a second run (a target of 3.5 bits per weight) from the config panel, its plan, then "LoPRo: Compare Runs" from the palette', async () => {
+    await step('a target run from the config panel: measure, see the plan change with the target, start, then "LoPRo: Compare Runs"', async () => {
       await page.getByRole('tab', { name: /LoPRo: Quantize tiny/ }).click();
       cfg = await webview(page, '#est-bpw', 30000);
       await cfg.locator('#bits-4').click();
       await fill(cfg, 'targetBpw', 3.5);
+      await cfg.locator('#measure').click();
+      const preview = cfg.locator('#plan-preview .pm-cell.done');
+      for (const end = Date.now() + RUN_TIMEOUT_MS; (await preview.count()) !== 28; await page.waitForTimeout(300))
+        if (Date.now() > end) throw new Error(`plan preview: ${await cfg.locator('#status').textContent()}`);
+      const at35 = await preview.allTextContents();
+      // Another target re-plans from the same measurement, at once (no engine call).
+      await fill(cfg, 'targetBpw', 3);
+      const line = await cfg.locator('#plan-line').textContent();
+      if (!/^[23]\.\d+ bits per weight \(target 3\)/.test(line)) throw new Error(`plan line at 3: ${line}`);
+      const at3 = await preview.allTextContents();
+      if (at3.length !== 28 || at3.join() === at35.join()) throw new Error(`the plan did not change with the target: ${at3.join(', ')}`);
+      if ((await cfg.locator('#plan-curve svg polyline').count()) !== 1) throw new Error('no error-vs-bits curve');
+      await cfg.locator('#plan-preview-section').scrollIntoViewIfNeeded();
+      await shot('plan-preview.png');
       await cfg.locator('#start').click();
       // The second results panel: the one whose run dir differs from the first.
       const firstDir = await res.locator('#run-dir').textContent();
@@ -283,9 +297,11 @@ async function fill(frame, id, value) {
       if ((await planCells.count()) !== 28) throw new Error(`plan heatmap has ${await planCells.count()} of 28 layers`);
       const texts = await planCells.allTextContents();
       if (!texts.every((t) => /^(gptq W[234]|W[234] r\d+)$/.test(t))) throw new Error(`plan cells: ${texts.join(', ')}`);
-      if (new Set(texts.map((t) => t.replace(/.*W(\d).*/, '$1'))).size < 2) throw new Error(`a 3.5-bit plan mixes widths: ${texts.join(', ')}`);
+      if (new Set(texts.map((t) => t.replace(/.*W(\d).*/, '$1'))).size < 2) throw new Error(`a 3-bit plan mixes widths: ${texts.join(', ')}`);
+      // The run reused the panel's measurement: its plan is the preview's.
+      if (texts.join() !== at3.join()) throw new Error(`run plan differs from the preview: ${texts.join(', ')} vs ${at3.join(', ')}`);
       const bpw = Number(/([\d.]+) bits\/weight/.exec(await res2.locator('#run-status').textContent())?.[1]);
-      if (!(bpw <= 3.5 && bpw > 3.2)) throw new Error(`target run at ${bpw} bits/weight`);
+      if (!(bpw <= 3 && bpw > 2.7)) throw new Error(`target run at ${bpw} bits/weight`);
       await res2.locator('#plan-section').scrollIntoViewIfNeeded();
       await shot('plan.png');
       // Open the palette and wait for its input before typing: keys typed while the quick input is still

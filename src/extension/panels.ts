@@ -5,7 +5,8 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ProtocolError } from '../protocol/rpc';
-import { ErrorCode, type ModelSummary, type ProtocolErrorData } from '../protocol/messages';
+import { ErrorCode, type ModelSummary, type ProgressValue, type ProtocolErrorData } from '../protocol/messages';
+import type { Measurements } from '../protocol/plan';
 import { parseFromWebview, type FromWebview, type ToWebview, type ViewKind } from '../protocol/webview';
 import type { QuantizeConfig } from '../protocol/config';
 import { webviewHtml, webviewOptions } from './webviewHtml';
@@ -81,6 +82,7 @@ abstract class Panel implements vscode.Disposable {
 export interface PanelHost {
   inspect(modelPath: string): Promise<ModelSummary>;
   startRun(modelPath: string, config: QuantizeConfig, runDir: string, resume: boolean): Promise<void>;
+  measure(modelPath: string, config: QuantizeConfig, runDir: string, onProgress: (v: ProgressValue) => void): Promise<Measurements>;
   defaultRunDir(modelPath: string): string;
   cancel(): void;
   openLayer(panel: ResultsPanel, layer: string): Promise<void>;
@@ -152,6 +154,14 @@ export class ConfigPanel extends Panel {
           this.post({ type: 'progress', value: { kind: 'end', message: 'The run ended: see its results panel.' } });
           this.post({ type: 'picked', field: 'outputFolder', path: this.host.defaultRunDir(this.modelPath) });
         }
+        return;
+      }
+      case 'measure': {
+        if (!msg.outputFolder.trim()) throw new ProtocolError(ErrorCode.BadConfig, 'choose an output folder', 'outputFolder');
+        this.config = msg.config;
+        const outputFolder = msg.outputFolder.trim();
+        const measurements = await this.host.measure(this.modelPath, msg.config, outputFolder, (value) => this.post({ type: 'progress', value }));
+        this.post({ type: 'plan/measured', measurements, outputFolder });
         return;
       }
       case 'cancel':

@@ -8,6 +8,7 @@ import * as vscode from 'vscode';
 import { ProtocolError } from '../protocol/rpc';
 import { ErrorCode, type EngineRequests, type ExportFormat, type LinearLayerInfo, type ModelSummary, type ProgressValue, type RunSummary } from '../protocol/messages';
 import { describeIssues, validateConfig, type QuantizeConfig, type LayerConfig } from '../protocol/config';
+import type { Measurements } from '../protocol/plan';
 import { type EngineClient, withEngineProgress } from './engineClient';
 import { ComparePanel, ConfigPanel, ResultsPanel, errorData, type PanelHost } from './panels';
 import type { RunStatusBar } from './statusBar';
@@ -117,6 +118,37 @@ export class RunManager implements PanelHost, vscode.Disposable {
       this.current = undefined;
       void vscode.commands.executeCommand('setContext', 'lopro.running', false);
       this.status.end();
+    }
+  }
+
+  /** The config panel's "Measure candidates": the measurement pass alone into runDir (a Start there reuses it). */
+  async measure(modelPath: string, config: QuantizeConfig, runDir: string, onProgress: (v: ProgressValue) => void): Promise<Measurements> {
+    if (this.current) throw new ProtocolError(ErrorCode.BadConfig, `a run is already going (${this.current.runDir})`, undefined, 'Cancel it first (LoPRo: Cancel).');
+    const issues = validateConfig(config);
+    if (issues.length) throw new ProtocolError(ErrorCode.BadConfig, describeIssues(issues), String(issues[0].field));
+    const controller = new AbortController();
+    this.current = { controller, runDir };
+    void vscode.commands.executeCommand('setContext', 'lopro.running', true);
+    this.log.appendLine(`[host] plan/measure ${modelPath} → ${runDir}`);
+    try {
+      return await withEngineProgress(`LoPRo: measuring ${path.basename(modelPath)}`, controller, (signal, report) =>
+        this.engine.request(
+          'plan/measure',
+          { modelPath, config, runDir },
+          {
+            signal,
+            callbacks: {
+              onProgress: (v: ProgressValue) => {
+                report(v);
+                onProgress(v);
+              },
+            },
+          },
+        ),
+      );
+    } finally {
+      this.current = undefined;
+      void vscode.commands.executeCommand('setContext', 'lopro.running', false);
     }
   }
 

@@ -5,6 +5,7 @@
 // never reaches the renderer. Nothing here imports vscode, node or the engine.
 
 import { DEFAULT_CONFIG, DEFAULT_LAYER_CONFIG, type LayerConfig, type QuantizeConfig } from './config';
+import type { Measurements } from './plan';
 import type { ExportFormat, LayerDetails, LayerReport, LinearLayerInfo, ModelSummary, ProgressValue, ProtocolErrorData, RunSummary, EngineRequests } from './messages';
 
 export type ViewKind = 'config' | 'results' | 'compare';
@@ -97,6 +98,13 @@ export interface ErrorMessage {
   error: ProtocolErrorData;
 }
 
+/** Config panel: the candidates measured for the target (the panel plans any target from them). */
+export interface PlanMeasuredMessage {
+  type: 'plan/measured';
+  measurements: Measurements;
+  outputFolder: string;
+}
+
 export type ToWebview =
   | ConfigInitMessage
   | PickedMessage
@@ -111,6 +119,7 @@ export type ToWebview =
   | ExportDoneMessage
   | CompareMessage
   | EvalDoneMessage
+  | PlanMeasuredMessage
   | ErrorMessage;
 
 // ── webview → host ──────────────────────────────────────────────────────────────────────────
@@ -124,6 +133,12 @@ export interface PickMessage {
 }
 export interface StartMessage {
   type: 'start';
+  config: QuantizeConfig;
+  outputFolder: string;
+}
+/** Measure a target-size config's candidates into the output folder (a Start there reuses them). */
+export interface MeasureMessage {
+  type: 'measure';
   config: QuantizeConfig;
   outputFolder: string;
 }
@@ -153,7 +168,17 @@ export interface EvaluateMessage {
   type: 'evaluate';
 }
 
-export type FromWebview = ReadyMessage | PickMessage | StartMessage | OpenLayerMessage | RequantizeMessage | ApplyMessage | ExportRequestMessage | CancelMessage | EvaluateMessage;
+export type FromWebview =
+  | ReadyMessage
+  | PickMessage
+  | StartMessage
+  | MeasureMessage
+  | OpenLayerMessage
+  | RequantizeMessage
+  | ApplyMessage
+  | ExportRequestMessage
+  | CancelMessage
+  | EvaluateMessage;
 
 export const EXPORT_FORMATS: readonly ExportFormat[] = ['native', 'f16', 'onnx'];
 
@@ -202,7 +227,8 @@ export function parseFromWebview(x: unknown): FromWebview | undefined {
     case 'pick':
       return onlyKeys(m, ['field']) && (m.field === 'calibText' || m.field === 'outputFolder') ? (m as unknown as PickMessage) : undefined;
     case 'start':
-      return onlyKeys(m, ['config', 'outputFolder']) && isQuantizeConfig(m.config) && isStr(m.outputFolder) ? (m as unknown as StartMessage) : undefined;
+    case 'measure':
+      return onlyKeys(m, ['config', 'outputFolder']) && isQuantizeConfig(m.config) && isStr(m.outputFolder) ? (m as unknown as StartMessage | MeasureMessage) : undefined;
     case 'openLayer':
       return onlyKeys(m, ['layer']) && isStr(m.layer, 512) && m.layer.length > 0 ? (m as unknown as OpenLayerMessage) : undefined;
     case 'requantize':
@@ -230,6 +256,7 @@ const TO_WEBVIEW_FIELDS: Record<ToWebview['type'], string[]> = {
   'export/done': ['format', 'result'],
   compare: ['a', 'b'],
   'eval/done': ['perplexity'],
+  'plan/measured': ['measurements', 'outputFolder'],
   error: ['action', 'error'],
 };
 

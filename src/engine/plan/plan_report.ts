@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { ErrorCode } from '../../protocol/messages';
 import type { Allocator, Measurements, Plan } from '../../protocol/plan';
 import { ProtocolError } from '../../protocol/rpc';
-import { allocate, InfeasibleTarget, minPlanBpw } from './allocate';
+import { allocate, InfeasibleTarget, planCurve, type CurvePoint } from '../../protocol/allocate';
 import { describePlan } from './plan_run';
 
 export interface PlannedLayer {
@@ -24,7 +24,7 @@ export interface PlanReport {
   summary: string;
   layers: PlannedLayer[];
   /** The measured trade-off: the plan's weighted error at targets from the smallest plan up, every 0.25 bits. */
-  curve: { targetBpw: number; bpw: number; loss: number }[];
+  curve: CurvePoint[];
 }
 
 export function planFromFile(file: string, targetBpw: number, allocator: Allocator): PlanReport {
@@ -48,26 +48,8 @@ export function planFromFile(file: string, targetBpw: number, allocator: Allocat
     const c = l.candidates[ch.candidate];
     return { name: l.name, rows: l.rows, cols: l.cols, method: c.config.method, bits: c.config.bits, rank: c.config.rank, bpw: c.bpw, loss: c.loss };
   });
-  const lo = minPlanBpw(meas.layers);
-  const hi = maxPlanBpw(meas.layers);
-  const curve: PlanReport['curve'] = [];
-  for (let t = Math.ceil(lo * 4) / 4; t <= hi + 0.25 && curve.length < 16; t += 0.25) {
-    const p = allocate(meas.layers, Math.max(t, lo), allocator);
-    curve.push({ targetBpw: t, bpw: p.bpw, loss: p.loss });
-  }
+  const curve = planCurve(meas.layers, allocator);
   return { file, plan, summary: describePlan(meas.layers, plan), layers, curve };
-}
-
-/** Bits per weight of the plan that takes every layer's least-error candidate (more bits buy nothing). */
-function maxPlanBpw(layers: readonly Measurements['layers'][number][]): number {
-  let bits = 0,
-    n = 0;
-  for (const l of layers) {
-    const best = l.candidates.reduce((a, c) => (c.loss < a.loss ? c : a));
-    bits += best.bpw * l.rows * l.cols;
-    n += l.rows * l.cols;
-  }
-  return n ? bits / n : 0;
 }
 
 export function formatPlan(r: PlanReport): string {

@@ -14,7 +14,7 @@ import { atomicWriteFile } from '../io/atomic';
 import { canonicalJson, outputConfig, type RunFingerprint } from '../run/fingerprint';
 import type { Calibration } from '../run/pipeline_llama';
 import type { RunContext } from '../run/run_context';
-import { allocate, InfeasibleTarget, minPlanBpw } from './allocate';
+import { allocate, InfeasibleTarget, minPlanBpw } from '../../protocol/allocate';
 import { measureLlamaBlocks } from './measure';
 import { candidateConfigs } from './measure_layer';
 

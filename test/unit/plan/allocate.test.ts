@@ -3,7 +3,7 @@
 // is never below the optimum, and neither plan's bits per weight exceeds the target.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { allocate, InfeasibleTarget, minPlanBpw } from '../../../src/engine/plan/allocate';
+import { allocate, InfeasibleTarget, minPlanBpw } from '../../../src/protocol/allocate';
 import type { LayerMeasurement } from '../../../src/protocol/plan';
 import { rng } from '../quant/synthetic';
 

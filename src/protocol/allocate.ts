@@ -7,7 +7,7 @@
 //            with the largest error drop per bit that still fits (ExLlamaV3/AutoRound-style).
 // Pure functions over the measurement; allocate_ref in the tests enumerates every plan of small cases.
 
-import type { Allocator, LayerMeasurement, Plan, PlanChoice } from '../../protocol/plan';
+import type { Allocator, LayerMeasurement, Plan, PlanChoice } from './plan';
 
 /**
  * Units of the exact solver's spare budget: rounding a cost up wastes less than one per layer. As many as a
@@ -167,4 +167,34 @@ function greedy(layers: readonly LayerMeasurement[], targetBpw: number): number[
     at[bestI]++;
   }
   return layers.map((_, i) => hulls[i][at[i]]);
+}
+
+/** Bits per weight of the plan that takes every layer's least-error candidate (more bits buy nothing). */
+export function maxPlanBpw(layers: readonly LayerMeasurement[]): number {
+  let bits = 0,
+    n = 0;
+  for (const l of layers) {
+    const best = l.candidates.reduce((a, c) => (c.loss < a.loss ? c : a));
+    bits += best.bpw * size(l);
+    n += size(l);
+  }
+  return n ? bits / n : 0;
+}
+
+export interface CurvePoint {
+  targetBpw: number;
+  bpw: number;
+  loss: number;
+}
+
+/** The measured trade-off: the plan's weighted error at targets from the smallest plan up, every 0.25 bits (≤ 16 points). */
+export function planCurve(layers: readonly LayerMeasurement[], allocator: Allocator = 'exact'): CurvePoint[] {
+  const lo = minPlanBpw(layers),
+    hi = maxPlanBpw(layers);
+  const out: CurvePoint[] = [];
+  for (let t = Math.ceil(lo * 4) / 4; t <= hi + 0.25 && out.length < 16; t += 0.25) {
+    const p = allocate(layers, Math.max(t, lo), allocator);
+    out.push({ targetBpw: t, bpw: p.bpw, loss: p.loss });
+  }
+  return out;
 }
