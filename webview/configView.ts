@@ -16,6 +16,9 @@ import { drawHeatmap } from './heatmap';
 
 type ValueEl = HTMLElement & { value: string; checked?: boolean };
 
+/** Keys a target's plan sets per layer (method: GPTQ or the one chosen here). */
+const PLANNED = new Set(['bits', 'rank']);
+
 export function configView(root: HTMLElement): (m: ToWebview) => void {
   let config: QuantizeConfig = { ...DEFAULT_CONFIG, layerOverrides: {} };
   let issues: ConfigIssue[] = [];
@@ -214,6 +217,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
       const mine = issues.filter((i) => i.field === key);
       helper.classList.toggle('invalid', mine.length > 0);
       if (mine.length) helper.textContent = mine.map((i) => i.message).join('; ');
+      else if (config.targetBpw > 0 && PLANNED.has(key)) helper.textContent = 'Chosen per layer by the plan while a target is set.';
       else helper.textContent = helper.dataset.help ?? helper.textContent;
     }
     clear(issuesBox);
