@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Measurements, Plan } from '../../src/protocol/plan';
-import { makeBareCheckpoint, runCli, sha256, SMALL, spawnCli, tmp, TINY, TRAIN } from './helpers';
+import { makeBareCheckpoint, ROOT, runCli, sha256, SMALL, spawnCli, tmp, TINY, TRAIN } from './helpers';
 import type { LayerReport } from '../../src/protocol/messages';
 
 interface Summary {
@@ -146,4 +146,35 @@ test('a target run killed in its measurement pass and again in its blocks resume
   assert.match(r.stderr, /reusing this folder's measurement/);
   assert.doesNotMatch(r.stderr, /measuring candidate configurations/);
   assert.equal(sha256(join(out, 'native', 'model.safetensors')), sha256(join(root, 'ref', 'native', 'model.safetensors')));
+});
+
+test('a mixture-of-experts target run: every expert measured on its routed statistic and planned, within the target', () => {
+  const root = tmp('target-moe');
+  const run = join(root, 'mx');
+  const q = runCli([
+    'quantize',
+    join(ROOT, 'fixtures/arch/mixtralt'),
+    '--calib',
+    TRAIN,
+    '--samples',
+    '8',
+    '--ctx',
+    '64',
+    '--ep',
+    'cpu',
+    '--target-bpw',
+    '2.5',
+    '--out',
+    run,
+    '--json',
+  ]);
+  assert.equal(q.code, 0, q.stderr);
+  const s = JSON.parse(q.stdout) as { bpw: number; layers: LayerReport[] };
+  assert.ok(s.bpw <= 2.5 && s.bpw > 2.3, `${s.bpw}`);
+  const meas = JSON.parse(readFileSync(join(run, 'measurements.json'), 'utf8')) as Measurements;
+  assert.deepEqual(meas.layers.map((l) => l.name).sort(), s.layers.map((l) => l.name).sort());
+  const experts = meas.layers.filter((l) => /experts\.\d+\./.test(l.name));
+  assert.ok(experts.length >= 16, `${experts.length} expert layers`);
+  // An expert's output is scaled by its routing weight (≤ 1) and reaches only its tokens: its down projection's gain is below 1.
+  for (const l of experts.filter((e) => e.name.endsWith('.w2'))) assert.ok(l.gain > 0 && l.gain < 1, `${l.name}: gain ${l.gain}`);
 });
