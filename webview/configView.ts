@@ -10,9 +10,9 @@ import { post } from './api';
 import { FORM_FIELDS, configFromForm, formValues, numberAttrs, type FormField, type FormValues } from './configForm';
 import { bytes, clear, fmt, h } from './dom';
 import { estimate } from './estimate';
-import { allocate, InfeasibleTarget, planCurve } from '../src/protocol/allocate';
+import { allocate, type CurvePoint, InfeasibleTarget, planCurve } from '../src/protocol/allocate';
 import type { Measurements } from '../src/protocol/plan';
-import { drawHeatmap } from './heatmap';
+import { drawPlanHeatmap } from './heatmap';
 
 type ValueEl = HTMLElement & { value: string; checked?: boolean };
 
@@ -38,7 +38,8 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
   const measureBtn = h('vscode-button', { id: 'measure', secondary: true }, 'Measure candidates') as HTMLElement & { disabled: boolean };
   // A target's plan before the run: the candidates measured once (into the output folder, where Start reuses them),
   // then planned here for whatever target is in the field.
-  let measured: { m: Measurements; folder: string; settings: string } | undefined;
+  // The curve is the measurement's (drawn once); the plan is redrawn only when the target changes.
+  let measured: { m: Measurements; settings: string; curve: CurvePoint[]; drawnFor?: number } | undefined;
   const planLine = h('p', { id: 'plan-line', class: 'muted' });
   const planHeat = h('div', { id: 'plan-preview' });
   const curveBox = h('div', { id: 'plan-curve' });
@@ -122,26 +123,16 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
   function drawPreview(): void {
     if (measured && measured.settings !== measuredSettings()) measured = undefined; // other settings: measure again
     previewSection.hidden = !measured || !(config.targetBpw > 0) || !summary;
-    if (previewSection.hidden || !measured || !summary) return;
+    if (previewSection.hidden || !measured || !summary || measured.drawnFor === config.targetBpw) return;
+    measured.drawnFor = config.targetBpw;
     const layers = measured.m.layers;
     clear(curveBox);
     try {
       const plan = allocate(layers, config.targetBpw);
       planLine.textContent = `${fmt(plan.bpw, 4)} bits per weight (target ${config.targetBpw}), weighted error ${plan.loss.toExponential(3)}; measured in ${fmt(measured.m.seconds, 1)} s — Start reuses the measurement.`;
       planLine.classList.remove('error');
-      const chosen = new Map(plan.choices.map((ch, i) => [ch.name, layers[i].candidates[ch.candidate].config]));
-      drawHeatmap(planHeat, summary.linears, {
-        values: new Map([...chosen].map(([n, c]) => [n, c.bits])),
-        scale: (v) => Math.min(1, Math.max(0, (v - 2) / 2)),
-        format: (v) => `W${v}`,
-        text: (l) => {
-          const c = chosen.get(l.name)!;
-          return c.method === 'gptq' || c.method === 'rtn' ? `${c.method} W${c.bits}` : `W${c.bits} r${c.rank}`;
-        },
-        cellClass: 'pm-cell',
-        legend: ['2 bits', '4 bits'],
-      });
-      curveBox.append(curveSvg(planCurve(layers), config.targetBpw, plan.loss));
+      drawPlanHeatmap(planHeat, summary.linears, new Map(plan.choices.map((ch, i) => [ch.name, layers[i].candidates[ch.candidate].config])));
+      curveBox.append(curveSvg(measured.curve, config.targetBpw, plan.loss));
     } catch (e) {
       clear(planHeat);
       planLine.textContent = e instanceof InfeasibleTarget ? `No plan reaches ${config.targetBpw}: at least ${fmt(e.minBpw, 3)} bits per weight.` : String(e);
@@ -281,8 +272,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
       case 'plan/measured':
         running = false;
         status.textContent = `Measured ${m.measurements.layers.length} layers: change the target to see its plan.`;
-        measured = { m: m.measurements, folder: m.outputFolder, settings: '' };
-        measured.settings = measuredSettings();
+        measured = { m: m.measurements, settings: measuredSettings(), curve: planCurve(m.measurements.layers) };
         update();
         return;
       case 'run/failed':

@@ -2,6 +2,7 @@
 // keyboard- and test-reachable), colour = log of the value between the min and max shown.
 // Used for relative proxy loss (results) and for the log ratio of two runs (compare).
 
+import type { LayerConfig } from '../src/protocol/config';
 import type { LinearLayerInfo } from '../src/protocol/messages';
 import { heatColor, heatTextColor } from './charts';
 import { clear, fmt, h } from './dom';
@@ -100,6 +101,30 @@ function cellOf(l: LinearLayerInfo, o: HeatmapOptions, expert: boolean): HTMLEle
     if (o.onClick) cell.addEventListener('click', () => o.onClick!(l));
   }
   return cell;
+}
+
+/**
+ * A plan as a heatmap (the config panel's preview, a target run's results): colour = the layer's bits, text = its
+ * width and rank, or `gptq W2` where it is plain GPTQ. Cells are pm-cell, apart from the loss heatmap's.
+ */
+export function drawPlanHeatmap(
+  container: HTMLElement,
+  layers: LinearLayerInfo[],
+  chosen: ReadonlyMap<string, Pick<LayerConfig, 'method' | 'bits' | 'rank'>>,
+  o: Pick<HeatmapOptions, 'onClick' | 'selected'> = {},
+): void {
+  drawHeatmap(container, layers, {
+    ...o,
+    values: new Map([...chosen].map(([n, c]) => [n, c.bits])),
+    scale: (v) => Math.min(1, Math.max(0, (v - 2) / 2)),
+    format: (v) => `W${v}`,
+    text: (l) => {
+      const c = chosen.get(l.name)!;
+      return c.method === 'gptq' || c.method === 'rtn' ? `${c.method} W${c.bits}` : `W${c.bits} r${c.rank}`;
+    },
+    cellClass: 'pm-cell',
+    legend: ['2 bits', '4 bits'],
+  });
 }
 
 /** Attention first, then the dense MLP, the experts, the shared expert (each in gate, up, down order). */

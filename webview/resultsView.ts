@@ -6,7 +6,7 @@ import type { LayerReport, LinearLayerInfo, RunSummary } from '../src/protocol/m
 import type { RunBeginMessage, ToWebview } from '../src/protocol/webview';
 import { post, setState } from './api';
 import { bytes, clear, fmt, h } from './dom';
-import { drawHeatmap, logScale, pct } from './heatmap';
+import { drawHeatmap, drawPlanHeatmap, logScale, pct } from './heatmap';
 import { LayerView } from './layerView';
 
 export function resultsView(root: HTMLElement): (m: ToWebview) => void {
@@ -90,21 +90,7 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
     planSection.hidden = !(target > 0);
     if (planSection.hidden) return;
     planTitle.textContent = `Plan for ${target} bits per weight: bits and rank per layer (gptq = no low rank, no rotation)`;
-    const bits = new Map<string, number>();
-    for (const [n, r] of reports) bits.set(n, r.config.bits);
-    drawHeatmap(planHeat, layers(), {
-      values: bits,
-      scale: (v) => Math.min(1, Math.max(0, (v - 2) / 2)),
-      format: (v) => `W${v}`,
-      text: (l) => {
-        const c = reports.get(l.name)!.config;
-        return c.method === 'gptq' || c.method === 'rtn' ? `${c.method} W${c.bits}` : `W${c.bits} r${c.rank}`;
-      },
-      cellClass: 'pm-cell',
-      selected,
-      onClick: (l) => openLayer(l.name),
-      legend: ['2 bits', '4 bits'],
-    });
+    drawPlanHeatmap(planHeat, layers(), new Map([...reports].map(([n, r]) => [n, r.config])), { selected, onClick: (l) => openLayer(l.name) });
   }
 
   function openLayer(name: string): void {

@@ -159,9 +159,8 @@ export class ConfigPanel extends Panel {
       case 'measure': {
         if (!msg.outputFolder.trim()) throw new ProtocolError(ErrorCode.BadConfig, 'choose an output folder', 'outputFolder');
         this.config = msg.config;
-        const outputFolder = msg.outputFolder.trim();
-        const measurements = await this.host.measure(this.modelPath, msg.config, outputFolder, (value) => this.post({ type: 'progress', value }));
-        this.post({ type: 'plan/measured', measurements, outputFolder });
+        const measurements = await this.host.measure(this.modelPath, msg.config, msg.outputFolder.trim(), (value) => this.post({ type: 'progress', value }));
+        this.post({ type: 'plan/measured', measurements });
         return;
       }
       case 'cancel':

@@ -11,7 +11,7 @@ import type { Allocator, LayerMeasurement, Plan, PlanChoice } from './plan';
 
 /**
  * Units of the exact solver's spare budget: rounding a cost up wastes less than one per layer. As many as a
- * bounded amount of work allows (WORK candidate·unit steps, ~0.5 s), at least UNITS.
+ * bounded amount of work allows (WORK candidate·unit steps), at least UNITS.
  */
 const UNITS = 20000;
 const MAX_UNITS = 400000;
@@ -53,8 +53,8 @@ export function minPlanBpw(layers: readonly LayerMeasurement[]): number {
 /**
  * What a layer's error counts for: its output error tr(ΔW·H·ΔWᵀ), times the share of it that reaches its block's
  * output (gain), over the energy of the residual stream it lands in (streamEnergy; with pre-norm blocks an error
- * matters relative to the stream it is added to). On base at 2.25 bpw this weighting took the plan from 43.24 (the
- * layer errors alone) and 42.29 (times the gain only) to 41.80 persuasion perplexity (bench/RESULTS.md, issue 17).
+ * matters relative to the stream it is added to). Chosen over the layer error alone and over the gain alone by the
+ * perplexity of their plans (bench/RESULTS.md, issue 17).
  */
 export function weightOf(l: LayerMeasurement): number {
   return l.gain / l.streamEnergy;
@@ -187,13 +187,17 @@ export interface CurvePoint {
   loss: number;
 }
 
-/** The measured trade-off: the plan's weighted error at targets from the smallest plan up, every 0.25 bits (≤ 16 points). */
-export function planCurve(layers: readonly LayerMeasurement[], allocator: Allocator = 'exact'): CurvePoint[] {
+/**
+ * The measured trade-off: the plan's weighted error at targets from the smallest plan up, every 0.25 bits (≤ 16
+ * points). Drawn with the greedy walk (milliseconds per point; the exact solver's bounded work is spent on the one
+ * plan that runs).
+ */
+export function planCurve(layers: readonly LayerMeasurement[]): CurvePoint[] {
   const lo = minPlanBpw(layers),
     hi = maxPlanBpw(layers);
   const out: CurvePoint[] = [];
   for (let t = Math.ceil(lo * 4) / 4; t <= hi + 0.25 && out.length < 16; t += 0.25) {
-    const p = allocate(layers, Math.max(t, lo), allocator);
+    const p = allocate(layers, Math.max(t, lo), 'greedy');
     out.push({ targetBpw: t, bpw: p.bpw, loss: p.loss });
   }
   return out;

@@ -102,7 +102,6 @@ export interface ErrorMessage {
 export interface PlanMeasuredMessage {
   type: 'plan/measured';
   measurements: Measurements;
-  outputFolder: string;
 }
 
 export type ToWebview =
@@ -256,7 +255,7 @@ const TO_WEBVIEW_FIELDS: Record<ToWebview['type'], string[]> = {
   'export/done': ['format', 'result'],
   compare: ['a', 'b'],
   'eval/done': ['perplexity'],
-  'plan/measured': ['measurements', 'outputFolder'],
+  'plan/measured': ['measurements'],
   error: ['action', 'error'],
 };
 

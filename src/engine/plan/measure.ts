@@ -12,13 +12,13 @@ import { ErrorCode } from '../../protocol/messages';
 import type { LayerMeasurement } from '../../protocol/plan';
 import { ProtocolError } from '../../protocol/rpc';
 import type { ComputeRuntime } from '../compute/runtime';
-import { blockLinears, statKey, type StatKey } from '../model/config';
+import { blockLinears, statKey } from '../model/config';
 import { LlamaForward, loadBlockWeights } from '../model/llama_forward';
 import type { StatRequest } from '../model/llama_graph';
 import { defaultBatch } from '../model/perplexity';
 import { createActivationStore, type ActivationStore } from '../run/activations';
 import { throwIfCancelled, yieldToEventLoop } from '../run/cancel';
-import { allFinite, type Calibration, gather, passesOf, type PassResult, type PassStats, scatter, statsOnDevice, statsOnHost, statWidth, suffixOf } from '../run/pipeline_llama';
+import { allFinite, type Calibration, embedCalibration, gather, passesOf, passStats, scatter, statWidth, suffixOf } from '../run/pipeline_llama';
 import { ProgressTracker } from '../run/progress';
 import type { RunContext } from '../run/run_context';
 import { measureLayer } from './measure_layer';
@@ -42,17 +42,9 @@ export async function measureLlamaBlocks(ctx: RunContext, calib: Calibration, rt
   const out: LayerMeasurement[] = [];
   let X: ActivationStore = createActivationStore(N, recordLen, budget, join(scratch, 'measure-0.f32'));
   let wT: Record<string, ort.Tensor> = {};
-  let deviceSums = rt.keepsDataOnDevice;
+  const sums = { onDevice: rt.keepsDataOnDevice };
   try {
-    const embedT = await rt.scoped('weights', () => rt.upload(rt.host(read('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize])));
-    try {
-      for (const [i0, nb] of batches) {
-        throwIfCancelled(hooks.signal);
-        scatter(X, i0, nb, (await fwd.embedTensor(calib.windows.subarray(i0 * T, (i0 + nb) * T), nb, embedT, 'host')).data as Float32Array);
-      }
-    } finally {
-      rt.release(embedT);
-    }
+    await embedCalibration(fwd, rt, cfg, calib, X, batches, read, hooks.signal);
     for (let b = 0; b < cfg.numLayers; b++) {
       const w = await loadBlockWeights(cfg, b, read);
       wT = await rt.scoped('weights', () => fwd.weightTensors(w, b));
@@ -65,10 +57,7 @@ export async function measureLlamaBlocks(ctx: RunContext, calib: Calibration, rt
       for (const pass of passes) {
         const req: StatRequest = sparse ? ['routing', ...pass] : pass;
         const xOf = (k: number) => gather(X, batches[k][0], batches[k][1]);
-        let res: PassResult | null = deviceSums ? await rt.scoped('hessians', () => statsOnDevice(fwd, rt, xOf, batches, wT, b, req, hooks, N, T)) : null;
-        if (deviceSums && !res) deviceSums = false;
-        res ??= await statsOnHost(fwd, X, batches, wT, b, req, hooks, N, T);
-        const stats: Map<StatKey, PassStats> = res.stats;
+        const { stats } = await passStats(fwd, rt, X, xOf, batches, wT, b, req, hooks, N, T, sums);
         progress.advance(units(b) / 2 / passes.length, `block ${b}: float statistics of ${pass.length > 3 ? `${pass.length} inputs` : pass.join(', ')}`, { block: b });
         for (const lin of lins) {
           const st = stats.get(statKey(lin));

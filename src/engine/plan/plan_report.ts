@@ -23,7 +23,7 @@ export interface PlanReport {
   plan: Plan;
   summary: string;
   layers: PlannedLayer[];
-  /** The measured trade-off: the plan's weighted error at targets from the smallest plan up, every 0.25 bits. */
+  /** The measured trade-off (allocate.ts planCurve). */
   curve: CurvePoint[];
 }
 
@@ -48,7 +48,7 @@ export function planFromFile(file: string, targetBpw: number, allocator: Allocat
     const c = l.candidates[ch.candidate];
     return { name: l.name, rows: l.rows, cols: l.cols, method: c.config.method, bits: c.config.bits, rank: c.config.rank, bpw: c.bpw, loss: c.loss };
   });
-  const curve = planCurve(meas.layers, allocator);
+  const curve = planCurve(meas.layers);
   return { file, plan, summary: describePlan(meas.layers, plan), layers, curve };
 }
 

@@ -100,8 +100,11 @@ export async function measurementFor(ctx: RunContext, calib: Calibration, rt: Co
     hooks.log('info', `reusing the measurement ${given} (${meas.layers.length} layers)`);
   } else if (existsSync(dir.measurementsFile)) {
     meas = readMeasurements(dir.measurementsFile);
-    if (meas?.key === key) hooks.log('info', `reusing this folder's measurement (${meas.layers.length} layers, measured in ${meas.seconds.toFixed(1)} s)`);
-    else meas = undefined;
+    if (meas?.key === key) {
+      hooks.log('info', `reusing this folder's measurement (${meas.layers.length} layers, measured in ${meas.seconds.toFixed(1)} s)`);
+      return meas;
+    }
+    meas = undefined;
   }
   if (!meas) {
     const t0 = performance.now();
@@ -110,7 +113,7 @@ export async function measurementFor(ctx: RunContext, calib: Calibration, rt: Co
     hooks.log('info', `measurement pass: ${layers.length} layers × ${layers[0]?.candidates.length ?? 0} candidates in ${meas.seconds.toFixed(1)} s`);
   }
   // The folder's copy, also when reused from elsewhere: the run is self-contained.
-  if (readMeasurements(dir.measurementsFile)?.key !== key || given) atomicWriteFile(dir.measurementsFile, JSON.stringify(meas));
+  atomicWriteFile(dir.measurementsFile, JSON.stringify(meas));
   return meas;
 }
 

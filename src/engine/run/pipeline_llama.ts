@@ -66,7 +66,7 @@ export function scatter(store: ActivationStore, i0: number, nb: number, data: Fl
 }
 
 /** One pass's statistics: H (float64 for the layers, its float32 copy for the cache and the GPU backend) and mean|x|. */
-export interface PassStats {
+interface PassStats {
   H: Float64Array;
   H32: Float32Array;
   absMean: Float64Array;
@@ -94,7 +94,7 @@ function hessianFinalizeModel(): Uint8Array {
 }
 
 /** One statistics pass's results: per key H and mean|x|, and the rows routed to each expert (sparse blocks). */
-export interface PassResult {
+interface PassResult {
   stats: Map<StatKey, PassStats>;
   routed?: Float64Array;
 }
@@ -111,7 +111,7 @@ function rowsOf(k: StatKey, routed: Float64Array | undefined, N: number, T: numb
  * sixteen, and no float64 host accumulation of 121 M values per batch. Float32 sums of the per-batch
  * products (each already a float32 sum over B·T rows). Null, with a warning, if the EP refuses it.
  */
-export async function statsOnDevice(
+async function statsOnDevice(
   fwd: LlamaForward,
   rt: ComputeRuntime,
   xOf: (k: number) => Float32Array | ort.Tensor,
@@ -165,7 +165,7 @@ export async function statsOnDevice(
 }
 
 /** The same pass with the sums on the host (CPU EP, or a device that refused the sums). */
-export async function statsOnHost(
+async function statsOnHost(
   fwd: LlamaForward,
   X: ActivationStore,
   batches: [number, number][],
@@ -196,6 +196,54 @@ export async function statsOnHost(
   const stats = new Map<StatKey, PassStats>();
   for (const [k, a] of sums) stats.set(k, statsFromHostSums(a.xtx, a.absSum, a.absSum.length, N, rowsOf(k, routed, N, T)));
   return { stats, routed };
+}
+
+/**
+ * One statistics pass, its sums on the device while the EP takes them (`sums.onDevice` turns false, warned, the
+ * first time it does not: host sums from then on), else on the host.
+ */
+export async function passStats(
+  fwd: LlamaForward,
+  rt: ComputeRuntime,
+  X: ActivationStore,
+  xOf: (k: number) => Float32Array | ort.Tensor,
+  batches: [number, number][],
+  wT: Record<string, ort.Tensor>,
+  b: number,
+  req: StatRequest,
+  hooks: RunContext['hooks'],
+  N: number,
+  T: number,
+  sums: { onDevice: boolean },
+): Promise<PassResult> {
+  const res = sums.onDevice ? await rt.scoped('hessians', () => statsOnDevice(fwd, rt, xOf, batches, wT, b, req, hooks, N, T)) : null;
+  if (res) return res;
+  sums.onDevice = false;
+  return statsOnHost(fwd, X, batches, wT, b, req, hooks, N, T);
+}
+
+/** The calibration windows' embeddings into X; the embedding matrix goes to the device once, not with every batch (a 7B one is 524 MB). */
+export async function embedCalibration(
+  fwd: LlamaForward,
+  rt: ComputeRuntime,
+  cfg: ModelConfig,
+  calib: Calibration,
+  X: ActivationStore,
+  batches: [number, number][],
+  read: (name: string) => Float32Array,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  const T = calib.ctx;
+  const embedT = await rt.scoped('weights', () => rt.upload(rt.host(read('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize])));
+  try {
+    for (const [i0, nb] of batches) {
+      throwIfCancelled(signal);
+      const x = await fwd.embedTensor(calib.windows.subarray(i0 * T, (i0 + nb) * T), nb, embedT, 'host');
+      scatter(X, i0, nb, x.data as Float32Array);
+    }
+  } finally {
+    rt.release(embedT);
+  }
 }
 
 /** Width of a statistic's input (its Hessian is width × width). */
@@ -232,7 +280,7 @@ export function passesOf(keys: readonly StatKey[], width: (k: StatKey) => number
  * once per pass (five passes; 1 GiB each for a 7B block at 128 × 512 tokens). No EP reports free memory:
  * a device without room is found at the first upload, and the host path is taken from there.
  */
-export const DEVICE_ACTIVATION_BUDGET_BYTES = 4096 * 2 ** 20;
+const DEVICE_ACTIVATION_BUDGET_BYTES = 4096 * 2 ** 20;
 
 export function allFinite(a: Float64Array): boolean {
   for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false;
@@ -277,17 +325,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     X = loadActivationStore(dir.actsFile(m.completedBlocks - 1), N, recordLen, budget, join(dir.scratchDir, `in-${m.completedBlocks}.f32`));
   } else {
     X = createActivationStore(N, recordLen, budget, join(dir.scratchDir, 'in-0.f32'));
-    // The embedding matrix goes to the device once, not with every batch (a 7B one is 524 MB).
-    const embedT = await rt.scoped('weights', () => rt.upload(rt.host(read('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize])));
-    try {
-      for (const [i0, nb] of batches) {
-        throwIfCancelled(hooks.signal);
-        const x = await fwd.embedTensor(calib.windows.subarray(i0 * T, (i0 + nb) * T), nb, embedT, 'host');
-        scatter(X, i0, nb, x.data as Float32Array);
-      }
-    } finally {
-      rt.release(embedT);
-    }
+    await embedCalibration(fwd, rt, cfg, calib, X, batches, read, hooks.signal);
   }
   if (X.spilled)
     hooks.log('info', `calibration activations (${((N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB per block) exceed half of memoryBudgetMB: spilled to ${dir.scratchDir}`);
@@ -297,7 +335,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   // activations live on the device through a block when they fit (xDev: this block's input batches; yDev: its
   // outputs, the next block's xDev). Tests take both paths on the CPU EP too (there "device" tensors are host ones).
   const devicePaths = rt.keepsDataOnDevice || engineEnv().testDevicePaths;
-  let deviceSums = devicePaths;
+  const sums = { onDevice: devicePaths };
   let keepActs = devicePaths && 2 * N * recordLen * 4 <= DEVICE_ACTIVATION_BUDGET_BYTES;
   let xDev: ort.Tensor[] | null = null,
     yDev: ort.Tensor[] | null = null;
@@ -361,9 +399,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         for (const pass of passes) {
           const req: StatRequest = sparseIn && pass.includes('mlp_in') ? ['routing', ...pass] : pass;
           // One pass over the calibration windows with the block as it is now.
-          let res = deviceSums ? await rt.scoped('hessians', () => statsOnDevice(fwd, rt, xOf, batches, wT, b, req, hooks, N, T)) : null;
-          if (deviceSums && !res) deviceSums = false; // warned; host sums for the rest of the run
-          res ??= await statsOnHost(fwd, X, batches, wT, b, req, hooks, N, T);
+          const res = await passStats(fwd, rt, X, xOf, batches, wT, b, req, hooks, N, T, sums);
           if (res.routed) routed = res.routed;
           lap('forwards');
           for (const [k, st] of res.stats) {
