@@ -2,7 +2,19 @@
 // (tables, perplexities, JSON with --json) to stdout. A user error (bad file, bad flag) prints one
 // line — code, message, where, hint — and exits 2; never a stack trace (LOPRO_DEBUG=1 shows it).
 
-import { CHOICES, CONFIG_DOCS, DEFAULT_CONFIG, RANGES, describeRange, type NumRange, type QuantizeConfig } from '../protocol/config';
+import {
+  CHOICES,
+  CONFIG_DOCS,
+  DEFAULT_CONFIG,
+  PRESET_NAMES,
+  PRESETS,
+  RANGES,
+  describeRange,
+  withPreset,
+  type NumRange,
+  type PresetName,
+  type QuantizeConfig,
+} from '../protocol/config';
 import { ErrorCode, type ExportFormat, type ProgressValue } from '../protocol/messages';
 import { ProtocolError } from '../protocol/rpc';
 import { configFromFlags, flagFor, kebab, parseArgs } from './run/args';
@@ -44,6 +56,8 @@ quantize:
                       with the least total error within X bits per weight chooses (DIR/measurements.json)
   --target-size SIZE  the same, as the output's size (7.5GB, 800MiB): embedding, head and norms at their width
   --measurements FILE reuse an earlier run's measurements.json (same model, calibration and settings)
+  --preset NAME       start from a named set of layer settings (settings given as flags win):
+                      authors = the LoPRo authors' code defaults (${presetLine()})
   --override "PATTERN:key=v,..."   per-layer settings, e.g. "*.down_proj:bits=3" (repeatable)
   --json              print the run summary as JSON
  Settings (defaults in brackets; every QuantizeConfig key):
@@ -54,6 +68,12 @@ plan:
   chosen method, bits and rank, the bits per weight reached and the summed layer error.
 
 Exit codes: 0 ok, 2 bad input (message names the file, tensor or flag), 130 cancelled, 1 internal error.`;
+
+function presetLine(): string {
+  return Object.entries(PRESETS.authors)
+    .map(([k, v]) => `${kebab(k)} ${v}`)
+    .join(', ');
+}
 
 function configHelp(): string {
   const alias: Record<string, string> = { groupSize: ' (--group)', calibText: ' (--calib)', calibSamples: ' (--samples)', percDamp: ' (--damp)' };
@@ -69,7 +89,15 @@ function configHelp(): string {
 }
 
 const BOOLEAN_FLAGS = new Set(['resume', 'json', 'help', 'version', 'quiet', 'kl']);
-const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override', 'reference', 'measurements', 'allocator', 'target-size']);
+const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override', 'reference', 'measurements', 'allocator', 'target-size', 'preset']);
+
+/** --preset NAME (PRESET_NAMES); none when absent. */
+function presetFlag(flags: Map<string, string[]>): PresetName {
+  const p = last(flags, 'preset') ?? 'none';
+  if (!(PRESET_NAMES as readonly string[]).includes(p))
+    throw new ProtocolError(ErrorCode.InvalidParams, `--preset must be ${PRESET_NAMES.join(' or ')}, got "${p}"`, '--preset', 'lopro quantize --help lists the presets');
+  return p as PresetName;
+}
 
 function last(flags: Map<string, string[]>, name: string): string | undefined {
   const v = flags.get(name);
@@ -120,7 +148,8 @@ async function cmdQuantize(argv: string[], signal: AbortSignal): Promise<number>
   const size = last(a.flags, 'target-size');
   if (size !== undefined && a.config.targetBpw !== undefined)
     throw new ProtocolError(ErrorCode.InvalidParams, '--target-size and --target-bpw ask for the same thing twice', '--target-size', 'pass one of them');
-  const config: QuantizeConfig = configFromFlags(size === undefined ? a.config : { ...a.config, targetBpw: bpwForSize(await inspectModel(modelPath), parseSize(size)) });
+  const asked = withPreset(presetFlag(a.flags), a.config);
+  const config: QuantizeConfig = configFromFlags(size === undefined ? asked : { ...asked, targetBpw: bpwForSize(await inspectModel(modelPath), parseSize(size)) });
   if (size !== undefined) process.stderr.write(`--target-size ${size}: ${config.targetBpw} bits per weight for the quantized linears\n`);
   const quiet = a.flags.has('quiet');
   const summary = await quantizeRun(

@@ -16,6 +16,18 @@ export type RotationMode = 'partial' | 'none' | 'full';
  * 'mse' (the original GPTQ quant.py `mse=True` search: shrink the range, keep the lowest Σ|err|^2.4).
  */
 export type ClipMode = 'minmax' | 'mse';
+/**
+ * How α's exponentiated activation magnitudes are normalised: 'geomean' (floor at 1e-6 of the largest, divided by
+ * their geometric mean) or 'clampRange' (clamped below at 1e-4, divided by √(max·min): the authors' code).
+ */
+export type AlphaNorm = 'geomean' | 'clampRange';
+/**
+ * Stage B's column score: 'hessian' = H_jj / mean|R_j| (spec §1.6), 'logHessian' = (log2 H_jj − min log2 H + 1) /
+ * mean|R_j| (the authors' code: the Hessian's spread compressed to bits). Larger first; the first b_I stay unrotated.
+ */
+export type ColumnScore = 'hessian' | 'logHessian';
+/** Named sets of layer settings a run can start from (explicit settings win): `authors` = the LoPRo authors' code. */
+export type PresetName = 'none' | 'authors';
 /** Which tokens an expert's Hessian comes from: those the router sends it (as the model runs), or every token. */
 export type ExpertCalibration = 'routed' | 'all';
 
@@ -26,6 +38,10 @@ export const BACKENDS: readonly Backend[] = ['auto', 'cpu', 'gpu'];
 export const CLIP_MODES: readonly ClipMode[] = ['minmax', 'mse'];
 export const ROTATION_MODES: readonly RotationMode[] = ['partial', 'none', 'full'];
 export const EXPERT_CALIBRATIONS: readonly ExpertCalibration[] = ['routed', 'all'];
+export const ALPHA_NORMS: readonly AlphaNorm[] = ['geomean', 'clampRange'];
+export const COLUMN_SCORES: readonly ColumnScore[] = ['hessian', 'logHessian'];
+/** Largest rank the automatic rank choice (rank −1) considers. */
+export const AUTO_RANK_MAX = 32;
 /** Code widths of the scalar quantizers (codes are stored packed, one code ≤ 8 bits in a Uint8Array). */
 export const BITS = [2, 3, 4, 8] as const;
 /** GPTVQ vector dimensions (lopro_v). */
@@ -59,6 +75,8 @@ export const CHOICES = {
   bits: BITS,
   clip: CLIP_MODES,
   rotation: ROTATION_MODES,
+  alphaNorm: ALPHA_NORMS,
+  columnScore: COLUMN_SCORES,
   vqDim: VQ_DIMS,
   ep: EXECUTION_PROVIDERS,
   backend: BACKENDS,
@@ -70,12 +88,13 @@ export const RANGES = {
   groupSize: { min: 1, integer: true, or: -1 },
   percDamp: { min: 0, max: 1, openMin: true, openMax: true },
   blockSize: { min: 1, integer: true },
-  rank: { min: 0, integer: true },
+  rank: { min: 0, integer: true, or: -1 },
   powerIters: { min: 0, max: 50, integer: true },
   salientBlock: { min: 0, integer: true },
   // ≤ 4096: the GPU backend rotates one block in 16 KiB of workgroup memory, WebGPU's guaranteed minimum.
   hadamardBlock: { min: 1, max: 4096, integer: true, powerOfTwo: true },
-  beta: { min: 0, max: 1 },
+  beta: { min: 0, max: 4 },
+  refineRounds: { min: 0, max: 50, integer: true },
   vqBits: { min: 0, max: MAX_CODEBOOK_LOG2, integer: true },
   calibSamples: { min: 1, integer: true },
   targetBpw: { min: 0, max: 16 },
@@ -107,7 +126,7 @@ export interface LayerConfig {
   actOrder: boolean;
   /** GPTQ static groups (group params from the un-updated weight). */
   staticGroups: boolean;
-  /** Rank r of the R1SVD low-rank part (0 disables stage A). */
+  /** Rank r of the R1SVD low-rank part (0 disables stage A; −1 = chosen per layer, quant/auto_rank.ts). */
   rank: number;
   /** Power iterations per R1SVD round. */
   powerIters: number;
@@ -118,6 +137,13 @@ export interface LayerConfig {
   rotation: RotationMode;
   /** AWQ-style activation exponent β for the column scale α. */
   beta: number;
+  alphaNorm: AlphaNorm;
+  columnScore: ColumnScore;
+  /**
+   * Alternating refinement rounds after the first pass (0 = off): the low rank of W − Q(R) replaces the factors, R is
+   * re-quantized, and the round with the least layer-output error tr(ΔW·H·ΔWᵀ) is kept.
+   */
+  refineRounds: number;
   /** GPTVQ vector dimension (lopro_v, one of VQ_DIMS). */
   vqDim: number;
   /** GPTVQ bits per dimension: codebook size = 2^(vqDim·bits). Uses `bits` when 0. */
@@ -182,6 +208,9 @@ export const DEFAULT_LAYER_CONFIG: Readonly<LayerConfig> = Object.freeze({
   hadamardBlock: 128,
   rotation: 'partial',
   beta: 0.5,
+  alphaNorm: 'geomean',
+  columnScore: 'hessian',
+  refineRounds: 0,
   vqDim: 2,
   vqBits: 0,
 });
@@ -204,6 +233,39 @@ export const DEFAULT_CONFIG: Readonly<QuantizeConfig> = Object.freeze({
   layerOverrides: {},
 });
 
+/**
+ * The LoPRo authors' code defaults (facts from their public repository): α = mean|x|^2.4 clamped at 1e-4 and
+ * normalised by √(max·min); the log-Hessian column score; b_I = b_H = 256; R1SVD with 8 power iterations and the
+ * rank chosen per layer; at 2 bits the alternating refinement, 20 rounds. Their activation-aware clipping search
+ * is taken as the closest fit we have (clip mse); their FP8 E5M2 factors as our E4M3 (see bench/RESULTS.md).
+ */
+export const PRESETS: { readonly [P in Exclude<PresetName, 'none'>]: Readonly<Partial<LayerConfig>> } = Object.freeze({
+  authors: Object.freeze({
+    beta: 2.4,
+    alphaNorm: 'clampRange',
+    columnScore: 'logHessian',
+    salientBlock: 256,
+    hadamardBlock: 256,
+    powerIters: 8,
+    rank: -1,
+    clip: 'mse',
+    refineRounds: 20,
+  } satisfies Partial<LayerConfig>),
+});
+export const PRESET_NAMES: readonly PresetName[] = ['none', 'authors'];
+
+/**
+ * `partial` over a preset's settings: what `partial` sets wins. The refinement is the authors' at 2 bits only, so
+ * a preset run at other bits has none unless `partial` asks for it.
+ */
+export function withPreset(name: PresetName, partial: Partial<QuantizeConfig>): Partial<QuantizeConfig> {
+  if (name === 'none') return partial;
+  const out: Partial<QuantizeConfig> = { ...PRESETS[name] };
+  for (const [k, v] of Object.entries(partial)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  if (partial.refineRounds === undefined && (out.bits ?? DEFAULT_LAYER_CONFIG.bits) !== 2) out.refineRounds = 0;
+  return out;
+}
+
 /** One line per key: the Settings UI's description and the CLI's `--help`. */
 export const CONFIG_DOCS: { readonly [K in keyof QuantizeConfig]: string } = {
   method: 'Quantization method: rtn (round to nearest), gptq, lopro (low-rank + permuted partial Hadamard + GPTQ), lopro_v (LoPRo with GPTVQ).',
@@ -215,12 +277,18 @@ export const CONFIG_DOCS: { readonly [K in keyof QuantizeConfig]: string } = {
   blockSize: 'GPTQ lazy-batch width in columns.',
   actOrder: 'GPTQ act-order (permute columns by diag H). Off for LoPRo: the importance permutation orders columns.',
   staticGroups: 'GPTQ static groups (group parameters from the un-updated weight).',
-  rank: 'Rank r of the R1SVD low-rank part (0 disables stage A).',
+  rank: `Rank r of the R1SVD low-rank part (0 disables stage A; -1 = chosen per layer: rank-1 terms are kept while the bits their shrinking of max|W| saves exceed their storage, at most ${AUTO_RANK_MAX}).`,
   powerIters: 'Power iterations per R1SVD round.',
   salientBlock: 'b_I: width of the unrotated salient column block.',
   hadamardBlock: 'b_H: Walsh-Hadamard block width (a power of two, at most 4096).',
   rotation: 'Stage B rotation: partial (salient block left alone), none, or full (every block rotated).',
   beta: 'AWQ-style activation exponent for the column scale alpha.',
+  alphaNorm:
+    "Normalisation of alpha: geomean (floor at 1e-6 of the largest, divided by the geometric mean) or clampRange (clamped at 1e-4, divided by sqrt(max*min), as the authors' code).",
+  columnScore:
+    "Stage B column score, larger first (the first b_I columns stay unrotated): hessian = H_jj / mean|R_j|, logHessian = (log2 H_jj - min log2 H + 1) / mean|R_j| (the authors' code).",
+  refineRounds:
+    'Alternating refinement (0 = off): up to this many rounds of low rank of W - Q(R), re-clip and re-quantize, keeping the round with the least layer-output error; stops after 2 rounds without improvement.',
   vqDim: 'GPTVQ vector dimension (lopro_v).',
   vqBits: `GPTVQ bits per dimension; 0 = use bits. The codebook has 2^(vqDim·bits) entries, at most 2^${MAX_CODEBOOK_LOG2}.`,
   targetBpw:

@@ -50,7 +50,7 @@ export async function measureLayer(backend: Backend, x: LayerInput, lc: LayerCon
   try {
     const W = await s.upload(x.W, rows, cols, 'W', x.name);
     const H = x.H ? await s.upload(x.H, cols, cols, 'H', x.name, x.H32) : await s.identity(cols);
-    const { alpha, alphaBits } = columnScaleAlpha(x.absMean ?? null, cols, lc.beta);
+    const { alpha, alphaBits } = columnScaleAlpha(x.absMean ?? null, cols, lc.beta, lc.alphaNorm);
     let factors: LowRankFactors | null = null;
     if (maxRank > 0) {
       const A = await s.scaleColumns(W, alpha);

@@ -102,6 +102,8 @@ export interface LayerSession {
   identity(n: number): Promise<Mat>;
   free(...m: (Mat | undefined)[]): void;
 
+  /** A − B (same shape), a new matrix. */
+  subtract(A: Mat, B: Mat): Promise<Mat>;
   /** X·diag(a), a new matrix. */
   scaleColumns(X: Mat, a: Float64Array): Promise<Mat>;
   /** Σ_i |X_ij| or Σ_i X_ij² per column (float64 sums). */

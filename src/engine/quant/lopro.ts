@@ -6,13 +6,14 @@
 // then the stored parts and Ŵ rebuilt from them alone (what a loaded checkpoint computes). The arithmetic
 // is the session's (backend/backend.ts); lopro_ref.ts is the float64 twin.
 
-import type { LayerConfig } from '../../protocol/config';
+import { AUTO_RANK_MAX, type LayerConfig } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type { LayerSession, Mat } from './backend';
 import { gptq, type GptqResult, type Prepared } from './gptq';
 import { gptvq } from './gptvq';
-import { columnScaleAlpha, type LowRankFactors } from './r1svd';
+import { columnScaleAlpha, leadingFactors, type LowRankFactors } from './r1svd';
+import { chooseRank, scanRanks } from './auto_rank';
 import { argsortDescending, importanceFromAbsSums } from './permute';
 import { planRotation, type RotationPlan } from './rotation';
 import { loproStoredLayer, type LoproStoredLayer } from './lopro_dequant';
@@ -56,42 +57,97 @@ export async function lopro(s: LayerSession, W: Mat, H: Mat, actStats: ArrayLike
   const { seconds, lap } = stageClock();
   const notes: string[] = [];
   if (!actStats) notes.push('data-free: α = 1');
-  const step = detailRowStep(rows, cols);
 
-  // ── Stage A: α, A = W·diag(α), R1SVD, R = W − W_r (spec §1.1–1.4) ──
-  const { alpha, alphaBits } = columnScaleAlpha(actStats, cols, cfg.beta);
+  // ── Stage A: α, A = W·diag(α), R1SVD (spec §1.1–1.4) ──
+  const { alpha, alphaBits } = columnScaleAlpha(actStats, cols, cfg.beta, cfg.alphaNorm);
   let factors: LowRankFactors | null = null;
-  let R: Mat;
-  if (cfg.rank > 0) {
+  if (cfg.rank !== 0) {
     const A = await s.scaleColumns(W, alpha);
     const t1 = performance.now();
-    factors = await s.r1svd(A, { rank: cfg.rank, powerIters: cfg.powerIters, seed });
-    const t2 = performance.now();
+    factors = await s.r1svd(A, { rank: cfg.rank === -1 ? AUTO_RANK_MAX : cfg.rank, powerIters: cfg.powerIters, seed });
     s.free(A);
-    if (factors.rank < cfg.rank) notes.push(`low rank stopped at ${factors.rank} < ${cfg.rank}: A is exactly rank ${factors.rank}`);
-    R = await s.subtractLowRank(W, factors, alpha);
-    seconds['lowrank.r1svd'] = (t2 - t1) / 1000;
-    seconds['lowrank.residual'] = (performance.now() - t2) / 1000;
-  } else R = await s.copy(W);
+    if (cfg.rank === -1) {
+      const scan = scanRanks(await s.download(W), factors, alpha);
+      const k = chooseRank(scan.maxAbs, rows, cols);
+      notes.push(`rank chosen: ${k} (max|W − W_k| ${scan.maxAbs[0].toPrecision(3)} → ${scan.maxAbs[k].toPrecision(3)})`);
+      factors = k > 0 ? { ...leadingFactors(factors, k), energy: scan.energy[k] } : null;
+    } else if (factors.rank < cfg.rank) notes.push(`low rank stopped at ${factors.rank} < ${cfg.rank}: A is exactly rank ${factors.rank}`);
+    seconds['lowrank.r1svd'] = (performance.now() - t1) / 1000;
+  }
   lap('lowrank');
 
-  // ── Stage B: importance permutation (§1.6) and partial block rotation (§1.7) ──
-  const b = await loproRotate(s, R, H, cfg);
-  notes.push(...b.notes);
+  // ── Stages B and C on R = W − W_r, then (refineRounds > 0) the alternating refinement ──
+  const o = { rows, cols, cfg, alphaBits, alpha, seed, name };
+  let pass = await residualPass(s, W, H, factors, o, lap);
+  if (cfg.refineRounds > 0 && factors) pass = await refine(s, W, H, pass, o, lap, notes);
+  else if (cfg.refineRounds > 0) notes.push('no refinement: the layer has no low-rank part');
+  notes.push(...pass.notes);
+  const { stored, wHat, importance, plan, sampled, stageC } = pass;
+  return { stored, wHat, factors: pass.factors, importance, plan, sampled, stageC, notes, seconds };
+}
+
+/** One pass of stages B and C and Ŵ, for given factors of stage A. */
+interface ResidualPass extends Omit<LoproLayerResult, 'seconds'> {}
+
+type PassInputs = { rows: number; cols: number; cfg: LayerConfig; alphaBits: Uint16Array; alpha: Float64Array; seed: number; name: string };
+
+async function residualPass(s: LayerSession, W: Mat, H: Mat, factors: LowRankFactors | null, o: PassInputs, lap: (stage: string) => void): Promise<ResidualPass> {
+  const R = factors ? await s.subtractLowRank(W, factors, o.alpha) : await s.copy(W);
+  lap('lowrank');
+  // Stage B: importance permutation (§1.6) and partial block rotation (§1.7)
+  const step = detailRowStep(o.rows, o.cols);
+  const b = await loproRotate(s, R, H, o.cfg);
   const [sR, sRt] = [await s.sampleRows(R, step), await s.sampleRows(b.Rt, step)];
   s.free(R);
   lap('permute+rotate');
-
-  // ── Stage C: the residual quantizer on R′ with H′ (§1.8); R′ and H′ are given away ──
-  const c = await loproResidual(s, b, { rows, cols, cfg, alphaBits, factors, seed, name }, true);
-  notes.push(...c.notes);
-  const { stored, stageC } = c;
+  // Stage C: the residual quantizer on R′ with H′ (§1.8); R′ and H′ are given away
+  const c = await loproResidual(s, b, { ...o, factors }, true);
   lap('quantize');
-
-  // ── Ŵ from the stored parts only (lopro_dequant.ts) ──
-  const wHat = await s.reconstruct(stored);
+  // Ŵ from the stored parts only (lopro_dequant.ts)
+  const wHat = await s.reconstruct(c.stored);
   lap('reconstruct');
-  return { stored, wHat, factors, importance: b.importance, plan: b.plan, sampled: { step, R: sR, Rt: sRt }, stageC, notes, seconds };
+  return { stored: c.stored, wHat, factors, importance: b.importance, plan: b.plan, sampled: { step, R: sR, Rt: sRt }, stageC: c.stageC, notes: [...b.notes, ...c.notes] };
+}
+
+/** Rounds without a new best after which the refinement stops. */
+const REFINE_PATIENCE = 2;
+
+/**
+ * The alternating refinement: the low rank of W − Q(R) (what the quantized residual misses, at the same rank) gives
+ * new factors, R = W − W_r is re-permuted, re-clipped and re-quantized; the pass with the least layer-output error
+ * tr(ΔW·H·ΔWᵀ) is kept. Each round starts from the previous round's Q(R), not the best's.
+ */
+async function refine(s: LayerSession, W: Mat, H: Mat, first: ResidualPass, o: PassInputs, lap: (stage: string) => void, notes: string[]): Promise<ResidualPass> {
+  let best = first,
+    cur = first;
+  let bestLoss = (await s.proxyLosses(W, first.wHat, H))[0];
+  const losses = [bestLoss];
+  let since = 0;
+  for (let round = 1; round <= o.cfg.refineRounds && since < REFINE_PATIENCE; round++) {
+    // W − Q(R) = (W − Ŵ) + W_r: the stored factors added back with their σ negated.
+    const f = cur.factors!;
+    const D = await s.subtract(W, cur.wHat);
+    const E = await s.subtractLowRank(D, { ...f, sigma: f.sigma.map((v) => -v) }, o.alpha);
+    const A = await s.scaleColumns(E, o.alpha);
+    s.free(D, E);
+    const factors = await s.r1svd(A, { rank: f.rank, powerIters: o.cfg.powerIters, seed: o.seed + round });
+    s.free(A);
+    lap('refine.lowrank');
+    const next = await residualPass(s, W, H, factors, o, lap);
+    const loss = (await s.proxyLosses(W, next.wHat, H))[0];
+    losses.push(loss);
+    const prev = cur;
+    cur = next;
+    if (prev !== best) s.free(prev.wHat);
+    if (loss < bestLoss) {
+      s.free(best.wHat);
+      [best, bestLoss, since] = [next, loss, 0];
+    } else since++;
+  }
+  if (cur !== best) s.free(cur.wHat);
+  const kept = losses.indexOf(bestLoss);
+  notes.push(`refinement: ${losses.length - 1} rounds, kept round ${kept} (layer error ${losses[0].toPrecision(4)} → ${bestLoss.toPrecision(4)})`);
+  return best;
 }
 
 /** Stage B's outcome: the importance order of R's columns, the rotation plan, R′ and H′ (new matrices). */
@@ -107,7 +163,7 @@ export interface RotatedResidual {
 /** Stage B (§1.6–1.7) of the residual R (left as it is): R′ = R[:, perm]·Q, H′ = Q·H[perm][:, perm]·Q. */
 export async function loproRotate(s: LayerSession, R: Mat, H: Mat, cfg: LayerConfig): Promise<RotatedResidual> {
   const hDiag = await s.diagonal(H);
-  const importance = importanceFromAbsSums(hDiag, await s.columnSums(R, 'abs'), R.rows);
+  const importance = importanceFromAbsSums(hDiag, await s.columnSums(R, 'abs'), R.rows, cfg.columnScore);
   const perm = argsortDescending(importance);
   const plan = planRotation(R.cols, cfg.rotation, cfg.salientBlock, cfg.hadamardBlock);
   const Rt = await s.permuteRotate(R, perm, plan);

@@ -2,12 +2,13 @@
 // both backends' LoPRo is compared with — R1SVD, importance, gathers and block FWHTs of r1svd.ts,
 // permute.ts and rotation.ts, stage C by gptq_ref.ts / gptvq_ref.ts, Ŵ by lopro_dequant.ts.
 
-import type { LayerConfig } from '../../protocol/config';
+import { AUTO_RANK_MAX, type LayerConfig } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { gptqQuantize_ref } from './gptq_ref';
 import { gptvqQuantize_ref } from './gptvq_ref';
-import { columnScaleAlpha, r1svd, scaleColumns, lowRankWeight, type LowRankFactors } from './r1svd';
+import { columnScaleAlpha, leadingFactors, r1svd, scaleColumns, lowRankWeight, type LowRankFactors } from './r1svd';
+import { chooseRank, scanRanks } from './auto_rank';
 import { argsortDescending, columnImportance, gatherColumns, permuteSymmetric } from './permute';
 import { planRotation, rotateColumns, rotateHessian, type RotationPlan } from './rotation';
 import { dequantizeLoPRo, loproStoredLayer, type LoproStoredLayer } from './lopro_dequant';
@@ -46,13 +47,19 @@ export function quantizeLayerLoPRo_ref(
   const notes: string[] = [];
 
   // Stage A
-  const { alpha, alphaBits } = columnScaleAlpha(actStats, cols, cfg.beta);
+  const { alpha, alphaBits } = columnScaleAlpha(actStats, cols, cfg.beta, cfg.alphaNorm);
   if (!actStats) notes.push('data-free: α = 1');
   let factors: LowRankFactors | null = null;
   let Wr: Float64Array | null = null;
-  if (cfg.rank > 0) {
-    factors = r1svd(scaleColumns(W, rows, cols, alpha), rows, cols, { rank: cfg.rank, powerIters: cfg.powerIters, seed });
-    Wr = lowRankWeight(factors.U, factors.sigma, factors.V, rows, cols, factors.rank, alpha);
+  if (cfg.refineRounds > 0) throw new ProtocolError(ErrorCode.BadConfig, 'quantizeLayerLoPRo_ref has no alternating refinement', name, 'refineRounds 0');
+  if (cfg.rank !== 0) {
+    factors = r1svd(scaleColumns(W, rows, cols, alpha), rows, cols, { rank: cfg.rank === -1 ? AUTO_RANK_MAX : cfg.rank, powerIters: cfg.powerIters, seed });
+    if (cfg.rank === -1) {
+      const scan = scanRanks(W, factors, alpha);
+      const k = chooseRank(scan.maxAbs, rows, cols);
+      factors = k > 0 ? { ...leadingFactors(factors, k), energy: scan.energy[k] } : null;
+    }
+    if (factors) Wr = lowRankWeight(factors.U, factors.sigma, factors.V, rows, cols, factors.rank, alpha);
   }
   const R = new Float64Array(rows * cols);
   for (let i = 0; i < R.length; i++) R[i] = W[i] - (Wr ? Wr[i] : 0);
@@ -60,7 +67,7 @@ export function quantizeLayerLoPRo_ref(
   // Stage B
   const hDiag = new Float64Array(cols);
   for (let j = 0; j < cols; j++) hDiag[j] = Hm[j * cols + j];
-  const importance = columnImportance(hDiag, R, rows, cols);
+  const importance = columnImportance(hDiag, R, rows, cols, cfg.columnScore);
   const perm = argsortDescending(importance);
   const plan = planRotation(cols, cfg.rotation, cfg.salientBlock, cfg.hadamardBlock);
   if (plan.note) notes.push(plan.note);

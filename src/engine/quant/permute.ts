@@ -3,22 +3,26 @@
 // sides). Convention: perm[k] = the original column placed at position k, so R_p[:, k] = R[:, perm[k]]
 // and invPerm[perm[k]] = k; applying `invPerm` with the same gather undoes it.
 
+import type { ColumnScore } from '../../protocol/config';
+
 /**
- * imp_j = H_jj / (mean_i |R_ij| + ε). ε = 1e-8·mean|R| + 1e-30 keeps all-zero columns finite
- * (they then sort by H_jj alone, first if their inputs are large: harmless, their codes are 0).
+ * imp_j = h_j / (mean_i |R_ij| + ε) with h_j = H_jj ('hessian') or log2 H_jj − min_k log2 H_kk + 1 ('logHessian':
+ * the Hessian's spread in bits, so that a few loud inputs do not outrank everything). ε = 1e-8·mean|R| + 1e-30 keeps
+ * all-zero columns finite (they then sort by h_j alone, first if their inputs are large: harmless, their codes are 0).
  */
-export function columnImportance(hDiag: ArrayLike<number>, rVals: ArrayLike<number>, rows: number, cols: number): Float64Array {
+export function columnImportance(hDiag: ArrayLike<number>, rVals: ArrayLike<number>, rows: number, cols: number, score: ColumnScore = 'hessian'): Float64Array {
   const absSums = new Float64Array(cols);
   for (let i = 0; i < rows; i++) {
     const o = i * cols;
     for (let j = 0; j < cols; j++) absSums[j] += Math.abs(rVals[o + j]);
   }
-  return importanceFromAbsSums(hDiag, absSums, rows);
+  return importanceFromAbsSums(hDiag, absSums, rows, score);
 }
 
 /** columnImportance from the column sums Σ_i |R_ij| (computed elsewhere: the worker pool, a GPU). */
-export function importanceFromAbsSums(hDiag: ArrayLike<number>, absSums: ArrayLike<number>, rows: number): Float64Array {
+export function importanceFromAbsSums(hDiag: ArrayLike<number>, absSums: ArrayLike<number>, rows: number, score: ColumnScore = 'hessian'): Float64Array {
   const cols = absSums.length;
+  const h = score === 'hessian' ? hDiag : logSpread(hDiag);
   const meanAbs = new Float64Array(cols);
   let all = 0;
   for (let j = 0; j < cols; j++) {
@@ -27,8 +31,19 @@ export function importanceFromAbsSums(hDiag: ArrayLike<number>, absSums: ArrayLi
   }
   const eps = (1e-8 * all) / cols + 1e-30;
   const imp = new Float64Array(cols);
-  for (let j = 0; j < cols; j++) imp[j] = hDiag[j] / (meanAbs[j] + eps);
+  for (let j = 0; j < cols; j++) imp[j] = h[j] / (meanAbs[j] + eps);
   return imp;
+}
+
+/** log2 h_j − min log2 h + 1 (≥ 1); a dead input (h_j ≤ 0) counts as the smallest positive one. */
+function logSpread(hDiag: ArrayLike<number>): Float64Array {
+  let lo = Infinity;
+  for (let j = 0; j < hDiag.length; j++) if (hDiag[j] > 0) lo = Math.min(lo, hDiag[j]);
+  const out = new Float64Array(hDiag.length);
+  if (lo === Infinity) return out.fill(1);
+  const l0 = Math.log2(lo);
+  for (let j = 0; j < hDiag.length; j++) out[j] = Math.log2(Math.max(hDiag[j], lo)) - l0 + 1;
+  return out;
 }
 
 /** Indices sorted by value, descending; ties keep the lower index first (stable, deterministic). */

@@ -4,6 +4,7 @@
 // σ̂ = σ/√(mn) in FP16. Deflating with the rounded factors lets later rounds absorb the FP8
 // error of earlier ones [I]. W_r is rebuilt from the stored (rounded) factors only.
 
+import type { AlphaNorm } from '../../protocol/config';
 import { encodeF16, encodeF8E4M3 } from './fp8';
 import { SeededRng, frob2, matTVec, matVec, norm2, type FloatArray } from './lopro_mat';
 
@@ -30,6 +31,9 @@ export interface LowRankFactors {
   energy: number;
 }
 
+/** The authors' lower clamp of α before normalising ('clampRange'). */
+const ALPHA_CLAMP = 1e-4;
+
 export interface R1svdOptions {
   rank: number;
   powerIters: number;
@@ -39,17 +43,19 @@ export interface R1svdOptions {
 }
 
 /**
- * α_j = (mean_t |x_tj|)^β normalised by the geometric mean, then rounded to FP16 (its stored form).
- * `meanAbs` null (data-free) or β = 0 → α = 1. Columns with mean|x| = 0 (dead inputs) get the
- * floor 1e-6·max so that diag(α)⁻¹ exists; their weights do not affect the output anyway.
+ * α_j = (mean_t |x_tj|)^β, normalised (`norm`, config.ts AlphaNorm), then rounded to FP16 (its stored form).
+ * `meanAbs` null (data-free) or β = 0 → α = 1. 'geomean': columns with mean|x| = 0 (dead inputs) get the floor
+ * 1e-6·max so that diag(α)⁻¹ exists (their weights do not affect the output anyway), divided by the geometric mean;
+ * 'clampRange': α clamped below at 1e-4 and divided by √(max·min), which centres the log range in FP16's.
+ * Only α's spread matters: a common factor scales σ and leaves W_r unchanged.
  */
-export function columnScaleAlpha(meanAbs: ArrayLike<number> | null, cols: number, beta: number): { alpha: Float64Array; alphaBits: Uint16Array } {
+export function columnScaleAlpha(meanAbs: ArrayLike<number> | null, cols: number, beta: number, norm: AlphaNorm = 'geomean'): { alpha: Float64Array; alphaBits: Uint16Array } {
   const raw = new Float64Array(cols).fill(1);
   if (meanAbs && beta > 0) {
     if (meanAbs.length !== cols) throw new RangeError(`actStats has ${meanAbs.length} columns, the layer has ${cols}`);
     let mx = 0;
     for (let j = 0; j < cols; j++) if (meanAbs[j] > mx) mx = meanAbs[j];
-    if (mx > 0) {
+    if (mx > 0 && norm === 'geomean') {
       const floor = 1e-6 * mx;
       let logSum = 0;
       for (let j = 0; j < cols; j++) {
@@ -58,6 +64,16 @@ export function columnScaleAlpha(meanAbs: ArrayLike<number> | null, cols: number
       }
       const gm = Math.exp(logSum / cols);
       for (let j = 0; j < cols; j++) raw[j] /= gm;
+    } else if (mx > 0) {
+      let lo = Infinity,
+        hi = 0;
+      for (let j = 0; j < cols; j++) {
+        raw[j] = Math.max(meanAbs[j] ** beta, ALPHA_CLAMP);
+        lo = Math.min(lo, raw[j]);
+        hi = Math.max(hi, raw[j]);
+      }
+      const mid = Math.sqrt(lo * hi);
+      for (let j = 0; j < cols; j++) raw[j] /= mid;
     }
   }
   const alpha = new Float64Array(cols);

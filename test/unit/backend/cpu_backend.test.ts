@@ -87,6 +87,10 @@ const loproCases: [string, Partial<LayerConfig>][] = [
   ['per-row params (groupSize −1)', { groupSize: -1 }],
   ['lopro_v d = 2, W2', { method: 'lopro_v', vqDim: 2 }],
   ['lopro_v d = 1, one codebook per row group (−1)', { method: 'lopro_v', vqDim: 1, groupSize: -1, bits: 3 }],
+  [
+    "the authors' levers: rank chosen per layer, α clampRange β 2.4, log-Hessian score, 8 power iterations",
+    { rank: -1, beta: 2.4, alphaNorm: 'clampRange', columnScore: 'logHessian', powerIters: 8 },
+  ],
 ];
 
 for (const threads of [1, 3])

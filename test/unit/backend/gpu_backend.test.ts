@@ -188,6 +188,12 @@ const loproCases: [string, number, number, Partial<LayerConfig>][] = [
   ['full rotation with blocks of 64, rank 6, W3, sym', 40, 256, { rotation: 'full', hadamardBlock: 64, rank: 6, bits: 3, sym: true }],
   ['no rotation, rank 0, W4, groups across batches (48 in 64)', 36, 160, { rotation: 'none', rank: 0, bits: 4, groupSize: 48 }],
   ['(n − b_I) not a multiple of b_H: b_H 64 → 32, 70 rows', 70, 160, { hadamardBlock: 64 }],
+  [
+    "the authors' levers: rank chosen per layer, α clampRange β 2.4, log-Hessian score",
+    48,
+    192,
+    { rank: -1, beta: 2.4, alphaNorm: 'clampRange', columnScore: 'logHessian', powerIters: 8 },
+  ],
   ['clip mse', 48, 192, { clip: 'mse' }],
   ['act-order on R′', 48, 192, { actOrder: true }],
   ['static groups with act-order', 48, 192, { actOrder: true, staticGroups: true }],

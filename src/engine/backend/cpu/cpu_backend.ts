@@ -155,6 +155,14 @@ class CpuSession implements LayerSession {
     return { ...f.layout(), energy };
   }
 
+  async subtract(A: Mat, B: Mat): Promise<Mat> {
+    const a = host(A).data,
+      b = host(B).data;
+    const D = this.mat(A.rows, A.cols);
+    for (let i = 0; i < a.length; i++) D.data[i] = a[i] - b[i];
+    return D;
+  }
+
   async subtractLowRank(W: Mat, f: LowRankFactors, alpha: Float64Array): Promise<Mat> {
     const { rows, cols } = W;
     const R = this.mat(rows, cols);

@@ -144,6 +144,13 @@ class GpuSession implements LayerSession {
     return r1svdOnDawn(this.gpu, dev(A).buf, frob2, A.rows, A.cols, opts);
   }
 
+  async subtract(A: Mat, B: Mat): Promise<Mat> {
+    const { rows, cols } = A;
+    const D = this.mat(rows, cols, 'A − B');
+    await this.k.run(SUB_WGSL, [this.k.elem(rows, cols), dev(A).buf, dev(B).buf, D.buf], [strideGroups(rows * cols).groups, 1, 1]);
+    return D;
+  }
+
   async subtractLowRank(W: Mat, f: LowRankFactors, alpha: Float64Array): Promise<Mat> {
     const { rows, cols } = W;
     const R = this.mat(rows, cols, 'R');
