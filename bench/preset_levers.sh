@@ -3,13 +3,15 @@
 # other on this machine: `bash bench/preset_levers.sh MODEL_DIR TAG 'name|--flag v ...' ...`. Each run quantizes
 # MODEL_DIR with the protocol calibration and evaluates persuasion and jargon_tail (perplexity and KL from the
 # float model); the lines that matter go to bench/out/TAG/summary.txt, the whole logs beside it.
-# The engine is a copy of dist/ taken at the start, so that a rebuild meanwhile does not change a run.
+# The engine is a copy of dist/ taken at the start, so that a rebuild meanwhile does not change a run (ENGINE=DIR:
+# an engine built elsewhere, e.g. an experiment's).
 set -u
 MODEL=$1 TAG=$2
 shift 2
 OUTD=bench/out/$TAG
-SNAP=.scratch/snap-$TAG
-mkdir -p "$OUTD" .scratch && rm -rf "$SNAP" && cp -r dist "$SNAP"
+SNAP=${ENGINE:-.scratch/snap-$TAG}
+mkdir -p "$OUTD" .scratch
+[ -n "${ENGINE:-}" ] || { rm -rf "$SNAP" && cp -r dist "$SNAP"; }
 for spec in "$@"; do
   name=${spec%%|*} args=${spec#*|}
   t0=$(date +%s)

@@ -65,7 +65,7 @@ export const FORM_FIELDS: readonly FormField[] = [
     help: 'minmax = the protocol; mse = shrink each group range to the lowest error (better at 2–3 bits).',
   },
   { key: 'groupSize', label: 'Group size', control: 'number', section: 'method', range: range('groupSize'), help: 'Columns per scale/zero group; -1 = one group per row.' },
-  { key: 'rank', label: 'Rank r', control: 'number', section: 'method', range: range('rank'), help: 'Low-rank part (stage A); 0 disables it.' },
+  { key: 'rank', label: 'Rank r', control: 'number', section: 'method', range: range('rank'), help: 'Low-rank part (stage A); 0 disables it, -1 = chosen per layer.' },
   { key: 'salientBlock', label: 'b_I (salient block)', control: 'number', section: 'method', range: range('salientBlock'), help: 'Most important columns, left unrotated.' },
   { key: 'hadamardBlock', label: 'b_H (Hadamard block)', control: 'number', section: 'method', range: range('hadamardBlock'), help: 'Walsh–Hadamard block width, a power of two.' },
   { key: 'powerIters', label: 'Power iterations', control: 'number', section: 'method', range: range('powerIters'), help: 'Per R1SVD round.' },

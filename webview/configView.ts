@@ -3,7 +3,7 @@
 // model/inspect summary, and validateConfig's messages shown inline under the field they are about.
 // Start is disabled while there is any issue; the host checks the config again when a run starts.
 
-import { DEFAULT_CONFIG, validateConfig, type ConfigIssue, type QuantizeConfig } from '../src/protocol/config';
+import { DEFAULT_CONFIG, PRESET_NAMES, applyPreset, validateConfig, type ConfigIssue, type PresetName, type QuantizeConfig } from '../src/protocol/config';
 import type { ModelSummary } from '../src/protocol/messages';
 import type { ConfigInitMessage, ToWebview } from '../src/protocol/webview';
 import { post } from './api';
@@ -84,13 +84,31 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
     if (f.key === 'calibText') return h('div', { class: 'row' }, el, pickBtn('calibText'));
     return el;
   }
+  // "Start from": a preset's settings written into the config (and the fields it has); the fields stay editable.
+  const PRESET_LABELS: Record<PresetName, string> = { none: 'our defaults', authors: "the LoPRo authors' code" };
+  const presetSelect = h(
+    'vscode-single-select',
+    { id: 'preset', name: 'preset' },
+    ...PRESET_NAMES.map((p) => h('vscode-option', { value: p }, PRESET_LABELS[p])),
+  ) as unknown as ValueEl;
+  presetSelect.addEventListener('change', () => {
+    config = applyPreset(readForm(), presetSelect.value as PresetName);
+    writeForm(config, outputFolder.value);
+    update();
+  });
+  const presetGroup = group(
+    'preset',
+    'Start from',
+    presetSelect,
+    "The authors' code: alpha = mean|x|^2.4 clamped and range-normalised, log-Hessian column order, b_I = b_H = 256, 8 power iterations, rank chosen per layer, clip mse, and at 2 bits 20 rounds of alternating refinement.",
+  );
   const fieldsOf = (section: FormField['section']) =>
     FORM_FIELDS.filter((f) => f.section === section).map((f) => group(f.key, f.control === 'toggle' ? null : f.label, control(f), f.help, f.moe));
 
   const form = h(
     'div',
     { class: 'form' },
-    h('section', {}, h('h2', {}, 'Method'), ...fieldsOf('method')),
+    h('section', {}, h('h2', {}, 'Method'), presetGroup, ...fieldsOf('method')),
     h(
       'section',
       {},
@@ -235,7 +253,11 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
     const e = estimate(summary, config);
     const row = (id: string, label: string, value: string) => h('div', { class: 'est' }, h('span', { class: 'label' }, label), h('span', { class: 'value', id }, value));
     estBox.append(
-      row('est-bpw', config.targetBpw > 0 ? 'Bits per weight (at most: the target)' : 'Bits per weight', fmt(e.bpw, 3)),
+      row(
+        'est-bpw',
+        config.targetBpw > 0 ? 'Bits per weight (at most: the target)' : config.rank === -1 ? 'Bits per weight (at most: rank chosen per layer)' : 'Bits per weight',
+        fmt(e.bpw, 3),
+      ),
       row('est-size', 'Output size', `${bytes(e.outputBytes)} (from ${bytes(e.inputBytes)}, ×${fmt(e.inputBytes / Math.max(1, e.outputBytes), 2)} smaller)`),
       row('est-peak', 'Peak memory (rough)', bytes(e.peakBytes)),
       row(

@@ -255,6 +255,18 @@ export const PRESETS: { readonly [P in Exclude<PresetName, 'none'>]: Readonly<Pa
 export const PRESET_NAMES: readonly PresetName[] = ['none', 'authors'];
 
 /**
+ * A whole config with a preset's keys set (the config panel's "Start from"): `authors` its values, `none` the
+ * defaults of the keys a preset sets; the refinement as withPreset decides it for the config's bits.
+ */
+export function applyPreset(c: QuantizeConfig, name: PresetName): QuantizeConfig {
+  const keys = Object.keys(PRESETS.authors) as (keyof LayerConfig)[];
+  const set = name === 'none' ? Object.fromEntries(keys.map((k) => [k, DEFAULT_LAYER_CONFIG[k]])) : PRESETS[name];
+  const out = { ...c, ...set } as QuantizeConfig;
+  if (name !== 'none' && out.bits !== 2) out.refineRounds = 0;
+  return out;
+}
+
+/**
  * `partial` over a preset's settings: what `partial` sets wins. The refinement is the authors' at 2 bits only, so
  * a preset run at other bits has none unless `partial` asks for it.
  */
@@ -488,7 +500,8 @@ export function bitsPerWeight(c: LayerConfig, rows: number, cols: number): numbe
     if (!c.sym) bpw += (c.bits * G) / n;
   }
   if (c.method === 'lopro' || c.method === 'lopro_v') {
-    const r = c.rank;
+    // rank −1 is chosen per layer when it is quantized: until then the bound at the largest rank it may choose.
+    const r = c.rank === -1 ? AUTO_RANK_MAX : c.rank;
     bpw += (r * 8) / n + (r * 8) / m + (2 * 16) / m + (r * 16) / (m * n);
   }
   return bpw;

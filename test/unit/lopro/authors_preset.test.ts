@@ -7,7 +7,7 @@ import { columnScaleAlpha, leadingFactors, lowRankWeight, r1svd, scaleColumns } 
 import { columnImportance } from '../../../src/engine/quant/permute';
 import { quantizeLayer } from '../../../src/engine/run/quantize_layer';
 import { syntheticActivations, syntheticWeight } from '../../../src/engine/quant/lopro_synth';
-import { DEFAULT_LAYER_CONFIG, PRESETS, validateConfig, withDefaults, withPreset, type LayerConfig } from '../../../src/protocol/config';
+import { DEFAULT_LAYER_CONFIG, PRESETS, applyPreset, bitsPerWeight, validateConfig, withDefaults, withPreset, type LayerConfig } from '../../../src/protocol/config';
 import { cpuBackend } from '../backend/backends';
 
 test('chooseRank keeps a term while log2 of its shrink of max|W|, over m·n weights, pays its 8·(m + n) + 16 bits', () => {
@@ -127,4 +127,16 @@ test('the authors preset: its settings under what the user gives; refinement onl
   assert.equal(withPreset('authors', { bits: 3, refineRounds: 5 }).refineRounds, 5);
   for (const p of [p2, p3]) assert.deepEqual(validateConfig(withDefaults(p)), []);
   assert.deepEqual(Object.keys(PRESETS), ['authors']);
+});
+
+test("applyPreset (the panel's Start from): the authors' keys over a whole config, and back to our defaults of those keys only", () => {
+  const mine = withDefaults({ bits: 2, targetBpw: 2.25, calibText: 'c.txt', groupSize: 64 });
+  const a = applyPreset(mine, 'authors');
+  for (const [k, v] of Object.entries(PRESETS.authors)) assert.equal((a as unknown as Record<string, unknown>)[k], v, k);
+  assert.equal(a.groupSize, 64, 'keys the preset does not set are kept');
+  assert.equal(a.targetBpw, 2.25);
+  assert.equal(applyPreset({ ...mine, bits: 4 }, 'authors').refineRounds, 0);
+  const back = applyPreset(a, 'none');
+  assert.deepEqual(back, mine);
+  assert.ok(bitsPerWeight({ ...DEFAULT_LAYER_CONFIG, rank: -1 }, 512, 512) === bitsPerWeight({ ...DEFAULT_LAYER_CONFIG, rank: 32 }, 512, 512), 'rank −1 is estimated at its bound');
 });
