@@ -392,3 +392,20 @@ test('GPU backend: a layer taller than 65535 rows (one workgroup row per matrix 
   for (const r of [0, 65535, rows - 1])
     assert.equal(d.stored.codes![r * cols + k], d.stored.zeros![r * d.stored.groups + Math.floor(k / 16)], `row ${r}: the dead column quantizes to the zero point`);
 });
+
+test('GPU backend: the alternating refinement (A − B, the factors added back, re-quantized rounds) as on the CPU backend', async (t) => {
+  const gpu = await gpuBackend(t);
+  if (!gpu) return;
+  const rows = 48,
+    cols = 192;
+  const { W, H, absMean } = syntheticLayer(rows, cols, 2 * cols, 23);
+  const lc = cfgOf({ rank: 4, refineRounds: 6 });
+  const [g, c] = [await loproOn(gpu, W, rows, cols, H, absMean, lc, 3), await loproOn(cpuBackend(1), W, rows, cols, H, absMean, lc, 3)];
+  const note = (n: string[]) => n.find((x) => x.startsWith('refinement:'));
+  assert.ok(note(g.notes) && note(c.notes), `${g.notes} | ${c.notes}`);
+  const [lg, lcpu] = [proxyLoss(W, g.reconstructed, H, rows, cols), proxyLoss(W, c.reconstructed, H, rows, cols)];
+  t.diagnostic(`GPU ${note(g.notes)}; CPU ${note(c.notes)}`);
+  assert.ok(Math.abs(lg - lcpu) / lcpu < 0.03, `refined loss GPU ${lg} vs CPU ${lcpu}`);
+  const plain = await loproOn(gpu, W, rows, cols, H, absMean, { ...lc, refineRounds: 0 }, 3);
+  assert.ok(lg <= proxyLoss(W, plain.reconstructed, H, rows, cols) * (1 + 1e-6), 'never worse than the first pass');
+});
