@@ -163,7 +163,8 @@ export function loproReport(p: LoproReportInputs): { report: LayerReport; detail
     module,
     rows,
     cols,
-    config: { ...cfg },
+    // rank −1 (chosen per layer) is reported as the rank chosen: what the stored layer holds and a re-run repeats.
+    config: { ...cfg, rank: cfg.rank === -1 ? stored.rank : cfg.rank },
     bpw: bitsPerWeight({ ...cfg, rank: stored.rank }, rows, cols),
     proxyLoss: loss,
     relProxyLoss: ref > 0 ? loss / ref : 0,

@@ -110,6 +110,7 @@ test('rank −1: the chosen rank is in the stored layer, its bpw and the note; t
   const note = auto.report.notes.find((n) => n.startsWith('rank chosen:'))!;
   const k = Number(note.match(/rank chosen: (\d+)/)![1]);
   assert.ok(k >= 1 && k <= 32, note); // the layer's rank-8 part shrinks its range
+  assert.equal(auto.report.config.rank, k, 'the report states the rank chosen');
   const fixed = await runLayer({ rank: k });
   assert.equal(auto.report.bpw, fixed.report.bpw);
   assert.equal(auto.report.proxyLoss, fixed.report.proxyLoss, 'the same factors as asking for that rank (R1SVD deflates greedily)');
