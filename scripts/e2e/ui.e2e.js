@@ -147,6 +147,24 @@ async function fill(frame, id, value) {
       if (await cfg.locator('#start').evaluate((b) => b.disabled)) throw new Error('Start stays disabled after the fix');
     });
 
+    await step("config panel: Start from the LoPRo authors' code fills in their settings, and back to our defaults", async () => {
+      const pick = async (label) => {
+        await cfg.locator('#preset').click();
+        await cfg.locator('#preset li.option').filter({ hasText: label }).click();
+      };
+      const fields = () => Promise.all(['salientBlock', 'hadamardBlock', 'powerIters', 'rank', 'clip'].map((id) => cfg.locator(`#${id}`).evaluate((el) => String(el.value))));
+      await pick("the LoPRo authors' code");
+      await cfg.locator('.est', { hasText: 'rank chosen per layer' }).waitFor({ timeout: 5000 });
+      const theirs = await fields();
+      lap(`authors' preset: b_I, b_H, power iterations, rank, clip = ${theirs.join(', ')}; estimate ${await cfg.locator('#est-bpw').textContent()}`);
+      if (theirs.join() !== '256,256,8,-1,mse') throw new Error(`the preset's fields: ${theirs.join()}`);
+      await shot('config-preset.png');
+      await pick('our defaults');
+      await cfg.locator('.est', { hasText: 'rank chosen per layer' }).waitFor({ state: 'detached', timeout: 5000 });
+      const ours = await fields();
+      if (ours.join() !== '128,128,2,16,minmax') throw new Error(`back to our defaults: ${ours.join()}`);
+    });
+
     await step('fast config (8 calibration windows of 64 tokens, 3 bits) updates the estimate', async () => {
       const before = await cfg.locator('#est-bpw').textContent();
       await fill(cfg, 'calibText', path.join(ws, 'train.txt'));
