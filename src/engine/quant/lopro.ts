@@ -79,6 +79,7 @@ export async function lopro(s: LayerSession, W: Mat, H: Mat, actStats: ArrayLike
   // ── Stages B and C on R = W − W_r, then (refineRounds > 0) the alternating refinement ──
   const o = { rows, cols, cfg, alphaBits, alpha, seed, name };
   let pass = await residualPass(s, W, H, factors, o, lap);
+  if (factors) seconds['lowrank.residual'] = pass.residualSeconds;
   if (cfg.refineRounds > 0 && factors) pass = await refine(s, W, H, pass, o, lap, notes);
   else if (cfg.refineRounds > 0) notes.push('no refinement: the layer has no low-rank part');
   notes.push(...pass.notes);
@@ -87,12 +88,17 @@ export async function lopro(s: LayerSession, W: Mat, H: Mat, actStats: ArrayLike
 }
 
 /** One pass of stages B and C and Ŵ, for given factors of stage A. */
-interface ResidualPass extends Omit<LoproLayerResult, 'seconds'> {}
+interface ResidualPass extends Omit<LoproLayerResult, 'seconds'> {
+  /** Seconds of R = W − W_r. */
+  residualSeconds: number;
+}
 
 type PassInputs = { rows: number; cols: number; cfg: LayerConfig; alphaBits: Uint16Array; alpha: Float64Array; seed: number; name: string };
 
 async function residualPass(s: LayerSession, W: Mat, H: Mat, factors: LowRankFactors | null, o: PassInputs, lap: (stage: string) => void): Promise<ResidualPass> {
+  const t0 = performance.now();
   const R = factors ? await s.subtractLowRank(W, factors, o.alpha) : await s.copy(W);
+  const residualSeconds = (performance.now() - t0) / 1000;
   lap('lowrank');
   // Stage B: importance permutation (§1.6) and partial block rotation (§1.7)
   const step = detailRowStep(o.rows, o.cols);
@@ -106,7 +112,17 @@ async function residualPass(s: LayerSession, W: Mat, H: Mat, factors: LowRankFac
   // Ŵ from the stored parts only (lopro_dequant.ts)
   const wHat = await s.reconstruct(c.stored);
   lap('reconstruct');
-  return { stored: c.stored, wHat, factors, importance: b.importance, plan: b.plan, sampled: { step, R: sR, Rt: sRt }, stageC: c.stageC, notes: [...b.notes, ...c.notes] };
+  return {
+    stored: c.stored,
+    wHat,
+    factors,
+    importance: b.importance,
+    plan: b.plan,
+    sampled: { step, R: sR, Rt: sRt },
+    stageC: c.stageC,
+    notes: [...b.notes, ...c.notes],
+    residualSeconds,
+  };
 }
 
 /** Rounds without a new best after which the refinement stops. */

@@ -533,7 +533,7 @@ export function generateModelCorpus(): ModelCase[] {
   q('bits-nan', { bits: NaN }, 'bits');
   q('group-0', { groupSize: 0 }, 'groupSize');
   q('group-fraction', { groupSize: 12.5 }, 'groupSize');
-  q('rank-negative', { rank: -1 }, 'rank');
+  q('rank-negative', { rank: -2 }, 'rank');
   q('rank-fraction', { rank: 1.5 }, 'rank');
   q('bH-100', { hadamardBlock: 100 }, 'hadamardBlock');
   q('bH-0', { hadamardBlock: 0 }, 'hadamardBlock');
@@ -541,7 +541,7 @@ export function generateModelCorpus(): ModelCase[] {
   q('damp-0', { percDamp: 0 }, 'percDamp');
   q('block-0', { blockSize: 0 }, 'blockSize');
   q('power-iters-100', { powerIters: 100 }, 'powerIters');
-  q('beta-2', { beta: 2 }, 'beta');
+  q('beta-5', { beta: 5 }, 'beta');
   q('method-awq', { method: 'awq' }, 'method');
   q('rotation-half', { rotation: 'half' }, 'rotation');
   q('vq-dim-3', { method: 'lopro_v', vqDim: 3 }, 'vqDim');

@@ -33,7 +33,7 @@ test('quantizeRun refuses a bad config before opening the model, naming the fiel
   assert.equal(await refused(cfg({ threads: 300 })), 'E_BAD_CONFIG threads: threads must be an integer in [0, 256], got 300');
   assert.equal(await refused({ ...cfg(), backend: 'tpu' }), 'E_BAD_CONFIG backend: backend must be auto, cpu or gpu, got "tpu"');
   assert.equal(await refused({ ...cfg(), frobnicate: 1 }), 'E_BAD_CONFIG frobnicate: frobnicate: unknown setting');
-  assert.equal(await refused(cfg({ bits: 5, rank: -1 })), 'E_BAD_CONFIG bits: bits must be 2, 3, 4 or 8, got 5; rank must be an integer ≥ 0, got -1');
+  assert.equal(await refused(cfg({ bits: 5, rank: -2 })), 'E_BAD_CONFIG bits: bits must be 2, 3, 4 or 8, got 5; rank must be -1 or an integer ≥ 0, got -2');
   // A good config gets past the check: then the missing model is the error.
   assert.match(await refused(cfg()), /^E_IO .*no-such-model/);
 });
