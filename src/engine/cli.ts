@@ -41,6 +41,8 @@ Usage:
   lopro export <run-dir> --format native|f16|onnx --out DIR [--verify-text FILE]
   lopro inspect <file.safetensors | model-dir>
   lopro plan <measurements.json> --target-bpw X [--allocator exact|greedy] [--json]
+  lopro generate <run-dir | export-dir | model-dir> --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P]
+                 [--seed S] [--ep cpu|cuda|webgpu] [--json]
   lopro demo [--target-bpw X] [--samples N] [--method M] [--clip C] [--out DIR]   GPTQ and LoPRo at 2.25 bpw on the embedded tiny model
   lopro --help | --version
 
@@ -62,6 +64,12 @@ quantize:
   --json              print the run summary as JSON
  Settings (defaults in brackets; every QuantizeConfig key):
 ${configHelp()}
+
+generate:
+  Continues the prompt with the model (a run's quantized model, an ONNX export, or a float model folder) through
+  ONNX Runtime with a KV cache, streaming the text to stdout; prefill and decode tokens/s go to stderr. Stops at
+  the model's end-of-sequence token or after --max-tokens [64]. --temperature 0 [default] is greedy; above 0 it
+  samples from the smallest set of tokens whose probability reaches --top-p [1], seeded by --seed [0].
 
 plan:
   The plan a target would get from a run's measurement, without measuring or quantizing: per layer the
@@ -89,7 +97,23 @@ function configHelp(): string {
 }
 
 const BOOLEAN_FLAGS = new Set(['resume', 'json', 'help', 'version', 'quiet', 'kl']);
-const VALUE_FLAGS = new Set(['out', 'eval', 'text', 'format', 'verify-text', 'override', 'reference', 'measurements', 'allocator', 'target-size', 'preset']);
+const VALUE_FLAGS = new Set([
+  'out',
+  'eval',
+  'text',
+  'format',
+  'verify-text',
+  'override',
+  'reference',
+  'measurements',
+  'allocator',
+  'target-size',
+  'preset',
+  'prompt',
+  'max-tokens',
+  'temperature',
+  'top-p',
+]);
 
 /** --preset NAME (PRESET_NAMES); none when absent. */
 function presetFlag(flags: Map<string, string[]>): PresetName {
@@ -175,6 +199,42 @@ async function cmdEval(argv: string[], signal: AbortSignal): Promise<number> {
   else
     for (const [t, p] of Object.entries(r.perplexity))
       process.stdout.write(`${t}\tperplexity ${p.toFixed(4)}${r.kl ? `\tKL ${r.kl[t].toFixed(5)} nats/token (from ${r.reference})` : ''}\n`);
+  return 0;
+}
+
+/** A number flag within [min, max] (integer when asked), or its default when absent. */
+function numberFlag(flags: Map<string, string[]>, name: string, dflt: number, min: number, max: number, integer = false): number {
+  const v = last(flags, name);
+  if (v === undefined) return dflt;
+  const x = Number(v);
+  if (!Number.isFinite(x) || x < min || x > max || (integer && !Number.isInteger(x)))
+    throw new ProtocolError(ErrorCode.InvalidParams, `--${name} must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got "${v}"`, `--${name}`);
+  return x;
+}
+
+async function cmdGenerate(argv: string[], signal: AbortSignal): Promise<number> {
+  const a = parseArgs(argv, BOOLEAN_FLAGS, VALUE_FLAGS);
+  if (a.flags.has('help')) return printHelp();
+  const path = needPositional(a.positional, 'generate', 'run-or-model-dir');
+  const prompt = need(a.flags, 'prompt', 'generate');
+  const maxTokens = numberFlag(a.flags, 'max-tokens', 64, 1, 8192, true);
+  const sampling = { temperature: numberFlag(a.flags, 'temperature', 0, 0, 100), topP: numberFlag(a.flags, 'top-p', 1, 1e-6, 1) };
+  const { getRuntime } = await import('./compute/runtime');
+  const { generate, openGenerationModel } = await import('./run/generate');
+  const rt = await getRuntime(a.config.ep ?? 'auto');
+  const m = await openGenerationModel(path, rt);
+  const json = a.flags.has('json');
+  if (!json) process.stdout.write(prompt);
+  const r = await generate(m, prompt, { maxTokens, sampling, seed: a.config.seed ?? 0, signal, onText: json ? undefined : (t) => process.stdout.write(t) });
+  if (json) process.stdout.write(JSON.stringify({ model: m.dir, source: m.source, prompt, ...r }) + '\n');
+  else {
+    process.stdout.write('\n');
+    if (!a.flags.has('quiet'))
+      process.stderr.write(
+        `${m.source} ${m.dir}, EP ${r.ep}: prompt ${r.promptTokens} tokens, prefill ${r.prefillTokensPerSecond.toFixed(1)} tokens/s (${(r.prefillSeconds * 1000).toFixed(0)} ms); ` +
+          `${r.tokens.length} tokens generated, decode ${r.decodeTokensPerSecond.toFixed(1)} tokens/s; stopped at ${r.stop === 'eos' ? 'end of sequence' : `--max-tokens ${maxTokens}`}\n`,
+      );
+  }
   return 0;
 }
 
@@ -277,8 +337,10 @@ export async function runCli(argv: string[]): Promise<number> {
         return await cmdDemo(rest, ac.signal);
       case 'plan':
         return cmdPlan(rest);
+      case 'generate':
+        return await cmdGenerate(rest, ac.signal);
       default:
-        throw new ProtocolError(ErrorCode.InvalidParams, `unknown command "${cmd}"`, undefined, 'commands: quantize, eval, export, inspect, plan, demo (lopro --help)');
+        throw new ProtocolError(ErrorCode.InvalidParams, `unknown command "${cmd}"`, undefined, 'commands: quantize, eval, export, generate, inspect, plan, demo (lopro --help)');
     }
   } catch (e) {
     if (engineEnv().debug) console.error(e);

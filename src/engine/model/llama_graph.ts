@@ -100,6 +100,37 @@ export function emitBlockConsts(g: GraphBuilder, cfg: ModelConfig, x: Value, max
   return { cos: cosV, sin: sinV, mask, slidingMask, bt };
 }
 
+/**
+ * The consts of a generation graph (the exported model's prefill and decode): the T new tokens' rope rows by
+ * Gather at position_ids [B, T] (as [B, 1, 1, T, hd/2]), and a mask [B, 1, 1, T, P+T] over the P cached keys and
+ * the T new ones — causal by place in the cache (the new token i sits at P + i), −1e30 where attention_mask
+ * [B, P+T] is 0 (padding), and the sliding window by place as in emitBlockConsts.
+ */
+export function emitCachedConsts(g: GraphBuilder, cfg: ModelConfig, x: Value, positionIds: Value, attentionMask: Value, maxT: number): BlockConsts {
+  const half = cfg.headDim / 2;
+  const { cos, sin } = ropeTables(cfg, maxT);
+  const shape = g.op('Shape', [x]);
+  const bt = g.op('Slice', [shape, g.constI64([0]), g.constI64([2])]);
+  const toF = (v: Value) => g.op('Cast', [g.op('Squeeze', [v, g.constI64([0])])], { to: 1 });
+  const t = toF(g.op('Slice', [shape, g.constI64([1]), g.constI64([2])]));
+  const s = toF(g.op('Slice', [g.op('Shape', [attentionMask]), g.constI64([1]), g.constI64([2])]));
+  const rows = (table: Float32Array, name: string) =>
+    g.op('Unsqueeze', [g.op('Gather', [g.initializer(name, table, [maxT, half]), positionIds], { axis: 0 }), g.constI64([1, 2])]);
+  const row = g.op('Unsqueeze', [g.op('Range', [g.op('Sub', [s, t]), s, g.constF32(1)]), g.constI64([1])]); // [T, 1]: P..P+T−1
+  const col = g.op('Unsqueeze', [g.op('Range', [g.constF32(0), s, g.constF32(1)]), g.constI64([0])]); // [1, S]
+  const neg = (cond: Value) => g.op('Where', [cond, g.constF32(MASK_NEG), g.constF32(0)]);
+  const padding = g.op('Unsqueeze', [neg(g.op('Equal', [attentionMask, g.constI64([0])])), g.constI64([1, 2, 3])]); // [B, 1, 1, 1, S]
+  const mask = g.op('Add', [neg(g.op('Greater', [col, row])), padding]);
+  const slidingMask = cfg.slidingWindow === null ? null : g.op('Add', [mask, neg(g.op('Greater', [g.op('Sub', [row, col]), g.constF32(cfg.slidingWindow - 0.5)]))]);
+  return { cos: rows(cos, 'rope_cos'), sin: rows(sin, 'rope_sin'), mask, slidingMask, bt };
+}
+
+/** One block's keys (after RoPE) and values in the cache, [B, kv, P, hd] each: the past fed in, or the present returned. */
+export interface KvPair {
+  key: Value;
+  value: Value;
+}
+
 /** RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · w. */
 export function emitRmsNorm(g: GraphBuilder, x: Value, w: Value, eps: number): Value {
   const ms = g.op('ReduceMean', [g.op('Mul', [x, x])], { axes: [-1], keepdims: 1 });
@@ -125,6 +156,8 @@ export interface BlockOutputs {
   rowsOf: Map<StatKey, Value>;
   /** A sparse block's [N, E]: 1 where a row is routed to an expert, else 0 (null in a dense block). */
   routed: Value | null;
+  /** With a past: the cache after these tokens, [B, kv, P+T, hd] (null without). */
+  present: KvPair | null;
 }
 
 /** silu(gate·x) ⊙ (up·x): the SwiGLU activation, the down projection's input. */
@@ -159,7 +192,16 @@ export function emitRouting(g: GraphBuilder, cfg: ModelConfig, x: Value, router:
  * routing weight), runs the expert on those only, weights its outputs and scatters them back: the routed sum
  * at k/E of the arithmetic of running every expert on every row and masking.
  */
-export function emitBlock(g: GraphBuilder, cfg: ModelConfig, b: number, x: Value, c: BlockConsts, linear: LinearEmitter, tensor: TensorEmitter): BlockOutputs {
+export function emitBlock(
+  g: GraphBuilder,
+  cfg: ModelConfig,
+  b: number,
+  x: Value,
+  c: BlockConsts,
+  linear: LinearEmitter,
+  tensor: TensorEmitter,
+  past: KvPair | null = null,
+): BlockOutputs {
   const H = cfg.hiddenSize,
     nh = cfg.numHeads,
     nkv = cfg.numKvHeads,
@@ -187,13 +229,23 @@ export function emitBlock(g: GraphBuilder, cfg: ModelConfig, b: number, x: Value
   const q = heads(lins.q_proj, nkv, grp, 'q_norm');
   const k = heads(lins.k_proj, nkv, 1, 'k_norm');
   const v = heads(lins.v_proj, nkv, 1, null);
-  const qr = emitRope(g, q, c),
-    kr = emitRope(g, k, c);
+  const qr = emitRope(g, q, c);
+  let kr = emitRope(g, k, c),
+    vAll = v,
+    present: KvPair | null = null;
+  if (past) {
+    // The cache is [B, kv, P, hd] (onnxruntime-genai's layout); the grouped attention wants [B, kv, 1, S, hd].
+    const grouped = (t: Value) => g.op('Unsqueeze', [t, g.constI64([2])]);
+    kr = g.op('Concat', [grouped(past.key), kr], { axis: 3 });
+    vAll = g.op('Concat', [grouped(past.value), v], { axis: 3 });
+    const flat = (t: Value) => g.op('Squeeze', [t, g.constI64([2])]);
+    present = { key: flat(kr), value: flat(vAll) };
+  }
   const kT = g.op('Transpose', [kr], { perm: [0, 1, 2, 4, 3] });
   const mask = blockKind(cfg, b).sliding ? c.slidingMask! : c.mask;
   const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [qr, kT]), g.constF32(1 / Math.sqrt(hd))]), mask]);
   const probs = g.op('Softmax', [scores], { axis: -1 });
-  const ctxv = g.op('Transpose', [g.op('MatMul', [probs, v])], { perm: [0, 3, 1, 2, 4] }); // [B, T, kv, grp, hd]
+  const ctxv = g.op('Transpose', [g.op('MatMul', [probs, vAll])], { perm: [0, 3, 1, 2, 4] }); // [B, T, kv, grp, hd]
   const attnOut = g.op('Reshape', [ctxv, g.constI64([-1, nh * hd])]);
   inputs.set('attn_out', attnOut);
   const h1 = g.op('Add', [x2, lin(lins.o_proj, attnOut, cfg.oBias)]);
@@ -241,7 +293,7 @@ export function emitBlock(g: GraphBuilder, cfg: ModelConfig, b: number, x: Value
   }
   const y2 = g.op('Add', [h1, mlpOut]);
   const y = g.op('Reshape', [y2, shape(H)]);
-  return { y, inputs, rowsOf, routed };
+  return { y, inputs, rowsOf, routed, present };
 }
 
 /** Linear with the weight fed as a graph input in checkpoint layout [out, in]: Gemm(transB=1). */

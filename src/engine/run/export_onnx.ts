@@ -1,5 +1,5 @@
-// ONNX export (the third format): one self-contained .onnx model, logits [B, T, V] from
-// input_ids [B, T] (int64), that plain ONNX Runtime runs. The decoder is the engine's own graph
+// ONNX export (the third format): one self-contained .onnx model that plain ONNX Runtime runs: logits
+// [B, T, V] from input_ids [B, T] (int64) and, for generation, the KV cache in and out (GENERATION_IO). The decoder is the engine's own graph
 // (model/llama_graph.ts emitters) with every quantized linear emitted from its stored parts
 // (export_onnx_linear.ts): MatMulNBits for 4-bit codes, the permutation as Gather, the block
 // FWHT as a MatMul per block, the low-rank branch as two Gemms; other bit widths dequantize
@@ -19,7 +19,7 @@ import type { LoproStoredLayer } from '../quant/lopro_dequant';
 import { f16ToF32Array, f32ArrayToF16 } from '../io/dtypes';
 import { blockLinears, expectedShapes, headTensorName, loadModelConfig, type ModelConfig } from '../model/config';
 import type { WeightsProvider } from '../model/llama_forward';
-import { emitBlock, emitBlockConsts, emitHead, type LinearEmitter, type TensorEmitter } from '../model/llama_graph';
+import { emitBlock, emitBlockConsts, emitCachedConsts, emitHead, type KvPair, type LinearEmitter, type TensorEmitter } from '../model/llama_graph';
 import { emitDenseLinear, emitLoproLinear, type LinearKind } from './export_onnx_linear';
 import { openNativeModel, SIDE_FILES } from './native';
 
@@ -39,7 +39,29 @@ export interface OnnxExportOptions {
   matMulNBits?: boolean;
   /** Longest sequence the rope tables cover (default min(max_position_embeddings, 8192)). */
   maxPositions?: number;
+  /**
+   * The generation interface (default true): inputs attention_mask and position_ids and each block's past keys
+   * and values, outputs each block's present ones beside the logits (see GENERATION_IO). false: input_ids → logits only.
+   */
+  kvCache?: boolean;
 }
+
+/**
+ * The exported model's inputs and outputs, in onnxruntime-genai's names: one graph serves the prompt (past of
+ * length 0) and each decoded token (past = the previous call's present). Keys are stored after RoPE.
+ */
+export const GENERATION_IO = {
+  inputs: {
+    input_ids: 'int64 [batch, sequence]',
+    attention_mask: 'int64 [batch, past_sequence + sequence] (1 = token, 0 = padding)',
+    position_ids: 'int64 [batch, sequence]',
+    'past_key_values.N.key / .value': 'float32 [batch, num_key_value_heads, past_sequence, head_dim]',
+  },
+  outputs: {
+    logits: 'float32 [batch, sequence, vocab]',
+    'present.N.key / .value': 'float32 [batch, num_key_value_heads, past_sequence + sequence, head_dim]',
+  },
+} as const;
 
 export interface OnnxExportResult {
   path: string;
@@ -72,10 +94,14 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
     initBytes += h.byteLength;
     return g.op('Cast', [g.initializer(name, h, dims, 'float16')], { to: 1 });
   };
+  const kvCache = opts.kvCache ?? true;
   const ids = g.input('input_ids', 'int64', ['batch', 'sequence']);
   const embed = matrixInit('model.embed_tokens.weight', await model.weights('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize]);
   let x = g.op('Gather', [embed, ids], { axis: 0 });
-  const consts = emitBlockConsts(g, cfg, x, maxPos);
+  const consts = kvCache
+    ? emitCachedConsts(g, cfg, x, g.input('position_ids', 'int64', ['batch', 'sequence']), g.input('attention_mask', 'int64', ['batch', 'total_sequence']), maxPos)
+    : emitBlockConsts(g, cfg, x, maxPos);
+  const presents: KvPair[] = [];
   for (let b = 0; b < cfg.numLayers; b++) {
     // Fetch everything first: the emitters are synchronous, providers may not be.
     const tensors = new Map<string, Float32Array>();
@@ -104,7 +130,11 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
       initBytes += src.rows * src.cols * (r.kind === 'matmulnbits' ? 0.5 : r.kind === 'dequant' ? 1 : 4);
       return r.y;
     };
-    x = emitBlock(g, cfg, b, x, consts, linear, tensor).y;
+    const cacheDims = ['batch', cfg.numKvHeads, 'past_sequence', cfg.headDim];
+    const past = kvCache ? { key: g.input(`past_key_values.${b}.key`, 'float32', cacheDims), value: g.input(`past_key_values.${b}.value`, 'float32', cacheDims) } : null;
+    const out = emitBlock(g, cfg, b, x, consts, linear, tensor, past);
+    x = out.y;
+    if (out.present) presents.push(out.present);
     if (initBytes > PROTOBUF_LIMIT)
       throw new ProtocolError(
         ErrorCode.InvalidParams,
@@ -118,6 +148,11 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
   // The head [V, H] through a Transpose ORT folds at load, then MatMul (see export_onnx_linear.ts matmulWt).
   const headT = g.op('Transpose', [head], { perm: [1, 0] });
   g.output(emitHead(g, cfg, x, norm, headT, null, 'in_out'), 'logits', ['batch', 'sequence', cfg.vocabSize]);
+  presents.forEach((p, b) => {
+    const dims = ['batch', cfg.numKvHeads, 'total_sequence', cfg.headDim];
+    g.output(p.key, `present.${b}.key`, dims);
+    g.output(p.value, `present.${b}.value`, dims);
+  });
   return { bytes: g.toModel(), kinds };
 }
 
@@ -157,8 +192,7 @@ export async function exportOnnxFromNative(nativeDir: string, outDir: string, op
       JSON.stringify(
         {
           model: 'model.onnx',
-          inputs: { input_ids: 'int64 [batch, sequence]' },
-          outputs: { logits: `float32 [batch, sequence, ${cfg.vocabSize}]` },
+          ...(opts.kvCache ?? true ? GENERATION_IO : { inputs: { input_ids: 'int64 [batch, sequence]' }, outputs: { logits: 'float32 [batch, sequence, vocab]' } }),
           linears: res.kinds,
           size: { onnxBytes: res.bytes, nativeQuantizedBytes: quantizedBytes, nativeFloatBytes: floatBytes, ratio: res.bytes / (quantizedBytes + floatBytes) },
         },

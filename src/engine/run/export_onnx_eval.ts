@@ -34,6 +34,34 @@ function nllGraph(): Uint8Array {
   return g.toModel();
 }
 
+/**
+ * The generation inputs for B whole windows of T tokens with nothing cached (a model exported with the KV cache,
+ * GENERATION_IO): every token real, positions 0..T−1, each past empty. None for a model without them.
+ */
+export function fullWindowCacheFeeds(session: ort.InferenceSession, B: number, T: number): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
+  if (!session.inputNames.includes('attention_mask')) return feeds;
+  feeds.attention_mask = new ort.Tensor('int64', new BigInt64Array(B * T).fill(1n), [B, T]);
+  const pos = new BigInt64Array(B * T);
+  for (let i = 0; i < B * T; i++) pos[i] = BigInt(i % T);
+  feeds.position_ids = new ort.Tensor('int64', pos, [B, T]);
+  for (const [name, dims] of pastShapes(session)) feeds[name] = new ort.Tensor('float32', new Float32Array(0), [B, dims.kvHeads, 0, dims.headDim]);
+  return feeds;
+}
+
+/** Each past_key_values input of an exported model with its fixed dims (heads, head size) from the model's metadata. */
+export function pastShapes(session: ort.InferenceSession): Map<string, { kvHeads: number; headDim: number }> {
+  const out = new Map<string, { kvHeads: number; headDim: number }>();
+  for (const m of session.inputMetadata) {
+    if (!m.name.startsWith('past_key_values.')) continue;
+    const shape = m.isTensor ? m.shape : [];
+    if (shape.length !== 4 || typeof shape[1] !== 'number' || typeof shape[3] !== 'number')
+      throw new ProtocolError(ErrorCode.BadCheckpoint, `ONNX model input ${m.name}: shape [${shape.join(', ')}], expected [batch, kv_heads, past, head_dim]`, m.name);
+    out.set(m.name, { kvHeads: shape[1], headDim: shape[3] });
+  }
+  return out;
+}
+
 export async function perplexityOnnx(onnxPath: string, ids: Int32Array, opts: OnnxPerplexityOptions): Promise<PerplexityResult> {
   const T = opts.ctx;
   const nAll = evalWindowCount(ids.length, T);
@@ -62,9 +90,9 @@ export async function perplexityOnnx(onnxPath: string, ids: Int32Array, opts: On
       for (let t = 0; t < T; t++) input[i * T + t] = BigInt(ids[w * T + t]);
       targets.set(ids.subarray(w * T + 1, (w + 1) * T), i * (T - 1));
     });
-    const out = await rt.run(model, { input_ids: new ort.Tensor('int64', input, [sel.length, T]) });
+    const out = await rt.run(model, { input_ids: new ort.Tensor('int64', input, [sel.length, T]), ...fullWindowCacheFeeds(model, sel.length, T) });
     const r = await rt.run(nll, { logits: out.logits, targets: new ort.Tensor('int32', targets, [sel.length, T - 1]) });
-    rt.release(out.logits);
+    rt.release(...Object.values(out));
     const v = r.nll.data as Float32Array;
     for (let i = 0; i < sel.length; i++) {
       let s = 0;
