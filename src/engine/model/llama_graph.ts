@@ -114,8 +114,7 @@ export function emitCachedConsts(g: GraphBuilder, cfg: ModelConfig, x: Value, po
   const toF = (v: Value) => g.op('Cast', [g.op('Squeeze', [v, g.constI64([0])])], { to: 1 });
   const t = toF(g.op('Slice', [shape, g.constI64([1]), g.constI64([2])]));
   const s = toF(g.op('Slice', [g.op('Shape', [attentionMask]), g.constI64([1]), g.constI64([2])]));
-  const rows = (table: Float32Array, name: string) =>
-    g.op('Unsqueeze', [g.op('Gather', [g.initializer(name, table, [maxT, half]), positionIds], { axis: 0 }), g.constI64([1, 2])]);
+  const rows = (table: Float32Array, name: string) => g.op('Unsqueeze', [g.op('Gather', [g.initializer(name, table, [maxT, half]), positionIds], { axis: 0 }), g.constI64([1, 2])]);
   const row = g.op('Unsqueeze', [g.op('Range', [g.op('Sub', [s, t]), s, g.constF32(1)]), g.constI64([1])]); // [T, 1]: P..P+T−1
   const col = g.op('Unsqueeze', [g.op('Range', [g.constF32(0), s, g.constF32(1)]), g.constI64([0])]); // [1, S]
   const neg = (cond: Value) => g.op('Where', [cond, g.constF32(MASK_NEG), g.constF32(0)]);

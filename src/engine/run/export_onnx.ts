@@ -192,7 +192,7 @@ export async function exportOnnxFromNative(nativeDir: string, outDir: string, op
       JSON.stringify(
         {
           model: 'model.onnx',
-          ...(opts.kvCache ?? true ? GENERATION_IO : { inputs: { input_ids: 'int64 [batch, sequence]' }, outputs: { logits: 'float32 [batch, sequence, vocab]' } }),
+          ...((opts.kvCache ?? true) ? GENERATION_IO : { inputs: { input_ids: 'int64 [batch, sequence]' }, outputs: { logits: 'float32 [batch, sequence, vocab]' } }),
           linears: res.kinds,
           size: { onnxBytes: res.bytes, nativeQuantizedBytes: quantizedBytes, nativeFloatBytes: floatBytes, ratio: res.bytes / (quantizedBytes + floatBytes) },
         },

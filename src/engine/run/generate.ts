@@ -105,7 +105,12 @@ export async function openGenerationModel(path: string, rt: ComputeRuntime): Pro
     source = 'onnx export';
     session = await rt.session(`generate:${onnx}:${statSync(onnx).mtimeMs}`, () => readFileSync(onnx), placement);
     if (!session.inputNames.includes('past_key_values.0.key'))
-      throw new ProtocolError(ErrorCode.InvalidParams, `${onnx} was exported without the KV cache`, onnx, 'export the run again (lopro export RUN --format onnx) to generate with it');
+      throw new ProtocolError(
+        ErrorCode.InvalidParams,
+        `${onnx} was exported without the KV cache`,
+        onnx,
+        'export the run again (lopro export RUN --format onnx) to generate with it',
+      );
   } else {
     const native = isNativeDir(dir);
     source = native ? 'native (quantized)' : 'float';
@@ -170,7 +175,10 @@ export async function generate(m: GenerationModel, prompt: string, opts: Generat
     const out = await rt.run(session, {
       input_ids: i64(input, [1, T]),
       attention_mask: i64(new Array(pos0 + T).fill(1), [1, pos0 + T]),
-      position_ids: i64(Array.from({ length: T }, (_, i) => pos0 + i), [1, T]),
+      position_ids: i64(
+        Array.from({ length: T }, (_, i) => pos0 + i),
+        [1, T],
+      ),
       ...past,
     });
     rt.release(...Object.values(past));

@@ -33,7 +33,10 @@ async function cachedLogits(m: GenerationModel, ids: number[], p: number): Promi
     const out = await m.rt.run(m.session, {
       input_ids: i64(chunk, [1, T]),
       attention_mask: i64(new Array(pos + T).fill(1), [1, pos + T]),
-      position_ids: i64(chunk.map((_, i) => pos + i), [1, T]),
+      position_ids: i64(
+        chunk.map((_, i) => pos + i),
+        [1, T],
+      ),
       ...past,
     });
     assert.deepEqual(out['present.0.key'].dims.slice(2, 3), [pos + T], 'the cache grows by the tokens fed');
@@ -87,7 +90,7 @@ for (const [name, dir, T] of [
   });
 }
 
-test('the generation graph with nothing cached gives the float64 reference forward\'s logits (tiny)', async () => {
+test("the generation graph with nothing cached gives the float64 reference forward's logits (tiny)", async () => {
   const rt = await ComputeRuntime.create({ ep: 'cpu' });
   const model = openModel('fixtures/tiny');
   try {
