@@ -35,13 +35,15 @@ function childTransport(child: ChildProcess): Transport {
 export interface RunCallbacks {
   onProgress?(value: ProgressValue): void;
   onLayerDone?(report: LayerReport): void;
+  /** A `generate` request's new text. */
+  onText?(delta: string): void;
 }
 
 export class EngineClient implements vscode.Disposable {
   private child: ChildProcess | undefined;
   private conn: HostConnection | undefined;
   private lastExit = '';
-  /** Request id → the callbacks of the run that owns it (progress and layer/done carry the id). */
+  /** Request id → the callbacks of the request that owns it (progress, layer/done and generate/text carry the id). */
   private readonly listeners = new Map<number, RunCallbacks>();
   /** How the last cancel ended: ms from cancel to the request settling, and whether the engine was killed. */
   lastCancel: { method: string; ms: number; killed: boolean } | undefined;
@@ -81,6 +83,7 @@ export class EngineClient implements vscode.Disposable {
     conn.onNotification('log', ({ level, message }) => this.log.appendLine(`[engine ${level}] ${message}`));
     conn.onNotification('progress', ({ requestId, value }) => this.listeners.get(requestId)?.onProgress?.(value));
     conn.onNotification('layer/done', ({ requestId, report }) => this.listeners.get(requestId)?.onLayerDone?.(report));
+    conn.onNotification('generate/text', ({ requestId, delta }) => this.listeners.get(requestId)?.onText?.(delta));
     this.child = child;
     this.conn = conn;
     return conn;

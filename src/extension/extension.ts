@@ -114,6 +114,13 @@ export function activate(context: vscode.ExtensionContext): LoproApi {
         if (runB) await runs.compare(runA, runB);
       }),
     ),
+    vscode.commands.registerCommand(
+      'lopro.tryIt',
+      guard('try it', async (runDir?: unknown) => {
+        const dir = typeof runDir === 'string' ? runDir : runDir instanceof vscode.Uri ? runDir.fsPath : (runs.activeRunDir() ?? (await pickRun(runs, 'LoPRo: run to try')));
+        if (dir) await runs.tryIt(dir);
+      }),
+    ),
     vscode.commands.registerCommand('lopro.exportNative', exportCmd('native')),
     vscode.commands.registerCommand('lopro.exportF16', exportCmd('f16')),
     vscode.commands.registerCommand('lopro.exportOnnx', exportCmd('onnx')),

@@ -1,6 +1,7 @@
 // Webview panels: one base class that owns the panel, validates every incoming message
 // (parseFromWebview) and queues outgoing ones until the view says `ready`.
-// ConfigPanel (one per model), ResultsPanel (one per run dir), ComparePanel (one per pair).
+// ConfigPanel (one per model), ResultsPanel (one per run dir), ComparePanel (one per pair);
+// TryPanel (one per run dir) is in ./tryPanel.ts.
 
 import * as path from 'node:path';
 import * as vscode from 'vscode';
@@ -13,7 +14,7 @@ import { webviewHtml, webviewOptions } from './webviewHtml';
 
 export const errorData = (e: unknown): ProtocolErrorData => ProtocolError.from(e).toData();
 
-abstract class Panel implements vscode.Disposable {
+export abstract class Panel implements vscode.Disposable {
   protected readonly panel: vscode.WebviewPanel;
   private readonly disposables: vscode.Disposable[] = [];
   private ready = false;
@@ -90,6 +91,8 @@ export interface PanelHost {
   apply(panel: ResultsPanel, layer: string, candidateId: string): Promise<void>;
   exportRun(runDir: string, format: 'native' | 'f16' | 'onnx', panel?: ResultsPanel): Promise<void>;
   evaluate(panel: ResultsPanel): Promise<void>;
+  /** Opens the run's Try it panel (float and quantized model side by side). */
+  tryIt(runDir: string): Promise<void>;
 }
 
 export class ConfigPanel extends Panel {
@@ -217,6 +220,8 @@ export class ResultsPanel extends Panel {
         return this.host.exportRun(this.runDir, msg.format, this);
       case 'evaluate':
         return this.host.evaluate(this);
+      case 'tryIt':
+        return this.host.tryIt(this.runDir);
       case 'cancel':
         this.host.cancel();
         return;

@@ -12,6 +12,7 @@ import type { Measurements } from '../protocol/plan';
 import { type EngineClient, withEngineProgress } from './engineClient';
 import { ComparePanel, ConfigPanel, ResultsPanel, errorData, type PanelHost } from './panels';
 import type { RunStatusBar } from './statusBar';
+import { TryPanel } from './tryPanel';
 import { readQuantizeConfig } from './settings';
 
 const RECENT_KEY = 'lopro.recentRuns';
@@ -226,6 +227,15 @@ export class RunManager implements PanelHost, vscode.Disposable {
       this.engine.request('run/eval', { runDir: panel.runDir, texts: [text] }, { signal }),
     );
     panel.post({ type: 'eval/done', perplexity });
+  }
+
+  async tryIt(runDir: string): Promise<void> {
+    TryPanel.forRun(runDir, this.context.extensionUri, this.log, this.engine);
+  }
+
+  /** The open Try it panel of a run (for the extension-host tests, which cannot click in a webview). */
+  tryPanel(runDir: string): TryPanel | undefined {
+    return TryPanel.of(runDir);
   }
 
   private async checkText(runDir: string): Promise<string | undefined> {

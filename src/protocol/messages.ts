@@ -2,7 +2,7 @@
 // client). Requests are typed by method → {params, result}; notifications by method → params.
 // Webview ↔ host messages are in ./webview.ts. Nothing here imports vscode, node or the engine.
 
-import type { LayerConfig, QuantizeConfig, Method } from './config';
+import type { ExecutionProviderName, LayerConfig, QuantizeConfig, Method } from './config';
 import type { Measurements } from './plan';
 
 // ── Error codes (named, stable; shown to users together with the message) ────────────────────
@@ -156,6 +156,44 @@ export interface RunSummary {
 
 export type ExportFormat = 'native' | 'f16' | 'onnx';
 
+// ── Generation ("Try it": the float and the quantized model answer the same prompt) ────────────
+/** What a generation ran: an ONNX export's file, or the graph built from a native (quantized) or float folder. */
+export type GenerationSource = 'onnx export' | 'native (quantized)' | 'float';
+
+export interface GenerateParams {
+  /** A run folder (its quantized model), an ONNX export folder, a native folder or a float model folder. */
+  path: string;
+  prompt: string;
+  /** New tokens at most (the prompt and these must fit the model's positions). */
+  maxTokens: number;
+  /** 0 = greedy. */
+  temperature: number;
+  /** In (0, 1]; 1 = the whole distribution. */
+  topP: number;
+  /** Seed of the draws when sampling: the same seed on both sides makes the columns comparable. */
+  seed: number;
+  /** Execution provider (the run's setting); default auto. */
+  ep?: ExecutionProviderName;
+}
+
+export interface GenerateResultData {
+  source: GenerationSource;
+  promptTokens: number;
+  /** The generated ids (an end-of-sequence id included when it stopped the generation). */
+  tokens: number[];
+  text: string;
+  stop: 'eos' | 'max_tokens';
+  /** The prompt's call and the first token's choice (time to first token). */
+  prefillSeconds: number;
+  /** Every later token's call and choice. */
+  decodeSeconds: number;
+  prefillTokensPerSecond: number;
+  /** (tokens − 1) / decodeSeconds; 0 with fewer than two tokens. */
+  decodeTokensPerSecond: number;
+  /** The execution provider that ran it. */
+  ep: string;
+}
+
 // ── Progress (LSP WorkDoneProgress shape) ─────────────────────────────────────────────────────
 export interface ProgressBegin {
   kind: 'begin';
@@ -224,6 +262,16 @@ export interface EngineRequests {
     params: { runDir: string; format: ExportFormat; outDir: string; verifyText?: string };
     result: { outDir: string; files: string[]; bytes: number; perplexity?: number; runPerplexity?: number };
   };
+  /** Text from `prompt`, streamed as `generate/text` notifications; cancel ends it with E_CANCELLED. */
+  generate: {
+    params: GenerateParams;
+    result: GenerateResultData;
+  };
+  /** Lets the engine release the models it keeps open for `generate` (a Try it panel closed). */
+  'generate/release': {
+    params: { paths: string[] };
+    result: { released: number };
+  };
 }
 export type EngineMethod = keyof EngineRequests;
 
@@ -235,6 +283,8 @@ export interface EngineNotifications {
   log: { level: 'debug' | 'info' | 'warn' | 'error'; message: string };
   /** engine → host: one layer finished (drives the live heatmap). */
   'layer/done': { requestId: number; report: LayerReport };
+  /** engine → host: new text of a `generate` request, as soon as it decodes to whole characters. */
+  'generate/text': { requestId: number; delta: string };
   /** host → engine: cancel a running request. */
   cancel: { requestId: number };
 }

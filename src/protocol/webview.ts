@@ -1,4 +1,4 @@
-// Messages between the extension host and its webviews (config panel, results, compare).
+// Messages between the extension host and its webviews (config panel, results, compare, try it).
 // Both directions are discriminated unions on `type`. Whatever arrives from a webview is untrusted:
 // `parseFromWebview` checks every field and returns undefined for anything else.
 // The host → webview direction is checked too (`parseToWebview`) so a stale or foreign message
@@ -6,9 +6,20 @@
 
 import { DEFAULT_CONFIG, DEFAULT_LAYER_CONFIG, type LayerConfig, type QuantizeConfig } from './config';
 import type { Measurements } from './plan';
-import type { ExportFormat, LayerDetails, LayerReport, LinearLayerInfo, ModelSummary, ProgressValue, ProtocolErrorData, RunSummary, EngineRequests } from './messages';
+import type {
+  ExportFormat,
+  GenerateResultData,
+  LayerDetails,
+  LayerReport,
+  LinearLayerInfo,
+  ModelSummary,
+  ProgressValue,
+  ProtocolErrorData,
+  RunSummary,
+  EngineRequests,
+} from './messages';
 
-export type ViewKind = 'config' | 'results' | 'compare';
+export type ViewKind = 'config' | 'results' | 'compare' | 'try';
 export type ExportResult = EngineRequests['run/export']['result'];
 
 // ── host → webview ──────────────────────────────────────────────────────────────────────────
@@ -91,6 +102,35 @@ export interface EvalDoneMessage {
   type: 'eval/done';
   perplexity: Record<string, number>;
 }
+/** Try it: which model a column shows. */
+export type TrySide = 'float' | 'quantized';
+/** Try it panel: the run (the quantized side) and its float model. */
+export interface TryInitMessage {
+  type: 'try/init';
+  runDir: string;
+  /** The run's float model (its manifest's modelPath). */
+  modelPath: string;
+  bpw: number;
+  /** The run's EP setting, which the generations use. */
+  ep: string;
+}
+/** New text of one side's generation. */
+export interface TryTextMessage {
+  type: 'try/text';
+  side: TrySide;
+  delta: string;
+}
+export interface TryDoneMessage {
+  type: 'try/done';
+  side: TrySide;
+  result: GenerateResultData;
+}
+export interface TryFailedMessage {
+  type: 'try/failed';
+  side: TrySide;
+  error: ProtocolErrorData;
+  cancelled: boolean;
+}
 /** A failed host action (shown in the view's status line). */
 export interface ErrorMessage {
   type: 'error';
@@ -119,6 +159,10 @@ export type ToWebview =
   | CompareMessage
   | EvalDoneMessage
   | PlanMeasuredMessage
+  | TryInitMessage
+  | TryTextMessage
+  | TryDoneMessage
+  | TryFailedMessage
   | ErrorMessage;
 
 // ── webview → host ──────────────────────────────────────────────────────────────────────────
@@ -166,6 +210,18 @@ export interface CancelMessage {
 export interface EvaluateMessage {
   type: 'evaluate';
 }
+/** Results view: open the run's Try it panel. */
+export interface TryItMessage {
+  type: 'tryIt';
+}
+/** Try it panel: both models answer `prompt` (ranges are the engine's to check; Stop is `cancel`). */
+export interface GenerateMessage {
+  type: 'generate';
+  prompt: string;
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+}
 
 export type FromWebview =
   | ReadyMessage
@@ -177,9 +233,13 @@ export type FromWebview =
   | ApplyMessage
   | ExportRequestMessage
   | CancelMessage
-  | EvaluateMessage;
+  | EvaluateMessage
+  | TryItMessage
+  | GenerateMessage;
 
 export const EXPORT_FORMATS: readonly ExportFormat[] = ['native', 'f16', 'onnx'];
+/** Longest prompt the Try it panel sends (characters). */
+export const MAX_PROMPT_CHARS = 20000;
 
 // ── validation ──────────────────────────────────────────────────────────────────────────────
 type Obj = Record<string, unknown>;
@@ -222,6 +282,7 @@ export function parseFromWebview(x: unknown): FromWebview | undefined {
     case 'ready':
     case 'cancel':
     case 'evaluate':
+    case 'tryIt':
       return onlyKeys(m, []) ? (m as unknown as FromWebview) : undefined;
     case 'pick':
       return onlyKeys(m, ['field']) && (m.field === 'calibText' || m.field === 'outputFolder') ? (m as unknown as PickMessage) : undefined;
@@ -236,6 +297,14 @@ export function parseFromWebview(x: unknown): FromWebview | undefined {
       return onlyKeys(m, ['layer', 'candidateId']) && isStr(m.layer, 512) && isStr(m.candidateId, 512) && m.candidateId.length > 0 ? (m as unknown as ApplyMessage) : undefined;
     case 'export':
       return onlyKeys(m, ['format']) && EXPORT_FORMATS.includes(m.format as ExportFormat) ? (m as unknown as ExportRequestMessage) : undefined;
+    case 'generate':
+      return onlyKeys(m, ['prompt', 'maxTokens', 'temperature', 'topP']) &&
+        isStr(m.prompt, MAX_PROMPT_CHARS) &&
+        Number.isInteger(m.maxTokens) &&
+        isNum(m.temperature) &&
+        isNum(m.topP)
+        ? (m as unknown as GenerateMessage)
+        : undefined;
     default:
       return undefined;
   }
@@ -256,6 +325,10 @@ const TO_WEBVIEW_FIELDS: Record<ToWebview['type'], string[]> = {
   compare: ['a', 'b'],
   'eval/done': ['perplexity'],
   'plan/measured': ['measurements'],
+  'try/init': ['runDir', 'modelPath', 'bpw'],
+  'try/text': ['side', 'delta'],
+  'try/done': ['side', 'result'],
+  'try/failed': ['side', 'error'],
   error: ['action', 'error'],
 };
 

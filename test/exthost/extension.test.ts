@@ -41,6 +41,7 @@ suite('LoPRo extension in a real VS Code extension host', () => {
       'lopro.openResults',
       'lopro.quantize',
       'lopro.showLog',
+      'lopro.tryIt',
     ]);
     const registered = new Set(await vscode.commands.getCommands(true));
     for (const c of contributed) assert.ok(registered.has(c), `${c} is contributed but not registered`);
@@ -267,6 +268,64 @@ suite('LoPRo commands on finished runs', function () {
       vscode.window.tabGroups.all.flatMap((g) => g.tabs).find((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo Results: rtn'),
     );
     assert.ok(results, 'results panel tab not found');
+  });
+});
+
+suite('LoPRo: Try It on a finished run', function () {
+  this.timeout(240000);
+  type Posted = { type: string; side?: string; delta?: string; result?: { text: string; source: string; stop: string }; cancelled?: boolean; error?: { code: string } };
+
+  test('Try It opens one panel per run; both models stream their answers into it, and Stop cancels both', async () => {
+    const a = await api();
+    const runDir = path.join(ws(), 'runs', 'rtn'); // from the compare test
+    await vscode.commands.executeCommand('lopro.tryIt', runDir);
+    await vscode.commands.executeCommand('lopro.tryIt', runDir); // reveals the same panel
+    const tabs = () => vscode.window.tabGroups.all.flatMap((g) => g.tabs).filter((t) => t.input instanceof vscode.TabInputWebview && t.label === 'LoPRo Try it: rtn');
+    assert.ok(await waitFor(() => tabs()[0]), 'Try it panel tab not found');
+    assert.equal(tabs().length, 1, 'a second Try It on the same run opened another panel');
+    const panel = a.runs.tryPanel(runDir);
+    assert.ok(panel, 'no Try it panel for the run');
+    // What the panel sends its webview, as the webview would get it.
+    const posted: Posted[] = [];
+    const post = panel.post.bind(panel);
+    panel.post = (m) => {
+      posted.push(m as Posted);
+      post(m);
+    };
+    const of = (type: string, side: string) => posted.filter((m) => m.type === type && m.side === side);
+
+    await panel.generate({ prompt: 'The city council', maxTokens: 16, temperature: 0, topP: 1 });
+    for (const [side, source] of [
+      ['float', 'float'],
+      ['quantized', 'native (quantized)'],
+    ]) {
+      const [done] = of('try/done', side);
+      assert.ok(done?.result, `${side}: no result (${JSON.stringify(of('try/failed', side))})`);
+      assert.equal(done.result.source, source);
+      assert.ok(done.result.text.length > 0);
+      assert.equal(
+        of('try/text', side)
+          .map((m) => m.delta)
+          .join(''),
+        done.result.text,
+        `${side}: the streamed text is the result's`,
+      );
+    }
+
+    // Stop once both sides have streamed some of a long answer: both end as cancelled, within the 2 s deadline.
+    posted.length = 0;
+    const long = panel.generate({ prompt: 'The city council', maxTokens: 1500, temperature: 0, topP: 1 });
+    assert.ok(await waitFor(() => (of('try/text', 'float').length && of('try/text', 'quantized').length) || undefined, 60000), 'no text streamed');
+    const t0 = Date.now();
+    panel.stop();
+    await long;
+    const ms = Date.now() - t0;
+    for (const side of ['float', 'quantized']) {
+      const [failed] = of('try/failed', side);
+      assert.ok(failed?.cancelled, `${side}: ${JSON.stringify(failed ?? of('try/done', side)[0])}`);
+    }
+    assert.ok(ms < 2500, `Stop took ${ms} ms`);
+    assert.ok(!panel.generating);
   });
 });
 

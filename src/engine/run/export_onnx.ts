@@ -16,7 +16,7 @@ import { GraphBuilder, type Value } from '../compute/graph';
 import { atomicWriteFile } from '../io/atomic';
 import { readLoproLayer } from '../io/lopro_format';
 import type { LoproStoredLayer } from '../quant/lopro_dequant';
-import { f16ToF32Array, f32ArrayToF16 } from '../io/dtypes';
+import { bf16ToF32Array, f16ToF32Array, f32ArrayToBf16, f32ArrayToF16 } from '../io/dtypes';
 import { blockLinears, expectedShapes, headTensorName, loadModelConfig, type ModelConfig } from '../model/config';
 import type { WeightsProvider } from '../model/llama_forward';
 import { emitBlock, emitBlockConsts, emitCachedConsts, emitHead, type KvPair, type LinearEmitter, type TensorEmitter } from '../model/llama_graph';
@@ -35,8 +35,13 @@ export interface OnnxExportModel {
 }
 
 export interface OnnxExportOptions {
-  /** com.microsoft MatMulNBits for 4-bit residuals (default true; ORT CPU, CUDA and WebGPU run it). */
+  /** com.microsoft MatMulNBits for 2-, 3- (in the 4-bit container), 4- and 8-bit residuals (default true). */
   matMulNBits?: boolean;
+  /**
+   * Float activations into MatMulNBits (accuracy_level 0) instead of the default int8 blocks (4): exact to the
+   * run's numbers, but the CPU EP's 2-bit decode is 5× slower than float then (bench/RESULTS.md, issue 18).
+   */
+  floatActivations?: boolean;
   /** Longest sequence the rope tables cover (default min(max_position_embeddings, 8192)). */
   maxPositions?: number;
   /**
@@ -76,7 +81,7 @@ const PROTOBUF_LIMIT = 2 ** 31 - 1;
 export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOptions = {}): Promise<{ bytes: Uint8Array; kinds: Record<LinearKind, number> }> {
   const { cfg } = model;
   const maxPos = opts.maxPositions ?? Math.min(cfg.maxPositions, 8192);
-  const linOpts = { matMulNBits: opts.matMulNBits ?? true };
+  const linOpts = { matMulNBits: opts.matMulNBits ?? true, accuracyLevel: opts.floatActivations ? (0 as const) : (4 as const) };
   const kinds: Record<LinearKind, number> = { dense: 0, matmulnbits: 0, dequant: 0, codebook: 0 };
   const g = new GraphBuilder('lopro_llama');
   g.useDomain('com.microsoft', 1);
@@ -85,14 +90,20 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
     initBytes += data.byteLength;
     return g.initializer(name, data, dims);
   };
-  // A large float matrix (embedding, head) every value of which is a float16 (an F16 checkpoint's) is stored
-  // as float16 with a Cast: half the file, the same numbers.
+  // A large float matrix (embedding, head) every value of which is a float16 or a bfloat16 (an F16 or BF16
+  // checkpoint's) is stored in that type with a Cast: half the file, the same numbers (ORT folds the Cast at load).
   const matrixInit = (name: string, data: Float32Array, dims: number[]): Value => {
-    const h = f32ArrayToF16(data);
-    const back = f16ToF32Array(h);
-    if (!back.every((v, i) => Object.is(v, data[i]))) return init(name, data, dims);
-    initBytes += h.byteLength;
-    return g.op('Cast', [g.initializer(name, h, dims, 'float16')], { to: 1 });
+    for (const [dtype, to, from] of [
+      ['float16', f32ArrayToF16, f16ToF32Array],
+      ['bfloat16', f32ArrayToBf16, bf16ToF32Array],
+    ] as const) {
+      const h = to(data);
+      const back = from(h);
+      if (!back.every((v, i) => Object.is(v, data[i]))) continue;
+      initBytes += h.byteLength;
+      return g.op('Cast', [g.initializer(name, h, dims, dtype)], { to: 1 });
+    }
+    return init(name, data, dims);
   };
   const kvCache = opts.kvCache ?? true;
   const ids = g.input('input_ids', 'int64', ['batch', 'sequence']);

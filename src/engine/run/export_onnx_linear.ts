@@ -21,6 +21,11 @@ import { f32ArrayToF16 } from '../io/dtypes';
 export interface LinearEmitOptions {
   /** Use com.microsoft MatMulNBits for 2-, 4- and 8-bit residuals (default true). */
   matMulNBits: boolean;
+  /**
+   * MatMulNBits' accuracy_level: 4 lets the CPU EP quantize each block of activations to int8 and use its integer
+   * kernels (the only fast 2-bit path it has; GPU EPs ignore it), 0 keeps float activations.
+   */
+  accuracyLevel: 0 | 4;
 }
 
 /** Which ops a layer became (for the export report). */
@@ -99,7 +104,12 @@ function emitResidual(g: GraphBuilder, name: string, s: LoproStoredLayer, xr: Va
     const B = g.initializer(`${name}.qweight`, p.B, [m, p.kBlocks, p.blob]);
     const sc = g.initializer(`${name}.scales`, p.scales, [m * p.kBlocks]);
     const zp = g.initializer(`${name}.qzeros`, p.zp, [m * p.zpCols]);
-    const y = g.op('MatMulNBits', [xr, B, sc, zp], { K: n, N: m, bits: matMulNBitsWidth(s.bits)!, block_size: s.groupSize }, { domain: 'com.microsoft', dtype: 'float32' });
+    const y = g.op(
+      'MatMulNBits',
+      [xr, B, sc, zp],
+      { K: n, N: m, bits: matMulNBitsWidth(s.bits)!, block_size: s.groupSize, accuracy_level: opts.accuracyLevel },
+      { domain: 'com.microsoft', dtype: 'float32' },
+    );
     return { y, kind: 'matmulnbits' };
   }
   if (s.method === 'lopro') {

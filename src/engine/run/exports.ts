@@ -107,9 +107,11 @@ async function exportLocked(dir: RunDir, p: ExportParams, hooks: RunHooks): Prom
     result.perplexity = exported[key];
     result.runPerplexity = m.perplexity?.[key] ?? (await evalPath(dir.dir, [p.verifyText], { ctx: m.ctx, ep: m.config.ep }, hooks))[key];
     const rel = Math.abs(result.perplexity / result.runPerplexity - 1);
+    // ONNX: MatMulNBits takes its activations as int8 blocks (export_onnx.ts floatActivations): base W2 +0.07 %.
+    const tolerance = format === 'onnx' ? 0.005 : 0.001;
     hooks.log(
-      rel <= 0.001 ? 'info' : 'warn',
-      `verify ${format}: export perplexity ${result.perplexity.toFixed(4)} vs run ${result.runPerplexity.toFixed(4)} (${(rel * 100).toFixed(3)}% apart)`,
+      rel <= tolerance ? 'info' : 'warn',
+      `verify ${format}: export perplexity ${result.perplexity.toFixed(4)} vs run ${result.runPerplexity.toFixed(4)} (${(rel * 100).toFixed(3)}% apart${format === 'onnx' ? ', int8 activations in the quantized MatMuls' : ''})`,
     );
   }
   return result;

@@ -41,6 +41,8 @@ export interface GenerateOptions {
   /** Seed of the draws when sampling (default 0). */
   seed?: number;
   signal?: AbortSignal;
+  /** Stop at an end-of-sequence id (default true; benchmarks decode a fixed count). */
+  stopAtEos?: boolean;
   /** Each new piece of text as soon as it decodes to whole characters. */
   onText?: (delta: string) => void;
 }
@@ -142,10 +144,10 @@ async function graphOfFolder(dir: string, cfg: ModelConfig, native: boolean): Pr
 
 const i64 = (values: ArrayLike<number>, dims: number[]) => new ort.Tensor('int64', BigInt64Array.from(Array.from(values, BigInt)), dims);
 
-/** Generates from `prompt` (no special tokens added, as the protocol tokenizes). */
-export async function generate(m: GenerationModel, prompt: string, opts: GenerateOptions): Promise<GenerateResult> {
+/** Generates from `prompt`: text (tokenized without special tokens, as the protocol does) or token ids. */
+export async function generate(m: GenerationModel, prompt: string | Int32Array, opts: GenerateOptions): Promise<GenerateResult> {
   const { cfg, rt, session } = m;
-  const ids = m.tokenizer.encode(prompt);
+  const ids = typeof prompt === 'string' ? m.tokenizer.encode(prompt) : prompt;
   if (!ids.length) throw new ProtocolError(ErrorCode.InvalidParams, 'the prompt is empty (no tokens)', '--prompt');
   if (!(opts.maxTokens >= 1)) throw new ProtocolError(ErrorCode.InvalidParams, `--max-tokens must be at least 1, got ${opts.maxTokens}`, '--max-tokens');
   const limit = Math.min(cfg.maxPositions, 8192);
@@ -197,7 +199,7 @@ export async function generate(m: GenerationModel, prompt: string, opts: Generat
     for (;;) {
       tokens.push(next);
       emit();
-      if (m.eos.has(next)) {
+      if (opts.stopAtEos !== false && m.eos.has(next)) {
         stop = 'eos';
         break;
       }

@@ -1,6 +1,6 @@
 // The engine's request handlers (EngineRequests in src/protocol/messages.ts), shared by worker mode.
 // Progress, layer/done and log notifications carry the request id; `cancel` aborts ctx.signal,
-// which the pipeline checks between layers and calibration batches.
+// which the pipeline checks between layers and calibration batches, and `generate` between tokens.
 
 import * as ort from 'onnxruntime-node';
 import type { Connection, RequestContext } from '../../protocol/rpc';
@@ -13,6 +13,7 @@ import { evalPath } from './evaluate';
 import { exportRun } from './exports';
 import { applyCandidate, layerDetails, requantizeLayer } from './requantize';
 import { ENGINE_VERSION } from './version';
+import { GenerationModels, serveGenerate } from './generate_models';
 import { resolve } from 'node:path';
 
 // Mapped copies: interfaces have no index signature, so they do not satisfy Connection's Record bounds.
@@ -42,6 +43,8 @@ function availableEps(): string[] {
 }
 
 export function registerEngineHandlers(conn: EngineConnection): void {
+  // Open models of "Try it", kept for this connection's life (a second prompt reuses the session).
+  const generation = new GenerationModels((message) => conn.sendNotification('log', { level: 'info', message }));
   conn.onRequest('engine/hello', async () => ({ engineVersion: ENGINE_VERSION, availableEps: availableEps(), pid: process.pid }));
   conn.onRequest('model/inspect', async (p) => inspectModel(p.path));
   conn.onRequest('run/start', async (p, ctx) =>
@@ -57,4 +60,6 @@ export function registerEngineHandlers(conn: EngineConnection): void {
   conn.onRequest('layer/apply', async (p) => applyCandidate(p.runDir, p.layer, p.candidateId));
   conn.onRequest('run/eval', async (p, ctx) => evalPath(p.runDir, p.texts, { ctx: 0 }, hooksFor(conn, ctx)));
   conn.onRequest('run/export', async (p, ctx) => exportRun(p, hooksFor(conn, ctx)));
+  conn.onRequest('generate', async (p, ctx) => serveGenerate(generation, p, ctx.signal, (delta) => conn.sendNotification('generate/text', { requestId: ctx.id, delta })));
+  conn.onRequest('generate/release', async (p) => ({ released: generation.release(Array.isArray(p.paths) ? p.paths.filter((x) => typeof x === 'string') : []) }));
 }

@@ -19,6 +19,9 @@ test('accepts every well-formed message unchanged', () => {
     { type: 'requantize', layer: 'x', overrides: { method: 'gptq', bits: 3 } },
     { type: 'apply', layer: 'x', candidateId: 'abc' },
     { type: 'export', format: 'f16' },
+    { type: 'tryIt' },
+    { type: 'generate', prompt: 'The city council', maxTokens: 48, temperature: 0, topP: 1 },
+    { type: 'generate', prompt: '', maxTokens: 1500, temperature: 0.7, topP: 0.9 },
   ];
   for (const g of good) assert.deepEqual(parseFromWebview(structuredClone(g)), g);
 });
@@ -56,6 +59,13 @@ test('rejects junk: wrong types, missing or extra fields, unknown keys, non-fini
     { type: 'apply', layer: 'x', candidateId: '' },
     { type: 'export', format: 'exe' },
     { type: 'export' },
+    { type: 'tryIt', runDir: '/r' },
+    { type: 'generate', prompt: 'x', maxTokens: 4.5, temperature: 0, topP: 1 },
+    { type: 'generate', prompt: 'x', maxTokens: 4, temperature: NaN, topP: 1 },
+    { type: 'generate', prompt: 'x', maxTokens: 4, temperature: 0 },
+    { type: 'generate', prompt: 7, maxTokens: 4, temperature: 0, topP: 1 },
+    { type: 'generate', prompt: 'x'.repeat(20001), maxTokens: 4, temperature: 0, topP: 1 },
+    { type: 'generate', prompt: 'x', maxTokens: 4, temperature: 0, topP: 1, path: '/etc' },
   ];
   for (const j of junk) assert.equal(parseFromWebview(j), undefined, `accepted ${JSON.stringify(j)}`);
 });
@@ -66,4 +76,6 @@ test('parseToWebview drops unknown types and messages missing required fields', 
   assert.equal(parseToWebview({ type: 'layer/done', report: { name: 'a' } }), undefined);
   assert.ok(parseToWebview({ type: 'layer/done', report: { name: 'a', relProxyLoss: 0.1 } }));
   assert.ok(parseToWebview({ type: 'progress', value: { kind: 'end' } }));
+  assert.equal(parseToWebview({ type: 'try/text', side: 'float' }), undefined);
+  assert.ok(parseToWebview({ type: 'try/text', side: 'float', delta: 'a' }));
 });

@@ -54,7 +54,7 @@ test("ONNX export of a native mixed-quantized tiny folder: perplexity equals the
   // A native LoPRo folder on disk, as the pipeline writes it: quantized layers in the LoPRo format,
   // the rest as stored (float32 here). Engine and ONNX both read it back from disk.
   const dir = mkdtempSync(join(tmpdir(), 'lopro-onnx-'));
-  let eng: PerplexityResult, float: PerplexityResult, onnxPpl: number;
+  let eng: PerplexityResult, float: PerplexityResult, onnxPpl: number, int8Ppl: number;
   const T = 256,
     windows = [0, 7, 100];
   const { ids } = tokenizeFile(m.tokenizer(), 'fixtures/text/persuasion.txt', m.cfg.vocabSize, null);
@@ -72,7 +72,7 @@ test("ONNX export of a native mixed-quantized tiny folder: perplexity equals the
     writeSafetensorsAtomic(join(nativeDir, 'model.safetensors'), tensors);
     for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) copyFileSync(join('fixtures/tiny', f), join(nativeDir, f));
 
-    const res = await exportOnnxFromNative(nativeDir, outDir, { maxPositions: 256 });
+    const res = await exportOnnxFromNative(nativeDir, outDir, { maxPositions: 256, floatActivations: true });
     assert.deepEqual(res.kinds, { dense: 7 * 3, matmulnbits: 5, dequant: 1, codebook: 1 });
     assert.ok(existsSync(join(outDir, 'tokenizer.json')) && existsSync(join(outDir, 'config.json')));
 
@@ -82,6 +82,9 @@ test("ONNX export of a native mixed-quantized tiny folder: perplexity equals the
     native.close();
     float = await perplexity(m.cfg, ids, w, { ctx: T, rt, windows });
     onnxPpl = (await perplexityOnnx(res.path, ids, { ctx: T, rt, windows })).ppl;
+    // The default export: int8 activation blocks into MatMulNBits (accuracy_level 4), close but not equal.
+    const int8 = await exportOnnxFromNative(nativeDir, join(dir, 'onnx_int8'), { maxPositions: 256 });
+    int8Ppl = (await perplexityOnnx(int8.path, ids, { ctx: T, rt, windows })).ppl;
     await rt.dispose();
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -89,6 +92,9 @@ test("ONNX export of a native mixed-quantized tiny folder: perplexity equals the
   const diff = Math.abs(onnxPpl - eng.ppl) / eng.ppl;
   tc.diagnostic(`onnx ppl ${onnxPpl.toFixed(4)}, engine ${eng.ppl.toFixed(4)}, float ${float.ppl.toFixed(4)}, diff ${(100 * diff).toExponential(2)} %`);
   assert.ok(diff < 0.001, `onnx ${onnxPpl} vs engine ${eng.ppl} (${(100 * diff).toFixed(4)} %)`);
+  const int8Diff = Math.abs(int8Ppl - eng.ppl) / eng.ppl;
+  tc.diagnostic(`int8 activations: onnx ppl ${int8Ppl.toFixed(4)}, ${(100 * int8Diff).toFixed(3)} % from the engine's`);
+  assert.ok(int8Diff < 0.01 && int8Ppl !== onnxPpl, `int8 activations: ${int8Ppl} vs engine ${eng.ppl}`);
   // The quantization is real: the quantized model is measurably worse than float.
   assert.ok(eng.ppl > float.ppl * 1.001, `quantized ${eng.ppl} vs float ${float.ppl}`);
   m.close();

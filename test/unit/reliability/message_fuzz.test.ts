@@ -88,6 +88,8 @@ const GOOD_FROM_WEBVIEW: Record<string, unknown>[] = [
   { type: 'requantize', layer: 'x', overrides: { bits: 3 } },
   { type: 'apply', layer: 'x', candidateId: 'c1' },
   { type: 'export', format: 'onnx' },
+  { type: 'tryIt' },
+  { type: 'generate', prompt: 'The city council', maxTokens: 48, temperature: 0, topP: 1 },
 ];
 const GOOD_ENVELOPES: Record<string, unknown>[] = [
   { kind: 'request', id: 1, method: 'model/inspect', params: {} },
