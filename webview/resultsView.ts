@@ -1,6 +1,7 @@
 // Results view: live heatmap (blocks × modules, colour = relative proxy loss, one cell per
 // layer/done), run status and progress, the run summary with perplexity, export buttons with the
-// export's perplexity check, and the layer view below when a cell is clicked.
+// export's perplexity check, "Try it" (the float and the quantized model side by side) once the run is done,
+// and the layer view below when a cell is clicked.
 
 import type { LayerReport, LinearLayerInfo, RunSummary } from '../src/protocol/messages';
 import type { RunBeginMessage, ToWebview } from '../src/protocol/webview';
@@ -20,6 +21,11 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
   const status = h('p', { class: 'status', id: 'run-status' }, 'Waiting for the engine…');
   const progress = h('vscode-progress-bar', { id: 'progress' }) as HTMLElement & { value: number; max: number; indeterminate: boolean };
   const cancelBtn = h('vscode-button', { id: 'cancel', secondary: true, onclick: () => post({ type: 'cancel' }) }, 'Cancel');
+  const tryBtn = h(
+    'vscode-button',
+    { id: 'try-it', hidden: true, title: 'The float and the quantized model answer the same prompt side by side', onclick: () => post({ type: 'tryIt' }) },
+    'Try it',
+  );
   const heat = h('div', { id: 'heatmap-container' });
   // A target-size run: the plan each layer got (method, bits, rank), filled in as the layers are quantized.
   const planHeat = h('div', { id: 'plan-heatmap' });
@@ -44,7 +50,7 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
   root.append(
     title,
     runLine,
-    h('div', { class: 'status-row' }, status, cancelBtn),
+    h('div', { class: 'status-row' }, status, cancelBtn, tryBtn),
     progress,
     h('section', { class: 'heat-section' }, h('h2', {}, 'Relative proxy loss per layer  tr(ΔHΔᵀ) / tr(WHWᵀ)'), heat, summaryBox),
     planSection,
@@ -142,6 +148,7 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
         progress.hidden = false;
         progress.indeterminate = true;
         cancelBtn.hidden = false;
+        tryBtn.hidden = true;
         redraw();
         return;
       case 'progress':
@@ -166,6 +173,7 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
         root.dataset.state = 'done';
         progress.hidden = true;
         cancelBtn.hidden = true;
+        tryBtn.hidden = false;
         exportBox.parentElement!.hidden = false;
         drawSummary(m.summary, m.seconds);
         redraw();

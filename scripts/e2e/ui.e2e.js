@@ -1,7 +1,8 @@
 // UI e2e in a real VS Code (code-server) driven by Playwright + Debian chromium:
 // right-click the tiny model folder → "LoPRo: Quantize…" → config panel → fast config → start →
 // live heatmap until done → click a cell → layer view → re-run that layer with other bits →
-// apply → export (with its perplexity check). Screenshots go to $SHOTS.
+// apply → export (with its perplexity check) → "Try it" (float vs quantized, Stop) → a target run → compare →
+// reload → CSP → a Mixtral run. Screenshots go to $SHOTS.
 // Usage: node ui.e2e.js <code-server-url> <workspace-dir> <screenshot-dir>   (NODE_PATH has playwright-core)
 const { chromium } = require('playwright-core');
 const fs = require('node:fs'),
@@ -272,6 +273,51 @@ async function fill(frame, id, value) {
       await shot('export.png');
     });
 
+    await step('"Try it" in the results view: the float and the quantized model answer one prompt side by side, streaming, with tokens/s; Stop cancels both', async () => {
+      await res.locator('#try-it').scrollIntoViewIfNeeded();
+      await res.locator('#try-it').click();
+      const tryv = await webview(page, '#generate', 60000);
+      // The column heads are filled in from the run (run/load): the float model's name, the run's and its bpw.
+      const qHead = tryv.locator('#head-quantized');
+      await qHead.filter({ hasText: /^quantized — tiny-\S+ \(\d\.\d\d bpw\)$/ }).waitFor({ timeout: 60000 });
+      const fHead = await tryv.locator('#head-float').textContent();
+      if (fHead !== 'float — tiny') throw new Error(`float column head: ${fHead}`);
+      await tryv.locator('#prompt textarea').fill('The city council');
+      const tGen = Date.now();
+      await tryv.locator('#generate').click();
+      const states = () => Promise.all(['float', 'quantized'].map((s) => tryv.locator(`#col-${s}`).getAttribute('data-state')));
+      for (const end = Date.now() + 120000; ; await page.waitForTimeout(200)) {
+        const st = await states();
+        if (st.every((x) => x === 'done')) break;
+        if (st.some((x) => x === 'failed' || x === 'cancelled') || Date.now() > end)
+          throw new Error(`Try it: ${st.join('/')}: ${(await tryv.locator('.try-stats').allTextContents()).join(' | ')}`);
+      }
+      timings.tryItS = (Date.now() - tGen) / 1000;
+      const stats = /^prompt \d+ tokens · prefill [\d.e+]+ tok\/s · decode [\d.e+]+ tok\/s · (\d+) tokens · stopped at (end of sequence|token limit) · EP \w+$/;
+      for (const side of ['float', 'quantized']) {
+        const line = await tryv.locator(`#stats-${side}`).textContent();
+        const text = await tryv.locator(`#text-${side} .try-out`).textContent();
+        lap(`${side}: ${JSON.stringify(text.slice(0, 80))} — ${line}`);
+        const m = stats.exec(line);
+        if (!m) throw new Error(`${side} stats line: ${line}`);
+        if (!(Number(m[1]) >= 1 && Number(m[1]) <= 48) || !text.trim()) throw new Error(`${side}: ${m[1]} tokens, text ${JSON.stringify(text)}`);
+      }
+      await shot('try-it.png');
+      // A long answer (1500 new tokens), stopped once both columns are streaming: both say cancelled within seconds.
+      await fill(tryv, 'maxTokens', 1500);
+      await tryv.locator('#generate').click();
+      const streamed = async () => (await Promise.all(['float', 'quantized'].map((s) => tryv.locator(`#text-${s} .try-out`).textContent()))).every((t) => t.length > 0);
+      for (const end = Date.now() + 60000; !((await states()).every((x) => x === 'running') && (await streamed())); await page.waitForTimeout(100))
+        if (Date.now() > end) throw new Error(`the long answer did not start streaming: ${(await states()).join('/')}`);
+      const tStop = Date.now();
+      await tryv.locator('#stop').click();
+      for (const end = Date.now() + 5000; !(await states()).every((x) => x === 'cancelled'); await page.waitForTimeout(100))
+        if (Date.now() > end) throw new Error(`after Stop: ${(await states()).join('/')}: ${(await tryv.locator('.try-stats').allTextContents()).join(' | ')}`);
+      timings.tryItStopS = (Date.now() - tStop) / 1000;
+      lap(`Stop → both cancelled in ${timings.tryItStopS.toFixed(1)} s: ${(await tryv.locator('.try-stats').allTextContents()).join(' | ')}`);
+      await shot('try-it-stopped.png');
+    });
+
     await step('a target run from the config panel: measure, see the plan change with the target, start, then "LoPRo: Compare Runs"', async () => {
       await page.getByRole('tab', { name: /LoPRo: Quantize tiny/ }).click();
       cfg = await webview(page, '#est-bpw', 30000);
@@ -382,7 +428,8 @@ async function fill(frame, id, value) {
 
     await step('no Content-Security-Policy violations in the LoPRo webviews (and the CSP does block inline code)', async () => {
       const seen = cspViolations.splice(0);
-      for (const v of seen) lap(`CSP: ${v.slice(0, 300)}`);
+      // The frame's URL is long: show its start and the message (what was refused, and by which directive).
+      for (const v of seen) lap(`CSP: ${v.length > 600 ? `${v.slice(0, 150)} … ${v.slice(-450)}` : v}`);
       const ours = seen.filter((v) => /webview|vscode-resource|vscode-cdn/.test(v));
       if (ours.length) throw new Error(`${ours.length} CSP violations in webviews: ${ours[0].slice(0, 300)}`);
       // Self-check of the detector and of the policy: an injected inline script must be refused.
@@ -462,6 +509,7 @@ async function fill(frame, id, value) {
     fs.rmSync(profile, { recursive: true, force: true });
   }
   fs.writeFileSync(path.join(shots, 'ui-results.json'), JSON.stringify({ results, timings }, null, 2));
+  if (timings.tryItS) console.log(`TIMING Try it: Generate → both answers ${timings.tryItS.toFixed(1)} s; Stop → both cancelled ${timings.tryItStopS?.toFixed(1)} s`);
   if (timings.rightClickToHeatmapS)
     console.log(`TIMING right-click → finished heatmap: ${timings.rightClickToHeatmapS.toFixed(1)} s (start → heatmap ${timings.startToHeatmapS.toFixed(1)} s)`);
   const passed = results.filter((r) => r.ok).length;
