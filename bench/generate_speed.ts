@@ -1,6 +1,6 @@
 // Prefill and decode speed of models side by side in one process (issue 18): each model continues the same
 // prompt (the first P tokens of a text) for N tokens, greedy, end-of-sequence ignored; one warm-up, then R
-// repeats; the table gives the medians. Models are anything `lopro generate` takes (a float folder, a run, an
+// repeats taken in turn across the models; the table gives the medians. Models are anything `lopro generate` takes (a float folder, a run, an
 // ONNX export); the ONNX size is the export's model.onnx where there is one, else the in-memory graph's bytes.
 //   node --import tsx bench/generate_speed.ts [--ep cpu|webgpu|cuda] [--prompt-tokens 128] [--new-tokens 64]
 //        [--repeats 3] [--text fixtures/text/persuasion.txt] [--json FILE] name=PATH [name=PATH ...]
@@ -35,15 +35,19 @@ const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length
 
 async function main() {
   const rt = await getRuntime(ep);
-  const rows: Record<string, unknown>[] = [];
+  // All models open at once and the repeats taken in turn (model 1, 2, 3, 1, 2, 3, …): what else runs on the machine
+  // meanwhile weighs on every model alike.
+  const opened = [];
   for (const { name, path } of models) {
     const t0 = performance.now();
     const m = await openGenerationModel(path, rt);
-    const openS = (performance.now() - t0) / 1000;
     const ids = tokenizeFile(m.tokenizer, text, m.cfg.vocabSize, null).ids.slice(0, P);
     await generate(m, ids, { maxTokens: 4, stopAtEos: false });
-    const runs = [];
-    for (let r = 0; r < R; r++) runs.push(await generate(m, ids, { maxTokens: N, stopAtEos: false }));
+    opened.push({ name, path, m, ids, openSeconds: (performance.now() - t0) / 1000, runs: [] as Awaited<ReturnType<typeof generate>>[] });
+  }
+  for (let r = 0; r < R; r++) for (const o of opened) o.runs.push(await generate(o.m, o.ids, { maxTokens: N, stopAtEos: false }));
+  const rows: Record<string, unknown>[] = [];
+  for (const { name, path, m, runs, openSeconds } of opened) {
     const row = {
       name,
       path,
@@ -53,12 +57,12 @@ async function main() {
       prefillTokPerS: median(runs.map((x) => x.prefillTokensPerSecond)),
       decodeTokPerS: median(runs.map((x) => x.decodeTokensPerSecond)),
       decodeMsPerToken: 1000 / median(runs.map((x) => x.decodeTokensPerSecond)),
-      openSeconds: openS,
+      openSeconds,
       sameTokensAsFirst: rows.length ? JSON.stringify(runs[0].tokens.slice(0, 16)) === (rows[0].first16 as string) : true,
       first16: JSON.stringify(runs[0].tokens.slice(0, 16)),
     };
     rows.push(row);
-    console.error(`${name}: prefill ${row.prefillTokPerS.toFixed(1)} tok/s, decode ${row.decodeTokPerS.toFixed(1)} tok/s (open ${openS.toFixed(1)} s)`);
+    console.error(`${name}: prefill ${row.prefillTokPerS.toFixed(1)} tok/s, decode ${row.decodeTokPerS.toFixed(1)} tok/s (open ${openSeconds.toFixed(1)} s)`);
   }
   const base = rows[0].decodeTokPerS as number;
   console.log(`\n## generate_speed — ${new Date().toISOString()} — ${hostname()}, ${cpus().length} cores, EP ${rt.ep}`);

@@ -173,13 +173,15 @@ export function emitLoproLinear(g: GraphBuilder, name: string, s: LoproStoredLay
     const invAlpha = g.initializer(
       `${name}.inv_alpha`,
       Float32Array.from(alpha, (a) => 1 / a),
-      [n],
+      [n, 1],
     );
     const V = fp8AsF16(g, `${name}.lr_v`, s.vCodes, [s.rank, n]);
     const U = fp8AsF16(g, `${name}.lr_u`, s.uCodes, [m, s.rank]);
-    const sigma = g.initializer(`${name}.lr_sigma`, f32(decodeF16(s.sigmaBits)), [s.rank]);
-    const t = g.op('Mul', [matmulWt(g, g.op('Mul', [x, invAlpha]), V), sigma]);
-    y = g.op('Add', [y, matmulWt(g, t, U)]);
+    const sigma = g.initializer(`${name}.lr_sigma`, f32(decodeF16(s.sigmaBits)), [1, s.rank]);
+    // (x / α)·Vᵀ·diag(σ) = x·(diag(1/α)·Vᵀ·diag(σ)): the product of initializers only, which ORT folds into one
+    // [n, r] matrix when it loads the model; the file keeps the compact factors, each call runs one MatMul.
+    const vScaled = g.op('Mul', [g.op('Mul', [g.op('Transpose', [V], { perm: [1, 0] }), invAlpha]), sigma]);
+    y = g.op('Add', [y, matmulWt(g, g.op('MatMul', [x, vScaled]), U)]);
   }
   if (bias) y = g.op('Add', [y, bias]);
   return { y, kind: res.kind };

@@ -119,7 +119,11 @@ export async function openGenerationModel(path: string, rt: ComputeRuntime): Pro
     const bytes = await graphOfFolder(dir, cfg, native);
     session = await rt.session(`generate:${dir}:${Date.now()}`, () => bytes, placement);
   }
-  return { dir, source, cfg, tokenizer, eos: eosIds(dir), session, rt };
+  const m: GenerationModel = { dir, source, cfg, tokenizer, eos: eosIds(dir), session, rt };
+  // One short call first: ORT sizes its buffers and (GPU EPs) compiles its kernels on a session's first runs, which
+  // would otherwise be counted as the first prompt's prefill.
+  await generate(m, Int32Array.of(0, 1), { maxTokens: 2, stopAtEos: false });
+  return m;
 }
 
 /** The export graph of a native or float folder, in memory. */
