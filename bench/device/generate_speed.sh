@@ -10,7 +10,8 @@
 #   carry [.gpu/node.xz, .gl, .gpu/bench, .gpu/tok]            bash bench/device/generate_speed.sh setup-node
 #   carry [.gpu/ort130.tar.xz, .gpu/dawn.node.xz]                bash bench/device/generate_speed.sh setup-ort130 webgpu
 #   carry [.gpu/check]                                           bash bench/device/generate_speed.sh check seven
-#   carry [.gpu/ort129.tar.xz, .gpu/prov_sm90.so.xz]             bash bench/device/generate_speed.sh cuda
+#   carry [.gpu/ort129.tar.xz]                                   bash bench/device/generate_speed.sh setup-ort129
+#   carry [.gpu/prov_sm90.so.xz]                                 bash bench/device/generate_speed.sh cuda
 set -u
 L=/tmp/l
 LOPRO="$L/node .gpu/bench/lopro.js"
@@ -43,9 +44,12 @@ for step in "$@"; do
     check)
       python3 bench/device/onnx_check.py .gpu/check/tiny_w2_float .gpu/check/tiny_w2_int8 .gpu/check/dump
       ;;
+    setup-ort129)
+      mkdir -p $L/o129 && tar -C $L/o129 -xJf .gpu/ort129.tar.xz
+      ;;
     cuda)
       D=$L/o129/node_modules/onnxruntime-node/bin/napi-v6/linux/x64
-      mkdir -p $L/o129 && tar -C $L/o129 -xJf .gpu/ort129.tar.xz && xz -dc .gpu/prov_sm90.so.xz > $D/libonnxruntime_providers_cuda.so
+      [ -f .gpu/prov_sm90.so.xz ] && xz -dc .gpu/prov_sm90.so.xz > $D/libonnxruntime_providers_cuda.so
       NV=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
       export LOPRO_ORT_DIR=$L/o129/node_modules LD_LIBRARY_PATH=$D:$NV/cu13/lib:$NV/cudnn/lib:/usr/local/cuda-13.0/lib64:${LD_LIBRARY_PATH:-}
       timeout 400 $SPEED --ep cuda --json $OUT/speed_cuda.json $MODELS

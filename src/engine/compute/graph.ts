@@ -234,6 +234,32 @@ export class GraphBuilder {
     });
   }
 
+  /**
+   * The model with every initializer of at least `minBytes` stored in a data file `location` beside it (ONNX external
+   * data; what a model past protobuf's 2 GiB needs): the model bytes and the data file's pieces in order, each at its
+   * offset (64-byte aligned, zeros between), still referencing the initializers' arrays.
+   */
+  toModelWithExternalData(location: string, minBytes = 1024): { model: Uint8Array; pieces: { offset: number; bytes: Uint8Array }[]; dataBytes: number } {
+    if (this.outputs.length === 0) throw new Error(`graph ${this.name}: no outputs`);
+    const { nodes, inits, needed } = this.live();
+    const pieces: { offset: number; bytes: Uint8Array }[] = [];
+    let offset = 0;
+    const placed = inits.map((t) => {
+      if (t.rawData.byteLength < minBytes) return t;
+      offset = Math.ceil(offset / 64) * 64;
+      pieces.push({ offset, bytes: t.rawData });
+      const spec = { ...t, external: { location, offset } };
+      offset += t.rawData.byteLength;
+      return spec;
+    });
+    const model = encodeModel({
+      irVersion: 8,
+      opsets: [{ domain: '', version: this.opset }, ...[...this.domains].map(([domain, version]) => ({ domain, version }))],
+      graph: { name: this.name, nodes, initializers: placed, inputs: this.inputs.filter((i) => needed.has(i.name)), outputs: this.outputs },
+    });
+    return { model, pieces, dataBytes: offset };
+  }
+
   /** Nodes (in emission order, which is topological), initializers and value names reachable from the outputs. */
   private live(): { nodes: NodeProtoSpec[]; inits: TensorProtoSpec[]; needed: Set<string> } {
     const needed = new Set(this.outputs.map((o) => o.name));

@@ -144,9 +144,10 @@ export class ComputeRuntime {
 
   /**
    * A session for `key` (graph identity + every shape/attribute baked into the graph), built on first use.
-   * `build` is only called on a miss.
+   * `build` is only called on a miss; it returns the model's bytes, or its file's path (a model with external data
+   * must be loaded from its path, beside which ORT finds the data file).
    */
-  session(key: string, build: () => Uint8Array, placement: OutputPlacement = 'host', tune: SessionTune = {}): Promise<ort.InferenceSession> {
+  session(key: string, build: () => Uint8Array | string, placement: OutputPlacement = 'host', tune: SessionTune = {}): Promise<ort.InferenceSession> {
     const spin = tune.allowSpinning ?? this.opts.allowSpinning;
     const k = `${key}|${typeof placement === 'string' ? placement : JSON.stringify(placement)}${spin === false ? '|nospin' : ''}`;
     const hit = this.cache.get(k);
@@ -156,7 +157,9 @@ export class ComputeRuntime {
       return hit.session;
     }
     const t0 = performance.now();
-    const session = ort.InferenceSession.create(build(), sessionOptions(this.ep, { ...this.opts, allowSpinning: spin }, placement)).then((s) => {
+    const model = build();
+    const options = sessionOptions(this.ep, { ...this.opts, allowSpinning: spin }, placement);
+    const session = (typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options)).then((s) => {
       this.counters.sessionsCreated++;
       this.counters.sessionCreateMs += performance.now() - t0;
       this.kindOfSession.set(s, kindOf(key));

@@ -6,14 +6,14 @@
 // their codes inside the graph. Norms stay float32; the embedding and head float16 where that is exact
 // (an F16 checkpoint's values), else float32.
 //
-// Limit: a single protobuf must stay under 2 GiB (no external-data files yet).
+// Models past 1 GiB of weights keep them in model.onnx.data beside model.onnx (external data; a protobuf stops at 2 GiB).
 
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { GraphBuilder, type Value } from '../compute/graph';
-import { atomicWriteFile } from '../io/atomic';
+import { atomicWriteFile, atomicWriteFileAsync } from '../io/atomic';
 import { readLoproLayer } from '../io/lopro_format';
 import type { LoproStoredLayer } from '../quant/lopro_dequant';
 import { bf16ToF32Array, f16ToF32Array, f32ArrayToBf16, f32ArrayToF16 } from '../io/dtypes';
@@ -49,6 +49,8 @@ export interface OnnxExportOptions {
    * and values, outputs each block's present ones beside the logits (see GENERATION_IO). false: input_ids → logits only.
    */
   kvCache?: boolean;
+  /** Bytes of weights above which they go to model.onnx.data (default 1 GiB; 0 = always). */
+  externalDataAbove?: number;
 }
 
 /**
@@ -76,9 +78,17 @@ export interface OnnxExportResult {
 }
 
 const PROTOBUF_LIMIT = 2 ** 31 - 1;
+/** Above this many bytes of initializers an export keeps them in model.onnx.data (a protobuf stops at 2 GiB). */
+const SINGLE_FILE_BYTES = 2 ** 30;
 
-/** Builds the model bytes (no file written). */
+/** Builds the model bytes in memory (no file written): single-file models only, see exportOnnx for larger ones. */
 export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOptions = {}): Promise<{ bytes: Uint8Array; kinds: Record<LinearKind, number> }> {
+  const { g, kinds } = await emitOnnxModel(model, opts, PROTOBUF_LIMIT);
+  return { bytes: g.toModel(), kinds };
+}
+
+/** The model's graph; past `limit` bytes of initializers it stops with an error naming the block. */
+async function emitOnnxModel(model: OnnxExportModel, opts: OnnxExportOptions, limit: number): Promise<{ g: GraphBuilder; kinds: Record<LinearKind, number>; initBytes: number }> {
   const { cfg } = model;
   const maxPos = opts.maxPositions ?? Math.min(cfg.maxPositions, 8192);
   const linOpts = { matMulNBits: opts.matMulNBits ?? true, accuracyLevel: opts.floatActivations ? (0 as const) : (4 as const) };
@@ -146,12 +156,12 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
     const out = emitBlock(g, cfg, b, x, consts, linear, tensor, past);
     x = out.y;
     if (out.present) presents.push(out.present);
-    if (initBytes > PROTOBUF_LIMIT)
+    if (initBytes > limit)
       throw new ProtocolError(
         ErrorCode.InvalidParams,
-        `ONNX export: the model exceeds the 2 GiB protobuf limit (block ${b})`,
+        `the model exceeds the 2 GiB a single ONNX protobuf can hold (block ${b})`,
         'onnx',
-        'export native or f16 for models this large',
+        'export it to ONNX first (lopro export RUN --format onnx): larger exports keep their weights in model.onnx.data',
       );
   }
   const norm = init('model.norm.weight', await model.weights('model.norm.weight'), [cfg.hiddenSize]);
@@ -164,14 +174,32 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
     g.output(p.key, `present.${b}.key`, dims);
     g.output(p.value, `present.${b}.value`, dims);
   });
-  return { bytes: g.toModel(), kinds };
+  return { g, kinds, initBytes };
 }
 
-/** Writes the model to `outPath` atomically. */
+/**
+ * Writes the model to `outPath` atomically; past 1 GiB of weights they go to `<outPath>.data` beside it (ONNX
+ * external data, written first: a model file never names a data file that is not complete).
+ */
 export async function exportOnnx(model: OnnxExportModel, outPath: string, opts: OnnxExportOptions = {}): Promise<OnnxExportResult> {
-  const { bytes, kinds } = await buildOnnxModel(model, opts);
+  const { g, kinds, initBytes } = await emitOnnxModel(model, opts, Number.POSITIVE_INFINITY);
+  if (initBytes <= (opts.externalDataAbove ?? SINGLE_FILE_BYTES)) {
+    const bytes = g.toModel();
+    atomicWriteFile(outPath, bytes);
+    return { path: outPath, bytes: bytes.byteLength, kinds };
+  }
+  const dataPath = `${outPath}.data`;
+  const { model: bytes, pieces, dataBytes } = g.toModelWithExternalData(basename(dataPath));
+  const parts: Uint8Array[] = [];
+  let at = 0;
+  for (const p of pieces) {
+    if (p.offset > at) parts.push(new Uint8Array(p.offset - at));
+    parts.push(p.bytes);
+    at = p.offset + p.bytes.byteLength;
+  }
+  await atomicWriteFileAsync(dataPath, parts);
   atomicWriteFile(outPath, bytes);
-  return { path: outPath, bytes: bytes.byteLength, kinds };
+  return { path: outPath, bytes: bytes.byteLength + dataBytes, kinds };
 }
 
 /**

@@ -3,7 +3,7 @@
 // batched through it, and a small second graph turns logits into per-position NLL (the engine's
 // emitNll) so no [B, T, V] loop runs in JS.
 
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import * as ort from 'onnxruntime-node';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
@@ -75,7 +75,7 @@ export async function perplexityOnnx(onnxPath: string, ids: Int32Array, opts: On
     throw new ProtocolError(ErrorCode.Io, `cannot read ${onnxPath}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, onnxPath);
   }
   // Logits stay on the GPU (WebGPU) between the model and the NLL graph: [B, T, V] never crosses to JS.
-  const model = await rt.session(`onnx-file:${onnxPath}:${mtime}`, () => readFileSync(onnxPath), rt.keepsDataOnDevice ? 'device' : 'host');
+  const model = await rt.session(`onnx-file:${onnxPath}:${mtime}`, () => onnxPath, rt.keepsDataOnDevice ? 'device' : 'host');
   const nll = await rt.session('nll_from_logits', nllGraph);
   const B = opts.batch ?? defaultBatch(T);
   const t0 = performance.now();

@@ -105,7 +105,7 @@ export async function openGenerationModel(path: string, rt: ComputeRuntime): Pro
   let session: ort.InferenceSession, source: GenerationModel['source'];
   if (existsSync(onnx)) {
     source = 'onnx export';
-    session = await rt.session(`generate:${onnx}:${statSync(onnx).mtimeMs}`, () => readFileSync(onnx), placement);
+    session = await rt.session(`generate:${onnx}:${statSync(onnx).mtimeMs}`, () => onnx, placement);
     if (!session.inputNames.includes('past_key_values.0.key'))
       throw new ProtocolError(
         ErrorCode.InvalidParams,

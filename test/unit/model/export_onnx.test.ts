@@ -5,7 +5,7 @@
 // (codebook Gather); the other blocks stay float.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_LAYER_CONFIG, type LayerConfig } from '../../../src/protocol/config';
@@ -82,6 +82,13 @@ test("ONNX export of a native mixed-quantized tiny folder: perplexity equals the
     native.close();
     float = await perplexity(m.cfg, ids, w, { ctx: T, rt, windows });
     onnxPpl = (await perplexityOnnx(res.path, ids, { ctx: T, rt, windows })).ppl;
+    // The weights in model.onnx.data (what models past 2 GiB need): the same numbers from a small model file.
+    const ext = await exportOnnxFromNative(nativeDir, join(dir, 'onnx_ext'), { maxPositions: 256, floatActivations: true, externalDataAbove: 0 });
+    const extFile = statSync(ext.path).size,
+      dataFile = statSync(`${ext.path}.data`).size;
+    tc.diagnostic(`external data: model.onnx ${extFile} B + model.onnx.data ${dataFile} B (single file ${statSync(res.path).size} B)`);
+    assert.ok(extFile < 0.05 * dataFile, `model.onnx ${extFile} B holds the weights (data ${dataFile} B)`);
+    assert.equal((await perplexityOnnx(ext.path, ids, { ctx: T, rt, windows })).ppl, (await perplexityOnnx(res.path, ids, { ctx: T, rt, windows })).ppl);
     // The default export: int8 activation blocks into MatMulNBits (accuracy_level 4), close but not equal.
     const int8 = await exportOnnxFromNative(nativeDir, join(dir, 'onnx_int8'), { maxPositions: 256 });
     int8Ppl = (await perplexityOnnx(int8.path, ids, { ctx: T, rt, windows })).ppl;

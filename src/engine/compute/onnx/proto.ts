@@ -135,6 +135,8 @@ export interface TensorProtoSpec {
   dims: readonly number[];
   /** Little-endian element bytes (ORT reads raw_data for every numeric type). */
   rawData: Uint8Array;
+  /** Stored in a file beside the model instead (ONNX external data): rawData's bytes at `offset` of `location`. */
+  external?: { location: string; offset: number };
 }
 
 export function encodeTensor(t: TensorProtoSpec): PbWriter {
@@ -142,7 +144,12 @@ export function encodeTensor(t: TensorProtoSpec): PbWriter {
   for (const d of t.dims) w.varint(1, d); // dims
   w.varint(2, OnnxDataType[t.dtype]); // data_type
   if (t.name !== undefined) w.string(8, t.name); // name
-  w.bytes(9, t.rawData); // raw_data
+  if (!t.external) return w.bytes(9, t.rawData); // raw_data
+  const entry = (key: string, value: string) => new PbWriter().string(1, key).string(2, value);
+  w.message(13, entry('location', t.external.location)); // external_data
+  w.message(13, entry('offset', String(t.external.offset)));
+  w.message(13, entry('length', String(t.rawData.byteLength)));
+  w.varint(14, 1); // data_location = EXTERNAL
   return w;
 }
 
