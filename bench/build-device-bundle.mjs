@@ -43,6 +43,7 @@ await esbuild.build({
     ort_profile_summary: 'bench/ort_profile_summary.ts',
     synth_llama: 'bench/synth_llama.ts',
     generate_speed: 'bench/generate_speed.ts',
+    export_onnx_variant: 'bench/export_onnx_variant.ts',
     // The CLI itself (`lopro quantize|eval|...`), as bin/lopro runs it from dist/engine.js.
     lopro: 'src/engine/main.ts',
   },

@@ -42,6 +42,11 @@ export interface OnnxExportOptions {
    * run's numbers, but the CPU EP's 2-bit decode is 5× slower than float then (bench/RESULTS.md, issue 18).
    */
   floatActivations?: boolean;
+  /**
+   * 2-bit codes in MatMulNBits' 4-bit container (twice the codes' bytes): for execution providers whose 2-bit kernel
+   * fails — ORT 1.29's CUDA EP stops with an illegal memory access (bench/RESULTS.md, issue 18).
+   */
+  fourBitContainer?: boolean;
   /** Longest sequence the rope tables cover (default min(max_position_embeddings, 8192)). */
   maxPositions?: number;
   /**
@@ -91,7 +96,11 @@ export async function buildOnnxModel(model: OnnxExportModel, opts: OnnxExportOpt
 async function emitOnnxModel(model: OnnxExportModel, opts: OnnxExportOptions, limit: number): Promise<{ g: GraphBuilder; kinds: Record<LinearKind, number>; initBytes: number }> {
   const { cfg } = model;
   const maxPos = opts.maxPositions ?? Math.min(cfg.maxPositions, 8192);
-  const linOpts = { matMulNBits: opts.matMulNBits ?? true, accuracyLevel: opts.floatActivations ? (0 as const) : (4 as const) };
+  const linOpts = {
+    matMulNBits: opts.matMulNBits ?? true,
+    accuracyLevel: opts.floatActivations ? (0 as const) : (4 as const),
+    minMatMulNBits: opts.fourBitContainer ? (4 as const) : (2 as const),
+  };
   const kinds: Record<LinearKind, number> = { dense: 0, matmulnbits: 0, dequant: 0, codebook: 0 };
   const g = new GraphBuilder('lopro_llama');
   g.useDomain('com.microsoft', 1);

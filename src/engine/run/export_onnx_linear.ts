@@ -26,6 +26,8 @@ export interface LinearEmitOptions {
    * kernels (the only fast 2-bit path it has; GPU EPs ignore it), 0 keeps float activations.
    */
   accuracyLevel: 0 | 4;
+  /** The narrowest MatMulNBits container (2; 4 stores 2-bit codes as 4-bit ones, for EPs whose 2-bit kernel fails). */
+  minMatMulNBits: 2 | 4;
 }
 
 /** Which ops a layer became (for the export report). */
@@ -56,8 +58,9 @@ function isPow2(n: number): boolean {
  * The MatMulNBits width a layer's codes are stored at: 2, 4 and 8 as they are; 3-bit codes in the 4-bit
  * container (MatMulNBits has no bits = 3; codes and zero points < 8 are the same numbers in 4 bits).
  */
-export function matMulNBitsWidth(bits: number): number | undefined {
-  return bits === 3 ? 4 : [2, 4, 8].includes(bits) ? bits : undefined;
+export function matMulNBitsWidth(bits: number, atLeast = 2): number | undefined {
+  const w = bits === 3 ? 4 : [2, 4, 8].includes(bits) ? bits : undefined;
+  return w === undefined ? undefined : Math.max(w, atLeast);
 }
 
 /** Eligible for MatMulNBits: lopro (scalar codes) of 2, 3, 4 or 8 bits, regular groups of a power-of-two width ≥ 16. */
@@ -70,9 +73,12 @@ export function canUseMatMulNBits(s: LoproStoredLayer): boolean {
  * byte, the last block zero-padded), scales [m·kBlocks] float32 and zero points [m, ceil(kBlocks·b/8)]
  * uint8 packed the same way.
  */
-export function packMatMulNBits(s: LoproStoredLayer): { B: Uint8Array; scales: Float32Array; zp: Uint8Array; kBlocks: number; blob: number; zpCols: number } {
+export function packMatMulNBits(
+  s: LoproStoredLayer,
+  atLeast = 2,
+): { B: Uint8Array; scales: Float32Array; zp: Uint8Array; kBlocks: number; blob: number; zpCols: number; bits: number } {
   const { rows: m, cols: n, groupSize: g } = s;
-  const bits = matMulNBitsWidth(s.bits)!;
+  const bits = matMulNBitsWidth(s.bits, atLeast)!;
   const kBlocks = Math.ceil(n / g),
     blob = (g * bits) / 8,
     G = s.groups,
@@ -93,21 +99,21 @@ export function packMatMulNBits(s: LoproStoredLayer): { B: Uint8Array; scales: F
       const bit = k * bits;
       zp[i * zpCols + (bit >> 3)] |= (s.zeros![i * G + k] & mask) << (bit & 7);
     }
-  return { B, scales, zp, kBlocks, blob, zpCols };
+  return { B, scales, zp, kBlocks, blob, zpCols, bits };
 }
 
 /** Residual R̂′ applied to x_r [N, n] → [N, m]. */
 function emitResidual(g: GraphBuilder, name: string, s: LoproStoredLayer, xr: Value, opts: LinearEmitOptions): { y: Value; kind: LinearKind } {
   const { rows: m, cols: n } = s;
   if (opts.matMulNBits && canUseMatMulNBits(s)) {
-    const p = packMatMulNBits(s);
+    const p = packMatMulNBits(s, opts.minMatMulNBits);
     const B = g.initializer(`${name}.qweight`, p.B, [m, p.kBlocks, p.blob]);
     const sc = g.initializer(`${name}.scales`, p.scales, [m * p.kBlocks]);
     const zp = g.initializer(`${name}.qzeros`, p.zp, [m * p.zpCols]);
     const y = g.op(
       'MatMulNBits',
       [xr, B, sc, zp],
-      { K: n, N: m, bits: matMulNBitsWidth(s.bits)!, block_size: s.groupSize, accuracy_level: opts.accuracyLevel },
+      { K: n, N: m, bits: p.bits, block_size: s.groupSize, accuracy_level: opts.accuracyLevel },
       { domain: 'com.microsoft', dtype: 'float32' },
     );
     return { y, kind: 'matmulnbits' };

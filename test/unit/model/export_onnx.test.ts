@@ -89,6 +89,11 @@ test("ONNX export of a native mixed-quantized tiny folder: perplexity equals the
     tc.diagnostic(`external data: model.onnx ${extFile} B + model.onnx.data ${dataFile} B (single file ${statSync(res.path).size} B)`);
     assert.ok(extFile < 0.05 * dataFile, `model.onnx ${extFile} B holds the weights (data ${dataFile} B)`);
     assert.equal((await perplexityOnnx(ext.path, ids, { ctx: T, rt, windows })).ppl, (await perplexityOnnx(res.path, ids, { ctx: T, rt, windows })).ppl);
+    // 2-bit codes in the 4-bit container (for EPs whose 2-bit kernel fails): the same numbers, more bytes.
+    const c4 = await exportOnnxFromNative(nativeDir, join(dir, 'onnx_c4'), { maxPositions: 256, floatActivations: true, fourBitContainer: true });
+    assert.ok(c4.bytes > res.bytes, `4-bit container ${c4.bytes} B vs ${res.bytes} B`);
+    const c4Ppl = (await perplexityOnnx(c4.path, ids, { ctx: T, rt, windows })).ppl;
+    assert.ok(Math.abs(c4Ppl / onnxPpl - 1) < 1e-6, `4-bit container ${c4Ppl} vs ${onnxPpl} (other kernels: summation order only)`);
     // The default export: int8 activation blocks into MatMulNBits (accuracy_level 4), close but not equal.
     const int8 = await exportOnnxFromNative(nativeDir, join(dir, 'onnx_int8'), { maxPositions: 256 });
     int8Ppl = (await perplexityOnnx(int8.path, ids, { ctx: T, rt, windows })).ppl;
