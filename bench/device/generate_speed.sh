@@ -41,6 +41,17 @@ for step in "$@"; do
       du -b /tmp/g1b/model.safetensors
       timeout 300 $SPEED --ep webgpu --json $OUT/speed_webgpu.json $MODELS
       ;;
+    c4)
+      # 2-bit codes in the 4-bit container (export option fourBitContainer) for the CUDA EP, whose 2-bit kernel fails;
+      # a 4-block 1B-shaped model when the 8-block one of `webgpu` is not on this machine.
+      export LOPRO_ORT_DIR=$L/o130/node_modules
+      if [ ! -d /tmp/g1b-lopro2 ]; then
+        timeout 120 $L/node .gpu/bench/synth_llama.js --out /tmp/g1b --blocks 4 --hidden 2048 --mlp 5632 --heads 32 --kv-heads 4 --tokenizer-from .gpu/tok
+        Q="--calib fixtures/text/train.txt --samples 32 --ctx 512 --ep webgpu --backend gpu --no-keep-hessians --quiet"
+        for m in rtn lopro; do timeout 200 $LOPRO quantize /tmp/g1b --method $m --bits 2 $Q --out /tmp/g1b-${m}2 | tail -1; done
+      fi
+      for m in rtn2 lopro2; do timeout 120 $L/node .gpu/bench/export_onnx_variant.js /tmp/g1b-$m /tmp/g1b-$m-c4 --four-bit-container; done
+      ;;
     check)
       python3 bench/device/onnx_check.py .gpu/check/tiny_w2_float .gpu/check/tiny_w2_int8 .gpu/check/dump
       ;;
@@ -52,7 +63,7 @@ for step in "$@"; do
       [ -f .gpu/prov_sm90.so.xz ] && xz -dc .gpu/prov_sm90.so.xz > $D/libonnxruntime_providers_cuda.so
       NV=/opt/torch/.venv/lib/python3.12/site-packages/nvidia
       export LOPRO_ORT_DIR=$L/o129/node_modules LD_LIBRARY_PATH=$D:$NV/cu13/lib:$NV/cudnn/lib:/usr/local/cuda-13.0/lib64:${LD_LIBRARY_PATH:-}
-      timeout 400 $SPEED --ep cuda --json $OUT/speed_cuda.json $MODELS
+      timeout 400 $SPEED --ep cuda --json $OUT/speed_cuda.json ${CUDA_MODELS:-$MODELS}
       ;;
     seven)
       export LOPRO_ORT_DIR=$L/o130/node_modules
