@@ -4,7 +4,7 @@
 
 import type { GenerateResultData } from '../src/protocol/messages';
 import { MAX_PROMPT_CHARS, type TrySide, type ToWebview } from '../src/protocol/webview';
-import { post } from './api';
+import { post, setState } from './api';
 import { clear, fmt, h } from './dom';
 
 type ValueEl = HTMLElement & { value: string };
@@ -142,6 +142,7 @@ export function tryView(root: HTMLElement): (m: ToWebview) => void {
   return (m: ToWebview) => {
     switch (m.type) {
       case 'try/init': {
+        setState({ runDir: m.runDir }); // for the host's panel serializer after a window reload
         const run = m.runDir.split(/[\\/]/).pop() ?? m.runDir;
         title.textContent = `LoPRo: Try it — ${run}`;
         runLine.textContent = `${m.runDir} · the float model and the quantized run answer the same prompt (the run's EP setting: ${m.ep})`;

@@ -401,7 +401,7 @@ async function fill(frame, id, value) {
       await shot('compare.png');
     });
 
-    await step('after a window reload the results panels come back (webview serializer + run/load)', async () => {
+    await step('after a window reload the results panels and Try it come back (webview serializers + run/load)', async () => {
       await page.reload({ waitUntil: 'domcontentloaded' });
       const tab = page.getByRole('tab', { name: /LoPRo Results: tiny-/ }).first();
       await tab.waitFor({ timeout: 90000 });
@@ -424,6 +424,16 @@ async function fill(frame, id, value) {
         if (Date.now() > end) throw new Error('no restored results panel with a finished 28-cell heatmap');
         await page.waitForTimeout(500);
       }
+      // The Try it panel of the first run was left open: it comes back with its run's column heads.
+      const tryTab = page.getByRole('tab', { name: /LoPRo Try it: tiny-/ }).first();
+      await tryTab.waitFor({ timeout: 60000 });
+      await tryTab.click();
+      const tryv = await webview(page, '#generate', 60000);
+      await tryv
+        .locator('#head-quantized')
+        .filter({ hasText: /^quantized — tiny-\S+ \(\d\.\d\d bpw\)$/ })
+        .waitFor({ timeout: 60000 });
+      lap(`Try it restored: ${await tryv.locator('#head-quantized').textContent()}`);
     });
 
     await step('no Content-Security-Policy violations in the LoPRo webviews (and the CSP does block inline code)', async () => {

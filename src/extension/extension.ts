@@ -15,6 +15,7 @@ import type { ExportFormat } from '../protocol/messages';
 import { parseFromWebview } from '../protocol/webview';
 import { EngineClient } from './engineClient';
 import { RunManager } from './runs';
+import { TryPanel } from './tryPanel';
 import { ResultsPanel } from './panels';
 import { RunStatusBar } from './statusBar';
 import { readQuantizeConfig } from './settings';
@@ -128,19 +129,27 @@ export function activate(context: vscode.ExtensionContext): LoproApi {
     vscode.commands.registerCommand('lopro.showLog', () => log.show(true)),
   );
 
-  // Results panels come back after a window reload: the webview keeps its run dir in its state
+  // Results and Try it panels come back after a window reload: the webview keeps its run dir in its state
   // (untrusted, so only a string is accepted, and run/load validates the folder).
+  const restore = (what: string, open: (runDir: string, panel: vscode.WebviewPanel) => Promise<unknown>): vscode.WebviewPanelSerializer => ({
+    async deserializeWebviewPanel(panel: vscode.WebviewPanel, state: unknown) {
+      const runDir = (state as { runDir?: unknown } | undefined)?.runDir;
+      if (typeof runDir !== 'string' || !runDir) return panel.dispose();
+      await open(runDir, panel).catch((e) => {
+        panel.dispose();
+        runs.showError(what, e);
+      });
+    },
+  });
   context.subscriptions.push(
-    vscode.window.registerWebviewPanelSerializer(ResultsPanel.viewType, {
-      async deserializeWebviewPanel(panel: vscode.WebviewPanel, state: unknown) {
-        const runDir = (state as { runDir?: unknown } | undefined)?.runDir;
-        if (typeof runDir !== 'string' || !runDir) return panel.dispose();
-        await runs.openRun(runDir, panel).catch((e) => {
-          panel.dispose();
-          runs.showError('restore results', e);
-        });
-      },
-    }),
+    vscode.window.registerWebviewPanelSerializer(
+      ResultsPanel.viewType,
+      restore('restore results', (d, p) => runs.openRun(d, p)),
+    ),
+    vscode.window.registerWebviewPanelSerializer(
+      TryPanel.viewType,
+      restore('restore Try it', (d, p) => runs.tryIt(d, p)),
+    ),
   );
 
   const watcher = vscode.workspace.createFileSystemWatcher('**/config.json');

@@ -229,8 +229,8 @@ export class RunManager implements PanelHost, vscode.Disposable {
     panel.post({ type: 'eval/done', perplexity });
   }
 
-  async tryIt(runDir: string): Promise<void> {
-    TryPanel.forRun(runDir, this.context.extensionUri, this.log, this.engine);
+  async tryIt(runDir: string, revived?: vscode.WebviewPanel): Promise<void> {
+    TryPanel.forRun(runDir, this.context.extensionUri, this.log, this.engine, revived);
   }
 
   /** The open Try it panel of a run (for the extension-host tests, which cannot click in a webview). */

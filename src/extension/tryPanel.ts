@@ -22,13 +22,15 @@ export class TryPanel extends Panel {
   private static readonly byRun = new Map<string, TryPanel>();
   static readonly viewType = 'lopro.try';
 
-  static forRun(runDir: string, extensionUri: vscode.Uri, log: vscode.OutputChannel, engine: EngineClient): TryPanel {
+  /** The run's panel, opened or revealed; `revived` = the panel VS Code restores after a window reload. */
+  static forRun(runDir: string, extensionUri: vscode.Uri, log: vscode.OutputChannel, engine: EngineClient, revived?: vscode.WebviewPanel): TryPanel {
     const existing = TryPanel.byRun.get(runDir);
     if (existing) {
+      revived?.dispose();
       existing.reveal();
       return existing;
     }
-    const p = new TryPanel(runDir, extensionUri, log, engine);
+    const p = new TryPanel(runDir, extensionUri, log, engine, revived);
     TryPanel.byRun.set(runDir, p);
     p.onDispose.event(() => TryPanel.byRun.delete(runDir));
     return p;
@@ -49,8 +51,9 @@ export class TryPanel extends Panel {
     extensionUri: vscode.Uri,
     log: vscode.OutputChannel,
     private readonly engine: EngineClient,
+    revived?: vscode.WebviewPanel,
   ) {
-    super(TryPanel.viewType, `LoPRo Try it: ${path.basename(runDir)}`, 'try', extensionUri, log);
+    super(TryPanel.viewType, `LoPRo Try it: ${path.basename(runDir)}`, 'try', extensionUri, log, revived);
     this.summary = engine.request('run/load', { runDir }, { timeoutMs: 60_000 });
     this.summary.then(
       (s) => this.post({ type: 'try/init', runDir, modelPath: s.model, bpw: s.bpw, ep: s.config.ep }),
