@@ -39,6 +39,7 @@ Usage:
   lopro quantize <file.safetensors | model-dir> --out DIR [options]
   lopro eval <run-dir | export-dir> --text FILE [--text FILE ...] [--ctx N] [--kl | --reference FLOAT_DIR]
   lopro export <run-dir> --format native|f16|onnx --out DIR [--verify-text FILE]
+               [--float-activations] [--four-bit-container]   (onnx: exact activations; 2-bit codes as 4-bit)
   lopro inspect <file.safetensors | model-dir>
   lopro plan <measurements.json> --target-bpw X [--allocator exact|greedy] [--json]
   lopro generate <run-dir | export-dir | model-dir> --prompt TEXT [--max-tokens N] [--temperature T] [--top-p P]
@@ -96,7 +97,7 @@ function configHelp(): string {
     .join('\n');
 }
 
-const BOOLEAN_FLAGS = new Set(['resume', 'json', 'help', 'version', 'quiet', 'kl']);
+const BOOLEAN_FLAGS = new Set(['resume', 'json', 'help', 'version', 'quiet', 'kl', 'float-activations', 'four-bit-container']);
 const VALUE_FLAGS = new Set([
   'out',
   'eval',
@@ -245,7 +246,10 @@ async function cmdExport(argv: string[], signal: AbortSignal): Promise<number> {
   const format = need(a.flags, 'format', 'export');
   if (!['native', 'f16', 'onnx'].includes(format)) throw new ProtocolError(ErrorCode.InvalidParams, `unknown export format "${format}"`, '--format', 'one of native, f16, onnx');
   const outDir = need(a.flags, 'out', 'export');
-  const r = await exportRun({ runDir, format: format as ExportFormat, outDir, verifyText: last(a.flags, 'verify-text') }, cliHooks(a.flags.has('quiet'), signal));
+  const onnx = { floatActivations: a.flags.has('float-activations'), fourBitContainer: a.flags.has('four-bit-container') };
+  if ((onnx.floatActivations || onnx.fourBitContainer) && format !== 'onnx')
+    throw new ProtocolError(ErrorCode.InvalidParams, '--float-activations and --four-bit-container apply to --format onnx only', '--format');
+  const r = await exportRun({ runDir, format: format as ExportFormat, outDir, verifyText: last(a.flags, 'verify-text'), onnx }, cliHooks(a.flags.has('quiet'), signal));
   if (a.flags.has('json')) process.stdout.write(JSON.stringify(r) + '\n');
   else {
     process.stdout.write(`exported ${format} to ${r.outDir}: ${r.files.length} files, ${(r.bytes / 1e6).toFixed(2)} MB\n`);

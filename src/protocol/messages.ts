@@ -259,7 +259,14 @@ export interface EngineRequests {
     result: Record<string, number>;
   };
   'run/export': {
-    params: { runDir: string; format: ExportFormat; outDir: string; verifyText?: string };
+    params: {
+      runDir: string;
+      format: ExportFormat;
+      outDir: string;
+      verifyText?: string;
+      /** ONNX only: float activations into MatMulNBits (exact, slower on the CPU EP); 2-bit codes in the 4-bit container (for EPs whose 2-bit kernel fails). */
+      onnx?: { floatActivations?: boolean; fourBitContainer?: boolean };
+    };
     result: { outDir: string; files: string[]; bytes: number; perplexity?: number; runPerplexity?: number };
   };
   /** Text from `prompt`, streamed as `generate/text` notifications; cancel ends it with E_CANCELLED. */

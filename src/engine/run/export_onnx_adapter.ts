@@ -2,11 +2,11 @@
 // progress and log through its hooks. Loaded lazily so the rest of the engine starts without ORT
 // graph code.
 import type { RunHooks } from './run_context';
-import { exportOnnxFromNative } from './export_onnx';
+import { exportOnnxFromNative, type OnnxExportOptions } from './export_onnx';
 
-export async function exportOnnx(nativeDir: string, outDir: string, hooks: RunHooks): Promise<void> {
+export async function exportOnnx(nativeDir: string, outDir: string, hooks: RunHooks, opts: OnnxExportOptions = {}): Promise<void> {
   hooks.signal?.throwIfAborted();
-  const r = await exportOnnxFromNative(nativeDir, outDir);
+  const r = await exportOnnxFromNative(nativeDir, outDir, opts);
   const k = r.kinds;
   hooks.log(
     'info',

@@ -95,7 +95,7 @@ async function exportLocked(dir: RunDir, p: ExportParams, hooks: RunHooks): Prom
     writeF16Export(dir.nativeDir, outDir, hooks.signal);
   } else if (format === 'onnx') {
     const { exportOnnx } = await import('./export_onnx_adapter');
-    await writeDirAtomicAsync(outDir, (tmp) => exportOnnx(dir.nativeDir, tmp, hooks));
+    await writeDirAtomicAsync(outDir, (tmp) => exportOnnx(dir.nativeDir, tmp, hooks, p.onnx ?? {}));
   } else throw new ProtocolError(ErrorCode.InvalidParams, `unknown export format "${String(format)}"`, 'format', 'native, f16 or onnx');
   const { files, bytes } = listFiles(outDir);
   hooks.onProgress({ kind: 'end', message: `exported ${files.length} files, ${(bytes / 1e6).toFixed(2)} MB` });
