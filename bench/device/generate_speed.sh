@@ -43,10 +43,10 @@ for step in "$@"; do
       ;;
     c4)
       # 2-bit codes in the 4-bit container (export option fourBitContainer) for the CUDA EP, whose 2-bit kernel fails;
-      # a 4-block 1B-shaped model when the 8-block one of `webgpu` is not on this machine.
+      # a 2-block 1B-shaped model when the 8-block one of `webgpu` is not on this machine.
       export LOPRO_ORT_DIR=$L/o130/node_modules
       if [ ! -d /tmp/g1b-lopro2 ]; then
-        timeout 120 $L/node .gpu/bench/synth_llama.js --out /tmp/g1b --blocks 4 --hidden 2048 --mlp 5632 --heads 32 --kv-heads 4 --tokenizer-from .gpu/tok
+        timeout 120 $L/node .gpu/bench/synth_llama.js --out /tmp/g1b --blocks 2 --hidden 2048 --mlp 5632 --heads 32 --kv-heads 4 --tokenizer-from .gpu/tok
         Q="--calib fixtures/text/train.txt --samples 32 --ctx 512 --ep webgpu --backend gpu --no-keep-hessians --quiet"
         for m in rtn lopro; do timeout 200 $LOPRO quantize /tmp/g1b --method $m --bits 2 $Q --out /tmp/g1b-${m}2 | tail -1; done
       fi
