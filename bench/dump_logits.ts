@@ -9,15 +9,10 @@ import { loadModelConfig } from '../src/engine/model/config';
 import { LlamaForward, loadBlockWeights } from '../src/engine/model/llama_forward';
 import { loadTokenizer, tokenizeFile } from '../src/engine/model/tokenizer';
 import { openNativeModel } from '../src/engine/run/native';
+import { takeOption } from './cli_args';
 
 const args = process.argv.slice(2);
-const opt = (k: string, d: string) => {
-  const i = args.indexOf(`--${k}`);
-  if (i < 0) return d;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
+const opt = (name: string, dflt: string) => takeOption(args, name, dflt);
 const text = opt('text', 'fixtures/text/persuasion.txt');
 const W = Number(opt('windows', '2'));
 const T = Number(opt('ctx', '128'));

@@ -9,15 +9,10 @@ import { hostname, cpus } from 'node:os';
 import { getRuntime } from '../src/engine/compute/runtime';
 import { tokenizeFile } from '../src/engine/model/tokenizer';
 import { generate, openGenerationModel } from '../src/engine/run/generate';
+import { takeOption } from './cli_args';
 
 const args = process.argv.slice(2);
-const opt = (k: string, d: string) => {
-  const i = args.indexOf(`--${k}`);
-  if (i < 0) return d;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
+const opt = (name: string, dflt: string) => takeOption(args, name, dflt);
 const ep = opt('ep', 'cpu') as 'cpu' | 'webgpu' | 'cuda';
 const P = Number(opt('prompt-tokens', '128'));
 const N = Number(opt('new-tokens', '64'));

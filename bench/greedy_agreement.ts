@@ -7,15 +7,10 @@
 import { getRuntime } from '../src/engine/compute/runtime';
 import { tokenizeFile } from '../src/engine/model/tokenizer';
 import { generate, openGenerationModel } from '../src/engine/run/generate';
+import { takeOption } from './cli_args';
 
 const args = process.argv.slice(2);
-const opt = (k: string, d: string) => {
-  const i = args.indexOf(`--${k}`);
-  if (i < 0) return d;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
+const opt = (name: string, dflt: string) => takeOption(args, name, dflt);
 const K = Number(opt('prompts', '10'));
 const P = Number(opt('prompt-tokens', '64'));
 const N = Number(opt('new-tokens', '32'));

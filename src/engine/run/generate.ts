@@ -7,7 +7,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { ErrorCode } from '../../protocol/messages';
+import { ErrorCode, type GenerateResultData, type GenerationSource } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type { ComputeRuntime, OutputPlacement } from '../compute/runtime';
 import { openCheckpoint } from '../io/checkpoint';
@@ -26,7 +26,7 @@ export interface GenerationModel {
   /** The folder whose config and tokenizer are used. */
   dir: string;
   /** What runs: an ONNX export's file, or the graph built from a native or float folder. */
-  source: 'onnx export' | 'native (quantized)' | 'float';
+  source: GenerationSource;
   cfg: ModelConfig;
   tokenizer: LoadedTokenizer;
   /** Ids that end a generation: config.json's and generation_config.json's eos_token_id. */
@@ -47,21 +47,8 @@ export interface GenerateOptions {
   onText?: (delta: string) => void;
 }
 
-export interface GenerateResult {
-  promptTokens: number;
-  /** The generated ids (an end-of-sequence id included when it stopped the generation). */
-  tokens: number[];
-  text: string;
-  stop: 'eos' | 'max_tokens';
-  /** The prompt's call and the first token's choice (time to first token). */
-  prefillSeconds: number;
-  /** Every later token's call and choice. */
-  decodeSeconds: number;
-  prefillTokensPerSecond: number;
-  /** (tokens − 1) / decodeSeconds; 0 with fewer than two tokens. */
-  decodeTokensPerSecond: number;
-  ep: string;
-}
+/** What a generation returns: the protocol's result without the model's source (the caller knows it). */
+export type GenerateResult = Omit<GenerateResultData, 'source'>;
 
 /** The cache's output names for `numLayers` blocks. */
 const presentNames = (numLayers: number) => Array.from({ length: numLayers }, (_, b) => [`present.${b}.key`, `present.${b}.value`]).flat();
