@@ -225,11 +225,17 @@ async function cmdGenerate(argv: string[], signal: AbortSignal): Promise<number>
   const rt = await getRuntime(a.config.ep ?? 'auto');
   const m = await openGenerationModel(path, rt);
   const json = a.flags.has('json');
-  if (!json) process.stdout.write(prompt);
-  const r = await generate(m, prompt, { maxTokens, sampling, seed: a.config.seed ?? 0, signal, onText: json ? undefined : (t) => process.stdout.write(t) });
+  // The prompt is echoed with the first piece of text, so that a refused generation prints only its error.
+  let echoed = false;
+  const echo = (t: string) => {
+    if (!echoed) process.stdout.write(prompt);
+    echoed = true;
+    process.stdout.write(t);
+  };
+  const r = await generate(m, prompt, { maxTokens, sampling, seed: a.config.seed ?? 0, signal, onText: json ? undefined : echo });
   if (json) process.stdout.write(JSON.stringify({ model: m.dir, source: m.source, prompt, ...r }) + '\n');
   else {
-    process.stdout.write('\n');
+    echo('\n');
     if (!a.flags.has('quiet'))
       process.stderr.write(
         `${m.source} ${m.dir}, EP ${r.ep}: prompt ${r.promptTokens} tokens, prefill ${r.prefillTokensPerSecond.toFixed(1)} tokens/s (${(r.prefillSeconds * 1000).toFixed(0)} ms); ` +
