@@ -2,18 +2,18 @@
 // streams in, each with its speed and how it stopped underneath. Stop cancels both (the host shares one
 // AbortController between the two requests). Everything shown comes from the host's messages.
 
-import type { GenerateResultData } from '../src/protocol/messages';
+import { GENERATE_BOUNDS, generateBoundProblem, type GenerateResultData } from '../src/protocol/messages';
 import { MAX_PROMPT_CHARS, type TrySide, type ToWebview } from '../src/protocol/webview';
 import { post, setState } from './api';
 import { clear, fmt, h } from './dom';
 
 type ValueEl = HTMLElement & { value: string };
 
-/** The same bounds as the engine's check (generate_models.ts), so that a bad value is explained here. */
+/** The engine's bounds (GENERATE_BOUNDS), so that a bad value is explained here. */
 const FIELDS = [
-  { id: 'maxTokens', label: 'Max tokens', value: '48', min: 1, max: 8192, integer: true },
-  { id: 'temperature', label: 'Temperature (0 = greedy)', value: '0', min: 0, max: 100, integer: false },
-  { id: 'topP', label: 'Top-p', value: '1', min: 1e-6, max: 1, integer: false },
+  { id: 'maxTokens', label: 'Max tokens', value: '48', ...GENERATE_BOUNDS.maxTokens },
+  { id: 'temperature', label: 'Temperature (0 = greedy)', value: '0', ...GENERATE_BOUNDS.temperature },
+  { id: 'topP', label: 'Top-p', value: '1', ...GENERATE_BOUNDS.topP },
 ] as const;
 
 class Column {
@@ -122,8 +122,8 @@ export function tryView(root: HTMLElement): (m: ToWebview) => void {
     if (text.length > MAX_PROMPT_CHARS) problems.push(`the prompt is longer than ${MAX_PROMPT_CHARS} characters`);
     for (const f of FIELDS) {
       const v = Number(fields.get(f.id)!.value);
-      if (!Number.isFinite(v) || v < f.min || v > f.max || (f.integer && !Number.isInteger(v)))
-        problems.push(`${f.label} must be ${f.integer ? 'an integer' : 'a number'} in [${f.min}, ${f.max}]`);
+      const problem = generateBoundProblem(f.id, v);
+      if (problem) problems.push(`${f.label} must be ${problem}`);
       values[f.id] = v;
     }
     status.textContent = problems.join('; ');

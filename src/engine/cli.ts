@@ -15,7 +15,7 @@ import {
   type PresetName,
   type QuantizeConfig,
 } from '../protocol/config';
-import { ErrorCode, type ExportFormat, type ProgressValue } from '../protocol/messages';
+import { ErrorCode, type GENERATE_BOUNDS, generateBoundProblem, type ExportFormat, type ProgressValue } from '../protocol/messages';
 import { ProtocolError } from '../protocol/rpc';
 import { configFromFlags, flagFor, kebab, parseArgs } from './run/args';
 import { formatEta } from './run/progress';
@@ -203,13 +203,13 @@ async function cmdEval(argv: string[], signal: AbortSignal): Promise<number> {
   return 0;
 }
 
-/** A number flag within [min, max] (integer when asked), or its default when absent. */
-function numberFlag(flags: Map<string, string[]>, name: string, dflt: number, min: number, max: number, integer = false): number {
+/** A generation number from its flag (GENERATE_BOUNDS), or its default when absent. */
+function generateFlag(flags: Map<string, string[]>, name: string, key: keyof typeof GENERATE_BOUNDS, dflt: number): number {
   const v = last(flags, name);
   if (v === undefined) return dflt;
   const x = Number(v);
-  if (!Number.isFinite(x) || x < min || x > max || (integer && !Number.isInteger(x)))
-    throw new ProtocolError(ErrorCode.InvalidParams, `--${name} must be ${integer ? 'an integer' : 'a number'} in [${min}, ${max}], got "${v}"`, `--${name}`);
+  const problem = generateBoundProblem(key, x);
+  if (problem) throw new ProtocolError(ErrorCode.InvalidParams, `--${name} must be ${problem}, got "${v}"`, `--${name}`);
   return x;
 }
 
@@ -218,8 +218,8 @@ async function cmdGenerate(argv: string[], signal: AbortSignal): Promise<number>
   if (a.flags.has('help')) return printHelp();
   const path = needPositional(a.positional, 'generate', 'run-or-model-dir');
   const prompt = need(a.flags, 'prompt', 'generate');
-  const maxTokens = numberFlag(a.flags, 'max-tokens', 64, 1, 8192, true);
-  const sampling = { temperature: numberFlag(a.flags, 'temperature', 0, 0, 100), topP: numberFlag(a.flags, 'top-p', 1, 1e-6, 1) };
+  const maxTokens = generateFlag(a.flags, 'max-tokens', 'maxTokens', 64);
+  const sampling = { temperature: generateFlag(a.flags, 'temperature', 'temperature', 0), topP: generateFlag(a.flags, 'top-p', 'topP', 1) };
   const { getRuntime } = await import('./compute/runtime');
   const { generate, openGenerationModel } = await import('./run/generate');
   const rt = await getRuntime(a.config.ep ?? 'auto');

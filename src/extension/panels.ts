@@ -95,19 +95,40 @@ export interface PanelHost {
   tryIt(runDir: string): Promise<void>;
 }
 
-export class ConfigPanel extends Panel {
-  private static readonly byModel = new Map<string, ConfigPanel>();
+/**
+ * One panel per key (a model path, a run dir): asked again, the open one is revealed — and a panel VS Code restored
+ * after a reload for a key that already has one is closed.
+ */
+export class PanelRegistry<P extends Panel> {
+  private readonly byKey = new Map<string, P>();
 
-  static createOrShow(modelPath: string, config: QuantizeConfig, extensionUri: vscode.Uri, log: vscode.OutputChannel, host: PanelHost): ConfigPanel {
-    const existing = ConfigPanel.byModel.get(modelPath);
+  get(key: string): P | undefined {
+    return this.byKey.get(key);
+  }
+
+  all(): P[] {
+    return [...this.byKey.values()];
+  }
+
+  open(key: string, create: () => P, revived?: vscode.WebviewPanel): P {
+    const existing = this.byKey.get(key);
     if (existing) {
+      revived?.dispose();
       existing.reveal();
       return existing;
     }
-    const p = new ConfigPanel(modelPath, config, extensionUri, log, host);
-    ConfigPanel.byModel.set(modelPath, p);
-    p.onDispose.event(() => ConfigPanel.byModel.delete(modelPath));
+    const p = create();
+    this.byKey.set(key, p);
+    p.onDispose.event(() => this.byKey.delete(key));
     return p;
+  }
+}
+
+export class ConfigPanel extends Panel {
+  private static readonly byModel = new PanelRegistry<ConfigPanel>();
+
+  static createOrShow(modelPath: string, config: QuantizeConfig, extensionUri: vscode.Uri, log: vscode.OutputChannel, host: PanelHost): ConfigPanel {
+    return ConfigPanel.byModel.open(modelPath, () => new ConfigPanel(modelPath, config, extensionUri, log, host));
   }
 
   private constructor(
@@ -176,24 +197,16 @@ export class ConfigPanel extends Panel {
 }
 
 export class ResultsPanel extends Panel {
-  private static readonly byRun = new Map<string, ResultsPanel>();
+  private static readonly byRun = new PanelRegistry<ResultsPanel>();
 
   static forRun(runDir: string, extensionUri: vscode.Uri, log: vscode.OutputChannel, host: PanelHost, revived?: vscode.WebviewPanel): ResultsPanel {
-    const existing = ResultsPanel.byRun.get(runDir);
-    if (existing) {
-      revived?.dispose();
-      existing.reveal();
-      return existing;
-    }
-    const p = new ResultsPanel(runDir, extensionUri, log, host, revived);
-    ResultsPanel.byRun.set(runDir, p);
-    p.onDispose.event(() => ResultsPanel.byRun.delete(runDir));
-    return p;
+    return ResultsPanel.byRun.open(runDir, () => new ResultsPanel(runDir, extensionUri, log, host, revived), revived);
   }
 
   /** The results panel that was focused last (for the palette's Export commands). */
   static get active(): ResultsPanel | undefined {
-    return [...ResultsPanel.byRun.values()].find((p) => p.panel.active) ?? [...ResultsPanel.byRun.values()].at(-1);
+    const open = ResultsPanel.byRun.all();
+    return open.find((p) => p.panel.active) ?? open.at(-1);
   }
 
   private constructor(

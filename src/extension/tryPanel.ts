@@ -9,31 +9,22 @@ import { ErrorCode, type RunSummary } from '../protocol/messages';
 import { ProtocolError } from '../protocol/rpc';
 import type { FromWebview, GenerateMessage, TrySide } from '../protocol/webview';
 import type { EngineClient } from './engineClient';
-import { Panel, errorData } from './panels';
+import { Panel, PanelRegistry, errorData } from './panels';
 
 /**
  * New text waits this long and goes to the webview in one message per side: a message per token, at a few
- * hundred tokens per second per side, queued up in the webview channel (seen in the UI e2e: after Stop, the
- * columns said "cancelled" 3.7 s late, once the queued text had drained).
+ * hundred tokens per second per side, queues up in the webview channel, and Stop's "cancelled" would show only
+ * once the queued text had drained.
  */
 const TEXT_FLUSH_MS = 50;
 
 export class TryPanel extends Panel {
-  private static readonly byRun = new Map<string, TryPanel>();
+  private static readonly byRun = new PanelRegistry<TryPanel>();
   static readonly viewType = 'lopro.try';
 
   /** The run's panel, opened or revealed; `revived` = the panel VS Code restores after a window reload. */
   static forRun(runDir: string, extensionUri: vscode.Uri, log: vscode.OutputChannel, engine: EngineClient, revived?: vscode.WebviewPanel): TryPanel {
-    const existing = TryPanel.byRun.get(runDir);
-    if (existing) {
-      revived?.dispose();
-      existing.reveal();
-      return existing;
-    }
-    const p = new TryPanel(runDir, extensionUri, log, engine, revived);
-    TryPanel.byRun.set(runDir, p);
-    p.onDispose.event(() => TryPanel.byRun.delete(runDir));
-    return p;
+    return TryPanel.byRun.open(runDir, () => new TryPanel(runDir, extensionUri, log, engine, revived), revived);
   }
 
   /** The panel of `runDir`, if one is open (for the extension-host tests). */

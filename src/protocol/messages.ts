@@ -176,6 +176,20 @@ export interface GenerateParams {
   ep?: ExecutionProviderName;
 }
 
+/** The bounds of GenerateParams' numbers: one table for the engine's check, `lopro generate`'s flags and the Try it form. */
+export const GENERATE_BOUNDS = {
+  maxTokens: { min: 1, max: 8192, integer: true },
+  temperature: { min: 0, max: 100, integer: false },
+  topP: { min: 1e-6, max: 1, integer: false },
+} as const;
+
+/** What `v` should be for `key` ("an integer in [1, 8192]"), or undefined when it is that. */
+export function generateBoundProblem(key: keyof typeof GENERATE_BOUNDS, v: number): string | undefined {
+  const b = GENERATE_BOUNDS[key];
+  if (Number.isFinite(v) && v >= b.min && v <= b.max && (!b.integer || Number.isInteger(v))) return undefined;
+  return `${b.integer ? 'an integer' : 'a number'} in [${b.min}, ${b.max}]`;
+}
+
 export interface GenerateResultData {
   source: GenerationSource;
   promptTokens: number;

@@ -225,13 +225,7 @@ export class GraphBuilder {
    * ComputeRuntime.run feeds a session only the inputs it declares, so callers may still pass all.
    */
   toModel(): Uint8Array {
-    if (this.outputs.length === 0) throw new Error(`graph ${this.name}: no outputs`);
-    const { nodes, inits, needed } = this.live();
-    return encodeModel({
-      irVersion: 8,
-      opsets: [{ domain: '', version: this.opset }, ...[...this.domains].map(([domain, version]) => ({ domain, version }))],
-      graph: { name: this.name, nodes, initializers: inits, inputs: this.inputs.filter((i) => needed.has(i.name)), outputs: this.outputs },
-    });
+    return this.encode((inits) => inits);
   }
 
   /**
@@ -240,24 +234,30 @@ export class GraphBuilder {
    * offset (64-byte aligned, zeros between), still referencing the initializers' arrays.
    */
   toModelWithExternalData(location: string, minBytes = 1024): { model: Uint8Array; pieces: { offset: number; bytes: Uint8Array }[]; dataBytes: number } {
-    if (this.outputs.length === 0) throw new Error(`graph ${this.name}: no outputs`);
-    const { nodes, inits, needed } = this.live();
     const pieces: { offset: number; bytes: Uint8Array }[] = [];
     let offset = 0;
-    const placed = inits.map((t) => {
-      if (t.rawData.byteLength < minBytes) return t;
-      offset = Math.ceil(offset / 64) * 64;
-      pieces.push({ offset, bytes: t.rawData });
-      const spec = { ...t, external: { location, offset } };
-      offset += t.rawData.byteLength;
-      return spec;
-    });
-    const model = encodeModel({
+    const model = this.encode((inits) =>
+      inits.map((t) => {
+        if (t.rawData.byteLength < minBytes) return t;
+        offset = Math.ceil(offset / 64) * 64;
+        pieces.push({ offset, bytes: t.rawData });
+        const spec = { ...t, external: { location, offset } };
+        offset += t.rawData.byteLength;
+        return spec;
+      }),
+    );
+    return { model, pieces, dataBytes: offset };
+  }
+
+  /** The live graph (see toModel) encoded, its initializers as `place` stores them. */
+  private encode(place: (inits: TensorProtoSpec[]) => TensorProtoSpec[]): Uint8Array {
+    if (this.outputs.length === 0) throw new Error(`graph ${this.name}: no outputs`);
+    const { nodes, inits, needed } = this.live();
+    return encodeModel({
       irVersion: 8,
       opsets: [{ domain: '', version: this.opset }, ...[...this.domains].map(([domain, version]) => ({ domain, version }))],
-      graph: { name: this.name, nodes, initializers: placed, inputs: this.inputs.filter((i) => needed.has(i.name)), outputs: this.outputs },
+      graph: { name: this.name, nodes, initializers: place(inits), inputs: this.inputs.filter((i) => needed.has(i.name)), outputs: this.outputs },
     });
-    return { model, pieces, dataBytes: offset };
   }
 
   /** Nodes (in emission order, which is topological), initializers and value names reachable from the outputs. */

@@ -159,6 +159,7 @@ export class ComputeRuntime {
     const t0 = performance.now();
     const model = build();
     const options = sessionOptions(this.ep, { ...this.opts, allowSpinning: spin }, placement);
+    // Two overloads of create (path, bytes): TypeScript picks one per branch.
     const session = (typeof model === 'string' ? ort.InferenceSession.create(model, options) : ort.InferenceSession.create(model, options)).then((s) => {
       this.counters.sessionsCreated++;
       this.counters.sessionCreateMs += performance.now() - t0;

@@ -39,12 +39,12 @@ export interface OnnxExportOptions {
   matMulNBits?: boolean;
   /**
    * Float activations into MatMulNBits (accuracy_level 0) instead of the default int8 blocks (4): exact to the
-   * run's numbers, but the CPU EP's 2-bit decode is 5× slower than float then (bench/RESULTS.md, issue 18).
+   * run's numbers, but the CPU EP has no fast 2-bit kernel for float activations.
    */
   floatActivations?: boolean;
   /**
-   * 2-bit codes in MatMulNBits' 4-bit container (twice the codes' bytes): for execution providers whose 2-bit kernel
-   * fails — ORT 1.29's CUDA EP stops with an illegal memory access (bench/RESULTS.md, issue 18).
+   * 2-bit codes in MatMulNBits' 4-bit container (twice the codes' bytes): for execution providers without a working
+   * 2-bit kernel.
    */
   fourBitContainer?: boolean;
   /** Longest sequence the rope tables cover (default min(max_position_embeddings, 8192)). */

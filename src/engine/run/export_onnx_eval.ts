@@ -45,12 +45,18 @@ export function fullWindowCacheFeeds(session: ort.InferenceSession, B: number, T
   const pos = new BigInt64Array(B * T);
   for (let i = 0; i < B * T; i++) pos[i] = BigInt(i % T);
   feeds.position_ids = new ort.Tensor('int64', pos, [B, T]);
-  for (const [name, dims] of pastShapes(session)) feeds[name] = new ort.Tensor('float32', new Float32Array(0), [B, dims.kvHeads, 0, dims.headDim]);
-  return feeds;
+  return Object.assign(feeds, emptyPast(session, B));
+}
+
+/** Every past_key_values input of an exported model with nothing cached yet ([B, kv_heads, 0, head_dim]). */
+export function emptyPast(session: ort.InferenceSession, B: number): Record<string, ort.Tensor> {
+  const past: Record<string, ort.Tensor> = {};
+  for (const [name, d] of pastShapes(session)) past[name] = new ort.Tensor('float32', new Float32Array(0), [B, d.kvHeads, 0, d.headDim]);
+  return past;
 }
 
 /** Each past_key_values input of an exported model with its fixed dims (heads, head size) from the model's metadata. */
-export function pastShapes(session: ort.InferenceSession): Map<string, { kvHeads: number; headDim: number }> {
+function pastShapes(session: ort.InferenceSession): Map<string, { kvHeads: number; headDim: number }> {
   const out = new Map<string, { kvHeads: number; headDim: number }>();
   for (const m of session.inputMetadata) {
     if (!m.name.startsWith('past_key_values.')) continue;
@@ -80,6 +86,8 @@ export async function perplexityOnnx(onnxPath: string, ids: Int32Array, opts: On
   const B = opts.batch ?? defaultBatch(T);
   const t0 = performance.now();
   const windowNll = new Float64Array(windows.length);
+  // The same for every batch of a size (the last may be smaller).
+  const cacheFeeds = new Map<number, Record<string, ort.Tensor>>();
   let total = 0;
   for (let b0 = 0; b0 < windows.length; b0 += B) {
     opts.signal?.throwIfAborted();
@@ -90,7 +98,8 @@ export async function perplexityOnnx(onnxPath: string, ids: Int32Array, opts: On
       for (let t = 0; t < T; t++) input[i * T + t] = BigInt(ids[w * T + t]);
       targets.set(ids.subarray(w * T + 1, (w + 1) * T), i * (T - 1));
     });
-    const out = await rt.run(model, { input_ids: new ort.Tensor('int64', input, [sel.length, T]), ...fullWindowCacheFeeds(model, sel.length, T) });
+    if (!cacheFeeds.has(sel.length)) cacheFeeds.set(sel.length, fullWindowCacheFeeds(model, sel.length, T));
+    const out = await rt.run(model, { input_ids: new ort.Tensor('int64', input, [sel.length, T]), ...cacheFeeds.get(sel.length) });
     const r = await rt.run(nll, { logits: out.logits, targets: new ort.Tensor('int32', targets, [sel.length, T - 1]) });
     rt.release(...Object.values(out));
     const v = r.nll.data as Float32Array;

@@ -18,7 +18,7 @@ import { GREEDY, sampleToken, type Sampling } from '../model/sampling';
 import { loadTokenizer, type LoadedTokenizer } from '../model/tokenizer';
 import { mulberry32 } from '../util/random';
 import { buildOnnxModel } from './export_onnx';
-import { pastShapes } from './export_onnx_eval';
+import { emptyPast } from './export_onnx_eval';
 import { isNativeDir, openNativeModel } from './native';
 import { RunDir } from './rundir';
 
@@ -148,8 +148,7 @@ export async function generate(m: GenerationModel, prompt: string | Int32Array, 
   const rand = mulberry32(opts.seed ?? 0);
   const V = cfg.vocabSize;
   const P = ids.length;
-  let past: Record<string, ort.Tensor> = {};
-  for (const [name, d] of pastShapes(session)) past[name] = new ort.Tensor('float32', new Float32Array(0), [1, d.kvHeads, 0, d.headDim]);
+  let past = emptyPast(session, 1);
 
   const tokens: number[] = [];
   let text = '';
@@ -167,7 +166,7 @@ export async function generate(m: GenerationModel, prompt: string | Int32Array, 
     const T = input.length;
     const out = await rt.run(session, {
       input_ids: i64(input, [1, T]),
-      attention_mask: i64(new Array(pos0 + T).fill(1), [1, pos0 + T]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(pos0 + T).fill(1n), [1, pos0 + T]),
       position_ids: i64(
         Array.from({ length: T }, (_, i) => pos0 + i),
         [1, T],

@@ -9,16 +9,13 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { EXECUTION_PROVIDERS, type ExecutionProviderName } from '../../protocol/config';
-import { ErrorCode, type GenerateParams, type GenerateResultData } from '../../protocol/messages';
+import { ErrorCode, generateBoundProblem, type GenerateParams, type GenerateResultData } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { ComputeRuntime } from '../compute/runtime';
 import { generate, openGenerationModel, type GenerationModel } from './generate';
 
 /** One Try it panel holds two models (float and quantized); this leaves room for a second panel's pair. */
 const MAX_OPEN = 4;
-/** The CLI's bounds (lopro generate --max-tokens / --temperature / --top-p). */
-const MAX_NEW_TOKENS = 8192;
-const MAX_TEMPERATURE = 100;
 
 interface Entry {
   dir: string;
@@ -127,11 +124,10 @@ export function checkGenerateParams(p: GenerateParams): void {
   const bad = (where: string, message: string) => new ProtocolError(ErrorCode.InvalidParams, message, where);
   if (typeof p.path !== 'string' || !p.path) throw bad('path', 'generate needs a path: a run, ONNX export, native or model folder');
   if (typeof p.prompt !== 'string') throw bad('prompt', 'the prompt must be text');
-  if (!Number.isInteger(p.maxTokens) || p.maxTokens < 1 || p.maxTokens > MAX_NEW_TOKENS)
-    throw bad('maxTokens', `maxTokens must be an integer in [1, ${MAX_NEW_TOKENS}], got ${p.maxTokens}`);
-  if (!Number.isFinite(p.temperature) || p.temperature < 0 || p.temperature > MAX_TEMPERATURE)
-    throw bad('temperature', `temperature must be a number in [0, ${MAX_TEMPERATURE}], got ${p.temperature}`);
-  if (!Number.isFinite(p.topP) || p.topP <= 0 || p.topP > 1) throw bad('topP', `topP must be a number in (0, 1], got ${p.topP}`);
+  for (const key of ['maxTokens', 'temperature', 'topP'] as const) {
+    const problem = generateBoundProblem(key, p[key]);
+    if (problem) throw bad(key, `${key} must be ${problem}, got ${p[key]}`);
+  }
   if (!Number.isSafeInteger(p.seed)) throw bad('seed', `seed must be an integer, got ${p.seed}`);
   if (p.ep !== undefined && !EXECUTION_PROVIDERS.includes(p.ep)) throw bad('ep', `ep must be one of ${EXECUTION_PROVIDERS.join(', ')}, got ${p.ep}`);
 }

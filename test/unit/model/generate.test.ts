@@ -9,7 +9,7 @@ import { ComputeRuntime } from '../../../src/engine/compute/runtime';
 import { openModel } from '../../../src/engine/model/loader';
 import { forwardRef } from '../../../src/engine/model/llama_ref';
 import { argmax, nucleus, sampleToken } from '../../../src/engine/model/sampling';
-import { fullWindowCacheFeeds, pastShapes } from '../../../src/engine/run/export_onnx_eval';
+import { emptyPast, fullWindowCacheFeeds } from '../../../src/engine/run/export_onnx_eval';
 import { generate, openGenerationModel, type GenerationModel } from '../../../src/engine/run/generate';
 import { mulberry32 } from '../../../src/engine/util/random';
 
@@ -25,8 +25,7 @@ async function wholeLogits(m: GenerationModel, ids: number[]): Promise<Float32Ar
 async function cachedLogits(m: GenerationModel, ids: number[], p: number): Promise<Float32Array> {
   const V = m.cfg.vocabSize;
   const res = new Float32Array(ids.length * V);
-  let past: Record<string, ort.Tensor> = {};
-  for (const [name, d] of pastShapes(m.session)) past[name] = new ort.Tensor('float32', new Float32Array(0), [1, d.kvHeads, 0, d.headDim]);
+  let past = emptyPast(m.session, 1);
   let pos = 0;
   for (const chunk of [ids.slice(0, p), ...ids.slice(p).map((t) => [t])]) {
     const T = chunk.length;
