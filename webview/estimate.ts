@@ -2,7 +2,8 @@
 // bits per weight (spec §3, bitsPerWeight per layer, weighted by weight count), output size and a
 // rough peak memory. Pure so that unit tests can check it.
 
-import { bitsPerWeight, layerConfigFor, passHessianBytes, type QuantizeConfig } from '../src/protocol/config';
+import { bitsPerWeight, layerConfigFor, type QuantizeConfig } from '../src/protocol/config';
+import { BATCH_TOKENS, batchWorkBytes, planMemory } from '../src/protocol/memory_plan';
 import type { ModelSummary } from '../src/protocol/messages';
 
 export interface Estimate {
@@ -34,34 +35,46 @@ function statisticOf(module: string, expert?: number): { key: string; stage: str
 }
 
 /**
- * Peak memory, roughly: the model as float32, calibration activations of one block boundary
- * (inputs + outputs, float32, spilled above memoryBudgetMB), the Hessians of the largest block (its
- * float32 cache for re-quantizing unless keepHessians is off, plus one pass of float64 working copies: an MoE block's experts are
- * measured in passes of at most half of memoryBudgetMB) and the float64 working copies of the largest layer (W,
- * residual, low-rank, error ≈ 4 copies).
+ * Peak host memory of a run: the engine's memory plan (protocol/memory_plan.ts) for this model's largest
+ * block, layer, statistic and stage. A data-free run holds no activations and no Hessians.
  */
 export function peakMemoryBytes(s: ModelSummary, c: QuantizeConfig): number {
+  const calibrated = c.calibText !== '';
   const hidden = s.linears.find((l) => l.module === 'q_proj')?.cols ?? Math.max(0, ...s.linears.map((l) => l.cols));
   const ctx = c.ctx || s.ctx || 512;
-  const samples = c.calibText ? c.calibSamples : 1;
-  const acts = Math.min(2 * samples * ctx * hidden * 4, c.memoryBudgetMB * 2 ** 20);
-  // Per block, its statistics: key → stage and width (one pass over the linears).
-  const blocks = new Map<number, Map<string, { stage: string; n: number }>>();
+  const blockWeights = new Map<number, number>();
+  const stages = new Map<string, Map<string, number>>(); // block/stage → statistic → width
+  let largestLayerWeights = 0,
+    widestStatistic = 0;
   for (const l of s.linears) {
+    blockWeights.set(l.block, (blockWeights.get(l.block) ?? 0) + 4 * l.rows * l.cols);
+    largestLayerWeights = Math.max(largestLayerWeights, l.rows * l.cols);
+    widestStatistic = Math.max(widestStatistic, l.cols);
     const { key, stage } = statisticOf(l.module, l.expert);
-    if (!blocks.has(l.block)) blocks.set(l.block, new Map());
-    blocks.get(l.block)!.set(key, { stage, n: l.cols });
+    const id = `${l.block}/${stage}`;
+    if (!stages.has(id)) stages.set(id, new Map());
+    stages.get(id)!.set(key, l.cols);
+    // A sparse block's mlp_in stage also measures the block's shared input (routing; all-token experts).
+    if (stage === 'mlp_in' && l.expert !== undefined) stages.get(id)!.set('mlp_in@', hidden);
   }
-  let hessians = 0;
-  for (const keys of blocks.values()) {
-    const cache = c.keepHessians ? [...keys.values()].reduce((a, k) => a + k.n * k.n * 4, 0) : 0;
-    const stages = new Map<string, number>();
-    for (const k of keys.values()) stages.set(k.stage, (stages.get(k.stage) ?? 0) + k.n * k.n * 4);
-    const pass = Math.max(0, ...[...stages.values()].map((v) => Math.min(v, passHessianBytes(c))));
-    hessians = Math.max(hessians, cache + 2 * pass);
-  }
-  const largest = Math.max(0, ...s.linears.map((l) => l.rows * l.cols));
-  return s.params * 4 + acts + hessians + largest * 8 * 4;
+  // 'auto' may be the CPU EP: the estimate assumes so.
+  const forwardsOnCpu = calibrated && c.ep !== 'webgpu' && c.ep !== 'cuda';
+  const heads = s.attentionHeads ?? 1;
+  const mlp = Math.max(0, ...s.linears.filter((l) => /(^|\.)(down_proj|w2)$/.test(l.module)).map((l) => l.cols));
+  const largestStage = Math.max(0, ...[...stages.values()].map((keys) => [...keys.values()].reduce((a, n) => a + 4 * n * n, 0)));
+  const plan = planMemory(
+    {
+      activationStoreBytes: calibrated ? c.calibSamples * ctx * hidden * 4 : 0,
+      blockWeightBytes: Math.max(0, ...blockWeights.values()),
+      largestLayerWeights,
+      widestStatistic: calibrated ? widestStatistic : 0,
+      largestStageFloat32Bytes: calibrated ? largestStage : 0,
+      hostSums: forwardsOnCpu,
+      hostBatchWorkBytes: forwardsOnCpu ? batchWorkBytes(Math.max(1, Math.floor(BATCH_TOKENS / ctx)) * ctx, mlp, heads, ctx) : 0,
+    },
+    c.memoryBudgetMB,
+  );
+  return plan.peak;
 }
 
 export function estimate(s: ModelSummary, c: QuantizeConfig): Estimate {

@@ -178,19 +178,11 @@ export interface QuantizeConfig extends LayerConfig {
   threads: number;
   /** Seed of every random choice (R1SVD start vectors, k-means init). */
   seed: number;
-  /** Spill calibration activations to disk above this many MiB. */
+  /** Host memory a calibrated run plans for, MiB (protocol/memory_plan.ts): activations spill and statistics passes shrink to fit. */
   memoryBudgetMB: number;
   /** Layer name (or glob with *) → overrides. */
   layerOverrides: Record<string, Partial<LayerConfig>>;
 }
-
-/**
- * Float32 bytes of Hessians one statistics pass may hold: half of memoryBudgetMB (the other half is the
- * calibration activations'). A sparse block's experts are measured in chunks under it (one expert's
- * down_proj input of a Mixtral-8x7B is 14336² values, 822 MB): each chunk re-runs the block's forward, so a
- * larger budget means fewer passes. The engine's passes and the panel's peak-memory estimate both use it.
- */
-export const passHessianBytes = (c: Pick<QuantizeConfig, 'memoryBudgetMB'>): number => (c.memoryBudgetMB * 2 ** 20) / 2;
 
 export const DEFAULT_LAYER_CONFIG: Readonly<LayerConfig> = Object.freeze({
   method: 'lopro',

@@ -70,6 +70,8 @@ export interface ModelSummary {
   params: number;
   dtypes: Dtype[];
   numBlocks: number;
+  /** Attention heads of a decoder (its config.json); absent for bare tensors. */
+  attentionHeads?: number;
   linears: LinearLayerInfo[];
   /** Protocol context length (0 for bare tensors). */
   ctx: number;

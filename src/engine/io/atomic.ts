@@ -124,12 +124,22 @@ export function atomicWriteFile(target: string, data: string | ArrayBufferView):
   commitTemp(fd, tmp, target);
 }
 
+/** A run of bytes of another file, copied into an output in chunks (never held whole in memory). */
+export interface FileRange {
+  file: string;
+  offset: number;
+  length: number;
+}
+
+const COPY_CHUNK = 16 * 2 ** 20;
+
 /**
- * atomicWriteFile for a list of byte views written one after another, off the main thread: the writes,
+ * atomicWriteFile for a list of parts written one after another, off the main thread: the writes,
  * the fsync and the rename run on libuv's thread pool, so the caller can compute meanwhile (the pipeline
- * commits block b while block b + 1 runs, run/pipeline_llama.ts). The views must not change until it settles.
+ * commits block b while block b + 1 runs, run/pipeline_llama.ts). A part is a byte view (which must not
+ * change until it settles) or a range of another file, copied 16 MiB at a time.
  */
-export async function atomicWriteFileAsync(target: string, parts: readonly ArrayBufferView[]): Promise<void> {
+export async function atomicWriteFileAsync(target: string, parts: readonly (ArrayBufferView | FileRange)[]): Promise<void> {
   const tmp = tempPathFor(target);
   let fh: fs.promises.FileHandle;
   try {
@@ -137,14 +147,17 @@ export async function atomicWriteFileAsync(target: string, parts: readonly Array
   } catch (e) {
     throw writeError(target, e, 'create');
   }
+  const writeBytes = async (bytes: Uint8Array) => {
+    for (let done = 0; done < bytes.length; ) {
+      const { bytesWritten } = await fh.write(bytes, done, Math.min(bytes.length - done, 1 << 30));
+      done += bytesWritten;
+    }
+  };
   try {
     try {
       for (const p of parts) {
-        const bytes = new Uint8Array(p.buffer, p.byteOffset, p.byteLength);
-        for (let done = 0; done < bytes.length; ) {
-          const { bytesWritten } = await fh.write(bytes, done, Math.min(bytes.length - done, 1 << 30));
-          done += bytesWritten;
-        }
+        if (ArrayBuffer.isView(p)) await writeBytes(new Uint8Array(p.buffer, p.byteOffset, p.byteLength));
+        else await copyRange(p, writeBytes);
       }
       await fh.sync();
     } finally {
@@ -156,4 +169,19 @@ export async function atomicWriteFileAsync(target: string, parts: readonly Array
     throw writeError(target, e, 'write');
   }
   fsyncDir(path.dirname(target));
+}
+
+async function copyRange(r: FileRange, write: (b: Uint8Array) => Promise<void>): Promise<void> {
+  const src = await fs.promises.open(r.file, 'r');
+  try {
+    const buf = new Uint8Array(Math.min(COPY_CHUNK, Math.max(1, r.length)));
+    for (let done = 0; done < r.length; ) {
+      const { bytesRead } = await src.read(buf, 0, Math.min(buf.length, r.length - done), r.offset + done);
+      if (bytesRead === 0) throw new Error(`${r.file} ends at byte ${r.offset + done}, ${r.length - done} bytes short of the range copied`);
+      await write(buf.subarray(0, bytesRead));
+      done += bytesRead;
+    }
+  } finally {
+    await src.close();
+  }
 }

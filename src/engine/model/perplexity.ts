@@ -6,6 +6,7 @@
 // block's weights are fetched once per chunk, so a lazy/disk weights provider is read
 // numLayers × chunks times, not once per batch.
 
+import { BATCH_TOKENS } from '../../protocol/memory_plan';
 import type { WeightLayout } from './llama_graph';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
@@ -50,7 +51,7 @@ export interface PerplexityResult {
 }
 
 export function defaultBatch(ctx: number): number {
-  return Math.max(1, Math.floor(4096 / ctx));
+  return Math.max(1, Math.floor(BATCH_TOKENS / ctx));
 }
 
 export async function perplexity(cfg: ModelConfig, ids: Int32Array, weights: WeightsProvider, opts: PerplexityOptions): Promise<PerplexityResult> {

@@ -7,7 +7,7 @@
 
 import { join } from 'node:path';
 import type * as ort from 'onnxruntime-node';
-import { layerConfigFor, passHessianBytes } from '../../protocol/config';
+import { layerConfigFor } from '../../protocol/config';
 import { ErrorCode } from '../../protocol/messages';
 import type { LayerMeasurement } from '../../protocol/plan';
 import { ProtocolError } from '../../protocol/rpc';
@@ -18,7 +18,7 @@ import type { StatRequest } from '../model/llama_graph';
 import { defaultBatch } from '../model/perplexity';
 import { createActivationStore, type ActivationStore } from '../run/activations';
 import { throwIfCancelled, yieldToEventLoop } from '../run/cancel';
-import { allFinite, type Calibration, embedCalibration, gather, passesOf, passStats, scatter, statWidth, suffixOf } from '../run/pipeline_llama';
+import { allFinite, type Calibration, embedCalibration, gather, memoryPlanOf, passesOf, passStats, scatter, statWidth, suffixOf } from '../run/pipeline_llama';
 import { ProgressTracker } from '../run/progress';
 import type { RunContext } from '../run/run_context';
 import { measureLayer } from './measure_layer';
@@ -31,7 +31,8 @@ export async function measureLlamaBlocks(ctx: RunContext, calib: Calibration, rt
   const recordLen = T * cfg.hiddenSize;
   const fwd = new LlamaForward(cfg, T, rt);
   const B = defaultBatch(T);
-  const budget = (params.config.memoryBudgetMB * 2 ** 20) / 2;
+  const plan = memoryPlanOf(cfg, N, T, params.config.memoryBudgetMB, !rt.keepsDataOnDevice);
+  const budget = plan.activationsSpilled ? 0 : Number.POSITIVE_INFINITY; // its one store: in memory or spilled
   const read = (name: string) => model.ckpt.readFloat32(name);
   const batches: [number, number][] = [];
   for (let i = 0; i < N; i += B) batches.push([i, Math.min(B, N - i)]);
@@ -53,7 +54,7 @@ export async function measureLlamaBlocks(ctx: RunContext, calib: Calibration, rt
       const sparse = lins.some((l) => l.expert !== undefined);
       const nbG = Math.min(GAIN_WINDOWS, N);
       const gainRaw = await blockGainsRaw(fwd, gather(X, 0, nbG), nbG, T, w, wT, b, lins, suffixOf, params.config.seed);
-      const passes = passesOf(keys, (k) => statWidth(cfg, lins, k), passHessianBytes(params.config));
+      const passes = passesOf(keys, (k) => statWidth(cfg, lins, k), plan.passFloat32Bytes);
       for (const pass of passes) {
         const req: StatRequest = sparse ? ['routing', ...pass] : pass;
         const xOf = (k: number) => gather(X, batches[k][0], batches[k][1]);

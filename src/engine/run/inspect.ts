@@ -67,6 +67,7 @@ export function openModel(path: string, ctxOverride = 0): OpenedModel {
           params,
           dtypes,
           numBlocks: cfg.numLayers,
+          attentionHeads: cfg.numHeads,
           linears: linears.map(strip),
           ctx: protocolCtx(cfg.maxPositions, ctxOverride),
         },

@@ -11,7 +11,8 @@
 // The math (forward graphs, quantizers) lives in model/ and quant/; this file only orders it.
 
 import { peakMemoryBytes } from '../util/peak_memory';
-import { layerConfigFor, passHessianBytes } from '../../protocol/config';
+import { layerConfigFor } from '../../protocol/config';
+import { batchWorkBytes, describeMemoryPlan, type MemoryPlan, planMemory } from '../../protocol/memory_plan';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type * as ort from 'onnxruntime-node';
@@ -27,6 +28,7 @@ import { loadTokenizer, tokenizeFile } from '../model/tokenizer';
 import { createActivationStore, loadActivationStore, type ActivationStore } from './activations';
 import { throwIfCancelled, yieldToEventLoop } from './cancel';
 import type { RunContext } from './run_context';
+import { HessianSpool } from './hessian_spool';
 import { ProgressTracker } from './progress';
 import { quantizeLayer } from './quantize_layer';
 import { peekDawnGpu } from '../backend/gpu/dawn';
@@ -274,6 +276,46 @@ export function passesOf(keys: readonly StatKey[], width: (k: StatKey) => number
   return out;
 }
 
+/** The memory plan (protocol/memory_plan.ts) of a calibrated run of this model: its largest block, layer, statistic and stage. */
+export function memoryPlanOf(cfg: ModelConfig, N: number, T: number, memoryBudgetMB: number, hostSums: boolean): MemoryPlan {
+  let mlp = 0;
+  let blockWeightBytes = 0,
+    largestLayerWeights = 0,
+    widestStatistic = 0,
+    largestStageFloat32Bytes = 0;
+  for (let b = 0; b < cfg.numLayers; b++) {
+    const lins = blockLinears(cfg, b);
+    blockWeightBytes = Math.max(blockWeightBytes, 4 * lins.reduce((s, l) => s + l.rows * l.cols, 0));
+    for (const l of lins) {
+      largestLayerWeights = Math.max(largestLayerWeights, l.rows * l.cols);
+      widestStatistic = Math.max(widestStatistic, l.cols);
+      if (l.input === 'mlp_act' || l.input === 'shared_act') mlp = Math.max(mlp, l.cols);
+    }
+    for (const stage of SEQUENTIAL_STAGES) {
+      const width = new Map<StatKey, number>();
+      for (const l of lins) if (stage.includes(l.input)) width.set(statKey(l), l.cols);
+      if (lins.some((l) => l.expert !== undefined && stage.includes(l.input) && l.input === 'mlp_in')) width.set('mlp_in', cfg.hiddenSize);
+      largestStageFloat32Bytes = Math.max(
+        largestStageFloat32Bytes,
+        [...width.values()].reduce((s, n) => s + 4 * n * n, 0),
+      );
+    }
+  }
+  const hostBatchWorkBytes = hostSums ? batchWorkBytes(defaultBatch(T) * T, mlp, cfg.numHeads, T) : 0;
+  return planMemory(
+    { activationStoreBytes: N * T * cfg.hiddenSize * 4, blockWeightBytes, largestLayerWeights, widestStatistic, largestStageFloat32Bytes, hostSums, hostBatchWorkBytes },
+    memoryBudgetMB,
+  );
+}
+
+/** Logs the plan (and warns when the budget is below its floor); returns the activation stores' byte limit. */
+export function announceMemoryPlan(plan: MemoryPlan, hooks: RunContext['hooks']): number {
+  const { line, belowFloor } = describeMemoryPlan(plan);
+  hooks.log('info', line);
+  if (belowFloor) hooks.log('warn', belowFloor);
+  return plan.activationsSpilled ? 0 : Number.POSITIVE_INFINITY;
+}
+
 /**
  * Device memory the block's calibration activations may hold on a GPU EP (inputs and outputs): within it
  * they are uploaded once per block — or are the previous block's outputs, never re-uploaded — instead of
@@ -296,7 +338,9 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   const recordLen = T * cfg.hiddenSize;
   const fwd = new LlamaForward(cfg, T, rt);
   const B = defaultBatch(T);
-  const budget = (params.config.memoryBudgetMB * 2 ** 20) / 2; // two live stores: inputs and outputs
+  const devicePaths = rt.keepsDataOnDevice || engineEnv().testDevicePaths;
+  const plan = memoryPlanOf(cfg, N, T, params.config.memoryBudgetMB, !devicePaths);
+  const budget = announceMemoryPlan(plan, hooks); // for the activation stores: in memory or spilled
   const read = (name: string) => model.ckpt.readFloat32(name);
   // Every weight the exported model carries (norms, embedding, head too), not only the linears
   // quantized below: a NaN/Inf there would otherwise be copied into the output without a word.
@@ -328,18 +372,21 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     await embedCalibration(fwd, rt, cfg, calib, X, batches, read, hooks.signal);
   }
   if (X.spilled)
-    hooks.log('info', `calibration activations (${((N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB per block) exceed half of memoryBudgetMB: spilled to ${dir.scratchDir}`);
+    hooks.log(
+      'info',
+      `calibration activations (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB per block boundary) do not fit memoryBudgetMB beside the rest: spilled to ${dir.scratchDir}`,
+    );
 
   const { backend } = ctx;
   // On a GPU EP the Hessian sums stay on the device through a pass (statsOnDevice), and the calibration
   // activations live on the device through a block when they fit (xDev: this block's input batches; yDev: its
   // outputs, the next block's xDev). Tests take both paths on the CPU EP too (there "device" tensors are host ones).
-  const devicePaths = rt.keepsDataOnDevice || engineEnv().testDevicePaths;
   const sums = { onDevice: devicePaths };
   let keepActs = devicePaths && 2 * N * recordLen * 4 <= DEVICE_ACTIVATION_BUDGET_BYTES;
   let xDev: ort.Tensor[] | null = null,
     yDev: ort.Tensor[] | null = null;
   let wT: Record<string, ort.Tensor> = {};
+  let spool: HessianSpool | undefined;
   if (keepActs) hooks.log('info', `calibration activations kept on the ${rt.ep} device through each block (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB)`);
   // Where the time goes: forward passes + Hessians on the EP, layers, commits to disk.
   const spent = { forwards: 0, layers: 0, commits: 0 };
@@ -375,7 +422,9 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       const lins = blockLinears(cfg, b);
       const P = blockUnits(b);
       const parts: TensorData[] = [];
-      const hessTensors: TensorData[] = [];
+      // The block's Hessian cache goes to disk pass by pass (hessian_spool.ts), not into memory: at most H and
+      // mean|x| per linear and the shared mlp_in.
+      spool = params.config.keepHessians ? new HessianSpool(dir.hessianFile(b), 2 * (lins.length + 1)) : undefined;
       const reports: LayerReport[] = [];
       const details: Record<string, LayerDetails> = {};
       hooks.onProgress({ kind: 'report', message: `block ${b + 1}/${cfg.numLayers}`, block: b, percentage: undefined });
@@ -395,7 +444,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         else for (const l of members) if (!keys.includes(keyOf(l))) keys.push(keyOf(l));
         const stageStats = new Map<StatKey, PassStats>();
         const done = new Set<BlockLinear>();
-        const passes = passesOf(keys, (k) => statWidth(cfg, lins, k), passHessianBytes(params.config));
+        const passes = passesOf(keys, (k) => statWidth(cfg, lins, k), plan.passFloat32Bytes);
         for (const pass of passes) {
           const req: StatRequest = sparseIn && pass.includes('mlp_in') ? ['routing', ...pass] : pass;
           // One pass over the calibration windows with the block as it is now.
@@ -413,11 +462,10 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
             stageStats.set(k, st);
             const n = Math.sqrt(st.H.length);
             // Cached for layer/requantize in float32 (half the disk of float64: 1.4 GB per 7B block).
-            if (params.config.keepHessians)
-              hessTensors.push(
-                { name: `${k}::H`, dtype: 'F32', shape: [n, n], data: st.H32 }, // read back by requantize.ts (measuredStatKey)
-                { name: `${k}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(st.absMean) },
-              );
+            spool?.add([
+              { name: `${k}::H`, dtype: 'F32', shape: [n, n], data: st.H32 }, // read back by requantize.ts (measuredStatKey)
+              { name: `${k}::abs_mean`, dtype: 'F32', shape: [n], data: Float32Array.from(st.absMean) },
+            ]);
           }
           progress.advance(
             P / passes.length,
@@ -506,10 +554,11 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       // commit at a time, in block order, run.json last; what it writes is not touched again. A failed
       // commit surfaces at the next block's commit (or the end) and stops the run; a crash before run.json
       // is written resumes from the block before, as always.
+      const blockSpool = spool;
       const commitBlock = async () => {
         const t0 = performance.now();
         await writeSafetensorsAtomicAsync(dir.blockFile(b), parts, { layers: JSON.stringify(reports.map((r) => r.name)) });
-        if (hessTensors.length) await writeSafetensorsAtomicAsync(dir.hessianFile(b), hessTensors, { nsamples: String(N), ctx: String(T) });
+        if (blockSpool?.count) await blockSpool.commitTo({ nsamples: String(N), ctx: String(T) });
         atomicWriteFile(dir.detailsFile(b), JSON.stringify(details));
         await Y.persistAsync(dir.actsFile(b));
         const names = new Set(reports.map((r) => r.name));
@@ -535,6 +584,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     lap('commits');
   } finally {
     await committing.catch(() => undefined); // nothing is left writing when the run returns (or fails, or is cancelled)
+    spool?.dispose(); // an uncommitted block's (a committed one's is gone already)
     X.dispose();
     fwd.release(wT);
     for (const ts of [xDev, yDev]) if (ts) rt.release(...ts);
@@ -542,7 +592,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   }
   hooks.log(
     'info',
-    `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background); peak host memory ${(peakMemoryBytes() / 2 ** 30).toFixed(2)} GiB`,
+    `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background); peak host memory ${(peakMemoryBytes() / 2 ** 30).toFixed(2)} GiB (memoryBudgetMB ${params.config.memoryBudgetMB}, plan ${(plan.peak / 2 ** 30).toFixed(2)} GiB)`,
   );
   // Copies vs compute vs graph building: the runtime's counters over the whole run.
   const c = rt.counters,

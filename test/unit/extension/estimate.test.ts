@@ -5,6 +5,9 @@ import * as assert from 'node:assert/strict';
 import { DEFAULT_CONFIG, bitsPerWeight, type QuantizeConfig } from '../../../src/protocol/config';
 import type { LinearLayerInfo, ModelSummary } from '../../../src/protocol/messages';
 import { estimate } from '../../../webview/estimate';
+import { inspectModel } from '../../../src/engine/run/inspect';
+import { loadModelConfig } from '../../../src/engine/model/config';
+import { memoryPlanOf } from '../../../src/engine/run/pipeline_llama';
 
 const MODULES: [string, number, number][] = [
   ['q_proj', 256, 256],
@@ -101,4 +104,16 @@ test('a target-size config estimates the target (the plan never spends more) and
   assert.equal(e.bpw, 2.25);
   assert.equal(e.outputBytes, (2.25 * linearParams) / 8 + 2 * 1_000_000);
   assert.ok(estimate(summary, cfg({ bits: 4, rank: 32 })).bpw > 4, 'without a target, bits and rank decide');
+});
+
+test("the panel's peak is the engine's memory plan for the same model (tiny and the Mixtral fixture, CPU and GPU forwards)", async () => {
+  for (const dir of ['fixtures/tiny', 'fixtures/arch/mixtralt']) {
+    const s = await inspectModel(dir);
+    const cfg = loadModelConfig(dir);
+    for (const ep of ['cpu', 'webgpu'] as const)
+      for (const memoryBudgetMB of [64, 4096]) {
+        const c = { ...DEFAULT_CONFIG, calibText: 'a.txt', calibSamples: 16, ctx: 256, ep, memoryBudgetMB };
+        assert.equal(estimate(s, c).peakBytes, memoryPlanOf(cfg, 16, 256, memoryBudgetMB, ep === 'cpu').peak, `${dir} ${ep} ${memoryBudgetMB}`);
+      }
+  }
 });

@@ -1,0 +1,92 @@
+// The Hessian cache of the block in progress (hessians/block-N.safetensors, read back by re-quantize),
+// written to disk pass by pass instead of held in memory until the block commits: a 7B block's is 1.4 GB
+// of float32, a 70B block's 4.1 GB, and the commit runs while the next block computes, so holding it would
+// keep two blocks' worth alive. The data goes straight into the output's temp file behind a reserved
+// header; the commit writes the header (JSON padded with spaces to the reserved size, as safetensors
+// allows), fsyncs and renames. A header that outgrows its reservation is copied into a fresh file instead.
+
+import * as fs from 'node:fs';
+import { promisify } from 'node:util';
+import { atomicWriteFileAsync, fsyncDir, removeQuietly, tempPathFor, writeAll, writeError } from '../io/atomic';
+import { buildHeader, type TensorData, type TensorSpec } from '../io/safetensors_writer';
+
+const fsyncAsync = promisify(fs.fsync);
+const closeAsync = promisify(fs.close);
+
+/** Header bytes reserved for `maxTensors` entries ({"name":{"dtype":"F32","shape":[n,n],"data_offsets":[a,b]}}). */
+export const reservedHeaderBytes = (maxTensors: number): number => Math.ceil((512 + 192 * maxTensors) / 8) * 8;
+
+export class HessianSpool {
+  private fd: number | undefined;
+  private readonly temp: string;
+  private readonly specs: TensorSpec[] = [];
+  private bytes = 0;
+  private readonly reserved: number;
+
+  constructor(
+    readonly target: string,
+    maxTensors: number,
+  ) {
+    this.temp = tempPathFor(target);
+    this.reserved = reservedHeaderBytes(maxTensors);
+  }
+
+  get count(): number {
+    return this.specs.length;
+  }
+
+  /** Appends the tensors' data to the output's temp file; the caller may drop them afterwards. */
+  add(tensors: readonly TensorData[]): void {
+    if (this.fd === undefined) {
+      try {
+        this.fd = fs.openSync(this.temp, 'wx');
+      } catch (e) {
+        throw writeError(this.target, e, 'create');
+      }
+      writeAll(this.fd, this.target, new Uint8Array(8 + this.reserved).fill(0x20)); // the header's place
+    }
+    for (const t of tensors) {
+      writeAll(this.fd, this.target, t.data);
+      this.specs.push({ name: t.name, dtype: t.dtype, shape: [...t.shape] });
+      this.bytes += t.data.byteLength;
+    }
+  }
+
+  /** Writes the header, fsyncs and renames into place, off the main thread where it can. */
+  async commitTo(metadata?: Record<string, string>): Promise<void> {
+    const { header } = buildHeader(this.target, this.specs, metadata);
+    if (this.fd === undefined) return atomicWriteFileAsync(this.target, [header]);
+    const fd = this.fd;
+    this.fd = undefined;
+    const json = header.subarray(8);
+    try {
+      if (json.length > this.reserved) {
+        await closeAsync(fd);
+        await atomicWriteFileAsync(this.target, [header, { file: this.temp, offset: 8 + this.reserved, length: this.bytes }]);
+        removeQuietly(this.temp);
+        return;
+      }
+      const h = new Uint8Array(8 + this.reserved).fill(0x20);
+      new DataView(h.buffer).setBigUint64(0, BigInt(this.reserved), true);
+      h.set(json, 8); // trailing spaces: JSON whitespace
+      fs.writeSync(fd, h, 0, h.length, 0);
+      try {
+        await fsyncAsync(fd);
+      } finally {
+        await closeAsync(fd);
+      }
+      await fs.promises.rename(this.temp, this.target);
+    } catch (e) {
+      removeQuietly(this.temp);
+      throw writeError(this.target, e, 'write');
+    }
+    fsyncDir(this.target.replace(/[\\/][^\\/]*$/, ''));
+  }
+
+  /** Closes and removes the temp file (a failed or cancelled block). Safe to call more than once. */
+  dispose(): void {
+    if (this.fd !== undefined) fs.closeSync(this.fd);
+    this.fd = undefined;
+    removeQuietly(this.temp);
+  }
+}

@@ -1,0 +1,92 @@
+// How a calibrated run spends memoryBudgetMB of host memory, block by block. Shared by the engine (which
+// spills activations and sizes its statistics passes by it) and the config panel (whose peak estimate
+// is this plan's), so the two cannot drift apart.
+//
+// What a block holds on the host at its peak:
+//   runtime      Node, ONNX Runtime, the worker pool: a fixed allowance, plus, where the forwards run on the CPU EP,
+//                the arenas its sessions keep after their largest batch (each graph holds its own);
+//   weights      the block's weights as float32 (streamed block by block, never the whole model);
+//   layer        the largest layer's quantizer working copies (W, residual, low-rank, error: 4 float64 copies);
+//   hessians     one statistics pass: each statistic's float32 H as downloaded, its float64 copy, and on the
+//                host path the float64 running sums — at least the widest statistic, alone in its pass;
+//   activations  the calibration activations of the block boundary (inputs and outputs), or spilled to disk.
+// The first four are the floor no budget goes below; the activations stay in memory when they fit beside
+// it; what is left bounds a pass's Hessians (more statistics per pass = fewer forwards over the windows).
+
+/** Host memory the engine needs whatever the model: Node, ONNX Runtime, the worker pool. */
+export const RUNTIME_ALLOWANCE_BYTES = 1024 * 2 ** 20;
+
+/** CPU EP arenas kept across a run, in units of one batch's widest intermediate (sessions × live intermediates). */
+export const CPU_ARENA_BATCHES = 12;
+
+/** Tokens per forward batch of the calibration and evaluation passes (windows per batch = this / ctx, at least one). */
+export const BATCH_TOKENS = 4096;
+
+/** Bytes of one batch's widest forward intermediate: rows × the wider of the MLP and the attention scores (heads × ctx). */
+export const batchWorkBytes = (batchRows: number, mlp: number, heads: number, ctx: number): number => 4 * batchRows * Math.max(mlp, heads * ctx);
+
+export interface MemoryShape {
+  /** One activation store: calibration windows × ctx × hidden float32 values. */
+  activationStoreBytes: number;
+  /** The largest block's weights as float32. */
+  blockWeightBytes: number;
+  /** Weights of the largest quantized layer. */
+  largestLayerWeights: number;
+  /** Width of the widest statistic (its Hessian is width²). */
+  widestStatistic: number;
+  /** Float32 bytes of the Hessians of the largest stage (all the statistics one stage needs). */
+  largestStageFloat32Bytes: number;
+  /** Running sums kept on the host (CPU EP): float64 XᵀX beside the finished H. */
+  hostSums: boolean;
+  /** batchWorkBytes of the forwards where they run on the CPU EP; 0 on a GPU EP (its intermediates live on the device). */
+  hostBatchWorkBytes: number;
+}
+
+export interface MemoryPlan {
+  budgetBytes: number;
+  runtime: number;
+  weights: number;
+  layer: number;
+  /** Host bytes of the Hessians of the largest pass. */
+  hessians: number;
+  /** Both activation stores when held in memory, 0 when spilled. */
+  activations: number;
+  activationsSpilled: boolean;
+  /** Float32 bytes of Hessians one statistics pass may gather (passesOf's limit). */
+  passFloat32Bytes: number;
+  /** What no budget goes below: runtime + weights + layer + the widest statistic's Hessian. */
+  floor: number;
+  /** The plan's peak: runtime + weights + layer + hessians + activations. */
+  peak: number;
+}
+
+/** Host bytes per float32 Hessian byte: H32 + its float64 copy, plus float64 sums on the host path. */
+export const hessianHostFactor = (hostSums: boolean): number => (hostSums ? 5 : 3);
+
+export function planMemory(s: MemoryShape, memoryBudgetMB: number): MemoryPlan {
+  const budgetBytes = memoryBudgetMB * 2 ** 20;
+  const factor = hessianHostFactor(s.hostSums);
+  const runtime = RUNTIME_ALLOWANCE_BYTES + CPU_ARENA_BATCHES * s.hostBatchWorkBytes;
+  const weights = s.blockWeightBytes;
+  const layer = s.largestLayerWeights * 8 * 4;
+  const widest = 4 * s.widestStatistic ** 2;
+  const floor = runtime + weights + layer + widest * factor;
+  const bothStores = 2 * s.activationStoreBytes;
+  const activationsSpilled = floor + bothStores > budgetBytes;
+  const activations = activationsSpilled ? 0 : bothStores;
+  const passFloat32Bytes = Math.max(widest, (budgetBytes - runtime - weights - layer - activations) / factor);
+  const hessians = Math.min(passFloat32Bytes, Math.max(widest, s.largestStageFloat32Bytes)) * factor;
+  return { budgetBytes, runtime, weights, layer, hessians, activations, activationsSpilled, passFloat32Bytes, floor, peak: runtime + weights + layer + hessians + activations };
+}
+
+const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
+
+/** One line for the run's log: where the budget goes, and a warning's text when it is below the floor. */
+export function describeMemoryPlan(p: MemoryPlan): { line: string; belowFloor?: string } {
+  const line = `memory plan for ${mib(p.budgetBytes)}: runtime ${mib(p.runtime)}, block weights ${mib(p.weights)}, layer work ${mib(p.layer)}, Hessians ≤ ${mib(p.hessians)} per pass, calibration activations ${p.activationsSpilled ? 'spilled to disk' : mib(p.activations)}`;
+  if (p.floor <= p.budgetBytes) return { line };
+  return {
+    line,
+    belowFloor: `memoryBudgetMB ${Math.round(p.budgetBytes / 2 ** 20)} is below this model's floor of about ${mib(p.floor)} (runtime, one block's weights, the largest layer's work, the widest Hessian): the run spills what it can and needs about that much`,
+  };
+}
