@@ -24,6 +24,7 @@ class Column {
   readonly stats = h('p', { class: 'try-stats muted' }, ' ');
   readonly el: HTMLElement;
   private t0 = 0;
+  private tokens = 0;
 
   constructor(readonly side: TrySide) {
     this.head.id = `head-${side}`;
@@ -39,9 +40,11 @@ class Column {
     this.stats.className = 'try-stats muted';
     this.el.dataset.state = 'running';
     this.t0 = performance.now();
+    this.tokens = 0;
   }
 
-  append(delta: string): void {
+  append(delta: string, tokens: number): void {
+    this.tokens = tokens;
     // Follow the end of the text while the reader is at the bottom; leave a scrolled-up reader alone.
     const atEnd = this.text.scrollTop + this.text.clientHeight >= this.text.scrollHeight - 4;
     this.out.append(delta);
@@ -63,7 +66,9 @@ class Column {
   failed(code: string, message: string, cancelled: boolean): void {
     this.el.dataset.state = cancelled ? 'cancelled' : 'failed';
     const seconds = (performance.now() - this.t0) / 1000;
-    this.stats.textContent = cancelled ? `cancelled after ${fmt(seconds, 1)} s · ${this.out.textContent?.length ?? 0} characters` : `failed [${code}]: ${message}`;
+    // Cancelled: what had streamed, and its pace over the whole time (the prompt's prefill included).
+    const pace = this.tokens > 0 ? ` · ${fmt(this.tokens / seconds, 1)} tok/s with prefill` : '';
+    this.stats.textContent = cancelled ? `cancelled after ${fmt(seconds, 1)} s · ${this.tokens} tokens${pace}` : `failed [${code}]: ${message}`;
     this.stats.className = cancelled ? 'try-stats muted' : 'try-stats error';
   }
 }
@@ -152,7 +157,7 @@ export function tryView(root: HTMLElement): (m: ToWebview) => void {
         return;
       }
       case 'try/text':
-        columns[m.side].append(m.delta);
+        columns[m.side].append(m.delta, m.tokens);
         return;
       case 'try/done':
         columns[m.side].done(m.result);

@@ -35,8 +35,8 @@ function childTransport(child: ChildProcess): Transport {
 export interface RunCallbacks {
   onProgress?(value: ProgressValue): void;
   onLayerDone?(report: LayerReport): void;
-  /** A `generate` request's new text. */
-  onText?(delta: string): void;
+  /** A `generate` request's new text, and the tokens it has generated so far. */
+  onText?(delta: string, tokens: number): void;
 }
 
 export class EngineClient implements vscode.Disposable {
@@ -83,7 +83,7 @@ export class EngineClient implements vscode.Disposable {
     conn.onNotification('log', ({ level, message }) => this.log.appendLine(`[engine ${level}] ${message}`));
     conn.onNotification('progress', ({ requestId, value }) => this.listeners.get(requestId)?.onProgress?.(value));
     conn.onNotification('layer/done', ({ requestId, report }) => this.listeners.get(requestId)?.onLayerDone?.(report));
-    conn.onNotification('generate/text', ({ requestId, delta }) => this.listeners.get(requestId)?.onText?.(delta));
+    conn.onNotification('generate/text', ({ requestId, delta, tokens }) => this.listeners.get(requestId)?.onText?.(delta, tokens));
     this.child = child;
     this.conn = conn;
     return conn;

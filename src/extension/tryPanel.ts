@@ -35,6 +35,7 @@ export class TryPanel extends Panel {
   private summary: Promise<RunSummary>;
   private running: AbortController | undefined;
   private readonly pending: Record<TrySide, string> = { float: '', quantized: '' };
+  private readonly tokens: Record<TrySide, number> = { float: 0, quantized: 0 };
   private flushTimer: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(
@@ -81,7 +82,7 @@ export class TryPanel extends Panel {
         const result = await this.engine.request(
           'generate',
           { ...base, path: modelPath },
-          { signal: controller.signal, callbacks: { onText: (delta) => this.queueText(side, delta) } },
+          { signal: controller.signal, callbacks: { onText: (delta, tokens) => this.queueText(side, delta, tokens) } },
         );
         this.flushText();
         this.post({ type: 'try/done', side, result });
@@ -99,8 +100,9 @@ export class TryPanel extends Panel {
     }
   }
 
-  private queueText(side: TrySide, delta: string): void {
+  private queueText(side: TrySide, delta: string, tokens: number): void {
     this.pending[side] += delta;
+    this.tokens[side] = tokens;
     this.flushTimer ??= setTimeout(() => this.flushText(), TEXT_FLUSH_MS);
   }
 
@@ -109,7 +111,7 @@ export class TryPanel extends Panel {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
     for (const side of ['float', 'quantized'] as const) {
-      if (this.pending[side]) this.post({ type: 'try/text', side, delta: this.pending[side] });
+      if (this.pending[side]) this.post({ type: 'try/text', side, delta: this.pending[side], tokens: this.tokens[side] });
       this.pending[side] = '';
     }
   }

@@ -309,11 +309,11 @@ export const CONFIG_DOCS: { readonly [K in keyof QuantizeConfig]: string } = {
     'Where the quantization math runs: cpu (TypeScript on worker threads), gpu (WGSL kernels on a WebGPU/Dawn device), auto (gpu when an adapter exists, else cpu). Does not change what the output means.',
   compare: "Also compute each layer's RTN and GPTQ proxy loss on the same Hessian, next to its own in the reports and the layer view (slower).",
   keepHessians:
-    "Keep each block's Hessians (float32) in the run folder so that the layer view can re-quantize a layer in seconds: 1.4 GB per LLaMA-7B block, about 7 GB per Mixtral-8x7B block, held in memory until the block is written. Off: less disk and host memory, no re-quantize.",
+    "Keep each block's Hessians (float32) in the run folder so that the layer view can re-quantize a layer in seconds: 1.4 GB per LLaMA-7B block, about 7 GB per Mixtral-8x7B block, written to disk pass by pass. Off: less disk, no re-quantize.",
   threads: "Worker threads of the CPU backend; 0 = automatic: one per core on machines with 4 or more cores, else only the engine's own thread.",
   seed: 'Seed of every random choice (R1SVD start vectors, k-means init).',
   memoryBudgetMB:
-    'Host memory for calibration data, in MiB: half for the activations (spilled to disk above it), half for one statistics pass of Hessians (mixture-of-experts blocks are measured in more passes below it).',
+    'Host memory a calibrated run plans for, in MiB: the runtime, one block of weights, the largest layer and the widest Hessian come first (the log warns when the budget is below them); the calibration activations stay in memory if they fit beside that (else they are spilled to disk), and what is left sizes a statistics pass (mixture-of-experts blocks are measured in more passes below it).',
   layerOverrides: 'Per-layer overrides: layer name or glob (with *) -> partial layer config, e.g. {"*.down_proj": {"bits": 4}}.',
 };
 

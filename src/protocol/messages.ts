@@ -306,8 +306,8 @@ export interface EngineNotifications {
   log: { level: 'debug' | 'info' | 'warn' | 'error'; message: string };
   /** engine → host: one layer finished (drives the live heatmap). */
   'layer/done': { requestId: number; report: LayerReport };
-  /** engine → host: new text of a `generate` request, as soon as it decodes to whole characters. */
-  'generate/text': { requestId: number; delta: string };
+  /** engine → host: new text of a `generate` request, as soon as it decodes to whole characters; tokens generated so far. */
+  'generate/text': { requestId: number; delta: string; tokens: number };
   /** host → engine: cancel a running request. */
   cancel: { requestId: number };
 }

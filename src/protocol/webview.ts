@@ -119,6 +119,8 @@ export interface TryTextMessage {
   type: 'try/text';
   side: TrySide;
   delta: string;
+  /** Tokens this side has generated so far. */
+  tokens: number;
 }
 export interface TryDoneMessage {
   type: 'try/done';
@@ -326,7 +328,7 @@ const TO_WEBVIEW_FIELDS: Record<ToWebview['type'], string[]> = {
   'eval/done': ['perplexity'],
   'plan/measured': ['measurements'],
   'try/init': ['runDir', 'modelPath', 'bpw'],
-  'try/text': ['side', 'delta'],
+  'try/text': ['side', 'delta', 'tokens'],
   'try/done': ['side', 'result'],
   'try/failed': ['side', 'error'],
   error: ['action', 'error'],

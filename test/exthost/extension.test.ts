@@ -273,7 +273,15 @@ suite('LoPRo commands on finished runs', function () {
 
 suite('LoPRo: Try It on a finished run', function () {
   this.timeout(240000);
-  type Posted = { type: string; side?: string; delta?: string; result?: { text: string; source: string; stop: string }; cancelled?: boolean; error?: { code: string } };
+  type Posted = {
+    type: string;
+    side?: string;
+    delta?: string;
+    tokens?: number;
+    result?: { text: string; source: string; stop: string; tokens: number[] };
+    cancelled?: boolean;
+    error?: { code: string };
+  };
 
   test('Try It opens one panel per run; both models stream their answers into it, and Stop cancels both', async () => {
     const a = await api();
@@ -309,6 +317,12 @@ suite('LoPRo: Try It on a finished run', function () {
           .join(''),
         done.result.text,
         `${side}: the streamed text is the result's`,
+      );
+      const counts = of('try/text', side).map((m) => m.tokens ?? 0);
+      const n = done.result.tokens.length;
+      assert.ok(
+        counts.every((c, i) => c >= 1 && c <= n && (i === 0 || c > counts[i - 1])),
+        `${side}: token counts ${counts.join(',')} of ${n}`,
       );
     }
 

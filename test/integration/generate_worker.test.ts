@@ -17,14 +17,16 @@ const params = (over: Partial<GenerateParams>): GenerateParams => ({ path: TINY,
 /** Sends `generate` and collects the text notifications of this request only (by its id). */
 function generateStreaming(conn: HostConnection, p: GenerateParams, signal?: AbortSignal, onDelta?: (delta: string) => void) {
   const deltas: string[] = [];
+  const counts: number[] = [];
   let id = -1;
   conn.onNotification('generate/text', (n) => {
     if (n.requestId !== id) return;
     deltas.push(n.delta);
+    counts.push(n.tokens);
     onDelta?.(n.delta);
   });
   const result = conn.sendRequest('generate', p, { signal, onId: (i) => void (id = i) });
-  return { deltas, result };
+  return { deltas, counts, result };
 }
 
 test('worker: generate streams the float and the quantized model side by side, reuses open models, cancels, refuses bad params', async (t) => {
@@ -51,6 +53,12 @@ test('worker: generate streams the float and the quantized model side by side, r
     ] as const) {
       assert.ok(s.deltas.length > 1, `${r.source}: ${s.deltas.length} text notifications`);
       assert.equal(s.deltas.join(''), r.text, `${r.source}: the streamed text is the result's`);
+      // Each piece says how many tokens are generated so far: rising, at most the result's count.
+      assert.ok(
+        s.counts.every((c, i) => c >= 1 && (i === 0 || c > s.counts[i - 1])),
+        `${r.source}: token counts ${s.counts.join(',')}`,
+      );
+      assert.ok(s.counts[s.counts.length - 1] <= r.tokens.length && s.counts[s.counts.length - 1] >= r.tokens.length - 2);
       assert.ok(r.text.length > 0);
       assert.ok(r.promptTokens > 0 && r.tokens.length >= 1 && r.tokens.length <= 24);
       assert.equal(r.stop === 'max_tokens', r.tokens.length === 24);

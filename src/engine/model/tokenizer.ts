@@ -84,7 +84,9 @@ export function loadTokenizer(dir: string): LoadedTokenizer {
         throw new ProtocolError(ErrorCode.BadCheckpoint, `${source}: the tokenizer failed to encode the text: ${(e as Error).message}`, source);
       }
     },
-    decode: (ids) => tok.decode(Array.from(ids)),
+    // The tokens' own text: no "clean-up" of spaces before punctuation (the library's default when tokenizer_config.json
+    // is silent; transformers no longer does it by default), which would rewrite text already streamed to the user.
+    decode: (ids) => tok.decode(Array.from(ids), { clean_up_tokenization_spaces: false }),
   };
 }
 

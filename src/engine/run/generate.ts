@@ -4,6 +4,7 @@
 // folder (the export graph built in memory from the stored layers) and a float model folder (dense linears):
 // what "Try it" compares is the same graph with different linears.
 
+import { IncrementalDetokenizer } from '../model/detokenize';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -44,7 +45,7 @@ export interface GenerateOptions {
   /** Stop at an end-of-sequence id (default true; benchmarks decode a fixed count). */
   stopAtEos?: boolean;
   /** Each new piece of text as soon as it decodes to whole characters. */
-  onText?: (delta: string) => void;
+  onText?: (delta: string, tokens: number) => void;
 }
 
 /** What a generation returns: the protocol's result without the model's source (the caller knows it). */
@@ -152,13 +153,12 @@ export async function generate(m: GenerationModel, prompt: string | Int32Array, 
 
   const tokens: number[] = [];
   let text = '';
-  const emit = () => {
-    // Decode the whole continuation and send what is new, holding back a trailing partial character (U+FFFD).
-    const all = m.tokenizer.decode(tokens);
-    const whole = all.endsWith('\uFFFD') ? all.slice(0, -1) : all;
-    if (whole.length > text.length && whole.startsWith(text)) {
-      opts.onText?.(whole.slice(text.length));
-      text = whole;
+  const detok = new IncrementalDetokenizer((t) => m.tokenizer.decode(t));
+  const emit = (last = false) => {
+    const piece = last ? detok.flush(tokens) : detok.next(tokens);
+    if (piece) {
+      opts.onText?.(piece, tokens.length);
+      text += piece;
     }
   };
   const step = async (input: ArrayLike<number>, pos0: number): Promise<number> => {
@@ -196,6 +196,7 @@ export async function generate(m: GenerationModel, prompt: string | Int32Array, 
       if (tokens.length >= opts.maxTokens) break;
       next = await step([next], P + tokens.length - 1);
     }
+    emit(true);
   } finally {
     rt.release(...Object.values(past));
   }

@@ -133,7 +133,12 @@ export function checkGenerateParams(p: GenerateParams): void {
 }
 
 /** Serves one `generate` request: each new piece of text to `onText`, the result with what ran it. */
-export async function serveGenerate(models: GenerationModels, p: GenerateParams, signal: AbortSignal, onText: (delta: string) => void): Promise<GenerateResultData> {
+export async function serveGenerate(
+  models: GenerationModels,
+  p: GenerateParams,
+  signal: AbortSignal,
+  onText: (delta: string, tokens: number) => void,
+): Promise<GenerateResultData> {
   checkGenerateParams(p);
   return models.use(p.path, p.ep ?? 'auto', signal, async (m) => {
     const r = await generate(m, p.prompt, { maxTokens: p.maxTokens, sampling: { temperature: p.temperature, topP: p.topP }, seed: p.seed, signal, onText });

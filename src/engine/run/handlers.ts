@@ -60,6 +60,8 @@ export function registerEngineHandlers(conn: EngineConnection): void {
   conn.onRequest('layer/apply', async (p) => applyCandidate(p.runDir, p.layer, p.candidateId));
   conn.onRequest('run/eval', async (p, ctx) => evalPath(p.runDir, p.texts, { ctx: 0 }, hooksFor(conn, ctx)));
   conn.onRequest('run/export', async (p, ctx) => exportRun(p, hooksFor(conn, ctx)));
-  conn.onRequest('generate', async (p, ctx) => serveGenerate(generation, p, ctx.signal, (delta) => conn.sendNotification('generate/text', { requestId: ctx.id, delta })));
+  conn.onRequest('generate', async (p, ctx) =>
+    serveGenerate(generation, p, ctx.signal, (delta, tokens) => conn.sendNotification('generate/text', { requestId: ctx.id, delta, tokens })),
+  );
   conn.onRequest('generate/release', async (p) => ({ released: generation.release(Array.isArray(p.paths) ? p.paths.filter((x) => typeof x === 'string') : []) }));
 }

@@ -77,5 +77,6 @@ test('parseToWebview drops unknown types and messages missing required fields', 
   assert.ok(parseToWebview({ type: 'layer/done', report: { name: 'a', relProxyLoss: 0.1 } }));
   assert.ok(parseToWebview({ type: 'progress', value: { kind: 'end' } }));
   assert.equal(parseToWebview({ type: 'try/text', side: 'float' }), undefined);
-  assert.ok(parseToWebview({ type: 'try/text', side: 'float', delta: 'a' }));
+  assert.equal(parseToWebview({ type: 'try/text', side: 'float', delta: 'a' }), undefined, 'tokens missing');
+  assert.ok(parseToWebview({ type: 'try/text', side: 'float', delta: 'a', tokens: 3 }));
 });
