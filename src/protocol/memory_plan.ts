@@ -43,6 +43,8 @@ export interface MemoryShape {
 }
 
 export interface MemoryPlan {
+  /** The budget as given (memoryBudgetMB). */
+  budgetMB: number;
   budgetBytes: number;
   runtime: number;
   weights: number;
@@ -76,17 +78,29 @@ export function planMemory(s: MemoryShape, memoryBudgetMB: number): MemoryPlan {
   const activations = activationsSpilled ? 0 : bothStores;
   const passFloat32Bytes = Math.max(widest, (budgetBytes - runtime - weights - layer - activations) / factor);
   const hessians = Math.min(passFloat32Bytes, Math.max(widest, s.largestStageFloat32Bytes)) * factor;
-  return { budgetBytes, runtime, weights, layer, hessians, activations, activationsSpilled, passFloat32Bytes, floor, peak: runtime + weights + layer + hessians + activations };
+  return {
+    budgetMB: memoryBudgetMB,
+    budgetBytes,
+    runtime,
+    weights,
+    layer,
+    hessians,
+    activations,
+    activationsSpilled,
+    passFloat32Bytes,
+    floor,
+    peak: runtime + weights + layer + hessians + activations,
+  };
 }
 
 const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
 
 /** One line for the run's log: where the budget goes, and a warning's text when it is below the floor. */
 export function describeMemoryPlan(p: MemoryPlan): { line: string; belowFloor?: string } {
-  const line = `memory plan for ${mib(p.budgetBytes)}: runtime ${mib(p.runtime)}, block weights ${mib(p.weights)}, layer work ${mib(p.layer)}, Hessians ≤ ${mib(p.hessians)} per pass, calibration activations ${p.activationsSpilled ? 'spilled to disk' : mib(p.activations)}`;
+  const line = `memory plan for ${p.budgetMB} MiB: runtime ${mib(p.runtime)}, block weights ${mib(p.weights)}, layer work ${mib(p.layer)}, Hessians ≤ ${mib(p.hessians)} per pass, calibration activations ${p.activationsSpilled ? 'spilled to disk' : mib(p.activations)}`;
   if (p.floor <= p.budgetBytes) return { line };
   return {
     line,
-    belowFloor: `memoryBudgetMB ${Math.round(p.budgetBytes / 2 ** 20)} is below this model's floor of about ${mib(p.floor)} (runtime, one block's weights, the largest layer's work, the widest Hessian): the run spills what it can and needs about that much`,
+    belowFloor: `memoryBudgetMB ${p.budgetMB} is below this model's floor of about ${mib(p.floor)} (runtime, one block's weights, the largest layer's work, the widest Hessian): the run spills what it can and needs about that much`,
   };
 }

@@ -50,6 +50,8 @@ test('SIGKILL at random points + --resume gives the same bytes as an uninterrupt
   // the comparison then also shows that spilling changes no output byte.
   const r = runCli([...ARGS, '--out', ref, '--memory-budget-mb', '0.1', '--threads', '1'], { ...DEVICE_PATHS, LOPRO_FAIL_UPLOAD_SCOPE: 'activations' });
   assert.match(r.stderr, /spilled to/);
+  // A budget below the floor is said, with the floor, once.
+  assert.equal(r.stderr.match(/memoryBudgetMB 0\.1 is below this model's floor of about \d+ MiB/g)?.length, 1, r.stderr);
   assert.match(r.stderr, /calibration activations do not fit on the cpu device/);
   assert.equal(r.code, 0, r.stderr);
   const refHash = sha256(join(ref, 'native', 'model.safetensors'));
