@@ -3,6 +3,7 @@
 // model/inspect summary, and validateConfig's messages shown inline under the field they are about.
 // Start is disabled while there is any issue; the host checks the config again when a run starts.
 
+import type { AvailableMemory } from '../src/protocol/machine_memory';
 import { DEFAULT_CONFIG, PRESET_NAMES, applyPreset, validateConfig, type ConfigIssue, type PresetName, type QuantizeConfig } from '../src/protocol/config';
 import type { ModelSummary } from '../src/protocol/messages';
 import type { ConfigInitMessage, ToWebview } from '../src/protocol/webview';
@@ -23,6 +24,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
   let config: QuantizeConfig = { ...DEFAULT_CONFIG, layerOverrides: {} };
   let issues: ConfigIssue[] = [];
   let summary: ModelSummary | null = null;
+  let machine: AvailableMemory | undefined;
   let running = false;
   /** The control of each form key (a radio group for radios). */
   const controls = new Map<string, ValueEl>();
@@ -250,7 +252,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
       estBox.append(h('p', { class: 'muted' }, 'No model summary yet.'));
       return;
     }
-    const e = estimate(summary, config);
+    const e = estimate(summary, config, machine);
     const row = (id: string, label: string, value: string) => h('div', { class: 'est' }, h('span', { class: 'label' }, label), h('span', { class: 'value', id }, value));
     estBox.append(
       row(
@@ -259,7 +261,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
         fmt(e.bpw, 3),
       ),
       row('est-size', 'Output size', `${bytes(e.outputBytes)} (from ${bytes(e.inputBytes)}, ×${fmt(e.inputBytes / Math.max(1, e.outputBytes), 2)} smaller)`),
-      row('est-peak', 'Peak memory (rough)', bytes(e.peakBytes)),
+      row('est-peak', 'Peak host memory', `${bytes(e.peakBytes)} (budget ${bytes(e.budgetBytes)}${e.budgetAuto ? ', automatic' : ''})`),
       row(
         'est-layers',
         'Quantized layers',
@@ -310,6 +312,7 @@ export function configView(root: HTMLElement): (m: ToWebview) => void {
 
   function init(m: ConfigInitMessage): void {
     summary = m.summary;
+    machine = m.machineMemory;
     config = m.config;
     title.textContent = `LoPRo: Quantize ${m.modelPath.split(/[\\/]/).pop()}`;
     const experts = new Set(m.summary?.linears.filter((l) => l.expert !== undefined).map((l) => l.expert)).size;

@@ -1,9 +1,13 @@
 // Live estimates for the config panel, from the model/inspect summary alone (no engine call):
-// bits per weight (spec §3, bitsPerWeight per layer, weighted by weight count), output size and a
-// rough peak memory. Pure so that unit tests can check it.
+// bits per weight (spec §3, bitsPerWeight per layer, weighted by weight count), output size and the
+// peak host memory of the engine's memory plan. Pure so that unit tests can check it.
 
 import { bitsPerWeight, layerConfigFor, type QuantizeConfig } from '../src/protocol/config';
-import { BATCH_TOKENS, batchWorkBytes, planMemory } from '../src/protocol/memory_plan';
+import { BATCH_TOKENS, batchWorkBytes, type MemoryPlan, planMemory } from '../src/protocol/memory_plan';
+import { type AvailableMemory, resolveBudgetMB } from '../src/protocol/machine_memory';
+
+/** What an automatic budget is planned from when the host has not said what the machine has. */
+const ASSUMED_MEMORY: AvailableMemory = { bytes: 16 * 2 ** 30, source: 'assumed' };
 import type { ModelSummary } from '../src/protocol/messages';
 
 export interface Estimate {
@@ -15,8 +19,11 @@ export interface Estimate {
   outputBytes: number;
   /** Input checkpoint size, for the ratio. */
   inputBytes: number;
-  /** Rough peak RAM of a run (see peakMemoryBytes). */
+  /** Peak host memory of a run: its memory plan's (memoryPlanFor). */
   peakBytes: number;
+  /** The budget it is planned within, bytes, and whether memoryBudgetMB 0 chose it. */
+  budgetBytes: number;
+  budgetAuto: boolean;
 }
 
 /** The statistic (Hessian) a linear is quantized with: q/k/v share one, gate/up share one, per expert. */
@@ -38,7 +45,7 @@ function statisticOf(module: string, expert?: number): { key: string; stage: str
  * Peak host memory of a run: the engine's memory plan (protocol/memory_plan.ts) for this model's largest
  * block, layer, statistic and stage. A data-free run holds no activations and no Hessians.
  */
-export function peakMemoryBytes(s: ModelSummary, c: QuantizeConfig): number {
+export function memoryPlanFor(s: ModelSummary, c: QuantizeConfig, available: AvailableMemory = ASSUMED_MEMORY): MemoryPlan {
   const calibrated = c.calibText !== '';
   const hidden = s.linears.find((l) => l.module === 'q_proj')?.cols ?? Math.max(0, ...s.linears.map((l) => l.cols));
   const ctx = c.ctx || s.ctx || 512;
@@ -62,7 +69,7 @@ export function peakMemoryBytes(s: ModelSummary, c: QuantizeConfig): number {
   const heads = s.attentionHeads ?? 1;
   const mlp = Math.max(0, ...s.linears.filter((l) => /(^|\.)(down_proj|w2)$/.test(l.module)).map((l) => l.cols));
   const largestStage = Math.max(0, ...[...stages.values()].map((keys) => [...keys.values()].reduce((a, n) => a + 4 * n * n, 0)));
-  const plan = planMemory(
+  return planMemory(
     {
       activationStoreBytes: calibrated ? c.calibSamples * ctx * hidden * 4 : 0,
       blockWeightBytes: Math.max(0, ...blockWeights.values()),
@@ -72,12 +79,11 @@ export function peakMemoryBytes(s: ModelSummary, c: QuantizeConfig): number {
       hostSums: forwardsOnCpu,
       hostBatchWorkBytes: forwardsOnCpu ? batchWorkBytes(Math.max(1, Math.floor(BATCH_TOKENS / ctx)) * ctx, mlp, heads, ctx) : 0,
     },
-    c.memoryBudgetMB,
+    resolveBudgetMB(c.memoryBudgetMB, available),
   );
-  return plan.peak;
 }
 
-export function estimate(s: ModelSummary, c: QuantizeConfig): Estimate {
+export function estimate(s: ModelSummary, c: QuantizeConfig, available?: AvailableMemory): Estimate {
   let weights = 0,
     bits = 0;
   for (const l of s.linears) {
@@ -90,5 +96,14 @@ export function estimate(s: ModelSummary, c: QuantizeConfig): Estimate {
   const bpw = weights ? bits / weights : 0;
   const bytesPerParam = s.params ? s.totalBytes / s.params : 2;
   const outputBytes = bits / 8 + Math.max(0, s.params - weights) * bytesPerParam;
-  return { bpw, quantizedParams: s.params ? weights / s.params : 0, outputBytes, inputBytes: s.totalBytes, peakBytes: peakMemoryBytes(s, c) };
+  const plan = memoryPlanFor(s, c, available);
+  return {
+    bpw,
+    quantizedParams: s.params ? weights / s.params : 0,
+    outputBytes,
+    inputBytes: s.totalBytes,
+    peakBytes: plan.peak,
+    budgetBytes: plan.budgetBytes,
+    budgetAuto: !!plan.auto,
+  };
 }

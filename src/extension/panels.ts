@@ -3,6 +3,7 @@
 // ConfigPanel (one per model), ResultsPanel (one per run dir), ComparePanel (one per pair);
 // TryPanel (one per run dir) is in ./tryPanel.ts.
 
+import { machineMemory } from '../engine/util/peak_memory';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ProtocolError } from '../protocol/rpc';
@@ -146,7 +147,8 @@ export class ConfigPanel extends Panel {
     const outputFolder = this.host.defaultRunDir(this.modelPath);
     try {
       const summary = await this.host.inspect(this.modelPath);
-      this.post({ type: 'config/init', modelPath: this.modelPath, summary, config: this.config, outputFolder });
+      // The engine runs on this machine: what it may use is what this process reads (an automatic budget's base).
+      this.post({ type: 'config/init', modelPath: this.modelPath, summary, config: this.config, outputFolder, machineMemory: machineMemory() });
     } catch (e) {
       this.post({ type: 'config/init', modelPath: this.modelPath, summary: null, config: this.config, outputFolder, inspectError: errorData(e) });
     }

@@ -100,7 +100,7 @@ export const RANGES = {
   targetBpw: { min: 0, max: 16 },
   expertMinTokens: { min: 0, integer: true },
   ctx: { min: 0, integer: true },
-  memoryBudgetMB: { min: 0, openMin: true },
+  memoryBudgetMB: { min: 0 },
   threads: { min: 0, max: MAX_THREADS, integer: true },
   /** Any integer a double holds exactly (the random streams use its low 32 bits). */
   seed: { min: Number.MIN_SAFE_INTEGER, max: Number.MAX_SAFE_INTEGER, integer: true },
@@ -178,7 +178,7 @@ export interface QuantizeConfig extends LayerConfig {
   threads: number;
   /** Seed of every random choice (R1SVD start vectors, k-means init). */
   seed: number;
-  /** Host memory a calibrated run plans for, MiB (protocol/memory_plan.ts): activations spill and statistics passes shrink to fit. */
+  /** Host memory a calibrated run plans for, MiB (protocol/memory_plan.ts): activations spill and statistics passes shrink to fit; 0 = automatic (machine_memory.ts). */
   memoryBudgetMB: number;
   /** Layer name (or glob with *) → overrides. */
   layerOverrides: Record<string, Partial<LayerConfig>>;
@@ -221,7 +221,7 @@ export const DEFAULT_CONFIG: Readonly<QuantizeConfig> = Object.freeze({
   keepHessians: true,
   threads: 0,
   seed: 0,
-  memoryBudgetMB: 4096,
+  memoryBudgetMB: 0,
   layerOverrides: {},
 });
 
@@ -313,7 +313,7 @@ export const CONFIG_DOCS: { readonly [K in keyof QuantizeConfig]: string } = {
   threads: "Worker threads of the CPU backend; 0 = automatic: one per core on machines with 4 or more cores, else only the engine's own thread.",
   seed: 'Seed of every random choice (R1SVD start vectors, k-means init).',
   memoryBudgetMB:
-    'Host memory a calibrated run plans for, in MiB: the runtime, one block of weights, the largest layer and the widest Hessian come first (the log warns when the budget is below them); the calibration activations stay in memory if they fit beside that (else they are spilled to disk), and what is left sizes a statistics pass (mixture-of-experts blocks are measured in more passes below it).',
+    "Host memory a calibrated run plans for, in MiB; 0 = automatic: 75 % of the machine's memory or of its cgroup limit, whichever is smaller. The runtime, one block of weights, the largest layer and the widest Hessian come first (the log warns when the budget is below them); the calibration activations stay in memory if they fit beside that (else they are spilled to disk), and what is left sizes a statistics pass (mixture-of-experts blocks are measured in more passes below it).",
   layerOverrides: 'Per-layer overrides: layer name or glob (with *) -> partial layer config, e.g. {"*.down_proj": {"bits": 4}}.',
 };
 

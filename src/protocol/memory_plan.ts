@@ -43,8 +43,10 @@ export interface MemoryShape {
 }
 
 export interface MemoryPlan {
-  /** The budget as given (memoryBudgetMB). */
+  /** The budget planned with, MiB: memoryBudgetMB, or its automatic value. */
   budgetMB: number;
+  /** How an automatic budget was chosen (memoryBudgetMB 0). */
+  auto?: string;
   budgetBytes: number;
   runtime: number;
   weights: number;
@@ -65,7 +67,9 @@ export interface MemoryPlan {
 /** Host bytes per float32 Hessian byte: H32 + its float64 copy, plus float64 sums on the host path. */
 export const hessianHostFactor = (hostSums: boolean): number => (hostSums ? 5 : 3);
 
-export function planMemory(s: MemoryShape, memoryBudgetMB: number): MemoryPlan {
+/** `budget`: memoryBudgetMB as configured, or its automatic value with the note saying how it was chosen (machine_memory.ts). */
+export function planMemory(s: MemoryShape, budget: number | { mb: number; auto?: string }): MemoryPlan {
+  const { mb: memoryBudgetMB, auto } = typeof budget === 'number' ? { mb: budget, auto: undefined } : budget;
   const budgetBytes = memoryBudgetMB * 2 ** 20;
   const factor = hessianHostFactor(s.hostSums);
   const runtime = RUNTIME_ALLOWANCE_BYTES + CPU_ARENA_BATCHES * s.hostBatchWorkBytes;
@@ -80,6 +84,7 @@ export function planMemory(s: MemoryShape, memoryBudgetMB: number): MemoryPlan {
   const hessians = Math.min(passFloat32Bytes, Math.max(widest, s.largestStageFloat32Bytes)) * factor;
   return {
     budgetMB: memoryBudgetMB,
+    ...(auto ? { auto } : {}),
     budgetBytes,
     runtime,
     weights,
@@ -97,10 +102,10 @@ const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
 
 /** One line for the run's log: where the budget goes, and a warning's text when it is below the floor. */
 export function describeMemoryPlan(p: MemoryPlan): { line: string; belowFloor?: string } {
-  const line = `memory plan for ${p.budgetMB} MiB: runtime ${mib(p.runtime)}, block weights ${mib(p.weights)}, layer work ${mib(p.layer)}, Hessians ≤ ${mib(p.hessians)} per pass, calibration activations ${p.activationsSpilled ? 'spilled to disk' : mib(p.activations)}`;
+  const line = `memory plan for ${p.budgetMB} MiB${p.auto ? ` (${p.auto})` : ''}: runtime ${mib(p.runtime)}, block weights ${mib(p.weights)}, layer work ${mib(p.layer)}, Hessians ≤ ${mib(p.hessians)} per pass, calibration activations ${p.activationsSpilled ? 'spilled to disk' : mib(p.activations)}`;
   if (p.floor <= p.budgetBytes) return { line };
   return {
     line,
-    belowFloor: `memoryBudgetMB ${p.budgetMB} is below this model's floor of about ${mib(p.floor)} (runtime, one block's weights, the largest layer's work, the widest Hessian): the run spills what it can and needs about that much`,
+    belowFloor: `${p.auto ? `the automatic memory budget (${p.budgetMB} MiB)` : `memoryBudgetMB ${p.budgetMB}`} is below this model's floor of about ${mib(p.floor)} (runtime, one block's weights, the largest layer's work, the widest Hessian): the run spills what it can and needs about that much`,
   };
 }

@@ -4,6 +4,7 @@
 // The host → webview direction is checked too (`parseToWebview`) so a stale or foreign message
 // never reaches the renderer. Nothing here imports vscode, node or the engine.
 
+import type { AvailableMemory } from './machine_memory';
 import { DEFAULT_CONFIG, DEFAULT_LAYER_CONFIG, type LayerConfig, type QuantizeConfig } from './config';
 import type { Measurements } from './plan';
 import type {
@@ -30,6 +31,8 @@ export interface ConfigInitMessage {
   summary: ModelSummary | null;
   config: QuantizeConfig;
   outputFolder: string;
+  /** The memory the engine may use on this machine (physical, or its cgroup limit): an automatic budget's base. */
+  machineMemory?: AvailableMemory;
   /** Set when model/inspect failed: shown instead of the estimates. */
   inspectError?: ProtocolErrorData;
 }

@@ -10,7 +10,8 @@
 // After every block: parts, Hessians and outputs are written, then run.json (the commit record).
 // The math (forward graphs, quantizers) lives in model/ and quant/; this file only orders it.
 
-import { peakMemoryBytes } from '../util/peak_memory';
+import { machineMemory, peakMemoryBytes } from '../util/peak_memory';
+import { resolveBudgetMB } from '../../protocol/machine_memory';
 import { layerConfigFor } from '../../protocol/config';
 import { batchWorkBytes, describeMemoryPlan, type MemoryPlan, planMemory } from '../../protocol/memory_plan';
 import { ErrorCode } from '../../protocol/messages';
@@ -276,8 +277,11 @@ export function passesOf(keys: readonly StatKey[], width: (k: StatKey) => number
   return out;
 }
 
-/** The memory plan (protocol/memory_plan.ts) of a calibrated run of this model: its largest block, layer, statistic and stage. */
-export function memoryPlanOf(cfg: ModelConfig, N: number, T: number, memoryBudgetMB: number, hostSums: boolean): MemoryPlan {
+/**
+ * The memory plan (protocol/memory_plan.ts) of a calibrated run of this model: its largest block, layer, statistic
+ * and stage, within memoryBudgetMB (0: the automatic share of this machine's memory, protocol/machine_memory.ts).
+ */
+export function memoryPlanOf(cfg: ModelConfig, N: number, T: number, memoryBudgetMB: number, hostSums: boolean, available = machineMemory()): MemoryPlan {
   let mlp = 0;
   let blockWeightBytes = 0,
     largestLayerWeights = 0,
@@ -304,7 +308,7 @@ export function memoryPlanOf(cfg: ModelConfig, N: number, T: number, memoryBudge
   const hostBatchWorkBytes = hostSums ? batchWorkBytes(defaultBatch(T) * T, mlp, cfg.numHeads, T) : 0;
   return planMemory(
     { activationStoreBytes: N * T * cfg.hiddenSize * 4, blockWeightBytes, largestLayerWeights, widestStatistic, largestStageFloat32Bytes, hostSums, hostBatchWorkBytes },
-    memoryBudgetMB,
+    resolveBudgetMB(memoryBudgetMB, available),
   );
 }
 
@@ -592,7 +596,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   }
   hooks.log(
     'info',
-    `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background); peak host memory ${(peakMemoryBytes() / 2 ** 30).toFixed(2)} GiB (memoryBudgetMB ${params.config.memoryBudgetMB}, plan ${(plan.peak / 2 ** 30).toFixed(2)} GiB)`,
+    `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background); peak host memory ${(peakMemoryBytes() / 2 ** 30).toFixed(2)} GiB (budget ${plan.budgetMB} MiB${plan.auto ? ', automatic' : ''}, plan ${(plan.peak / 2 ** 30).toFixed(2)} GiB)`,
   );
   // Copies vs compute vs graph building: the runtime's counters over the whole run.
   const c = rt.counters,

@@ -1,8 +1,10 @@
-// The engine's peak resident memory over one run. The engine process of VS Code serves run after run, and
+// The engine's peak resident memory over one run, and the memory it may use. The engine process of VS Code serves run after run, and
 // getrusage's maxRSS is a lifetime peak: on Linux the peak (VmHWM) is reset at a run's start by writing 5 to
 // /proc/self/clear_refs and read from /proc/self/status; elsewhere the lifetime peak is what there is.
 
 import { readFileSync, writeFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { type AvailableMemory, availableMemory } from '../../protocol/machine_memory';
 
 /** Starts a new peak where the platform allows it; says whether it did. */
 export function resetPeakMemory(): boolean {
@@ -23,4 +25,18 @@ export function peakMemoryBytes(): number {
     // not Linux
   }
   return process.resourceUsage().maxRSS * 1024;
+}
+
+/** What this process may use: physical memory, or a cgroup's limit where lower (protocol/machine_memory.ts). */
+export function machineMemory(): AvailableMemory {
+  return availableMemory({
+    totalBytes: totalmem(),
+    read: (f) => {
+      try {
+        return readFileSync(f, 'utf8');
+      } catch {
+        return undefined;
+      }
+    },
+  });
 }

@@ -117,3 +117,13 @@ test("the panel's peak is the engine's memory plan for the same model (tiny and 
       }
   }
 });
+
+test('an automatic budget (memoryBudgetMB 0) is planned from the machine the host reports', () => {
+  const c = { ...DEFAULT_CONFIG, calibText: 'a.txt', memoryBudgetMB: 0 };
+  const e8 = estimate(summary, c, { bytes: 8 * 2 ** 30, source: 'physical memory' });
+  assert.equal(e8.budgetAuto, true);
+  assert.equal(e8.budgetBytes, Math.floor(0.75 * 8192) * 2 ** 20);
+  const given = estimate(summary, { ...c, memoryBudgetMB: 1000 }, { bytes: 8 * 2 ** 30, source: 'physical memory' });
+  assert.equal(given.budgetAuto, false);
+  assert.equal(given.budgetBytes, 1000 * 2 ** 20);
+});

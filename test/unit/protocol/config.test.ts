@@ -53,7 +53,7 @@ const CASES: { [K in keyof QuantizeConfig]: { ok: unknown[]; bad: unknown[] } } 
   keepHessians: { ok: [true, false], bad: ['no', 1, null] },
   threads: { ok: [0, 1, 4, 256], bad: [-1, 257, 1.5, NaN, '4'] },
   seed: { ok: [0, -7, 2 ** 52, Number.MAX_SAFE_INTEGER], bad: [NaN, Infinity, '1', 0.5, 2 ** 53] },
-  memoryBudgetMB: { ok: [0.01, 1, 4096], bad: [0, -1] },
+  memoryBudgetMB: { ok: [0, 0.01, 1, 4096], bad: [-0.5, -1] },
   layerOverrides: { ok: [{}, { '*.down_proj': { bits: 4, rank: 0 } }], bad: [[], null, 'x'] },
 };
 
@@ -83,7 +83,7 @@ test('messages say what is allowed', () => {
   assert.equal(msg({ threads: 257 }), 'threads must be an integer in [0, 256], got 257');
   assert.equal(msg({ groupSize: 0 }), 'groupSize must be -1 or an integer ≥ 1, got 0');
   assert.equal(msg({ backend: 'tpu' }), 'backend must be auto, cpu or gpu, got "tpu"');
-  assert.equal(msg({ memoryBudgetMB: 0 }), 'memoryBudgetMB must be > 0, got 0');
+  assert.equal(msg({ memoryBudgetMB: -1 }), 'memoryBudgetMB must be ≥ 0, got -1');
   assert.equal(msg({ bits: '4' }), 'bits must be a finite number, got "4"');
   assert.equal(describeRange({ min: 0, max: 1 }), 'in [0, 1]');
 });

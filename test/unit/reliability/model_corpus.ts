@@ -548,7 +548,7 @@ export function generateModelCorpus(): ModelCase[] {
   q('samples-0', { calibSamples: 0 }, 'calibSamples');
   q('ctx-negative', { ctx: -1 }, 'ctx');
   q('ep-tpu', { ep: 'tpu' }, 'ep');
-  q('memory-0', { memoryBudgetMB: 0 }, 'memoryBudgetMB');
+  q('memory-negative', { memoryBudgetMB: -1 }, 'memoryBudgetMB');
   q('unknown-key', { frobnicate: 1 }, 'frobnicate');
   q('override-bits-7', { layerOverrides: { '*.q_proj': { bits: 7 } } }, 'layerOverrides["*.q_proj"].bits');
   // Huge but well-typed values: a clear error or a correct run, never an allocation crash or a hang.
