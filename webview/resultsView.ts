@@ -130,7 +130,13 @@ export function resultsView(root: HTMLElement): (m: ToWebview) => void {
         h('tr', {}, h('th', {}, 'Perplexity'), h('td', { id: 'perplexity' }, ppl, ' ', evalBtn)),
         row('Layers', `${s.layers.length}${worst ? ` (worst: ${worst.name}, ${pct(worst.relProxyLoss)})` : ''}`),
         row('Time', `${fmt(seconds, 1)} s on EP ${s.ep}${s.backend ? `, backend ${s.backend}` : ''}${s.resumed ? ' (resumed)' : ''}`, 'run-time'),
-        s.peakHostBytes ? row('Peak host memory', bytes(s.peakHostBytes), 'run-peak') : null,
+        s.peakHostBytes
+          ? row(
+              'Peak host memory',
+              `${bytes(s.peakHostBytes)}${s.memoryPlan ? ` (planned ${bytes(s.memoryPlan.peakBytes)} within a budget of ${bytes(s.memoryPlan.budgetMB * 2 ** 20)}${s.memoryPlan.auto ? ', automatic' : ''})` : ''}`,
+              'run-peak',
+            )
+          : null,
       ),
     );
   }

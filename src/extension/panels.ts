@@ -3,7 +3,9 @@
 // ConfigPanel (one per model), ResultsPanel (one per run dir), ComparePanel (one per pair);
 // TryPanel (one per run dir) is in ./tryPanel.ts.
 
-import { machineMemory } from '../engine/util/peak_memory';
+import { readFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
+import { availableMemory, probeWith } from '../protocol/machine_memory';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ProtocolError } from '../protocol/rpc';
@@ -148,7 +150,14 @@ export class ConfigPanel extends Panel {
     try {
       const summary = await this.host.inspect(this.modelPath);
       // The engine runs on this machine: what it may use is what this process reads (an automatic budget's base).
-      this.post({ type: 'config/init', modelPath: this.modelPath, summary, config: this.config, outputFolder, machineMemory: machineMemory() });
+      this.post({
+        type: 'config/init',
+        modelPath: this.modelPath,
+        summary,
+        config: this.config,
+        outputFolder,
+        machineMemory: availableMemory(probeWith(readFileSync, totalmem())),
+      });
     } catch (e) {
       this.post({ type: 'config/init', modelPath: this.modelPath, summary: null, config: this.config, outputFolder, inspectError: errorData(e) });
     }

@@ -9,6 +9,20 @@ export interface MemoryProbe {
   read(path: string): string | undefined;
 }
 
+/** A probe over Node's readFileSync (unreadable files: undefined) and os.totalmem(), for the engine and the host alike. */
+export function probeWith(readFileSync: (path: string, encoding: 'utf8') => string, totalBytes: number): MemoryProbe {
+  return {
+    totalBytes,
+    read: (path) => {
+      try {
+        return readFileSync(path, 'utf8');
+      } catch {
+        return undefined;
+      }
+    },
+  };
+}
+
 export interface AvailableMemory {
   bytes: number;
   /** "physical memory" or "the cgroup limit of /path". */

@@ -134,6 +134,14 @@ export interface LayerDetails {
   errorTile: { rows: number; cols: number; values: number[] };
 }
 
+/** What a run planned for host memory (protocol/memory_plan.ts). */
+export interface MemoryPlanSummary {
+  budgetMB: number;
+  /** How an automatic budget was chosen (memoryBudgetMB 0). */
+  auto?: string;
+  peakBytes: number;
+}
+
 export interface RunSummary {
   runDir: string;
   model: string;
@@ -149,6 +157,8 @@ export interface RunSummary {
   backend?: string;
   /** The engine process's peak resident memory over the run's sessions, bytes (getrusage maxRSS). */
   peakHostBytes?: number;
+  /** A calibrated run's memory plan (its last session's): the budget it planned within and the peak it planned. */
+  memoryPlan?: MemoryPlanSummary;
   perplexity?: Record<string, number>;
   /** KL(float ‖ quantized) of the next-token distributions, nats per predicted position, by text. */
   kl?: Record<string, number>;

@@ -1,5 +1,6 @@
 // KL from the float model next to perplexity: after a run with --eval, and from `lopro eval --kl` (the run's
 // own model) or `--reference DIR`; refused by name where there is no reference or it has another shape.
+import type { MemoryPlanSummary } from '../../src/protocol/messages';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -9,10 +10,12 @@ test('a run with --eval reports KL from its float model; lopro eval --kl and --r
   const run = join(tmp('kl'), 'run');
   const q = runCli(['quantize', TINY, '--calib', TRAIN, ...SMALL, '--method', 'rtn', '--bits', '2', '--out', run, '--eval', PERSUASION, '--json', '--quiet']);
   assert.equal(q.code, 0, q.stderr);
-  const s = JSON.parse(q.stdout) as { perplexity: Record<string, number>; kl: Record<string, number>; peakHostBytes: number };
+  const s = JSON.parse(q.stdout) as { perplexity: Record<string, number>; kl: Record<string, number>; peakHostBytes: number; memoryPlan?: MemoryPlanSummary };
   assert.ok(s.kl.persuasion > 0.01, `RTN W2 moves the distribution: KL ${s.kl.persuasion}`);
   // The run's own peak: the engine process with ORT and the tiny model, not a lifetime figure.
   assert.ok(s.peakHostBytes > 100 * 2 ** 20 && s.peakHostBytes < 8 * 2 ** 30, `peak host memory ${s.peakHostBytes}`);
+  // The default budget is automatic; the summary carries the plan (the evaluation after the blocks is not in it).
+  assert.ok(s.memoryPlan && s.memoryPlan.budgetMB > 0 && s.memoryPlan.peakBytes > 0 && /^automatic: 75 % of \d+ MiB, /.test(s.memoryPlan.auto ?? ''), JSON.stringify(s.memoryPlan));
   for (const flags of [['--kl'], ['--reference', TINY]]) {
     const e = runCli(['eval', run, '--text', PERSUASION, ...flags, '--json', '--quiet', '--ep', 'cpu']);
     assert.equal(e.code, 0, e.stderr);

@@ -345,6 +345,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   const devicePaths = rt.keepsDataOnDevice || engineEnv().testDevicePaths;
   const plan = memoryPlanOf(cfg, N, T, params.config.memoryBudgetMB, !devicePaths);
   const budget = announceMemoryPlan(plan, hooks); // for the activation stores: in memory or spilled
+  m.memoryPlan = { budgetMB: plan.budgetMB, ...(plan.auto ? { auto: plan.auto } : {}), peakBytes: plan.peak };
   const read = (name: string) => model.ckpt.readFloat32(name);
   // Every weight the exported model carries (norms, embedding, head too), not only the linears
   // quantized below: a NaN/Inf there would otherwise be copied into the output without a word.

@@ -36,7 +36,7 @@ export function formatLayerTable(s: RunSummary): string {
   });
   const lines = [table(header, rows)];
   lines.push(
-    `model: ${s.layers.length} layers, ${s.bpw.toFixed(3)} bits/weight (quantized linears), ${s.seconds.toFixed(1)} s, EP ${s.ep}${s.backend ? `, backend ${s.backend}` : ''}${s.peakHostBytes ? `, peak host memory ${(s.peakHostBytes / 2 ** 30).toFixed(2)} GiB` : ''}${s.resumed ? ', resumed' : ''}`,
+    `model: ${s.layers.length} layers, ${s.bpw.toFixed(3)} bits/weight (quantized linears), ${s.seconds.toFixed(1)} s, EP ${s.ep}${s.backend ? `, backend ${s.backend}` : ''}${s.peakHostBytes ? `, peak host memory ${(s.peakHostBytes / 2 ** 30).toFixed(2)} GiB` : ''}${s.memoryPlan ? ` (planned ${(s.memoryPlan.peakBytes / 2 ** 30).toFixed(2)} GiB within ${s.memoryPlan.budgetMB} MiB${s.memoryPlan.auto ? ', automatic' : ''})` : ''}${s.resumed ? ', resumed' : ''}`,
   );
   if (s.perplexity)
     for (const [t, p] of Object.entries(s.perplexity))

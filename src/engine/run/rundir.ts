@@ -19,7 +19,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import type { QuantizeConfig } from '../../protocol/config';
 import type { Plan } from '../../protocol/plan';
-import { ErrorCode, type LayerReport, type RunSummary } from '../../protocol/messages';
+import { ErrorCode, type LayerReport, type MemoryPlanSummary, type RunSummary } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import { atomicWriteFile } from '../io/atomic';
 import type { RunFingerprint } from './fingerprint';
@@ -44,6 +44,8 @@ export interface RunManifest {
   seconds: number;
   /** The engine's peak resident memory, bytes: the largest of the run's sessions. */
   peakHostBytes?: number;
+  /** The memory plan of the run's last session (calibrated runs). */
+  memoryPlan?: MemoryPlanSummary;
   resumed: boolean;
   complete: boolean;
   /** Calibration ctx and window count actually used (0 in data-free mode). */
@@ -264,6 +266,7 @@ export function summaryOf(m: RunManifest, runDir: string): RunSummary {
     ep: m.ep,
     backend: m.backend,
     peakHostBytes: m.peakHostBytes,
+    memoryPlan: m.memoryPlan,
     perplexity: m.perplexity,
     kl: m.kl,
     resumed: m.resumed,

@@ -4,7 +4,7 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
-import { type AvailableMemory, availableMemory } from '../../protocol/machine_memory';
+import { type AvailableMemory, availableMemory, probeWith } from '../../protocol/machine_memory';
 
 /** Starts a new peak where the platform allows it; says whether it did. */
 export function resetPeakMemory(): boolean {
@@ -29,14 +29,5 @@ export function peakMemoryBytes(): number {
 
 /** What this process may use: physical memory, or a cgroup's limit where lower (protocol/machine_memory.ts). */
 export function machineMemory(): AvailableMemory {
-  return availableMemory({
-    totalBytes: totalmem(),
-    read: (f) => {
-      try {
-        return readFileSync(f, 'utf8');
-      } catch {
-        return undefined;
-      }
-    },
-  });
+  return availableMemory(probeWith(readFileSync, totalmem()));
 }
