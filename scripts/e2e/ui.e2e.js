@@ -134,6 +134,10 @@ async function fill(frame, id, value) {
       lap(`config panel: ${await cfg.locator('#model').textContent()}; estimated ${bpw} bits/weight`);
       // 2-bit LoPRo on 256/768-wide layers: 2 + 16/128 + 2/128 + rank terms ≈ 2.8 (bitsPerWeight, spec §3)
       if (!(Number(bpw) > 2 && Number(bpw) < 4)) throw new Error(`estimate ${bpw} is not a 2-bit LoPRo bpw`);
+      // The default memory budget is automatic: planned from what the host reports the machine has.
+      const peak = await cfg.locator('#est-peak').textContent();
+      lap(`peak host memory estimate: ${peak}`);
+      if (!/\(budget [\d.]+ [KMGT]iB, automatic\)$/.test(peak ?? '')) throw new Error(`peak estimate without its automatic budget: ${peak}`);
     });
 
     await step('config panel explains an invalid combination inline and disables Start', async () => {
