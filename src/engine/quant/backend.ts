@@ -147,6 +147,8 @@ export interface Backend {
   readonly kind: BackendKind;
   /** What runs the math, for logs and reports: "cpu: 2 threads", "gpu: NVIDIA H100 …". */
   readonly label: string;
+  /** The largest float32 matrix a session can hold, bytes (a GPU's largest buffer binding); undefined: no such limit. */
+  readonly maxMatrixBytes?: number;
   session(): LayerSession;
   close(): Promise<void>;
 }

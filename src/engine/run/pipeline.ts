@@ -2,6 +2,7 @@
 // resume), then hand over to the block loop (pipeline_llama.ts) or the data-free tensor loop
 // (pipeline_tensors.ts), then write the native output and, when asked, evaluate it as exported.
 
+import { assertBackendHolds } from './quantize_layer';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describeIssues, validateConfig, withDefaults, type QuantizeConfig } from '../../protocol/config';
@@ -224,6 +225,7 @@ async function runOn(
       dir.writeManifest(m);
     },
   };
+  if (!m.complete) assertBackendHolds(backend, model.linears);
   // run.json exists from the start, so a run killed before its first block commit is still a run
   // directory: --resume then restarts it from block 0.
   if (m.completedBlocks === 0 && !m.complete) ctx.commit();

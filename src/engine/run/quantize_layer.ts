@@ -7,6 +7,8 @@
 import { bitsPerWeight, type LayerConfig, type Method } from '../../protocol/config';
 import type { LayerDetails, LayerReport } from '../../protocol/messages';
 import type { Backend, LayerSession, Mat } from '../quant/backend';
+import { ErrorCode } from '../../protocol/messages';
+import { ProtocolError } from '../../protocol/rpc';
 import { rtn } from '../quant/rtn';
 import { gptq } from '../quant/gptq';
 import { lopro } from '../quant/lopro';
@@ -63,6 +65,30 @@ export async function quantizeLayer(backend: Backend, x: LayerInput, lc: LayerCo
   } finally {
     s.close();
   }
+}
+
+/**
+ * Refuses, before any work, a model with a layer the backend cannot hold: its weight, or its cols×cols Hessian,
+ * larger than the backend's largest matrix (a GPU's largest buffer binding). Without this a run would compute the
+ * blocks before that layer and fail there.
+ */
+export function assertBackendHolds(backend: Backend, layers: readonly { name: string; rows: number; cols: number }[]): void {
+  const limit = backend.maxMatrixBytes;
+  if (limit === undefined) return;
+  for (const l of layers)
+    for (const [what, r, c] of [
+      ['its Hessian', l.cols, l.cols],
+      ['its weight', l.rows, l.cols],
+    ] as const) {
+      const bytes = 4 * r * c;
+      if (bytes > limit)
+        throw new ProtocolError(
+          ErrorCode.OutOfMemory,
+          `${l.name}: ${what} (${r}×${c} float32, ${(bytes / 2 ** 30).toFixed(2)} GiB) exceeds the largest matrix of the ${backend.label} backend (${(limit / 2 ** 30).toFixed(2)} GiB, its largest buffer binding)`,
+          l.name,
+          'use --backend cpu for this model',
+        );
+    }
 }
 
 async function loproLayer(s: LayerSession, x: LayerInput, W: Mat, H: Mat, lc: LayerConfig, opts: QuantizeLayerOptions, t0: number): Promise<LayerOutcome> {

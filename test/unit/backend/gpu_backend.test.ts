@@ -11,6 +11,8 @@
 //  - bad input: NaN/±Inf (also 1e39, +Inf as float32) name the flat index; H not positive definite falls back
 //    to round-to-nearest with a note.
 import { test } from 'node:test';
+import { ErrorCode } from '../../../src/protocol/messages';
+import { ProtocolError } from '../../../src/protocol/rpc';
 import assert from 'node:assert/strict';
 import { DEFAULT_LAYER_CONFIG, type LayerConfig } from '../../../src/protocol/config';
 import type { GptqOptions } from '../../../src/engine/quant/gptq';
@@ -22,7 +24,7 @@ import { proxyLoss } from '../../../src/engine/quant/gptq_kernels';
 import { choleskyInverseUpper } from '../../../src/engine/quant/gptq_linalg';
 import { lowRankWeight } from '../../../src/engine/quant/r1svd';
 import { rotateRowsInPlace } from '../../../src/engine/quant/rotation';
-import { quantizeLayer } from '../../../src/engine/run/quantize_layer';
+import { assertBackendHolds, quantizeLayer } from '../../../src/engine/run/quantize_layer';
 import { gptqBatchWgsl } from '../../../src/engine/backend/gpu/gptq_wgsl';
 import { dequantizeStored } from '../../../src/engine/run/stored';
 import { syntheticLayer } from '../quant/synthetic';
@@ -126,6 +128,28 @@ test('GPU backend: a WGSL error is reported with its line, not swallowed', async
   if (!gpu) return;
   const broken = gptqBatchWgsl({ B: 32, maxq: 3, sym: false, dynamic: true, G: 32 }).replace('let q = clamp(', 'let q = clampx(');
   await assert.rejects(gpu.gpu.pipeline(broken), /WGSL compilation failed: \d+:\d+/);
+});
+
+test("GPU backend: a model whose Hessian or weight exceeds the device's largest binding is refused before any work, naming the layer", async (t) => {
+  const gpu = await gpuBackend(t);
+  if (!gpu) return;
+  const limit = gpu.gpu.maxBindingBytes;
+  assert.equal(gpu.maxMatrixBytes, limit);
+  const n = Math.floor(Math.sqrt(limit / 4)); // the widest input whose n×n float32 Hessian still binds
+  assert.doesNotThrow(() => assertBackendHolds(gpu, [{ name: 'fits', rows: 8, cols: n }]));
+  assert.throws(
+    () =>
+      assertBackendHolds(gpu, [
+        { name: 'fits', rows: 8, cols: n },
+        { name: 'model.layers.0.mlp.down_proj', rows: 8, cols: n + 1 },
+      ]),
+    (e: unknown) => e instanceof ProtocolError && e.code === ErrorCode.OutOfMemory && e.where === 'model.layers.0.mlp.down_proj' && /its Hessian/.test(e.message),
+  );
+  assert.throws(() => assertBackendHolds(gpu, [{ name: 'tall', rows: Math.floor(limit / 4 / 16) + 1, cols: 16 }]), /tall: its weight/);
+  assert.doesNotThrow(
+    () => assertBackendHolds({ kind: 'cpu', label: 'cpu', session: () => undefined as never, close: async () => {} }, [{ name: 'huge', rows: 1e5, cols: 1e5 }]),
+    'no limit on the CPU',
+  );
 });
 
 test('GPU backend GPTQ: dead inputs as the reference; H not positive definite → round-to-nearest with a warning', async (t) => {

@@ -51,6 +51,10 @@ export class GpuBackend implements Backend {
     this.label = `gpu: ${gpu.label}`;
   }
 
+  get maxMatrixBytes(): number {
+    return this.gpu.maxBindingBytes;
+  }
+
   static create(gpu: DawnGpu, hostThreads: number): GpuBackend {
     return new GpuBackend(gpu, WorkerPool.create(hostThreads));
   }
