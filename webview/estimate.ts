@@ -3,7 +3,7 @@
 // peak host memory of the engine's memory plan. Pure so that unit tests can check it.
 
 import { bitsPerWeight, layerConfigFor, type QuantizeConfig } from '../src/protocol/config';
-import { BATCH_TOKENS, batchWorkBytes, type MemoryPlan, planMemory } from '../src/protocol/memory_plan';
+import { type MemoryPlan, memoryShapeOf, planMemory } from '../src/protocol/memory_plan';
 import { type AvailableMemory, resolveBudgetMB } from '../src/protocol/machine_memory';
 
 /** What an automatic budget is planned from when the host has not said what the machine has. */
@@ -26,19 +26,13 @@ export interface Estimate {
   budgetAuto: boolean;
 }
 
-/** The statistic (Hessian) a linear is quantized with: q/k/v share one, gate/up share one, per expert. */
-function statisticOf(module: string, expert?: number): { key: string; stage: string } {
+/** The activation a linear reads (the engine's LinearInput), from its module name. */
+function inputOf(module: string): string {
   const role = module.replace(/^experts\.\d+\./, '').replace(/^shared_expert\./, 'shared.');
-  const stage = ['q_proj', 'k_proj', 'v_proj'].includes(role)
-    ? 'attn_in'
-    : role === 'o_proj'
-      ? 'attn_out'
-      : ['gate_proj', 'up_proj', 'w1', 'w3', 'shared.gate_proj', 'shared.up_proj'].includes(role)
-        ? 'mlp_in'
-        : role.startsWith('shared.')
-          ? 'shared_act'
-          : 'mlp_act';
-  return { key: `${stage}@${expert ?? ''}`, stage };
+  if (['q_proj', 'k_proj', 'v_proj'].includes(role)) return 'attn_in';
+  if (role === 'o_proj') return 'attn_out';
+  if (['gate_proj', 'up_proj', 'w1', 'w3', 'shared.gate_proj', 'shared.up_proj'].includes(role)) return 'mlp_in';
+  return role.startsWith('shared.') ? 'shared_act' : 'mlp_act';
 }
 
 /**
@@ -49,38 +43,11 @@ export function memoryPlanFor(s: ModelSummary, c: QuantizeConfig, available: Ava
   const calibrated = c.calibText !== '';
   const hidden = s.linears.find((l) => l.module === 'q_proj')?.cols ?? Math.max(0, ...s.linears.map((l) => l.cols));
   const ctx = c.ctx || s.ctx || 512;
-  const blockWeights = new Map<number, number>();
-  const stages = new Map<string, Map<string, number>>(); // block/stage → statistic → width
-  let largestLayerWeights = 0,
-    widestStatistic = 0;
-  for (const l of s.linears) {
-    blockWeights.set(l.block, (blockWeights.get(l.block) ?? 0) + 4 * l.rows * l.cols);
-    largestLayerWeights = Math.max(largestLayerWeights, l.rows * l.cols);
-    widestStatistic = Math.max(widestStatistic, l.cols);
-    const { key, stage } = statisticOf(l.module, l.expert);
-    const id = `${l.block}/${stage}`;
-    if (!stages.has(id)) stages.set(id, new Map());
-    stages.get(id)!.set(key, l.cols);
-    // A sparse block's mlp_in stage also measures the block's shared input (routing; all-token experts).
-    if (stage === 'mlp_in' && l.expert !== undefined) stages.get(id)!.set('mlp_in@', hidden);
-  }
+  const linears = s.linears.map((l) => ({ block: l.block, input: inputOf(l.module), expert: l.expert, rows: l.rows, cols: l.cols }));
   // 'auto' may be the CPU EP: the estimate assumes so.
-  const forwardsOnCpu = calibrated && c.ep !== 'webgpu' && c.ep !== 'cuda';
-  const heads = s.attentionHeads ?? 1;
-  const mlp = Math.max(0, ...s.linears.filter((l) => /(^|\.)(down_proj|w2)$/.test(l.module)).map((l) => l.cols));
-  const largestStage = Math.max(0, ...[...stages.values()].map((keys) => [...keys.values()].reduce((a, n) => a + 4 * n * n, 0)));
-  return planMemory(
-    {
-      activationStoreBytes: calibrated ? c.calibSamples * ctx * hidden * 4 : 0,
-      blockWeightBytes: Math.max(0, ...blockWeights.values()),
-      largestLayerWeights,
-      widestStatistic: calibrated ? widestStatistic : 0,
-      largestStageFloat32Bytes: calibrated ? largestStage : 0,
-      hostSums: forwardsOnCpu,
-      hostBatchWorkBytes: forwardsOnCpu ? batchWorkBytes(Math.max(1, Math.floor(BATCH_TOKENS / ctx)) * ctx, mlp, heads, ctx) : 0,
-    },
-    resolveBudgetMB(c.memoryBudgetMB, available),
-  );
+  const hostSums = calibrated && c.ep !== 'webgpu' && c.ep !== 'cuda';
+  const shape = memoryShapeOf(linears, { hidden, heads: s.attentionHeads ?? 1, ctx, samples: calibrated ? c.calibSamples : 0, hostSums });
+  return planMemory(shape, resolveBudgetMB(c.memoryBudgetMB, available));
 }
 
 export function estimate(s: ModelSummary, c: QuantizeConfig, available?: AvailableMemory): Estimate {

@@ -85,7 +85,7 @@ export function tryView(root: HTMLElement): (m: ToWebview) => void {
     ...FIELDS.map((f) => {
       // Decimals go in a text field: a number input counts its step from min and vscode-textfield has no step
       // "any", so 1 was a step mismatch (drawn red) for top-p's min of 1e-6. generate() checks every value.
-      const el = h('vscode-textfield', f.integer ? { id: f.id, type: 'number', min: f.min, max: f.max, step: 1 } : { id: f.id, type: 'text' }) as ValueEl;
+      const el = h('vscode-textfield', 'integer' in f ? { id: f.id, type: 'number', min: f.min, max: f.max, step: 1 } : { id: f.id, type: 'text' }) as ValueEl;
       fields.set(f.id, el);
       return h('label', { class: 'try-field' }, h('span', { class: 'muted' }, f.label), el);
     }),

@@ -42,6 +42,63 @@ export interface MemoryShape {
   hostBatchWorkBytes: number;
 }
 
+/** A quantized linear as the plan sees it: its block, the activation it reads (engine LinearInput names), its expert. */
+export interface PlannedLinear {
+  block: number;
+  input: string;
+  expert?: number;
+  rows: number;
+  cols: number;
+}
+
+/** The run a shape is for: calibration windows × ctx tokens, the model's widths, where the forwards run. */
+export interface PlannedRun {
+  hidden: number;
+  heads: number;
+  ctx: number;
+  /** Calibration windows; 0 for a data-free run (no activations, no Hessians). */
+  samples: number;
+  /** Forwards and Hessian sums on the CPU EP (host arenas and float64 sums) rather than a GPU. */
+  hostSums: boolean;
+}
+
+/**
+ * The shape of a model's largest block, layer, statistic and stage, from its quantized linears: the engine (from
+ * its block linears) and the config panel (from the model summary) both plan through this. An expert's statistic
+ * is its own input over its routed rows; a sparse block's mlp_in stage also measures the shared input (routing,
+ * all-token experts); mlp_act and shared_act are one stage (the engine's SEQUENTIAL_STAGES).
+ */
+export function memoryShapeOf(linears: readonly PlannedLinear[], run: PlannedRun): MemoryShape {
+  const blockWeights = new Map<number, number>();
+  const stages = new Map<string, Map<string, number>>(); // block/stage → statistic → width
+  let largestLayerWeights = 0,
+    widestStatistic = 0,
+    mlp = 0;
+  for (const l of linears) {
+    blockWeights.set(l.block, (blockWeights.get(l.block) ?? 0) + 4 * l.rows * l.cols);
+    largestLayerWeights = Math.max(largestLayerWeights, l.rows * l.cols);
+    widestStatistic = Math.max(widestStatistic, l.cols);
+    if (l.input === 'mlp_act' || l.input === 'shared_act') mlp = Math.max(mlp, l.cols);
+    const id = `${l.block}/${l.input === 'shared_act' ? 'mlp_act' : l.input}`;
+    let stage = stages.get(id);
+    if (!stage) stages.set(id, (stage = new Map()));
+    stage.set(l.expert === undefined ? l.input : `${l.input}@${l.expert}`, l.cols);
+    if (l.input === 'mlp_in' && l.expert !== undefined) stage.set('mlp_in', run.hidden);
+  }
+  const calibrated = run.samples > 0;
+  const largestStage = Math.max(0, ...[...stages.values()].map((keys) => [...keys.values()].reduce((a, n) => a + 4 * n * n, 0)));
+  const batchRows = Math.max(1, Math.floor(BATCH_TOKENS / run.ctx)) * run.ctx;
+  return {
+    activationStoreBytes: run.samples * run.ctx * run.hidden * 4,
+    blockWeightBytes: Math.max(0, ...blockWeights.values()),
+    largestLayerWeights,
+    widestStatistic: calibrated ? widestStatistic : 0,
+    largestStageFloat32Bytes: calibrated ? largestStage : 0,
+    hostSums: run.hostSums,
+    hostBatchWorkBytes: run.hostSums ? batchWorkBytes(batchRows, mlp, run.heads, run.ctx) : 0,
+  };
+}
+
 export interface MemoryPlan {
   /** The budget planned with, MiB: memoryBudgetMB, or its automatic value. */
   budgetMB: number;

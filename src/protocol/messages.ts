@@ -2,7 +2,7 @@
 // client). Requests are typed by method → {params, result}; notifications by method → params.
 // Webview ↔ host messages are in ./webview.ts. Nothing here imports vscode, node or the engine.
 
-import type { ExecutionProviderName, LayerConfig, QuantizeConfig, Method } from './config';
+import { describeRange, type ExecutionProviderName, inRange, type LayerConfig, type Method, type NumRange, type QuantizeConfig } from './config';
 import type { Measurements } from './plan';
 
 // ── Error codes (named, stable; shown to users together with the message) ────────────────────
@@ -188,18 +188,17 @@ export interface GenerateParams {
   ep?: ExecutionProviderName;
 }
 
-/** The bounds of GenerateParams' numbers: one table for the engine's check, `lopro generate`'s flags and the Try it form. */
+/** The ranges of GenerateParams' numbers (config.ts NumRange): one table for the engine's check, `lopro generate`'s flags and the Try it form. */
 export const GENERATE_BOUNDS = {
   maxTokens: { min: 1, max: 8192, integer: true },
-  temperature: { min: 0, max: 100, integer: false },
-  topP: { min: 1e-6, max: 1, integer: false },
-} as const;
+  temperature: { min: 0, max: 100 },
+  topP: { min: 0, max: 1, openMin: true },
+} as const satisfies Record<string, NumRange>;
 
 /** What `v` should be for `key` ("an integer in [1, 8192]"), or undefined when it is that. */
 export function generateBoundProblem(key: keyof typeof GENERATE_BOUNDS, v: number): string | undefined {
-  const b = GENERATE_BOUNDS[key];
-  if (Number.isFinite(v) && v >= b.min && v <= b.max && (!b.integer || Number.isInteger(v))) return undefined;
-  return `${b.integer ? 'an integer' : 'a number'} in [${b.min}, ${b.max}]`;
+  const r: NumRange = GENERATE_BOUNDS[key];
+  return inRange(v, r) ? undefined : describeRange(r);
 }
 
 export interface GenerateResultData {

@@ -6,6 +6,7 @@
 // allows), fsyncs and renames. A header that outgrows its reservation is copied into a fresh file instead.
 
 import * as fs from 'node:fs';
+import { dirname } from 'node:path';
 import { promisify } from 'node:util';
 import { atomicWriteFileAsync, fsyncDir, removeQuietly, tempPathFor, writeAll, writeError } from '../io/atomic';
 import { buildHeader, type TensorData, type TensorSpec } from '../io/safetensors_writer';
@@ -80,7 +81,7 @@ export class HessianSpool {
       removeQuietly(this.temp);
       throw writeError(this.target, e, 'write');
     }
-    fsyncDir(this.target.replace(/[\\/][^\\/]*$/, ''));
+    fsyncDir(dirname(this.target));
   }
 
   /** Closes and removes the temp file (a failed or cancelled block). Safe to call more than once. */

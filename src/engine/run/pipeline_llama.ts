@@ -13,7 +13,7 @@
 import { machineMemory, peakMemoryBytes } from '../util/peak_memory';
 import { resolveBudgetMB } from '../../protocol/machine_memory';
 import { layerConfigFor } from '../../protocol/config';
-import { batchWorkBytes, describeMemoryPlan, type MemoryPlan, planMemory } from '../../protocol/memory_plan';
+import { describeMemoryPlan, type MemoryPlan, memoryShapeOf, type PlannedLinear, planMemory } from '../../protocol/memory_plan';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type * as ort from 'onnxruntime-node';
@@ -282,34 +282,10 @@ export function passesOf(keys: readonly StatKey[], width: (k: StatKey) => number
  * and stage, within memoryBudgetMB (0: the automatic share of this machine's memory, protocol/machine_memory.ts).
  */
 export function memoryPlanOf(cfg: ModelConfig, N: number, T: number, memoryBudgetMB: number, hostSums: boolean, available = machineMemory()): MemoryPlan {
-  let mlp = 0;
-  let blockWeightBytes = 0,
-    largestLayerWeights = 0,
-    widestStatistic = 0,
-    largestStageFloat32Bytes = 0;
-  for (let b = 0; b < cfg.numLayers; b++) {
-    const lins = blockLinears(cfg, b);
-    blockWeightBytes = Math.max(blockWeightBytes, 4 * lins.reduce((s, l) => s + l.rows * l.cols, 0));
-    for (const l of lins) {
-      largestLayerWeights = Math.max(largestLayerWeights, l.rows * l.cols);
-      widestStatistic = Math.max(widestStatistic, l.cols);
-      if (l.input === 'mlp_act' || l.input === 'shared_act') mlp = Math.max(mlp, l.cols);
-    }
-    for (const stage of SEQUENTIAL_STAGES) {
-      const width = new Map<StatKey, number>();
-      for (const l of lins) if (stage.includes(l.input)) width.set(statKey(l), l.cols);
-      if (lins.some((l) => l.expert !== undefined && stage.includes(l.input) && l.input === 'mlp_in')) width.set('mlp_in', cfg.hiddenSize);
-      largestStageFloat32Bytes = Math.max(
-        largestStageFloat32Bytes,
-        [...width.values()].reduce((s, n) => s + 4 * n * n, 0),
-      );
-    }
-  }
-  const hostBatchWorkBytes = hostSums ? batchWorkBytes(defaultBatch(T) * T, mlp, cfg.numHeads, T) : 0;
-  return planMemory(
-    { activationStoreBytes: N * T * cfg.hiddenSize * 4, blockWeightBytes, largestLayerWeights, widestStatistic, largestStageFloat32Bytes, hostSums, hostBatchWorkBytes },
-    resolveBudgetMB(memoryBudgetMB, available),
-  );
+  const linears: PlannedLinear[] = [];
+  for (let b = 0; b < cfg.numLayers; b++) for (const l of blockLinears(cfg, b)) linears.push({ block: b, input: l.input, expert: l.expert, rows: l.rows, cols: l.cols });
+  const shape = memoryShapeOf(linears, { hidden: cfg.hiddenSize, heads: cfg.numHeads, ctx: T, samples: N, hostSums });
+  return planMemory(shape, resolveBudgetMB(memoryBudgetMB, available));
 }
 
 /** Logs the plan (and warns when the budget is below its floor); returns the activation stores' byte limit. */

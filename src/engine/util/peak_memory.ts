@@ -1,6 +1,7 @@
-// The engine's peak resident memory over one run, and the memory it may use. The engine process of VS Code serves run after run, and
-// getrusage's maxRSS is a lifetime peak: on Linux the peak (VmHWM) is reset at a run's start by writing 5 to
-// /proc/self/clear_refs and read from /proc/self/status; elsewhere the lifetime peak is what there is.
+// The engine's peak resident memory over one run, and the memory it may use. The engine process of VS Code
+// serves run after run, and getrusage's maxRSS is a lifetime peak: on Linux the peak (VmHWM) is reset at a run's
+// start by writing 5 to /proc/self/clear_refs and read from /proc/self/status; elsewhere the lifetime peak is what
+// there is.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';

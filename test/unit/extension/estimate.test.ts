@@ -106,8 +106,8 @@ test('a target-size config estimates the target (the plan never spends more) and
   assert.ok(estimate(summary, cfg({ bits: 4, rank: 32 })).bpw > 4, 'without a target, bits and rank decide');
 });
 
-test("the panel's peak is the engine's memory plan for the same model (tiny and the Mixtral fixture, CPU and GPU forwards)", async () => {
-  for (const dir of ['fixtures/tiny', 'fixtures/arch/mixtralt']) {
+test("the panel's peak is the engine's memory plan for the same model (tiny, Mixtral and Qwen-MoE with its shared expert; CPU and GPU forwards)", async () => {
+  for (const dir of ['fixtures/tiny', 'fixtures/arch/mixtralt', 'fixtures/arch/qwen2moes']) {
     const s = await inspectModel(dir);
     const cfg = loadModelConfig(dir);
     for (const ep of ['cpu', 'webgpu'] as const)
