@@ -147,8 +147,10 @@ export interface Backend {
   readonly kind: BackendKind;
   /** What runs the math, for logs and reports: "cpu: 2 threads", "gpu: NVIDIA H100 …". */
   readonly label: string;
-  /** The largest float32 matrix a session can hold, bytes (a GPU's largest buffer binding); undefined: no such limit. */
+  /** The largest float32 weight a session can hold, bytes (a GPU's largest buffer binding); undefined: no such limit. */
   readonly maxMatrixBytes?: number;
+  /** The widest n×n float32 matrix (a Hessian) a session can hold; undefined: no such limit. */
+  readonly maxSquareCols?: number;
   session(): LayerSession;
   close(): Promise<void>;
 }

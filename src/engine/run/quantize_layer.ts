@@ -73,22 +73,25 @@ export async function quantizeLayer(backend: Backend, x: LayerInput, lc: LayerCo
  * blocks before that layer and fail there.
  */
 export function assertBackendHolds(backend: Backend, layers: readonly { name: string; rows: number; cols: number }[]): void {
-  const limit = backend.maxMatrixBytes;
-  if (limit === undefined) return;
-  for (const l of layers)
-    for (const [what, r, c] of [
-      ['its Hessian', l.cols, l.cols],
-      ['its weight', l.rows, l.cols],
-    ] as const) {
-      const bytes = 4 * r * c;
-      if (bytes > limit)
-        throw new ProtocolError(
-          ErrorCode.OutOfMemory,
-          `${l.name}: ${what} (${r}×${c} float32, ${(bytes / 2 ** 30).toFixed(2)} GiB) exceeds the largest matrix of the ${backend.label} backend (${(limit / 2 ** 30).toFixed(2)} GiB, its largest buffer binding)`,
-          l.name,
-          'use --backend cpu for this model',
-        );
-    }
+  const gib = (b: number) => (b / 2 ** 30).toFixed(2);
+  const refuse = (name: string, why: string) => {
+    throw new ProtocolError(ErrorCode.OutOfMemory, `${name}: ${why}`, name, 'use --backend cpu for this model');
+  };
+  for (const l of layers) {
+    const weight = 4 * l.rows * l.cols,
+      limit = backend.maxMatrixBytes;
+    if (limit !== undefined && weight > limit)
+      refuse(
+        l.name,
+        `its weight (${l.rows}×${l.cols} float32, ${gib(weight)} GiB) exceeds the largest matrix of the ${backend.label} backend (${gib(limit)} GiB, its largest buffer binding)`,
+      );
+    const n = backend.maxSquareCols;
+    if (n !== undefined && l.cols > n)
+      refuse(
+        l.name,
+        `its Hessian (${l.cols}×${l.cols} float32, ${gib(4 * l.cols * l.cols)} GiB) is wider than the ${backend.label} backend's widest square matrix (${n} columns, a few buffer bindings)`,
+      );
+  }
 }
 
 async function loproLayer(s: LayerSession, x: LayerInput, W: Mat, H: Mat, lc: LayerConfig, opts: QuantizeLayerOptions, t0: number): Promise<LayerOutcome> {

@@ -14,23 +14,27 @@ import type { DawnGpu } from './dawn';
 import { NotPositiveDefiniteError } from '../../linalg/not_positive_definite';
 import { BS, choleskyDiagWgsl, choleskyPanelWgsl, reverseWgsl } from './cholesky_wgsl';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
+import { splitEntries } from './split';
 
 /**
- * U on `gpu` as a float32 n×n buffer (the caller destroys it). H: host values, or a float32 n×n buffer
+ * U on `gpu` as a float32 n×n buffer (the caller destroys it); `parts`: where H's and U's binding parts start
+ * (split.ts), for an n×n wider than one binding. H: host values, or a float32 n×n buffer
  * already on `gpu` (read only, the caller keeps it). Throws NotPositiveDefiniteError on a
  * non-positive pivot (index in J·H·J's order, as the float64 twin).
  */
-export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | Float64Array | GPUBuffer, n: number): Promise<GPUBuffer> {
+export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | Float64Array | GPUBuffer, n: number, parts: readonly number[] = [0]): Promise<GPUBuffer> {
   if ((H instanceof Float32Array || H instanceof Float64Array) && H.length !== n * n) throw new RangeError(`H has ${H.length} values, expected ${n}×${n}`);
   const N = n * n;
   const [diag, panel, syrk, gemm1, gemm2, reverse] = [
-    await gpu.pipeline(choleskyDiagWgsl()),
-    await gpu.pipeline(choleskyPanelWgsl()),
-    await gpu.pipeline(gemmWgsl(true, true, true, true)), // A22 −= L21·L21ᵀ, all in A
-    await gpu.pipeline(gemmWgsl(false, false, false, false)), // T = L21·M11
-    await gpu.pipeline(gemmWgsl(false, false, true, false)), // M21 = −M22·T, M22 read from M
-    await gpu.pipeline(reverseWgsl()),
+    await gpu.pipeline(choleskyDiagWgsl(parts)),
+    await gpu.pipeline(choleskyPanelWgsl(parts)),
+    await gpu.pipeline(gemmWgsl(true, true, true, true, { c: parts })), // A22 −= L21·L21ᵀ, all in A
+    await gpu.pipeline(gemmWgsl(false, false, false, false, { a: parts, b: parts })), // T = L21·M11
+    await gpu.pipeline(gemmWgsl(false, false, true, false, { c: parts })), // M21 = −M22·T, M22 read from M
+    await gpu.pipeline(reverseWgsl(parts)),
   ];
+  // An n×n matrix of this factorisation at binding b, whole or in its binding parts.
+  const at = (buf: GPUBuffer, b: number) => splitEntries(b, buf, parts, N);
   const temps: GPUBuffer[] = [];
   const temp = (b: GPUBuffer) => (temps.push(b), b);
   let maxT = 0;
@@ -44,17 +48,17 @@ export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | F
     const revGroups = Math.min(65535, Math.ceil(N / 256));
     const revU = temp(gpu.uniforms([N, revGroups * 256, 0, 0]));
     const steps: { pipe: GPUComputePipeline; group: GPUBindGroup; size: [number, number, number] }[] = [];
-    steps.push({ pipe: reverse, group: gpu.bindGroup(reverse, [revU, Hb, A]), size: [revGroups, 1, 1] }); // A = J·H·J
+    steps.push({ pipe: reverse, group: gpu.bindGroup(reverse, [revU, at(Hb, 1), at(A, 2)]), size: [revGroups, 1, 1] }); // A = J·H·J
     for (let k0 = 0; k0 < n; k0 += BS) {
       const kb = Math.min(BS, n - k0),
         rest = n - k0 - kb;
       const u = temp(gpu.uniforms([n, k0, kb, 0]));
-      steps.push({ pipe: diag, group: gpu.bindGroup(diag, [u, A, M, status]), size: [1, 1, 1] });
+      steps.push({ pipe: diag, group: gpu.bindGroup(diag, [u, at(A, 1), at(M, 2), status]), size: [1, 1, 1] });
       if (rest === 0) continue;
-      steps.push({ pipe: panel, group: gpu.bindGroup(panel, [u, A, M]), size: [Math.ceil(rest / 64), 1, 1] }); // 64 rows per workgroup
+      steps.push({ pipe: panel, group: gpu.bindGroup(panel, [u, at(A, 1), at(M, 2)]), size: [Math.ceil(rest / 64), 1, 1] }); // 64 rows per workgroup
       const off = (k0 + kb) * n + k0;
       const g = temp(gpu.uniforms(gemmWords({ M: rest, N: rest, K: kb, lda: n, ldb: n, ldc: n, offA: off, offB: off, offC: off + kb, alpha: -1, beta: 1 })));
-      steps.push({ pipe: syrk, group: gpu.bindGroup(syrk, [g, undefined, undefined, A]), size: gemmGroups(rest, rest) });
+      steps.push({ pipe: syrk, group: gpu.bindGroup(syrk, [g, undefined, undefined, at(A, 3)]), size: gemmGroups(rest, rest) });
     }
     for (let s = BS; s < n; s *= 2) {
       const pairs = Math.ceil((n - s) / (2 * s)),
@@ -85,10 +89,10 @@ export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | F
           }),
         ),
       );
-      steps.push({ pipe: gemm1, group: gpu.bindGroup(gemm1, [g1, A, M, T]), size: gemmGroups(s, s, pairs) });
-      steps.push({ pipe: gemm2, group: gpu.bindGroup(gemm2, [g2, undefined, T, M]), size: gemmGroups(s, s, pairs) });
+      steps.push({ pipe: gemm1, group: gpu.bindGroup(gemm1, [g1, at(A, 1), at(M, 2), T]), size: gemmGroups(s, s, pairs) });
+      steps.push({ pipe: gemm2, group: gpu.bindGroup(gemm2, [g2, undefined, T, at(M, 3)]), size: gemmGroups(s, s, pairs) });
     }
-    steps.push({ pipe: reverse, group: gpu.bindGroup(reverse, [revU, M, A]), size: [revGroups, 1, 1] }); // U = J·L̃⁻¹·J
+    steps.push({ pipe: reverse, group: gpu.bindGroup(reverse, [revU, at(M, 1), at(A, 2)]), size: [revGroups, 1, 1] }); // U = J·L̃⁻¹·J
     await gpu.submit((enc) => {
       const pass = enc.beginComputePass();
       for (const st of steps) {

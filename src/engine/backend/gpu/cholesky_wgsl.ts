@@ -7,18 +7,21 @@
 // choleskyPanelWgsl — the panel below: L21 = A21·L11⁻ᵀ, one invocation per row.
 // (GEMMs — the trailing update and the inverse's doubling steps — are compute/wgsl_gemm.ts's.)
 // reverseWgsl — out[i] = in[N−1−i]: the flip between H⁻¹'s upper factor and the lower factor of J·H·J.
+// `parts`: the n×n matrices' binding parts (split.ts) when wider than one binding.
+
+import { splitVar } from './split';
 
 /** Diagonal block width (the panel width of the blocked factorisation). */
 export const BS = 64;
 
 export const DIAG_PARAMS = 'struct Params { n: u32, k0: u32, kb: u32, pad: u32 }';
 
-export function choleskyDiagWgsl(): string {
+export function choleskyDiagWgsl(parts: readonly number[] = [0]): string {
   return /* wgsl */ `
 ${DIAG_PARAMS}
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> A: array<f32>;
-@group(0) @binding(2) var<storage, read_write> M: array<f32>;
+${splitVar('A', 1, parts, 'read_write')}
+${splitVar('M', 2, parts, 'read_write')}
 @group(0) @binding(3) var<storage, read_write> status: array<atomic<u32>>;
 
 const BS: u32 = ${BS}u;
@@ -33,7 +36,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
     let i = idx / BS;
     let j = idx % BS;
     var v = 0.0;
-    if (i < kb && j <= i) { v = A[(k0 + i) * n + k0 + j]; }
+    if (i < kb && j <= i) { v = ld_A((k0 + i) * n + k0 + j); }
     a[idx] = v;
   }
   workgroupBarrier();
@@ -64,7 +67,7 @@ fn main(@builtin(local_invocation_index) t: u32) {
   for (var idx = t; idx < BS * BS; idx += 256u) {
     let i = idx / BS;
     let j = idx % BS;
-    if (i < kb && j <= i) { A[(k0 + i) * n + k0 + j] = a[idx]; }
+    if (i < kb && j <= i) { st_A((k0 + i) * n + k0 + j, a[idx]); }
   }
   // L11⁻¹ by columns: invocation c solves L11·x = e_c (forward substitution; x_i = 0 for i < c).
   if (t < kb) {
@@ -75,18 +78,18 @@ fn main(@builtin(local_invocation_index) t: u32) {
       for (var q = c; q < i; q++) { s = s - a[i * BS + q] * x[q]; }
       x[i] = s / a[i * BS + i];
     }
-    for (var i = 0u; i < kb; i++) { M[(k0 + i) * n + k0 + c] = select(0.0, x[i], i >= c); }
+    for (var i = 0u; i < kb; i++) { st_M((k0 + i) * n + k0 + c, select(0.0, x[i], i >= c)); }
   }
 }
 `;
 }
 
-export function choleskyPanelWgsl(): string {
+export function choleskyPanelWgsl(parts: readonly number[] = [0]): string {
   return /* wgsl */ `
 ${DIAG_PARAMS}
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> A: array<f32>;
-@group(0) @binding(2) var<storage, read> M: array<f32>;
+${splitVar('A', 1, parts, 'read_write')}
+${splitVar('M', 2, parts, 'read')}
 
 const BS: u32 = ${BS}u;
 var<workgroup> li: array<f32, ${BS * BS}>; // L11⁻¹
@@ -100,33 +103,33 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) t: u3
     let c = idx / BS;
     let q = idx % BS;
     var v = 0.0;
-    if (c < kb && q <= c) { v = M[(k0 + c) * n + k0 + q]; }
+    if (c < kb && q <= c) { v = ld_M((k0 + c) * n + k0 + q); }
     li[idx] = v;
   }
   workgroupBarrier();
   let r = k0 + kb + wg.x * 64u + t;
   if (r >= n) { return; }
   var row: array<f32, ${BS}>;
-  for (var q = 0u; q < kb; q++) { row[q] = A[r * n + k0 + q]; }
+  for (var q = 0u; q < kb; q++) { row[q] = ld_A(r * n + k0 + q); }
   for (var c = 0u; c < kb; c++) {
     var s = 0.0;
     for (var q = 0u; q <= c; q++) { s = fma(row[q], li[c * BS + q], s); }
-    A[r * n + k0 + c] = s;
+    st_A(r * n + k0 + c, s);
   }
 }
 `;
 }
 
-export function reverseWgsl(): string {
+export function reverseWgsl(parts: readonly number[] = [0]): string {
   return /* wgsl */ `
 struct Params { count: u32, stride: u32, pad0: u32, pad1: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+${splitVar('src', 1, parts, 'read')}
+${splitVar('dst', 2, parts, 'read_write')}
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
-  for (var i = gid.x; i < p.count; i += p.stride) { dst[i] = src[p.count - 1u - i]; }
+  for (var i = gid.x; i < p.count; i += p.stride) { st_dst(i, ld_src(p.count - 1u - i)); }
 }
 `;
 }

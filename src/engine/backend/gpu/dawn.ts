@@ -13,6 +13,9 @@ import { dirname, join } from 'node:path';
 import { existsSync, mkdirSync } from 'node:fs';
 import { engineEnv } from '../../env';
 
+/** One binding of a kernel (DawnGpu.bindGroup). */
+export type Binding = GPUBuffer | GPUBufferBinding | GPUBindGroupEntry[] | undefined;
+
 /** The dawn.node module's exports (see node_modules/webgpu/index.js). */
 interface DawnModule {
   create(flags: string[]): GPU;
@@ -190,10 +193,17 @@ export class DawnGpu {
     return p;
   }
 
-  /** Binding i = buffers[i]; undefined entries are bindings the kernel does not declare. */
-  bindGroup(p: GPUComputePipeline, buffers: (GPUBuffer | undefined)[]): GPUBindGroup {
+  /**
+   * Binding i = bindings[i]: a whole buffer, a range of one (a window of rows), or the entries of a matrix
+   * bound in parts (split.ts, their own binding numbers); undefined entries are bindings the kernel does not declare.
+   */
+  bindGroup(p: GPUComputePipeline, bindings: Binding[]): GPUBindGroup {
     const entries: GPUBindGroupEntry[] = [];
-    buffers.forEach((buffer, binding) => buffer && entries.push({ binding, resource: { buffer } }));
+    bindings.forEach((b, binding) => {
+      if (!b) return;
+      if (Array.isArray(b)) entries.push(...b);
+      else entries.push({ binding, resource: 'buffer' in b ? b : { buffer: b } });
+    });
     return this.device.createBindGroup({ layout: p.getBindGroupLayout(0), entries });
   }
 

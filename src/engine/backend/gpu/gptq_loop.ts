@@ -9,6 +9,7 @@
 import type { DawnGpu } from './dawn';
 import { PARAMS_WORDS, gptqBatchWgsl } from './gptq_wgsl';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
+import { rowWindow } from './split';
 
 /**
  * Widest lazy batch the batch kernel holds per invocation in a private array; wider batches keep the
@@ -67,15 +68,17 @@ export async function fusedColumnLoop(
     for (let i1 = 0; i1 < cols; i1 += B) {
       const i2 = Math.min(i1 + B, cols),
         count = i2 - i1;
-      const u = own(gpu.uniforms([rows, cols, i1, count, i2, wordsPerRow, ng, 0].slice(0, PARAMS_WORDS)));
+      // Only the batch's rows of Hinv are bound: the whole of a wide layer's may exceed one binding.
+      const hw = rowWindow(Hinv, cols, i1, i2);
+      const u = own(gpu.uniforms([rows, cols, i1, count, i2, wordsPerRow, ng, hw.skip].slice(0, PARAMS_WORDS)));
       // W[:, i2:] −= Err1 (rows×count, row stride B) · Hinv[i1:i2, i2:]
       const g =
         i2 < cols
-          ? own(gpu.uniforms(gemmWords({ M: rows, N: cols - i2, K: count, lda: B, ldb: cols, ldc: cols, offA: 0, offB: i1 * cols + i2, offC: i2, alpha: -1, beta: 1 })))
+          ? own(gpu.uniforms(gemmWords({ M: rows, N: cols - i2, K: count, lda: B, ldb: cols, ldc: cols, offA: 0, offB: hw.skip + i2, offC: i2, alpha: -1, beta: 1 })))
           : undefined;
       batches.push({
-        bBatch: gpu.bindGroup(batchPipe, [u, Wb, Hinv, Eb, codesB, paramsB, lossB, slotB, Sb]),
-        bUpdate: g && gpu.bindGroup(updatePipe, [g, Eb, Hinv, Wb]),
+        bBatch: gpu.bindGroup(batchPipe, [u, Wb, hw.binding, Eb, codesB, paramsB, lossB, slotB, Sb]),
+        bUpdate: g && gpu.bindGroup(updatePipe, [g, Eb, hw.binding, Wb]),
         tailCols: cols - i2,
       });
     }

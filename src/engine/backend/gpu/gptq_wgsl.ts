@@ -16,7 +16,8 @@ import { DIV_RN_WGSL, f32Lit, findParamsWgsl, type Clip } from './quantize_wgsl'
 
 /** Per-dispatch parameters (one uniform buffer per batch). */
 export const PARAMS_WORDS = 8;
-const PARAMS = 'struct Params { rows: u32, cols: u32, i1: u32, count: u32, i2: u32, wordsPerRow: u32, ng: u32, pad: u32 }';
+// uOff: where Hinv's row i1 starts in the binding U (the loop binds only the batch's rows of Hinv).
+const PARAMS = 'struct Params { rows: u32, cols: u32, i1: u32, count: u32, i2: u32, wordsPerRow: u32, ng: u32, uOff: u32 }';
 
 export interface BatchKernelShape {
   /** Lazy batch width (the private row slice's length). */
@@ -43,7 +44,7 @@ export function gptqBatchWgsl(k: BatchKernelShape): string {
 ${PARAMS}
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> W: array<f32>;            // rows×cols, quantization order
-@group(0) @binding(2) var<storage, read> U: array<f32>;            // cols×cols, Hinv (upper)
+@group(0) @binding(2) var<storage, read> U: array<f32>;            // rows i1…i2 of the cols×cols Hinv (upper), from uOff
 @group(0) @binding(3) var<storage, read_write> E: array<f32>;      // rows×B: Err1 of this batch
 @group(0) @binding(4) var<storage, read_write> codes: array<u32>;  // rows×wordsPerRow, 4 codes per word
 @group(0) @binding(5) var<storage, read_write> params: array<f32>; // rows×ng×(scale, zero)
@@ -83,7 +84,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
     let z = params[po + 1u];
     let x = ${w('i')};
     let q = clamp(round(div_rn(x, s)) + z, 0.0, MAXQ);
-    let hk = k * p.cols;
+    let hk = p.uOff + i * p.cols; // Hinv[k, :] (k = i1 + i)
     let err = (x - s * (q - z)) / U[hk + k];
     l += err * err;
     E[r * B + i] = err;
@@ -92,7 +93,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
       codes[r * p.wordsPerRow + (k >> 2u)] = word;
       word = 0u;
     }
-    let hb = hk + p.i1;
+    let hb = hk + p.i1; // Hinv[k, i1 + j] at hb + j
     for (var j = i + 1u; j < p.count; j++) { ${w('j')} -= err * U[hb + j]; }
   }
   loss[r] += 0.5 * l;

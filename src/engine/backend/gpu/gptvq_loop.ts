@@ -10,6 +10,7 @@ import type { DawnGpu } from './dawn';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
 import type { LayerKernels } from './kernels';
 import { diagWgsl } from './layer_wgsl';
+import { rowWindow, splitEntries } from './split';
 import { VqStep, codebookPoints, gptvqShape, type GptvqOptions } from '../../quant/gptvq';
 import { weightedKMeans } from '../../quant/kmeans';
 
@@ -43,6 +44,8 @@ export async function gptvqOnDawn(
   where: string,
   /** The codebook k-means (default: kmeans.ts weightedKMeans on this thread; the pipeline splits it over its workers, bit-identical). */
   kmeans: KMeansFn = async (pts, wts, N, d, K, o) => weightedKMeans(pts, wts, N, d, K, o).centroids,
+  /** Where Ub's binding parts start (split.ts), when it is wider than one binding. */
+  ubParts: readonly number[] = [0],
 ): Promise<DawnGptvqResult> {
   const t0 = now();
   const { d, g, K, B } = gptvqShape(cols, opts, where);
@@ -52,7 +55,7 @@ export async function gptvqOnDawn(
     codes = new Uint16Array(rows * V);
   const codebooks = new Float32Array(G * K * d),
     codebookBits = new Uint16Array(G * K * d);
-  const Ud = Float64Array.from(new Float32Array(await k.readBack(Ub, cols, diagWgsl('get'))));
+  const Ud = Float64Array.from(new Float32Array(await k.readBack(splitEntries(1, Ub, ubParts, cols * cols), cols, diagWgsl('get', ubParts))));
   const step = new VqStep(rows, cols, d, K);
   const Err = new Float64Array(rows * B),
     E32 = new Float32Array(rows * B);
@@ -81,8 +84,9 @@ export async function gptvqOnDawn(
     // W[:, i2:] −= E (rows×count) · U[i1:i2, i2:] on the device.
     for (let i = 0; i < rows * count; i++) E32[i] = Err[i];
     await gpu.upload(Eb, E32.subarray(0, rows * count));
-    const u = k.own(gpu.uniforms(gemmWords({ M: rows, N: cols - i2, K: count, lda: count, ldb: cols, ldc: cols, offA: 0, offB: i1 * cols + i2, offC: i2, alpha: -1, beta: 1 })));
-    const group = gpu.bindGroup(gemm, [u, Eb, Ub, Wb]);
+    const hw = rowWindow(Ub, cols, i1, i2); // only the batch's rows of U are bound
+    const u = k.own(gpu.uniforms(gemmWords({ M: rows, N: cols - i2, K: count, lda: count, ldb: cols, ldc: cols, offA: 0, offB: hw.skip + i2, offC: i2, alpha: -1, beta: 1 })));
+    const group = gpu.bindGroup(gemm, [u, Eb, hw.binding, Wb]);
     await gpu.submit((enc) => {
       const pass = enc.beginComputePass();
       pass.setPipeline(gemm);

@@ -14,7 +14,8 @@ import { choleskyInverseUpperDawn } from './cholesky';
 import { fusedColumnLoop } from './gptq_loop';
 import { gptvqOnDawn } from './gptvq_loop';
 import { LayerKernels, MAX_GROUPS } from './kernels';
-import { ROW_DOT_WGSL, SCALE_COLS_WGSL, SUB_WGSL, SYMMETRIZE_WGSL, ZERO_COLS_WGSL, diagWgsl, strideGroups } from './layer_wgsl';
+import { ROW_DOT_WGSL, SCALE_COLS_WGSL, SUB_WGSL, ZERO_COLS_WGSL, diagWgsl, strideGroups, symmetrizeWgsl } from './layer_wgsl';
+import { MAX_PARTS, rowParts, splitEntries } from './split';
 import { groupParamsDawn, rtnCodesDawn } from './quantize_wgsl';
 import { r1svdOnDawn } from './r1svd';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
@@ -25,14 +26,27 @@ import { decodeLowRank, dequantizeResidual, rotationPlanOf, type LoproStoredLaye
 import type { LowRankFactors, R1svdOptions } from '../../quant/r1svd';
 import type { RotationPlan } from '../../quant/rotation';
 
-/** A float32 matrix in a device buffer. */
+/** A float32 matrix in a device buffer, bound whole or (an n×n matrix wider than one binding) in row parts. */
 class DeviceMat implements Mat {
   constructor(
     readonly rows: number,
     readonly cols: number,
     readonly buf: GPUBuffer,
+    /** Element offsets of its binding parts (split.ts); [0]: bound whole. */
+    readonly starts: readonly number[],
     readonly isIdentity = false,
   ) {}
+
+  /** Its bind-group entries at binding b. */
+  at(b: number): GPUBindGroupEntry[] {
+    return splitEntries(b, this.buf, this.starts, this.rows * this.cols);
+  }
+
+  /** The buffer, for kernels that bind a whole matrix only: a matrix in parts here is a bug of the caller. */
+  get whole(): GPUBuffer {
+    if (this.starts.length !== 1) throw new Error(`a ${this.rows}×${this.cols} matrix in ${this.starts.length} binding parts was given to a kernel that binds it whole`);
+    return this.buf;
+  }
 }
 
 function dev(m: Mat): DeviceMat {
@@ -47,20 +61,30 @@ export class GpuBackend implements Backend {
   private constructor(
     readonly gpu: DawnGpu,
     private readonly pool: WorkerPool,
+    /** The largest binding the kernels use (the device's; tests lower it to split small matrices). */
+    private readonly bindingBytes: number,
   ) {
     this.label = `gpu: ${gpu.label}`;
   }
 
+  /** A weight must fit one binding. */
   get maxMatrixBytes(): number {
-    return this.gpu.maxBindingBytes;
+    return this.bindingBytes;
   }
 
-  static create(gpu: DawnGpu, hostThreads: number): GpuBackend {
-    return new GpuBackend(gpu, WorkerPool.create(hostThreads));
+  /** An n×n matrix may span MAX_PARTS bindings (its flat index must stay below 2³², the kernels' u32). */
+  get maxSquareCols(): number {
+    let n = Math.min(65535, Math.floor(Math.sqrt((MAX_PARTS * this.bindingBytes) / 4)));
+    while (n > 0 && rowParts(n, n, this.bindingBytes).length > MAX_PARTS) n--;
+    return n;
+  }
+
+  static create(gpu: DawnGpu, hostThreads: number, opts: { bindingBytes?: number } = {}): GpuBackend {
+    return new GpuBackend(gpu, WorkerPool.create(hostThreads), Math.min(opts.bindingBytes ?? Infinity, gpu.maxBindingBytes));
   }
 
   session(): LayerSession {
-    return new GpuSession(this.gpu, this.pool);
+    return new GpuSession(this.gpu, this.pool, this.bindingBytes);
   }
 
   async close(): Promise<void> {
@@ -73,54 +97,64 @@ class GpuSession implements LayerSession {
   constructor(
     private readonly gpu: DawnGpu,
     private readonly pool: WorkerPool,
+    private readonly bindingBytes: number,
   ) {
     this.k = new LayerKernels(gpu);
   }
 
-  private mat(rows: number, cols: number, label: string, isIdentity = false): DeviceMat {
-    return new DeviceMat(rows, cols, this.k.own(this.gpu.buffer(4 * rows * cols, label)), isIdentity);
+  private parts(rows: number, cols: number): number[] {
+    return rowParts(rows, cols, this.bindingBytes);
   }
 
-  /** The device's binding limit, as a clear error naming the layer (a larger matrix cannot be bound whole). */
+  private mat(rows: number, cols: number, label: string, isIdentity = false): DeviceMat {
+    return new DeviceMat(rows, cols, this.k.own(this.gpu.buffer(4 * rows * cols, label)), this.parts(rows, cols), isIdentity);
+  }
+
+  /**
+   * The device's binding limit, as a clear error naming the layer: a rows×cols matrix must fit one binding,
+   * an n×n one (a Hessian and what is made from it) MAX_PARTS of them.
+   */
   private fits(rows: number, cols: number, what: string, where: string): void {
-    if (4 * rows * cols > this.gpu.maxBindingBytes) {
-      throw new ProtocolError(
-        ErrorCode.OutOfMemory,
-        `${what} (${rows}×${cols} float32, ${((4 * rows * cols) / 2 ** 30).toFixed(2)} GiB) exceeds the GPU's largest buffer binding (${(this.gpu.maxBindingBytes / 2 ** 30).toFixed(2)} GiB)`,
-        where,
-        'use --backend cpu for this model',
-      );
-    }
+    const parts = this.parts(rows, cols).length;
+    if (parts === 1 || (rows === cols && parts > 0 && parts <= MAX_PARTS && rows * cols < 2 ** 32)) return;
+    const gib = (b: number) => (b / 2 ** 30).toFixed(2);
+    throw new ProtocolError(
+      ErrorCode.OutOfMemory,
+      `${what} (${rows}×${cols} float32, ${gib(4 * rows * cols)} GiB) exceeds what the GPU backend can bind (${rows === cols ? `${MAX_PARTS} × ` : ''}${gib(this.bindingBytes)} GiB, the device's largest buffer binding)`,
+      where,
+      'use --backend cpu for this model',
+    );
   }
 
   async upload(data: Float32Array | Float64Array, rows: number, cols: number, what: string, where: string, f32?: Float32Array): Promise<Mat> {
     if (data.length !== rows * cols) throw new ProtocolError(ErrorCode.ShapeMismatch, `${what} has ${data.length} values, expected ${rows}×${cols}`, where);
     this.fits(rows, cols, what, where);
-    const m = new DeviceMat(rows, cols, this.k.own(await this.gpu.bufferFrom(f32 && f32.length === data.length ? f32 : data, what)));
-    await this.k.assertFinite(m.buf, rows * cols, what, where);
+    const m = new DeviceMat(rows, cols, this.k.own(await this.gpu.bufferFrom(f32 && f32.length === data.length ? f32 : data, what)), this.parts(rows, cols));
+    await this.k.assertFinite(m.at(1), m.starts, rows * cols, what, where);
     return m;
   }
 
   async download(m: Mat): Promise<Float32Array> {
     const out = new Float32Array(m.rows * m.cols);
-    await this.gpu.readInto(dev(m).buf, out);
+    await this.gpu.readInto(dev(m).buf, out); // a copy: no binding, any size
     return out;
   }
 
   async sampleRows(m: Mat, step: number): Promise<ArrayLike<number>> {
-    return this.k.sampleRows(dev(m).buf, m.rows, m.cols, step);
+    return this.k.sampleRows(dev(m).whole, m.rows, m.cols, step);
   }
 
   async copy(m: Mat): Promise<Mat> {
     const d = dev(m);
-    const out = this.mat(d.rows, d.cols, 'copy', d.isIdentity);
+    const out = this.mat(d.rows, d.cols, 'copy', d.isIdentity); // the same parts: same shape, same binding limit
     await this.k.copy(d.buf, out.buf, 4 * d.rows * d.cols);
     return out;
   }
 
   async identity(n: number): Promise<Mat> {
+    this.fits(n, n, 'the identity', 'identity');
     const I = this.mat(n, n, 'identity', true); // buffers start zeroed
-    await this.k.run(diagWgsl('set'), [this.k.elem(n, n), I.buf, this.k.f32(new Float32Array(n).fill(1))], [Math.ceil(n / 256), 1, 1]);
+    await this.k.run(diagWgsl('set', I.starts), [this.k.elem(n, n), I.at(1), this.k.f32(new Float32Array(n).fill(1))], [Math.ceil(n / 256), 1, 1]);
     return I;
   }
 
@@ -131,34 +165,35 @@ class GpuSession implements LayerSession {
   async scaleColumns(X: Mat, a: Float64Array): Promise<Mat> {
     const { rows, cols } = X;
     const A = this.mat(rows, cols, 'A');
-    await this.k.run(SCALE_COLS_WGSL, [this.k.elem(rows, cols), dev(X).buf, this.k.f32(a), A.buf], [strideGroups(rows * cols).groups, 1, 1]);
+    await this.k.run(SCALE_COLS_WGSL, [this.k.elem(rows, cols), dev(X).whole, this.k.f32(a), A.whole], [strideGroups(rows * cols).groups, 1, 1]);
     return A;
   }
 
   columnSums(X: Mat, f: 'abs' | 'sq'): Promise<Float64Array> {
-    return this.k.colSums(dev(X).buf, X.rows, X.cols, f);
+    return this.k.colSums(dev(X).whole, X.rows, X.cols, f);
   }
 
   async diagonal(H: Mat): Promise<Float64Array> {
-    return Float64Array.from(new Float32Array(await this.k.readBack(dev(H).buf, H.cols, diagWgsl('get'))));
+    const d = dev(H);
+    return Float64Array.from(new Float32Array(await this.k.readBack(d.at(1), H.cols, diagWgsl('get', d.starts))));
   }
 
   async r1svd(A: Mat, opts: R1svdOptions): Promise<LowRankFactors> {
     const frob2 = (await this.columnSums(A, 'sq')).reduce((s, v) => s + v, 0);
-    return r1svdOnDawn(this.gpu, dev(A).buf, frob2, A.rows, A.cols, opts);
+    return r1svdOnDawn(this.gpu, dev(A).whole, frob2, A.rows, A.cols, opts);
   }
 
   async subtract(A: Mat, B: Mat): Promise<Mat> {
     const { rows, cols } = A;
     const D = this.mat(rows, cols, 'A − B');
-    await this.k.run(SUB_WGSL, [this.k.elem(rows, cols), dev(A).buf, dev(B).buf, D.buf], [strideGroups(rows * cols).groups, 1, 1]);
+    await this.k.run(SUB_WGSL, [this.k.elem(rows, cols), dev(A).whole, dev(B).whole, D.whole], [strideGroups(rows * cols).groups, 1, 1]);
     return D;
   }
 
   async subtractLowRank(W: Mat, f: LowRankFactors, alpha: Float64Array): Promise<Mat> {
     const { rows, cols } = W;
     const R = this.mat(rows, cols, 'R');
-    if (f.rank > 0) await this.k.lowRank(f.U, f.sigma, f.V, f.rank, alpha, rows, cols, R.buf, -1, dev(W).buf);
+    if (f.rank > 0) await this.k.lowRank(f.U, f.sigma, f.V, f.rank, alpha, rows, cols, R.whole, -1, dev(W).whole);
     else await this.k.copy(dev(W).buf, R.buf, 4 * rows * cols);
     return R;
   }
@@ -167,7 +202,7 @@ class GpuSession implements LayerSession {
     const { rows, cols } = X;
     const Y = this.mat(rows, cols, 'X[:, perm]·Q');
     const permB = this.k.u32(perm);
-    await this.k.rotate('gatherR', dev(X).buf, permB, Y.buf, rows, cols, plan);
+    await this.k.rotate('gatherR', dev(X).whole, permB, Y.whole, rows, cols, plan);
     this.k.drop(permB);
     return Y;
   }
@@ -175,18 +210,19 @@ class GpuSession implements LayerSession {
   /** Q·H[perm][:, perm]·Q: gather + row FWHT into M, then M's transpose + row FWHT, symmetrised. */
   async permuteRotateSymmetric(H: Mat, perm: Int32Array, plan: RotationPlan): Promise<Mat> {
     const n = H.cols;
+    const Hd = dev(H);
     const permB = this.k.u32(perm);
     const M = this.mat(n, n, 'H_p·Q');
-    await this.k.rotate('gatherH', dev(H).buf, permB, M.buf, n, n, plan);
+    await this.k.rotate('gatherH', Hd.at(1), permB, M.at(3), n, n, plan, undefined, { x: Hd.starts, y: M.starts });
     if (plan.block === 0) {
       this.k.drop(permB);
       return M;
     }
     const T = this.mat(n, n, 'Q·H_p·Q');
-    await this.k.rotate('transpose', M.buf, permB, T.buf, n, n, plan);
+    await this.k.rotate('transpose', M.at(1), permB, T.at(3), n, n, plan, undefined, { x: M.starts, y: T.starts });
     this.k.drop(permB);
     this.free(M);
-    await this.k.run(SYMMETRIZE_WGSL, [this.k.elem(n, n), T.buf], [strideGroups(n * n).groups, 1, 1]);
+    await this.k.run(symmetrizeWgsl(T.starts), [this.k.elem(n, n), T.at(1)], [strideGroups(n * n).groups, 1, 1]);
     return T;
   }
 
@@ -194,7 +230,7 @@ class GpuSession implements LayerSession {
     const { rows, cols } = W;
     const G = Math.ceil(cols / groupSize);
     const pb = this.k.own(this.gpu.buffer(8 * rows * G, 'params'));
-    await groupParamsDawn(this.gpu, dev(W).buf, { rows, cols, groupSize }, spec, pb);
+    await groupParamsDawn(this.gpu, dev(W).whole, { rows, cols, groupSize }, spec, pb);
     const p = new Float32Array(2 * rows * G);
     await this.gpu.readInto(pb, p);
     this.k.drop(pb);
@@ -218,7 +254,7 @@ class GpuSession implements LayerSession {
     const pb = this.k.own(await this.gpu.bufferFrom(p, 'params'));
     const wpr = Math.ceil(cols / 4);
     const cb = this.k.own(this.gpu.buffer(4 * rows * wpr, 'codes'));
-    await rtnCodesDawn(this.gpu, dev(W).buf, pb, { rows, cols, groupSize }, maxq, cb);
+    await rtnCodesDawn(this.gpu, dev(W).whole, pb, { rows, cols, groupSize }, maxq, cb);
     const words = new Uint32Array(rows * wpr);
     await this.gpu.readInto(cb, words);
     this.k.drop(pb);
@@ -227,25 +263,32 @@ class GpuSession implements LayerSession {
   }
 
   async markDead(W: Mat, H: Mat, dead: Int32Array): Promise<void> {
-    const n = H.cols;
-    const d = new Float32Array(await this.k.readBack(dev(H).buf, n, diagWgsl('get')));
+    const n = H.cols,
+      Hd = dev(H);
+    const d = new Float32Array(await this.k.readBack(Hd.at(1), n, diagWgsl('get', Hd.starts)));
     for (const j of dead) d[j] = 1;
-    await this.k.run(diagWgsl('set'), [this.k.elem(n, n), dev(H).buf, this.k.f32(d)], [Math.ceil(n / 256), 1, 1]);
+    await this.k.run(diagWgsl('set', Hd.starts), [this.k.elem(n, n), Hd.at(1), this.k.f32(d)], [Math.ceil(n / 256), 1, 1]);
     const cols = this.k.u32(dead);
     for (let row0 = 0; row0 < W.rows; row0 += MAX_GROUPS)
-      await this.k.run(ZERO_COLS_WGSL, [this.k.elem(W.rows, W.cols, dead.length, row0), dev(W).buf, cols], [Math.ceil(dead.length / 256), Math.min(MAX_GROUPS, W.rows - row0), 1]);
+      await this.k.run(
+        ZERO_COLS_WGSL,
+        [this.k.elem(W.rows, W.cols, dead.length, row0), dev(W).whole, cols],
+        [Math.ceil(dead.length / 256), Math.min(MAX_GROUPS, W.rows - row0), 1],
+      );
   }
 
   async addToDiagonal(H: Mat, v: number): Promise<void> {
-    const n = H.cols;
-    const d = new Float32Array(await this.k.readBack(dev(H).buf, n, diagWgsl('get')));
+    const n = H.cols,
+      Hd = dev(H);
+    const d = new Float32Array(await this.k.readBack(Hd.at(1), n, diagWgsl('get', Hd.starts)));
     for (let j = 0; j < n; j++) d[j] += v; // float32 +=, as the float32 H holds it
-    await this.k.run(diagWgsl('set'), [this.k.elem(n, n), dev(H).buf, this.k.f32(d)], [Math.ceil(n / 256), 1, 1]);
+    await this.k.run(diagWgsl('set', Hd.starts), [this.k.elem(n, n), Hd.at(1), this.k.f32(d)], [Math.ceil(n / 256), 1, 1]);
   }
 
   async choleskyInverseUpper(H: Mat): Promise<Mat> {
-    const n = H.cols;
-    return new DeviceMat(n, n, this.k.own(await choleskyInverseUpperDawn(this.gpu, dev(H).buf, n)));
+    const n = H.cols,
+      Hd = dev(H);
+    return new DeviceMat(n, n, this.k.own(await choleskyInverseUpperDawn(this.gpu, Hd.buf, n, Hd.starts)), Hd.starts);
   }
 
   async gptqColumnLoop(W: Mat, Hinv: Mat, spec: ColumnLoopSpec): Promise<ColumnLoopResult> {
@@ -257,7 +300,7 @@ class GpuSession implements LayerSession {
         params[2 * i] = spec.params.scale[i];
         params[2 * i + 1] = spec.params.zero[i];
       }
-    const loop = await fusedColumnLoop(this.gpu, dev(W).buf, dev(Hinv).buf, rows, cols, {
+    const loop = await fusedColumnLoop(this.gpu, dev(W).whole, dev(Hinv).buf, rows, cols, {
       B: Math.min(spec.blockSize, cols),
       maxq: spec.maxq,
       sym: spec.sym,
@@ -294,7 +337,7 @@ class GpuSession implements LayerSession {
     const q = await gptvqOnDawn(
       this.gpu,
       this.k,
-      dev(W).buf,
+      dev(W).whole,
       dev(Hinv).buf,
       W.rows,
       W.cols,
@@ -302,6 +345,7 @@ class GpuSession implements LayerSession {
       'gptvq',
       async (pts, wts, N, d, K, o) =>
         (await weightedKMeansSplit(pts, wts, N, d, K, o, (a, pass) => pool.run(N, (r0, r1) => ({ kind: 'kmeans', a, pass, d, k: K, r0, r1 })))).centroids,
+      dev(Hinv).starts,
     );
     return { codes: q.codes, codebookBits: q.codebookBits, codebooks: q.codebooks, groups: q.groups, entries: q.entries, loss: q.loss, seconds: { kmeans: q.seconds.kmeans } };
   }
@@ -345,14 +389,15 @@ class GpuSession implements LayerSession {
   async proxyLosses(W: Mat, wHat: Mat, H: Mat): Promise<[number, number]> {
     const { rows, cols } = W;
     const D = this.mat(rows, cols, 'W − Ŵ');
-    await this.k.run(SUB_WGSL, [this.k.elem(rows, cols), dev(W).buf, dev(wHat).buf, D.buf], [strideGroups(rows * cols).groups, 1, 1]);
+    await this.k.run(SUB_WGSL, [this.k.elem(rows, cols), dev(W).whole, dev(wHat).whole, D.whole], [strideGroups(rows * cols).groups, 1, 1]);
     const weighted = async (X: DeviceMat): Promise<number> => {
       let Y = X;
       if (!dev(H).isIdentity) {
         Y = this.mat(rows, cols, 'X·H');
-        const gemm = await this.gpu.pipeline(gemmWgsl(false, false, false, false));
+        const Hd = dev(H);
+        const gemm = await this.gpu.pipeline(gemmWgsl(false, false, false, false, { b: Hd.starts }));
         const u = this.k.own(this.gpu.uniforms(gemmWords({ M: rows, N: cols, K: cols, lda: cols, ldb: cols, ldc: cols, offA: 0, offB: 0, offC: 0, alpha: 1, beta: 0 })));
-        const group = this.gpu.bindGroup(gemm, [u, X.buf, dev(H).buf, Y.buf]);
+        const group = this.gpu.bindGroup(gemm, [u, X.whole, Hd.at(2), Y.whole]);
         await this.gpu.submit((enc) => {
           const pass = enc.beginComputePass();
           pass.setPipeline(gemm);
@@ -364,7 +409,7 @@ class GpuSession implements LayerSession {
         this.k.drop(u);
       }
       const out = this.k.own(this.gpu.buffer(4 * rows, 'row dots'));
-      await this.k.run(ROW_DOT_WGSL, [this.k.elem(rows, cols), X.buf, Y.buf, out], [Math.min(rows, 65535), Math.ceil(rows / 65535), 1]);
+      await this.k.run(ROW_DOT_WGSL, [this.k.elem(rows, cols), X.whole, Y.whole, out], [Math.min(rows, 65535), Math.ceil(rows / 65535), 1]);
       const dots = new Float32Array(rows);
       await this.gpu.readInto(out, dots);
       this.k.drop(out);

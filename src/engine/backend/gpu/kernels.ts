@@ -3,9 +3,10 @@
 
 import { ErrorCode } from '../../../protocol/messages';
 import { ProtocolError } from '../../../protocol/rpc';
-import type { DawnGpu } from './dawn';
+import type { Binding, DawnGpu } from './dawn';
 import type { RotationPlan } from '../../quant/rotation';
-import { NON_FINITE_WGSL, SAMPLE_ROWS_WGSL, SLAB, SUBMATRIX_WGSL, blockRotateWgsl, colSlabsWgsl, lowRankApplyWgsl, strideGroups, type RotateMode } from './layer_wgsl';
+import { SAMPLE_ROWS_WGSL, SLAB, SUBMATRIX_WGSL, blockRotateWgsl, colSlabsWgsl, lowRankApplyWgsl, nonFiniteWgsl, strideGroups, type RotateMode } from './layer_wgsl';
+import { rowWindow } from './split';
 
 /** WebGPU's largest workgroup count in one dimension. */
 export const MAX_GROUPS = 65535;
@@ -45,7 +46,7 @@ export class LayerKernels {
     return this.own(this.gpu.uniforms(w));
   }
 
-  async run(code: string, bindings: (GPUBuffer | undefined)[], size: [number, number, number]): Promise<void> {
+  async run(code: string, bindings: Binding[], size: [number, number, number]): Promise<void> {
     const pipe = await this.gpu.pipeline(code);
     const group = this.gpu.bindGroup(pipe, bindings);
     await this.gpu.submit((enc) => {
@@ -63,7 +64,7 @@ export class LayerKernels {
   }
 
   /** Runs `code` (bindings P, X, out) writing `count` float32 values and reads them back. */
-  async readBack(X: GPUBuffer, count: number, code: string): Promise<ArrayBuffer> {
+  async readBack(X: Binding, count: number, code: string): Promise<ArrayBuffer> {
     const out = this.own(this.gpu.buffer(4 * count));
     await this.run(code, [this.elem(count, count), X, out], [Math.ceil(count / 256), 1, 1]);
     const r = await this.gpu.read(out, 4 * count);
@@ -83,10 +84,10 @@ export class LayerKernels {
     return out;
   }
 
-  /** A ProtocolError (non-finite) naming the first flat index of X that is NaN or ±Inf. */
-  async assertFinite(X: GPUBuffer, total: number, what: string, where: string): Promise<void> {
+  /** A ProtocolError (non-finite) naming the first flat index of X (`total` values, bound in parts `starts`) that is NaN or ±Inf. */
+  async assertFinite(X: Binding, starts: readonly number[], total: number, what: string, where: string): Promise<void> {
     const status = this.own(this.gpu.buffer(Uint32Array.of(0xffffffff)));
-    await this.run(NON_FINITE_WGSL, [this.elem(1, total, 0, 1, 1, total), X, status], [strideGroups(total).groups, 1, 1]);
+    await this.run(nonFiniteWgsl(starts), [this.elem(1, total, 0, 1, 1, total), X, status], [strideGroups(total).groups, 1, 1]);
     const [first] = new Uint32Array(await this.gpu.read(status, 4));
     this.drop(status);
     if (first !== 0xffffffff) {
@@ -119,10 +120,11 @@ export class LayerKernels {
     await this.run(lowRankApplyWgsl(!X), X ? [...bind, X] : bind, [strideGroups(m * n).groups, 1, 1]);
   }
 
-  /** X[r0 : r0+h, c0 : c0+w] of an n-column X, read back as float64 (h×w). */
+  /** X[r0 : r0+h, c0 : c0+w] of an n-column X, read back as float64 (h×w); binds only those rows of X. */
   async submatrix(X: GPUBuffer, n: number, r0: number, h: number, c0: number, w: number): Promise<Float64Array> {
     const Y = this.own(this.gpu.buffer(4 * h * w));
-    await this.run(SUBMATRIX_WGSL, [this.elem(h, w, n, r0 * n + c0), X, Y], [strideGroups(h * w).groups, 1, 1]);
+    const win = rowWindow(X, n, r0, r0 + h);
+    await this.run(SUBMATRIX_WGSL, [this.elem(h, w, n, win.skip + c0), win.binding, Y], [strideGroups(h * w).groups, 1, 1]);
     const out = new Float32Array(h * w);
     await this.gpu.readInto(Y, out);
     this.drop(Y);
@@ -142,13 +144,14 @@ export class LayerKernels {
   /** Y = mode(X) with the plan's rotation: the head [0, b_I) copied, then one workgroup per (row, block). */
   async rotate(
     mode: RotateMode,
-    X: GPUBuffer,
+    X: Binding,
     perm: GPUBuffer,
-    Y: GPUBuffer,
+    Y: Binding,
     m: number,
     n: number,
     plan: RotationPlan,
     dq?: { wpr: number; G: number; gIdx: Uint32Array; scale: Float32Array; zero: Float32Array },
+    parts: { x: readonly number[]; y: readonly number[] } = { x: [0], y: [0] },
   ): Promise<void> {
     const b = plan.block,
       head = b === 0 ? n : plan.salient;
@@ -163,8 +166,8 @@ export class LayerKernels {
     // One workgroup row per matrix row: at most 65535 rows per dispatch (WebGPU's limit per dimension).
     for (let row0 = 0; row0 < m; row0 += MAX_GROUPS) {
       const rows = Math.min(MAX_GROUPS, m - row0);
-      if (head > 0) await this.run(blockRotateWgsl(mode, 1), [words(head, 1, row0), X, p, Y, ...extra], [Math.ceil(head / 256), rows, 1]);
-      if (b > 0) await this.run(blockRotateWgsl(mode, b), [words(plan.salient, 1 / Math.sqrt(b), row0), X, p, Y, ...extra], [(n - plan.salient) / b, rows, 1]);
+      if (head > 0) await this.run(blockRotateWgsl(mode, 1, parts), [words(head, 1, row0), X, p, Y, ...extra], [Math.ceil(head / 256), rows, 1]);
+      if (b > 0) await this.run(blockRotateWgsl(mode, b, parts), [words(plan.salient, 1 / Math.sqrt(b), row0), X, p, Y, ...extra], [(n - plan.salient) / b, rows, 1]);
     }
   }
 }

@@ -1,4 +1,5 @@
-// WGSL kernels of the GPU backend's layer operations (gpu_backend.ts). All float32, row-major.
+// WGSL kernels of the GPU backend's layer operations (gpu_backend.ts). All float32, row-major; an n×n matrix
+// wider than one binding is read and written through split.ts's ld_/st_ in parts.
 // Each has a float64 twin on the host that the tests compare the backend against:
 //   elementwise  — A = W·diag(a) (r1svd.ts scaleColumns); R = W ∓ (Us·V)·diag(inv) (lowRankWeight + the
 //                  residual; also Ŵ += W_r in place); Y[s] = X[s·step] row sampling (the layer view's rows)
@@ -12,6 +13,8 @@
 //                  flat index of a value that is not finite (NaN/±Inf as float32 bits)
 //   rowDot       — Σ_j A_ij·B_ij per row (the proxy losses tr(D·H·Dᵀ) after the GEMM D·H; gptq_kernels.ts proxyLoss)
 //   sub          — Y = X − Z (D = W − Ŵ)
+
+import { splitVar } from './split';
 
 /** u32 words of every kernel's uniform block (padded to 8). */
 export const P_WORDS = 8;
@@ -110,51 +113,55 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) l: u3
 `;
 }
 
-/** status[0] = min flat index whose value is NaN or ±Inf (bits), untouched when all are finite (bindings P, X, status). */
-export const NON_FINITE_WGSL = /* wgsl */ `
+/** status[0] = min flat index whose value is NaN or ±Inf (bits), untouched when all are finite (bindings P, X in parts `starts`, status). */
+export function nonFiniteWgsl(starts: readonly number[]): string {
+  return /* wgsl */ `
 ${ELEM_HEAD}
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> X: array<u32>;
+${splitVar('X', 1, starts, 'read', 'u32')}
 @group(0) @binding(2) var<storage, read_write> status: array<atomic<u32>>;
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) g: vec3u) {
   for (var idx = g.x; idx < p.total; idx += p.stride) {
-    if ((X[idx] & 0x7f800000u) == 0x7f800000u) { atomicMin(&status[0], idx); }
+    if ((ld_X(idx) & 0x7f800000u) == 0x7f800000u) { atomicMin(&status[0], idx); }
   }
 }
 `;
+}
 
-/** X ← (X + Xᵀ)/2 on an n×n matrix, each pair by the thread of its upper element (bindings P, X). */
-export const SYMMETRIZE_WGSL = /* wgsl */ `
+/** X ← (X + Xᵀ)/2 on an n×n matrix in parts `starts`, each pair by the thread of its upper element (bindings P, X). */
+export function symmetrizeWgsl(starts: readonly number[]): string {
+  return /* wgsl */ `
 ${ELEM_HEAD}
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> X: array<f32>;
+${splitVar('X', 1, starts, 'read_write')}
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) g: vec3u) {
   for (var idx = g.x; idx < p.total; idx += p.stride) {
     let i = idx / p.n;
     let j = idx % p.n;
     if (i < j) {
-      let v = 0.5 * (X[i * p.n + j] + X[j * p.n + i]);
-      X[i * p.n + j] = v;
-      X[j * p.n + i] = v;
+      let v = 0.5 * (ld_X(i * p.n + j) + ld_X(j * p.n + i));
+      st_X(i * p.n + j, v);
+      st_X(j * p.n + i, v);
     }
   }
 }
 `;
+}
 
-/** get: d[j] = X[j, j]; set: X[j, j] = d[j] (bindings P, X, d). */
-export function diagWgsl(dir: 'get' | 'set'): string {
+/** get: d[j] = X[j, j]; set: X[j, j] = d[j] (bindings P, X in parts `starts`, d). */
+export function diagWgsl(dir: 'get' | 'set', starts: readonly number[] = [0]): string {
   return /* wgsl */ `
 ${ELEM_HEAD}
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, ${dir === 'get' ? 'read' : 'read_write'}> X: array<f32>;
+${splitVar('X', 1, starts, dir === 'get' ? 'read' : 'read_write')}
 @group(0) @binding(2) var<storage, ${dir === 'get' ? 'read_write' : 'read'}> d: array<f32>;
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) g: vec3u) {
   let j = g.x;
   if (j >= p.n) { return; }
-  ${dir === 'get' ? 'd[j] = X[j * p.n + j];' : 'X[j * p.n + j] = d[j];'}
+  ${dir === 'get' ? 'd[j] = ld_X(j * p.n + j);' : 'st_X(j * p.n + j, d[j]);'}
 }
 `;
 }
@@ -193,40 +200,40 @@ const DEQUANT_BINDINGS =
  * dequant, f32 otherwise), perm (u32; unused by transpose), Y, and for dequant the scales and zeros (rows × G)
  * and the group of every column.
  */
-export function blockRotateWgsl(mode: RotateMode, b: number): string {
+export function blockRotateWgsl(mode: RotateMode, b: number, parts: { x: readonly number[]; y: readonly number[] } = { x: [0], y: [0] }): string {
   const T = Math.min(256, b === 1 ? 256 : b);
   const load = {
-    gatherR: 'X[i * p.n + perm[k]]',
-    gatherH: 'X[perm[i] * p.n + perm[k]]',
-    transpose: 'X[k * p.n + i]',
-    dequant: 'sc[i * p.G + gi[k]] * (f32((X[i * p.wpr + k / 4u] >> (8u * (k % 4u))) & 0xffu) - zr[i * p.G + gi[k]])',
-    unrotate: 'X[i * p.n + k]',
+    gatherR: 'ld_X(i * p.n + perm[k])',
+    gatherH: 'ld_X(perm[i] * p.n + perm[k])',
+    transpose: 'ld_X(k * p.n + i)',
+    dequant: 'sc[i * p.G + gi[k]] * (f32((ld_X(i * p.wpr + k / 4u) >> (8u * (k % 4u))) & 0xffu) - zr[i * p.G + gi[k]])',
+    unrotate: 'ld_X(i * p.n + k)',
   }[mode];
-  const store = mode === 'dequant' || mode === 'unrotate' ? 'Y[i * p.n + perm[k]]' : 'Y[i * p.n + k]';
+  const at = mode === 'dequant' || mode === 'unrotate' ? 'i * p.n + perm[k]' : 'i * p.n + k';
+  const store = (v: string) => `st_Y(${at}, ${v})`;
   const xType = mode === 'dequant' ? 'u32' : 'f32';
+  const io = `${splitVar('X', 1, parts.x, 'read', xType)}
+@group(0) @binding(2) var<storage, read> perm: array<u32>;
+${splitVar('Y', 3, parts.y, 'read_write')}`;
   if (b === 1) {
     return /* wgsl */ `
 ${RP}
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> X: array<${xType}>;
-@group(0) @binding(2) var<storage, read> perm: array<u32>;
-@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+${io}
 ${mode === 'dequant' ? DEQUANT_BINDINGS : ''}
 @compute @workgroup_size(${T})
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) l: u32) {
   let i = p.row0 + wg.y;
   let k = wg.x * ${T}u + l;
   if (k >= p.k0) { return; }  // the head: columns [0, k0)
-  ${store} = ${load};
+  ${store(load)};
 }
 `;
   }
   return /* wgsl */ `
 ${RP}
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> X: array<${xType}>;
-@group(0) @binding(2) var<storage, read> perm: array<u32>;
-@group(0) @binding(3) var<storage, read_write> Y: array<f32>;
+${io}
 ${mode === 'dequant' ? DEQUANT_BINDINGS : ''}
 var<workgroup> v: array<f32, ${b}>;
 @compute @workgroup_size(${T})
@@ -246,7 +253,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) l: u3
     workgroupBarrier();
   }
   let s = bitcast<f32>(p.scaleBits);
-  for (var t = l; t < ${b}u; t += ${T}u) { let k = base + t; ${store} = v[t] * s; }
+  for (var t = l; t < ${b}u; t += ${T}u) { let k = base + t; ${store('v[t] * s')}; }
 }
 `;
 }

@@ -3,6 +3,8 @@
 // outputs each, K in steps of 16 through workgroup memory. Used by the Dawn Cholesky (trailing update,
 // the inverse's doubling steps), the fused GPTQ's lazy update and R1SVD's Ûᵀ·A.
 
+import { splitVar } from './split';
+
 /** Words of the GEMM uniform block (gemmWords writes it from GemmArgs). */
 export const GEMM_WORDS = 20;
 
@@ -11,8 +13,17 @@ export const GEMM_WORDS = 20;
  * read-only and writable in the same dispatch, and the trailing update (A22 −= L21·L21ᵀ) and the
  * second doubling product (M21 = −M22·T) read blocks of the matrix they write (disjoint blocks).
  */
-/** The kernel's WGSL (entry point `main`; bindings 0 uniforms, 1 A, 2 B, 3 C — 1/2 absent when read from C). */
-export function gemmWgsl(transB: boolean, lowerOnly: boolean, aInC: boolean, bInC: boolean): string {
+/**
+ * The kernel's WGSL (entry point `main`; bindings 0 uniforms, 1 A, 2 B, 3 C — 1/2 absent when read from C).
+ * `parts`: element offsets of an operand bound in row parts (split.ts; default whole).
+ */
+export function gemmWgsl(
+  transB: boolean,
+  lowerOnly: boolean,
+  aInC: boolean,
+  bInC: boolean,
+  parts: { a?: readonly number[]; b?: readonly number[]; c?: readonly number[] } = {},
+): string {
   return /* wgsl */ `
 struct Params {
   M: u32, N: u32, K: u32, lda: u32,
@@ -22,11 +33,11 @@ struct Params {
   alpha: f32, beta: f32, pad1: u32, pad2: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
-${aInC ? '' : '@group(0) @binding(1) var<storage, read> A: array<f32>;'}
-${bInC ? '' : '@group(0) @binding(2) var<storage, read> B: array<f32>;'}
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
-fn ldA(i: u32) -> f32 { return ${aInC ? 'C' : 'A'}[i]; }
-fn ldB(i: u32) -> f32 { return ${bInC ? 'C' : 'B'}[i]; }
+${aInC ? '' : splitVar('A', 1, parts.a ?? [0], 'read')}
+${bInC ? '' : splitVar('B', 2, parts.b ?? [0], 'read')}
+${splitVar('C', 3, parts.c ?? [0], 'read_write')}
+fn ldA(i: u32) -> f32 { return ld_${aInC ? 'C' : 'A'}(i); }
+fn ldB(i: u32) -> f32 { return ld_${bInC ? 'C' : 'B'}(i); }
 
 const T: u32 = 64u;
 const KS: u32 = 16u;
@@ -83,8 +94,8 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec
       if (gc < p.N) {
         let o = cb + gr * p.ldc + gc;
         var v = p.alpha * acc[i][j];
-        if (p.beta != 0.0) { v = v + p.beta * C[o]; }
-        C[o] = v;
+        if (p.beta != 0.0) { v = v + p.beta * ld_C(o); }
+        st_C(o, v);
       }
     }
   }
