@@ -577,3 +577,12 @@ function checkShapes(cfg: ModelConfig, expected: Map<string, number[]>, shapeOf:
       throw new ProtocolError(ErrorCode.ShapeMismatch, `${where}: tensor ${name} has shape [${got.join(', ')}], config ${cfg.source} implies [${shape.join(', ')}]`, name);
   }
 }
+
+/** Width of a statistic's input (its Hessian is width × width). */
+export function statWidth(cfg: ModelConfig, lins: readonly BlockLinear[], k: StatKey): number {
+  const { input, expert } = parseStatKey(k);
+  // mlp_in without an expert is the sparse block's shared input: any expert's gate has its width.
+  const l = lins.find((x) => x.input === input && (expert === undefined || x.expert === expert));
+  if (!l) throw new Error(`no linear of block ${lins[0]?.block} reads ${k} (${cfg.family})`);
+  return l.cols;
+}

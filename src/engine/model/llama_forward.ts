@@ -13,6 +13,8 @@ import {
   accStatsCapture,
   blockTensorSuffixes,
   buildBlockGraph,
+  XTX_PART_BYTES,
+  xtxName,
   buildEmbedGraph,
   buildHeadGraph,
   statsCapture,
@@ -86,7 +88,8 @@ export interface PassStats32 {
 
 /** The same as tensors (GPU EP: running sums that never leave the device between batches). */
 export interface PassTensors {
-  stats: Map<StatKey, { xtx: ort.Tensor; absSum: ort.Tensor }>;
+  /** xtx: XᵀX whole, or in row parts (an n×n too wide for one GPU binding; llama_graph.ts xtxParts). */
+  stats: Map<StatKey, { xtx: ort.Tensor[]; absSum: ort.Tensor }>;
   routed?: ort.Tensor;
 }
 
@@ -99,13 +102,32 @@ export interface BlockResult {
   stats?: Map<StatKey, BlockStats>;
 }
 
+/** Key k's XᵀX outputs: the whole, or its row parts in order (llama_graph.ts xtxParts). */
+function xtxOutputs(out: Record<string, ort.Tensor>, k: StatKey): ort.Tensor[] {
+  const whole = out[xtxName(k, 0, 1)];
+  if (whole) return [whole];
+  const parts: ort.Tensor[] = [];
+  for (let p = 0; out[xtxName(k, p, 2)]; p++) parts.push(out[xtxName(k, p, 2)]);
+  return parts;
+}
+
 function hostStats(out: Record<string, ort.Tensor>, k: StatKey): BlockStats {
-  return { xtx: out[`${k}_xtx`].data as Float32Array, absSum: out[`${k}_abssum`].data as Float32Array };
+  const parts = xtxOutputs(out, k);
+  let xtx = parts[0].data as Float32Array;
+  if (parts.length > 1) {
+    xtx = new Float32Array(parts.reduce((s, t) => s + t.size, 0));
+    let o = 0;
+    for (const t of parts) {
+      xtx.set(t.data as Float32Array, o);
+      o += t.size;
+    }
+  }
+  return { xtx, absSum: out[`${k}_abssum`].data as Float32Array };
 }
 
 function passTensors(out: Record<string, ort.Tensor>, req: StatRequest): PassTensors {
-  const stats = new Map<StatKey, { xtx: ort.Tensor; absSum: ort.Tensor }>();
-  for (const k of req) if (k !== 'routing') stats.set(k, { xtx: out[`${k}_xtx`], absSum: out[`${k}_abssum`] });
+  const stats = new Map<StatKey, { xtx: ort.Tensor[]; absSum: ort.Tensor }>();
+  for (const k of req) if (k !== 'routing') stats.set(k, { xtx: xtxOutputs(out, k), absSum: out[`${k}_abssum`] });
   return { stats, routed: out.routing_count };
 }
 
@@ -133,10 +155,12 @@ export class LlamaForward {
     readonly rt: ComputeRuntime,
     /** Default: 'in_out' where the EP keeps data on the device (weights transposed there once), else 'out_in'. */
     layout?: WeightLayout,
+    /** XᵀX wider than this comes out in row parts (llama_graph.ts XTX_PART_BYTES; tests lower it). */
+    private readonly xtxPartBytes = XTX_PART_BYTES,
   ) {
     const { source: _source, ...shapeFields } = cfg;
     this.layout = layout ?? (rt.keepsDataOnDevice ? 'in_out' : 'out_in');
-    this.key = `llama:${JSON.stringify(shapeFields)}:T${ctx}:${this.layout}`;
+    this.key = `llama:${JSON.stringify(shapeFields)}:T${ctx}:${this.layout}:xtx${xtxPartBytes}`;
     for (let b = 0; b < cfg.numLayers; b++) {
       const p = `model.layers.${b}.`;
       for (const l of blockLinears(cfg, b)) this.linearShapes.set(l.weight.slice(p.length), [l.rows, l.cols]);
@@ -229,8 +253,8 @@ export class LlamaForward {
     const out = await this.runBlock(this.rt.host(x, [B, this.ctx, this.cfg.hiddenSize]), wT, b, capture, 'host');
     const res: BlockResult = { y: out.y.data as Float32Array };
     const keys = Object.keys(out)
-      .filter((k) => k.endsWith('_xtx'))
-      .map((k) => k.slice(0, -4) as StatKey);
+      .filter((k) => k.endsWith('_abssum'))
+      .map((k) => k.slice(0, -'_abssum'.length) as StatKey);
     if (capture === 'activations')
       res.activations = new Map(
         Object.keys(out)
@@ -267,10 +291,10 @@ export class LlamaForward {
       T = this.ctx;
     const capture = accStatsCapture(req);
     const kind = blockKind(cfg, b);
-    const s = await this.rt.session(`${this.blockKey(b)}:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout, kind), this.placement);
+    const s = await this.rt.session(`${this.blockKey(b)}:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout, kind, this.xtxPartBytes), this.placement);
     const feeds: Record<string, ort.Tensor> = { x: this.asTensor(x, [B, T, cfg.hiddenSize]), ...wT, ones: await this.onesRow(B * T) };
     for (const [k, a] of acc.stats) {
-      feeds[`${k}_acc_xtx`] = a.xtx;
+      a.xtx.forEach((t, p) => (feeds[xtxName(k, p, a.xtx.length, 'acc_')] = t));
       feeds[`${k}_acc_abssum`] = a.absSum;
     }
     if (acc.routed) feeds.routing_acc_count = acc.routed;
@@ -286,7 +310,7 @@ export class LlamaForward {
     const cfg = this.cfg,
       T = this.ctx,
       kind = blockKind(cfg, b);
-    const s = await this.rt.session(`${this.blockKey(b)}:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout, kind), placement);
+    const s = await this.rt.session(`${this.blockKey(b)}:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout, kind, this.xtxPartBytes), placement);
     const feeds: Record<string, ort.Tensor> = { x, ...wT };
     if (capture.includes('stats')) feeds.ones = await this.onesRow(x.dims[0] * T);
     return this.rt.run(s, feeds);

@@ -15,6 +15,7 @@ import {
   blockKind,
   blockKindKey,
   blockLinears,
+  statWidth,
   expectedShapes as expectedShapesOf,
   headTensorName,
   moeTensorNames,
@@ -45,6 +46,23 @@ export type Capture =
    * on a GPU EP the sums stay on the device across batches, one download per pass instead of one per batch.
    */
   | `accstats:${string}`;
+
+/**
+ * XᵀX of a wide input comes out in row parts of at most this many bytes: a GPU EP holds a tensor in one WebGPU
+ * binding (2 GiB), and a 70B down_proj's XᵀX is 28672² float32 = 3.06 GiB.
+ */
+export const XTX_PART_BYTES = 2 ** 30;
+
+/** Row ranges [r0, r1) of the parts of an n-wide input's XᵀX (one part: [[0, n]]). */
+export function xtxParts(n: number, partBytes = XTX_PART_BYTES): [number, number][] {
+  const per = Math.max(1, Math.floor(partBytes / (4 * n)));
+  const out: [number, number][] = [];
+  for (let r = 0; r < n; r += per) out.push([r, Math.min(n, r + per)]);
+  return out;
+}
+
+/** The graph output (or running-sum input, with prefix `acc_`) of part p of key k's XᵀX in `parts` parts. */
+export const xtxName = (k: string, p: number, parts: number, prefix = ''): string => `${k}_${prefix}xtx${parts === 1 ? '' : `.${p}`}`;
 
 /** A statistics pass: the keys' XᵀX and Σ|x|, and with `routing` the rows routed to each expert. */
 export type StatRequest = readonly (StatKey | 'routing')[];
@@ -332,7 +350,14 @@ export function blockTensorSuffixes(cfg: ModelConfig, b: number): string[] {
  * The engine's block graph for blocks of `kind`: inputs x [B, T, H] and every block tensor (named by checkpoint
  * suffix), outputs y [B, T, H] and, per `capture`, the linear inputs or their statistics.
  */
-export function buildBlockGraph(cfg: ModelConfig, ctx: number, capture: Capture, layout: WeightLayout = 'out_in', kind: BlockKind = blockKind(cfg, 0)): Uint8Array {
+export function buildBlockGraph(
+  cfg: ModelConfig,
+  ctx: number,
+  capture: Capture,
+  layout: WeightLayout = 'out_in',
+  kind: BlockKind = blockKind(cfg, 0),
+  xtxPartBytes = XTX_PART_BYTES,
+): Uint8Array {
   const b = representativeBlock(cfg, kind);
   const g = new GraphBuilder(`block_${capture}`);
   const x = g.input('x', 'float32', ['B', ctx, cfg.hiddenSize]);
@@ -366,10 +391,20 @@ export function buildBlockGraph(cfg: ModelConfig, ctx: number, capture: Capture,
     const rows = out.rowsOf.get(k);
     return rows ? () => g.op('Gather', [ones(), rows], { axis: 1 }) : ones;
   };
+  // XᵀX (+ the running sums fed in) in row parts: part [r0, r1) = X[:, r0:r1]ᵀ·X (Gemm's C, β = 1, adds acc).
+  const lins = blockLinears(cfg, b);
+  const emitXtx = (k: StatKey, v: Value, acc: boolean) => {
+    const parts = xtxParts(statWidth(cfg, lins, k), xtxPartBytes);
+    parts.forEach(([r0, r1], p) => {
+      const xp = parts.length === 1 ? v : g.op('Slice', [v, g.constI64([r0]), g.constI64([r1]), g.constI64([1])]);
+      const c = acc ? [g.input(xtxName(k, p, parts.length, 'acc_'), 'float32', [r1 - r0, 'n'])] : [];
+      g.output(g.op('Gemm', [xp, v, ...c], { transA: 1 }), xtxName(k, p, parts.length));
+    });
+  };
   const stats = (k: StatKey | 'routing') => {
     if (k === 'routing') return void g.output(routedCount(), 'routing_count');
     const v = stat(k);
-    g.output(g.op('Gemm', [v, v], { transA: 1 }), `${k}_xtx`);
+    emitXtx(k, v, false);
     g.output(emitAbsColumnSum(g, v, onesOf(k)), `${k}_abssum`);
   };
   if (capture.startsWith('stats:')) {
@@ -384,10 +419,8 @@ export function buildBlockGraph(cfg: ModelConfig, ctx: number, capture: Capture,
         continue;
       }
       const v = stat(k);
-      const accX = g.input(`${k}_acc_xtx`, 'float32', ['n', 'n']),
-        accA = g.input(`${k}_acc_abssum`, 'float32', ['n']);
-      g.output(g.op('Gemm', [v, v, accX], { transA: 1 }), `${k}_xtx`); // XᵀX + acc (Gemm's C, β = 1)
-      g.output(g.op('Add', [accA, emitAbsColumnSum(g, v, onesOf(k))]), `${k}_abssum`);
+      emitXtx(k, v, true);
+      g.output(g.op('Add', [g.input(`${k}_acc_abssum`, 'float32', ['n']), emitAbsColumnSum(g, v, onesOf(k))]), `${k}_abssum`);
     }
     return g.toModel();
   }

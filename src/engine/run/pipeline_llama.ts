@@ -21,7 +21,7 @@ import type { ComputeRuntime } from '../compute/runtime';
 import { GraphBuilder } from '../compute/graph';
 import { writeSafetensorsAtomicAsync, type TensorData } from '../io/safetensors_writer';
 import { calibrationWindows } from '../model/calibration';
-import { blockLinears, expectedShapes, parseStatKey, SEQUENTIAL_STAGES, statKey, type BlockLinear, type ModelConfig, type StatKey } from '../model/config';
+import { blockLinears, expectedShapes, parseStatKey, SEQUENTIAL_STAGES, statKey, statWidth, type BlockLinear, type ModelConfig, type StatKey } from '../model/config';
 import { checkWeights, LlamaForward, loadBlockWeights, type BlockWeights, type PassTensors } from '../model/llama_forward';
 import type { StatRequest } from '../model/llama_graph';
 import { defaultBatch } from '../model/perplexity';
@@ -87,13 +87,38 @@ function statsFromHostSums(xtx: Float64Array, absSum: Float64Array, n: number, N
   return { H, H32: Float32Array.from(H), absMean: absSum.map((v) => (rows > 0 ? v / rows : 0)) };
 }
 
-/** statsFromHostSums on the device: h = (xtx + xtxᵀ)·inv_n (exactly symmetric: float addition commutes), abs_mean = abssum·inv_nt. */
-function hessianFinalizeModel(): Uint8Array {
+/**
+ * statsFromHostSums on the device: h = (xtx + xtxᵀ)·inv_n (exactly symmetric: float addition commutes), abs_mean =
+ * abssum·inv_nt. XᵀX in row parts [r0, r1) (too wide for one GPU binding) comes in and goes out in the same parts:
+ * part q's transpose is the column slice [r0_q, r1_q) of every part, transposed and joined.
+ */
+function hessianFinalizeModel(parts: readonly [number, number][]): Uint8Array {
   const g = new GraphBuilder('hessian_finalize');
-  const x = g.input('xtx', 'float32', ['n', 'n']);
-  g.output(g.op('Mul', [g.op('Add', [x, g.op('Transpose', [x], { perm: [1, 0] })]), g.input('inv_n', 'float32', [1])]), 'h');
+  const invN = g.input('inv_n', 'float32', [1]);
+  const P = parts.length;
+  const x = parts.map(([r0, r1], p) => g.input(partName('xtx', p, P), 'float32', [r1 - r0, 'n']));
+  parts.forEach(([r0, r1], q) => {
+    const t =
+      P === 1
+        ? g.op('Transpose', [x[0]], { perm: [1, 0] })
+        : g.op(
+            'Concat',
+            x.map((xp) => g.op('Transpose', [g.op('Slice', [xp, g.constI64([r0]), g.constI64([r1]), g.constI64([1])])], { perm: [1, 0] })),
+            { axis: 1 },
+          );
+    g.output(g.op('Mul', [g.op('Add', [x[q], t]), invN]), partName('h', q, P));
+  });
   g.output(g.op('Mul', [g.input('abssum', 'float32', ['n']), g.input('inv_nt', 'float32', [1])]), 'abs_mean');
   return g.toModel();
+}
+
+/** A finalize graph's tensor: `base`, or part p of `base` in row parts. */
+const partName = (base: string, p: number, parts: number) => (parts === 1 ? base : `${base}.${p}`);
+
+/** The row ranges of XᵀX's parts as the graph emitted them. */
+function xtxPartsOf(xtx: readonly ort.Tensor[]): [number, number][] {
+  let r = 0;
+  return xtx.map((t) => [r, (r += t.dims[0])]);
 }
 
 /** One statistics pass's results: per key H and mean|x|, and the rows routed to each expert (sparse blocks). */
@@ -128,7 +153,7 @@ async function statsOnDevice(
 ): Promise<PassResult | null> {
   let acc: PassTensors | undefined;
   const releaseAll = (p: PassTensors) => {
-    for (const t of p.stats.values()) rt.release(t.xtx, t.absSum);
+    for (const t of p.stats.values()) rt.release(...t.xtx, t.absSum);
     if (p.routed) rt.release(p.routed);
   };
   try {
@@ -144,16 +169,24 @@ async function statsOnDevice(
     const routed = acc.routed ? Float64Array.from(await rt.download(acc.routed)) : undefined;
     // H = (2/N)·(XᵀX + (XᵀX)ᵀ)/2 and mean|x| on the device too: the host gets the finished float32 H (its
     // float64 copy, symmetrisation and rescaling over n² values cost ~8 s per 7B block on the host).
-    const s = await rt.session('hessian/finalize', hessianFinalizeModel, { h: 'device', abs_mean: 'host' });
     const stats = new Map<StatKey, PassStats>();
     for (const [k, t] of acc.stats) {
       const rows = rowsOf(k, routed, N, T);
-      const out = await rt.run(s, { xtx: t.xtx, abssum: t.absSum, inv_n: rt.host(Float32Array.of(1 / N), [1]), inv_nt: rt.host(Float32Array.of(rows > 0 ? 1 / rows : 0), [1]) });
-      let H32: Float32Array;
+      const n = t.absSum.dims[0],
+        parts = xtxPartsOf(t.xtx);
+      const names = parts.map((_, q) => partName('h', q, parts.length));
+      const s = await rt.session(`hessian/finalize:${JSON.stringify(parts)}`, () => hessianFinalizeModel(parts), {
+        ...Object.fromEntries(names.map((h) => [h, 'device'])),
+        abs_mean: 'host',
+      });
+      const feeds: Record<string, ort.Tensor> = { abssum: t.absSum, inv_n: rt.host(Float32Array.of(1 / N), [1]), inv_nt: rt.host(Float32Array.of(rows > 0 ? 1 / rows : 0), [1]) };
+      t.xtx.forEach((x, p) => (feeds[partName('xtx', p, parts.length)] = x));
+      const out = await rt.run(s, feeds);
+      const H32 = new Float32Array(n * n);
       try {
-        H32 = await rt.download(out.h);
+        for (let q = 0; q < parts.length; q++) H32.set(await rt.download(out[names[q]]), parts[q][0] * n);
       } finally {
-        rt.release(out.h);
+        rt.release(...names.map((h) => out[h]));
       }
       stats.set(k, { H: Float64Array.from(H32), H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array) });
     }
@@ -247,15 +280,6 @@ export async function embedCalibration(
   } finally {
     rt.release(embedT);
   }
-}
-
-/** Width of a statistic's input (its Hessian is width × width). */
-export function statWidth(cfg: ModelConfig, lins: readonly BlockLinear[], k: StatKey): number {
-  const { input, expert } = parseStatKey(k);
-  // mlp_in without an expert is the sparse block's shared input: any expert's gate has its width.
-  const l = lins.find((x) => x.input === input && (expert === undefined || x.expert === expert));
-  if (!l) throw new Error(`no linear of block ${lins[0]?.block} reads ${k} (${cfg.family})`);
-  return l.cols;
 }
 
 /** Splits a stage's statistics into passes of at most `limit` float32 bytes (at least one key per pass), in order. */

@@ -8,6 +8,8 @@ import { ComputeRuntime } from '../../../src/engine/compute/runtime';
 import { otherTensors, allLinears, parseModelConfig, type ModelConfig } from '../../../src/engine/model/config';
 import { blockRef, embedRef, forwardRef, headRef, nllFromLogitsRef } from '../../../src/engine/model/llama_ref';
 import { LlamaForward, loadBlockWeights } from '../../../src/engine/model/llama_forward';
+import { xtxParts } from '../../../src/engine/model/llama_graph';
+import { passStats } from '../../../src/engine/run/pipeline_llama';
 import { openModel, cachedWeights } from '../../../src/engine/model/loader';
 import { perplexity } from '../../../src/engine/model/perplexity';
 import { randF32, rng } from '../compute/_seeded';
@@ -186,11 +188,11 @@ for (const [what, cfg] of synthConfigs)
           const seedX = randF32(n * n, 9),
             seedA = randF32(n, 10);
           const accd = (
-            await fwd.blockStatsAccumulate(x, B, await fwd.weightTensors(w, l), l, [k], { stats: new Map([[k, { xtx: rt.host(seedX, [n, n]), absSum: rt.host(seedA, [n]) }]]) })
+            await fwd.blockStatsAccumulate(x, B, await fwd.weightTensors(w, l), l, [k], { stats: new Map([[k, { xtx: [rt.host(seedX, [n, n])], absSum: rt.host(seedA, [n]) }]]) })
           ).stats.get(k)!;
           assert.ok(
             relErr(
-              accd.xtx.data as Float32Array,
+              accd.xtx[0].data as Float32Array,
               xtx.map((v, i) => v + seedX[i]),
             ) < 1e-5,
             `${k} accumulated xtx`,
@@ -259,3 +261,60 @@ for (const layout of ['out_in', 'in_out'] as const)
     await rt.dispose();
     m.close();
   });
+
+// XᵀX wider than one GPU binding (a 70B down_proj's: 3.06 GiB) comes out of the statistics graphs in row parts, is
+// summed across batches in parts and finalised to H in parts. Here parts of 5 rows on a small model: the same
+// statistics as the whole matrix, on every path (host sums, running sums, the device pass's finalised H).
+test('XᵀX in row parts: blockStats, running sums and the finalised H equal the whole-matrix graphs', async () => {
+  const [, cfg] = synthConfigs[0];
+  const T = 13,
+    B = 2,
+    l = 0;
+  const W = synthWeights(cfg, 7);
+  const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
+  const r = rng(5);
+  const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
+  const rt = await ComputeRuntime.create({ ep: 'cpu' });
+  const whole = new LlamaForward(cfg, T, rt);
+  const n = cfg.hiddenSize;
+  const split = new LlamaForward(cfg, T, rt, undefined, 4 * n * 5);
+  assert.ok(xtxParts(n, 4 * n * 5).length > 2 && xtxParts(n, 4 * n * 5).every(([a, b]) => b - a <= 5), 'several parts');
+  const x = await whole.embed(ids, B, get('model.embed_tokens.weight'));
+  const w = await loadBlockWeights(cfg, l, get);
+  const keys = ['attn_in', 'attn_out', 'mlp_in'] as const;
+  const a = await whole.blockStats(x, B, w, l, keys),
+    c = await split.blockStats(x, B, w, l, keys);
+  for (const k of keys) {
+    assert.ok(relErr(c.stats.get(k)!.xtx, a.stats.get(k)!.xtx) < 1e-6, `${k} xtx`);
+    assert.deepEqual(c.stats.get(k)!.absSum, a.stats.get(k)!.absSum);
+  }
+  // The device pass (running sums over two batches, then H = (XᵀX + XᵀXᵀ)/N) with parts = without.
+  const hooks = { log: () => {} } as unknown as Parameters<typeof passStats>[8];
+  const pass = async (fwd: LlamaForward) =>
+    passStats(
+      fwd,
+      rt,
+      undefined as never,
+      () => x,
+      [
+        [0, B],
+        [0, B],
+      ],
+      await fwd.weightTensors(w, l),
+      l,
+      [...keys],
+      hooks,
+      2 * B,
+      T,
+      { onDevice: true },
+    );
+  const [pa, pc] = [await pass(whole), await pass(split)];
+  for (const k of keys) {
+    const [ha, hc] = [pa.stats.get(k)!, pc.stats.get(k)!];
+    assert.equal(hc.H32.length, n * n);
+    assert.ok(relErr(hc.H32, ha.H32) < 1e-6, `${k} H`);
+    for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) assert.equal(hc.H32[i * n + j], hc.H32[j * n + i], `${k} H symmetric at ${i},${j}`);
+    assert.deepEqual(hc.absMean, ha.absMean);
+  }
+  await rt.dispose();
+});
