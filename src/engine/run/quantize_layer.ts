@@ -68,9 +68,9 @@ export async function quantizeLayer(backend: Backend, x: LayerInput, lc: LayerCo
 }
 
 /**
- * Refuses, before any work, a model with a layer the backend cannot hold: its weight, or its cols×cols Hessian,
- * larger than the backend's largest matrix (a GPU's largest buffer binding). Without this a run would compute the
- * blocks before that layer and fail there.
+ * Refuses, before any work, a model with a layer the backend cannot hold: its weight larger than the backend's
+ * largest matrix (a GPU's largest buffer binding), or its cols×cols Hessian wider than its widest square matrix (a
+ * few bindings). Without this a run would compute the blocks before that layer and fail there.
  */
 export function assertBackendHolds(backend: Backend, layers: readonly { name: string; rows: number; cols: number }[]): void {
   const gib = (b: number) => (b / 2 ** 30).toFixed(2);
