@@ -17,10 +17,10 @@ import { atomicWriteFile, atomicWriteFileAsync } from '../io/atomic';
 import { readLoproLayer } from '../io/lopro_format';
 import type { LoproStoredLayer } from '../quant/lopro_dequant';
 import { bf16ToF32Array, f16ToF32Array, f32ArrayToBf16, f32ArrayToF16 } from '../io/dtypes';
-import { blockLinears, expectedShapes, headTensorName, loadModelConfig, type ModelConfig } from '../model/config';
+import { blockLinears, expectedShapes, headTensorName, loadModelConfig, statKey, type ModelConfig } from '../model/config';
 import type { WeightsProvider } from '../model/llama_forward';
 import { emitBlock, emitBlockConsts, emitCachedConsts, emitHead, type KvPair, type LinearEmitter, type TensorEmitter } from '../model/llama_graph';
-import { emitDenseLinear, emitLoproLinear, type LinearKind } from './export_onnx_linear';
+import { emitDenseLinear, emitLoproLinear, type LinearKind, type LoproSibling } from './export_onnx_linear';
 import { openNativeModel, SIDE_FILES } from './native';
 
 /** A quantized layer as stored (LoPRo parts; RTN/GPTQ are rank 0, no rotation) or a dense Ŵ. */
@@ -145,6 +145,15 @@ async function emitOnnxModel(model: OnnxExportModel, opts: OnnxExportOptions, li
       if (!v) throw new ProtocolError(ErrorCode.Internal, `ONNX export: tensor ${name} was not fetched`, name);
       return init(name, v, shape);
     };
+    // The quantized layers that read the same input (q, k, v; gate, up; an expert's gate, up): their permutation,
+    // rotation and low-rank first product run once for all of them (export_onnx_linear.ts sharedPrefix).
+    const siblings = new Map<string, LoproSibling[]>();
+    for (const lin of blockLinears(cfg, b)) {
+      const src = sources.get(lin.name)!;
+      if (src instanceof Float32Array) continue;
+      const k = statKey(lin);
+      siblings.set(k, [...(siblings.get(k) ?? []), { name: lin.name, s: src }]);
+    }
     const linear: LinearEmitter = (gb, lin, xin, bias) => {
       const src = sources.get(lin.name)!;
       if (src instanceof Float32Array) {
@@ -155,7 +164,7 @@ async function emitOnnxModel(model: OnnxExportModel, opts: OnnxExportOptions, li
       }
       if (src.rows !== lin.rows || src.cols !== lin.cols)
         throw new ProtocolError(ErrorCode.ShapeMismatch, `${lin.name}: stored layer is ${src.rows}×${src.cols}, model expects ${lin.rows}×${lin.cols}`, lin.name);
-      const r = emitLoproLinear(gb, lin.name, src, xin, bias, linOpts);
+      const r = emitLoproLinear(gb, lin.name, src, xin, bias, linOpts, siblings.get(statKey(lin)));
       kinds[r.kind]++;
       initBytes += src.rows * src.cols * (r.kind === 'matmulnbits' ? 0.5 : r.kind === 'dequant' ? 1 : 4);
       return r.y;

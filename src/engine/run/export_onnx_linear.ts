@@ -1,8 +1,13 @@
 // ONNX ops for one quantized linear y = Ŵ·x (x: [N, n] → y: [N, m]), spec §4, without forming Ŵ:
 //
-//   x_p = Gather(x, perm, axis 1)                               (skipped for the identity)
-//   x_r = [x_p[:, :b_I], (x_p[:, b_I:] as [N, blocks, b_H]) · H_b/√b_H]    block FWHT as MatMul
-//   y   = R̂′(x_r)  +  ((x ⊘ α)·Vᵀ ⊙ σ̂)·Uᵀ                      low-rank branch as two Gemms
+//   x_p = GatherElements(x, Expand(perm, [N, n]), axis 1)      (skipped for the identity)
+//   x_r = [x_p[:, :b_I], (x_p[:, b_I:] as [N, blocks, b_H]) · H_b/√b_H]    Split, block FWHT as one MatMul, Concat
+//   y   = Gemm(x·V′, Uᵀ, C = R̂′(x_r))   with V′ = diag(1/α)·Vᵀ·diag(σ̂)   low-rank branch: MatMul, then a Gemm whose C
+//                                                                     is the residual's product (no Add)
+// The layers that read one input (q, k, v; gate, up) share the permutation (one GatherElements over their
+// concatenated permutations), the rotation (one MatMul for all their rotated blocks) and the low-rank first product
+// (x·[V′_q | V′_k | V′_v], then a Split): the decode step of an exported model pays per node, and these nodes were
+// most of a LoPRo model's extra time over a plain W2 one (bench/RESULTS.md, issue 18).
 //
 // R̂′(x_r), the residual in the rotated, permuted space, is one of:
 //   - com.microsoft MatMulNBits (2-, 4- or 8-bit codes, 3-bit ones in the 4-bit container; power-of-two
@@ -143,13 +148,8 @@ function emitResidual(g: GraphBuilder, name: string, s: LoproStoredLayer, xr: Va
 }
 
 /** One normalised b×b Hadamard matrix per graph and width, shared by every layer (symmetric: x·Hb = (Hb·xᵀ)ᵀ). */
-const hadamards = new WeakMap<GraphBuilder, Map<number, Value>>();
 function hadamardOf(g: GraphBuilder, b: number): Value {
-  let m = hadamards.get(g);
-  if (!m) hadamards.set(g, (m = new Map()));
-  let v = m.get(b);
-  if (!v) m.set(b, (v = g.initializer(`hadamard_${b}`, f32(hadamardMatrix(b)), [b, b])));
-  return v;
+  return memo(g, `hadamard:${b}`, () => g.initializer(`hadamard_${b}`, f32(hadamardMatrix(b)), [b, b]));
 }
 
 /** FP8 E4M3 factors stored as float16 (every E4M3 value is one exactly) with a Cast: half of float32's bytes. */
@@ -157,37 +157,154 @@ function fp8AsF16(g: GraphBuilder, name: string, codes: Uint8Array, dims: number
   return g.op('Cast', [g.initializer(name, f32ArrayToF16(f32(decodeF8E4M3(codes))), dims, 'float16')], { to: 1 });
 }
 
-/** The full LoPRo linear (spec §4) on x [N, n] → [N, m]. */
-export function emitLoproLinear(g: GraphBuilder, name: string, s: LoproStoredLayer, x: Value, bias: Value | null, opts: LinearEmitOptions): { y: Value; kind: LinearKind } {
-  const { rows: m, cols: n } = s;
+/** Per-graph memo of values several layers reuse (keyed by what they depend on). */
+const memos = new WeakMap<GraphBuilder, Map<string, unknown>>();
+function memo<T>(g: GraphBuilder, key: string, make: () => T): T {
+  let m = memos.get(g);
+  if (!m) memos.set(g, (m = new Map()));
+  if (!m.has(key)) m.set(key, make());
+  return m.get(key) as T;
+}
+
+/**
+ * x[:, idx] for x [N, n] (idx of any length k): GatherElements on the index row broadcast to [N, k]. ORT's CPU Gather
+ * along axis 1 copies one element per call of a per-index function (2-core dev CPU: 6 µs for 512 columns, 14.5 µs
+ * for 1408); GatherElements with its Expand takes 3 µs for either (bench/RESULTS.md, issue 18).
+ */
+function gatherColumns(g: GraphBuilder, name: string, idx: Int32Array, x: Value, allColumns: boolean): Value {
+  const shape = memo(g, `shape:${x.name}`, () => g.op('Shape', [x]));
+  // x's shape [N, n] broadcasts an index row of n; any other length needs [N, 1] (a Slice and a Concat per input).
+  const target = allColumns ? shape : memo(g, `rows:${x.name}`, () => g.op('Concat', [g.op('Slice', [shape, g.constI64([0]), g.constI64([1])]), g.constI64([1])], { axis: 0 }));
+  return g.op('GatherElements', [x, g.op('Expand', [g.initializer(name, idx, [1, idx.length]), target])], { axis: 1 });
+}
+
+/** The rotated blocks [N, k·b] → [N, k·b] through one MatMul with the normalised Hadamard matrix. */
+function rotateBlocks(g: GraphBuilder, v: Value, cols: number, b: number): Value {
+  return g.op('Reshape', [g.op('MatMul', [g.op('Reshape', [v, g.constI64([-1, cols / b, b])]), hadamardOf(g, b)]), g.constI64([-1, cols])]);
+}
+
+/** (x ⊘ α)·Vᵀ·diag(σ) as one [n, r] matrix of initializer products, which ORT folds when it loads the model. */
+function lowRankIn(g: GraphBuilder, name: string, s: LoproStoredLayer): Value {
+  const invAlpha = g.initializer(
+    `${name}.inv_alpha`,
+    Float32Array.from(decodeF16(s.alphaBits), (a) => 1 / a),
+    [s.cols, 1],
+  );
+  const V = fp8AsF16(g, `${name}.lr_v`, s.vCodes, [s.rank, s.cols]);
+  const sigma = g.initializer(`${name}.lr_sigma`, f32(decodeF16(s.sigmaBits)), [1, s.rank]);
+  return g.op('Mul', [g.op('Mul', [g.op('Transpose', [V], { perm: [1, 0] }), invAlpha]), sigma]);
+}
+
+/** Uᵀ [r, m] (a Transpose of an initializer: ORT folds it at load). */
+function lowRankOut(g: GraphBuilder, name: string, s: LoproStoredLayer): Value {
+  return g.op('Transpose', [fp8AsF16(g, `${name}.lr_u`, s.uCodes, [s.rows, s.rank])], { perm: [1, 0] });
+}
+
+/** What the layers sharing one input hand each member: its x_r and, with a low-rank part, its first product. */
+interface SharedPrefix {
+  xr: Value;
+  /** x·V'ᵢ [N, rᵢ]. */
+  lowRank?: Value;
+}
+
+/** Layers that read the same input (q, k, v; gate, up) and whose permutation, rotation and low-rank products can run as one. */
+export interface LoproSibling {
+  name: string;
+  s: LoproStoredLayer;
+}
+
+/**
+ * The siblings that can share with `self`: the same width and the same rotation block (a rotation there is), at
+ * least two of them, `self` among them; the others are emitted alone.
+ */
+function alikeOf(siblings: LoproSibling[], self: LoproStoredLayer): LoproSibling[] {
+  const rotated = (s: LoproStoredLayer) => {
+    const p = rotationPlanOf(s);
+    return p.block > 0 && p.salient < s.cols ? p.block : 0;
+  };
+  const b = rotated(self);
+  const alike = b ? siblings.filter((m) => m.s.cols === self.cols && rotated(m.s) === b) : [];
+  return alike.length >= 2 && alike.some((m) => m.s === self) ? alike : [];
+}
+
+/**
+ * One GatherElements permutes x for every member ([sal₁…sal_k, rest₁…rest_k]), one Split cuts the salient blocks and
+ * the rotated columns of all members, which go through one Hadamard MatMul and are cut again; the low-rank first
+ * products x·V'ᵢ are one MatMul on the concatenated [n, Σr] factors, then a Split. `members` come from alikeOf.
+ */
+function sharedPrefix(g: GraphBuilder, members: LoproSibling[], x: Value): Map<string, SharedPrefix> {
+  const plans = members.map((m) => rotationPlanOf(m.s));
+  const n = members[0].s.cols,
+    b = plans[0].block;
+  const key = `group:${x.name}:${members.map((m) => m.name).join(',')}`;
+  return memo(g, key, () => {
+    const sal = plans.map((p) => p.salient);
+    const rest = sal.map((bI) => n - bI);
+    const idx = Int32Array.from([...members.flatMap((m, i) => Array.from(m.s.perm.subarray(0, sal[i]))), ...members.flatMap((m, i) => Array.from(m.s.perm.subarray(sal[i])))]);
+    const xp = gatherColumns(g, `${members.map((m) => m.name).join('+')}.perm`, idx, x, false);
+    const totalRest = rest.reduce((a, c) => a + c, 0);
+    const salParts = sal.filter((c) => c > 0);
+    const parts = g.opMulti('Split', [xp, g.constI64([...salParts, totalRest])], { axis: 1 }, { outputs: salParts.length + 1 });
+    const rot = g.opMulti('Split', [rotateBlocks(g, parts[salParts.length], totalRest, b), g.constI64(rest)], { axis: 1 }, { outputs: members.length });
+    const out = new Map<string, SharedPrefix>();
+    let k = 0;
+    members.forEach((m, i) => out.set(m.name, { xr: sal[i] > 0 ? g.op('Concat', [parts[k++], rot[i]], { axis: 1 }) : rot[i] }));
+    const ranked = members.filter((m) => m.s.rank > 0);
+    if (ranked.length === 1) out.get(ranked[0].name)!.lowRank = g.op('MatMul', [x, lowRankIn(g, ranked[0].name, ranked[0].s)]);
+    else if (ranked.length > 1) {
+      // (A zero-padded Uᵀ per layer instead of the Split: slower, the padding's products cost more than the Split.)
+      const t = g.op('MatMul', [
+        x,
+        g.op(
+          'Concat',
+          ranked.map((m) => lowRankIn(g, m.name, m.s)),
+          { axis: 1 },
+        ),
+      ]);
+      const ts = g.opMulti('Split', [t, g.constI64(ranked.map((m) => m.s.rank))], { axis: 1 }, { outputs: ranked.length });
+      ranked.forEach((m, i) => {
+        out.get(m.name)!.lowRank = ts[i];
+      });
+    }
+    return out;
+  });
+}
+
+/** x_r = x[:, perm]·blockdiag(I_{b_I}, H_b, H_b, …) on x [N, n] → [N, n] (spec §4) for one layer. */
+function permutedRotation(g: GraphBuilder, name: string, s: LoproStoredLayer, x: Value): Value {
+  const n = s.cols;
   let identity = true;
   for (let k = 0; k < n && identity; k++) identity = s.perm[k] === k;
-  let xr = identity ? x : g.op('Gather', [x, g.initializer(`${name}.perm`, Int32Array.from(s.perm), [n])], { axis: 1 });
-  const plan = rotationPlanOf(s);
-  if (plan.block > 0 && plan.salient < n) {
-    const b = plan.block,
-      rest = n - plan.salient;
-    const hb = hadamardOf(g, b);
-    const parts = plan.salient > 0 ? g.opMulti('Split', [xr, g.constI64([plan.salient, rest])], { axis: 1 }, { outputs: 2 }) : [null, xr];
-    const rot = g.op('Reshape', [g.op('MatMul', [g.op('Reshape', [parts[1]!, g.constI64([-1, rest / b, b])]), hb]), g.constI64([-1, rest])]);
-    xr = parts[0] ? g.op('Concat', [parts[0], rot], { axis: 1 }) : rot;
-  }
-  const res = emitResidual(g, name, s, xr, opts);
+  const xp = identity ? x : gatherColumns(g, `${name}.perm`, Int32Array.from(s.perm), x, true);
+  const { block: b, salient: bI } = rotationPlanOf(s);
+  if (!(b > 0 && bI < n)) return xp;
+  if (bI === 0) return rotateBlocks(g, xp, n, b);
+  const [sal, rest] = g.opMulti('Split', [xp, g.constI64([bI, n - bI])], { axis: 1 }, { outputs: 2 });
+  return g.op('Concat', [sal, rotateBlocks(g, rest, n - bI, b)], { axis: 1 });
+}
+
+/**
+ * The full LoPRo linear (spec §4) on x [N, n] → [N, m]: y = R̂′(x_r) + ((x ⊘ α)·Vᵀ ⊙ σ̂)·Uᵀ (+ bias), the low-rank
+ * term as the Gemm whose C is the residual's product. With `siblings` (the layers reading the same x, this one
+ * included), the permutation, the rotation and the low-rank first product are computed once for those alike (the
+ * same width and rotation block).
+ */
+export function emitLoproLinear(
+  g: GraphBuilder,
+  name: string,
+  s: LoproStoredLayer,
+  x: Value,
+  bias: Value | null,
+  opts: LinearEmitOptions,
+  siblings: LoproSibling[] = [],
+): { y: Value; kind: LinearKind } {
+  const alike = alikeOf(siblings, s);
+  const shared = alike.length ? sharedPrefix(g, alike, x).get(name) : undefined;
+  const res = emitResidual(g, name, s, shared ? shared.xr : permutedRotation(g, name, s, x), opts);
   let y = res.y;
   if (s.rank > 0) {
-    const alpha = decodeF16(s.alphaBits);
-    const invAlpha = g.initializer(
-      `${name}.inv_alpha`,
-      Float32Array.from(alpha, (a) => 1 / a),
-      [n, 1],
-    );
-    const V = fp8AsF16(g, `${name}.lr_v`, s.vCodes, [s.rank, n]);
-    const U = fp8AsF16(g, `${name}.lr_u`, s.uCodes, [m, s.rank]);
-    const sigma = g.initializer(`${name}.lr_sigma`, f32(decodeF16(s.sigmaBits)), [1, s.rank]);
-    // (x / α)·Vᵀ·diag(σ) = x·(diag(1/α)·Vᵀ·diag(σ)): the product of initializers only, which ORT folds into one
-    // [n, r] matrix when it loads the model; the file keeps the compact factors, each call runs one MatMul.
-    const vScaled = g.op('Mul', [g.op('Mul', [g.op('Transpose', [V], { perm: [1, 0] }), invAlpha]), sigma]);
-    y = g.op('Add', [y, matmulWt(g, g.op('MatMul', [x, vScaled]), U)]);
+    const t = shared?.lowRank ?? g.op('MatMul', [x, lowRankIn(g, name, s)]);
+    y = g.op('Gemm', [t, lowRankOut(g, name, s), y]);
   }
   if (bias) y = g.op('Add', [y, bias]);
   return { y, kind: res.kind };

@@ -1,7 +1,7 @@
 // ONNX export (issue 4.5): the exported single-file model, run by plain ONNX Runtime, gives the
 // engine's perplexity within 0.1 % on a few tiny windows. Block 0 carries every linear pattern:
 // RTN 4-, 3- and 2-bit (MatMulNBits bits = 4 / 4 / 2), RTN 3-bit with a group index (in-graph dequant), LoPRo
-// 2-bit and 4-bit (Gather perm + block FWHT + low-rank Gemms; MatMulNBits residual), LoPRo_v
+// 2-bit and 4-bit (GatherElements perm + block FWHT + low-rank MatMul/Gemm, k and v sharing them; MatMulNBits residual), LoPRo_v
 // (codebook Gather); the other blocks stay float.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -39,7 +39,7 @@ test("ONNX export of a native mixed-quantized tiny folder: perplexity equals the
   const plan: Record<string, (W: Float32Array, rows: number, cols: number) => Promise<LoproStoredLayer>> = {
     q_proj: rtn(4, 128, false), // MatMulNBits
     k_proj: lopro({ method: 'lopro', bits: 2, rank: 8, salientBlock: 64, hadamardBlock: 64 }, 1), // perm + partial FWHT + MatMulNBits bits = 2
-    v_proj: lopro({ method: 'lopro', bits: 4, rank: 4, salientBlock: 128, hadamardBlock: 32 }, 2), // MatMulNBits residual
+    v_proj: lopro({ method: 'lopro', bits: 4, rank: 4, salientBlock: 128, hadamardBlock: 64 }, 2), // MatMulNBits residual; shares k_proj's permutation, rotation and low-rank product
     o_proj: lopro({ method: 'lopro_v', bits: 2, vqDim: 2, rank: 4, hadamardBlock: 128, rotation: 'full' }, 3), // codebook
     gate_proj: rtn(3, 64, true), // group-index dequant
     down_proj: rtn(2, 128, false), // MatMulNBits bits = 2
