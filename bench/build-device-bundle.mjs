@@ -42,6 +42,7 @@ await esbuild.build({
     dawn_copy_probe: 'bench/dawn_copy_probe.ts',
     ort_profile_summary: 'bench/ort_profile_summary.ts',
     synth_llama: 'bench/synth_llama.ts',
+    xtx_probe: 'bench/xtx_probe.ts',
     generate_speed: 'bench/generate_speed.ts',
     export_onnx_variant: 'bench/export_onnx_variant.ts',
     // The CLI itself (`lopro quantize|eval|...`), as bin/lopro runs it from dist/engine.js.

@@ -13,7 +13,7 @@ O=${OUT:-/tmp}
 export LOPRO_ORT_DIR=$L/o130/node_modules LOPRO_DAWN_NODE=$L/dawn.node
 stamp() { python3 -u -c "import sys,time; t=time.time()
 for l in sys.stdin: print('%7.1f %s' % (time.time()-t, l), end='', flush=True)"; }
-Q=(--method lopro --bits 2 --calib fixtures/text/train.txt --ctx 512 --ep webgpu --backend gpu)
+Q=(--method lopro --bits 2 --calib ${CALIB:-fixtures/text/train.txt} --ctx 512 --ep webgpu --backend gpu)
 summary() { grep -E "memory plan|below this|spilled|block (1|16|32)/32 done|time:|peak|layers quantized|bits/weight|Maximum resident|Elapsed|E_|rror" "$1" | cut -c1-260 | tail -24; }
 # A cgroup v2 child with memory.max (and no swap), or v1's memory controller: the command runs inside it.
 in_cgroup() {
@@ -47,11 +47,11 @@ for step in "$@"; do
       mkdir -p $L/o130 && tar -C $L/o130 -xJf .gpu/ort130.tar.xz && xz -dc .gpu/dawn.node.xz > $L/dawn.node
       ;;
     seventy)
-      timeout 200 $L/node .gpu/bench/synth_llama.js --out /tmp/s70 --blocks 1 --hidden 8192 --mlp 28672 --heads 64 --kv-heads 8 --tokenizer-from .gpu/tok
+      timeout 200 $L/node .gpu/bench/synth_llama.js --out /tmp/s70 --blocks ${BLOCKS:-2} --distinct 1 --hidden 8192 --mlp 28672 --heads 64 --kv-heads 8 --tokenizer-from .gpu/tok
       nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -lms 2000 > $O/smi70.csv 2>&1 &
       S=$!
       timeout ${RUN_S:-420} /usr/bin/time -v env GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $L/node .gpu/bench/lopro.js quantize /tmp/s70 "${Q[@]}" \
-        --memory-budget-mb 32768 --out /tmp/s70run 2>&1 | stamp > $O/s70.log
+        --memory-budget-mb ${BUDGET70:-30517} --out /tmp/s70run 2>&1 | stamp > $O/s70.log
       kill $S
       summary $O/s70.log
       ls -la /tmp/s70run/hessians; sort -t, -k3 -n $O/smi70.csv | tail -1

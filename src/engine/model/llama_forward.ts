@@ -4,10 +4,10 @@
 // round trips: on WebGPU, weights are uploaded once per block and hidden states stay on the GPU.
 
 import * as ort from 'onnxruntime-node';
-import type { ComputeRuntime } from '../compute/runtime';
+import type { ComputeRuntime, OutputPlacement } from '../compute/runtime';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
-import { blockKind, blockKindKey, blockLinears, expectedShapes, headTensorName, type ModelConfig, type StatKey } from './config';
+import { blockKind, blockKindKey, blockLinears, expectedShapes, headTensorName, statWidth, type ModelConfig, type StatKey } from './config';
 import { GraphBuilder } from '../compute/graph';
 import {
   accStatsCapture,
@@ -15,6 +15,7 @@ import {
   buildBlockGraph,
   XTX_PART_BYTES,
   xtxName,
+  xtxParts,
   buildEmbedGraph,
   buildHeadGraph,
   statsCapture,
@@ -278,7 +279,7 @@ export class LlamaForward {
 
   /** blockStats with its outputs where the EP keeps data (the first batch of a device-summed pass). */
   async blockStatsTensor(x: Float32Array | ort.Tensor, B: number, wT: Record<string, ort.Tensor>, b: number, req: StatRequest): Promise<PassTensors> {
-    const out = await this.runBlock(this.asTensor(x, [B, this.ctx, this.cfg.hiddenSize]), wT, b, statsCapture(req), this.placement);
+    const out = await this.runBlock(this.asTensor(x, [B, this.ctx, this.cfg.hiddenSize]), wT, b, statsCapture(req), this.statsPlacement(b, req));
     return passTensors(out, req);
   }
 
@@ -291,7 +292,7 @@ export class LlamaForward {
       T = this.ctx;
     const capture = accStatsCapture(req);
     const kind = blockKind(cfg, b);
-    const s = await this.rt.session(`${this.blockKey(b)}:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout, kind, this.xtxPartBytes), this.placement);
+    const s = await this.rt.session(`${this.blockKey(b)}:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout, kind, this.xtxPartBytes), this.statsPlacement(b, req));
     const feeds: Record<string, ort.Tensor> = { x: this.asTensor(x, [B, T, cfg.hiddenSize]), ...wT, ones: await this.onesRow(B * T) };
     for (const [k, a] of acc.stats) {
       a.xtx.forEach((t, p) => (feeds[xtxName(k, p, a.xtx.length, 'acc_')] = t));
@@ -306,7 +307,25 @@ export class LlamaForward {
     return (await this.runBlock(x, wT, b, 'none', this.placement)).y;
   }
 
-  private async runBlock(x: ort.Tensor, wT: Record<string, ort.Tensor>, b: number, capture: Capture, placement: 'device' | 'host'): Promise<Record<string, ort.Tensor>> {
+  /**
+   * Where a device-summed statistics pass puts its outputs: the XᵀX sums on the device, Σ|x| and the routing
+   * counts (a few KB) on the host. Reading those back at every batch makes ORT wait for the GPU, and Dawn frees
+   * the buffers of the batches before only then: with every output on the device, a 70B down_proj's pass (3.3 GB
+   * of XᵀX per batch) held each batch's sums until the GPU ran out of memory.
+   */
+  private statsPlacement(b: number, req: StatRequest): OutputPlacement {
+    if (this.placement === 'host') return 'host';
+    const lins = blockLinears(this.cfg, b);
+    const out: Record<string, 'device'> = {};
+    for (const k of req) {
+      if (k === 'routing') continue;
+      const P = xtxParts(statWidth(this.cfg, lins, k), this.xtxPartBytes).length;
+      for (let p = 0; p < P; p++) out[xtxName(k, p, P)] = 'device';
+    }
+    return out;
+  }
+
+  private async runBlock(x: ort.Tensor, wT: Record<string, ort.Tensor>, b: number, capture: Capture, placement: OutputPlacement): Promise<Record<string, ort.Tensor>> {
     const cfg = this.cfg,
       T = this.ctx,
       kind = blockKind(cfg, b);
