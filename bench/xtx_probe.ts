@@ -37,7 +37,7 @@ function model(acc: boolean): Uint8Array {
   const vt = way === 'matmul' ? g.op('Transpose', [v], { perm: [1, 0] }) : undefined;
   parts.forEach(([r0, r1], p) => {
     const c = acc ? [g.input(`acc.${p}`, 'float32', [r1 - r0, n])] : [];
-    let y;
+    let y: ReturnType<GraphBuilder['op']>;
     if (way === 'matmul') {
       const a = parts.length === 1 ? vt! : g.op('Slice', [vt!, g.constI64([r0]), g.constI64([r1]), g.constI64([0])]);
       y = g.op('MatMul', [a, v]);
