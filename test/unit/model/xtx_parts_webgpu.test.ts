@@ -1,0 +1,82 @@
+// The device-summed statistics pass on ORT's WebGPU EP (SwiftShader here and in CI) with XᵀX in row parts: the
+// path a 70B down_proj's 3.06 GiB XᵀX takes on a GPU (parts summed on the device, Σ|x| read on the host at every
+// batch, H finalised part by part) gives the CPU EP's whole-matrix statistics.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { ComputeRuntime } from '../../../src/engine/compute/runtime';
+import { LlamaForward, loadBlockWeights } from '../../../src/engine/model/llama_forward';
+import { xtxParts } from '../../../src/engine/model/llama_graph';
+import { openModel, cachedWeights } from '../../../src/engine/model/loader';
+import { passStats } from '../../../src/engine/run/pipeline_llama';
+import { rng } from '../compute/_seeded';
+
+const SWIFTSHADER = '/usr/lib/chromium/vk_swiftshader_icd.json';
+if (!process.env.VK_ICD_FILENAMES && existsSync(SWIFTSHADER)) process.env.VK_ICD_FILENAMES = SWIFTSHADER;
+
+function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0,
+    den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i] - want[i]) ** 2;
+    den += want[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+test('WebGPU EP: a device-summed statistics pass with XᵀX in row parts = the CPU EP whole', async (t) => {
+  const gpuRt = await ComputeRuntime.create({ ep: 'webgpu', log: () => {} });
+  if (gpuRt.ep !== 'webgpu') {
+    // npm test installs SwiftShader and sets LOPRO_REQUIRE_DAWN: there, a missing WebGPU EP is a failure.
+    if (process.env.LOPRO_REQUIRE_DAWN === '1') assert.fail(`no WebGPU EP: ${gpuRt.attempts[0]?.reason}`);
+    return void t.skip(`no WebGPU EP here: ${gpuRt.attempts[0]?.reason}`);
+  }
+  const m = openModel('fixtures/tiny');
+  const weights = cachedWeights(m.weights);
+  const cfg = m.cfg;
+  const T = 32,
+    B = 2,
+    l = 0,
+    n = cfg.intermediateSize;
+  const r = rng(3);
+  const ids = Int32Array.from({ length: 2 * B * T }, () => Math.floor(r() * cfg.vocabSize));
+  const cpuRt = await ComputeRuntime.create({ ep: 'cpu' });
+  const whole = new LlamaForward(cfg, T, cpuRt);
+  const partBytes = 4 * n * 100; // 768-wide mlp_act in parts of 100 rows
+  assert.ok(xtxParts(n, partBytes).length >= 3);
+  const parted = new LlamaForward(cfg, T, gpuRt, undefined, partBytes);
+  const embed = await weights('model.embed_tokens.weight');
+  const w = await loadBlockWeights(cfg, l, weights);
+  const x = [await whole.embed(ids.subarray(0, B * T), B, embed), await whole.embed(ids.subarray(B * T), B, embed)];
+  const keys = ['mlp_act', 'attn_in'] as const;
+  const hooks = { log: () => {} } as unknown as Parameters<typeof passStats>[8];
+  const run = async (fwd: LlamaForward, rt: ComputeRuntime, sums: { onDevice: boolean }) =>
+    passStats(
+      fwd,
+      rt,
+      undefined as never,
+      (k) => x[k],
+      [
+        [0, B],
+        [B, B],
+      ],
+      await fwd.weightTensors(w, l),
+      l,
+      [...keys],
+      hooks,
+      2 * B,
+      T,
+      sums,
+    );
+  const onGpu = { onDevice: true };
+  const [a, c] = [await run(whole, cpuRt, { onDevice: true }), await run(parted, gpuRt, onGpu)];
+  assert.equal(onGpu.onDevice, true, 'the sums stayed on the device');
+  for (const k of keys) {
+    const [ha, hc] = [a.stats.get(k)!, c.stats.get(k)!];
+    assert.ok(relErr(hc.H32, ha.H32) < 1e-4, `${k} H: ${relErr(hc.H32, ha.H32)}`);
+    assert.ok(relErr(hc.absMean, ha.absMean) < 1e-4, `${k} mean|x|`);
+  }
+  m.close();
+  await cpuRt.dispose();
+  await gpuRt.dispose();
+});
