@@ -3,8 +3,9 @@
 # without a limit (same machine, same sitting), and one 70B-shaped block (Llama-2-70B: hidden 8192, MLP 28672, 64/8
 # heads) with its Hessian cache kept. LoPRo W2, protocol calibration 128 × 512, WebGPU EP, GPU backend; every log line
 # time-stamped; peaks from the engine (getrusage), /usr/bin/time and the cgroup's memory.peak.
-#   carry [.gpu/node.xz, .gl, .gpu/bench, .gpu/tok, .gpu/ort130.tar.xz, .gpu/dawn.node.xz] (move test/golden/cases and
-#   fixtures/tiny/model.safetensors aside for the call: 64 MiB):  bash bench/device/long_runs.sh setup probe setup-ort seventy
+#   carry [.gpu/node.xz, .gl, .gpu/bench, .gpu/tok, .gpu/ort130.tar.xz, .gpu/dawn.node.xz, .gpu/calib.txt] (move
+#   test/golden/cases and fixtures/text/train.txt aside for the call, 64 MiB; .gpu/calib.txt = head -c 1200000 of it):
+#   CALIB=.gpu/calib.txt BLOCKS=1 bash bench/device/long_runs.sh setup setup-ort seventy
 #   then (one call, all carries)                               bash bench/device/long_runs.sh setup setup-ort synth7 seven-both
 #   and again until both runs are complete                     bash bench/device/long_runs.sh seven-both
 set -u
