@@ -321,7 +321,10 @@ export class ComputeRuntime {
     return [...this.byGraph]
       .sort((a, b) => b[1].h2dBytes + b[1].d2hBytes - (a[1].h2dBytes + a[1].d2hBytes))
       .slice(0, top)
-      .map(([k, c]) => `${k}: ${c.runs} runs ${(c.runMs / 1000).toFixed(1)} s, up ${gb(c.h2dBytes)} GB, down ${gb(c.d2hBytes)} GB`)
+      .map(
+        ([k, c]) =>
+          `${k}: ${c.runs} runs ${(c.runMs / 1000).toFixed(1)} s, up ${gb(c.h2dBytes)} GB, down ${gb(c.d2hBytes)} GB${k.startsWith('copies@') ? ` (${copyRate(c.h2dBytes + c.d2hBytes, c.runMs)})` : ''}`,
+      )
       .join('; ');
   }
 
@@ -331,6 +334,11 @@ export class ComputeRuntime {
     this.cache.clear();
     await Promise.all(entries.map((e) => e.session.then((s) => s.release()).catch(() => undefined)));
   }
+}
+
+/** Bytes over milliseconds as "X.XX GB/s" ("–" when nothing was timed). */
+export function copyRate(bytes: number, ms: number): string {
+  return ms > 0 ? `${(bytes / 1e6 / ms).toFixed(2)} GB/s` : '– GB/s';
 }
 
 function sessionOptions(ep: EpName, opts: RuntimeOptions, placement: OutputPlacement): ort.InferenceSession.SessionOptions {

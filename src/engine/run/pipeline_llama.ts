@@ -599,7 +599,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     'info',
     `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background); peak host memory ${(peakMemoryBytes() / 2 ** 30).toFixed(2)} GiB (budget ${plan.budgetMB} MiB${plan.auto ? ', automatic' : ''}, plan ${(plan.peak / 2 ** 30).toFixed(2)} GiB)`,
   );
-  // Copies vs compute vs graph building: the runtime's counters over the whole run.
+  // Copies vs compute vs graph building: the runtime's counters over the whole run (the copy graphs' GB/s: what the
+  // host↔GPU copies achieved, waits for the GPU included, against a PCIe link's tens of GB/s).
   const c = rt.counters,
     gb = (b: number) => (b / 1e9).toFixed(2);
   hooks.log(

@@ -2,7 +2,7 @@
 // GPU EPs must fail over to the CPU with a reason; where they work, the same tests check them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ComputeRuntime, kindOf, webgpuOptions, type EpAttempt } from '../../../src/engine/compute/runtime';
+import { ComputeRuntime, copyRate, kindOf, webgpuOptions, type EpAttempt } from '../../../src/engine/compute/runtime';
 import { GraphBuilder } from '../../../src/engine/compute/graph';
 import { randF32 } from './_seeded';
 
@@ -120,4 +120,9 @@ test('LOPRO_WEBGPU_OPTIONS: name=value pairs among the options the Node binding 
   assert.deepEqual(webgpuOptions(' validationMode=disabled , storageBufferCacheMode=bucket'), { validationMode: 'disabled', storageBufferCacheMode: 'bucket' });
   assert.throws(() => webgpuOptions('maxNumPendingDispatches=64'), /maxNumPendingDispatches=64.*validationMode/);
   assert.throws(() => webgpuOptions('validationMode'), /not name=value/);
+});
+
+test('copyRate: bytes per millisecond as GB/s; nothing timed is a dash, not Infinity', () => {
+  assert.equal(copyRate(3.2e9, 2000), '1.60 GB/s');
+  assert.equal(copyRate(5, 0), '– GB/s');
 });
