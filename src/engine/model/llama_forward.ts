@@ -309,9 +309,9 @@ export class LlamaForward {
 
   /**
    * Where a device-summed statistics pass puts its outputs: the XᵀX sums on the device, Σ|x| and the routing
-   * counts (a few KB) on the host. Reading those back at every batch makes ORT wait for the GPU, and Dawn frees
-   * the buffers of the batches before only then: with every output on the device, a 70B down_proj's pass (3.3 GB
-   * of XᵀX per batch) held each batch's sums until the GPU ran out of memory.
+   * counts (a few KB) on the host. Reading those back at every batch makes ORT wait for the GPU, which is when the
+   * earlier batches' sums are freed: with every output on the device they all stay allocated, and a wide input's
+   * sums (XᵀX is n² floats per batch) fill the GPU within one pass.
    */
   private statsPlacement(b: number, req: StatRequest): OutputPlacement {
     if (this.placement === 'host') return 'host';

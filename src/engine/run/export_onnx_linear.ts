@@ -168,8 +168,8 @@ function memo<T>(g: GraphBuilder, key: string, make: () => T): T {
 
 /**
  * x[:, idx] for x [N, n] (idx of any length k): GatherElements on the index row broadcast to [N, k]. ORT's CPU Gather
- * along axis 1 copies one element per call of a per-index function (2-core dev CPU: 6 µs for 512 columns, 14.5 µs
- * for 1408); GatherElements with its Expand takes 3 µs for either (bench/RESULTS.md, issue 18).
+ * along axis 1 copies one element per call of a per-index function, so its cost grows with the columns; GatherElements
+ * with its Expand does not (bench/RESULTS.md, issue 18).
  */
 function gatherColumns(g: GraphBuilder, name: string, idx: Int32Array, x: Value, allColumns: boolean): Value {
   const shape = memo(g, `shape:${x.name}`, () => g.op('Shape', [x]));

@@ -111,7 +111,13 @@ test('GPU backend with a lowered binding: a weight must bind whole, a Hessian ma
   const b = await backends(t);
   if (!b) return;
   const n = b[1].maxSquareCols!;
-  assert.ok(rowParts(n, n, BINDING).length <= 4 && rowParts(n + 1, n + 1, BINDING).length > 4, `widest square ${n}`);
+  // Widest: n binds in 1–4 parts; n + 1 does not (more than 4 parts, or no whole 64-row unit on a 256-byte boundary fits).
+  const parts = (w: number) => rowParts(w, w, BINDING).length;
+  assert.ok(parts(n) >= 1 && parts(n) <= 4 && (parts(n + 1) > 4 || parts(n + 1) === 0), `widest square ${n}`);
+  const s = b[1].session();
+  await assert.doesNotReject(s.identity(n), 'the widest square is one the session binds');
+  await assert.rejects(s.identity(n + 1), /exceeds what the GPU backend can bind/);
+  s.close();
   assert.doesNotThrow(() => assertBackendHolds(b[1], [{ name: 'wide', rows: 8, cols: n }]));
   assert.throws(() => assertBackendHolds(b[1], [{ name: 'model.layers.0.mlp.down_proj', rows: 8, cols: n + 1 }]), /down_proj: its Hessian .* is wider than/);
   assert.throws(() => assertBackendHolds(b[1], [{ name: 'tall', rows: Math.floor(BINDING / 4 / 16) + 1, cols: 16 }]), /tall: its weight/);

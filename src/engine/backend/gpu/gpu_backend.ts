@@ -15,7 +15,7 @@ import { fusedColumnLoop } from './gptq_loop';
 import { gptvqOnDawn } from './gptvq_loop';
 import { LayerKernels, MAX_GROUPS } from './kernels';
 import { ROW_DOT_WGSL, SCALE_COLS_WGSL, SUB_WGSL, ZERO_COLS_WGSL, diagWgsl, strideGroups, symmetrizeWgsl } from './layer_wgsl';
-import { MAX_PARTS, rowParts, splitEntries } from './split';
+import { MAX_PARTS, maxSquareCols, rowParts, splitEntries, squareBinds } from './split';
 import { groupParamsDawn, rtnCodesDawn } from './quantize_wgsl';
 import { r1svdOnDawn } from './r1svd';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
@@ -74,9 +74,7 @@ export class GpuBackend implements Backend {
 
   /** An n×n matrix may span MAX_PARTS bindings (its flat index must stay below 2³², the kernels' u32). */
   get maxSquareCols(): number {
-    let n = Math.min(65535, Math.floor(Math.sqrt((MAX_PARTS * this.bindingBytes) / 4)));
-    while (n > 0 && rowParts(n, n, this.bindingBytes).length > MAX_PARTS) n--;
-    return n;
+    return maxSquareCols(this.bindingBytes);
   }
 
   static create(gpu: DawnGpu, hostThreads: number, opts: { bindingBytes?: number } = {}): GpuBackend {
@@ -115,8 +113,7 @@ class GpuSession implements LayerSession {
    * an n×n one (a Hessian and what is made from it) MAX_PARTS of them.
    */
   private fits(rows: number, cols: number, what: string, where: string): void {
-    const parts = this.parts(rows, cols).length;
-    if (parts === 1 || (rows === cols && parts > 0 && parts <= MAX_PARTS && rows * cols < 2 ** 32)) return;
+    if (this.parts(rows, cols).length === 1 || (rows === cols && squareBinds(rows, this.bindingBytes))) return;
     const gib = (b: number) => (b / 2 ** 30).toFixed(2);
     throw new ProtocolError(
       ErrorCode.OutOfMemory,

@@ -1,6 +1,6 @@
 // Matrices wider than one WebGPU binding. A buffer may be far larger than what one storage binding may
-// cover (maxStorageBufferBindingSize: 2 GiB − 4 bytes through Dawn on an H100, whose buffers may be 1 TiB),
-// and a 70B down_proj's Hessian (28672² float32) is 3.06 GiB. Such a matrix is one buffer bound as a few
+// cover (maxStorageBufferBindingSize: 2 GiB − 4 bytes through Dawn, while a buffer may be 1 TiB), and a 70B
+// down_proj's Hessian (28672² float32) is 3.06 GiB. Such a matrix is one buffer bound as a few
 // row parts: the kernels that touch a whole n×n matrix read and write it through ld_X / st_X, which pick
 // the part (parts are bound read_write side by side, never overlapping, which WebGPU allows); the loops
 // that walk rows (GPTQ's, GPTVQ's) bind a window of rows instead.
@@ -27,6 +27,19 @@ export function rowParts(rows: number, cols: number, maxBindingBytes: number): n
   const starts: number[] = [];
   for (let r = 0; r < rows; r += per) starts.push(r * cols);
   return starts;
+}
+
+/** An n×n float32 matrix binds in at most MAX_PARTS parts, its flat index below 2³² (the kernels' u32). */
+export function squareBinds(n: number, maxBindingBytes: number): boolean {
+  const parts = rowParts(n, n, maxBindingBytes).length;
+  return parts > 0 && parts <= MAX_PARTS && n * n < 2 ** 32;
+}
+
+/** The widest n for which squareBinds holds. */
+export function maxSquareCols(maxBindingBytes: number): number {
+  let n = Math.min(65535, Math.floor(Math.sqrt((MAX_PARTS * maxBindingBytes) / 4)));
+  while (n > 0 && !squareBinds(n, maxBindingBytes)) n--;
+  return n;
 }
 
 function gcd(a: number, b: number): number {
