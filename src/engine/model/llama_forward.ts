@@ -136,6 +136,14 @@ function isTensor(t: unknown): t is ort.Tensor {
   return t instanceof ort.Tensor;
 }
 
+/** A block's weights as the forwards take them: host values, device tensors, or uploaded as the graphs read them. */
+export type BlockInputs = BlockWeights | Record<string, ort.Tensor> | BlockTensors;
+
+/** The weights session `s` reads: all of a tensor record (run() feeds only what a session declares), or uploaded on demand. */
+async function weightFeeds(wT: Record<string, ort.Tensor> | BlockTensors, s: ort.InferenceSession): Promise<Record<string, ort.Tensor>> {
+  return wT instanceof BlockTensors ? wT.feeds(s.inputNames) : wT;
+}
+
 function isTensorRecord(w: BlockWeights | Record<string, ort.Tensor>): w is Record<string, ort.Tensor> {
   return isTensor(Object.values(w)[0]);
 }
@@ -249,8 +257,8 @@ export class LlamaForward {
   }
 
   /** Decoder block b on x [B, ctx, H] with the given weights. */
-  async block(x: Float32Array, B: number, w: BlockWeights | Record<string, ort.Tensor>, b: number, capture: Capture = 'none'): Promise<BlockResult> {
-    const wT = isTensorRecord(w) ? w : await this.weightTensors(w, b);
+  async block(x: Float32Array, B: number, w: BlockInputs, b: number, capture: Capture = 'none'): Promise<BlockResult> {
+    const wT = w instanceof BlockTensors || isTensorRecord(w) ? w : await this.weightTensors(w, b);
     const out = await this.runBlock(this.rt.host(x, [B, this.ctx, this.cfg.hiddenSize]), wT, b, capture, 'host');
     const res: BlockResult = { y: out.y.data as Float32Array };
     const keys = Object.keys(out)
@@ -270,15 +278,15 @@ export class LlamaForward {
    * XᵀX and Σ|x| of some inputs of block b over the batch (and with `routing` the rows routed to each expert),
    * computing the block only as far as those inputs (no y): a quarter to a half of a full 'stats' pass.
    */
-  async blockStats(x: Float32Array, B: number, w: BlockWeights | Record<string, ort.Tensor>, b: number, req: StatRequest): Promise<PassStats32> {
-    const wT = isTensorRecord(w) ? w : await this.weightTensors(w, b);
+  async blockStats(x: Float32Array, B: number, w: BlockInputs, b: number, req: StatRequest): Promise<PassStats32> {
+    const wT = w instanceof BlockTensors || isTensorRecord(w) ? w : await this.weightTensors(w, b);
     const out = await this.runBlock(this.rt.host(x, [B, this.ctx, this.cfg.hiddenSize]), wT, b, statsCapture(req), 'host');
     const keys = req.filter((k): k is StatKey => k !== 'routing');
     return { stats: new Map(keys.map((k) => [k, hostStats(out, k)])), routed: out.routing_count?.data as Float32Array | undefined };
   }
 
   /** blockStats with its outputs where the EP keeps data (the first batch of a device-summed pass). */
-  async blockStatsTensor(x: Float32Array | ort.Tensor, B: number, wT: Record<string, ort.Tensor>, b: number, req: StatRequest): Promise<PassTensors> {
+  async blockStatsTensor(x: Float32Array | ort.Tensor, B: number, wT: Record<string, ort.Tensor> | BlockTensors, b: number, req: StatRequest): Promise<PassTensors> {
     const out = await this.runBlock(this.asTensor(x, [B, this.ctx, this.cfg.hiddenSize]), wT, b, statsCapture(req), this.statsPlacement(b, req));
     return passTensors(out, req);
   }
@@ -287,13 +295,20 @@ export class LlamaForward {
    * blockStats added to running sums `acc` (device tensors on a GPU EP: the sums never leave the
    * device between batches). Returns the new sums; the caller releases the old ones.
    */
-  async blockStatsAccumulate(x: Float32Array | ort.Tensor, B: number, wT: Record<string, ort.Tensor>, b: number, req: StatRequest, acc: PassTensors): Promise<PassTensors> {
+  async blockStatsAccumulate(
+    x: Float32Array | ort.Tensor,
+    B: number,
+    wT: Record<string, ort.Tensor> | BlockTensors,
+    b: number,
+    req: StatRequest,
+    acc: PassTensors,
+  ): Promise<PassTensors> {
     const cfg = this.cfg,
       T = this.ctx;
     const capture = accStatsCapture(req);
     const kind = blockKind(cfg, b);
     const s = await this.rt.session(`${this.blockKey(b)}:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout, kind, this.xtxPartBytes), this.statsPlacement(b, req));
-    const feeds: Record<string, ort.Tensor> = { x: this.asTensor(x, [B, T, cfg.hiddenSize]), ...wT, ones: await this.onesRow(B * T) };
+    const feeds: Record<string, ort.Tensor> = { x: this.asTensor(x, [B, T, cfg.hiddenSize]), ...(await weightFeeds(wT, s)), ones: await this.onesRow(B * T) };
     for (const [k, a] of acc.stats) {
       a.xtx.forEach((t, p) => (feeds[xtxName(k, p, a.xtx.length, 'acc_')] = t));
       feeds[`${k}_acc_abssum`] = a.absSum;
@@ -303,7 +318,7 @@ export class LlamaForward {
   }
 
   /** Block b, tensors in and out: y stays on the device when the EP allows (no host round trip). */
-  async blockTensor(x: ort.Tensor, wT: Record<string, ort.Tensor>, b: number): Promise<ort.Tensor> {
+  async blockTensor(x: ort.Tensor, wT: Record<string, ort.Tensor> | BlockTensors, b: number): Promise<ort.Tensor> {
     return (await this.runBlock(x, wT, b, 'none', this.placement)).y;
   }
 
@@ -325,12 +340,18 @@ export class LlamaForward {
     return out;
   }
 
-  private async runBlock(x: ort.Tensor, wT: Record<string, ort.Tensor>, b: number, capture: Capture, placement: OutputPlacement): Promise<Record<string, ort.Tensor>> {
+  private async runBlock(
+    x: ort.Tensor,
+    wT: Record<string, ort.Tensor> | BlockTensors,
+    b: number,
+    capture: Capture,
+    placement: OutputPlacement,
+  ): Promise<Record<string, ort.Tensor>> {
     const cfg = this.cfg,
       T = this.ctx,
       kind = blockKind(cfg, b);
     const s = await this.rt.session(`${this.blockKey(b)}:${capture}`, () => buildBlockGraph(cfg, T, capture, this.layout, kind, this.xtxPartBytes), placement);
-    const feeds: Record<string, ort.Tensor> = { x, ...wT };
+    const feeds: Record<string, ort.Tensor> = { x, ...(await weightFeeds(wT, s)) };
     if (capture.includes('stats')) feeds.ones = await this.onesRow(x.dims[0] * T);
     return this.rt.run(s, feeds);
   }
@@ -432,4 +453,50 @@ function transposeModel(): Uint8Array {
   const g = new GraphBuilder('transpose2d');
   g.output(g.op('Transpose', [g.input('x', 'float32', ['r', 'c'])], { perm: [1, 0] }), 'y');
   return g.toModel();
+}
+
+/**
+ * A block's tensors as its graphs take them, each uploaded (GPU EP) when a graph first reads it. The pipeline
+ * replaces every linear by its quantized Ŵ before a pass reads it, so each weight crosses to the device once per
+ * block, as Ŵ, never also as the float original; norms, biases and routers go up when the first pass needs them.
+ */
+export class BlockTensors {
+  private readonly dev = new Map<string, Promise<ort.Tensor>>();
+  constructor(
+    private readonly fwd: LlamaForward,
+    private readonly rt: ComputeRuntime,
+    /** The host values by suffix; set() replaces entries of this record. */
+    readonly host: BlockWeights,
+  ) {}
+
+  /** The tensors among `names` that are block tensors, uploaded if they are not on the device yet. */
+  async feeds(names: readonly string[]): Promise<Record<string, ort.Tensor>> {
+    const out: Record<string, ort.Tensor> = {};
+    for (const n of names) {
+      if (!(n in this.host)) continue;
+      let t = this.dev.get(n);
+      if (!t) {
+        const v = this.host[n];
+        this.dev.set(n, (t = this.rt.scoped('weights', () => this.fwd.weightTensor(n, v))));
+        t.catch(() => this.dev.delete(n));
+      }
+      out[n] = await t;
+    }
+    return out;
+  }
+
+  /** Replaces tensor `name` (a quantized layer's Ŵ): its device copy is freed; the new values go up when read. */
+  async set(name: string, v: Float32Array): Promise<void> {
+    this.host[name] = v;
+    const t = this.dev.get(name);
+    this.dev.delete(name);
+    if (t) this.rt.release(await t);
+  }
+
+  /** Frees every device copy (the host values stay). */
+  async release(): Promise<void> {
+    const ts = [...this.dev.values()];
+    this.dev.clear();
+    for (const t of await Promise.allSettled(ts)) if (t.status === 'fulfilled') this.rt.release(t.value);
+  }
 }

@@ -22,7 +22,7 @@ import { GraphBuilder } from '../compute/graph';
 import { writeSafetensorsAtomicAsync, type TensorData } from '../io/safetensors_writer';
 import { calibrationWindows } from '../model/calibration';
 import { blockLinears, expectedShapes, parseStatKey, SEQUENTIAL_STAGES, statKey, statWidth, type BlockLinear, type ModelConfig, type StatKey } from '../model/config';
-import { checkWeights, LlamaForward, loadBlockWeights, type BlockWeights, type PassTensors } from '../model/llama_forward';
+import { BlockTensors, checkWeights, LlamaForward, loadBlockWeights, type BlockWeights, type PassTensors } from '../model/llama_forward';
 import type { StatRequest } from '../model/llama_graph';
 import { defaultBatch } from '../model/perplexity';
 import { loadTokenizer, tokenizeFile } from '../model/tokenizer';
@@ -70,7 +70,8 @@ export function scatter(store: ActivationStore, i0: number, nb: number, data: Fl
 
 /** One pass's statistics: H (float64 for the layers, its float32 copy for the cache and the GPU backend) and mean|x|. */
 interface PassStats {
-  H: Float64Array;
+  /** H: the float64 host sums' (host path), or the device's float32 H itself (no float64 copy of n² values). */
+  H: Float64Array | Float32Array;
   H32: Float32Array;
   absMean: Float64Array;
 }
@@ -144,7 +145,7 @@ async function statsOnDevice(
   rt: ComputeRuntime,
   xOf: (k: number) => Float32Array | ort.Tensor,
   batches: [number, number][],
-  wT: Record<string, ort.Tensor>,
+  wT: Record<string, ort.Tensor> | BlockTensors,
   b: number,
   req: StatRequest,
   hooks: RunContext['hooks'],
@@ -188,7 +189,7 @@ async function statsOnDevice(
       } finally {
         rt.release(...names.map((h) => out[h]));
       }
-      stats.set(k, { H: Float64Array.from(H32), H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array) });
+      stats.set(k, { H: H32, H32, absMean: Float64Array.from(out.abs_mean.data as Float32Array) });
     }
     return { stats, routed };
   } catch (e) {
@@ -205,7 +206,7 @@ async function statsOnHost(
   fwd: LlamaForward,
   X: ActivationStore,
   batches: [number, number][],
-  wT: Record<string, ort.Tensor>,
+  wT: Record<string, ort.Tensor> | BlockTensors,
   b: number,
   req: StatRequest,
   hooks: RunContext['hooks'],
@@ -244,7 +245,7 @@ export async function passStats(
   X: ActivationStore,
   xOf: (k: number) => Float32Array | ort.Tensor,
   batches: [number, number][],
-  wT: Record<string, ort.Tensor>,
+  wT: Record<string, ort.Tensor> | BlockTensors,
   b: number,
   req: StatRequest,
   hooks: RunContext['hooks'],
@@ -328,7 +329,7 @@ export function announceMemoryPlan(plan: MemoryPlan, hooks: RunContext['hooks'])
  */
 const DEVICE_ACTIVATION_BUDGET_BYTES = 4096 * 2 ** 20;
 
-export function allFinite(a: Float64Array): boolean {
+export function allFinite(a: Float64Array | Float32Array): boolean {
   for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return false;
   return true;
 }
@@ -390,7 +391,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   let keepActs = devicePaths && 2 * N * recordLen * 4 <= DEVICE_ACTIVATION_BUDGET_BYTES;
   let xDev: ort.Tensor[] | null = null,
     yDev: ort.Tensor[] | null = null;
-  let wT: Record<string, ort.Tensor> = {};
+  let wT: BlockTensors | undefined;
   let spool: HessianSpool | undefined;
   if (keepActs) hooks.log('info', `calibration activations kept on the ${rt.ep} device through each block (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB)`);
   // Where the time goes: forward passes + Hessians on the EP, layers, commits to disk.
@@ -406,9 +407,9 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   try {
     for (let b = m.completedBlocks; b < cfg.numLayers; b++) {
       const w: BlockWeights = await loadBlockWeights(cfg, b, read);
-      // The block's weights as the graphs take them: uploaded once per block on a GPU EP; a quantized
-      // layer replaces just its own tensor (below), so later passes see it.
-      wT = await rt.scoped('weights', () => fwd.weightTensors(w, b));
+      // The block's weights as the graphs take them, uploaded when a pass first reads them: a quantized layer
+      // replaces its own tensor (below) before any pass reads it, so each weight goes to a GPU once, as Ŵ.
+      wT = new BlockTensors(fwd, rt, w);
       if (keepActs && !xDev) {
         const xs: ort.Tensor[] = [];
         try {
@@ -499,9 +500,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
               out.report.tokens = routed?.[lin.expert] ?? 0;
             }
             out.report.statistic = k === 'mlp_in' && lin.expert !== undefined ? `mlp_in@${lin.expert}:all` : k;
-            w[sfx] = out.wHat; // later stages are measured through the quantized layer
-            fwd.release(wT[sfx]);
-            wT[sfx] = await rt.scoped('weights', () => fwd.weightTensor(sfx, out.wHat));
+            await wT.set(sfx, out.wHat); // later stages are measured through the quantized layer
             parts.push(...loproLayerTensors(lin.name, out.stored));
             reports.push(out.report);
             if (out.details) details[lin.name] = out.details;
@@ -550,8 +549,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         Y.dispose();
         throw e;
       } finally {
-        fwd.release(wT);
-        wT = {};
+        await wT.release();
+        wT = undefined;
       }
       lap('forwards');
       // Commit: parts, Hessians, outputs, then run.json — written in the background while the next block
@@ -591,7 +590,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     await committing.catch(() => undefined); // nothing is left writing when the run returns (or fails, or is cancelled)
     spool?.dispose(); // an uncommitted block's (a committed one's is gone already)
     X.dispose();
-    fwd.release(wT);
+    await wT?.release();
     for (const ts of [xDev, yDev]) if (ts) rt.release(...ts);
     fwd.dispose();
   }

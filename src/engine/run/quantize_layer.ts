@@ -23,8 +23,8 @@ export interface LayerInput {
   cols: number;
   /** W, rows×cols row-major float32 (as stored, widened). */
   W: Float32Array;
-  /** H (cols×cols, float64), or undefined in data-free mode (H = I). */
-  H?: Float64Array;
+  /** H (cols×cols), or undefined in data-free mode (H = I). Float32 values are widened exactly by the CPU backend. */
+  H?: Float64Array | Float32Array;
   /** float32(H) when the caller has it (the pipeline's Hessians): the GPU backend uploads it as is. */
   H32?: Float32Array;
   /** mean_t |x_tj| (length cols) for LoPRo's activation scale α; undefined in data-free mode. */
