@@ -22,6 +22,7 @@ import { GraphBuilder } from '../compute/graph';
 import { writeSafetensorsAtomicAsync, type TensorData } from '../io/safetensors_writer';
 import { calibrationWindows } from '../model/calibration';
 import { blockLinears, expectedShapes, parseStatKey, SEQUENTIAL_STAGES, statKey, statWidth, type BlockLinear, type ModelConfig, type StatKey } from '../model/config';
+import { GpuBusySampler } from '../compute/gpu_busy';
 import { BlockTensors, checkWeights, LlamaForward, loadBlockWeights, type BlockWeights, type PassTensors } from '../model/llama_forward';
 import type { StatRequest } from '../model/llama_graph';
 import { defaultBatch } from '../model/perplexity';
@@ -394,16 +395,25 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   let wT: BlockTensors | undefined;
   let spool: HessianSpool | undefined;
   if (keepActs) hooks.log('info', `calibration activations kept on the ${rt.ep} device through each block (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB)`);
-  // Where the time goes: forward passes + Hessians on the EP, layers, commits to disk.
+  // Where the time goes: forward passes + Hessians on the EP, layers, commits to disk; and how busy the GPU was in
+  // each (the busy share of the seconds that have samples).
   const spent = { forwards: 0, layers: 0, commits: 0 };
+  const gpuBusy = rt.ep !== 'cpu' || backend.kind === 'gpu' ? await GpuBusySampler.start() : null;
+  const busy = { forwards: [0, 0], layers: [0, 0], commits: [0, 0] }; // [busy seconds, sampled seconds]
   let committing: Promise<void> = Promise.resolve(),
     background = 0; // the block commit in flight; its seconds
   let lapT = performance.now();
   const lap = (k: keyof typeof spent) => {
     const t = performance.now();
     spent[k] += (t - lapT) / 1000;
+    const b = gpuBusy?.lap();
+    if (b) {
+      busy[k][0] += (b.busy / 100) * ((t - lapT) / 1000);
+      busy[k][1] += (t - lapT) / 1000;
+    }
     lapT = t;
   };
+  let gpuRun: ReturnType<GpuBusySampler['stop']> = null;
   try {
     for (let b = m.completedBlocks; b < cfg.numLayers; b++) {
       const w: BlockWeights = await loadBlockWeights(cfg, b, read);
@@ -593,10 +603,13 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     await wT?.release();
     for (const ts of [xDev, yDev]) if (ts) rt.release(...ts);
     fwd.dispose();
+    gpuRun = gpuBusy?.stop() ?? null;
   }
+  const busyOf = (k: keyof typeof busy) => (busy[k][1] > 0 ? `GPU busy ${((100 * busy[k][0]) / busy[k][1]).toFixed(0)} %` : '');
+  const [bf, bl] = [busyOf('forwards'), busyOf('layers')];
   hooks.log(
     'info',
-    `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}), layers ${spent.layers.toFixed(1)} s, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background); peak host memory ${(peakMemoryBytes() / 2 ** 30).toFixed(2)} GiB (budget ${plan.budgetMB} MiB${plan.auto ? ', automatic' : ''}, plan ${(plan.peak / 2 ** 30).toFixed(2)} GiB)`,
+    `time: forward passes + Hessians ${spent.forwards.toFixed(1)} s (EP ${rt.ep}${bf && `, ${bf}`}), layers ${spent.layers.toFixed(1)} s${bl && ` (${bl})`}, commits ${spent.commits.toFixed(1)} s (${background.toFixed(1)} s of writes in the background); peak host memory ${(peakMemoryBytes() / 2 ** 30).toFixed(2)} GiB (budget ${plan.budgetMB} MiB${plan.auto ? ', automatic' : ''}, plan ${(plan.peak / 2 ** 30).toFixed(2)} GiB)`,
   );
   // Copies vs compute vs graph building: the runtime's counters over the whole run (the copy graphs' GB/s: what the
   // host↔GPU copies achieved, waits for the GPU included, against a PCIe link's tens of GB/s).
@@ -607,6 +620,9 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     `runtime: ${c.runs} ORT runs in ${(c.runMs / 1000).toFixed(1)} s (compute + the copies they imply), host→device ${gb(c.h2dBytes)} GB in ${c.h2dCopies} feeds, device→host ${gb(c.d2hBytes)} GB in ${c.d2hCopies} outputs, ${c.sessionsCreated} sessions built in ${(c.sessionCreateMs / 1000).toFixed(1)} s`,
   );
   if (rt.ep !== 'cpu') hooks.log('info', `runtime by graph (most bytes first): ${rt.graphSummary(12)}`);
+  if (gpuRun)
+    hooks.log('info', `GPU busy ${gpuRun.busy.toFixed(0)} % of the run (NVML utilization, ${gpuRun.samples} samples by nvidia-smi), GPU memory peak ${gpuRun.peakMemMiB} MiB`);
+  else if (rt.ep !== 'cpu' || backend.kind === 'gpu') hooks.log('info', 'GPU busy: not measured (no nvidia-smi on this machine)');
   const dawn = await peekDawnGpu();
   if (dawn && dawn.counters.submits > 0) {
     const d = dawn.counters;
