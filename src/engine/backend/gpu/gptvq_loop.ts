@@ -1,18 +1,21 @@
-// GPTVQ's loop (quant/gptvq.ts) for the GPU backend, with W′ and Hinv resident on the Dawn device: the lazy
-// block updates W[:, i2:] −= E·U[i1:i2, i2:] — the O(rows·cols²) part — run as the WGSL GEMM on the device;
-// per batch, only the batch's columns (and a codebook group's, at its start) and U's diagonal block come to the
-// host, where the codebook k-means, the nearest-codeword search and the in-batch feedback run as in the CPU
-// loop (the same VqStep and codebook points, float64 over the float32 values read back); the k-means'
-// per-point passes may be split over worker threads. Why this split: the sequential, data-dependent k-means
-// and codeword search are small per batch (rows × B values), while the trailing update touches all of W.
+// GPTVQ's loop (quant/gptvq.ts) for the GPU backend, entirely on the Dawn device: W′ and Hinv (upper factor U)
+// stay where they are, and per lazy batch [i1, i2) the device runs
+//   - at each codebook group start j, the group's k-means on W[:, j : j+g] as it stands (kmeans_dawn.ts),
+//     leaving the FP16-rounded codebook on the device;
+//   - the codeword search with the in-batch feedback, a segment per codebook group (gptvq_wgsl.ts);
+//   - the lazy update W[:, i2:] −= E·U[i1:i2, i2:] (wgsl_gemm.ts).
+// Nothing comes back per batch: the codes, the codebooks and the per-row losses are read once at the end.
+// Semantics = quant/gptvq.ts vqLoopSteps in float32 (the k-means' sums and the seeding's prefix sums included).
 
 import type { DawnGpu } from './dawn';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
 import type { LayerKernels } from './kernels';
 import { diagWgsl } from './layer_wgsl';
 import { rowWindow, splitEntries } from './split';
-import { VqStep, codebookPoints, gptvqShape, type GptvqOptions } from '../../quant/gptvq';
-import { weightedKMeans } from '../../quant/kmeans';
+import { vqStepWgsl, vqWords } from './gptvq_wgsl';
+import { DawnKMeans, type Dispatch, seedDraws, submitAll } from './kmeans_dawn';
+import { gptvqShape, type GptvqOptions } from '../../quant/gptvq';
+import { encodeF16 } from '../../quant/fp8';
 
 export interface DawnGptvqResult {
   /** rows × (cols/d) codebook indices; codebooks (decoded FP16) and their bits, groups × K × d. */
@@ -21,14 +24,11 @@ export interface DawnGptvqResult {
   codebookBits: Uint16Array;
   groups: number;
   entries: number;
-  /** The quantized R̂′ (rows×cols, the codebook entries), Σ ½‖E‖². */
-  Q: Float32Array;
+  /** Σ ½‖E‖². */
   loss: number;
+  /** kmeans: the groups' k-means, each timed from an idle queue to its end; loop: the rest. */
   seconds: { kmeans: number; loop: number };
 }
-
-/** k-means centroids (K×d) of N weighted d-vectors, as kmeans.ts weightedKMeans computes them. */
-export type KMeansFn = (pts: Float64Array, wts: Float64Array, N: number, d: number, K: number, o: { iters: number; seed: number }) => Promise<Float64Array>;
 
 const now = () => performance.now() / 1000;
 
@@ -42,60 +42,75 @@ export async function gptvqOnDawn(
   cols: number,
   opts: Pick<GptvqOptions, 'vqDim' | 'bits' | 'groupSize' | 'blockSize' | 'kmeansIters' | 'seed'>,
   where: string,
-  /** The codebook k-means (default: kmeans.ts weightedKMeans on this thread; the pipeline splits it over its workers, bit-identical). */
-  kmeans: KMeansFn = async (pts, wts, N, d, K, o) => weightedKMeans(pts, wts, N, d, K, o).centroids,
   /** Where Ub's binding parts start (split.ts), when it is wider than one binding. */
   ubParts: readonly number[] = [0],
 ): Promise<DawnGptvqResult> {
   const t0 = now();
   const { d, g, K, B } = gptvqShape(cols, opts, where);
   const G = Math.ceil(cols / g),
-    V = cols / d;
-  const Q = new Float32Array(rows * cols),
-    codes = new Uint16Array(rows * V);
-  const codebooks = new Float32Array(G * K * d),
-    codebookBits = new Uint16Array(G * K * d);
-  const Ud = Float64Array.from(new Float32Array(await k.readBack(splitEntries(1, Ub, ubParts, cols * cols), cols, diagWgsl('get', ubParts))));
-  const step = new VqStep(rows, cols, d, K);
-  const Err = new Float64Array(rows * B),
-    E32 = new Float32Array(rows * B);
+    V = cols / d,
+    wpr = Math.ceil(V / 2);
+  const Ud = new Float32Array(await k.readBack(splitEntries(1, Ub, ubParts, cols * cols), cols, diagWgsl('get', ubParts)));
+  // The k-means weights as codebookPoints computes them (float64), then float32.
+  const colW = k.f32(Float64Array.from(Ud, (u) => 1 / u ** 2));
+  const groups = Array.from({ length: G }, (_, gi) => ({ j: gi * g, N: (rows * (Math.min(gi * g + g, cols) - gi * g)) / d }));
+  const draws = k.u32(seedDraws(groups, K, opts.seed));
+  const codebooksB = k.own(gpu.buffer(4 * G * K * d, 'GPTVQ codebooks'));
+  const codesB = k.own(gpu.buffer(4 * rows * wpr, 'GPTVQ codes'));
+  const lossB = k.own(gpu.buffer(4 * rows, 'GPTVQ row loss'));
   const Eb = k.own(gpu.buffer(4 * rows * B, 'GPTVQ E'));
-  const gemm = await gpu.pipeline(gemmWgsl(false, false, false, false));
-  let loss = 0,
-    tK = 0;
-  for (let i1 = 0; i1 < cols; i1 += B) {
-    const i2 = Math.min(i1 + B, cols),
-      count = i2 - i1;
-    // The window read back: the batch, and the whole of any codebook group that starts in it (its later
-    // columns as the device holds them: the lazy updates of earlier batches applied, as in gptvqQuantize).
-    let wEnd = i2;
-    for (let j = i1; j < i2; j += d) if (j % g === 0) wEnd = Math.max(wEnd, Math.min(j + g, cols));
-    const [Wl, Ul] = [await k.submatrix(Wb, cols, 0, rows, i1, wEnd - i1), await k.submatrix(Ub, cols, i1, count, i1, count)];
-    for (let j = i1; j < i2; j += d) {
-      if (j % g === 0) {
+  const km = await DawnKMeans.create(gpu, k, { W: Wb, colW, draws, codebooks: codebooksB }, rows, cols, d, K, Math.min(g, cols) / d, opts.kmeansIters ?? 20);
+  const [vq, gemm] = await Promise.all([gpu.pipeline(vqStepWgsl({ D: d, K, g, B })), gpu.pipeline(gemmWgsl(false, false, false, false))]);
+  const temps: GPUBuffer[] = [];
+  const uniforms = (w: ArrayLike<number>) => (temps.push(gpu.uniforms(w)), temps[temps.length - 1]);
+  let tK = 0;
+  try {
+    for (let i1 = 0; i1 < cols; i1 += B) {
+      const i2 = Math.min(i1 + B, cols);
+      const hw = rowWindow(Ub, cols, i1, i2); // only the batch's rows of U are bound
+      const steps: Dispatch[] = [];
+      const segment = (s0: number, s1: number) =>
+        steps.push({
+          pipe: vq,
+          group: gpu.bindGroup(vq, [uniforms(vqWords({ rows, cols, i1, i2, s0, s1, uOff: hw.skip, wpr })), Wb, hw.binding, Eb, codesB, lossB, codebooksB]),
+          size: [Math.ceil(rows / 64), 1, 1],
+        });
+      let s0 = i1;
+      for (let j = Math.ceil(i1 / g) * g; j < i2; j += g) {
+        if (j > s0) segment(s0, j);
+        s0 = j;
+        // The k-means of group j, timed on its own: the queue drained first, then waited for.
+        await submitAll(gpu, steps.splice(0));
+        await gpu.device.queue.onSubmittedWorkDone();
         const tk = now();
-        const { pts, wts, N } = codebookPoints(Wl, wEnd - i1, i1, rows, j, Math.min(j + g, cols), d, Ud);
-        step.setCodebook(await kmeans(pts, wts, N, d, K, { iters: opts.kmeansIters ?? 20, seed: opts.seed + j }), codebooks, codebookBits, j / g);
+        await submitAll(gpu, km.steps(j, (Math.min(j + g, cols) - j) / d, j / g));
+        await gpu.device.queue.onSubmittedWorkDone();
         tK += now() - tk;
       }
-      loss += step.run(Wl, wEnd - i1, i1, Ul, count, i1, j, i1, i2, Err, count, codes, Q);
+      segment(s0, i2);
+      if (i2 < cols) {
+        // W[:, i2:] −= E (rows×count, row stride B) · U[i1:i2, i2:]
+        const u = uniforms(gemmWords({ M: rows, N: cols - i2, K: i2 - i1, lda: B, ldb: cols, ldc: cols, offA: 0, offB: hw.skip + i2, offC: i2, alpha: -1, beta: 1 }));
+        steps.push({ pipe: gemm, group: gpu.bindGroup(gemm, [u, Eb, hw.binding, Wb]), size: gemmGroups(rows, cols - i2) });
+      }
+      await submitAll(gpu, steps);
+      for (const b of temps.splice(0)) b.destroy();
     }
-    if (i2 >= cols) break;
-    // W[:, i2:] −= E (rows×count) · U[i1:i2, i2:] on the device.
-    for (let i = 0; i < rows * count; i++) E32[i] = Err[i];
-    await gpu.upload(Eb, E32.subarray(0, rows * count));
-    const hw = rowWindow(Ub, cols, i1, i2); // only the batch's rows of U are bound
-    const u = k.own(gpu.uniforms(gemmWords({ M: rows, N: cols - i2, K: count, lda: count, ldb: cols, ldc: cols, offA: 0, offB: hw.skip + i2, offC: i2, alpha: -1, beta: 1 })));
-    const group = gpu.bindGroup(gemm, [u, Eb, hw.binding, Wb]);
-    await gpu.submit((enc) => {
-      const pass = enc.beginComputePass();
-      pass.setPipeline(gemm);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(...gemmGroups(rows, cols - i2));
-      pass.end();
-    });
-    gpu.counters.dispatches++;
-    k.drop(u);
+    const words = new Uint32Array(rows * wpr),
+      codebooks = new Float32Array(G * K * d),
+      rowLoss = new Float32Array(rows);
+    await Promise.all([gpu.readInto(codesB, words), gpu.readInto(codebooksB, codebooks), gpu.readInto(lossB, rowLoss)]);
+    const halves = new Uint16Array(words.buffer);
+    const codes = V % 2 === 0 ? halves : new Uint16Array(rows * V);
+    if (V % 2 !== 0) for (let r = 0; r < rows; r++) codes.set(halves.subarray(2 * r * wpr, 2 * r * wpr + V), r * V);
+    let loss = 0;
+    for (const l of rowLoss) loss += l;
+    // The device rounded them to FP16 already: encoding gives their bits exactly.
+    const codebookBits = encodeF16(codebooks);
+    return { codes, codebooks, codebookBits, groups: G, entries: K, loss, seconds: { kmeans: tK, loop: now() - t0 - tK } };
+  } finally {
+    for (const b of temps) b.destroy();
+    km.release();
+    for (const b of [colW, draws, codebooksB, codesB, lossB, Eb]) k.drop(b);
   }
-  return { codes, codebooks, codebookBits, groups: G, entries: K, Q, loss, seconds: { kmeans: tK, loop: now() - t0 - tK } };
 }

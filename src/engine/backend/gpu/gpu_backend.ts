@@ -1,8 +1,7 @@
 // The GPU backend: every layer operation as WGSL kernels on the engine's own WebGPU device (dawn.ts), the
 // matrices resident there in float32 from the upload of W and H to Ŵ. Only what decides the next step
-// comes back to the host (diagonals, column sums, R1SVD's vectors, codes and params, a few sampled rows),
-// plus GPTVQ's per-batch columns for its codeword search (gptvq_loop.ts), which runs on the host with the
-// k-means split over worker threads.
+// comes back to the host (diagonals, column sums, R1SVD's vectors, codes and params, a few sampled rows);
+// GPTVQ's k-means and codeword search run there too (gptvq_loop.ts), its codes read back once per layer.
 // Semantics = the CPU backend's in float32: codes agree except at rounding boundaries, Ŵ equals the host
 // decoder's (lopro_dequant.ts) on the same stored parts to float32 rounding (tests).
 
@@ -21,7 +20,6 @@ import { r1svdOnDawn } from './r1svd';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
 import { WorkerPool } from '../cpu/pool';
 import { decodeF16 } from '../../quant/fp8';
-import { weightedKMeansSplit } from '../../quant/kmeans';
 import { decodeLowRank, dequantizeResidual, rotationPlanOf, type LoproStoredLayer } from '../../quant/lopro_dequant';
 import type { LowRankFactors, R1svdOptions } from '../../quant/r1svd';
 import type { RotationPlan } from '../../quant/rotation';
@@ -57,7 +55,7 @@ function dev(m: Mat): DeviceMat {
 export class GpuBackend implements Backend {
   readonly kind = 'gpu' as const;
   readonly label: string;
-  /** The host threads for GPTVQ's codebook k-means. */
+  /** Host worker threads: no kernel of this backend uses them any more (GPTVQ's k-means runs on the device). */
   private constructor(
     readonly gpu: DawnGpu,
     private readonly pool: WorkerPool,
@@ -82,7 +80,7 @@ export class GpuBackend implements Backend {
   }
 
   session(): LayerSession {
-    return new GpuSession(this.gpu, this.pool, this.bindingBytes);
+    return new GpuSession(this.gpu, this.bindingBytes);
   }
 
   async close(): Promise<void> {
@@ -94,7 +92,6 @@ class GpuSession implements LayerSession {
   private readonly k: LayerKernels;
   constructor(
     private readonly gpu: DawnGpu,
-    private readonly pool: WorkerPool,
     private readonly bindingBytes: number,
   ) {
     this.k = new LayerKernels(gpu);
@@ -330,20 +327,7 @@ class GpuSession implements LayerSession {
   }
 
   async gptvqLoop(W: Mat, Hinv: Mat, spec: VqLoopSpec): Promise<VqLoopResult> {
-    const pool = this.pool;
-    const q = await gptvqOnDawn(
-      this.gpu,
-      this.k,
-      dev(W).whole,
-      dev(Hinv).buf,
-      W.rows,
-      W.cols,
-      spec,
-      'gptvq',
-      async (pts, wts, N, d, K, o) =>
-        (await weightedKMeansSplit(pts, wts, N, d, K, o, (a, pass) => pool.run(N, (r0, r1) => ({ kind: 'kmeans', a, pass, d, k: K, r0, r1 })))).centroids,
-      dev(Hinv).starts,
-    );
+    const q = await gptvqOnDawn(this.gpu, this.k, dev(W).whole, dev(Hinv).buf, W.rows, W.cols, spec, 'gptvq', dev(Hinv).starts);
     return { codes: q.codes, codebookBits: q.codebookBits, codebooks: q.codebooks, groups: q.groups, entries: q.entries, loss: q.loss, seconds: { kmeans: q.seconds.kmeans } };
   }
 
