@@ -12,6 +12,13 @@ import { atomicWriteFileAsync, fsyncDir, removeQuietly, tempPathFor, writeAll, w
 import { buildHeader, type TensorData, type TensorSpec } from '../io/safetensors_writer';
 
 const fsyncAsync = promisify(fs.fsync);
+const writeAsync = promisify(fs.write);
+
+/** Writes the whole view at file offset `at`, looping over short writes. */
+async function writeAllAt(fd: number, data: ArrayBufferView, at: number): Promise<void> {
+  const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  for (let done = 0; done < bytes.length; ) done += (await writeAsync(fd, bytes, done, Math.min(bytes.length - done, 1 << 30), at + done)).bytesWritten;
+}
 const closeAsync = promisify(fs.close);
 
 /** Header bytes reserved for `maxTensors` entries ({"name":{"dtype":"F32","shape":[n,n],"data_offsets":[a,b]}}). */
@@ -23,6 +30,9 @@ export class HessianSpool {
   private readonly specs: TensorSpec[] = [];
   private bytes = 0;
   private readonly reserved: number;
+  /** The data writes in flight, in order; the first failure. */
+  private writing: Promise<void> = Promise.resolve();
+  private failure: Error | undefined;
 
   constructor(
     readonly target: string,
@@ -36,8 +46,13 @@ export class HessianSpool {
     return this.specs.length;
   }
 
-  /** Appends the tensors' data to the output's temp file; the caller may drop them afterwards. */
+  /**
+   * Appends the tensors' data to the output's temp file, written on the thread pool while the caller goes on (the
+   * layers of the pass): the caller must not change the arrays afterwards. A failed write is thrown by the next
+   * add() or by commitTo().
+   */
   add(tensors: readonly TensorData[]): void {
+    if (this.failure) throw this.failure;
     if (this.fd === undefined) {
       try {
         this.fd = fs.openSync(this.temp, 'wx');
@@ -46,8 +61,10 @@ export class HessianSpool {
       }
       writeAll(this.fd, this.target, new Uint8Array(8 + this.reserved).fill(0x20)); // the header's place
     }
+    const fd = this.fd;
     for (const t of tensors) {
-      writeAll(this.fd, this.target, t.data);
+      const at = 8 + this.reserved + this.bytes;
+      this.writing = this.writing.then(() => (this.failure ? undefined : writeAllAt(fd, t.data, at))).catch((e) => void (this.failure ??= writeError(this.target, e, 'write')));
       this.specs.push({ name: t.name, dtype: t.dtype, shape: [...t.shape] });
       this.bytes += t.data.byteLength;
     }
@@ -55,6 +72,11 @@ export class HessianSpool {
 
   /** Writes the header, fsyncs and renames into place, off the main thread where it can. */
   async commitTo(metadata?: Record<string, string>): Promise<void> {
+    await this.writing;
+    if (this.failure) {
+      this.dispose();
+      throw this.failure;
+    }
     const { header } = buildHeader(this.target, this.specs, metadata);
     if (this.fd === undefined) return atomicWriteFileAsync(this.target, [header]);
     const fd = this.fd;
@@ -86,8 +108,10 @@ export class HessianSpool {
 
   /** Closes and removes the temp file (a failed or cancelled block). Safe to call more than once. */
   dispose(): void {
-    if (this.fd !== undefined) fs.closeSync(this.fd);
+    const fd = this.fd;
     this.fd = undefined;
+    this.failure ??= new Error('disposed'); // writes not started yet are skipped
+    if (fd !== undefined) void this.writing.finally(() => fs.closeSync(fd)); // not under a write in flight
     removeQuietly(this.temp);
   }
 }

@@ -1,0 +1,70 @@
+#!/bin/bash
+# Issue 20 (speed) on one H100: the 2-block 7B-shaped pipeline and the per-layer table, this tree's bundles
+# (.gpu/bench) next to an older commit's (.gpu/old), A/B in one lease, with PyTorch's GPTQ as the peer. The GPU's busy %
+# is sampled by nvidia-smi around every step (the new engine also prints its own per phase).
+# Build here first: node bench/build-device-bundle.mjs (→ .gpu/bench), the older commit's bundles in .gpu/old
+# (git worktree add --detach W <commit>; node bench/build-device-bundle.mjs there; copy lopro, gpu_layers, cpu_worker,
+# synth_llama), .gpu/{node.xz,dawn.node.xz,ort130.tar.xz,tok,calib.txt} as in bench/device/README.md.
+#   call 1, carry [.gpu/node.xz, .gl]:                                   bash bench/device/speed.sh setup
+#   call 2, right after, carry [.gpu/ort130.tar.xz, .gpu/dawn.node.xz, .gpu/bench, .gpu/old, .gpu/tok, .gpu/calib.txt]:
+#       bash bench/device/speed.sh unpack synth2 pipe            (ROUNDS=2: old, new, old, new)
+#       bash bench/device/speed.sh unpack torch layers           (METHODS=rtn,lopro_v SHAPES=…)
+set -u
+L=/tmp/l
+O=${OUT:-/tmp}
+export LOPRO_ORT_DIR=$L/o130/node_modules LOPRO_DAWN_NODE=$L/dawn.node
+HP=(env GLIBC_TUNABLES=glibc.malloc.hugetlb=1)
+CALIB=${CALIB:-.gpu/calib.txt}
+step() { # name, timeout, command…: output to $O/name.log, GPU samples to $O/name.smi.csv
+  local name=$1 t=$2
+  shift 2
+  local s=$EPOCHREALTIME
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -lms 200 > "$O/$name.smi.csv" 2>&1 &
+  local smi=$!
+  timeout "$t" "$@" > "$O/$name.log" 2>&1
+  local rc=$?
+  kill $smi
+  printf '%-14s rc=%s wall %6.1f s  GPU busy mean %s %%\n' "$name" "$rc" "$(awk "BEGIN{print $EPOCHREALTIME - $s}")" \
+    "$(awk -F', ' '{s+=$2; n++} END{if(n) printf "%.0f (%d samples)", s/n, n}' "$O/$name.smi.csv")"
+}
+for st in "$@"; do
+  case "$st" in
+    setup)
+      mkdir -p $L && xz -dc .gpu/node.xz > $L/node && chmod +x $L/node && for f in .gl/*.deb; do dpkg -x "$f" /; done && ldconfig
+      $L/node --version; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nproc
+      ;;
+    unpack)
+      [ -f $L/dawn.node ] || { mkdir -p $L/o130 && tar -C $L/o130 -xJf .gpu/ort130.tar.xz && xz -dc .gpu/dawn.node.xz > $L/dawn.node; }
+      ;;
+    synth2)
+      [ -f /tmp/s7/model.safetensors ] || step synth 60 $L/node .gpu/bench/synth_llama.js --out /tmp/s7 --blocks 2 --tokenizer-from .gpu/tok
+      # the first run tokenizes the calibration text into the cache: warm it so every timed run finds it cached
+      step warm 60 $L/node .gpu/bench/lopro.js quantize /tmp/s7 --method rtn --samples 2 --ctx 64 --calib $CALIB --ep cpu --backend cpu --out /tmp/pg_warm
+      ;;
+    pipe)
+      S=(--method ${METHOD:-lopro} --bits 2 --ctx 512 --calib $CALIB --ep webgpu --backend gpu)
+      for r in $(seq 1 ${ROUNDS:-2}); do
+        for v in old new; do
+          b=.gpu/bench
+          [ $v = old ] && b=.gpu/old
+          rm -rf /tmp/pg_$v$r
+          step pipe_$v$r 90 "${HP[@]}" $L/node $b/lopro.js quantize /tmp/s7 "${S[@]}" --out /tmp/pg_$v$r
+          grep -h "time:\|runtime\|GPU busy\|dawn (" "$O/pipe_$v$r.log" | cut -c1-330
+          python3 -c "import json; m=json.load(open('/tmp/pg_$v$r/run.json')); print('  run.json seconds', round(m['seconds'], 1), 'layers', len(m['layers']), 'proxy loss sum', '%.4e' % sum(l['proxyLoss'] for l in m['layers']))"
+        done
+      done
+      for d in /tmp/pg_*[0-9]; do (cd $d/native && find . -type f | sort | xargs sha256sum | sha256sum | sed "s|-|$d|"); done
+      ;;
+    torch)
+      step torch 90 /opt/torch/.venv/bin/python bench/torch_gptq.py --bits 2 --json "$O/torch_gptq.json"
+      ;;
+    layers)
+      for v in old new; do
+        b=.gpu/bench
+        [ $v = old ] && b=.gpu/old
+        step layers_$v ${LAYERS_S:-200} "${HP[@]}" $L/node $b/gpu_layers.js --backend gpu --methods ${METHODS:-rtn,lopro_v} --bits 2 ${SHAPES:+--shapes $SHAPES} --peer "$O/torch_gptq.json" --out "$O/$v"
+        grep -h "^|" "$O/layers_$v.log" | cut -c1-240
+      done
+      ;;
+  esac
+done
