@@ -253,12 +253,12 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       }
       workgroupBarrier();
       if (s < KD) {
+        // Branch-free (adding 0 changes no sum): the slots of neighbouring invocations differ.
         for (var i = 0u; i < 256u; i++) {
-          if (sa[i] == cc) {
-            let wt = sw[i * D + t];
-            aw += wt;
-            ax += wt * sx[i * D + t];
-          }
+          let hit = sa[i] == cc;
+          let wt = sw[i * D + t];
+          aw += select(0.0, wt, hit);
+          ax += select(0.0, wt * sx[i * D + t], hit);
         }
       }
     }
@@ -271,13 +271,16 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
 `;
 }
 
-/** Σ over the chunks of each slot's partials (one workgroup per slot), unless converged. */
+/**
+ * Σ over the chunks of each slot's partials (one workgroup of 64 per slot: the slots are few, the chunks a few
+ * per invocation), unless converged.
+ */
 export function kmSumsWgsl(s: KMeansShape): string {
   return /* wgsl */ `
 ${common(s, ['ctl', 'partials', 'sums'])}
 var<workgroup> wgU: u32;
-var<workgroup> sx: array<f32, 256>;
-@compute @workgroup_size(256)
+var<workgroup> sx: array<f32, 64>;
+@compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
   let lid = l.x;
   if (lid == 0u) { wgU = atomicLoad(&ctl[3]); }
@@ -285,13 +288,13 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   let s = wg.x;
   var aw = 0.0;
   var ax = 0.0;
-  for (var k = lid; k < gp.nc; k += 256u) {
+  for (var k = lid; k < gp.nc; k += 64u) {
     aw += partials[(k * KD + s) * 2u];
     ax += partials[(k * KD + s) * 2u + 1u];
   }
   sc[lid] = aw;
   sx[lid] = ax;
-  for (var h = 128u; h > 0u; h >>= 1u) {
+  for (var h = 32u; h > 0u; h >>= 1u) {
     workgroupBarrier();
     if (lid < h) { sc[lid] += sc[lid + h]; sx[lid] += sx[lid + h]; }
   }
