@@ -278,13 +278,21 @@ export class ComputeRuntime {
 
   /** Moves a host tensor to the device (WebGPU); on other EPs returns it unchanged. */
   async upload(t: Tensor): Promise<Tensor> {
-    // Fault injection for tests: uploads in the scope LOPRO_FAIL_UPLOAD_SCOPE names fail as an
-    // out-of-memory device would (the callers' fallbacks are tested on the CPU EP this way).
-    const failScope = engineEnv().failUploadScope;
-    if (failScope && failScope === this.scopeLabel) throw new Error(`injected: no device memory for ${byteSize(t)} bytes`);
+    this.claimDevice(byteSize(t));
     if (!this.keepsDataOnDevice || t.location !== 'cpu') return t;
     const s = await this.session(`identity:${t.type}:${t.dims.length}`, () => identityModel(t.type as OnnxDtype, t.dims.length), 'device');
     return (await this.run(s, { x: t })).y;
+  }
+
+  /**
+   * Where data is about to take device memory (an upload, or outputs a caller keeps on the device). No EP reports
+   * free memory, so there is nothing to check; it is the fault-injection point for tests: in the scope
+   * LOPRO_FAIL_UPLOAD_SCOPE names it fails as an out-of-memory device would (the callers' fallbacks are tested on
+   * the CPU EP this way).
+   */
+  claimDevice(bytes: number): void {
+    const failScope = engineEnv().failUploadScope;
+    if (failScope && failScope === this.scopeLabel) throw new Error(`injected: no device memory for ${bytes} bytes`);
   }
 
   /** Host copy of a float32 tensor; device tensors are read back through an Identity session. */

@@ -59,7 +59,7 @@ export async function measureLlamaBlocks(ctx: RunContext, calib: Calibration, rt
       for (const pass of passes) {
         const req: StatRequest = sparse ? ['routing', ...pass] : pass;
         const xOf = (k: number) => gather(X, batches[k][0], batches[k][1]);
-        const { stats } = await passStats(fwd, rt, X, xOf, batches, wT, b, req, hooks, N, T, sums);
+        const { stats } = await passStats(fwd, rt, xOf, batches, wT, b, req, hooks, N, T, sums);
         progress.advance(units(b) / 2 / passes.length, `block ${b}: float statistics of ${pass.length > 3 ? `${pass.length} inputs` : pass.join(', ')}`, { block: b });
         for (const lin of lins) {
           const st = stats.get(statKey(lin));

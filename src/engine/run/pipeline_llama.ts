@@ -205,7 +205,8 @@ async function statsOnDevice(
 /** The same pass with the sums on the host (CPU EP, or a device that refused the sums). */
 async function statsOnHost(
   fwd: LlamaForward,
-  X: ActivationStore,
+  rt: ComputeRuntime,
+  xOf: (k: number) => Float32Array | ort.Tensor,
   batches: [number, number][],
   wT: Record<string, ort.Tensor> | BlockTensors,
   b: number,
@@ -216,9 +217,10 @@ async function statsOnHost(
 ): Promise<PassResult> {
   const sums = new Map<StatKey, { xtx: Float64Array; absSum: Float64Array }>();
   let routed: Float64Array | undefined;
-  for (const [i0, nb] of batches) {
+  for (let k = 0; k < batches.length; k++) {
     throwIfCancelled(hooks.signal);
-    const r = await fwd.blockStats(gather(X, i0, nb), nb, wT, b, req);
+    const x = xOf(k);
+    const r = await fwd.blockStats(x instanceof Float32Array ? x : await rt.download(x), batches[k][1], wT, b, req);
     for (const [k, st] of r.stats) {
       let a = sums.get(k);
       if (!a) sums.set(k, (a = { xtx: new Float64Array(st.xtx.length), absSum: new Float64Array(st.absSum.length) }));
@@ -243,7 +245,6 @@ async function statsOnHost(
 export async function passStats(
   fwd: LlamaForward,
   rt: ComputeRuntime,
-  X: ActivationStore,
   xOf: (k: number) => Float32Array | ort.Tensor,
   batches: [number, number][],
   wT: Record<string, ort.Tensor> | BlockTensors,
@@ -257,7 +258,7 @@ export async function passStats(
   const res = sums.onDevice ? await rt.scoped('hessians', () => statsOnDevice(fwd, rt, xOf, batches, wT, b, req, hooks, N, T)) : null;
   if (res) return res;
   sums.onDevice = false;
-  return statsOnHost(fwd, X, batches, wT, b, req, hooks, N, T);
+  return statsOnHost(fwd, rt, xOf, batches, wT, b, req, hooks, N, T);
 }
 
 /** The calibration windows' embeddings into X; the embedding matrix goes to the device once, not with every batch (a 7B one is 524 MB). */
@@ -279,6 +280,42 @@ export async function embedCalibration(
       const x = await fwd.embedTensor(calib.windows.subarray(i0 * T, (i0 + nb) * T), nb, embedT, 'host');
       scatter(X, i0, nb, x.data as Float32Array);
     }
+  } finally {
+    rt.release(embedT);
+  }
+}
+
+/**
+ * The calibration windows' embeddings as device tensors, one per batch: the first block's inputs without a trip
+ * through the host. Null, warned, when the device has no room (the caller embeds to the host instead).
+ */
+async function embedOnDevice(
+  fwd: LlamaForward,
+  rt: ComputeRuntime,
+  cfg: ModelConfig,
+  calib: Calibration,
+  batches: [number, number][],
+  read: (name: string) => Float32Array,
+  hooks: RunContext['hooks'],
+): Promise<ort.Tensor[] | null> {
+  const T = calib.ctx;
+  const xs: ort.Tensor[] = [];
+  let embedT: ort.Tensor | undefined;
+  try {
+    const e = (embedT = await rt.scoped('weights', () => rt.upload(rt.host(read('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize]))));
+    await rt.scoped('activations', async () => {
+      for (const [i0, nb] of batches) {
+        throwIfCancelled(hooks.signal);
+        rt.claimDevice(4 * nb * T * cfg.hiddenSize);
+        xs.push(await fwd.embedTensor(calib.windows.subarray(i0 * T, (i0 + nb) * T), nb, e));
+      }
+    });
+    return xs;
+  } catch (e) {
+    rt.release(...xs);
+    if (hooks.signal?.aborted || (e instanceof ProtocolError && e.code === ErrorCode.Cancelled)) throw e;
+    hooks.log('warn', `calibration activations do not fit on the ${rt.ep} device (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); keeping them on the host`);
+    return null;
   } finally {
     rt.release(embedT);
   }
@@ -371,19 +408,6 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     unitsBefore(m.completedBlocks),
   );
 
-  let X: ActivationStore;
-  if (m.completedBlocks > 0) {
-    X = loadActivationStore(dir.actsFile(m.completedBlocks - 1), N, recordLen, budget, join(dir.scratchDir, `in-${m.completedBlocks}.f32`));
-  } else {
-    X = createActivationStore(N, recordLen, budget, join(dir.scratchDir, 'in-0.f32'));
-    await embedCalibration(fwd, rt, cfg, calib, X, batches, read, hooks.signal);
-  }
-  if (X.spilled)
-    hooks.log(
-      'info',
-      `calibration activations (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB per block boundary) do not fit memoryBudgetMB beside the rest: spilled to ${dir.scratchDir}`,
-    );
-
   const { backend } = ctx;
   // On a GPU EP the Hessian sums stay on the device through a pass (statsOnDevice), and the calibration
   // activations live on the device through a block when they fit (xDev: this block's input batches; yDev: its
@@ -395,6 +419,27 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   let wT: BlockTensors | undefined;
   let spool: HessianSpool | undefined;
   if (keepActs) hooks.log('info', `calibration activations kept on the ${rt.ep} device through each block (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB)`);
+  // The last block's outputs are nobody's input: not computed, not kept (a resume with every block committed has
+  // nothing left to compute from). A fresh run on the device embeds straight into device tensors (block 0's xDev),
+  // never through the host.
+  const lastBlock = cfg.numLayers - 1;
+  const noActivations = () => createActivationStore(0, recordLen, budget, join(dir.scratchDir, 'none.f32'));
+  let X: ActivationStore;
+  if (m.completedBlocks > lastBlock) X = noActivations();
+  else if (m.completedBlocks > 0) X = loadActivationStore(dir.actsFile(m.completedBlocks - 1), N, recordLen, budget, join(dir.scratchDir, `in-${m.completedBlocks}.f32`));
+  else {
+    if (keepActs) {
+      xDev = await embedOnDevice(fwd, rt, cfg, calib, batches, read, hooks);
+      keepActs = xDev !== null;
+    }
+    X = xDev ? noActivations() : createActivationStore(N, recordLen, budget, join(dir.scratchDir, 'in-0.f32'));
+    if (!xDev) await embedCalibration(fwd, rt, cfg, calib, X, batches, read, hooks.signal);
+  }
+  if (plan.activationsSpilled)
+    hooks.log(
+      'info',
+      `calibration activations (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB per block boundary) do not fit memoryBudgetMB beside the rest: spilled to ${dir.scratchDir}`,
+    );
   // Where the time goes: forward passes + Hessians on the EP, layers, commits to disk; and how busy the GPU was in
   // each (the busy share of the seconds that have samples).
   const spent = { forwards: 0, layers: 0, commits: 0 };
@@ -464,7 +509,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         for (const pass of passes) {
           const req: StatRequest = sparseIn && pass.includes('mlp_in') ? ['routing', ...pass] : pass;
           // One pass over the calibration windows with the block as it is now.
-          const res = await passStats(fwd, rt, X, xOf, batches, wT, b, req, hooks, N, T, sums);
+          const res = await passStats(fwd, rt, xOf, batches, wT, b, req, hooks, N, T, sums);
           if (res.routed) routed = res.routed;
           lap('forwards');
           for (const [k, st] of res.stats) {
@@ -541,9 +586,10 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         }
       }
       // The quantized block's outputs: the next block's inputs.
-      const Y = createActivationStore(N, recordLen, budget, join(dir.scratchDir, `in-${b + 1}.f32`));
+      const outputs = b < lastBlock;
+      const Y = createActivationStore(outputs ? N : 0, recordLen, budget, join(dir.scratchDir, `in-${b + 1}.f32`));
       try {
-        for (let k = 0; k < batches.length; k++) {
+        for (let k = 0; outputs && k < batches.length; k++) {
           const [i0, nb] = batches[k];
           throwIfCancelled(hooks.signal);
           if (xDev) {
@@ -574,7 +620,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         await writeSafetensorsAtomicAsync(dir.blockFile(b), parts, { layers: JSON.stringify(reports.map((r) => r.name)) });
         if (blockSpool?.count) await blockSpool.commitTo({ nsamples: String(N), ctx: String(T) });
         atomicWriteFile(dir.detailsFile(b), JSON.stringify(details));
-        await Y.persistAsync(dir.actsFile(b));
+        if (outputs) await Y.persistAsync(dir.actsFile(b));
         const names = new Set(reports.map((r) => r.name));
         m.layers = m.layers.filter((l) => !names.has(l.name)).concat(reports);
         m.completedBlocks = b + 1;

@@ -289,12 +289,11 @@ test('XᵀX in row parts: blockStats, running sums and the finalised H equal the
     assert.deepEqual(c.stats.get(k)!.absSum, a.stats.get(k)!.absSum);
   }
   // The device pass (running sums over two batches, then H = (XᵀX + XᵀXᵀ)/N) with parts = without.
-  const hooks = { log: () => {} } as unknown as Parameters<typeof passStats>[8];
+  const hooks = { log: () => {} } as unknown as Parameters<typeof passStats>[7];
   const pass = async (fwd: LlamaForward) =>
     passStats(
       fwd,
       rt,
-      undefined as never,
       () => x,
       [
         [0, B],

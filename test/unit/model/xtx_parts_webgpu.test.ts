@@ -49,12 +49,11 @@ test('WebGPU EP: a device-summed statistics pass with XᵀX in row parts = the C
   const w = await loadBlockWeights(cfg, l, weights);
   const x = [await whole.embed(ids.subarray(0, B * T), B, embed), await whole.embed(ids.subarray(B * T), B, embed)];
   const keys = ['mlp_act', 'attn_in'] as const;
-  const hooks = { log: () => {} } as unknown as Parameters<typeof passStats>[8];
+  const hooks = { log: () => {} } as unknown as Parameters<typeof passStats>[7];
   const run = async (fwd: LlamaForward, rt: ComputeRuntime, sums: { onDevice: boolean }) =>
     passStats(
       fwd,
       rt,
-      undefined as never,
       (k) => x[k],
       [
         [0, B],
