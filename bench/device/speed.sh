@@ -44,13 +44,22 @@ for st in "$@"; do
     pipe)
       S=(--method ${METHOD:-lopro} --bits 2 --ctx 512 --calib $CALIB --ep webgpu --backend gpu)
       for r in $(seq 1 ${ROUNDS:-2}); do
-        for v in old new; do
+        for v in ${VERSIONS:-old new}; do
           b=.gpu/bench
           [ $v = old ] && b=.gpu/old
           rm -rf /tmp/pg_$v$r
           step pipe_$v$r 90 "${HP[@]}" $L/node $b/lopro.js quantize /tmp/s7 "${S[@]}" --out /tmp/pg_$v$r
           grep -h "time:\|runtime\|GPU busy\|dawn (" "$O/pipe_$v$r.log" | cut -c1-330
-          python3 -c "import json; m=json.load(open('/tmp/pg_$v$r/run.json')); print('  run.json seconds', round(m['seconds'], 1), 'layers', len(m['layers']), 'proxy loss sum', '%.4e' % sum(l['proxyLoss'] for l in m['layers']))"
+          python3 - /tmp/pg_$v$r/run.json <<'PY'
+import json, sys, collections
+m = json.load(open(sys.argv[1]))
+L = m['layers']
+print('  run.json seconds', round(m['seconds'], 1), 'layers', len(L), 'proxy loss sum', '%.4e' % sum(l['proxyLoss'] for l in L))
+st = collections.Counter()
+for l in L:
+    for k, v in l.get('seconds', {}).items(): st[k] += v
+print('  layer stage sums (s):', ', '.join('%s %.2f' % (k, v) for k, v in st.most_common()))
+PY
         done
       done
       for d in /tmp/pg_*[0-9]; do (cd $d/native && find . -type f | sort | xargs sha256sum | sha256sum | sed "s|-|$d|"); done
@@ -59,10 +68,10 @@ for st in "$@"; do
       step torch 90 /opt/torch/.venv/bin/python bench/torch_gptq.py --bits 2 --json "$O/torch_gptq.json"
       ;;
     layers)
-      for v in old new; do
+      for v in ${VERSIONS:-old new}; do
         b=.gpu/bench
         [ $v = old ] && b=.gpu/old
-        step layers_$v ${LAYERS_S:-200} "${HP[@]}" $L/node $b/gpu_layers.js --backend gpu --methods ${METHODS:-rtn,lopro_v} --bits 2 ${SHAPES:+--shapes $SHAPES} --peer "$O/torch_gptq.json" --out "$O/$v"
+        step layers_$v ${LAYERS_S:-200} "${HP[@]}" $L/node $b/gpu_layers.js --backend gpu --methods ${METHODS:-rtn,lopro_v} --bits 2 ${SHAPES:+--shapes $SHAPES} $([ -f "$O/torch_gptq.json" ] && echo --peer "$O/torch_gptq.json") --out "$O/$v"
         grep -h "^|" "$O/layers_$v.log" | cut -c1-240
       done
       ;;
