@@ -302,10 +302,10 @@ test('GPTVQ k-means on the device ≈ weightedKMeans on random data: inertia wit
   if (!gpu) return;
   const rng = new SeededRng(23);
   for (const [rows, cols, d, K, maxChunks] of [
-    [77, 64, 2, 16, 65535],
-    [50, 36, 1, 8, 65535],
-    [33, 64, 4, 64, 65535],
-    [77, 64, 2, 16, 3], // 4 points per invocation: the chunks' prefix sums cover 1024 points each
+    [77, 64, 2, 16, 1024],
+    [50, 36, 1, 8, 1024],
+    [33, 64, 4, 64, 1024], // K·D = 256 slots: each invocation sums four
+    [77, 64, 2, 16, 3], // 13 points per invocation: the seeding's scan inside a chunk of 832 points
   ]) {
     const N = (rows * cols) / d;
     const pts = f32(Array.from({ length: N * d }, () => rng.gaussian()));

@@ -5,7 +5,7 @@
 
 import type { Binding, DawnGpu } from './dawn';
 import type { LayerKernels } from './kernels';
-import { KM_BIND, kmAssignWgsl, kmBestWgsl, kmPickWgsl, kmRoundWgsl, kmSumsWgsl, kmUpdateWgsl, kmeansWords } from './kmeans_wgsl';
+import { KM_BIND, WG, kmAssignWgsl, kmBestWgsl, kmPickWgsl, kmRoundWgsl, kmSumsWgsl, kmUpdateWgsl, kmeansWords } from './kmeans_wgsl';
 import { SeededRng } from '../../quant/lopro_mat';
 
 /** One dispatch of a kernel with its bind group. */
@@ -31,13 +31,14 @@ export async function submitAll(gpu: DawnGpu, steps: readonly Dispatch[]): Promi
 }
 
 /**
- * Points per invocation and chunks (workgroups) for N points: at most 65535 chunks (one dispatch dimension),
- * and the chunks' partial sums (chunks × K·D × 2 floats) at most 2²² floats.
+ * Points per invocation and chunks (workgroups of WG) for N points: at most 1024 chunks (the seeding scans their
+ * sums in one workgroup; more would only lengthen that scan), and their partial sums (chunks × K·D × 2 floats)
+ * at most 2²² floats.
  */
-export function kmeansChunks(N: number, KD: number, maxChunks = 65535): { ppt: number; nc: number } {
+export function kmeansChunks(N: number, KD: number, maxChunks = 1024): { ppt: number; nc: number } {
   const cap = Math.max(1, Math.min(maxChunks, Math.floor(2 ** 22 / (2 * KD))));
-  const ppt = Math.max(1, Math.ceil(N / (256 * cap)));
-  return { ppt, nc: Math.max(1, Math.ceil(N / (256 * ppt))) };
+  const ppt = Math.max(1, Math.ceil(N / (WG * cap)));
+  return { ppt, nc: Math.max(1, Math.ceil(N / (WG * ppt))) };
 }
 
 /**
@@ -85,7 +86,7 @@ export class DawnKMeans {
   /**
    * W: the rows×cols float32 points' matrix, colW: cols per-column weights, draws: seedDraws of the groups,
    * codebooks: where group gi's K×D rounded centres go (at gi·K·D); maxPerRow: the widest group's vectors per row;
-   * maxChunks: fewer workgroups, more points each (tests; by default only huge groups need more than one per invocation).
+   * maxChunks: at most this many workgroups of the per-point kernels, more points each (tests lower it).
    */
   static async create(
     gpu: DawnGpu,
@@ -97,7 +98,7 @@ export class DawnKMeans {
     K: number,
     maxPerRow: number,
     iters: number,
-    maxChunks = 65535,
+    maxChunks = 1024,
   ): Promise<DawnKMeans> {
     const s = { D, K };
     const [pick, best, assign, sums, update, round] = await Promise.all(

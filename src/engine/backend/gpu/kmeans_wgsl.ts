@@ -3,11 +3,17 @@
 // seeding, Lloyd iterations until no assignment changes, an empty cluster re-seeded at the worst-fit point.
 //
 // The points are the group's columns of W as they stand: point p = r·perRow + v is W[r, j + v·D : j + v·D + D],
-// its weights colW[j + v·D + t] (1/Ud², one per column). Chunks of 256·ppt points are a workgroup's. State that
+// its weights colW[j + v·D + t] (1/Ud², one per column). Chunks of WG·ppt points are a workgroup's. State that
 // the host would otherwise decide on lives in `ctl` (u32s), so a whole k-means is one fixed list of dispatches:
 //   ctl[0] next seed index, ctl[1] the seed just placed, ctl[2] Lloyd iteration, ctl[3] converged (later
 //   iterations are no-ops), ctl[4] some assignment changed in this iteration.
 // Every sum is a fixed tree or a fixed sequence (no float atomics): the result does not depend on scheduling.
+
+/**
+ * Invocations per workgroup of the per-point kernels (best, assign), each taking ppt points of its chunk: few,
+ * so that a chunk's slot sums are short loops and the seeding's scan over the chunks stays short.
+ */
+export const WG = 64;
 
 /** The per-group uniform block's words (kmeansWords). */
 const GP = 'struct GP { rows: u32, cols: u32, j: u32, perRow: u32, N: u32, ppt: u32, nc: u32, gi: u32 }';
@@ -45,14 +51,15 @@ ${uses.map((b) => decl(b, types[b][1], types[b][0])).join('\n')}
 const D: u32 = ${s.D}u;
 const K: u32 = ${s.K}u;
 const KD: u32 = ${s.K * s.D}u;
+const WG: u32 = ${WG}u;
 // The largest float32 (a constant may not be infinite): the first "nearest" distance, as kmeans.ts's Infinity.
 const BIG: f32 = 0x1.fffffep+127f;
 var<workgroup> sc: array<f32, 256>;
 ${uses.includes('W') ? 'fn px(p: u32, t: u32) -> f32 { let r = p / gp.perRow; return W[r * gp.cols + gp.j + (p - r * gp.perRow) * D + t]; }' : ''}
 ${uses.includes('colW') ? 'fn pw(p: u32, t: u32) -> f32 { return colW[gp.j + (p % gp.perRow) * D + t]; }' : ''}
-// Σ sc[0..256) into sc[0] (a fixed tree).
+// Σ sc[0..WG) into sc[0] (a fixed tree).
 fn tree_sum(lid: u32) {
-  for (var s = 128u; s > 0u; s >>= 1u) {
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
     workgroupBarrier();
     if (lid < s) { sc[lid] += sc[lid + s]; }
   }
@@ -144,7 +151,7 @@ fn main(@builtin(local_invocation_id) l: vec3u) {
       if (kc == NONE) {
         pick = gp.N - 1u;
       } else {
-        let chunkPts = 256u * gp.ppt;
+        let chunkPts = WG * gp.ppt;
         let p0 = kc * chunkPts;
         let n = min(chunkPts, gp.N - p0);
         if (lid == 0u) { wgF = chunk[kc]; }
@@ -168,13 +175,13 @@ fn main(@builtin(local_invocation_id) l: vec3u) {
 export function kmBestWgsl(s: KMeansShape): string {
   return /* wgsl */ `
 ${common(s, ['ctl', 'W', 'colW', 'C', 'best', 'chunk'])}
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
   let lid = l.x;
   let c = atomicLoad(&ctl[1]);
   var acc = 0.0;
   for (var q = 0u; q < gp.ppt; q++) {
-    let p = (wg.x * gp.ppt + q) * 256u + lid;
+    let p = (wg.x * gp.ppt + q) * WG + lid;
     if (p < gp.N) {
       var v = 0.0;
       for (var t = 0u; t < D; t++) {
@@ -204,18 +211,18 @@ export function kmAssignWgsl(s: KMeansShape): string {
 ${common(s, ['ctl', 'W', 'colW', 'C', 'assign', 'pd', 'partials'])}
 var<workgroup> wgU: u32;
 var<workgroup> changed: atomic<u32>;
-var<workgroup> sa: array<u32, 256>;
-var<workgroup> sx: array<f32, ${256 * s.D}>;
-var<workgroup> sw: array<f32, ${256 * s.D}>;
+var<workgroup> sa: array<u32, WG>;
+var<workgroup> sx: array<f32, ${WG * s.D}>;
+var<workgroup> sw: array<f32, ${WG * s.D}>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
   let lid = l.x;
   if (lid == 0u) { wgU = atomicLoad(&ctl[3]); }
   if (workgroupUniformLoad(&wgU) != 0u) { return; }
-  let first = wg.x * gp.ppt * 256u;
+  let first = wg.x * gp.ppt * WG;
   for (var q = 0u; q < gp.ppt; q++) {
-    let p = first + q * 256u + lid;
+    let p = first + q * WG + lid;
     if (p < gp.N) {
       var x: array<f32, D>;
       var w: array<f32, D>;
@@ -237,7 +244,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   }
   workgroupBarrier();
   if (lid == 0u && atomicLoad(&changed) != 0u) { atomicOr(&ctl[4], 1u); }
-  for (var s0 = 0u; s0 < KD; s0 += 256u) {
+  for (var s0 = 0u; s0 < KD; s0 += WG) {
     let s = s0 + lid;
     let cc = s / D;
     let t = s % D;
@@ -245,7 +252,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
     var ax = 0.0;
     for (var q = 0u; q < gp.ppt; q++) {
       workgroupBarrier();
-      let p = first + q * 256u + lid;
+      let p = first + q * WG + lid;
       sa[lid] = K;
       if (p < gp.N) {
         sa[lid] = assign[p]; // written above by this invocation
@@ -254,7 +261,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
       workgroupBarrier();
       if (s < KD) {
         // Branch-free (adding 0 changes no sum): the slots of neighbouring invocations differ.
-        for (var i = 0u; i < 256u; i++) {
+        for (var i = 0u; i < WG; i++) {
           let hit = sa[i] == cc;
           let wt = sw[i * D + t];
           aw += select(0.0, wt, hit);
