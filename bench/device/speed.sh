@@ -21,8 +21,9 @@ step() { # name, timeout, command…: output to $O/name.log, GPU samples to $O/n
   local s=$EPOCHREALTIME
   nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -lms 200 > "$O/$name.smi.csv" 2>&1 &
   local smi=$!
-  timeout "$t" "$@" > "$O/$name.log" 2>&1
-  local rc=$?
+  timeout "$t" "$@" 2>&1 | python3 -u -c "import sys,time; t=time.time()
+for l in sys.stdin: print('%7.1f %s' % (time.time()-t, l), end='', flush=True)" > "$O/$name.log"
+  local rc=${PIPESTATUS[0]}
   kill $smi
   printf '%-14s rc=%s wall %6.1f s  GPU busy mean %s %%\n' "$name" "$rc" "$(awk "BEGIN{print $EPOCHREALTIME - $s}")" \
     "$(awk -F', ' '{s+=$2; n++} END{if(n) printf "%.0f (%d samples)", s/n, n}' "$O/$name.smi.csv")"

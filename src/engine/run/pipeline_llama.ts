@@ -592,12 +592,10 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
         for (let k = 0; outputs && k < batches.length; k++) {
           const [i0, nb] = batches[k];
           throwIfCancelled(hooks.signal);
-          if (xDev) {
-            // Stays on the device as the next block's input; the host copy is the resume record.
-            const y = await fwd.blockTensor(xDev[k], wT, b);
-            (yDev ??= []).push(y);
-            scatter(Y, i0, nb, await rt.scoped('activations', () => rt.download(y)));
-          } else scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, wT, b)).y);
+          // On the device they stay there as the next block's input (their host copy, the resume record, comes down
+          // in the commit below).
+          if (xDev) (yDev ??= []).push(await fwd.blockTensor(xDev[k], wT, b));
+          else scatter(Y, i0, nb, (await fwd.block(gather(X, i0, nb), nb, wT, b)).y);
           await yieldToEventLoop();
         }
         throwIfCancelled(hooks.signal);
@@ -615,12 +613,22 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       // commit surfaces at the next block's commit (or the end) and stops the run; a crash before run.json
       // is written resumes from the block before, as always.
       const blockSpool = spool;
+      // The resume record of outputs kept on the device is read back inside the commit, off this path: the copies
+      // queue behind the next block's first pass and run while that block's layers keep the quantization backend
+      // busy. The tensors stay alive until then (the next block releases its inputs after this commit settles).
+      const ys = yDev;
+      const record = async () => {
+        if (ys) for (let k = 0; k < ys.length; k++) scatter(Y, batches[k][0], batches[k][1], await rt.scoped('activations', () => rt.download(ys[k])));
+      };
       const commitBlock = async () => {
         const t0 = performance.now();
         await writeSafetensorsAtomicAsync(dir.blockFile(b), parts, { layers: JSON.stringify(reports.map((r) => r.name)) });
         if (blockSpool?.count) await blockSpool.commitTo({ nsamples: String(N), ctx: String(T) });
         atomicWriteFile(dir.detailsFile(b), JSON.stringify(details));
-        if (outputs) await Y.persistAsync(dir.actsFile(b));
+        if (outputs) {
+          await record();
+          await Y.persistAsync(dir.actsFile(b));
+        }
         const names = new Set(reports.map((r) => r.name));
         m.layers = m.layers.filter((l) => !names.has(l.name)).concat(reports);
         m.completedBlocks = b + 1;
