@@ -131,14 +131,15 @@ async function quantizeOnly(
   try {
     const t0 = now();
     const Wm = await s.upload(W, rows, cols, 'W', name);
-    const Hm = await s.upload(H, cols, cols, 'H', name, H32);
+    // RTN reads no Hessian: its cell is W up, the codes, Ŵ back (what a round-to-nearest tool does).
+    const Hm = lc.method === 'rtn' ? null : await s.upload(H, cols, cols, 'H', name, H32);
     const t1 = now();
     let stages: Record<string, number> = {};
     if (lc.method === 'rtn' || lc.method === 'gptq') {
       const q =
         lc.method === 'rtn'
           ? await rtn(s, Wm, { bits: lc.bits, groupSize: lc.groupSize, sym: lc.sym, clip: lc.clip })
-          : await gptq(s, Wm, Hm, {
+          : await gptq(s, Wm, Hm!, {
               bits: lc.bits,
               groupSize: lc.groupSize,
               sym: lc.sym,
@@ -152,7 +153,7 @@ async function quantizeOnly(
       if ('seconds' in q) stages = { ...q.seconds };
       await s.download(await s.reconstruct(baselineAsStored(q, rows, cols, lc, lc.actOrder || lc.staticGroups)));
     } else {
-      const r = await lopro(s, Wm, Hm, absMean, lc, layerSeed(0, name), name);
+      const r = await lopro(s, Wm, Hm!, absMean, lc, layerSeed(0, name), name);
       await s.download(r.wHat);
       stages = { ...r.seconds, ...r.stageC.seconds };
     }
