@@ -218,7 +218,10 @@ var<workgroup> sw: array<f32, ${WG * s.D}>;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
   let lid = l.x;
-  if (lid == 0u) { wgU = atomicLoad(&ctl[3]); }
+  if (lid == 0u) {
+    wgU = atomicLoad(&ctl[3]);
+    atomicStore(&changed, 0u); // not left to the device's workgroup-memory zeroing
+  }
   if (workgroupUniformLoad(&wgU) != 0u) { return; }
   let first = wg.x * gp.ppt * WG;
   for (var q = 0u; q < gp.ppt; q++) {
@@ -346,6 +349,7 @@ fn main(@builtin(local_invocation_id) l: vec3u) {
       atomicStore(&ctl[4], 0u);
     }
     wgU = skip;
+    atomicStore(&empties, 0u);
   }
   if (workgroupUniformLoad(&wgU) != 0u) { return; }
   for (var c = lid; c < K; c += 256u) {
