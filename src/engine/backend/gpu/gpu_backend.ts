@@ -15,12 +15,12 @@ import { gptvqOnDawn } from './gptvq_loop';
 import { LayerKernels, MAX_GROUPS } from './kernels';
 import { ROW_DOT_WGSL, SCALE_COLS_WGSL, SUB_WGSL, ZERO_COLS_WGSL, diagWgsl, strideGroups, symmetrizeWgsl } from './layer_wgsl';
 import { MAX_PARTS, maxSquareCols, rowParts, splitEntries, squareBinds } from './split';
-import { groupParamsDawn, rtnCodesDawn } from './quantize_wgsl';
+import { groupParamsDawn, rtnCodesDawn, vqDequantDawn } from './quantize_wgsl';
 import { r1svdOnDawn } from './r1svd';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
 import { WorkerPool } from '../cpu/pool';
 import { decodeF16 } from '../../quant/fp8';
-import { decodeLowRank, dequantizeResidual, rotationPlanOf, type LoproStoredLayer } from '../../quant/lopro_dequant';
+import { decodeLowRank, rotationPlanOf, type LoproStoredLayer } from '../../quant/lopro_dequant';
 import type { LowRankFactors, R1svdOptions } from '../../quant/r1svd';
 import type { RotationPlan } from '../../quant/rotation';
 
@@ -354,7 +354,18 @@ class GpuSession implements LayerSession {
       });
       this.k.drop(codesB);
     } else {
-      const Rt = this.k.own(await this.gpu.bufferFrom(Float32Array.from(dequantizeResidual(stored)), 'R̂′'));
+      // R̂′ decoded on the device from the codes and codebooks (a quarter of R̂′'s bytes cross, not all of it).
+      const d = stored.vqDim ?? 0;
+      if (!stored.vqCodes || !stored.codebookBits || !d) throw new Error('lopro_v layer without codes/codebooks');
+      const codebooks = Float32Array.from(decodeF16(stored.codebookBits));
+      const codes = new Uint16Array(2 * Math.ceil(stored.vqCodes.length / 2)); // whole u32 words
+      codes.set(stored.vqCodes);
+      const codesB = this.k.own(await this.gpu.bufferFrom(codes, 'VQ codes'));
+      const cbB = this.k.own(await this.gpu.bufferFrom(codebooks, 'codebooks'));
+      const Rt = this.k.own(this.gpu.buffer(4 * rows * cols, 'R̂′'));
+      await vqDequantDawn(this.gpu, codesB, cbB, { rows, cols, d, groupSize: stored.groupSize, K: codebooks.length / (stored.groups * d) }, Rt);
+      this.k.drop(codesB);
+      this.k.drop(cbB);
       await this.k.rotate('unrotate', Rt, permB, out.buf, rows, cols, plan);
       this.k.drop(Rt);
     }

@@ -335,3 +335,51 @@ export async function rtnCodesDawn(
     u.destroy();
   }
 }
+
+/**
+ * A GPTVQ residual R̂′ from its stored parts, as lopro_dequant.ts dequantizeResidual decodes it: vector v of row r is
+ * entry codes[r·V + v] of the codebook of its column group (v·d / g). `codes` holds the rows×V 16-bit codes back to
+ * back (two per u32, low half first), `codebooks` groups×K×d float32 (the decoded FP16 values).
+ */
+export function vqDequantWgsl(): string {
+  return /* wgsl */ `
+struct P { rows: u32, cols: u32, d: u32, g: u32, K: u32, total: u32, stride: u32, V: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> codes: array<u32>;
+@group(0) @binding(2) var<storage, read> codebooks: array<f32>;
+@group(0) @binding(3) var<storage, read_write> R: array<f32>; // rows×cols
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  for (var i = gid.x; i < p.total; i += p.stride) {
+    let word = codes[i / 2u];
+    let code = select(word & 0xffffu, word >> 16u, (i & 1u) == 1u);
+    let v = i % p.V;
+    let c0 = ((v * p.d) / p.g * p.K + code) * p.d;
+    let o = (i / p.V) * p.cols + v * p.d;
+    for (var t = 0u; t < p.d; t++) {
+      R[o + t] = codebooks[c0 + t];
+    }
+  }
+}
+`;
+}
+
+/** vqDequantWgsl over `codes` (rows×cols/d 16-bit codes) and `codebooks` into `R` (rows×cols float32). One submit. */
+export async function vqDequantDawn(
+  gpu: DawnGpu,
+  codes: GPUBuffer,
+  codebooks: GPUBuffer,
+  l: { rows: number; cols: number; d: number; groupSize: number; K: number },
+  R: GPUBuffer,
+): Promise<void> {
+  const V = l.cols / l.d,
+    total = l.rows * V;
+  if (total === 0) return;
+  const groups = Math.min(65535, Math.ceil(total / 256));
+  const u = gpu.uniforms([l.rows, l.cols, l.d, l.groupSize, l.K, total, groups * 256, V]);
+  try {
+    await runOnce(gpu, vqDequantWgsl(), [u, codes, codebooks, R], groups);
+  } finally {
+    u.destroy();
+  }
+}
