@@ -44,5 +44,5 @@ export async function openBackend(choice: BackendChoice, threads: number, probe:
     return { backend: CpuBackend.create(cpuThreads), why: `auto: the WebGPU device failed: ${reason}` };
   }
   const note = gpu.isFallback ? '; a CPU emulation: expect it to be slower than --backend cpu' : '';
-  return { backend: GpuBackend.create(gpu, defaultThreads()), why: `${choice === 'gpu' ? 'asked for' : 'auto: a WebGPU adapter'}${note}` };
+  return { backend: GpuBackend.create(gpu), why: `${choice === 'gpu' ? 'asked for' : 'auto: a WebGPU adapter'}${note}` };
 }

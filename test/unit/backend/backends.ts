@@ -36,7 +36,7 @@ export async function gpuBackend(t: { skip: (why: string) => void }): Promise<Gp
   if (gpuB) return gpuB;
   const gpu = await testDawn(t);
   if (!gpu) return null;
-  gpuB = GpuBackend.create(gpu, 1);
+  gpuB = GpuBackend.create(gpu);
   opened.push(gpuB);
   return gpuB;
 }

@@ -23,7 +23,7 @@ let split: GpuBackend | undefined;
 async function backends(t: { skip: (why: string) => void }): Promise<[GpuBackend, GpuBackend] | null> {
   const whole = await gpuBackend(t);
   if (!whole) return null;
-  split ??= GpuBackend.create(whole.gpu, 1, { bindingBytes: BINDING });
+  split ??= GpuBackend.create(whole.gpu, { bindingBytes: BINDING });
   return [whole, split];
 }
 

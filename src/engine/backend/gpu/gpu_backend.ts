@@ -18,7 +18,6 @@ import { MAX_PARTS, maxSquareCols, rowParts, splitEntries, squareBinds } from '.
 import { groupParamsDawn, rtnCodesDawn, vqDequantDawn } from './quantize_wgsl';
 import { r1svdOnDawn } from './r1svd';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
-import { WorkerPool } from '../cpu/pool';
 import { decodeF16 } from '../../quant/fp8';
 import { decodeLowRank, rotationPlanOf, type LoproStoredLayer } from '../../quant/lopro_dequant';
 import type { LowRankFactors, R1svdOptions } from '../../quant/r1svd';
@@ -55,10 +54,8 @@ function dev(m: Mat): DeviceMat {
 export class GpuBackend implements Backend {
   readonly kind = 'gpu' as const;
   readonly label: string;
-  /** Host worker threads: no kernel of this backend uses them any more (GPTVQ's k-means runs on the device). */
   private constructor(
     readonly gpu: DawnGpu,
-    private readonly pool: WorkerPool,
     /** The largest binding the kernels use (the device's; tests lower it to split small matrices). */
     private readonly bindingBytes: number,
   ) {
@@ -75,17 +72,16 @@ export class GpuBackend implements Backend {
     return maxSquareCols(this.bindingBytes);
   }
 
-  static create(gpu: DawnGpu, hostThreads: number, opts: { bindingBytes?: number } = {}): GpuBackend {
-    return new GpuBackend(gpu, WorkerPool.create(hostThreads), Math.min(opts.bindingBytes ?? Infinity, gpu.maxBindingBytes));
+  /** Every kernel runs on `gpu`: no host worker threads. */
+  static create(gpu: DawnGpu, opts: { bindingBytes?: number } = {}): GpuBackend {
+    return new GpuBackend(gpu, Math.min(opts.bindingBytes ?? Infinity, gpu.maxBindingBytes));
   }
 
   session(): LayerSession {
     return new GpuSession(this.gpu, this.bindingBytes);
   }
 
-  async close(): Promise<void> {
-    await this.pool.close();
-  }
+  async close(): Promise<void> {}
 }
 
 class GpuSession implements LayerSession {
