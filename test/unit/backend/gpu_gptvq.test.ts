@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import type { DawnGpu } from '../../../src/engine/backend/gpu/dawn';
 import { LayerKernels } from '../../../src/engine/backend/gpu/kernels';
 import { F16_ROUND_WGSL } from '../../../src/engine/backend/gpu/kmeans_wgsl';
-import { DawnKMeans, seedDraws, submitAll } from '../../../src/engine/backend/gpu/kmeans_dawn';
+import { DawnKMeans, seedDraws } from '../../../src/engine/backend/gpu/kmeans_dawn';
 import { vqStepWgsl, vqWords } from '../../../src/engine/backend/gpu/gptvq_wgsl';
 import { gptvqOnDawn } from '../../../src/engine/backend/gpu/gptvq_loop';
 import { rowWindow } from '../../../src/engine/backend/gpu/split';
@@ -105,8 +105,7 @@ async function vqOnDevice(
     const [Eb, codesB, lossB] = [k.own(gpu.buffer(4 * rows * B)), k.own(gpu.buffer(4 * rows * wpr)), k.own(gpu.buffer(4 * rows))];
     const pipe = await gpu.pipeline(vqStepWgsl({ D: d, K, g, B }));
     const hw = rowWindow(Ub, cols, i1, i2);
-    await submitAll(
-      gpu,
+    await gpu.dispatchAll(
       segments.map(([s0, s1]) => ({
         pipe,
         group: gpu.bindGroup(pipe, [k.own(gpu.uniforms(vqWords({ rows, cols, i1, i2, s0, s1, uOff: hw.skip, wpr }))), Wb, hw.binding, Eb, codesB, lossB, cb]),
@@ -213,7 +212,7 @@ async function kmeansOnDevice(gpu: DawnGpu, pts: Float32Array, colW: Float32Arra
       iters,
       maxChunks,
     );
-    await submitAll(gpu, km.steps(0, perRow, 0));
+    await gpu.dispatchAll(km.steps(0, perRow, 0));
     const [C, assign, cb] = [await km.centres(), await km.assignment(N), new Float32Array(await gpu.read(codebooks, 4 * K * d))];
     km.release();
     return { C, assign, cb };

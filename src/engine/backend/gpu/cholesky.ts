@@ -10,7 +10,7 @@
 // batched GEMM pair per level), then U = reverse(M). Everything is float32 (the ORT path keeps float64
 // leaves); tests compare against the float64 twin.
 
-import type { DawnGpu } from './dawn';
+import type { DawnGpu, Dispatch } from './dawn';
 import { NotPositiveDefiniteError } from '../../linalg/not_positive_definite';
 import { BS, choleskyDiagWgsl, choleskyPanelWgsl, reverseWgsl } from './cholesky_wgsl';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
@@ -47,7 +47,7 @@ export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | F
     const status = temp(gpu.buffer(8, 'chol status'));
     const revGroups = Math.min(65535, Math.ceil(N / 256));
     const revU = temp(gpu.uniforms([N, revGroups * 256, 0, 0]));
-    const steps: { pipe: GPUComputePipeline; group: GPUBindGroup; size: [number, number, number] }[] = [];
+    const steps: Dispatch[] = [];
     steps.push({ pipe: reverse, group: gpu.bindGroup(reverse, [revU, at(Hb, 1), at(A, 2)]), size: [revGroups, 1, 1] }); // A = J·H·J
     for (let k0 = 0; k0 < n; k0 += BS) {
       const kb = Math.min(BS, n - k0),
@@ -93,16 +93,7 @@ export async function choleskyInverseUpperDawn(gpu: DawnGpu, H: Float32Array | F
       steps.push({ pipe: gemm2, group: gpu.bindGroup(gemm2, [g2, undefined, T, at(M, 3)]), size: gemmGroups(s, s, pairs) });
     }
     steps.push({ pipe: reverse, group: gpu.bindGroup(reverse, [revU, at(M, 1), at(A, 2)]), size: [revGroups, 1, 1] }); // U = J·L̃⁻¹·J
-    await gpu.submit((enc) => {
-      const pass = enc.beginComputePass();
-      for (const st of steps) {
-        pass.setPipeline(st.pipe);
-        pass.setBindGroup(0, st.group);
-        pass.dispatchWorkgroups(...st.size);
-      }
-      pass.end();
-    });
-    gpu.counters.dispatches += steps.length;
+    await gpu.dispatchAll(steps);
     const [failed, bits] = new Uint32Array(await gpu.read(status, 8));
     if (failed !== 0) throw new NotPositiveDefiniteError(failed - 1, new Float32Array(Uint32Array.of(bits).buffer)[0]);
     return A;

@@ -22,6 +22,13 @@ interface DawnModule {
   globals: { GPUBufferUsage: typeof GPUBufferUsage; GPUMapMode: typeof GPUMapMode; GPUShaderStage: typeof GPUShaderStage };
 }
 
+/** One dispatch of a kernel with its bind group (DawnGpu.dispatchAll runs a list of them). */
+export interface Dispatch {
+  pipe: GPUComputePipeline;
+  group: GPUBindGroup;
+  size: [number, number, number];
+}
+
 export interface DawnCounters {
   uploads: number;
   uploadBytes: number;
@@ -205,6 +212,21 @@ export class DawnGpu {
       else entries.push({ binding, resource: 'buffer' in b ? b : { buffer: b } });
     });
     return this.device.createBindGroup({ layout: p.getBindGroupLayout(0), entries });
+  }
+
+  /** Runs the dispatches in order in one compute pass of one submit. */
+  async dispatchAll(steps: readonly Dispatch[]): Promise<void> {
+    if (!steps.length) return;
+    await this.submit((enc) => {
+      const pass = enc.beginComputePass();
+      for (const st of steps) {
+        pass.setPipeline(st.pipe);
+        pass.setBindGroup(0, st.group);
+        pass.dispatchWorkgroups(...st.size);
+      }
+      pass.end();
+    });
+    this.counters.dispatches += steps.length;
   }
 
   /** Encodes `record` into one command buffer and submits it; validation errors reject. */

@@ -7,13 +7,13 @@
 // Nothing comes back per batch: the codes, the codebooks and the per-row losses are read once at the end.
 // Semantics = quant/gptvq.ts vqLoopSteps in float32 (the k-means' sums and the seeding's prefix sums included).
 
-import type { DawnGpu } from './dawn';
+import type { DawnGpu, Dispatch } from './dawn';
 import { gemmGroups, gemmWgsl, gemmWords } from './wgsl_gemm';
 import type { LayerKernels } from './kernels';
 import { diagWgsl } from './layer_wgsl';
 import { rowWindow, splitEntries } from './split';
 import { vqStepWgsl, vqWords } from './gptvq_wgsl';
-import { DawnKMeans, type Dispatch, seedDraws, submitAll } from './kmeans_dawn';
+import { DawnKMeans, seedDraws } from './kmeans_dawn';
 import { gptvqShape, type GptvqOptions } from '../../quant/gptvq';
 import { encodeF16 } from '../../quant/fp8';
 
@@ -80,10 +80,10 @@ export async function gptvqOnDawn(
         if (j > s0) segment(s0, j);
         s0 = j;
         // The k-means of group j, timed on its own: the queue drained first, then waited for.
-        await submitAll(gpu, steps.splice(0));
+        await gpu.dispatchAll(steps.splice(0));
         await gpu.device.queue.onSubmittedWorkDone();
         const tk = now();
-        await submitAll(gpu, km.steps(j, (Math.min(j + g, cols) - j) / d, j / g));
+        await gpu.dispatchAll(km.steps(j, (Math.min(j + g, cols) - j) / d, j / g));
         await gpu.device.queue.onSubmittedWorkDone();
         tK += now() - tk;
       }
@@ -93,7 +93,7 @@ export async function gptvqOnDawn(
         const u = uniforms(gemmWords({ M: rows, N: cols - i2, K: i2 - i1, lda: B, ldb: cols, ldc: cols, offA: 0, offB: hw.skip + i2, offC: i2, alpha: -1, beta: 1 }));
         steps.push({ pipe: gemm, group: gpu.bindGroup(gemm, [u, Eb, hw.binding, Wb]), size: gemmGroups(rows, cols - i2) });
       }
-      await submitAll(gpu, steps);
+      await gpu.dispatchAll(steps);
       for (const b of temps.splice(0)) b.destroy();
     }
     const words = new Uint32Array(rows * wpr),

@@ -3,32 +3,10 @@
 // a group's k-means is a list of dispatches with no readback. The seeding's random draws come from the host
 // (quant/kmeans.ts's SeededRng stream, seed + j), which draws them without looking at the data.
 
-import type { Binding, DawnGpu } from './dawn';
+import type { Binding, DawnGpu, Dispatch } from './dawn';
 import type { LayerKernels } from './kernels';
 import { KM_BIND, WG, kmAssignWgsl, kmBestWgsl, kmPickWgsl, kmRoundWgsl, kmSumsWgsl, kmUpdateWgsl, kmeansWords } from './kmeans_wgsl';
 import { SeededRng } from '../../quant/lopro_mat';
-
-/** One dispatch of a kernel with its bind group. */
-export interface Dispatch {
-  pipe: GPUComputePipeline;
-  group: GPUBindGroup;
-  size: [number, number, number];
-}
-
-/** Runs the dispatches in order in one compute pass (one submit). */
-export async function submitAll(gpu: DawnGpu, steps: readonly Dispatch[]): Promise<void> {
-  if (!steps.length) return;
-  await gpu.submit((enc) => {
-    const pass = enc.beginComputePass();
-    for (const s of steps) {
-      pass.setPipeline(s.pipe);
-      pass.setBindGroup(0, s.group);
-      pass.dispatchWorkgroups(...s.size);
-    }
-    pass.end();
-  });
-  gpu.counters.dispatches += steps.length;
-}
 
 /**
  * Points per invocation and chunks (workgroups of WG) for N points: at most 1024 chunks (the seeding scans their
