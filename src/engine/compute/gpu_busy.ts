@@ -5,6 +5,7 @@
 // nvidia-smi get no sampler, and the run says so.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:net';
 
 /** One sample: the busiest GPU's utilization (%) and its memory in use (MiB). */
 export interface GpuSample {
@@ -56,8 +57,8 @@ export class GpuBusySampler {
       stdio: ['ignore', 'pipe', 'ignore'],
     });
     child.on('error', () => undefined); // gone mid-run: the samples so far stand
-    child.unref();
-    (child.stdout as unknown as { unref?: () => void }).unref?.();
+    child.unref(); // neither the process nor its pipe keeps the engine alive
+    (child.stdout as Socket).unref();
     return new GpuBusySampler(child, gpus);
   }
 

@@ -261,7 +261,17 @@ export async function passStats(
   return statsOnHost(fwd, rt, xOf, batches, wT, b, req, hooks, N, T);
 }
 
-/** The calibration windows' embeddings into X; the embedding matrix goes to the device once, not with every batch (a 7B one is 524 MB). */
+/** Runs `use` with the embedding matrix on the device: uploaded once, not with every batch (a 7B one is 524 MB). */
+async function withEmbedding<T>(rt: ComputeRuntime, cfg: ModelConfig, read: (name: string) => Float32Array, use: (embed: ort.Tensor) => Promise<T>): Promise<T> {
+  const embedT = await rt.scoped('weights', () => rt.upload(rt.host(read('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize])));
+  try {
+    return await use(embedT);
+  } finally {
+    rt.release(embedT);
+  }
+}
+
+/** The calibration windows' embeddings into X. */
 export async function embedCalibration(
   fwd: LlamaForward,
   rt: ComputeRuntime,
@@ -273,41 +283,34 @@ export async function embedCalibration(
   signal: AbortSignal | undefined,
 ): Promise<void> {
   const T = calib.ctx;
-  const embedT = await rt.scoped('weights', () => rt.upload(rt.host(read('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize])));
-  try {
+  await withEmbedding(rt, cfg, read, async (embedT) => {
     for (const [i0, nb] of batches) {
       throwIfCancelled(signal);
       const x = await fwd.embedTensor(calib.windows.subarray(i0 * T, (i0 + nb) * T), nb, embedT, 'host');
       scatter(X, i0, nb, x.data as Float32Array);
     }
-  } finally {
-    rt.release(embedT);
-  }
+  });
 }
 
 /**
- * The calibration windows' embeddings as device tensors, one per batch: the first block's inputs without a trip
- * through the host. Null, warned, when the device has no room (the caller embeds to the host instead).
+ * A block's calibration activations as device tensors, batch k made by `make(k)`. Null, warned, when the device has
+ * no room (no EP reports free memory: the budget is a guess, and a full device is found here): the caller keeps
+ * them on the host from then on.
  */
-async function embedOnDevice(
-  fwd: LlamaForward,
+async function activationsOnDevice(
   rt: ComputeRuntime,
-  cfg: ModelConfig,
-  calib: Calibration,
   batches: [number, number][],
-  read: (name: string) => Float32Array,
+  rowBytes: number,
   hooks: RunContext['hooks'],
+  make: (k: number) => Promise<ort.Tensor>,
 ): Promise<ort.Tensor[] | null> {
-  const T = calib.ctx;
   const xs: ort.Tensor[] = [];
-  let embedT: ort.Tensor | undefined;
   try {
-    const e = (embedT = await rt.scoped('weights', () => rt.upload(rt.host(read('model.embed_tokens.weight'), [cfg.vocabSize, cfg.hiddenSize]))));
     await rt.scoped('activations', async () => {
-      for (const [i0, nb] of batches) {
+      for (let k = 0; k < batches.length; k++) {
         throwIfCancelled(hooks.signal);
-        rt.claimDevice(4 * nb * T * cfg.hiddenSize);
-        xs.push(await fwd.embedTensor(calib.windows.subarray(i0 * T, (i0 + nb) * T), nb, e));
+        rt.claimDevice(batches[k][1] * rowBytes);
+        xs.push(await make(k));
       }
     });
     return xs;
@@ -316,8 +319,6 @@ async function embedOnDevice(
     if (hooks.signal?.aborted || (e instanceof ProtocolError && e.code === ErrorCode.Cancelled)) throw e;
     hooks.log('warn', `calibration activations do not fit on the ${rt.ep} device (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); keeping them on the host`);
     return null;
-  } finally {
-    rt.release(embedT);
   }
 }
 
@@ -429,7 +430,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   else if (m.completedBlocks > 0) X = loadActivationStore(dir.actsFile(m.completedBlocks - 1), N, recordLen, budget, join(dir.scratchDir, `in-${m.completedBlocks}.f32`));
   else {
     if (keepActs) {
-      xDev = await embedOnDevice(fwd, rt, cfg, calib, batches, read, hooks);
+      const window = (k: number) => calib.windows.subarray(batches[k][0] * T, (batches[k][0] + batches[k][1]) * T);
+      xDev = await withEmbedding(rt, cfg, read, (embedT) => activationsOnDevice(rt, batches, recordLen * 4, hooks, (k) => fwd.embedTensor(window(k), batches[k][1], embedT)));
       keepActs = xDev !== null;
     }
     X = xDev ? noActivations() : createActivationStore(N, recordLen, budget, join(dir.scratchDir, 'in-0.f32'));
@@ -466,18 +468,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       // replaces its own tensor (below) before any pass reads it, so each weight goes to a GPU once, as Ŵ.
       wT = new BlockTensors(fwd, rt, w);
       if (keepActs && !xDev) {
-        const xs: ort.Tensor[] = [];
-        try {
-          await rt.scoped('activations', async () => {
-            for (const [i0, nb] of batches) xs.push(await rt.upload(rt.host(gather(X, i0, nb), [nb, T, cfg.hiddenSize])));
-          });
-          xDev = xs;
-        } catch (e) {
-          // A device without room for them (the budget is a guess: no EP reports free memory): host path from here on.
-          rt.release(...xs);
-          keepActs = false;
-          hooks.log('warn', `calibration activations do not fit on the ${rt.ep} device (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); keeping them on the host`);
-        }
+        xDev = await activationsOnDevice(rt, batches, recordLen * 4, hooks, (k) => rt.upload(rt.host(gather(X, batches[k][0], batches[k][1]), [batches[k][1], T, cfg.hiddenSize])));
+        keepActs = xDev !== null;
       }
       const xOf = (k: number) => xDev?.[k] ?? gather(X, batches[k][0], batches[k][1]);
       const lins = blockLinears(cfg, b);

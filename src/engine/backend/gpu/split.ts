@@ -1,6 +1,6 @@
 // Matrices wider than one WebGPU binding. A buffer may be far larger than what one storage binding may
-// cover (maxStorageBufferBindingSize: 2 GiB − 4 bytes through Dawn, while a buffer may be 1 TiB), and a 70B
-// down_proj's Hessian (28672² float32) is 3.06 GiB. Such a matrix is one buffer bound as a few
+// cover (maxStorageBufferBindingSize, at most 2 GiB − 4 bytes), and a 70B down_proj's Hessian (28672² float32)
+// is larger than that. Such a matrix is one buffer bound as a few
 // row parts: the kernels that touch a whole n×n matrix read and write it through ld_X / st_X, which pick
 // the part (parts are bound read_write side by side, never overlapping, which WebGPU allows); the loops
 // that walk rows (GPTQ's, GPTVQ's) bind a window of rows instead.
