@@ -108,6 +108,8 @@ export interface MemoryPlan {
   runtime: number;
   weights: number;
   layer: number;
+  /** Weights of the largest quantized layer. */
+  layerWeights: number;
   /** Host bytes of the Hessians of the largest pass. */
   hessians: number;
   /** Both activation stores when held in memory, 0 when spilled. */
@@ -146,6 +148,7 @@ export function planMemory(s: MemoryShape, budget: number | { mb: number; auto?:
     runtime,
     weights,
     layer,
+    layerWeights: s.largestLayerWeights,
     hessians,
     activations,
     activationsSpilled,
@@ -153,6 +156,19 @@ export function planMemory(s: MemoryShape, budget: number | { mb: number; auto?:
     floor,
     peak: runtime + weights + layer + hessians + activations,
   };
+}
+
+/** Host bytes a further layer in flight holds beyond the plan: its Ŵ as float32 and the forward runtime's copy of it. */
+export const extraLayerBytes = (layerWeights: number): number => 8 * layerWeights;
+
+/**
+ * How many layers of one pass may be quantized at once (the GPU backend queues one's kernels while the host handles
+ * another's results): one, plus as many as the budget's room above the plan's peak holds, at most `max`.
+ */
+export function layersInFlight(p: MemoryPlan, max: number): number {
+  const room = p.budgetBytes - p.peak;
+  if (room <= 0 || p.layerWeights === 0) return 1;
+  return Math.max(1, Math.min(max, 1 + Math.floor(room / extraLayerBytes(p.layerWeights))));
 }
 
 const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;

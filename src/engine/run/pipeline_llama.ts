@@ -13,7 +13,7 @@
 import { machineMemory, peakMemoryBytes } from '../util/peak_memory';
 import { resolveBudgetMB } from '../../protocol/machine_memory';
 import { layerConfigFor } from '../../protocol/config';
-import { describeMemoryPlan, type MemoryPlan, memoryShapeOf, type PlannedLinear, planMemory } from '../../protocol/memory_plan';
+import { describeMemoryPlan, layersInFlight, type MemoryPlan, memoryShapeOf, type PlannedLinear, planMemory } from '../../protocol/memory_plan';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type * as ort from 'onnxruntime-node';
@@ -33,6 +33,7 @@ import type { RunContext } from './run_context';
 import { HessianSpool } from './hessian_spool';
 import { ProgressTracker } from './progress';
 import { quantizeLayer } from './quantize_layer';
+import { inOrderInFlight } from './in_flight';
 import { peekDawnGpu } from '../backend/gpu/dawn';
 import { engineEnv } from '../env';
 import { loproLayerTensors } from '../io/lopro_format';
@@ -366,6 +367,9 @@ export function announceMemoryPlan(plan: MemoryPlan, hooks: RunContext['hooks'])
  * once per pass (five passes; 1 GiB each for a 7B block at 128 × 512 tokens). No EP reports free memory:
  * a device without room is found at the first upload, and the host path is taken from there.
  */
+/** At most this many layers of one pass at once on the GPU backend (q, k and v share a pass), as the budget allows. */
+const GPU_LAYERS_IN_FLIGHT = 3;
+
 const DEVICE_ACTIVATION_BUDGET_BYTES = 4096 * 2 ** 20;
 
 export function allFinite(a: Float64Array | Float32Array): boolean {
@@ -410,6 +414,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   );
 
   const { backend } = ctx;
+  const inFlight = backend.kind === 'gpu' ? layersInFlight(plan, GPU_LAYERS_IN_FLIGHT) : 1;
   // On a GPU EP the Hessian sums stay on the device through a pass (statsOnDevice), and the calibration
   // activations live on the device through a block when they fit (xDev: this block's input batches; yDev: its
   // outputs, the next block's xDev). Tests take both paths on the CPU EP too (there "device" tensors are host ones).
@@ -466,7 +471,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
       const w: BlockWeights = await loadBlockWeights(cfg, b, read);
       // The block's weights as the graphs take them, uploaded when a pass first reads them: a quantized layer
       // replaces its own tensor (below) before any pass reads it, so each weight goes to a GPU once, as Ŵ.
-      wT = new BlockTensors(fwd, rt, w);
+      const blockT = new BlockTensors(fwd, rt, w);
+      wT = blockT;
       if (keepActs && !xDev) {
         xDev = await activationsOnDevice(rt, batches, recordLen * 4, hooks, (k) => rt.upload(rt.host(gather(X, batches[k][0], batches[k][1]), [batches[k][1], T, cfg.hiddenSize])));
         keepActs = xDev !== null;
@@ -526,42 +532,52 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
             { block: b },
           );
           // The stage's linears whose statistic is now measured, in block order; each is quantized on the run's
-          // backend and replaces its own weight tensor, so later passes see it.
-          for (const lin of members) {
-            if (done.has(lin)) continue;
-            const k = sparseIn && lin.expert !== undefined && allTokens(lin.expert) ? 'mlp_in' : keyOf(lin);
-            const st = stageStats.get(k);
-            if (!st) continue;
-            done.add(lin);
-            throwIfCancelled(hooks.signal);
-            const lc = layerConfigFor(params.config, lin.name);
-            const sfx = suffixOf(lin);
-            const out = await quantizeLayer(
+          // backend and replaces its own weight tensor, so later passes see it. On the GPU backend the next layers
+          // are started while one's results are handled (its kernels queue on the device while the host copies Ŵ
+          // into the forward runtime); results are taken in block order either way.
+          const statKeyOf = (lin: BlockLinear): StatKey => (sparseIn && lin.expert !== undefined && allTokens(lin.expert) ? 'mlp_in' : keyOf(lin));
+          const statOf = (lin: BlockLinear) => stageStats.get(statKeyOf(lin));
+          const ready = members.filter((lin) => !done.has(lin) && statOf(lin));
+          for (const lin of ready) done.add(lin);
+          const quantize = (lin: BlockLinear) => {
+            const st = statOf(lin)!;
+            return quantizeLayer(
               backend,
-              { name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[sfx], H: st.H, H32: st.H32, absMean: st.absMean },
-              lc,
+              { name: lin.name, block: b, module: lin.module, rows: lin.rows, cols: lin.cols, W: w[suffixOf(lin)], H: st.H, H32: st.H32, absMean: st.absMean },
+              layerConfigFor(params.config, lin.name),
               { seed: params.config.seed, compare: params.config.compare, warn: (msg) => hooks.log('warn', msg) },
             );
-            if (lin.expert !== undefined) {
-              out.report.expert = lin.expert;
-              out.report.tokens = routed?.[lin.expert] ?? 0;
-            }
-            out.report.statistic = k === 'mlp_in' && lin.expert !== undefined ? `mlp_in@${lin.expert}:all` : k;
-            await wT.set(sfx, out.wHat); // later stages are measured through the quantized layer
-            parts.push(...loproLayerTensors(lin.name, out.stored));
-            reports.push(out.report);
-            if (out.details) details[lin.name] = out.details;
-            hooks.onLayerDone(out.report);
-            const r = out.report;
-            const base = r.baselines?.gptq ? ` (GPTQ ${r.baselines.gptq.toExponential(2)})` : '';
-            const tok = r.tokens === undefined ? '' : ` ${r.tokens} tokens${r.statistic?.endsWith(':all') ? ' (calibrated on all)' : ''}`;
-            progress.advance(
-              lin.rows * lin.cols,
-              `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${tok}${base}`,
-              { block: b, layer: lin.name },
-            );
-            await yieldToEventLoop();
-          }
+          };
+          await inOrderInFlight(
+            ready,
+            inFlight,
+            quantize,
+            async (out, lin) => {
+              const lc = layerConfigFor(params.config, lin.name);
+              const sfx = suffixOf(lin);
+              if (lin.expert !== undefined) {
+                out.report.expert = lin.expert;
+                out.report.tokens = routed?.[lin.expert] ?? 0;
+              }
+              const k = statKeyOf(lin);
+              out.report.statistic = k === 'mlp_in' && lin.expert !== undefined ? `mlp_in@${lin.expert}:all` : k;
+              await blockT.set(sfx, out.wHat); // later stages are measured through the quantized layer
+              parts.push(...loproLayerTensors(lin.name, out.stored));
+              reports.push(out.report);
+              if (out.details) details[lin.name] = out.details;
+              hooks.onLayerDone(out.report);
+              const r = out.report;
+              const base = r.baselines?.gptq ? ` (GPTQ ${r.baselines.gptq.toExponential(2)})` : '';
+              const tok = r.tokens === undefined ? '' : ` ${r.tokens} tokens${r.statistic?.endsWith(':all') ? ' (calibrated on all)' : ''}`;
+              progress.advance(
+                lin.rows * lin.cols,
+                `block ${b} ${lin.module} ${lin.rows}×${lin.cols} ${lc.method} W${lc.bits} bpw ${r.bpw.toFixed(3)} loss ${r.proxyLoss.toExponential(3)}${tok}${base}`,
+                { block: b, layer: lin.name },
+              );
+              await yieldToEventLoop();
+            },
+            () => throwIfCancelled(hooks.signal),
+          );
           // A pass's Hessians are dropped once its linears are done (mlp_in is kept: all-token experts use it).
           for (const k of pass) if (k !== 'mlp_in') stageStats.delete(k);
           lap('layers');

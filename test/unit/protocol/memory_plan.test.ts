@@ -5,7 +5,16 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CPU_ARENA_BATCHES, describeMemoryPlan, hessianHostFactor, type MemoryShape, planMemory, RUNTIME_ALLOWANCE_BYTES } from '../../../src/protocol/memory_plan';
+import {
+  CPU_ARENA_BATCHES,
+  describeMemoryPlan,
+  extraLayerBytes,
+  hessianHostFactor,
+  layersInFlight,
+  type MemoryShape,
+  planMemory,
+  RUNTIME_ALLOWANCE_BYTES,
+} from '../../../src/protocol/memory_plan';
 import { memoryPlanOf } from '../../../src/engine/run/pipeline_llama';
 import { parseModelConfig } from '../../../src/engine/model/config';
 import { mulberry32 } from '../../../src/engine/util/random';
@@ -93,4 +102,17 @@ test('the engine plans a 7B-shaped model from its config: block, layer, widest s
   const cpu = memoryPlanOf(cfg, N, T, 8192, true);
   assert.equal(cpu.runtime, RUNTIME_ALLOWANCE_BYTES + CPU_ARENA_BATCHES * 4 * 4096 * 32 * 512);
   assert.equal(cpu.floor, cpu.runtime + p.weights + p.layer + 5 * 4 * 11008 ** 2);
+});
+
+test('layers in flight: one unless the budget has room above the plan for each further layer, never more than asked', () => {
+  const r = mulberry32(17);
+  for (let i = 0; i < 1000; i++) {
+    const s = randomShape(r);
+    const p = planMemory(s, Math.ceil((r() * 40 * 2 ** 30) / MiB) + 1);
+    const n = layersInFlight(p, 3);
+    assert.ok(n >= 1 && n <= 3);
+    if (n > 1) assert.ok(p.peak + (n - 1) * extraLayerBytes(s.largestLayerWeights) <= p.budgetBytes, 'the extra layers fit the budget');
+    if (n < 3) assert.ok(p.peak + n * extraLayerBytes(s.largestLayerWeights) > p.budgetBytes, 'one more would not fit');
+  }
+  assert.equal(layersInFlight(planMemory(randomShape(mulberry32(1)), 1), 3), 1); // below the floor: one
 });
