@@ -7,8 +7,10 @@
 # synth_llama), .gpu/{node.xz,dawn.node.xz,ort130.tar.xz,tok,calib.txt} as in bench/device/README.md.
 #   call 1, carry [.gpu/node.xz, .gl]:                                   bash bench/device/speed.sh setup
 #   call 2, right after, carry [.gpu/ort130.tar.xz, .gpu/dawn.node.xz, .gpu/bench, .gpu/old, .gpu/tok, .gpu/calib.txt]:
-#       bash bench/device/speed.sh unpack synth2 pipe            (ROUNDS=2: old, new, old, new)
+#       bash bench/device/speed.sh unpack synth2 pipe            (ROUNDS=2: old, new, old, new; PROF=1: V8 CPU profiles)
 #       bash bench/device/speed.sh unpack torch layers           (METHODS=rtn,lopro_v SHAPES=…)
+#       bash bench/device/speed.sh unpack synth32 full           (METHOD=lopro|lopro_v; `full` again in the next call
+#                                                                 finishes a run the 600 s call limit stopped)
 set -u
 L=/tmp/l
 O=${OUT:-/tmp}
@@ -51,7 +53,7 @@ for st in "$@"; do
           b=.gpu/bench
           [ $v = old ] && b=.gpu/old
           rm -rf /tmp/pg_$v$r
-          step pipe_$v$r 90 "${HP[@]}" $L/node $b/lopro.js quantize /tmp/s7 "${S[@]}" --out /tmp/pg_$v$r
+          step pipe_$v$r 90 "${HP[@]}" $L/node ${PROF:+--cpu-prof --cpu-prof-dir=$O/prof_$v$r} $b/lopro.js quantize /tmp/s7 "${S[@]}" --out /tmp/pg_$v$r
           grep -h "time:\|runtime\|GPU busy\|dawn (" "$O/pipe_$v$r.log" | cut -c1-330
           python3 - /tmp/pg_$v$r/run.json <<'PY'
 import json, sys, collections
@@ -66,6 +68,30 @@ PY
         done
       done
       for d in /tmp/pg_*[0-9]; do (cd $d/native && find . -type f | sort | xargs sha256sum | sha256sum | sed "s|-|$d|"); done
+      ;;
+    synth32)
+      # the 32-block 7B-shaped model: two distinct blocks repeated (the generator, not the disk, is the slow part)
+      [ -f /tmp/s32/model.safetensors ] || step synth32 300 $L/node .gpu/bench/synth_llama.js --out /tmp/s32 --blocks 32 --distinct 2 --tokenizer-from .gpu/tok
+      ;;
+    pick)
+      # the full run takes the faster of the two bundles of the last `pipe` round (same native output required)
+      if [ "$(cd /tmp/pg_old1/native && find . -type f | sort | xargs sha256sum | sha256sum)" = "$(cd /tmp/pg_new1/native && find . -type f | sort | xargs sha256sum | sha256sum)" ] &&
+        python3 -c "import json,sys; sys.exit(0 if json.load(open('/tmp/pg_new1/run.json'))['seconds'] < json.load(open('/tmp/pg_old1/run.json'))['seconds'] else 1)"; then
+        echo "full runs use .gpu/bench"; else echo "full runs use .gpu/old"; cp .gpu/old/*.js .gpu/bench/; fi
+      ;;
+    full)
+      # the whole 32-block run (METHOD, default lopro), stopped at the call's DEADLINE (s since the script started) and
+      # continued by the next call's `full` (--resume: run.json's seconds add up the sessions' committed time)
+      M=${METHOD:-lopro}
+      n=$(ls $O/full_$M*.log 2>/dev/null | wc -l)
+      step full_$M$n $(( ${DEADLINE:-560} - SECONDS )) "${HP[@]}" $L/node .gpu/bench/lopro.js quantize /tmp/s32 --method $M --bits 2 --ctx 512 \
+        --calib $CALIB --ep webgpu --backend gpu --no-keep-hessians --resume --out /tmp/full_$M
+      grep -h "time:\|runtime:\|GPU busy\|model:\|run finished" "$O/full_$M$n.log" | cut -c1-330
+      [ -f /tmp/full_$M/run.json ] && python3 - /tmp/full_$M/run.json <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+print('  run.json seconds', round(m['seconds'], 1), 'layers', len(m['layers']))
+PY
       ;;
     torch)
       step torch 90 /opt/torch/.venv/bin/python bench/torch_gptq.py --bits 2 --json "$O/torch_gptq.json"
