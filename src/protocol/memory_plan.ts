@@ -110,6 +110,8 @@ export interface MemoryPlan {
   layer: number;
   /** Weights of the largest quantized layer. */
   layerWeights: number;
+  /** Layers of one pass quantized at once (withLayersInFlight); their Ŵ beyond the first are in the peak. */
+  layersInFlight: number;
   /** Host bytes of the Hessians of the largest pass. */
   hessians: number;
   /** Both activation stores when held in memory, 0 when spilled. */
@@ -149,6 +151,7 @@ export function planMemory(s: MemoryShape, budget: number | { mb: number; auto?:
     weights,
     layer,
     layerWeights: s.largestLayerWeights,
+    layersInFlight: 1,
     hessians,
     activations,
     activationsSpilled,
@@ -158,24 +161,29 @@ export function planMemory(s: MemoryShape, budget: number | { mb: number; auto?:
   };
 }
 
+/** At most this many layers of one pass at once on the GPU backend (q, k and v share a pass), as the budget allows. */
+export const GPU_LAYERS_IN_FLIGHT = 3;
+
 /** Host bytes a further layer in flight holds beyond the plan: its Ŵ as float32 and the forward runtime's copy of it. */
 export const extraLayerBytes = (layerWeights: number): number => 8 * layerWeights;
 
 /**
- * How many layers of one pass may be quantized at once (the GPU backend queues one's kernels while the host handles
- * another's results): one, plus as many as the budget's room above the plan's peak holds, at most `max`.
+ * The plan with up to `max` layers of one pass quantized at once (the GPU backend queues one's kernels while the
+ * host handles another's results): one, plus as many as the budget's room above the plan's peak holds; the peak
+ * grows by what the further layers hold.
  */
-export function layersInFlight(p: MemoryPlan, max: number): number {
-  const room = p.budgetBytes - p.peak;
-  if (room <= 0 || p.layerWeights === 0) return 1;
-  return Math.max(1, Math.min(max, 1 + Math.floor(room / extraLayerBytes(p.layerWeights))));
+export function withLayersInFlight(p: MemoryPlan, max: number): MemoryPlan {
+  const extra = extraLayerBytes(p.layerWeights),
+    room = p.budgetBytes - p.peak;
+  const n = room <= 0 || extra === 0 ? 1 : Math.max(1, Math.min(max, 1 + Math.floor(room / extra)));
+  return { ...p, layersInFlight: n, peak: p.peak + (n - 1) * extra };
 }
 
 const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
 
 /** One line for the run's log: where the budget goes, and a warning's text when it is below the floor. */
 export function describeMemoryPlan(p: MemoryPlan): { line: string; belowFloor?: string } {
-  const line = `memory plan for ${p.budgetMB} MiB${p.auto ? ` (${p.auto})` : ''}: runtime ${mib(p.runtime)}, block weights ${mib(p.weights)}, layer work ${mib(p.layer)}, Hessians ≤ ${mib(p.hessians)} per pass, calibration activations ${p.activationsSpilled ? 'spilled to disk' : mib(p.activations)}`;
+  const line = `memory plan for ${p.budgetMB} MiB${p.auto ? ` (${p.auto})` : ''}: runtime ${mib(p.runtime)}, block weights ${mib(p.weights)}, layer work ${mib(p.layer)}${p.layersInFlight > 1 ? ` (+ ${mib((p.layersInFlight - 1) * extraLayerBytes(p.layerWeights))} for ${p.layersInFlight} layers at once)` : ''}, Hessians ≤ ${mib(p.hessians)} per pass, calibration activations ${p.activationsSpilled ? 'spilled to disk' : mib(p.activations)}`;
   if (p.floor <= p.budgetBytes) return { line };
   return {
     line,

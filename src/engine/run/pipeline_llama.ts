@@ -13,7 +13,7 @@
 import { machineMemory, peakMemoryBytes } from '../util/peak_memory';
 import { resolveBudgetMB } from '../../protocol/machine_memory';
 import { layerConfigFor } from '../../protocol/config';
-import { describeMemoryPlan, layersInFlight, type MemoryPlan, memoryShapeOf, type PlannedLinear, planMemory } from '../../protocol/memory_plan';
+import { describeMemoryPlan, type MemoryPlan, memoryShapeOf, type PlannedLinear, planMemory, GPU_LAYERS_IN_FLIGHT, withLayersInFlight } from '../../protocol/memory_plan';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type * as ort from 'onnxruntime-node';
@@ -367,9 +367,6 @@ export function announceMemoryPlan(plan: MemoryPlan, hooks: RunContext['hooks'])
  * once per pass (five passes; 1 GiB each for a 7B block at 128 × 512 tokens). No EP reports free memory:
  * a device without room is found at the first upload, and the host path is taken from there.
  */
-/** At most this many layers of one pass at once on the GPU backend (q, k and v share a pass), as the budget allows. */
-const GPU_LAYERS_IN_FLIGHT = 3;
-
 const DEVICE_ACTIVATION_BUDGET_BYTES = 4096 * 2 ** 20;
 
 export function allFinite(a: Float64Array | Float32Array): boolean {
@@ -387,7 +384,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   const fwd = new LlamaForward(cfg, T, rt);
   const B = defaultBatch(T);
   const devicePaths = rt.keepsDataOnDevice || engineEnv().testDevicePaths;
-  const plan = memoryPlanOf(cfg, N, T, params.config.memoryBudgetMB, !devicePaths);
+  const plan = withLayersInFlight(memoryPlanOf(cfg, N, T, params.config.memoryBudgetMB, !devicePaths), ctx.backend.kind === 'gpu' ? GPU_LAYERS_IN_FLIGHT : 1);
   const budget = announceMemoryPlan(plan, hooks); // for the activation stores: in memory or spilled
   m.memoryPlan = { budgetMB: plan.budgetMB, ...(plan.auto ? { auto: plan.auto } : {}), peakBytes: plan.peak };
   const read = (name: string) => model.ckpt.readFloat32(name);
@@ -414,7 +411,6 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   );
 
   const { backend } = ctx;
-  const inFlight = backend.kind === 'gpu' ? layersInFlight(plan, GPU_LAYERS_IN_FLIGHT) : 1;
   // On a GPU EP the Hessian sums stay on the device through a pass (statsOnDevice), and the calibration
   // activations live on the device through a block when they fit (xDev: this block's input batches; yDev: its
   // outputs, the next block's xDev). Tests take both paths on the CPU EP too (there "device" tensors are host ones).
@@ -550,7 +546,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
           };
           await inOrderInFlight(
             ready,
-            inFlight,
+            plan.layersInFlight,
             quantize,
             async (out, lin) => {
               const lc = layerConfigFor(params.config, lin.name);

@@ -8,6 +8,7 @@ import { estimate } from '../../../webview/estimate';
 import { inspectModel } from '../../../src/engine/run/inspect';
 import { loadModelConfig } from '../../../src/engine/model/config';
 import { memoryPlanOf } from '../../../src/engine/run/pipeline_llama';
+import { GPU_LAYERS_IN_FLIGHT, withLayersInFlight } from '../../../src/protocol/memory_plan';
 
 const MODULES: [string, number, number][] = [
   ['q_proj', 256, 256],
@@ -111,10 +112,14 @@ test("the panel's peak is the engine's memory plan for the same model (tiny, Mix
     const s = await inspectModel(dir);
     const cfg = loadModelConfig(dir);
     for (const ep of ['cpu', 'webgpu'] as const)
-      for (const memoryBudgetMB of [64, 4096]) {
-        const c = { ...DEFAULT_CONFIG, calibText: 'a.txt', calibSamples: 16, ctx: 256, ep, memoryBudgetMB };
-        assert.equal(estimate(s, c).peakBytes, memoryPlanOf(cfg, 16, 256, memoryBudgetMB, ep === 'cpu').peak, `${dir} ${ep} ${memoryBudgetMB}`);
-      }
+      for (const backend of ['cpu', 'gpu'] as const)
+        for (const memoryBudgetMB of [64, 4096]) {
+          const c = { ...DEFAULT_CONFIG, calibText: 'a.txt', calibSamples: 16, ctx: 256, ep, backend, memoryBudgetMB };
+          // as pipeline_llama.ts plans: the GPU backend's layers in flight on top of the model's plan
+          const engine = withLayersInFlight(memoryPlanOf(cfg, 16, 256, memoryBudgetMB, ep === 'cpu'), backend === 'gpu' ? GPU_LAYERS_IN_FLIGHT : 1);
+          assert.equal(estimate(s, c).peakBytes, engine.peak, `${dir} ${ep} ${backend} ${memoryBudgetMB}`);
+          if (backend === 'gpu' && memoryBudgetMB === 4096) assert.equal(engine.layersInFlight, GPU_LAYERS_IN_FLIGHT, `${dir}: room for three`);
+        }
   }
 });
 

@@ -10,10 +10,10 @@ import {
   describeMemoryPlan,
   extraLayerBytes,
   hessianHostFactor,
-  layersInFlight,
   type MemoryShape,
   planMemory,
   RUNTIME_ALLOWANCE_BYTES,
+  withLayersInFlight,
 } from '../../../src/protocol/memory_plan';
 import { memoryPlanOf } from '../../../src/engine/run/pipeline_llama';
 import { parseModelConfig } from '../../../src/engine/model/config';
@@ -104,15 +104,20 @@ test('the engine plans a 7B-shaped model from its config: block, layer, widest s
   assert.equal(cpu.floor, cpu.runtime + p.weights + p.layer + 5 * 4 * 11008 ** 2);
 });
 
-test('layers in flight: one unless the budget has room above the plan for each further layer, never more than asked', () => {
+test('layers in flight: one unless the budget has room above the plan for each further layer, never more than asked; the peak counts them', () => {
   const r = mulberry32(17);
   for (let i = 0; i < 1000; i++) {
     const s = randomShape(r);
     const p = planMemory(s, Math.ceil((r() * 40 * 2 ** 30) / MiB) + 1);
-    const n = layersInFlight(p, 3);
+    const q = withLayersInFlight(p, 3);
+    const n = q.layersInFlight,
+      extra = extraLayerBytes(s.largestLayerWeights);
     assert.ok(n >= 1 && n <= 3);
-    if (n > 1) assert.ok(p.peak + (n - 1) * extraLayerBytes(s.largestLayerWeights) <= p.budgetBytes, 'the extra layers fit the budget');
-    if (n < 3) assert.ok(p.peak + n * extraLayerBytes(s.largestLayerWeights) > p.budgetBytes, 'one more would not fit');
+    assert.equal(q.peak, p.peak + (n - 1) * extra);
+    if (n > 1) assert.ok(q.peak <= p.budgetBytes, 'the extra layers fit the budget');
+    if (n < 3) assert.ok(p.peak + n * extra > p.budgetBytes, 'one more would not fit');
+    assert.equal(describeMemoryPlan(q).line.includes(`for ${n} layers at once`), n > 1);
   }
-  assert.equal(layersInFlight(planMemory(randomShape(mulberry32(1)), 1), 3), 1); // below the floor: one
+  assert.equal(withLayersInFlight(planMemory(randomShape(mulberry32(1)), 1), 3).layersInFlight, 1); // below the floor: one
+  assert.equal(planMemory(randomShape(mulberry32(1)), 65536).layersInFlight, 1);
 });
