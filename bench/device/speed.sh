@@ -53,8 +53,8 @@ for st in "$@"; do
           b=.gpu/bench
           [ $v = old ] && b=.gpu/old
           rm -rf /tmp/pg_$v$r
-          step pipe_$v$r 90 "${HP[@]}" $L/node ${PROF:+--cpu-prof --cpu-prof-dir=$O/prof_$v$r} $b/lopro.js quantize /tmp/s7 "${S[@]}" --out /tmp/pg_$v$r
-          grep -h "time:\|runtime\|GPU busy\|dawn (" "$O/pipe_$v$r.log" | cut -c1-330
+          step pipe${METHOD:+_$METHOD}_$v$r 90 "${HP[@]}" $L/node ${PROF:+--cpu-prof --cpu-prof-dir=$O/prof_$v$r} $b/lopro.js quantize /tmp/s7 "${S[@]}" --out /tmp/pg_$v$r
+          grep -h "time:\|runtime\|GPU busy\|dawn (" "$O/pipe${METHOD:+_$METHOD}_$v$r.log" | cut -c1-330
           python3 - /tmp/pg_$v$r/run.json <<'PY'
 import json, sys, collections
 m = json.load(open(sys.argv[1]))
@@ -69,14 +69,27 @@ PY
       done
       for d in /tmp/pg_*[0-9]; do (cd $d/native && find . -type f | sort | xargs sha256sum | sha256sum | sed "s|-|$d|"); done
       ;;
+    xtx)
+      # the statistics graphs' XᵀX alone, Gemm(transA) vs MatMul(Transpose(X), X), at the 7B shapes (device input; a host
+      # tick per batch makes each batch wait for the GPU)
+      for n in 11008 4096; do
+        for w in gemm matmul; do
+          step xtx_${w}_$n 60 $L/node .gpu/bench/xtx_probe.js --way $w --n $n --rows 4352 --device-input --host-tick --batches 6
+          grep -h "batch 5\|total" "$O/xtx_${w}_$n.log"
+        done
+      done
+      ;;
     synth32)
       # the 32-block 7B-shaped model: two distinct blocks repeated (the generator, not the disk, is the slow part)
       [ -f /tmp/s32/model.safetensors ] || step synth32 300 $L/node .gpu/bench/synth_llama.js --out /tmp/s32 --blocks 32 --distinct 2 --tokenizer-from .gpu/tok
       ;;
     pick)
-      # the full run takes the faster of the two bundles of the last `pipe` round (same native output required)
-      if [ "$(cd /tmp/pg_old1/native && find . -type f | sort | xargs sha256sum | sha256sum)" = "$(cd /tmp/pg_new1/native && find . -type f | sort | xargs sha256sum | sha256sum)" ] &&
-        python3 -c "import json,sys; sys.exit(0 if json.load(open('/tmp/pg_new1/run.json'))['seconds'] < json.load(open('/tmp/pg_old1/run.json'))['seconds'] else 1)"; then
+      # the full run takes the faster of the two bundles of the last `pipe` round (SAME=1: only if their native outputs
+      # are byte-identical; without it, a change that moves float rounding competes on time, and the proxy-loss sums
+      # printed by `pipe` say whether it quantized alike)
+      same=1
+      [ -n "${SAME:-}" ] && [ "$(cd /tmp/pg_old1/native && find . -type f | sort | xargs sha256sum | sha256sum)" != "$(cd /tmp/pg_new1/native && find . -type f | sort | xargs sha256sum | sha256sum)" ] && same=0
+      if [ $same = 1 ] && python3 -c "import json,sys; sys.exit(0 if json.load(open('/tmp/pg_new1/run.json'))['seconds'] < json.load(open('/tmp/pg_old1/run.json'))['seconds'] else 1)"; then
         echo "full runs use .gpu/bench"; else echo "full runs use .gpu/old"; cp .gpu/old/*.js .gpu/bench/; fi
       ;;
     full)

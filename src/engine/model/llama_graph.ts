@@ -391,14 +391,26 @@ export function buildBlockGraph(
     const rows = out.rowsOf.get(k);
     return rows ? () => g.op('Gather', [ones(), rows], { axis: 1 }) : ones;
   };
-  // XᵀX (+ the running sums fed in) in row parts: part [r0, r1) = X[:, r0:r1]ᵀ·X (Gemm's C, β = 1, adds acc).
+  // XᵀX (+ the running sums fed in) in row parts: part [r0, r1) = X[:, r0:r1]ᵀ·X. 'out_in' (the CPU EP) as
+  // Gemm(transA) with acc as C (β = 1); 'in_out' (GPU EPs) as MatMul(Xᵀ, X) + acc, because the WebGPU EP's Gemm with
+  // a transposed operand runs far below its MatMul (bench/RESULTS.md, issue 20).
   const lins = blockLinears(cfg, b);
   const emitXtx = (k: StatKey, v: Value, acc: boolean) => {
     const parts = xtxParts(statWidth(cfg, lins, k), xtxPartBytes);
+    const vt = layout === 'in_out' ? g.op('Transpose', [v], { perm: [1, 0] }) : null;
     parts.forEach(([r0, r1], p) => {
-      const xp = parts.length === 1 ? v : g.op('Slice', [v, g.constI64([r0]), g.constI64([r1]), g.constI64([1])]);
       const c = acc ? [g.input(xtxName(k, p, parts.length, 'acc_'), 'float32', [r1 - r0, 'n'])] : [];
-      g.output(g.op('Gemm', [xp, v, ...c], { transA: 1 }), xtxName(k, p, parts.length));
+      const whole = parts.length === 1;
+      let y: Value;
+      if (vt) {
+        const a = whole ? vt : g.op('Slice', [vt, g.constI64([r0]), g.constI64([r1]), g.constI64([0])]);
+        y = g.op('MatMul', [a, v]);
+        if (acc) y = g.op('Add', [y, c[0]]);
+      } else {
+        const xp = whole ? v : g.op('Slice', [v, g.constI64([r0]), g.constI64([r1]), g.constI64([1])]);
+        y = g.op('Gemm', [xp, v, ...c], { transA: 1 });
+      }
+      g.output(y, xtxName(k, p, parts.length));
     });
   };
   const stats = (k: StatKey | 'routing') => {

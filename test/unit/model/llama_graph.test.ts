@@ -265,55 +265,56 @@ for (const layout of ['out_in', 'in_out'] as const)
 // XᵀX wider than one GPU binding (a 70B down_proj's: 3.06 GiB) comes out of the statistics graphs in row parts, is
 // summed across batches in parts and finalised to H in parts. Here parts of 5 rows on a small model: the same
 // statistics as the whole matrix, on every path (host sums, running sums, the device pass's finalised H).
-test('XᵀX in row parts: blockStats, running sums and the finalised H equal the whole-matrix graphs', async () => {
-  const [, cfg] = synthConfigs[0];
-  const T = 13,
-    B = 2,
-    l = 0;
-  const W = synthWeights(cfg, 7);
-  const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
-  const r = rng(5);
-  const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
-  const rt = await ComputeRuntime.create({ ep: 'cpu' });
-  const whole = new LlamaForward(cfg, T, rt);
-  const n = cfg.hiddenSize;
-  const split = new LlamaForward(cfg, T, rt, undefined, 4 * n * 5);
-  assert.ok(xtxParts(n, 4 * n * 5).length > 2 && xtxParts(n, 4 * n * 5).every(([a, b]) => b - a <= 5), 'several parts');
-  const x = await whole.embed(ids, B, get('model.embed_tokens.weight'));
-  const w = await loadBlockWeights(cfg, l, get);
-  const keys = ['attn_in', 'attn_out', 'mlp_in'] as const;
-  const a = await whole.blockStats(x, B, w, l, keys),
-    c = await split.blockStats(x, B, w, l, keys);
-  for (const k of keys) {
-    assert.ok(relErr(c.stats.get(k)!.xtx, a.stats.get(k)!.xtx) < 1e-6, `${k} xtx`);
-    assert.deepEqual(c.stats.get(k)!.absSum, a.stats.get(k)!.absSum);
-  }
-  // The device pass (running sums over two batches, then H = (XᵀX + XᵀXᵀ)/N) with parts = without.
-  const hooks = { log: () => {} } as unknown as Parameters<typeof passStats>[7];
-  const pass = async (fwd: LlamaForward) =>
-    passStats(
-      fwd,
-      rt,
-      () => x,
-      [
-        [0, B],
-        [0, B],
-      ],
-      await fwd.weightTensors(w, l),
-      l,
-      [...keys],
-      hooks,
-      2 * B,
-      T,
-      { onDevice: true },
-    );
-  const [pa, pc] = [await pass(whole), await pass(split)];
-  for (const k of keys) {
-    const [ha, hc] = [pa.stats.get(k)!, pc.stats.get(k)!];
-    assert.equal(hc.H32.length, n * n);
-    assert.ok(relErr(hc.H32, ha.H32) < 1e-6, `${k} H`);
-    for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) assert.equal(hc.H32[i * n + j], hc.H32[j * n + i], `${k} H symmetric at ${i},${j}`);
-    assert.deepEqual(hc.absMean, ha.absMean);
-  }
-  await rt.dispose();
-});
+for (const layout of ['out_in', 'in_out'] as const)
+  test(`XᵀX in row parts, weights ${layout}: blockStats, running sums and the finalised H equal the whole-matrix graphs`, async () => {
+    const [, cfg] = synthConfigs[0];
+    const T = 13,
+      B = 2,
+      l = 0;
+    const W = synthWeights(cfg, 7);
+    const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
+    const r = rng(5);
+    const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
+    const rt = await ComputeRuntime.create({ ep: 'cpu' });
+    const whole = new LlamaForward(cfg, T, rt, layout);
+    const n = cfg.hiddenSize;
+    const split = new LlamaForward(cfg, T, rt, layout, 4 * n * 5);
+    assert.ok(xtxParts(n, 4 * n * 5).length > 2 && xtxParts(n, 4 * n * 5).every(([a, b]) => b - a <= 5), 'several parts');
+    const x = await whole.embed(ids, B, get('model.embed_tokens.weight'));
+    const w = await loadBlockWeights(cfg, l, get);
+    const keys = ['attn_in', 'attn_out', 'mlp_in'] as const;
+    const a = await whole.blockStats(x, B, w, l, keys),
+      c = await split.blockStats(x, B, w, l, keys);
+    for (const k of keys) {
+      assert.ok(relErr(c.stats.get(k)!.xtx, a.stats.get(k)!.xtx) < 1e-6, `${k} xtx`);
+      assert.deepEqual(c.stats.get(k)!.absSum, a.stats.get(k)!.absSum);
+    }
+    // The device pass (running sums over two batches, then H = (XᵀX + XᵀXᵀ)/N) with parts = without.
+    const hooks = { log: () => {} } as unknown as Parameters<typeof passStats>[7];
+    const pass = async (fwd: LlamaForward) =>
+      passStats(
+        fwd,
+        rt,
+        () => x,
+        [
+          [0, B],
+          [0, B],
+        ],
+        await fwd.weightTensors(w, l),
+        l,
+        [...keys],
+        hooks,
+        2 * B,
+        T,
+        { onDevice: true },
+      );
+    const [pa, pc] = [await pass(whole), await pass(split)];
+    for (const k of keys) {
+      const [ha, hc] = [pa.stats.get(k)!, pc.stats.get(k)!];
+      assert.equal(hc.H32.length, n * n);
+      assert.ok(relErr(hc.H32, ha.H32) < 1e-6, `${k} H`);
+      for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) assert.equal(hc.H32[i * n + j], hc.H32[j * n + i], `${k} H symmetric at ${i},${j}`);
+      assert.deepEqual(hc.absMean, ha.absMean);
+    }
+    await rt.dispose();
+  });
