@@ -94,10 +94,11 @@ PY
       ;;
     full)
       # the whole 32-block run (METHOD, default lopro), stopped at the call's DEADLINE (s since the script started) and
-      # continued by the next call's `full` (--resume: run.json's seconds add up the sessions' committed time)
+      # continued by the next call's `full` (--resume: run.json's seconds add up the sessions' committed time; BUNDLE=.gpu/old
+      # runs the older commit's bundle, e.g. to finish a run it started)
       M=${METHOD:-lopro}
       n=$(ls $O/full_$M*.log 2>/dev/null | wc -l)
-      step full_$M$n $(( ${DEADLINE:-560} - SECONDS )) "${HP[@]}" $L/node .gpu/bench/lopro.js quantize /tmp/s32 --method $M --bits 2 --ctx 512 \
+      step full_$M$n $(( ${DEADLINE:-560} - SECONDS )) "${HP[@]}" $L/node ${BUNDLE:-.gpu/bench}/lopro.js quantize /tmp/s32 --method $M --bits 2 --ctx 512 \
         --calib $CALIB --ep webgpu --backend gpu --no-keep-hessians --resume --out /tmp/full_$M
       grep -h "time:\|runtime:\|GPU busy\|model:\|run finished" "$O/full_$M$n.log" | cut -c1-330
       [ -f /tmp/full_$M/run.json ] && python3 - /tmp/full_$M/run.json <<'PY'

@@ -72,6 +72,22 @@ test('activations that do not fit on the device: one warning, the host path, the
   assert.equal(sha256(join(base, 'oom', 'native', 'model.safetensors')), sha256(join(base, 'ref', 'native', 'model.safetensors')));
 });
 
+// With the activations on the "device", a dense block's passes start from what the pass before kept there
+// (kept_stages.ts); a device that refuses those is warned about once and every pass computes the block from its input.
+test('intermediates kept between passes = recomputed from the block input; refused: one warning, the same bytes', () => {
+  const base = tmp('devkept');
+  const args = ['quantize', TINY, '--method', 'lopro', '--bits', '2', '--calib', TRAIN, '--samples', '4', '--ctx', '64', '--ep', 'cpu'];
+  const ref = runCli([...args, '--out', join(base, 'ref')], DEVICE_PATHS);
+  assert.equal(ref.code, 0, ref.stderr);
+  assert.match(ref.stderr, /intermediates kept on the cpu device between passes/);
+  assert.doesNotMatch(ref.stderr, /intermediates on the cpu device failed/);
+  const oom = runCli([...args, '--out', join(base, 'oom')], { ...DEVICE_PATHS, LOPRO_FAIL_UPLOAD_SCOPE: 'intermediates' });
+  assert.equal(oom.code, 0, oom.stderr);
+  assert.equal(oom.stderr.match(/keeping block 0's intermediates on the cpu device failed \(injected: no device memory/g)?.length, 1, oom.stderr);
+  assert.equal(oom.stderr.match(/intermediates on the cpu device failed/g)?.length, 1, 'one warning for the run');
+  assert.equal(sha256(join(base, 'oom', 'native', 'model.safetensors')), sha256(join(base, 'ref', 'native', 'model.safetensors')));
+});
+
 test('reported proxy losses = tr(ΔHΔᵀ) of the written layers with the cached H; --threads 2 = --threads 1 byte for byte', async () => {
   const base = tmp('devloss');
   // LoPRo with both device paths (H = the float32 device finish, widened: exactly what the Hessian file caches).

@@ -13,6 +13,9 @@ import {
   accStatsCapture,
   blockTensorSuffixes,
   buildBlockGraph,
+  buildStageGraph,
+  KEPT_OF_STAGE,
+  type KeptStage,
   XTX_PART_BYTES,
   xtxName,
   xtxParts,
@@ -315,6 +318,41 @@ export class LlamaForward {
     }
     if (acc.routed) feeds.routing_acc_count = acc.routed;
     return passTensors(await this.rt.run(s, feeds), req);
+  }
+
+  /**
+   * One stage of a dense block's statistics passes from the intermediates kept by the stage before (llama_graph.ts
+   * KeptStage): `given` = those kept tensors by input name (attn_out, h1, act), `acc` = the running sums of the
+   * pass (none for its first batch). Returns the stage's statistics (none for 'out') and what it keeps for the next
+   * stage (y for 'out'), where the EP keeps data.
+   */
+  async stage(
+    stage: KeptStage,
+    x: ort.Tensor,
+    given: Record<string, ort.Tensor>,
+    wT: Record<string, ort.Tensor> | BlockTensors,
+    b: number,
+    acc?: PassTensors,
+  ): Promise<{ stats?: PassTensors; kept: ort.Tensor }> {
+    const cfg = this.cfg,
+      T = this.ctx,
+      kind = blockKind(cfg, b);
+    const keepName = stage === 'out' ? 'y' : `keep_${KEPT_OF_STAGE[stage]}`;
+    const placement: OutputPlacement =
+      this.placement === 'host' ? 'host' : stage === 'out' ? 'device' : { ...(this.statsPlacement(b, [stage]) as Record<string, 'device'>), [keepName]: 'device' };
+    const s = await this.rt.session(
+      `${this.blockKey(b)}:stage:${stage}${acc ? ':acc' : ''}`,
+      () => buildStageGraph(cfg, T, stage, !!acc, this.layout, kind, this.xtxPartBytes),
+      placement,
+    );
+    const feeds: Record<string, ort.Tensor> = { x, ...given, ...(await weightFeeds(wT, s)) };
+    if (stage !== 'out') feeds.ones = await this.onesRow(x.dims[0] * T);
+    for (const [k, a] of acc?.stats ?? []) {
+      a.xtx.forEach((t, p) => (feeds[xtxName(k, p, a.xtx.length, 'acc_')] = t));
+      feeds[`${k}_acc_abssum`] = a.absSum;
+    }
+    const out = await this.rt.run(s, feeds);
+    return { kept: out[keepName], ...(stage === 'out' ? {} : { stats: passTensors(out, [stage]) }) };
   }
 
   /** Block b, tensors in and out: y stays on the device when the EP allows (no host round trip). */

@@ -175,6 +175,19 @@ export interface BlockOutputs {
   routed: Value | null;
   /** With a past: the cache after these tokens, [B, kv, P+T, hd] (null without). */
   present: KvPair | null;
+  /** The dense block's intermediates a statistics pass can keep for the next (see KeptValues): [B·T, features]. */
+  kept: KeptValues;
+}
+
+/**
+ * A dense block's intermediates between its true-sequential stages, each [B·T, features]: the attention output
+ * (o_proj's input), h1 = x + o_proj(attention) (the residual stream after attention) and the SwiGLU activation
+ * (down_proj's input). Fed back in (emitBlock's `given`), a stage graph computes only what follows them.
+ */
+export interface KeptValues {
+  attnOut?: Value;
+  h1?: Value;
+  act?: Value;
 }
 
 /** silu(gate·x) ⊙ (up·x): the SwiGLU activation, the down projection's input. */
@@ -218,6 +231,7 @@ export function emitBlock(
   linear: LinearEmitter,
   tensor: TensorEmitter,
   past: KvPair | null = null,
+  given: KeptValues = {},
 ): BlockOutputs {
   const H = cfg.hiddenSize,
     nh = cfg.numHeads,
@@ -263,17 +277,19 @@ export function emitBlock(
   const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [qr, kT]), g.constF32(1 / Math.sqrt(hd))]), mask]);
   const probs = g.op('Softmax', [scores], { axis: -1 });
   const ctxv = g.op('Transpose', [g.op('MatMul', [probs, vAll])], { perm: [0, 3, 1, 2, 4] }); // [B, T, kv, grp, hd]
-  const attnOut = g.op('Reshape', [ctxv, g.constI64([-1, nh * hd])]);
+  const attnOut = given.attnOut ?? g.op('Reshape', [ctxv, g.constI64([-1, nh * hd])]);
   inputs.set('attn_out', attnOut);
-  const h1 = g.op('Add', [x2, lin(lins.o_proj, attnOut, cfg.oBias)]);
+  // (What a given value replaces is never read: toModel prunes it, and the weights only it read.)
+  const h1 = given.h1 ?? g.op('Add', [x2, lin(lins.o_proj, attnOut, cfg.oBias)]);
 
   const mlpIn = emitRmsNorm(g, h1, tensor(g, p + 'post_attention_layernorm.weight', [H]), cfg.rmsNormEps);
   inputs.set('mlp_in', mlpIn);
   let mlpOut: Value;
+  let act: Value | undefined;
   const moeNames = moeTensorNames(cfg, b);
   if (!moeNames) {
     const [gate, up, down] = all.slice(4);
-    const act = swigluAct(g, lin(gate, mlpIn, cfg.mlpBias), lin(up, mlpIn, cfg.mlpBias));
+    act = given.act ?? swigluAct(g, lin(gate, mlpIn, cfg.mlpBias), lin(up, mlpIn, cfg.mlpBias));
     inputs.set('mlp_act', act);
     mlpOut = lin(down, act, cfg.mlpBias);
   } else {
@@ -310,7 +326,7 @@ export function emitBlock(
   }
   const y2 = g.op('Add', [h1, mlpOut]);
   const y = g.op('Reshape', [y2, shape(H)]);
-  return { y, inputs, rowsOf, routed, present };
+  return { y, inputs, rowsOf, routed, present, kept: { attnOut, h1, act } };
 }
 
 /** Linear with the weight fed as a graph input in checkpoint layout [out, in]: Gemm(transB=1). */
@@ -346,22 +362,8 @@ export function blockTensorSuffixes(cfg: ModelConfig, b: number): string[] {
   return [...expectedShapesOf(cfg, b).keys()].map((n) => n.slice(p.length));
 }
 
-/**
- * The engine's block graph for blocks of `kind`: inputs x [B, T, H] and every block tensor (named by checkpoint
- * suffix), outputs y [B, T, H] and, per `capture`, the linear inputs or their statistics.
- */
-export function buildBlockGraph(
-  cfg: ModelConfig,
-  ctx: number,
-  capture: Capture,
-  layout: WeightLayout = 'out_in',
-  kind: BlockKind = blockKind(cfg, 0),
-  xtxPartBytes = XTX_PART_BYTES,
-): Uint8Array {
-  const b = representativeBlock(cfg, kind);
-  const g = new GraphBuilder(`block_${capture}`);
-  const x = g.input('x', 'float32', ['B', ctx, cfg.hiddenSize]);
-  const c = emitBlockConsts(g, cfg, x, ctx);
+/** A block graph's weight inputs (by checkpoint suffix, shared by blocks of a kind) and its linears per `layout`. */
+function blockInputEmitters(layout: WeightLayout): { tensor: TensorEmitter; linear: LinearEmitter } {
   const inputs = new Map<string, Value>();
   const tensor: TensorEmitter = (gb, name, shape) => {
     const suffix = name.replace(/^model\.layers\.\d+\./, '');
@@ -373,7 +375,14 @@ export function buildBlockGraph(
     layout === 'out_in'
       ? (gb, lin, xin, bias) => gemmLinear(gb, tensor(gb, lin.weight, [lin.rows, lin.cols]), xin, bias)
       : (gb, lin, xin, bias) => matmulLinear(gb, tensor(gb, lin.weight, [lin.cols, lin.rows]), xin, bias);
-  const out = emitBlock(g, cfg, b, x, c, linear, tensor);
+  return { tensor, linear };
+}
+
+/**
+ * The statistics outputs of a block graph: per key XᵀX (`<k>_xtx`, in row parts when wide) and Σ|x| (`<k>_abssum`),
+ * plain (`stats`) or added to running sums fed in (`accStats`: inputs `<k>_acc_xtx`, `<k>_acc_abssum`).
+ */
+function statOutputs(g: GraphBuilder, cfg: ModelConfig, b: number, kind: BlockKind, out: BlockOutputs, layout: WeightLayout, xtxPartBytes: number) {
   // The statistics' ones row [1, B·T] (see emitAbsColumnSum), a graph input made once per graph.
   let onesV: Value | undefined;
   const ones = () => (onesV ??= g.input('ones', 'float32', [1, 'BT']));
@@ -419,21 +428,41 @@ export function buildBlockGraph(
     emitXtx(k, v, false);
     g.output(emitAbsColumnSum(g, v, onesOf(k)), `${k}_abssum`);
   };
+  const accStats = (k: StatKey | 'routing') => {
+    if (k === 'routing') return void g.output(g.op('Add', [g.input('routing_acc_count', 'float32', [cfg.moe!.numExperts]), routedCount()]), 'routing_count');
+    const v = stat(k);
+    emitXtx(k, v, true);
+    g.output(g.op('Add', [g.input(`${k}_acc_abssum`, 'float32', ['n']), emitAbsColumnSum(g, v, onesOf(k))]), `${k}_abssum`);
+  };
+  return { stats, accStats };
+}
+
+/**
+ * The engine's block graph for blocks of `kind`: inputs x [B, T, H] and every block tensor (named by checkpoint
+ * suffix), outputs y [B, T, H] and, per `capture`, the linear inputs or their statistics.
+ */
+export function buildBlockGraph(
+  cfg: ModelConfig,
+  ctx: number,
+  capture: Capture,
+  layout: WeightLayout = 'out_in',
+  kind: BlockKind = blockKind(cfg, 0),
+  xtxPartBytes = XTX_PART_BYTES,
+): Uint8Array {
+  const b = representativeBlock(cfg, kind);
+  const g = new GraphBuilder(`block_${capture}`);
+  const x = g.input('x', 'float32', ['B', ctx, cfg.hiddenSize]);
+  const c = emitBlockConsts(g, cfg, x, ctx);
+  const { tensor, linear } = blockInputEmitters(layout);
+  const out = emitBlock(g, cfg, b, x, c, linear, tensor);
+  const { stats, accStats } = statOutputs(g, cfg, b, kind, out, layout, xtxPartBytes);
   if (capture.startsWith('stats:')) {
     // No y: toModel prunes every node past these inputs (for attn_in, all but the first norm).
     for (const k of capture.slice('stats:'.length).split(',') as StatRequest) stats(k);
     return g.toModel();
   }
   if (capture.startsWith('accstats:')) {
-    for (const k of capture.slice('accstats:'.length).split(',') as StatRequest) {
-      if (k === 'routing') {
-        g.output(g.op('Add', [g.input('routing_acc_count', 'float32', [cfg.moe!.numExperts]), routedCount()]), 'routing_count');
-        continue;
-      }
-      const v = stat(k);
-      emitXtx(k, v, true);
-      g.output(g.op('Add', [g.input(`${k}_acc_abssum`, 'float32', ['n']), emitAbsColumnSum(g, v, onesOf(k))]), `${k}_abssum`);
-    }
+    for (const k of capture.slice('accstats:'.length).split(',') as StatRequest) accStats(k);
     return g.toModel();
   }
   g.output(out.y, 'y', ['B', ctx, cfg.hiddenSize]);
@@ -450,6 +479,49 @@ export function buildBlockGraph(
   };
   if (capture === 'activations') for (const k of own) g.output(allRows(k), k);
   if (capture === 'stats') for (const k of own) stats(k);
+  return g.toModel();
+}
+
+/**
+ * The stages of a dense block's true-sequential passes that start from kept intermediates (KeptValues) instead of
+ * recomputing the block from x: each computes its statistic and the value the next stage starts from.
+ *   attn_out: x → attention output (kept) and its statistics
+ *   mlp_in:   x, attention output → h1 (kept) and the statistics of norm(h1)
+ *   mlp_act:  h1 → SwiGLU activation (kept) and its statistics
+ *   out:      h1, activation → y [B, T, H]
+ * The kept values come out as `keep_attn_out`, `keep_h1`, `keep_act` and go in as `attn_out`, `h1`, `act`.
+ */
+export type KeptStage = 'attn_out' | 'mlp_in' | 'mlp_act' | 'out';
+
+/** Graph input and output names of the kept values. */
+export const KEPT_OF_STAGE = { attn_out: 'attn_out', mlp_in: 'h1', mlp_act: 'act', out: null } as const;
+
+/** A dense block's stage graph (see KeptStage); `acc`: its statistics added to running sums fed in. */
+export function buildStageGraph(cfg: ModelConfig, ctx: number, stage: KeptStage, acc: boolean, layout: WeightLayout, kind: BlockKind, xtxPartBytes = XTX_PART_BYTES): Uint8Array {
+  if (kind.moe) throw new Error(`stage graphs are for dense blocks, not a ${blockKindKey(kind)} one`);
+  const b = representativeBlock(cfg, kind);
+  const g = new GraphBuilder(`stage_${stage}${acc ? '_acc' : ''}`);
+  const x = g.input('x', 'float32', ['B', ctx, cfg.hiddenSize]);
+  const c = emitBlockConsts(g, cfg, x, ctx);
+  const { tensor, linear } = blockInputEmitters(layout);
+  const h1 = () => g.input('h1', 'float32', ['BT', cfg.hiddenSize]);
+  const given: KeptValues =
+    stage === 'attn_out'
+      ? {}
+      : stage === 'mlp_in'
+        ? { attnOut: g.input('attn_out', 'float32', ['BT', cfg.numHeads * cfg.headDim]) }
+        : stage === 'mlp_act'
+          ? { h1: h1() }
+          : { h1: h1(), act: g.input('act', 'float32', ['BT', cfg.intermediateSize]) };
+  const out = emitBlock(g, cfg, b, x, c, linear, tensor, null, given);
+  if (stage === 'out') {
+    g.output(out.y, 'y', ['B', ctx, cfg.hiddenSize]);
+    return g.toModel();
+  }
+  const { stats, accStats } = statOutputs(g, cfg, b, kind, out, layout, xtxPartBytes);
+  (acc ? accStats : stats)(stage);
+  const keep = { attn_out: out.kept.attnOut, mlp_in: out.kept.h1, mlp_act: out.kept.act }[stage];
+  g.output(keep!, `keep_${KEPT_OF_STAGE[stage]}`);
   return g.toModel();
 }
 

@@ -9,7 +9,7 @@ import { otherTensors, allLinears, parseModelConfig, type ModelConfig } from '..
 import { blockRef, embedRef, forwardRef, headRef, nllFromLogitsRef } from '../../../src/engine/model/llama_ref';
 import { LlamaForward, loadBlockWeights } from '../../../src/engine/model/llama_forward';
 import { xtxParts } from '../../../src/engine/model/llama_graph';
-import { passStats } from '../../../src/engine/run/pipeline_llama';
+import { passStats } from '../../../src/engine/run/stat_passes';
 import { openModel, cachedWeights } from '../../../src/engine/model/loader';
 import { perplexity } from '../../../src/engine/model/perplexity';
 import { randF32, rng } from '../compute/_seeded';
@@ -318,3 +318,62 @@ for (const layout of ['out_in', 'in_out'] as const)
     }
     await rt.dispose();
   });
+
+// The statistics passes of a dense block on a GPU start each stage from what the stage before kept (attention output,
+// h1, activation) instead of recomputing the block from x: chained, the stage graphs give the full block graph's y and
+// statistics, and with running sums fed in, those sums plus the batch's.
+for (const [what, cfg] of synthConfigs.filter(([, c]) => !c.moe))
+  for (const layout of ['out_in', 'in_out'] as const)
+    test(`synthetic ${what}, weights ${layout}: the kept-intermediate stage graphs equal the full block graph`, async () => {
+      const T = 13,
+        B = 2;
+      const W = synthWeights(cfg, 7);
+      const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
+      const r = rng(3);
+      const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
+      const rt = await ComputeRuntime.create({ ep: 'cpu' });
+      const fwd = new LlamaForward(cfg, T, rt, layout);
+      let x = await fwd.embed(ids, B, get('model.embed_tokens.weight'));
+      for (let l = 0; l < cfg.numLayers; l++) {
+        const w = await loadBlockWeights(cfg, l, get);
+        const wT = await fwd.weightTensors(w, l);
+        const full = await fwd.block(x, B, wT, l, 'stats');
+        const xT = rt.host(x, [B, T, cfg.hiddenSize]);
+        const a = await fwd.stage('attn_out', xT, {}, wT, l);
+        const m = await fwd.stage('mlp_in', xT, { attn_out: a.kept }, wT, l);
+        const act = await fwd.stage('mlp_act', xT, { h1: m.kept }, wT, l);
+        const y = await fwd.stage('out', xT, { h1: m.kept, act: act.kept }, wT, l);
+        assert.deepEqual(y.kept.dims, [B, T, cfg.hiddenSize]);
+        assert.ok(relErr(y.kept.data as Float32Array, full.y) < 1e-6, `y block ${l}`);
+        for (const [k, st] of [
+          ['attn_out', a],
+          ['mlp_in', m],
+          ['mlp_act', act],
+        ] as const) {
+          const got = st.stats!.stats.get(k)!;
+          assert.ok(relErr(got.xtx[0].data as Float32Array, full.stats!.get(k)!.xtx) < 1e-6, `${k} xtx block ${l}`);
+          assert.ok(relErr(got.absSum.data as Float32Array, full.stats!.get(k)!.absSum) < 1e-6, `${k} abssum block ${l}`);
+        }
+        // Running sums: the batch's statistics added to those fed in.
+        const acc = await fwd.stage('mlp_act', xT, { h1: m.kept }, wT, l, act.stats);
+        const twice = acc.stats!.stats.get('mlp_act')!;
+        const once = full.stats!.get('mlp_act')!;
+        assert.ok(
+          relErr(
+            twice.xtx[0].data as Float32Array,
+            once.xtx.map((v) => 2 * v),
+          ) < 1e-6,
+          `accumulated xtx block ${l}`,
+        );
+        assert.ok(
+          relErr(
+            twice.absSum.data as Float32Array,
+            once.absSum.map((v) => 2 * v),
+          ) < 1e-6,
+          `accumulated abssum block ${l}`,
+        );
+        assert.ok(relErr(acc.kept.data as Float32Array, act.kept.data as Float32Array) === 0, 'the kept activation does not depend on the sums');
+        x = full.y;
+      }
+      await rt.dispose();
+    });
