@@ -6,7 +6,7 @@
 import type * as ort from 'onnxruntime-node';
 import type { ComputeRuntime } from '../compute/runtime';
 import type { ModelConfig } from '../model/config';
-import type { BlockTensors, LlamaForward } from '../model/llama_forward';
+import type { BlockTensors, LlamaForward, PassTensors } from '../model/llama_forward';
 import { KEPT_OF_STAGE, type KeptStage } from '../model/llama_graph';
 import type { RunContext } from './run_context';
 import { finishOnDevice, isCancel, releasePass, sumOverBatches, type PassResult } from './stat_passes';
@@ -84,7 +84,7 @@ export async function keptStagePass(
   if (!batches.every((_, k) => kept.given(stage, k))) return null;
   const made: ort.Tensor[] = [];
   const rowBytes = keptBytesPerRow(fwd.cfg) * T;
-  let acc;
+  let acc: PassTensors | undefined;
   try {
     acc = await rt.scoped('intermediates', () =>
       sumOverBatches(rt, batches, hooks, async (k, a) => {

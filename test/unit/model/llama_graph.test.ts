@@ -144,18 +144,23 @@ const synthConfigs: [string, ModelConfig][] = [
   ],
 ];
 
+/** A synthetic model's weights, 2 windows of 13 random ids and its forward on the CPU EP with `layout`. */
+async function synthForward(cfg: ModelConfig, layout: 'out_in' | 'in_out') {
+  const T = 13,
+    B = 2;
+  const W = synthWeights(cfg, 7);
+  const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
+  const r = rng(3);
+  const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
+  const rt = await ComputeRuntime.create({ ep: 'cpu' });
+  return { T, B, get, ids, rt, fwd: new LlamaForward(cfg, T, rt, layout) };
+}
+
 for (const [what, cfg] of synthConfigs)
   for (const layout of ['out_in', 'in_out'] as const)
     test(`synthetic ${what}, weights ${layout}: block captures, statistics, routing and logits match the reference`, async () => {
-      const T = 13,
-        B = 2;
-      const W = synthWeights(cfg, 7);
-      const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
-      const r = rng(3);
-      const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
-      const rt = await ComputeRuntime.create({ ep: 'cpu' });
       // 'in_out' (the GPU layout: linears transposed once by a Transpose session, MatMul in the block graph).
-      const fwd = new LlamaForward(cfg, T, rt, layout);
+      const { T, B, get, ids, rt, fwd } = await synthForward(cfg, layout);
       let x = await fwd.embed(ids, B, get('model.embed_tokens.weight'));
       const xRef = [0, 1].map((b) => embedRef(cfg, ids.subarray(b * T, (b + 1) * T), get));
       assert.equal(relErr(x, [...xRef[0], ...xRef[1]]), 0);
@@ -325,14 +330,7 @@ for (const layout of ['out_in', 'in_out'] as const)
 for (const [what, cfg] of synthConfigs.filter(([, c]) => !c.moe))
   for (const layout of ['out_in', 'in_out'] as const)
     test(`synthetic ${what}, weights ${layout}: the kept-intermediate stage graphs equal the full block graph`, async () => {
-      const T = 13,
-        B = 2;
-      const W = synthWeights(cfg, 7);
-      const get = (n: string) => W.get(n) ?? assert.fail(`no ${n}`);
-      const r = rng(3);
-      const ids = Int32Array.from({ length: B * T }, () => Math.floor(r() * cfg.vocabSize));
-      const rt = await ComputeRuntime.create({ ep: 'cpu' });
-      const fwd = new LlamaForward(cfg, T, rt, layout);
+      const { T, B, get, ids, rt, fwd } = await synthForward(cfg, layout);
       let x = await fwd.embed(ids, B, get('model.embed_tokens.weight'));
       for (let l = 0; l < cfg.numLayers; l++) {
         const w = await loadBlockWeights(cfg, l, get);

@@ -2,7 +2,7 @@
 // path a 70B down_proj's 3.06 GiB XᵀX takes on a GPU (parts summed on the device, Σ|x| read on the host at every
 // batch, H finalised part by part) gives the CPU EP's whole-matrix statistics; and a dense block's stage graphs chained
 // through device tensors give its full block graph.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { ComputeRuntime } from '../../../src/engine/compute/runtime';
@@ -25,13 +25,19 @@ function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
   return Math.sqrt(num / den);
 }
 
+/** The WebGPU EP's runtime, or null with the test skipped where there is none (a failure where one is required). */
+async function webgpuRuntime(t: TestContext): Promise<ComputeRuntime | null> {
+  const rt = await ComputeRuntime.create({ ep: 'webgpu', log: () => {} });
+  if (rt.ep === 'webgpu') return rt;
+  // npm test installs SwiftShader and sets LOPRO_REQUIRE_DAWN: there, a missing WebGPU EP is a failure.
+  if (process.env.LOPRO_REQUIRE_DAWN === '1') assert.fail(`no WebGPU EP: ${rt.attempts[0]?.reason}`);
+  t.skip(`no WebGPU EP here: ${rt.attempts[0]?.reason}`);
+  return null;
+}
+
 test('WebGPU EP: a device-summed statistics pass with XᵀX in row parts = the CPU EP whole', async (t) => {
-  const gpuRt = await ComputeRuntime.create({ ep: 'webgpu', log: () => {} });
-  if (gpuRt.ep !== 'webgpu') {
-    // npm test installs SwiftShader and sets LOPRO_REQUIRE_DAWN: there, a missing WebGPU EP is a failure.
-    if (process.env.LOPRO_REQUIRE_DAWN === '1') assert.fail(`no WebGPU EP: ${gpuRt.attempts[0]?.reason}`);
-    return void t.skip(`no WebGPU EP here: ${gpuRt.attempts[0]?.reason}`);
-  }
+  const gpuRt = await webgpuRuntime(t);
+  if (!gpuRt) return;
   const m = openModel('fixtures/tiny');
   const weights = cachedWeights(m.weights);
   const cfg = m.cfg;
@@ -85,11 +91,8 @@ test('WebGPU EP: a device-summed statistics pass with XᵀX in row parts = the C
 // h1 and activation stay device tensors between the stage graphs, and the chain gives the CPU EP's full block graph:
 // its y and statistics (the stage sums fed back in too).
 test('WebGPU EP: the kept-intermediate stage graphs, device tensors chained = the CPU EP full block', async (t) => {
-  const gpuRt = await ComputeRuntime.create({ ep: 'webgpu', log: () => {} });
-  if (gpuRt.ep !== 'webgpu') {
-    if (process.env.LOPRO_REQUIRE_DAWN === '1') assert.fail(`no WebGPU EP: ${gpuRt.attempts[0]?.reason}`);
-    return void t.skip(`no WebGPU EP here: ${gpuRt.attempts[0]?.reason}`);
-  }
+  const gpuRt = await webgpuRuntime(t);
+  if (!gpuRt) return;
   const m = openModel('fixtures/tiny');
   const weights = cachedWeights(m.weights);
   const cfg = m.cfg;
