@@ -94,17 +94,29 @@ PY
       ;;
     full)
       # the whole 32-block run (METHOD, default lopro), stopped at the call's DEADLINE (s since the script started) and
-      # continued by the next call's `full` (--resume: run.json's seconds add up the sessions' committed time; BUNDLE=.gpu/old
-      # runs the older commit's bundle, e.g. to finish a run it started)
+      # continued by the next call's `full` (--resume: run.json's seconds add up the sessions' committed time). BUNDLE=.gpu/old
+      # runs the older commit's bundle, TAG names its output apart (/tmp/full_<method><tag>), so an A/B of the first blocks
+      # can run before the full run
       M=${METHOD:-lopro}
-      n=$(ls $O/full_$M*.log 2>/dev/null | wc -l)
-      step full_$M$n $(( ${DEADLINE:-560} - SECONDS )) "${HP[@]}" $L/node ${BUNDLE:-.gpu/bench}/lopro.js quantize /tmp/s32 --method $M --bits 2 --ctx 512 \
-        --calib $CALIB --ep webgpu --backend gpu --no-keep-hessians --resume --out /tmp/full_$M
-      grep -h "time:\|runtime:\|GPU busy\|model:\|run finished" "$O/full_$M$n.log" | cut -c1-330
-      [ -f /tmp/full_$M/run.json ] && python3 - /tmp/full_$M/run.json <<'PY'
+      F=full_$M${TAG:-}
+      n=$(ls $O/$F[0-9]*.log 2>/dev/null | wc -l)
+      step $F$n $(( ${DEADLINE:-560} - SECONDS )) "${HP[@]}" $L/node ${BUNDLE:-.gpu/bench}/lopro.js quantize /tmp/s32 --method $M --bits 2 --ctx 512 \
+        --calib $CALIB --ep webgpu --backend gpu --no-keep-hessians --resume --out /tmp/$F
+      grep -h "time:\|runtime:\|GPU busy\|model:\|run finished\|kept\|block [0-9]*/32$" "$O/$F$n.log" | cut -c1-330
+      [ -f /tmp/$F/run.json ] && python3 - /tmp/$F/run.json <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
 print('  run.json seconds', round(m['seconds'], 1), 'layers', len(m['layers']))
+PY
+      ;;
+    cmp)
+      # per-layer proxy losses of two runs' layers in common (A/B: the same quantization within float rounding?)
+      python3 - /tmp/full_${METHOD:-lopro}${TAG:-}/run.json /tmp/full_${METHOD:-lopro}/run.json <<'PY'
+import json, sys
+a, b = ({l['name']: l['proxyLoss'] for l in json.load(open(f))['layers']} for f in sys.argv[1:3])
+common = [k for k in a if k in b]
+rel = [abs(a[k] - b[k]) / abs(a[k]) for k in common]
+print('  proxy loss, %d layers in common: max rel diff %.3e, sums %.6e vs %.6e' % (len(common), max(rel) if rel else float('nan'), sum(a[k] for k in common), sum(b[k] for k in common)))
 PY
       ;;
     torch)
