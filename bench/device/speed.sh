@@ -42,10 +42,6 @@ for st in "$@"; do
     synth2)
       [ -f /tmp/s7/model.safetensors ] || step synth 60 $L/node .gpu/bench/synth_llama.js --out /tmp/s7 --blocks 2 --tokenizer-from .gpu/tok
       ;;
-    warm)
-      # the first run tokenizes the calibration text into the cache (≈ 1 s for .gpu/calib.txt): warm it when that matters
-      step warm 120 $L/node .gpu/bench/lopro.js quantize /tmp/s7 --method rtn --samples 2 --ctx 64 --calib $CALIB --ep cpu --backend cpu --out /tmp/pg_warm
-      ;;
     pipe)
       S=(--method ${METHOD:-lopro} --bits 2 --ctx 512 --calib $CALIB --ep webgpu --backend gpu)
       for r in $(seq 1 ${ROUNDS:-2}); do

@@ -94,7 +94,7 @@ export async function keptStagePass(
         return r.stats!;
       }),
     );
-    const res = await finishOnDevice(rt, acc, N, T);
+    const res = await rt.scoped('hessians', () => finishOnDevice(rt, acc!, N, T));
     kept.set(KEPT_OF_STAGE[stage], made);
     if (stage === 'mlp_in') kept.drop('attn_out'); // o_proj is quantized: only h1 is read from here on
     return res;
