@@ -239,7 +239,8 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   // With them, a dense block's passes also keep what the next pass starts from (kept_stages.ts).
   const kept = new KeptIntermediates(rt);
   const keptBytes = N * T * keptBytesPerRow(cfg);
-  kept.off = !keepActs || keptBytes > DEVICE_INTERMEDIATES_BUDGET_BYTES;
+  const anyDense = Array.from({ length: cfg.numLayers }, (_, b) => !blockKind(cfg, b).moe).includes(true);
+  kept.off = !keepActs || !anyDense || keptBytes > DEVICE_INTERMEDIATES_BUDGET_BYTES;
   if (!kept.off) hooks.log('info', `dense blocks' intermediates kept on the ${rt.ep} device between passes (≤ ${(keptBytes / 2 ** 20).toFixed(0)} MiB)`);
   // The last block's outputs are nobody's input: not computed, not kept (a resume with every block committed has
   // nothing left to compute from). A fresh run on the device embeds straight into device tensors (block 0's xDev),
