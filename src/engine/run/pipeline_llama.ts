@@ -23,7 +23,7 @@ import { calibrationWindows } from '../model/calibration';
 import { blockKind, blockLinears, expectedShapes, SEQUENTIAL_STAGES, statKey, statWidth, type BlockLinear, type ModelConfig, type StatKey } from '../model/config';
 import { GpuBusySampler } from '../compute/gpu_busy';
 import { BlockTensors, checkWeights, LlamaForward, loadBlockWeights, type BlockWeights } from '../model/llama_forward';
-import { passStats, type PassStats } from './stat_passes';
+import { isCancel, passStats, type PassStats } from './stat_passes';
 import { KeptIntermediates, keptBytesPerRow, keptOutput, keptStageOf, keptStagePass } from './kept_stages';
 import type { StatRequest } from '../model/llama_graph';
 import { defaultBatch } from '../model/perplexity';
@@ -237,6 +237,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   let spool: HessianSpool | undefined;
   if (keepActs) hooks.log('info', `calibration activations kept on the ${rt.ep} device through each block (${((2 * N * recordLen * 4) / 2 ** 20).toFixed(0)} MiB)`);
   // With them, a dense block's passes also keep what the next pass starts from (kept_stages.ts).
+  let layersInFlight = plan.layersInFlight; // 1 from the first layer that fails beside others (inOrderInFlight's retry)
   const kept = new KeptIntermediates(rt);
   const keptBytes = N * T * keptBytesPerRow(cfg);
   const anyDense = Array.from({ length: cfg.numLayers }, (_, b) => !blockKind(cfg, b).moe).includes(true);
@@ -371,7 +372,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
           };
           await inOrderInFlight(
             ready,
-            plan.layersInFlight,
+            layersInFlight,
             quantize,
             async (out, lin) => {
               const lc = layerConfigFor(params.config, lin.name);
@@ -398,6 +399,16 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
               await yieldToEventLoop();
             },
             () => throwIfCancelled(hooks.signal),
+            (e, lin) => {
+              if (isCancel(e, hooks)) return false;
+              // A device out of memory with several layers' buffers (the backends report no free memory before).
+              layersInFlight = 1;
+              hooks.log(
+                'warn',
+                `block ${b} ${lin.module} failed with ${plan.layersInFlight} layers at once (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); run again alone, one layer at a time from here on`,
+              );
+              return true;
+            },
           );
           // A pass's Hessians are dropped once its linears are done (mlp_in is kept: all-token experts use it).
           for (const k of pass) if (k !== 'mlp_in') stageStats.delete(k);
