@@ -3,7 +3,7 @@
 // peak host memory of the engine's memory plan. Pure so that unit tests can check it.
 
 import { bitsPerWeight, layerConfigFor, type QuantizeConfig } from '../src/protocol/config';
-import { GPU_LAYERS_IN_FLIGHT, type MemoryPlan, memoryShapeOf, planMemory, withLayersInFlight } from '../src/protocol/memory_plan';
+import { GPU_LAYERS_IN_FLIGHT, type MemoryPlan, memoryShapeOf, planMemory, withLayersInFlight, withReadAhead } from '../src/protocol/memory_plan';
 import { type AvailableMemory, resolveBudgetMB } from '../src/protocol/machine_memory';
 
 /** What an automatic budget is planned from when the host has not said what the machine has. */
@@ -47,8 +47,10 @@ export function memoryPlanFor(s: ModelSummary, c: QuantizeConfig, available: Ava
   // 'auto' may be the CPU EP: the estimate assumes so.
   const hostSums = calibrated && c.ep !== 'webgpu' && c.ep !== 'cuda';
   const shape = memoryShapeOf(linears, { hidden, heads: s.attentionHeads ?? 1, ctx, samples: calibrated ? c.calibSamples : 0, hostSums });
-  // The GPU backend quantizes up to three layers of a pass at once where the budget has room ('auto': assumed CPU).
-  return withLayersInFlight(planMemory(shape, resolveBudgetMB(c.memoryBudgetMB, available)), c.backend === 'gpu' ? GPU_LAYERS_IN_FLIGHT : 1);
+  // The GPU backend quantizes up to three layers of a pass at once where the budget has room ('auto': assumed CPU), and
+  // a calibrated run on a GPU EP reads the next block's weights ahead.
+  const plan = withLayersInFlight(planMemory(shape, resolveBudgetMB(c.memoryBudgetMB, available)), c.backend === 'gpu' ? GPU_LAYERS_IN_FLIGHT : 1);
+  return withReadAhead(plan, calibrated && !hostSums);
 }
 
 export function estimate(s: ModelSummary, c: QuantizeConfig, available?: AvailableMemory): Estimate {

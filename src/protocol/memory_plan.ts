@@ -112,6 +112,8 @@ export interface MemoryPlan {
   layerWeights: number;
   /** Layers of one pass quantized at once (withLayersInFlight); their Ŵ beyond the first are in the peak. */
   layersInFlight: number;
+  /** The next block's weights are read while this block runs (withReadAhead): a second block's weights in the peak. */
+  readAhead: boolean;
   /** Host bytes of the Hessians of the largest pass. */
   hessians: number;
   /** Both activation stores when held in memory, 0 when spilled. */
@@ -152,6 +154,7 @@ export function planMemory(s: MemoryShape, budget: number | { mb: number; auto?:
     layer,
     layerWeights: s.largestLayerWeights,
     layersInFlight: 1,
+    readAhead: false,
     hessians,
     activations,
     activationsSpilled,
@@ -179,11 +182,20 @@ export function withLayersInFlight(p: MemoryPlan, max: number): MemoryPlan {
   return { ...p, layersInFlight: n, peak: p.peak + (n - 1) * extra };
 }
 
+/**
+ * The plan with the next block's weights read on a worker thread while this block runs (`on`: where the forwards run on a
+ * GPU, whose passes leave the host waiting), if the budget's room above the peak holds a second block's weights.
+ */
+export function withReadAhead(p: MemoryPlan, on: boolean): MemoryPlan {
+  const fits = on && p.weights > 0 && p.budgetBytes - p.peak >= p.weights;
+  return fits ? { ...p, readAhead: true, peak: p.peak + p.weights } : p;
+}
+
 const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
 
 /** One line for the run's log: where the budget goes, and a warning's text when it is below the floor. */
 export function describeMemoryPlan(p: MemoryPlan): { line: string; belowFloor?: string } {
-  const line = `memory plan for ${p.budgetMB} MiB${p.auto ? ` (${p.auto})` : ''}: runtime ${mib(p.runtime)}, block weights ${mib(p.weights)}, layer work ${mib(p.layer)}${p.layersInFlight > 1 ? ` (+ ${mib((p.layersInFlight - 1) * extraLayerBytes(p.layerWeights))} for ${p.layersInFlight} layers at once)` : ''}, Hessians ≤ ${mib(p.hessians)} per pass, calibration activations ${p.activationsSpilled ? 'spilled to disk' : mib(p.activations)}`;
+  const line = `memory plan for ${p.budgetMB} MiB${p.auto ? ` (${p.auto})` : ''}: runtime ${mib(p.runtime)}, block weights ${mib(p.weights)}${p.readAhead ? ` (+ ${mib(p.weights)}: the next block's, read ahead)` : ''}, layer work ${mib(p.layer)}${p.layersInFlight > 1 ? ` (+ ${mib((p.layersInFlight - 1) * extraLayerBytes(p.layerWeights))} for ${p.layersInFlight} layers at once)` : ''}, Hessians ≤ ${mib(p.hessians)} per pass, calibration activations ${p.activationsSpilled ? 'spilled to disk' : mib(p.activations)}`;
   if (p.floor <= p.budgetBytes) return { line };
   return {
     line,

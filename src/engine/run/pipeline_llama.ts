@@ -13,7 +13,16 @@
 import { machineMemory, peakMemoryBytes } from '../util/peak_memory';
 import { resolveBudgetMB } from '../../protocol/machine_memory';
 import { layerConfigFor } from '../../protocol/config';
-import { describeMemoryPlan, type MemoryPlan, memoryShapeOf, type PlannedLinear, planMemory, GPU_LAYERS_IN_FLIGHT, withLayersInFlight } from '../../protocol/memory_plan';
+import {
+  describeMemoryPlan,
+  type MemoryPlan,
+  memoryShapeOf,
+  type PlannedLinear,
+  planMemory,
+  GPU_LAYERS_IN_FLIGHT,
+  withLayersInFlight,
+  withReadAhead,
+} from '../../protocol/memory_plan';
 import { ErrorCode } from '../../protocol/messages';
 import { ProtocolError } from '../../protocol/rpc';
 import type * as ort from 'onnxruntime-node';
@@ -22,7 +31,7 @@ import { writeSafetensorsAtomicAsync, type TensorData } from '../io/safetensors_
 import { calibrationWindows } from '../model/calibration';
 import { blockKind, blockLinears, expectedShapes, SEQUENTIAL_STAGES, statKey, statWidth, type BlockLinear, type ModelConfig, type StatKey } from '../model/config';
 import { GpuBusySampler } from '../compute/gpu_busy';
-import { BlockTensors, checkWeights, LlamaForward, loadBlockWeights, type BlockWeights } from '../model/llama_forward';
+import { BlockTensors, checkWeights, LlamaForward, type BlockWeights } from '../model/llama_forward';
 import { isCancel, passStats, type PassStats } from './stat_passes';
 import { KeptIntermediates, keptBytesPerRow, keptOutput, keptStageOf, keptStagePass } from './kept_stages';
 import type { StatRequest } from '../model/llama_graph';
@@ -35,6 +44,7 @@ import { HessianSpool } from './hessian_spool';
 import { ProgressTracker } from './progress';
 import { quantizeLayer } from './quantize_layer';
 import { inOrderInFlight } from './in_flight';
+import { ReadAhead } from './read_ahead';
 import { peekDawnGpu } from '../backend/gpu/dawn';
 import { engineEnv } from '../env';
 import { loproLayerTensors } from '../io/lopro_format';
@@ -152,6 +162,15 @@ export function passesOf(keys: readonly StatKey[], width: (k: StatKey) => number
 }
 
 /**
+ * The plan the pipeline runs by: memoryPlanOf, then the GPU backend's layers in flight, then the next block's weights
+ * read ahead where the forwards run on a device (each where the budget has room; the config panel plans the same).
+ */
+export function runPlanOf(cfg: ModelConfig, N: number, T: number, memoryBudgetMB: number, devicePaths: boolean, backend: 'cpu' | 'gpu', available = machineMemory()): MemoryPlan {
+  const plan = memoryPlanOf(cfg, N, T, memoryBudgetMB, !devicePaths, available);
+  return withReadAhead(withLayersInFlight(plan, backend === 'gpu' ? GPU_LAYERS_IN_FLIGHT : 1), devicePaths);
+}
+
+/**
  * The memory plan (protocol/memory_plan.ts) of a calibrated run of this model: its largest block, layer, statistic
  * and stage, within memoryBudgetMB (0: the automatic share of this machine's memory, protocol/machine_memory.ts).
  */
@@ -199,7 +218,7 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
   const fwd = new LlamaForward(cfg, T, rt);
   const B = defaultBatch(T);
   const devicePaths = rt.keepsDataOnDevice || engineEnv().testDevicePaths;
-  const plan = withLayersInFlight(memoryPlanOf(cfg, N, T, params.config.memoryBudgetMB, !devicePaths), ctx.backend.kind === 'gpu' ? GPU_LAYERS_IN_FLIGHT : 1);
+  const plan = runPlanOf(cfg, N, T, params.config.memoryBudgetMB, devicePaths, ctx.backend.kind);
   const budget = announceMemoryPlan(plan, hooks); // for the activation stores: in memory or spilled
   m.memoryPlan = { budgetMB: plan.budgetMB, ...(plan.auto ? { auto: plan.auto } : {}), peakBytes: plan.peak };
   const read = (name: string) => model.ckpt.readFloat32(name);
@@ -284,9 +303,12 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     lapT = t;
   };
   let gpuRun: ReturnType<GpuBusySampler['stop']> = null;
+  const readAhead = ReadAhead.create(cfg, model.ckpt, plan.readAhead);
+  const firstBlock = m.completedBlocks;
   try {
     for (let b = m.completedBlocks; b < cfg.numLayers; b++) {
-      const w: BlockWeights = await loadBlockWeights(cfg, b, read);
+      const w: BlockWeights = await readAhead.take(b, read);
+      readAhead.start(b + 1); // while this block runs
       // The block's weights as the graphs take them, uploaded when a pass first reads them: a quantized layer
       // replaces its own tensor (below) before any pass reads it, so each weight goes to a GPU once, as Ŵ.
       const blockT = new BlockTensors(fwd, rt, w);
@@ -499,8 +521,10 @@ export async function runLlamaBlocks(ctx: RunContext, calib: Calibration, rt: Co
     await wT?.release();
     for (const ts of [xDev, yDev]) if (ts) rt.release(...ts);
     fwd.dispose();
+    await readAhead.close();
     gpuRun = gpuBusy?.stop() ?? null;
   }
+  if (plan.readAhead) hooks.log('info', `weights read ahead on a worker thread for ${readAhead.served} of ${cfg.numLayers - firstBlock} blocks (the first is read directly)`);
   const busyOf = (k: keyof typeof busy) => (busy[k][1] > 0 ? `GPU busy ${((100 * busy[k][0]) / busy[k][1]).toFixed(0)} %` : '');
   const [bf, bl] = [busyOf('forwards'), busyOf('layers')];
   hooks.log(

@@ -7,8 +7,8 @@ import type { LinearLayerInfo, ModelSummary } from '../../../src/protocol/messag
 import { estimate } from '../../../webview/estimate';
 import { inspectModel } from '../../../src/engine/run/inspect';
 import { loadModelConfig } from '../../../src/engine/model/config';
-import { memoryPlanOf } from '../../../src/engine/run/pipeline_llama';
-import { GPU_LAYERS_IN_FLIGHT, withLayersInFlight } from '../../../src/protocol/memory_plan';
+import { runPlanOf } from '../../../src/engine/run/pipeline_llama';
+import { GPU_LAYERS_IN_FLIGHT } from '../../../src/protocol/memory_plan';
 
 const MODULES: [string, number, number][] = [
   ['q_proj', 256, 256],
@@ -115,10 +115,11 @@ test("the panel's peak is the engine's memory plan for the same model (tiny, Mix
       for (const backend of ['cpu', 'gpu'] as const)
         for (const memoryBudgetMB of [64, 4096]) {
           const c = { ...DEFAULT_CONFIG, calibText: 'a.txt', calibSamples: 16, ctx: 256, ep, backend, memoryBudgetMB };
-          // as pipeline_llama.ts plans: the GPU backend's layers in flight on top of the model's plan
-          const engine = withLayersInFlight(memoryPlanOf(cfg, 16, 256, memoryBudgetMB, ep === 'cpu'), backend === 'gpu' ? GPU_LAYERS_IN_FLIGHT : 1);
+          // the pipeline's plan: the GPU backend's layers in flight and the read-ahead on top of the model's plan
+          const engine = runPlanOf(cfg, 16, 256, memoryBudgetMB, ep !== 'cpu', backend);
           assert.equal(estimate(s, c).peakBytes, engine.peak, `${dir} ${ep} ${backend} ${memoryBudgetMB}`);
           if (backend === 'gpu' && memoryBudgetMB === 4096) assert.equal(engine.layersInFlight, GPU_LAYERS_IN_FLIGHT, `${dir}: room for three`);
+          assert.equal(engine.readAhead, ep === 'webgpu' && memoryBudgetMB === 4096, `${dir} ${ep} ${memoryBudgetMB}: read ahead with device forwards and room`);
         }
   }
 });

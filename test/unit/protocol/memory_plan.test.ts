@@ -14,6 +14,7 @@ import {
   planMemory,
   RUNTIME_ALLOWANCE_BYTES,
   withLayersInFlight,
+  withReadAhead,
 } from '../../../src/protocol/memory_plan';
 import { memoryPlanOf } from '../../../src/engine/run/pipeline_llama';
 import { parseModelConfig } from '../../../src/engine/model/config';
@@ -120,4 +121,24 @@ test('layers in flight: one unless the budget has room above the plan for each f
   }
   assert.equal(withLayersInFlight(planMemory(randomShape(mulberry32(1)), 1), 3).layersInFlight, 1); // below the floor: one
   assert.equal(planMemory(randomShape(mulberry32(1)), 65536).layersInFlight, 1);
+});
+
+test('read-ahead: a second block of weights in the peak exactly when asked for and the room above the peak holds it', () => {
+  const r = mulberry32(17);
+  let on = 0,
+    off = 0;
+  for (let i = 0; i < 1000; i++) {
+    const s = randomShape(r);
+    const p = withLayersInFlight(planMemory(s, Math.ceil((r() * 40 * 2 ** 30) / MiB) + 1), 3);
+    const asked = r() < 0.8;
+    const q = withReadAhead(p, asked);
+    const fits = p.budgetBytes - p.peak >= p.weights;
+    assert.equal(q.readAhead, asked && fits);
+    assert.equal(q.peak, p.peak + (q.readAhead ? p.weights : 0));
+    if (q.readAhead) assert.ok(q.peak <= q.budgetBytes);
+    assert.equal(describeMemoryPlan(q).line.includes('read ahead'), q.readAhead);
+    if (q.readAhead) on++;
+    else off++;
+  }
+  assert.ok(on > 50 && off > 50, `both cases drawn (${on} on, ${off} off)`);
 });

@@ -111,7 +111,7 @@ export class WorkerPool {
 }
 
 /** A .js worker loads directly; a .ts source (tests, benches under tsx) through tsx's CommonJS hook. */
-function spawnWorker(script: string): Worker {
+export function spawnWorker(script: string): Worker {
   if (!script.endsWith('.ts')) return new Worker(script);
   return new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(script)});`, { eval: true });
 }
