@@ -82,7 +82,8 @@ export interface VqLoopResult {
   groups: number;
   entries: number;
   loss: number;
-  seconds: { kmeans: number };
+  /** kmeans: the groups' k-means, where the backend times it apart (the GPU backend's queue runs it between the loop's steps). */
+  seconds: { kmeans?: number };
 }
 
 /** One layer's work on a backend. Every method may be called in any order; matrices never leave it. */

@@ -45,7 +45,7 @@ export interface GptvqResult extends VqLoopResult {
   damp: number;
   /** H_d not positive definite: Hinv = I, no error feedback. */
   choleskyFallback: boolean;
-  seconds: { kmeans: number; cholesky: number; loop: number };
+  seconds: { kmeans?: number; cholesky: number; loop: number };
 }
 
 const now = () => performance.now() / 1000;
@@ -84,7 +84,7 @@ export async function gptvq(s: LayerSession, W: Mat, H: Mat, opts: GptvqOptions,
       deadColumns: dead.length,
       damp: p.damp,
       choleskyFallback: p.choleskyFallback,
-      seconds: { kmeans: q.seconds.kmeans, cholesky: t1 - t0, loop: t2 - t1 - q.seconds.kmeans },
+      seconds: { ...q.seconds, cholesky: t1 - t0, loop: t2 - t1 - (q.seconds.kmeans ?? 0) },
     };
   } finally {
     s.free(W, H);

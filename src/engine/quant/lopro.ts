@@ -261,7 +261,7 @@ export async function loproResidual(
       deadColumns: q.deadColumns,
       damp: q.damp,
       choleskyFallback: q.choleskyFallback,
-      seconds: { kmeans: q.seconds.kmeans, 'gptvq.cholesky': q.seconds.cholesky, 'gptvq.loop': q.seconds.loop },
+      seconds: { ...(q.seconds.kmeans === undefined ? {} : { kmeans: q.seconds.kmeans }), 'gptvq.cholesky': q.seconds.cholesky, 'gptvq.loop': q.seconds.loop },
     },
     notes,
   };

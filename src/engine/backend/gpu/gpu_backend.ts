@@ -324,7 +324,7 @@ class GpuSession implements LayerSession {
 
   async gptvqLoop(W: Mat, Hinv: Mat, spec: VqLoopSpec): Promise<VqLoopResult> {
     const q = await gptvqOnDawn(this.gpu, this.k, dev(W).whole, dev(Hinv).buf, W.rows, W.cols, spec, 'gptvq', dev(Hinv).starts);
-    return { codes: q.codes, codebookBits: q.codebookBits, codebooks: q.codebooks, groups: q.groups, entries: q.entries, loss: q.loss, seconds: { kmeans: q.seconds.kmeans } };
+    return { codes: q.codes, codebookBits: q.codebookBits, codebooks: q.codebooks, groups: q.groups, entries: q.entries, loss: q.loss, seconds: {} };
   }
 
   /**
