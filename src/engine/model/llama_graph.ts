@@ -401,8 +401,8 @@ function statOutputs(g: GraphBuilder, cfg: ModelConfig, b: number, kind: BlockKi
     return rows ? () => g.op('Gather', [ones(), rows], { axis: 1 }) : ones;
   };
   // XᵀX (+ the running sums fed in) in row parts: part [r0, r1) = X[:, r0:r1]ᵀ·X. 'out_in' (the CPU EP) as
-  // Gemm(transA) with acc as C (β = 1); 'in_out' (GPU EPs) as MatMul(Xᵀ, X) + acc, because the WebGPU EP's Gemm with
-  // a transposed operand runs far below its MatMul (bench/RESULTS.md, issue 20).
+  // Gemm(transA) with acc as C (β = 1); 'in_out' (GPU EPs) as MatMul(Xᵀ, X) + acc, which the WebGPU EP runs at least
+  // as fast as its Gemm with a transposed operand, to the same bits (bench/RESULTS.md).
   const lins = blockLinears(cfg, b);
   const emitXtx = (k: StatKey, v: Value, acc: boolean) => {
     const parts = xtxParts(statWidth(cfg, lins, k), xtxPartBytes);
@@ -496,6 +496,9 @@ export type KeptStage = 'attn_out' | 'mlp_in' | 'mlp_act' | 'out';
 /** Graph input and output names of the kept values. */
 export const KEPT_OF_STAGE = { attn_out: 'attn_out', mlp_in: 'h1', mlp_act: 'act', out: null } as const;
 
+/** The kept values each stage graph reads, by input name. */
+export const STAGE_INPUTS = { attn_out: [], mlp_in: ['attn_out'], mlp_act: ['h1'], out: ['h1', 'act'] } as const satisfies Record<KeptStage, readonly string[]>;
+
 /** A dense block's stage graph (see KeptStage); `acc`: its statistics added to running sums fed in. */
 export function buildStageGraph(cfg: ModelConfig, ctx: number, stage: KeptStage, acc: boolean, layout: WeightLayout, kind: BlockKind, xtxPartBytes = XTX_PART_BYTES): Uint8Array {
   if (kind.moe) throw new Error(`stage graphs are for dense blocks, not a ${blockKindKey(kind)} one`);
@@ -504,15 +507,10 @@ export function buildStageGraph(cfg: ModelConfig, ctx: number, stage: KeptStage,
   const x = g.input('x', 'float32', ['B', ctx, cfg.hiddenSize]);
   const c = emitBlockConsts(g, cfg, x, ctx);
   const { tensor, linear } = blockInputEmitters(layout);
-  const h1 = () => g.input('h1', 'float32', ['BT', cfg.hiddenSize]);
-  const given: KeptValues =
-    stage === 'attn_out'
-      ? {}
-      : stage === 'mlp_in'
-        ? { attnOut: g.input('attn_out', 'float32', ['BT', cfg.numHeads * cfg.headDim]) }
-        : stage === 'mlp_act'
-          ? { h1: h1() }
-          : { h1: h1(), act: g.input('act', 'float32', ['BT', cfg.intermediateSize]) };
+  const width = { attn_out: cfg.numHeads * cfg.headDim, h1: cfg.hiddenSize, act: cfg.intermediateSize };
+  const field = { attn_out: 'attnOut', h1: 'h1', act: 'act' } as const;
+  const given: KeptValues = {};
+  for (const n of STAGE_INPUTS[stage]) given[field[n]] = g.input(n, 'float32', ['BT', width[n]]);
   const out = emitBlock(g, cfg, b, x, c, linear, tensor, null, given);
   if (stage === 'out') {
     g.output(out.y, 'y', ['B', ctx, cfg.hiddenSize]);

@@ -7,7 +7,7 @@ import type * as ort from 'onnxruntime-node';
 import type { ComputeRuntime } from '../compute/runtime';
 import type { ModelConfig } from '../model/config';
 import type { BlockTensors, LlamaForward, PassTensors } from '../model/llama_forward';
-import { KEPT_OF_STAGE, type KeptStage } from '../model/llama_graph';
+import { KEPT_OF_STAGE, STAGE_INPUTS, type KeptStage } from '../model/llama_graph';
 import type { RunContext } from './run_context';
 import { finishOnDevice, isCancel, releasePass, sumOverBatches, type PassResult } from './stat_passes';
 
@@ -35,9 +35,8 @@ export class KeptIntermediates {
   /** What stage `stage` is fed (by graph input name), or null where it is not kept. */
   given(stage: KeptStage, k: number): Record<string, ort.Tensor> | null {
     if (this.off) return null;
-    const need: KeptName[] = stage === 'attn_out' ? [] : stage === 'mlp_in' ? ['attn_out'] : stage === 'mlp_act' ? ['h1'] : ['h1', 'act'];
     const out: Record<string, ort.Tensor> = {};
-    for (const n of need) {
+    for (const n of STAGE_INPUTS[stage]) {
       const t = this.kept.get(n)?.[k];
       if (!t) return null;
       out[n] = t;

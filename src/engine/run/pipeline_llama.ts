@@ -136,7 +136,7 @@ async function activationsOnDevice(
     return xs;
   } catch (e) {
     rt.release(...xs);
-    if (hooks.signal?.aborted || (e instanceof ProtocolError && e.code === ErrorCode.Cancelled)) throw e;
+    if (isCancel(e, hooks)) throw e;
     hooks.log('warn', `calibration activations do not fit on the ${rt.ep} device (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); keeping them on the host`);
     return null;
   }

@@ -1,6 +1,6 @@
 // The next block's weights read on a worker thread while the pipeline works on this one: on a GPU the passes and
-// layers leave the host waiting, and reading and widening a 7B block's 404 MB of F16 to float32 took seconds of the
-// main thread between blocks. The arrays come back transferred (not copied); the checks are the direct read's
+// layers leave the host waiting, and reading and widening a block's F16 or BF16 to float32 is otherwise main-thread
+// work between blocks. The arrays come back transferred (not copied); the checks are the direct read's
 // (loadBlockWeights), so a bad tensor fails with the same message, only earlier in time.
 
 import type { Worker } from 'node:worker_threads';
